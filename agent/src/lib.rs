@@ -14,6 +14,35 @@
 //! - [`redact`]: keeping secrets out of what leaves the process.
 
 pub mod backup;
+pub mod config;
+pub mod connection;
+pub mod exec;
+pub mod health;
+pub mod journal;
 pub mod migrate;
 pub mod progress;
 pub mod redact;
+pub mod service;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Runs the agent until `shutdown` fires, then waits for running commands
+/// to finish and be journaled.
+pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), journal::JournalError> {
+    let config = Arc::new(config);
+    let journal = journal::Journal::open(&config.state_dir).await?;
+    let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
+    let tracker = TaskTracker::new();
+    let executor = exec::Executor::new(Arc::clone(&config), journal, outbox_tx, tracker.clone());
+    tracing::info!(name = %config.name, environment = %config.environment, "agent starting");
+    connection::run(config, executor, outbox_rx, shutdown).await;
+    tracker.close();
+    if !tracker.is_empty() {
+        tracing::info!(running = tracker.len(), "waiting for running commands to finish");
+    }
+    tracker.wait().await;
+    Ok(())
+}

@@ -1,1 +1,44 @@
-fn main(){}
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// runway's agent: runs backups, migrations, maintenance and restarts on
+/// this host when the runway coordinator asks, and streams progress back.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Agent config file (TOML). See deploy/agent-db.toml and deploy/agent-app.toml.
+    #[arg(short, long, env = "RUNWAY_AGENT_CONFIG", default_value = "/etc/runway/agent.toml")]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = runway_agent::config::Config::load(&args.config)?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: finishing running commands");
+        signal.cancel();
+    });
+    runway_agent::run(config, shutdown).await.context("agent stopped with an error")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

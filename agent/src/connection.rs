@@ -1,0 +1,158 @@
+//! The agent's link to the coordinators.
+//!
+//! The agent dials out (so it works through NAT and firewalls and holds no
+//! etcd credentials), registers, then keeps one bidirectional stream open:
+//! commands come down, events and results go up. Heartbeats flow both ways;
+//! a coordinator silent for three intervals is treated as dead. When the
+//! stream ends the agent redials with backoff, trying the leader a follower
+//! named first, then the configured addresses in turn.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runway_proto::v1::agent_channel_client::AgentChannelClient;
+use runway_proto::v1::{AgentMessage, Heartbeat, Register, agent_message, coordinator_message};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::exec::Executor;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot reach coordinator {addr}: {message}")]
+    Unreachable { addr: String, message: String },
+    #[error("coordinator {addr} refused the agent: {message}")]
+    Refused { addr: String, message: String, leader: Option<String> },
+    #[error("coordinator {addr} went silent for {secs} s")]
+    Silent { addr: String, secs: u64 },
+    #[error("coordinator {addr} closed the stream")]
+    Closed { addr: String },
+}
+
+/// Keeps the agent connected until `shutdown` fires.
+pub async fn run(
+    config: Arc<Config>,
+    executor: Executor,
+    mut outbox: mpsc::UnboundedReceiver<AgentMessage>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut next = 0usize;
+    let mut hint: Option<String> = None;
+    while !shutdown.is_cancelled() {
+        let addr = hint.take().unwrap_or_else(|| {
+            let addr = config.coordinators[next % config.coordinators.len()].clone();
+            next += 1;
+            addr
+        });
+        let started = Instant::now();
+        match session(&addr, &config, &executor, &mut outbox, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                if let SessionError::Refused { leader: Some(leader), .. } = &e {
+                    tracing::info!(%addr, %leader, "coordinator is a follower; dialing the leader");
+                    hint = Some(leader.clone());
+                    continue;
+                }
+                tracing::warn!(error = %e, "coordinator session ended");
+            }
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = MIN_BACKOFF;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One stream to one coordinator. `Ok(())` only on shutdown.
+async fn session(
+    addr: &str,
+    config: &Config,
+    executor: &Executor,
+    outbox: &mut mpsc::UnboundedReceiver<AgentMessage>,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let unreachable = |message: String| SessionError::Unreachable { addr: addr.to_owned(), message };
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .map_err(|e| unreachable(format!("invalid address: {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_keepalive(Some(Duration::from_secs(10)));
+    let channel = endpoint.connect().await.map_err(|e| unreachable(e.to_string()))?;
+    let mut client = AgentChannelClient::new(channel);
+
+    let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+    let register = Register {
+        name: config.name.clone(),
+        environment: config.environment.clone(),
+        roles: config.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        labels: config.labels.clone().into_iter().collect(),
+        runway_version: env!("CARGO_PKG_VERSION").to_owned(),
+        app_version: executor.app_version(),
+    };
+    tx.send(AgentMessage { kind: Some(agent_message::Kind::Register(register)) })
+        .await
+        .expect("fresh channel has room");
+    let mut inbound = match client.attach(ReceiverStream::new(rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            return Err(SessionError::Refused {
+                addr: addr.to_owned(),
+                message: status.message().to_owned(),
+                leader: runway_proto::leader_hint(&status),
+            });
+        }
+    };
+
+    let interval = Duration::from_secs(config.heartbeat_secs.max(1));
+    let mut ticker = tokio::time::interval(interval);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            message = inbound.message() => match message {
+                Ok(Some(message)) => {
+                    last_heard = Instant::now();
+                    match message.kind {
+                        Some(coordinator_message::Kind::Registered(r)) => {
+                            tracing::info!(coordinator = %r.coordinator, %addr, "registered");
+                        }
+                        Some(coordinator_message::Kind::Command(cmd)) => executor.submit(cmd).await,
+                        Some(coordinator_message::Kind::Heartbeat(_)) | None => {}
+                    }
+                }
+                Ok(None) => return Err(SessionError::Closed { addr: addr.to_owned() }),
+                Err(status) => {
+                    return Err(SessionError::Refused {
+                        addr: addr.to_owned(),
+                        message: status.message().to_owned(),
+                        leader: runway_proto::leader_hint(&status),
+                    });
+                }
+            },
+            Some(message) = outbox.recv() => {
+                if tx.send(message).await.is_err() {
+                    return Err(SessionError::Closed { addr: addr.to_owned() });
+                }
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > interval * 3 {
+                    return Err(SessionError::Silent { addr: addr.to_owned(), secs: last_heard.elapsed().as_secs() });
+                }
+                let beat = AgentMessage { kind: Some(agent_message::Kind::Heartbeat(Heartbeat { unix_ms: runway_proto::unix_ms_now() })) };
+                if tx.send(beat).await.is_err() {
+                    return Err(SessionError::Closed { addr: addr.to_owned() });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Turns a `Command` from the coordinator into work on this host.
+//!
+//! Every command goes through the [`Journal`] first (fencing and
+//! exactly-once), then runs in its own task. Progress becomes numbered
+//! `CommandEvent`s and the end a `CommandResult`; both go to the outbox,
+//! which the connection drains into whichever stream is live. A result
+//! lost with a dropped stream is not lost: it is in the journal, and the
+//! coordinator re-sends unfinished commands when the agent reconnects.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use runway_proto::v1::{self, AgentMessage, CommandEvent, CommandOutcome, CommandResult, agent_message, command};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Role};
+use crate::journal::{Admission, Incoming, Journal};
+use crate::progress::Progress;
+use crate::redact::redact_urls;
+use crate::{backup, health, migrate, service};
+
+/// Where messages for the coordinator go.
+pub type Outbox = mpsc::UnboundedSender<AgentMessage>;
+
+/// Runs commands; one per agent process.
+#[derive(Clone)]
+pub struct Executor {
+    config: Arc<Config>,
+    journal: Journal,
+    outbox: Outbox,
+    tracker: TaskTracker,
+    /// The app version running now (changes after a restart).
+    app_version: Arc<std::sync::Mutex<String>>,
+}
+
+/// Why a command failed. Rendered into the result's `error` field.
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    #[error("this host does not have the {0} role; check the agent's `roles`")]
+    WrongRole(&'static str),
+    #[error("command has no action; the coordinator is newer than this agent")]
+    NoAction,
+    #[error(transparent)]
+    Bundle(#[from] runway_proto::bundle::BundleError),
+    #[error(transparent)]
+    Migrate(#[from] migrate::MigrateError),
+    #[error(transparent)]
+    Backup(#[from] backup::BackupError),
+    #[error(transparent)]
+    Hook(#[from] service::HookError),
+    #[error(transparent)]
+    Health(#[from] health::HealthError),
+    #[error("{0}")]
+    Preflight(String),
+}
+
+impl Executor {
+    pub fn new(config: Arc<Config>, journal: Journal, outbox: Outbox, tracker: TaskTracker) -> Self {
+        let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
+        Self { config, journal, outbox, tracker, app_version: Arc::new(std::sync::Mutex::new(version)) }
+    }
+
+    /// The app version to report at registration.
+    pub fn app_version(&self) -> String {
+        self.app_version.lock().expect("app version lock").clone()
+    }
+
+    /// Admits `cmd` through the journal and runs it in the background.
+    pub async fn submit(&self, cmd: v1::Command) {
+        let action = action_name(&cmd);
+        let admission = self
+            .journal
+            .admit(Incoming {
+                command_id: &cmd.command_id,
+                rollout_id: &cmd.rollout_id,
+                token: cmd.fencing_token,
+                issued_by: &cmd.issued_by,
+                action,
+            })
+            .await;
+        match admission {
+            Ok(Admission::Start) => {
+                tracing::info!(command_id = %cmd.command_id, action, token = cmd.fencing_token, "starting command");
+                let this = self.clone();
+                self.tracker.spawn(async move { this.run(cmd).await });
+            }
+            Ok(Admission::AlreadyRunning) => {
+                tracing::info!(command_id = %cmd.command_id, "command re-sent while running; its result will follow");
+            }
+            Ok(Admission::Finished(result)) => {
+                tracing::info!(command_id = %cmd.command_id, "command re-sent after it finished; returning the recorded result");
+                self.send_result(result);
+            }
+            Ok(Admission::Stale { token, highest }) => {
+                tracing::warn!(command_id = %cmd.command_id, token, highest, "refusing command from a deposed leader");
+                self.send_result(CommandResult {
+                    command_id: cmd.command_id,
+                    outcome: CommandOutcome::Refused as i32,
+                    error: format!(
+                        "refused: fencing token {token} is lower than {highest}, already seen from a newer leader"
+                    ),
+                    detail_json: String::new(),
+                });
+            }
+            Err(e) => {
+                tracing::error!(command_id = %cmd.command_id, error = %e, "cannot journal command; refusing it");
+                self.send_result(CommandResult {
+                    command_id: cmd.command_id,
+                    outcome: CommandOutcome::Refused as i32,
+                    error: format!("refused: {e}"),
+                    detail_json: String::new(),
+                });
+            }
+        }
+    }
+
+    async fn run(&self, cmd: v1::Command) {
+        let progress = self.progress_for(&cmd.command_id);
+        let result = match self.execute(&cmd, &progress).await {
+            Ok(detail) => CommandResult {
+                command_id: cmd.command_id.clone(),
+                outcome: CommandOutcome::Succeeded as i32,
+                error: String::new(),
+                detail_json: detail.to_string(),
+            },
+            Err(e) => {
+                let error = redact_urls(&e.to_string());
+                tracing::warn!(command_id = %cmd.command_id, %error, "command failed");
+                CommandResult {
+                    command_id: cmd.command_id.clone(),
+                    outcome: CommandOutcome::Failed as i32,
+                    error,
+                    detail_json: String::new(),
+                }
+            }
+        };
+        if let Err(e) = self.journal.finish(&result).await {
+            tracing::error!(command_id = %cmd.command_id, error = %e, "cannot record command result");
+        }
+        self.send_result(result);
+    }
+
+    async fn execute(&self, cmd: &v1::Command, progress: &Progress) -> Result<serde_json::Value, ExecError> {
+        let action = cmd.action.as_ref().ok_or(ExecError::NoAction)?;
+        match action {
+            command::Action::Preflight(p) => self.preflight(p, progress).await,
+            command::Action::Backup(b) => {
+                let url = self.db_url()?;
+                let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
+                let manifest = backup::create(url, config, &b.label, &cmd.rollout_id, progress).await?;
+                Ok(serde_json::to_value(manifest).expect("manifest serializes"))
+            }
+            command::Action::Migrate(m) => {
+                let url = self.db_url()?;
+                let bundle = m.bundle.clone().unwrap_or_default();
+                let migrations = runway_proto::bundle::migrations(&bundle)?;
+                let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
+                Ok(serde_json::to_value(report).expect("report serializes"))
+            }
+            command::Action::MaintenanceOn(_) => {
+                let app = self.app()?;
+                self.hook("maintenance_on", &app.maintenance_on, &[], progress).await?;
+                Ok(serde_json::json!({}))
+            }
+            command::Action::MaintenanceOff(_) => {
+                let app = self.app()?;
+                self.hook("maintenance_off", &app.maintenance_off, &[], progress).await?;
+                Ok(serde_json::json!({}))
+            }
+            command::Action::Restart(r) => {
+                let app = self.app()?;
+                let version = if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
+                self.hook("restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress).await?;
+                let health = health::wait_healthy(
+                    &app.health_url,
+                    Duration::from_secs(app.health_timeout_secs),
+                    progress,
+                )
+                .await?;
+                *self.app_version.lock().expect("app version lock") = version.clone();
+                Ok(serde_json::json!({ "app_version": version, "health": health }))
+            }
+        }
+    }
+
+    /// Checks that this host can do its part of the rollout.
+    async fn preflight(&self, p: &v1::Preflight, progress: &Progress) -> Result<serde_json::Value, ExecError> {
+        let mut detail = serde_json::Map::new();
+        if self.config.has_role(Role::Db) {
+            let bundle = p.bundle.clone().unwrap_or_default();
+            let migrations = runway_proto::bundle::migrations(&bundle)?;
+            progress.emit("bundle", format!("bundle {} holds {} migration(s)", short(&bundle.digest), migrations.len()));
+            let url = self.db_url()?;
+            let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
+            progress.emit("database", format!("database reachable: {version}"));
+            detail.insert("server_version".into(), version.into());
+            let backup = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
+            check_writable(&backup.dir).await.map_err(ExecError::Preflight)?;
+            progress.emit("backup_dir", format!("backup dir {} is writable", backup.dir.display()));
+        }
+        if let Some(app) = self.config.app.as_ref().filter(|_| self.config.has_role(Role::App)) {
+            let line = health::probe(&app.health_url)
+                .await
+                .map_err(|why| ExecError::Preflight(format!("app is not healthy before the rollout: {} answered {why}", app.health_url)))?;
+            progress.emit("health", format!("{} healthy: {line}", app.health_url));
+            detail.insert("health".into(), line.into());
+        }
+        Ok(serde_json::Value::Object(detail))
+    }
+
+    async fn hook(
+        &self,
+        name: &str,
+        argv: &[String],
+        env: &[(&str, &str)],
+        progress: &Progress,
+    ) -> Result<(), service::HookError> {
+        let timeout = Duration::from_secs(self.app().map(|a| a.hook_timeout_secs).unwrap_or(300));
+        service::run_hook(name, argv, env, timeout, progress).await
+    }
+
+    fn db_url(&self) -> Result<&str, ExecError> {
+        if !self.config.has_role(Role::Db) {
+            return Err(ExecError::WrongRole("db"));
+        }
+        self.config.database_url().ok_or(ExecError::WrongRole("db"))
+    }
+
+    fn app(&self) -> Result<&crate::config::AppConfig, ExecError> {
+        match &self.config.app {
+            Some(app) if self.config.has_role(Role::App) => Ok(app),
+            _ => Err(ExecError::WrongRole("app")),
+        }
+    }
+
+    /// A progress handle that numbers events of one command from 1.
+    fn progress_for(&self, command_id: &str) -> Progress {
+        let outbox = self.outbox.clone();
+        let command_id = command_id.to_owned();
+        let seq = AtomicU64::new(0);
+        Progress::new(move |update| {
+            let event = CommandEvent {
+                command_id: command_id.clone(),
+                seq: seq.fetch_add(1, Ordering::SeqCst) + 1,
+                phase: update.phase,
+                message: redact_urls(&update.message),
+                counters: update.counters.map(|c| v1::Counters { done: c.done, total: c.total, unit: c.unit.into() }),
+                unix_ms: runway_proto::unix_ms_now(),
+            };
+            let _ = outbox.send(AgentMessage { kind: Some(agent_message::Kind::Event(event)) });
+        })
+    }
+
+    fn send_result(&self, result: CommandResult) {
+        let _ = self.outbox.send(AgentMessage { kind: Some(agent_message::Kind::Result(result)) });
+    }
+}
+
+/// The action's name as journaled and logged.
+pub fn action_name(cmd: &v1::Command) -> &'static str {
+    match &cmd.action {
+        Some(command::Action::Preflight(_)) => "preflight",
+        Some(command::Action::Backup(_)) => "backup",
+        Some(command::Action::Migrate(_)) => "migrate",
+        Some(command::Action::MaintenanceOn(_)) => "maintenance_on",
+        Some(command::Action::MaintenanceOff(_)) => "maintenance_off",
+        Some(command::Action::Restart(_)) => "restart",
+        None => "unknown",
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+async fn server_version(url: &str) -> Result<String, String> {
+    use sqlx::Connection;
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(url))
+        .await
+        .map_err(|_| "database did not answer within 10 s".to_owned())?
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| format!("cannot query the database: {e}"))?;
+    let _ = conn.close().await;
+    Ok(format!("PostgreSQL {version}"))
+}
+
+async fn check_writable(dir: &std::path::Path) -> Result<(), String> {
+    tokio::fs::create_dir_all(dir).await.map_err(|e| format!("backup dir {}: {e}", dir.display()))?;
+    let probe = dir.join(".runway-write-test");
+    tokio::fs::write(&probe, b"ok").await.map_err(|e| format!("backup dir {} is not writable: {e}", dir.display()))?;
+    let _ = tokio::fs::remove_file(&probe).await;
+    Ok(())
+}

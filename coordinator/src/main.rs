@@ -1,1 +1,57 @@
-fn main(){}
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// runway's coordinator: holds the leader lock in etcd, runs rollouts and
+/// dispatches their commands to the agents. Run two or more for failover.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Config file (TOML). See deploy/coordinator.toml. Without it, defaults
+    /// apply (listen 127.0.0.1:7400, etcd at 127.0.0.1:2379).
+    #[arg(short, long, env = "RUNWAY_COORDINATOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Overrides `listen` from the config.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Overrides `name` from the config.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = runway_coordinator::config::Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+        config.advertise.clear();
+    }
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    config.finish()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal as unix_signal};
+        let mut term = unix_signal(SignalKind::terminate()).expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+        signal.cancel();
+    });
+    runway_coordinator::run(config, listener, shutdown).await?;
+    Ok(())
+}

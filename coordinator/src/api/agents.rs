@@ -1,0 +1,149 @@
+//! The agent channel: one bidirectional stream per connected agent.
+//!
+//! Only the leader accepts agents; a follower refuses with the leader's
+//! address. When the leader's term ends every agent stream is closed, so
+//! agents move to the new leader.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runway_proto::v1::agent_channel_server::AgentChannel;
+use runway_proto::v1::{
+    AgentInfo, AgentMessage, CoordinatorMessage, Heartbeat, Register, Registered, agent_message,
+    coordinator_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use super::error::ApiError;
+use crate::leadership::Term;
+
+pub struct AgentService {
+    shared: Arc<Shared>,
+}
+
+impl AgentService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+type Outbound = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentChannel for AgentService {
+    type AttachStream = Outbound;
+
+    async fn attach(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Outbound>, Status> {
+        let term = self.shared.leader_term()?;
+        let mut inbound = request.into_inner();
+        let register = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+            Ok(Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Register(r)) }))) => r,
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no register message within 10 s")),
+            Ok(_) => return Err(Status::invalid_argument("the first message on the agent channel must be register")),
+        };
+        validate(&self.shared, &register)?;
+
+        let (tx, rx) = mpsc::channel(256);
+        let now = runway_proto::unix_ms_now();
+        let name = register.name.clone();
+        let info = AgentInfo {
+            name: register.name,
+            environment: register.environment,
+            roles: register.roles,
+            labels: register.labels,
+            runway_version: register.runway_version,
+            app_version: register.app_version,
+            connected_unix_ms: now,
+            last_seen_unix_ms: now,
+        };
+        tracing::info!(agent = %name, environment = %info.environment, roles = ?info.roles, "agent registered");
+        let session = self.shared.registry.register(info, tx.clone());
+        let heartbeat = Duration::from_secs(self.shared.config.heartbeat_secs.max(1));
+        let registered = Registered {
+            coordinator: self.shared.config.name.clone(),
+            heartbeat_interval_secs: heartbeat.as_secs() as u32,
+        };
+        tx.send(Ok(CoordinatorMessage { kind: Some(coordinator_message::Kind::Registered(registered)) }))
+            .await
+            .map_err(|_| Status::unavailable("agent stream closed during registration"))?;
+        self.shared.dispatcher.resend_for(&name).await;
+
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let reason = serve_session(&shared, &name, session, term, heartbeat, inbound, &tx).await;
+            tracing::info!(agent = %name, %reason, "agent session ended");
+            shared.registry.unregister(&name, session);
+            if reason.starts_with("leadership") {
+                let _ = tx.send(Err(ApiError::NotLeader { leader: None }.into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn validate(shared: &Shared, register: &Register) -> Result<(), Status> {
+    if register.name.trim().is_empty() {
+        return Err(Status::invalid_argument("agent name must not be empty"));
+    }
+    if !shared.config.environments.contains(&register.environment) {
+        return Err(Status::invalid_argument(format!(
+            "agent {} belongs to unknown environment {:?}; the coordinator knows: {}",
+            register.name,
+            register.environment,
+            shared.config.environments.join(", ")
+        )));
+    }
+    if let Some(role) = register.roles.iter().find(|r| *r != "db" && *r != "app") {
+        return Err(Status::invalid_argument(format!("agent {} has unknown role {role:?}", register.name)));
+    }
+    Ok(())
+}
+
+/// Relays one agent's messages until the stream ends, the agent goes
+/// silent, or leadership ends. Returns why it ended.
+async fn serve_session(
+    shared: &Shared,
+    name: &str,
+    session: u64,
+    term: Term,
+    heartbeat: Duration,
+    mut inbound: Streaming<AgentMessage>,
+    tx: &mpsc::Sender<Result<CoordinatorMessage, Status>>,
+) -> String {
+    let mut ticker = tokio::time::interval(heartbeat);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            _ = term.cancel.cancelled() => return "leadership ended".into(),
+            message = inbound.message() => match message {
+                Ok(Some(message)) => {
+                    last_heard = Instant::now();
+                    shared.registry.touch(name, session);
+                    match message.kind {
+                        Some(agent_message::Kind::Event(event)) => shared.dispatcher.on_event(name, event),
+                        Some(agent_message::Kind::Result(result)) => shared.dispatcher.on_result(name, result),
+                        Some(agent_message::Kind::Heartbeat(_)) | None => {}
+                        Some(agent_message::Kind::Register(_)) => return "agent registered twice on one stream".into(),
+                    }
+                }
+                Ok(None) => return "agent closed the stream".into(),
+                Err(status) => return format!("stream error: {}", status.message()),
+            },
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > heartbeat * 3 {
+                    return format!("agent silent for {} s", last_heard.elapsed().as_secs());
+                }
+                let beat = CoordinatorMessage { kind: Some(coordinator_message::Kind::Heartbeat(Heartbeat { unix_ms: runway_proto::unix_ms_now() })) };
+                if tx.send(Ok(beat)).await.is_err() {
+                    return "agent stream closed".into();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Errors of the gRPC services, and their one conversion to `tonic::Status`.
+
+use runway_proto::LEADER_METADATA_KEY;
+
+use crate::rollout::plan::PlanError;
+use crate::store::StoreError;
+
+/// What an operator or agent call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Retry against the leader (its address travels in the metadata).
+    #[error("this coordinator is not the leader{}", leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_else(|| "; no leader is elected yet, retry shortly".into()))]
+    NotLeader { leader: Option<String> },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Bundle(#[from] runway_proto::bundle::BundleError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        let message = error.to_string();
+        match error {
+            ApiError::NotLeader { leader } => {
+                let mut status = tonic::Status::unavailable(message);
+                if let Some(value) = leader.and_then(|l| l.parse().ok()) {
+                    status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+                }
+                status
+            }
+            ApiError::InvalidArgument(_) | ApiError::Bundle(_) => tonic::Status::invalid_argument(message),
+            ApiError::FailedPrecondition(_) | ApiError::Plan(_) => tonic::Status::failed_precondition(message),
+            ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::Store(StoreError::Fenced(_)) => {
+                tonic::Status::unavailable("this coordinator just lost leadership; retry against the new leader")
+            }
+            ApiError::Store(StoreError::Etcd(_)) => {
+                tracing::error!(error = %message, "etcd call failed");
+                tonic::Status::unavailable("the coordinator cannot reach etcd right now; retry shortly")
+            }
+            ApiError::Store(StoreError::Corrupt { .. }) => {
+                tracing::error!(error = %message, "corrupt state in etcd");
+                tonic::Status::internal("stored rollout state is corrupt; see the coordinator's log")
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The operator API the `runway` CLI calls.
+//!
+//! Reads (get, list) are served by any coordinator from etcd; everything
+//! else only by the leader, followers answer with the leader's address.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use runway_proto::v1::operator_server::Operator;
+use runway_proto::v1::{
+    CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest,
+    ListRolloutsResponse, Rollout, RolloutEvent, StartRolloutRequest, WatchRolloutRequest,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use super::error::ApiError;
+use crate::rollout::plan::default_plan;
+use crate::rollout::record::{RolloutRecord, RolloutState};
+
+pub struct OperatorService {
+    shared: Arc<Shared>,
+}
+
+impl OperatorService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    async fn start(&self, request: StartRolloutRequest) -> Result<Rollout, ApiError> {
+        let term = self.shared.leader_term()?;
+        let config = &self.shared.config;
+        if !config.environments.contains(&request.environment) {
+            return Err(ApiError::InvalidArgument(format!(
+                "unknown environment {:?}; this coordinator knows: {}",
+                request.environment,
+                config.environments.join(", ")
+            )));
+        }
+        let bundle =
+            request.bundle.ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
+        let migrations = runway_proto::bundle::migrations(&bundle)?;
+        let steps = default_plan(&request.environment, &self.shared.registry.snapshot(&request.environment))?;
+        let now = runway_proto::unix_ms_now();
+        let record = RolloutRecord {
+            id: new_rollout_id(),
+            environment: request.environment,
+            bundle_digest: bundle.digest.clone(),
+            app_version: request.app_version,
+            state: RolloutState::Pending,
+            steps,
+            error: String::new(),
+            created_unix_ms: now,
+            updated_unix_ms: now,
+            coordinator: config.name.clone(),
+            cancel_requested: false,
+        };
+        self.shared.store.create_rollout(&term, &record, &bundle).await?;
+        tracing::info!(rollout = %record.id, environment = %record.environment, migrations = migrations.len(), "rollout accepted");
+        let wire = record.to_proto();
+        self.shared.engine.start(term, record, bundle);
+        Ok(wire)
+    }
+
+    async fn get(&self, id: &str) -> Result<RolloutRecord, ApiError> {
+        self.shared
+            .store
+            .get_rollout(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no rollout with id {id:?}; `runway rollout list` shows them")))
+    }
+}
+
+/// Short, unique, roughly time-ordered rollout ids.
+fn new_rollout_id() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{secs:x}-{}", &random[..6])
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<RolloutEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Operator for OperatorService {
+    async fn start_rollout(&self, request: Request<StartRolloutRequest>) -> Result<Response<Rollout>, Status> {
+        Ok(Response::new(self.start(request.into_inner()).await?))
+    }
+
+    async fn get_rollout(&self, request: Request<GetRolloutRequest>) -> Result<Response<Rollout>, Status> {
+        Ok(Response::new(self.get(&request.into_inner().rollout_id).await?.to_proto()))
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<ListRolloutsRequest>,
+    ) -> Result<Response<ListRolloutsResponse>, Status> {
+        let environment = request.into_inner().environment;
+        let rollouts = self
+            .shared
+            .store
+            .list_rollouts()
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .filter(|r| environment.is_empty() || r.environment == environment)
+            .map(|r| r.to_proto())
+            .collect();
+        Ok(Response::new(ListRolloutsResponse { rollouts }))
+    }
+
+    type WatchRolloutStream = EventStream;
+
+    async fn watch_rollout(
+        &self,
+        request: Request<WatchRolloutRequest>,
+    ) -> Result<Response<Self::WatchRolloutStream>, Status> {
+        let request = request.into_inner();
+        self.shared.leader_term()?;
+        self.get(&request.rollout_id).await?;
+        // Subscribe before reading what is saved, so nothing falls between.
+        let live = self.shared.bus.subscribe();
+        let (tx, rx) = mpsc::channel(256);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            if let Err(status) = follow(&shared, &request.rollout_id, request.from_seq.max(1), live, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn cancel_rollout(&self, request: Request<CancelRolloutRequest>) -> Result<Response<Rollout>, Status> {
+        let id = request.into_inner().rollout_id;
+        self.shared.leader_term()?;
+        let record = self.get(&id).await?;
+        if record.state.is_terminal() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "rollout {id} already ended ({:?}); nothing to cancel",
+                record.state
+            ))
+            .into());
+        }
+        if !self.shared.engine.request_cancel(&id) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "rollout {id} is not running on the leader yet; retry in a few seconds"
+            ))
+            .into());
+        }
+        tracing::info!(rollout = %id, "cancel requested");
+        Ok(Response::new(record.to_proto()))
+    }
+
+    async fn list_agents(&self, request: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+        self.shared.leader_term()?;
+        let environment = request.into_inner().environment;
+        let agents = self.shared.registry.list((!environment.is_empty()).then_some(environment.as_str()));
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+}
+
+/// Sends saved events from `from_seq`, then live ones, until the terminal one.
+async fn follow(
+    shared: &Shared,
+    id: &str,
+    mut next: u64,
+    mut live: broadcast::Receiver<RolloutEvent>,
+    tx: &mpsc::Sender<Result<RolloutEvent, Status>>,
+) -> Result<(), Status> {
+    let mut catch_up = true;
+    loop {
+        if catch_up {
+            for event in shared.store.events(id, next).await.map_err(ApiError::from)? {
+                next = event.seq + 1;
+                let terminal = event.terminal;
+                if tx.send(Ok(event)).await.is_err() || terminal {
+                    return Ok(());
+                }
+            }
+            catch_up = false;
+        }
+        let term = shared.leader_term()?;
+        let event = tokio::select! {
+            _ = term.cancel.cancelled() => return Err(ApiError::NotLeader { leader: None }.into()),
+            _ = tx.closed() => return Ok(()),
+            event = live.recv() => event,
+        };
+        match event {
+            Ok(event) if event.rollout_id == id && event.seq >= next => {
+                if event.seq > next {
+                    // Missed some (should not happen): read them from etcd.
+                    catch_up = true;
+                    continue;
+                }
+                next = event.seq + 1;
+                let terminal = event.terminal;
+                if tx.send(Ok(event)).await.is_err() || terminal {
+                    return Ok(());
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => catch_up = true,
+            Err(broadcast::error::RecvError::Closed) => return Err(Status::unavailable("coordinator is stopping")),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The coordinator's config: defaults ← TOML file ← environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// See `deploy/coordinator.toml` for a commented example.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Unique name of this coordinator (defaults to the host name).
+    pub name: String,
+    /// Address the gRPC server binds to.
+    pub listen: SocketAddr,
+    /// Address agents and CLIs use to reach this coordinator, given to them
+    /// by followers as the leader's address. Defaults to `http://<listen>`.
+    pub advertise: String,
+    /// etcd client endpoints.
+    pub etcd_endpoints: Vec<String>,
+    /// Prefix of every key runway writes in etcd.
+    pub etcd_prefix: String,
+    /// Leader lease TTL in seconds (etcd's minimum is 2).
+    pub lease_ttl_secs: u64,
+    /// Environments rollouts may target, e.g. ["staging", "production"].
+    pub environments: Vec<String>,
+    /// Seconds between heartbeats on agent streams.
+    pub heartbeat_secs: u64,
+    /// How long a step waits for a disconnected agent to come back before
+    /// it fails, in seconds.
+    pub agent_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".into()),
+            listen: "127.0.0.1:7400".parse().expect("valid default address"),
+            advertise: String::new(),
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_prefix: "/runway".into(),
+            lease_ttl_secs: 5,
+            environments: vec!["staging".into(), "production".into()],
+            heartbeat_secs: 2,
+            agent_grace_secs: 60,
+        }
+    }
+}
+
+/// A config that cannot be used; names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read coordinator config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("coordinator config {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("coordinator config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (if given) over the defaults, then applies
+    /// `RUNWAY_ETCD_ENDPOINTS` (comma-separated) and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
+            }
+            None => Config::default(),
+        };
+        if let Ok(endpoints) = std::env::var("RUNWAY_ETCD_ENDPOINTS") {
+            config.etcd_endpoints = endpoints.split(',').map(|s| s.trim().to_owned()).collect();
+        }
+        config.finish()?;
+        Ok(config)
+    }
+
+    /// Fills derived defaults and checks every key.
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        if self.advertise.is_empty() {
+            self.advertise = format!("http://{}", self.listen);
+        }
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::Invalid("`name` must not be empty".into()));
+        }
+        if self.etcd_endpoints.is_empty() {
+            return Err(ConfigError::Invalid("`etcd_endpoints` must list at least one endpoint".into()));
+        }
+        if self.lease_ttl_secs < 2 {
+            return Err(ConfigError::Invalid(format!(
+                "`lease_ttl_secs` is {}; etcd's minimum lease TTL is 2",
+                self.lease_ttl_secs
+            )));
+        }
+        if self.environments.is_empty() {
+            return Err(ConfigError::Invalid("`environments` must name at least one environment".into()));
+        }
+        if !self.advertise.starts_with("http://") && !self.advertise.starts_with("https://") {
+            return Err(ConfigError::Invalid(format!(
+                "`advertise` must be an http:// or https:// URL, got {:?}",
+                self.advertise
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl_secs)
+    }
+}

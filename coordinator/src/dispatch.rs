@@ -1,0 +1,115 @@
+//! Sending commands to agents and routing their events and results back.
+//!
+//! A dispatched command stays pending until its result arrives. While the
+//! agent is away it waits; when the agent (re)registers, every pending
+//! command for it is sent again. That is safe because agents journal
+//! commands by id: a re-sent command attaches to the running one or
+//! returns the recorded result.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use runway_proto::v1::{self, CommandEvent, CommandResult, CoordinatorMessage, coordinator_message};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::registry::Registry;
+
+struct Pending {
+    host: String,
+    command: v1::Command,
+    events: mpsc::UnboundedSender<CommandEvent>,
+    result: oneshot::Sender<CommandResult>,
+    /// Highest event sequence number delivered, to drop repeats.
+    last_seq: u64,
+}
+
+/// A command on its way: its progress events and, at the end, its result.
+pub struct InFlight {
+    pub command_id: String,
+    pub events: mpsc::UnboundedReceiver<CommandEvent>,
+    pub result: oneshot::Receiver<CommandResult>,
+    dispatcher: Dispatcher,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.dispatcher.pending.lock().expect("dispatch lock").remove(&self.command_id);
+    }
+}
+
+/// Shared dispatcher; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    registry: Registry,
+    pending: Arc<Mutex<HashMap<String, Pending>>>,
+}
+
+impl Dispatcher {
+    pub fn new(registry: Registry) -> Self {
+        Self { registry, pending: Arc::default() }
+    }
+
+    /// Sends `command` to `host` now if it is connected, else when it is.
+    pub async fn dispatch(&self, host: &str, command: v1::Command) -> InFlight {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (result_tx, result) = oneshot::channel();
+        let command_id = command.command_id.clone();
+        self.pending.lock().expect("dispatch lock").insert(
+            command_id.clone(),
+            Pending { host: host.to_owned(), command: command.clone(), events: events_tx, result: result_tx, last_seq: 0 },
+        );
+        self.send(host, command).await;
+        InFlight { command_id, events, result, dispatcher: self.clone() }
+    }
+
+    /// Re-sends every pending command of `host` (it just registered).
+    pub async fn resend_for(&self, host: &str) {
+        let commands: Vec<v1::Command> = self
+            .pending
+            .lock()
+            .expect("dispatch lock")
+            .values()
+            .filter(|p| p.host == host)
+            .map(|p| p.command.clone())
+            .collect();
+        for command in commands {
+            tracing::info!(%host, command_id = %command.command_id, "re-sending pending command");
+            self.send(host, command).await;
+        }
+    }
+
+    async fn send(&self, host: &str, command: v1::Command) {
+        let Some(tx) = self.registry.sender(host) else {
+            tracing::info!(%host, command_id = %command.command_id, "agent not connected; command waits for it");
+            return;
+        };
+        let message = CoordinatorMessage { kind: Some(coordinator_message::Kind::Command(command)) };
+        if tx.send(Ok(message)).await.is_err() {
+            tracing::info!(%host, "agent stream closed while sending; command waits for the agent to return");
+        }
+    }
+
+    /// Routes a progress event from `host` to its command.
+    pub fn on_event(&self, host: &str, event: CommandEvent) {
+        let mut pending = self.pending.lock().expect("dispatch lock");
+        match pending.get_mut(&event.command_id) {
+            Some(p) if p.host == host && event.seq > p.last_seq => {
+                p.last_seq = event.seq;
+                let _ = p.events.send(event);
+            }
+            Some(_) => {}
+            None => tracing::debug!(%host, command_id = %event.command_id, "event for a command nobody waits for"),
+        }
+    }
+
+    /// Routes a result from `host` to its command.
+    pub fn on_result(&self, host: &str, result: CommandResult) {
+        let mut pending = self.pending.lock().expect("dispatch lock");
+        if pending.get(&result.command_id).is_some_and(|p| p.host == host) {
+            let p = pending.remove(&result.command_id).expect("just checked");
+            let _ = p.result.send(result);
+        } else {
+            tracing::debug!(%host, command_id = %result.command_id, "result for a command nobody waits for");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Leader election in etcd.
+//!
+//! Every coordinator campaigns; the winner's election key has a create
+//! revision that no earlier leader's key can have. That revision is the
+//! [`FencingToken`]: every etcd write of the leader compares it, and every
+//! command carries it to the agents.
+//!
+//! The lease is renewed every TTL/3. A renewal that fails, or does not
+//! succeed within the renew deadline (2/3 of the TTL), makes the leader step
+//! down at once — before the lease can have expired and a follower can have
+//! taken over (client-go's RenewDeadline idea).
+
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The create revision of the leader's election key.
+///
+/// Leases alone cannot keep a paused or partitioned old leader from acting
+/// after its lease expired (it does not know yet). The token can: etcd
+/// rejects a write that compares an old token, and agents refuse commands
+/// whose token is lower than one they have seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(pub u64);
+
+impl std::fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A leadership term: valid until `cancel` fires.
+#[derive(Debug, Clone)]
+pub struct Term {
+    pub token: FencingToken,
+    /// The election key this term holds (what the store compares).
+    pub key: Vec<u8>,
+    /// Cancelled when the term ends; everything the leader runs hangs off it.
+    pub cancel: CancellationToken,
+}
+
+/// What this coordinator knows about leadership right now.
+#[derive(Debug, Clone)]
+pub enum Leadership {
+    /// This coordinator leads.
+    Leader(Term),
+    /// Another coordinator (address if known) leads, or nobody yet.
+    Follower { leader: Option<String> },
+}
+
+/// Errors from the election. Always retried by the campaign loop.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("campaign returned no leader key")]
+    NoLeaderKey,
+}
+
+/// Handle to the election task.
+#[derive(Clone)]
+pub struct Election {
+    rx: watch::Receiver<Leadership>,
+}
+
+impl Election {
+    /// Starts campaigning with `value` (our advertised address) under
+    /// `name`. Runs until `shutdown`.
+    pub fn start(
+        client: Client,
+        name: String,
+        value: String,
+        ttl: Duration,
+        shutdown: CancellationToken,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> Self {
+        let (tx, rx) = watch::channel(Leadership::Follower { leader: None });
+        tracker.spawn(observe_leader(client.clone(), name.clone(), tx.clone(), shutdown.clone()));
+        tracker.spawn(campaign_loop(client, name, value, ttl, tx, shutdown));
+        Self { rx }
+    }
+
+    /// Current leadership.
+    pub fn current(&self) -> Leadership {
+        self.rx.borrow().clone()
+    }
+
+    /// Subscribes to leadership changes.
+    pub fn subscribe(&self) -> watch::Receiver<Leadership> {
+        self.rx.clone()
+    }
+}
+
+async fn campaign_loop(
+    client: Client,
+    name: String,
+    value: String,
+    ttl: Duration,
+    tx: watch::Sender<Leadership>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = one_term(client.clone(), &name, &value, ttl, &tx, &shutdown) => r,
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "election attempt ended; campaigning again");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+    }
+}
+
+/// Grants a lease, campaigns, leads until the lease cannot be renewed.
+async fn one_term(
+    mut client: Client,
+    name: &str,
+    value: &str,
+    ttl: Duration,
+    tx: &watch::Sender<Leadership>,
+    shutdown: &CancellationToken,
+) -> Result<(), ElectionError> {
+    let lease = client.lease_grant(ttl.as_secs() as i64, None).await?.id();
+    let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+    let renew_every = ttl / 3;
+    let renew_deadline = ttl * 2 / 3;
+    let term_cancel = CancellationToken::new();
+
+    // Keep the lease alive while campaigning and while leading.
+    let keep_alive = async {
+        let mut last_renewed = Instant::now();
+        loop {
+            tokio::time::sleep(renew_every).await;
+            let remaining = renew_deadline.saturating_sub(last_renewed.elapsed());
+            let renewed = tokio::time::timeout(remaining, async {
+                keeper.keep_alive().await?;
+                match responses.message().await? {
+                    Some(r) if r.ttl() > 0 => Ok(()),
+                    _ => Err(etcd_client::Error::LeaseKeepAliveError("lease expired".into())),
+                }
+            })
+            .await;
+            match renewed {
+                Ok(Ok(())) => last_renewed = Instant::now(),
+                Ok(Err(e)) => return ElectionError::Etcd(e),
+                Err(_) => {
+                    return ElectionError::Etcd(etcd_client::Error::LeaseKeepAliveError(format!(
+                        "no renewal within the {} ms renew deadline",
+                        renew_deadline.as_millis()
+                    )));
+                }
+            }
+        }
+    };
+    let campaign_and_lead = async {
+        let mut election = client.election_client();
+        let response = election.campaign(name, value, lease).await?;
+        let key = response.leader().ok_or(ElectionError::NoLeaderKey)?;
+        let term = Term {
+            token: FencingToken(key.rev() as u64),
+            key: key.key().to_vec(),
+            cancel: term_cancel.clone(),
+        };
+        tracing::info!(token = %term.token, "became leader");
+        tx.send_replace(Leadership::Leader(term));
+        std::future::pending::<Result<(), ElectionError>>().await
+    };
+
+    let result = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        e = keep_alive => Err(e),
+        r = campaign_and_lead => r,
+    };
+    // Step down before anything else: stop dispatching, close agent streams.
+    term_cancel.cancel();
+    if matches!(&*tx.borrow(), Leadership::Leader(_)) {
+        tracing::warn!("stepping down as leader");
+        tx.send_replace(Leadership::Follower { leader: None });
+    }
+    // Best effort: let a follower take over without waiting for the TTL.
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+    result
+}
+
+/// Tracks who leads, for the address followers hand out.
+async fn observe_leader(mut client: Client, name: String, tx: watch::Sender<Leadership>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let leader = match client.leader(name.as_str()).await {
+            Ok(r) => r.kv().and_then(|kv| kv.value_str().ok()).map(str::to_owned),
+            Err(_) => None,
+        };
+        tx.send_if_modified(|state| match state {
+            Leadership::Follower { leader: current } if *current != leader => {
+                *current = leader.clone();
+                true
+            }
+            _ => false,
+        });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}

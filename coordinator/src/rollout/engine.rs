@@ -1,0 +1,386 @@
+//! The rollout engine: runs a rollout's steps as a saved state machine.
+//!
+//! Each transition is written to etcd before it is acted on, so a new
+//! leader can pick a rollout up where the old one stopped: a step saved as
+//! running is dispatched again with the same command ids, and the agents'
+//! journals make that a re-attach, not a second execution.
+//!
+//! When a step fails, the remaining steps are skipped and, if maintenance
+//! mode was turned on, a recovery step turns it off again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use runway_proto::v1::{self, CommandOutcome, RolloutState as WireState};
+use tokio_util::task::TaskTracker;
+
+use super::events::{EventBus, EventWriter, NewEvent};
+use super::plan::StepKind;
+use super::record::{RolloutRecord, RolloutState, StepRecord, StepState};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::leadership::Term;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+
+/// How often the leader looks for unfinished rollouts it is not running.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+
+/// Why a run stopped before the rollout ended. The rollout stays
+/// unfinished in etcd and is resumed by the next scan or the next leader.
+#[derive(Debug, thiserror::Error)]
+enum Abandon {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("leadership ended")]
+    TermEnded,
+}
+
+/// A step or command that did not succeed, with the operator-facing reason.
+type StepOutcome = Result<Result<(), String>, Abandon>;
+
+struct RunControl {
+    cancel_requested: AtomicBool,
+}
+
+/// Runs rollouts while this coordinator leads. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    config: Arc<Config>,
+    store: Store,
+    bus: EventBus,
+    dispatcher: Dispatcher,
+    registry: Registry,
+    running: Arc<Mutex<HashMap<String, Arc<RunControl>>>>,
+    tracker: TaskTracker,
+}
+
+impl Engine {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        bus: EventBus,
+        dispatcher: Dispatcher,
+        registry: Registry,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self { config, store, bus, dispatcher, registry, running: Arc::default(), tracker }
+    }
+
+    /// Resumes unfinished rollouts now and every few seconds until the term ends.
+    pub fn lead(&self, term: Term) {
+        let engine = self.clone();
+        self.tracker.spawn(async move {
+            loop {
+                if let Err(e) = engine.resume_unfinished(&term).await {
+                    tracing::warn!(error = %e, "cannot scan for unfinished rollouts");
+                }
+                tokio::select! {
+                    _ = term.cancel.cancelled() => return,
+                    _ = tokio::time::sleep(RESCAN_EVERY) => {}
+                }
+            }
+        });
+    }
+
+    async fn resume_unfinished(&self, term: &Term) -> Result<(), StoreError> {
+        for record in self.store.list_rollouts().await? {
+            if record.state.is_terminal() || self.is_running(&record.id) {
+                continue;
+            }
+            let Some(bundle) = self.store.get_bundle(&record.bundle_digest).await? else {
+                tracing::error!(rollout = %record.id, digest = %record.bundle_digest, "bundle of unfinished rollout is missing");
+                continue;
+            };
+            tracing::info!(rollout = %record.id, "resuming unfinished rollout");
+            self.start(term.clone(), record, bundle);
+        }
+        Ok(())
+    }
+
+    fn is_running(&self, id: &str) -> bool {
+        self.running.lock().expect("engine lock").contains_key(id)
+    }
+
+    /// Runs `record` in the background unless it runs already.
+    pub fn start(&self, term: Term, record: RolloutRecord, bundle: v1::Bundle) {
+        let control = Arc::new(RunControl { cancel_requested: AtomicBool::new(record.cancel_requested) });
+        {
+            let mut running = self.running.lock().expect("engine lock");
+            if running.contains_key(&record.id) {
+                return;
+            }
+            running.insert(record.id.clone(), Arc::clone(&control));
+        }
+        let engine = self.clone();
+        self.tracker.spawn(async move {
+            let id = record.id.clone();
+            match engine.run(term, record, bundle, control).await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(rollout = %id, error = %e, "rollout run stopped; it will be resumed"),
+            }
+            engine.running.lock().expect("engine lock").remove(&id);
+        });
+    }
+
+    /// Asks a running rollout to stop after its current step. False when
+    /// this coordinator does not run it.
+    pub fn request_cancel(&self, id: &str) -> bool {
+        match self.running.lock().expect("engine lock").get(id) {
+            Some(control) => {
+                control.cancel_requested.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn run(
+        &self,
+        term: Term,
+        mut record: RolloutRecord,
+        bundle: v1::Bundle,
+        control: Arc<RunControl>,
+    ) -> Result<(), Abandon> {
+        let events = EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?;
+        let run = Run { engine: self, term: &term, events: &events, bundle: &bundle };
+        record.coordinator = self.config.name.clone();
+        if record.state == RolloutState::Pending {
+            record.state = RolloutState::Running;
+            run.save(&mut record).await?;
+            events
+                .emit(NewEvent {
+                    kind: "rollout_started",
+                    message: format!(
+                        "rollout {} of bundle {} to {} started by {}",
+                        record.id,
+                        short(&record.bundle_digest),
+                        record.environment,
+                        self.config.name
+                    ),
+                    ..NewEvent::default()
+                })
+                .await?;
+        }
+
+        while let Some(index) =
+            record.steps.iter().position(|s| matches!(s.state, StepState::Pending | StepState::Running))
+        {
+            let failing = !record.error.is_empty();
+            if !failing && control.cancel_requested.load(Ordering::SeqCst) && !record.cancel_requested {
+                record.cancel_requested = true;
+                record.error = "cancelled by an operator".into();
+                plan_recovery(&mut record);
+                run.save(&mut record).await?;
+                continue;
+            }
+            if failing && !record.steps[index].recovery {
+                record.steps[index].state = StepState::Skipped;
+                run.save(&mut record).await?;
+                continue;
+            }
+            let outcome = run.step(&mut record, index).await?;
+            let step = &mut record.steps[index];
+            match outcome {
+                Ok(()) => step.state = StepState::Succeeded,
+                Err(error) => {
+                    step.state = StepState::Failed;
+                    step.error = error.clone();
+                    if record.error.is_empty() {
+                        record.error = format!("{} failed: {error}", step.kind.name());
+                        plan_recovery(&mut record);
+                    }
+                }
+            }
+            run.save(&mut record).await?;
+            let step = &record.steps[index];
+            let (kind, message) = match step.state {
+                StepState::Succeeded => ("step_succeeded", format!("{} succeeded", step.kind.name())),
+                _ => ("step_failed", format!("{} failed: {}", step.kind.name(), step.error)),
+            };
+            events.emit(NewEvent { kind, step: step.kind.name().into(), message, ..NewEvent::default() }).await?;
+        }
+
+        record.state = if record.error.is_empty() {
+            RolloutState::Succeeded
+        } else if record.cancel_requested {
+            RolloutState::Cancelled
+        } else {
+            RolloutState::Failed
+        };
+        run.save(&mut record).await?;
+        let (kind, terminal, message) = match record.state {
+            RolloutState::Succeeded => ("rollout_succeeded", WireState::Succeeded, "rollout succeeded".to_owned()),
+            RolloutState::Cancelled => ("rollout_cancelled", WireState::Cancelled, format!("rollout cancelled: {}", record.error)),
+            _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
+        };
+        events.emit(NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() }).await?;
+        tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
+        Ok(())
+    }
+}
+
+/// After a failure: if maintenance mode may be on, turn it off again.
+fn plan_recovery(record: &mut RolloutRecord) {
+    let maintenance_hosts = record
+        .steps
+        .iter()
+        .find(|s| s.kind == StepKind::MaintenanceOn && s.state != StepState::Pending && s.state != StepState::Skipped)
+        .map(|s| s.hosts.clone());
+    let already_off = record.steps.iter().any(|s| {
+        s.kind == StepKind::MaintenanceOff && matches!(s.state, StepState::Succeeded | StepState::Running)
+    });
+    if let Some(hosts) = maintenance_hosts
+        && !already_off
+    {
+        record.steps.push(StepRecord {
+            kind: StepKind::MaintenanceOff,
+            hosts,
+            state: StepState::Pending,
+            attempt: 0,
+            error: String::new(),
+            recovery: true,
+        });
+    }
+}
+
+/// One run of one rollout on one leadership term.
+struct Run<'a> {
+    engine: &'a Engine,
+    term: &'a Term,
+    events: &'a EventWriter,
+    bundle: &'a v1::Bundle,
+}
+
+impl Run<'_> {
+    async fn save(&self, record: &mut RolloutRecord) -> Result<(), StoreError> {
+        record.updated_unix_ms = runway_proto::unix_ms_now();
+        self.engine.store.put_rollout(self.term, record).await
+    }
+
+    /// Runs step `index`: saved as running first, then its commands.
+    async fn step(&self, record: &mut RolloutRecord, index: usize) -> StepOutcome {
+        let step = &mut record.steps[index];
+        if step.state == StepState::Pending {
+            step.state = StepState::Running;
+            step.attempt += 1;
+            self.save(record).await?;
+            let step = &record.steps[index];
+            self.events
+                .emit(NewEvent {
+                    kind: "step_started",
+                    step: step.kind.name().into(),
+                    message: format!(
+                        "{}{} on {}",
+                        step.kind.name(),
+                        if step.recovery { " (recovery)" } else { "" },
+                        step.hosts.join(", ")
+                    ),
+                    ..NewEvent::default()
+                })
+                .await?;
+        } else {
+            tracing::info!(rollout = %record.id, step = step.kind.name(), "re-attaching to a step that was running");
+        }
+        let step = record.steps[index].clone();
+        let make = |host: &str| self.command(record, &step, host);
+        if step.kind.one_host_at_a_time() {
+            for host in &step.hosts {
+                if let Err(e) = self.command_on(&step, host, make(host)).await? {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(()))
+        } else {
+            let results =
+                futures::future::join_all(step.hosts.iter().map(|host| self.command_on(&step, host, make(host)))).await;
+            let mut errors = Vec::new();
+            for result in results {
+                if let Err(e) = result? {
+                    errors.push(e);
+                }
+            }
+            if errors.is_empty() { Ok(Ok(())) } else { Ok(Err(errors.join("; "))) }
+        }
+    }
+
+    fn command(&self, record: &RolloutRecord, step: &StepRecord, host: &str) -> v1::Command {
+        v1::Command {
+            command_id: format!("{}/{}{}/{host}/{}", record.id, step.kind.name(), if step.recovery { "-recovery" } else { "" }, step.attempt),
+            fencing_token: self.term.token.0,
+            rollout_id: record.id.clone(),
+            issued_by: self.engine.config.name.clone(),
+            action: Some(step.kind.action(self.bundle, &record.app_version, &record.id)),
+        }
+    }
+
+    /// Dispatches one command and follows it to its result.
+    async fn command_on(&self, step: &StepRecord, host: &str, command: v1::Command) -> StepOutcome {
+        let step_name = step.kind.name().to_owned();
+        let command_id = command.command_id.clone();
+        let mut in_flight = self.engine.dispatcher.dispatch(host, command).await;
+        let grace = Duration::from_secs(self.engine.config.agent_grace_secs);
+        let mut away_since: Option<Instant> = None;
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        let progress = |event: v1::CommandEvent| NewEvent {
+            kind: "progress",
+            step: step_name.clone(),
+            host: host.to_owned(),
+            command_id: command_id.clone(),
+            phase: event.phase,
+            message: event.message,
+            counters: event.counters,
+            terminal: None,
+        };
+        let result = loop {
+            tokio::select! {
+                _ = self.term.cancel.cancelled() => return Err(Abandon::TermEnded),
+                Some(event) = in_flight.events.recv() => self.events.emit(progress(event)).await?,
+                result = &mut in_flight.result => match result {
+                    Ok(result) => break result,
+                    Err(_) => return Err(Abandon::TermEnded),
+                },
+                _ = check.tick() => {
+                    if self.engine.registry.is_connected(host) {
+                        away_since = None;
+                    } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
+                        let error = format!("agent {host} has been disconnected for more than {} s", grace.as_secs());
+                        self.emit_result(step, host, &command_id, false, &error).await?;
+                        return Ok(Err(error));
+                    }
+                }
+            }
+        };
+        while let Ok(event) = in_flight.events.try_recv() {
+            self.events.emit(progress(event)).await?;
+        }
+        let ok = result.outcome == CommandOutcome::Succeeded as i32;
+        let error = match CommandOutcome::try_from(result.outcome) {
+            Ok(CommandOutcome::Succeeded) => String::new(),
+            Ok(CommandOutcome::Interrupted) => format!("{host}: interrupted: {}", result.error),
+            Ok(CommandOutcome::Refused) => format!("{host}: refused: {}", result.error),
+            _ => format!("{host}: {}", result.error),
+        };
+        self.emit_result(step, host, &command_id, ok, if ok { &result.detail_json } else { &error }).await?;
+        Ok(if ok { Ok(()) } else { Err(error) })
+    }
+
+    async fn emit_result(&self, step: &StepRecord, host: &str, command_id: &str, ok: bool, message: &str) -> Result<(), StoreError> {
+        self.events
+            .emit(NewEvent {
+                kind: if ok { "command_succeeded" } else { "command_failed" },
+                step: step.kind.name().into(),
+                host: host.to_owned(),
+                command_id: command_id.to_owned(),
+                message: message.to_owned(),
+                ..NewEvent::default()
+            })
+            .await
+    }
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}

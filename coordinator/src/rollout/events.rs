@@ -1,0 +1,70 @@
+//! The rollout event log: numbered, saved in etcd, broadcast to watchers.
+//!
+//! Sequence numbers start at 1 per rollout and have no gaps: an event is
+//! numbered, written to etcd (fenced), and only then broadcast. Watchers
+//! read what is saved and then follow the broadcast, so a watcher that
+//! reconnects with its last sequence number misses nothing and sees
+//! nothing twice.
+
+use runway_proto::v1::{Counters, RolloutEvent, RolloutState};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::leadership::Term;
+use crate::store::{Store, StoreError};
+
+/// Live events of every rollout this coordinator runs.
+pub type EventBus = broadcast::Sender<RolloutEvent>;
+
+/// What an event is about; the writer fills in rollout, number and time.
+#[derive(Debug, Default, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub step: String,
+    pub host: String,
+    pub command_id: String,
+    pub phase: String,
+    pub message: String,
+    pub counters: Option<Counters>,
+    /// Set on the rollout's last event.
+    pub terminal: Option<RolloutState>,
+}
+
+/// Appends events of one rollout.
+pub struct EventWriter {
+    rollout_id: String,
+    term: Term,
+    store: Store,
+    bus: EventBus,
+    /// Next sequence number; the lock also keeps appends in order.
+    next_seq: Mutex<u64>,
+}
+
+impl EventWriter {
+    /// Continues the log of `rollout_id` after what etcd already holds.
+    pub async fn resume(rollout_id: &str, term: Term, store: Store, bus: EventBus) -> Result<Self, StoreError> {
+        let last = store.last_event_seq(rollout_id).await?;
+        Ok(Self { rollout_id: rollout_id.to_owned(), term, store, bus, next_seq: Mutex::new(last + 1) })
+    }
+
+    pub async fn emit(&self, event: NewEvent) -> Result<(), StoreError> {
+        let mut next = self.next_seq.lock().await;
+        let event = RolloutEvent {
+            rollout_id: self.rollout_id.clone(),
+            seq: *next,
+            unix_ms: runway_proto::unix_ms_now(),
+            step: event.step,
+            host: event.host,
+            command_id: event.command_id,
+            kind: event.kind.to_owned(),
+            phase: event.phase,
+            message: event.message,
+            counters: event.counters,
+            terminal: event.terminal.is_some(),
+            rollout_state: event.terminal.unwrap_or(RolloutState::Running) as i32,
+        };
+        self.store.append_event(&self.term, &event).await?;
+        *next += 1;
+        let _ = self.bus.send(event);
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The default plan: the runbook as an ordered list of typed steps.
+
+use runway_proto::v1::{self, command};
+use serde::{Deserialize, Serialize};
+
+use super::record::{StepRecord, StepState};
+use crate::registry::AgentSnapshot;
+
+/// One kind of step. Each maps to one typed agent command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// All hosts, in parallel: DB reachable, bundle valid, backup dir writable, apps healthy.
+    Preflight,
+    /// App hosts, in parallel.
+    MaintenanceOn,
+    /// The DB host.
+    Backup,
+    /// The DB host.
+    Migrate,
+    /// App hosts, one at a time, each waiting for health.
+    Restart,
+    /// App hosts, in parallel.
+    MaintenanceOff,
+}
+
+impl StepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::MaintenanceOn => "maintenance_on",
+            Self::Backup => "backup",
+            Self::Migrate => "migrate",
+            Self::Restart => "restart",
+            Self::MaintenanceOff => "maintenance_off",
+        }
+    }
+
+    /// Whether hosts run the step one after another rather than together.
+    pub fn one_host_at_a_time(self) -> bool {
+        matches!(self, Self::Restart)
+    }
+
+    /// The command for one host.
+    pub fn action(self, bundle: &v1::Bundle, app_version: &str, rollout_id: &str) -> command::Action {
+        match self {
+            Self::Preflight => command::Action::Preflight(v1::Preflight { bundle: Some(bundle.clone()) }),
+            Self::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
+            Self::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{rollout_id}") }),
+            Self::Migrate => command::Action::Migrate(v1::Migrate { bundle: Some(bundle.clone()) }),
+            Self::Restart => command::Action::Restart(v1::Restart { app_version: app_version.to_owned() }),
+            Self::MaintenanceOff => command::Action::MaintenanceOff(v1::MaintenanceOff {}),
+        }
+    }
+}
+
+/// Why no plan can be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("no agent with the db role is connected in environment {environment:?}{connected}")]
+    NoDbHost { environment: String, connected: String },
+    #[error("{count} agents with the db role are connected in environment {environment:?} ({names}); runway migrates one database per environment")]
+    SeveralDbHosts { environment: String, count: usize, names: String },
+}
+
+/// Builds the default plan for the agents of one environment.
+pub fn default_plan(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<StepRecord>, PlanError> {
+    let db: Vec<&AgentSnapshot> = agents.iter().filter(|a| a.has_role("db")).collect();
+    let apps: Vec<String> = agents.iter().filter(|a| a.has_role("app")).map(|a| a.name.clone()).collect();
+    let db = match db.as_slice() {
+        [one] => one.name.clone(),
+        [] => {
+            let connected = if agents.is_empty() {
+                "; no agents are connected there at all (check `runway agents` and the agents' `environment`)".to_owned()
+            } else {
+                format!("; connected: {}", agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "))
+            };
+            return Err(PlanError::NoDbHost { environment: environment.to_owned(), connected });
+        }
+        many => {
+            return Err(PlanError::SeveralDbHosts {
+                environment: environment.to_owned(),
+                count: many.len(),
+                names: many.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+    };
+    let mut all = vec![db.clone()];
+    all.extend(apps.iter().cloned());
+    let step = |kind, hosts: Vec<String>, recovery| StepRecord {
+        kind,
+        hosts,
+        state: StepState::Pending,
+        attempt: 0,
+        error: String::new(),
+        recovery,
+    };
+    let mut steps = vec![step(StepKind::Preflight, all, false)];
+    if !apps.is_empty() {
+        steps.push(step(StepKind::MaintenanceOn, apps.clone(), false));
+    }
+    steps.push(step(StepKind::Backup, vec![db.clone()], false));
+    steps.push(step(StepKind::Migrate, vec![db], false));
+    if !apps.is_empty() {
+        steps.push(step(StepKind::Restart, apps.clone(), false));
+        steps.push(step(StepKind::MaintenanceOff, apps, false));
+    }
+    Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str, roles: &[&str]) -> AgentSnapshot {
+        AgentSnapshot { name: name.into(), roles: roles.iter().map(|r| r.to_string()).collect() }
+    }
+
+    #[test]
+    fn runbook_order() {
+        let plan = default_plan("staging", &[agent("app-1", &["app"]), agent("db", &["db"]), agent("app-2", &["app"])])
+            .unwrap();
+        let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(kinds, ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"]);
+        assert_eq!(plan[0].hosts, ["db", "app-1", "app-2"]);
+        assert_eq!(plan[3].hosts, ["db"]);
+    }
+
+    #[test]
+    fn needs_exactly_one_db_host() {
+        let err = default_plan("staging", &[agent("app-1", &["app"])]).unwrap_err();
+        assert!(err.to_string().contains("no agent with the db role"), "{err}");
+        let err = default_plan("staging", &[agent("a", &["db"]), agent("b", &["db"])]).unwrap_err();
+        assert!(matches!(err, PlanError::SeveralDbHosts { count: 2, .. }));
+    }
+}

@@ -1,1 +1,63 @@
-fn main(){}
+//! A tiny HTTP app for the quick start and the end-to-end tests.
+//!
+//! `GET /health` answers 200 with the version and PID; `GET /` answers 503
+//! while the maintenance flag file exists in `--dir`, else 200.
+
+use std::path::PathBuf;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Args {
+    port: u16,
+    dir: PathBuf,
+    version: String,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut port = None;
+    let mut dir = None;
+    let mut version = String::from("unknown");
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--port" => port = Some(value.parse()?),
+            "--dir" => dir = Some(PathBuf::from(value)),
+            "--version" => version = value,
+            other => anyhow::bail!("unknown flag {other}; use --port, --dir, --version"),
+        }
+    }
+    Ok(Args {
+        port: port.ok_or_else(|| anyhow::anyhow!("--port is required"))?,
+        dir: dir.ok_or_else(|| anyhow::anyhow!("--dir is required"))?,
+        version,
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    eprintln!("sample app {} listening on 127.0.0.1:{} as pid {}", args.version, args.port, std::process::id());
+    loop {
+        let (mut socket, _) = listener.accept().await?;
+        let maintenance = args.dir.join("maintenance").exists();
+        let version = args.version.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/health" => ("200 OK", format!("ok version={version} pid={}", std::process::id())),
+                _ if maintenance => ("503 Service Unavailable", "down for maintenance".to_owned()),
+                _ => ("200 OK", format!("hello from version {version}")),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        });
+    }
+}

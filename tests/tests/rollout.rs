@@ -1,0 +1,200 @@
+//! A rollout end to end: CLI → leader coordinator → agents → PostgreSQL and
+//! sample apps, all real processes.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use runway_tests::cluster::{Cluster, Options};
+use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::postgres::PG_BIN;
+use sha2::{Digest, Sha256};
+
+fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[test]
+fn a_rollout_backs_up_migrates_and_restarts_every_host() {
+    let cluster = Cluster::start(Options::default());
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+    let pids_before: Vec<u32> = cluster.apps.iter().map(|a| a.pid()).collect();
+
+    let out = cluster.runway(&[
+        "rollout",
+        "start",
+        "--env",
+        "staging",
+        "--migrations",
+        migrations.to_str().unwrap(),
+        "--app-version",
+        "v2",
+        "--watch",
+        "--output",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events = json_lines(&out.stdout);
+    assert!(out.status.success(), "rollout failed: {stderr}\n{events:#?}");
+
+    // Events arrived in order, numbered from 1 without gaps, ending in success.
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "sequence numbers have gaps or repeats");
+    let last = events.last().unwrap();
+    assert_eq!(last["kind"], "rollout_succeeded");
+    assert_eq!(last["terminal"], true);
+    let steps: Vec<&str> =
+        events.iter().filter(|e| e["kind"] == "step_succeeded").map(|e| e["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"]);
+    assert!(events.iter().any(|e| e["kind"] == "progress" && e["step"] == "migrate"), "no migrate progress streamed");
+
+    // The tables exist and hold the seeded rows.
+    assert_eq!(cluster.sql("SELECT count(*) FROM \"User\""), "2");
+    assert_eq!(cluster.sql("SELECT count(*) FROM \"Order\""), "2");
+
+    // _prisma_migrations: one finished row per migration, checksum = SHA-256 of the file.
+    let rows = cluster.sql(
+        "SELECT migration_name, checksum, finished_at IS NOT NULL, applied_steps_count, rolled_back_at IS NULL, logs IS NULL \
+         FROM _prisma_migrations ORDER BY migration_name",
+    );
+    let expected: Vec<String> = SHOP
+        .iter()
+        .map(|(name, sql)| format!("{name}|{}|t|1|t|t", sha256_hex(sql.as_bytes())))
+        .collect();
+    assert_eq!(rows.lines().collect::<Vec<_>>(), expected);
+
+    // A backup exists, its checksum matches its manifest, pg_restore --list accepts it.
+    let backup_dir = &cluster.db.as_ref().unwrap().backup_dir;
+    let manifests: Vec<_> = walk(backup_dir).into_iter().filter(|p| p.ends_with("manifest.json")).collect();
+    assert_eq!(manifests.len(), 1, "expected exactly one backup, found {manifests:?}");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
+    let dump = find_dump(manifests[0].parent().unwrap());
+    let manifest_sha = find_string(&manifest, "sha256").expect("manifest records a sha256");
+    assert_eq!(sha256_hex(&std::fs::read(&dump).unwrap()), manifest_sha, "dump checksum differs from manifest");
+    let list = Command::new(format!("{PG_BIN}/pg_restore")).arg("--list").arg(&dump).output().unwrap();
+    assert!(list.status.success(), "pg_restore --list rejected the dump: {}", String::from_utf8_lossy(&list.stderr));
+
+    // Both apps were restarted with the new version and are healthy.
+    for (app, before) in cluster.apps.iter().zip(pids_before) {
+        let after = app.pid();
+        assert_ne!(after, before, "{} was not restarted", app.name);
+        let health = app.health().unwrap_or_else(|| panic!("{} is not healthy", app.name));
+        assert!(health.contains("version=v2"), "{}: {health}", app.name);
+        assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
+    }
+
+    // Only the leader dispatched: every command every agent ran was issued by
+    // the coordinator that ran the rollout, with one fencing token.
+    let rollout_id = events[0]["rollout_id"].as_str().unwrap();
+    let show = cluster.runway(&["rollout", "show", rollout_id, "--output", "json"]);
+    let rollout: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(rollout["state"], "succeeded");
+    let leader = rollout["coordinator"].as_str().unwrap();
+    let mut issuers = BTreeMap::new();
+    let state_dirs = std::iter::once(cluster.db.as_ref().unwrap().state_dir.clone())
+        .chain(cluster.apps.iter().map(|a| cluster.path().join(format!("{}-state", a.name))));
+    for dir in state_dirs {
+        for entry in runway_agent_journal(&dir) {
+            *issuers.entry((entry["issued_by"].as_str().unwrap().to_owned(), entry["token"].as_u64().unwrap())).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(issuers.len(), 1, "commands came from more than one coordinator/token: {issuers:?}");
+    assert_eq!(issuers.keys().next().unwrap().0, leader);
+    // preflight ×3, maintenance on ×2, backup, migrate, restart ×2, maintenance off ×2
+    assert_eq!(issuers.values().sum::<i32>(), 11);
+    let follower = cluster.coordinators.iter().find(|c| c.name != leader).unwrap();
+    assert!(!follower.proc.log_text().contains("became leader"), "the follower also led");
+}
+
+#[test]
+fn a_failing_migration_fails_the_rollout_and_lifts_maintenance() {
+    let cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(
+        &migrations,
+        &[
+            SHOP[0],
+            ("20240105000000_broken", "ALTER TABLE \"User\" ADD COLUMN \"age\" INTEGER;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n"),
+        ],
+    );
+    let out = cluster.runway(&["rollout", "start", "--env", "staging", "--migrations", migrations.to_str().unwrap(), "--watch"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "expected exit 1 (rollout failed)\n{stdout}\n{stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(all.contains("20240105000000_broken"), "the failing migration is not named:\n{all}");
+    assert!(all.contains("relation \"Nope\" does not exist"), "the database error is not shown:\n{all}");
+
+    for app in &cluster.apps {
+        assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
+    }
+    // Prisma's bookkeeping: the first migration finished, the broken one failed with its error in logs.
+    let rows = cluster.sql("SELECT migration_name, finished_at IS NOT NULL, logs IS NOT NULL FROM _prisma_migrations ORDER BY 1");
+    assert_eq!(rows.lines().collect::<Vec<_>>(), ["20240101000000_init|t|f", "20240105000000_broken|f|t"]);
+    // Steps after migrate were skipped; maintenance off ran as recovery.
+    let list = cluster.runway(&["rollout", "list", "--output", "json"]);
+    let rollout = &json_lines(&list.stdout)[0];
+    assert_eq!(rollout["state"], "failed");
+    let steps: Vec<(String, String)> = rollout["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["state"].as_str().unwrap().to_owned()))
+        .collect();
+    let expect = [
+        ("preflight", "succeeded"),
+        ("maintenance_on", "succeeded"),
+        ("backup", "succeeded"),
+        ("migrate", "failed"),
+        ("restart", "skipped"),
+        ("maintenance_off", "skipped"),
+        ("maintenance_off", "succeeded"),
+    ];
+    assert_eq!(steps, expect.map(|(a, b)| (a.to_owned(), b.to_owned())));
+}
+
+fn runway_agent_journal(state_dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let journal: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("journal.json")).expect("agent journal")).unwrap();
+    journal["commands"].as_object().unwrap().values().cloned().collect()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The dump file of a custom-format backup folder.
+fn find_dump(dir: &std::path::Path) -> std::path::PathBuf {
+    walk(dir)
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "dump"))
+        .unwrap_or_else(|| panic!("no .dump file in {}", dir.display()))
+}
+
+/// The first string under `key` anywhere in `value`.
+fn find_string(value: &serde_json::Value, key: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Object(map) => map
+            .get(key)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .or_else(|| map.values().find_map(|v| find_string(v, key))),
+        serde_json::Value::Array(items) => items.iter().find_map(|v| find_string(v, key)),
+        _ => None,
+    }
+}

@@ -3,48 +3,35 @@
 //! INTERFACE CONTRACT (the rest of the agent and the CLI call only these):
 //! - [`BackupConfig`]: the `[backup]` table of the agent config.
 //! - [`create`]: take a backup, returning its manifest.
+//!
+//! # Layout
+//!
+//! - [`config`]: `[backup]` and `[backup.object_store]`.
+//! - [`create`](mod@create): space check, snapshot, pg_dump hashed as written, manifest.
+//! - [`manifest`]: `manifest.json` and backup ids.
+//! - [`error`]: [`BackupError`], which says whether a retry is safe.
+//! - `conn`: a database URL split into `PG*` variables (no password in argv).
+//! - `snapshot`: the exported snapshot, row counts and applied migrations.
+//! - `stream`: hashing on the way to disk, throttled byte progress.
+//! - `space`: the free-space check.
+//! - `tools`: running pg_dump / pg_restore.
+//! - [`retention`]: listing, pins, keeping the newest N.
+//!
+//! A backup is one folder `<dir>/<id>/` holding `manifest.json` and `dump`
+//! (a file in custom format, a folder in directory format).
 
-use std::path::PathBuf;
+pub mod config;
+mod conn;
+pub mod create;
+pub mod error;
+pub mod manifest;
+pub mod retention;
+mod snapshot;
+mod space;
+mod stream;
+mod tools;
 
-use serde::{Deserialize, Serialize};
-
-use crate::progress::Progress;
-
-/// `[backup]` in the agent config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackupConfig {
-    /// Where backups are written; one folder per backup.
-    pub dir: PathBuf,
-    /// Folder holding pg_dump / pg_restore; empty searches PATH.
-    #[serde(default)]
-    pub pg_bin_dir: Option<PathBuf>,
-}
-
-/// Written next to every dump as `manifest.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub database: String,
-    pub path: PathBuf,
-    pub sha256: String,
-    pub bytes: u64,
-}
-
-/// Why a backup failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    #[error("{0}")]
-    Other(String),
-}
-
-/// Takes a backup of `database_url` into a new folder under `config.dir`.
-pub async fn create(
-    database_url: &str,
-    config: &BackupConfig,
-    label: &str,
-    rollout_id: &str,
-    progress: &Progress,
-) -> Result<Manifest, BackupError> {
-    let _ = (database_url, config, label, rollout_id, progress);
-    Err(BackupError::Other("backups are being written".into()))
-}
+pub use config::{BackupConfig, DumpFormat, ObjectStoreConfig, TestRestore};
+pub use create::create;
+pub use error::{BackupError, TableDiff};
+pub use manifest::{AppliedMigration, FileEntry, Manifest, TableRows};

@@ -1,0 +1,286 @@
+//! [`BackupConfig`]: the `[backup]` table of the agent config (also built by
+//! the CLI's local mode from flags).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::BackupError;
+
+/// `[backup]` in the agent config.
+///
+/// ```toml
+/// [backup]
+/// dir = "/var/backups/runway"
+/// format = "auto"            # custom | directory | auto (directory from 1 GiB)
+/// jobs = 4                   # pg_dump / pg_restore -j for directory format
+/// keep = 7                   # newest backups kept per database (locally and remote)
+/// test_restore = "auto"      # always | never | auto (on in production-like environments)
+///
+/// [backup.object_store]
+/// bucket = "db-backups"
+/// prefix = "app/prod"
+/// endpoint = "https://s3.example.net"   # omit for AWS
+/// ```
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Where backups are written; one folder per backup.
+    pub dir: PathBuf,
+    /// Folder holding pg_dump / pg_restore; empty searches PATH.
+    #[serde(default)]
+    pub pg_bin_dir: Option<PathBuf>,
+    /// Dump format.
+    #[serde(default)]
+    pub format: DumpFormat,
+    /// With `format = "auto"`: databases at least this large use the directory format.
+    #[serde(default = "default_directory_from_bytes")]
+    pub directory_from_bytes: u64,
+    /// Parallel jobs for directory-format dumps and restores.
+    #[serde(default = "default_jobs")]
+    pub jobs: u32,
+    /// `pg_dump -Z` compression level (0–9); unset keeps pg_dump's default.
+    #[serde(default)]
+    pub compress_level: Option<u8>,
+    /// A backup starts only if free space ≥ this × `pg_database_size`.
+    #[serde(default = "default_free_space_factor")]
+    pub free_space_factor: f64,
+    /// Most bytes all backups together may occupy in `dir` (a quota below the
+    /// disk's own free space). Unset: only the disk's free space counts.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Newest backups kept per database, locally and in the object store.
+    /// Unset keeps everything. Backups pinned by a running rollout are never deleted.
+    #[serde(default)]
+    pub keep: Option<usize>,
+    /// Whether verify does a full test restore into a scratch database.
+    #[serde(default)]
+    pub test_restore: TestRestore,
+    /// Off-host copies; unset disables upload.
+    #[serde(default)]
+    pub object_store: Option<ObjectStoreConfig>,
+}
+
+fn default_directory_from_bytes() -> u64 {
+    1 << 30
+}
+
+fn default_jobs() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8) as u32)
+}
+
+fn default_free_space_factor() -> f64 {
+    2.0
+}
+
+impl BackupConfig {
+    /// A config with every default, writing under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            pg_bin_dir: None,
+            format: DumpFormat::default(),
+            directory_from_bytes: default_directory_from_bytes(),
+            jobs: default_jobs(),
+            compress_level: None,
+            free_space_factor: default_free_space_factor(),
+            max_bytes: None,
+            keep: None,
+            test_restore: TestRestore::default(),
+            object_store: None,
+        }
+    }
+
+    /// Checks values serde cannot; errors name the key.
+    pub fn validate(&self) -> Result<(), BackupError> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(BackupError::Config { key: "backup.dir", problem: "is empty".into() });
+        }
+        if self.jobs == 0 {
+            return Err(BackupError::Config { key: "backup.jobs", problem: "must be at least 1".into() });
+        }
+        if self.compress_level.is_some_and(|l| l > 9) {
+            return Err(BackupError::Config {
+                key: "backup.compress_level", problem: "must be 0–9".into()
+            });
+        }
+        if !(self.free_space_factor.is_finite() && self.free_space_factor >= 0.0) {
+            return Err(BackupError::Config {
+                key: "backup.free_space_factor",
+                problem: "must be a number ≥ 0".into(),
+            });
+        }
+        if self.keep == Some(0) {
+            return Err(BackupError::Config {
+                key: "backup.keep",
+                problem: "must be at least 1 (unset keeps everything)".into(),
+            });
+        }
+        if let Some(store) = &self.object_store
+            && store.bucket.is_empty()
+        {
+            return Err(BackupError::Config {
+                key: "backup.object_store.bucket",
+                problem: "is empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Path of a PostgreSQL tool (`pg_dump`, `pg_restore`).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        match &self.pg_bin_dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+            _ => PathBuf::from(name),
+        }
+    }
+
+    /// The format to use for a database of `database_bytes`.
+    pub fn format_for(&self, database_bytes: u64) -> DumpFormat {
+        match self.format {
+            DumpFormat::Auto if database_bytes >= self.directory_from_bytes => DumpFormat::Directory,
+            DumpFormat::Auto => DumpFormat::Custom,
+            other => other,
+        }
+    }
+
+    /// The folder of the backup named `id`.
+    pub fn backup_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+}
+
+/// `pg_dump --format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpFormat {
+    /// One compressed file (`-Fc`), streamed through SHA-256 as pg_dump writes it.
+    Custom,
+    /// A folder of files (`-Fd`) written by parallel jobs; each file hashed as it grows.
+    Directory,
+    /// Custom below `directory_from_bytes`, directory from there on.
+    #[default]
+    Auto,
+}
+
+impl DumpFormat {
+    /// The `--format` value.
+    pub fn pg_dump_flag(self) -> &'static str {
+        match self {
+            Self::Directory => "--format=directory",
+            Self::Custom | Self::Auto => "--format=custom",
+        }
+    }
+}
+
+/// When verify does a full test restore.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestRestore {
+    Always,
+    Never,
+    /// On for production-like environments (see [`TestRestore::enabled_for`]).
+    #[default]
+    Auto,
+}
+
+impl TestRestore {
+    /// Whether to test-restore in `environment`. `auto` is on when the name
+    /// looks production-like: contains `prod`, `live` or `stag`.
+    pub fn enabled_for(self, environment: &str) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => {
+                let env = environment.to_ascii_lowercase();
+                ["prod", "live", "stag"].iter().any(|w| env.contains(w))
+            }
+        }
+    }
+}
+
+/// `[backup.object_store]`: S3-compatible storage for off-host copies.
+///
+/// Credentials and region fall back to the usual AWS environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// `AWS_REGION`, `AWS_ENDPOINT_URL`) when not set here.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    pub bucket: String,
+    /// Key prefix; each backup goes under `<prefix>/<backup id>/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Endpoint URL for non-AWS stores (MinIO, Ceph, …).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Never logged or shown in errors.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Allow `http://` endpoints (test servers, private networks).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Part size for multipart uploads, in bytes.
+    #[serde(default = "default_part_bytes")]
+    pub part_bytes: usize,
+}
+
+fn default_part_bytes() -> usize {
+    16 << 20
+}
+
+impl std::fmt::Debug for ObjectStoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreConfig")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .field("allow_http", &self.allow_http)
+            .field("part_bytes", &self.part_bytes)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_toml_gets_defaults() {
+        let config: BackupConfig = toml::from_str("dir = \"/b\"").expect("parses");
+        assert_eq!(config.format, DumpFormat::Auto);
+        assert_eq!(config.free_space_factor, 2.0);
+        assert_eq!(config.format_for(10), DumpFormat::Custom);
+        assert_eq!(config.format_for(2 << 30), DumpFormat::Directory);
+        config.validate().expect("valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<BackupConfig>("dir = \"/b\"\nfromat = \"custom\"").is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let store = ObjectStoreConfig { secret_access_key: Some("hunter2".into()), ..Default::default() };
+        assert!(!format!("{store:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn auto_test_restore_for_production_like_names() {
+        assert!(TestRestore::Auto.enabled_for("production"));
+        assert!(TestRestore::Auto.enabled_for("staging-eu"));
+        assert!(!TestRestore::Auto.enabled_for("dev"));
+        assert!(TestRestore::Always.enabled_for("dev"));
+    }
+}

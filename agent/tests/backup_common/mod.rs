@@ -1,0 +1,291 @@
+//! Test harness for the backup tests: a throwaway PostgreSQL 15 cluster and
+//! a moto S3 server, each started on a free 127.0.0.1 port and killed by its
+//! own PID when the guard drops (also when the test fails).
+//!
+//! Set `RUNWAY_PG_BIN` to another PostgreSQL bin dir. When `CI` is set a
+//! missing tool fails the test instead of skipping it.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runway_agent::backup::BackupConfig;
+use sqlx::{Connection, PgConnection, Row};
+
+pub const PASSWORD: &str = "s3cr3t-pw";
+
+/// `true` in CI, where missing tools must fail tests, not skip them.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Skips (outside CI) or fails (in CI) when a tool is missing.
+pub fn require(what: &str, present: bool) -> bool {
+    if !present {
+        assert!(!in_ci(), "{what} is required in CI but missing");
+        eprintln!("SKIPPED: {what} is missing (set CI=1 to make this an error)");
+    }
+    present
+}
+
+pub fn pg_bin() -> PathBuf {
+    std::env::var_os("RUNWAY_PG_BIN")
+        .map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    let line = passwd.lines().find(|l| l.starts_with("postgres:")).expect("a postgres user exists");
+    let fields: Vec<&str> = line.split(':').collect();
+    (fields[2].parse().expect("uid"), fields[3].parse().expect("gid"))
+}
+
+/// Stops a child by its PID when dropped: `signal` first, SIGKILL after 5 s.
+pub struct KillOnDrop {
+    pub child: Child,
+    signal: rustix::process::Signal,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, self.signal);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL cluster owned by the `postgres` user, password auth over TCP.
+pub struct PgCluster {
+    // Field order: the server stops before its directory is removed.
+    server: KillOnDrop,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl PgCluster {
+    /// initdb + start; `None` (outside CI) when PostgreSQL is not installed.
+    pub fn start() -> Option<Self> {
+        let bin = pg_bin();
+        if !require("PostgreSQL binaries (RUNWAY_PG_BIN)", bin.join("initdb").exists()) {
+            return None;
+        }
+        let (uid, gid) = postgres_ids();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        for d in [&data, &sock] {
+            std::fs::create_dir(d).expect("mkdir");
+            chown(d, Some(uid), Some(gid)).expect("chown");
+        }
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
+        chown(&pwfile, Some(uid), Some(gid)).expect("chown");
+        let out = Command::new(bin.join("initdb"))
+            .args(["--no-sync", "-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"])
+            .arg("--pwfile")
+            .arg(&pwfile)
+            .arg("-D")
+            .arg(&data)
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
+        let child = Command::new(bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(&sock)
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=50"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .uid(uid)
+            .gid(gid)
+            .spawn()
+            .expect("start postgres");
+        let cluster = Self { server: KillOnDrop { child, signal: rustix::process::Signal::QUIT }, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "postgres did not start: {}", cluster.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(cluster)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    /// URL of `database` with the password in it.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    pub async fn connect(&self, database: &str) -> PgConnection {
+        PgConnection::connect(&self.url(database)).await.expect("connect")
+    }
+
+    pub async fn create_database(&self, name: &str) {
+        let mut c = self.connect("postgres").await;
+        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut c).await.expect("create database");
+    }
+
+    /// A backup config writing under this cluster's temp dir, tools from [`pg_bin`].
+    pub fn backup_config(&self, sub: &str) -> BackupConfig {
+        let mut config = BackupConfig::new(self.dir.path().join(sub));
+        config.pg_bin_dir = Some(pg_bin());
+        config
+    }
+}
+
+/// Fills `database` with a small, varied schema: several schemas, types,
+/// an empty table, a partitioned table and a `_prisma_migrations` history.
+pub async fn seed(cluster: &PgCluster, database: &str) {
+    let mut c = cluster.connect(database).await;
+    sqlx::raw_sql(
+        r#"
+        CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, balance numeric(12,2), created timestamptz DEFAULT now());
+        INSERT INTO accounts (name, balance) SELECT 'user ' || g, g * 1.5 FROM generate_series(1, 5000) g;
+        CREATE TABLE events (id int PRIMARY KEY, account_id bigint REFERENCES accounts(id), payload jsonb, blob bytea);
+        INSERT INTO events SELECT g, (g % 5000) + 1, jsonb_build_object('n', g, 'tags', ARRAY['a','b']), sha256(g::text::bytea) FROM generate_series(1, 20000) g;
+        CREATE SCHEMA billing;
+        CREATE TABLE billing."Invoice" (id int PRIMARY KEY, amount_cents int, note text);
+        INSERT INTO billing."Invoice" SELECT g, g * 100, repeat('x', g % 50) FROM generate_series(1, 777) g;
+        CREATE TABLE empty_table (id int);
+        CREATE TABLE measurements (id int, at date NOT NULL, v float8) PARTITION BY RANGE (at);
+        CREATE TABLE measurements_2024 PARTITION OF measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+        CREATE TABLE measurements_2025 PARTITION OF measurements FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+        INSERT INTO measurements SELECT g, date '2024-06-01' + (g % 400), random() FROM generate_series(1, 3000) g;
+        CREATE TABLE _prisma_migrations (
+            id varchar(36) PRIMARY KEY, checksum varchar(64) NOT NULL, finished_at timestamptz,
+            migration_name varchar(255) NOT NULL, logs text, rolled_back_at timestamptz,
+            started_at timestamptz NOT NULL DEFAULT now(), applied_steps_count int NOT NULL DEFAULT 0);
+        INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count) VALUES
+            ('1', 'aaaa', now() - interval '2 days', '20240101000000_init', 1),
+            ('2', 'bbbb', now() - interval '1 day', '20240201000000_events', 1),
+            ('3', 'cccc', NULL, '20240301000000_failed', 0);
+        "#,
+    )
+    .execute(&mut c)
+    .await
+    .expect("seed");
+}
+
+/// Row count of every user table, `schema.table` → rows.
+pub async fn table_counts(cluster: &PgCluster, database: &str) -> Vec<(String, i64)> {
+    let mut c = cluster.connect(database).await;
+    let tables = sqlx::query(
+        "SELECT format('%I.%I', schemaname, relname) AS t FROM pg_stat_user_tables ORDER BY schemaname, relname",
+    )
+    .fetch_all(&mut c)
+    .await
+    .expect("list tables");
+    let mut counts = Vec::new();
+    for t in tables {
+        let name: String = t.get("t");
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {name}"))
+            .fetch_one(&mut c)
+            .await
+            .expect("count");
+        counts.push((name, n));
+    }
+    counts
+}
+
+/// md5 of a table's rows in primary-key order: a checksum of its contents.
+pub async fn content_checksum(cluster: &PgCluster, database: &str, table: &str) -> String {
+    let mut c = cluster.connect(database).await;
+    sqlx::query_scalar(&format!(
+        "SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') FROM {table} t"
+    ))
+    .fetch_one(&mut c)
+    .await
+    .expect("checksum")
+}
+
+/// A moto S3 server on a free port.
+pub struct Moto {
+    _server: KillOnDrop,
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// `None` (outside CI) when `moto_server` is not installed.
+    pub fn start() -> Option<Self> {
+        let present = Command::new("moto_server")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !require("moto_server (python3 -m pip install 'moto[server]')", present) {
+            return None;
+        }
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let server = KillOnDrop { child, signal: rustix::process::Signal::KILL };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { _server: server, endpoint: format!("http://127.0.0.1:{port}") })
+    }
+}
+
+/// Flips one byte of `path` at `offset`.
+pub fn flip_byte(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).expect("read");
+    bytes[offset] ^= 0x01;
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// SHA-256 hex of a file, computed independently of the code under test.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read")))
+}
+
+/// Runs `pg_restore --list` on a dump, returning whether it succeeded.
+pub fn pg_restore_lists(dump: &Path) -> bool {
+    Command::new(pg_bin().join("pg_restore"))
+        .arg("--list")
+        .arg(dump)
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

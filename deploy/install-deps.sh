@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what runway's build, tests and quick start need and the machine
+# lacks: etcd, protoc, PostgreSQL 15 server binaries, iptables/nftables, and
+# the moto S3 server for the backup tests. Safe to run again.
+set -euo pipefail
+
+sudo_if_needed() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || missing+=(etcd-server etcd-client)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15 postgresql-client-15)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+    echo "==> installing moto[server] (S3 API server for the backup tests)"
+    python3 -m pip install --quiet 'moto[server]'
+fi

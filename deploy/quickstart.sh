@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# runway quick start: on one machine, starts etcd, a throwaway PostgreSQL,
+# two coordinators, one DB agent and two app agents (each fronting a tiny
+# sample HTTP app), then runs a sample rollout with live progress.
+#
+#   deploy/quickstart.sh         set up and run the sample rollout
+#   deploy/quickstart.sh stop    stop everything the last run started
+#
+# Installs what is missing (etcd, protoc, PostgreSQL 15) with apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+state_file="$repo/.quickstart/state"
+
+stop_all() {
+    [ -f "$state_file" ] || return 0
+    # shellcheck disable=SC1090
+    . "$state_file"
+    for pid in ${PIDS:-}; do kill "$pid" 2>/dev/null || true; done
+    for dir in ${APP_DIRS:-}; do [ -f "$dir/pid" ] && kill "$(cat "$dir/pid")" 2>/dev/null || true; done
+    if [ -n "${PG_PID:-}" ]; then kill -QUIT "$PG_PID" 2>/dev/null || true; fi
+    rm -f "$state_file"
+    echo "stopped the quick start's processes"
+}
+
+if [ "${1:-}" = "stop" ]; then
+    stop_all
+    exit 0
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for_port() {
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "error: nothing listens on port $1 after 10 s (see $work/*.log)" >&2
+    exit 1
+}
+
+stop_all
+echo "==> checking dependencies"
+./deploy/install-deps.sh
+echo "==> building runway (cargo build --workspace --bins)"
+cargo build --workspace --bins --quiet
+bin="$repo/target/debug"
+
+work=$(mktemp -d /tmp/runway-quickstart.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$repo/.quickstart"
+pids=()
+app_dirs=()
+save_state() {
+    printf 'PIDS="%s"\nAPP_DIRS="%s"\nPG_PID="%s"\nWORK="%s"\n' "${pids[*]}" "${app_dirs[*]}" "${pg_pid:-}" "$work" >"$state_file"
+}
+trap save_state EXIT
+
+echo "==> starting etcd"
+etcd_port=$(free_port)
+etcd_peer=$(free_port)
+ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name quickstart --data-dir "$work/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "quickstart=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
+pids+=($!)
+wait_for_port "$etcd_port"
+
+echo "==> starting a throwaway PostgreSQL 15"
+pg_port=$(free_port)
+pgbin=/usr/lib/postgresql/15/bin
+mkdir -p "$work/pg"
+chown postgres:postgres "$work/pg"
+as_postgres() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else sudo -u postgres "$@"; fi; }
+as_postgres "$pgbin/initdb" --no-sync -A trust -U postgres -D "$work/pg/data" >/dev/null
+as_postgres "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$work/pg" -c fsync=off >"$work/postgres.log" 2>&1 &
+pg_pid=$!
+wait_for_port "$pg_port"
+sleep 0.5
+"$pgbin/psql" -X -q -h 127.0.0.1 -p "$pg_port" -U postgres -c 'CREATE DATABASE app' >/dev/null
+database_url="postgres://postgres@127.0.0.1:$pg_port/app"
+
+echo "==> starting two coordinators"
+coords=()
+for i in 1 2; do
+    port=$(free_port)
+    cat >"$work/coord-$i.toml" <<TOML
+name = "coord-$i"
+listen = "127.0.0.1:$port"
+etcd_endpoints = ["http://127.0.0.1:$etcd_port"]
+lease_ttl_secs = 3
+environments = ["staging", "production"]
+TOML
+    "$bin/runway-coordinator" --config "$work/coord-$i.toml" >"$work/coord-$i.log" 2>&1 &
+    pids+=($!)
+    coords+=("http://127.0.0.1:$port")
+    wait_for_port "$port"
+done
+coord_list=$(IFS=,; echo "${coords[*]}")
+toml_coords="[\"${coords[0]}\", \"${coords[1]}\"]"
+
+echo "==> starting the DB agent"
+cat >"$work/db-1.toml" <<TOML
+name = "db-1"
+environment = "staging"
+coordinators = $toml_coords
+roles = ["db"]
+state_dir = "$work/db-1-state"
+[database]
+url = "$database_url"
+[backup]
+dir = "$work/backups"
+pg_bin_dir = "$pgbin"
+TOML
+"$bin/runway-agent" --config "$work/db-1.toml" >"$work/db-1.log" 2>&1 &
+pids+=($!)
+
+echo "==> starting two sample apps and their agents"
+hook="$repo/deploy/sample-app/hook.sh"
+for i in 1 2; do
+    dir="$work/app-$i"
+    mkdir -p "$dir"
+    app_port=$(free_port)
+    echo "$app_port" >"$dir/port"
+    echo "$bin/runway-sample-app" >"$dir/bin"
+    RUNWAY_APP_VERSION=v1 "$hook" restart "$dir" >/dev/null
+    app_dirs+=("$dir")
+    cat >"$work/app-$i.toml" <<TOML
+name = "app-$i"
+environment = "staging"
+coordinators = $toml_coords
+roles = ["app"]
+state_dir = "$work/app-$i-state"
+[app]
+maintenance_on = ["$hook", "maintenance-on", "$dir"]
+maintenance_off = ["$hook", "maintenance-off", "$dir"]
+restart = ["$hook", "restart", "$dir"]
+health_url = "http://127.0.0.1:$app_port/health"
+version = "v1"
+TOML
+    "$bin/runway-agent" --config "$work/app-$i.toml" >"$work/app-$i.log" 2>&1 &
+    pids+=($!)
+done
+save_state
+
+export RUNWAY_COORDINATOR="$coord_list"
+echo "==> waiting for the agents to register"
+for _ in $(seq 1 100); do
+    [ "$("$bin/runway" agents --output json 2>/dev/null | wc -l)" -ge 3 ] && break
+    sleep 0.2
+done
+"$bin/runway" agents
+
+echo
+echo "==> rolling out deploy/quickstart/migrations to staging (app version v2)"
+set +e
+"$bin/runway" rollout start --env staging --migrations deploy/quickstart/migrations --app-version v2 --watch
+code=$?
+set -e
+echo
+if [ $code -eq 0 ]; then
+    echo "The sample rollout succeeded. Things to look at:"
+else
+    echo "The sample rollout did not succeed (exit code $code). Logs are in $work/*.log"
+fi
+cat <<TEXT
+  export RUNWAY_COORDINATOR=$coord_list
+  $bin/runway rollout list                       # the rollout and its state
+  $bin/runway rollout show <id>                  # its steps
+  $bin/runway agents                             # the connected agents
+  psql -h 127.0.0.1 -p $pg_port -U postgres app -c 'select migration_name, finished_at from _prisma_migrations'
+  ls $work/backups/*                             # the backup: dump + manifest.json
+  curl http://127.0.0.1:$(cat "$work/app-1/port")/health   # app-1 now runs v2
+  tail $work/*.log                               # every process's log
+  deploy/quickstart.sh stop                      # stop everything
+TEXT
+exit $code

@@ -1,22 +1,62 @@
 //! The migrations engine: Prisma-compatible bookkeeping in `_prisma_migrations`.
 //!
+//! A team can switch between `prisma migrate deploy` and runway in either
+//! direction: runway reads the same folder, takes the same advisory lock and
+//! writes the same rows. What it adds: statements that cannot run in a
+//! transaction are handled, a lint that knows which statements are
+//! dangerous and how big the tables they touch are, and a plan.
+//!
 //! INTERFACE CONTRACT (the rest of the agent and the CLI call only these):
 //! - [`MigrateConfig`]: the `[migrate]` table of the agent config.
 //! - [`deploy`]: apply pending migrations of a bundle.
 //! - [`status`]: compare a bundle with the database.
+//! - [`resolve`]: Prisma's `migrate resolve --applied/--rolled-back`.
+//! - [`lint`] and [`plan`]: what the pending SQL will do, before it runs.
+//! - [`source::read_folder`]: a migrations folder on disk as a bundle.
+//!
+//! # Layout
+//!
+//! - `source`: reading a folder from disk.
+//! - `connect`: URLs (with Prisma's `?schema=`) and sessions.
+//! - `table`: `_prisma_migrations` rows, written as Prisma writes them.
+//! - `checksum`: SHA-256 checksums, line-ending tolerant.
+//! - `lock`: Prisma's advisory lock with a timeout.
+//! - `parse` / `script`: statements via PostgreSQL's grammar; cutting files
+//!   around statements that cannot run in a transaction.
+//! - `deploy`, `status`, `resolve`: the commands.
+//! - `lint` (rules, table sizes, downtime class) and `plan`.
 
 use std::time::Duration;
 
-use runway_proto::bundle::MigrationFile;
 use serde::{Deserialize, Serialize};
 
-use crate::progress::Progress;
+pub mod checksum;
+mod connect;
+mod deploy;
+mod error;
+pub mod lint;
+mod lock;
+pub mod parse;
+mod plan;
+pub mod resolve;
+pub mod script;
+pub mod source;
+pub mod status;
+pub mod table;
+
+pub use deploy::deploy;
+pub use error::MigrateError;
+pub use lint::{LintReport, lint};
+pub use lock::PRISMA_LOCK_KEY;
+pub use plan::{PlanReport, plan};
+pub use resolve::{ResolveAction, resolve};
+pub use status::{StatusReport, status};
 
 /// `[migrate]` in the agent config; also the CLI's local-mode flags.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MigrateConfig {
-    /// How long to wait for Prisma's advisory lock, in seconds.
+    /// How long to wait for Prisma's advisory lock, in seconds (0 = try once).
     pub advisory_lock_timeout_secs: u64,
     /// `lock_timeout` for migration statements, in milliseconds (0 = server default).
     pub lock_timeout_ms: u64,
@@ -31,6 +71,7 @@ impl Default for MigrateConfig {
 }
 
 impl MigrateConfig {
+    /// [`Self::advisory_lock_timeout_secs`] as a duration.
     pub fn advisory_lock_timeout(&self) -> Duration {
         Duration::from_secs(self.advisory_lock_timeout_secs)
     }
@@ -43,26 +84,11 @@ pub struct DeployReport {
     pub applied: Vec<String>,
     /// How many of the bundle's migrations were already applied.
     pub already_applied: usize,
-}
-
-/// Why migrating failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MigrateError {
-    #[error("cannot connect to the database: {0}")]
-    Connect(String),
-    #[error("migration {name} failed: {error}")]
-    Failed { name: String, error: String },
-    #[error("{0}")]
-    Other(String),
-}
-
-/// Applies the pending migrations of `migrations` (already in apply order).
-pub async fn deploy(
-    database_url: &str,
-    migrations: &[MigrationFile],
-    config: &MigrateConfig,
-    progress: &Progress,
-) -> Result<DeployReport, MigrateError> {
-    let _ = (database_url, migrations, config, progress);
-    Err(MigrateError::Other("the migrations engine is being written".into()))
+    /// How long each of `applied` took, in milliseconds.
+    #[serde(default)]
+    pub durations_ms: Vec<u64>,
+    /// Things worth telling a person that did not stop the deploy (e.g. an
+    /// applied migration whose file changed since).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }

@@ -1,0 +1,130 @@
+//! [`MigrateError`]: everything that can go wrong while migrating, and
+//! whether trying again is safe.
+
+use runway_proto::bundle::BundleError;
+
+/// Why a migrations command failed.
+///
+/// Every message names the migration or object concerned and carries the
+/// database's own error text where there is one; none carries a password
+/// (connection errors go through [`crate::redact::redact_urls`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The database could not be reached or refused the login.
+    /// Retry is safe: nothing was done.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+
+    /// The database URL could not be understood. Retry is pointless: fix the URL.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+
+    /// A migration's SQL failed. Its `_prisma_migrations` row is left failed
+    /// with the error in `logs`. Retry is NOT safe until someone looks at the
+    /// database, fixes the migration and runs `resolve --rolled-back` (or
+    /// `--applied` if they finished it by hand).
+    #[error(
+        "migration {name} failed{at}: {error}\nThe migration is recorded as failed; fix it, then run \
+         `runway migrate resolve --rolled-back {name:?}` (or `--applied` if you completed it by hand) before deploying again",
+        at = line.map(|l| format!(" at line {l}")).unwrap_or_default()
+    )]
+    Failed {
+        /// The migration (folder) name.
+        name: String,
+        /// 1-based line of the failing statement in `migration.sql`, when known.
+        line: Option<usize>,
+        /// SQLSTATE of the error, `none` when the server sent none.
+        code: String,
+        /// The database's error text (message, detail, hint).
+        error: String,
+    },
+
+    /// `_prisma_migrations` has failed migrations that nobody resolved; like
+    /// Prisma (P3009), deploy refuses to run. Retry is pointless until they
+    /// are resolved.
+    #[error(
+        "found failed migrations in the target database; new migrations will not be applied until they are resolved \
+         with `runway migrate resolve --rolled-back NAME` or `--applied NAME`:\n{details}"
+    )]
+    FailedMigrationsPresent {
+        /// The names of the failed migrations.
+        names: Vec<String>,
+        /// One line per failed migration with its logs.
+        details: String,
+    },
+
+    /// Another runner (runway or Prisma) holds Prisma's advisory lock.
+    /// Retry is safe once it has finished.
+    #[error(
+        "another migration runner holds the migrations advisory lock (key 72707369); waited {waited_secs}s. Held by: {holder}"
+    )]
+    LockTimeout {
+        /// How long we waited.
+        waited_secs: u64,
+        /// Who holds it, from `pg_locks` and `pg_stat_activity`.
+        holder: String,
+    },
+
+    /// The schema has tables but no `_prisma_migrations` (Prisma's P3005).
+    /// Retry is pointless: baseline first.
+    #[error(
+        "the database schema is not empty ({tables}) but has no _prisma_migrations table; baseline it first: \
+         mark the migrations already reflected in the database with `runway migrate resolve --applied NAME`"
+    )]
+    SchemaNotEmpty {
+        /// Some of the tables found.
+        tables: String,
+    },
+
+    /// `resolve` named a migration that is not in the migrations folder
+    /// (Prisma's P3017). Retry is pointless.
+    #[error("migration {name} is not in the migrations folder")]
+    NotFound {
+        /// The requested name.
+        name: String,
+    },
+
+    /// `resolve --applied` on a migration that already finished (P3008).
+    #[error("migration {name} is already recorded as applied in the database")]
+    AlreadyApplied {
+        /// The migration.
+        name: String,
+    },
+
+    /// `resolve --rolled-back` on a migration that is not failed (P3011/P3012).
+    #[error("migration {name} cannot be marked rolled back: {reason}")]
+    NotFailed {
+        /// The migration.
+        name: String,
+        /// Never applied, or applied successfully.
+        reason: &'static str,
+    },
+
+    /// The migrations bundle is malformed. Retry is pointless: fix the input.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+
+    /// A bookkeeping or inspection query failed (not a migration's own SQL).
+    /// Retry is usually safe: these queries change at most one
+    /// `_prisma_migrations` row each.
+    #[error("{context}: {error}")]
+    Database {
+        /// What we were doing.
+        context: String,
+        /// The database's error text.
+        error: String,
+    },
+}
+
+impl MigrateError {
+    /// Whether running the same command again, unchanged, may succeed
+    /// without anyone touching the database or the migrations.
+    pub fn retry_is_safe(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::LockTimeout { .. } | Self::Database { .. })
+    }
+
+    /// Wraps a driver error from a bookkeeping query.
+    pub(crate) fn db(context: impl Into<String>, error: sqlx::Error) -> Self {
+        Self::Database { context: context.into(), error: crate::redact::redact_urls(&error.to_string()) }
+    }
+}

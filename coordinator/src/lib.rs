@@ -44,7 +44,6 @@ pub async fn run(config: config::Config, listener: TcpListener, shutdown: Cancel
     let config = Arc::new(config);
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
     let client = etcd_client::Client::connect(&config.etcd_endpoints, Some(options)).await.map_err(|source| {
         StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source }

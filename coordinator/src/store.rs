@@ -20,12 +20,24 @@ use runway_proto::v1::{Bundle, RolloutEvent};
 use crate::leadership::Term;
 use crate::rollout::record::RolloutRecord;
 
+/// How long one etcd call may take. (Not a client-wide timeout: that would
+/// also cut the election's long-running campaign and keep-alive streams.)
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Bounds an etcd call by [`CALL_TIMEOUT`].
+async fn timed<T>(call: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| StoreError::Timeout)?.map_err(StoreError::from)
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// etcd is unreachable or erred; retrying is safe.
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
+    /// etcd did not answer in time; retrying is safe.
+    #[error("etcd did not answer within {} s", CALL_TIMEOUT.as_secs())]
+    Timeout,
     /// This coordinator is no longer the leader; it must stop acting.
     #[error("write refused: this coordinator is no longer the leader (fencing token {0} is stale)")]
     Fenced(u64),
@@ -72,7 +84,7 @@ impl Store {
         let txn = Txn::new()
             .when(vec![Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64)])
             .and_then(puts.into_iter().map(|(k, v)| TxnOp::put(k, v, None)).collect::<Vec<_>>());
-        let response = self.client.kv_client().txn(txn).await?;
+        let response = timed(self.client.kv_client().txn(txn)).await?;
         if response.succeeded() { Ok(()) } else { Err(StoreError::Fenced(term.token.0)) }
     }
 
@@ -105,14 +117,14 @@ impl Store {
 
     pub async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
         let key = self.rollout_key(id);
-        let response = self.client.kv_client().get(key.clone(), None).await?;
+        let response = timed(self.client.kv_client().get(key.clone(), None)).await?;
         response.kvs().first().map(|kv| RolloutRecord::from_json(&key, kv.value())).transpose()
     }
 
     /// Every rollout, oldest first.
     pub async fn list_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let prefix = format!("{}/rollouts/", self.prefix);
-        let response = self.client.kv_client().get(prefix.clone(), Some(GetOptions::new().with_prefix())).await?;
+        let response = timed(self.client.kv_client().get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
         let mut records = response
             .kvs()
             .iter()
@@ -124,7 +136,7 @@ impl Store {
 
     pub async fn get_bundle(&self, digest: &str) -> Result<Option<Bundle>, StoreError> {
         let key = self.bundle_key(digest);
-        let response = self.client.kv_client().get(key.clone(), None).await?;
+        let response = timed(self.client.kv_client().get(key.clone(), None)).await?;
         response
             .kvs()
             .first()
@@ -136,7 +148,7 @@ impl Store {
     pub async fn events(&self, id: &str, from_seq: u64) -> Result<Vec<RolloutEvent>, StoreError> {
         let start = self.event_key(id, from_seq.max(1));
         let end = prefix_end(&self.events_prefix(id));
-        let response = self.client.kv_client().get(start, Some(GetOptions::new().with_range(end))).await?;
+        let response = timed(self.client.kv_client().get(start, Some(GetOptions::new().with_range(end)))).await?;
         response
             .kvs()
             .iter()
@@ -157,7 +169,7 @@ impl Store {
             .with_limit(1)
             .with_keys_only();
         let prefix = self.events_prefix(id);
-        let response = self.client.kv_client().get(prefix.clone(), Some(options)).await?;
+        let response = timed(self.client.kv_client().get(prefix.clone(), Some(options))).await?;
         Ok(response
             .kvs()
             .first()

@@ -75,8 +75,10 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
     let manifests: Vec<_> = walk(backup_dir).into_iter().filter(|p| p.ends_with("manifest.json")).collect();
     assert_eq!(manifests.len(), 1, "expected exactly one backup, found {manifests:?}");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
-    let dump = find_dump(manifests[0].parent().unwrap());
-    let manifest_sha = find_string(&manifest, "sha256").expect("manifest records a sha256");
+    let dump = manifests[0].parent().unwrap().join(manifest["dump"].as_str().expect("manifest names its dump"));
+    let manifest_sha = manifest["sha256"].as_str().expect("manifest records a sha256");
+    assert_eq!(manifest["format"], "custom");
+    assert!(manifest["rollout_id"].as_str().is_some_and(|id| !id.is_empty()), "manifest lacks the rollout id");
     assert_eq!(sha256_hex(&std::fs::read(&dump).unwrap()), manifest_sha, "dump checksum differs from manifest");
     let list = Command::new(format!("{PG_BIN}/pg_restore")).arg("--list").arg(&dump).output().unwrap();
     assert!(list.status.success(), "pg_restore --list rejected the dump: {}", String::from_utf8_lossy(&list.stderr));
@@ -177,24 +179,4 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
-}
-
-/// The dump file of a custom-format backup folder.
-fn find_dump(dir: &std::path::Path) -> std::path::PathBuf {
-    walk(dir)
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "dump"))
-        .unwrap_or_else(|| panic!("no .dump file in {}", dir.display()))
-}
-
-/// The first string under `key` anywhere in `value`.
-fn find_string(value: &serde_json::Value, key: &str) -> Option<String> {
-    match value {
-        serde_json::Value::Object(map) => map
-            .get(key)
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .or_else(|| map.values().find_map(|v| find_string(v, key))),
-        serde_json::Value::Array(items) => items.iter().find_map(|v| find_string(v, key)),
-        _ => None,
-    }
 }

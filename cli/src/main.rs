@@ -19,6 +19,9 @@ struct Cli {
     /// Coordinator addresses, comma-separated; the leader is found among them.
     #[arg(long, global = true, env = "RUNWAY_COORDINATOR", default_value = "http://127.0.0.1:7400")]
     coordinator: String,
+    /// Seconds to keep looking for a leader (covers a failover) before giving up.
+    #[arg(long, global = true, env = "RUNWAY_LEADER_TIMEOUT", default_value_t = 20)]
+    leader_timeout: u64,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     output: render::Format,
@@ -44,7 +47,7 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let remote = remote::Remote::new(&cli.coordinator);
+    let remote = remote::Remote::new(&cli.coordinator, std::time::Duration::from_secs(cli.leader_timeout));
     let code = match cli.command {
         Command::Agents { environment } => rollout::agents(&remote, cli.output, environment).await,
         Command::Rollout { command } => rollout::run(&remote, cli.output, command).await,

@@ -7,13 +7,12 @@ use runway_proto::v1::operator_client::OperatorClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-/// How long a call keeps looking for a leader before giving up.
-const FIND_LEADER_FOR: Duration = Duration::from_secs(20);
-
 /// The coordinators a CLI may talk to.
 #[derive(Clone, Debug)]
 pub struct Remote {
     addrs: Vec<String>,
+    /// How long a call keeps looking for a leader before giving up.
+    find_leader_for: Duration,
 }
 
 /// Why a call failed, for the exit code.
@@ -35,14 +34,14 @@ impl std::fmt::Display for CallError {
 }
 
 impl Remote {
-    pub fn new(addrs: &str) -> Self {
+    pub fn new(addrs: &str, find_leader_for: Duration) -> Self {
         let addrs = addrs
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(|a| if a.contains("://") { a.to_owned() } else { format!("http://{a}") })
             .collect();
-        Self { addrs }
+        Self { addrs, find_leader_for }
     }
 
     async fn client(addr: &str) -> Result<OperatorClient<Channel>, String> {
@@ -90,12 +89,12 @@ impl Remote {
                 round += 1;
                 continue;
             }
-            if start.elapsed() > FIND_LEADER_FOR {
+            if start.elapsed() > self.find_leader_for {
                 problems.dedup();
                 let tail: Vec<String> = problems.iter().rev().take(3).cloned().collect();
                 return Err(CallError::Unreachable(format!(
                     "no leader coordinator answered within {} s (tried {}); last errors: {}",
-                    FIND_LEADER_FOR.as_secs(),
+                    self.find_leader_for.as_secs(),
                     self.addrs.join(", "),
                     tail.join("; ")
                 )));

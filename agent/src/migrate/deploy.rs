@@ -94,10 +94,12 @@ async fn deploy_locked(
     progress: &Progress,
 ) -> Result<DeployReport, MigrateError> {
     if session.schema != "public" {
-        sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&session.schema)))
-            .execute(&mut session.conn)
-            .await
-            .map_err(|e| MigrateError::db(format!("creating schema {}", session.schema), e))?;
+        sqlx::Executor::execute(
+            &mut session.conn,
+            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&session.schema))),
+        )
+        .await
+        .map_err(|e| MigrateError::db(format!("creating schema {}", session.schema), e))?;
     }
     ensure_table(session).await?;
     let rows = table::load(&mut session.conn).await?;
@@ -141,7 +143,7 @@ async fn deploy_locked(
         let id = table::insert_started(&mut session.conn, &m.name, &checksum::checksum(&m.sql)).await?;
         if let Err(failure) = run_segments(&mut session.conn, &m.sql, &segments).await {
             // Leave no aborted transaction block behind for the bookkeeping.
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut session.conn).await;
+            let _ = sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql("ROLLBACK")).await;
             let logs = failure.logs(&m.name, &m.sql);
             let recorded = table::mark_failed(&mut session.conn, &id, &logs).await;
             let mut error = failure.error_text();
@@ -203,7 +205,9 @@ pub(crate) async fn set_timeouts(
         sql.push_str(&format!("SET statement_timeout = {};", config.statement_timeout_ms));
     }
     if !sql.is_empty() {
-        sqlx::raw_sql(&sql).execute(conn).await.map_err(|e| MigrateError::db("setting timeouts", e))?;
+        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql))
+            .await
+            .map_err(|e| MigrateError::db("setting timeouts", e))?;
     }
     Ok(())
 }
@@ -265,7 +269,7 @@ async fn run_segments(conn: &mut PgConnection, sql: &str, segments: &[Segment]) 
     let split_reason = segments.iter().find_map(|s| s.alone);
     for (i, segment) in segments.iter().enumerate() {
         let text = &sql[segment.range.clone()];
-        if let Err(e) = sqlx::raw_sql(text).execute(&mut *conn).await {
+        if let Err(e) = sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(text)).await {
             let mut failure = ScriptFailure {
                 code: "none".into(),
                 text: redact_urls(&e.to_string()),

@@ -28,14 +28,12 @@ pub async fn acquire(conn: &mut PgConnection, timeout: Duration) -> Result<(), M
             .map_err(|e| MigrateError::db("taking the migrations advisory lock", e))?
     } else {
         let ms = timeout.as_millis().max(1);
-        sqlx::raw_sql(&format!("SET lock_timeout = {ms}"))
-            .execute(&mut *conn)
+        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&format!("SET lock_timeout = {ms}")))
             .await
             .map_err(|e| MigrateError::db("setting lock_timeout", e))?;
         let result =
             sqlx::query("SELECT pg_advisory_lock($1)").bind(PRISMA_LOCK_KEY).execute(&mut *conn).await;
-        sqlx::raw_sql("RESET lock_timeout")
-            .execute(&mut *conn)
+        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql("RESET lock_timeout"))
             .await
             .map_err(|e| MigrateError::db("resetting lock_timeout", e))?;
         match result {

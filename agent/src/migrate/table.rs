@@ -79,8 +79,7 @@ pub async fn user_tables(conn: &mut PgConnection, schema: &str) -> Result<Vec<St
 
 /// Creates the table with Prisma's DDL.
 pub async fn create(conn: &mut PgConnection) -> Result<(), MigrateError> {
-    sqlx::raw_sql(CREATE_TABLE)
-        .execute(conn)
+    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(CREATE_TABLE))
         .await
         .map_err(|e| MigrateError::db("creating _prisma_migrations", e))?;
     Ok(())

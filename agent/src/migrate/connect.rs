@@ -100,9 +100,12 @@ impl Target {
             .map_err(|e| MigrateError::Connect(redact_urls(&e.to_string())))?;
         let mut session = Session { conn, schema: self.schema().to_owned() };
         if let Some(schema) = &self.schema {
-            sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql(&format!("SET search_path TO {}", quote_ident(schema))))
-                .await
-                .map_err(|e| MigrateError::db("setting search_path from ?schema=", e))?;
+            sqlx::Executor::execute(
+                &mut session.conn,
+                sqlx::raw_sql(&format!("SET search_path TO {}", quote_ident(schema))),
+            )
+            .await
+            .map_err(|e| MigrateError::db("setting search_path from ?schema=", e))?;
         }
         Ok(session)
     }

@@ -94,9 +94,12 @@ async fn deploy_locked(
     progress: &Progress,
 ) -> Result<DeployReport, MigrateError> {
     if session.schema != "public" {
-        sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&session.schema))))
-            .await
-            .map_err(|e| MigrateError::db(format!("creating schema {}", session.schema), e))?;
+        sqlx::Executor::execute(
+            &mut session.conn,
+            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&session.schema))),
+        )
+        .await
+        .map_err(|e| MigrateError::db(format!("creating schema {}", session.schema), e))?;
     }
     ensure_table(session).await?;
     let rows = table::load(&mut session.conn).await?;
@@ -202,7 +205,9 @@ pub(crate) async fn set_timeouts(
         sql.push_str(&format!("SET statement_timeout = {};", config.statement_timeout_ms));
     }
     if !sql.is_empty() {
-        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql)).await.map_err(|e| MigrateError::db("setting timeouts", e))?;
+        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql))
+            .await
+            .map_err(|e| MigrateError::db("setting timeouts", e))?;
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ mod error;
 pub mod lint;
 mod lock;
 pub mod parse;
-mod plan;
+pub mod plan;
 pub mod resolve;
 pub mod script;
 pub mod source;

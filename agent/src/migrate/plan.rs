@@ -1,5 +1,74 @@
-//! placeholder
+//! `plan`: what a deploy would do, before it does it.
+
+use runway_proto::bundle::MigrationFile;
 use serde::Serialize;
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PlanReport {}
-pub fn plan() {}
+
+use super::lint::{self, DowntimeClass, LintReport, Severity};
+use super::{MigrateError, StatusReport, status};
+
+/// Pending migrations, lint, downtime, and whether maintenance mode is needed.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    /// Where the database stands.
+    pub status: StatusReport,
+    /// What would be applied, in order.
+    pub pending: Vec<String>,
+    /// Lint of the pending migrations, with sizes and the downtime class.
+    pub lint: LintReport,
+    /// True when the set can run while the app serves traffic: nothing
+    /// destructive, nothing that breaks running code, nothing holding a
+    /// blocking lock for a noticeable time, and a small downtime class.
+    pub safe_without_maintenance: bool,
+    /// Why not (empty when safe).
+    pub reasons: Vec<String>,
+    /// Whether deploy would refuse to run (failed migrations, missing baseline).
+    pub blocked: Option<String>,
+}
+
+/// Seconds of lock time from which a blocking statement needs maintenance mode.
+const NOTICEABLE_SECS: f64 = 1.0;
+
+/// Builds the plan for deploying `migrations` to `database_url`.
+pub async fn plan(database_url: &str, migrations: &[MigrationFile]) -> Result<PlanReport, MigrateError> {
+    let status = status(database_url, migrations).await?;
+    let lint = lint::lint(Some(database_url), migrations).await?;
+    Ok(build(status, lint))
+}
+
+/// The decision, separated from I/O.
+pub fn build(status: StatusReport, lint: LintReport) -> PlanReport {
+    let mut reasons = Vec::new();
+    for f in &lint.findings {
+        let breaks_code = f.rule.starts_with("rename-") || f.rule.starts_with("drop-");
+        let long_lock =
+            f.estimated_seconds.is_none_or(|s| s >= NOTICEABLE_SECS) && f.work != lint::Work::Instant;
+        if f.severity == Severity::Danger || breaks_code || long_lock {
+            reasons.push(format!("{} line {}: {} ({})", f.migration, f.line, f.rule, f.message));
+        }
+    }
+    for p in &lint.parse_errors {
+        reasons.push(format!("{} line {}: does not parse: {}", p.migration, p.line, p.message));
+    }
+    match lint.downtime.class {
+        DowntimeClass::Small => {}
+        other => reasons.push(format!("downtime class {other:?}: {}", lint.downtime.reason)),
+    }
+    let blocked = if !status.failed.is_empty() {
+        Some(format!(
+            "failed migration(s) {} must be resolved first",
+            status.failed.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    } else if status.needs_baseline {
+        Some("the schema is not empty but has no _prisma_migrations: baseline with resolve --applied".into())
+    } else {
+        None
+    };
+    PlanReport {
+        pending: status.pending.clone(),
+        safe_without_maintenance: reasons.is_empty() && blocked.is_none(),
+        status,
+        lint,
+        reasons,
+        blocked,
+    }
+}

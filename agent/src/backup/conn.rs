@@ -27,6 +27,9 @@ pub struct ConnParams {
     pub schema: Option<String>,
 }
 
+/// Stand-in host while parsing a URL without one.
+const NO_HOST: &str = "runway-no-host.invalid";
+
 /// Query parameters libpq understands, with the environment variable for each.
 const PARAM_ENV: &[(&str, &str)] = &[
     ("sslmode", "PGSSLMODE"),
@@ -63,7 +66,16 @@ impl FromStr for ConnParams {
     type Err = BackupError;
 
     fn from_str(url: &str) -> Result<Self, BackupError> {
-        let parsed = url::Url::parse(url).map_err(|e| BackupError::Url(e.to_string()))?;
+        // libpq accepts `postgres://user@/db?host=/socket/dir`; the url crate
+        // wants a host there, so parse with a placeholder and drop it again.
+        let (parsed, placeholder) = match url::Url::parse(url) {
+            Err(url::ParseError::EmptyHost) => match url.split_once("@/") {
+                Some((head, tail)) => (url::Url::parse(&format!("{head}@{NO_HOST}/{tail}")), true),
+                None => (Err(url::ParseError::EmptyHost), false),
+            },
+            other => (other, false),
+        };
+        let parsed = parsed.map_err(|e| BackupError::Url(e.to_string()))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(BackupError::Url(format!(
                 "scheme `{}` is not postgres:// or postgresql://",
@@ -73,7 +85,7 @@ impl FromStr for ConnParams {
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         let nonempty = |s: String| (!s.is_empty()).then_some(s);
         let mut conn = ConnParams {
-            host: parsed.host_str().map(decode).and_then(nonempty),
+            host: parsed.host_str().filter(|_| !placeholder).map(decode).and_then(nonempty),
             port: parsed.port(),
             user: nonempty(decode(parsed.username())),
             password: parsed.password().map(decode),

@@ -91,10 +91,6 @@ impl Hashed {
         self.bytes += data.len() as u64;
     }
 
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
     /// `(bytes, sha256 hex)`.
     pub fn finish(self) -> (u64, String) {
         (self.bytes, hex::encode(self.hasher.finalize()))

@@ -74,22 +74,6 @@ pub fn check_status(
     Err(BackupError::Tool { tool: tool.to_owned(), status: status.to_string(), stderr: text, hint })
 }
 
-/// Runs a tool to completion, discarding stdout.
-pub async fn run(
-    config: &BackupConfig,
-    tool: &str,
-    args: &[&std::ffi::OsStr],
-    conn: Option<&ConnParams>,
-    hint: &'static str,
-) -> Result<(), BackupError> {
-    let mut cmd = command(config, tool, conn);
-    cmd.args(args).stdout(Stdio::null());
-    let mut child = spawn(config, tool, &mut cmd)?;
-    let stderr = collect_stderr(child.stderr.take()).await;
-    let status = child.wait().await.map_err(|e| BackupError::Internal(format!("waiting for {tool}: {e}")))?;
-    check_status(tool, status, &stderr, conn, hint)
-}
-
 /// `pg_dump --version` → `pg_dump (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)`.
 pub async fn version(config: &BackupConfig, tool: &str) -> Result<String, BackupError> {
     let output = command(config, tool, None)

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runway_agent::backup::BackupConfig;
+use runway_agent::backup::{BackupConfig, ObjectStoreConfig};
 use sqlx::{Connection, PgConnection, Row};
 
 pub const PASSWORD: &str = "s3cr3t-pw";
@@ -253,6 +253,8 @@ impl Moto {
         let port = free_port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Small parts so tests exercise multipart uploads with many parts.
+            .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -264,6 +266,36 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(Self { _server: server, endpoint: format!("http://127.0.0.1:{port}") })
+    }
+
+    /// Creates a bucket (moto accepts unsigned requests).
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect moto");
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).expect("reply");
+        assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
+    }
+
+    /// An object-store config for `bucket` on this server.
+    pub fn store_config(&self, bucket: &str, prefix: &str) -> ObjectStoreConfig {
+        ObjectStoreConfig {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("testing".into()),
+            secret_access_key: Some("moto-secret-key".into()),
+            session_token: None,
+            allow_http: true,
+            part_bytes: 64 * 1024,
+        }
     }
 }
 

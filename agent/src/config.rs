@@ -143,7 +143,9 @@ impl Config {
             return Err("`environment` must not be empty".into());
         }
         if self.coordinators.is_empty() {
-            return Err("`coordinators` must list at least one address, e.g. [\"http://10.0.0.5:7400\"]".into());
+            return Err(
+                "`coordinators` must list at least one address, e.g. [\"http://10.0.0.5:7400\"]".into()
+            );
         }
         if self.roles.is_empty() {
             return Err("`roles` must hold \"db\", \"app\" or both".into());
@@ -164,11 +166,15 @@ impl Config {
             let Some(app) = &self.app else {
                 return Err("the app role needs an [app] table (maintenance_on, maintenance_off, restart, health_url)".into());
             };
-            for (key, hook) in
-                [("maintenance_on", &app.maintenance_on), ("maintenance_off", &app.maintenance_off), ("restart", &app.restart)]
-            {
+            for (key, hook) in [
+                ("maintenance_on", &app.maintenance_on),
+                ("maintenance_off", &app.maintenance_off),
+                ("restart", &app.restart),
+            ] {
                 if hook.is_empty() {
-                    return Err(format!("`app.{key}` must be a command as an argv array, e.g. [\"/usr/local/bin/hook\"]"));
+                    return Err(format!(
+                        "`app.{key}` must be a command as an argv array, e.g. [\"/usr/local/bin/hook\"]"
+                    ));
                 }
             }
             if !app.health_url.starts_with("http://") {

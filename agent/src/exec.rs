@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use runway_proto::v1::{self, AgentMessage, CommandEvent, CommandOutcome, CommandResult, agent_message, command};
+use runway_proto::v1::{
+    self, AgentMessage, CommandEvent, CommandOutcome, CommandResult, agent_message, command,
+};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
@@ -171,7 +173,8 @@ impl Executor {
             }
             command::Action::Restart(r) => {
                 let app = self.app()?;
-                let version = if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
+                let version =
+                    if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
                 self.hook("restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress).await?;
                 let health = health::wait_healthy(
                     &app.health_url,
@@ -186,12 +189,19 @@ impl Executor {
     }
 
     /// Checks that this host can do its part of the rollout.
-    async fn preflight(&self, p: &v1::Preflight, progress: &Progress) -> Result<serde_json::Value, ExecError> {
+    async fn preflight(
+        &self,
+        p: &v1::Preflight,
+        progress: &Progress,
+    ) -> Result<serde_json::Value, ExecError> {
         let mut detail = serde_json::Map::new();
         if self.config.has_role(Role::Db) {
             let bundle = p.bundle.clone().unwrap_or_default();
             let migrations = runway_proto::bundle::migrations(&bundle)?;
-            progress.emit("bundle", format!("bundle {} holds {} migration(s)", short(&bundle.digest), migrations.len()));
+            progress.emit(
+                "bundle",
+                format!("bundle {} holds {} migration(s)", short(&bundle.digest), migrations.len()),
+            );
             let url = self.db_url()?;
             let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
             progress.emit("database", format!("database reachable: {version}"));
@@ -201,9 +211,12 @@ impl Executor {
             progress.emit("backup_dir", format!("backup dir {} is writable", backup.dir.display()));
         }
         if let Some(app) = self.config.app.as_ref().filter(|_| self.config.has_role(Role::App)) {
-            let line = health::probe(&app.health_url)
-                .await
-                .map_err(|why| ExecError::Preflight(format!("app is not healthy before the rollout: {} answered {why}", app.health_url)))?;
+            let line = health::probe(&app.health_url).await.map_err(|why| {
+                ExecError::Preflight(format!(
+                    "app is not healthy before the rollout: {} answered {why}",
+                    app.health_url
+                ))
+            })?;
             progress.emit("health", format!("{} healthy: {line}", app.health_url));
             detail.insert("health".into(), line.into());
         }
@@ -246,7 +259,11 @@ impl Executor {
                 seq: seq.fetch_add(1, Ordering::SeqCst) + 1,
                 phase: update.phase,
                 message: redact_urls(&update.message),
-                counters: update.counters.map(|c| v1::Counters { done: c.done, total: c.total, unit: c.unit.into() }),
+                counters: update.counters.map(|c| v1::Counters {
+                    done: c.done,
+                    total: c.total,
+                    unit: c.unit.into(),
+                }),
                 unix_ms: runway_proto::unix_ms_now(),
             };
             let _ = outbox.send(AgentMessage { kind: Some(agent_message::Kind::Event(event)) });
@@ -292,7 +309,9 @@ async fn server_version(url: &str) -> Result<String, String> {
 async fn check_writable(dir: &std::path::Path) -> Result<(), String> {
     tokio::fs::create_dir_all(dir).await.map_err(|e| format!("backup dir {}: {e}", dir.display()))?;
     let probe = dir.join(".runway-write-test");
-    tokio::fs::write(&probe, b"ok").await.map_err(|e| format!("backup dir {} is not writable: {e}", dir.display()))?;
+    tokio::fs::write(&probe, b"ok")
+        .await
+        .map_err(|e| format!("backup dir {} is not writable: {e}", dir.display()))?;
     let _ = tokio::fs::remove_file(&probe).await;
     Ok(())
 }

@@ -51,7 +51,14 @@ impl Progress {
     }
 
     /// Reports a step with counters.
-    pub fn emit_counted(&self, phase: &str, message: impl Into<String>, done: u64, total: u64, unit: &'static str) {
+    pub fn emit_counted(
+        &self,
+        phase: &str,
+        message: impl Into<String>,
+        done: u64,
+        total: u64,
+        unit: &'static str,
+    ) {
         (self.sink)(Update {
             phase: phase.to_owned(),
             message: message.into(),

@@ -143,10 +143,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_hook_times_out() {
-        let err =
-            run_hook("restart", &argv(&["sleep", "10"]), &[], Duration::from_millis(200), &Progress::discard())
-                .await
-                .unwrap_err();
+        let err = run_hook(
+            "restart",
+            &argv(&["sleep", "10"]),
+            &[],
+            Duration::from_millis(200),
+            &Progress::discard(),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, HookError::Timeout { .. }));
     }
 }

@@ -82,7 +82,13 @@ fn event_line(e: &RolloutEvent) -> String {
         .counters
         .as_ref()
         .filter(|c| c.total > 0 || c.done > 0)
-        .map(|c| if c.total > 0 { format!(" [{}/{} {}]", c.done, c.total, c.unit) } else { format!(" [{} {}]", c.done, c.unit) })
+        .map(|c| {
+            if c.total > 0 {
+                format!(" [{}/{} {}]", c.done, c.total, c.unit)
+            } else {
+                format!(" [{} {}]", c.done, c.unit)
+            }
+        })
         .unwrap_or_default();
     format!("{time} #{:<4} {place}{}{counters}", e.seq, e.message)
 }

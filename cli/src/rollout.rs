@@ -67,7 +67,9 @@ pub fn fail(error: &CallError) -> i32 {
     eprintln!("error: {error}");
     match error {
         CallError::Unreachable(_) => exit::UNREACHABLE,
-        CallError::Status(s) if matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound) => {
+        CallError::Status(s)
+            if matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound) =>
+        {
             exit::INVALID
         }
         CallError::Status(_) => exit::FAILED,
@@ -85,7 +87,13 @@ pub async fn run(remote: &Remote, format: Format, command: RolloutCommand) -> i3
                 }
             };
             let request = StartRolloutRequest { environment, bundle: Some(bundle), app_version };
-            let rollout = match remote.call(|mut c| { let r = request.clone(); async move { c.start_rollout(r).await.map(|r| r.into_inner()) } }).await {
+            let rollout = match remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.start_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => return fail(&e),
             };
@@ -104,7 +112,13 @@ pub async fn run(remote: &Remote, format: Format, command: RolloutCommand) -> i3
         RolloutCommand::Watch { id, from_seq } => watch_rollout(remote, format, &id, from_seq).await,
         RolloutCommand::List { environment } => {
             let request = ListRolloutsRequest { environment: environment.unwrap_or_default() };
-            match remote.call(|mut c| { let r = request.clone(); async move { c.list_rollouts(r).await.map(|r| r.into_inner()) } }).await {
+            match remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.list_rollouts(r).await.map(|r| r.into_inner()) }
+                })
+                .await
+            {
                 Ok(list) => {
                     for r in &list.rollouts {
                         match format {
@@ -136,7 +150,13 @@ pub async fn run(remote: &Remote, format: Format, command: RolloutCommand) -> i3
         },
         RolloutCommand::Cancel { id } => {
             let request = CancelRolloutRequest { rollout_id: id.clone() };
-            match remote.call(|mut c| { let r = request.clone(); async move { c.cancel_rollout(r).await.map(|r| r.into_inner()) } }).await {
+            match remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.cancel_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await
+            {
                 Ok(_) => {
                     eprintln!("cancel requested: rollout {id} stops after its current step");
                     exit::OK
@@ -149,7 +169,12 @@ pub async fn run(remote: &Remote, format: Format, command: RolloutCommand) -> i3
 
 async fn get(remote: &Remote, id: &str) -> Result<Rollout, CallError> {
     let request = GetRolloutRequest { rollout_id: id.to_owned() };
-    remote.call(|mut c| { let r = request.clone(); async move { c.get_rollout(r).await.map(|r| r.into_inner()) } }).await
+    remote
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.get_rollout(r).await.map(|r| r.into_inner()) }
+        })
+        .await
 }
 
 /// Follows a rollout to its end, reconnecting (to a new leader if need
@@ -160,7 +185,12 @@ pub async fn watch_rollout(remote: &Remote, format: Format, id: &str, from_seq: 
     let mut reconnects = 0u32;
     let final_state = loop {
         let request = WatchRolloutRequest { rollout_id: id.to_owned(), from_seq: next };
-        let stream = remote.call(|mut c| { let r = request.clone(); async move { c.watch_rollout(r).await.map(|r| r.into_inner()) } }).await;
+        let stream = remote
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.watch_rollout(r).await.map(|r| r.into_inner()) }
+            })
+            .await;
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
@@ -185,7 +215,10 @@ pub async fn watch_rollout(remote: &Remote, format: Format, id: &str, from_seq: 
                 Ok(None) => break,
                 Err(status) => {
                     if format == Format::Text {
-                        eprintln!("watch interrupted ({}); reconnecting from event #{next}", status.message());
+                        eprintln!(
+                            "watch interrupted ({}); reconnecting from event #{next}",
+                            status.message()
+                        );
                     }
                     break;
                 }
@@ -197,7 +230,9 @@ pub async fn watch_rollout(remote: &Remote, format: Format, id: &str, from_seq: 
         reconnects += 1;
         if reconnects > 100 {
             printer.finish();
-            eprintln!("error: lost the rollout's event stream too often; `runway rollout watch {id} --from-seq {next}` resumes");
+            eprintln!(
+                "error: lost the rollout's event stream too often; `runway rollout watch {id} --from-seq {next}` resumes"
+            );
             return exit::UNREACHABLE;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -232,7 +267,13 @@ pub async fn watch_rollout(remote: &Remote, format: Format, id: &str, from_seq: 
 /// `runway agents`.
 pub async fn agents(remote: &Remote, format: Format, environment: Option<String>) -> i32 {
     let request = ListAgentsRequest { environment: environment.unwrap_or_default() };
-    match remote.call(|mut c| { let r = request.clone(); async move { c.list_agents(r).await.map(|r| r.into_inner()) } }).await {
+    match remote
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.list_agents(r).await.map(|r| r.into_inner()) }
+        })
+        .await
+    {
         Ok(list) => {
             if format == Format::Text && list.agents.is_empty() {
                 eprintln!("no agents connected");

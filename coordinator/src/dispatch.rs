@@ -56,7 +56,13 @@ impl Dispatcher {
         let command_id = command.command_id.clone();
         self.pending.lock().expect("dispatch lock").insert(
             command_id.clone(),
-            Pending { host: host.to_owned(), command: command.clone(), events: events_tx, result: result_tx, last_seq: 0 },
+            Pending {
+                host: host.to_owned(),
+                command: command.clone(),
+                events: events_tx,
+                result: result_tx,
+                last_seq: 0,
+            },
         );
         self.send(host, command).await;
         InFlight { command_id, events, result, dispatcher: self.clone() }
@@ -98,7 +104,9 @@ impl Dispatcher {
                 let _ = p.events.send(event);
             }
             Some(_) => {}
-            None => tracing::debug!(%host, command_id = %event.command_id, "event for a command nobody waits for"),
+            None => {
+                tracing::debug!(%host, command_id = %event.command_id, "event for a command nobody waits for")
+            }
         }
     }
 

@@ -188,7 +188,12 @@ async fn one_term(
 }
 
 /// Tracks who leads, for the address followers hand out.
-async fn observe_leader(mut client: Client, name: String, tx: watch::Sender<Leadership>, shutdown: CancellationToken) {
+async fn observe_leader(
+    mut client: Client,
+    name: String,
+    tx: watch::Sender<Leadership>,
+    shutdown: CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let leader = match client.leader(name.as_str()).await {
             Ok(r) => r.kv().and_then(|kv| kv.value_str().ok()).map(str::to_owned),

@@ -40,14 +40,18 @@ pub enum StartError {
 }
 
 /// Runs a coordinator on `listener` until `shutdown` fires.
-pub async fn run(config: config::Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    config: config::Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     let config = Arc::new(config);
     let options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    let client = etcd_client::Client::connect(&config.etcd_endpoints, Some(options)).await.map_err(|source| {
-        StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source }
-    })?;
+    let client = etcd_client::Client::connect(&config.etcd_endpoints, Some(options))
+        .await
+        .map_err(|source| StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source })?;
 
     let tracker = TaskTracker::new();
     let store = store::Store::new(client.clone(), &config.etcd_prefix);
@@ -72,7 +76,15 @@ pub async fn run(config: config::Config, listener: TcpListener, shutdown: Cancel
     );
     tracker.spawn(follow_leadership(election.clone(), engine.clone(), registry.clone(), shutdown.clone()));
 
-    let shared = Arc::new(api::Shared { config: Arc::clone(&config), election, registry, dispatcher, store, engine, bus });
+    let shared = Arc::new(api::Shared {
+        config: Arc::clone(&config),
+        election,
+        registry,
+        dispatcher,
+        store,
+        engine,
+        bus,
+    });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let served = tonic::transport::Server::builder()

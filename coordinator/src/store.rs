@@ -25,7 +25,9 @@ use crate::rollout::record::RolloutRecord;
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Bounds an etcd call by [`CALL_TIMEOUT`].
-async fn timed<T>(call: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, StoreError> {
+async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
     tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| StoreError::Timeout)?.map_err(StoreError::from)
 }
 
@@ -112,7 +114,8 @@ impl Store {
 
     /// Appends one event to a rollout's log.
     pub async fn append_event(&self, term: &Term, event: &RolloutEvent) -> Result<(), StoreError> {
-        self.put_fenced(term, vec![(self.event_key(&event.rollout_id, event.seq), event.encode_to_vec())]).await
+        self.put_fenced(term, vec![(self.event_key(&event.rollout_id, event.seq), event.encode_to_vec())])
+            .await
     }
 
     pub async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
@@ -124,7 +127,8 @@ impl Store {
     /// Every rollout, oldest first.
     pub async fn list_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let prefix = format!("{}/rollouts/", self.prefix);
-        let response = timed(self.client.kv_client().get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
+        let response =
+            timed(self.client.kv_client().get(prefix.clone(), Some(GetOptions::new().with_prefix()))).await?;
         let mut records = response
             .kvs()
             .iter()
@@ -140,7 +144,9 @@ impl Store {
         response
             .kvs()
             .first()
-            .map(|kv| Bundle::decode(kv.value()).map_err(|e| StoreError::Corrupt { key, message: e.to_string() }))
+            .map(|kv| {
+                Bundle::decode(kv.value()).map_err(|e| StoreError::Corrupt { key, message: e.to_string() })
+            })
             .transpose()
     }
 
@@ -148,7 +154,8 @@ impl Store {
     pub async fn events(&self, id: &str, from_seq: u64) -> Result<Vec<RolloutEvent>, StoreError> {
         let start = self.event_key(id, from_seq.max(1));
         let end = prefix_end(&self.events_prefix(id));
-        let response = timed(self.client.kv_client().get(start, Some(GetOptions::new().with_range(end)))).await?;
+        let response =
+            timed(self.client.kv_client().get(start, Some(GetOptions::new().with_range(end)))).await?;
         response
             .kvs()
             .iter()
@@ -173,7 +180,9 @@ impl Store {
         Ok(response
             .kvs()
             .first()
-            .and_then(|kv| String::from_utf8_lossy(kv.key()).strip_prefix(&prefix).and_then(|s| s.parse().ok()))
+            .and_then(|kv| {
+                String::from_utf8_lossy(kv.key()).strip_prefix(&prefix).and_then(|s| s.parse().ok())
+            })
             .unwrap_or(0))
     }
 }

@@ -42,7 +42,9 @@ pub enum BundleError {
         "migration_lock.toml names provider {provider:?}; runway only migrates PostgreSQL (provider = \"postgresql\")"
     )]
     WrongProvider { provider: String },
-    #[error("bundle digest is {actual} but the bundle says {claimed}; it was changed or corrupted in transit")]
+    #[error(
+        "bundle digest is {actual} but the bundle says {claimed}; it was changed or corrupted in transit"
+    )]
     DigestMismatch { claimed: String, actual: String },
 }
 
@@ -106,10 +108,8 @@ pub fn migrations(bundle: &Bundle) -> Result<Vec<MigrationFile>, BundleError> {
                 limit: MAX_FILE_BYTES,
             });
         }
-        let text = std::str::from_utf8(&file.content).map_err(|e| BundleError::NotUtf8 {
-            path: path.to_owned(),
-            offset: e.valid_up_to(),
-        })?;
+        let text = std::str::from_utf8(&file.content)
+            .map_err(|e| BundleError::NotUtf8 { path: path.to_owned(), offset: e.valid_up_to() })?;
         let parts: Vec<&str> = path.split('/').collect();
         match parts.as_slice() {
             [LOCK_FILE] => check_lock_file(text)?,
@@ -204,9 +204,11 @@ mod tests {
         assert!(matches!(escape, BundleError::BadPath { ref path, .. } if path == "../etc/migration.sql"));
         let missing = pack(vec![file("a/migration.sql", "x"), file("b/notes.md", "y")]).unwrap_err();
         assert_eq!(missing, BundleError::MissingMigrationSql { folder: "b".into() });
-        let provider = pack(vec![file("a/migration.sql", "x"), file(LOCK_FILE, "provider = \"mysql\"")]).unwrap_err();
+        let provider =
+            pack(vec![file("a/migration.sql", "x"), file(LOCK_FILE, "provider = \"mysql\"")]).unwrap_err();
         assert_eq!(provider, BundleError::WrongProvider { provider: "mysql".into() });
-        let binary = pack(vec![BundleFile { path: "a/migration.sql".into(), content: vec![0x66, 0xff] }]).unwrap_err();
+        let binary =
+            pack(vec![BundleFile { path: "a/migration.sql".into(), content: vec![0x66, 0xff] }]).unwrap_err();
         assert_eq!(binary, BundleError::NotUtf8 { path: "a/migration.sql".into(), offset: 1 });
         assert_eq!(pack(vec![]).unwrap_err(), BundleError::Empty);
     }

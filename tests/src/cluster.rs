@@ -90,17 +90,20 @@ impl Cluster {
         let pg = Postgres::start(&root);
         pg.create_database(DB);
 
-        let coordinators: Vec<Coordinator> =
-            (1..=options.coordinators).map(|i| start_coordinator(&root, &format!("coord-{i}"), &etcd.endpoint)).collect();
+        let coordinators: Vec<Coordinator> = (1..=options.coordinators)
+            .map(|i| start_coordinator(&root, &format!("coord-{i}"), &etcd.endpoint))
+            .collect();
         let addrs: Vec<String> = coordinators.iter().map(|c| c.addr.clone()).collect();
 
         let db = options.db_host.then(|| start_db_agent(&root, &addrs, &pg.url(DB)));
-        let apps = (1..=options.app_hosts).map(|i| start_app_host(&root, &format!("app-{i}"), &addrs)).collect();
+        let apps =
+            (1..=options.app_hosts).map(|i| start_app_host(&root, &format!("app-{i}"), &addrs)).collect();
         let cluster = Cluster { apps, db, coordinators, pg, etcd, dir };
         let expected = options.app_hosts + usize::from(options.db_host);
         wait_until("every agent to register with the leader", Duration::from_secs(30), || {
             let out = cluster.runway(&["agents", "--output", "json"]);
-            (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == expected).then_some(())
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == expected)
+                .then_some(())
         });
         cluster
     }
@@ -195,7 +198,8 @@ fn start_app_host(root: &Path, name: &str, coordinators: &[String]) -> AppHost {
     assert!(status.success(), "sample app did not start");
     wait_until("sample app to answer", Duration::from_secs(10), || http_get(port, "/health"));
 
-    let argv = |action: &str| toml_list(&[hook.display().to_string(), action.to_owned(), dir.display().to_string()]);
+    let argv =
+        |action: &str| toml_list(&[hook.display().to_string(), action.to_owned(), dir.display().to_string()]);
     let config = root.join(format!("{name}.toml"));
     std::fs::write(
         &config,

@@ -14,7 +14,11 @@ pub fn bin_dir() -> PathBuf {
 /// Path of one of the workspace's binaries; panics with a hint if missing.
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        path.display()
+    );
     path
 }
 
@@ -104,7 +108,12 @@ impl Drop for Proc {
         if std::thread::panicking() {
             let text = self.log_text();
             let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-            eprintln!("----- last lines of {} ({}) -----\n{}", self.name, self.log.display(), tail.join("\n"));
+            eprintln!(
+                "----- last lines of {} ({}) -----\n{}",
+                self.name,
+                self.log.display(),
+                tail.join("\n")
+            );
         }
         self.kill();
     }

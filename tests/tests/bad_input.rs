@@ -39,7 +39,11 @@ fn bad_rollout_requests_are_refused_and_change_nothing() {
     // Nothing was recorded or touched.
     let list = cluster.runway(&["rollout", "list", "--output", "json"]);
     assert!(list.status.success());
-    assert!(list.stdout.is_empty(), "a refused request left a rollout behind: {}", String::from_utf8_lossy(&list.stdout));
+    assert!(
+        list.stdout.is_empty(),
+        "a refused request left a rollout behind: {}",
+        String::from_utf8_lossy(&list.stdout)
+    );
     assert_eq!(cluster.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0");
     assert!(!cluster.apps[0].in_maintenance());
 }

@@ -50,10 +50,16 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
     let last = events.last().unwrap();
     assert_eq!(last["kind"], "rollout_succeeded");
     assert_eq!(last["terminal"], true);
-    let steps: Vec<&str> =
-        events.iter().filter(|e| e["kind"] == "step_succeeded").map(|e| e["step"].as_str().unwrap()).collect();
+    let steps: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "step_succeeded")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
     assert_eq!(steps, ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"]);
-    assert!(events.iter().any(|e| e["kind"] == "progress" && e["step"] == "migrate"), "no migrate progress streamed");
+    assert!(
+        events.iter().any(|e| e["kind"] == "progress" && e["step"] == "migrate"),
+        "no migrate progress streamed"
+    );
 
     // The tables exist and hold the seeded rows.
     assert_eq!(cluster.sql("SELECT count(*) FROM \"User\""), "2");
@@ -64,10 +70,8 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
         "SELECT migration_name, checksum, finished_at IS NOT NULL, applied_steps_count, rolled_back_at IS NULL, logs IS NULL \
          FROM _prisma_migrations ORDER BY migration_name",
     );
-    let expected: Vec<String> = SHOP
-        .iter()
-        .map(|(name, sql)| format!("{name}|{}|t|1|t|t", sha256_hex(sql.as_bytes())))
-        .collect();
+    let expected: Vec<String> =
+        SHOP.iter().map(|(name, sql)| format!("{name}|{}|t|1|t|t", sha256_hex(sql.as_bytes()))).collect();
     assert_eq!(rows.lines().collect::<Vec<_>>(), expected);
 
     // A backup exists, its checksum matches its manifest, pg_restore --list accepts it.
@@ -75,13 +79,25 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
     let manifests: Vec<_> = walk(backup_dir).into_iter().filter(|p| p.ends_with("manifest.json")).collect();
     assert_eq!(manifests.len(), 1, "expected exactly one backup, found {manifests:?}");
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
-    let dump = manifests[0].parent().unwrap().join(manifest["dump"].as_str().expect("manifest names its dump"));
+    let dump =
+        manifests[0].parent().unwrap().join(manifest["dump"].as_str().expect("manifest names its dump"));
     let manifest_sha = manifest["sha256"].as_str().expect("manifest records a sha256");
     assert_eq!(manifest["format"], "custom");
-    assert!(manifest["rollout_id"].as_str().is_some_and(|id| !id.is_empty()), "manifest lacks the rollout id");
-    assert_eq!(sha256_hex(&std::fs::read(&dump).unwrap()), manifest_sha, "dump checksum differs from manifest");
+    assert!(
+        manifest["rollout_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "manifest lacks the rollout id"
+    );
+    assert_eq!(
+        sha256_hex(&std::fs::read(&dump).unwrap()),
+        manifest_sha,
+        "dump checksum differs from manifest"
+    );
     let list = Command::new(format!("{PG_BIN}/pg_restore")).arg("--list").arg(&dump).output().unwrap();
-    assert!(list.status.success(), "pg_restore --list rejected the dump: {}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success(),
+        "pg_restore --list rejected the dump: {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
 
     // Both apps were restarted with the new version and are healthy.
     for (app, before) in cluster.apps.iter().zip(pids_before) {
@@ -104,7 +120,9 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
         .chain(cluster.apps.iter().map(|a| cluster.path().join(format!("{}-state", a.name))));
     for dir in state_dirs {
         for entry in runway_agent_journal(&dir) {
-            *issuers.entry((entry["issued_by"].as_str().unwrap().to_owned(), entry["token"].as_u64().unwrap())).or_insert(0) += 1;
+            *issuers
+                .entry((entry["issued_by"].as_str().unwrap().to_owned(), entry["token"].as_u64().unwrap()))
+                .or_insert(0) += 1;
         }
     }
     assert_eq!(issuers.len(), 1, "commands came from more than one coordinator/token: {issuers:?}");
@@ -123,10 +141,21 @@ fn a_failing_migration_fails_the_rollout_and_lifts_maintenance() {
         &migrations,
         &[
             SHOP[0],
-            ("20240105000000_broken", "ALTER TABLE \"User\" ADD COLUMN \"age\" INTEGER;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n"),
+            (
+                "20240105000000_broken",
+                "ALTER TABLE \"User\" ADD COLUMN \"age\" INTEGER;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n",
+            ),
         ],
     );
-    let out = cluster.runway(&["rollout", "start", "--env", "staging", "--migrations", migrations.to_str().unwrap(), "--watch"]);
+    let out = cluster.runway(&[
+        "rollout",
+        "start",
+        "--env",
+        "staging",
+        "--migrations",
+        migrations.to_str().unwrap(),
+        "--watch",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "expected exit 1 (rollout failed)\n{stdout}\n{stderr}");
@@ -138,7 +167,9 @@ fn a_failing_migration_fails_the_rollout_and_lifts_maintenance() {
         assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
     }
     // Prisma's bookkeeping: the first migration finished, the broken one failed with its error in logs.
-    let rows = cluster.sql("SELECT migration_name, finished_at IS NOT NULL, logs IS NOT NULL FROM _prisma_migrations ORDER BY 1");
+    let rows = cluster.sql(
+        "SELECT migration_name, finished_at IS NOT NULL, logs IS NOT NULL FROM _prisma_migrations ORDER BY 1",
+    );
     assert_eq!(rows.lines().collect::<Vec<_>>(), ["20240101000000_init|t|f", "20240105000000_broken|f|t"]);
     // Steps after migrate were skipped; maintenance off ran as recovery.
     let list = cluster.runway(&["rollout", "list", "--output", "json"]);
@@ -164,7 +195,8 @@ fn a_failing_migration_fails_the_rollout_and_lifts_maintenance() {
 
 fn runway_agent_journal(state_dir: &std::path::Path) -> Vec<serde_json::Value> {
     let journal: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state_dir.join("journal.json")).expect("agent journal")).unwrap();
+        serde_json::from_slice(&std::fs::read(state_dir.join("journal.json")).expect("agent journal"))
+            .unwrap();
     journal["commands"].as_object().unwrap().values().cloned().collect()
 }
 

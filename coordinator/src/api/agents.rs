@@ -45,7 +45,11 @@ impl AgentChannel for AgentService {
             Ok(Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Register(r)) }))) => r,
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no register message within 10 s")),
-            Ok(_) => return Err(Status::invalid_argument("the first message on the agent channel must be register")),
+            Ok(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message on the agent channel must be register",
+                ));
+            }
         };
         validate(&self.shared, &register)?;
 

@@ -37,11 +37,13 @@ impl From<ApiError> for tonic::Status {
                 status
             }
             ApiError::InvalidArgument(_) | ApiError::Bundle(_) => tonic::Status::invalid_argument(message),
-            ApiError::FailedPrecondition(_) | ApiError::Plan(_) => tonic::Status::failed_precondition(message),
-            ApiError::NotFound(_) => tonic::Status::not_found(message),
-            ApiError::Store(StoreError::Fenced(_)) => {
-                tonic::Status::unavailable("this coordinator just lost leadership; retry against the new leader")
+            ApiError::FailedPrecondition(_) | ApiError::Plan(_) => {
+                tonic::Status::failed_precondition(message)
             }
+            ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::Store(StoreError::Fenced(_)) => tonic::Status::unavailable(
+                "this coordinator just lost leadership; retry against the new leader",
+            ),
             ApiError::Store(StoreError::Etcd(_) | StoreError::Timeout) => {
                 tracing::error!(error = %message, "etcd call failed");
                 tonic::Status::unavailable("the coordinator cannot reach etcd right now; retry shortly")

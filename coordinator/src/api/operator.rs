@@ -40,8 +40,9 @@ impl OperatorService {
                 config.environments.join(", ")
             )));
         }
-        let bundle =
-            request.bundle.ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
+        let bundle = request
+            .bundle
+            .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let migrations = runway_proto::bundle::migrations(&bundle)?;
         let steps = default_plan(&request.environment, &self.shared.registry.snapshot(&request.environment))?;
         let now = runway_proto::unix_ms_now();
@@ -66,17 +67,16 @@ impl OperatorService {
     }
 
     async fn get(&self, id: &str) -> Result<RolloutRecord, ApiError> {
-        self.shared
-            .store
-            .get_rollout(id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no rollout with id {id:?}; `runway rollout list` shows them")))
+        self.shared.store.get_rollout(id).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("no rollout with id {id:?}; `runway rollout list` shows them"))
+        })
     }
 }
 
 /// Short, unique, roughly time-ordered rollout ids.
 fn new_rollout_id() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{secs:x}-{}", &random[..6])
 }
@@ -85,7 +85,10 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<RolloutEvent, Status>> + Sen
 
 #[tonic::async_trait]
 impl Operator for OperatorService {
-    async fn start_rollout(&self, request: Request<StartRolloutRequest>) -> Result<Response<Rollout>, Status> {
+    async fn start_rollout(
+        &self,
+        request: Request<StartRolloutRequest>,
+    ) -> Result<Response<Rollout>, Status> {
         Ok(Response::new(self.start(request.into_inner()).await?))
     }
 
@@ -125,14 +128,19 @@ impl Operator for OperatorService {
         let (tx, rx) = mpsc::channel(256);
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            if let Err(status) = follow(&shared, &request.rollout_id, request.from_seq.max(1), live, &tx).await {
+            if let Err(status) =
+                follow(&shared, &request.rollout_id, request.from_seq.max(1), live, &tx).await
+            {
                 let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn cancel_rollout(&self, request: Request<CancelRolloutRequest>) -> Result<Response<Rollout>, Status> {
+    async fn cancel_rollout(
+        &self,
+        request: Request<CancelRolloutRequest>,
+    ) -> Result<Response<Rollout>, Status> {
         let id = request.into_inner().rollout_id;
         self.shared.leader_term()?;
         let record = self.get(&id).await?;
@@ -153,7 +161,10 @@ impl Operator for OperatorService {
         Ok(Response::new(record.to_proto()))
     }
 
-    async fn list_agents(&self, request: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
         self.shared.leader_term()?;
         let environment = request.into_inner().environment;
         let agents = self.shared.registry.list((!environment.is_empty()).then_some(environment.as_str()));
@@ -202,7 +213,9 @@ async fn follow(
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => catch_up = true,
-            Err(broadcast::error::RecvError::Closed) => return Err(Status::unavailable("coordinator is stopping")),
+            Err(broadcast::error::RecvError::Closed) => {
+                return Err(Status::unavailable("coordinator is stopping"));
+            }
         }
     }
 }

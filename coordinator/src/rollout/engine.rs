@@ -119,7 +119,9 @@ impl Engine {
             let id = record.id.clone();
             match engine.run(term, record, bundle, control).await {
                 Ok(()) => {}
-                Err(e) => tracing::warn!(rollout = %id, error = %e, "rollout run stopped; it will be resumed"),
+                Err(e) => {
+                    tracing::warn!(rollout = %id, error = %e, "rollout run stopped; it will be resumed")
+                }
             }
             engine.running.lock().expect("engine lock").remove(&id);
         });
@@ -144,7 +146,8 @@ impl Engine {
         bundle: v1::Bundle,
         control: Arc<RunControl>,
     ) -> Result<(), Abandon> {
-        let events = EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?;
+        let events =
+            EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?;
         let run = Run { engine: self, term: &term, events: &events, bundle: &bundle };
         record.coordinator = self.config.name.clone();
         if record.state == RolloutState::Pending {
@@ -200,7 +203,9 @@ impl Engine {
                 StepState::Succeeded => ("step_succeeded", format!("{} succeeded", step.kind.name())),
                 _ => ("step_failed", format!("{} failed: {}", step.kind.name(), step.error)),
             };
-            events.emit(NewEvent { kind, step: step.kind.name().into(), message, ..NewEvent::default() }).await?;
+            events
+                .emit(NewEvent { kind, step: step.kind.name().into(), message, ..NewEvent::default() })
+                .await?;
         }
 
         record.state = if record.error.is_empty() {
@@ -212,8 +217,12 @@ impl Engine {
         };
         run.save(&mut record).await?;
         let (kind, terminal, message) = match record.state {
-            RolloutState::Succeeded => ("rollout_succeeded", WireState::Succeeded, "rollout succeeded".to_owned()),
-            RolloutState::Cancelled => ("rollout_cancelled", WireState::Cancelled, format!("rollout cancelled: {}", record.error)),
+            RolloutState::Succeeded => {
+                ("rollout_succeeded", WireState::Succeeded, "rollout succeeded".to_owned())
+            }
+            RolloutState::Cancelled => {
+                ("rollout_cancelled", WireState::Cancelled, format!("rollout cancelled: {}", record.error))
+            }
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
         events.emit(NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() }).await?;
@@ -227,7 +236,11 @@ fn plan_recovery(record: &mut RolloutRecord) {
     let maintenance_hosts = record
         .steps
         .iter()
-        .find(|s| s.kind == StepKind::MaintenanceOn && s.state != StepState::Pending && s.state != StepState::Skipped)
+        .find(|s| {
+            s.kind == StepKind::MaintenanceOn
+                && s.state != StepState::Pending
+                && s.state != StepState::Skipped
+        })
         .map(|s| s.hosts.clone());
     let already_off = record.steps.iter().any(|s| {
         s.kind == StepKind::MaintenanceOff && matches!(s.state, StepState::Succeeded | StepState::Running)
@@ -294,8 +307,10 @@ impl Run<'_> {
             }
             Ok(Ok(()))
         } else {
-            let results =
-                futures::future::join_all(step.hosts.iter().map(|host| self.command_on(&step, host, make(host)))).await;
+            let results = futures::future::join_all(
+                step.hosts.iter().map(|host| self.command_on(&step, host, make(host))),
+            )
+            .await;
             let mut errors = Vec::new();
             for result in results {
                 if let Err(e) = result? {
@@ -308,7 +323,13 @@ impl Run<'_> {
 
     fn command(&self, record: &RolloutRecord, step: &StepRecord, host: &str) -> v1::Command {
         v1::Command {
-            command_id: format!("{}/{}{}/{host}/{}", record.id, step.kind.name(), if step.recovery { "-recovery" } else { "" }, step.attempt),
+            command_id: format!(
+                "{}/{}{}/{host}/{}",
+                record.id,
+                step.kind.name(),
+                if step.recovery { "-recovery" } else { "" },
+                step.attempt
+            ),
             fencing_token: self.term.token.0,
             rollout_id: record.id.clone(),
             issued_by: self.engine.config.name.clone(),
@@ -367,7 +388,14 @@ impl Run<'_> {
         Ok(if ok { Ok(()) } else { Err(error) })
     }
 
-    async fn emit_result(&self, step: &StepRecord, host: &str, command_id: &str, ok: bool, message: &str) -> Result<(), StoreError> {
+    async fn emit_result(
+        &self,
+        step: &StepRecord,
+        host: &str,
+        command_id: &str,
+        ok: bool,
+        message: &str,
+    ) -> Result<(), StoreError> {
         self.events
             .emit(NewEvent {
                 kind: if ok { "command_succeeded" } else { "command_failed" },

@@ -41,7 +41,12 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Continues the log of `rollout_id` after what etcd already holds.
-    pub async fn resume(rollout_id: &str, term: Term, store: Store, bus: EventBus) -> Result<Self, StoreError> {
+    pub async fn resume(
+        rollout_id: &str,
+        term: Term,
+        store: Store,
+        bus: EventBus,
+    ) -> Result<Self, StoreError> {
         let last = store.last_event_seq(rollout_id).await?;
         Ok(Self { rollout_id: rollout_id.to_owned(), term, store, bus, next_seq: Mutex::new(last + 1) })
     }

@@ -59,7 +59,9 @@ impl StepKind {
 pub enum PlanError {
     #[error("no agent with the db role is connected in environment {environment:?}{connected}")]
     NoDbHost { environment: String, connected: String },
-    #[error("{count} agents with the db role are connected in environment {environment:?} ({names}); runway migrates one database per environment")]
+    #[error(
+        "{count} agents with the db role are connected in environment {environment:?} ({names}); runway migrates one database per environment"
+    )]
     SeveralDbHosts { environment: String, count: usize, names: String },
 }
 
@@ -71,9 +73,13 @@ pub fn default_plan(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<S
         [one] => one.name.clone(),
         [] => {
             let connected = if agents.is_empty() {
-                "; no agents are connected there at all (check `runway agents` and the agents' `environment`)".to_owned()
+                "; no agents are connected there at all (check `runway agents` and the agents' `environment`)"
+                    .to_owned()
             } else {
-                format!("; connected: {}", agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "; connected: {}",
+                    agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                )
             };
             return Err(PlanError::NoDbHost { environment: environment.to_owned(), connected });
         }
@@ -118,8 +124,11 @@ mod tests {
 
     #[test]
     fn runbook_order() {
-        let plan = default_plan("staging", &[agent("app-1", &["app"]), agent("db", &["db"]), agent("app-2", &["app"])])
-            .unwrap();
+        let plan = default_plan(
+            "staging",
+            &[agent("app-1", &["app"]), agent("db", &["db"]), agent("app-2", &["app"])],
+        )
+        .unwrap();
         let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
         assert_eq!(kinds, ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"]);
         assert_eq!(plan[0].hosts, ["db", "app-1", "app-2"]);

@@ -74,7 +74,8 @@ impl RolloutRecord {
     }
 
     pub fn from_json(key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { key: key.to_owned(), message: e.to_string() })
+        serde_json::from_slice(bytes)
+            .map_err(|e| StoreError::Corrupt { key: key.to_owned(), message: e.to_string() })
     }
 
     pub fn to_proto(&self) -> v1::Rollout {

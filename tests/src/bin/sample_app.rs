@@ -38,7 +38,12 @@ fn parse_args() -> anyhow::Result<Args> {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
-    eprintln!("sample app {} listening on 127.0.0.1:{} as pid {}", args.version, args.port, std::process::id());
+    eprintln!(
+        "sample app {} listening on 127.0.0.1:{} as pid {}",
+        args.version,
+        args.port,
+        std::process::id()
+    );
     loop {
         let (mut socket, _) = listener.accept().await?;
         let maintenance = args.dir.join("maintenance").exists();

@@ -272,3 +272,46 @@ async fn resolve_applied_baselines_like_prisma() {
     let report = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap();
     assert_eq!(report.applied, ["1_next"]);
 }
+
+#[tokio::test]
+async fn lock_timeout_and_statement_timeout_apply_to_migrations() {
+    use sqlx::Connection;
+    let pg = common::Cluster::start();
+    let url = pg.create_db("timeouts");
+    let dir = common::folder(&[("1_a/migration.sql", b"CREATE TABLE a (id int);")]);
+    migrate::deploy(&url, &load(dir.path()), &MigrateConfig::default(), &Progress::discard()).await.unwrap();
+
+    // Another session holds a lock the migration needs.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE a IN ACCESS SHARE MODE;").execute(&mut other).await.unwrap();
+    let dir = common::folder(&[
+        ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
+        ("2_b/migration.sql", b"ALTER TABLE a ADD COLUMN b int;"),
+    ]);
+    let config = MigrateConfig { lock_timeout_ms: 300, ..Default::default() };
+    let started = std::time::Instant::now();
+    let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        matches!(&err, MigrateError::Failed { name, code, .. } if name == "2_b" && code == "55P03"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    migrate::resolve(&url, &load(dir.path()), &ResolveAction::RolledBack("2_b".into()), &config)
+        .await
+        .unwrap();
+    migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap();
+
+    let dir = common::folder(&[
+        ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
+        ("2_b/migration.sql", b"ALTER TABLE a ADD COLUMN b int;"),
+        ("3_slow/migration.sql", b"SELECT pg_sleep(10);"),
+    ]);
+    let config = MigrateConfig { statement_timeout_ms: 300, ..Default::default() };
+    let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Failed { name, code, .. } if name == "3_slow" && code == "57014"),
+        "{err:?}"
+    );
+}

@@ -315,3 +315,35 @@ async fn lock_timeout_and_statement_timeout_apply_to_migrations() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn honours_prismas_schema_parameter_even_when_a_migration_moves_search_path() {
+    let pg = common::Cluster::start();
+    let url = format!("{}?schema=tenant_1&connection_limit=5", pg.create_db("schemas"));
+    let dir = common::folder(&[
+        ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
+        (
+            "2_switch/migration.sql",
+            b"CREATE SCHEMA elsewhere;\nSET search_path TO elsewhere;\nCREATE TABLE b (id int);\n",
+        ),
+        ("3_c/migration.sql", b"CREATE TABLE tenant_1.c (id int);"),
+    ]);
+    let report = migrate::deploy(&url, &load(dir.path()), &MigrateConfig::default(), &Progress::discard())
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 3);
+    assert_eq!(
+        pg.psql("schemas", "SELECT count(*) FROM tenant_1._prisma_migrations WHERE finished_at IS NOT NULL")
+            .trim(),
+        "3"
+    );
+    assert_eq!(
+        pg.psql("schemas", "SELECT count(*) FROM pg_tables WHERE tablename = '_prisma_migrations'").trim(),
+        "1"
+    );
+    assert_eq!(
+        pg.psql("schemas", "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY tablename) FROM pg_tables WHERE tablename IN ('a', 'b', 'c')").trim(),
+        "tenant_1.a,elsewhere.b,tenant_1.c"
+    );
+    assert!(migrate::status(&url, &load(dir.path())).await.unwrap().is_up_to_date());
+}

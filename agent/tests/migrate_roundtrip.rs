@@ -272,3 +272,78 @@ async fn resolve_applied_baselines_like_prisma() {
     let report = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap();
     assert_eq!(report.applied, ["1_next"]);
 }
+
+#[tokio::test]
+async fn lock_timeout_and_statement_timeout_apply_to_migrations() {
+    use sqlx::Connection;
+    let pg = common::Cluster::start();
+    let url = pg.create_db("timeouts");
+    let dir = common::folder(&[("1_a/migration.sql", b"CREATE TABLE a (id int);")]);
+    migrate::deploy(&url, &load(dir.path()), &MigrateConfig::default(), &Progress::discard()).await.unwrap();
+
+    // Another session holds a lock the migration needs.
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE a IN ACCESS SHARE MODE;").execute(&mut other).await.unwrap();
+    let dir = common::folder(&[
+        ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
+        ("2_b/migration.sql", b"ALTER TABLE a ADD COLUMN b int;"),
+    ]);
+    let config = MigrateConfig { lock_timeout_ms: 300, ..Default::default() };
+    let started = std::time::Instant::now();
+    let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        matches!(&err, MigrateError::Failed { name, code, .. } if name == "2_b" && code == "55P03"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    migrate::resolve(&url, &load(dir.path()), &ResolveAction::RolledBack("2_b".into()), &config)
+        .await
+        .unwrap();
+    migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap();
+
+    let dir = common::folder(&[
+        ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
+        ("2_b/migration.sql", b"ALTER TABLE a ADD COLUMN b int;"),
+        ("3_slow/migration.sql", b"SELECT pg_sleep(10);"),
+    ]);
+    let config = MigrateConfig { statement_timeout_ms: 300, ..Default::default() };
+    let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
+    assert!(
+        matches!(&err, MigrateError::Failed { name, code, .. } if name == "3_slow" && code == "57014"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn honours_prismas_schema_parameter_even_when_a_migration_moves_search_path() {
+    let pg = common::Cluster::start();
+    let url = format!("{}?schema=tenant_1&connection_limit=5", pg.create_db("schemas"));
+    let dir = common::folder(&[
+        ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
+        (
+            "2_switch/migration.sql",
+            b"CREATE SCHEMA elsewhere;\nSET search_path TO elsewhere;\nCREATE TABLE b (id int);\n",
+        ),
+        ("3_c/migration.sql", b"CREATE TABLE tenant_1.c (id int);"),
+    ]);
+    let report = migrate::deploy(&url, &load(dir.path()), &MigrateConfig::default(), &Progress::discard())
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), 3);
+    assert_eq!(
+        pg.psql("schemas", "SELECT count(*) FROM tenant_1._prisma_migrations WHERE finished_at IS NOT NULL")
+            .trim(),
+        "3"
+    );
+    assert_eq!(
+        pg.psql("schemas", "SELECT count(*) FROM pg_tables WHERE tablename = '_prisma_migrations'").trim(),
+        "1"
+    );
+    assert_eq!(
+        pg.psql("schemas", "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY tablename) FROM pg_tables WHERE tablename IN ('a', 'b', 'c')").trim(),
+        "tenant_1.a,elsewhere.b,tenant_1.c"
+    );
+    assert!(migrate::status(&url, &load(dir.path())).await.unwrap().is_up_to_date());
+}

@@ -52,7 +52,7 @@ pub(crate) async fn ensure_table(session: &mut Session) -> Result<(), MigrateErr
         }
         return Err(MigrateError::SchemaNotEmpty { tables: list });
     }
-    table::create(&mut session.conn).await
+    table::create(&mut session.conn, &session.schema).await
 }
 
 /// Errors out listing failed migrations, like Prisma's P3009.
@@ -102,7 +102,7 @@ async fn deploy_locked(
         .map_err(|e| MigrateError::db(format!("creating schema {}", session.schema), e))?;
     }
     ensure_table(session).await?;
-    let rows = table::load(&mut session.conn).await?;
+    let rows = table::load(&mut session.conn, &session.schema).await?;
     refuse_failed(&rows)?;
 
     let mut report = DeployReport { already_applied: migrations.len(), ..Default::default() };
@@ -140,12 +140,14 @@ async fn deploy_locked(
             "migrations",
         );
         let started = Instant::now();
-        let id = table::insert_started(&mut session.conn, &m.name, &checksum::checksum(&m.sql)).await?;
+        let id =
+            table::insert_started(&mut session.conn, &session.schema, &m.name, &checksum::checksum(&m.sql))
+                .await?;
         if let Err(failure) = run_segments(&mut session.conn, &m.sql, &segments).await {
             // Leave no aborted transaction block behind for the bookkeeping.
             let _ = sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql("ROLLBACK")).await;
             let logs = failure.logs(&m.name, &m.sql);
-            let recorded = table::mark_failed(&mut session.conn, &id, &logs).await;
+            let recorded = table::mark_failed(&mut session.conn, &session.schema, &id, &logs).await;
             let mut error = failure.error_text();
             if let Err(e) = recorded {
                 error
@@ -159,7 +161,7 @@ async fn deploy_locked(
                 error,
             });
         }
-        table::mark_finished(&mut session.conn, &id, &m.name).await?;
+        table::mark_finished(&mut session.conn, &session.schema, &id, &m.name).await?;
         let ms = started.elapsed().as_millis();
         report.applied.push(m.name.clone());
         report.durations_ms.push(ms as u64);

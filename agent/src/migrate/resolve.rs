@@ -48,19 +48,24 @@ pub async fn resolve(
                     .ok_or_else(|| MigrateError::NotFound { name: name.clone() })?;
                 // Prisma's baseline: create the table without the emptiness check.
                 if !table::exists(conn, &session.schema).await? {
-                    table::create(conn).await?;
+                    table::create(conn, &session.schema).await?;
                 }
-                let rows: Vec<_> =
-                    table::load(conn).await?.into_iter().filter(|r| &r.migration_name == name).collect();
+                let rows: Vec<_> = table::load(conn, &session.schema)
+                    .await?
+                    .into_iter()
+                    .filter(|r| &r.migration_name == name)
+                    .collect();
                 if rows.iter().any(|r| r.finished_at.is_some()) {
                     return Err(MigrateError::AlreadyApplied { name: name.clone() });
                 }
                 for row in rows.iter().filter(|r| r.is_failed()) {
-                    table::mark_rolled_back(conn, &row.id).await?;
+                    table::mark_rolled_back(conn, &session.schema, &row.id).await?;
                     report.rolled_back_ids.push(row.id.clone());
                 }
-                report.applied_id =
-                    Some(table::insert_applied(conn, name, &checksum::checksum(&migration.sql)).await?);
+                report.applied_id = Some(
+                    table::insert_applied(conn, &session.schema, name, &checksum::checksum(&migration.sql))
+                        .await?,
+                );
             }
             ResolveAction::RolledBack(name) => {
                 let never = MigrateError::NotFailed {
@@ -70,8 +75,11 @@ pub async fn resolve(
                 if !table::exists(conn, &session.schema).await? {
                     return Err(never);
                 }
-                let rows: Vec<_> =
-                    table::load(conn).await?.into_iter().filter(|r| &r.migration_name == name).collect();
+                let rows: Vec<_> = table::load(conn, &session.schema)
+                    .await?
+                    .into_iter()
+                    .filter(|r| &r.migration_name == name)
+                    .collect();
                 if rows.is_empty() {
                     return Err(never);
                 }
@@ -83,7 +91,7 @@ pub async fn resolve(
                     });
                 }
                 for row in failed {
-                    table::mark_rolled_back(conn, &row.id).await?;
+                    table::mark_rolled_back(conn, &session.schema, &row.id).await?;
                     report.rolled_back_ids.push(row.id.clone());
                 }
             }

@@ -120,7 +120,7 @@ pub async fn status(database_url: &str, migrations: &[MigrationFile]) -> Result<
                 ..Default::default()
             });
         }
-        let rows = table::load(&mut session.conn).await?;
+        let rows = table::load(&mut session.conn, &session.schema).await?;
         Ok(StatusReport::compute(migrations, &rows))
     }
     .await;

@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use super::MigrateError;
+use super::connect::quote_ident;
 
 /// Prisma's DDL for PostgreSQL, verbatim.
 pub const CREATE_TABLE: &str = "CREATE TABLE _prisma_migrations (
@@ -23,6 +24,12 @@ pub const CREATE_TABLE: &str = "CREATE TABLE _prisma_migrations (
     applied_steps_count     INTEGER NOT NULL DEFAULT 0
 );
 ";
+
+/// `"schema"._prisma_migrations`: bookkeeping is always schema-qualified, so
+/// a migration that changes `search_path` cannot redirect it.
+fn qualified(schema: &str) -> String {
+    format!("{}._prisma_migrations", quote_ident(schema))
+}
 
 /// Tables Prisma does not count when deciding whether a schema is empty.
 const IGNORED_TABLES: &[&str] = &["spatial_ref_sys", "_prisma_migrations"];
@@ -78,19 +85,21 @@ pub async fn user_tables(conn: &mut PgConnection, schema: &str) -> Result<Vec<St
 }
 
 /// Creates the table with Prisma's DDL.
-pub async fn create(conn: &mut PgConnection) -> Result<(), MigrateError> {
-    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(CREATE_TABLE))
+pub async fn create(conn: &mut PgConnection, schema: &str) -> Result<(), MigrateError> {
+    let ddl = CREATE_TABLE.replacen("_prisma_migrations", &qualified(schema), 1);
+    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&ddl))
         .await
         .map_err(|e| MigrateError::db("creating _prisma_migrations", e))?;
     Ok(())
 }
 
 /// All rows, oldest first (as Prisma lists them).
-pub async fn load(conn: &mut PgConnection) -> Result<Vec<MigrationRow>, MigrateError> {
-    sqlx::query_as(
+pub async fn load(conn: &mut PgConnection, schema: &str) -> Result<Vec<MigrationRow>, MigrateError> {
+    sqlx::query_as(&format!(
         "SELECT id, checksum, finished_at, migration_name, logs, rolled_back_at, started_at, applied_steps_count
-           FROM _prisma_migrations ORDER BY started_at ASC",
-    )
+           FROM {} ORDER BY started_at ASC",
+        qualified(schema)
+    ))
     .fetch_all(conn)
     .await
     .map_err(|e| MigrateError::db("reading _prisma_migrations", e))
@@ -100,13 +109,15 @@ pub async fn load(conn: &mut PgConnection) -> Result<Vec<MigrationRow>, MigrateE
 /// `started_at`; returns the id.
 pub async fn insert_started(
     conn: &mut PgConnection,
+    schema: &str,
     name: &str,
     checksum: &str,
 ) -> Result<String, MigrateError> {
     let id = uuid::Uuid::new_v4().to_string();
-    sqlx::query(
-        "INSERT INTO _prisma_migrations (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
-    )
+    sqlx::query(&format!(
+        "INSERT INTO {} (id, checksum, started_at, migration_name) VALUES ($1, $2, $3, $4)",
+        qualified(schema)
+    ))
     .bind(&id)
     .bind(checksum)
     .bind(Utc::now())
@@ -119,10 +130,16 @@ pub async fn insert_started(
 
 /// `record_successful_step` + `record_migration_finished` in one statement:
 /// `applied_steps_count + 1` and `finished_at`.
-pub async fn mark_finished(conn: &mut PgConnection, id: &str, name: &str) -> Result<(), MigrateError> {
-    sqlx::query(
-        "UPDATE _prisma_migrations SET applied_steps_count = applied_steps_count + 1, finished_at = $2 WHERE id = $1",
-    )
+pub async fn mark_finished(
+    conn: &mut PgConnection,
+    schema: &str,
+    id: &str,
+    name: &str,
+) -> Result<(), MigrateError> {
+    sqlx::query(&format!(
+        "UPDATE {} SET applied_steps_count = applied_steps_count + 1, finished_at = $2 WHERE id = $1",
+        qualified(schema)
+    ))
     .bind(id)
     .bind(Utc::now())
     .execute(conn)
@@ -132,8 +149,13 @@ pub async fn mark_finished(conn: &mut PgConnection, id: &str, name: &str) -> Res
 }
 
 /// `record_failed_step`: the error goes into `logs`; `finished_at` stays null.
-pub async fn mark_failed(conn: &mut PgConnection, id: &str, logs: &str) -> Result<(), MigrateError> {
-    sqlx::query("UPDATE _prisma_migrations SET logs = $2 WHERE id = $1")
+pub async fn mark_failed(
+    conn: &mut PgConnection,
+    schema: &str,
+    id: &str,
+    logs: &str,
+) -> Result<(), MigrateError> {
+    sqlx::query(&format!("UPDATE {} SET logs = $2 WHERE id = $1", qualified(schema)))
         .bind(id)
         .bind(logs)
         .execute(conn)
@@ -143,8 +165,8 @@ pub async fn mark_failed(conn: &mut PgConnection, id: &str, logs: &str) -> Resul
 }
 
 /// `mark_migration_rolled_back_by_id`.
-pub async fn mark_rolled_back(conn: &mut PgConnection, id: &str) -> Result<(), MigrateError> {
-    sqlx::query("UPDATE _prisma_migrations SET rolled_back_at = $2 WHERE id = $1")
+pub async fn mark_rolled_back(conn: &mut PgConnection, schema: &str, id: &str) -> Result<(), MigrateError> {
+    sqlx::query(&format!("UPDATE {} SET rolled_back_at = $2 WHERE id = $1", qualified(schema)))
         .bind(id)
         .bind(Utc::now())
         .execute(conn)
@@ -157,15 +179,17 @@ pub async fn mark_rolled_back(conn: &mut PgConnection, id: &str) -> Result<(), M
 /// `finished_at` = now and `applied_steps_count` left at 0.
 pub async fn insert_applied(
     conn: &mut PgConnection,
+    schema: &str,
     name: &str,
     checksum: &str,
 ) -> Result<String, MigrateError> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = Utc::now();
-    sqlx::query(
-        "INSERT INTO _prisma_migrations (id, checksum, logs, started_at, finished_at, migration_name)
+    sqlx::query(&format!(
+        "INSERT INTO {} (id, checksum, logs, started_at, finished_at, migration_name)
          VALUES ($1, $2, '', $3, $3, $4)",
-    )
+        qualified(schema)
+    ))
     .bind(&id)
     .bind(checksum)
     .bind(now)

@@ -231,7 +231,7 @@ pub async fn lint(
     let mut session = target.connect().await?;
     let result = async {
         let pending: Vec<&MigrationFile> = if table::exists(&mut session.conn, &session.schema).await? {
-            let rows = table::load(&mut session.conn).await?;
+            let rows = table::load(&mut session.conn, &session.schema).await?;
             deploy::pending(migrations, &rows)
         } else {
             migrations.iter().collect()

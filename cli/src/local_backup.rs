@@ -246,7 +246,8 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<i32> {
                 Output::Text => println!("{text}"),
                 Output::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&merge(json!({ "ok": true }), value)).context("encoding the result")?
+                    serde_json::to_string_pretty(&merge(json!({ "ok": true }), value))
+                        .context("encoding the result")?
                 ),
             }
             Ok(EXIT_OK)
@@ -299,13 +300,21 @@ mod tests {
 
     #[test]
     fn parses_the_documented_forms() {
-        let cli = Cli::try_parse_from(["runway", "create", "--dir", "/b", "--database-url", "postgres://x@y/z"])
-            .expect("create");
+        let cli =
+            Cli::try_parse_from(["runway", "create", "--dir", "/b", "--database-url", "postgres://x@y/z"])
+                .expect("create");
         assert!(matches!(cli.cmd, BackupCommand::Create { ref dir, .. } if dir == &PathBuf::from("/b")));
         let cli = Cli::try_parse_from(["runway", "verify", "/b/app-1"]).expect("verify");
         assert!(matches!(cli.cmd, BackupCommand::Verify { test_restore: false, .. }));
-        let cli = Cli::try_parse_from(["runway", "restore", "/b/app-1", "--target-url", "postgres://x@y/z", "--yes"])
-            .expect("restore");
+        let cli = Cli::try_parse_from([
+            "runway",
+            "restore",
+            "/b/app-1",
+            "--target-url",
+            "postgres://x@y/z",
+            "--yes",
+        ])
+        .expect("restore");
         assert!(matches!(cli.cmd, BackupCommand::Restore { yes: true, mode: ModeArg::Clean, .. }));
         assert!(Cli::try_parse_from(["runway", "restore", "/b/app-1"]).is_err(), "--target-url is required");
     }

@@ -158,8 +158,9 @@ impl Config {
                 }
                 Some(_) => {}
             }
-            if self.backup.is_none() {
-                return Err("the db role needs a [backup] table with `dir`".into());
+            match &self.backup {
+                None => return Err("the db role needs a [backup] table with `dir`".into()),
+                Some(backup) => backup.validate().map_err(|e| e.to_string())?,
             }
         }
         if self.has_role(Role::App) {

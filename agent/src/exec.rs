@@ -151,8 +151,10 @@ impl Executor {
             command::Action::Backup(b) => {
                 let url = self.db_url()?;
                 let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
-                let manifest = backup::create(url, config, &b.label, &cmd.rollout_id, progress).await?;
-                Ok(serde_json::to_value(manifest).expect("manifest serializes"))
+                let environment = &self.config.environment;
+                let report =
+                    backup::run_step(url, config, environment, &b.label, &cmd.rollout_id, progress).await?;
+                Ok(serde_json::to_value(report).expect("backup report serializes"))
             }
             command::Action::Migrate(m) => {
                 let url = self.db_url()?;

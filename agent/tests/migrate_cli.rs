@@ -1,45 +1,28 @@
 //! Must-show 2 and the CLI's local mode: `runway migrate …` run as separate
-//! processes against a real PostgreSQL.
-//!
-//! NOTE: until main's `runway` binary includes `cli/src/local_migrate.rs`,
-//! "another runway process" is this test binary re-executed with
-//! `RUNWAY_MIGRATE_CHILD_ARGS` set: it parses the same clap command and runs
-//! the same `local_migrate::run` as `runway migrate` will. Once the CLI is
-//! wired, these tests can spawn `runway migrate …` instead.
+//! processes (the real `runway` binary) against a real PostgreSQL.
 
 mod common;
-
-#[path = "../../cli/src/local_migrate.rs"]
-#[allow(dead_code)]
-mod local_migrate;
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use sqlx::Connection;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: local_migrate::MigrateCommand,
-}
+/// `runway migrate` exit code when the advisory lock is held.
+const EXIT_LOCKED: i32 = 5;
 
-/// Not a test: the body of a child process acting as `runway migrate …`.
-#[test]
-fn runway_migrate_child() {
-    let Ok(args) = std::env::var("RUNWAY_MIGRATE_CHILD_ARGS") else { return };
-    let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let cli = Cli::parse_from(std::iter::once("runway-migrate".to_owned()).chain(args));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let code = rt.block_on(local_migrate::run(cli.cmd)).unwrap();
-    std::process::exit(code);
+/// The workspace's `runway` binary, next to this test's own target dir.
+fn runway_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe.parent().and_then(std::path::Path::parent).expect("target dir").join("runway");
+    assert!(path.exists(), "{} is missing: build the workspace first (`cargo build --workspace --bins`)", path.display());
+    path
 }
 
 fn runway(args: &[&str], database_url: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "runway_migrate_child", "--nocapture", "--test-threads=1", "-q"])
-        .env("RUNWAY_MIGRATE_CHILD_ARGS", serde_json::to_string(args).unwrap())
+    let mut cmd = Command::new(runway_bin());
+    cmd.arg("migrate")
+        .args(args)
         .env("DATABASE_URL", database_url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -143,7 +126,7 @@ async fn a_short_lock_timeout_fails_naming_the_holder() {
 
     let started = Instant::now();
     let (code, _, stderr) = run(&["deploy", "--migrations", folder, "--advisory-lock-timeout", "1"], &url);
-    assert_eq!(code, local_migrate::EXIT_LOCKED, "{stderr}");
+    assert_eq!(code, EXIT_LOCKED, "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(
         stderr.contains("holds the migrations advisory lock") && stderr.contains("prisma-migrate"),
@@ -153,7 +136,7 @@ async fn a_short_lock_timeout_fails_naming_the_holder() {
 
     let (code, stdout, _) =
         run(&["deploy", "--migrations", folder, "--advisory-lock-timeout", "0", "--output", "json"], &url);
-    assert_eq!(code, local_migrate::EXIT_LOCKED);
+    assert_eq!(code, EXIT_LOCKED);
     let json: serde_json::Value = json(&stdout);
     assert_eq!(json["retry_is_safe"], true);
 

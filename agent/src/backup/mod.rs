@@ -7,6 +7,7 @@
 //! - [`restore`] / [`restore_named`]: restore a backup into a database.
 //! - [`remote::upload`], [`remote::download`], [`remote::prune`]: object storage.
 //! - [`retention::pin`] / [`retention::unpin`]: keep a rollout's backup.
+//! - [`run_step`]: the rollout's backup step (create, verify, upload).
 //!
 //! # Layout
 //!
@@ -24,6 +25,7 @@
 //! - [`remote`]: off-host copies in S3-compatible storage.
 //! - [`retention`]: listing, pins, keeping the newest N.
 //! - `check`: a backup folder against its manifest.
+//! - `step`: the rollout's backup step.
 //! - `pgrestore`: running pg_restore; scratch databases; swapping a copy in.
 //!
 //! A backup is one folder `<dir>/<id>/` holding `manifest.json` and `dump`
@@ -41,6 +43,7 @@ pub mod restore;
 pub mod retention;
 mod snapshot;
 mod space;
+mod step;
 mod stream;
 mod tools;
 pub mod verify;
@@ -50,4 +53,5 @@ pub use create::create;
 pub use error::{BackupError, TableDiff};
 pub use manifest::{AppliedMigration, FileEntry, Manifest, TableRows};
 pub use restore::{RestoreMode, RestoreOptions, RestoreReport, restore, restore_named};
+pub use step::{StepReport, run_step};
 pub use verify::{VerifyReport, verify};

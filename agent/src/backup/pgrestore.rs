@@ -111,19 +111,23 @@ pub async fn maintenance(target: &ConnParams) -> Result<PgConnection, BackupErro
 
 /// `CREATE DATABASE name TEMPLATE template0`.
 pub async fn create_database(admin: &mut PgConnection, name: &str) -> Result<(), BackupError> {
-    sqlx::raw_sql(&format!("CREATE DATABASE {} TEMPLATE template0", ident(name)))
-        .execute(admin)
-        .await
-        .map_err(|e| BackupError::db(name, "creating the database", e))?;
+    sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("CREATE DATABASE {} TEMPLATE template0", ident(name))),
+    )
+    .await
+    .map_err(|e| BackupError::db(name, "creating the database", e))?;
     Ok(())
 }
 
 /// `DROP DATABASE IF EXISTS name WITH (FORCE)`.
 pub async fn drop_database(admin: &mut PgConnection, name: &str) -> Result<(), BackupError> {
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)))
-        .execute(admin)
-        .await
-        .map_err(|e| BackupError::db(name, "dropping the database", e))?;
+    sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))),
+    )
+    .await
+    .map_err(|e| BackupError::db(name, "dropping the database", e))?;
     Ok(())
 }
 
@@ -140,17 +144,23 @@ pub async fn swap_in(admin: &mut PgConnection, restored: &str, target: &str) -> 
         .execute(&mut *admin)
         .await
         .map_err(|e| BackupError::db(target, "ending sessions", e))?;
-    sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(&old)))
-        .execute(&mut *admin)
-        .await
-        .map_err(|e| BackupError::db(target, "renaming the old database away", e))?;
-    if let Err(e) = sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(restored), ident(target)))
-        .execute(&mut *admin)
-        .await
+    sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(&old))),
+    )
+    .await
+    .map_err(|e| BackupError::db(target, "renaming the old database away", e))?;
+    if let Err(e) = sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(restored), ident(target))),
+    )
+    .await
     {
-        let _ = sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(&old), ident(target)))
-            .execute(&mut *admin)
-            .await;
+        let _ = sqlx::Executor::execute(
+            &mut *admin,
+            sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(&old), ident(target))),
+        )
+        .await;
         return Err(BackupError::db(target, "renaming the restored database into place", e));
     }
     drop_database(admin, &old).await

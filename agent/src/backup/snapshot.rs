@@ -78,10 +78,12 @@ impl SnapshotSession {
     /// it stays on one core (no parallel workers, no JIT) to leave the rest
     /// to the dump.
     pub async fn row_counts(&mut self) -> Result<Vec<TableRows>, BackupError> {
-        sqlx::raw_sql("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off")
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| BackupError::db(&self.database, "configuring the count session", e))?;
+        sqlx::Executor::execute(
+            &mut self.conn,
+            sqlx::raw_sql("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off"),
+        )
+        .await
+        .map_err(|e| BackupError::db(&self.database, "configuring the count session", e))?;
         count_tables(&mut self.conn, &self.database).await
     }
 

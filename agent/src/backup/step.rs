@@ -1,0 +1,45 @@
+//! The rollout's backup step: take the backup, prove it restorable, copy it
+//! off the host. The migration runs only after all three succeeded.
+
+use serde::Serialize;
+
+use super::config::BackupConfig;
+use super::error::BackupError;
+use super::manifest::Manifest;
+use super::remote::{self, UploadReport};
+use super::verify::{VerifyReport, verify};
+use crate::progress::Progress;
+
+/// What the backup step did; the command's result detail.
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub manifest: Manifest,
+    pub verify: VerifyReport,
+    /// Present when `[backup.object_store]` is configured.
+    pub upload: Option<UploadReport>,
+}
+
+/// create → verify (with a test restore when configured for `environment`)
+/// → upload and prune remote copies when object storage is configured.
+pub async fn run_step(
+    database_url: &str,
+    config: &BackupConfig,
+    environment: &str,
+    label: &str,
+    rollout_id: &str,
+    progress: &Progress,
+) -> Result<StepReport, BackupError> {
+    let manifest = super::create(database_url, config, label, rollout_id, progress).await?;
+    let dir = config.backup_dir(&manifest.id);
+    let test_restore = config.test_restore.enabled_for(environment).then_some(database_url);
+    let verify = verify(&dir, config, test_restore, progress).await?;
+    let upload = match &config.object_store {
+        Some(_) => {
+            let report = remote::upload(&dir, config, progress).await?;
+            remote::prune(config, &manifest.database, progress).await?;
+            Some(report)
+        }
+        None => None,
+    };
+    Ok(StepReport { manifest, verify, upload })
+}

@@ -239,4 +239,13 @@ health_url = "http://127.0.0.1:8080/health"
         let err = load(&APP.replace("roles = [\"app\"]", "roles = [\"db\"]")).unwrap_err().to_string();
         assert!(err.contains("[database]"), "{err}");
     }
+
+    #[test]
+    fn the_example_configs_in_deploy_load() {
+        for name in ["agent-db.toml", "agent-app.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
+            let config = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!config.roles.is_empty(), "{name}");
+        }
+    }
 }

@@ -15,7 +15,11 @@ const EXIT_LOCKED: i32 = 5;
 fn runway_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let path = exe.parent().and_then(std::path::Path::parent).expect("target dir").join("runway");
-    assert!(path.exists(), "{} is missing: build the workspace first (`cargo build --workspace --bins`)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace --bins`)",
+        path.display()
+    );
     path
 }
 

@@ -112,3 +112,21 @@ impl Config {
         Duration::from_secs(self.lease_ttl_secs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_in_deploy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
+        let config = Config::load(Some(&path)).unwrap();
+        assert_eq!(config.lease_ttl(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_lease_below_etcds_minimum_is_refused() {
+        let mut config = Config { lease_ttl_secs: 1, ..Config::default() };
+        assert!(config.finish().unwrap_err().to_string().contains("lease_ttl_secs"));
+    }
+}

@@ -208,6 +208,32 @@ impl Executor {
             let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
             progress.emit("database", format!("database reachable: {version}"));
             detail.insert("server_version".into(), version.into());
+            let status = migrate::status(url, &migrations).await?;
+            if let Some(failed) = status.failed.first() {
+                return Err(ExecError::Preflight(format!(
+                    "migration {} failed earlier and is unresolved; fix it and run `runway migrate resolve --rolled-back {}` (or --applied) first",
+                    failed.name, failed.name
+                )));
+            }
+            if status.needs_baseline {
+                return Err(ExecError::Preflight(
+                    "the database has tables but no _prisma_migrations; baseline it with `runway migrate resolve --applied` first".into(),
+                ));
+            }
+            for name in status.modified.iter().chain(&status.missing_locally) {
+                progress.emit(
+                    "status",
+                    format!("warning: applied migration {name} was changed or is missing from the bundle"),
+                );
+            }
+            progress.emit_counted(
+                "status",
+                format!("{} pending, {} applied", status.pending.len(), status.applied.len()),
+                status.applied.len() as u64,
+                migrations.len() as u64,
+                "migrations",
+            );
+            detail.insert("pending".into(), status.pending.clone().into());
             let backup = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
             check_writable(&backup.dir).await.map_err(ExecError::Preflight)?;
             progress.emit("backup_dir", format!("backup dir {} is writable", backup.dir.display()));

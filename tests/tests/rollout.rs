@@ -103,7 +103,10 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
     for (app, before) in cluster.apps.iter().zip(pids_before) {
         let after = app.pid();
         assert_ne!(after, before, "{} was not restarted", app.name);
-        let health = app.health().unwrap_or_else(|| panic!("{} is not healthy", app.name));
+        let health = app.health().unwrap_or_else(|| {
+            let log = std::fs::read_to_string(app.dir.join("app.log")).unwrap_or_default();
+            panic!("{} (pid {after}) is not healthy; its log:\n{log}", app.name)
+        });
         assert!(health.contains("version=v2"), "{}: {health}", app.name);
         assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
     }

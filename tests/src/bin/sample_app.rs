@@ -49,9 +49,17 @@ async fn main() -> anyhow::Result<()> {
         let maintenance = args.dir.join("maintenance").exists();
         let version = args.version.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = socket.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
+            // Read the whole request head: closing a socket with unread
+            // bytes makes the kernel reset the connection.
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16 * 1024 {
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
                 "/health" => ("200 OK", format!("ok version={version} pid={}", std::process::id())),
@@ -63,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 body.len()
             );
             let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
         });
     }
 }

@@ -70,9 +70,13 @@ pg_port=$(free_port)
 pgbin=/usr/lib/postgresql/15/bin
 mkdir -p "$work/pg"
 chown postgres:postgres "$work/pg"
-as_postgres() { if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups "$@"; else sudo -u postgres "$@"; fi; }
-as_postgres "$pgbin/initdb" --no-sync -A trust -U postgres -D "$work/pg/data" >/dev/null
-as_postgres "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -c listen_addresses=127.0.0.1 \
+if [ "$(id -u)" -eq 0 ]; then
+    as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups)
+else
+    as_postgres=(sudo -u postgres)
+fi
+"${as_postgres[@]}" "$pgbin/initdb" --no-sync -A trust -U postgres -D "$work/pg/data" >/dev/null
+"${as_postgres[@]}" "$pgbin/postgres" -D "$work/pg/data" -p "$pg_port" -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$work/pg" -c fsync=off >"$work/postgres.log" 2>&1 &
 pg_pid=$!
 wait_for_port "$pg_port"

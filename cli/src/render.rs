@@ -106,6 +106,7 @@ pub fn event_json(e: &RolloutEvent) -> serde_json::Value {
         "message": e.message,
         "counters": e.counters.as_ref().map(|c| serde_json::json!({"done": c.done, "total": c.total, "unit": c.unit})),
         "terminal": e.terminal,
+        "detail": serde_json::from_str::<serde_json::Value>(&e.detail_json).unwrap_or(serde_json::Value::Null),
         "rollout_state": state_name(e.rollout_state),
     })
 }

@@ -102,11 +102,9 @@ async fn campaign_loop(
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        let outcome = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = one_term(client.clone(), &name, &value, ttl, &tx, &shutdown) => r,
-        };
-        if let Err(e) = outcome {
+        // one_term watches `shutdown` itself so that it always steps down
+        // (cancels the term) before returning.
+        if let Err(e) = one_term(client.clone(), &name, &value, ttl, &tx, &shutdown).await {
             tracing::warn!(error = %e, "election attempt ended; campaigning again");
         }
         tokio::select! {
@@ -129,7 +127,7 @@ async fn one_term(
     let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
     let renew_every = ttl / 3;
     let renew_deadline = ttl * 2 / 3;
-    let term_cancel = CancellationToken::new();
+    let term_cancel = shutdown.child_token();
 
     // Keep the lease alive while campaigning and while leading.
     let keep_alive = async {

@@ -215,3 +215,70 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_cancelled_rollout_stops_after_its_current_step_and_lifts_maintenance() {
+    let cluster = Cluster::start(Options { coordinators: 1, app_hosts: 1, db_host: true });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(
+        &migrations,
+        &[SHOP[0], ("20240104000000_slow", "SELECT pg_sleep(3);\nCREATE TABLE \"Slow\" (id int);\n")],
+    );
+    let started = cluster.runway(&[
+        "rollout",
+        "start",
+        "--env",
+        "staging",
+        "--migrations",
+        migrations.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let id = json_lines(&started.stdout)[0]["id"].as_str().unwrap().to_owned();
+
+    runway_tests::process::wait_until("the migrate step to run", std::time::Duration::from_secs(30), || {
+        let show = cluster.runway(&["rollout", "show", &id, "--output", "json"]);
+        let rollout: serde_json::Value = serde_json::from_slice(&show.stdout).ok()?;
+        rollout["steps"]
+            .as_array()?
+            .iter()
+            .any(|s| s["name"] == "migrate" && s["state"] == "running")
+            .then_some(())
+    });
+    let cancel = cluster.runway(&["rollout", "cancel", &id]);
+    assert!(cancel.status.success(), "{}", String::from_utf8_lossy(&cancel.stderr));
+
+    let watch = cluster.runway(&["rollout", "watch", &id]);
+    assert_eq!(
+        watch.status.code(),
+        Some(4),
+        "expected exit 4 (cancelled): {}",
+        String::from_utf8_lossy(&watch.stderr)
+    );
+    let show = cluster.runway(&["rollout", "show", &id, "--output", "json"]);
+    let rollout: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(rollout["state"], "cancelled");
+    let states: Vec<(&str, &str)> = rollout["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    // The running migration was not cut off; what follows it was skipped.
+    assert_eq!(
+        states,
+        [
+            ("preflight", "succeeded"),
+            ("maintenance_on", "succeeded"),
+            ("backup", "succeeded"),
+            ("migrate", "succeeded"),
+            ("restart", "skipped"),
+            ("maintenance_off", "skipped"),
+            ("maintenance_off", "succeeded"),
+        ]
+    );
+    assert!(!cluster.apps[0].in_maintenance());
+    // Cancelling a finished rollout is refused as bad input.
+    assert_eq!(cluster.runway(&["rollout", "cancel", &id]).status.code(), Some(2));
+}

@@ -353,7 +353,7 @@ impl Run<'_> {
             phase: event.phase,
             message: event.message,
             counters: event.counters,
-            terminal: None,
+            ..NewEvent::default()
         };
         let result = loop {
             tokio::select! {
@@ -368,7 +368,7 @@ impl Run<'_> {
                         away_since = None;
                     } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
                         let error = format!("agent {host} has been disconnected for more than {} s", grace.as_secs());
-                        self.emit_result(step, host, &command_id, false, &error).await?;
+                        self.emit_result(step, host, &command_id, Err(&error)).await?;
                         return Ok(Err(error));
                     }
                 }
@@ -384,25 +384,32 @@ impl Run<'_> {
             Ok(CommandOutcome::Refused) => format!("{host}: refused: {}", result.error),
             _ => format!("{host}: {}", result.error),
         };
-        self.emit_result(step, host, &command_id, ok, if ok { &result.detail_json } else { &error }).await?;
+        self.emit_result(step, host, &command_id, if ok { Ok(&result.detail_json) } else { Err(&error) })
+            .await?;
         Ok(if ok { Ok(()) } else { Err(error) })
     }
 
+    /// Records how one command ended: `detail` is its result JSON on
+    /// success, `error` the reason on failure.
     async fn emit_result(
         &self,
         step: &StepRecord,
         host: &str,
         command_id: &str,
-        ok: bool,
-        message: &str,
+        outcome: Result<&str, &str>,
     ) -> Result<(), StoreError> {
+        let (kind, message, detail_json) = match outcome {
+            Ok(detail) => ("command_succeeded", format!("{} done", step.kind.name()), detail.to_owned()),
+            Err(error) => ("command_failed", error.to_owned(), String::new()),
+        };
         self.events
             .emit(NewEvent {
-                kind: if ok { "command_succeeded" } else { "command_failed" },
+                kind,
                 step: step.kind.name().into(),
                 host: host.to_owned(),
                 command_id: command_id.to_owned(),
-                message: message.to_owned(),
+                message,
+                detail_json,
                 ..NewEvent::default()
             })
             .await

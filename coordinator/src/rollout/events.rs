@@ -25,6 +25,8 @@ pub struct NewEvent {
     pub phase: String,
     pub message: String,
     pub counters: Option<Counters>,
+    /// A finished command's result as JSON.
+    pub detail_json: String,
     /// Set on the rollout's last event.
     pub terminal: Option<RolloutState>,
 }
@@ -66,6 +68,7 @@ impl EventWriter {
             counters: event.counters,
             terminal: event.terminal.is_some(),
             rollout_state: event.terminal.unwrap_or(RolloutState::Running) as i32,
+            detail_json: event.detail_json,
         };
         self.store.append_event(&self.term, &event).await?;
         *next += 1;

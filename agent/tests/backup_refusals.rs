@@ -106,9 +106,9 @@ async fn not_enough_space_is_refused_before_pg_dump_starts() {
     seed(&pg, "app").await;
 
     // A pg_dump that records that it ran, then runs the real one.
-    let bin = pg.dir.path().join("bin");
+    let bin = pg.dir().join("bin");
     std::fs::create_dir(&bin).expect("mkdir");
-    let marker = pg.dir.path().join("pg_dump-started");
+    let marker = pg.dir().join("pg_dump-started");
     let script = format!(
         "#!/bin/sh\ntouch '{}'\nexec '{}' \"$@\"\n",
         marker.display(),

@@ -86,8 +86,8 @@ async fn wait_for(url: &str, what: &str, pred: impl Fn((i64, i64)) -> bool) {
 
 #[tokio::test]
 async fn a_second_runner_waits_for_the_lock_then_finds_nothing_to_do() {
-    let pg = common::Cluster::start();
-    let url = pg.create_db("lockwait");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("lockwait");
     let dir = common::folder(&[
         ("1_slow/migration.sql", b"CREATE TABLE slow (id int);\nSELECT pg_sleep(2);\n"),
         ("2_more/migration.sql", b"CREATE TABLE more (id int);\n"),
@@ -118,8 +118,8 @@ async fn a_second_runner_waits_for_the_lock_then_finds_nothing_to_do() {
 
 #[tokio::test]
 async fn a_short_lock_timeout_fails_naming_the_holder() {
-    let pg = common::Cluster::start();
-    let url = pg.create_db("locked");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("locked");
     let dir = common::folder(&[("1_a/migration.sql", b"CREATE TABLE a (id int);\n")]);
     let folder = dir.path().to_str().unwrap();
 
@@ -152,8 +152,8 @@ async fn a_short_lock_timeout_fails_naming_the_holder() {
 
 #[tokio::test]
 async fn exit_codes_and_output_for_scripts() {
-    let pg = common::Cluster::start();
-    let url = pg.create_db("cli");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("cli");
     let dir = common::folder(&[
         ("migration_lock.toml", b"provider = \"postgresql\"\n"),
         ("1_a/migration.sql", b"CREATE TABLE a (id int, name text);\n"),

@@ -73,8 +73,8 @@ fn reports_statements_that_do_not_parse_with_their_line() {
 
 #[tokio::test]
 async fn with_a_database_it_adds_sizes_downtime_and_plans() {
-    let pg = common::Cluster::start();
-    let url = pg.create_db("lint");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("lint");
     pg.psql("lint", DANGER_SETUP);
     // Baseline the existing schema so that only the new migrations are pending.
     let dir = common::folder(&[

@@ -47,8 +47,8 @@ fn is_uuid_v4(id: &str) -> bool {
 
 #[tokio::test]
 async fn deploys_prisma_quirks_and_writes_rows_like_prisma() {
-    let pg = common::Cluster::start();
-    let url = pg.create_db("roundtrip");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("roundtrip");
     let dir = quirks();
     let migrations = load(dir.path());
     let names: Vec<_> = migrations.iter().map(|m| m.name.as_str()).collect();
@@ -165,8 +165,8 @@ async fn deploys_prisma_quirks_and_writes_rows_like_prisma() {
 
 #[tokio::test]
 async fn a_failed_migration_blocks_deploy_until_resolved() {
-    let pg = common::Cluster::start();
-    let url = pg.create_db("failing");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("failing");
     let dir = common::folder(&[
         ("1_ok/migration.sql", b"CREATE TABLE a (id int);"),
         ("2_broken/migration.sql", b"CREATE TABLE b (id int);\n\nINSERT INTO missing_table VALUES (1);\n"),
@@ -237,8 +237,8 @@ async fn a_failed_migration_blocks_deploy_until_resolved() {
 
 #[tokio::test]
 async fn resolve_applied_baselines_like_prisma() {
-    let pg = common::Cluster::start();
-    let url = pg.create_db("baseline");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("baseline");
     pg.psql("baseline", "CREATE TABLE legacy (id int)");
     let dir = common::folder(&[
         ("0_init/migration.sql", b"CREATE TABLE legacy (id int);"),
@@ -276,8 +276,8 @@ async fn resolve_applied_baselines_like_prisma() {
 #[tokio::test]
 async fn lock_timeout_and_statement_timeout_apply_to_migrations() {
     use sqlx::Connection;
-    let pg = common::Cluster::start();
-    let url = pg.create_db("timeouts");
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("timeouts");
     let dir = common::folder(&[("1_a/migration.sql", b"CREATE TABLE a (id int);")]);
     migrate::deploy(&url, &load(dir.path()), &MigrateConfig::default(), &Progress::discard()).await.unwrap();
 
@@ -318,8 +318,8 @@ async fn lock_timeout_and_statement_timeout_apply_to_migrations() {
 
 #[tokio::test]
 async fn honours_prismas_schema_parameter_even_when_a_migration_moves_search_path() {
-    let pg = common::Cluster::start();
-    let url = format!("{}?schema=tenant_1&connection_limit=5", pg.create_db("schemas"));
+    let pg = common::Cluster::start_temp();
+    let url = format!("{}?schema=tenant_1&connection_limit=5", pg.create_database("schemas"));
     let dir = common::folder(&[
         ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
         (

@@ -8,13 +8,12 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::os::unix::fs::{PermissionsExt, chown};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runway_agent::backup::{BackupConfig, ObjectStoreConfig};
+pub use runway_tests::postgres::{Postgres, pg_bin};
 use sqlx::{Connection, PgConnection, Row};
 
 pub const PASSWORD: &str = "s3cr3t-pw";
@@ -33,20 +32,8 @@ pub fn require(what: &str, present: bool) -> bool {
     present
 }
 
-pub fn pg_bin() -> PathBuf {
-    std::env::var_os("RUNWAY_PG_BIN")
-        .map_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"), PathBuf::from)
-}
-
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
-}
-
-fn postgres_ids() -> (u32, u32) {
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
-    let line = passwd.lines().find(|l| l.starts_with("postgres:")).expect("a postgres user exists");
-    let fields: Vec<&str> = line.split(':').collect();
-    (fields[2].parse().expect("uid"), fields[3].parse().expect("gid"))
 }
 
 /// Stops a child by its PID when dropped: `signal` first, SIGKILL after 5 s.
@@ -72,82 +59,33 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A PostgreSQL cluster owned by the `postgres` user, password auth over TCP.
+/// The shared throwaway PostgreSQL cluster, with password auth over TCP so
+/// the tests see how the engine handles the secret.
 pub struct PgCluster {
-    // Field order: the server stops before its directory is removed.
-    server: KillOnDrop,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
+    pub pg: Postgres,
 }
 
 impl PgCluster {
     /// initdb + start; `None` (outside CI) when PostgreSQL is not installed.
     pub fn start() -> Option<Self> {
-        let bin = pg_bin();
-        if !require("PostgreSQL binaries (RUNWAY_PG_BIN)", bin.join("initdb").exists()) {
+        if !require("PostgreSQL binaries (RUNWAY_PG_BIN)", pg_bin().join("initdb").exists()) {
             return None;
         }
-        let (uid, gid) = postgres_ids();
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let data = dir.path().join("data");
-        let sock = dir.path().join("sock");
-        for d in [&data, &sock] {
-            std::fs::create_dir(d).expect("mkdir");
-            chown(d, Some(uid), Some(gid)).expect("chown");
-        }
-        let pwfile = dir.path().join("pw");
-        std::fs::write(&pwfile, PASSWORD).expect("pwfile");
-        chown(&pwfile, Some(uid), Some(gid)).expect("chown");
-        let out = Command::new(bin.join("initdb"))
-            .args(["--no-sync", "-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"])
-            .arg("--pwfile")
-            .arg(&pwfile)
-            .arg("-D")
-            .arg(&data)
-            .uid(uid)
-            .gid(gid)
-            .output()
-            .expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("postgres.log")).expect("log");
-        let child = Command::new(bin.join("postgres"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(&sock)
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=50"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .uid(uid)
-            .gid(gid)
-            .spawn()
-            .expect("start postgres");
-        let cluster = Self { server: KillOnDrop { child, signal: rustix::process::Signal::QUIT }, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = Command::new(bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                break;
-            }
-            assert!(Instant::now() < deadline, "postgres did not start: {}", cluster.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(cluster)
+        Some(Self { pg: Postgres::start_temp_with_password(PASSWORD) })
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+        self.pg.log()
+    }
+
+    /// The cluster's own dir, free for a test's files.
+    pub fn dir(&self) -> &Path {
+        &self.pg.root
     }
 
     /// URL of `database` with the password in it.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{database}", self.port)
+        self.pg.url(database)
     }
 
     pub async fn connect(&self, database: &str) -> PgConnection {
@@ -155,13 +93,12 @@ impl PgCluster {
     }
 
     pub async fn create_database(&self, name: &str) {
-        let mut c = self.connect("postgres").await;
-        sqlx::raw_sql(&format!("CREATE DATABASE \"{name}\"")).execute(&mut c).await.expect("create database");
+        self.pg.create_database(name);
     }
 
-    /// A backup config writing under this cluster's temp dir, tools from [`pg_bin`].
+    /// A backup config writing under this cluster's dir, tools from [`pg_bin`].
     pub fn backup_config(&self, sub: &str) -> BackupConfig {
-        let mut config = BackupConfig::new(self.dir.path().join(sub));
+        let mut config = BackupConfig::new(self.dir().join(sub));
         config.pg_bin_dir = Some(pg_bin());
         config
     }

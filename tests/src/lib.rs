@@ -5,11 +5,13 @@
 //!
 //! - [`process`]: finding binaries, spawning with logs, kill-on-drop.
 //! - [`etcd`], [`postgres`]: throwaway servers on free ports.
+//! - [`netns`]: hosts as network namespaces on a private bridge; link cuts.
 //! - [`cluster`]: coordinators, a DB agent and app agents with sample apps.
 //! - [`fixtures`]: migration folders used by the tests.
 
 pub mod cluster;
 pub mod etcd;
 pub mod fixtures;
+pub mod netns;
 pub mod postgres;
 pub mod process;

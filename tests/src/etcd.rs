@@ -10,6 +10,8 @@ use crate::process::{Proc, free_port, wait_until};
 pub struct Etcd {
     /// Client URLs, one per member.
     pub endpoints: Vec<String>,
+    /// Where each member runs.
+    pub hosts: Vec<Host>,
     pub members: Vec<Proc>,
 }
 
@@ -55,7 +57,7 @@ impl Etcd {
             })
             .collect();
         let endpoints: Vec<String> = urls.into_iter().map(|(client, _)| client).collect();
-        let etcd = Etcd { endpoints, members };
+        let etcd = Etcd { endpoints, hosts: hosts.to_vec(), members };
         wait_until("etcd to be healthy", Duration::from_secs(30), || etcd.healthy().then_some(()));
         etcd
     }

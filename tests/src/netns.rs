@@ -4,7 +4,8 @@
 //! The bridge holds `10.213.N.1` in the root namespace, so the kernel routes
 //! the subnet locally and test traffic never leaves the machine. Bridge,
 //! namespaces and veth pairs are named after `N`, which is unique while the
-//! bridge exists (creating it is the lock), and removed on drop.
+//! bridge exists (creating it is the lock) plus a random tag, and removed
+//! on drop.
 //!
 //! A [`Host`] runs commands inside its namespace; [`Host::cut`] drops
 //! traffic to and from a peer with iptables rules inside the namespace.
@@ -61,6 +62,9 @@ impl Host {
 /// A bridge and the namespaces on it; everything is removed on drop.
 pub struct Net {
     subnet: u8,
+    /// Distinguishes this net's interface and namespace names from those of
+    /// an earlier net on the same subnet that the kernel still tears down.
+    tag: String,
     bridge: String,
     namespaces: Mutex<Vec<String>>,
 }
@@ -80,7 +84,10 @@ impl Net {
             if !created {
                 continue;
             }
-            let net = Net { subnet, bridge, namespaces: Mutex::default() };
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let tag = format!("{:04x}", (nanos.subsec_nanos() ^ std::process::id()) & 0xffff);
+            let net = Net { subnet, tag, bridge, namespaces: Mutex::default() };
             run(Command::new("ip").args([
                 "addr",
                 "add",
@@ -99,9 +106,9 @@ impl Net {
         let mut namespaces = self.namespaces.lock().expect("netns lock");
         let index = namespaces.len() + 2;
         assert!(index < 250, "too many hosts");
-        let ns = format!("rw{}-{name}", self.subnet);
-        let veth = format!("rw{}v{index}", self.subnet);
-        let peer = format!("rw{}p{index}", self.subnet);
+        let ns = format!("rw{}-{name}", self.tag);
+        let veth = format!("rw{}v{index}", self.tag);
+        let peer = format!("rw{}p{index}", self.tag);
         let ip = format!("10.213.{}.{index}", self.subnet);
         run(Command::new("ip").args(["netns", "add", &ns]));
         namespaces.push(ns.clone());
@@ -118,8 +125,16 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its veth end, and with it the peer.
-        for ns in self.namespaces.lock().map(|n| n.clone()).unwrap_or_default() {
+        // A namespace goes away lazily, with its veth end: delete our ends
+        // first so the names are free at once for the next test.
+        let namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for index in 0..namespaces.len() + 2 {
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("rw{}v{index}", self.tag)])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        for ns in namespaces {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();

@@ -134,6 +134,14 @@ impl Postgres {
         }
         let out = initdb.arg("-D").arg(&data).output().expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        if host.ns.is_some() {
+            // Other test hosts reach this one over the test subnet.
+            let method = if password.is_some() { "scram-sha-256" } else { "trust" };
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            text.push_str(&format!("host all all 10.213.0.0/16 {method}\n"));
+            std::fs::write(&hba, text).expect("write pg_hba.conf");
+        }
         let port = free_port();
         let proc = Proc::spawn(
             "postgres",

@@ -1,0 +1,229 @@
+//! Network partitions between hosts: every etcd member, coordinator, agent
+//! and PostgreSQL in a network namespace of its own, links cut with
+//! iptables inside the namespaces (see `runway_tests::netns`).
+
+use std::time::{Duration, Instant};
+
+use runway_tests::checks::{assert_complete_stream, assert_exactly_once};
+use runway_tests::cluster::{Cluster, Options};
+use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::process::wait_until;
+use runway_tests::watch::Watch;
+
+fn env(name: &str, value: &str) -> Vec<(String, String)> {
+    vec![(name.to_owned(), value.to_owned())]
+}
+
+fn start_args(migrations: &str, watch: bool) -> Vec<&str> {
+    let mut args =
+        vec!["rollout", "start", "--env", "staging", "--migrations", migrations, "--app-version", "v2"];
+    if watch {
+        args.push("--watch");
+    }
+    args.extend(["--output", "json", "--leader-timeout", "60"]);
+    args
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// The leader loses etcd (not the agents) while the backup runs: it stops
+/// dispatching within its renew deadline, a follower takes over, and the
+/// rollout completes with everything run once. Three etcd members.
+#[test]
+fn a_leader_cut_off_from_etcd_steps_down_and_a_follower_finishes() {
+    let mut cluster = Cluster::start(Options {
+        netns: true,
+        etcd_members: 3,
+        app_hosts: 1,
+        lease_ttl_secs: 3,
+        agent_env: env("RUNWAY_FAILPOINT_HOLD_MS", "3000"),
+        ..Options::default()
+    });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+    let mut watch = Watch::start(&cluster, &start_args(migrations.to_str().unwrap(), true));
+
+    let mut cut: Option<(usize, i64)> = None;
+    while let Some(event) = watch.next(Duration::from_secs(90)) {
+        if cut.is_none() && event["kind"] == "progress" && event["step"] == "backup" {
+            let leader = cluster.leader().expect("a leader");
+            for member in &cluster.etcd.hosts {
+                cluster.coordinators[leader].host.cut(member);
+            }
+            eprintln!("cut {} off from etcd", cluster.coordinators[leader].name);
+            cut = Some((leader, now_ms()));
+        }
+        if event["terminal"] == true {
+            break;
+        }
+    }
+    let (status, events, stderr) = watch.finish(Duration::from_secs(30));
+    let (old, cut_at) = cut.expect("the backup step streamed progress");
+    assert!(status.success(), "rollout did not succeed: {stderr}\n{events:#?}");
+    assert_complete_stream(&events);
+    assert_exactly_once(&cluster, SHOP);
+
+    let old_leader = &mut cluster.coordinators[old];
+    let log = old_leader.proc.log_text();
+    assert!(log.contains("stepping down"), "the cut-off leader did not step down:\n{log}");
+    // It stopped dispatching: nothing it issued started after its lease
+    // (3 s) could have expired; the rest came from the new leader.
+    let name = old_leader.name.clone();
+    let journals = cluster.journals();
+    let late: Vec<_> = journals
+        .iter()
+        .filter(|(_, e)| {
+            e["issued_by"] == name.as_str() && e["started_unix_ms"].as_i64().unwrap() > cut_at + 3000
+        })
+        .collect();
+    assert!(late.is_empty(), "the deposed leader dispatched after losing its lease: {late:#?}");
+    assert!(
+        journals.iter().any(|(_, e)| e["issued_by"] != name.as_str()),
+        "no command came from the new leader"
+    );
+}
+
+/// A deposed leader that does not know it (a failpoint keeps it acting
+/// after its lease is lost, as a paused process would): once agents have
+/// seen the new leader's token they refuse it, and nothing it sends runs.
+#[test]
+fn agents_refuse_a_deposed_leader_by_its_fencing_token() {
+    let cluster = Cluster::start(Options {
+        netns: true,
+        app_hosts: 1,
+        lease_ttl_secs: 3,
+        coordinator_env: env("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS", "1"),
+        agent_env: env("RUNWAY_FAILPOINT_HOLD_MS", "4000"),
+        ..Options::default()
+    });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+    let out = cluster.runway(&start_args(migrations.to_str().unwrap(), false));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rollout: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rollout JSON");
+    let id = rollout["id"].as_str().expect("rollout id").to_owned();
+
+    // While the backup is held on the DB agent, cut the leader off from
+    // etcd and from the agents.
+    let old_token = wait_until("the backup to run", Duration::from_secs(60), || {
+        cluster.journals().into_iter().find(|(_, e)| e["action"] == "backup" && e["state"] == "running")
+    })
+    .1["token"]
+        .as_u64()
+        .unwrap();
+    let old = cluster.leader().expect("a leader");
+    let new = 1 - old;
+    let (old_host, new_host) =
+        (cluster.coordinators[old].host.clone(), cluster.coordinators[new].host.clone());
+    let agents = [cluster.db.as_ref().unwrap().host.clone(), cluster.apps[0].host.clone()];
+    for peer in cluster.etcd.hosts.iter().chain(&agents) {
+        old_host.cut(peer);
+    }
+    let cut_at = now_ms();
+
+    // The follower takes over and the agents learn its token.
+    let db_state = cluster.db.as_ref().unwrap().state_dir.clone();
+    let highest = || -> u64 {
+        let journal: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(db_state.join("journal.json")).unwrap()).unwrap();
+        journal["highest_token"].as_u64().unwrap()
+    };
+    wait_until("the DB agent to see the new leader's token", Duration::from_secs(30), || {
+        (highest() > old_token).then_some(())
+    });
+
+    // Now the agents can reach only the deposed leader, which still
+    // thinks it leads. They must refuse it.
+    old_host.heal();
+    for member in &cluster.etcd.hosts {
+        old_host.cut(member);
+    }
+    for agent in &agents {
+        new_host.cut(agent);
+    }
+    let db_log = || cluster.db.as_ref().unwrap().agent.log_text();
+    wait_until("the DB agent to refuse the deposed leader", Duration::from_secs(20), || {
+        db_log().contains("was deposed").then_some(())
+    });
+    new_host.heal();
+
+    let show = |cluster: &Cluster| -> serde_json::Value {
+        let out = cluster
+            .runway_command()
+            .env("RUNWAY_COORDINATOR", &cluster.coordinators[new].addr)
+            .args(["rollout", "show", &id, "--output", "json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let state = wait_until("the rollout to end", Duration::from_secs(90), || {
+        let r = show(&cluster);
+        r["state"].as_str().filter(|s| ["succeeded", "failed", "cancelled"].contains(s)).map(str::to_owned)
+    });
+    assert_eq!(state, "succeeded", "{:#}\n{}", show(&cluster), db_log());
+
+    // Nothing the deposed leader sent after the cut ran anywhere.
+    let late: Vec<_> = cluster
+        .journals()
+        .into_iter()
+        .filter(|(_, e)| {
+            e["token"].as_u64() == Some(old_token) && e["started_unix_ms"].as_i64().unwrap() > cut_at
+        })
+        .collect();
+    assert!(late.is_empty(), "commands of the deposed leader ran: {late:#?}");
+    let out = cluster
+        .runway_command()
+        .env("RUNWAY_COORDINATOR", &cluster.coordinators[new].addr)
+        .args(["rollout", "watch", &id, "--output", "json"])
+        .output()
+        .unwrap();
+    let events: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_complete_stream(&events);
+    assert_exactly_once(&cluster, SHOP);
+}
+
+/// The DB agent loses both coordinators while a long migration runs; when
+/// the link heals, the finished result reaches the leader and nothing ran
+/// twice.
+#[test]
+fn an_agent_cut_off_during_a_long_command_delivers_its_result_once() {
+    const SLOW: &str = "20240104000000_slow";
+    let mut history = SHOP.to_vec();
+    history.push((SLOW, "CREATE TABLE \"SlowMarker\" (id int);\nSELECT pg_sleep(5);\n"));
+    let cluster = Cluster::start(Options { netns: true, app_hosts: 1, ..Options::default() });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, &history);
+    let mut watch = Watch::start(&cluster, &start_args(migrations.to_str().unwrap(), true));
+
+    let db = cluster.db.as_ref().unwrap();
+    let applying = format!("applying {SLOW}");
+    let mut healed_at = None;
+    while let Some(event) = watch.next(Duration::from_secs(90)) {
+        if healed_at.is_none() && event["message"].as_str().is_some_and(|m| m.starts_with(&applying)) {
+            for c in &cluster.coordinators {
+                db.host.cut(&c.host);
+            }
+            // Longer than the three missed heartbeats that end a session,
+            // long enough for the migration to finish while cut off.
+            std::thread::sleep(Duration::from_secs(7));
+            db.host.heal();
+            healed_at = Some(Instant::now());
+        }
+        if event["terminal"] == true {
+            break;
+        }
+    }
+    let (status, events, stderr) = watch.finish(Duration::from_secs(30));
+    assert!(healed_at.is_some(), "the slow migration never started");
+    assert!(status.success(), "rollout did not succeed: {stderr}\n{events:#?}");
+    assert_complete_stream(&events);
+    assert_exactly_once(&cluster, &history);
+    let log = db.agent.log_text();
+    assert!(
+        log.contains("went silent") || log.contains("closed"),
+        "the agent never lost its session:\n{log}"
+    );
+}

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 /// A directory of the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    // A test is target/debug/deps/<test>; a bench binary target/debug/<bin>.
+    let dir = exe.parent().expect("binary dir");
+    if dir.ends_with("deps") { dir.parent().expect("target dir") } else { dir }.to_path_buf()
 }
 
 /// Path of one of the workspace's binaries; panics with a hint if missing.

@@ -141,6 +141,18 @@ impl Drop for Net {
     }
 }
 
+/// Whether namespace tests can run here (they need root). Outside CI a
+/// test skips with a message when not; in CI (`CI` set) it must run.
+pub fn available() -> bool {
+    if is_root() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    assert!(!ci, "network namespace tests need root, and CI must run them");
+    eprintln!("SKIPPED: network namespace tests need root");
+    false
+}
+
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

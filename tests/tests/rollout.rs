@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use runway_tests::checks::walk;
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
 use runway_tests::postgres::PG_BIN;
@@ -119,14 +120,10 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
     assert_eq!(rollout["state"], "succeeded");
     let leader = rollout["coordinator"].as_str().unwrap();
     let mut issuers = BTreeMap::new();
-    let state_dirs = std::iter::once(cluster.db.as_ref().unwrap().state_dir.clone())
-        .chain(cluster.apps.iter().map(|a| cluster.path().join(format!("{}-state", a.name))));
-    for dir in state_dirs {
-        for entry in runway_agent_journal(&dir) {
-            *issuers
-                .entry((entry["issued_by"].as_str().unwrap().to_owned(), entry["token"].as_u64().unwrap()))
-                .or_insert(0) += 1;
-        }
+    for (_, entry) in cluster.journals() {
+        *issuers
+            .entry((entry["issued_by"].as_str().unwrap().to_owned(), entry["token"].as_u64().unwrap()))
+            .or_insert(0) += 1;
     }
     assert_eq!(issuers.len(), 1, "commands came from more than one coordinator/token: {issuers:?}");
     assert_eq!(issuers.keys().next().unwrap().0, leader);
@@ -194,26 +191,6 @@ fn a_failing_migration_fails_the_rollout_and_lifts_maintenance() {
         ("maintenance_off", "succeeded"),
     ];
     assert_eq!(steps, expect.map(|(a, b)| (a.to_owned(), b.to_owned())));
-}
-
-fn runway_agent_journal(state_dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let journal: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state_dir.join("journal.json")).expect("agent journal"))
-            .unwrap();
-    journal["commands"].as_object().unwrap().values().cloned().collect()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

@@ -269,9 +269,9 @@ fn print_list(detail: &Value) {
         println!(
             "{:<52} {:>12} {:>7} {:>9}  {:<13} {}",
             text(&b["id"]),
-            b["bytes"],
-            b["tables"],
-            b["rows"],
+            text(&b["bytes"]),
+            text(&b["tables"]),
+            text(&b["rows"]),
             places.join(","),
             text(&b["rollout_id"])
         );
@@ -295,7 +295,11 @@ fn print_manifest(m: &Value) {
     println!("migrations   {migrations} applied");
     println!("tables:");
     for t in m["tables"].as_array().into_iter().flatten() {
-        println!("  {:<40} {:>12} rows", format!("{}.{}", text(&t["schema"]), text(&t["table"])), t["rows"]);
+        println!(
+            "  {:<40} {:>12} rows",
+            format!("{}.{}", text(&t["schema"]), text(&t["table"])),
+            text(&t["rows"])
+        );
     }
 }
 

@@ -3,9 +3,20 @@
 //! against a real PostgreSQL; backups come from real rollouts.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
 
-use runway_tests::cluster::{Cluster, ENV, Options};
+use runway_tests::cluster::{Cluster, DB, ENV, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::moto::{Moto, SECRET_ACCESS_KEY};
+use runway_tests::postgres::PG_BIN;
+use runway_tests::process::{Proc, bin, wait_until};
+
+/// A migration on top of [`SHOP`], so a second rollout backs up seeded data.
+const CAROL: (&str, &str) = (
+    "20240104000000_carol",
+    "INSERT INTO \"User\" (\"email\", \"name\") VALUES ('carol@example.com', 'Carol');\n",
+);
 
 /// Exit code, stdout, stderr of one `runway` run.
 struct Run {
@@ -37,12 +48,33 @@ fn runway(cluster: &Cluster, args: &[&str]) -> Run {
     }
 }
 
-fn rollout(cluster: &Cluster, migrations: &Path) {
+fn rollout(cluster: &Cluster, environment: &str, migrations: &Path) {
     let run = runway(
         cluster,
-        &["rollout", "start", "--env", ENV, "--migrations", migrations.to_str().unwrap(), "--watch"],
+        &["rollout", "start", "--env", environment, "--migrations", migrations.to_str().unwrap(), "--watch"],
     );
-    assert_eq!(run.code, 0, "rollout failed: {run:?}");
+    assert_eq!(run.code, 0, "rollout to {environment} failed: {run:?}");
+}
+
+/// Two rollouts to `environment`: SHOP, then CAROL. The second rollout's
+/// backup holds SHOP's seeded rows (2 users, 2 orders).
+fn two_rollouts(cluster: &Cluster, environment: &str) {
+    let migrations = cluster.path().join(format!("migrations-{environment}"));
+    write_migrations(&migrations, SHOP);
+    rollout(cluster, environment, &migrations);
+    write_migrations(&migrations, &[CAROL]);
+    rollout(cluster, environment, &migrations);
+}
+
+/// Rows of `table` in the manifest of a backup.
+fn manifest_rows(manifest: &serde_json::Value, table: &str) -> i64 {
+    manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == table)
+        .and_then(|t| t["rows"].as_i64())
+        .unwrap_or_else(|| panic!("manifest lacks table {table}: {manifest}"))
 }
 
 /// Backup folders in the DB agent's backup dir, oldest first.
@@ -61,8 +93,12 @@ fn backups_on_disk(dir: &Path) -> Vec<(String, serde_json::Value)> {
     found
 }
 
+fn count_in(cluster: &Cluster, database: &str, table: &str) -> i64 {
+    cluster.pg.psql(database, &format!("SELECT count(*) FROM \"{table}\"")).trim().parse().expect("a count")
+}
+
 fn count(cluster: &Cluster, table: &str) -> i64 {
-    cluster.sql(&format!("SELECT count(*) FROM \"{table}\"")).trim().parse().expect("a count")
+    count_in(cluster, DB, table)
 }
 
 /// Flips one bit in the middle of `file`; returns the original bytes.
@@ -81,31 +117,13 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
     let backup_dir: PathBuf = cluster.db.as_ref().expect("db host").backup_dir.clone();
 
     // Two rollouts; the second one's backup holds the first one's data.
-    let migrations = cluster.path().join("migrations");
-    write_migrations(&migrations, SHOP);
-    rollout(&cluster, &migrations);
-    write_migrations(
-        &migrations,
-        &[(
-            "20240104000000_carol",
-            "INSERT INTO \"User\" (\"email\", \"name\") VALUES ('carol@example.com', 'Carol');\n",
-        )],
-    );
-    rollout(&cluster, &migrations);
+    two_rollouts(&cluster, ENV);
     assert_eq!((count(&cluster, "User"), count(&cluster, "Order")), (3, 2));
 
     let on_disk = backups_on_disk(&backup_dir);
     assert_eq!(on_disk.len(), 2, "expected one backup per rollout: {on_disk:?}");
     let (name, manifest) = on_disk[1].clone();
-    let rows_in = |table: &str| {
-        manifest["tables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["table"] == table)
-            .and_then(|t| t["rows"].as_i64())
-            .unwrap_or_else(|| panic!("manifest of {name} lacks table {table}: {manifest}"))
-    };
+    let rows_in = |table: &str| manifest_rows(&manifest, table);
     assert_eq!((rows_in("User"), rows_in("Order")), (2, 2), "the second backup holds the seeded rows");
 
     // list: both backups, as on disk, oldest first.
@@ -187,5 +205,79 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
         let show = runway(&cluster, &["backup", "show", missing, "--env", ENV]);
         assert_eq!(show.code, 1, "{show:?}");
         assert!(show.stderr.contains(&format!("backup {missing} not found")), "{show:?}");
+    }
+}
+
+/// A DB agent in `production` whose backups are also copied to object
+/// storage (moto); its database is `prod` on the cluster's PostgreSQL.
+fn start_object_store_agent(cluster: &Cluster, moto: &Moto) -> (Proc, PathBuf) {
+    let root = cluster.path();
+    let url = cluster.pg.create_database("prod");
+    moto.create_bucket("runway-backups");
+    let backup_dir = root.join("db-prod-backups");
+    let config = root.join("db-prod.toml");
+    let coordinators: Vec<String> = cluster.coordinators.iter().map(|c| format!("{:?}", c.addr)).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"db-prod\"\nenvironment = \"production\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
+             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{}",
+            coordinators.join(", "),
+            root.join("db-prod-state").display().to_string(),
+            backup_dir.display().to_string(),
+            moto.agent_config("runway-backups", "prod"),
+        ),
+    )
+    .expect("write agent config");
+    let agent = Proc::spawn("db-prod", Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
+    wait_until("db-prod to register with the leader", Duration::from_secs(30), || {
+        let out = cluster.runway(&["agents", "--env", "production", "--output", "json"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1).then_some(())
+    });
+    (agent, backup_dir)
+}
+
+#[test]
+fn a_backup_only_in_object_storage_is_listed_shown_and_restored() {
+    let cluster = Cluster::start(Options { coordinators: 1, app_hosts: 0, db_host: false });
+    let moto = Moto::start(cluster.path());
+    let (_agent, backup_dir) = start_object_store_agent(&cluster, &moto);
+    two_rollouts(&cluster, "production");
+    let on_disk = backups_on_disk(&backup_dir);
+    assert_eq!(on_disk.len(), 2, "{on_disk:?}");
+    let (name, manifest) = on_disk[1].clone();
+
+    // Only the bucket has it now.
+    std::fs::remove_dir_all(backup_dir.join(&name)).expect("remove the local copy");
+    let list = runway(&cluster, &["backup", "list", "--env", "production", "--output", "json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let listed = list.json();
+    assert_eq!(listed["result"]["bucket"], "runway-backups");
+    let backups = listed["result"]["backups"].as_array().unwrap();
+    let where_: Vec<(&str, bool, bool)> = backups
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap(), b["local"] == true, b["remote"] == true))
+        .collect();
+    assert_eq!(where_, [(on_disk[0].0.as_str(), true, true), (name.as_str(), false, true)]);
+
+    let show = runway(&cluster, &["backup", "show", &name, "--env", "production", "--output", "json"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert_eq!(show.json()["result"], manifest, "the bucket's manifest differs from the one written locally");
+
+    // Restore downloads it (checksums checked) and brings back its row counts.
+    cluster.pg.psql("prod", "DELETE FROM \"Order\"; DELETE FROM \"User\"");
+    let restore = runway(&cluster, &["backup", "restore", &name, "--env", "production", "--yes"]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    assert!(restore.stderr.contains("[download]"), "not downloaded: {restore:?}");
+    for table in ["User", "Order", "_prisma_migrations"] {
+        assert_eq!(
+            count_in(&cluster, "prod", table),
+            manifest_rows(&manifest, table),
+            "{table} after the restore"
+        );
+    }
+    assert!(backup_dir.join(&name).join("manifest.json").is_file(), "the download was not kept");
+    for run in [&list, &show, &restore] {
+        assert!(!format!("{run:?}").contains(SECRET_ACCESS_KEY), "the object-store secret leaked: {run:?}");
     }
 }

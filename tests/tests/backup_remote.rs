@@ -159,6 +159,23 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
     assert!(verify.stdout.contains(&format!("backup {name} is intact")), "{verify:?}");
     assert!(verify.stderr.contains("[checksum]"), "no progress streamed: {verify:?}");
 
+    // verify --test-restore: restored into a scratch database on the agent's server.
+    let verify =
+        runway(&cluster, &["backup", "verify", &name, "--env", ENV, "--test-restore", "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let tested = &verify.json()["result"]["test_restore"];
+    let total: i64 = manifest["tables"].as_array().unwrap().iter().map(|t| t["rows"].as_i64().unwrap()).sum();
+    assert_eq!(tested["rows"].as_i64(), Some(total), "{verify:?}");
+
+    // A follower sends the CLI on to the leader.
+    let rollouts = runway(&cluster, &["rollout", "list", "--output", "json"]);
+    let first: serde_json::Value = serde_json::from_str(rollouts.stdout.lines().next().unwrap()).unwrap();
+    let leader = first["coordinator"].as_str().unwrap();
+    let follower = cluster.coordinators.iter().find(|c| c.name != leader).expect("a follower");
+    let via_follower = runway(&cluster, &["backup", "list", "--env", ENV, "--coordinator", &follower.addr]);
+    assert_eq!(via_follower.code, 0, "{via_follower:?}");
+    assert!(via_follower.stdout.contains(&name), "{via_follower:?}");
+
     // restore without --yes: refused before anything is sent.
     let unconfirmed = runway(&cluster, &["backup", "restore", &name, "--env", ENV]);
     assert_eq!(unconfirmed.code, 2, "{unconfirmed:?}");

@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::exec::Executor;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Short: during a failover the agent should find the new leader within a
+/// second of its election.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,11 @@ enum SessionError {
     Silent { addr: String, secs: u64 },
     #[error("coordinator {addr} closed the stream")]
     Closed { addr: String },
+    #[error(
+        "coordinator {addr} leads with fencing token {token}, but this agent has seen {highest}: \
+         it was deposed; not taking commands from it"
+    )]
+    Deposed { addr: String, token: u64, highest: u64 },
 }
 
 /// Keeps the agent connected until `shutdown` fires.
@@ -124,7 +131,10 @@ async fn session(
                     last_heard = Instant::now();
                     match message.kind {
                         Some(coordinator_message::Kind::Registered(r)) => {
-                            tracing::info!(coordinator = %r.coordinator, %addr, "registered");
+                            if let Err(highest) = executor.accept_leader(r.fencing_token).await {
+                                return Err(SessionError::Deposed { addr: addr.to_owned(), token: r.fencing_token, highest });
+                            }
+                            tracing::info!(coordinator = %r.coordinator, %addr, token = r.fencing_token, "registered");
                         }
                         Some(coordinator_message::Kind::Command(cmd)) => executor.submit(cmd).await,
                         Some(coordinator_message::Kind::Heartbeat(_)) | None => {}

@@ -69,6 +69,20 @@ impl Executor {
         self.app_version.lock().expect("app version lock").clone()
     }
 
+    /// Checks the fencing token of a coordinator that registered us; see
+    /// [`Journal::observe_token`]. `Err` carries the highest token seen.
+    pub async fn accept_leader(&self, token: u64) -> Result<(), u64> {
+        match self.journal.observe_token(token).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.journal.highest_token().await),
+            Err(e) => {
+                // Without a durable token the agent cannot fence; refuse.
+                tracing::error!(error = %e, "cannot record the leader's fencing token");
+                Err(u64::MAX)
+            }
+        }
+    }
+
     /// Admits `cmd` through the journal and runs it in the background.
     pub async fn submit(&self, cmd: v1::Command) {
         let action = action_name(&cmd);
@@ -95,7 +109,12 @@ impl Executor {
                 tracing::info!(command_id = %cmd.command_id, "command re-sent after it finished; returning the recorded result");
                 self.send_result(result);
             }
-            Ok(Admission::Stale { token, highest }) => {
+            Ok(Admission::Stale { token, highest, known: true }) => {
+                // Answering could reach the new leader, which waits for
+                // the same id: stay silent.
+                tracing::warn!(command_id = %cmd.command_id, token, highest, "ignoring a re-send from a deposed leader");
+            }
+            Ok(Admission::Stale { token, highest, known: false }) => {
                 tracing::warn!(command_id = %cmd.command_id, token, highest, "refusing command from a deposed leader");
                 self.send_result(CommandResult {
                     command_id: cmd.command_id,
@@ -120,7 +139,12 @@ impl Executor {
 
     async fn run(&self, cmd: v1::Command) {
         let progress = self.progress_for(&cmd.command_id);
-        let result = match self.execute(&cmd, &progress).await {
+        let outcome = self.execute(&cmd, &progress).await;
+        if let Some(hold) = crate::failpoint::hold_result() {
+            progress.emit("failpoint", format!("holding the result for {} ms", hold.as_millis()));
+            tokio::time::sleep(hold).await;
+        }
+        let result = match outcome {
             Ok(detail) => CommandResult {
                 command_id: cmd.command_id.clone(),
                 outcome: CommandOutcome::Succeeded as i32,

@@ -88,8 +88,10 @@ pub enum Admission {
     AlreadyRunning,
     /// Already finished (or interrupted by a restart): here is the result.
     Finished(CommandResult),
-    /// Its token is lower than one already seen.
-    Stale { token: u64, highest: u64 },
+    /// Its token is lower than one already seen: it comes from a deposed
+    /// leader. `known` says whether the id was journaled before (a stale
+    /// re-send) or is new (a step the deposed leader tried to start).
+    Stale { token: u64, highest: u64, known: bool },
 }
 
 /// Handle to the journal; cheap to clone.
@@ -142,16 +144,22 @@ impl Journal {
     /// entry is on disk before this returns [`Admission::Start`].
     pub async fn admit(&self, cmd: Incoming<'_>) -> Result<Admission, JournalError> {
         let mut state = self.state.lock().await;
+        let known = state.commands.contains_key(cmd.command_id);
+        if cmd.token < state.highest_token {
+            return Ok(Admission::Stale { token: cmd.token, highest: state.highest_token, known });
+        }
+        let raised = cmd.token > state.highest_token;
+        state.highest_token = cmd.token;
         if let Some(entry) = state.commands.get(cmd.command_id) {
-            return Ok(match entry.state {
+            let admission = match entry.state {
                 EntryState::Running => Admission::AlreadyRunning,
                 EntryState::Finished => Admission::Finished(entry.result()),
-            });
+            };
+            if raised {
+                self.persist(&state).await?;
+            }
+            return Ok(admission);
         }
-        if cmd.token < state.highest_token {
-            return Ok(Admission::Stale { token: cmd.token, highest: state.highest_token });
-        }
-        state.highest_token = cmd.token;
         let order = state.next_order;
         state.next_order += 1;
         state.commands.insert(
@@ -174,6 +182,26 @@ impl Journal {
         forget_oldest(&mut state);
         self.persist(&state).await?;
         Ok(Admission::Start)
+    }
+
+    /// Checks the token of a coordinator that says it leads, and raises the
+    /// highest token seen to it (on disk before this returns). False when a
+    /// higher token was seen already: that coordinator was deposed.
+    pub async fn observe_token(&self, token: u64) -> Result<bool, JournalError> {
+        let mut state = self.state.lock().await;
+        if token < state.highest_token {
+            return Ok(false);
+        }
+        if token > state.highest_token {
+            state.highest_token = token;
+            self.persist(&state).await?;
+        }
+        Ok(true)
+    }
+
+    /// The highest fencing token seen.
+    pub async fn highest_token(&self) -> u64 {
+        self.state.lock().await.highest_token
     }
 
     /// Records a command's result.
@@ -262,7 +290,7 @@ mod tests {
         assert!(matches!(journal.admit(incoming("a", 5)).await.unwrap(), Admission::AlreadyRunning));
         assert!(matches!(
             journal.admit(incoming("b", 4)).await.unwrap(),
-            Admission::Stale { token: 4, highest: 5 }
+            Admission::Stale { token: 4, highest: 5, known: false }
         ));
         let result = CommandResult {
             command_id: "a".into(),
@@ -289,5 +317,24 @@ mod tests {
             other => panic!("expected interrupted, got {other:?}"),
         }
         assert!(matches!(reopened.admit(incoming("b", 6)).await.unwrap(), Admission::Stale { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_newer_leader_raises_the_token_and_the_old_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).await.unwrap();
+        journal.admit(incoming("a", 5)).await.unwrap();
+        // The new leader re-sends the running command: it attaches and
+        // raises the token, so the old leader's re-send is refused.
+        assert!(matches!(journal.admit(incoming("a", 9)).await.unwrap(), Admission::AlreadyRunning));
+        assert!(matches!(
+            journal.admit(incoming("a", 5)).await.unwrap(),
+            Admission::Stale { token: 5, highest: 9, known: true }
+        ));
+        assert!(!journal.observe_token(8).await.unwrap());
+        assert!(journal.observe_token(12).await.unwrap());
+        drop(journal);
+        let reopened = Journal::open(dir.path()).await.unwrap();
+        assert_eq!(reopened.highest_token().await, 12, "the raised token is on disk");
     }
 }

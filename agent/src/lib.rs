@@ -5,6 +5,7 @@
 //! - [`config`]: the agent's TOML config: who it is and what it may do.
 //! - [`connection`]: dials the coordinator, registers, keeps the stream alive.
 //! - [`exec`]: turns a `Command` into work on this host.
+//! - [`failpoint`]: faults the fault-injection tests switch on.
 //! - [`journal`]: on-disk record of fencing tokens and command results.
 //! - [`migrate`]: the Prisma-compatible migrations engine.
 //! - [`backup`]: `pg_dump` backups with checksums and manifests.
@@ -19,6 +20,7 @@ pub mod backup_ops;
 pub mod config;
 pub mod connection;
 pub mod exec;
+pub mod failpoint;
 pub mod health;
 pub mod journal;
 pub mod migrate;

@@ -8,7 +8,8 @@
 //! The lease is renewed every TTL/3. A renewal that fails, or does not
 //! succeed within the renew deadline (2/3 of the TTL), makes the leader step
 //! down at once — before the lease can have expired and a follower can have
-//! taken over (client-go's RenewDeadline idea).
+//! taken over (client-go's RenewDeadline idea). A write that etcd refuses
+//! because the leader key changed ends the term at once as well.
 
 use std::time::{Duration, Instant};
 
@@ -145,6 +146,9 @@ async fn one_term(
             .await;
             match renewed {
                 Ok(Ok(())) => last_renewed = Instant::now(),
+                _ if crate::failpoint::ignore_lease_loss() => {
+                    tracing::warn!("failpoint: lease not renewed; acting as leader anyway");
+                }
                 Ok(Err(e)) => return ElectionError::Etcd(e),
                 Err(_) => {
                     return ElectionError::Etcd(etcd_client::Error::LeaseKeepAliveError(format!(
@@ -170,7 +174,8 @@ async fn one_term(
     };
 
     let result = tokio::select! {
-        _ = shutdown.cancelled() => Ok(()),
+        // Also fires when a fenced write was refused (see `store`).
+        _ = term_cancel.cancelled() => Ok(()),
         e = keep_alive => Err(e),
         r = campaign_and_lead => r,
     };

@@ -8,12 +8,14 @@
 //! - [`store`]: rollout state in etcd, every write fenced.
 //! - [`registry`]: the agents connected to the leader.
 //! - [`dispatch`]: commands to agents, events and results back.
+//! - [`failpoint`]: faults the fault-injection tests switch on.
 //! - [`rollout`]: the plan, the saved state machine, the event log.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
 
 pub mod api;
 pub mod config;
 pub mod dispatch;
+pub mod failpoint;
 pub mod leadership;
 pub mod registry;
 pub mod rollout;

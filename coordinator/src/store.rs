@@ -87,7 +87,14 @@ impl Store {
             .when(vec![Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64)])
             .and_then(puts.into_iter().map(|(k, v)| TxnOp::put(k, v, None)).collect::<Vec<_>>());
         let response = timed(self.client.kv_client().txn(txn)).await?;
-        if response.succeeded() { Ok(()) } else { Err(StoreError::Fenced(term.token.0)) }
+        if response.succeeded() {
+            Ok(())
+        } else {
+            // Someone else leads: stop acting now, not at the next renewal.
+            tracing::warn!(token = %term.token, "a fenced write was refused; stepping down");
+            term.cancel.cancel();
+            Err(StoreError::Fenced(term.token.0))
+        }
     }
 
     /// Records a new rollout together with its bundle.
@@ -112,10 +119,20 @@ impl Store {
         self.put_fenced(term, vec![(self.rollout_key(&record.id), record.to_json())]).await
     }
 
-    /// Appends one event to a rollout's log.
-    pub async fn append_event(&self, term: &Term, event: &RolloutEvent) -> Result<(), StoreError> {
-        self.put_fenced(term, vec![(self.event_key(&event.rollout_id, event.seq), event.encode_to_vec())])
-            .await
+    /// Appends one event to a rollout's log, together with the rollout's
+    /// new state when the event reports a transition: one transaction, so
+    /// a new leader never finds a transition without its event.
+    pub async fn append_event(
+        &self,
+        term: &Term,
+        event: &RolloutEvent,
+        record: Option<&RolloutRecord>,
+    ) -> Result<(), StoreError> {
+        let mut puts = vec![(self.event_key(&event.rollout_id, event.seq), event.encode_to_vec())];
+        if let Some(record) = record {
+            puts.push((self.rollout_key(&record.id), record.to_json()));
+        }
+        self.put_fenced(term, puts).await
     }
 
     pub async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {

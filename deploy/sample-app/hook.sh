@@ -8,7 +8,8 @@
 #   hook.sh restart         DIR   deploy $RUNWAY_APP_VERSION and restart
 #
 # DIR holds the app's state: `bin` (path of runway-sample-app), `port`,
-# `pid` (the running app), `maintenance` (present while in maintenance).
+# optionally `addr` (default 127.0.0.1), `pid` (the running app),
+# `maintenance` (present while in maintenance).
 set -eu
 action=$1
 dir=$2
@@ -35,7 +36,9 @@ restart)
         fi
     fi
     version=${RUNWAY_APP_VERSION:-unknown}
-    setsid "$(cat "$dir/bin")" --port "$(cat "$dir/port")" --dir "$dir" --version "$version" \
+    addr=127.0.0.1
+    [ -f "$dir/addr" ] && addr=$(cat "$dir/addr")
+    setsid "$(cat "$dir/bin")" --addr "$addr" --port "$(cat "$dir/port")" --dir "$dir" --version "$version" \
         >>"$dir/app.log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
     echo "started app version $version as pid $!"

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::etcd::Etcd;
+use crate::netns::{Host, Net};
 use crate::postgres::Postgres;
 use crate::process::{Proc, bin, free_port, kill_pid, wait_until, workspace_root};
 
@@ -17,14 +18,19 @@ pub const DB: &str = "app";
 pub struct Coordinator {
     pub name: String,
     pub addr: String,
+    pub host: Host,
+    config: PathBuf,
+    env: Vec<(String, String)>,
     pub proc: Proc,
 }
 
 pub struct AppHost {
     pub name: String,
+    pub host: Host,
     /// The sample app's state dir (pid, port, maintenance flag).
     pub dir: PathBuf,
     pub port: u16,
+    pub state_dir: PathBuf,
     pub agent: Proc,
 }
 
@@ -39,7 +45,7 @@ impl AppHost {
 
     /// The body of `GET /health`, if it answers 200.
     pub fn health(&self) -> Option<String> {
-        http_get(self.port, "/health").filter(|(code, _)| *code == 200).map(|(_, body)| body)
+        http_get(&self.host.ip, self.port, "/health").filter(|(code, _)| *code == 200).map(|(_, body)| body)
     }
 }
 
@@ -53,8 +59,11 @@ impl Drop for AppHost {
 }
 
 pub struct DbHost {
+    pub host: Host,
     pub state_dir: PathBuf,
     pub backup_dir: PathBuf,
+    config: PathBuf,
+    env: Vec<(String, String)>,
     pub agent: Proc,
 }
 
@@ -63,22 +72,42 @@ pub struct Options {
     pub coordinators: usize,
     pub app_hosts: usize,
     pub db_host: bool,
+    pub lease_ttl_secs: u64,
+    /// etcd members (more than one needs `netns`).
+    pub etcd_members: usize,
+    /// Every etcd member, coordinator, agent and PostgreSQL in a network
+    /// namespace of its own (see [`crate::netns`]).
+    pub netns: bool,
+    /// Extra environment of every coordinator (failpoints).
+    pub coordinator_env: Vec<(String, String)>,
+    /// Extra environment of every agent (failpoints).
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { coordinators: 2, app_hosts: 2, db_host: true }
+        Self {
+            coordinators: 2,
+            app_hosts: 2,
+            db_host: true,
+            lease_ttl_secs: 3,
+            etcd_members: 1,
+            netns: false,
+            coordinator_env: Vec::new(),
+            agent_env: Vec::new(),
+        }
     }
 }
 
 // Fields drop in declaration order: agents before coordinators before
-// etcd and PostgreSQL, and the temp dir last.
+// etcd and PostgreSQL, then the namespaces, and the temp dir last.
 pub struct Cluster {
     pub apps: Vec<AppHost>,
     pub db: Option<DbHost>,
     pub coordinators: Vec<Coordinator>,
     pub pg: Postgres,
     pub etcd: Etcd,
+    pub net: Option<Net>,
     pub dir: tempfile::TempDir,
 }
 
@@ -86,19 +115,32 @@ impl Cluster {
     pub fn start(options: Options) -> Cluster {
         let dir = tempfile::Builder::new().prefix("runway-e2e-").tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
-        let etcd = Etcd::start(&root);
-        let pg = Postgres::start(&root);
+        let net = options.netns.then(Net::create);
+        let host = |name: &str| net.as_ref().map_or_else(Host::loopback, |net| net.host(name));
+        assert!(options.etcd_members == 1 || net.is_some(), "several etcd members need netns");
+        let etcd_hosts: Vec<Host> = (0..options.etcd_members).map(|i| host(&format!("etcd{i}"))).collect();
+        let etcd = Etcd::start_on(&root, &etcd_hosts);
+        let pg = Postgres::start_on(&root, &host("pg"));
         pg.create_database(DB);
 
         let coordinators: Vec<Coordinator> = (1..=options.coordinators)
-            .map(|i| start_coordinator(&root, &format!("coord-{i}"), &etcd.endpoint))
+            .map(|i| {
+                let name = format!("coord-{i}");
+                start_coordinator(&root, &name, host(&name), &etcd.endpoints, &options)
+            })
             .collect();
         let addrs: Vec<String> = coordinators.iter().map(|c| c.addr.clone()).collect();
 
-        let db = options.db_host.then(|| start_db_agent(&root, &addrs, &pg.url(DB)));
-        let apps =
-            (1..=options.app_hosts).map(|i| start_app_host(&root, &format!("app-{i}"), &addrs)).collect();
-        let cluster = Cluster { apps, db, coordinators, pg, etcd, dir };
+        let db = options
+            .db_host
+            .then(|| start_db_agent(&root, host("db-1"), &addrs, &pg.url(DB), &options.agent_env));
+        let apps = (1..=options.app_hosts)
+            .map(|i| {
+                let name = format!("app-{i}");
+                start_app_host(&root, &name, host(&name), &addrs, &options.agent_env)
+            })
+            .collect();
+        let cluster = Cluster { apps, db, coordinators, pg, etcd, net, dir };
         let expected = options.app_hosts + usize::from(options.db_host);
         wait_until("every agent to register with the leader", Duration::from_secs(30), || {
             let out = cluster.runway(&["agents", "--output", "json"]);
@@ -113,14 +155,16 @@ impl Cluster {
         self.coordinators.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>().join(",")
     }
 
+    /// The `runway` CLI, set up for this cluster.
+    pub fn runway_command(&self) -> Command {
+        let mut command = Command::new(bin("runway"));
+        command.env("RUNWAY_COORDINATOR", self.coordinator_addrs()).env_remove("DATABASE_URL");
+        command
+    }
+
     /// Runs the `runway` CLI against this cluster.
     pub fn runway(&self, args: &[&str]) -> Output {
-        Command::new(bin("runway"))
-            .args(args)
-            .env("RUNWAY_COORDINATOR", self.coordinator_addrs())
-            .env_remove("DATABASE_URL")
-            .output()
-            .expect("run runway")
+        self.runway_command().args(args).output().expect("run runway")
     }
 
     /// psql against the application database.
@@ -131,32 +175,92 @@ impl Cluster {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The coordinator whose election key is oldest in etcd: the leader
+    /// (or, for a lease TTL after it died, the dead leader).
+    pub fn leader(&self) -> Option<usize> {
+        let addr = self.etcd.oldest_value("/runway/leader")?;
+        self.coordinators.iter().position(|c| c.addr == addr)
+    }
+
+    /// Starts coordinator `i` again (after a kill), with its old config.
+    pub fn restart_coordinator(&mut self, i: usize) {
+        let c = &mut self.coordinators[i];
+        c.proc.kill();
+        c.proc = spawn_coordinator(self.dir.path(), &c.name, &c.host, &c.config, &c.env);
+    }
+
+    /// Starts the DB agent again (after a kill), with its old config.
+    pub fn restart_db_agent(&mut self) {
+        let db = self.db.as_mut().expect("a DB host");
+        db.agent.kill();
+        db.agent = spawn_agent(self.dir.path(), "db-1", &db.host, &db.config, &db.env);
+    }
+
+    /// The journal entries of every agent, as JSON.
+    pub fn journals(&self) -> Vec<(String, serde_json::Value)> {
+        let dirs = self
+            .db
+            .iter()
+            .map(|d| ("db-1".to_owned(), d.state_dir.clone()))
+            .chain(self.apps.iter().map(|a| (a.name.clone(), a.state_dir.clone())));
+        let mut entries = Vec::new();
+        for (name, dir) in dirs {
+            let journal: serde_json::Value = match std::fs::read(dir.join("journal.json")) {
+                Ok(bytes) => serde_json::from_slice(&bytes).expect("journal is JSON"),
+                Err(_) => continue,
+            };
+            for entry in journal["commands"].as_object().expect("journal commands").values() {
+                entries.push((name.clone(), entry.clone()));
+            }
+        }
+        entries
+    }
 }
 
-fn start_coordinator(root: &Path, name: &str, etcd: &str) -> Coordinator {
+fn start_coordinator(root: &Path, name: &str, host: Host, etcd: &[String], options: &Options) -> Coordinator {
     let port = free_port();
+    let addr = format!("http://{}:{port}", host.ip);
     let config = root.join(format!("{name}.toml"));
     std::fs::write(
         &config,
         format!(
-            "name = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\netcd_endpoints = [\"{etcd}\"]\n\
-             lease_ttl_secs = 3\nenvironments = [\"staging\", \"production\"]\nheartbeat_secs = 1\nagent_grace_secs = 20\n"
+            "name = \"{name}\"\nlisten = \"{}:{port}\"\nadvertise = \"{addr}\"\netcd_endpoints = {}\n\
+             lease_ttl_secs = {}\nenvironments = [\"staging\", \"production\"]\nheartbeat_secs = 1\nagent_grace_secs = 20\n",
+            host.ip,
+            toml_list(etcd),
+            options.lease_ttl_secs,
         ),
     )
     .expect("write coordinator config");
-    let proc = Proc::spawn(
-        name,
-        Command::new(bin("runway-coordinator")).arg("--config").arg(&config).env("RUST_LOG", "info"),
-        root,
-    );
-    Coordinator { name: name.to_owned(), addr: format!("http://127.0.0.1:{port}"), proc }
+    let env = options.coordinator_env.clone();
+    let proc = spawn_coordinator(root, name, &host, &config, &env);
+    Coordinator { name: name.to_owned(), addr, host, config, env, proc }
+}
+
+fn spawn_coordinator(root: &Path, name: &str, host: &Host, config: &Path, env: &[(String, String)]) -> Proc {
+    let mut command = host.command(bin("runway-coordinator"));
+    command.arg("--config").arg(config).env("RUST_LOG", "info").envs(env.iter().cloned());
+    Proc::spawn(name, &mut command, root)
+}
+
+fn spawn_agent(root: &Path, name: &str, host: &Host, config: &Path, env: &[(String, String)]) -> Proc {
+    let mut command = host.command(bin("runway-agent"));
+    command.arg("--config").arg(config).envs(env.iter().cloned());
+    Proc::spawn(name, &mut command, root)
 }
 
 fn toml_list(items: &[String]) -> String {
     format!("[{}]", items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
 }
 
-fn start_db_agent(root: &Path, coordinators: &[String], url: &str) -> DbHost {
+fn start_db_agent(
+    root: &Path,
+    host: Host,
+    coordinators: &[String],
+    url: &str,
+    env: &[(String, String)],
+) -> DbHost {
     let state_dir = root.join("db-1-state");
     let backup_dir = root.join("db-1-backups");
     let config = root.join("db-1.toml");
@@ -172,8 +276,9 @@ fn start_db_agent(root: &Path, coordinators: &[String], url: &str) -> DbHost {
         ),
     )
     .expect("write db agent config");
-    let agent = Proc::spawn("db-1", Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
-    DbHost { state_dir, backup_dir, agent }
+    let env = env.to_vec();
+    let agent = spawn_agent(root, "db-1", &host, &config, &env);
+    DbHost { host, state_dir, backup_dir, config, env, agent }
 }
 
 /// The sample app's hook script in deploy/.
@@ -181,14 +286,22 @@ pub fn hook_script() -> PathBuf {
     workspace_root().join("deploy/sample-app/hook.sh")
 }
 
-fn start_app_host(root: &Path, name: &str, coordinators: &[String]) -> AppHost {
+fn start_app_host(
+    root: &Path,
+    name: &str,
+    host: Host,
+    coordinators: &[String],
+    env: &[(String, String)],
+) -> AppHost {
     let dir = root.join(format!("{name}-app"));
     std::fs::create_dir_all(&dir).expect("create app dir");
     let port = free_port();
     std::fs::write(dir.join("port"), port.to_string()).expect("write port");
+    std::fs::write(dir.join("addr"), &host.ip).expect("write addr");
     std::fs::write(dir.join("bin"), bin("runway-sample-app").display().to_string()).expect("write bin");
     let hook = hook_script();
-    let status = Command::new(&hook)
+    let status = host
+        .command(&hook)
         .arg("restart")
         .arg(&dir)
         .env("RUNWAY_APP_VERSION", "v1")
@@ -196,33 +309,35 @@ fn start_app_host(root: &Path, name: &str, coordinators: &[String]) -> AppHost {
         .status()
         .expect("start sample app");
     assert!(status.success(), "sample app did not start");
-    wait_until("sample app to answer", Duration::from_secs(10), || http_get(port, "/health"));
+    wait_until("sample app to answer", Duration::from_secs(10), || http_get(&host.ip, port, "/health"));
 
     let argv =
         |action: &str| toml_list(&[hook.display().to_string(), action.to_owned(), dir.display().to_string()]);
     let config = root.join(format!("{name}.toml"));
+    let state_dir = root.join(format!("{name}-state"));
     std::fs::write(
         &config,
         format!(
             "name = \"{name}\"\nenvironment = \"{ENV}\"\ncoordinators = {}\nroles = [\"app\"]\nstate_dir = {:?}\nheartbeat_secs = 1\n\
-             [app]\nmaintenance_on = {}\nmaintenance_off = {}\nrestart = {}\nhealth_url = \"http://127.0.0.1:{port}/health\"\n\
+             [app]\nmaintenance_on = {}\nmaintenance_off = {}\nrestart = {}\nhealth_url = \"http://{}:{port}/health\"\n\
              health_timeout_secs = 20\nversion = \"v1\"\n",
             toml_list(coordinators),
-            root.join(format!("{name}-state")).display().to_string(),
+            state_dir.display().to_string(),
             argv("maintenance-on"),
             argv("maintenance-off"),
             argv("restart"),
+            host.ip,
         ),
     )
     .expect("write app agent config");
-    let agent = Proc::spawn(name, Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
-    AppHost { name: name.to_owned(), dir, port, agent }
+    let agent = spawn_agent(root, name, &host, &config, env);
+    AppHost { name: name.to_owned(), host, dir, port, state_dir, agent }
 }
 
 /// A minimal HTTP GET: `(status code, body)`.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub fn http_get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut stream = std::net::TcpStream::connect((ip, port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;

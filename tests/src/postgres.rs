@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::netns::Host;
 use crate::process::{Proc, free_port, wait_until};
 
 /// Debian's PostgreSQL 15 binaries; `RUNWAY_PG_BIN` overrides.
@@ -20,6 +21,8 @@ pub fn pg_bin() -> PathBuf {
 
 pub struct Postgres {
     pub port: u16,
+    /// The address it listens on.
+    pub ip: String,
     pub socket_dir: PathBuf,
     /// The cluster's own dir (data, socket, log); free for a test's files too.
     pub root: PathBuf,
@@ -48,17 +51,38 @@ fn as_postgres(program: &str) -> Command {
     command
 }
 
+/// `program` as the postgres user on `host`: entering a namespace needs
+/// root, so there `setpriv` drops to postgres after `ip netns exec`.
+fn as_postgres_on(host: &Host, program: &str) -> Command {
+    if host.ns.is_none() {
+        return as_postgres(program);
+    }
+    let (uid, gid) = postgres_ids();
+    let mut command = host.command("setpriv");
+    command
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(pg_bin().join(program));
+    command
+}
+
 impl Postgres {
     /// A trust-auth cluster under `dir`.
     pub fn start(dir: &Path) -> Postgres {
-        Self::start_in(dir, None, None)
+        Self::start_in(dir, &Host::loopback(), None, None)
+    }
+
+    /// A trust-auth cluster under `dir`, listening on `host`.
+    pub fn start_on(dir: &Path, host: &Host) -> Postgres {
+        Self::start_in(dir, host, None, None)
     }
 
     /// A trust-auth cluster in a temp dir of its own.
     pub fn start_temp() -> Postgres {
         let dir = tempfile::Builder::new().prefix("runway-pg-").tempdir().expect("temp dir");
         let path = dir.path().to_owned();
-        Self::start_in(&path, None, Some(dir))
+        Self::start_in(&path, &Host::loopback(), None, Some(dir))
     }
 
     /// A cluster whose superuser needs `password` (to test secret handling),
@@ -66,10 +90,15 @@ impl Postgres {
     pub fn start_temp_with_password(password: &str) -> Postgres {
         let dir = tempfile::Builder::new().prefix("runway-pg-").tempdir().expect("temp dir");
         let path = dir.path().to_owned();
-        Self::start_in(&path, Some(password), Some(dir))
+        Self::start_in(&path, &Host::loopback(), Some(password), Some(dir))
     }
 
-    fn start_in(dir: &Path, password: Option<&str>, owned: Option<tempfile::TempDir>) -> Postgres {
+    fn start_in(
+        dir: &Path,
+        host: &Host,
+        password: Option<&str>,
+        owned: Option<tempfile::TempDir>,
+    ) -> Postgres {
         let bin = pg_bin();
         assert!(
             bin.join("initdb").exists(),
@@ -110,18 +139,27 @@ impl Postgres {
         let port = free_port();
         let proc = Proc::spawn(
             "postgres",
-            as_postgres("postgres")
+            as_postgres_on(host, "postgres")
                 .arg("-D")
                 .arg(&data)
-                .args(["-c", "listen_addresses=127.0.0.1", "-c"])
+                .arg("-c")
+                .arg(format!("listen_addresses={}", host.ip))
+                .arg("-c")
                 .arg(format!("unix_socket_directories={}", socket_dir.display()))
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                 .args(["-c", "max_connections=50", "-p"])
                 .arg(port.to_string()),
             &root,
         );
-        let pg =
-            Postgres { port, socket_dir, root, password: password.map(str::to_owned), proc, _owned: owned };
+        let pg = Postgres {
+            port,
+            ip: host.ip.clone(),
+            socket_dir,
+            root,
+            password: password.map(str::to_owned),
+            proc,
+            _owned: owned,
+        };
         wait_until("postgres to accept connections", Duration::from_secs(30), || {
             pg.try_psql("postgres", "select 1").ok()
         });
@@ -131,8 +169,8 @@ impl Postgres {
     /// A URL for `database` (TCP; with the password when there is one).
     pub fn url(&self, database: &str) -> String {
         match &self.password {
-            Some(password) => format!("postgres://postgres:{password}@127.0.0.1:{}/{database}", self.port),
-            None => format!("postgres://postgres@127.0.0.1:{}/{database}", self.port),
+            Some(password) => format!("postgres://postgres:{password}@{}:{}/{database}", self.ip, self.port),
+            None => format!("postgres://postgres@{}:{}/{database}", self.ip, self.port),
         }
     }
 
@@ -149,19 +187,7 @@ impl Postgres {
 
     pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(pg_bin().join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-p",
-            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", &self.ip, "-U", "postgres", "-p"])
             .arg(self.port.to_string())
             .args(["-d", database, "-c", sql])
             .env("PGPASSWORD", self.password.as_deref().unwrap_or(""))

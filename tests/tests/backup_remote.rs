@@ -113,7 +113,8 @@ fn corrupt(file: &Path) -> Vec<u8> {
 
 #[test]
 fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
-    let cluster = Cluster::start(Options { coordinators: 2, app_hosts: 0, db_host: true });
+    let cluster =
+        Cluster::start(Options { coordinators: 2, app_hosts: 0, db_host: true, ..Options::default() });
     let backup_dir: PathBuf = cluster.db.as_ref().expect("db host").backup_dir.clone();
 
     // Two rollouts; the second one's backup holds the first one's data.
@@ -256,7 +257,8 @@ fn start_object_store_agent(cluster: &Cluster, moto: &Moto) -> (Proc, PathBuf) {
 
 #[test]
 fn a_backup_only_in_object_storage_is_listed_shown_and_restored() {
-    let cluster = Cluster::start(Options { coordinators: 1, app_hosts: 0, db_host: false });
+    let cluster =
+        Cluster::start(Options { coordinators: 1, app_hosts: 0, db_host: false, ..Options::default() });
     let moto = Moto::start(cluster.path());
     let (_agent, backup_dir) = start_object_store_agent(&cluster, &moto);
     two_rollouts(&cluster, "production");

@@ -17,7 +17,8 @@ fn assert_rejected(out: &std::process::Output, needle: &str) {
 #[test]
 fn bad_rollout_requests_are_refused_and_change_nothing() {
     // Only app agents: no DB host connected.
-    let cluster = Cluster::start(Options { coordinators: 1, app_hosts: 1, db_host: false });
+    let cluster =
+        Cluster::start(Options { coordinators: 1, app_hosts: 1, db_host: false, ..Options::default() });
     let good = cluster.path().join("good");
     write_migrations(&good, SHOP);
     let start = |env: &str, dir: &std::path::Path| {

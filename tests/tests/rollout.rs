@@ -218,7 +218,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn a_cancelled_rollout_stops_after_its_current_step_and_lifts_maintenance() {
-    let cluster = Cluster::start(Options { coordinators: 1, app_hosts: 1, db_host: true });
+    let cluster = Cluster::start(Options { coordinators: 1, app_hosts: 1, ..Options::default() });
     let migrations = cluster.path().join("migrations");
     write_migrations(
         &migrations,

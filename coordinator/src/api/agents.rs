@@ -72,6 +72,7 @@ impl AgentChannel for AgentService {
         let registered = Registered {
             coordinator: self.shared.config.name.clone(),
             heartbeat_interval_secs: heartbeat.as_secs() as u32,
+            fencing_token: term.token.0,
         };
         tx.send(Ok(CoordinatorMessage { kind: Some(coordinator_message::Kind::Registered(registered)) }))
             .await

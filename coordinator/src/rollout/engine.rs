@@ -21,6 +21,7 @@ use super::plan::StepKind;
 use super::record::{RolloutRecord, RolloutState, StepRecord, StepState};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::failpoint;
 use crate::leadership::Term;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
@@ -152,19 +153,14 @@ impl Engine {
         record.coordinator = self.config.name.clone();
         if record.state == RolloutState::Pending {
             record.state = RolloutState::Running;
-            run.save(&mut record).await?;
-            events
-                .emit(NewEvent {
-                    kind: "rollout_started",
-                    message: format!(
-                        "rollout {} of bundle {} to {} started by {}",
-                        record.id,
-                        short(&record.bundle_digest),
-                        record.environment,
-                        self.config.name
-                    ),
-                    ..NewEvent::default()
-                })
+            let message = format!(
+                "rollout {} of bundle {} to {} started by {}",
+                record.id,
+                short(&record.bundle_digest),
+                record.environment,
+                self.config.name
+            );
+            run.transition(&mut record, NewEvent { kind: "rollout_started", message, ..NewEvent::default() })
                 .await?;
         }
 
@@ -197,15 +193,13 @@ impl Engine {
                     }
                 }
             }
-            run.save(&mut record).await?;
             let step = &record.steps[index];
             let (kind, message) = match step.state {
                 StepState::Succeeded => ("step_succeeded", format!("{} succeeded", step.kind.name())),
                 _ => ("step_failed", format!("{} failed: {}", step.kind.name(), step.error)),
             };
-            events
-                .emit(NewEvent { kind, step: step.kind.name().into(), message, ..NewEvent::default() })
-                .await?;
+            let event = NewEvent { kind, step: step.kind.name().into(), message, ..NewEvent::default() };
+            run.transition(&mut record, event).await?;
         }
 
         record.state = if record.error.is_empty() {
@@ -215,7 +209,6 @@ impl Engine {
         } else {
             RolloutState::Failed
         };
-        run.save(&mut record).await?;
         let (kind, terminal, message) = match record.state {
             RolloutState::Succeeded => {
                 ("rollout_succeeded", WireState::Succeeded, "rollout succeeded".to_owned())
@@ -225,7 +218,11 @@ impl Engine {
             }
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
-        events.emit(NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() }).await?;
+        run.transition(
+            &mut record,
+            NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() },
+        )
+        .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
         Ok(())
     }
@@ -273,27 +270,36 @@ impl Run<'_> {
         self.engine.store.put_rollout(self.term, record).await
     }
 
+    /// Saves `record` together with the event that reports the change.
+    async fn transition(&self, record: &mut RolloutRecord, event: NewEvent) -> Result<(), StoreError> {
+        record.updated_unix_ms = runway_proto::unix_ms_now();
+        self.events.emit_with(event, record).await
+    }
+
     /// Runs step `index`: saved as running first, then its commands.
     async fn step(&self, record: &mut RolloutRecord, index: usize) -> StepOutcome {
         let step = &mut record.steps[index];
         if step.state == StepState::Pending {
             step.state = StepState::Running;
             step.attempt += 1;
-            self.save(record).await?;
-            let step = &record.steps[index];
-            self.events
-                .emit(NewEvent {
-                    kind: "step_started",
-                    step: step.kind.name().into(),
-                    message: format!(
-                        "{}{} on {}",
-                        step.kind.name(),
-                        if step.recovery { " (recovery)" } else { "" },
-                        step.hosts.join(", ")
-                    ),
-                    ..NewEvent::default()
-                })
-                .await?;
+            let event = NewEvent {
+                kind: "step_started",
+                step: step.kind.name().into(),
+                message: format!(
+                    "{}{} on {}",
+                    step.kind.name(),
+                    if step.recovery { " (recovery)" } else { "" },
+                    step.hosts.join(", ")
+                ),
+                ..NewEvent::default()
+            };
+            self.transition(record, event).await?;
+            if let Some(pause) = failpoint::pause_before_dispatch() {
+                // Deliberately blind to the term: this stands for a leader
+                // that stalls between saving a step and dispatching it.
+                tracing::warn!(ms = pause.as_millis() as u64, "failpoint: pausing before dispatch");
+                tokio::time::sleep(pause).await;
+            }
         } else {
             tracing::info!(rollout = %record.id, step = step.kind.name(), "re-attaching to a step that was running");
         }

@@ -9,6 +9,7 @@
 use runway_proto::v1::{Counters, RolloutEvent, RolloutState};
 use tokio::sync::{Mutex, broadcast};
 
+use super::record::RolloutRecord;
 use crate::leadership::Term;
 use crate::store::{Store, StoreError};
 
@@ -54,6 +55,15 @@ impl EventWriter {
     }
 
     pub async fn emit(&self, event: NewEvent) -> Result<(), StoreError> {
+        self.append(event, None).await
+    }
+
+    /// Saves `record` and appends `event` in one transaction.
+    pub async fn emit_with(&self, event: NewEvent, record: &RolloutRecord) -> Result<(), StoreError> {
+        self.append(event, Some(record)).await
+    }
+
+    async fn append(&self, event: NewEvent, record: Option<&RolloutRecord>) -> Result<(), StoreError> {
         let mut next = self.next_seq.lock().await;
         let event = RolloutEvent {
             rollout_id: self.rollout_id.clone(),
@@ -70,7 +80,7 @@ impl EventWriter {
             rollout_state: event.terminal.unwrap_or(RolloutState::Running) as i32,
             detail_json: event.detail_json,
         };
-        self.store.append_event(&self.term, &event).await?;
+        self.store.append_event(&self.term, &event, record).await?;
         *next += 1;
         let _ = self.bus.send(event);
         Ok(())

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Args {
+    addr: String,
     port: u16,
     dir: PathBuf,
     version: String,
@@ -15,19 +16,22 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut port = None;
+    let mut addr = String::from("127.0.0.1");
     let mut dir = None;
     let mut version = String::from("unknown");
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
         match flag.as_str() {
+            "--addr" => addr = value,
             "--port" => port = Some(value.parse()?),
             "--dir" => dir = Some(PathBuf::from(value)),
             "--version" => version = value,
-            other => anyhow::bail!("unknown flag {other}; use --port, --dir, --version"),
+            other => anyhow::bail!("unknown flag {other}; use --addr, --port, --dir, --version"),
         }
     }
     Ok(Args {
+        addr,
         port: port.ok_or_else(|| anyhow::anyhow!("--port is required"))?,
         dir: dir.ok_or_else(|| anyhow::anyhow!("--dir is required"))?,
         version,
@@ -37,10 +41,11 @@ fn parse_args() -> anyhow::Result<Args> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    let listener = tokio::net::TcpListener::bind((args.addr.as_str(), args.port)).await?;
     eprintln!(
-        "sample app {} listening on 127.0.0.1:{} as pid {}",
+        "sample app {} listening on {}:{} as pid {}",
         args.version,
+        args.addr,
         args.port,
         std::process::id()
     );

@@ -1,0 +1,80 @@
+//! A `runway` CLI run in the background whose `--output json` events a test
+//! reads as they arrive, to act at a given point of a rollout (kill the
+//! leader, cut a link) while the CLI keeps watching.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+
+/// The CLI's events so far and its exit, once it ended.
+pub struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+    /// Every event read so far, in order.
+    pub events: Vec<serde_json::Value>,
+}
+
+impl Watch {
+    /// Runs `runway ARGS` (which should include `--watch --output json`).
+    pub fn start(cluster: &Cluster, args: &[&str]) -> Watch {
+        let mut child = cluster
+            .runway_command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start runway");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        Watch { child, lines, stderr, events: Vec::new() }
+    }
+
+    /// The next event, or `None` when the CLI ended or `timeout` passed.
+    pub fn next(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        let event: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("runway printed a non-JSON line ({e}): {line}"));
+        self.events.push(event.clone());
+        Some(event)
+    }
+
+    /// Reads the remaining events and waits for the CLI to exit.
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<serde_json::Value>, String) {
+        let deadline = Instant::now() + timeout;
+        while self.next(deadline.saturating_duration_since(Instant::now())).is_some() {}
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for runway") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("runway did not exit within {timeout:?}; events: {:#?}", self.events);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
+        let stderr = stderr.join().unwrap_or_default();
+        (status, std::mem::take(&mut self.events), stderr)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

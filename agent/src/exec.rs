@@ -21,7 +21,7 @@ use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
 use crate::progress::Progress;
 use crate::redact::redact_urls;
-use crate::{backup, health, migrate, service};
+use crate::{backup, backup_ops, health, migrate, service};
 
 /// Where messages for the coordinator go.
 pub type Outbox = mpsc::UnboundedSender<AgentMessage>;
@@ -180,6 +180,14 @@ impl Executor {
                     backup::run_step(url, config, environment, &b.label, &cmd.rollout_id, progress).await?;
                 Ok(serde_json::to_value(report).expect("backup report serializes"))
             }
+            command::Action::ListBackups(_)
+            | command::Action::ShowBackup(_)
+            | command::Action::VerifyBackup(_)
+            | command::Action::RestoreBackup(_) => {
+                let url = self.db_url()?;
+                let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
+                Ok(backup_ops::run(action, config, url, progress).await?)
+            }
             command::Action::Migrate(m) => {
                 let url = self.db_url()?;
                 let bundle = m.bundle.clone().unwrap_or_default();
@@ -336,6 +344,10 @@ pub fn action_name(cmd: &v1::Command) -> &'static str {
         Some(command::Action::MaintenanceOn(_)) => "maintenance_on",
         Some(command::Action::MaintenanceOff(_)) => "maintenance_off",
         Some(command::Action::Restart(_)) => "restart",
+        Some(command::Action::ListBackups(_)) => "list_backups",
+        Some(command::Action::ShowBackup(_)) => "show_backup",
+        Some(command::Action::VerifyBackup(_)) => "verify_backup",
+        Some(command::Action::RestoreBackup(_)) => "restore_backup",
         None => "unknown",
     }
 }

@@ -9,12 +9,14 @@
 //! - [`journal`]: on-disk record of fencing tokens and command results.
 //! - [`migrate`]: the Prisma-compatible migrations engine.
 //! - [`backup`]: `pg_dump` backups with checksums and manifests.
+//! - [`backup_ops`]: list, show, verify and restore backups for an operator.
 //! - [`service`]: the maintenance and restart hooks.
 //! - [`health`]: polling a health URL.
 //! - [`progress`]: the progress handle every command reports through.
 //! - [`redact`]: keeping secrets out of what leaves the process.
 
 pub mod backup;
+pub mod backup_ops;
 pub mod config;
 pub mod connection;
 pub mod exec;

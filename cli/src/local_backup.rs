@@ -3,6 +3,10 @@
 //!
 //! Progress goes to stderr as plain lines; the result goes to stdout (text,
 //! or one JSON object with `--output json`).
+//!
+//! The same subcommands, plus `list` and `show`, with `--env ENV` run on an
+//! environment's DB agent through the coordinator instead; main hands those
+//! to [`crate::remote_backup`].
 
 use std::path::PathBuf;
 
@@ -10,6 +14,8 @@ use anyhow::Context;
 use runway_agent::backup::{self, BackupConfig, BackupError, DumpFormat, RestoreMode, RestoreOptions};
 use runway_agent::progress::Progress;
 use serde_json::json;
+
+use crate::remote::Coordinators;
 
 /// Everything went as asked.
 pub const EXIT_OK: i32 = 0;
@@ -20,16 +26,46 @@ pub const EXIT_INTEGRITY: i32 = 3;
 /// Refused before starting: not enough free space, restore without `--yes`, bad settings.
 pub const EXIT_REFUSED: i32 = 4;
 
-/// Back up, verify and restore a database without a coordinator.
+/// Back up, verify and restore a database without a coordinator, or with
+/// `--env ENV` list, show, verify and restore the backups of an
+/// environment's DB agent through the coordinator.
 ///
 /// Each backup is one folder (the dump plus manifest.json) under the backup
-/// dir. Exit codes: 0 success; 1 failed on the way (database, pg_dump,
-/// disk; retrying may help); 2 usage error; 3 the backup is corrupt or does
-/// not match its manifest (checksum, missing files, row counts; do not
-/// retry, use another backup); 4 refused before starting (not enough free
-/// space, restore without --yes, bad settings).
+/// dir. Exit codes without --env: 0 success; 1 failed on the way (database,
+/// pg_dump, disk; retrying may help); 2 usage error; 3 the backup is corrupt
+/// or does not match its manifest (checksum, missing files, row counts; do
+/// not retry, use another backup); 4 refused before starting (not enough
+/// free space, restore without --yes, bad settings). With --env: 0 success;
+/// 1 the operation failed on the agent (including a corrupt backup); 2 bad
+/// input, unknown environment, no DB agent connected, restore without --yes;
+/// 3 no coordinator reachable.
 #[derive(Debug, clap::Subcommand)]
 pub enum BackupCommand {
+    /// List the backups of ENV's DB agent: its backup dir and, when
+    /// configured, object storage (through the coordinator).
+    List {
+        /// Environment whose DB agent holds the backups.
+        #[arg(long = "env", value_name = "ENV")]
+        environment: String,
+        #[command(flatten)]
+        coordinators: Coordinators,
+        /// Result format on stdout.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the manifest of backup NAME on ENV's DB agent (through the coordinator).
+    Show {
+        /// The backup's name, as `runway backup list` shows it.
+        name: String,
+        /// Environment whose DB agent holds the backup.
+        #[arg(long = "env", value_name = "ENV")]
+        environment: String,
+        #[command(flatten)]
+        coordinators: Coordinators,
+        /// Result format on stdout.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Take a backup into a new folder under DIR (pg_dump, SHA-256 while
     /// writing, manifest with row counts from the dump's own snapshot).
     Create {
@@ -66,26 +102,45 @@ pub enum BackupCommand {
     /// Check a backup folder: every checksum re-read, `pg_restore --list`,
     /// and with --test-restore a full restore into a scratch database whose
     /// row counts must match the manifest.
+    ///
+    /// With --env, verifies backup NAME on ENV's DB agent through the
+    /// coordinator (a copy only in object storage is downloaded first).
     Verify {
-        /// The backup folder (holding manifest.json).
+        /// The backup folder (holding manifest.json); with --env, the backup's name.
+        #[arg(value_name = "PATH|NAME")]
         path: PathBuf,
-        /// Also restore into a scratch database on the server of --database-url.
-        #[arg(long, requires = "database_url")]
+        /// Also restore into a scratch database on the server of --database-url
+        /// (with --env: on the DB agent's server).
+        #[arg(long)]
         test_restore: bool,
         /// Server for the test restore (a scratch database is created there and dropped).
         #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
         database_url: Option<String>,
+        /// Run on this environment's DB agent, through the coordinator.
+        #[arg(long = "env", value_name = "ENV")]
+        environment: Option<String>,
+        #[command(flatten)]
+        coordinators: Coordinators,
         #[command(flatten)]
         common: Common,
     },
     /// Restore a backup folder into a database. Checks every checksum first
     /// and refuses a backup that does not match; compares row counts after.
+    ///
+    /// With --env, restores backup NAME into the database of ENV's DB agent
+    /// through the coordinator (from its backup dir, else from object storage).
     Restore {
-        /// The backup folder (holding manifest.json).
+        /// The backup folder (holding manifest.json); with --env, the backup's name.
+        #[arg(value_name = "PATH|NAME")]
         path: PathBuf,
         /// The database to restore into. Its contents are replaced.
-        #[arg(long, value_name = "URL")]
-        target_url: String,
+        #[arg(long, value_name = "URL", required_unless_present = "environment")]
+        target_url: Option<String>,
+        /// Restore into the database of this environment's DB agent, through the coordinator.
+        #[arg(long = "env", value_name = "ENV", conflicts_with_all = ["target_url", "mode", "jobs"])]
+        environment: Option<String>,
+        #[command(flatten)]
+        coordinators: Coordinators,
         /// Confirm that the target's contents may be replaced.
         #[arg(long)]
         yes: bool,
@@ -110,7 +165,7 @@ pub struct Common {
     pg_bin_dir: Option<PathBuf>,
     /// Result format on stdout.
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    pub output: Output,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -199,7 +254,16 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<i32> {
             .await;
             (common.output, result)
         }
-        BackupCommand::Verify { path, test_restore, database_url, common } => {
+        BackupCommand::List { .. } | BackupCommand::Show { .. } => {
+            anyhow::bail!("`runway backup list` and `show` run through the coordinator and need --env")
+        }
+        BackupCommand::Verify { path, test_restore, database_url, common, .. } => {
+            if test_restore && database_url.is_none() {
+                eprintln!(
+                    "error: --test-restore needs --database-url (the server to restore into), or --env ENV"
+                );
+                return Ok(crate::exit::INVALID);
+            }
             let config = config(parent_dir(&path), &common);
             let url = if test_restore { database_url.as_deref() } else { None };
             let result = backup::verify(&path, &config, url, &progress).await.map(|report| {
@@ -218,7 +282,8 @@ pub async fn run(cmd: BackupCommand) -> anyhow::Result<i32> {
             });
             (common.output, result)
         }
-        BackupCommand::Restore { path, target_url, yes, mode, jobs, common } => {
+        BackupCommand::Restore { path, target_url, yes, mode, jobs, common, .. } => {
+            let target_url = target_url.context("--target-url is required without --env")?;
             let mut config = config(parent_dir(&path), &common);
             config.jobs = jobs.unwrap_or(config.jobs);
             let options = RestoreOptions {

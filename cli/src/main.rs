@@ -5,6 +5,7 @@ mod exit;
 mod local_backup;
 mod local_migrate;
 mod remote;
+mod remote_backup;
 mod render;
 mod rollout;
 
@@ -26,12 +27,8 @@ struct Cli {
 /// How to reach the coordinators, and how to print.
 #[derive(Args, Debug)]
 struct RemoteArgs {
-    /// Coordinator addresses, comma-separated; the leader is found among them.
-    #[arg(long, global = true, env = "RUNWAY_COORDINATOR", default_value = "http://127.0.0.1:7400")]
-    coordinator: String,
-    /// Seconds to keep looking for a leader (covers a failover) before giving up.
-    #[arg(long, global = true, env = "RUNWAY_LEADER_TIMEOUT", default_value_t = 20)]
-    leader_timeout: u64,
+    #[command(flatten)]
+    coordinators: remote::Coordinators,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "text")]
     output: render::Format,
@@ -39,7 +36,7 @@ struct RemoteArgs {
 
 impl RemoteArgs {
     fn remote(&self) -> remote::Remote {
-        remote::Remote::new(&self.coordinator, std::time::Duration::from_secs(self.leader_timeout))
+        self.coordinators.remote()
     }
 }
 
@@ -65,7 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: local_migrate::MigrateCommand,
     },
-    /// Create, verify and restore backups locally against DATABASE_URL (no coordinator needed).
+    /// Create, verify and restore backups locally against DATABASE_URL (no coordinator
+    /// needed), or with --env list, show, verify and restore an environment's backups.
     Backup {
         #[command(subcommand)]
         command: local_backup::BackupCommand,
@@ -81,7 +79,10 @@ async fn main() {
         }
         Command::Rollout { command, remote } => rollout::run(&remote.remote(), remote.output, command).await,
         Command::Migrate { command } => local(local_migrate::run(command).await),
-        Command::Backup { command } => local(local_backup::run(command).await),
+        Command::Backup { command } => match remote_backup::Route::of(command) {
+            remote_backup::Route::Local(command) => local(local_backup::run(command).await),
+            remote_backup::Route::Remote(command) => remote_backup::run(*command).await,
+        },
     };
     std::process::exit(code);
 }

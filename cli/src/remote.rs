@@ -7,6 +7,23 @@ use runway_proto::v1::operator_client::OperatorClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+/// `--coordinator` and `--leader-timeout`: how to reach the coordinators.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Coordinators {
+    /// Coordinator addresses, comma-separated; the leader is found among them.
+    #[arg(long, global = true, env = "RUNWAY_COORDINATOR", default_value = "http://127.0.0.1:7400")]
+    pub coordinator: String,
+    /// Seconds to keep looking for a leader (covers a failover) before giving up.
+    #[arg(long, global = true, env = "RUNWAY_LEADER_TIMEOUT", default_value_t = 20)]
+    pub leader_timeout: u64,
+}
+
+impl Coordinators {
+    pub fn remote(&self) -> Remote {
+        Remote::new(&self.coordinator, Duration::from_secs(self.leader_timeout))
+    }
+}
+
 /// The coordinators a CLI may talk to.
 #[derive(Clone, Debug)]
 pub struct Remote {

@@ -10,11 +10,13 @@
 //! - [`fixtures`]: migration folders used by the tests.
 //! - [`watch`]: a CLI run whose events a test reacts to as they arrive.
 //! - [`checks`]: what failover tests assert: complete events, exactly once.
+//! - [`moto`]: an S3-compatible server for backups in object storage.
 
 pub mod checks;
 pub mod cluster;
 pub mod etcd;
 pub mod fixtures;
+pub mod moto;
 pub mod netns;
 pub mod postgres;
 pub mod process;

@@ -81,14 +81,16 @@ impl Postgres {
     /// A trust-auth cluster in a temp dir of its own.
     pub fn start_temp() -> Postgres {
         let dir = tempfile::Builder::new().prefix("runway-pg-").tempdir().expect("temp dir");
-        Self::start_in(&dir.path().to_owned(), &Host::loopback(), None, Some(dir))
+        let path = dir.path().to_owned();
+        Self::start_in(&path, &Host::loopback(), None, Some(dir))
     }
 
     /// A cluster whose superuser needs `password` (to test secret handling),
     /// in a temp dir of its own.
     pub fn start_temp_with_password(password: &str) -> Postgres {
         let dir = tempfile::Builder::new().prefix("runway-pg-").tempdir().expect("temp dir");
-        Self::start_in(&dir.path().to_owned(), &Host::loopback(), Some(password), Some(dir))
+        let path = dir.path().to_owned();
+        Self::start_in(&path, &Host::loopback(), Some(password), Some(dir))
     }
 
     fn start_in(

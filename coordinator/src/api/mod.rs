@@ -1,6 +1,7 @@
 //! The gRPC services: the operator API and the agent channel.
 
 pub mod agents;
+pub mod backups;
 pub mod error;
 pub mod operator;
 
@@ -34,5 +35,16 @@ impl Shared {
             Leadership::Leader(_) => Err(ApiError::NotLeader { leader: None }),
             Leadership::Follower { leader } => Err(ApiError::NotLeader { leader }),
         }
+    }
+
+    /// Refuses an environment this coordinator is not configured for.
+    pub fn known_environment(&self, environment: &str) -> Result<(), ApiError> {
+        if self.config.environments.iter().any(|e| e == environment) {
+            return Ok(());
+        }
+        Err(ApiError::InvalidArgument(format!(
+            "unknown environment {environment:?}; this coordinator knows: {}",
+            self.config.environments.join(", ")
+        )))
     }
 }

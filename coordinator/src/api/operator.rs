@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use runway_proto::v1::operator_server::Operator;
 use runway_proto::v1::{
-    CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest,
-    ListRolloutsResponse, Rollout, RolloutEvent, StartRolloutRequest, WatchRolloutRequest,
+    BackupCommandRequest, CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse,
+    ListRolloutsRequest, ListRolloutsResponse, Rollout, RolloutEvent, StartRolloutRequest,
+    WatchRolloutRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -33,13 +34,7 @@ impl OperatorService {
     async fn start(&self, request: StartRolloutRequest) -> Result<Rollout, ApiError> {
         let term = self.shared.leader_term()?;
         let config = &self.shared.config;
-        if !config.environments.contains(&request.environment) {
-            return Err(ApiError::InvalidArgument(format!(
-                "unknown environment {:?}; this coordinator knows: {}",
-                request.environment,
-                config.environments.join(", ")
-            )));
-        }
+        self.shared.known_environment(&request.environment)?;
         let bundle = request
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
@@ -169,6 +164,16 @@ impl Operator for OperatorService {
         let environment = request.into_inner().environment;
         let agents = self.shared.registry.list((!environment.is_empty()).then_some(environment.as_str()));
         Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    type RunBackupCommandStream = super::backups::UpdateStream;
+
+    async fn run_backup_command(
+        &self,
+        request: Request<BackupCommandRequest>,
+    ) -> Result<Response<Self::RunBackupCommandStream>, Status> {
+        let stream = super::backups::run(Arc::clone(&self.shared), request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -67,30 +67,8 @@ pub enum PlanError {
 
 /// Builds the default plan for the agents of one environment.
 pub fn default_plan(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<StepRecord>, PlanError> {
-    let db: Vec<&AgentSnapshot> = agents.iter().filter(|a| a.has_role("db")).collect();
+    let db = db_host(environment, agents)?;
     let apps: Vec<String> = agents.iter().filter(|a| a.has_role("app")).map(|a| a.name.clone()).collect();
-    let db = match db.as_slice() {
-        [one] => one.name.clone(),
-        [] => {
-            let connected = if agents.is_empty() {
-                "; no agents are connected there at all (check `runway agents` and the agents' `environment`)"
-                    .to_owned()
-            } else {
-                format!(
-                    "; connected: {}",
-                    agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
-                )
-            };
-            return Err(PlanError::NoDbHost { environment: environment.to_owned(), connected });
-        }
-        many => {
-            return Err(PlanError::SeveralDbHosts {
-                environment: environment.to_owned(),
-                count: many.len(),
-                names: many.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
-            });
-        }
-    };
     let mut all = vec![db.clone()];
     all.extend(apps.iter().cloned());
     let step = |kind, hosts: Vec<String>, recovery| StepRecord {
@@ -112,6 +90,31 @@ pub fn default_plan(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<S
         steps.push(step(StepKind::MaintenanceOff, apps, false));
     }
     Ok(steps)
+}
+
+/// The one agent with the db role among an environment's connected agents.
+pub fn db_host(environment: &str, agents: &[AgentSnapshot]) -> Result<String, PlanError> {
+    let db: Vec<&AgentSnapshot> = agents.iter().filter(|a| a.has_role("db")).collect();
+    match db.as_slice() {
+        [one] => Ok(one.name.clone()),
+        [] => {
+            let connected = if agents.is_empty() {
+                "; no agents are connected there at all (check `runway agents` and the agents' `environment`)"
+                    .to_owned()
+            } else {
+                format!(
+                    "; connected: {}",
+                    agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            };
+            Err(PlanError::NoDbHost { environment: environment.to_owned(), connected })
+        }
+        many => Err(PlanError::SeveralDbHosts {
+            environment: environment.to_owned(),
+            count: many.len(),
+            names: many.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,190 @@
+//! `RunBackupCommand`: an operator's backup operation (list, show, verify,
+//! restore) run on an environment's DB agent, outside any rollout.
+//!
+//! The leader picks the environment's one connected `db` agent, dispatches
+//! a typed command through the [`Dispatcher`](crate::dispatch::Dispatcher)
+//! with its term's fencing token, and relays the agent's progress events
+//! and final result to the caller as they arrive. Nothing is saved in etcd:
+//! the agent's journal holds the command and its result.
+//!
+//! If the caller goes away, the command is no longer followed here, but the
+//! agent finishes it (a restore is never abandoned half-way).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runway_proto::v1::{
+    self, BackupCommandRequest, BackupCommandStarted, BackupCommandUpdate, CommandOutcome, CommandResult,
+    backup_command_request, backup_command_update, command,
+};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::Shared;
+use super::error::ApiError;
+use crate::dispatch::InFlight;
+use crate::leadership::Term;
+use crate::rollout::plan::db_host;
+
+/// The stream of updates one backup command sends back.
+pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<BackupCommandUpdate, Status>> + Send>>;
+
+/// Checks the request, dispatches it to the environment's DB agent and
+/// returns the stream of its updates.
+pub async fn run(shared: Arc<Shared>, request: BackupCommandRequest) -> Result<UpdateStream, ApiError> {
+    let term = shared.leader_term()?;
+    shared.known_environment(&request.environment)?;
+    let action = agent_action(request.action)?;
+    let host = db_host(&request.environment, &shared.registry.snapshot(&request.environment))?;
+    let command = v1::Command {
+        command_id: format!("backup-op/{}", uuid::Uuid::new_v4()),
+        fencing_token: term.token.0,
+        rollout_id: String::new(),
+        issued_by: shared.config.name.clone(),
+        action: Some(action),
+    };
+    tracing::info!(
+        environment = %request.environment,
+        %host,
+        command_id = %command.command_id,
+        action = action_name(&command),
+        "backup command requested by an operator"
+    );
+    let in_flight = shared.dispatcher.dispatch(&host, command).await;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        if let Err(status) = relay(&shared, &term, &host, in_flight, &tx).await {
+            let _ = tx.send(Err(status)).await;
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// The agent command for an operator request; refuses what is incomplete.
+fn agent_action(action: Option<backup_command_request::Action>) -> Result<command::Action, ApiError> {
+    use backup_command_request::Action;
+    let named = |name: &str| {
+        if name.trim().is_empty() {
+            Err(ApiError::InvalidArgument(
+                "name the backup; `runway backup list --env ENV` shows them".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match action {
+        None => Err(ApiError::InvalidArgument("the request names no backup operation".into())),
+        Some(Action::List(list)) => Ok(command::Action::ListBackups(list)),
+        Some(Action::Show(show)) => named(&show.name).map(|()| command::Action::ShowBackup(show)),
+        Some(Action::Verify(verify)) => named(&verify.name).map(|()| command::Action::VerifyBackup(verify)),
+        Some(Action::Restore(restore)) => {
+            named(&restore.name)?;
+            if !restore.confirmed {
+                return Err(ApiError::InvalidArgument(format!(
+                    "restoring backup {} replaces the database's contents and needs an explicit confirmation \
+                     (--yes); nothing was sent to the agent",
+                    restore.name
+                )));
+            }
+            Ok(command::Action::RestoreBackup(restore))
+        }
+    }
+}
+
+fn action_name(command: &v1::Command) -> &'static str {
+    match &command.action {
+        Some(command::Action::ListBackups(_)) => "list",
+        Some(command::Action::ShowBackup(_)) => "show",
+        Some(command::Action::VerifyBackup(_)) => "verify",
+        Some(command::Action::RestoreBackup(_)) => "restore",
+        _ => "other",
+    }
+}
+
+/// Sends `started`, every progress event, then the result. Ends early when
+/// the caller leaves, leadership ends, or the agent stays away too long.
+async fn relay(
+    shared: &Shared,
+    term: &Term,
+    host: &str,
+    mut in_flight: InFlight,
+    tx: &mpsc::Sender<Result<BackupCommandUpdate, Status>>,
+) -> Result<(), Status> {
+    let update = |kind| Ok(BackupCommandUpdate { kind: Some(kind) });
+    let started = BackupCommandStarted { command_id: in_flight.command_id.clone(), host: host.to_owned() };
+    if tx.send(update(backup_command_update::Kind::Started(started))).await.is_err() {
+        return Ok(());
+    }
+    let grace = Duration::from_secs(shared.config.agent_grace_secs);
+    let mut away_since: Option<Instant> = None;
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    let result: CommandResult = loop {
+        tokio::select! {
+            _ = term.cancel.cancelled() => return Err(ApiError::NotLeader { leader: None }.into()),
+            _ = tx.closed() => {
+                tracing::info!(command_id = %in_flight.command_id, %host, "caller left; the agent finishes the backup command on its own");
+                return Ok(());
+            }
+            Some(event) = in_flight.events.recv() => {
+                if tx.send(update(backup_command_update::Kind::Event(event))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            result = &mut in_flight.result => match result {
+                Ok(result) => break result,
+                Err(_) => return Err(ApiError::NotLeader { leader: None }.into()),
+            },
+            _ = check.tick() => {
+                if shared.registry.is_connected(host) {
+                    away_since = None;
+                } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
+                    return Err(Status::unavailable(format!(
+                        "agent {host} has been disconnected for more than {} s; its journal keeps the outcome of command {}",
+                        grace.as_secs(),
+                        in_flight.command_id
+                    )));
+                }
+            }
+        }
+    };
+    while let Ok(event) = in_flight.events.try_recv() {
+        let _ = tx.send(update(backup_command_update::Kind::Event(event))).await;
+    }
+    if result.outcome != CommandOutcome::Succeeded as i32 {
+        tracing::info!(command_id = %result.command_id, %host, error = %result.error, "backup command did not succeed");
+    }
+    let _ = tx.send(update(backup_command_update::Kind::Result(result))).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use runway_proto::v1::{ListBackups, RestoreBackup, ShowBackup};
+
+    use super::*;
+
+    #[test]
+    fn restore_needs_confirmation_and_a_name() {
+        use backup_command_request::Action;
+        let unconfirmed =
+            agent_action(Some(Action::Restore(RestoreBackup { name: "app-1".into(), confirmed: false })));
+        assert!(
+            matches!(&unconfirmed, Err(ApiError::InvalidArgument(m)) if m.contains("--yes")),
+            "{unconfirmed:?}"
+        );
+        let confirmed =
+            agent_action(Some(Action::Restore(RestoreBackup { name: "app-1".into(), confirmed: true })));
+        assert!(
+            matches!(confirmed, Ok(command::Action::RestoreBackup(r)) if r.name == "app-1" && r.confirmed)
+        );
+        assert!(agent_action(Some(Action::Show(ShowBackup { name: " ".into() }))).is_err());
+        assert!(agent_action(None).is_err());
+        assert!(matches!(
+            agent_action(Some(Action::List(ListBackups {}))),
+            Ok(command::Action::ListBackups(_))
+        ));
+    }
+}

@@ -1,0 +1,302 @@
+//! `runway backup list|show|verify|restore --env` end to end: the real CLI
+//! asks the leader coordinator, which runs the command on the real DB agent
+//! against a real PostgreSQL; backups come from real rollouts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use runway_tests::cluster::{Cluster, DB, ENV, Options};
+use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::moto::{Moto, SECRET_ACCESS_KEY};
+use runway_tests::postgres::PG_BIN;
+use runway_tests::process::{Proc, bin, wait_until};
+
+/// A migration on top of [`SHOP`], so a second rollout backs up seeded data.
+const CAROL: (&str, &str) = (
+    "20240104000000_carol",
+    "INSERT INTO \"User\" (\"email\", \"name\") VALUES ('carol@example.com', 'Carol');\n",
+);
+
+/// Exit code, stdout, stderr of one `runway` run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON object ({e}): {}\nstderr: {}", self.stdout, self.stderr)
+        })
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+fn runway(cluster: &Cluster, args: &[&str]) -> Run {
+    let out = cluster.runway(args);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn rollout(cluster: &Cluster, environment: &str, migrations: &Path) {
+    let run = runway(
+        cluster,
+        &["rollout", "start", "--env", environment, "--migrations", migrations.to_str().unwrap(), "--watch"],
+    );
+    assert_eq!(run.code, 0, "rollout to {environment} failed: {run:?}");
+}
+
+/// Two rollouts to `environment`: SHOP, then CAROL. The second rollout's
+/// backup holds SHOP's seeded rows (2 users, 2 orders).
+fn two_rollouts(cluster: &Cluster, environment: &str) {
+    let migrations = cluster.path().join(format!("migrations-{environment}"));
+    write_migrations(&migrations, SHOP);
+    rollout(cluster, environment, &migrations);
+    write_migrations(&migrations, &[CAROL]);
+    rollout(cluster, environment, &migrations);
+}
+
+/// Rows of `table` in the manifest of a backup.
+fn manifest_rows(manifest: &serde_json::Value, table: &str) -> i64 {
+    manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == table)
+        .and_then(|t| t["rows"].as_i64())
+        .unwrap_or_else(|| panic!("manifest lacks table {table}: {manifest}"))
+}
+
+/// Backup folders in the DB agent's backup dir, oldest first.
+fn backups_on_disk(dir: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut found: Vec<(String, serde_json::Value)> = std::fs::read_dir(dir)
+        .expect("backup dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .map(|e| {
+            let manifest =
+                serde_json::from_slice(&std::fs::read(e.path().join("manifest.json")).unwrap()).unwrap();
+            (e.file_name().to_string_lossy().into_owned(), manifest)
+        })
+        .collect();
+    found.sort_by(|a, b| a.1["started_at"].as_str().cmp(&b.1["started_at"].as_str()));
+    found
+}
+
+fn count_in(cluster: &Cluster, database: &str, table: &str) -> i64 {
+    cluster.pg.psql(database, &format!("SELECT count(*) FROM \"{table}\"")).trim().parse().expect("a count")
+}
+
+fn count(cluster: &Cluster, table: &str) -> i64 {
+    count_in(cluster, DB, table)
+}
+
+/// Flips one bit in the middle of `file`; returns the original bytes.
+fn corrupt(file: &Path) -> Vec<u8> {
+    let original = std::fs::read(file).expect("read dump");
+    let mut bytes = original.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(file, &bytes).expect("write corrupt dump");
+    original
+}
+
+#[test]
+fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
+    let cluster =
+        Cluster::start(Options { coordinators: 2, app_hosts: 0, db_host: true, ..Options::default() });
+    let backup_dir: PathBuf = cluster.db.as_ref().expect("db host").backup_dir.clone();
+
+    // Two rollouts; the second one's backup holds the first one's data.
+    two_rollouts(&cluster, ENV);
+    assert_eq!((count(&cluster, "User"), count(&cluster, "Order")), (3, 2));
+
+    let on_disk = backups_on_disk(&backup_dir);
+    assert_eq!(on_disk.len(), 2, "expected one backup per rollout: {on_disk:?}");
+    let (name, manifest) = on_disk[1].clone();
+    let rows_in = |table: &str| manifest_rows(&manifest, table);
+    assert_eq!((rows_in("User"), rows_in("Order")), (2, 2), "the second backup holds the seeded rows");
+
+    // list: both backups, as on disk, oldest first.
+    let list = runway(&cluster, &["backup", "list", "--env", ENV, "--output", "json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let listed = list.json();
+    assert_eq!(listed["ok"], true);
+    assert_eq!(listed["host"], "db-1");
+    let ids: Vec<&str> =
+        listed["result"]["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = on_disk.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(ids, expected);
+    let second = &listed["result"]["backups"][1];
+    assert_eq!(second["sha256"], manifest["sha256"]);
+    assert_eq!(second["local"], true);
+    assert_eq!(second["rollout_id"], manifest["rollout_id"]);
+    let text = runway(&cluster, &["backup", "list", "--env", ENV]);
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(expected.iter().all(|n| text.stdout.contains(n)), "{text:?}");
+
+    // show: the manifest.
+    let show = runway(&cluster, &["backup", "show", &name, "--env", ENV, "--output", "json"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert_eq!(show.json()["result"], manifest, "show returned another manifest than the one on disk");
+    let show = runway(&cluster, &["backup", "show", &name, "--env", ENV]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(show.stdout.contains(manifest["sha256"].as_str().unwrap()), "{show:?}");
+    assert!(show.stdout.contains("public.User"), "{show:?}");
+
+    // verify: intact, with progress streamed.
+    let verify = runway(&cluster, &["backup", "verify", &name, "--env", ENV]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    assert!(verify.stdout.contains(&format!("backup {name} is intact")), "{verify:?}");
+    assert!(verify.stderr.contains("[checksum]"), "no progress streamed: {verify:?}");
+
+    // verify --test-restore: restored into a scratch database on the agent's server.
+    let verify =
+        runway(&cluster, &["backup", "verify", &name, "--env", ENV, "--test-restore", "--output", "json"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let tested = &verify.json()["result"]["test_restore"];
+    let total: i64 = manifest["tables"].as_array().unwrap().iter().map(|t| t["rows"].as_i64().unwrap()).sum();
+    assert_eq!(tested["rows"].as_i64(), Some(total), "{verify:?}");
+
+    // A follower sends the CLI on to the leader.
+    let rollouts = runway(&cluster, &["rollout", "list", "--output", "json"]);
+    let first: serde_json::Value = serde_json::from_str(rollouts.stdout.lines().next().unwrap()).unwrap();
+    let leader = first["coordinator"].as_str().unwrap();
+    let follower = cluster.coordinators.iter().find(|c| c.name != leader).expect("a follower");
+    let via_follower = runway(&cluster, &["backup", "list", "--env", ENV, "--coordinator", &follower.addr]);
+    assert_eq!(via_follower.code, 0, "{via_follower:?}");
+    assert!(via_follower.stdout.contains(&name), "{via_follower:?}");
+
+    // restore without --yes: refused before anything is sent.
+    let unconfirmed = runway(&cluster, &["backup", "restore", &name, "--env", ENV]);
+    assert_eq!(unconfirmed.code, 2, "{unconfirmed:?}");
+    assert!(unconfirmed.stderr.contains("--yes"), "{unconfirmed:?}");
+    assert_eq!((count(&cluster, "User"), count(&cluster, "Order")), (3, 2));
+
+    // One flipped bit: verify fails, restore is refused, the database is untouched.
+    let dump = backup_dir.join(&name).join(manifest["dump"].as_str().unwrap());
+    let original = corrupt(&dump);
+    let verify = runway(&cluster, &["backup", "verify", &name, "--env", ENV]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    assert!(verify.stderr.contains("checksum"), "{verify:?}");
+    let restore = runway(&cluster, &["backup", "restore", &name, "--env", ENV, "--yes", "--output", "json"]);
+    assert_eq!(restore.code, 1, "{restore:?}");
+    let refused = restore.json();
+    assert_eq!(refused["ok"], false);
+    assert!(refused["error"].as_str().unwrap().contains("checksum"), "{restore:?}");
+    assert!(!restore.stderr.contains("[restore]"), "pg_restore ran on a corrupt backup: {restore:?}");
+    assert_eq!((count(&cluster, "User"), count(&cluster, "Order")), (3, 2), "a refused restore changed data");
+    std::fs::write(&dump, original).expect("repair dump");
+
+    // A good backup brings back the row counts it recorded.
+    cluster.sql(
+        "DELETE FROM \"Order\"; INSERT INTO \"User\" (\"email\") VALUES ('x@example.com'), ('y@example.com')",
+    );
+    assert_eq!((count(&cluster, "User"), count(&cluster, "Order")), (5, 0));
+    let restore = runway(&cluster, &["backup", "restore", &name, "--env", ENV, "--yes", "--output", "json"]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    let report = restore.json();
+    assert_eq!(report["result"]["backup"], name.as_str());
+    assert!(restore.stderr.contains("[restore]") && restore.stderr.contains("[done]"), "{restore:?}");
+    for table in ["User", "Order", "_prisma_migrations"] {
+        assert_eq!(count(&cluster, table), rows_in(table), "{table} after the restore");
+    }
+
+    // Clear refusals.
+    let unknown_env = runway(&cluster, &["backup", "list", "--env", "nowhere"]);
+    assert_eq!(unknown_env.code, 2, "{unknown_env:?}");
+    assert!(unknown_env.stderr.contains("unknown environment"), "{unknown_env:?}");
+    let no_agent = runway(&cluster, &["backup", "list", "--env", "production"]);
+    assert_eq!(no_agent.code, 2, "{no_agent:?}");
+    assert!(no_agent.stderr.contains("no agent with the db role"), "{no_agent:?}");
+    for missing in ["app-19990101T000000000Z", "../db-1-state"] {
+        let show = runway(&cluster, &["backup", "show", missing, "--env", ENV]);
+        assert_eq!(show.code, 1, "{show:?}");
+        assert!(show.stderr.contains(&format!("backup {missing} not found")), "{show:?}");
+    }
+}
+
+/// A DB agent in `production` whose backups are also copied to object
+/// storage (moto); its database is `prod` on the cluster's PostgreSQL.
+fn start_object_store_agent(cluster: &Cluster, moto: &Moto) -> (Proc, PathBuf) {
+    let root = cluster.path();
+    let url = cluster.pg.create_database("prod");
+    moto.create_bucket("runway-backups");
+    let backup_dir = root.join("db-prod-backups");
+    let config = root.join("db-prod.toml");
+    let coordinators: Vec<String> = cluster.coordinators.iter().map(|c| format!("{:?}", c.addr)).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"db-prod\"\nenvironment = \"production\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
+             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{}",
+            coordinators.join(", "),
+            root.join("db-prod-state").display().to_string(),
+            backup_dir.display().to_string(),
+            moto.agent_config("runway-backups", "prod"),
+        ),
+    )
+    .expect("write agent config");
+    let agent = Proc::spawn("db-prod", Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
+    wait_until("db-prod to register with the leader", Duration::from_secs(30), || {
+        let out = cluster.runway(&["agents", "--env", "production", "--output", "json"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1).then_some(())
+    });
+    (agent, backup_dir)
+}
+
+#[test]
+fn a_backup_only_in_object_storage_is_listed_shown_and_restored() {
+    let cluster =
+        Cluster::start(Options { coordinators: 1, app_hosts: 0, db_host: false, ..Options::default() });
+    let moto = Moto::start(cluster.path());
+    let (_agent, backup_dir) = start_object_store_agent(&cluster, &moto);
+    two_rollouts(&cluster, "production");
+    let on_disk = backups_on_disk(&backup_dir);
+    assert_eq!(on_disk.len(), 2, "{on_disk:?}");
+    let (name, manifest) = on_disk[1].clone();
+
+    // Only the bucket has it now.
+    std::fs::remove_dir_all(backup_dir.join(&name)).expect("remove the local copy");
+    let list = runway(&cluster, &["backup", "list", "--env", "production", "--output", "json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let listed = list.json();
+    assert_eq!(listed["result"]["bucket"], "runway-backups");
+    let backups = listed["result"]["backups"].as_array().unwrap();
+    let where_: Vec<(&str, bool, bool)> = backups
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap(), b["local"] == true, b["remote"] == true))
+        .collect();
+    assert_eq!(where_, [(on_disk[0].0.as_str(), true, true), (name.as_str(), false, true)]);
+
+    let show = runway(&cluster, &["backup", "show", &name, "--env", "production", "--output", "json"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert_eq!(show.json()["result"], manifest, "the bucket's manifest differs from the one written locally");
+
+    // Restore downloads it (checksums checked) and brings back its row counts.
+    cluster.pg.psql("prod", "DELETE FROM \"Order\"; DELETE FROM \"User\"");
+    let restore = runway(&cluster, &["backup", "restore", &name, "--env", "production", "--yes"]);
+    assert_eq!(restore.code, 0, "{restore:?}");
+    assert!(restore.stderr.contains("[download]"), "not downloaded: {restore:?}");
+    for table in ["User", "Order", "_prisma_migrations"] {
+        assert_eq!(
+            count_in(&cluster, "prod", table),
+            manifest_rows(&manifest, table),
+            "{table} after the restore"
+        );
+    }
+    assert!(backup_dir.join(&name).join("manifest.json").is_file(), "the download was not kept");
+    for run in [&list, &show, &restore] {
+        assert!(!format!("{run:?}").contains(SECRET_ACCESS_KEY), "the object-store secret leaked: {run:?}");
+    }
+}

@@ -227,19 +227,7 @@ fn lost(output: Output, why: &str) -> i32 {
 }
 
 fn event_line(event: &CommandEvent) -> String {
-    let counters = event
-        .counters
-        .as_ref()
-        .filter(|c| c.total > 0 || c.done > 0)
-        .map(|c| {
-            if c.total > 0 {
-                format!(" [{}/{} {}]", c.done, c.total, c.unit)
-            } else {
-                format!(" [{} {}]", c.done, c.unit)
-            }
-        })
-        .unwrap_or_default();
-    format!("[{}] {}{counters}", event.phase, event.message)
+    format!("[{}] {}{}", event.phase, event.message, crate::render::counters(event.counters.as_ref()))
 }
 
 /// A JSON string without quotes; other values as JSON.

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use runway_proto::v1::{Rollout, RolloutEvent, RolloutState, StepState};
+use runway_proto::v1::{Counters, Rollout, RolloutEvent, RolloutState, StepState};
 
 /// `--output`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -78,9 +78,12 @@ fn event_line(e: &RolloutEvent) -> String {
         (step, "") => format!("{step}: "),
         (step, host) => format!("{step} {host}: "),
     };
-    let counters = e
-        .counters
-        .as_ref()
+    format!("{time} #{:<4} {place}{}{}", e.seq, e.message, counters(e.counters.as_ref()))
+}
+
+/// ` [done/total unit]` (or ` [done unit]`), empty when nothing was counted.
+pub fn counters(counters: Option<&Counters>) -> String {
+    counters
         .filter(|c| c.total > 0 || c.done > 0)
         .map(|c| {
             if c.total > 0 {
@@ -89,8 +92,7 @@ fn event_line(e: &RolloutEvent) -> String {
                 format!(" [{} {}]", c.done, c.unit)
             }
         })
-        .unwrap_or_default();
-    format!("{time} #{:<4} {place}{}{counters}", e.seq, e.message)
+        .unwrap_or_default()
 }
 
 pub fn event_json(e: &RolloutEvent) -> serde_json::Value {

@@ -141,6 +141,12 @@ impl Drop for Net {
     }
 }
 
+/// Whether tests that can run either way should put each process in a
+/// namespace of its own: yes when root (as in CI), else loopback.
+pub fn usable() -> bool {
+    is_root()
+}
+
 /// Whether namespace tests can run here (they need root). Outside CI a
 /// test skips with a message when not; in CI (`CI` set) it must run.
 pub fn available() -> bool {

@@ -1,6 +1,7 @@
 //! Leader failover with real processes: the leader is SIGKILLed at every
 //! step of the default plan, before, during and after the step; an agent is
-//! SIGKILLed in the middle of a migration.
+//! SIGKILLed in the middle of a migration. As root (CI) every etcd,
+//! coordinator, agent and PostgreSQL runs in a network namespace of its own.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,7 @@ fn start_args(migrations: &str) -> Vec<&str> {
 fn kill_the_leader_in_every_step(point: KillPoint) {
     let env = |name: &str, ms: &str| vec![(name.to_owned(), ms.to_owned())];
     let mut cluster = Cluster::start(Options {
+        netns: runway_tests::netns::usable(),
         lease_ttl_secs: 2,
         coordinator_env: match point {
             KillPoint::BeforeDispatch => env("RUNWAY_FAILPOINT_PAUSE_BEFORE_DISPATCH_MS", "1500"),
@@ -113,7 +115,11 @@ fn an_agent_killed_mid_migration_stops_the_rollout_safely() {
     let mut history = SHOP.to_vec();
     history.push((SLOW, "CREATE TABLE \"SlowMarker\" (id int);\nSELECT pg_sleep(4);\n"));
 
-    let mut cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
+    let mut cluster = Cluster::start(Options {
+        coordinators: 1,
+        netns: runway_tests::netns::usable(),
+        ..Options::default()
+    });
     let migrations = cluster.path().join("migrations");
     write_migrations(&migrations, &history);
     let mut watch = Watch::start(&cluster, &start_args(migrations.to_str().unwrap()));

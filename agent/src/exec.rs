@@ -58,6 +58,22 @@ enum ExecError {
     Preflight(String),
 }
 
+impl ExecError {
+    /// Refused before anything ran: the request itself was wrong (wrong
+    /// host, unknown backup, restore not confirmed). Reported as
+    /// `Refused`, so callers can tell bad input from a failure.
+    fn nothing_ran(&self) -> bool {
+        matches!(
+            self,
+            Self::WrongRole(_)
+                | Self::NoAction
+                | Self::Backup(
+                    backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
+                )
+        )
+    }
+}
+
 impl Executor {
     pub fn new(config: Arc<Config>, journal: Journal, outbox: Outbox, tracker: TaskTracker) -> Self {
         let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
@@ -156,7 +172,8 @@ impl Executor {
                 tracing::warn!(command_id = %cmd.command_id, %error, "command failed");
                 CommandResult {
                     command_id: cmd.command_id.clone(),
-                    outcome: CommandOutcome::Failed as i32,
+                    outcome: if e.nothing_ran() { CommandOutcome::Refused } else { CommandOutcome::Failed }
+                        as i32,
                     error,
                     detail_json: String::new(),
                 }

@@ -37,8 +37,8 @@ pub const EXIT_REFUSED: i32 = 4;
 /// not retry, use another backup); 4 refused before starting (not enough
 /// free space, restore without --yes, bad settings). With --env: 0 success;
 /// 1 the operation failed on the agent (including a corrupt backup); 2 bad
-/// input, unknown environment, no DB agent connected, restore without --yes;
-/// 3 no coordinator reachable.
+/// input, unknown environment or backup, no DB agent connected, restore
+/// without --yes; 3 no coordinator reachable.
 #[derive(Debug, clap::Subcommand)]
 pub enum BackupCommand {
     /// List the backups of ENV's DB agent: its backup dir and, when

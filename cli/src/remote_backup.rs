@@ -139,20 +139,22 @@ pub async fn run(command: RemoteBackup) -> i32 {
     finish(output, &host, &request, &result)
 }
 
-/// Prints the result; exit 0 when it succeeded, 1 when not.
+/// Prints the result; exit 0 when it succeeded, 2 when the agent refused
+/// it before anything ran (e.g. an unknown backup name), 1 otherwise.
 fn finish(output: Output, host: &str, request: &BackupCommandRequest, result: &CommandResult) -> i32 {
     if result.outcome != CommandOutcome::Succeeded as i32 {
-        let outcome = CommandOutcome::try_from(result.outcome).map(|o| o.as_str_name()).unwrap_or("UNKNOWN");
+        let outcome = CommandOutcome::try_from(result.outcome).unwrap_or(CommandOutcome::Unspecified);
+        let code = if outcome == CommandOutcome::Refused { exit::INVALID } else { exit::FAILED };
         let error = format!("{host}: {}", result.error);
         eprintln!("error: {error}");
         if output == Output::Json {
             let value = json!({
-                "ok": false, "host": host, "command_id": result.command_id, "outcome": outcome,
-                "error": error, "exit_code": exit::FAILED,
+                "ok": false, "host": host, "command_id": result.command_id, "outcome": outcome.as_str_name(),
+                "error": error, "exit_code": code,
             });
             println!("{value}");
         }
-        return exit::FAILED;
+        return code;
     }
     let detail: Value = serde_json::from_str(&result.detail_json).unwrap_or(Value::Null);
     match output {

@@ -221,7 +221,7 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
     assert!(no_agent.stderr.contains("no agent with the db role"), "{no_agent:?}");
     for missing in ["app-19990101T000000000Z", "../db-1-state"] {
         let show = runway(&cluster, &["backup", "show", missing, "--env", ENV]);
-        assert_eq!(show.code, 1, "{show:?}");
+        assert_eq!(show.code, 2, "an unknown backup is bad input: {show:?}");
         assert!(show.stderr.contains(&format!("backup {missing} not found")), "{show:?}");
     }
 }

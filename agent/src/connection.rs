@@ -6,12 +6,19 @@
 //! a coordinator silent for three intervals is treated as dead. When the
 //! stream ends the agent redials with backoff, trying the leader a follower
 //! named first, then the configured addresses in turn.
+//!
+//! While attached, the agent asks the other coordinators now and then who
+//! leads. If one names a leader with a higher fencing token, the coordinator
+//! the agent is attached to was deposed without noticing; the agent raises
+//! its highest token (refusing the old leader from then on) and moves.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runway_proto::v1::agent_channel_client::AgentChannelClient;
-use runway_proto::v1::{AgentMessage, Heartbeat, Register, agent_message, coordinator_message};
+use runway_proto::v1::{
+    AgentMessage, Heartbeat, LeaderInfo, LeaderRequest, Register, agent_message, coordinator_message,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +47,11 @@ enum SessionError {
          it was deposed; not taking commands from it"
     )]
     Deposed { addr: String, token: u64, highest: u64 },
+    #[error(
+        "coordinator {peer} reports a newer leader {leader} (fencing token {newer} > {token}); \
+         leaving {addr}, which was deposed without noticing"
+    )]
+    Superseded { addr: String, token: u64, peer: String, leader: String, newer: u64 },
 }
 
 /// Keeps the agent connected until `shutdown` fires.
@@ -64,6 +76,13 @@ pub async fn run(
             Err(e) => {
                 if let SessionError::Refused { leader: Some(leader), .. } = &e {
                     tracing::info!(%addr, %leader, "coordinator is a follower; dialing the leader");
+                    hint = Some(leader.clone());
+                    continue;
+                }
+                if let SessionError::Superseded { leader, .. } = &e
+                    && !leader.is_empty()
+                {
+                    tracing::warn!(error = %e, "dialing the newer leader");
                     hint = Some(leader.clone());
                     continue;
                 }
@@ -123,9 +142,26 @@ async fn session(
     let interval = Duration::from_secs(config.heartbeat_secs.max(1));
     let mut ticker = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
+    // Set once registered: the leader's token, and the other coordinators
+    // asking who leads now (stopped when the session ends).
+    let mut token = 0u64;
+    let (newer_tx, mut newer) = mpsc::channel::<(String, LeaderInfo)>(1);
+    let probing = shutdown.child_token();
+    let _stop_probing = probing.clone().drop_guard();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            Some((peer, info)) = newer.recv() => {
+                // Raise the highest token first: the deposed leader is refused from now on.
+                let _ = executor.accept_leader(info.fencing_token).await;
+                return Err(SessionError::Superseded {
+                    addr: addr.to_owned(),
+                    token,
+                    peer,
+                    leader: info.address,
+                    newer: info.fencing_token,
+                });
+            }
             message = inbound.message() => match message {
                 Ok(Some(message)) => {
                     last_heard = Instant::now();
@@ -135,6 +171,9 @@ async fn session(
                                 return Err(SessionError::Deposed { addr: addr.to_owned(), token: r.fencing_token, highest });
                             }
                             tracing::info!(coordinator = %r.coordinator, %addr, token = r.fencing_token, "registered");
+                            token = r.fencing_token;
+                            let peers = config.coordinators.iter().filter(|a| *a != addr).cloned().collect();
+                            tokio::spawn(watch_for_newer_leader(peers, token, interval * 3, newer_tx.clone(), probing.clone()));
                         }
                         Some(coordinator_message::Kind::Command(cmd)) => executor.submit(cmd).await,
                         Some(coordinator_message::Kind::Heartbeat(_)) | None => {}
@@ -165,6 +204,47 @@ async fn session(
             }
         }
     }
+}
+
+/// Asks the other coordinators every `every` who leads, and reports the
+/// first answer naming a leader with a token above `token`: the coordinator
+/// this agent is attached to was deposed without noticing (a paused
+/// process), and only the agents can tell it from outside.
+async fn watch_for_newer_leader(
+    peers: Vec<String>,
+    token: u64,
+    every: Duration,
+    found: mpsc::Sender<(String, LeaderInfo)>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for peer in &peers {
+            let asked = tokio::select! {
+                _ = stop.cancelled() => return,
+                info = ask_leader(peer) => info,
+            };
+            if let Some(info) = asked
+                && info.fencing_token > token
+            {
+                let _ = found.send((peer.clone(), info)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// `Leader` on one coordinator; `None` when it does not answer within a second.
+async fn ask_leader(addr: &str) -> Option<LeaderInfo> {
+    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(1));
+    let channel = endpoint.connect().await.ok()?;
+    AgentChannelClient::new(channel).leader(LeaderRequest {}).await.ok().map(tonic::Response::into_inner)
 }
 
 /// An error with its sources: tonic's transport errors say little on their own.

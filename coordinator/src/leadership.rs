@@ -47,8 +47,9 @@ pub struct Term {
 pub enum Leadership {
     /// This coordinator leads.
     Leader(Term),
-    /// Another coordinator (address if known) leads, or nobody yet.
-    Follower { leader: Option<String> },
+    /// Another coordinator leads (its address and token, if known), or
+    /// nobody yet.
+    Follower { leader: Option<String>, token: Option<FencingToken> },
 }
 
 /// Errors from the election. Always retried by the campaign loop.
@@ -77,7 +78,7 @@ impl Election {
         shutdown: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
     ) -> Self {
-        let (tx, rx) = watch::channel(Leadership::Follower { leader: None });
+        let (tx, rx) = watch::channel(Leadership::Follower { leader: None, token: None });
         tracker.spawn(observe_leader(client.clone(), name.clone(), tx.clone(), shutdown.clone()));
         tracker.spawn(campaign_loop(client, name, value, ttl, tx, shutdown));
         Self { rx }
@@ -183,7 +184,7 @@ async fn one_term(
     term_cancel.cancel();
     if matches!(&*tx.borrow(), Leadership::Leader(_)) {
         tracing::warn!("stepping down as leader");
-        tx.send_replace(Leadership::Follower { leader: None });
+        tx.send_replace(Leadership::Follower { leader: None, token: None });
     }
     // Best effort: let a follower take over without waiting for the TTL.
     let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
@@ -198,13 +199,21 @@ async fn observe_leader(
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        let leader = match client.leader(name.as_str()).await {
-            Ok(r) => r.kv().and_then(|kv| kv.value_str().ok()).map(str::to_owned),
-            Err(_) => None,
+        let (leader, token) = match client.leader(name.as_str()).await {
+            Ok(r) => match r.kv() {
+                Some(kv) => {
+                    (kv.value_str().ok().map(str::to_owned), Some(FencingToken(kv.create_revision() as u64)))
+                }
+                None => (None, None),
+            },
+            Err(_) => (None, None),
         };
         tx.send_if_modified(|state| match state {
-            Leadership::Follower { leader: current } if *current != leader => {
+            Leadership::Follower { leader: current, token: current_token }
+                if *current != leader || *current_token != token =>
+            {
                 *current = leader.clone();
+                *current_token = token;
                 true
             }
             _ => false,

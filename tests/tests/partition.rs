@@ -104,12 +104,7 @@ fn agents_refuse_a_deposed_leader_by_its_fencing_token() {
         agent_env: env("RUNWAY_FAILPOINT_HOLD_MS", "4000"),
         ..Options::default()
     });
-    let migrations = cluster.path().join("migrations");
-    write_migrations(&migrations, SHOP);
-    let out = cluster.runway(&start_args(migrations.to_str().unwrap(), false));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rollout: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rollout JSON");
-    let id = rollout["id"].as_str().expect("rollout id").to_owned();
+    let id = start_rollout(&cluster);
 
     // While the backup is held on the DB agent, cut the leader off from
     // etcd and from the agents.
@@ -157,20 +152,8 @@ fn agents_refuse_a_deposed_leader_by_its_fencing_token() {
     });
     new_host.heal();
 
-    let show = |cluster: &Cluster| -> serde_json::Value {
-        let out = cluster
-            .runway_command()
-            .env("RUNWAY_COORDINATOR", &cluster.coordinators[new].addr)
-            .args(["rollout", "show", &id, "--output", "json"])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_default()
-    };
-    let state = wait_until("the rollout to end", Duration::from_secs(90), || {
-        let r = show(&cluster);
-        r["state"].as_str().filter(|s| ["succeeded", "failed", "cancelled"].contains(s)).map(str::to_owned)
-    });
-    assert_eq!(state, "succeeded", "{:#}\n{}", show(&cluster), db_log());
+    let state = wait_for_end(&cluster, new, &id);
+    assert_eq!(state, "succeeded", "{:#}\n{}", show(&cluster, new, &id), db_log());
 
     // Nothing the deposed leader sent after the cut ran anywhere.
     let late: Vec<_> = cluster
@@ -181,16 +164,84 @@ fn agents_refuse_a_deposed_leader_by_its_fencing_token() {
         })
         .collect();
     assert!(late.is_empty(), "commands of the deposed leader ran: {late:#?}");
-    let out = cluster
-        .runway_command()
-        .env("RUNWAY_COORDINATOR", &cluster.coordinators[new].addr)
-        .args(["rollout", "watch", &id, "--output", "json"])
-        .output()
-        .unwrap();
-    let events: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_complete_stream(&events);
+    assert_complete_stream(&events(&cluster, new, &id));
     assert_exactly_once(&cluster, SHOP);
+}
+
+/// A deposed leader that does not know it keeps the agents' streams (only
+/// its link to etcd is cut). The agents ask the other coordinator who
+/// leads, see a newer token and move, and the rollout completes.
+#[test]
+fn agents_leave_a_deposed_leader_that_still_holds_their_streams() {
+    if !runway_tests::netns::available() {
+        return;
+    }
+    let cluster = Cluster::start(Options {
+        netns: true,
+        app_hosts: 1,
+        lease_ttl_secs: 3,
+        coordinator_env: env("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS", "1"),
+        agent_env: env("RUNWAY_FAILPOINT_HOLD_MS", "3000"),
+        ..Options::default()
+    });
+    let id = start_rollout(&cluster);
+    wait_until("the backup to run", Duration::from_secs(60), || {
+        cluster.journals().into_iter().find(|(_, e)| e["action"] == "backup" && e["state"] == "running")
+    });
+    let old = cluster.leader().expect("a leader");
+    let new = 1 - old;
+    for member in &cluster.etcd.hosts {
+        cluster.coordinators[old].host.cut(member);
+    }
+
+    let state = wait_for_end(&cluster, new, &id);
+    let db_log = cluster.db.as_ref().unwrap().agent.log_text();
+    assert_eq!(state, "succeeded", "{:#}\n{db_log}", show(&cluster, new, &id));
+    assert!(
+        db_log.contains("reports a newer leader"),
+        "the DB agent did not notice the newer leader:\n{db_log}"
+    );
+    assert_complete_stream(&events(&cluster, new, &id));
+    assert_exactly_once(&cluster, SHOP);
+}
+
+/// Starts a rollout of `SHOP` without watching it; returns its id.
+fn start_rollout(cluster: &Cluster) -> String {
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+    let out = cluster.runway(&start_args(migrations.to_str().unwrap(), false));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rollout: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rollout JSON");
+    rollout["id"].as_str().expect("rollout id").to_owned()
+}
+
+/// `runway ARGS` against coordinator `i` alone.
+fn runway_via(cluster: &Cluster, i: usize, args: &[&str]) -> std::process::Output {
+    cluster
+        .runway_command()
+        .env("RUNWAY_COORDINATOR", &cluster.coordinators[i].addr)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn show(cluster: &Cluster, i: usize, id: &str) -> serde_json::Value {
+    let out = runway_via(cluster, i, &["rollout", "show", id, "--output", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Waits for the rollout's terminal state, asking coordinator `i`.
+fn wait_for_end(cluster: &Cluster, i: usize, id: &str) -> String {
+    wait_until("the rollout to end", Duration::from_secs(90), || {
+        let r = show(cluster, i, id);
+        r["state"].as_str().filter(|s| ["succeeded", "failed", "cancelled"].contains(s)).map(str::to_owned)
+    })
+}
+
+/// Every event of the rollout, from coordinator `i`.
+fn events(cluster: &Cluster, i: usize, id: &str) -> Vec<serde_json::Value> {
+    let out = runway_via(cluster, i, &["rollout", "watch", id, "--output", "json"]);
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// The DB agent loses both coordinators while a long migration runs; when

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use runway_proto::v1::agent_channel_server::AgentChannel;
 use runway_proto::v1::{
-    AgentInfo, AgentMessage, CoordinatorMessage, Heartbeat, Register, Registered, agent_message,
-    coordinator_message,
+    AgentInfo, AgentMessage, CoordinatorMessage, Heartbeat, LeaderInfo, LeaderRequest, Register, Registered,
+    agent_message, coordinator_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use super::error::ApiError;
-use crate::leadership::Term;
+use crate::leadership::{Leadership, Term};
 
 pub struct AgentService {
     shared: Arc<Shared>,
@@ -37,6 +37,18 @@ type Outbound = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + 
 #[tonic::async_trait]
 impl AgentChannel for AgentService {
     type AttachStream = Outbound;
+
+    async fn leader(&self, _: Request<LeaderRequest>) -> Result<Response<LeaderInfo>, Status> {
+        let info = match self.shared.election.current() {
+            Leadership::Leader(term) => {
+                LeaderInfo { address: self.shared.config.advertise.clone(), fencing_token: term.token.0 }
+            }
+            Leadership::Follower { leader, token } => {
+                LeaderInfo { address: leader.unwrap_or_default(), fencing_token: token.map_or(0, |t| t.0) }
+            }
+        };
+        Ok(Response::new(info))
+    }
 
     async fn attach(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Outbound>, Status> {
         let term = self.shared.leader_term()?;

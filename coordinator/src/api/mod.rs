@@ -33,7 +33,7 @@ impl Shared {
         match self.election.current() {
             Leadership::Leader(term) if !term.cancel.is_cancelled() => Ok(term),
             Leadership::Leader(_) => Err(ApiError::NotLeader { leader: None }),
-            Leadership::Follower { leader } => Err(ApiError::NotLeader { leader }),
+            Leadership::Follower { leader, .. } => Err(ApiError::NotLeader { leader }),
         }
     }
 

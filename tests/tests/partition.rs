@@ -148,7 +148,7 @@ fn agents_refuse_a_deposed_leader_by_its_fencing_token() {
     }
     let db_log = || cluster.db.as_ref().unwrap().agent.log_text();
     wait_until("the DB agent to refuse the deposed leader", Duration::from_secs(20), || {
-        db_log().contains("was deposed").then_some(())
+        db_log().contains("not taking commands from it").then_some(())
     });
     new_host.heal();
 

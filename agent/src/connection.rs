@@ -42,11 +42,8 @@ enum SessionError {
     Silent { addr: String, secs: u64 },
     #[error("coordinator {addr} closed the stream")]
     Closed { addr: String },
-    #[error(
-        "coordinator {addr} leads with fencing token {token}, but this agent has seen {highest}: \
-         it was deposed; not taking commands from it"
-    )]
-    Deposed { addr: String, token: u64, highest: u64 },
+    #[error("not attaching to coordinator {addr}: {reason}")]
+    NotAccepted { addr: String, reason: String },
     #[error(
         "coordinator {peer} reports a newer leader {leader} (fencing token {newer} > {token}); \
          leaving {addr}, which was deposed without noticing"
@@ -167,8 +164,8 @@ async fn session(
                     last_heard = Instant::now();
                     match message.kind {
                         Some(coordinator_message::Kind::Registered(r)) => {
-                            if let Err(highest) = executor.accept_leader(r.fencing_token).await {
-                                return Err(SessionError::Deposed { addr: addr.to_owned(), token: r.fencing_token, highest });
+                            if let Err(reason) = executor.accept_leader(r.fencing_token).await {
+                                return Err(SessionError::NotAccepted { addr: addr.to_owned(), reason });
                             }
                             tracing::info!(coordinator = %r.coordinator, %addr, token = r.fencing_token, "registered");
                             token = r.fencing_token;
@@ -217,17 +214,29 @@ async fn watch_for_newer_leader(
     found: mpsc::Sender<(String, LeaderInfo)>,
     stop: CancellationToken,
 ) {
+    // One lazily (re)connected channel per peer for the whole session; a
+    // peer that does not answer within a second is skipped this round.
+    let mut clients: Vec<(String, AgentChannelClient<tonic::transport::Channel>)> = peers
+        .into_iter()
+        .filter_map(|peer| {
+            let endpoint = tonic::transport::Endpoint::from_shared(peer.clone())
+                .ok()?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(1));
+            Some((peer, AgentChannelClient::new(endpoint.connect_lazy())))
+        })
+        .collect();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        for peer in &peers {
+        for (peer, client) in &mut clients {
             let asked = tokio::select! {
                 _ = stop.cancelled() => return,
-                info = ask_leader(peer) => info,
+                answer = client.leader(LeaderRequest {}) => answer.map(tonic::Response::into_inner),
             };
-            if let Some(info) = asked
+            if let Ok(info) = asked
                 && info.fencing_token > token
             {
                 let _ = found.send((peer.clone(), info)).await;
@@ -235,16 +244,6 @@ async fn watch_for_newer_leader(
             }
         }
     }
-}
-
-/// `Leader` on one coordinator; `None` when it does not answer within a second.
-async fn ask_leader(addr: &str) -> Option<LeaderInfo> {
-    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(Duration::from_secs(1));
-    let channel = endpoint.connect().await.ok()?;
-    AgentChannelClient::new(channel).leader(LeaderRequest {}).await.ok().map(tonic::Response::into_inner)
 }
 
 /// An error with its sources: tonic's transport errors say little on their own.

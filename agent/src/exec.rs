@@ -85,17 +85,19 @@ impl Executor {
         self.app_version.lock().expect("app version lock").clone()
     }
 
-    /// Checks the fencing token of a coordinator that registered us; see
-    /// [`Journal::observe_token`]. `Err` carries the highest token seen.
-    pub async fn accept_leader(&self, token: u64) -> Result<(), u64> {
+    /// Checks the fencing token of a coordinator that says it leads; see
+    /// [`Journal::observe_token`]. `Err` says why the agent must not take
+    /// commands from it.
+    pub async fn accept_leader(&self, token: u64) -> Result<(), String> {
         match self.journal.observe_token(token).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(self.journal.highest_token().await),
-            Err(e) => {
-                // Without a durable token the agent cannot fence; refuse.
-                tracing::error!(error = %e, "cannot record the leader's fencing token");
-                Err(u64::MAX)
-            }
+            Ok(false) => Err(format!(
+                "it leads with fencing token {token}, but this agent has seen {}: it was deposed; \
+                 not taking commands from it",
+                self.journal.highest_token().await
+            )),
+            // Without a durable token the agent cannot fence.
+            Err(e) => Err(format!("cannot record its fencing token {token}: {e}")),
         }
     }
 

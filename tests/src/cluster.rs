@@ -183,7 +183,15 @@ impl Cluster {
         self.coordinators.iter().position(|c| c.addr == addr)
     }
 
-    /// Starts coordinator `i` again (after a kill), with its old config.
+    /// SIGKILLs the leader and starts it again at once (it comes back as a
+    /// follower); returns its name.
+    pub fn kill_and_restart_leader(&mut self) -> String {
+        let leader = self.leader().expect("a leader");
+        self.restart_coordinator(leader);
+        self.coordinators[leader].name.clone()
+    }
+
+    /// SIGKILLs coordinator `i` and starts it again with its old config.
     pub fn restart_coordinator(&mut self, i: usize) {
         let c = &mut self.coordinators[i];
         c.proc.kill();

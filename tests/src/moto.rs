@@ -12,6 +12,16 @@ use crate::process::{Proc, free_port, wait_until};
 pub const ACCESS_KEY_ID: &str = "testing";
 pub const SECRET_ACCESS_KEY: &str = "moto-secret-key";
 
+/// Whether `moto_server` is installed.
+pub fn installed() -> bool {
+    Command::new("moto_server")
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub struct Moto {
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
@@ -25,7 +35,10 @@ impl Moto {
         let port = free_port();
         let proc = Proc::spawn(
             "moto",
-            Command::new("moto_server").args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                // Small parts, so tests can upload with many parts.
+                .env("S3_UPLOAD_PART_MIN_SIZE", "65536"),
             log_dir,
         );
         wait_until(

@@ -13,7 +13,7 @@ use crate::cluster::Cluster;
 pub struct Watch {
     child: Child,
     lines: mpsc::Receiver<String>,
-    stderr: std::thread::JoinHandle<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
     /// Every event read so far, in order.
     pub events: Vec<serde_json::Value>,
 }
@@ -40,7 +40,7 @@ impl Watch {
         });
         let stderr = child.stderr.take().expect("piped stderr");
         let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-        Watch { child, lines, stderr, events: Vec::new() }
+        Watch { child, lines, stderr: Some(stderr), events: Vec::new() }
     }
 
     /// The next event, or `None` when the CLI ended or `timeout` passed.
@@ -66,8 +66,7 @@ impl Watch {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let stderr = std::mem::replace(&mut self.stderr, std::thread::spawn(String::new));
-        let stderr = stderr.join().unwrap_or_default();
+        let stderr = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
         (status, std::mem::take(&mut self.events), stderr)
     }
 }

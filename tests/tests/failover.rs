@@ -69,10 +69,8 @@ fn kill_the_leader_in_every_step(point: KillPoint) {
             KillPoint::AfterFinish => event["kind"] == "step_succeeded",
         };
         if trigger && !step.is_empty() && !killed.contains(&step) {
-            let leader = cluster.leader().expect("a leader while the rollout runs");
-            eprintln!("[{point:?}] step {step}: SIGKILL {}", cluster.coordinators[leader].name);
-            cluster.coordinators[leader].proc.kill();
-            cluster.restart_coordinator(leader);
+            let leader = cluster.kill_and_restart_leader();
+            eprintln!("[{point:?}] step {step}: SIGKILLed {leader}");
             killed.push(step);
         }
         if event["terminal"] == true {

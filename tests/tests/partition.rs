@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use runway_tests::checks::{assert_complete_stream, assert_exactly_once};
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
-use runway_tests::process::wait_until;
+use runway_tests::process::{now_ms, wait_until};
 use runway_tests::watch::Watch;
 
 fn env(name: &str, value: &str) -> Vec<(String, String)> {
@@ -22,10 +22,6 @@ fn start_args(migrations: &str, watch: bool) -> Vec<&str> {
     }
     args.extend(["--output", "json", "--leader-timeout", "60"]);
     args
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// The leader loses etcd (not the agents) while the backup runs: it stops
@@ -96,14 +92,7 @@ fn agents_refuse_a_deposed_leader_by_its_fencing_token() {
     if !runway_tests::netns::available() {
         return;
     }
-    let cluster = Cluster::start(Options {
-        netns: true,
-        app_hosts: 1,
-        lease_ttl_secs: 3,
-        coordinator_env: env("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS", "1"),
-        agent_env: env("RUNWAY_FAILPOINT_HOLD_MS", "4000"),
-        ..Options::default()
-    });
+    let cluster = with_a_leader_blind_to_lease_loss("4000");
     let id = start_rollout(&cluster);
 
     // While the backup is held on the DB agent, cut the leader off from
@@ -176,14 +165,7 @@ fn agents_leave_a_deposed_leader_that_still_holds_their_streams() {
     if !runway_tests::netns::available() {
         return;
     }
-    let cluster = Cluster::start(Options {
-        netns: true,
-        app_hosts: 1,
-        lease_ttl_secs: 3,
-        coordinator_env: env("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS", "1"),
-        agent_env: env("RUNWAY_FAILPOINT_HOLD_MS", "3000"),
-        ..Options::default()
-    });
+    let cluster = with_a_leader_blind_to_lease_loss("3000");
     let id = start_rollout(&cluster);
     wait_until("the backup to run", Duration::from_secs(60), || {
         cluster.journals().into_iter().find(|(_, e)| e["action"] == "backup" && e["state"] == "running")
@@ -203,6 +185,20 @@ fn agents_leave_a_deposed_leader_that_still_holds_their_streams() {
     );
     assert_complete_stream(&events(&cluster, new, &id));
     assert_exactly_once(&cluster, SHOP);
+}
+
+/// Every process in its own namespace; coordinators that keep acting as
+/// leader after losing their lease (failpoint), and agents that hold every
+/// result `hold_ms` so a step can be caught while it runs.
+fn with_a_leader_blind_to_lease_loss(hold_ms: &str) -> Cluster {
+    Cluster::start(Options {
+        netns: true,
+        app_hosts: 1,
+        lease_ttl_secs: 3,
+        coordinator_env: env("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS", "1"),
+        agent_env: env("RUNWAY_FAILPOINT_HOLD_MS", hold_ms),
+        ..Options::default()
+    })
 }
 
 /// Starts a rollout of `SHOP` without watching it; returns its id.

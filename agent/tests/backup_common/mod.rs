@@ -7,10 +7,8 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use runway_agent::backup::{BackupConfig, ObjectStoreConfig};
 pub use runway_tests::postgres::{Postgres, pg_bin};
@@ -18,10 +16,7 @@ use sqlx::{Connection, PgConnection, Row};
 
 pub const PASSWORD: &str = "s3cr3t-pw";
 
-/// `true` in CI, where missing tools must fail tests, not skip them.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
+pub use runway_tests::process::in_ci;
 
 /// Skips (outside CI) or fails (in CI) when a tool is missing.
 pub fn require(what: &str, present: bool) -> bool {
@@ -30,33 +25,6 @@ pub fn require(what: &str, present: bool) -> bool {
         eprintln!("SKIPPED: {what} is missing (set CI=1 to make this an error)");
     }
     present
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("addr").port()
-}
-
-/// Stops a child by its PID when dropped: `signal` first, SIGKILL after 5 s.
-pub struct KillOnDrop {
-    pub child: Child,
-    signal: rustix::process::Signal,
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, self.signal);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The shared throwaway PostgreSQL cluster, with password auth over TCP so
@@ -169,66 +137,39 @@ pub async fn content_checksum(cluster: &PgCluster, database: &str, table: &str) 
     .expect("checksum")
 }
 
-/// A moto S3 server on a free port.
+/// A moto S3 server (the shared harness in `runway_tests::moto`) with its
+/// log in a temp dir of its own.
 pub struct Moto {
-    _server: KillOnDrop,
+    server: runway_tests::moto::Moto,
     pub endpoint: String,
+    _logs: tempfile::TempDir,
 }
 
 impl Moto {
     /// `None` (outside CI) when `moto_server` is not installed.
     pub fn start() -> Option<Self> {
-        let present = Command::new("moto_server")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !require("moto_server (python3 -m pip install 'moto[server]')", present) {
+        if !require("moto_server (python3 -m pip install 'moto[server]')", runway_tests::moto::installed()) {
             return None;
         }
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            // Small parts so tests exercise multipart uploads with many parts.
-            .env("S3_UPLOAD_PART_MIN_SIZE", "65536")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let server = KillOnDrop { child, signal: rustix::process::Signal::KILL };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Self { _server: server, endpoint: format!("http://127.0.0.1:{port}") })
+        let logs = tempfile::tempdir().expect("temp dir");
+        let server = runway_tests::moto::Moto::start(logs.path());
+        Some(Self { endpoint: server.endpoint.clone(), server, _logs: logs })
     }
 
-    /// Creates a bucket (moto accepts unsigned requests).
     pub fn create_bucket(&self, bucket: &str) {
-        use std::io::{Read, Write};
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect moto");
-        write!(
-            stream,
-            "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).expect("reply");
-        assert!(reply.starts_with("HTTP/1.1 200"), "create bucket: {reply}");
+        self.server.create_bucket(bucket);
     }
 
-    /// An object-store config for `bucket` on this server.
+    /// An object-store config for `bucket` on this server, with small parts
+    /// so uploads are multipart with many parts.
     pub fn store_config(&self, bucket: &str, prefix: &str) -> ObjectStoreConfig {
         ObjectStoreConfig {
             bucket: bucket.into(),
             prefix: prefix.into(),
             endpoint: Some(self.endpoint.clone()),
             region: Some("us-east-1".into()),
-            access_key_id: Some("testing".into()),
-            secret_access_key: Some("moto-secret-key".into()),
+            access_key_id: Some(runway_tests::moto::ACCESS_KEY_ID.into()),
+            secret_access_key: Some(runway_tests::moto::SECRET_ACCESS_KEY.into()),
             session_token: None,
             allow_http: true,
             part_bytes: 64 * 1024,

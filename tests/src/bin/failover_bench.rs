@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::process::now_ms;
 use runway_tests::watch::Watch;
 
 /// The coordinator's default lease TTL (see `coordinator/src/config.rs`).
@@ -50,12 +51,8 @@ fn main() {
         let mut killed: Vec<(String, i64)> = Vec::new();
         while let Some(event) = watch.next(Duration::from_secs(120)) {
             if event["kind"] == "step_started" && samples.len() + killed.len() < kills {
-                let leader = cluster.leader().expect("a leader");
-                let at =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-                        as i64;
-                cluster.coordinators[leader].proc.kill();
-                cluster.restart_coordinator(leader);
+                let at = now_ms();
+                cluster.kill_and_restart_leader();
                 killed.push((event["step"].as_str().unwrap_or_default().to_owned(), at));
             }
             if event["terminal"] == true {

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::backup::{
+use runway_engine::backup::{
     self, BackupConfig, BackupError, DumpFormat, Manifest, RestoreMode, RestoreOptions, RestoreReport,
     VerifyReport, remote, retention,
 };
-use crate::progress::Progress;
+use runway_engine::progress::Progress;
 use runway_proto::v1::command::Action;
 
 /// `runway backup list`: every backup this DB agent can restore.

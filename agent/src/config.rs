@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::backup::BackupConfig;
-use crate::migrate::MigrateConfig;
+use runway_engine::backup::BackupConfig;
+use runway_engine::migrate::MigrateConfig;
 
 /// The whole agent config file. See `deploy/agent-db.toml` and
 /// `deploy/agent-app.toml` for commented examples.

@@ -110,7 +110,7 @@ async fn session(
         .map_err(|e| unreachable(format!("invalid address: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_keepalive(Some(Duration::from_secs(10)));
-    let channel = endpoint.connect().await.map_err(|e| unreachable(error_chain(&e)))?;
+    let channel = endpoint.connect().await.map_err(|e| unreachable(runway_engine::errors::chain(&e)))?;
     let mut client = AgentChannelClient::new(channel);
 
     let (tx, rx) = mpsc::channel::<AgentMessage>(256);
@@ -244,16 +244,4 @@ async fn watch_for_newer_leader(
             }
         }
     }
-}
-
-/// An error with its sources: tonic's transport errors say little on their own.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

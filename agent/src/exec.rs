@@ -19,9 +19,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
-use crate::progress::Progress;
-use crate::redact::redact_urls;
-use crate::{backup, backup_ops, health, migrate, service};
+use crate::{backup_ops, health, service};
+use runway_engine::database::Database;
+use runway_engine::progress::Progress;
+use runway_engine::redact::redact_urls;
+use runway_engine::{backup, migrate};
 
 /// Where messages for the coordinator go.
 pub type Outbox = mpsc::UnboundedSender<AgentMessage>;
@@ -377,10 +379,8 @@ fn short(digest: &str) -> &str {
 
 async fn server_version(url: &str) -> Result<String, String> {
     use sqlx::Connection;
-    let mut conn = tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(url))
-        .await
-        .map_err(|_| "database did not answer within 10 s".to_owned())?
-        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let database = Database::parse(url).map_err(|e| format!("invalid database URL: {e}"))?;
+    let mut conn = database.connect().await.map_err(|e| format!("cannot connect to the database: {e}"))?;
     let version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut conn)
         .await

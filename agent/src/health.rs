@@ -7,7 +7,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::progress::Progress;
+use runway_engine::progress::Progress;
 
 /// Time between two probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);

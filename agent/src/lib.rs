@@ -1,5 +1,9 @@
 //! runway's agent: runs typed commands on one host and streams progress back.
 //!
+//! The database work itself (migrations, backups) is `runway_engine`; this
+//! crate is about being an agent: identity and config, the link to the
+//! coordinators, the command journal, and the host's own hooks and checks.
+//!
 //! # Layout
 //!
 //! - [`config`]: the agent's TOML config: who it is and what it may do.
@@ -7,15 +11,10 @@
 //! - [`exec`]: turns a `Command` into work on this host.
 //! - [`failpoint`]: faults the fault-injection tests switch on.
 //! - [`journal`]: on-disk record of fencing tokens and command results.
-//! - [`migrate`]: the Prisma-compatible migrations engine.
-//! - [`backup`]: `pg_dump` backups with checksums and manifests.
 //! - [`backup_ops`]: list, show, verify and restore backups for an operator.
 //! - [`service`]: the maintenance and restart hooks.
 //! - [`health`]: polling a health URL.
-//! - [`progress`]: the progress handle every command reports through.
-//! - [`redact`]: keeping secrets out of what leaves the process.
 
-pub mod backup;
 pub mod backup_ops;
 pub mod config;
 pub mod connection;
@@ -23,9 +22,6 @@ pub mod exec;
 pub mod failpoint;
 pub mod health;
 pub mod journal;
-pub mod migrate;
-pub mod progress;
-pub mod redact;
 pub mod service;
 
 use std::sync::Arc;

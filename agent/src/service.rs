@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::progress::Progress;
-use crate::redact::redact_urls;
+use runway_engine::progress::Progress;
+use runway_engine::redact::redact_urls;
 
 /// Lines of hook output kept for an error message.
 const TAIL_LINES: usize = 20;

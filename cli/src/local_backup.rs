@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use runway_agent::backup::{self, BackupConfig, BackupError, DumpFormat, RestoreMode, RestoreOptions};
-use runway_agent::progress::Progress;
+use runway_engine::backup::{self, BackupConfig, BackupError, DumpFormat, RestoreMode, RestoreOptions};
+use runway_engine::progress::Progress;
 use serde_json::json;
 
 use crate::remote::Coordinators;

@@ -15,11 +15,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use runway_agent::migrate::lint::LintReport;
-use runway_agent::migrate::source::read_folder;
-use runway_agent::migrate::status::{StatusReport, exit};
-use runway_agent::migrate::{self, MigrateConfig, MigrateError, PlanReport, ResolveAction};
-use runway_agent::progress::Progress;
+use runway_engine::migrate::lint::LintReport;
+use runway_engine::migrate::source::read_folder;
+use runway_engine::migrate::status::{StatusReport, exit};
+use runway_engine::migrate::{self, MigrateConfig, MigrateError, PlanReport, ResolveAction};
+use runway_engine::progress::Progress;
 use runway_proto::bundle::{self, MigrationFile};
 use serde::Serialize;
 

@@ -65,10 +65,8 @@ impl Remote {
         let endpoint = Endpoint::from_shared(addr.to_owned())
             .map_err(|e| format!("invalid coordinator address {addr:?}: {e}"))?
             .connect_timeout(Duration::from_secs(3));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("{addr}: {}", runway_agent::connection::error_chain(&e)))?;
+        let channel =
+            endpoint.connect().await.map_err(|e| format!("{addr}: {}", runway_engine::errors::chain(&e)))?;
         Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
     }
 

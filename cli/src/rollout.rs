@@ -79,7 +79,7 @@ pub fn fail(error: &CallError) -> i32 {
 pub async fn run(remote: &Remote, format: Format, command: RolloutCommand) -> i32 {
     match command {
         RolloutCommand::Start { environment, migrations, app_version, watch } => {
-            let bundle = match runway_agent::migrate::source::read_folder(&migrations) {
+            let bundle = match runway_engine::migrate::source::read_folder(&migrations) {
                 Ok(bundle) => bundle,
                 Err(e) => {
                     eprintln!("error: {e}");

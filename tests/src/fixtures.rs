@@ -33,3 +33,15 @@ pub const SHOP: &[(&str, &str)] = &[
         "INSERT INTO \"User\" (\"email\", \"name\") VALUES ('ada@example.com', 'Ada'), ('bob@example.com', 'Bob');\nINSERT INTO \"Order\" (\"userId\", \"total\") SELECT \"id\", 100 FROM \"User\";\n",
     ),
 ];
+
+/// Writes `files` (relative path → bytes) under a new temp dir: folders a
+/// test needs byte for byte (CRLF, odd names, broken files).
+pub fn folder(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("a file has a parent")).expect("create folder");
+        std::fs::write(path, content).expect("write file");
+    }
+    dir
+}

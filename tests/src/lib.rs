@@ -11,7 +11,9 @@
 //! - [`watch`]: a CLI run whose events a test reacts to as they arrive.
 //! - [`checks`]: what failover tests assert: complete events, exactly once.
 //! - [`moto`]: an S3-compatible server for backups in object storage.
+//! - [`bench`]: what the benchmarks in `benches/` share.
 
+pub mod bench;
 pub mod checks;
 pub mod cluster;
 pub mod etcd;

@@ -1,0 +1,167 @@
+//! Running `pg_restore` into a database with per-table progress, and the
+//! database-level moves around it (scratch databases, swapping a restored
+//! copy into place).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use sqlx::PgConnection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::config::{BackupConfig, DumpFormat};
+use super::error::BackupError;
+use super::manifest::Manifest;
+use super::{snapshot, tools};
+use crate::database::Database;
+use crate::progress::Progress;
+
+/// How `pg_restore` writes into the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreInto {
+    /// An empty database: parallel jobs allowed.
+    Empty { jobs: u32 },
+    /// An existing database: `--clean --if-exists` in one transaction, so a
+    /// failure leaves it as it was.
+    CleanInOneTransaction,
+}
+
+/// Restores the dump of `manifest` from `backup_dir` into `target`.
+pub async fn pg_restore(
+    config: &BackupConfig,
+    backup_dir: &Path,
+    manifest: &Manifest,
+    target: &Database,
+    into: RestoreInto,
+    progress: &Progress,
+) -> Result<(), BackupError> {
+    let mut cmd = tools::command(config, "pg_restore", Some(target));
+    cmd.args(["--verbose", "--exit-on-error", "--no-password"]);
+    cmd.arg(format!("--dbname={}", target.name()));
+    match into {
+        RestoreInto::Empty { jobs } if manifest.format == DumpFormat::Directory && jobs > 1 => {
+            cmd.arg(format!("--jobs={jobs}"));
+        }
+        RestoreInto::Empty { .. } => {}
+        RestoreInto::CleanInOneTransaction => {
+            cmd.args(["--clean", "--if-exists", "--single-transaction"]);
+        }
+    }
+    cmd.arg(manifest.dump_path(backup_dir)).stdout(Stdio::null());
+    let mut child = tools::spawn(config, "pg_restore", &mut cmd)?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+
+    // --verbose prints one line per item; count table data for progress and
+    // keep the other lines (errors, warnings) for the error message.
+    let total = manifest.tables.len() as u64;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut kept: Vec<String> = Vec::new();
+    let mut tables_done = 0;
+    let mut last = std::time::Instant::now();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("processing data for table") {
+            tables_done += 1;
+            if last.elapsed().as_secs() >= 1 || tables_done == total {
+                last = std::time::Instant::now();
+                progress.emit_counted(
+                    "restore",
+                    format!("{tables_done} of {total} tables restored"),
+                    tables_done,
+                    total,
+                    "tables",
+                );
+            }
+        } else if !line.starts_with("pg_restore: creating")
+            && !line.starts_with("pg_restore: processing")
+            && !line.starts_with("pg_restore: dropping")
+            && !line.starts_with("pg_restore: connecting")
+            && !line.starts_with("pg_restore: executing")
+            && !line.starts_with("pg_restore: launching")
+            && !line.starts_with("pg_restore: finished")
+        {
+            kept.push(line);
+            if kept.len() > 40 {
+                kept.remove(0);
+            }
+        }
+    }
+    let status =
+        child.wait().await.map_err(|e| BackupError::Internal(format!("waiting for pg_restore: {e}")))?;
+    let hint = match into {
+        RestoreInto::CleanInOneTransaction => "; it ran in one transaction, so the database is as it was",
+        RestoreInto::Empty { .. } => "",
+    };
+    tools::check_status(
+        &format!("pg_restore into {}", target.name()),
+        status,
+        &kept.join("\n"),
+        Some(target),
+        hint,
+    )
+}
+
+/// Quotes an identifier for SQL.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Connects to the maintenance database (`postgres`) of `target`'s server.
+pub async fn maintenance(target: &Database) -> Result<PgConnection, BackupError> {
+    snapshot::connect(&target.with_database("postgres")).await
+}
+
+/// `CREATE DATABASE name TEMPLATE template0`.
+pub async fn create_database(admin: &mut PgConnection, name: &str) -> Result<(), BackupError> {
+    sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("CREATE DATABASE {} TEMPLATE template0", ident(name))),
+    )
+    .await
+    .map_err(|e| BackupError::db(name, "creating the database", e))?;
+    Ok(())
+}
+
+/// `DROP DATABASE IF EXISTS name WITH (FORCE)`.
+pub async fn drop_database(admin: &mut PgConnection, name: &str) -> Result<(), BackupError> {
+    sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name))),
+    )
+    .await
+    .map_err(|e| BackupError::db(name, "dropping the database", e))?;
+    Ok(())
+}
+
+/// Renames `target` away and `restored` into its place, ending the sessions
+/// of both (the application is expected to be in maintenance), then drops
+/// the old database. Runs in one transaction-free sequence; if a rename
+/// fails, the old database keeps its name.
+pub async fn swap_in(admin: &mut PgConnection, restored: &str, target: &str) -> Result<(), BackupError> {
+    let old = format!("{target}_runway_old");
+    drop_database(admin, &old).await?;
+    let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()";
+    sqlx::query(terminate)
+        .bind(target)
+        .execute(&mut *admin)
+        .await
+        .map_err(|e| BackupError::db(target, "ending sessions", e))?;
+    sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(&old))),
+    )
+    .await
+    .map_err(|e| BackupError::db(target, "renaming the old database away", e))?;
+    if let Err(e) = sqlx::Executor::execute(
+        &mut *admin,
+        sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(restored), ident(target))),
+    )
+    .await
+    {
+        let _ = sqlx::Executor::execute(
+            &mut *admin,
+            sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(&old), ident(target))),
+        )
+        .await;
+        return Err(BackupError::db(target, "renaming the restored database into place", e));
+    }
+    drop_database(admin, &old).await
+}

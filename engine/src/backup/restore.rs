@@ -1,0 +1,224 @@
+//! Restoring a backup into a target database: confirmation, checksums before
+//! anything touches the database, pg_restore, then row counts compared with
+//! the manifest.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::check::check_files;
+use super::config::BackupConfig;
+use super::error::BackupError;
+use super::manifest::Manifest;
+use super::pgrestore::{self, RestoreInto};
+use super::{remote, snapshot, tools};
+use crate::database::Database;
+use crate::progress::Progress;
+
+/// How the target database is replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMode {
+    /// `pg_restore --clean --if-exists` into the existing database, in one
+    /// transaction: a failure leaves the database as it was. Objects that are
+    /// not in the backup (e.g. tables created later) stay.
+    #[default]
+    Clean,
+    /// Restore into a new database next to the target, check its row counts,
+    /// then end the target's sessions and swap the new database in by
+    /// renaming (the old one is dropped). The result is exactly the backup;
+    /// needs CREATEDB and ownership of the target. Parallel jobs for
+    /// directory format.
+    Replace,
+}
+
+/// What to restore where.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The database to restore into (its password never leaves this process).
+    pub target_url: String,
+    /// The operator confirmed (`--yes`). Not needed for a rollback.
+    pub confirmed: bool,
+    /// Set when a rollout's rollback restores its own backup: no confirmation needed.
+    pub rollback_of: Option<String>,
+    pub mode: RestoreMode,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub database: String,
+    pub mode: RestoreMode,
+    pub tables: usize,
+    pub rows: i64,
+    /// Tables in the database that the backup does not have (only with `clean`).
+    pub extra_tables: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Restores a backup named `id` from the local dir or, when it is not there,
+/// from the object store (downloaded into the backup dir first, checksums
+/// checked while downloading).
+pub async fn restore_named(
+    id: &str,
+    config: &BackupConfig,
+    options: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport, BackupError> {
+    let local = config.backup_dir(id);
+    let dir = if local.join(super::manifest::MANIFEST_NAME).is_file() {
+        local
+    } else if config.object_store.is_some() {
+        confirm(options, id)?;
+        remote::download(config, id, progress).await?
+    } else {
+        return Err(BackupError::NotFound {
+            backup: id.to_owned(),
+            where_: config.dir.display().to_string(),
+        });
+    };
+    restore(&dir, config, options, progress).await
+}
+
+/// Restores the backup in `backup_dir` into `options.target_url`.
+///
+/// Refuses without confirmation (outside a rollback) and when any checksum
+/// differs from the manifest; neither touches the target database.
+pub async fn restore(
+    backup_dir: &Path,
+    config: &BackupConfig,
+    options: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreReport, BackupError> {
+    let started = std::time::Instant::now();
+    let manifest = Manifest::read(backup_dir)?;
+    let target = Database::parse(&options.target_url)?;
+    let database = target.name().to_owned();
+    confirm(options, &manifest.id)
+        .map_err(|_| BackupError::NotConfirmed { backup: manifest.id.clone(), database: database.clone() })?;
+
+    progress.emit("checksum", format!("checking backup {} before touching database {database}", manifest.id));
+    check_files(backup_dir, &manifest, progress).await?;
+    tools::restore_list(config, &manifest.dump_path(backup_dir)).await?;
+
+    progress
+        .emit("restore", format!("restoring backup {} into {database} ({:?})", manifest.id, options.mode));
+    let counts = match options.mode {
+        RestoreMode::Clean => {
+            pgrestore::pg_restore(
+                config,
+                backup_dir,
+                &manifest,
+                &target,
+                RestoreInto::CleanInOneTransaction,
+                progress,
+            )
+            .await?;
+            let mut db = snapshot::connect(&target).await?;
+            snapshot::count_tables(&mut db, &database).await?
+        }
+        RestoreMode::Replace => replace(backup_dir, config, &manifest, &target, progress).await?,
+    };
+
+    let diffs: Vec<_> = snapshot::compare_counts(&manifest.tables, &counts)
+        .into_iter()
+        .filter(|d| d.expected.is_some())
+        .collect();
+    if !diffs.is_empty() {
+        return Err(BackupError::RowCountMismatch { database, backup: manifest.id, diffs });
+    }
+    let extra_tables: Vec<String> = counts
+        .iter()
+        .filter(|c| !manifest.tables.iter().any(|t| t.schema == c.schema && t.table == c.table))
+        .map(|c| c.qualified())
+        .collect();
+    if !extra_tables.is_empty() {
+        progress.emit(
+            "restore",
+            format!("note: {database} also has tables the backup does not: {}", extra_tables.join(", ")),
+        );
+    }
+    let rows = counts.iter().map(|t| t.rows).sum();
+    progress.emit(
+        "done",
+        format!(
+            "restored backup {} into {database}: {} tables, {rows} rows match",
+            manifest.id,
+            counts.len()
+        ),
+    );
+    Ok(RestoreReport {
+        backup: manifest.id,
+        database,
+        mode: options.mode,
+        tables: counts.len(),
+        rows,
+        extra_tables,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn confirm(options: &RestoreOptions, backup: &str) -> Result<(), BackupError> {
+    if options.confirmed || options.rollback_of.is_some() {
+        Ok(())
+    } else {
+        Err(BackupError::NotConfirmed { backup: backup.to_owned(), database: String::new() })
+    }
+}
+
+/// Restores into `<target>_runway_restore`, checks counts there, swaps it in.
+async fn replace(
+    backup_dir: &Path,
+    config: &BackupConfig,
+    manifest: &Manifest,
+    target: &Database,
+    progress: &Progress,
+) -> Result<Vec<super::manifest::TableRows>, BackupError> {
+    let database = target.name().to_owned();
+    let side = format!("{database}_runway_restore");
+    let mut admin = pgrestore::maintenance(target).await?;
+    pgrestore::drop_database(&mut admin, &side).await?;
+    pgrestore::create_database(&mut admin, &side).await?;
+    let side_conn = target.with_database(&side);
+    let restored = async {
+        pgrestore::pg_restore(
+            config,
+            backup_dir,
+            manifest,
+            &side_conn,
+            RestoreInto::Empty { jobs: config.jobs },
+            progress,
+        )
+        .await?;
+        let mut db = snapshot::connect(&side_conn).await?;
+        let counts = snapshot::count_tables(&mut db, &side).await?;
+        let diffs = snapshot::compare_counts(&manifest.tables, &counts);
+        if !diffs.is_empty() {
+            return Err(BackupError::RowCountMismatch {
+                database: side.clone(),
+                backup: manifest.id.clone(),
+                diffs,
+            });
+        }
+        Ok(counts)
+    }
+    .await;
+    let counts = match restored {
+        Ok(counts) => counts,
+        Err(e) => {
+            let _ = pgrestore::drop_database(&mut admin, &side).await;
+            return Err(e);
+        }
+    };
+    progress.emit("restore", format!("swapping the restored copy into place as {database}"));
+    pgrestore::swap_in(&mut admin, &side, &database).await?;
+    Ok(counts)
+}
+
+/// Where a backup named on the command line lives: a folder path, or an id
+/// in the backup dir.
+pub fn resolve(path_or_id: &str, config: &BackupConfig) -> PathBuf {
+    let path = PathBuf::from(path_or_id);
+    if path.join(super::manifest::MANIFEST_NAME).is_file() { path } else { config.backup_dir(path_or_id) }
+}

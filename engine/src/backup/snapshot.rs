@@ -1,0 +1,186 @@
+//! The database side of a backup: one `REPEATABLE READ` transaction exports
+//! the snapshot pg_dump uses (`pg_dump --snapshot`), and the row counts and
+//! applied migrations are read in that same snapshot, so the manifest
+//! describes exactly what the dump holds.
+
+use sqlx::{Connection, PgConnection, Row};
+
+use super::error::{BackupError, TableDiff};
+use super::manifest::{AppliedMigration, TableRows};
+use crate::database::Database;
+
+/// Tables whose data pg_dump dumps: ordinary tables (partitions count as
+/// their own tables, partitioned parents are skipped so no row counts twice),
+/// not temporary, outside system schemas, not owned by an extension.
+const TABLES_SQL: &str = "
+SELECT n.nspname AS schema, c.relname AS table,
+       format('SELECT count(*) FROM %I.%I', n.nspname, c.relname) AS count_sql
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2";
+
+/// An open connection inside a transaction whose snapshot is exported.
+pub struct SnapshotSession {
+    conn: PgConnection,
+    database: String,
+    /// Passed to `pg_dump --snapshot`.
+    pub snapshot_id: String,
+}
+
+/// Facts about a database read before a backup starts.
+#[derive(Debug, Clone)]
+pub struct DatabaseFacts {
+    pub database_bytes: u64,
+    pub server_version: String,
+}
+
+/// Connects to `conn`'s database; errors name it.
+pub async fn connect(conn: &Database) -> Result<PgConnection, BackupError> {
+    let database = conn.name();
+    PgConnection::connect_with(conn.options()).await.map_err(|e| BackupError::db(database, "connecting", e))
+}
+
+/// `pg_database_size` and `server_version` of the connected database.
+pub async fn facts(db: &mut PgConnection, database: &str) -> Result<DatabaseFacts, BackupError> {
+    let row = sqlx::query(
+        "SELECT pg_database_size(current_database())::int8 AS size, current_setting('server_version') AS version",
+    )
+    .fetch_one(&mut *db)
+    .await
+    .map_err(|e| BackupError::db(database, "reading database size and server version", e))?;
+    Ok(DatabaseFacts {
+        database_bytes: row.get::<i64, _>("size").max(0) as u64,
+        server_version: row.get("version"),
+    })
+}
+
+impl SnapshotSession {
+    /// Opens the transaction and exports its snapshot.
+    pub async fn open(mut conn: PgConnection, database: &str) -> Result<Self, BackupError> {
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| BackupError::db(database, "starting the snapshot transaction", e))?;
+        let snapshot_id: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| BackupError::db(database, "exporting a snapshot", e))?;
+        Ok(Self { conn, database: database.to_owned(), snapshot_id })
+    }
+
+    /// Row counts of every table, in the snapshot. Runs next to pg_dump, so
+    /// it stays on one core (no parallel workers, no JIT) to leave the rest
+    /// to the dump.
+    pub async fn row_counts(&mut self) -> Result<Vec<TableRows>, BackupError> {
+        sqlx::Executor::execute(
+            &mut self.conn,
+            sqlx::raw_sql("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off"),
+        )
+        .await
+        .map_err(|e| BackupError::db(&self.database, "configuring the count session", e))?;
+        count_tables(&mut self.conn, &self.database).await
+    }
+
+    /// Migrations applied in the snapshot, if the database has a
+    /// `_prisma_migrations` table (in `schema`, or on the search path).
+    pub async fn applied_migrations(
+        &mut self,
+        schema: Option<&str>,
+    ) -> Result<Vec<AppliedMigration>, BackupError> {
+        let table: Option<String> = sqlx::query_scalar(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = to_regclass(CASE WHEN $1::text IS NULL THEN '_prisma_migrations'
+                                            ELSE format('%I._prisma_migrations', $1::text) END)",
+        )
+        .bind(schema)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(|e| BackupError::db(&self.database, "looking for _prisma_migrations", e))?;
+        let Some(table) = table else { return Ok(Vec::new()) };
+        let rows = sqlx::query(&format!(
+            "SELECT migration_name, checksum, finished_at FROM {table}
+             WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL
+             ORDER BY finished_at, migration_name"
+        ))
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| BackupError::db(&self.database, format!("reading {table}"), e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AppliedMigration {
+                name: r.get("migration_name"),
+                checksum: r.get("checksum"),
+                finished_at: r.get("finished_at"),
+            })
+            .collect())
+    }
+
+    /// Ends the transaction (after pg_dump has finished with the snapshot).
+    pub async fn close(mut self) {
+        let _ = sqlx::query("COMMIT").execute(&mut self.conn).await;
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Counts the rows of every table of the connected database.
+pub async fn count_tables(db: &mut PgConnection, database: &str) -> Result<Vec<TableRows>, BackupError> {
+    let tables = sqlx::query(TABLES_SQL)
+        .fetch_all(&mut *db)
+        .await
+        .map_err(|e| BackupError::db(database, "listing tables", e))?;
+    let mut counts = Vec::with_capacity(tables.len());
+    for t in tables {
+        let (schema, table): (String, String) = (t.get("schema"), t.get("table"));
+        let rows: i64 = sqlx::query_scalar(t.get::<&str, _>("count_sql"))
+            .fetch_one(&mut *db)
+            .await
+            .map_err(|e| BackupError::db(database, format!("counting rows of {schema}.{table}"), e))?;
+        counts.push(TableRows { schema, table, rows });
+    }
+    Ok(counts)
+}
+
+/// Tables whose counts differ between the manifest and a database. Tables the
+/// database has beyond the manifest count as differences too (expected: none).
+pub fn compare_counts(expected: &[TableRows], actual: &[TableRows]) -> Vec<TableDiff> {
+    let mut diffs = Vec::new();
+    for e in expected {
+        let found = actual.iter().find(|a| a.schema == e.schema && a.table == e.table).map(|a| a.rows);
+        if found != Some(e.rows) {
+            diffs.push(TableDiff { table: e.qualified(), expected: Some(e.rows), actual: found });
+        }
+    }
+    for a in actual {
+        if !expected.iter().any(|e| e.schema == a.schema && e.table == a.table) {
+            diffs.push(TableDiff { table: a.qualified(), expected: None, actual: Some(a.rows) });
+        }
+    }
+    diffs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(table: &str, rows: i64) -> TableRows {
+        TableRows { schema: "public".into(), table: table.into(), rows }
+    }
+
+    #[test]
+    fn compare_names_every_difference() {
+        let diffs = compare_counts(&[t("a", 1), t("b", 2), t("c", 3)], &[t("a", 1), t("b", 5), t("d", 0)]);
+        let names: Vec<_> = diffs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "public.b (manifest 2, found 5)",
+                "public.c (manifest 3, found missing)",
+                "public.d (manifest missing, found 0)"
+            ]
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! `deploy`: apply pending migrations the way `prisma migrate deploy` does,
+//! plus what Prisma leaves out (statements that refuse transactions,
+//! timeouts, a clear lock error, progress per migration).
+
+use std::time::Instant;
+
+use runway_proto::bundle::MigrationFile;
+use sqlx::PgConnection;
+use sqlx::postgres::{PgDatabaseError, PgErrorPosition};
+
+use super::connect::{self, Session, quote_ident};
+use super::parse::{self, line_of};
+use super::script::{self, Segment};
+use super::table::{self, MigrationRow};
+use super::{DeployReport, MigrateConfig, MigrateError, checksum, lock};
+use crate::progress::Progress;
+use crate::redact::redact_urls;
+
+/// Applies the pending migrations of `migrations` (already in apply order).
+///
+/// Takes Prisma's advisory lock for the whole run; creates
+/// `_prisma_migrations` when missing (refusing a non-empty schema without it,
+/// like Prisma); refuses to run while a failed migration is unresolved.
+pub async fn deploy(
+    database_url: &str,
+    migrations: &[MigrationFile],
+    config: &MigrateConfig,
+    progress: &Progress,
+) -> Result<DeployReport, MigrateError> {
+    let database = connect::parse(database_url)?;
+    let mut session = connect::open(&database).await?;
+    progress.emit("lock", "waiting for the migrations advisory lock");
+    lock::acquire(&mut session.conn, config.advisory_lock_timeout()).await?;
+    let result = deploy_locked(&mut session, migrations, config, progress).await;
+    if result.is_ok() {
+        lock::release(&mut session.conn).await?;
+    }
+    session.close().await;
+    result
+}
+
+/// Makes sure `_prisma_migrations` exists, as Prisma's `initialize` does.
+pub(crate) async fn ensure_table(session: &mut Session) -> Result<(), MigrateError> {
+    if table::exists(&mut session.conn, &session.schema).await? {
+        return Ok(());
+    }
+    let tables = table::user_tables(&mut session.conn, &session.schema).await?;
+    if !tables.is_empty() {
+        let mut list = tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if tables.len() > 5 {
+            list.push_str(&format!(" and {} more", tables.len() - 5));
+        }
+        return Err(MigrateError::SchemaNotEmpty { tables: list });
+    }
+    table::create(&mut session.conn, &session.schema).await
+}
+
+/// Errors out listing failed migrations, like Prisma's P3009.
+pub(crate) fn refuse_failed(rows: &[MigrationRow]) -> Result<(), MigrateError> {
+    let failed: Vec<&MigrationRow> = rows.iter().filter(|r| r.is_failed()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let mut details = String::new();
+    for row in &failed {
+        details.push_str(&format!(
+            "The `{}` migration started at {} failed",
+            row.migration_name, row.started_at
+        ));
+        if let Some(logs) = row.logs.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+            details.push_str(" with the following logs:\n");
+            details.push_str(logs);
+        }
+        details.push('\n');
+    }
+    Err(MigrateError::FailedMigrationsPresent {
+        names: failed.iter().map(|r| r.migration_name.clone()).collect(),
+        details,
+    })
+}
+
+/// The migrations of `migrations` that have no row other than rolled-back ones.
+pub(crate) fn pending<'a>(migrations: &'a [MigrationFile], rows: &[MigrationRow]) -> Vec<&'a MigrationFile> {
+    migrations
+        .iter()
+        .filter(|m| !rows.iter().any(|r| r.rolled_back_at.is_none() && r.migration_name == m.name))
+        .collect()
+}
+
+async fn deploy_locked(
+    session: &mut Session,
+    migrations: &[MigrationFile],
+    config: &MigrateConfig,
+    progress: &Progress,
+) -> Result<DeployReport, MigrateError> {
+    if session.schema != "public" {
+        sqlx::Executor::execute(
+            &mut session.conn,
+            sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&session.schema))),
+        )
+        .await
+        .map_err(|e| MigrateError::db(format!("creating schema {}", session.schema), e))?;
+    }
+    ensure_table(session).await?;
+    let rows = table::load(&mut session.conn, &session.schema).await?;
+    refuse_failed(&rows)?;
+
+    let mut report = DeployReport { already_applied: migrations.len(), ..Default::default() };
+    for m in migrations {
+        let modified = rows.iter().any(|r| r.is_applied() && r.migration_name == m.name)
+            && !rows.iter().any(|r| {
+                r.is_applied() && r.migration_name == m.name && checksum::matches(&m.sql, &r.checksum)
+            });
+        if modified {
+            report.warnings.push(format!(
+                "migration {} was modified after it was applied (its checksum differs from _prisma_migrations)",
+                m.name
+            ));
+        }
+    }
+    let pending = pending(migrations, &rows);
+    report.already_applied -= pending.len();
+
+    // Plan every file before touching anything.
+    let mut plans = Vec::with_capacity(pending.len());
+    for m in &pending {
+        plans.push(plan_file(m)?);
+    }
+
+    set_timeouts(&mut session.conn, config).await?;
+    let total = pending.len() as u64;
+    progress.emit_counted("migrate", format!("{total} pending migration(s)"), 0, total, "migrations");
+    for (index, (m, segments)) in pending.iter().zip(plans).enumerate() {
+        let done = index as u64;
+        progress.emit_counted(
+            "migrate",
+            format!("applying {} ({}/{total})", m.name, done + 1),
+            done,
+            total,
+            "migrations",
+        );
+        let started = Instant::now();
+        let id =
+            table::insert_started(&mut session.conn, &session.schema, &m.name, &checksum::checksum(&m.sql))
+                .await?;
+        if let Err(failure) = run_segments(&mut session.conn, &m.sql, &segments).await {
+            // Leave no aborted transaction block behind for the bookkeeping.
+            let _ = sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql("ROLLBACK")).await;
+            let logs = failure.logs(&m.name, &m.sql);
+            let recorded = table::mark_failed(&mut session.conn, &session.schema, &id, &logs).await;
+            let mut error = failure.error_text();
+            if let Err(e) = recorded {
+                error
+                    .push_str(&format!(" (and recording the failure in _prisma_migrations failed too: {e})"));
+            }
+            progress.emit_counted("migrate", format!("{} failed", m.name), done, total, "migrations");
+            return Err(MigrateError::Failed {
+                name: m.name.clone(),
+                line: failure.line(&m.sql),
+                code: failure.code.clone(),
+                error,
+            });
+        }
+        table::mark_finished(&mut session.conn, &session.schema, &id, &m.name).await?;
+        let ms = started.elapsed().as_millis();
+        report.applied.push(m.name.clone());
+        report.durations_ms.push(ms as u64);
+        progress.emit_counted(
+            "migrate",
+            format!("applied {} ({}/{total}) in {ms} ms", m.name, done + 1),
+            done + 1,
+            total,
+            "migrations",
+        );
+    }
+    Ok(report)
+}
+
+/// Splits a file into what to send, refusing files that leave a
+/// transaction open. Files the grammar cannot parse go as one script, the
+/// way Prisma sends them; the server then reports the error.
+fn plan_file(m: &MigrationFile) -> Result<Vec<Segment>, MigrateError> {
+    let Ok(stmts) = parse::parse(&m.sql) else {
+        return Ok(vec![Segment { range: 0..m.sql.len(), alone: None }]);
+    };
+    if let Some(line) = script::unclosed_block(&stmts) {
+        return Err(MigrateError::Failed {
+            name: m.name.clone(),
+            line: Some(line),
+            code: "none".into(),
+            error: "the BEGIN on this line is never committed; nothing was applied. Add COMMIT at the end"
+                .into(),
+        });
+    }
+    Ok(script::segments(&m.sql, &stmts))
+}
+
+pub(crate) async fn set_timeouts(
+    conn: &mut PgConnection,
+    config: &MigrateConfig,
+) -> Result<(), MigrateError> {
+    let mut sql = String::new();
+    if config.lock_timeout_ms > 0 {
+        sql.push_str(&format!("SET lock_timeout = {};", config.lock_timeout_ms));
+    }
+    if config.statement_timeout_ms > 0 {
+        sql.push_str(&format!("SET statement_timeout = {};", config.statement_timeout_ms));
+    }
+    if !sql.is_empty() {
+        sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql))
+            .await
+            .map_err(|e| MigrateError::db("setting timeouts", e))?;
+    }
+    Ok(())
+}
+
+/// A failed script, with enough to point at the statement.
+struct ScriptFailure {
+    code: String,
+    /// Severity, message, detail, hint.
+    text: String,
+    /// Byte offset in the file of the error position, if the server gave one.
+    offset: Option<usize>,
+    /// Byte offset where the failing segment starts.
+    segment_start: usize,
+    /// Segments that committed before the failing one.
+    committed_before: usize,
+    /// Why the file was split, when it was.
+    split_reason: Option<&'static str>,
+}
+
+impl ScriptFailure {
+    fn line(&self, sql: &str) -> Option<usize> {
+        self.offset
+            .map(|o| line_of(sql, o))
+            .or((self.committed_before > 0).then(|| line_of(sql, self.segment_start)))
+    }
+
+    fn error_text(&self) -> String {
+        format!("{} (SQLSTATE {})", self.text, self.code)
+    }
+
+    /// What goes into `_prisma_migrations.logs`, shaped like Prisma's P3018.
+    fn logs(&self, name: &str, sql: &str) -> String {
+        let mut logs = format!(
+            "A migration failed to apply. New migrations cannot be applied before the error is recovered from. \
+             Read more about how to resolve migration issues in a production database: \
+             https://pris.ly/d/migrate-resolve\n\nMigration name: {name}\n\nDatabase error code: {}\n\nDatabase error:\n{}",
+            self.code, self.text
+        );
+        if let Some(offset) = self.offset {
+            let line = line_of(sql, offset);
+            logs.push_str("\n\nPosition:\n");
+            for (i, text) in sql.lines().enumerate().skip(line.saturating_sub(6)).take(line.min(6)) {
+                logs.push_str(&format!("{:>3} {}\n", i + 1, text.trim_end_matches('\r')));
+            }
+        }
+        if self.committed_before > 0 {
+            logs.push_str(&format!(
+                "\n\nThe file was run in parts because it contains {}; the statements before line {} were \
+                 committed and are NOT rolled back.",
+                self.split_reason.unwrap_or("statements that cannot run in a transaction"),
+                line_of(sql, self.segment_start)
+            ));
+        }
+        redact_urls(&logs)
+    }
+}
+
+async fn run_segments(conn: &mut PgConnection, sql: &str, segments: &[Segment]) -> Result<(), ScriptFailure> {
+    let split_reason = segments.iter().find_map(|s| s.alone);
+    for (i, segment) in segments.iter().enumerate() {
+        let text = &sql[segment.range.clone()];
+        if let Err(e) = sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(text)).await {
+            let mut failure = ScriptFailure {
+                code: "none".into(),
+                text: redact_urls(&e.to_string()),
+                offset: None,
+                segment_start: segment.range.start,
+                committed_before: i,
+                split_reason,
+            };
+            if let Some(db) = e.as_database_error().and_then(|d| d.try_downcast_ref::<PgDatabaseError>()) {
+                failure.code = db.code().to_owned();
+                let severity = format!("{:?}", db.severity()).to_uppercase();
+                let mut text = format!("{severity}: {}", db.message());
+                if let Some(detail) = db.detail() {
+                    text.push_str(&format!("\nDETAIL: {detail}"));
+                }
+                if let Some(hint) = db.hint() {
+                    text.push_str(&format!("\nHINT: {hint}"));
+                }
+                if let Some(context) = db.r#where() {
+                    text.push_str(&format!("\nCONTEXT: {context}"));
+                }
+                failure.text = redact_urls(&text);
+                if let Some(PgErrorPosition::Original(chars)) = db.position() {
+                    // 1-based character position within the text we sent.
+                    let byte = text_char_to_byte(text_of(sql, segment), chars.saturating_sub(1));
+                    failure.offset = Some(segment.range.start + byte);
+                }
+            }
+            return Err(failure);
+        }
+    }
+    Ok(())
+}
+
+fn text_of<'a>(sql: &'a str, segment: &Segment) -> &'a str {
+    &sql[segment.range.clone()]
+}
+
+fn text_char_to_byte(text: &str, chars: usize) -> usize {
+    text.char_indices().nth(chars).map(|(b, _)| b).unwrap_or(text.len())
+}

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use runway_proto::v1::agent_channel_client::AgentChannelClient;
 use runway_proto::v1::{
     AgentMessage, Heartbeat, LeaderInfo, LeaderRequest, Register, agent_message, coordinator_message,
@@ -58,7 +59,9 @@ pub async fn run(
     mut outbox: mpsc::UnboundedReceiver<AgentMessage>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let redial =
+        ExponentialBuilder::new().with_min_delay(MIN_BACKOFF).with_max_delay(MAX_BACKOFF).without_max_times();
+    let mut delays = redial.build();
     let mut next = 0usize;
     let mut hint: Option<String> = None;
     while !shutdown.is_cancelled() {
@@ -87,13 +90,13 @@ pub async fn run(
             }
         }
         if started.elapsed() > Duration::from_secs(10) {
-            backoff = MIN_BACKOFF;
+            delays = redial.build();
         }
+        let delay = delays.next().unwrap_or(MAX_BACKOFF);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -1,6 +1,10 @@
 //! Health checks: polling an app's health URL until it answers 2xx.
 
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use backon::{ConstantBuilder, Retryable};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -47,23 +51,81 @@ pub async fn probe(url: &str) -> Result<String, String> {
 pub async fn wait_healthy(url: &str, timeout: Duration, progress: &Progress) -> Result<String, HealthError> {
     url.parse::<hyper::Uri>()
         .map_err(|e| HealthError::BadUrl { url: url.to_owned(), message: e.to_string() })?;
-    let start = Instant::now();
-    let mut attempts = 0u64;
-    loop {
-        attempts += 1;
-        let last = match probe(url).await {
-            Ok(line) => {
-                progress.emit("health", format!("{url} healthy after {attempts} probe(s): {line}"));
-                return Ok(line);
+    let attempts = AtomicU64::new(0);
+    let last = Mutex::new(String::from("no probe finished"));
+    let polling = (|| {
+        attempts.fetch_add(1, Ordering::Relaxed);
+        probe(url)
+    })
+    .retry(ConstantBuilder::new().with_delay(PROBE_INTERVAL).without_max_times())
+    .notify(|why: &String, _| {
+        if attempts.load(Ordering::Relaxed) % 8 == 1 {
+            progress.emit("health", format!("waiting for {url}: {why}"));
+        }
+        *last.lock().expect("health poll lock") = why.clone();
+    });
+    match tokio::time::timeout(timeout, polling).await {
+        Ok(Ok(line)) => {
+            progress
+                .emit("health", format!("{url} healthy after {} probe(s): {line}", attempts.into_inner()));
+            Ok(line)
+        }
+        // The retries never stop by themselves (`without_max_times`): the deadline ends them.
+        Ok(Err(why)) => {
+            Err(HealthError::Unhealthy { url: url.to_owned(), secs: timeout.as_secs(), last: why })
+        }
+        Err(_) => Err(HealthError::Unhealthy {
+            url: url.to_owned(),
+            secs: timeout.as_secs(),
+            last: last.into_inner().expect("health poll lock"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTP server on a free port that answers 503 `unhealthy_first` times, then 200.
+    async fn app(unhealthy_first: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for served in 0.. {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let (status, body) = if served < unhealthy_first {
+                    ("503 Service Unavailable", "starting")
+                } else {
+                    ("200 OK", "ok")
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
             }
-            Err(why) => why,
-        };
-        if start.elapsed() >= timeout {
-            return Err(HealthError::Unhealthy { url: url.to_owned(), secs: timeout.as_secs(), last });
-        }
-        if attempts % 8 == 1 {
-            progress.emit("health", format!("waiting for {url}: {last}"));
-        }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        });
+        format!("http://{addr}/health")
+    }
+
+    #[tokio::test]
+    async fn waits_through_unhealthy_answers() {
+        let url = app(3).await;
+        let line = wait_healthy(&url, Duration::from_secs(10), &Progress::discard()).await.expect("healthy");
+        assert_eq!(line, "HTTP 200 ok");
+    }
+
+    #[tokio::test]
+    async fn gives_up_at_the_deadline_with_the_last_answer() {
+        let url = app(usize::MAX).await;
+        let err = wait_healthy(&url, Duration::from_millis(800), &Progress::discard())
+            .await
+            .expect_err("never healthy");
+        let text = err.to_string();
+        assert!(text.contains("HTTP 503 starting"), "{text}");
     }
 }

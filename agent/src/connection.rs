@@ -32,6 +32,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 /// second of its election.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long a stopping agent waits for the coordinator to close the stream.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How a session ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -73,22 +76,20 @@ pub async fn run(
         let started = Instant::now();
         match session(&addr, &config, &executor, &mut outbox, &shutdown).await {
             Ok(()) => return,
-            Err(e) => {
-                if let SessionError::Refused { leader: Some(leader), .. } = &e {
-                    tracing::info!(%addr, %leader, "coordinator is a follower; dialing the leader");
-                    hint = Some(leader.clone());
-                    continue;
-                }
-                if let SessionError::Superseded { leader, .. } = &e
-                    && !leader.is_empty()
-                {
-                    tracing::warn!(error = %e, "dialing the newer leader");
-                    hint = Some(leader.clone());
-                    continue;
-                }
-                tracing::warn!(error = %e, "coordinator session ended");
+            Err(SessionError::Refused { leader: Some(leader), .. }) => {
+                tracing::info!(%addr, %leader, "coordinator is a follower; dialing the leader");
+                hint = Some(leader);
             }
+            Err(e @ SessionError::Superseded { .. }) => {
+                tracing::warn!(error = %e, "dialing the newer leader");
+                if let SessionError::Superseded { leader, .. } = e {
+                    hint = Some(leader).filter(|l| !l.is_empty());
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "coordinator session ended"),
         }
+        // Every way back to dialling waits here: a follower that names
+        // itself (a stale election key) must not be redialled in a tight loop.
         if started.elapsed() > Duration::from_secs(10) {
             delays = redial.build();
         }
@@ -139,7 +140,8 @@ async fn session(
         }
     };
 
-    let interval = Duration::from_secs(config.heartbeat_secs.max(1));
+    // The config's interval until the coordinator says which it uses.
+    let mut interval = Duration::from_secs(config.heartbeat_secs.max(1));
     let mut ticker = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
     // Set once registered: the leader's token, and the other coordinators
@@ -150,7 +152,10 @@ async fn session(
     let _stop_probing = probing.clone().drop_guard();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => {
+                leave(addr, tx, outbox, &mut inbound).await;
+                return Ok(());
+            }
             Some((peer, info)) = newer.recv() => {
                 // Raise the highest token first: the deposed leader is refused from now on.
                 let _ = executor.accept_leader(info.fencing_token).await;
@@ -172,6 +177,10 @@ async fn session(
                             }
                             tracing::info!(coordinator = %r.coordinator, %addr, token = r.fencing_token, "registered");
                             token = r.fencing_token;
+                            if r.heartbeat_interval_secs > 0 {
+                                interval = Duration::from_secs(u64::from(r.heartbeat_interval_secs));
+                                ticker = tokio::time::interval(interval);
+                            }
                             let peers = config.coordinators.iter().filter(|a| *a != addr).cloned().collect();
                             tokio::spawn(watch_for_newer_leader(peers, token, interval * 3, newer_tx.clone(), probing.clone()));
                         }
@@ -204,6 +213,32 @@ async fn session(
             }
         }
     }
+}
+
+/// Leaves a coordinator politely: what the outbox still holds (the results
+/// of commands that finished while the agent was stopping) is sent, the
+/// stream is closed from this side, and the coordinator gets a moment to
+/// see the end before the connection goes.
+async fn leave(
+    addr: &str,
+    tx: mpsc::Sender<AgentMessage>,
+    outbox: &mut mpsc::UnboundedReceiver<AgentMessage>,
+    inbound: &mut tonic::Streaming<runway_proto::v1::CoordinatorMessage>,
+) {
+    let mut sent = 0usize;
+    while let Ok(message) = outbox.try_recv() {
+        if tx.send(message).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    drop(tx);
+    let closed =
+        tokio::time::timeout(LEAVE_TIMEOUT, async { while let Ok(Some(_)) = inbound.message().await {} });
+    if closed.await.is_err() {
+        tracing::warn!(%addr, "coordinator did not close the stream in time; leaving anyway");
+    }
+    tracing::info!(%addr, sent, "left the coordinator");
 }
 
 /// Asks the other coordinators every `every` who leads, and reports the

@@ -8,7 +8,7 @@
 //! coordinator re-sends unfinished commands when the agent reconnects.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use runway_proto::v1::{
@@ -37,6 +37,8 @@ pub struct Executor {
     tracker: TaskTracker,
     /// The app version running now (changes after a restart).
     app_version: Arc<std::sync::Mutex<String>>,
+    /// Set when the agent is stopping: running commands finish, new ones do not start.
+    stopping: Arc<AtomicBool>,
 }
 
 /// Why a command failed. Rendered into the result's `error` field.
@@ -79,7 +81,21 @@ impl ExecError {
 impl Executor {
     pub fn new(config: Arc<Config>, journal: Journal, outbox: Outbox, tracker: TaskTracker) -> Self {
         let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
-        Self { config, journal, outbox, tracker, app_version: Arc::new(std::sync::Mutex::new(version)) }
+        Self {
+            config,
+            journal,
+            outbox,
+            tracker,
+            app_version: Arc::new(std::sync::Mutex::new(version)),
+            stopping: Arc::default(),
+        }
+    }
+
+    /// From now on, commands this agent has not seen are not started (the
+    /// coordinator sends them again once the agent is back); re-sends of
+    /// known commands are still answered.
+    pub fn stop_accepting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 
     /// The app version to report at registration.
@@ -106,6 +122,10 @@ impl Executor {
     /// Admits `cmd` through the journal and runs it in the background.
     pub async fn submit(&self, cmd: v1::Command) {
         let action = action_name(&cmd);
+        if self.stopping.load(Ordering::SeqCst) && !self.journal.knows(&cmd.command_id).await {
+            tracing::warn!(command_id = %cmd.command_id, action, "agent is stopping; not starting a new command");
+            return;
+        }
         let admission = self
             .journal
             .admit(Incoming {

@@ -180,7 +180,13 @@ impl Journal {
             },
         );
         forget_oldest(&mut state);
-        self.persist(&state).await?;
+        if let Err(e) = self.persist(&state).await {
+            // Not on disk, so not admitted: a command must never stay
+            // "running" in memory with nothing running it. (The raised
+            // token may stay: fencing only gets stricter.)
+            state.commands.remove(cmd.command_id);
+            return Err(e);
+        }
         Ok(Admission::Start)
     }
 
@@ -197,6 +203,11 @@ impl Journal {
             self.persist(&state).await?;
         }
         Ok(true)
+    }
+
+    /// Whether `command_id` was admitted before (running or finished).
+    pub async fn knows(&self, command_id: &str) -> bool {
+        self.state.lock().await.commands.contains_key(command_id)
     }
 
     /// The highest fencing token seen.
@@ -336,5 +347,18 @@ mod tests {
         drop(journal);
         let reopened = Journal::open(dir.path()).await.unwrap();
         assert_eq!(reopened.highest_token().await, 12, "the raised token is on disk");
+    }
+
+    #[tokio::test]
+    async fn a_failed_journal_write_leaves_no_command_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).await.unwrap();
+        // A directory where the temp file goes makes the write fail (even as root).
+        std::fs::create_dir(dir.path().join("journal.json.tmp")).unwrap();
+        assert!(journal.admit(incoming("r1/migrate/db/1", 7)).await.is_err());
+        assert!(journal.entries().await.is_empty(), "nothing may stay running");
+        std::fs::remove_dir(dir.path().join("journal.json.tmp")).unwrap();
+        // The re-send starts it for real, instead of waiting for a run that never began.
+        assert!(matches!(journal.admit(incoming("r1/migrate/db/1", 7)).await.unwrap(), Admission::Start));
     }
 }

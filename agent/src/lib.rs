@@ -29,8 +29,9 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Runs the agent until `shutdown` fires, then waits for running commands
-/// to finish and be journaled.
+/// Runs the agent until `shutdown` fires. Stopping is a drain: commands
+/// already running finish and their results reach the coordinator over the
+/// still-open link before the link closes; new commands are not started.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), journal::JournalError> {
     let config = Arc::new(config);
     let journal = journal::Journal::open(&config.state_dir).await?;
@@ -38,11 +39,20 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
     let tracker = TaskTracker::new();
     let executor = exec::Executor::new(Arc::clone(&config), journal, outbox_tx, tracker.clone());
     tracing::info!(name = %config.name, environment = %config.environment, "agent starting");
-    connection::run(config, executor, outbox_rx, shutdown).await;
-    tracker.close();
-    if !tracker.is_empty() {
-        tracing::info!(running = tracker.len(), "waiting for running commands to finish");
-    }
-    tracker.wait().await;
+    let link = CancellationToken::new();
+    let drain = async {
+        shutdown.cancelled().await;
+        executor.stop_accepting();
+        tracker.close();
+        if !tracker.is_empty() {
+            tracing::info!(
+                running = tracker.len(),
+                "stopping: finishing running commands before leaving the coordinator"
+            );
+        }
+        tracker.wait().await;
+        link.cancel();
+    };
+    tokio::join!(connection::run(config, executor.clone(), outbox_rx, link.clone()), drain);
     Ok(())
 }

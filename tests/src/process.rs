@@ -91,19 +91,21 @@ impl Proc {
     }
 
     /// Sends `signal` (e.g. "QUIT") and waits up to `timeout` for exit.
-    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) {
+    /// Returns how it exited, or `None` when it had to be SIGKILLed.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
         if let Some(child) = self.child.as_mut() {
             let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
             let start = Instant::now();
             while start.elapsed() < timeout {
-                if let Ok(Some(_)) = child.try_wait() {
+                if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    return;
+                    return Some(status);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
         self.kill();
+        None
     }
 
     /// Whether it still runs.

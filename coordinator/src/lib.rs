@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! Listed from the bottom up: each module uses only modules above it in
-//! this list.
+//! this list (a unit test, `module_graph`, checks that there is no cycle).
 //!
 //! - [`config`]: the coordinator's config.
 //! - [`failpoint`]: faults the fault-injection tests switch on.
@@ -28,6 +28,9 @@ pub mod model;
 pub mod registry;
 pub mod rollout;
 pub mod store;
+
+#[cfg(test)]
+mod module_graph;
 
 use std::sync::Arc;
 use std::time::Duration;

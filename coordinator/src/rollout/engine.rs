@@ -445,3 +445,6 @@ impl Run<'_> {
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,23 +3,34 @@
 //!
 //! # Layout
 //!
+//! Listed from the bottom up: each module uses only modules above it in
+//! this list (a unit test, `module_graph`, checks that there is no cycle).
+//!
 //! - [`config`]: the coordinator's config.
-//! - [`leadership`]: campaigning in etcd; the [`leadership::FencingToken`].
-//! - [`store`]: rollout state in etcd, every write fenced.
+//! - [`failpoint`]: faults the fault-injection tests switch on.
+//! - [`fencing`]: a leader's [`fencing::Term`] and its [`fencing::FencingToken`].
+//! - [`model`]: the saved rollout record, step kinds and states, their wire form.
+//! - [`store`]: a fenced key/value store ([`store::Kv`]): etcd, or memory for tests.
+//! - [`leadership`]: the [`leadership::Election`] trait; campaigning in etcd, or
+//!   leadership a test hands out.
 //! - [`registry`]: the agents connected to the leader.
 //! - [`dispatch`]: commands to agents, events and results back.
-//! - [`failpoint`]: faults the fault-injection tests switch on.
-//! - [`rollout`]: the plan, the saved state machine, the event log.
+//! - [`rollout`]: the plan, commands, saved rollouts and events, the engine.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
 
 pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod failpoint;
+pub mod fencing;
 pub mod leadership;
+pub mod model;
 pub mod registry;
 pub mod rollout;
 pub mod store;
+
+#[cfg(test)]
+mod module_graph;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,13 +41,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::leadership::{Election, Leadership};
+use crate::leadership::Election;
+use crate::leadership::etcd::EtcdElection;
+use crate::rollout::repo::RolloutStore;
+use crate::store::etcd::EtcdKv;
 
 /// The coordinator could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// etcd cannot be reached; check `etcd_endpoints`.
     #[error("cannot connect to etcd at {endpoints}: {source}")]
     Etcd { endpoints: String, source: etcd_client::Error },
+    /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -56,15 +72,16 @@ pub async fn run(
         .map_err(|source| StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source })?;
 
     let tracker = TaskTracker::new();
-    let store = store::Store::new(client.clone(), &config.etcd_prefix);
-    let election = Election::start(
+    let store = store::Store::new(Arc::new(EtcdKv::new(client.clone())), &config.etcd_prefix);
+    let election: Arc<dyn Election> = Arc::new(EtcdElection::start(
         client,
         store.election_name(),
         config.advertise.clone(),
         config.lease_ttl(),
         shutdown.clone(),
         &tracker,
-    );
+    ));
+    let store = RolloutStore::new(store);
     let registry = registry::Registry::default();
     let dispatcher = dispatch::Dispatcher::new(registry.clone());
     let (bus, _) = tokio::sync::broadcast::channel(1024);
@@ -76,7 +93,7 @@ pub async fn run(
         registry.clone(),
         tracker.clone(),
     );
-    tracker.spawn(follow_leadership(election.clone(), engine.clone(), registry.clone(), shutdown.clone()));
+    tracker.spawn(engine.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
 
     let shared = Arc::new(api::Shared {
         config: Arc::clone(&config),
@@ -98,34 +115,4 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     served.map_err(StartError::from)
-}
-
-/// Starts the engine each time this coordinator becomes leader; drops
-/// agent sessions when it stops being leader.
-async fn follow_leadership(
-    election: Election,
-    engine: rollout::engine::Engine,
-    registry: registry::Registry,
-    shutdown: CancellationToken,
-) {
-    let mut changes = election.subscribe();
-    let mut leading = false;
-    loop {
-        let state = changes.borrow_and_update().clone();
-        match state {
-            Leadership::Leader(term) if !leading => {
-                leading = true;
-                engine.lead(term);
-            }
-            Leadership::Follower { .. } if leading => {
-                leading = false;
-                registry.clear();
-            }
-            _ => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = changes.changed() => if changed.is_err() { return },
-        }
-    }
 }

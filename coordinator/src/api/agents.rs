@@ -20,7 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use super::error::ApiError;
-use crate::leadership::{Leadership, Term};
+use crate::fencing::Term;
+use crate::leadership::Leadership;
 
 pub struct AgentService {
     shared: Arc<Shared>,

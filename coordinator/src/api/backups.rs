@@ -26,7 +26,7 @@ use tonic::Status;
 use super::Shared;
 use super::error::ApiError;
 use crate::dispatch::InFlight;
-use crate::leadership::Term;
+use crate::fencing::Term;
 use crate::rollout::plan::db_host;
 
 /// The stream of updates one backup command sends back.

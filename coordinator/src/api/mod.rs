@@ -9,21 +9,29 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
-use crate::leadership::{Election, Leadership, Term};
+use crate::fencing::Term;
+use crate::leadership::{Election, Leadership};
 use crate::registry::Registry;
 use crate::rollout::engine::Engine;
 use crate::rollout::events::EventBus;
-use crate::store::Store;
+use crate::rollout::repo::RolloutStore;
 use error::ApiError;
 
 /// Everything the services share.
 pub struct Shared {
+    /// This coordinator's config.
     pub config: Arc<Config>,
-    pub election: Election,
+    /// Whether this coordinator leads, and with which term.
+    pub election: Arc<dyn Election>,
+    /// The agents connected to this coordinator.
     pub registry: Registry,
+    /// Commands to agents, their events and results back.
     pub dispatcher: Dispatcher,
-    pub store: Store,
+    /// Saved rollouts, bundles and events.
+    pub store: RolloutStore,
+    /// Runs rollouts while this coordinator leads.
     pub engine: Engine,
+    /// Live rollout events, for watchers.
     pub bus: EventBus,
 }
 

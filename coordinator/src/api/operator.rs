@@ -19,8 +19,8 @@ use tonic::{Request, Response, Status};
 
 use super::Shared;
 use super::error::ApiError;
+use crate::model::{RolloutRecord, RolloutState};
 use crate::rollout::plan::default_plan;
-use crate::rollout::record::{RolloutRecord, RolloutState};
 
 pub struct OperatorService {
     shared: Arc<Shared>,

@@ -11,20 +11,24 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runway_proto::v1::{self, CommandOutcome, RolloutState as WireState};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::command;
 use super::events::{EventBus, EventWriter, NewEvent};
-use super::plan::StepKind;
-use super::record::{RolloutRecord, RolloutState, StepRecord, StepState};
+use super::repo::RolloutStore;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
-use crate::leadership::Term;
+use crate::fencing::Term;
+use crate::leadership::{Election, Leadership};
+use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState};
 use crate::registry::Registry;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// How often the leader looks for unfinished rollouts it is not running.
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
@@ -50,7 +54,7 @@ struct RunControl {
 #[derive(Clone)]
 pub struct Engine {
     config: Arc<Config>,
-    store: Store,
+    store: RolloutStore,
     bus: EventBus,
     dispatcher: Dispatcher,
     registry: Registry,
@@ -59,15 +63,44 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine that saves to `store`, publishes on `bus` and reaches
+    /// agents through `dispatcher` and `registry`. Its runs are tasks on
+    /// `tracker`.
     pub fn new(
         config: Arc<Config>,
-        store: Store,
+        store: RolloutStore,
         bus: EventBus,
         dispatcher: Dispatcher,
         registry: Registry,
         tracker: TaskTracker,
     ) -> Self {
         Self { config, store, bus, dispatcher, registry, running: Arc::default(), tracker }
+    }
+
+    /// Starts the engine each time this coordinator becomes leader; drops
+    /// agent sessions when it stops being leader. Returns at `shutdown` or
+    /// when the election goes away.
+    pub async fn follow_leadership(self, election: Arc<dyn Election>, shutdown: CancellationToken) {
+        let mut changes = election.subscribe();
+        let mut leading = false;
+        loop {
+            let state = changes.borrow_and_update().clone();
+            match state {
+                Leadership::Leader(term) if !leading => {
+                    leading = true;
+                    self.lead(term);
+                }
+                Leadership::Follower { .. } if leading => {
+                    leading = false;
+                    self.registry.clear();
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     /// Resumes unfinished rollouts now and every few seconds until the term ends.
@@ -304,7 +337,10 @@ impl Run<'_> {
             tracing::info!(rollout = %record.id, step = step.kind.name(), "re-attaching to a step that was running");
         }
         let step = record.steps[index].clone();
-        let make = |host: &str| self.command(record, &step, host);
+        let make = |host: &str| {
+            let config = &self.engine.config;
+            command::for_host(record, &step, host, self.bundle, self.term.token, &config.name)
+        };
         if step.kind.one_host_at_a_time() {
             for host in &step.hosts {
                 if let Err(e) = self.command_on(&step, host, make(host)).await? {
@@ -324,22 +360,6 @@ impl Run<'_> {
                 }
             }
             if errors.is_empty() { Ok(Ok(())) } else { Ok(Err(errors.join("; "))) }
-        }
-    }
-
-    fn command(&self, record: &RolloutRecord, step: &StepRecord, host: &str) -> v1::Command {
-        v1::Command {
-            command_id: format!(
-                "{}/{}{}/{host}/{}",
-                record.id,
-                step.kind.name(),
-                if step.recovery { "-recovery" } else { "" },
-                step.attempt
-            ),
-            fencing_token: self.term.token.0,
-            rollout_id: record.id.clone(),
-            issued_by: self.engine.config.name.clone(),
-            action: Some(step.kind.action(self.bundle, &record.app_version, &record.id)),
         }
     }
 
@@ -425,3 +445,6 @@ impl Run<'_> {
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests;

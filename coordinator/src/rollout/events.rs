@@ -9,9 +9,10 @@
 use runway_proto::v1::{Counters, RolloutEvent, RolloutState};
 use tokio::sync::{Mutex, broadcast};
 
-use super::record::RolloutRecord;
-use crate::leadership::Term;
-use crate::store::{Store, StoreError};
+use super::repo::RolloutStore;
+use crate::fencing::Term;
+use crate::model::RolloutRecord;
+use crate::store::StoreError;
 
 /// Live events of every rollout this coordinator runs.
 pub type EventBus = broadcast::Sender<RolloutEvent>;
@@ -19,12 +20,19 @@ pub type EventBus = broadcast::Sender<RolloutEvent>;
 /// What an event is about; the writer fills in rollout, number and time.
 #[derive(Debug, Default, Clone)]
 pub struct NewEvent {
+    /// What happened, e.g. `step_started`, `command_failed`, `progress`.
     pub kind: &'static str,
+    /// The step's name, if the event is about a step.
     pub step: String,
+    /// The agent, if the event is about one command.
     pub host: String,
+    /// The command, if the event is about one.
     pub command_id: String,
+    /// The agent's phase, on progress events.
     pub phase: String,
+    /// For people.
     pub message: String,
+    /// Bytes and migrations done, on progress events.
     pub counters: Option<Counters>,
     /// A finished command's result as JSON.
     pub detail_json: String,
@@ -36,7 +44,7 @@ pub struct NewEvent {
 pub struct EventWriter {
     rollout_id: String,
     term: Term,
-    store: Store,
+    store: RolloutStore,
     bus: EventBus,
     /// Next sequence number; the lock also keeps appends in order.
     next_seq: Mutex<u64>,
@@ -47,13 +55,14 @@ impl EventWriter {
     pub async fn resume(
         rollout_id: &str,
         term: Term,
-        store: Store,
+        store: RolloutStore,
         bus: EventBus,
     ) -> Result<Self, StoreError> {
         let last = store.last_event_seq(rollout_id).await?;
         Ok(Self { rollout_id: rollout_id.to_owned(), term, store, bus, next_seq: Mutex::new(last + 1) })
     }
 
+    /// Numbers, saves and broadcasts `event`.
     pub async fn emit(&self, event: NewEvent) -> Result<(), StoreError> {
         self.append(event, None).await
     }

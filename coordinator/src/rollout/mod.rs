@@ -1,11 +1,16 @@
 //! Rollouts: the runbook as a saved state machine.
 //!
-//! - [`plan`]: the default plan, step kinds and the command each sends.
-//! - [`record`]: the saved state and its wire form.
+//! - [`plan`]: the default plan for an environment's agents.
+//! - [`command`]: the typed command a step sends each host, and its id.
+//! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
 //! - [`engine`]: runs and resumes rollouts while this coordinator leads.
+//!
+//! The records themselves (rollout, step, kinds, states) are in
+//! [`crate::model`].
 
+pub mod command;
 pub mod engine;
 pub mod events;
 pub mod plan;
-pub mod record;
+pub mod repo;

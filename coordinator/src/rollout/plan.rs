@@ -1,64 +1,15 @@
 //! The default plan: the runbook as an ordered list of typed steps.
 
-use runway_proto::v1::{self, command};
-use serde::{Deserialize, Serialize};
-
-use super::record::{StepRecord, StepState};
+use crate::model::{StepKind, StepRecord, StepState};
 use crate::registry::AgentSnapshot;
-
-/// One kind of step. Each maps to one typed agent command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepKind {
-    /// All hosts, in parallel: DB reachable, bundle valid, backup dir writable, apps healthy.
-    Preflight,
-    /// App hosts, in parallel.
-    MaintenanceOn,
-    /// The DB host.
-    Backup,
-    /// The DB host.
-    Migrate,
-    /// App hosts, one at a time, each waiting for health.
-    Restart,
-    /// App hosts, in parallel.
-    MaintenanceOff,
-}
-
-impl StepKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Preflight => "preflight",
-            Self::MaintenanceOn => "maintenance_on",
-            Self::Backup => "backup",
-            Self::Migrate => "migrate",
-            Self::Restart => "restart",
-            Self::MaintenanceOff => "maintenance_off",
-        }
-    }
-
-    /// Whether hosts run the step one after another rather than together.
-    pub fn one_host_at_a_time(self) -> bool {
-        matches!(self, Self::Restart)
-    }
-
-    /// The command for one host.
-    pub fn action(self, bundle: &v1::Bundle, app_version: &str, rollout_id: &str) -> command::Action {
-        match self {
-            Self::Preflight => command::Action::Preflight(v1::Preflight { bundle: Some(bundle.clone()) }),
-            Self::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
-            Self::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{rollout_id}") }),
-            Self::Migrate => command::Action::Migrate(v1::Migrate { bundle: Some(bundle.clone()) }),
-            Self::Restart => command::Action::Restart(v1::Restart { app_version: app_version.to_owned() }),
-            Self::MaintenanceOff => command::Action::MaintenanceOff(v1::MaintenanceOff {}),
-        }
-    }
-}
 
 /// Why no plan can be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
+    /// The environment has no DB agent connected; connect one and retry.
     #[error("no agent with the db role is connected in environment {environment:?}{connected}")]
     NoDbHost { environment: String, connected: String },
+    /// The environment has several DB agents connected; runway needs one.
     #[error(
         "{count} agents with the db role are connected in environment {environment:?} ({names}); runway migrates one database per environment"
     )]

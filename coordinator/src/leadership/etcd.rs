@@ -17,40 +17,8 @@ use etcd_client::Client;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// The create revision of the leader's election key.
-///
-/// Leases alone cannot keep a paused or partitioned old leader from acting
-/// after its lease expired (it does not know yet). The token can: etcd
-/// rejects a write that compares an old token, and agents refuse commands
-/// whose token is lower than one they have seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FencingToken(pub u64);
-
-impl std::fmt::Display for FencingToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A leadership term: valid until `cancel` fires.
-#[derive(Debug, Clone)]
-pub struct Term {
-    pub token: FencingToken,
-    /// The election key this term holds (what the store compares).
-    pub key: Vec<u8>,
-    /// Cancelled when the term ends; everything the leader runs hangs off it.
-    pub cancel: CancellationToken,
-}
-
-/// What this coordinator knows about leadership right now.
-#[derive(Debug, Clone)]
-pub enum Leadership {
-    /// This coordinator leads.
-    Leader(Term),
-    /// Another coordinator leads (its address and token, if known), or
-    /// nobody yet.
-    Follower { leader: Option<String>, token: Option<FencingToken> },
-}
+use super::{Election, Leadership};
+use crate::fencing::{FencingToken, Term};
 
 /// Errors from the election. Always retried by the campaign loop.
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +29,13 @@ pub enum ElectionError {
     NoLeaderKey,
 }
 
-/// Handle to the election task.
+/// Handle to the election tasks; cheap to clone.
 #[derive(Clone)]
-pub struct Election {
+pub struct EtcdElection {
     rx: watch::Receiver<Leadership>,
 }
 
-impl Election {
+impl EtcdElection {
     /// Starts campaigning with `value` (our advertised address) under
     /// `name`. Runs until `shutdown`.
     pub fn start(
@@ -83,15 +51,24 @@ impl Election {
         tracker.spawn(campaign_loop(client, name, value, ttl, tx, shutdown));
         Self { rx }
     }
+}
 
-    /// Current leadership.
-    pub fn current(&self) -> Leadership {
+impl Election for EtcdElection {
+    fn current(&self) -> Leadership {
         self.rx.borrow().clone()
     }
 
-    /// Subscribes to leadership changes.
-    pub fn subscribe(&self) -> watch::Receiver<Leadership> {
+    fn subscribe(&self) -> watch::Receiver<Leadership> {
         self.rx.clone()
+    }
+
+    /// Ends the term; the campaign task then steps down, revokes the lease
+    /// (so a follower takes over without waiting for the TTL) and campaigns
+    /// again.
+    fn resign(&self) {
+        if let Leadership::Leader(term) = &*self.rx.borrow() {
+            term.cancel.cancel();
+        }
     }
 }
 

@@ -1,0 +1,224 @@
+//! The rollout model: the saved record of a rollout, its steps, their
+//! kinds and states, and their wire form.
+//!
+//! This module depends on nothing else in the crate (only serde and
+//! `runway_proto`): the store saves these types as JSON without knowing
+//! them, and the rollout engine moves them from state to state. It is the
+//! one place where rollout domain types and `runway.v1` messages are
+//! converted into each other.
+
+use runway_proto::v1;
+use serde::{Deserialize, Serialize};
+
+/// A rollout as saved in etcd. Written before each transition is acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// Short, unique, roughly time-ordered id.
+    pub id: String,
+    /// The environment rolled out to.
+    pub environment: String,
+    /// Names the migration bundle (saved separately under its digest).
+    pub bundle_digest: String,
+    /// App version the restart step deploys; may be empty.
+    pub app_version: String,
+    /// Where the rollout as a whole stands.
+    pub state: RolloutState,
+    /// The plan, in order; recovery steps are appended on failure.
+    pub steps: Vec<StepRecord>,
+    /// Why the rollout failed or was cancelled; empty while all is well.
+    pub error: String,
+    /// When it was accepted.
+    pub created_unix_ms: i64,
+    /// When it was last saved.
+    pub updated_unix_ms: i64,
+    /// Coordinator that last ran it.
+    pub coordinator: String,
+    /// An operator asked to cancel; honoured between steps.
+    pub cancel_requested: bool,
+}
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Accepted, not started by any leader yet.
+    Pending,
+    /// A leader runs (or will resume) it.
+    Running,
+    /// Every step succeeded.
+    Succeeded,
+    /// A step failed; recovery steps ran.
+    Failed,
+    /// An operator cancelled it; recovery steps ran.
+    Cancelled,
+}
+
+impl RolloutState {
+    /// Whether the rollout has ended and no leader will touch it again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// One step of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// What the step does.
+    pub kind: StepKind,
+    /// Agents the step runs on.
+    pub hosts: Vec<String>,
+    /// Where the step stands.
+    pub state: StepState,
+    /// Bumped each time the step is started afresh; part of the command id.
+    pub attempt: u32,
+    /// Why the step failed; empty otherwise.
+    pub error: String,
+    /// Runs only to recover from a failure (e.g. maintenance off after a
+    /// failed migration), never on the happy path.
+    pub recovery: bool,
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started.
+    Pending,
+    /// Saved as started; its commands are out (or go out again on resume).
+    Running,
+    /// Every command succeeded.
+    Succeeded,
+    /// A command failed or its agent stayed away too long.
+    Failed,
+    /// Not run because an earlier step failed or the rollout was cancelled.
+    Skipped,
+}
+
+/// One kind of step. Each maps to one typed agent command (see
+/// `rollout::command`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// All hosts, in parallel: DB reachable, bundle valid, backup dir writable, apps healthy.
+    Preflight,
+    /// App hosts, in parallel.
+    MaintenanceOn,
+    /// The DB host.
+    Backup,
+    /// The DB host.
+    Migrate,
+    /// App hosts, one at a time, each waiting for health.
+    Restart,
+    /// App hosts, in parallel.
+    MaintenanceOff,
+}
+
+impl StepKind {
+    /// The name used in events, command ids and the wire form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "preflight",
+            Self::MaintenanceOn => "maintenance_on",
+            Self::Backup => "backup",
+            Self::Migrate => "migrate",
+            Self::Restart => "restart",
+            Self::MaintenanceOff => "maintenance_off",
+        }
+    }
+
+    /// Whether hosts run the step one after another rather than together.
+    pub fn one_host_at_a_time(self) -> bool {
+        matches!(self, Self::Restart)
+    }
+}
+
+impl RolloutRecord {
+    /// The rollout as the operator API shows it.
+    pub fn to_proto(&self) -> v1::Rollout {
+        v1::Rollout {
+            id: self.id.clone(),
+            environment: self.environment.clone(),
+            bundle_digest: self.bundle_digest.clone(),
+            app_version: self.app_version.clone(),
+            state: self.state.to_proto() as i32,
+            steps: self
+                .steps
+                .iter()
+                .map(|s| v1::Step {
+                    name: s.kind.name().to_owned(),
+                    state: s.state.to_proto() as i32,
+                    hosts: s.hosts.clone(),
+                    error: s.error.clone(),
+                    attempt: s.attempt,
+                })
+                .collect(),
+            error: self.error.clone(),
+            created_unix_ms: self.created_unix_ms,
+            updated_unix_ms: self.updated_unix_ms,
+            coordinator: self.coordinator.clone(),
+        }
+    }
+}
+
+impl RolloutState {
+    /// The wire form.
+    pub fn to_proto(self) -> v1::RolloutState {
+        match self {
+            Self::Pending => v1::RolloutState::Pending,
+            Self::Running => v1::RolloutState::Running,
+            Self::Succeeded => v1::RolloutState::Succeeded,
+            Self::Failed => v1::RolloutState::Failed,
+            Self::Cancelled => v1::RolloutState::Cancelled,
+        }
+    }
+}
+
+impl StepState {
+    /// The wire form.
+    pub fn to_proto(self) -> v1::StepState {
+        match self {
+            Self::Pending => v1::StepState::Pending,
+            Self::Running => v1::StepState::Running,
+            Self::Succeeded => v1::StepState::Succeeded,
+            Self::Failed => v1::StepState::Failed,
+            Self::Skipped => v1::StepState::Skipped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON saved in etcd must not change shape: running rollouts are
+    /// resumed by coordinators of another version.
+    #[test]
+    fn saved_json_keeps_its_shape() {
+        let record = RolloutRecord {
+            id: "r1".into(),
+            environment: "staging".into(),
+            bundle_digest: "d".into(),
+            app_version: String::new(),
+            state: RolloutState::Running,
+            steps: vec![StepRecord {
+                kind: StepKind::MaintenanceOff,
+                hosts: vec!["app-1".into()],
+                state: StepState::Skipped,
+                attempt: 2,
+                error: String::new(),
+                recovery: true,
+            }],
+            error: String::new(),
+            created_unix_ms: 1,
+            updated_unix_ms: 2,
+            coordinator: "c1".into(),
+            cancel_requested: false,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false}"#
+        );
+        assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), record);
+    }
+}

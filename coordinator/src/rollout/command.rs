@@ -1,0 +1,74 @@
+//! Turning a step into the typed command each of its hosts receives.
+//!
+//! The command id is stable for (rollout, step, host, attempt): a leader
+//! that resumes a running step sends the very ids the previous leader
+//! sent, and the agents' journals turn that into a re-attach.
+
+use runway_proto::v1::{self, command};
+
+use crate::fencing::FencingToken;
+use crate::model::{RolloutRecord, StepKind, StepRecord};
+
+/// The command that runs `step` of `record` on `host`, stamped with the
+/// leader's `token` and name (`issued_by`).
+pub fn for_host(
+    record: &RolloutRecord,
+    step: &StepRecord,
+    host: &str,
+    bundle: &v1::Bundle,
+    token: FencingToken,
+    issued_by: &str,
+) -> v1::Command {
+    v1::Command {
+        command_id: command_id(&record.id, step, host),
+        fencing_token: token.0,
+        rollout_id: record.id.clone(),
+        issued_by: issued_by.to_owned(),
+        action: Some(action(step.kind, bundle, &record.app_version, &record.id)),
+    }
+}
+
+/// `<rollout>/<step>[-recovery]/<host>/<attempt>`.
+pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
+    format!(
+        "{rollout_id}/{}{}/{host}/{}",
+        step.kind.name(),
+        if step.recovery { "-recovery" } else { "" },
+        step.attempt
+    )
+}
+
+/// The typed action of a step of `kind`.
+fn action(kind: StepKind, bundle: &v1::Bundle, app_version: &str, rollout_id: &str) -> command::Action {
+    match kind {
+        StepKind::Preflight => command::Action::Preflight(v1::Preflight { bundle: Some(bundle.clone()) }),
+        StepKind::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
+        StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{rollout_id}") }),
+        StepKind::Migrate => command::Action::Migrate(v1::Migrate { bundle: Some(bundle.clone()) }),
+        StepKind::Restart => command::Action::Restart(v1::Restart { app_version: app_version.to_owned() }),
+        StepKind::MaintenanceOff => command::Action::MaintenanceOff(v1::MaintenanceOff {}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StepState;
+
+    #[test]
+    fn ids_name_rollout_step_host_and_attempt() {
+        let step = |kind, recovery| StepRecord {
+            kind,
+            hosts: vec!["app-1".into()],
+            state: StepState::Running,
+            attempt: 2,
+            error: String::new(),
+            recovery,
+        };
+        assert_eq!(command_id("r1", &step(StepKind::Restart, false), "app-1"), "r1/restart/app-1/2");
+        assert_eq!(
+            command_id("r1", &step(StepKind::MaintenanceOff, true), "app-1"),
+            "r1/maintenance_off-recovery/app-1/2"
+        );
+    }
+}

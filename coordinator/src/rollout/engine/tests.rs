@@ -1,0 +1,568 @@
+//! The engine's state machine over the in-memory store and election, with
+//! its real registry and dispatcher. Fake agents sit where the agent
+//! channel would: they take commands off the registry's stream and answer
+//! through the dispatcher, as `api::agents` relays a real agent's answers.
+//!
+//! Every test runs on paused Tokio time: grace periods and rescans pass in
+//! virtual time, never in real sleeps.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use runway_proto::v1::{
+    AgentInfo, BundleFile, CommandEvent, CommandResult, RolloutEvent, command, coordinator_message,
+};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::*;
+use crate::fencing::FencingToken;
+use crate::leadership::memory::MemoryElection;
+use crate::rollout::plan::default_plan;
+use crate::store::Store;
+use crate::store::memory::MemoryKv;
+
+const ENVIRONMENT: &str = "staging";
+
+/// How a fake agent answers a command.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// One progress event, then success.
+    Succeed,
+    /// Failure with this error.
+    Fail(&'static str),
+    /// No answer; the test answers (or never does).
+    Hold,
+}
+
+/// Decides each fake agent's answer from the command.
+type Script = fn(&str, &v1::Command) -> Answer;
+
+fn always_succeed(_: &str, _: &v1::Command) -> Answer {
+    Answer::Succeed
+}
+
+/// The step name in a command id (`<rollout>/<step>/<host>/<attempt>`).
+fn step_of(command: &v1::Command) -> &str {
+    command.command_id.split('/').nth(1).unwrap_or_default()
+}
+
+/// One coordinator over the shared in-memory store.
+struct Coordinator {
+    name: &'static str,
+    election: MemoryElection,
+    registry: Registry,
+    dispatcher: Dispatcher,
+    engine: Engine,
+    store: RolloutStore,
+    bus: EventBus,
+    shutdown: CancellationToken,
+    /// Every command its fake agents received, in order: (agent, command).
+    received: Arc<watch::Sender<Vec<(String, v1::Command)>>>,
+}
+
+impl Coordinator {
+    /// A follower named `name`, following leadership like `crate::run` does.
+    fn new(kv: &Arc<MemoryKv>, name: &'static str) -> Self {
+        let config = Arc::new(Config { name: name.into(), agent_grace_secs: 60, ..Config::default() });
+        let store = Store::new(Arc::clone(kv) as Arc<dyn crate::store::Kv>, "/runway");
+        let election = MemoryElection::new(Arc::clone(kv), &store.election_name(), name);
+        let store = RolloutStore::new(store);
+        let registry = Registry::default();
+        let dispatcher = Dispatcher::new(registry.clone());
+        let (bus, _) = broadcast::channel(1024);
+        let engine = Engine::new(
+            config,
+            store.clone(),
+            bus.clone(),
+            dispatcher.clone(),
+            registry.clone(),
+            TaskTracker::new(),
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(engine.clone().follow_leadership(Arc::new(election.clone()), shutdown.clone()));
+        let received = Arc::new(watch::Sender::new(Vec::new()));
+        Self { name, election, registry, dispatcher, engine, store, bus, shutdown, received }
+    }
+
+    /// Connects a fake agent that answers as `script` says.
+    async fn connect(&self, agent: &'static str, role: &str, script: Script) {
+        let (tx, mut rx) = mpsc::channel(256);
+        let info = AgentInfo {
+            name: agent.into(),
+            environment: ENVIRONMENT.into(),
+            roles: vec![role.into()],
+            ..AgentInfo::default()
+        };
+        self.registry.register(info, tx);
+        let (dispatcher, received) = (self.dispatcher.clone(), Arc::clone(&self.received));
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = rx.recv().await {
+                let Some(coordinator_message::Kind::Command(command)) = message.kind else { continue };
+                received.send_modify(|log| log.push((agent.to_owned(), command.clone())));
+                match script(agent, &command) {
+                    Answer::Succeed => {
+                        let event = CommandEvent {
+                            command_id: command.command_id.clone(),
+                            seq: 1,
+                            phase: "working".into(),
+                            ..CommandEvent::default()
+                        };
+                        dispatcher.on_event(agent, event);
+                        dispatcher.on_result(agent, result(&command.command_id, Ok(())));
+                    }
+                    Answer::Fail(error) => {
+                        dispatcher.on_result(agent, result(&command.command_id, Err(error)))
+                    }
+                    Answer::Hold => {}
+                }
+            }
+        });
+        // As `api::agents` does for an agent that (re)registers.
+        self.dispatcher.resend_for(agent).await;
+    }
+
+    /// The usual staging environment: one DB host, two app hosts.
+    async fn connect_all(&self, script: Script) {
+        self.connect("db", "db", script).await;
+        self.connect("app-1", "app", script).await;
+        self.connect("app-2", "app", script).await;
+    }
+
+    /// Accepts a rollout and starts it, as the operator API's start does.
+    async fn start_rollout(&self, term: &Term) -> RolloutRecord {
+        let files = vec![BundleFile {
+            path: "20240101000000_init/migration.sql".into(),
+            content: b"CREATE TABLE users (id bigint PRIMARY KEY);\n".to_vec(),
+        }];
+        let bundle = v1::Bundle { digest: runway_proto::bundle::digest(&files), files };
+        let now = runway_proto::unix_ms_now();
+        let record = RolloutRecord {
+            id: "r1".into(),
+            environment: ENVIRONMENT.into(),
+            bundle_digest: bundle.digest.clone(),
+            app_version: "2.0.0".into(),
+            state: RolloutState::Pending,
+            steps: default_plan(ENVIRONMENT, &self.registry.snapshot(ENVIRONMENT)).unwrap(),
+            error: String::new(),
+            created_unix_ms: now,
+            updated_unix_ms: now,
+            coordinator: self.name.into(),
+            cancel_requested: false,
+        };
+        self.store.create_rollout(term, &record, &bundle).await.unwrap();
+        self.engine.start(term.clone(), record.clone(), bundle);
+        record
+    }
+
+    /// Waits until the fake agents have received commands matching `done`.
+    async fn wait_for_commands(&self, done: impl Fn(&[(String, v1::Command)]) -> bool) {
+        let mut log = self.received.subscribe();
+        tokio::time::timeout(Duration::from_secs(600), log.wait_for(|log| done(log)))
+            .await
+            .expect("the agents got the commands in time")
+            .expect("log open");
+    }
+
+    /// Every command received, as `(agent, command id, token)`.
+    fn commands(&self) -> Vec<(String, String, u64)> {
+        let log = self.received.borrow();
+        log.iter().map(|(agent, c)| (agent.clone(), c.command_id.clone(), c.fencing_token)).collect()
+    }
+
+    /// Waits until this coordinator no longer runs rollout `id`.
+    async fn wait_stopped(&self, id: &str) {
+        tokio::time::timeout(Duration::from_secs(600), async {
+            while self.engine.is_running(id) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the run stopped in time");
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn result(command_id: &str, outcome: Result<(), &str>) -> CommandResult {
+    CommandResult {
+        command_id: command_id.into(),
+        outcome: match outcome {
+            Ok(()) => CommandOutcome::Succeeded,
+            Err(_) => CommandOutcome::Failed,
+        } as i32,
+        error: outcome.err().unwrap_or_default().into(),
+        detail_json: if outcome.is_ok() { "{}".into() } else { String::new() },
+    }
+}
+
+/// Waits for the terminal event of rollout `id` on `bus`.
+async fn finished(bus: &mut broadcast::Receiver<RolloutEvent>, id: &str) -> RolloutEvent {
+    tokio::time::timeout(Duration::from_secs(600), async {
+        loop {
+            let event = bus.recv().await.expect("bus open");
+            if event.rollout_id == id && event.terminal {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the rollout ended in time")
+}
+
+/// The saved events about the rollout and its steps (not about single
+/// commands): `kind` or `kind step`.
+fn milestones(events: &[RolloutEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.host.is_empty())
+        .map(|e| if e.step.is_empty() { e.kind.clone() } else { format!("{} {}", e.kind, e.step) })
+        .collect()
+}
+
+/// The saved events about single commands: `(kind, command id)`.
+fn command_events(events: &[RolloutEvent]) -> BTreeSet<(String, String)> {
+    events.iter().filter(|e| !e.host.is_empty()).map(|e| (e.kind.clone(), e.command_id.clone())).collect()
+}
+
+/// `(step, state, attempt, recovery)` of each saved step.
+fn steps(record: &RolloutRecord) -> Vec<(&'static str, StepState, u32, bool)> {
+    record.steps.iter().map(|s| (s.kind.name(), s.state, s.attempt, s.recovery)).collect()
+}
+
+fn ids(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+/// The ids of the commands received for `step`, in order.
+fn received_for(coordinator: &Coordinator, step: &str) -> Vec<String> {
+    let log = coordinator.received.borrow();
+    log.iter().filter(|(_, c)| step_of(c) == step).map(|(_, c)| c.command_id.clone()).collect()
+}
+
+fn assert_seqs_have_no_gaps(events: &[RolloutEvent]) {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_step_succeeds_in_runbook_order() {
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(always_succeed).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    let record = leader.start_rollout(&term).await;
+
+    let last = finished(&mut bus, &record.id).await;
+    assert_eq!(last.kind, "rollout_succeeded");
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Succeeded);
+    assert_eq!(saved.error, "");
+    use StepState::Succeeded;
+    assert_eq!(
+        steps(&saved),
+        [
+            ("preflight", Succeeded, 1, false),
+            ("maintenance_on", Succeeded, 1, false),
+            ("backup", Succeeded, 1, false),
+            ("migrate", Succeeded, 1, false),
+            ("restart", Succeeded, 1, false),
+            ("maintenance_off", Succeeded, 1, false),
+        ]
+    );
+
+    let events = leader.store.events("r1", 1).await.unwrap();
+    assert_seqs_have_no_gaps(&events);
+    let mut expected = vec!["rollout_started".to_owned()];
+    for step in ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"] {
+        expected.push(format!("step_started {step}"));
+        expected.push(format!("step_succeeded {step}"));
+    }
+    expected.push("rollout_succeeded".into());
+    assert_eq!(milestones(&events), expected);
+
+    // Steps in order; hosts of a step together, restarts one at a time.
+    let commands = leader.commands();
+    let order: Vec<String> = leader.received.borrow().iter().map(|(_, c)| step_of(c).to_owned()).collect();
+    assert_eq!(
+        order,
+        [
+            "preflight",
+            "preflight",
+            "preflight",
+            "maintenance_on",
+            "maintenance_on",
+            "backup",
+            "migrate",
+            "restart",
+            "restart",
+            "maintenance_off",
+            "maintenance_off"
+        ]
+    );
+    assert_eq!(received_for(&leader, "restart"), ["r1/restart/app-1/1", "r1/restart/app-2/1"]);
+    assert_eq!(
+        received_for(&leader, "preflight").into_iter().collect::<BTreeSet<_>>(),
+        ids(&["r1/preflight/db/1", "r1/preflight/app-1/1", "r1/preflight/app-2/1"])
+    );
+    assert!(commands.iter().all(|(_, _, token)| *token == 7), "{commands:?}");
+    // Each command: one progress event and its success, saved.
+    let per_command = command_events(&events);
+    for (_, id, _) in &commands {
+        assert!(per_command.contains(&("progress".into(), id.clone())), "{id}");
+        assert!(per_command.contains(&("command_succeeded".into(), id.clone())), "{id}");
+    }
+    assert_eq!(per_command.len(), 2 * commands.len());
+
+    // The commands carry what the runbook says.
+    let log = leader.received.borrow();
+    let restart = log.iter().find(|(_, c)| step_of(c) == "restart").unwrap();
+    assert!(matches!(&restart.1.action, Some(command::Action::Restart(r)) if r.app_version == "2.0.0"));
+    assert!(log.iter().all(|(_, c)| c.issued_by == "coordinator-a" && c.rollout_id == "r1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_step_skips_the_rest_and_turns_maintenance_off_again() {
+    fn migrate_fails(_: &str, command: &v1::Command) -> Answer {
+        match step_of(command) {
+            "migrate" => Answer::Fail("relation \"users\" already exists"),
+            _ => Answer::Succeed,
+        }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(migrate_fails).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+
+    let last = finished(&mut bus, "r1").await;
+    assert_eq!(last.kind, "rollout_failed");
+    assert_eq!(last.rollout_state, v1::RolloutState::Failed as i32);
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Failed);
+    assert_eq!(saved.error, "migrate failed: db: relation \"users\" already exists");
+    use StepState::{Failed, Skipped, Succeeded};
+    assert_eq!(
+        steps(&saved),
+        [
+            ("preflight", Succeeded, 1, false),
+            ("maintenance_on", Succeeded, 1, false),
+            ("backup", Succeeded, 1, false),
+            ("migrate", Failed, 1, false),
+            ("restart", Skipped, 0, false),
+            ("maintenance_off", Skipped, 0, false),
+            ("maintenance_off", Succeeded, 1, true),
+        ]
+    );
+    assert_eq!(saved.steps[3].error, "db: relation \"users\" already exists");
+
+    let events = leader.store.events("r1", 1).await.unwrap();
+    assert_seqs_have_no_gaps(&events);
+    assert_eq!(
+        milestones(&events),
+        [
+            "rollout_started",
+            "step_started preflight",
+            "step_succeeded preflight",
+            "step_started maintenance_on",
+            "step_succeeded maintenance_on",
+            "step_started backup",
+            "step_succeeded backup",
+            "step_started migrate",
+            "step_failed migrate",
+            "step_started maintenance_off",
+            "step_succeeded maintenance_off",
+            "rollout_failed",
+        ]
+    );
+    assert!(command_events(&events).contains(&("command_failed".into(), "r1/migrate/db/1".into())));
+    let recovery = events.iter().find(|e| e.kind == "step_started" && e.step == "maintenance_off").unwrap();
+    assert_eq!(recovery.message, "maintenance_off (recovery) on app-1, app-2");
+
+    // Nothing was restarted; maintenance went off through the recovery step only.
+    assert_eq!(received_for(&leader, "restart"), Vec::<String>::new());
+    assert_eq!(
+        received_for(&leader, "maintenance_off-recovery").into_iter().collect::<BTreeSet<_>>(),
+        ids(&["r1/maintenance_off-recovery/app-1/1", "r1/maintenance_off-recovery/app-2/1"])
+    );
+    assert_eq!(received_for(&leader, "maintenance_off"), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_is_honoured_between_steps() {
+    fn backup_waits(_: &str, command: &v1::Command) -> Answer {
+        if step_of(command) == "backup" { Answer::Hold } else { Answer::Succeed }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(backup_waits).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+
+    // Cancel while the backup runs: the backup finishes, nothing after it starts.
+    leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "backup")).await;
+    assert!(leader.engine.request_cancel("r1"));
+    assert!(!leader.engine.request_cancel("no-such-rollout"));
+    leader.dispatcher.on_result("db", result("r1/backup/db/1", Ok(())));
+
+    let last = finished(&mut bus, "r1").await;
+    assert_eq!(last.kind, "rollout_cancelled");
+    assert_eq!(last.message, "rollout cancelled: cancelled by an operator");
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Cancelled);
+    assert!(saved.cancel_requested);
+    use StepState::{Skipped, Succeeded};
+    assert_eq!(
+        steps(&saved),
+        [
+            ("preflight", Succeeded, 1, false),
+            ("maintenance_on", Succeeded, 1, false),
+            ("backup", Succeeded, 1, false),
+            ("migrate", Skipped, 0, false),
+            ("restart", Skipped, 0, false),
+            ("maintenance_off", Skipped, 0, false),
+            ("maintenance_off", Succeeded, 1, true),
+        ]
+    );
+    let events = leader.store.events("r1", 1).await.unwrap();
+    assert_eq!(
+        milestones(&events)[5..],
+        [
+            "step_started backup",
+            "step_succeeded backup",
+            "step_started maintenance_off",
+            "step_succeeded maintenance_off",
+            "rollout_cancelled",
+        ]
+    );
+    assert_eq!(received_for(&leader, "migrate"), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_term_resumes_the_running_step_with_the_same_command_ids() {
+    fn preflight_waits(_: &str, command: &v1::Command) -> Answer {
+        if step_of(command) == "preflight" { Answer::Hold } else { Answer::Succeed }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let first = Coordinator::new(&kv, "coordinator-a");
+    first.connect_all(preflight_waits).await;
+    let term = first.election.grant(FencingToken(10));
+    first.start_rollout(&term).await;
+    first.wait_for_commands(|log| log.len() == 3).await;
+    // One agent reports progress, saved by the first leader.
+    let mut bus = first.bus.subscribe();
+    let progress = CommandEvent { command_id: "r1/preflight/db/1".into(), seq: 1, ..CommandEvent::default() };
+    first.dispatcher.on_event("db", progress);
+    while bus.recv().await.unwrap().kind != "progress" {}
+
+    // The first leader loses its lease and steps down mid-step.
+    first.election.revoke();
+    first.wait_stopped("r1").await;
+    assert!(first.registry.list(None).is_empty(), "stepping down drops agent sessions");
+    let saved = first.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Running);
+    assert_eq!((saved.steps[0].state, saved.steps[0].attempt), (StepState::Running, 1));
+    let before = first.store.events("r1", 1).await.unwrap();
+    assert_eq!(before.last().map(|e| e.kind.as_str()), Some("progress"));
+
+    // A second coordinator wins with a higher token, reloads and resumes.
+    let second = Coordinator::new(&kv, "coordinator-b");
+    second.connect_all(always_succeed).await;
+    let mut bus = second.bus.subscribe();
+    second.election.grant(FencingToken(20));
+    let last = finished(&mut bus, "r1").await;
+    assert_eq!(last.kind, "rollout_succeeded");
+
+    let sent_first: BTreeSet<String> = first.commands().into_iter().map(|(_, id, _)| id).collect();
+    assert_eq!(sent_first, ids(&["r1/preflight/db/1", "r1/preflight/app-1/1", "r1/preflight/app-2/1"]));
+    assert!(first.commands().iter().all(|(_, _, token)| *token == 10));
+    let resent: BTreeSet<String> = received_for(&second, "preflight").into_iter().collect();
+    assert_eq!(resent, sent_first, "the same command ids, so agents re-attach");
+    assert!(second.commands().iter().all(|(_, _, token)| *token == 20));
+    assert!(second.received.borrow().iter().all(|(_, c)| c.issued_by == "coordinator-b"));
+
+    let saved = second.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Succeeded);
+    assert_eq!(saved.coordinator, "coordinator-b");
+    assert_eq!((saved.steps[0].state, saved.steps[0].attempt), (StepState::Succeeded, 1));
+    let events = second.store.events("r1", 1).await.unwrap();
+    assert_seqs_have_no_gaps(&events);
+    assert_eq!(events[..before.len()], before[..], "the log continues after what the first leader saved");
+    let milestones = milestones(&events);
+    assert_eq!(milestones.iter().filter(|m| *m == "rollout_started").count(), 1);
+    assert_eq!(milestones.iter().filter(|m| *m == "step_started preflight").count(), 1);
+    assert_eq!(milestones.last().map(String::as_str), Some("rollout_succeeded"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deposed_leader_that_has_not_noticed_cannot_write() {
+    fn preflight_waits(_: &str, command: &v1::Command) -> Answer {
+        if step_of(command) == "preflight" { Answer::Hold } else { Answer::Succeed }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let first = Coordinator::new(&kv, "coordinator-a");
+    first.connect_all(preflight_waits).await;
+    let old_term = first.election.grant(FencingToken(10));
+    first.start_rollout(&old_term).await;
+    first.wait_for_commands(|log| log.len() == 3).await;
+
+    // Another coordinator wins without the first one hearing of it.
+    let second = Coordinator::new(&kv, "coordinator-b");
+    second.connect_all(always_succeed).await;
+    let mut bus = second.bus.subscribe();
+    second.election.grant(FencingToken(20));
+    finished(&mut bus, "r1").await;
+    let events = second.store.events("r1", 1).await.unwrap();
+    assert!(!old_term.cancel.is_cancelled(), "nobody told the first leader");
+
+    // Its agent answers late; the first leader's write of it is fenced.
+    first.dispatcher.on_result("db", result("r1/preflight/db/1", Ok(())));
+    first.wait_stopped("r1").await;
+    assert!(old_term.cancel.is_cancelled(), "the fenced write ended the term");
+    assert!(matches!(first.election.current(), Leadership::Follower { .. }));
+    assert_eq!(second.store.events("r1", 1).await.unwrap(), events, "nothing written");
+    let saved = second.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!((saved.state, saved.coordinator.as_str()), (RolloutState::Succeeded, "coordinator-b"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_away_longer_than_the_grace_fails_its_step() {
+    fn app_2_vanishes(agent: &str, _: &v1::Command) -> Answer {
+        if agent == "app-2" { Answer::Hold } else { Answer::Succeed }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(app_2_vanishes).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+    leader.wait_for_commands(|log| log.len() == 3).await;
+    let session = 3; // app-2 registered third
+    leader.registry.unregister("app-2", session);
+
+    let started = tokio::time::Instant::now();
+    let last = finished(&mut bus, "r1").await;
+    assert!(started.elapsed() > Duration::from_secs(60), "failed only after the 60 s grace");
+    assert_eq!(last.kind, "rollout_failed");
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.error, "preflight failed: agent app-2 has been disconnected for more than 60 s");
+    use StepState::{Failed, Skipped};
+    // Maintenance was never turned on, so there is nothing to recover.
+    assert_eq!(
+        steps(&saved).iter().map(|(name, state, ..)| (*name, *state)).collect::<Vec<_>>(),
+        [
+            ("preflight", Failed),
+            ("maintenance_on", Skipped),
+            ("backup", Skipped),
+            ("migrate", Skipped),
+            ("restart", Skipped),
+            ("maintenance_off", Skipped),
+        ]
+    );
+}

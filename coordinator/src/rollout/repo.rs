@@ -1,0 +1,210 @@
+//! Rollouts, bundles and events as saved in the [`Store`]: the key layout,
+//! and which encoding each value has.
+//!
+//! Layout under the configured prefix (default `/runway`):
+//!
+//! | key | value |
+//! |---|---|
+//! | `leader/…` | election keys (see [`crate::leadership`]) |
+//! | `rollouts/<id>` | [`RolloutRecord`] as JSON |
+//! | `bundles/<digest>` | the bundle, protobuf-encoded |
+//! | `events/<id>/<seq, 20 digits>` | [`RolloutEvent`], protobuf-encoded |
+//!
+//! Every write is fenced by the writer's [`Term`] (see [`Store::put_fenced`]).
+
+use runway_proto::v1::{Bundle, RolloutEvent};
+
+use crate::fencing::Term;
+use crate::model::RolloutRecord;
+use crate::store::{Put, Store, StoreError};
+
+/// Typed access to saved rollouts; cheap to clone.
+#[derive(Clone)]
+pub struct RolloutStore {
+    store: Store,
+}
+
+impl RolloutStore {
+    /// Rollouts saved in `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    fn rollout_key(&self, id: &str) -> String {
+        self.store.key(&format!("rollouts/{id}"))
+    }
+
+    fn bundle_key(&self, digest: &str) -> String {
+        self.store.key(&format!("bundles/{digest}"))
+    }
+
+    fn events_prefix(&self, id: &str) -> String {
+        self.store.key(&format!("events/{id}/"))
+    }
+
+    fn event_key(&self, id: &str, seq: u64) -> String {
+        format!("{}{seq:020}", self.events_prefix(id))
+    }
+
+    /// Records a new rollout together with its bundle.
+    pub async fn create_rollout(
+        &self,
+        term: &Term,
+        record: &RolloutRecord,
+        bundle: &Bundle,
+    ) -> Result<(), StoreError> {
+        let puts = vec![
+            Put::proto(self.bundle_key(&bundle.digest), bundle),
+            Put::json(self.rollout_key(&record.id), record),
+        ];
+        self.store.put_fenced(term, puts).await
+    }
+
+    /// Saves a rollout's new state.
+    pub async fn put_rollout(&self, term: &Term, record: &RolloutRecord) -> Result<(), StoreError> {
+        self.store.put_fenced(term, vec![Put::json(self.rollout_key(&record.id), record)]).await
+    }
+
+    /// Appends one event to a rollout's log, together with the rollout's
+    /// new state when the event reports a transition: one transaction, so
+    /// a new leader never finds a transition without its event.
+    pub async fn append_event(
+        &self,
+        term: &Term,
+        event: &RolloutEvent,
+        record: Option<&RolloutRecord>,
+    ) -> Result<(), StoreError> {
+        let mut puts = vec![Put::proto(self.event_key(&event.rollout_id, event.seq), event)];
+        if let Some(record) = record {
+            puts.push(Put::json(self.rollout_key(&record.id), record));
+        }
+        self.store.put_fenced(term, puts).await
+    }
+
+    /// The rollout with id `id`, if saved.
+    pub async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        self.store.get_json(&self.rollout_key(id)).await
+    }
+
+    /// Every rollout, oldest first.
+    pub async fn list_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let mut records: Vec<RolloutRecord> = self.store.list_json(&self.store.key("rollouts/")).await?;
+        records.sort_by_key(|r| r.created_unix_ms);
+        Ok(records)
+    }
+
+    /// The bundle with digest `digest`, if saved.
+    pub async fn get_bundle(&self, digest: &str) -> Result<Option<Bundle>, StoreError> {
+        self.store.get_proto(&self.bundle_key(digest)).await
+    }
+
+    /// Events of rollout `id` with `seq >= from_seq`, in order.
+    pub async fn events(&self, id: &str, from_seq: u64) -> Result<Vec<RolloutEvent>, StoreError> {
+        self.store.list_proto(&self.events_prefix(id), &self.event_key(id, from_seq.max(1))).await
+    }
+
+    /// The highest event sequence number of rollout `id` (0 if none).
+    pub async fn last_event_seq(&self, id: &str) -> Result<u64, StoreError> {
+        let prefix = self.events_prefix(id);
+        Ok(self
+            .store
+            .last_key(&prefix)
+            .await?
+            .and_then(|key| key.strip_prefix(&prefix).and_then(|s| s.parse().ok()))
+            .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use runway_proto::v1::BundleFile;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::fencing::FencingToken;
+    use crate::model::RolloutState;
+    use crate::store::memory::MemoryKv;
+
+    fn record(id: &str, created_unix_ms: i64) -> RolloutRecord {
+        RolloutRecord {
+            id: id.into(),
+            environment: "staging".into(),
+            bundle_digest: "abc".into(),
+            app_version: String::new(),
+            state: RolloutState::Pending,
+            steps: Vec::new(),
+            error: String::new(),
+            created_unix_ms,
+            updated_unix_ms: created_unix_ms,
+            coordinator: "c1".into(),
+            cancel_requested: false,
+        }
+    }
+
+    fn event(rollout_id: &str, seq: u64) -> RolloutEvent {
+        RolloutEvent {
+            rollout_id: rollout_id.into(),
+            seq,
+            kind: "progress".into(),
+            ..RolloutEvent::default()
+        }
+    }
+
+    /// Coordinators of different versions share etcd, and the end-to-end
+    /// tests read it: the layout must not move.
+    #[tokio::test]
+    async fn keys_keep_their_layout_and_reads_find_what_was_written() {
+        let kv = Arc::new(MemoryKv::new());
+        kv.create_with_revision(b"/runway/leader/694d", b"http://c1", 5);
+        let term = Term {
+            token: FencingToken(5),
+            key: b"/runway/leader/694d".to_vec(),
+            cancel: CancellationToken::new(),
+        };
+        let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
+        let bundle = Bundle { files: vec![BundleFile::default()], digest: "abc".into() };
+        store.create_rollout(&term, &record("r2", 20), &bundle).await.unwrap();
+        store.put_rollout(&term, &record("r1", 10)).await.unwrap();
+        for seq in [1, 2, 10] {
+            store.append_event(&term, &event("r1", seq), None).await.unwrap();
+        }
+        store.append_event(&term, &event("r10", 1), Some(&record("r10", 30))).await.unwrap();
+
+        assert_eq!(
+            kv.keys(),
+            [
+                "/runway/bundles/abc",
+                "/runway/events/r1/00000000000000000001",
+                "/runway/events/r1/00000000000000000002",
+                "/runway/events/r1/00000000000000000010",
+                "/runway/events/r10/00000000000000000001",
+                "/runway/leader/694d",
+                "/runway/rollouts/r1",
+                "/runway/rollouts/r10",
+                "/runway/rollouts/r2",
+            ]
+        );
+        let ids: Vec<String> = store.list_rollouts().await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["r1", "r2", "r10"], "oldest first");
+        assert_eq!(store.get_rollout("r2").await.unwrap(), Some(record("r2", 20)));
+        assert_eq!(store.get_rollout("r3").await.unwrap(), None);
+        assert_eq!(store.get_bundle("abc").await.unwrap(), Some(bundle));
+        assert_eq!(store.last_event_seq("r1").await.unwrap(), 10);
+        assert_eq!(store.last_event_seq("r3").await.unwrap(), 0);
+        let seqs: Vec<u64> = store.events("r1", 2).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 10], "from seq 2, and not r10's events");
+        assert_eq!(store.events("r1", 0).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_names_its_key() {
+        let kv = Arc::new(MemoryKv::new());
+        kv.create_with_revision(b"/runway/rollouts/r1", b"{not json", 1);
+        let store = RolloutStore::new(Store::new(kv, "/runway"));
+        let error = store.get_rollout("r1").await.unwrap_err();
+        assert!(matches!(&error, StoreError::Corrupt { key, .. } if key == "/runway/rollouts/r1"), "{error}");
+        assert!(store.list_rollouts().await.is_err());
+    }
+}

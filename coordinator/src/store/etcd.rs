@@ -1,0 +1,90 @@
+//! The etcd backend of the [`Store`](super::Store).
+//!
+//! [`EtcdKv::put_fenced`] is the only etcd write in the crate (the
+//! election's own campaign aside): a transaction that compares the leader
+//! key's create revision with the writer's fencing token.
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+
+use super::{Kv, KvFuture, Put, StoreError};
+use crate::fencing::Term;
+
+/// How long one etcd call may take. (Not a client-wide timeout: that would
+/// also cut the election's long-running campaign and keep-alive streams.)
+pub(crate) const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Bounds an etcd call by [`CALL_TIMEOUT`].
+async fn timed<T>(
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| StoreError::Timeout)?.map_err(StoreError::from)
+}
+
+/// Keys and values in etcd; cheap to clone.
+#[derive(Clone)]
+pub struct EtcdKv {
+    client: Client,
+}
+
+impl EtcdKv {
+    /// A backend over `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+impl Kv for EtcdKv {
+    fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let response = timed(self.client.kv_client().get(key, None)).await?;
+            Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+        })
+    }
+
+    fn scan<'a>(&'a self, prefix: &'a str, from: &'a str) -> KvFuture<'a, Vec<(String, Vec<u8>)>> {
+        Box::pin(async move {
+            let from = if from < prefix { prefix } else { from };
+            let options = GetOptions::new().with_range(prefix_end(prefix));
+            let response = timed(self.client.kv_client().get(from, Some(options))).await?;
+            Ok(response
+                .kvs()
+                .iter()
+                .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+                .collect())
+        })
+    }
+
+    fn last_key<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let options = GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(1)
+                .with_keys_only();
+            let response = timed(self.client.kv_client().get(prefix, Some(options))).await?;
+            Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()))
+        })
+    }
+
+    fn put_fenced<'a>(&'a self, term: &'a Term, puts: Vec<Put>) -> KvFuture<'a, ()> {
+        Box::pin(async move {
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64)])
+                .and_then(puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect::<Vec<_>>());
+            let response = timed(self.client.kv_client().txn(txn)).await?;
+            if response.succeeded() { Ok(()) } else { Err(StoreError::Fenced(term.token.0)) }
+        })
+    }
+}
+
+/// The first key after every key starting with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}

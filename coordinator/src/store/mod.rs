@@ -1,0 +1,171 @@
+//! A fenced key/value store: etcd in production, memory in tests.
+//!
+//! The store knows keys, bytes and how to (de)serialise a value as JSON or
+//! protobuf; it does not know what a rollout is. The key layout lives with
+//! the types saved under it (see `rollout::repo`).
+//!
+//! Every write goes through [`Store::put_fenced`] and from there through
+//! [`Kv::put_fenced`]: an atomic batch that only applies while the leader
+//! key still has the writer's create revision (its [`FencingToken`]). A
+//! deposed leader's write fails with [`StoreError::Fenced`] and ends its
+//! term at once.
+//!
+//! - [`etcd`]: the etcd backend.
+//! - [`memory`]: an in-memory backend with the same fencing, for tests.
+//!
+//! [`FencingToken`]: crate::fencing::FencingToken
+
+pub mod etcd;
+pub mod memory;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::fencing::Term;
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// etcd is unreachable or erred; retrying is safe.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// etcd did not answer in time; retrying is safe.
+    #[error("etcd did not answer within {} s", etcd::CALL_TIMEOUT.as_secs())]
+    Timeout,
+    /// This coordinator is no longer the leader; it must stop acting.
+    #[error("write refused: this coordinator is no longer the leader (fencing token {0} is stale)")]
+    Fenced(u64),
+    /// A stored value cannot be decoded; a person must look.
+    #[error("stored value {key} is corrupt: {message}")]
+    Corrupt {
+        /// The key whose value cannot be decoded.
+        key: String,
+        /// What the decoder said.
+        message: String,
+    },
+}
+
+/// What every [`Kv`] call returns: a boxed future, so that the store can
+/// be an `Arc<dyn Kv>` and nothing above it needs a type parameter.
+pub type KvFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// One key and the bytes to write there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// Full key, prefix included.
+    pub key: String,
+    /// The encoded value.
+    pub value: Vec<u8>,
+}
+
+impl Put {
+    /// `value` as JSON under `key`.
+    pub fn json<T: Serialize>(key: String, value: &T) -> Self {
+        Self { key, value: serde_json::to_vec(value).expect("a saved value serializes to JSON") }
+    }
+
+    /// `value` protobuf-encoded under `key`.
+    pub fn proto<M: prost::Message>(key: String, value: &M) -> Self {
+        Self { key, value: value.encode_to_vec() }
+    }
+}
+
+/// A key/value backend. Reads are plain; the only write is fenced.
+///
+/// Implemented by [`etcd::EtcdKv`] and [`memory::MemoryKv`]; both refuse
+/// a stale term's write with [`StoreError::Fenced`] and write nothing.
+pub trait Kv: Send + Sync {
+    /// The value at `key`.
+    fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>>;
+
+    /// Every key starting with `prefix` that sorts at or after `from`, in
+    /// key order, with its value.
+    fn scan<'a>(&'a self, prefix: &'a str, from: &'a str) -> KvFuture<'a, Vec<(String, Vec<u8>)>>;
+
+    /// The greatest key starting with `prefix`, if any.
+    fn last_key<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Option<String>>;
+
+    /// Applies every put atomically if `term.key` still has create
+    /// revision `term.token`; otherwise writes nothing and fails with
+    /// [`StoreError::Fenced`]. Callers go through [`Store::put_fenced`].
+    fn put_fenced<'a>(&'a self, term: &'a Term, puts: Vec<Put>) -> KvFuture<'a, ()>;
+}
+
+/// Handle to the store under one prefix; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    kv: Arc<dyn Kv>,
+    prefix: String,
+}
+
+impl Store {
+    /// Keys live under `prefix` (a trailing `/` is ignored).
+    pub fn new(kv: Arc<dyn Kv>, prefix: &str) -> Self {
+        Self { kv, prefix: prefix.trim_end_matches('/').to_owned() }
+    }
+
+    /// The full key of `path` (`<prefix>/<path>`).
+    pub fn key(&self, path: &str) -> String {
+        format!("{}/{path}", self.prefix)
+    }
+
+    /// The election name coordinators campaign under.
+    pub fn election_name(&self) -> String {
+        self.key("leader")
+    }
+
+    /// Applies `puts` atomically if `term` still leads. When it does not,
+    /// the term is ended here, before the error is returned: someone else
+    /// leads, so stop acting now, not at the next lease renewal.
+    pub async fn put_fenced(&self, term: &Term, puts: Vec<Put>) -> Result<(), StoreError> {
+        let result = self.kv.put_fenced(term, puts).await;
+        if let Err(StoreError::Fenced(_)) = &result {
+            tracing::warn!(token = %term.token, "a fenced write was refused; stepping down");
+            term.cancel.cancel();
+        }
+        result
+    }
+
+    /// The JSON value at `key`, decoded.
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        self.kv.get(key).await?.map(|bytes| decode_json(key, &bytes)).transpose()
+    }
+
+    /// The protobuf value at `key`, decoded.
+    pub async fn get_proto<M: prost::Message + Default>(&self, key: &str) -> Result<Option<M>, StoreError> {
+        self.kv.get(key).await?.map(|bytes| decode_proto(key, &bytes)).transpose()
+    }
+
+    /// Every JSON value under `prefix`, in key order.
+    pub async fn list_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, StoreError> {
+        let entries = self.kv.scan(prefix, prefix).await?;
+        entries.iter().map(|(key, bytes)| decode_json(key, bytes)).collect()
+    }
+
+    /// Every protobuf value under `prefix` from key `from` on, in key order.
+    pub async fn list_proto<M: prost::Message + Default>(
+        &self,
+        prefix: &str,
+        from: &str,
+    ) -> Result<Vec<M>, StoreError> {
+        let entries = self.kv.scan(prefix, from).await?;
+        entries.iter().map(|(key, bytes)| decode_proto(key, bytes)).collect()
+    }
+
+    /// The greatest key under `prefix`, if any.
+    pub async fn last_key(&self, prefix: &str) -> Result<Option<String>, StoreError> {
+        self.kv.last_key(prefix).await
+    }
+}
+
+fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { key: key.to_owned(), message: e.to_string() })
+}
+
+fn decode_proto<M: prost::Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
+    M::decode(bytes).map_err(|e| StoreError::Corrupt { key: key.to_owned(), message: e.to_string() })
+}

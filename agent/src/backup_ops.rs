@@ -87,7 +87,8 @@ pub async fn run(
             serde_json::to_value(verify(config, &v.name, test_restore, progress).await?)
         }
         Action::RestoreBackup(r) => {
-            serde_json::to_value(restore(config, database_url, &r.name, r.confirmed, progress).await?)
+            let mode = if r.replace { RestoreMode::Replace } else { RestoreMode::Clean };
+            serde_json::to_value(restore(config, database_url, &r.name, r.confirmed, mode, progress).await?)
         }
         _ => return Err(BackupError::Internal("not a backup operation".into())),
     };
@@ -151,7 +152,8 @@ pub async fn verify(
     backup::verify(&dir, config, test_restore_url, progress).await
 }
 
-/// Restores backup `name` into `database_url`, replacing its contents.
+/// Restores backup `name` into `database_url`, replacing its contents
+/// (`Replace`: exactly the backup, what a rollout's rollback uses).
 ///
 /// Refuses without `confirmed` before looking at anything. Otherwise the
 /// backup library checks every checksum before the database is touched and
@@ -161,6 +163,7 @@ pub async fn restore(
     database_url: &str,
     name: &str,
     confirmed: bool,
+    mode: RestoreMode,
     progress: &Progress,
 ) -> Result<RestoreReport, BackupError> {
     if !confirmed {
@@ -170,12 +173,7 @@ pub async fn restore(
         });
     }
     check_name(config, name)?;
-    let options = RestoreOptions {
-        target_url: database_url.to_owned(),
-        confirmed,
-        rollback_of: None,
-        mode: RestoreMode::Clean,
-    };
+    let options = RestoreOptions { target_url: database_url.to_owned(), confirmed, rollback_of: None, mode };
     backup::restore_named(name, config, &options, progress).await
 }
 
@@ -224,9 +222,16 @@ mod tests {
     #[tokio::test]
     async fn restore_without_confirmation_is_refused_before_anything_is_read() {
         let config = BackupConfig::new("/nonexistent/backups");
-        let error = restore(&config, "postgres://u:secret@db/app", "app-1", false, &Progress::discard())
-            .await
-            .expect_err("must refuse");
+        let error = restore(
+            &config,
+            "postgres://u:secret@db/app",
+            "app-1",
+            false,
+            RestoreMode::Clean,
+            &Progress::discard(),
+        )
+        .await
+        .expect_err("must refuse");
         let text = error.to_string();
         assert!(matches!(error, BackupError::NotConfirmed { .. }), "{text}");
         assert!(text.contains("app-1") && text.contains("database app"), "{text}");

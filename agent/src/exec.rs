@@ -60,9 +60,22 @@ enum ExecError {
     Health(#[from] health::HealthError),
     #[error("{0}")]
     Preflight(String),
+    /// The pending SQL has Danger findings the operator did not accept.
+    #[error("{0}")]
+    Dangerous(String),
 }
 
 impl ExecError {
+    /// Facts about the failure the coordinator decides on, as the result's
+    /// detail: for a migration, whether the database changed (`null` when
+    /// unknown), which chooses between lifting maintenance and restoring.
+    fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Migrate(e) => Some(serde_json::json!({ "database_changed": e.database_changed() })),
+            _ => None,
+        }
+    }
+
     /// Refused before anything ran: the request itself was wrong (wrong
     /// host, unknown backup, restore not confirmed). Reported as
     /// `Refused`, so callers can tell bad input from a failure.
@@ -71,6 +84,7 @@ impl ExecError {
             self,
             Self::WrongRole(_)
                 | Self::NoAction
+                | Self::Dangerous(_)
                 | Self::Backup(
                     backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
                 )
@@ -199,7 +213,7 @@ impl Executor {
                     outcome: if e.nothing_ran() { CommandOutcome::Refused } else { CommandOutcome::Failed }
                         as i32,
                     error,
-                    detail_json: String::new(),
+                    detail_json: e.detail().map(|d| d.to_string()).unwrap_or_default(),
                 }
             }
         };
@@ -281,7 +295,8 @@ impl Executor {
             let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
             progress.emit("database", format!("database reachable: {version}"));
             detail.insert("server_version".into(), version.into());
-            let status = migrate::status(url, &migrations).await?;
+            let plan = migrate::plan(url, &migrations).await?;
+            let status = &plan.status;
             if let Some(failed) = status.failed.first() {
                 return Err(ExecError::Preflight(format!(
                     "migration {} failed earlier and is unresolved; fix it and run `runway migrate resolve --rolled-back {}` (or --applied) first",
@@ -306,10 +321,34 @@ impl Executor {
                 migrations.len() as u64,
                 "migrations",
             );
+            progress.emit(
+                "lint",
+                format!(
+                    "{} finding(s) in the pending SQL; downtime class {:?}",
+                    plan.lint.findings.len(),
+                    plan.lint.downtime.class
+                ),
+            );
             detail.insert("pending".into(), status.pending.clone().into());
+            let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
+            if !dangers.is_empty() {
+                return Err(ExecError::Dangerous(migrate::gate::refusal(&dangers)));
+            }
             let backup = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
             check_writable(&backup.dir).await.map_err(ExecError::Preflight)?;
             progress.emit("backup_dir", format!("backup dir {} is writable", backup.dir.display()));
+            let space = backup::space::preflight(url, backup).await?;
+            progress.emit(
+                "space",
+                format!(
+                    "{} free for backups; a backup of this {} database needs {}",
+                    backup::error::human(space.free_bytes),
+                    backup::error::human(space.database_bytes),
+                    backup::error::human(space.needed_bytes)
+                ),
+            );
+            detail.insert("space".into(), serde_json::to_value(&space).expect("space report serializes"));
+            detail.insert("plan".into(), serde_json::to_value(&plan).expect("plan serializes"));
         }
         if let Some(app) = self.config.app.as_ref().filter(|_| self.config.has_role(Role::App)) {
             let line = health::probe(&app.health_url).await.map_err(|why| {

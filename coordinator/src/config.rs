@@ -1,5 +1,6 @@
 //! The coordinator's config: defaults ← TOML file ← environment.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +24,9 @@ pub struct Config {
     pub etcd_prefix: String,
     /// Leader lease TTL in seconds (etcd's minimum is 2).
     pub lease_ttl_secs: u64,
-    /// Environments rollouts may target, e.g. ["staging", "production"].
-    pub environments: Vec<String>,
+    /// Environments rollouts may target, with their policies: a list of
+    /// names (default policies), or one `[environments.NAME]` table each.
+    pub environments: Environments,
     /// Seconds between heartbeats on agent streams.
     pub heartbeat_secs: u64,
     /// How long a step waits for a disconnected agent to come back before
@@ -41,10 +43,84 @@ impl Default for Config {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: "/runway".into(),
             lease_ttl_secs: 5,
-            environments: vec!["staging".into(), "production".into()],
+            environments: Environments::named(&["staging", "production"]),
             heartbeat_secs: 2,
             agent_grace_secs: 60,
         }
+    }
+}
+
+/// What a rollout does when its migrate step fails after the database
+/// changed (earlier migrations applied, or part of the failed one committed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMigrateFailure {
+    /// Stay in maintenance mode, restore the backup this rollout took,
+    /// check it, then lift maintenance mode: the rollout ends `rolled_back`.
+    #[default]
+    Restore,
+    /// Stay in maintenance mode and stop: a person decides.
+    Hold,
+}
+
+/// `[environments.NAME]`: the policies of one environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvironmentPolicy {
+    pub on_migrate_failure: OnMigrateFailure,
+}
+
+/// The environments rollouts may target. In TOML either a list of names
+/// (`environments = ["staging", "production"]`, default policies) or a
+/// table per environment (`[environments.production] on_migrate_failure = "hold"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environments(BTreeMap<String, EnvironmentPolicy>);
+
+impl Environments {
+    /// These names, with default policies.
+    pub fn named(names: &[&str]) -> Self {
+        Self(names.iter().map(|n| ((*n).to_owned(), EnvironmentPolicy::default())).collect())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// The policies of `name` (defaults for an unknown one).
+    pub fn policy(&self, name: &str) -> EnvironmentPolicy {
+        self.0.get(name).cloned().unwrap_or_default()
+    }
+
+    /// `staging, production` for messages.
+    pub fn list(&self) -> String {
+        self.0.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Environments {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Names(Vec<String>),
+            Tables(BTreeMap<String, EnvironmentPolicy>),
+        }
+        let form = Form::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "`environments` must be a list of names or one [environments.NAME] table each \
+                 (keys: on_migrate_failure = \"restore\" | \"hold\")",
+            )
+        })?;
+        Ok(match form {
+            Form::Names(names) => {
+                Self(names.into_iter().map(|n| (n, EnvironmentPolicy::default())).collect())
+            }
+            Form::Tables(tables) => Self(tables),
+        })
     }
 }
 
@@ -122,6 +198,21 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.lease_ttl(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn environments_are_a_list_or_tables_with_policies() {
+        let config: Config = toml::from_str("environments = [\"staging\"]").unwrap();
+        assert!(config.environments.contains("staging"));
+        assert_eq!(config.environments.policy("staging").on_migrate_failure, OnMigrateFailure::Restore);
+        let config: Config = toml::from_str(
+            "[environments.staging]\n[environments.production]\non_migrate_failure = \"hold\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.environments.list(), "production, staging");
+        assert_eq!(config.environments.policy("production").on_migrate_failure, OnMigrateFailure::Hold);
+        let bad = toml::from_str::<Config>("[environments.production]\non_migrate_failure = \"panic\"\n");
+        assert!(bad.unwrap_err().to_string().contains("on_migrate_failure"));
     }
 
     #[test]

@@ -35,6 +35,21 @@ pub struct RolloutRecord {
     pub coordinator: String,
     /// An operator asked to cancel; honoured between steps.
     pub cancel_requested: bool,
+    /// Danger lint rules the operator accepted for this rollout.
+    #[serde(default)]
+    pub allow_danger: Vec<String>,
+    /// Who started it.
+    #[serde(default)]
+    pub started_by: String,
+    /// The DB agent's preflight plan (JSON), saved when preflight succeeds.
+    #[serde(default)]
+    pub plan_json: String,
+    /// The backup this rollout took (its name): what a rollback restores.
+    #[serde(default)]
+    pub backup: String,
+    /// Ended before anything changed because a check refused it.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 /// Where a rollout stands.
@@ -51,12 +66,15 @@ pub enum RolloutState {
     Failed,
     /// An operator cancelled it; recovery steps ran.
     Cancelled,
+    /// A step failed after the database changed; the backup was restored
+    /// and the apps brought back.
+    RolledBack,
 }
 
 impl RolloutState {
     /// Whether the rollout has ended and no leader will touch it again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::RolledBack)
     }
 }
 
@@ -111,6 +129,9 @@ pub enum StepKind {
     Restart,
     /// App hosts, in parallel.
     MaintenanceOff,
+    /// The DB host, recovery only: restore this rollout's backup exactly
+    /// (a new database swapped in), checked against its manifest.
+    Restore,
 }
 
 impl StepKind {
@@ -123,6 +144,7 @@ impl StepKind {
             Self::Migrate => "migrate",
             Self::Restart => "restart",
             Self::MaintenanceOff => "maintenance_off",
+            Self::Restore => "restore",
         }
     }
 
@@ -156,6 +178,11 @@ impl RolloutRecord {
             created_unix_ms: self.created_unix_ms,
             updated_unix_ms: self.updated_unix_ms,
             coordinator: self.coordinator.clone(),
+            allow_danger: self.allow_danger.clone(),
+            started_by: self.started_by.clone(),
+            plan_json: self.plan_json.clone(),
+            backup: self.backup.clone(),
+            refused: self.refused,
         }
     }
 }
@@ -169,6 +196,7 @@ impl RolloutState {
             Self::Succeeded => v1::RolloutState::Succeeded,
             Self::Failed => v1::RolloutState::Failed,
             Self::Cancelled => v1::RolloutState::Cancelled,
+            Self::RolledBack => v1::RolloutState::RolledBack,
         }
     }
 }

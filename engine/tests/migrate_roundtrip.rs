@@ -176,7 +176,7 @@ async fn a_failed_migration_blocks_deploy_until_resolved() {
     let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(&err, MigrateError::Failed { name, line: Some(3), code, .. } if name == "2_broken" && code == "42P01"),
+        matches!(&err, MigrateError::Failed { name, line: Some(3), code, database_changed: true, .. } if name == "2_broken" && code == "42P01"),
         "{err:?}"
     );
     assert!(
@@ -346,4 +346,36 @@ async fn honours_prismas_schema_parameter_even_when_a_migration_moves_search_pat
         "tenant_1.a,elsewhere.b,tenant_1.c"
     );
     assert!(migrate::status(&url, &load(dir.path())).await.unwrap().is_up_to_date());
+}
+
+/// What a rollback needs to know: whether the failed deploy changed the
+/// database. A failing first migration run in one transaction did not; one
+/// sent in parts did, once an earlier part was committed.
+#[tokio::test]
+async fn a_failed_deploy_says_whether_it_changed_the_database() {
+    let pg = common::Cluster::start_temp();
+    let config = MigrateConfig::default();
+
+    let url = pg.create_database("atomic");
+    let dir = common::folder(&[(
+        "1_broken/migration.sql",
+        b"CREATE TABLE a (id int);
+INSERT INTO nope VALUES (1);
+",
+    )]);
+    let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
+    assert!(matches!(err, MigrateError::Failed { database_changed: false, .. }), "{err:?}");
+    assert_eq!(pg.psql("atomic", "SELECT count(*) FROM pg_class WHERE relname = 'a'").trim(), "0");
+
+    let url = pg.create_database("in_parts");
+    let dir = common::folder(&[(
+        "1_parts/migration.sql",
+        b"CREATE TABLE a (id int);
+CREATE INDEX CONCURRENTLY a_id ON a (id);
+INSERT INTO nope VALUES (1);
+",
+    )]);
+    let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
+    assert!(matches!(err, MigrateError::Failed { database_changed: true, .. }), "{err:?}");
+    assert_eq!(pg.psql("in_parts", "SELECT count(*) FROM pg_class WHERE relname = 'a'").trim(), "1");
 }

@@ -114,7 +114,7 @@ fn validate(shared: &Shared, register: &Register) -> Result<(), Status> {
             "agent {} belongs to unknown environment {:?}; the coordinator knows: {}",
             register.name,
             register.environment,
-            shared.config.environments.join(", ")
+            shared.config.environments.list()
         )));
     }
     if let Some(role) = register.roles.iter().find(|r| *r != "db" && *r != "app") {

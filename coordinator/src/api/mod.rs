@@ -47,12 +47,12 @@ impl Shared {
 
     /// Refuses an environment this coordinator is not configured for.
     pub fn known_environment(&self, environment: &str) -> Result<(), ApiError> {
-        if self.config.environments.iter().any(|e| e == environment) {
+        if self.config.environments.contains(environment) {
             return Ok(());
         }
         Err(ApiError::InvalidArgument(format!(
             "unknown environment {environment:?}; this coordinator knows: {}",
-            self.config.environments.join(", ")
+            self.config.environments.list()
         )))
     }
 }

@@ -53,6 +53,11 @@ impl OperatorService {
             updated_unix_ms: now,
             coordinator: config.name.clone(),
             cancel_requested: false,
+            allow_danger: request.allow_danger,
+            started_by: request.started_by,
+            plan_json: String::new(),
+            backup: String::new(),
+            refused: false,
         };
         self.shared.store.create_rollout(&term, &record, &bundle).await?;
         tracing::info!(rollout = %record.id, environment = %record.environment, migrations = migrations.len(), "rollout accepted");
@@ -137,7 +142,7 @@ impl Operator for OperatorService {
         request: Request<CancelRolloutRequest>,
     ) -> Result<Response<Rollout>, Status> {
         let id = request.into_inner().rollout_id;
-        self.shared.leader_term()?;
+        let term = self.shared.leader_term()?;
         let record = self.get(&id).await?;
         if record.state.is_terminal() {
             return Err(ApiError::FailedPrecondition(format!(
@@ -146,13 +151,11 @@ impl Operator for OperatorService {
             ))
             .into());
         }
-        if !self.shared.engine.request_cancel(&id) {
-            return Err(ApiError::FailedPrecondition(format!(
-                "rollout {id} is not running on the leader yet; retry in a few seconds"
-            ))
-            .into());
-        }
-        tracing::info!(rollout = %id, "cancel requested");
+        // Saved before it is acknowledged: a leader that takes over after
+        // this answer still honours it.
+        self.shared.store.request_cancel(&term, &id).await.map_err(ApiError::from)?;
+        self.shared.engine.request_cancel(&id);
+        tracing::info!(rollout = %id, "cancel requested and saved");
         Ok(Response::new(record.to_proto()))
     }
 

@@ -24,7 +24,7 @@ pub fn for_host(
         fencing_token: token.0,
         rollout_id: record.id.clone(),
         issued_by: issued_by.to_owned(),
-        action: Some(action(step.kind, bundle, &record.app_version, &record.id)),
+        action: Some(action(step.kind, bundle, record)),
     }
 }
 
@@ -38,15 +38,27 @@ pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
     )
 }
 
-/// The typed action of a step of `kind`.
-fn action(kind: StepKind, bundle: &v1::Bundle, app_version: &str, rollout_id: &str) -> command::Action {
+/// The typed action of a step of `kind` in `record`.
+fn action(kind: StepKind, bundle: &v1::Bundle, record: &RolloutRecord) -> command::Action {
     match kind {
-        StepKind::Preflight => command::Action::Preflight(v1::Preflight { bundle: Some(bundle.clone()) }),
+        StepKind::Preflight => command::Action::Preflight(v1::Preflight {
+            bundle: Some(bundle.clone()),
+            allow_danger: record.allow_danger.clone(),
+        }),
         StepKind::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
-        StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{rollout_id}") }),
+        StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{}", record.id) }),
         StepKind::Migrate => command::Action::Migrate(v1::Migrate { bundle: Some(bundle.clone()) }),
-        StepKind::Restart => command::Action::Restart(v1::Restart { app_version: app_version.to_owned() }),
+        StepKind::Restart => {
+            command::Action::Restart(v1::Restart { app_version: record.app_version.clone() })
+        }
         StepKind::MaintenanceOff => command::Action::MaintenanceOff(v1::MaintenanceOff {}),
+        // The rollback restores this rollout's own backup, exactly: the
+        // coordinator's rollback is the confirmation.
+        StepKind::Restore => command::Action::RestoreBackup(v1::RestoreBackup {
+            name: record.backup.clone(),
+            confirmed: true,
+            replace: true,
+        }),
     }
 }
 

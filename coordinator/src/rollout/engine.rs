@@ -5,8 +5,9 @@
 //! running is dispatched again with the same command ids, and the agents'
 //! journals make that a re-attach, not a second execution.
 //!
-//! When a step fails, the remaining steps are skipped and, if maintenance
-//! mode was turned on, a recovery step turns it off again.
+//! When a step fails, the remaining steps are skipped and recovery steps
+//! chosen by what the failure changed are appended (see [`super::recovery`]):
+//! lift maintenance mode, or restore this rollout's backup first.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::command;
 use super::events::{EventBus, EventWriter, NewEvent};
+use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -43,8 +45,51 @@ enum Abandon {
     TermEnded,
 }
 
-/// A step or command that did not succeed, with the operator-facing reason.
-type StepOutcome = Result<Result<(), String>, Abandon>;
+/// How one command ended.
+struct CommandEnd {
+    /// The operator-facing reason it failed (`host: …`); `None` on success.
+    error: Option<String>,
+    /// It was refused before anything ran.
+    refused: bool,
+    /// The agent's result detail (JSON; `null` when there is none).
+    detail: serde_json::Value,
+}
+
+/// How a step's commands ended.
+struct StepResult {
+    ends: Vec<CommandEnd>,
+}
+
+impl StepResult {
+    fn succeeded(&self) -> bool {
+        self.ends.iter().all(|e| e.error.is_none())
+    }
+
+    /// `host: reason; host: reason` of the failed commands.
+    fn error(&self) -> String {
+        self.ends.iter().filter_map(|e| e.error.clone()).collect::<Vec<_>>().join("; ")
+    }
+
+    /// Every failed command was refused before it ran: nothing changed.
+    fn refused(&self) -> bool {
+        self.ends.iter().filter(|e| e.error.is_some()).all(|e| e.refused)
+    }
+
+    /// Whether a failed command may have changed the database: only a
+    /// `false` from the agent counts as "no" (an interrupted command, an
+    /// agent that stayed away or an unknown answer count as "yes").
+    fn database_changed(&self) -> bool {
+        self.ends
+            .iter()
+            .filter(|e| e.error.is_some() && !e.refused)
+            .any(|e| e.detail.get("database_changed").and_then(serde_json::Value::as_bool) != Some(false))
+    }
+
+    /// The detail of the first command whose detail has `key`.
+    fn detail(&self, key: &str) -> Option<&serde_json::Value> {
+        self.ends.iter().find_map(|e| e.detail.get(key))
+    }
+}
 
 struct RunControl {
     cancel_requested: AtomicBool,
@@ -173,6 +218,57 @@ impl Engine {
         }
     }
 
+    /// Records how step `index` ended in `record` (saved with its event by
+    /// the caller): its state; what later steps need from it (the plan from
+    /// preflight, the backup's name); and, on the first failure, the
+    /// recovery chosen by what the failure changed.
+    fn settle(&self, record: &mut RolloutRecord, index: usize, result: &StepResult) {
+        let kind = record.steps[index].kind;
+        if result.succeeded() {
+            record.steps[index].state = StepState::Succeeded;
+            match kind {
+                StepKind::Preflight => {
+                    if let Some(plan) = result.detail("plan") {
+                        record.plan_json = plan.to_string();
+                    }
+                }
+                StepKind::Backup => {
+                    if let Some(id) =
+                        result.detail("manifest").and_then(|m| m.get("id")).and_then(|i| i.as_str())
+                    {
+                        record.backup = id.to_owned();
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        let error = result.error();
+        let step = &mut record.steps[index];
+        step.state = StepState::Failed;
+        step.error = error.clone();
+        if record.error.is_empty() {
+            record.error = format!("{} failed: {error}", kind.name());
+            record.refused = kind == StepKind::Preflight && result.refused();
+            let policy = self.config.environments.policy(&record.environment);
+            let changed = kind == StepKind::Migrate && result.database_changed();
+            let way_back = recovery::choose(kind, changed, &policy);
+            if way_back == Recovery::Hold {
+                record.error.push_str(&format!(
+                    "; the database changed, and policy on_migrate_failure = \"hold\" keeps maintenance mode on: \
+                     restore backup {} (`runway backup restore {} --env {} --yes`) or finish the migration by hand",
+                    record.backup, record.backup, record.environment
+                ));
+            }
+            recovery::plan(record, way_back);
+        } else if kind == StepKind::Restore {
+            record.error.push_str(&format!(
+                "; RESTORING BACKUP {} FAILED ({error}): maintenance mode stays on and the database needs a person",
+                record.backup
+            ));
+        }
+    }
+
     async fn run(
         &self,
         term: Term,
@@ -183,7 +279,14 @@ impl Engine {
         let events =
             EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?;
         let run = Run { engine: self, term: &term, events: &events, bundle: &bundle };
-        record.coordinator = self.config.name.clone();
+        if self.store.cancel_requested(&record.id).await? {
+            control.cancel_requested.store(true, Ordering::SeqCst);
+        }
+        if record.coordinator != self.config.name {
+            // `rollout show` names who runs it now, not a dead leader.
+            record.coordinator = self.config.name.clone();
+            run.save(&mut record).await?;
+        }
         if record.state == RolloutState::Pending {
             record.state = RolloutState::Running;
             let message = format!(
@@ -204,28 +307,17 @@ impl Engine {
             if !failing && control.cancel_requested.load(Ordering::SeqCst) && !record.cancel_requested {
                 record.cancel_requested = true;
                 record.error = "cancelled by an operator".into();
-                plan_recovery(&mut record);
+                recovery::plan(&mut record, Recovery::LiftMaintenance);
                 run.save(&mut record).await?;
                 continue;
             }
-            if failing && !record.steps[index].recovery {
+            if recovery::skips(&record, &record.steps[index]) {
                 record.steps[index].state = StepState::Skipped;
                 run.save(&mut record).await?;
                 continue;
             }
-            let outcome = run.step(&mut record, index).await?;
-            let step = &mut record.steps[index];
-            match outcome {
-                Ok(()) => step.state = StepState::Succeeded,
-                Err(error) => {
-                    step.state = StepState::Failed;
-                    step.error = error.clone();
-                    if record.error.is_empty() {
-                        record.error = format!("{} failed: {error}", step.kind.name());
-                        plan_recovery(&mut record);
-                    }
-                }
-            }
+            let result = run.step(&mut record, index).await?;
+            self.settle(&mut record, index, &result);
             let step = &record.steps[index];
             let (kind, message) = match step.state {
                 StepState::Succeeded => ("step_succeeded", format!("{} succeeded", step.kind.name())),
@@ -235,13 +327,7 @@ impl Engine {
             run.transition(&mut record, event).await?;
         }
 
-        record.state = if record.error.is_empty() {
-            RolloutState::Succeeded
-        } else if record.cancel_requested {
-            RolloutState::Cancelled
-        } else {
-            RolloutState::Failed
-        };
+        record.state = recovery::terminal_state(&record);
         let (kind, terminal, message) = match record.state {
             RolloutState::Succeeded => {
                 ("rollout_succeeded", WireState::Succeeded, "rollout succeeded".to_owned())
@@ -249,6 +335,14 @@ impl Engine {
             RolloutState::Cancelled => {
                 ("rollout_cancelled", WireState::Cancelled, format!("rollout cancelled: {}", record.error))
             }
+            RolloutState::RolledBack => (
+                "rollout_rolled_back",
+                WireState::RolledBack,
+                format!(
+                    "rollout rolled back: {}; backup {} was restored and maintenance mode lifted",
+                    record.error, record.backup
+                ),
+            ),
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
         run.transition(
@@ -258,34 +352,6 @@ impl Engine {
         .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
         Ok(())
-    }
-}
-
-/// After a failure: if maintenance mode may be on, turn it off again.
-fn plan_recovery(record: &mut RolloutRecord) {
-    let maintenance_hosts = record
-        .steps
-        .iter()
-        .find(|s| {
-            s.kind == StepKind::MaintenanceOn
-                && s.state != StepState::Pending
-                && s.state != StepState::Skipped
-        })
-        .map(|s| s.hosts.clone());
-    let already_off = record.steps.iter().any(|s| {
-        s.kind == StepKind::MaintenanceOff && matches!(s.state, StepState::Succeeded | StepState::Running)
-    });
-    if let Some(hosts) = maintenance_hosts
-        && !already_off
-    {
-        record.steps.push(StepRecord {
-            kind: StepKind::MaintenanceOff,
-            hosts,
-            state: StepState::Pending,
-            attempt: 0,
-            error: String::new(),
-            recovery: true,
-        });
     }
 }
 
@@ -310,7 +376,7 @@ impl Run<'_> {
     }
 
     /// Runs step `index`: saved as running first, then its commands.
-    async fn step(&self, record: &mut RolloutRecord, index: usize) -> StepOutcome {
+    async fn step(&self, record: &mut RolloutRecord, index: usize) -> Result<StepResult, Abandon> {
         let step = &mut record.steps[index];
         if step.state == StepState::Pending {
             step.state = StepState::Running;
@@ -341,30 +407,35 @@ impl Run<'_> {
             let config = &self.engine.config;
             command::for_host(record, &step, host, self.bundle, self.term.token, &config.name)
         };
+        let mut ends = Vec::with_capacity(step.hosts.len());
         if step.kind.one_host_at_a_time() {
             for host in &step.hosts {
-                if let Err(e) = self.command_on(&step, host, make(host)).await? {
-                    return Ok(Err(e));
+                let end = self.command_on(&step, host, make(host)).await?;
+                let failed = end.error.is_some();
+                ends.push(end);
+                if failed {
+                    break;
                 }
             }
-            Ok(Ok(()))
         } else {
             let results = futures::future::join_all(
                 step.hosts.iter().map(|host| self.command_on(&step, host, make(host))),
             )
             .await;
-            let mut errors = Vec::new();
             for result in results {
-                if let Err(e) = result? {
-                    errors.push(e);
-                }
+                ends.push(result?);
             }
-            if errors.is_empty() { Ok(Ok(())) } else { Ok(Err(errors.join("; "))) }
         }
+        Ok(StepResult { ends })
     }
 
     /// Dispatches one command and follows it to its result.
-    async fn command_on(&self, step: &StepRecord, host: &str, command: v1::Command) -> StepOutcome {
+    async fn command_on(
+        &self,
+        step: &StepRecord,
+        host: &str,
+        command: v1::Command,
+    ) -> Result<CommandEnd, Abandon> {
         let step_name = step.kind.name().to_owned();
         let command_id = command.command_id.clone();
         let mut in_flight = self.engine.dispatcher.dispatch(host, command).await;
@@ -394,8 +465,8 @@ impl Run<'_> {
                         away_since = None;
                     } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
                         let error = format!("agent {host} has been disconnected for more than {} s", grace.as_secs());
-                        self.emit_result(step, host, &command_id, Err(&error)).await?;
-                        return Ok(Err(error));
+                        self.emit_result(step, host, &command_id, Err((&error, ""))).await?;
+                        return Ok(CommandEnd { error: Some(error), refused: false, detail: serde_json::Value::Null });
                     }
                 }
             }
@@ -403,30 +474,38 @@ impl Run<'_> {
         while let Ok(event) = in_flight.events.try_recv() {
             self.events.emit(progress(event)).await?;
         }
-        let ok = result.outcome == CommandOutcome::Succeeded as i32;
-        let error = match CommandOutcome::try_from(result.outcome) {
-            Ok(CommandOutcome::Succeeded) => String::new(),
-            Ok(CommandOutcome::Interrupted) => format!("{host}: interrupted: {}", result.error),
-            Ok(CommandOutcome::Refused) => format!("{host}: refused: {}", result.error),
-            _ => format!("{host}: {}", result.error),
+        let outcome = CommandOutcome::try_from(result.outcome);
+        let error = match outcome {
+            Ok(CommandOutcome::Succeeded) => None,
+            Ok(CommandOutcome::Interrupted) => Some(format!("{host}: interrupted: {}", result.error)),
+            Ok(CommandOutcome::Refused) => Some(format!("{host}: refused: {}", result.error)),
+            _ => Some(format!("{host}: {}", result.error)),
         };
-        self.emit_result(step, host, &command_id, if ok { Ok(&result.detail_json) } else { Err(&error) })
-            .await?;
-        Ok(if ok { Ok(()) } else { Err(error) })
+        let emitted = match &error {
+            None => Ok(result.detail_json.as_str()),
+            Some(error) => Err((error.as_str(), result.detail_json.as_str())),
+        };
+        self.emit_result(step, host, &command_id, emitted).await?;
+        Ok(CommandEnd {
+            error,
+            refused: outcome == Ok(CommandOutcome::Refused),
+            detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
+        })
     }
 
-    /// Records how one command ended: `detail` is its result JSON on
-    /// success, `error` the reason on failure.
+    /// Records how one command ended: its result JSON on success, the
+    /// reason and the agent's facts about the failure (JSON, may be empty)
+    /// on failure.
     async fn emit_result(
         &self,
         step: &StepRecord,
         host: &str,
         command_id: &str,
-        outcome: Result<&str, &str>,
+        outcome: Result<&str, (&str, &str)>,
     ) -> Result<(), StoreError> {
         let (kind, message, detail_json) = match outcome {
             Ok(detail) => ("command_succeeded", format!("{} done", step.kind.name()), detail.to_owned()),
-            Err(error) => ("command_failed", error.to_owned(), String::new()),
+            Err((error, detail)) => ("command_failed", error.to_owned(), detail.to_owned()),
         };
         self.events
             .emit(NewEvent {

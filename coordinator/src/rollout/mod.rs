@@ -4,6 +4,7 @@
 //! - [`command`]: the typed command a step sends each host, and its id.
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
+//! - [`recovery`]: the way back after a failed step, by what it changed.
 //! - [`engine`]: runs and resumes rollouts while this coordinator leads.
 //!
 //! The records themselves (rollout, step, kinds, states) are in
@@ -13,4 +14,5 @@ pub mod command;
 pub mod engine;
 pub mod events;
 pub mod plan;
+pub mod recovery;
 pub mod repo;

@@ -9,6 +9,7 @@
 //! | `rollouts/<id>` | [`RolloutRecord`] as JSON |
 //! | `bundles/<digest>` | the bundle, protobuf-encoded |
 //! | `events/<id>/<seq, 20 digits>` | [`RolloutEvent`], protobuf-encoded |
+//! | `cancels/<id>` | an operator's cancel request (JSON: when), saved before it is acknowledged |
 //!
 //! Every write is fenced by the writer's [`Term`] (see [`Store::put_fenced`]).
 
@@ -36,6 +37,10 @@ impl RolloutStore {
 
     fn bundle_key(&self, digest: &str) -> String {
         self.store.key(&format!("bundles/{digest}"))
+    }
+
+    fn cancel_key(&self, id: &str) -> String {
+        self.store.key(&format!("cancels/{id}"))
     }
 
     fn events_prefix(&self, id: &str) -> String {
@@ -79,6 +84,18 @@ impl RolloutStore {
             puts.push(Put::json(self.rollout_key(&record.id), record));
         }
         self.store.put_fenced(term, puts).await
+    }
+
+    /// Records that an operator asked to cancel rollout `id`. Its own key,
+    /// so it never races the engine's writes of the rollout record.
+    pub async fn request_cancel(&self, term: &Term, id: &str) -> Result<(), StoreError> {
+        let request = serde_json::json!({ "requested_unix_ms": runway_proto::unix_ms_now() });
+        self.store.put_fenced(term, vec![Put::json(self.cancel_key(id), &request)]).await
+    }
+
+    /// Whether an operator asked to cancel rollout `id`.
+    pub async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.store.get_json::<serde_json::Value>(&self.cancel_key(id)).await?.is_some())
     }
 
     /// The rollout with id `id`, if saved.

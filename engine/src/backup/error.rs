@@ -104,6 +104,14 @@ pub enum BackupError {
     )]
     RowCountMismatch { database: String, backup: String, diffs: Vec<TableDiff> },
 
+    /// After a restore, `_prisma_migrations` does not hold what the backup's
+    /// snapshot held: the database is not back where the backup was taken.
+    #[error(
+        "after restoring backup {backup}, database {database} lists applied migrations [{found}] but the backup \
+         was taken with [{expected}]; the restore is not faithful (retry will fail the same way)"
+    )]
+    MigrationsMismatch { database: String, backup: String, expected: String, found: String },
+
     /// A restore outside a rollout's rollback needs an explicit confirmation.
     #[error(
         "restore of backup {backup} into database {database} replaces its contents and needs an explicit \
@@ -137,6 +145,7 @@ impl BackupError {
                 | Self::Incomplete { .. }
                 | Self::Manifest { .. }
                 | Self::RowCountMismatch { .. }
+                | Self::MigrationsMismatch { .. }
                 | Self::NotConfirmed { .. }
                 | Self::NotFound { .. }
         )

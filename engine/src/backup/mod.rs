@@ -17,7 +17,7 @@
 //! - [`error`]: [`BackupError`], which says whether a retry is safe.
 //! - `snapshot`: the exported snapshot, row counts and applied migrations.
 //! - `stream`: hashing on the way to disk, throttled byte progress.
-//! - `space`: the free-space check.
+//! - [`space`]: the free-space check (also the rollout's preflight disk check).
 //! - `tools`: running pg_dump / pg_restore.
 //! - [`verify`](mod@verify): checksums re-read, `pg_restore --list`, test restore.
 //! - [`restore`](mod@restore): checksums first, then pg_restore, then row counts.
@@ -40,7 +40,7 @@ pub mod remote;
 pub mod restore;
 pub mod retention;
 mod snapshot;
-mod space;
+pub mod space;
 mod step;
 mod stream;
 mod tools;

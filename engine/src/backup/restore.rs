@@ -52,6 +52,9 @@ pub struct RestoreReport {
     pub mode: RestoreMode,
     pub tables: usize,
     pub rows: i64,
+    /// Applied migrations in `_prisma_migrations` after the restore: the
+    /// backup's, by name and checksum.
+    pub migrations: usize,
     /// Tables in the database that the backup does not have (only with `clean`).
     pub extra_tables: Vec<String>,
     pub seconds: f64,
@@ -128,6 +131,7 @@ pub async fn restore(
     if !diffs.is_empty() {
         return Err(BackupError::RowCountMismatch { database, backup: manifest.id, diffs });
     }
+    let migrations = check_migrations(&target, &manifest).await?;
     let extra_tables: Vec<String> = counts
         .iter()
         .filter(|c| !manifest.tables.iter().any(|t| t.schema == c.schema && t.table == c.table))
@@ -154,9 +158,32 @@ pub async fn restore(
         mode: options.mode,
         tables: counts.len(),
         rows,
+        migrations,
         extra_tables,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Checks that `_prisma_migrations` lists what the backup's snapshot did
+/// (names and checksums, in order); returns how many.
+async fn check_migrations(target: &Database, manifest: &Manifest) -> Result<usize, BackupError> {
+    let mut db = snapshot::connect(target).await?;
+    let applied = snapshot::applied_migrations(&mut db, target.name(), target.schema_param()).await?;
+    let names = |list: &mut dyn Iterator<Item = (&str, &str)>| {
+        list.map(|(name, checksum)| format!("{name}:{}", &checksum[..checksum.len().min(8)]))
+            .collect::<Vec<_>>()
+    };
+    let found = names(&mut applied.iter().map(|m| (m.name.as_str(), m.checksum.as_str())));
+    let expected = names(&mut manifest.migrations.iter().map(|m| (m.name.as_str(), m.checksum.as_str())));
+    if found != expected {
+        return Err(BackupError::MigrationsMismatch {
+            database: target.name().to_owned(),
+            backup: manifest.id.clone(),
+            expected: expected.join(", "),
+            found: found.join(", "),
+        });
+    }
+    Ok(applied.len())
 }
 
 fn confirm(options: &RestoreOptions, backup: &str) -> Result<(), BackupError> {

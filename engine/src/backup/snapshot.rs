@@ -85,38 +85,12 @@ impl SnapshotSession {
         count_tables(&mut self.conn, &self.database).await
     }
 
-    /// Migrations applied in the snapshot, if the database has a
-    /// `_prisma_migrations` table (in `schema`, or on the search path).
+    /// Migrations applied in the snapshot (see [`applied_migrations`]).
     pub async fn applied_migrations(
         &mut self,
         schema: Option<&str>,
     ) -> Result<Vec<AppliedMigration>, BackupError> {
-        let table: Option<String> = sqlx::query_scalar(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.oid = to_regclass(CASE WHEN $1::text IS NULL THEN '_prisma_migrations'
-                                            ELSE format('%I._prisma_migrations', $1::text) END)",
-        )
-        .bind(schema)
-        .fetch_optional(&mut self.conn)
-        .await
-        .map_err(|e| BackupError::db(&self.database, "looking for _prisma_migrations", e))?;
-        let Some(table) = table else { return Ok(Vec::new()) };
-        let rows = sqlx::query(&format!(
-            "SELECT migration_name, checksum, finished_at FROM {table}
-             WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL
-             ORDER BY finished_at, migration_name"
-        ))
-        .fetch_all(&mut self.conn)
-        .await
-        .map_err(|e| BackupError::db(&self.database, format!("reading {table}"), e))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AppliedMigration {
-                name: r.get("migration_name"),
-                checksum: r.get("checksum"),
-                finished_at: r.get("finished_at"),
-            })
-            .collect())
+        applied_migrations(&mut self.conn, &self.database, schema).await
     }
 
     /// Ends the transaction (after pg_dump has finished with the snapshot).
@@ -160,6 +134,41 @@ pub fn compare_counts(expected: &[TableRows], actual: &[TableRows]) -> Vec<Table
         }
     }
     diffs
+}
+
+/// Migrations applied in `database` (finished, not rolled back), if it has a
+/// `_prisma_migrations` table (in `schema`, or on the search path).
+pub async fn applied_migrations(
+    conn: &mut PgConnection,
+    database: &str,
+    schema: Option<&str>,
+) -> Result<Vec<AppliedMigration>, BackupError> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = to_regclass(CASE WHEN $1::text IS NULL THEN '_prisma_migrations'
+                                        ELSE format('%I._prisma_migrations', $1::text) END)",
+    )
+    .bind(schema)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| BackupError::db( database, "looking for _prisma_migrations", e))?;
+    let Some(table) = table else { return Ok(Vec::new()) };
+    let rows = sqlx::query(&format!(
+        "SELECT migration_name, checksum, finished_at FROM {table}
+         WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL
+         ORDER BY finished_at, migration_name"
+    ))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| BackupError::db(database, format!("reading {table}"), e))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AppliedMigration {
+            name: r.get("migration_name"),
+            checksum: r.get("checksum"),
+            finished_at: r.get("finished_at"),
+        })
+        .collect())
 }
 
 #[cfg(test)]

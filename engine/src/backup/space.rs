@@ -2,8 +2,32 @@
 
 use std::path::Path;
 
+use serde::Serialize;
+
 use super::config::BackupConfig;
 use super::error::BackupError;
+use super::snapshot;
+use crate::database::Database;
+
+/// The runbook's disk check before a rollout: room for a backup of the database.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpaceReport {
+    pub database_bytes: u64,
+    pub free_bytes: u64,
+    /// `free_space_factor × database_bytes`.
+    pub needed_bytes: u64,
+}
+
+/// Checks that a backup of `database_url` fits where backups go; refuses
+/// with [`BackupError::NotEnoughSpace`] otherwise. Reads the database size.
+pub async fn preflight(database_url: &str, config: &BackupConfig) -> Result<SpaceReport, BackupError> {
+    let database = Database::parse(database_url)?;
+    let mut conn = snapshot::connect(&database).await?;
+    let facts = snapshot::facts(&mut conn, database.name()).await?;
+    let free_bytes = check(config, database.name(), facts.database_bytes)?;
+    let needed_bytes = (facts.database_bytes as f64 * config.free_space_factor).ceil() as u64;
+    Ok(SpaceReport { database_bytes: facts.database_bytes, free_bytes, needed_bytes })
+}
 
 /// Bytes available to backups in `config.dir`: the filesystem's free space
 /// for unprivileged users, capped by `max_bytes` minus what the dir already holds.

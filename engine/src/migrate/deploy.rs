@@ -130,7 +130,7 @@ async fn deploy_locked(
     set_timeouts(&mut session.conn, config).await?;
     let total = pending.len() as u64;
     progress.emit_counted("migrate", format!("{total} pending migration(s)"), 0, total, "migrations");
-    for (index, (m, segments)) in pending.iter().zip(plans).enumerate() {
+    for (index, (m, FilePlan { segments, atomic })) in pending.iter().zip(plans).enumerate() {
         let done = index as u64;
         progress.emit_counted(
             "migrate",
@@ -159,6 +159,7 @@ async fn deploy_locked(
                 line: failure.line(&m.sql),
                 code: failure.code.clone(),
                 error,
+                database_changed: !report.applied.is_empty() || failure.committed_before > 0 || !atomic,
             });
         }
         table::mark_finished(&mut session.conn, &session.schema, &id, &m.name).await?;
@@ -176,12 +177,22 @@ async fn deploy_locked(
     Ok(report)
 }
 
+/// How one pending file will be sent.
+struct FilePlan {
+    segments: Vec<Segment>,
+    /// The whole file runs in one transaction: when it fails, nothing of
+    /// it stays. False when it is sent in parts or has its own
+    /// transaction control (a COMMIT inside the file keeps what came before).
+    atomic: bool,
+}
+
 /// Splits a file into what to send, refusing files that leave a
 /// transaction open. Files the grammar cannot parse go as one script, the
-/// way Prisma sends them; the server then reports the error.
-fn plan_file(m: &MigrationFile) -> Result<Vec<Segment>, MigrateError> {
+/// way Prisma sends them; the server then reports the error (before running
+/// any of it: the server parses the whole script first).
+fn plan_file(m: &MigrationFile) -> Result<FilePlan, MigrateError> {
     let Ok(stmts) = parse::parse(&m.sql) else {
-        return Ok(vec![Segment { range: 0..m.sql.len(), alone: None }]);
+        return Ok(FilePlan { segments: vec![Segment { range: 0..m.sql.len(), alone: None }], atomic: true });
     };
     if let Some(line) = script::unclosed_block(&stmts) {
         return Err(MigrateError::Failed {
@@ -190,9 +201,12 @@ fn plan_file(m: &MigrationFile) -> Result<Vec<Segment>, MigrateError> {
             code: "none".into(),
             error: "the BEGIN on this line is never committed; nothing was applied. Add COMMIT at the end"
                 .into(),
+            database_changed: false,
         });
     }
-    Ok(script::segments(&m.sql, &stmts))
+    let segments = script::segments(&m.sql, &stmts);
+    let atomic = segments.len() == 1 && !script::controls_transactions(&stmts);
+    Ok(FilePlan { segments, atomic })
 }
 
 pub(crate) async fn set_timeouts(

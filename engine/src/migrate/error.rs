@@ -37,6 +37,12 @@ pub enum MigrateError {
         code: String,
         /// The database's error text (message, detail, hint).
         error: String,
+        /// Whether this deploy changed the database before it failed:
+        /// earlier migrations of the run were applied, or part of the failed
+        /// file was committed (it ran in parts, or has its own COMMIT). When
+        /// false, the database is as it was before the deploy, apart from
+        /// the failed row in `_prisma_migrations`.
+        database_changed: bool,
     },
 
     /// `_prisma_migrations` has failed migrations that nobody resolved; like
@@ -121,6 +127,19 @@ impl MigrateError {
     /// without anyone touching the database or the migrations.
     pub fn retry_is_safe(&self) -> bool {
         matches!(self, Self::Connect(_) | Self::LockTimeout { .. } | Self::Database { .. })
+    }
+
+    /// Whether the failed command changed the database: `Some(false)` when
+    /// it certainly did not (it failed before running any migration SQL, or
+    /// a migration failed inside its own transaction as the first of the
+    /// run), `None` when that is not known (a bookkeeping query failed,
+    /// possibly after migrations were applied). What a rollback decides on.
+    pub fn database_changed(&self) -> Option<bool> {
+        match self {
+            Self::Failed { database_changed, .. } => Some(*database_changed),
+            Self::Database { .. } => None,
+            _ => Some(false),
+        }
     }
 
     /// Wraps a driver error from a bookkeeping query.

@@ -25,6 +25,7 @@
 //!   around statements that cannot run in a transaction.
 //! - `deploy`, `status`, `resolve`: the commands.
 //! - `lint` (rules, table sizes, downtime class) and `plan`.
+//! - `gate`: Danger findings a rollout needs an operator to accept.
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ pub mod checksum;
 mod connect;
 mod deploy;
 mod error;
+pub mod gate;
 pub mod lint;
 mod lock;
 pub mod parse;

@@ -80,6 +80,12 @@ pub fn unclosed_block(stmts: &[Statement]) -> Option<usize> {
     open_at
 }
 
+/// Whether the file has its own transaction control (`BEGIN`, `COMMIT`, …):
+/// then a failure part-way can leave what an earlier `COMMIT` committed.
+pub fn controls_transactions(stmts: &[Statement]) -> bool {
+    stmts.iter().any(|s| matches!(s.node, NodeEnum::TransactionStmt(_)))
+}
+
 /// Whether an explicit transaction block is open after `node`.
 fn block_state_after(node: &NodeEnum, in_block: bool) -> bool {
     let NodeEnum::TransactionStmt(t) = node else { return in_block };

@@ -1,0 +1,191 @@
+//! The way back after a failed step, chosen by what the failure changed.
+//!
+//! | failed in | database changed? | recovery |
+//! |---|---|---|
+//! | preflight, maintenance on, backup, restart | no | lift maintenance mode (if it was turned on) |
+//! | migrate, nothing changed (a first migration failed in its own transaction) | no | lift maintenance mode |
+//! | migrate, after a change (or unknown) | yes | policy `restore`: restore this rollout's backup exactly, then lift maintenance mode; policy `hold`: stay in maintenance mode and stop |
+//! | the recovery restore itself | unknown | stop; maintenance mode stays on |
+//!
+//! Recovery steps are ordinary saved steps (marked `recovery`), so a new
+//! leader resumes a rollback like any other step, with the same command ids.
+
+use crate::config::{EnvironmentPolicy, OnMigrateFailure};
+use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState};
+
+/// What a recovery does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Turn maintenance mode off again where it was turned on.
+    LiftMaintenance,
+    /// Restore the rollout's backup on the DB host, then lift maintenance mode.
+    Restore,
+    /// Keep maintenance mode on and stop: a person decides.
+    Hold,
+}
+
+/// The recovery for a failure of a `kind` step. `database_changed` is what
+/// the DB agent reported (unknown counts as changed: never guess in favour
+/// of lifting maintenance mode over a database in an unknown state).
+pub fn choose(kind: StepKind, database_changed: bool, policy: &EnvironmentPolicy) -> Recovery {
+    match kind {
+        StepKind::Migrate if database_changed => match policy.on_migrate_failure {
+            OnMigrateFailure::Restore => Recovery::Restore,
+            OnMigrateFailure::Hold => Recovery::Hold,
+        },
+        _ => Recovery::LiftMaintenance,
+    }
+}
+
+/// Appends the steps of `recovery` to `record`. The caller saves it.
+pub fn plan(record: &mut RolloutRecord, recovery: Recovery) {
+    match recovery {
+        Recovery::Hold => {}
+        Recovery::LiftMaintenance => lift_maintenance(record),
+        Recovery::Restore => {
+            let db_hosts = record
+                .steps
+                .iter()
+                .find(|s| s.kind == StepKind::Migrate)
+                .map(|s| s.hosts.clone())
+                .unwrap_or_default();
+            record.steps.push(recovery_step(StepKind::Restore, db_hosts));
+            lift_maintenance(record);
+        }
+    }
+}
+
+/// After a failure: if maintenance mode may be on, turn it off again.
+fn lift_maintenance(record: &mut RolloutRecord) {
+    let maintenance_hosts = record
+        .steps
+        .iter()
+        .find(|s| {
+            s.kind == StepKind::MaintenanceOn
+                && s.state != StepState::Pending
+                && s.state != StepState::Skipped
+        })
+        .map(|s| s.hosts.clone());
+    let already_off = record.steps.iter().any(|s| {
+        s.kind == StepKind::MaintenanceOff && matches!(s.state, StepState::Succeeded | StepState::Running)
+    });
+    if let Some(hosts) = maintenance_hosts
+        && !already_off
+    {
+        record.steps.push(recovery_step(StepKind::MaintenanceOff, hosts));
+    }
+}
+
+fn recovery_step(kind: StepKind, hosts: Vec<String>) -> StepRecord {
+    StepRecord { kind, hosts, state: StepState::Pending, attempt: 0, error: String::new(), recovery: true }
+}
+
+/// Whether `step` is skipped rather than run: after a failure only recovery
+/// steps run, and after a failed restore nothing does (maintenance mode
+/// stays on over a database in an unknown state).
+pub fn skips(record: &RolloutRecord, step: &StepRecord) -> bool {
+    let failing = !record.error.is_empty();
+    let restore_failed =
+        record.steps.iter().any(|s| s.kind == StepKind::Restore && s.state == StepState::Failed);
+    (failing && !step.recovery) || restore_failed
+}
+
+/// The state a rollout ends in once no step is left.
+pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
+    let restored =
+        record.steps.iter().any(|s| s.kind == StepKind::Restore && s.state == StepState::Succeeded);
+    let unfinished_recovery = record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded);
+    if record.error.is_empty() {
+        RolloutState::Succeeded
+    } else if record.cancel_requested {
+        RolloutState::Cancelled
+    } else if restored && !unfinished_recovery {
+        RolloutState::RolledBack
+    } else {
+        RolloutState::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(kind: StepKind, state: StepState) -> StepRecord {
+        StepRecord {
+            kind,
+            hosts: vec![if kind == StepKind::Migrate { "db-1" } else { "app-1" }.into()],
+            state,
+            attempt: 1,
+            error: String::new(),
+            recovery: false,
+        }
+    }
+
+    fn record_failed_in_migrate() -> RolloutRecord {
+        let json = serde_json::json!({
+            "id": "r1", "environment": "production", "bundle_digest": "d", "app_version": "v2",
+            "state": "running", "error": "migrate failed: boom", "created_unix_ms": 0, "updated_unix_ms": 0,
+            "coordinator": "c1", "cancel_requested": false, "steps": [], "backup": "b1",
+        });
+        let mut record: RolloutRecord = serde_json::from_value(json).expect("a record");
+        record.steps = vec![
+            step(StepKind::Preflight, StepState::Succeeded),
+            step(StepKind::MaintenanceOn, StepState::Succeeded),
+            step(StepKind::Backup, StepState::Succeeded),
+            step(StepKind::Migrate, StepState::Failed),
+            step(StepKind::Restart, StepState::Pending),
+            step(StepKind::MaintenanceOff, StepState::Pending),
+        ];
+        record
+    }
+
+    #[test]
+    fn a_change_to_the_database_is_restored_unless_the_policy_holds() {
+        let restore = EnvironmentPolicy::default();
+        let hold = EnvironmentPolicy { on_migrate_failure: OnMigrateFailure::Hold };
+        assert_eq!(choose(StepKind::Migrate, true, &restore), Recovery::Restore);
+        assert_eq!(choose(StepKind::Migrate, true, &hold), Recovery::Hold);
+        assert_eq!(choose(StepKind::Migrate, false, &restore), Recovery::LiftMaintenance);
+        assert_eq!(choose(StepKind::Backup, true, &restore), Recovery::LiftMaintenance);
+    }
+
+    #[test]
+    fn restore_runs_on_the_db_host_before_maintenance_is_lifted() {
+        let mut record = record_failed_in_migrate();
+        plan(&mut record, Recovery::Restore);
+        let added: Vec<(StepKind, &str)> =
+            record.steps[6..].iter().map(|s| (s.kind, s.hosts[0].as_str())).collect();
+        assert_eq!(added, [(StepKind::Restore, "db-1"), (StepKind::MaintenanceOff, "app-1")]);
+        assert!(record.steps[6..].iter().all(|s| s.recovery && s.state == StepState::Pending));
+    }
+
+    #[test]
+    fn hold_adds_nothing_so_maintenance_stays_on() {
+        let mut record = record_failed_in_migrate();
+        plan(&mut record, Recovery::Hold);
+        assert_eq!(record.steps.len(), 6);
+        assert!(skips(&record, &record.steps[5].clone()), "the plan's maintenance_off must not run");
+        assert_eq!(terminal_state(&record), RolloutState::Failed);
+    }
+
+    #[test]
+    fn a_failed_restore_keeps_maintenance_on_and_ends_failed() {
+        let mut record = record_failed_in_migrate();
+        plan(&mut record, Recovery::Restore);
+        record.steps[6].state = StepState::Failed;
+        let lift = record.steps[7].clone();
+        assert!(skips(&record, &lift), "maintenance_off must be skipped after a failed restore");
+        record.steps[7].state = StepState::Skipped;
+        assert_eq!(terminal_state(&record), RolloutState::Failed);
+    }
+
+    #[test]
+    fn a_restored_rollout_ends_rolled_back() {
+        let mut record = record_failed_in_migrate();
+        plan(&mut record, Recovery::Restore);
+        record.steps[6].state = StepState::Succeeded;
+        assert!(!skips(&record, &record.steps[7].clone()));
+        record.steps[7].state = StepState::Succeeded;
+        assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+    }
+}

@@ -219,9 +219,9 @@ fn deploy_text(r: &DeployReport) -> String {
     if r.applied.is_empty() {
         return format!("No pending migrations to apply ({} already applied).", r.already_applied);
     }
-    let mut applied = Table::new(["migration", "ms"]).right(&[1]);
+    let mut applied = Table::new(["migration", "took"]).right(&[1]);
     for (name, ms) in r.applied.iter().zip(&r.durations_ms) {
-        applied.row([name.clone(), ms.to_string()]);
+        applied.row([name.clone(), format!("{ms} ms")]);
     }
     format!("Applied {} migration(s):\n{applied}", r.applied.len())
 }

@@ -2,7 +2,7 @@
 //! a failover.
 //!
 //! One search round tries every address and follows a follower's leader
-//! hint at once; rounds repeat (via `backon`) every [`ROUND_PAUSE`] until
+//! hint at once; rounds repeat (via `backon`) every `ROUND_PAUSE` until
 //! `--leader-timeout` has passed.
 
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ pub struct Coordinators {
 }
 
 impl Coordinators {
+    /// The coordinators these flags name.
     pub fn remote(&self) -> Remote {
         Remote::new(&self.coordinator, Duration::from_secs(self.leader_timeout))
     }
@@ -73,6 +74,7 @@ enum Miss {
 }
 
 impl Remote {
+    /// `addrs` comma-separated, `http://` added where no scheme is given.
     pub fn new(addrs: &str, find_leader_for: Duration) -> Self {
         let addrs = addrs
             .split(',')

@@ -146,6 +146,7 @@ pub struct Common {
     pg_bin_dir: Option<PathBuf>,
 }
 
+/// `backup create --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FormatArg {
     Custom,
@@ -153,6 +154,7 @@ pub enum FormatArg {
     Auto,
 }
 
+/// `backup restore --mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
     Clean,

@@ -40,14 +40,12 @@ pub struct Output {
 }
 
 impl Output {
+    /// Prints in `format`.
     pub fn new(format: Format) -> Self {
         Self { format }
     }
 
-    pub fn format(self) -> Format {
-        self.format
-    }
-
+    /// Whether stdout is for JSON lines only.
     pub fn is_json(self) -> bool {
         self.format == Format::Json
     }
@@ -105,13 +103,16 @@ impl Output {
 /// comes from [`Exit`]'s conversions), or from a message.
 #[derive(Debug)]
 pub struct Failure {
+    /// The code the process exits with.
     pub exit: Exit,
+    /// What went wrong and what to do next, for a person.
     pub message: String,
     /// More fields for the JSON envelope, e.g. whether a retry is safe.
     fields: Map<String, Value>,
 }
 
 impl Failure {
+    /// A failure with this exit code and message.
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
         Self { exit, message: message.into(), fields: Map::new() }
     }

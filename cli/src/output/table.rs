@@ -40,10 +40,6 @@ impl Table {
         self
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
-    }
-
     /// The text, without trailing spaces.
     pub fn render(&self) -> String {
         self.inner.trim_fmt()

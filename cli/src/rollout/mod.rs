@@ -72,6 +72,7 @@ pub enum RolloutCommand {
     },
 }
 
+/// Runs one `runway rollout` command against the leader.
 pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Result<Exit, Failure> {
     match command {
         RolloutCommand::Start { environment, migrations, app_version, watch } => {

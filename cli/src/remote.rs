@@ -1,11 +1,24 @@
 //! Talking to the coordinators: find the leader, follow redirects, ride out
 //! a failover.
+//!
+//! One search round tries every address and follows a follower's leader
+//! hint at once; rounds repeat (via `backon`) every `ROUND_PAUSE` until
+//! `--leader-timeout` has passed.
 
 use std::time::{Duration, Instant};
 
+use backon::{ConstantBuilder, Retryable};
 use runway_proto::v1::operator_client::OperatorClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+
+/// Pause between two search rounds while no leader answers.
+const ROUND_PAUSE: Duration = Duration::from_millis(300);
+/// Leader hints followed in one round, so that two coordinators pointing at
+/// each other during an election cannot keep the CLI busy.
+const MAX_HOPS: usize = 5;
+/// How many of the last errors an Unreachable error quotes.
+const ERRORS_SHOWN: usize = 3;
 
 /// `--coordinator` and `--leader-timeout`: how to reach the coordinators.
 #[derive(clap::Args, Debug, Clone)]
@@ -19,6 +32,7 @@ pub struct Coordinators {
 }
 
 impl Coordinators {
+    /// The coordinators these flags name.
     pub fn remote(&self) -> Remote {
         Remote::new(&self.coordinator, Duration::from_secs(self.leader_timeout))
     }
@@ -50,7 +64,17 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// How one search round ended without an answer.
+#[derive(Debug)]
+enum Miss {
+    /// Nobody answered as leader; what each address said. Worth another round.
+    NoLeader(Vec<String>),
+    /// The leader answered with an error: final.
+    Refused(Status),
+}
+
 impl Remote {
+    /// `addrs` comma-separated, `http://` added where no scheme is given.
     pub fn new(addrs: &str, find_leader_for: Duration) -> Self {
         let addrs = addrs
             .split(',')
@@ -77,48 +101,85 @@ impl Remote {
         F: Fn(OperatorClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
-        let start = Instant::now();
-        let mut hint: Option<String> = None;
+        let deadline = Instant::now() + self.find_leader_for;
+        let call = &call;
+        let result = (|| self.round(call))
+            .retry(ConstantBuilder::new().with_delay(ROUND_PAUSE).without_max_times())
+            .when(|miss| matches!(miss, Miss::NoLeader(_)) && Instant::now() < deadline)
+            .await;
+        result.map_err(|miss| match miss {
+            Miss::Refused(status) => CallError::Status(status),
+            Miss::NoLeader(mut problems) => {
+                problems.dedup();
+                let start = problems.len().saturating_sub(ERRORS_SHOWN);
+                CallError::Unreachable(format!(
+                    "no leader coordinator answered within {} s (tried {}); last errors: {}",
+                    self.find_leader_for.as_secs(),
+                    self.addrs.join(", "),
+                    problems[start..].join("; ")
+                ))
+            }
+        })
+    }
+
+    /// One search round: every address in turn, each follower's hint right away.
+    async fn round<T, F, Fut>(&self, call: &F) -> Result<T, Miss>
+    where
+        F: Fn(OperatorClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
         let mut problems = Vec::new();
-        let mut round = 0usize;
-        loop {
-            let candidates: Vec<String> = hint.take().into_iter().chain(self.addrs.iter().cloned()).collect();
-            for addr in candidates {
+        for first in &self.addrs {
+            let mut addr = first.clone();
+            for _ in 0..=MAX_HOPS {
                 let client = match Self::client(&addr).await {
-                    Ok(c) => c,
+                    Ok(client) => client,
                     Err(e) => {
                         problems.push(e);
-                        continue;
+                        break;
                     }
                 };
                 match call(client).await {
                     Ok(value) => return Ok(value),
                     Err(status) if status.code() == Code::Unavailable => {
-                        if let Some(leader) = runway_proto::leader_hint(&status) {
-                            hint = Some(leader);
-                            break;
+                        match runway_proto::leader_hint(&status).filter(|leader| *leader != addr) {
+                            Some(leader) => addr = leader,
+                            None => {
+                                problems.push(format!("{addr}: {}", status.message()));
+                                break;
+                            }
                         }
-                        problems.push(format!("{addr}: {}", status.message()));
                     }
-                    Err(status) => return Err(CallError::Status(status)),
+                    Err(status) => return Err(Miss::Refused(status)),
                 }
             }
-            if hint.is_some() && round < 50 {
-                round += 1;
-                continue;
-            }
-            if start.elapsed() > self.find_leader_for {
-                problems.dedup();
-                let tail: Vec<String> = problems.iter().rev().take(3).cloned().collect();
-                return Err(CallError::Unreachable(format!(
-                    "no leader coordinator answered within {} s (tried {}); last errors: {}",
-                    self.find_leader_for.as_secs(),
-                    self.addrs.join(", "),
-                    tail.join("; ")
-                )));
-            }
-            round += 1;
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        Err(Miss::NoLeader(problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_after_the_leader_timeout() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let remote = Remote::new(&format!("127.0.0.1:{port}"), Duration::from_secs(1));
+        let started = Instant::now();
+        let rounds = std::sync::atomic::AtomicUsize::new(0);
+        let error = remote
+            .call(|mut client| {
+                rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async move { client.list_agents(runway_proto::v1::ListAgentsRequest::default()).await }
+            })
+            .await
+            .expect_err("nobody listens");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(rounds.into_inner(), 0, "never connected, so never called");
+        let CallError::Unreachable(message) = error else { panic!("{error:?}") };
+        assert!(message.contains(&format!("tried http://127.0.0.1:{port}")), "{message}");
+        assert!(message.contains("last errors: http://127.0.0.1:"), "{message}");
     }
 }

@@ -8,7 +8,7 @@ use runway_tests::fixtures::folder;
 use runway_tests::postgres::Postgres;
 use sqlx::Connection;
 
-/// `runway migrate` exit code when the advisory lock is held.
+/// `runway` exit code when the advisory lock is held (busy).
 const EXIT_LOCKED: i32 = 5;
 
 fn runway(args: &[&str], database_url: &str) -> Command {
@@ -150,7 +150,7 @@ async fn exit_codes_and_output_for_scripts() {
     let folder = dir.path().to_str().unwrap();
 
     let (code, stdout, _) = run(&["status", "--migrations", folder], &url);
-    assert_eq!(code, 2, "{stdout}");
+    assert_eq!(code, 7, "pending: {stdout}");
     assert!(stdout.contains("Pending:") && stdout.contains("1_a"), "{stdout}");
 
     let (code, stdout, _) = run(&["plan", "--migrations", folder, "--output", "json"], &url);
@@ -175,20 +175,20 @@ async fn exit_codes_and_output_for_scripts() {
     )
     .unwrap();
     let (code, _, stdout_err) = run(&["lint", "--migrations", folder], &url);
-    assert_eq!(code, 3, "{stdout_err}");
+    assert_eq!(code, 8, "dangerous SQL: {stdout_err}");
     let (code, stdout, _) = run(&["lint", "--migrations", folder], &url);
     assert!(stdout.contains("3_c/migration.sql:1: Danger drop-column [ACCESS EXCLUSIVE lock"), "{stdout}");
-    assert_eq!(code, 3);
+    assert_eq!(code, 8);
     let (code, _, stderr) = run(&["deploy", "--migrations", folder], &url);
-    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(code, 1, "a migration failed: {stderr}");
     assert!(stderr.contains("3_c") && stderr.contains("relation \"nope\" does not exist"), "{stderr}");
     assert!(stderr.contains("migration 3_c failed at line 2"), "{stderr}");
     let (code, _, _) = run(&["status", "--migrations", folder], &url);
-    assert_eq!(code, 3);
+    assert_eq!(code, 8, "a failed migration waits for resolve");
     let (code, stdout, _) = run(&["plan", "--migrations", folder], &url);
-    assert_eq!(code, 3, "{stdout}");
+    assert_eq!(code, 8, "deploy would refuse: {stdout}");
     let (code, _, stderr) = run(&["deploy", "--migrations", folder], &url);
-    assert_eq!(code, 3);
+    assert_eq!(code, 8, "deploy refuses, blocked like status says");
     assert!(stderr.contains("found failed migrations") && stderr.contains("3_c"), "{stderr}");
 
     let (code, stdout, stderr) = run(&["resolve", "--migrations", folder, "--rolled-back", "3_c"], &url);
@@ -200,23 +200,25 @@ async fn exit_codes_and_output_for_scripts() {
     // A modified applied migration: diverged.
     std::fs::write(dir.path().join("1_a/migration.sql"), "CREATE TABLE a (id bigint);\n").unwrap();
     let (code, stdout, _) = run(&["status", "--migrations", folder], &url);
-    assert_eq!(code, 4, "{stdout}");
+    assert_eq!(code, 9, "diverged: {stdout}");
     assert!(stdout.contains("Modified after being applied:\n  1_a"), "{stdout}");
 
-    // Folder problems are errors that name the entry, exit 1.
+    // Folder problems are bad input that names the entry, exit 2.
     std::fs::create_dir(dir.path().join("4_empty")).unwrap();
     let (code, _, stderr) = run(&["status", "--migrations", folder], &url);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(stderr.contains("\"4_empty\" has no migration.sql"), "{stderr}");
     let (code, _, stderr) = run(&["status", "--migrations", "/nonexistent/migrations"], &url);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent/migrations does not exist"), "{stderr}");
 
-    // Passwords never show up in errors.
+    // Passwords never show up in errors: with the folder fixed, the
+    // connection error is reached (a database that cannot be reached: exit 3).
+    std::fs::remove_dir(dir.path().join("4_empty")).unwrap();
     let (code, _, stderr) = run(
         &["status", "--migrations", folder],
         &format!("postgres://postgres:s3cret@127.0.0.1:{}/nope", pg.port),
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }

@@ -59,7 +59,7 @@ fn each_dangerous_statement_yields_exactly_its_rule() {
     }
     let drop = report.findings.iter().find(|f| f.rule == "drop-column").unwrap();
     assert_eq!((drop.severity, drop.lock), (Severity::Danger, "ACCESS EXCLUSIVE"));
-    assert_eq!(report.exit_code(), 3);
+    assert_eq!(report.verdict(), lint::Verdict::Dangerous);
     assert_eq!(report.downtime.class, DowntimeClass::Unknown);
 }
 

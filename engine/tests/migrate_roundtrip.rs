@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use runway_engine::migrate::source::read_folder;
-use runway_engine::migrate::{self, MigrateConfig, MigrateError, ResolveAction, checksum, status::exit};
+use runway_engine::migrate::{self, MigrateConfig, MigrateError, ResolveAction, checksum, status::Verdict};
 use runway_engine::progress::{Progress, Update};
 use runway_proto::bundle::{self, MigrationFile};
 use sha2::{Digest, Sha256};
@@ -154,7 +154,7 @@ async fn deploys_prisma_quirks_and_writes_rows_like_prisma() {
     std::fs::write(dir.path().join("3_odd_prefix/migration.sql"), "CREATE TABLE odd (id bigint);").unwrap();
     let status = migrate::status(&url, &load(dir.path())).await.unwrap();
     assert_eq!(status.modified, ["3_odd_prefix"]);
-    assert_eq!(status.exit_code(), exit::DIVERGED);
+    assert_eq!(status.verdict(), Verdict::Diverged);
     std::fs::write(dir.path().join("3_odd_prefix/migration.sql"), "CREATE TABLE odd (id int);").unwrap();
 
     // Applied but missing locally.
@@ -203,7 +203,7 @@ async fn a_failed_migration_blocks_deploy_until_resolved() {
 
     let status = migrate::status(&url, &load(dir.path())).await.unwrap();
     assert_eq!(status.failed.len(), 1);
-    assert_eq!(status.exit_code(), exit::FAILED);
+    assert_eq!(status.verdict(), Verdict::Failed);
 
     // Prisma's behaviour: refuse while the failure is unresolved.
     let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();

@@ -149,7 +149,7 @@ fn an_agent_killed_mid_migration_stops_the_rollout_safely() {
     assert_eq!(migrate[0]["outcome"].as_i64(), Some(4), "not journaled as interrupted: {}", migrate[0]);
 
     // The slow migration's row started and never finished: a failed
-    // migration to Prisma, and to `runway migrate status` (exit 3).
+    // migration to Prisma, and to `runway migrate status` (exit 8, blocked).
     let slow = wait_until("the cut-off statement to end", Duration::from_secs(20), || {
         let row = cluster.sql(&format!(
             "SELECT (finished_at IS NULL) || '|' || (rolled_back_at IS NULL) FROM _prisma_migrations \
@@ -165,7 +165,7 @@ fn an_agent_killed_mid_migration_stops_the_rollout_safely() {
         .env("DATABASE_URL", cluster.pg.url(runway_tests::cluster::DB))
         .output()
         .unwrap();
-    assert_eq!(status.status.code(), Some(3), "{}", String::from_utf8_lossy(&status.stdout));
+    assert_eq!(status.status.code(), Some(8), "{}", String::from_utf8_lossy(&status.stdout));
     assert!(String::from_utf8_lossy(&status.stdout).contains(SLOW));
 
     // Maintenance mode was lifted again.

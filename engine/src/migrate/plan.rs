@@ -25,6 +25,32 @@ pub struct PlanReport {
     pub blocked: Option<String>,
 }
 
+impl PlanReport {
+    /// Whether deploy may run as is, needs maintenance mode, or would refuse.
+    pub fn verdict(&self) -> Verdict {
+        if self.blocked.is_some() {
+            Verdict::WouldRefuse
+        } else if self.safe_without_maintenance {
+            Verdict::Safe
+        } else {
+            Verdict::NeedsMaintenance
+        }
+    }
+}
+
+/// What a [`PlanReport`] means for the deploy. Callers decide what to make
+/// of it (the CLI maps it to its exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Safe to deploy while the app serves traffic.
+    Safe,
+    /// Deploy needs maintenance mode; [`PlanReport::reasons`] says why.
+    NeedsMaintenance,
+    /// Deploy would refuse to run; [`PlanReport::blocked`] says why.
+    WouldRefuse,
+}
+
 /// Seconds of lock time from which a blocking statement needs maintenance mode.
 const NOTICEABLE_SECS: f64 = 1.0;
 

@@ -8,18 +8,20 @@ use super::connect;
 use super::table::{self, MigrationRow};
 use super::{MigrateError, checksum, deploy};
 
-/// Exit codes of `runway migrate status` (and what [`StatusReport::exit_code`] returns).
-pub mod exit {
+/// What a [`StatusReport`] means for the next deploy, the most serious
+/// condition first. Callers decide what to make of it (the CLI maps it to
+/// its exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
     /// Everything in the folder is applied; nothing failed or diverged.
-    pub const UP_TO_DATE: i32 = 0;
-    /// Could not check (connection, folder, …).
-    pub const ERROR: i32 = 1;
+    UpToDate,
     /// Some migrations are pending; nothing is wrong otherwise.
-    pub const PENDING: i32 = 2;
-    /// A failed migration waits for `resolve`.
-    pub const FAILED: i32 = 3;
+    Pending,
+    /// A failed migration waits for `resolve`; deploy refuses until then.
+    Failed,
     /// History diverged: an applied migration was modified or is missing locally.
-    pub const DIVERGED: i32 = 4;
+    Diverged,
 }
 
 /// A migration that started and neither finished nor was rolled back.
@@ -54,19 +56,19 @@ pub struct StatusReport {
 impl StatusReport {
     /// Whether nothing is pending, failed, modified or missing.
     pub fn is_up_to_date(&self) -> bool {
-        self.exit_code() == exit::UP_TO_DATE
+        self.verdict() == Verdict::UpToDate
     }
 
-    /// See [`exit`]: the most serious condition wins.
-    pub fn exit_code(&self) -> i32 {
+    /// See [`Verdict`]: the most serious condition wins.
+    pub fn verdict(&self) -> Verdict {
         if !self.modified.is_empty() || !self.missing_locally.is_empty() {
-            exit::DIVERGED
+            Verdict::Diverged
         } else if !self.failed.is_empty() {
-            exit::FAILED
+            Verdict::Failed
         } else if !self.pending.is_empty() {
-            exit::PENDING
+            Verdict::Pending
         } else {
-            exit::UP_TO_DATE
+            Verdict::UpToDate
         }
     }
 

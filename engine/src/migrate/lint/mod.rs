@@ -71,18 +71,30 @@ impl LintReport {
         self.findings.iter().map(|f| f.severity).max()
     }
 
-    /// Exit code for scripts: 0 nothing found (info only), 1 error,
-    /// 2 warnings, 3 danger or statements that do not parse.
-    pub fn exit_code(&self) -> i32 {
+    /// What the findings add up to, the most serious first.
+    pub fn verdict(&self) -> Verdict {
         if !self.parse_errors.is_empty() {
-            return 3;
+            return Verdict::Dangerous;
         }
         match self.max_severity() {
-            Some(Severity::Danger) => 3,
-            Some(Severity::Warning) => 2,
-            _ => 0,
+            Some(Severity::Danger) => Verdict::Dangerous,
+            Some(Severity::Warning) => Verdict::Warnings,
+            _ => Verdict::Clean,
         }
     }
+}
+
+/// What a [`LintReport`] means for the migrations it looked at. Callers
+/// decide what to make of it (the CLI maps it to its exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Nothing found, or information only.
+    Clean,
+    /// Warnings, nothing dangerous.
+    Warnings,
+    /// Dangerous statements, or SQL that PostgreSQL's grammar rejects.
+    Dangerous,
 }
 
 fn normalize(table: &str) -> &str {

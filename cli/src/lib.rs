@@ -1,0 +1,166 @@
+//! `runway`: plan, start, watch and cancel database rollouts through the
+//! coordinator, or run migrations and backups locally.
+//!
+//! `main.rs` only parses, runs and exits; everything else lives here so
+//! that tests drive the same code.
+//!
+//! # Layout
+//!
+//! - [`exit`]: the exit codes of every subcommand, and the one place where
+//!   engine verdicts and errors become exit codes.
+//! - [`output`]: everything printed: `--output text|json`, results on
+//!   stdout, the error envelope, progress on stderr
+//!   ([`output::progress`]), tables ([`output::table`]).
+//! - [`remote`]: finding the leader coordinator (retries with `backon`).
+//! - [`rollout`]: `runway rollout …` and `runway agents`.
+//! - [`migrate`]: `runway migrate …` against a database, no coordinator.
+//! - [`backup`]: `runway backup …`, locally or on an environment's DB agent.
+
+pub mod backup;
+pub mod exit;
+pub mod migrate;
+pub mod output;
+pub mod remote;
+pub mod rollout;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::exit::Exit;
+use crate::output::{Format, Output};
+
+/// runway: database migrations as a program, not a 2 a.m. runbook.
+#[derive(Parser, Debug)]
+#[command(version)]
+pub struct Cli {
+    /// Output format: text for a person, or one JSON object per line on
+    /// stdout (errors too).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the agents connected to the leader.
+    Agents {
+        /// Only this environment.
+        #[arg(long = "env")]
+        environment: Option<String>,
+        #[command(flatten)]
+        coordinators: remote::Coordinators,
+    },
+    /// Start, watch, list, show and cancel rollouts through the coordinator.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
+        #[command(flatten)]
+        coordinators: remote::Coordinators,
+    },
+    /// Run migrations locally against DATABASE_URL (no coordinator needed).
+    Migrate {
+        #[command(subcommand)]
+        command: migrate::MigrateCommand,
+    },
+    /// Create, verify and restore backups locally against DATABASE_URL (no coordinator
+    /// needed), or with --env list, show, verify and restore an environment's backups.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
+}
+
+/// The command line, with the exit-code table at the end of every
+/// `--help`, the top level's and each subcommand's.
+pub fn command() -> clap::Command {
+    with_exit_codes(Cli::command(), &exit::help())
+}
+
+fn with_exit_codes(command: clap::Command, help: &str) -> clap::Command {
+    let command = command.after_help(help.to_owned());
+    let names: Vec<String> = command.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+    names.iter().fold(command, |command, name| command.mut_subcommand(name, |sub| with_exit_codes(sub, help)))
+}
+
+/// Parses the process's arguments; prints help or a usage error (exit 2)
+/// and exits when they ask for it.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Runs one command to its end; the exit code says how it ended.
+pub async fn run(cli: Cli) -> Exit {
+    let output = Output::new(cli.output);
+    let result = match cli.command {
+        Command::Agents { environment, coordinators } => {
+            rollout::agents(&coordinators.remote(), output, environment).await
+        }
+        Command::Rollout { command, coordinators } => {
+            rollout::run(&coordinators.remote(), output, command).await
+        }
+        Command::Migrate { command } => migrate::run(output, command).await,
+        Command::Backup { command } => backup::run(output, command).await,
+    };
+    result.unwrap_or_else(|failure| output.fail(&failure))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help_of(path: &[&str]) -> String {
+        let mut command = command();
+        command.build();
+        let mut found = &mut command;
+        for name in path {
+            found = found.find_subcommand_mut(name).unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        found.render_long_help().to_string()
+    }
+
+    #[test]
+    fn every_help_lists_every_exit_code() {
+        let paths: &[&[&str]] = &[
+            &[],
+            &["agents"],
+            &["rollout"],
+            &["rollout", "watch"],
+            &["migrate"],
+            &["migrate", "status"],
+            &["migrate", "lint"],
+            &["migrate", "plan"],
+            &["backup"],
+            &["backup", "restore"],
+        ];
+        for path in paths {
+            let help = help_of(path);
+            for exit in Exit::ALL {
+                let line = format!("  {}  {}", exit.code(), exit.meaning());
+                assert!(help.contains(&line), "`runway {} --help` lacks {exit:?}:\n{help}", path.join(" "));
+            }
+        }
+    }
+
+    #[test]
+    fn output_is_one_flag_for_every_subcommand() {
+        for args in [
+            &["runway", "agents", "--output", "json"][..],
+            &["runway", "--output", "json", "rollout", "list"],
+            &["runway", "migrate", "status", "--database-url", "postgres://x@y/z", "--output", "json"],
+            &["runway", "migrate", "lint", "--output", "json"],
+            &["runway", "backup", "list", "--env", "staging", "--output", "json"],
+            &["runway", "backup", "verify", "/b/app-1", "--output", "json"],
+        ] {
+            let matches = command().try_get_matches_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let cli = Cli::from_arg_matches(&matches).expect("matches the derive");
+            assert_eq!(cli.output, Format::Json, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        command().debug_assert();
+    }
+}

@@ -1,0 +1,289 @@
+//! `runway migrate …`: the migrations engine straight against a database,
+//! without a coordinator. The same code the agent runs.
+//!
+//! `status`, `lint` and `plan` end with the verdict's exit code (see
+//! [`crate::exit::Exit`]); the report goes to stdout, progress to stderr.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use runway_engine::migrate::lint::LintReport;
+use runway_engine::migrate::source::read_folder;
+use runway_engine::migrate::status::StatusReport;
+use runway_engine::migrate::{self, DeployReport, MigrateConfig, PlanReport, ResolveAction};
+use runway_proto::bundle::{self, MigrationFile};
+
+use crate::exit::Exit;
+use crate::output::{self, Failure, Output, Reporter, Table};
+
+/// Where the migrations and the database are.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The Prisma migrations folder (`<name>/migration.sql` + `migration_lock.toml`).
+    #[arg(long, value_name = "DIR", default_value = "prisma/migrations")]
+    pub migrations: PathBuf,
+    /// PostgreSQL URL, as Prisma takes it (`?schema=` included).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: String,
+}
+
+/// Timeouts for commands that change the database.
+#[derive(Debug, Clone, Args)]
+pub struct Timeouts {
+    /// Seconds to wait for Prisma's migrations advisory lock (0 = do not wait).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub advisory_lock_timeout: u64,
+    /// `lock_timeout` for migration statements, in milliseconds (0 = server default).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub lock_timeout: u64,
+    /// `statement_timeout` for migration statements, in milliseconds (0 = server default).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub statement_timeout: u64,
+}
+
+impl Timeouts {
+    fn config(&self) -> MigrateConfig {
+        MigrateConfig {
+            advisory_lock_timeout_secs: self.advisory_lock_timeout,
+            lock_timeout_ms: self.lock_timeout,
+            statement_timeout_ms: self.statement_timeout,
+        }
+    }
+}
+
+/// `runway migrate`: Prisma-compatible migrations against one database.
+#[derive(Debug, Clone, Subcommand)]
+pub enum MigrateCommand {
+    /// Compare the folder with `_prisma_migrations`: applied, pending, failed,
+    /// modified, missing locally. Exit 0 up to date, 7 pending, 8 a failed
+    /// migration waits for resolve, 9 diverged.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Apply pending migrations (like `prisma migrate deploy`), holding
+    /// Prisma's advisory lock. Exit 0 done, 1 a migration failed, 5 lock
+    /// held, 8 refused: a failed migration awaits resolve, or the schema
+    /// needs a baseline.
+    Deploy {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        timeouts: Timeouts,
+    },
+    /// Record a failed migration as rolled back or a migration as applied
+    /// (like `prisma migrate resolve`). Exit 0 done, 2 refused, 5 lock held.
+    Resolve {
+        #[command(flatten)]
+        target: Target,
+        /// Mark this migration applied (baseline, or finished by hand).
+        #[arg(
+            long,
+            value_name = "NAME",
+            conflicts_with = "rolled_back",
+            required_unless_present = "rolled_back"
+        )]
+        applied: Option<String>,
+        /// Mark this failed migration rolled back, so that deploy runs it again.
+        #[arg(long, value_name = "NAME")]
+        rolled_back: Option<String>,
+        /// Seconds to wait for the migrations advisory lock.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        advisory_lock_timeout: u64,
+    },
+    /// Check pending SQL for dangerous statements with PostgreSQL's grammar;
+    /// with a database, add table sizes and the downtime class. Exit 0
+    /// clean, 7 warnings, 8 dangerous statements or SQL that does not parse.
+    Lint {
+        /// The Prisma migrations folder.
+        #[arg(long, value_name = "DIR", default_value = "prisma/migrations")]
+        migrations: PathBuf,
+        /// PostgreSQL URL; without it every migration is linted and sizes are unknown.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+        database_url: Option<String>,
+    },
+    /// Show what deploy would do: pending migrations, lint findings, downtime
+    /// class, and whether it is safe without maintenance mode. Exit 0 safe,
+    /// 7 needs maintenance mode, 8 deploy would refuse.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Runs one `runway migrate` command: the report on stdout, the verdict
+/// as the exit code.
+pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
+    match cmd {
+        MigrateCommand::Status { target } => {
+            let migrations = load(&target.migrations)?;
+            let report = migrate::status(&target.database_url, &migrations).await?;
+            output.result(status_text(&report, migrations.len()), &report);
+            Ok(report.verdict().into())
+        }
+        MigrateCommand::Deploy { target, timeouts } => {
+            let migrations = load(&target.migrations)?;
+            let progress = Reporter::stderr();
+            let report =
+                migrate::deploy(&target.database_url, &migrations, &timeouts.config(), &progress.engine())
+                    .await?;
+            progress.finish();
+            for w in &report.warnings {
+                output.note(format!("warning: {w}"));
+            }
+            output.result(deploy_text(&report), &report);
+            Ok(Exit::Success)
+        }
+        MigrateCommand::Resolve { target, applied, rolled_back, advisory_lock_timeout } => {
+            let migrations = load(&target.migrations)?;
+            let action = match (applied, rolled_back) {
+                (Some(name), None) => ResolveAction::Applied(name),
+                (None, Some(name)) => ResolveAction::RolledBack(name),
+                _ => {
+                    return Err(Failure::invalid("give exactly one of --applied NAME or --rolled-back NAME"));
+                }
+            };
+            let config =
+                MigrateConfig { advisory_lock_timeout_secs: advisory_lock_timeout, ..Default::default() };
+            let report = migrate::resolve(&target.database_url, &migrations, &action, &config).await?;
+            let text = match &action {
+                ResolveAction::Applied(name) => format!("Migration {name} marked as applied."),
+                ResolveAction::RolledBack(name) => format!("Migration {name} marked as rolled back."),
+            };
+            output.result(text, &report);
+            Ok(Exit::Success)
+        }
+        MigrateCommand::Lint { migrations, database_url } => {
+            let files = load(&migrations)?;
+            let report = migrate::lint(database_url.as_deref(), &files).await?;
+            output.result(lint_text(&report), &report);
+            Ok(report.verdict().into())
+        }
+        MigrateCommand::Plan { target } => {
+            let migrations = load(&target.migrations)?;
+            let report = migrate::plan(&target.database_url, &migrations).await?;
+            output.result(plan_text(&report), &report);
+            Ok(report.verdict().into())
+        }
+    }
+}
+
+/// The folder as migrations; a folder that cannot be read is bad input.
+fn load(dir: &Path) -> Result<Vec<MigrationFile>, Failure> {
+    let bundle = read_folder(dir).map_err(|e| Failure::invalid(e.to_string()))?;
+    bundle::migrations(&bundle).map_err(|e| Failure::invalid(e.to_string()))
+}
+
+/// Appends a line to `text`.
+macro_rules! push_line {
+    ($text:expr, $($arg:tt)*) => {{
+        $text.push_str(&format!($($arg)*));
+        $text.push('\n');
+    }};
+}
+
+fn status_text(r: &StatusReport, total: usize) -> String {
+    let mut text = String::new();
+    push_line!(text, "{total} migration(s) in the folder, {} applied.", r.applied.len());
+    if !r.table_exists {
+        push_line!(text, "_prisma_migrations does not exist yet.");
+    }
+    if r.needs_baseline {
+        push_line!(
+            text,
+            "The schema is not empty: baseline it with `runway migrate resolve --applied NAME` before deploying."
+        );
+    }
+    let list = |text: &mut String, title: &str, names: &[String]| {
+        if !names.is_empty() {
+            push_line!(text, "{title}:");
+            names.iter().for_each(|n| push_line!(text, "  {n}"));
+        }
+    };
+    list(&mut text, "Pending", &r.pending);
+    if !r.failed.is_empty() {
+        push_line!(text, "Failed (resolve with --rolled-back or --applied):");
+        for f in &r.failed {
+            push_line!(text, "  {} (started {})", f.name, f.started_at);
+        }
+    }
+    list(&mut text, "Modified after being applied", &r.modified);
+    list(&mut text, "Applied but missing from the folder", &r.missing_locally);
+    if r.is_up_to_date() {
+        push_line!(text, "Database schema is up to date.");
+    }
+    text
+}
+
+fn deploy_text(r: &DeployReport) -> String {
+    if r.applied.is_empty() {
+        return format!("No pending migrations to apply ({} already applied).", r.already_applied);
+    }
+    let mut applied = Table::new(["migration", "took"]).right(&[1]);
+    for (name, ms) in r.applied.iter().zip(&r.durations_ms) {
+        applied.row([name.clone(), format!("{ms} ms")]);
+    }
+    format!("Applied {} migration(s):\n{applied}", r.applied.len())
+}
+
+/// Findings as `file:line:` diagnostics (editors jump to them), then the
+/// sizes of the tables they touch.
+fn lint_text(r: &LintReport) -> String {
+    let mut text = String::new();
+    for p in &r.parse_errors {
+        push_line!(text, "{}/migration.sql:{}: does not parse: {}", p.migration, p.line, p.message);
+    }
+    for f in &r.findings {
+        let secs = f.estimated_seconds.map(|s| format!(", ~{s:.0}s")).unwrap_or_default();
+        push_line!(
+            text,
+            "{}/migration.sql:{}: {:?} {} [{} lock{secs}]\n    {}\n    {}",
+            f.migration,
+            f.line,
+            f.severity,
+            f.rule,
+            f.lock,
+            f.statement,
+            f.message
+        );
+    }
+    if !r.tables.is_empty() {
+        let mut tables = Table::new(["table", "size", "rows"]).right(&[1, 2]);
+        for t in &r.tables {
+            let size = if t.exists { output::bytes(t.total_bytes.max(0) as u64) } else { "new".into() };
+            let rows = t.estimated_rows.map_or_else(|| "unknown".into(), |r| format!("~{r}"));
+            tables.row([t.table.clone(), size, rows]);
+        }
+        push_line!(text, "{tables}");
+    }
+    push_line!(
+        text,
+        "{} migration(s), {} statement(s), {} finding(s). Downtime: {:?} ({})",
+        r.migrations.len(),
+        r.statements,
+        r.findings.len(),
+        r.downtime.class,
+        r.downtime.reason
+    );
+    text
+}
+
+fn plan_text(r: &PlanReport) -> String {
+    let mut text = String::new();
+    if r.pending.is_empty() {
+        push_line!(text, "Nothing to apply.");
+    } else {
+        push_line!(text, "Would apply {} migration(s):", r.pending.len());
+        r.pending.iter().for_each(|n| push_line!(text, "  {n}"));
+    }
+    text.push_str(&lint_text(&r.lint));
+    if let Some(blocked) = &r.blocked {
+        push_line!(text, "Deploy would refuse: {blocked}");
+    } else if r.safe_without_maintenance {
+        push_line!(text, "Safe to run without maintenance mode.");
+    } else {
+        push_line!(text, "Needs maintenance mode:");
+        r.reasons.iter().for_each(|why| push_line!(text, "  - {why}"));
+    }
+    text
+}

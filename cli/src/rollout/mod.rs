@@ -1,0 +1,243 @@
+//! `runway rollout …` and `runway agents`: talking to the coordinator.
+//!
+//! - `view`: rollouts, events and agents as text and JSON.
+
+mod view;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use runway_proto::v1::{
+    CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListRolloutsRequest, Rollout, RolloutState,
+    StartRolloutRequest, WatchRolloutRequest,
+};
+
+use crate::exit::Exit;
+use crate::output::{Failure, Output, Reporter};
+use crate::remote::{CallError, Remote};
+
+/// How often a watch may lose its stream (each time resuming from the last
+/// event seen) before it gives up.
+const MAX_RECONNECTS: u32 = 100;
+/// Pause before resuming a lost watch.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(300);
+
+/// `runway rollout <command>`.
+#[derive(clap::Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Start a rollout of a migrations folder to an environment.
+    ///
+    /// Packs the folder (every migration.sql and migration_lock.toml) into a
+    /// bundle named by its SHA-256 digest, checks it, and asks the leader to
+    /// run the default plan: preflight, maintenance on, backup, migrate,
+    /// restart, maintenance off.
+    Start {
+        /// Environment to roll out to, e.g. staging.
+        #[arg(long = "env")]
+        environment: String,
+        /// The Prisma migrations folder.
+        #[arg(long, default_value = "prisma/migrations")]
+        migrations: PathBuf,
+        /// App version handed to the app hosts' restart hook (RUNWAY_APP_VERSION).
+        #[arg(long, default_value = "")]
+        app_version: String,
+        /// Follow the rollout until it ends; the exit code is its outcome.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Follow a rollout's events until it ends (survives coordinator
+    /// failover); the exit code is its outcome.
+    Watch {
+        /// Rollout id.
+        id: String,
+        /// First event sequence number to show.
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+    },
+    /// List rollouts, oldest first.
+    List {
+        /// Only this environment.
+        #[arg(long = "env")]
+        environment: Option<String>,
+    },
+    /// Show one rollout and its steps.
+    Show {
+        /// Rollout id.
+        id: String,
+    },
+    /// Stop a rollout after its current step; maintenance mode is turned off again.
+    Cancel {
+        /// Rollout id.
+        id: String,
+    },
+}
+
+/// Runs one `runway rollout` command against the leader.
+pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Result<Exit, Failure> {
+    match command {
+        RolloutCommand::Start { environment, migrations, app_version, watch } => {
+            let bundle = runway_engine::migrate::source::read_folder(&migrations)
+                .map_err(|e| Failure::invalid(e.to_string()))?;
+            let request = StartRolloutRequest { environment, bundle: Some(bundle), app_version };
+            let rollout = remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.start_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            output.note(view::started_line(&rollout));
+            if watch {
+                // With --watch, stdout carries the events only.
+                watch_rollout(remote, output, &rollout.id, 1).await
+            } else {
+                output.json_line(&view::rollout_json(&rollout));
+                Ok(Exit::Success)
+            }
+        }
+        RolloutCommand::Watch { id, from_seq } => watch_rollout(remote, output, &id, from_seq).await,
+        RolloutCommand::List { environment } => {
+            let request = ListRolloutsRequest { environment: environment.unwrap_or_default() };
+            let list = remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.list_rollouts(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            if output.is_json() {
+                list.rollouts.iter().for_each(|r| output.json_line(&view::rollout_json(r)));
+            } else if list.rollouts.is_empty() {
+                output.note("no rollouts");
+            } else {
+                output.text(view::rollouts_table(&list.rollouts));
+            }
+            Ok(Exit::Success)
+        }
+        RolloutCommand::Show { id } => {
+            let rollout = get(remote, &id).await?;
+            output.result(view::rollout_text(&rollout), &view::rollout_json(&rollout));
+            Ok(Exit::Success)
+        }
+        RolloutCommand::Cancel { id } => {
+            let request = CancelRolloutRequest { rollout_id: id.clone() };
+            remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.cancel_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            output.note(format!("cancel requested: rollout {id} stops after its current step"));
+            Ok(Exit::Success)
+        }
+    }
+}
+
+async fn get(remote: &Remote, id: &str) -> Result<Rollout, CallError> {
+    let request = GetRolloutRequest { rollout_id: id.to_owned() };
+    remote
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.get_rollout(r).await.map(|r| r.into_inner()) }
+        })
+        .await
+}
+
+/// Follows a rollout to its end, reconnecting (to a new leader if need
+/// be) from the last sequence number seen. Text: the events are progress
+/// on stderr; JSON: each event is one line on stdout, the last one terminal.
+async fn watch_rollout(remote: &Remote, output: Output, id: &str, from_seq: u64) -> Result<Exit, Failure> {
+    let progress = Reporter::stderr();
+    let mut next = from_seq.max(1);
+    let mut reconnects = 0u32;
+    let final_state = loop {
+        let request = WatchRolloutRequest { rollout_id: id.to_owned(), from_seq: next };
+        let mut stream = remote
+            .call(|mut c| {
+                let r = request.clone();
+                async move { c.watch_rollout(r).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        let mut ended = None;
+        loop {
+            match stream.message().await {
+                Ok(Some(event)) => {
+                    if event.seq < next {
+                        continue;
+                    }
+                    next = event.seq + 1;
+                    if output.is_json() {
+                        output.json_line(&view::event_json(&event));
+                    } else {
+                        progress.step(&view::event_step(&event), &view::event_line(&event));
+                    }
+                    if event.terminal {
+                        ended = Some(event.rollout_state);
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    if !output.is_json() {
+                        progress.line(&format!(
+                            "watch interrupted ({}); reconnecting from event #{next}",
+                            status.message()
+                        ));
+                    }
+                    break;
+                }
+            }
+        }
+        if let Some(state) = ended {
+            break state;
+        }
+        reconnects += 1;
+        if reconnects > MAX_RECONNECTS {
+            return Err(Failure::new(
+                Exit::Unreachable,
+                format!(
+                    "lost the rollout's event stream too often; `runway rollout watch {id} --from-seq {next}` resumes"
+                ),
+            ));
+        }
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+    };
+    progress.finish();
+    // The terminal event already told a JSON reader how it ended.
+    Ok(match RolloutState::try_from(final_state) {
+        Ok(RolloutState::Succeeded) => {
+            output.note(format!("rollout {id} succeeded"));
+            Exit::Success
+        }
+        Ok(RolloutState::Cancelled) => {
+            output.note(format!("rollout {id} was cancelled"));
+            Exit::Cancelled
+        }
+        _ => {
+            if !output.is_json() {
+                match get(remote, id).await {
+                    Ok(r) => output.note(format!("rollout {id} failed: {}", r.error)),
+                    Err(_) => output.note(format!("rollout {id} failed")),
+                }
+            }
+            Exit::Failed
+        }
+    })
+}
+
+/// `runway agents`.
+pub async fn agents(remote: &Remote, output: Output, environment: Option<String>) -> Result<Exit, Failure> {
+    let request = ListAgentsRequest { environment: environment.unwrap_or_default() };
+    let list = remote
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.list_agents(r).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    if output.is_json() {
+        list.agents.iter().for_each(|a| output.json_line(&view::agent_json(a)));
+    } else if list.agents.is_empty() {
+        output.note("no agents connected");
+    } else {
+        output.text(view::agents_table(&list.agents));
+    }
+    Ok(Exit::Success)
+}

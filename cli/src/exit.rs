@@ -245,6 +245,7 @@ mod tests {
             line: Some(1),
             code: "42P01".into(),
             error: "x".into(),
+            database_changed: false,
         };
         assert_eq!(Exit::from(&failed), Exit::Failed);
         assert_eq!(Exit::from(status::Verdict::Failed), Exit::Blocked);

@@ -11,7 +11,7 @@ use runway_proto::v1;
 use serde::{Deserialize, Serialize};
 
 /// A rollout as saved in etcd. Written before each transition is acted on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutRecord {
     /// Short, unique, roughly time-ordered id.
     pub id: String,
@@ -53,10 +53,11 @@ pub struct RolloutRecord {
 }
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     /// Accepted, not started by any leader yet.
+    #[default]
     Pending,
     /// A leader runs (or will resume) it.
     Running,
@@ -241,12 +242,16 @@ mod tests {
             updated_unix_ms: 2,
             coordinator: "c1".into(),
             cancel_requested: false,
+            ..Default::default()
         };
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false}"#
+            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false}"#
         );
         assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), record);
+        // A record saved before the safe-failure fields existed still loads.
+        let older = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false}"#;
+        assert_eq!(serde_json::from_str::<RolloutRecord>(older).unwrap(), record);
     }
 }

@@ -217,7 +217,7 @@ impl Route {
                 remote(
                     coordinators,
                     environment,
-                    Action::Restore(RestoreBackup { name, confirmed: yes }),
+                    Action::Restore(RestoreBackup { name, confirmed: yes, replace: false }),
                     yes,
                 )
             }

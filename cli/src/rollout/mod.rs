@@ -44,6 +44,12 @@ pub enum RolloutCommand {
         /// Follow the rollout until it ends; the exit code is its outcome.
         #[arg(long)]
         watch: bool,
+        /// Accept the Danger lint findings of this rule for this rollout
+        /// (repeatable), e.g. `--allow-danger drop-column`. Without it, a
+        /// Danger finding stops the rollout in preflight, before anything
+        /// changes (exit 2); the refusal names each finding and the rule.
+        #[arg(long = "allow-danger", value_name = "RULE")]
+        allow_danger: Vec<String>,
     },
     /// Follow a rollout's events until it ends (survives coordinator
     /// failover); the exit code is its outcome.
@@ -75,10 +81,16 @@ pub enum RolloutCommand {
 /// Runs one `runway rollout` command against the leader.
 pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Result<Exit, Failure> {
     match command {
-        RolloutCommand::Start { environment, migrations, app_version, watch } => {
+        RolloutCommand::Start { environment, migrations, app_version, watch, allow_danger } => {
             let bundle = runway_engine::migrate::source::read_folder(&migrations)
                 .map_err(|e| Failure::invalid(e.to_string()))?;
-            let request = StartRolloutRequest { environment, bundle: Some(bundle), app_version };
+            let request = StartRolloutRequest {
+                environment,
+                bundle: Some(bundle),
+                app_version,
+                allow_danger,
+                started_by: operator(),
+            };
             let rollout = remote
                 .call(|mut c| {
                     let r = request.clone();
@@ -211,16 +223,35 @@ async fn watch_rollout(remote: &Remote, output: Output, id: &str, from_seq: u64)
             output.note(format!("rollout {id} was cancelled"));
             Exit::Cancelled
         }
-        _ => {
-            if !output.is_json() {
-                match get(remote, id).await {
-                    Ok(r) => output.note(format!("rollout {id} failed: {}", r.error)),
-                    Err(_) => output.note(format!("rollout {id} failed")),
-                }
-            }
+        Ok(RolloutState::RolledBack) => {
+            output.note(format!("rollout {id} was rolled back"));
             Exit::Failed
         }
+        _ => match get(remote, id).await {
+            // Refused by a check before anything changed: bad input, not a failure.
+            Ok(r) if r.refused => {
+                output.note(format!("rollout {id} was refused before anything changed: {}", r.error));
+                Exit::Invalid
+            }
+            Ok(r) => {
+                output.note(format!("rollout {id} failed: {}", r.error));
+                Exit::Failed
+            }
+            Err(_) => {
+                output.note(format!("rollout {id} failed"));
+                Exit::Failed
+            }
+        },
     })
+}
+
+/// Who starts a rollout, recorded with it: `user@host` (until operators
+/// have certificates).
+fn operator() -> String {
+    let user =
+        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    if host.is_empty() { user } else { format!("{user}@{host}") }
 }
 
 /// `runway agents`.

@@ -62,6 +62,7 @@ pub fn state_name(state: i32) -> &'static str {
         Ok(RolloutState::Succeeded) => "succeeded",
         Ok(RolloutState::Failed) => "failed",
         Ok(RolloutState::Cancelled) => "cancelled",
+        Ok(RolloutState::RolledBack) => "rolled_back",
         _ => "unknown",
     }
 }
@@ -88,6 +89,11 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "created_unix_ms": r.created_unix_ms,
         "updated_unix_ms": r.updated_unix_ms,
         "coordinator": r.coordinator,
+        "started_by": r.started_by,
+        "allow_danger": r.allow_danger,
+        "backup": r.backup,
+        "refused": r.refused,
+        "plan": serde_json::from_str::<Value>(&r.plan_json).unwrap_or(Value::Null),
         "steps": r.steps.iter().map(|s| json!({
             "name": s.name, "state": step_state_name(s.state), "hosts": s.hosts, "error": s.error, "attempt": s.attempt,
         })).collect::<Vec<_>>(),
@@ -105,6 +111,19 @@ pub fn rollout_text(r: &Rollout) -> String {
     if !r.error.is_empty() {
         text.push_str(&format!("error        {}\n", r.error));
     }
+    if !r.started_by.is_empty() {
+        text.push_str(&format!("started by   {}\n", r.started_by));
+    }
+    if !r.allow_danger.is_empty() {
+        text.push_str(&format!("accepted     {} (--allow-danger)\n", r.allow_danger.join(", ")));
+    }
+    text.push_str(&format!("coordinator  {}\n", r.coordinator));
+    if !r.backup.is_empty() {
+        text.push_str(&format!("backup       {}\n", r.backup));
+    }
+    if let Ok(plan) = serde_json::from_str::<Value>(&r.plan_json) {
+        text.push_str(&plan_text(&plan));
+    }
     let mut steps = Table::new(["step", "state", "attempt", "hosts", "error"]).right(&[2]);
     for s in &r.steps {
         steps.row([
@@ -117,6 +136,55 @@ pub fn rollout_text(r: &Rollout) -> String {
     }
     text.push('\n');
     text.push_str(&steps.render());
+    text
+}
+
+/// The preflight plan saved with a rollout: pending migrations, findings,
+/// downtime class, and whether maintenance mode is needed.
+fn plan_text(plan: &Value) -> String {
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    let pending = list(&plan["pending"]);
+    let mut text = format!(
+        "plan         {} pending migration(s){}\n",
+        pending.len(),
+        if pending.is_empty() { String::new() } else { format!(": {}", pending.join(", ")) }
+    );
+    let lint = &plan["lint"];
+    if let Some(class) = lint["downtime"]["class"].as_str() {
+        text.push_str(&format!(
+            "downtime     {class}: {}\n",
+            lint["downtime"]["reason"].as_str().unwrap_or("")
+        ));
+    }
+    let maintenance =
+        if plan["safe_without_maintenance"].as_bool() == Some(true) { "not needed" } else { "needed" };
+    text.push_str(&format!("maintenance  {maintenance}\n"));
+    let findings = lint["findings"].as_array().cloned().unwrap_or_default();
+    if !findings.is_empty() {
+        let mut table = Table::new(["migration", "line", "severity", "rule", "table", "finding"]).right(&[1]);
+        for f in &findings {
+            let cell = |k: &str| match &f[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            table.row([
+                cell("migration"),
+                cell("line"),
+                cell("severity"),
+                cell("rule"),
+                cell("table"),
+                cell("message"),
+            ]);
+        }
+        text.push_str("findings:\n");
+        text.push_str(&table.render());
+        text.push('\n');
+    }
     text
 }
 

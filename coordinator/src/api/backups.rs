@@ -169,14 +169,20 @@ mod tests {
     #[test]
     fn restore_needs_confirmation_and_a_name() {
         use backup_command_request::Action;
-        let unconfirmed =
-            agent_action(Some(Action::Restore(RestoreBackup { name: "app-1".into(), confirmed: false })));
+        let unconfirmed = agent_action(Some(Action::Restore(RestoreBackup {
+            name: "app-1".into(),
+            confirmed: false,
+            replace: false,
+        })));
         assert!(
             matches!(&unconfirmed, Err(ApiError::InvalidArgument(m)) if m.contains("--yes")),
             "{unconfirmed:?}"
         );
-        let confirmed =
-            agent_action(Some(Action::Restore(RestoreBackup { name: "app-1".into(), confirmed: true })));
+        let confirmed = agent_action(Some(Action::Restore(RestoreBackup {
+            name: "app-1".into(),
+            confirmed: true,
+            replace: false,
+        })));
         assert!(
             matches!(confirmed, Ok(command::Action::RestoreBackup(r)) if r.name == "app-1" && r.confirmed)
         );

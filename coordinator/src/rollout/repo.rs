@@ -157,6 +157,7 @@ mod tests {
             updated_unix_ms: created_unix_ms,
             coordinator: "c1".into(),
             cancel_requested: false,
+            ..Default::default()
         }
     }
 

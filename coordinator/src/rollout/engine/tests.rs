@@ -28,8 +28,10 @@ const ENVIRONMENT: &str = "staging";
 enum Answer {
     /// One progress event, then success.
     Succeed,
-    /// Failure with this error.
-    Fail(&'static str),
+    /// Failure with this error, and the agent's facts about it (JSON).
+    Fail(&'static str, &'static str),
+    /// Refused before anything ran, with this error.
+    Refuse(&'static str),
     /// No answer; the test answers (or never does).
     Hold,
 }
@@ -110,8 +112,15 @@ impl Coordinator {
                         dispatcher.on_event(agent, event);
                         dispatcher.on_result(agent, result(&command.command_id, Ok(())));
                     }
-                    Answer::Fail(error) => {
-                        dispatcher.on_result(agent, result(&command.command_id, Err(error)))
+                    Answer::Fail(error, detail) => {
+                        let mut failed = result(&command.command_id, Err(error));
+                        failed.detail_json = detail.into();
+                        dispatcher.on_result(agent, failed)
+                    }
+                    Answer::Refuse(error) => {
+                        let mut refused = result(&command.command_id, Err(error));
+                        refused.outcome = CommandOutcome::Refused as i32;
+                        dispatcher.on_result(agent, refused)
                     }
                     Answer::Hold => {}
                 }
@@ -148,6 +157,7 @@ impl Coordinator {
             updated_unix_ms: now,
             coordinator: self.name.into(),
             cancel_requested: false,
+            ..Default::default()
         };
         self.store.create_rollout(term, &record, &bundle).await.unwrap();
         self.engine.start(term.clone(), record.clone(), bundle);
@@ -195,7 +205,12 @@ fn result(command_id: &str, outcome: Result<(), &str>) -> CommandResult {
             Err(_) => CommandOutcome::Failed,
         } as i32,
         error: outcome.err().unwrap_or_default().into(),
-        detail_json: if outcome.is_ok() { "{}".into() } else { String::new() },
+        // A backup's result names the backup, as the real agent's does.
+        detail_json: match outcome {
+            Ok(()) if command_id.contains("/backup/") => r#"{"manifest":{"id":"backup-r1"}}"#.into(),
+            Ok(()) => "{}".into(),
+            Err(_) => String::new(),
+        },
     }
 }
 
@@ -329,7 +344,8 @@ async fn every_step_succeeds_in_runbook_order() {
 async fn a_failed_step_skips_the_rest_and_turns_maintenance_off_again() {
     fn migrate_fails(_: &str, command: &v1::Command) -> Answer {
         match step_of(command) {
-            "migrate" => Answer::Fail("relation \"users\" already exists"),
+            // Failed in its own transaction: the database did not change.
+            "migrate" => Answer::Fail("relation \"users\" already exists", r#"{"database_changed":false}"#),
             _ => Answer::Succeed,
         }
     }
@@ -565,4 +581,114 @@ async fn an_agent_away_longer_than_the_grace_fails_its_step() {
             ("maintenance_off", Skipped),
         ]
     );
+}
+
+/// The migration failed after the database changed: maintenance stays on,
+/// this rollout's backup is restored exactly on the DB host, and only then
+/// is maintenance lifted; the rollout ends rolled back.
+#[tokio::test(start_paused = true)]
+async fn a_migration_that_changed_the_database_is_restored_before_maintenance_is_lifted() {
+    fn migrate_fails_after_a_change(_: &str, command: &v1::Command) -> Answer {
+        match step_of(command) {
+            "migrate" => Answer::Fail("2_second failed", r#"{"database_changed":true}"#),
+            _ => Answer::Succeed,
+        }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(migrate_fails_after_a_change).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+
+    let last = finished(&mut bus, "r1").await;
+    assert_eq!(last.kind, "rollout_rolled_back");
+    assert_eq!(last.rollout_state, v1::RolloutState::RolledBack as i32);
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::RolledBack);
+    assert_eq!(saved.backup, "backup-r1");
+    use StepState::{Failed, Skipped, Succeeded};
+    assert_eq!(
+        steps(&saved),
+        [
+            ("preflight", Succeeded, 1, false),
+            ("maintenance_on", Succeeded, 1, false),
+            ("backup", Succeeded, 1, false),
+            ("migrate", Failed, 1, false),
+            ("restart", Skipped, 0, false),
+            ("maintenance_off", Skipped, 0, false),
+            ("restore", Succeeded, 1, true),
+            ("maintenance_off", Succeeded, 1, true),
+        ]
+    );
+    // The restore went to the DB host, for this rollout's backup, replacing
+    // the database; maintenance was lifted only after it.
+    let log = leader.received.borrow();
+    let order: Vec<&str> = log.iter().map(|(_, c)| step_of(c)).collect();
+    let restore_at = order.iter().position(|s| *s == "restore-recovery").expect("a restore was sent");
+    let lifted_at = order.iter().position(|s| *s == "maintenance_off-recovery").expect("maintenance lifted");
+    assert!(restore_at < lifted_at, "{order:?}");
+    let (host, restore) = &log[restore_at];
+    assert_eq!(host, "db");
+    assert!(
+        matches!(&restore.action, Some(command::Action::RestoreBackup(r)) if r.name == "backup-r1" && r.confirmed && r.replace),
+        "{restore:?}"
+    );
+}
+
+/// When the restore itself fails, nothing more runs: maintenance mode stays
+/// on over a database in an unknown state, and the rollout says so.
+#[tokio::test(start_paused = true)]
+async fn a_failed_restore_keeps_maintenance_on() {
+    fn restore_fails(_: &str, command: &v1::Command) -> Answer {
+        match step_of(command) {
+            "migrate" => Answer::Fail("2_second failed", r#"{"database_changed":null}"#),
+            "restore-recovery" => Answer::Fail("checksum mismatch", ""),
+            _ => Answer::Succeed,
+        }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(restore_fails).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+
+    let last = finished(&mut bus, "r1").await;
+    assert_eq!(last.kind, "rollout_failed");
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Failed);
+    assert!(saved.error.contains("RESTORING BACKUP backup-r1 FAILED"), "{}", saved.error);
+    assert_eq!(
+        saved.steps.last().map(|s| (s.kind, s.state)),
+        Some((StepKind::MaintenanceOff, StepState::Skipped))
+    );
+    assert!(
+        !leader.received.borrow().iter().any(|(_, c)| step_of(c).starts_with("maintenance_off")),
+        "maintenance mode must stay on"
+    );
+}
+
+/// A preflight the DB agent refused (e.g. a Danger finding nobody accepted)
+/// ends the rollout before anything changed, marked refused.
+#[tokio::test(start_paused = true)]
+async fn a_refused_preflight_changes_nothing_and_is_marked_refused() {
+    fn danger(agent: &str, command: &v1::Command) -> Answer {
+        match (agent, step_of(command)) {
+            ("db", "preflight") => Answer::Refuse("1 dangerous statement(s) need an explicit decision"),
+            _ => Answer::Succeed,
+        }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(danger).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+
+    assert_eq!(finished(&mut bus, "r1").await.kind, "rollout_failed");
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert!(saved.refused);
+    let sent: Vec<String> = leader.received.borrow().iter().map(|(_, c)| step_of(c).to_owned()).collect();
+    assert!(sent.iter().all(|s| *s == "preflight"), "only preflight may run: {sent:?}");
 }

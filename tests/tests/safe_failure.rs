@@ -1,0 +1,243 @@
+//! A failed rollout never leaves production worse than the manual runbook:
+//! dangerous SQL is gated before anything changes, and a migration that
+//! fails after the database changed is rolled back by restoring the
+//! rollout's own backup before maintenance mode is lifted.
+//!
+//! One cluster (real etcd, PostgreSQL, coordinator, agents and sample apps
+//! as processes) carries the whole story, rollout after rollout.
+
+use std::process::{Command, Output};
+
+use runway_tests::cluster::{Cluster, DB, Options};
+use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::postgres::PG_BIN;
+
+const DROP_NAME: (&str, &str) =
+    ("20240110000000_drop_name", "-- DropColumn\nALTER TABLE \"User\" DROP COLUMN \"name\";\n");
+const BROKEN: (&str, &str) = (
+    "20240111000000_broken",
+    "ALTER TABLE \"Order\" ADD COLUMN \"note\" TEXT;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n",
+);
+
+fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// `runway rollout start --watch --output json` of `history`; the events and the run.
+fn roll_out(
+    cluster: &Cluster,
+    name: &str,
+    history: &[(&str, &str)],
+    extra: &[&str],
+) -> (Output, Vec<serde_json::Value>) {
+    let migrations = cluster.path().join(name);
+    write_migrations(&migrations, history);
+    let mut args = vec![
+        "rollout",
+        "start",
+        "--env",
+        "staging",
+        "--migrations",
+        migrations.to_str().expect("temp paths are UTF-8"),
+        "--app-version",
+        name,
+        "--watch",
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = cluster.runway(&args);
+    let events = json_lines(&out.stdout);
+    (out, events)
+}
+
+fn rollout_id(events: &[serde_json::Value]) -> String {
+    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
+}
+
+/// The schema as `pg_dump --schema-only` prints it, and every column of
+/// `_prisma_migrations`: the pre-rollout state a rollback must return to.
+fn database_state(cluster: &Cluster) -> (String, String) {
+    let schema = Command::new(format!("{PG_BIN}/pg_dump"))
+        .args(["--schema-only", "--no-owner", "-d", &cluster.pg.url(DB)])
+        .output()
+        .expect("run pg_dump");
+    assert!(schema.status.success(), "pg_dump: {}", String::from_utf8_lossy(&schema.stderr));
+    let migrations = cluster.sql("SELECT * FROM _prisma_migrations ORDER BY migration_name");
+    // pg_dump ≥ 15.14 brackets its output with `\restrict KEY` / `\unrestrict KEY`,
+    // a random key per run: everything else must match byte for byte.
+    let schema: String = String::from_utf8(schema.stdout)
+        .expect("UTF-8 schema")
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (schema, migrations)
+}
+
+fn backups(cluster: &Cluster) -> usize {
+    let dir = &cluster.db.as_ref().expect("a DB host").backup_dir;
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.path().join("manifest.json").is_file()).count())
+        .unwrap_or(0)
+}
+
+/// Kinds of the step-level events, `kind step`, in order.
+fn milestones(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["kind"].as_str().is_some_and(|k| k.starts_with("step_")))
+        .map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
+        .collect()
+}
+
+#[test]
+fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
+    let cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
+
+    // An applied history with data.
+    let (out, _) = roll_out(&cluster, "v1", SHOP, &[]);
+    assert!(out.status.success(), "the first rollout failed: {}", String::from_utf8_lossy(&out.stderr));
+    let before = database_state(&cluster);
+    let data_before = cluster.sql("SELECT id, email, name FROM \"User\" ORDER BY id");
+    assert_eq!(data_before.lines().count(), 2);
+    let backups_before = backups(&cluster);
+
+    // 1. A Danger finding nobody accepted: refused in preflight, exit 2, nothing touched.
+    let mut dangerous = SHOP.to_vec();
+    dangerous.push(DROP_NAME);
+    let (out, events) = roll_out(&cluster, "v2", &dangerous, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a Danger finding must refuse the rollout (exit 2): {stderr}\n{events:#?}"
+    );
+    let refused_id = rollout_id(&events);
+    let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    for needle in ["20240110000000_drop_name line 2", "drop-column on User (", "--allow-danger drop-column"] {
+        assert!(all.contains(needle), "the refusal does not name {needle:?}:\n{all}");
+    }
+    assert_eq!(milestones(&events), ["step_started preflight", "step_failed preflight"]);
+    let touched: Vec<String> = cluster
+        .journals()
+        .into_iter()
+        .filter(|(_, e)| e["rollout_id"] == refused_id.as_str() && e["action"] != "preflight")
+        .map(|(host, e)| format!("{host}: {}", e["action"]))
+        .collect();
+    assert!(touched.is_empty(), "only preflight may run for a refused rollout: {touched:?}");
+    assert!(cluster.apps.iter().all(|a| !a.in_maintenance()));
+    assert_eq!(backups(&cluster), backups_before, "a refused rollout took a backup");
+    assert_eq!(database_state(&cluster), before, "a refused rollout changed the database");
+
+    // 2. Accepted, but the next migration fails after the column was dropped:
+    //    the backup is restored while maintenance stays on; exit 1, rolled_back.
+    let mut half = dangerous.clone();
+    half.push(BROKEN);
+    let pids_before: Vec<u32> = cluster.apps.iter().map(|a| a.pid()).collect();
+    let (out, events) = roll_out(&cluster, "v3", &half, &["--allow-danger", "drop-column"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a rolled-back rollout exits 1: {stderr}\n{events:#?}");
+    let last = events.last().expect("events");
+    assert_eq!(last["kind"], "rollout_rolled_back", "{events:#?}");
+    assert_eq!(last["rollout_state"], "rolled_back");
+    let message = last["message"].as_str().unwrap_or_default();
+    assert!(message.contains("20240111000000_broken") && message.contains("restored"), "{message}");
+    // Maintenance was on from before the first migration until after the restore.
+    assert_eq!(
+        milestones(&events),
+        [
+            "step_started preflight",
+            "step_succeeded preflight",
+            "step_started maintenance_on",
+            "step_succeeded maintenance_on",
+            "step_started backup",
+            "step_succeeded backup",
+            "step_started migrate",
+            "step_failed migrate",
+            "step_started restore",
+            "step_succeeded restore",
+            "step_started maintenance_off",
+            "step_succeeded maintenance_off",
+        ]
+    );
+    let applied_drop = events.iter().any(|e| {
+        e["step"] == "migrate"
+            && e["message"].as_str().is_some_and(|m| m.starts_with("applied 20240110000000_drop_name"))
+    });
+    assert!(
+        applied_drop,
+        "the column was not dropped before the failure, so nothing was proven: {events:#?}"
+    );
+    // Schema and _prisma_migrations byte for byte as before (the failed
+    // row goes too: the restore returns the database exactly), data intact.
+    assert_eq!(
+        database_state(&cluster),
+        before,
+        "the rollback did not return the database to its pre-rollout state"
+    );
+    assert_eq!(cluster.sql("SELECT id, email, name FROM \"User\" ORDER BY id"), data_before);
+    // The old app version still runs (it was never restarted), out of maintenance.
+    for (app, pid) in cluster.apps.iter().zip(&pids_before) {
+        assert_eq!(app.pid(), *pid, "{} was restarted", app.name);
+        let health = app.health().unwrap_or_default();
+        assert!(health.contains("version=v1"), "{}: {health}", app.name);
+        assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
+    }
+    let show = cluster.runway(&["rollout", "show", &rollout_id(&events), "--output", "json"]);
+    let rollout: serde_json::Value = serde_json::from_slice(&show.stdout).expect("rollout JSON");
+    assert_eq!(rollout["state"], "rolled_back");
+    assert!(rollout["backup"].as_str().is_some_and(|b| !b.is_empty()));
+
+    // 3. The same bundle as in 1, with the rule accepted: it runs, and
+    //    `rollout show` lists the accepted rule and the saved plan.
+    let (out, events) = roll_out(&cluster, "v4", &dangerous, &["--allow-danger", "drop-column"]);
+    assert!(out.status.success(), "the accepted rollout failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(cluster.sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'User' AND column_name = 'name'"), "0");
+    let show = cluster.runway(&["rollout", "show", &rollout_id(&events)]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("drop-column (--allow-danger)"),
+        "rollout show does not list the accepted rule:\n{text}"
+    );
+    assert!(text.contains("20240110000000_drop_name"), "rollout show does not show the plan:\n{text}");
+}
+
+/// A migration that fails inside its own transaction as the first of its
+/// rollout changed nothing: maintenance is lifted, the rollout fails, and
+/// the message says how to resolve Prisma's failed row.
+#[test]
+fn a_first_migration_failing_in_its_transaction_lifts_maintenance() {
+    let cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
+    let broken = "CREATE TABLE \"Thing\" (id int);\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n";
+    let (out, events) = roll_out(&cluster, "v2", &[("20240105000000_broken", broken)], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "expected exit 1 (rollout failed): {stderr}\n{events:#?}");
+    let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        all.contains("relation \\\"Nope\\\" does not exist")
+            || all.contains("relation \"Nope\" does not exist"),
+        "{all}"
+    );
+    assert!(all.contains("resolve --rolled-back"), "the message does not say how to resolve:\n{all}");
+    assert_eq!(events.last().expect("events")["kind"], "rollout_failed");
+    for app in &cluster.apps {
+        assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
+    }
+    // Prisma's bookkeeping: the failed row with its error; nothing else changed.
+    let rows = cluster
+        .sql("SELECT migration_name, finished_at IS NOT NULL, logs IS NOT NULL FROM _prisma_migrations");
+    assert_eq!(rows, "20240105000000_broken|f|t");
+    assert_eq!(
+        milestones(&events)[6..],
+        [
+            "step_started migrate",
+            "step_failed migrate",
+            "step_started maintenance_off",
+            "step_succeeded maintenance_off"
+        ]
+    );
+}

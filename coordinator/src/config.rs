@@ -63,11 +63,26 @@ pub enum OnMigrateFailure {
     Hold,
 }
 
+/// What a rollout does when an app host does not become healthy after its
+/// restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRestartFailure {
+    /// Restart the hosts already changed with the version they ran before
+    /// (restoring the backup first when the migrations were not backward
+    /// compatible), then lift maintenance mode: the rollout ends `rolled_back`.
+    #[default]
+    Revert,
+    /// Stay in maintenance mode and stop: a person decides.
+    Hold,
+}
+
 /// `[environments.NAME]`: the policies of one environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvironmentPolicy {
     pub on_migrate_failure: OnMigrateFailure,
+    pub on_restart_failure: OnRestartFailure,
 }
 
 /// The environments rollouts may target. In TOML either a list of names
@@ -112,7 +127,7 @@ impl<'de> Deserialize<'de> for Environments {
         let form = Form::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom(
                 "`environments` must be a list of names or one [environments.NAME] table each \
-                 (keys: on_migrate_failure = \"restore\" | \"hold\")",
+                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\")",
             )
         })?;
         Ok(match form {

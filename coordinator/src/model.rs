@@ -7,6 +7,8 @@
 //! one place where rollout domain types and `runway.v1` messages are
 //! converted into each other.
 
+use std::collections::BTreeMap;
+
 use runway_proto::v1;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,10 @@ pub struct RolloutRecord {
     /// Ended before anything changed because a check refused it.
     #[serde(default)]
     pub refused: bool,
+    /// The app version each app host ran when the rollout started: what a
+    /// restart-phase rollback brings back.
+    #[serde(default)]
+    pub previous_versions: BTreeMap<String, String>,
 }
 
 /// Where a rollout stands.
@@ -247,7 +253,7 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false}"#
+            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{}}"#
         );
         assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), record);
         // A record saved before the safe-failure fields existed still loads.

@@ -15,6 +15,8 @@ pub type AgentSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
 pub struct AgentSnapshot {
     pub name: String,
     pub roles: Vec<String>,
+    /// The app version the agent registered with (what runs there now).
+    pub app_version: String,
 }
 
 impl AgentSnapshot {
@@ -63,6 +65,14 @@ impl Registry {
         }
     }
 
+    /// Records that `name` now runs app version `version` (after a restart
+    /// it reported as done), so the next rollout knows what to bring back.
+    pub fn set_app_version(&self, name: &str, version: &str) {
+        if let Some(c) = self.agents.lock().expect("registry lock").get_mut(name) {
+            c.info.app_version = version.to_owned();
+        }
+    }
+
     /// Connected agents, optionally of one environment, sorted by name.
     pub fn list(&self, environment: Option<&str>) -> Vec<AgentInfo> {
         let agents = self.agents.lock().expect("registry lock");
@@ -78,7 +88,7 @@ impl Registry {
     pub fn snapshot(&self, environment: &str) -> Vec<AgentSnapshot> {
         self.list(Some(environment))
             .into_iter()
-            .map(|a| AgentSnapshot { name: a.name, roles: a.roles })
+            .map(|a| AgentSnapshot { name: a.name, roles: a.roles, app_version: a.app_version })
             .collect()
     }
 

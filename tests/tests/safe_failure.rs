@@ -241,3 +241,115 @@ fn a_first_migration_failing_in_its_transaction_lifts_maintenance() {
         ]
     );
 }
+
+/// The leader is SIGKILLed in the middle of the rollback's restore: the new
+/// leader resumes the restore step with the same command id, the DB agent's
+/// journal turns the re-send into a re-attach, and the restore runs once.
+#[test]
+fn a_leader_killed_during_the_restore_finishes_the_rollback_once() {
+    let mut cluster = Cluster::start(Options {
+        lease_ttl_secs: 2,
+        // Results are held back 1.5 s, so the kill lands while the restore runs.
+        agent_env: vec![("RUNWAY_FAILPOINT_HOLD_MS".into(), "1500".into())],
+        ..Options::default()
+    });
+    let mut history = SHOP.to_vec();
+    history.push(BROKEN);
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, &history);
+    let args = [
+        "rollout",
+        "start",
+        "--env",
+        "staging",
+        "--migrations",
+        migrations.to_str().expect("temp paths are UTF-8"),
+        "--watch",
+        "--output",
+        "json",
+    ];
+    let mut watch = runway_tests::watch::Watch::start(&cluster, &args);
+    let mut killed = None;
+    while let Some(event) = watch.next(std::time::Duration::from_secs(120)) {
+        if killed.is_none() && event["kind"] == "step_started" && event["step"] == "restore" {
+            killed = Some(cluster.kill_and_restart_leader());
+            eprintln!("SIGKILLed the leader {killed:?} while the restore runs");
+        }
+        if event["terminal"] == true {
+            break;
+        }
+    }
+    let (status, events, stderr) = watch.finish(std::time::Duration::from_secs(30));
+    assert!(killed.is_some(), "the restore never started: {events:#?}");
+    assert_eq!(status.code(), Some(1), "{stderr}\n{events:#?}");
+    assert_eq!(events.last().expect("events")["kind"], "rollout_rolled_back", "{events:#?}");
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "event sequence has gaps or repeats");
+
+    // One restore, journaled as succeeded, and the database is empty again
+    // (the backup was taken before any migration of this rollout).
+    let restores: Vec<serde_json::Value> = cluster
+        .journals()
+        .into_iter()
+        .filter(|(host, e)| host == "db-1" && e["action"] == "restore_backup")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(restores.len(), 1, "the restore ran more than once: {restores:#?}");
+    assert_eq!(restores[0]["outcome"].as_i64(), Some(1), "{}", restores[0]);
+    let tokens: std::collections::BTreeSet<u64> =
+        cluster.journals().iter().filter_map(|(_, e)| e["token"].as_u64()).collect();
+    assert!(tokens.len() >= 2, "the rollout never moved to a new leader: {tokens:?}");
+    assert_eq!(cluster.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0");
+    assert!(cluster.apps.iter().all(|a| !a.in_maintenance()), "an app was left in maintenance mode");
+}
+
+/// A restart that never becomes healthy on the second app host: the hosts
+/// already changed get the previous version back and are healthy, and the
+/// rollout ends rolled back. The database is restored only when the
+/// migrations were not backward compatible (the plan found a dropped column).
+#[test]
+fn an_unhealthy_restart_brings_back_the_previous_version() {
+    let cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
+    let (out, _) = roll_out(&cluster, "v1", SHOP, &[]);
+    assert!(out.status.success(), "the first rollout failed: {}", String::from_utf8_lossy(&out.stderr));
+    let revert = |version: &str, history: &[(&str, &str)], extra: &[&str]| {
+        std::fs::write(cluster.apps[1].dir.join("unhealthy-version"), version)
+            .expect("mark the version broken");
+        let (out, events) = roll_out(&cluster, version, history, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}\n{events:#?}");
+        assert_eq!(events.last().expect("events")["kind"], "rollout_rolled_back", "{events:#?}");
+        for app in &cluster.apps {
+            let health = app.health().unwrap_or_else(|| panic!("{} is not healthy", app.name));
+            assert!(health.contains("version=v1"), "{} runs {health}, not the previous version", app.name);
+            assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
+        }
+        milestones(&events)
+    };
+
+    // Backward compatible (a new nullable column): apps back, database kept.
+    let mut additive = SHOP.to_vec();
+    additive.push(("20240112000000_nickname", "ALTER TABLE \"User\" ADD COLUMN \"nickname\" TEXT;\n"));
+    let steps = revert("v2", &additive, &[]);
+    assert!(!steps.iter().any(|s| s.contains("restore")), "a compatible rollout was restored: {steps:?}");
+    assert!(steps.contains(&"step_succeeded restart".to_owned()), "{steps:?}");
+    assert_eq!(
+        cluster.sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'User' AND column_name = 'nickname'"),
+        "1"
+    );
+
+    // Not backward compatible (the old version reads the dropped column): restore too.
+    let mut breaking = additive.clone();
+    breaking.push(DROP_NAME);
+    let steps = revert("v3", &breaking, &["--allow-danger", "drop-column"]);
+    let restore_at =
+        steps.iter().position(|s| s == "step_succeeded restore").expect("the database was restored");
+    let reverted_at =
+        steps.iter().rposition(|s| s == "step_succeeded restart").expect("the apps were reverted");
+    assert!(restore_at < reverted_at, "{steps:?}");
+    assert_eq!(
+        cluster.sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'User' AND column_name = 'name'"),
+        "1",
+        "the dropped column is not back"
+    );
+}

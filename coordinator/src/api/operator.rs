@@ -39,7 +39,13 @@ impl OperatorService {
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let migrations = runway_proto::bundle::migrations(&bundle)?;
-        let steps = default_plan(&request.environment, &self.shared.registry.snapshot(&request.environment))?;
+        let agents = self.shared.registry.snapshot(&request.environment);
+        let steps = default_plan(&request.environment, &agents)?;
+        let previous_versions = agents
+            .iter()
+            .filter(|a| a.has_role("app"))
+            .map(|a| (a.name.clone(), a.app_version.clone()))
+            .collect();
         let now = runway_proto::unix_ms_now();
         let record = RolloutRecord {
             id: new_rollout_id(),
@@ -58,6 +64,7 @@ impl OperatorService {
             plan_json: String::new(),
             backup: String::new(),
             refused: false,
+            previous_versions,
         };
         self.shared.store.create_rollout(&term, &record, &bundle).await?;
         tracing::info!(rollout = %record.id, environment = %record.environment, migrations = migrations.len(), "rollout accepted");

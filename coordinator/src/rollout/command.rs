@@ -24,7 +24,7 @@ pub fn for_host(
         fencing_token: token.0,
         rollout_id: record.id.clone(),
         issued_by: issued_by.to_owned(),
-        action: Some(action(step.kind, bundle, record)),
+        action: Some(action(step, host, bundle, record)),
     }
 }
 
@@ -38,9 +38,9 @@ pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
     )
 }
 
-/// The typed action of a step of `kind` in `record`.
-fn action(kind: StepKind, bundle: &v1::Bundle, record: &RolloutRecord) -> command::Action {
-    match kind {
+/// The typed action of `step` of `record` on `host`.
+fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRecord) -> command::Action {
+    match step.kind {
         StepKind::Preflight => command::Action::Preflight(v1::Preflight {
             bundle: Some(bundle.clone()),
             allow_danger: record.allow_danger.clone(),
@@ -48,9 +48,14 @@ fn action(kind: StepKind, bundle: &v1::Bundle, record: &RolloutRecord) -> comman
         StepKind::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
         StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{}", record.id) }),
         StepKind::Migrate => command::Action::Migrate(v1::Migrate { bundle: Some(bundle.clone()) }),
-        StepKind::Restart => {
-            command::Action::Restart(v1::Restart { app_version: record.app_version.clone() })
-        }
+        // A recovery restart brings back what the host ran before the rollout.
+        StepKind::Restart => command::Action::Restart(v1::Restart {
+            app_version: if step.recovery {
+                record.previous_versions.get(host).cloned().unwrap_or_default()
+            } else {
+                record.app_version.clone()
+            },
+        }),
         StepKind::MaintenanceOff => command::Action::MaintenanceOff(v1::MaintenanceOff {}),
         // The rollback restores this rollout's own backup, exactly: the
         // coordinator's rollback is the confirmation.

@@ -252,7 +252,7 @@ impl Engine {
             record.refused = kind == StepKind::Preflight && result.refused();
             let policy = self.config.environments.policy(&record.environment);
             let changed = kind == StepKind::Migrate && result.database_changed();
-            let way_back = recovery::choose(kind, changed, &policy);
+            let way_back = recovery::choose(record, kind, changed, &policy);
             if way_back == Recovery::Hold {
                 record.error.push_str(&format!(
                     "; the database changed, and policy on_migrate_failure = \"hold\" keeps maintenance mode on: \
@@ -260,11 +260,19 @@ impl Engine {
                     record.backup, record.backup, record.environment
                 ));
             }
-            recovery::plan(record, way_back);
+            // The hosts the failed step reached (restarts stop at the first failure).
+            let reached: Vec<String> =
+                record.steps[index].hosts.iter().take(result.ends.len()).cloned().collect();
+            recovery::plan(record, way_back, &reached);
         } else if kind == StepKind::Restore {
             record.error.push_str(&format!(
                 "; RESTORING BACKUP {} FAILED ({error}): maintenance mode stays on and the database needs a person",
                 record.backup
+            ));
+        } else if kind == StepKind::Restart {
+            record.error.push_str(&format!(
+                "; BRINGING BACK THE PREVIOUS APP VERSION FAILED ({error}): maintenance mode stays on and the app \
+                 hosts need a person"
             ));
         }
     }
@@ -307,7 +315,7 @@ impl Engine {
             if !failing && control.cancel_requested.load(Ordering::SeqCst) && !record.cancel_requested {
                 record.cancel_requested = true;
                 record.error = "cancelled by an operator".into();
-                recovery::plan(&mut record, Recovery::LiftMaintenance);
+                recovery::plan(&mut record, Recovery::LiftMaintenance, &[]);
                 run.save(&mut record).await?;
                 continue;
             }
@@ -438,6 +446,10 @@ impl Run<'_> {
     ) -> Result<CommandEnd, Abandon> {
         let step_name = step.kind.name().to_owned();
         let command_id = command.command_id.clone();
+        let restarted_to = match &command.action {
+            Some(v1::command::Action::Restart(r)) => Some(r.app_version.clone()),
+            _ => None,
+        };
         let mut in_flight = self.engine.dispatcher.dispatch(host, command).await;
         let grace = Duration::from_secs(self.engine.config.agent_grace_secs);
         let mut away_since: Option<Instant> = None;
@@ -486,6 +498,9 @@ impl Run<'_> {
             Some(error) => Err((error.as_str(), result.detail_json.as_str())),
         };
         self.emit_result(step, host, &command_id, emitted).await?;
+        if let Some(version) = restarted_to.filter(|_| error.is_none()) {
+            self.engine.registry.set_app_version(host, &version);
+        }
         Ok(CommandEnd {
             error,
             refused: outcome == Ok(CommandOutcome::Refused),

@@ -73,7 +73,11 @@ mod tests {
     use super::*;
 
     fn agent(name: &str, roles: &[&str]) -> AgentSnapshot {
-        AgentSnapshot { name: name.into(), roles: roles.iter().map(|r| r.to_string()).collect() }
+        AgentSnapshot {
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            app_version: "v1".into(),
+        }
     }
 
     #[test]

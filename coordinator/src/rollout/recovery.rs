@@ -2,15 +2,17 @@
 //!
 //! | failed in | database changed? | recovery |
 //! |---|---|---|
-//! | preflight, maintenance on, backup, restart | no | lift maintenance mode (if it was turned on) |
+//! | preflight, maintenance on, backup | no | lift maintenance mode (if it was turned on) |
 //! | migrate, nothing changed (a first migration failed in its own transaction) | no | lift maintenance mode |
 //! | migrate, after a change (or unknown) | yes | policy `restore`: restore this rollout's backup exactly, then lift maintenance mode; policy `hold`: stay in maintenance mode and stop |
-//! | the recovery restore itself | unknown | stop; maintenance mode stays on |
+//! | restart (a host does not become healthy) | yes, backward compatible | policy `revert`: restart the hosts already changed with their previous version, then lift maintenance mode; `hold`: stop |
+//! | restart | yes, not backward compatible (the plan found destructive or breaking changes) | policy `revert`: restore the backup first, then as above |
+//! | the recovery restore or revert itself | unknown | stop; maintenance mode stays on |
 //!
 //! Recovery steps are ordinary saved steps (marked `recovery`), so a new
 //! leader resumes a rollback like any other step, with the same command ids.
 
-use crate::config::{EnvironmentPolicy, OnMigrateFailure};
+use crate::config::{EnvironmentPolicy, OnMigrateFailure, OnRestartFailure};
 use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState};
 
 /// What a recovery does.
@@ -20,39 +22,78 @@ pub enum Recovery {
     LiftMaintenance,
     /// Restore the rollout's backup on the DB host, then lift maintenance mode.
     Restore,
+    /// Restart the app hosts already changed with their previous version,
+    /// restoring the backup first when `restore`; then lift maintenance mode.
+    Revert { restore: bool },
     /// Keep maintenance mode on and stop: a person decides.
     Hold,
 }
 
-/// The recovery for a failure of a `kind` step. `database_changed` is what
-/// the DB agent reported (unknown counts as changed: never guess in favour
-/// of lifting maintenance mode over a database in an unknown state).
-pub fn choose(kind: StepKind, database_changed: bool, policy: &EnvironmentPolicy) -> Recovery {
+/// The recovery for a failure of a `kind` step of `record`.
+/// `database_changed` is what the DB agent reported (unknown counts as
+/// changed: never guess in favour of lifting maintenance mode over a
+/// database in an unknown state).
+pub fn choose(
+    record: &RolloutRecord,
+    kind: StepKind,
+    database_changed: bool,
+    policy: &EnvironmentPolicy,
+) -> Recovery {
     match kind {
         StepKind::Migrate if database_changed => match policy.on_migrate_failure {
             OnMigrateFailure::Restore => Recovery::Restore,
             OnMigrateFailure::Hold => Recovery::Hold,
         },
+        StepKind::Restart => match policy.on_restart_failure {
+            OnRestartFailure::Revert => Recovery::Revert { restore: !backward_compatible(record) },
+            OnRestartFailure::Hold => Recovery::Hold,
+        },
         _ => Recovery::LiftMaintenance,
     }
 }
 
-/// Appends the steps of `recovery` to `record`. The caller saves it.
-pub fn plan(record: &mut RolloutRecord, recovery: Recovery) {
+/// Whether the old app version can run against the migrated database: the
+/// preflight plan found nothing destructive or breaking (no Danger finding,
+/// no `drop-*` or `rename-*`). Without a saved plan, assume it cannot.
+pub fn backward_compatible(record: &RolloutRecord) -> bool {
+    let Ok(plan) = serde_json::from_str::<serde_json::Value>(&record.plan_json) else { return false };
+    let Some(findings) = plan["lint"]["findings"].as_array() else { return false };
+    !findings.iter().any(|f| {
+        let rule = f["rule"].as_str().unwrap_or_default();
+        f["severity"] == "danger" || rule.starts_with("drop-") || rule.starts_with("rename-")
+    })
+}
+
+/// Appends the steps of `recovery` to `record`; `changed_hosts` are the
+/// hosts the failed step reached (for a restart: the ones restarted or
+/// tried). The caller saves it.
+pub fn plan(record: &mut RolloutRecord, recovery: Recovery, changed_hosts: &[String]) {
     match recovery {
         Recovery::Hold => {}
         Recovery::LiftMaintenance => lift_maintenance(record),
         Recovery::Restore => {
-            let db_hosts = record
-                .steps
-                .iter()
-                .find(|s| s.kind == StepKind::Migrate)
-                .map(|s| s.hosts.clone())
-                .unwrap_or_default();
-            record.steps.push(recovery_step(StepKind::Restore, db_hosts));
+            restore(record);
+            lift_maintenance(record);
+        }
+        Recovery::Revert { restore: with_restore } => {
+            if with_restore {
+                restore(record);
+            }
+            record.steps.push(recovery_step(StepKind::Restart, changed_hosts.to_vec()));
             lift_maintenance(record);
         }
     }
+}
+
+/// A restore of the rollout's backup on its DB host.
+fn restore(record: &mut RolloutRecord) {
+    let db_hosts = record
+        .steps
+        .iter()
+        .find(|s| s.kind == StepKind::Migrate)
+        .map(|s| s.hosts.clone())
+        .unwrap_or_default();
+    record.steps.push(recovery_step(StepKind::Restore, db_hosts));
 }
 
 /// After a failure: if maintenance mode may be on, turn it off again.
@@ -81,19 +122,22 @@ fn recovery_step(kind: StepKind, hosts: Vec<String>) -> StepRecord {
 }
 
 /// Whether `step` is skipped rather than run: after a failure only recovery
-/// steps run, and after a failed restore nothing does (maintenance mode
-/// stays on over a database in an unknown state).
+/// steps run, and after a failed recovery restore or revert nothing does
+/// (maintenance mode stays on over a state nobody checked).
 pub fn skips(record: &RolloutRecord, step: &StepRecord) -> bool {
     let failing = !record.error.is_empty();
-    let restore_failed =
-        record.steps.iter().any(|s| s.kind == StepKind::Restore && s.state == StepState::Failed);
-    (failing && !step.recovery) || restore_failed
+    let way_back_failed = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Failed);
+    (failing && !step.recovery) || way_back_failed
+}
+
+/// A recovery step that undoes the rollout (rather than only lifting maintenance).
+fn rolls_back(step: &StepRecord) -> bool {
+    step.recovery && matches!(step.kind, StepKind::Restore | StepKind::Restart)
 }
 
 /// The state a rollout ends in once no step is left.
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
-    let restored =
-        record.steps.iter().any(|s| s.kind == StepKind::Restore && s.state == StepState::Succeeded);
+    let restored = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Succeeded);
     let unfinished_recovery = record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded);
     if record.error.is_empty() {
         RolloutState::Succeeded
@@ -142,17 +186,19 @@ mod tests {
     #[test]
     fn a_change_to_the_database_is_restored_unless_the_policy_holds() {
         let restore = EnvironmentPolicy::default();
-        let hold = EnvironmentPolicy { on_migrate_failure: OnMigrateFailure::Hold };
-        assert_eq!(choose(StepKind::Migrate, true, &restore), Recovery::Restore);
-        assert_eq!(choose(StepKind::Migrate, true, &hold), Recovery::Hold);
-        assert_eq!(choose(StepKind::Migrate, false, &restore), Recovery::LiftMaintenance);
-        assert_eq!(choose(StepKind::Backup, true, &restore), Recovery::LiftMaintenance);
+        let hold =
+            EnvironmentPolicy { on_migrate_failure: OnMigrateFailure::Hold, ..EnvironmentPolicy::default() };
+        let record = record_failed_in_migrate();
+        assert_eq!(choose(&record, StepKind::Migrate, true, &restore), Recovery::Restore);
+        assert_eq!(choose(&record, StepKind::Migrate, true, &hold), Recovery::Hold);
+        assert_eq!(choose(&record, StepKind::Migrate, false, &restore), Recovery::LiftMaintenance);
+        assert_eq!(choose(&record, StepKind::Backup, true, &restore), Recovery::LiftMaintenance);
     }
 
     #[test]
     fn restore_runs_on_the_db_host_before_maintenance_is_lifted() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Restore);
+        plan(&mut record, Recovery::Restore, &[]);
         let added: Vec<(StepKind, &str)> =
             record.steps[6..].iter().map(|s| (s.kind, s.hosts[0].as_str())).collect();
         assert_eq!(added, [(StepKind::Restore, "db-1"), (StepKind::MaintenanceOff, "app-1")]);
@@ -162,7 +208,7 @@ mod tests {
     #[test]
     fn hold_adds_nothing_so_maintenance_stays_on() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Hold);
+        plan(&mut record, Recovery::Hold, &[]);
         assert_eq!(record.steps.len(), 6);
         assert!(skips(&record, &record.steps[5].clone()), "the plan's maintenance_off must not run");
         assert_eq!(terminal_state(&record), RolloutState::Failed);
@@ -171,7 +217,7 @@ mod tests {
     #[test]
     fn a_failed_restore_keeps_maintenance_on_and_ends_failed() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Restore);
+        plan(&mut record, Recovery::Restore, &[]);
         record.steps[6].state = StepState::Failed;
         let lift = record.steps[7].clone();
         assert!(skips(&record, &lift), "maintenance_off must be skipped after a failed restore");
@@ -182,10 +228,53 @@ mod tests {
     #[test]
     fn a_restored_rollout_ends_rolled_back() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Restore);
+        plan(&mut record, Recovery::Restore, &[]);
         record.steps[6].state = StepState::Succeeded;
         assert!(!skips(&record, &record.steps[7].clone()));
         record.steps[7].state = StepState::Succeeded;
+        assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+    }
+
+    fn with_plan(findings: serde_json::Value) -> RolloutRecord {
+        let mut record = record_failed_in_migrate();
+        record.plan_json = serde_json::json!({ "lint": { "findings": findings } }).to_string();
+        record
+    }
+
+    #[test]
+    fn a_failed_restart_reverts_and_restores_only_when_the_migrations_break_the_old_version() {
+        let policy = EnvironmentPolicy::default();
+        let additive = with_plan(serde_json::json!([{ "rule": "add-column-default", "severity": "info" }]));
+        assert_eq!(choose(&additive, StepKind::Restart, true, &policy), Recovery::Revert { restore: false });
+        let destructive = with_plan(serde_json::json!([{ "rule": "drop-column", "severity": "danger" }]));
+        assert_eq!(
+            choose(&destructive, StepKind::Restart, true, &policy),
+            Recovery::Revert { restore: true }
+        );
+        let unknown = record_failed_in_migrate();
+        assert_eq!(choose(&unknown, StepKind::Restart, true, &policy), Recovery::Revert { restore: true });
+        let hold =
+            EnvironmentPolicy { on_restart_failure: OnRestartFailure::Hold, ..EnvironmentPolicy::default() };
+        assert_eq!(choose(&additive, StepKind::Restart, true, &hold), Recovery::Hold);
+    }
+
+    #[test]
+    fn revert_restarts_the_changed_hosts_before_maintenance_is_lifted() {
+        let mut record = record_failed_in_migrate();
+        plan(&mut record, Recovery::Revert { restore: true }, &["app-1".into(), "app-2".into()]);
+        let added: Vec<(StepKind, Vec<String>)> =
+            record.steps[6..].iter().map(|s| (s.kind, s.hosts.clone())).collect();
+        assert_eq!(
+            added,
+            [
+                (StepKind::Restore, vec!["db-1".to_owned()]),
+                (StepKind::Restart, vec!["app-1".to_owned(), "app-2".to_owned()]),
+                (StepKind::MaintenanceOff, vec!["app-1".to_owned()]),
+            ]
+        );
+        for step in 6..9 {
+            record.steps[step].state = StepState::Succeeded;
+        }
         assert_eq!(terminal_state(&record), RolloutState::RolledBack);
     }
 }

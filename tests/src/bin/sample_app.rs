@@ -1,7 +1,9 @@
 //! A tiny HTTP app for the quick start and the end-to-end tests.
 //!
-//! `GET /health` answers 200 with the version and PID; `GET /` answers 503
-//! while the maintenance flag file exists in `--dir`, else 200.
+//! `GET /health` answers 200 with the version and PID (503 when `--dir`
+//! holds a file `unhealthy-version` naming this version: a release that
+//! never becomes healthy); `GET /` answers 503 while the maintenance flag
+//! file exists in `--dir`, else 200.
 
 use std::path::PathBuf;
 
@@ -49,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
         args.port,
         std::process::id()
     );
+    let broken =
+        std::fs::read_to_string(args.dir.join("unhealthy-version")).is_ok_and(|v| v.trim() == args.version);
     loop {
         let (mut socket, _) = listener.accept().await?;
         let maintenance = args.dir.join("maintenance").exists();
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
+                "/health" if broken => ("503 Service Unavailable", format!("version {version} is broken")),
                 "/health" => ("200 OK", format!("ok version={version} pid={}", std::process::id())),
                 _ if maintenance => ("503 Service Unavailable", "down for maintenance".to_owned()),
                 _ => ("200 OK", format!("hello from version {version}")),

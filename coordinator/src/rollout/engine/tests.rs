@@ -157,6 +157,7 @@ impl Coordinator {
             updated_unix_ms: now,
             coordinator: self.name.into(),
             cancel_requested: false,
+            previous_versions: [("app-1".into(), "1.0.0".into()), ("app-2".into(), "1.0.0".into())].into(),
             ..Default::default()
         };
         self.store.create_rollout(term, &record, &bundle).await.unwrap();
@@ -691,4 +692,50 @@ async fn a_refused_preflight_changes_nothing_and_is_marked_refused() {
     assert!(saved.refused);
     let sent: Vec<String> = leader.received.borrow().iter().map(|(_, c)| step_of(c).to_owned()).collect();
     assert!(sent.iter().all(|s| *s == "preflight"), "only preflight may run: {sent:?}");
+}
+
+/// The second app host never becomes healthy: both hosts get the version
+/// they ran before, the database is left alone when the plan found nothing
+/// that breaks the old version, and the rollout ends rolled back.
+#[tokio::test(start_paused = true)]
+async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
+    fn second_restart_fails(agent: &str, command: &v1::Command) -> Answer {
+        match (agent, step_of(command)) {
+            ("app-2", "restart") => Answer::Fail("http://app-2/health did not answer healthy within 5 s", ""),
+            _ => Answer::Succeed,
+        }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(second_restart_fails).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    let mut record = leader.start_rollout(&term).await;
+    assert_eq!(finished(&mut bus, "r1").await.kind, "rollout_rolled_back");
+    record = leader.store.get_rollout(&record.id).await.unwrap().unwrap();
+    use StepState::{Failed, Skipped, Succeeded};
+    // Without a saved plan the old version's compatibility is unknown: restore first.
+    assert_eq!(
+        steps(&record)[4..],
+        [
+            ("restart", Failed, 1, false),
+            ("maintenance_off", Skipped, 0, false),
+            ("restore", Succeeded, 1, true),
+            ("restart", Succeeded, 1, true),
+            ("maintenance_off", Succeeded, 1, true),
+        ]
+    );
+    let log = leader.received.borrow();
+    let reverted: Vec<(String, String)> = log
+        .iter()
+        .filter(|(_, c)| step_of(c) == "restart-recovery")
+        .map(|(host, c)| match &c.action {
+            Some(command::Action::Restart(r)) => (host.clone(), r.app_version.clone()),
+            other => panic!("not a restart: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reverted,
+        [("app-1".to_owned(), "1.0.0".to_owned()), ("app-2".to_owned(), "1.0.0".to_owned())]
+    );
 }

@@ -243,6 +243,19 @@ impl Executor {
                 let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
                 Ok(backup_ops::run(action, config, url, progress).await?)
             }
+            command::Action::ReleaseBackup(r) => {
+                let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
+                let keep_for = Duration::from_secs(r.keep_pinned_secs);
+                backup::retention::release(config, &r.rollout_id, keep_for)?;
+                let message = match keep_for.as_secs() {
+                    0 => format!("rollout {} ended: its backup may be pruned now", r.rollout_id),
+                    secs => {
+                        format!("rollout {} ended: its backup stays pinned for {secs} s more", r.rollout_id)
+                    }
+                };
+                progress.emit("retention", message);
+                Ok(serde_json::json!({ "rollout_id": r.rollout_id, "keep_pinned_secs": r.keep_pinned_secs }))
+            }
             command::Action::Migrate(m) => {
                 let url = self.db_url()?;
                 let bundle = m.bundle.clone().unwrap_or_default();
@@ -428,6 +441,7 @@ pub fn action_name(cmd: &v1::Command) -> &'static str {
         Some(command::Action::ShowBackup(_)) => "show_backup",
         Some(command::Action::VerifyBackup(_)) => "verify_backup",
         Some(command::Action::RestoreBackup(_)) => "restore_backup",
+        Some(command::Action::ReleaseBackup(_)) => "release_backup",
         None => "unknown",
     }
 }

@@ -83,6 +83,9 @@ pub enum OnRestartFailure {
 pub struct EnvironmentPolicy {
     pub on_migrate_failure: OnMigrateFailure,
     pub on_restart_failure: OnRestartFailure,
+    /// Seconds a rollout's backup stays pinned (never pruned by `keep`)
+    /// after the rollout ended; 0 releases it at once.
+    pub rollback_window_secs: u64,
 }
 
 /// The environments rollouts may target. In TOML either a list of names
@@ -127,7 +130,7 @@ impl<'de> Deserialize<'de> for Environments {
         let form = Form::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom(
                 "`environments` must be a list of names or one [environments.NAME] table each \
-                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\")",
+                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N)",
             )
         })?;
         Ok(match form {

@@ -228,7 +228,8 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
 
 /// A DB agent in `production` whose backups are also copied to object
 /// storage (moto); its database is `prod` on the cluster's PostgreSQL.
-fn start_object_store_agent(cluster: &Cluster, moto: &Moto) -> (Proc, PathBuf) {
+/// `backup_keys` go into its `[backup]` table (e.g. `keep = 2`).
+fn start_object_store_agent(cluster: &Cluster, moto: &Moto, backup_keys: &str) -> (Proc, PathBuf) {
     let root = cluster.path();
     let url = cluster.pg.create_database("prod");
     moto.create_bucket("runway-backups");
@@ -239,7 +240,7 @@ fn start_object_store_agent(cluster: &Cluster, moto: &Moto) -> (Proc, PathBuf) {
         &config,
         format!(
             "name = \"db-prod\"\nenvironment = \"production\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
-             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{}",
+             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{backup_keys}\n{}",
             coordinators.join(", "),
             root.join("db-prod-state").display().to_string(),
             backup_dir.display().to_string(),
@@ -260,7 +261,7 @@ fn a_backup_only_in_object_storage_is_listed_shown_and_restored() {
     let cluster =
         Cluster::start(Options { coordinators: 1, app_hosts: 0, db_host: false, ..Options::default() });
     let moto = Moto::start(cluster.path());
-    let (_agent, backup_dir) = start_object_store_agent(&cluster, &moto);
+    let (_agent, backup_dir) = start_object_store_agent(&cluster, &moto, "");
     two_rollouts(&cluster, "production");
     let on_disk = backups_on_disk(&backup_dir);
     assert_eq!(on_disk.len(), 2, "{on_disk:?}");
@@ -299,4 +300,40 @@ fn a_backup_only_in_object_storage_is_listed_shown_and_restored() {
     for run in [&list, &show, &restore] {
         assert!(!format!("{run:?}").contains(SECRET_ACCESS_KEY), "the object-store secret leaked: {run:?}");
     }
+}
+
+/// Rollout backups are pinned only while their rollout runs: once it ends
+/// (no rollback window configured), `keep = 2` prunes them like any other,
+/// locally and in object storage.
+#[test]
+fn keep_prunes_the_backups_of_ended_rollouts_locally_and_in_object_storage() {
+    let cluster =
+        Cluster::start(Options { coordinators: 1, app_hosts: 0, db_host: false, ..Options::default() });
+    let moto = Moto::start(cluster.path());
+    let (_agent, backup_dir) = start_object_store_agent(&cluster, &moto, "keep = 2");
+    let migrations = cluster.path().join("migrations-keep");
+    write_migrations(&migrations, SHOP);
+    for _ in 0..5 {
+        rollout(&cluster, "production", &migrations);
+    }
+    let on_disk = backups_on_disk(&backup_dir);
+    assert_eq!(on_disk.len(), 2, "local backups after five rollouts with keep = 2: {on_disk:?}");
+    let list = runway(&cluster, &["backup", "list", "--env", "production", "--output", "json"]);
+    assert_eq!(list.code, 0, "{list:?}");
+    let listed = list.json();
+    let remote: Vec<&str> = listed["result"]["backups"]
+        .as_array()
+        .expect("a backup list")
+        .iter()
+        .filter(|b| b["remote"] == true)
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    let local: Vec<&str> = on_disk.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(remote, local, "object storage keeps the same newest two");
+    // Every rollout ended, so no pin is left (the last release follows the
+    // last rollout's end by a moment).
+    wait_until("the last rollout's backup to be released", Duration::from_secs(10), || {
+        let pins = std::fs::read_dir(backup_dir.join(".pins")).map(|d| d.count()).unwrap_or(0);
+        (pins == 0).then_some(())
+    });
 }

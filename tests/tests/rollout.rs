@@ -127,8 +127,9 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
     }
     assert_eq!(issuers.len(), 1, "commands came from more than one coordinator/token: {issuers:?}");
     assert_eq!(issuers.keys().next().unwrap().0, leader);
-    // preflight ×3, maintenance on ×2, backup, migrate, restart ×2, maintenance off ×2
-    assert_eq!(issuers.values().sum::<i32>(), 11);
+    // preflight ×3, maintenance on ×2, backup, migrate, restart ×2, maintenance off ×2,
+    // and the backup's release after the end
+    assert_eq!(issuers.values().sum::<i32>(), 12);
     let follower = cluster.coordinators.iter().find(|c| c.name != leader).unwrap();
     assert!(!follower.proc.log_text().contains("became leader"), "the follower also led");
 }

@@ -28,6 +28,27 @@ pub fn for_host(
     }
 }
 
+/// Tells `db_host` that `record` ended: its backup stays pinned for
+/// `keep_pinned_secs` more (the rollback window), then retention may prune it.
+pub fn release_backup(
+    record: &RolloutRecord,
+    db_host: &str,
+    keep_pinned_secs: u64,
+    token: FencingToken,
+    issued_by: &str,
+) -> v1::Command {
+    v1::Command {
+        command_id: format!("{}/release_backup/{db_host}/1", record.id),
+        fencing_token: token.0,
+        rollout_id: record.id.clone(),
+        issued_by: issued_by.to_owned(),
+        action: Some(command::Action::ReleaseBackup(v1::ReleaseBackup {
+            rollout_id: record.id.clone(),
+            keep_pinned_secs,
+        })),
+    }
+}
+
 /// `<rollout>/<step>[-recovery]/<host>/<attempt>`.
 pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
     format!(

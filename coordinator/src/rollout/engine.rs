@@ -32,6 +32,9 @@ use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState}
 use crate::registry::Registry;
 use crate::store::StoreError;
 
+/// How long a finished rollout waits for its DB host to release the backup.
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
 /// How often the leader looks for unfinished rollouts it is not running.
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
 
@@ -359,7 +362,39 @@ impl Engine {
         )
         .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
+        self.release_backup(&term, &record).await;
         Ok(())
+    }
+
+    /// Tells the DB host that the rollout ended, so retention may prune its
+    /// backup once the environment's rollback window has passed. Best
+    /// effort: the rollout has ended either way, and a pin nobody releases
+    /// only keeps one backup longer than `keep`.
+    async fn release_backup(&self, term: &Term, record: &RolloutRecord) {
+        let Some(db) = record
+            .steps
+            .iter()
+            .find(|s| {
+                s.kind == StepKind::Backup && !matches!(s.state, StepState::Pending | StepState::Skipped)
+            })
+            .and_then(|s| s.hosts.first())
+        else {
+            return;
+        };
+        let window = self.config.environments.policy(&record.environment).rollback_window_secs;
+        let release = command::release_backup(record, db, window, term.token, &self.config.name);
+        let mut in_flight = self.dispatcher.dispatch(db, release).await;
+        match tokio::time::timeout(RELEASE_WAIT, &mut in_flight.result).await {
+            Ok(Ok(result)) if result.outcome == CommandOutcome::Succeeded as i32 => {
+                tracing::info!(rollout = %record.id, host = %db, window_secs = window, "backup released");
+            }
+            Ok(Ok(result)) => {
+                tracing::warn!(rollout = %record.id, host = %db, error = %result.error, "backup not released")
+            }
+            _ => {
+                tracing::warn!(rollout = %record.id, host = %db, "no answer to the backup release; it stays pinned")
+            }
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Listing local backups, pins, and keeping the newest `keep` per database.
 //!
 //! A running rollout pins the backup it depends on (its rollback target):
-//! `<dir>/.pins/<rollout id>` holds the backup id. Pins live on disk so they
-//! survive agent restarts; [`unpin`] is called when the rollout ends. Pruning
+//! `<dir>/.pins/<rollout id>` holds the backup id (and, once the rollout
+//! ended, on a second line the time in Unix milliseconds until which the pin
+//! still holds: the rollback window). Pins live on disk so they survive
+//! agent restarts; [`release`] is called when the rollout ends. Pruning
 //! never deletes a pinned backup.
 
 use std::collections::HashSet;
@@ -74,6 +76,28 @@ pub fn unpin(config: &BackupConfig, rollout_id: &str) -> Result<(), BackupError>
     }
 }
 
+/// The rollout `rollout_id` ended: its pin holds `keep_for` more (a
+/// rollback window), or is removed now when `keep_for` is zero. A missing
+/// pin is fine (nothing to release).
+pub fn release(
+    config: &BackupConfig,
+    rollout_id: &str,
+    keep_for: std::time::Duration,
+) -> Result<(), BackupError> {
+    let path = pin_path(config, rollout_id);
+    if keep_for.is_zero() {
+        return unpin(config, rollout_id);
+    }
+    let backup_id = match std::fs::read_to_string(&path) {
+        Ok(text) => text.lines().next().unwrap_or_default().trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BackupError::io("reading pin", &path, e)),
+    };
+    let until = chrono::Utc::now().timestamp_millis().saturating_add(keep_for.as_millis() as i64);
+    std::fs::write(&path, format!("{backup_id}\n{until}\n"))
+        .map_err(|e| BackupError::io("writing pin", &path, e))
+}
+
 /// Ids of all pinned backups.
 pub fn pinned(config: &BackupConfig) -> Result<HashSet<String>, BackupError> {
     let dir = config.dir.join(PINS);
@@ -85,9 +109,17 @@ pub fn pinned(config: &BackupConfig) -> Result<HashSet<String>, BackupError> {
     let mut ids = HashSet::new();
     for entry in entries {
         let entry = entry.map_err(|e| BackupError::io("listing", &dir, e))?;
-        let id = std::fs::read_to_string(entry.path())
+        let text = std::fs::read_to_string(entry.path())
             .map_err(|e| BackupError::io("reading pin", entry.path(), e))?;
-        ids.insert(id.trim().to_owned());
+        let mut lines = text.lines();
+        let id = lines.next().unwrap_or_default().trim();
+        let expired = lines
+            .next()
+            .and_then(|until| until.trim().parse::<i64>().ok())
+            .is_some_and(|until| until <= chrono::Utc::now().timestamp_millis());
+        if !id.is_empty() && !expired {
+            ids.insert(id.to_owned());
+        }
     }
     Ok(ids)
 }
@@ -155,5 +187,21 @@ mod tests {
         unpin(&config, "rollout/7").expect("unpin");
         unpin(&config, "rollout/7").expect("unpin twice");
         assert!(pinned(&config).expect("pins").is_empty());
+    }
+
+    #[test]
+    fn a_released_pin_holds_for_its_window_then_lapses() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = BackupConfig::new(tmp.path());
+        pin(&config, "r1", "app-1").expect("pin");
+        release(&config, "r1", std::time::Duration::from_secs(3600)).expect("release with a window");
+        assert!(pinned(&config).expect("pins").contains("app-1"), "still inside the rollback window");
+        // A window that has passed: written as already expired.
+        std::fs::write(pin_path(&config, "r1"), "app-1\n1\n").expect("expire");
+        assert!(pinned(&config).expect("pins").is_empty(), "an expired pin must not hold");
+        pin(&config, "r2", "app-2").expect("pin");
+        release(&config, "r2", std::time::Duration::ZERO).expect("release now");
+        assert!(!pin_path(&config, "r2").exists());
+        release(&config, "r3", std::time::Duration::from_secs(1)).expect("no pin is fine");
     }
 }

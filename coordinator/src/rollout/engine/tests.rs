@@ -317,7 +317,9 @@ async fn every_step_succeeds_in_runbook_order() {
             "restart",
             "restart",
             "maintenance_off",
-            "maintenance_off"
+            "maintenance_off",
+            // After the end: the backup may be pruned now (no rollback window).
+            "release_backup"
         ]
     );
     assert_eq!(received_for(&leader, "restart"), ["r1/restart/app-1/1", "r1/restart/app-2/1"]);
@@ -326,7 +328,10 @@ async fn every_step_succeeds_in_runbook_order() {
         ids(&["r1/preflight/db/1", "r1/preflight/app-1/1", "r1/preflight/app-2/1"])
     );
     assert!(commands.iter().all(|(_, _, token)| *token == 7), "{commands:?}");
-    // Each command: one progress event and its success, saved.
+    // Each step's command: one progress event and its success, saved. (The
+    // backup's release comes after the rollout's last event.)
+    let commands: Vec<_> =
+        commands.into_iter().filter(|(_, id, _)| !id.contains("/release_backup/")).collect();
     let per_command = command_events(&events);
     for (_, id, _) in &commands {
         assert!(per_command.contains(&("progress".into(), id.clone())), "{id}");
@@ -336,6 +341,11 @@ async fn every_step_succeeds_in_runbook_order() {
 
     // The commands carry what the runbook says.
     let log = leader.received.borrow();
+    let release = log.iter().find(|(_, c)| step_of(c) == "release_backup").expect("the backup is released");
+    assert!(
+        matches!(&release.1.action, Some(command::Action::ReleaseBackup(r)) if r.rollout_id == "r1" && r.keep_pinned_secs == 0),
+        "{release:?}"
+    );
     let restart = log.iter().find(|(_, c)| step_of(c) == "restart").unwrap();
     assert!(matches!(&restart.1.action, Some(command::Action::Restart(r)) if r.app_version == "2.0.0"));
     assert!(log.iter().all(|(_, c)| c.issued_by == "coordinator-a" && c.rollout_id == "r1"));

@@ -6,6 +6,13 @@
 //! | migrate, nothing changed (a first migration failed in its own transaction) | no | lift maintenance mode |
 //! | migrate, after a change (or unknown) | yes | policy `restore`: restore this rollout's backup exactly, then lift maintenance mode; policy `hold`: stay in maintenance mode and stop |
 //! | the recovery restore itself | unknown | stop; maintenance mode stays on |
+//! | any step whose agent is still away at the step deadline | unknown | hold: stop; maintenance mode stays on (if it was turned on); a person decides |
+//!
+//! An agent that is away does not fail its step by itself: the step waits,
+//! and the agent's real result decides when it comes back. Only past the
+//! step deadline, with the agent still away, is the outcome unknown; then
+//! nothing is guessed: no restore (the migration may still be running), no
+//! lifting maintenance mode over a database in an unknown state.
 //!
 //! Recovery steps are ordinary saved steps (marked `recovery`), so a new
 //! leader resumes a rollback like any other step, with the same command ids.
@@ -24,16 +31,67 @@ pub enum Recovery {
     Hold,
 }
 
-/// The recovery for a failure of a `kind` step. `database_changed` is what
-/// the DB agent reported (unknown counts as changed: never guess in favour
-/// of lifting maintenance mode over a database in an unknown state).
-pub fn choose(kind: StepKind, database_changed: bool, policy: &EnvironmentPolicy) -> Recovery {
-    match kind {
-        StepKind::Migrate if database_changed => match policy.on_migrate_failure {
-            OnMigrateFailure::Restore => Recovery::Restore,
-            OnMigrateFailure::Hold => Recovery::Hold,
-        },
+/// What is known about how a step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Every agent of the step answered. `database_changed` is what the DB
+    /// agent reported for a failed migration (unknown counts as changed:
+    /// never guess in favour of lifting maintenance mode over a database in
+    /// an unknown state); `false` for other steps.
+    Reported { database_changed: bool },
+    /// An agent was still away at the step deadline: its command may have
+    /// finished, failed, or still be running on the host.
+    OutcomeUnknown,
+}
+
+/// The recovery for a failure of a `kind` step.
+pub fn choose(kind: StepKind, failure: Failure, policy: &EnvironmentPolicy) -> Recovery {
+    match (kind, failure) {
+        (_, Failure::OutcomeUnknown) => Recovery::Hold,
+        (StepKind::Migrate, Failure::Reported { database_changed: true }) => {
+            match policy.on_migrate_failure {
+                OnMigrateFailure::Restore => Recovery::Restore,
+                OnMigrateFailure::Hold => Recovery::Hold,
+            }
+        }
         _ => Recovery::LiftMaintenance,
+    }
+}
+
+/// What the rollout's error adds when it holds after a failure of a
+/// `kind` step on `hosts`: that maintenance mode stays on, and what a
+/// person should check and do next.
+pub fn hold_note(record: &RolloutRecord, kind: StepKind, hosts: &[String], failure: Failure) -> String {
+    let backup = &record.backup;
+    let restore = format!(
+        "restore backup {backup} (`runway backup restore {backup} --env {} --yes`)",
+        record.environment
+    );
+    match (kind, failure) {
+        (_, Failure::Reported { .. }) => format!(
+            "; the database changed, and policy on_migrate_failure = \"hold\" keeps maintenance mode on: \
+             {restore} or finish the migration by hand"
+        ),
+        (StepKind::Migrate, Failure::OutcomeUnknown) => format!(
+            "; runway does not guess: maintenance mode stays on and nothing more runs; a person must \
+             decide. On the DB host {}, run `runway migrate status` (with its DATABASE_URL) to see whether \
+             the migration finished, failed or still runs; once it has ended, {restore} or finish the \
+             migration by hand, then turn maintenance mode off",
+            hosts.join(", ")
+        ),
+        (_, Failure::OutcomeUnknown) => {
+            let maintenance = if maintenance_hosts(record).is_some() {
+                "maintenance mode stays on"
+            } else {
+                "maintenance mode was never turned on"
+            };
+            format!(
+                "; runway does not guess: {maintenance} and nothing more runs; a person must decide. \
+                 Check {} on {} (the agent's log and journal), then finish by hand",
+                kind.name(),
+                hosts.join(", ")
+            )
+        }
     }
 }
 
@@ -55,9 +113,10 @@ pub fn plan(record: &mut RolloutRecord, recovery: Recovery) {
     }
 }
 
-/// After a failure: if maintenance mode may be on, turn it off again.
-fn lift_maintenance(record: &mut RolloutRecord) {
-    let maintenance_hosts = record
+/// The hosts maintenance mode may be on: those of a maintenance-on step
+/// that was started. `None` when it never was.
+fn maintenance_hosts(record: &RolloutRecord) -> Option<Vec<String>> {
+    record
         .steps
         .iter()
         .find(|s| {
@@ -65,7 +124,12 @@ fn lift_maintenance(record: &mut RolloutRecord) {
                 && s.state != StepState::Pending
                 && s.state != StepState::Skipped
         })
-        .map(|s| s.hosts.clone());
+        .map(|s| s.hosts.clone())
+}
+
+/// After a failure: if maintenance mode may be on, turn it off again.
+fn lift_maintenance(record: &mut RolloutRecord) {
+    let maintenance_hosts = maintenance_hosts(record);
     let already_off = record.steps.iter().any(|s| {
         s.kind == StepKind::MaintenanceOff && matches!(s.state, StepState::Succeeded | StepState::Running)
     });
@@ -139,14 +203,51 @@ mod tests {
         record
     }
 
+    const CHANGED: Failure = Failure::Reported { database_changed: true };
+    const UNCHANGED: Failure = Failure::Reported { database_changed: false };
+
     #[test]
     fn a_change_to_the_database_is_restored_unless_the_policy_holds() {
         let restore = EnvironmentPolicy::default();
         let hold = EnvironmentPolicy { on_migrate_failure: OnMigrateFailure::Hold };
-        assert_eq!(choose(StepKind::Migrate, true, &restore), Recovery::Restore);
-        assert_eq!(choose(StepKind::Migrate, true, &hold), Recovery::Hold);
-        assert_eq!(choose(StepKind::Migrate, false, &restore), Recovery::LiftMaintenance);
-        assert_eq!(choose(StepKind::Backup, true, &restore), Recovery::LiftMaintenance);
+        assert_eq!(choose(StepKind::Migrate, CHANGED, &restore), Recovery::Restore);
+        assert_eq!(choose(StepKind::Migrate, CHANGED, &hold), Recovery::Hold);
+        assert_eq!(choose(StepKind::Migrate, UNCHANGED, &restore), Recovery::LiftMaintenance);
+        assert_eq!(choose(StepKind::Backup, CHANGED, &restore), Recovery::LiftMaintenance);
+    }
+
+    #[test]
+    fn an_unknown_outcome_holds_whatever_the_step_and_policy() {
+        let restore = EnvironmentPolicy::default();
+        for kind in [
+            StepKind::Preflight,
+            StepKind::MaintenanceOn,
+            StepKind::Backup,
+            StepKind::Migrate,
+            StepKind::Restart,
+        ] {
+            assert_eq!(choose(kind, Failure::OutcomeUnknown, &restore), Recovery::Hold, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_hold_over_an_unknown_migration_says_what_a_person_checks() {
+        let record = record_failed_in_migrate();
+        let note = hold_note(&record, StepKind::Migrate, &["db-1".into()], Failure::OutcomeUnknown);
+        for needle in [
+            "maintenance mode stays on",
+            "a person must decide",
+            "db-1",
+            "`runway migrate status`",
+            "restore backup b1",
+        ] {
+            assert!(note.contains(needle), "{needle:?} missing from {note:?}");
+        }
+        let mut before_maintenance = record.clone();
+        before_maintenance.steps[1].state = StepState::Pending;
+        let note =
+            hold_note(&before_maintenance, StepKind::Preflight, &["app-1".into()], Failure::OutcomeUnknown);
+        assert!(note.contains("maintenance mode was never turned on"), "{note}");
     }
 
     #[test]

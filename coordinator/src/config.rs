@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// `step_deadline_secs` unless configured: 6 hours, longer than any
+/// migration should take, so only an agent that is really gone reaches it.
+pub const DEFAULT_STEP_DEADLINE_SECS: u64 = 6 * 60 * 60;
+
 /// See `deploy/coordinator.toml` for a commented example.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -29,9 +33,21 @@ pub struct Config {
     pub environments: Environments,
     /// Seconds between heartbeats on agent streams.
     pub heartbeat_secs: u64,
-    /// How long a step waits for a disconnected agent to come back before
-    /// it fails, in seconds.
+    /// How long an operator's backup call (`runway backup list|show|verify|restore`)
+    /// waits for a disconnected DB agent before it tells the caller so, in
+    /// seconds. The command is not failed: it carries on on the host and its
+    /// journal keeps the result. Rollouts do not use this: a rollout step
+    /// waits for an away agent's real result, up to `step_deadline_secs`.
     pub agent_grace_secs: u64,
+    /// How long a rollout step waits for an agent that is away, in seconds,
+    /// counted from when this leader dispatched the step. Until then an away
+    /// agent's result decides the step when it comes back (its journal
+    /// answers the re-sent command). Once the deadline has passed with an
+    /// agent still away, the outcome is unknown: the rollout holds
+    /// (maintenance mode stays on, nothing more runs) and ends `failed`,
+    /// asking for a person. A connected agent still working is waited for
+    /// past the deadline.
+    pub step_deadline_secs: u64,
 }
 
 impl Default for Config {
@@ -46,6 +62,7 @@ impl Default for Config {
             environments: Environments::named(&["staging", "production"]),
             heartbeat_secs: 2,
             agent_grace_secs: 60,
+            step_deadline_secs: DEFAULT_STEP_DEADLINE_SECS,
         }
     }
 }
@@ -190,6 +207,12 @@ impl Config {
                 self.lease_ttl_secs
             )));
         }
+        if self.step_deadline_secs == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "`step_deadline_secs` must be at least 1 (seconds a rollout step waits for an agent that is \
+                 away before the rollout holds in maintenance mode); the default is {DEFAULT_STEP_DEADLINE_SECS}"
+            )));
+        }
         if self.environments.is_empty() {
             return Err(ConfigError::Invalid("`environments` must name at least one environment".into()));
         }
@@ -205,6 +228,11 @@ impl Config {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs)
     }
+
+    /// See [`Config::step_deadline_secs`].
+    pub fn step_deadline(&self) -> Duration {
+        Duration::from_secs(self.step_deadline_secs)
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +244,16 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.lease_ttl(), Duration::from_secs(5));
+        assert_eq!(config.step_deadline(), Duration::from_secs(DEFAULT_STEP_DEADLINE_SECS));
+    }
+
+    #[test]
+    fn a_zero_step_deadline_is_refused_by_name() {
+        let mut config: Config = toml::from_str("step_deadline_secs = 0").unwrap();
+        assert!(config.finish().unwrap_err().to_string().contains("step_deadline_secs"));
+        let mut config: Config = toml::from_str("step_deadline_secs = 3600\nagent_grace_secs = 20").unwrap();
+        config.finish().unwrap();
+        assert_eq!(config.step_deadline(), Duration::from_secs(3600));
     }
 
     #[test]

@@ -113,7 +113,8 @@ pub enum StepState {
     Running,
     /// Every command succeeded.
     Succeeded,
-    /// A command failed or its agent stayed away too long.
+    /// A command failed, or its agent was still away at the step deadline
+    /// (outcome unknown).
     Failed,
     /// Not run because an earlier step failed or the rollout was cancelled.
     Skipped,

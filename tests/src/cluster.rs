@@ -82,6 +82,12 @@ pub struct Options {
     pub coordinator_env: Vec<(String, String)>,
     /// Extra environment of every agent (failpoints).
     pub agent_env: Vec<(String, String)>,
+    /// The coordinators' `agent_grace_secs` (how long `runway backup`
+    /// calls wait for an away DB agent).
+    pub agent_grace_secs: u64,
+    /// The coordinators' `step_deadline_secs`; `None` keeps their default
+    /// (hours: longer than any test).
+    pub step_deadline_secs: Option<u64>,
 }
 
 impl Default for Options {
@@ -95,6 +101,8 @@ impl Default for Options {
             netns: false,
             coordinator_env: Vec::new(),
             agent_env: Vec::new(),
+            agent_grace_secs: 20,
+            step_deadline_secs: None,
         }
     }
 }
@@ -230,17 +238,18 @@ fn start_coordinator(root: &Path, name: &str, host: Host, etcd: &[String], optio
     let port = free_port();
     let addr = format!("http://{}:{port}", host.ip);
     let config = root.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"{name}\"\nlisten = \"{}:{port}\"\nadvertise = \"{addr}\"\netcd_endpoints = {}\n\
-             lease_ttl_secs = {}\nenvironments = [\"staging\", \"production\"]\nheartbeat_secs = 1\nagent_grace_secs = 20\n",
-            host.ip,
-            toml_list(etcd),
-            options.lease_ttl_secs,
-        ),
-    )
-    .expect("write coordinator config");
+    let mut text = format!(
+        "name = \"{name}\"\nlisten = \"{}:{port}\"\nadvertise = \"{addr}\"\netcd_endpoints = {}\n\
+         lease_ttl_secs = {}\nenvironments = [\"staging\", \"production\"]\nheartbeat_secs = 1\nagent_grace_secs = {}\n",
+        host.ip,
+        toml_list(etcd),
+        options.lease_ttl_secs,
+        options.agent_grace_secs,
+    );
+    if let Some(secs) = options.step_deadline_secs {
+        text.push_str(&format!("step_deadline_secs = {secs}\n"));
+    }
+    std::fs::write(&config, text).expect("write coordinator config");
     let env = options.coordinator_env.clone();
     let proc = spawn_coordinator(root, name, &host, &config, &env);
     Coordinator { name: name.to_owned(), addr, host, config, env, proc }

@@ -90,6 +90,14 @@ impl Proc {
         }
     }
 
+    /// Sends `signal` (e.g. "STOP", "CONT") and returns at once.
+    pub fn signal(&self, signal: &str) {
+        if let Some(child) = self.child.as_ref() {
+            let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+            assert!(status.is_ok_and(|s| s.success()), "cannot send SIG{signal} to {}", self.name);
+        }
+    }
+
     /// Sends `signal` (e.g. "QUIT") and waits up to `timeout` for exit.
     /// Returns how it exited, or `None` when it had to be SIGKILLed.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {

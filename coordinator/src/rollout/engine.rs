@@ -8,6 +8,16 @@
 //! When a step fails, the remaining steps are skipped and recovery steps
 //! chosen by what the failure changed are appended (see [`super::recovery`]):
 //! lift maintenance mode, or restore this rollout's backup first.
+//!
+//! Steps are decided by facts, not timers: an agent that goes away does
+//! not fail its step. The command stays pending in the dispatcher, which
+//! re-sends it with the same id when the agent registers again, and the
+//! agent's journal answers with the real result (or `interrupted` if the
+//! agent restarted). Only when the step deadline (`step_deadline_secs`) has
+//! passed with an agent still away is the outcome unknown; the rollout then
+//! holds (see [`super::recovery::Failure::OutcomeUnknown`]). A connected
+//! agent that still works is waited for past the deadline: it is a fact
+//! that the command runs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +66,9 @@ struct CommandEnd {
     refused: bool,
     /// The agent's result detail (JSON; `null` when there is none).
     detail: serde_json::Value,
+    /// No result: the agent was still away at the step deadline, and the
+    /// command may have finished, failed, or still run on the host.
+    outcome_unknown: bool,
 }
 
 /// How a step's commands ended.
@@ -86,6 +99,17 @@ impl StepResult {
             .iter()
             .filter(|e| e.error.is_some() && !e.refused)
             .any(|e| e.detail.get("database_changed").and_then(serde_json::Value::as_bool) != Some(false))
+    }
+
+    /// What is known about the failure of a `kind` step.
+    fn failure(&self, kind: StepKind) -> recovery::Failure {
+        if self.ends.iter().any(|e| e.outcome_unknown) {
+            recovery::Failure::OutcomeUnknown
+        } else {
+            recovery::Failure::Reported {
+                database_changed: kind == StepKind::Migrate && self.database_changed(),
+            }
+        }
     }
 
     /// The detail of the first command whose detail has `key`.
@@ -254,14 +278,12 @@ impl Engine {
             record.error = format!("{} failed: {error}", kind.name());
             record.refused = kind == StepKind::Preflight && result.refused();
             let policy = self.config.environments.policy(&record.environment);
-            let changed = kind == StepKind::Migrate && result.database_changed();
-            let way_back = recovery::choose(record, kind, changed, &policy);
+            let failure = result.failure(kind);
+            let way_back = recovery::choose(record, kind, failure, &policy);
             if way_back == Recovery::Hold {
-                record.error.push_str(&format!(
-                    "; the database changed, and policy on_migrate_failure = \"hold\" keeps maintenance mode on: \
-                     restore backup {} (`runway backup restore {} --env {} --yes`) or finish the migration by hand",
-                    record.backup, record.backup, record.environment
-                ));
+                let hosts = record.steps[index].hosts.clone();
+                let note = recovery::hold_note(record, kind, &hosts, failure);
+                record.error.push_str(&note);
             }
             // The hosts the failed step reached (restarts stop at the first failure).
             let reached: Vec<String> =
@@ -446,6 +468,10 @@ impl Run<'_> {
             tracing::info!(rollout = %record.id, step = step.kind.name(), "re-attaching to a step that was running");
         }
         let step = record.steps[index].clone();
+        // Counted from this dispatch: a new leader that resumes the step
+        // counts afresh, so it waits longer, never less. `None`: too far
+        // away to represent, so never.
+        let deadline = Instant::now().checked_add(self.engine.config.step_deadline());
         let make = |host: &str| {
             let config = &self.engine.config;
             command::for_host(record, &step, host, self.bundle, self.term.token, &config.name)
@@ -453,7 +479,7 @@ impl Run<'_> {
         let mut ends = Vec::with_capacity(step.hosts.len());
         if step.kind.one_host_at_a_time() {
             for host in &step.hosts {
-                let end = self.command_on(&step, host, make(host)).await?;
+                let end = self.command_on(&step, host, make(host), deadline).await?;
                 let failed = end.error.is_some();
                 ends.push(end);
                 if failed {
@@ -462,7 +488,7 @@ impl Run<'_> {
             }
         } else {
             let results = futures::future::join_all(
-                step.hosts.iter().map(|host| self.command_on(&step, host, make(host))),
+                step.hosts.iter().map(|host| self.command_on(&step, host, make(host), deadline)),
             )
             .await;
             for result in results {
@@ -473,11 +499,18 @@ impl Run<'_> {
     }
 
     /// Dispatches one command and follows it to its result.
+    ///
+    /// While the agent is away the command waits for it (the dispatcher
+    /// re-sends it when the agent registers again; the agent's journal
+    /// answers). The operator sees `agent_away` and `agent_back` events.
+    /// Only once `deadline` has passed *and* the agent is away does the
+    /// command end without a result, its outcome unknown.
     async fn command_on(
         &self,
         step: &StepRecord,
         host: &str,
         command: v1::Command,
+        deadline: Option<Instant>,
     ) -> Result<CommandEnd, Abandon> {
         let step_name = step.kind.name().to_owned();
         let command_id = command.command_id.clone();
@@ -486,8 +519,9 @@ impl Run<'_> {
             _ => None,
         };
         let mut in_flight = self.engine.dispatcher.dispatch(host, command).await;
-        let grace = Duration::from_secs(self.engine.config.agent_grace_secs);
-        let mut away_since: Option<Instant> = None;
+        // Away is reported only after this run saw the agent connected, so
+        // agents still reconnecting to a new leader are not called away.
+        let (mut seen, mut reported_away) = (false, false);
         let mut check = tokio::time::interval(Duration::from_millis(500));
         let progress = |event: v1::CommandEvent| NewEvent {
             kind: "progress",
@@ -509,17 +543,40 @@ impl Run<'_> {
                 },
                 _ = check.tick() => {
                     if self.engine.registry.is_connected(host) {
-                        away_since = None;
-                    } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
-                        let error = format!("agent {host} has been disconnected for more than {} s", grace.as_secs());
-                        self.emit_result(step, host, &command_id, Err((&error, ""))).await?;
-                        return Ok(CommandEnd { error: Some(error), refused: false, detail: serde_json::Value::Null });
+                        seen = true;
+                        if reported_away {
+                            reported_away = false;
+                            self.emit_link(step, host, &command_id, true).await?;
+                        }
+                    } else {
+                        if seen && !reported_away {
+                            reported_away = true;
+                            self.emit_link(step, host, &command_id, false).await?;
+                        }
+                        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                            let error = format!(
+                                "{host}: agent is away and the outcome is unknown: no result within \
+                                 step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
+                                self.engine.config.step_deadline_secs
+                            );
+                            self.emit_result(step, host, &command_id, Err((&error, ""))).await?;
+                            return Ok(CommandEnd {
+                                error: Some(error),
+                                refused: false,
+                                detail: serde_json::Value::Null,
+                                outcome_unknown: true,
+                            });
+                        }
                     }
                 }
             }
         };
         while let Ok(event) = in_flight.events.try_recv() {
             self.events.emit(progress(event)).await?;
+        }
+        if reported_away {
+            // Its result is the proof it is back, even before the next check.
+            self.emit_link(step, host, &command_id, true).await?;
         }
         let outcome = CommandOutcome::try_from(result.outcome);
         let error = match outcome {
@@ -540,7 +597,40 @@ impl Run<'_> {
             error,
             refused: outcome == Ok(CommandOutcome::Refused),
             detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
+            outcome_unknown: false,
         })
+    }
+
+    /// Tells the operator that `host` went away while its command runs
+    /// (`connected` false) or came back (true).
+    async fn emit_link(
+        &self,
+        step: &StepRecord,
+        host: &str,
+        command_id: &str,
+        connected: bool,
+    ) -> Result<(), StoreError> {
+        let (kind, message) = if connected {
+            ("agent_back", format!("agent {host} is back; its journal answers for {command_id}"))
+        } else {
+            (
+                "agent_away",
+                format!(
+                    "agent {host} is away; the step waits for its result (the command may still run on the host; \
+                     at most {} s after the step's dispatch)",
+                    self.engine.config.step_deadline_secs
+                ),
+            )
+        };
+        let event = NewEvent {
+            kind,
+            step: step.kind.name().into(),
+            host: host.to_owned(),
+            command_id: command_id.to_owned(),
+            message,
+            ..NewEvent::default()
+        };
+        self.events.emit(event).await
     }
 
     /// Records how one command ended: its result JSON on success, the

@@ -8,6 +8,13 @@
 //! | restart (a host does not become healthy) | yes, backward compatible | policy `revert`: restart the hosts already changed with their previous version, then lift maintenance mode; `hold`: stop |
 //! | restart | yes, not backward compatible (the plan found destructive or breaking changes) | policy `revert`: restore the backup first, then as above |
 //! | the recovery restore or revert itself | unknown | stop; maintenance mode stays on |
+//! | any step whose agent is still away at the step deadline | unknown | hold: stop; maintenance mode stays on (if it was turned on); a person decides |
+//!
+//! An agent that is away does not fail its step by itself: the step waits,
+//! and the agent's real result decides when it comes back. Only past the
+//! step deadline, with the agent still away, is the outcome unknown; then
+//! nothing is guessed: no restore (the migration may still be running), no
+//! lifting maintenance mode over a database in an unknown state.
 //!
 //! Recovery steps are ordinary saved steps (marked `recovery`), so a new
 //! leader resumes a rollback like any other step, with the same command ids.
@@ -29,22 +36,35 @@ pub enum Recovery {
     Hold,
 }
 
+/// What is known about how a step failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Every agent of the step answered. `database_changed` is what the DB
+    /// agent reported for a failed migration (unknown counts as changed:
+    /// never guess in favour of lifting maintenance mode over a database in
+    /// an unknown state); `false` for other steps.
+    Reported { database_changed: bool },
+    /// An agent was still away at the step deadline: its command may have
+    /// finished, failed, or still be running on the host.
+    OutcomeUnknown,
+}
+
 /// The recovery for a failure of a `kind` step of `record`.
-/// `database_changed` is what the DB agent reported (unknown counts as
-/// changed: never guess in favour of lifting maintenance mode over a
-/// database in an unknown state).
 pub fn choose(
     record: &RolloutRecord,
     kind: StepKind,
-    database_changed: bool,
+    failure: Failure,
     policy: &EnvironmentPolicy,
 ) -> Recovery {
-    match kind {
-        StepKind::Migrate if database_changed => match policy.on_migrate_failure {
-            OnMigrateFailure::Restore => Recovery::Restore,
-            OnMigrateFailure::Hold => Recovery::Hold,
-        },
-        StepKind::Restart => match policy.on_restart_failure {
+    match (kind, failure) {
+        (_, Failure::OutcomeUnknown) => Recovery::Hold,
+        (StepKind::Migrate, Failure::Reported { database_changed: true }) => {
+            match policy.on_migrate_failure {
+                OnMigrateFailure::Restore => Recovery::Restore,
+                OnMigrateFailure::Hold => Recovery::Hold,
+            }
+        }
+        (StepKind::Restart, Failure::Reported { .. }) => match policy.on_restart_failure {
             OnRestartFailure::Revert => Recovery::Revert { restore: !backward_compatible(record) },
             OnRestartFailure::Hold => Recovery::Hold,
         },
@@ -62,6 +82,49 @@ pub fn backward_compatible(record: &RolloutRecord) -> bool {
         let rule = f["rule"].as_str().unwrap_or_default();
         f["severity"] == "danger" || rule.starts_with("drop-") || rule.starts_with("rename-")
     })
+}
+
+/// What the rollout's error adds when it holds after a failure of a
+/// `kind` step on `hosts`: that maintenance mode stays on, and what a
+/// person should check and do next.
+pub fn hold_note(record: &RolloutRecord, kind: StepKind, hosts: &[String], failure: Failure) -> String {
+    let backup = &record.backup;
+    let restore = format!(
+        "restore backup {backup} (`runway backup restore {backup} --env {} --yes`)",
+        record.environment
+    );
+    match (kind, failure) {
+        (StepKind::Restart, Failure::Reported { .. }) => format!(
+            "; policy on_restart_failure = \"hold\" keeps maintenance mode on: {} may run the new version; \
+             restart them with the previous one by hand (and {restore} if the old version cannot run \
+             against the migrated database)",
+            hosts.join(", ")
+        ),
+        (_, Failure::Reported { .. }) => format!(
+            "; the database changed, and policy on_migrate_failure = \"hold\" keeps maintenance mode on: \
+             {restore} or finish the migration by hand"
+        ),
+        (StepKind::Migrate, Failure::OutcomeUnknown) => format!(
+            "; runway does not guess: maintenance mode stays on and nothing more runs; a person must \
+             decide. On the DB host {}, run `runway migrate status` (with its DATABASE_URL) to see whether \
+             the migration finished, failed or still runs; once it has ended, {restore} or finish the \
+             migration by hand, then turn maintenance mode off",
+            hosts.join(", ")
+        ),
+        (_, Failure::OutcomeUnknown) => {
+            let maintenance = if maintenance_hosts(record).is_some() {
+                "maintenance mode stays on"
+            } else {
+                "maintenance mode was never turned on"
+            };
+            format!(
+                "; runway does not guess: {maintenance} and nothing more runs; a person must decide. \
+                 Check {} on {} (the agent's log and journal), then finish by hand",
+                kind.name(),
+                hosts.join(", ")
+            )
+        }
+    }
 }
 
 /// Appends the steps of `recovery` to `record`; `changed_hosts` are the
@@ -96,9 +159,10 @@ fn restore(record: &mut RolloutRecord) {
     record.steps.push(recovery_step(StepKind::Restore, db_hosts));
 }
 
-/// After a failure: if maintenance mode may be on, turn it off again.
-fn lift_maintenance(record: &mut RolloutRecord) {
-    let maintenance_hosts = record
+/// The hosts maintenance mode may be on: those of a maintenance-on step
+/// that was started. `None` when it never was.
+fn maintenance_hosts(record: &RolloutRecord) -> Option<Vec<String>> {
+    record
         .steps
         .iter()
         .find(|s| {
@@ -106,7 +170,12 @@ fn lift_maintenance(record: &mut RolloutRecord) {
                 && s.state != StepState::Pending
                 && s.state != StepState::Skipped
         })
-        .map(|s| s.hosts.clone());
+        .map(|s| s.hosts.clone())
+}
+
+/// After a failure: if maintenance mode may be on, turn it off again.
+fn lift_maintenance(record: &mut RolloutRecord) {
+    let maintenance_hosts = maintenance_hosts(record);
     let already_off = record.steps.iter().any(|s| {
         s.kind == StepKind::MaintenanceOff && matches!(s.state, StepState::Succeeded | StepState::Running)
     });
@@ -183,16 +252,54 @@ mod tests {
         record
     }
 
+    const CHANGED: Failure = Failure::Reported { database_changed: true };
+    const UNCHANGED: Failure = Failure::Reported { database_changed: false };
+
     #[test]
     fn a_change_to_the_database_is_restored_unless_the_policy_holds() {
         let restore = EnvironmentPolicy::default();
         let hold =
             EnvironmentPolicy { on_migrate_failure: OnMigrateFailure::Hold, ..EnvironmentPolicy::default() };
         let record = record_failed_in_migrate();
-        assert_eq!(choose(&record, StepKind::Migrate, true, &restore), Recovery::Restore);
-        assert_eq!(choose(&record, StepKind::Migrate, true, &hold), Recovery::Hold);
-        assert_eq!(choose(&record, StepKind::Migrate, false, &restore), Recovery::LiftMaintenance);
-        assert_eq!(choose(&record, StepKind::Backup, true, &restore), Recovery::LiftMaintenance);
+        assert_eq!(choose(&record, StepKind::Migrate, CHANGED, &restore), Recovery::Restore);
+        assert_eq!(choose(&record, StepKind::Migrate, CHANGED, &hold), Recovery::Hold);
+        assert_eq!(choose(&record, StepKind::Migrate, UNCHANGED, &restore), Recovery::LiftMaintenance);
+        assert_eq!(choose(&record, StepKind::Backup, CHANGED, &restore), Recovery::LiftMaintenance);
+    }
+
+    #[test]
+    fn an_unknown_outcome_holds_whatever_the_step_and_policy() {
+        let restore = EnvironmentPolicy::default();
+        for kind in [
+            StepKind::Preflight,
+            StepKind::MaintenanceOn,
+            StepKind::Backup,
+            StepKind::Migrate,
+            StepKind::Restart,
+        ] {
+            let record = record_failed_in_migrate();
+            assert_eq!(choose(&record, kind, Failure::OutcomeUnknown, &restore), Recovery::Hold, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_hold_over_an_unknown_migration_says_what_a_person_checks() {
+        let record = record_failed_in_migrate();
+        let note = hold_note(&record, StepKind::Migrate, &["db-1".into()], Failure::OutcomeUnknown);
+        for needle in [
+            "maintenance mode stays on",
+            "a person must decide",
+            "db-1",
+            "`runway migrate status`",
+            "restore backup b1",
+        ] {
+            assert!(note.contains(needle), "{needle:?} missing from {note:?}");
+        }
+        let mut before_maintenance = record.clone();
+        before_maintenance.steps[1].state = StepState::Pending;
+        let note =
+            hold_note(&before_maintenance, StepKind::Preflight, &["app-1".into()], Failure::OutcomeUnknown);
+        assert!(note.contains("maintenance mode was never turned on"), "{note}");
     }
 
     #[test]
@@ -245,17 +352,20 @@ mod tests {
     fn a_failed_restart_reverts_and_restores_only_when_the_migrations_break_the_old_version() {
         let policy = EnvironmentPolicy::default();
         let additive = with_plan(serde_json::json!([{ "rule": "add-column-default", "severity": "info" }]));
-        assert_eq!(choose(&additive, StepKind::Restart, true, &policy), Recovery::Revert { restore: false });
+        assert_eq!(
+            choose(&additive, StepKind::Restart, CHANGED, &policy),
+            Recovery::Revert { restore: false }
+        );
         let destructive = with_plan(serde_json::json!([{ "rule": "drop-column", "severity": "danger" }]));
         assert_eq!(
-            choose(&destructive, StepKind::Restart, true, &policy),
+            choose(&destructive, StepKind::Restart, CHANGED, &policy),
             Recovery::Revert { restore: true }
         );
         let unknown = record_failed_in_migrate();
-        assert_eq!(choose(&unknown, StepKind::Restart, true, &policy), Recovery::Revert { restore: true });
+        assert_eq!(choose(&unknown, StepKind::Restart, CHANGED, &policy), Recovery::Revert { restore: true });
         let hold =
             EnvironmentPolicy { on_restart_failure: OnRestartFailure::Hold, ..EnvironmentPolicy::default() };
-        assert_eq!(choose(&additive, StepKind::Restart, true, &hold), Recovery::Hold);
+        assert_eq!(choose(&additive, StepKind::Restart, CHANGED, &hold), Recovery::Hold);
     }
 
     #[test]

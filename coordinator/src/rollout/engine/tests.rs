@@ -3,7 +3,7 @@
 //! channel would: they take commands off the registry's stream and answer
 //! through the dispatcher, as `api::agents` relays a real agent's answers.
 //!
-//! Every test runs on paused Tokio time: grace periods and rescans pass in
+//! Every test runs on paused Tokio time: step deadlines and rescans pass in
 //! virtual time, never in real sleeps.
 
 use std::collections::BTreeSet;
@@ -22,6 +22,13 @@ use crate::store::Store;
 use crate::store::memory::MemoryKv;
 
 const ENVIRONMENT: &str = "staging";
+
+/// The coordinators' `step_deadline_secs`: one hour.
+const STEP_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// What agents used to be granted before their step failed (the old
+/// `agent_grace_secs` default): being away longer no longer fails a step.
+const OLD_GRACE: Duration = Duration::from_secs(60);
 
 /// How a fake agent answers a command.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +72,11 @@ struct Coordinator {
 impl Coordinator {
     /// A follower named `name`, following leadership like `crate::run` does.
     fn new(kv: &Arc<MemoryKv>, name: &'static str) -> Self {
-        let config = Arc::new(Config { name: name.into(), agent_grace_secs: 60, ..Config::default() });
+        let config = Arc::new(Config {
+            name: name.into(),
+            step_deadline_secs: STEP_DEADLINE.as_secs(),
+            ..Config::default()
+        });
         let store = Store::new(Arc::clone(kv) as Arc<dyn crate::store::Kv>, "/runway");
         let election = MemoryElection::new(Arc::clone(kv), &store.election_name(), name);
         let store = RolloutStore::new(store);
@@ -215,9 +226,10 @@ fn result(command_id: &str, outcome: Result<(), &str>) -> CommandResult {
     }
 }
 
-/// Waits for the terminal event of rollout `id` on `bus`.
+/// Waits for the terminal event of rollout `id` on `bus` (a virtual day at
+/// most: longer than any step deadline of these tests).
 async fn finished(bus: &mut broadcast::Receiver<RolloutEvent>, id: &str) -> RolloutEvent {
-    tokio::time::timeout(Duration::from_secs(600), async {
+    tokio::time::timeout(Duration::from_secs(24 * 3600), async {
         loop {
             let event = bus.recv().await.expect("bus open");
             if event.rollout_id == id && event.terminal {
@@ -558,40 +570,159 @@ async fn a_deposed_leader_that_has_not_noticed_cannot_write() {
     assert_eq!((saved.state, saved.coordinator.as_str()), (RolloutState::Succeeded, "coordinator-b"));
 }
 
+/// The DB agent goes away while the migration runs, for longer than the old
+/// grace: the step waits. When the agent registers again the dispatcher
+/// re-sends the command with the same id, the agent's journal answers with
+/// the real result, and that result decides: the rollout carries on.
 #[tokio::test(start_paused = true)]
-async fn an_agent_away_longer_than_the_grace_fails_its_step() {
-    fn app_2_vanishes(agent: &str, _: &v1::Command) -> Answer {
-        if agent == "app-2" { Answer::Hold } else { Answer::Succeed }
+async fn an_agent_away_longer_than_the_old_grace_is_waited_for_and_its_result_decides() {
+    fn migrate_waits(_: &str, command: &v1::Command) -> Answer {
+        if step_of(command) == "migrate" { Answer::Hold } else { Answer::Succeed }
     }
     let kv = Arc::new(MemoryKv::new());
     let leader = Coordinator::new(&kv, "coordinator-a");
-    leader.connect_all(app_2_vanishes).await;
+    leader.connect_all(migrate_waits).await;
     let term = leader.election.grant(FencingToken(7));
     let mut bus = leader.bus.subscribe();
     leader.start_rollout(&term).await;
-    leader.wait_for_commands(|log| log.len() == 3).await;
-    let session = 3; // app-2 registered third
-    leader.registry.unregister("app-2", session);
+    leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "migrate")).await;
+    let session = 1; // db registered first
+    leader.registry.unregister("db", session);
 
-    let started = tokio::time::Instant::now();
-    let last = finished(&mut bus, "r1").await;
-    assert!(started.elapsed() > Duration::from_secs(60), "failed only after the 60 s grace");
-    assert_eq!(last.kind, "rollout_failed");
+    // Away for ten times the old grace: nothing is decided, nothing lifted.
+    tokio::time::sleep(OLD_GRACE * 10).await;
     let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
-    assert_eq!(saved.error, "preflight failed: agent app-2 has been disconnected for more than 60 s");
-    use StepState::{Failed, Skipped};
-    // Maintenance was never turned on, so there is nothing to recover.
-    assert_eq!(
-        steps(&saved).iter().map(|(name, state, ..)| (*name, *state)).collect::<Vec<_>>(),
-        [
-            ("preflight", Failed),
-            ("maintenance_on", Skipped),
-            ("backup", Skipped),
-            ("migrate", Skipped),
-            ("restart", Skipped),
-            ("maintenance_off", Skipped),
-        ]
+    assert_eq!(saved.state, RolloutState::Running);
+    assert_eq!((saved.steps[3].kind, saved.steps[3].state), (StepKind::Migrate, StepState::Running));
+    assert_eq!(saved.error, "");
+    assert!(
+        !leader.received.borrow().iter().any(|(_, c)| step_of(c).starts_with("maintenance_off")),
+        "maintenance mode must stay on while the migration's outcome is open"
     );
+    let events = leader.store.events("r1", 1).await.unwrap();
+    let away =
+        events.iter().find(|e| e.kind == "agent_away").expect("the operator is told the agent is away");
+    assert_eq!((away.step.as_str(), away.host.as_str()), ("migrate", "db"));
+    assert_eq!(away.command_id, "r1/migrate/db/1");
+
+    // The agent comes back; its journal answers with the real result.
+    leader.connect("db", "db", always_succeed).await;
+    let last = finished(&mut bus, "r1").await;
+    assert_eq!(last.kind, "rollout_succeeded");
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Succeeded);
+    assert!(
+        saved.steps.iter().all(|s| s.state == StepState::Succeeded && !s.recovery),
+        "{:?}",
+        steps(&saved)
+    );
+    assert_eq!(
+        received_for(&leader, "migrate"),
+        ["r1/migrate/db/1", "r1/migrate/db/1"],
+        "re-sent with the same id, so the agent's journal answers instead of running it again"
+    );
+    let events = leader.store.events("r1", 1).await.unwrap();
+    assert_seqs_have_no_gaps(&events);
+    let link: Vec<&str> =
+        events.iter().filter(|e| e.kind.starts_with("agent_")).map(|e| e.kind.as_str()).collect();
+    assert_eq!(link, ["agent_away", "agent_back"]);
+    assert!(command_events(&events).contains(&("command_succeeded".into(), "r1/migrate/db/1".into())));
+}
+
+/// The DB agent is still away when the step deadline passes: the outcome
+/// of the migration is unknown, so the rollout does not guess. It holds in
+/// maintenance mode (no restore, no maintenance off, nothing more runs) and
+/// ends failed, saying a person must decide and what to check.
+#[tokio::test(start_paused = true)]
+async fn an_agent_away_past_the_step_deadline_holds_maintenance_on_for_a_person() {
+    fn migrate_waits(_: &str, command: &v1::Command) -> Answer {
+        if step_of(command) == "migrate" { Answer::Hold } else { Answer::Succeed }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(migrate_waits).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+    leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "migrate")).await;
+    let dispatched = tokio::time::Instant::now();
+    leader.registry.unregister("db", 1);
+
+    let last = finished(&mut bus, "r1").await;
+    assert!(
+        dispatched.elapsed() >= STEP_DEADLINE,
+        "held only at the deadline, after {:?}",
+        dispatched.elapsed()
+    );
+    assert!(dispatched.elapsed() < STEP_DEADLINE + Duration::from_secs(2), "{:?}", dispatched.elapsed());
+    assert_eq!(last.kind, "rollout_failed");
+    assert_eq!(last.rollout_state, v1::RolloutState::Failed as i32);
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!(saved.state, RolloutState::Failed);
+    assert!(
+        saved.steps[3].error.starts_with("db: agent is away and the outcome is unknown"),
+        "{}",
+        saved.steps[3].error
+    );
+    for needle in [
+        "migrate failed: db: agent is away and the outcome is unknown",
+        "maintenance mode stays on",
+        "a person must decide",
+        "`runway migrate status`",
+        "restore backup backup-r1",
+    ] {
+        assert!(saved.error.contains(needle), "{needle:?} missing from: {}", saved.error);
+        assert!(last.message.contains(needle), "{needle:?} missing from: {}", last.message);
+    }
+    use StepState::{Failed, Skipped, Succeeded};
+    assert_eq!(
+        steps(&saved),
+        [
+            ("preflight", Succeeded, 1, false),
+            ("maintenance_on", Succeeded, 1, false),
+            ("backup", Succeeded, 1, false),
+            ("migrate", Failed, 1, false),
+            ("restart", Skipped, 0, false),
+            ("maintenance_off", Skipped, 0, false),
+        ],
+        "hold: no recovery step, nothing more runs"
+    );
+    let sent: Vec<String> = leader.received.borrow().iter().map(|(_, c)| step_of(c).to_owned()).collect();
+    assert!(
+        !sent.iter().any(|s| s.starts_with("maintenance_off")),
+        "maintenance mode must stay on: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|s| s.starts_with("restore")),
+        "no restore under a migration that may run: {sent:?}"
+    );
+    assert!(!sent.iter().any(|s| s == "restart"), "{sent:?}");
+    let events = leader.store.events("r1", 1).await.unwrap();
+    assert!(command_events(&events).contains(&("command_failed".into(), "r1/migrate/db/1".into())));
+}
+
+/// A deadline that passes while the agent is connected and its command still
+/// runs is no reason to stop: that the command runs is a fact. The step waits
+/// on, and the agent's result decides.
+#[tokio::test(start_paused = true)]
+async fn a_connected_agent_still_working_at_the_deadline_is_waited_for() {
+    fn migrate_waits(_: &str, command: &v1::Command) -> Answer {
+        if step_of(command) == "migrate" { Answer::Hold } else { Answer::Succeed }
+    }
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(migrate_waits).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+    leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "migrate")).await;
+
+    tokio::time::sleep(STEP_DEADLINE * 2).await;
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    assert_eq!((saved.state, saved.steps[3].state), (RolloutState::Running, StepState::Running));
+
+    leader.dispatcher.on_result("db", result("r1/migrate/db/1", Ok(())));
+    assert_eq!(finished(&mut bus, "r1").await.kind, "rollout_succeeded");
 }
 
 /// The migration failed after the database changed: maintenance stays on,

@@ -63,6 +63,11 @@ enum ExecError {
     /// The pending SQL has Danger findings the operator did not accept.
     #[error("{0}")]
     Dangerous(String),
+    /// A preflight check stopped the command; `facts` holds what preflight
+    /// found before it (server version, the plan, the unaccepted Danger
+    /// findings), so the operator sees why (`runway rollout plan`).
+    #[error("{error}")]
+    PreflightStopped { error: Box<ExecError>, facts: serde_json::Value },
 }
 
 impl ExecError {
@@ -72,6 +77,7 @@ impl ExecError {
     fn detail(&self) -> Option<serde_json::Value> {
         match self {
             Self::Migrate(e) => Some(serde_json::json!({ "database_changed": e.database_changed() })),
+            Self::PreflightStopped { facts, .. } => Some(facts.clone()),
             _ => None,
         }
     }
@@ -80,15 +86,18 @@ impl ExecError {
     /// host, unknown backup, restore not confirmed). Reported as
     /// `Refused`, so callers can tell bad input from a failure.
     fn nothing_ran(&self) -> bool {
-        matches!(
-            self,
-            Self::WrongRole(_)
-                | Self::NoAction
-                | Self::Dangerous(_)
-                | Self::Backup(
-                    backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
-                )
-        )
+        match self {
+            Self::PreflightStopped { error, .. } => error.nothing_ran(),
+            other => matches!(
+                other,
+                Self::WrongRole(_)
+                    | Self::NoAction
+                    | Self::Dangerous(_)
+                    | Self::Backup(
+                        backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
+                    )
+            ),
+        }
     }
 }
 
@@ -290,13 +299,34 @@ impl Executor {
         }
     }
 
-    /// Checks that this host can do its part of the rollout.
+    /// Checks that this host can do its part of the rollout. Changes
+    /// nothing but a probe file in the backup dir (written and removed).
+    /// The facts found are the result; when a check stops the command, they
+    /// travel with the error ([`ExecError::PreflightStopped`]).
     async fn preflight(
         &self,
         p: &v1::Preflight,
         progress: &Progress,
     ) -> Result<serde_json::Value, ExecError> {
-        let mut detail = serde_json::Map::new();
+        let mut facts = serde_json::Map::new();
+        match self.preflight_checks(p, progress, &mut facts).await {
+            Ok(()) => Ok(serde_json::Value::Object(facts)),
+            Err(error) if facts.is_empty() => Err(error),
+            Err(error) => Err(ExecError::PreflightStopped {
+                error: Box::new(error),
+                facts: serde_json::Value::Object(facts),
+            }),
+        }
+    }
+
+    /// The checks of [`Self::preflight`]; each fact goes into `detail` as
+    /// soon as it is known.
+    async fn preflight_checks(
+        &self,
+        p: &v1::Preflight,
+        progress: &Progress,
+        detail: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ExecError> {
         if self.config.has_role(Role::Db) {
             let bundle = p.bundle.clone().unwrap_or_default();
             let migrations = runway_proto::bundle::migrations(&bundle)?;
@@ -309,6 +339,13 @@ impl Executor {
             progress.emit("database", format!("database reachable: {version}"));
             detail.insert("server_version".into(), version.into());
             let plan = migrate::plan(url, &migrations).await?;
+            let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
+            detail.insert("pending".into(), plan.status.pending.clone().into());
+            detail.insert("plan".into(), serde_json::to_value(&plan).expect("plan serializes"));
+            detail.insert(
+                "unaccepted_dangers".into(),
+                serde_json::to_value(&dangers).expect("findings serialize"),
+            );
             let status = &plan.status;
             if let Some(failed) = status.failed.first() {
                 return Err(ExecError::Preflight(format!(
@@ -342,8 +379,6 @@ impl Executor {
                     plan.lint.downtime.class
                 ),
             );
-            detail.insert("pending".into(), status.pending.clone().into());
-            let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
             if !dangers.is_empty() {
                 return Err(ExecError::Dangerous(migrate::gate::refusal(&dangers)));
             }
@@ -361,7 +396,6 @@ impl Executor {
                 ),
             );
             detail.insert("space".into(), serde_json::to_value(&space).expect("space report serializes"));
-            detail.insert("plan".into(), serde_json::to_value(&plan).expect("plan serializes"));
         }
         if let Some(app) = self.config.app.as_ref().filter(|_| self.config.has_role(Role::App)) {
             let line = health::probe(&app.health_url).await.map_err(|why| {
@@ -373,7 +407,7 @@ impl Executor {
             progress.emit("health", format!("{} healthy: {line}", app.health_url));
             detail.insert("health".into(), line.into());
         }
-        Ok(serde_json::Value::Object(detail))
+        Ok(())
     }
 
     async fn hook(

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use runway_engine::backup::BackupError;
 use runway_engine::migrate::{MigrateError, lint, plan, status};
+use runway_proto::v1::PlanVerdict;
 use tonic::Code;
 
 use crate::remote::CallError;
@@ -17,7 +18,8 @@ use crate::remote::CallError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: success. `migrate status`: up to date; `migrate lint`: nothing
-    /// found; `migrate plan`: safe without maintenance mode.
+    /// found; `migrate plan` and `rollout plan`: safe without maintenance
+    /// mode (and, for `rollout plan`, nothing refused).
     Success = 0,
     /// 1: the rollout or operation ran and failed: a migration failed, a
     /// backup failed on the way, a command failed on the agent. Look at the
@@ -25,7 +27,9 @@ pub enum Exit {
     Failed = 1,
     /// 2: bad input, or refused before anything changed: usage (clap exits
     /// 2 too), migrations folder, URL, unknown environment or backup, no
-    /// suitable agent, restore without `--yes`, not enough free space.
+    /// suitable agent, restore without `--yes`, not enough free space, a
+    /// Danger finding without `--allow-danger` (`rollout start`, and
+    /// `rollout plan` when the danger gate would refuse).
     Invalid = 2,
     /// 3: unreachable: no coordinator answered as leader, or the database
     /// could not be reached. Nothing was changed; retry when it is back.
@@ -38,12 +42,13 @@ pub enum Exit {
     /// (checksums, files, row counts); use another backup.
     Integrity = 6,
     /// 7: needs attention. `migrate status`: migrations pending;
-    /// `migrate lint`: warnings; `migrate plan`: needs maintenance mode.
+    /// `migrate lint`: warnings; `migrate plan` and `rollout plan`: needs
+    /// maintenance mode.
     Attention = 7,
     /// 8: blocked. `migrate status`: a failed migration waits for `resolve`
     /// (and `deploy` refuses for that reason, or for a schema to baseline);
     /// `migrate lint`: dangerous statements or SQL that does not parse;
-    /// `migrate plan`: deploy would refuse.
+    /// `migrate plan` and `rollout plan`: deploy would refuse.
     Blocked = 8,
     /// 9: diverged. `migrate status`: an applied migration was modified or
     /// is missing locally.
@@ -80,7 +85,8 @@ impl Exit {
             }
             Exit::Invalid => {
                 "bad input or refused before anything changed (usage, migrations folder, URL, unknown \
-                 environment or backup, no suitable agent, restore without --yes, not enough free space)"
+                 environment or backup, no suitable agent, restore without --yes, not enough free space, \
+                 a Danger finding without --allow-danger)"
             }
             Exit::Unreachable => {
                 "unreachable: no coordinator answered as leader, or the database could not be reached"
@@ -145,6 +151,21 @@ impl From<plan::Verdict> for Exit {
             plan::Verdict::Safe => Exit::Success,
             plan::Verdict::NeedsMaintenance => Exit::Attention,
             plan::Verdict::WouldRefuse => Exit::Blocked,
+        }
+    }
+}
+
+/// `rollout plan`: the coordinator's verdict, with the codes `rollout
+/// start` would end with for the same answers (a danger-gate refusal is 2,
+/// a failing host 1) and those of `migrate plan` for the rest.
+impl From<PlanVerdict> for Exit {
+    fn from(verdict: PlanVerdict) -> Self {
+        match verdict {
+            PlanVerdict::Safe => Exit::Success,
+            PlanVerdict::NeedsMaintenance => Exit::Attention,
+            PlanVerdict::DangerRefused => Exit::Invalid,
+            PlanVerdict::Blocked => Exit::Blocked,
+            PlanVerdict::PreflightFailed | PlanVerdict::Unspecified => Exit::Failed,
         }
     }
 }
@@ -251,5 +272,17 @@ mod tests {
         assert_eq!(Exit::from(status::Verdict::Failed), Exit::Blocked);
         assert_eq!(Exit::from(lint::Verdict::Warnings), Exit::Attention);
         assert_eq!(Exit::from(plan::Verdict::WouldRefuse), Exit::Blocked);
+    }
+
+    #[test]
+    fn rollout_plan_verdicts_map_like_migrate_plan_and_rollout_start() {
+        // The same verdicts `migrate plan` has keep their codes.
+        assert_eq!(Exit::from(PlanVerdict::Safe), Exit::from(plan::Verdict::Safe));
+        assert_eq!(Exit::from(PlanVerdict::NeedsMaintenance), Exit::from(plan::Verdict::NeedsMaintenance));
+        assert_eq!(Exit::from(PlanVerdict::Blocked), Exit::from(plan::Verdict::WouldRefuse));
+        // A danger-gate refusal is what `rollout start` exits with for it.
+        assert_eq!(Exit::from(PlanVerdict::DangerRefused).code(), 2);
+        assert_eq!(Exit::from(PlanVerdict::PreflightFailed), Exit::Failed);
+        assert_eq!(Exit::from(PlanVerdict::Unspecified), Exit::Failed);
     }
 }

@@ -51,7 +51,7 @@ pub enum Command {
         #[command(flatten)]
         coordinators: remote::Coordinators,
     },
-    /// Start, watch, list, show and cancel rollouts through the coordinator.
+    /// Plan, start, watch, list, show and cancel rollouts through the coordinator.
     Rollout {
         #[command(subcommand)]
         command: rollout::RolloutCommand,
@@ -127,6 +127,7 @@ mod tests {
             &["agents"],
             &["rollout"],
             &["rollout", "watch"],
+            &["rollout", "plan"],
             &["migrate"],
             &["migrate", "status"],
             &["migrate", "lint"],

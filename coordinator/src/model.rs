@@ -171,17 +171,7 @@ impl RolloutRecord {
             bundle_digest: self.bundle_digest.clone(),
             app_version: self.app_version.clone(),
             state: self.state.to_proto() as i32,
-            steps: self
-                .steps
-                .iter()
-                .map(|s| v1::Step {
-                    name: s.kind.name().to_owned(),
-                    state: s.state.to_proto() as i32,
-                    hosts: s.hosts.clone(),
-                    error: s.error.clone(),
-                    attempt: s.attempt,
-                })
-                .collect(),
+            steps: self.steps.iter().map(StepRecord::to_proto).collect(),
             error: self.error.clone(),
             created_unix_ms: self.created_unix_ms,
             updated_unix_ms: self.updated_unix_ms,
@@ -191,6 +181,19 @@ impl RolloutRecord {
             plan_json: self.plan_json.clone(),
             backup: self.backup.clone(),
             refused: self.refused,
+        }
+    }
+}
+
+impl StepRecord {
+    /// The step as the operator API shows it.
+    pub fn to_proto(&self) -> v1::Step {
+        v1::Step {
+            name: self.kind.name().to_owned(),
+            state: self.state.to_proto() as i32,
+            hosts: self.hosts.clone(),
+            error: self.error.clone(),
+            attempt: self.attempt,
         }
     }
 }

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use runway_proto::v1::{
-    CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListRolloutsRequest, Rollout, RolloutState,
-    StartRolloutRequest, WatchRolloutRequest,
+    CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListRolloutsRequest, PlanRolloutRequest,
+    PlanVerdict, Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
 };
 
 use crate::exit::Exit;
@@ -48,6 +48,35 @@ pub enum RolloutCommand {
         /// (repeatable), e.g. `--allow-danger drop-column`. Without it, a
         /// Danger finding stops the rollout in preflight, before anything
         /// changes (exit 2); the refusal names each finding and the rule.
+        #[arg(long = "allow-danger", value_name = "RULE")]
+        allow_danger: Vec<String>,
+    },
+    /// Show what a rollout would do, without changing anything.
+    ///
+    /// Sends the rollout's own preflight to every host of the environment
+    /// (through the leader, outside any rollout; nothing is saved) and
+    /// prints the steps and hosts that would run, each host's answer, the
+    /// pending migrations, the lint findings with table sizes, the downtime
+    /// class, the disk check, whether maintenance mode is needed, and the
+    /// verdict. Preflight changes nothing on a host: the DB agent writes and
+    /// removes a probe file in its backup dir, and every agent journals the
+    /// command.
+    ///
+    /// Exit: 0 safe (runs without maintenance mode, nothing refused); 7
+    /// needs maintenance mode; 2 the danger gate would refuse (Danger
+    /// findings not accepted with --allow-danger, as `rollout start` exits);
+    /// 8 deploy would refuse (an unresolved failed migration, a schema
+    /// without _prisma_migrations); 1 a host's preflight failed or it did
+    /// not answer; 3 no coordinator.
+    Plan {
+        /// Environment to plan for, e.g. staging.
+        #[arg(long = "env")]
+        environment: String,
+        /// The Prisma migrations folder.
+        #[arg(long, default_value = "prisma/migrations")]
+        migrations: PathBuf,
+        /// Accept the Danger lint findings of this rule (repeatable), as
+        /// `rollout start --allow-danger` would.
         #[arg(long = "allow-danger", value_name = "RULE")]
         allow_danger: Vec<String>,
     },
@@ -105,6 +134,20 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 output.json_line(&view::rollout_json(&rollout));
                 Ok(Exit::Success)
             }
+        }
+        RolloutCommand::Plan { environment, migrations, allow_danger } => {
+            let bundle = runway_engine::migrate::source::read_folder(&migrations)
+                .map_err(|e| Failure::invalid(e.to_string()))?;
+            let request = PlanRolloutRequest { environment, bundle: Some(bundle), allow_danger };
+            let plan = remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.plan_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            let exit = Exit::from(PlanVerdict::try_from(plan.verdict).unwrap_or(PlanVerdict::Unspecified));
+            output.result(view::rollout_plan_text(&plan), &view::rollout_plan_json(&plan, exit));
+            Ok(exit)
         }
         RolloutCommand::Watch { id, from_seq } => watch_rollout(remote, output, &id, from_seq).await,
         RolloutCommand::List { environment } => {

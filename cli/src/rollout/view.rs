@@ -1,7 +1,10 @@
 //! Rollouts, their events and agents as text and JSON. The JSON field names
 //! are a contract with scripts: add fields, never rename them.
 
-use runway_proto::v1::{AgentInfo, Rollout, RolloutEvent, RolloutState, StepState};
+use runway_proto::v1::{
+    AgentInfo, CommandOutcome, HostPreflight, PlanVerdict, Rollout, RolloutEvent, RolloutPlan, RolloutState,
+    StepState,
+};
 use serde_json::{Value, json};
 
 use crate::output::Table;
@@ -139,8 +142,9 @@ pub fn rollout_text(r: &Rollout) -> String {
     text
 }
 
-/// The preflight plan saved with a rollout: pending migrations, findings,
-/// downtime class, and whether maintenance mode is needed.
+/// The DB agent's preflight plan (saved with a rollout, or answered to
+/// `rollout plan`): pending migrations, findings with table sizes, downtime
+/// class, and whether maintenance mode is needed.
 fn plan_text(plan: &Value) -> String {
     let list = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -163,9 +167,25 @@ fn plan_text(plan: &Value) -> String {
     let maintenance =
         if plan["safe_without_maintenance"].as_bool() == Some(true) { "not needed" } else { "needed" };
     text.push_str(&format!("maintenance  {maintenance}\n"));
+    let status = &plan["status"];
+    for name in list(&status["modified"]) {
+        text.push_str(&format!("warning      applied migration {name} was modified since it was applied\n"));
+    }
+    for name in list(&status["missing_locally"]) {
+        text.push_str(&format!("warning      applied migration {name} is missing from the bundle\n"));
+    }
     let findings = lint["findings"].as_array().cloned().unwrap_or_default();
     if !findings.is_empty() {
-        let mut table = Table::new(["migration", "line", "severity", "rule", "table", "finding"]).right(&[1]);
+        let sizes = lint["tables"].as_array().cloned().unwrap_or_default();
+        // As `migrate lint` shows them: total size, or `new` for a table
+        // the bundle creates.
+        let size_of = |table: &Value| match sizes.iter().find(|t| t["table"] == *table) {
+            Some(t) if t["exists"] == true => crate::output::bytes(t["total_bytes"].as_u64().unwrap_or(0)),
+            Some(_) => "new".to_owned(),
+            None => String::new(),
+        };
+        let mut table =
+            Table::new(["migration", "line", "severity", "rule", "table", "size", "finding"]).right(&[1, 5]);
         for f in &findings {
             let cell = |k: &str| match &f[k] {
                 Value::String(s) => s.clone(),
@@ -178,6 +198,7 @@ fn plan_text(plan: &Value) -> String {
                 cell("severity"),
                 cell("rule"),
                 cell("table"),
+                size_of(&f["table"]),
                 cell("message"),
             ]);
         }
@@ -186,6 +207,127 @@ fn plan_text(plan: &Value) -> String {
         text.push('\n');
     }
     text
+}
+
+fn verdict_name(verdict: PlanVerdict) -> &'static str {
+    match verdict {
+        PlanVerdict::Safe => "safe",
+        PlanVerdict::NeedsMaintenance => "needs_maintenance",
+        PlanVerdict::DangerRefused => "danger_refused",
+        PlanVerdict::Blocked => "blocked",
+        PlanVerdict::PreflightFailed => "preflight_failed",
+        PlanVerdict::Unspecified => "unknown",
+    }
+}
+
+/// `ok`, `refused`, `failed`, `interrupted`, or `no answer`.
+fn answer_name(h: &HostPreflight) -> &'static str {
+    match h.result.as_ref().map(|r| CommandOutcome::try_from(r.outcome)) {
+        None => "no answer",
+        Some(Ok(CommandOutcome::Succeeded)) => "ok",
+        Some(Ok(CommandOutcome::Refused)) => "refused",
+        Some(Ok(CommandOutcome::Interrupted)) => "interrupted",
+        Some(_) => "failed",
+    }
+}
+
+/// A host's result detail as JSON (`null` without one).
+fn host_detail(h: &HostPreflight) -> Value {
+    h.result.as_ref().and_then(|r| serde_json::from_str(&r.detail_json).ok()).unwrap_or(Value::Null)
+}
+
+/// The DB agent's detail: the first with a plan.
+fn db_detail(p: &RolloutPlan) -> Value {
+    p.hosts.iter().map(host_detail).find(|d| !d["plan"].is_null()).unwrap_or(Value::Null)
+}
+
+/// `rollout plan`: steps and hosts, each host's answer, the DB agent's
+/// plan ([`plan_text`]), the disk check and the verdict with its reasons.
+pub fn rollout_plan_text(p: &RolloutPlan) -> String {
+    let mut text = format!("environment  {}\nbundle       {}\n", p.environment, p.bundle_digest);
+    if !p.allow_danger.is_empty() {
+        text.push_str(&format!("accepted     {} (--allow-danger)\n", p.allow_danger.join(", ")));
+    }
+    let mut steps = Table::new(["step", "hosts"]);
+    for s in &p.steps {
+        steps.row([s.name.clone(), s.hosts.join(",")]);
+    }
+    text.push_str(&format!("\nsteps a rollout would run now:\n{}\n\n", steps.render()));
+    let mut hosts = Table::new(["host", "preflight", "answer"]);
+    for h in &p.hosts {
+        let detail = host_detail(h);
+        let answer = match &h.result {
+            None => h.error.clone(),
+            Some(r) if !r.error.is_empty() => r.error.lines().next().unwrap_or_default().to_owned(),
+            Some(_) => match (detail["server_version"].as_str(), detail["health"].as_str()) {
+                (Some(version), _) => format!("database reachable: {version}"),
+                (None, Some(health)) => format!("healthy: {health}"),
+                _ => String::new(),
+            },
+        };
+        hosts.row([h.host.clone(), answer_name(h).to_owned(), answer]);
+    }
+    text.push_str(&format!("{}\n\n", hosts.render()));
+    let detail = db_detail(p);
+    if let Ok(plan) = serde_json::from_str::<Value>(&p.plan_json) {
+        text.push_str(&plan_text(&plan));
+    } else {
+        text.push_str("plan         none: the DB agent's preflight stopped before it had one\n");
+    }
+    let space = &detail["space"];
+    match (space["free_bytes"].as_u64(), space["needed_bytes"].as_u64()) {
+        (Some(free), Some(needed)) => text.push_str(&format!(
+            "disk         {} free for backups; a backup of this {} database needs {}\n",
+            crate::output::bytes(free),
+            crate::output::bytes(space["database_bytes"].as_u64().unwrap_or(0)),
+            crate::output::bytes(needed)
+        )),
+        _ => text.push_str("disk         not checked: preflight stopped before the disk check\n"),
+    }
+    let verdict = PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified);
+    let headline = match verdict {
+        PlanVerdict::Safe => "safe: runs without maintenance mode, nothing refused",
+        PlanVerdict::NeedsMaintenance => "runs, and needs maintenance mode:",
+        PlanVerdict::DangerRefused => "the danger gate would refuse the rollout:",
+        PlanVerdict::Blocked => "deploy would refuse:",
+        PlanVerdict::PreflightFailed => "the rollout would fail in preflight:",
+        PlanVerdict::Unspecified => "unknown (the coordinator is newer than this CLI)",
+    };
+    text.push_str(&format!("verdict      {headline}\n"));
+    for reason in &p.reasons {
+        for line in reason.lines() {
+            text.push_str(&format!("  {}\n", line.trim_start()));
+        }
+    }
+    text
+}
+
+/// `rollout plan --output json`: one object.
+pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
+    let detail = db_detail(p);
+    let plan = serde_json::from_str::<Value>(&p.plan_json).unwrap_or(Value::Null);
+    json!({
+        "plan_id": p.plan_id,
+        "environment": p.environment,
+        "bundle_digest": p.bundle_digest,
+        "allow_danger": p.allow_danger,
+        "steps": p.steps.iter().map(|s| json!({ "name": s.name, "hosts": s.hosts })).collect::<Vec<_>>(),
+        "hosts": p.hosts.iter().map(|h| json!({
+            "host": h.host,
+            "answer": answer_name(h),
+            "command_id": h.result.as_ref().map(|r| r.command_id.as_str()),
+            "error": h.result.as_ref().map(|r| r.error.as_str()).unwrap_or(&h.error),
+            "detail": host_detail(h),
+        })).collect::<Vec<_>>(),
+        "pending": plan["pending"],
+        "maintenance_needed": plan["safe_without_maintenance"].as_bool().map(|safe| !safe),
+        "plan": plan,
+        "space": detail["space"],
+        "unaccepted_dangers": detail["unaccepted_dangers"],
+        "verdict": verdict_name(PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified)),
+        "reasons": p.reasons,
+        "exit_code": exit.code(),
+    })
 }
 
 /// `rollout list`: one row per rollout.
@@ -231,4 +373,72 @@ pub fn agents_table(agents: &[AgentInfo]) -> Table {
         ]);
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use runway_proto::v1::{CommandResult, Step};
+
+    use super::*;
+    use crate::exit::Exit;
+
+    fn refused_plan() -> RolloutPlan {
+        let plan = json!({
+            "pending": ["2_drop"],
+            "safe_without_maintenance": false,
+            "status": { "modified": [], "missing_locally": [] },
+            "lint": {
+                "findings": [{ "migration": "2_drop", "line": 2, "severity": "danger", "rule": "drop-column",
+                               "table": "User", "message": "drops data" }],
+                "tables": [{ "table": "User", "exists": true, "total_bytes": 3 * 1024 * 1024 }],
+                "downtime": { "class": "small", "reason": "under a minute" },
+            },
+        });
+        let detail = json!({ "plan": plan, "unaccepted_dangers": [{ "rule": "drop-column" }] });
+        RolloutPlan {
+            plan_id: "plan-1".into(),
+            environment: "staging".into(),
+            bundle_digest: "abc".into(),
+            allow_danger: vec![],
+            steps: vec![Step { name: "preflight".into(), hosts: vec!["db-1".into()], ..Step::default() }],
+            hosts: vec![HostPreflight {
+                host: "db-1".into(),
+                result: Some(CommandResult {
+                    command_id: "plan-1/preflight/db-1/1".into(),
+                    outcome: CommandOutcome::Refused as i32,
+                    error: "1 dangerous statement(s) need an explicit decision before anything changes:\n  2_drop line 2: drop-column on User (3 MiB): drops data".into(),
+                    detail_json: detail.to_string(),
+                }),
+                error: String::new(),
+            }],
+            plan_json: plan.to_string(),
+            verdict: PlanVerdict::DangerRefused as i32,
+            reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
+        }
+    }
+
+    #[test]
+    fn a_refused_plan_names_findings_sizes_disk_and_verdict() {
+        let text = rollout_plan_text(&refused_plan());
+        for needle in [
+            "preflight  db-1",
+            "db-1  refused",
+            "2_drop",
+            "drop-column",
+            &crate::output::bytes(3 * 1024 * 1024),
+            "maintenance  needed",
+            "disk         not checked",
+            "verdict      the danger gate would refuse the rollout:",
+            "  2_drop line 2: drop-column on User",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        let json = rollout_plan_json(&refused_plan(), Exit::Invalid);
+        assert_eq!(json["verdict"], "danger_refused");
+        assert_eq!(json["exit_code"], 2);
+        assert_eq!(json["pending"], json!(["2_drop"]));
+        assert_eq!(json["maintenance_needed"], true);
+        assert_eq!(json["hosts"][0]["answer"], "refused");
+        assert_eq!(json["unaccepted_dangers"][0]["rule"], "drop-column");
+    }
 }

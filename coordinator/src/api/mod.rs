@@ -4,6 +4,7 @@ pub mod agents;
 pub mod backups;
 pub mod error;
 pub mod operator;
+pub mod plan;
 
 use std::sync::Arc;
 

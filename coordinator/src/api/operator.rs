@@ -2,6 +2,7 @@
 //!
 //! Reads (get, list) are served by any coordinator from etcd; everything
 //! else only by the leader, followers answer with the leader's address.
+//! Backup operations live in [`super::backups`], plans in [`super::plan`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use runway_proto::v1::operator_server::Operator;
 use runway_proto::v1::{
     BackupCommandRequest, CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse,
-    ListRolloutsRequest, ListRolloutsResponse, Rollout, RolloutEvent, StartRolloutRequest,
-    WatchRolloutRequest,
+    ListRolloutsRequest, ListRolloutsResponse, PlanRolloutRequest, Rollout, RolloutEvent, RolloutPlan,
+    StartRolloutRequest, WatchRolloutRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -184,6 +185,13 @@ impl Operator for OperatorService {
     ) -> Result<Response<Self::RunBackupCommandStream>, Status> {
         let stream = super::backups::run(Arc::clone(&self.shared), request.into_inner()).await?;
         Ok(Response::new(stream))
+    }
+
+    async fn plan_rollout(
+        &self,
+        request: Request<PlanRolloutRequest>,
+    ) -> Result<Response<RolloutPlan>, Status> {
+        Ok(Response::new(super::plan::run(Arc::clone(&self.shared), request.into_inner()).await?))
     }
 }
 

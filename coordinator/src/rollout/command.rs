@@ -59,13 +59,19 @@ pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
     )
 }
 
+/// The preflight every host of a rollout gets, and `runway rollout plan`
+/// sends outside any rollout: the same checks, the same danger gate.
+pub fn preflight(bundle: &v1::Bundle, allow_danger: &[String]) -> command::Action {
+    command::Action::Preflight(v1::Preflight {
+        bundle: Some(bundle.clone()),
+        allow_danger: allow_danger.to_vec(),
+    })
+}
+
 /// The typed action of `step` of `record` on `host`.
 fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRecord) -> command::Action {
     match step.kind {
-        StepKind::Preflight => command::Action::Preflight(v1::Preflight {
-            bundle: Some(bundle.clone()),
-            allow_danger: record.allow_danger.clone(),
-        }),
+        StepKind::Preflight => preflight(bundle, &record.allow_danger),
         StepKind::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
         StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{}", record.id) }),
         StepKind::Migrate => command::Action::Migrate(v1::Migrate { bundle: Some(bundle.clone()) }),

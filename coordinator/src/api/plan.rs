@@ -1,0 +1,265 @@
+//! `PlanRollout`: what a rollout would do, without doing it.
+//!
+//! The leader builds the default plan for the environment's connected
+//! agents ([`default_plan`]) and sends every host of its `preflight` step
+//! the very `Preflight` command a rollout sends
+//! ([`command::preflight`]), through the
+//! [`Dispatcher`](crate::dispatch::Dispatcher) with its term's fencing
+//! token and ids of its own (`plan-<uuid>/preflight/<host>/1`). Preflight
+//! changes nothing on a host (the DB agent writes and removes a probe file
+//! in its backup dir; every agent journals the command). Nothing is saved
+//! in etcd: no rollout record, no events.
+//!
+//! The answers are judged here ([`judge`]), so that every client gets the
+//! same verdict: the history blocks the rollout, a host's preflight fails,
+//! the danger gate refuses, or it runs, with or without maintenance mode.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runway_proto::v1::{
+    self, CommandOutcome, CommandResult, HostPreflight, PlanRolloutRequest, PlanVerdict, RolloutPlan,
+};
+use serde_json::Value;
+
+use super::Shared;
+use super::error::ApiError;
+use crate::dispatch::InFlight;
+use crate::fencing::Term;
+use crate::model::{StepKind, StepRecord};
+use crate::rollout::command;
+use crate::rollout::plan::{db_host, default_plan};
+
+/// Asks the environment's agents for their preflight answers and judges them.
+pub async fn run(shared: Arc<Shared>, request: PlanRolloutRequest) -> Result<RolloutPlan, ApiError> {
+    let term = shared.leader_term()?;
+    shared.known_environment(&request.environment)?;
+    let bundle = request
+        .bundle
+        .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
+    let migrations = runway_proto::bundle::migrations(&bundle)?;
+    let agents = shared.registry.snapshot(&request.environment);
+    let steps = default_plan(&request.environment, &agents)?;
+    let db = db_host(&request.environment, &agents)?;
+    let mut preflight: StepRecord = steps
+        .iter()
+        .find(|s| s.kind == StepKind::Preflight)
+        .cloned()
+        .expect("every plan starts with preflight");
+    preflight.attempt = 1;
+    let plan_id = format!("plan-{}", uuid::Uuid::new_v4());
+    tracing::info!(
+        %plan_id,
+        environment = %request.environment,
+        migrations = migrations.len(),
+        hosts = %preflight.hosts.join(","),
+        "rollout plan requested by an operator"
+    );
+    let action = command::preflight(&bundle, &request.allow_danger);
+    let asks = preflight.hosts.iter().map(|host| {
+        let command = v1::Command {
+            command_id: command::command_id(&plan_id, &preflight, host),
+            fencing_token: term.token.0,
+            rollout_id: String::new(),
+            issued_by: shared.config.name.clone(),
+            action: Some(action.clone()),
+        };
+        ask(&shared, &term, host, command)
+    });
+    let hosts = futures::future::join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let (verdict, reasons) = judge(&db, &hosts);
+    let plan_json = db_detail(&db, &hosts).map(|d| d["plan"].clone()).filter(|p| !p.is_null());
+    tracing::info!(%plan_id, verdict = verdict.as_str_name(), "rollout plan answered");
+    Ok(RolloutPlan {
+        plan_id,
+        environment: request.environment,
+        bundle_digest: bundle.digest,
+        allow_danger: request.allow_danger,
+        steps: steps.iter().map(StepRecord::to_proto).collect(),
+        hosts,
+        plan_json: plan_json.map(|p| p.to_string()).unwrap_or_default(),
+        verdict: verdict as i32,
+        reasons,
+    })
+}
+
+/// Sends one preflight and waits for its result, or until the agent has
+/// been away longer than the grace period. `Err` only when leadership ends.
+async fn ask(
+    shared: &Shared,
+    term: &Term,
+    host: &str,
+    command: v1::Command,
+) -> Result<HostPreflight, ApiError> {
+    let mut in_flight: InFlight = shared.dispatcher.dispatch(host, command).await;
+    let grace = Duration::from_secs(shared.config.agent_grace_secs);
+    let mut away_since: Option<Instant> = None;
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    let answer =
+        |result: Option<CommandResult>, error: String| HostPreflight { host: host.to_owned(), result, error };
+    loop {
+        tokio::select! {
+            _ = term.cancel.cancelled() => return Err(ApiError::NotLeader { leader: None }),
+            result = &mut in_flight.result => return match result {
+                Ok(result) => Ok(answer(Some(result), String::new())),
+                Err(_) => Err(ApiError::NotLeader { leader: None }),
+            },
+            _ = check.tick() => {
+                if shared.registry.is_connected(host) {
+                    away_since = None;
+                } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
+                    return Ok(answer(None, format!(
+                        "agent {host} has been disconnected for more than {} s and did not answer the preflight",
+                        grace.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// The DB host's result detail, when it answered with one.
+fn db_detail(db: &str, hosts: &[HostPreflight]) -> Option<Value> {
+    let result = hosts.iter().find(|h| h.host == db)?.result.as_ref()?;
+    serde_json::from_str(&result.detail_json).ok()
+}
+
+/// The danger gate refused this answer: the DB agent refused the preflight
+/// and names the Danger findings nobody accepted.
+fn gate_refused(db: &str, host: &HostPreflight) -> bool {
+    let Some(result) = &host.result else { return false };
+    host.host == db
+        && result.outcome == CommandOutcome::Refused as i32
+        && serde_json::from_str::<Value>(&result.detail_json)
+            .ok()
+            .and_then(|d| d["unaccepted_dangers"].as_array().map(|a| !a.is_empty()))
+            .unwrap_or(false)
+}
+
+/// What the answers add up to, the most serious first, and why. The order
+/// follows what `StartRollout` would end with: a blocked history or a
+/// failing host fail the rollout in preflight; the gate alone refuses it
+/// before anything changes; otherwise it runs.
+pub fn judge(db: &str, hosts: &[HostPreflight]) -> (PlanVerdict, Vec<String>) {
+    let plan = db_detail(db, hosts).map(|d| d["plan"].clone()).unwrap_or(Value::Null);
+    if let Some(blocked) = plan["blocked"].as_str() {
+        return (PlanVerdict::Blocked, vec![blocked.to_owned()]);
+    }
+    let failed: Vec<String> = hosts
+        .iter()
+        .filter(|h| !gate_refused(db, h))
+        .filter_map(|h| match &h.result {
+            None => Some(format!("{}: {}", h.host, h.error)),
+            Some(r) if r.outcome == CommandOutcome::Succeeded as i32 => None,
+            Some(r) if r.outcome == CommandOutcome::Refused as i32 => {
+                Some(format!("{}: refused: {}", h.host, r.error))
+            }
+            Some(r) => Some(format!("{}: {}", h.host, r.error)),
+        })
+        .collect();
+    if !failed.is_empty() {
+        return (PlanVerdict::PreflightFailed, failed);
+    }
+    if let Some(refused) = hosts.iter().find(|h| gate_refused(db, h)).and_then(|h| h.result.as_ref()) {
+        return (PlanVerdict::DangerRefused, vec![refused.error.clone()]);
+    }
+    match plan["safe_without_maintenance"].as_bool() {
+        Some(true) => (PlanVerdict::Safe, Vec::new()),
+        Some(false) => {
+            let reasons = plan["reasons"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            (PlanVerdict::NeedsMaintenance, reasons)
+        }
+        None => (
+            PlanVerdict::PreflightFailed,
+            vec![format!(
+                "{db}: the DB agent's preflight returned no plan; is the agent older than the coordinator?"
+            )],
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn answered(host: &str, outcome: CommandOutcome, error: &str, detail: Value) -> HostPreflight {
+        HostPreflight {
+            host: host.into(),
+            result: Some(CommandResult {
+                command_id: format!("plan-x/preflight/{host}/1"),
+                outcome: outcome as i32,
+                error: error.into(),
+                detail_json: if detail.is_null() { String::new() } else { detail.to_string() },
+            }),
+            error: String::new(),
+        }
+    }
+
+    fn db(outcome: CommandOutcome, error: &str, plan: Value, dangers: Value) -> HostPreflight {
+        answered("db", outcome, error, json!({ "plan": plan, "unaccepted_dangers": dangers }))
+    }
+
+    fn app_ok() -> HostPreflight {
+        answered("app-1", CommandOutcome::Succeeded, "", json!({ "health": "ok" }))
+    }
+
+    fn plan(safe: bool) -> Value {
+        json!({ "blocked": null, "safe_without_maintenance": safe, "reasons": if safe { json!([]) } else { json!(["m line 2: drop-column (x)"]) } })
+    }
+
+    #[test]
+    fn safe_and_needs_maintenance_come_from_the_plan() {
+        let hosts = [db(CommandOutcome::Succeeded, "", plan(true), json!([])), app_ok()];
+        assert_eq!(judge("db", &hosts), (PlanVerdict::Safe, vec![]));
+        let hosts = [db(CommandOutcome::Succeeded, "", plan(false), json!([])), app_ok()];
+        assert_eq!(
+            judge("db", &hosts),
+            (PlanVerdict::NeedsMaintenance, vec!["m line 2: drop-column (x)".into()])
+        );
+    }
+
+    #[test]
+    fn the_gate_refuses_only_with_unaccepted_dangers() {
+        let dangers = json!([{ "rule": "drop-column" }]);
+        let hosts =
+            [db(CommandOutcome::Refused, "1 dangerous statement(s) …", plan(false), dangers), app_ok()];
+        assert_eq!(
+            judge("db", &hosts),
+            (PlanVerdict::DangerRefused, vec!["1 dangerous statement(s) …".into()])
+        );
+        // Refused for another reason (e.g. a stale token): the preflight failed.
+        let hosts = [db(CommandOutcome::Refused, "fencing token 1 is lower than 2", Value::Null, json!([]))];
+        assert_eq!(judge("db", &hosts).0, PlanVerdict::PreflightFailed);
+    }
+
+    #[test]
+    fn a_failing_or_silent_host_outranks_the_gate_and_a_blocked_history_outranks_both() {
+        let dangers = json!([{ "rule": "drop-column" }]);
+        let unhealthy = answered("app-1", CommandOutcome::Failed, "app is not healthy", Value::Null);
+        let hosts = [db(CommandOutcome::Refused, "dangerous", plan(false), dangers.clone()), unhealthy];
+        assert_eq!(
+            judge("db", &hosts),
+            (PlanVerdict::PreflightFailed, vec!["app-1: app is not healthy".into()])
+        );
+        let silent = HostPreflight { host: "app-1".into(), result: None, error: "disconnected".into() };
+        let hosts = [db(CommandOutcome::Succeeded, "", plan(true), json!([])), silent];
+        assert_eq!(judge("db", &hosts), (PlanVerdict::PreflightFailed, vec!["app-1: disconnected".into()]));
+        let blocked = json!({ "blocked": "failed migration(s) 2_x must be resolved first", "safe_without_maintenance": false });
+        let hosts = [db(CommandOutcome::Failed, "migration 2_x failed earlier", blocked, dangers), app_ok()];
+        assert_eq!(
+            judge("db", &hosts),
+            (PlanVerdict::Blocked, vec!["failed migration(s) 2_x must be resolved first".into()])
+        );
+    }
+
+    #[test]
+    fn no_plan_is_a_failed_preflight() {
+        let hosts = [answered("db", CommandOutcome::Succeeded, "", json!({}))];
+        assert_eq!(judge("db", &hosts).0, PlanVerdict::PreflightFailed);
+    }
+}

@@ -204,6 +204,47 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
         "rollout show does not list the accepted rule:\n{text}"
     );
     assert!(text.contains("20240110000000_drop_name"), "rollout show does not show the plan:\n{text}");
+
+    // 4. On demand: `runway rollout rollback` of that succeeded rollout brings
+    //    back its pre-rollout database and the app version from before it.
+    let accepted = rollout_id(&events);
+    let unconfirmed = cluster.runway(&["rollout", "rollback", &accepted]);
+    assert_eq!(unconfirmed.status.code(), Some(2), "{}", String::from_utf8_lossy(&unconfirmed.stderr));
+    assert!(String::from_utf8_lossy(&unconfirmed.stderr).contains("--yes"));
+    let back = cluster.runway(&["rollout", "rollback", &accepted, "--yes", "--watch", "--output", "json"]);
+    let back_events = json_lines(&back.stdout);
+    assert_eq!(back.status.code(), Some(1), "{}\n{back_events:#?}", String::from_utf8_lossy(&back.stderr));
+    assert_eq!(back_events.last().expect("events")["kind"], "rollout_rolled_back", "{back_events:#?}");
+    assert_eq!(
+        milestones(&back_events),
+        [
+            "step_started maintenance_on",
+            "step_succeeded maintenance_on",
+            "step_started restore",
+            "step_succeeded restore",
+            "step_started restart",
+            "step_succeeded restart",
+            "step_started maintenance_off",
+            "step_succeeded maintenance_off",
+        ]
+    );
+    assert_eq!(
+        database_state(&cluster),
+        before,
+        "the rollback did not bring back the database from before it"
+    );
+    for app in &cluster.apps {
+        let health = app.health().unwrap_or_default();
+        assert!(health.contains("version=v1"), "{}: {health}", app.name);
+        assert!(!app.in_maintenance(), "{} was left in maintenance mode", app.name);
+    }
+    let again = cluster.runway(&["rollout", "rollback", &accepted, "--yes"]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a second rollback must be refused: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 /// A migration that fails inside its own transaction as the first of its

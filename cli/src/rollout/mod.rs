@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use runway_proto::v1::{
     CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListRolloutsRequest, PlanRolloutRequest,
-    PlanVerdict, Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
+    PlanVerdict, RollbackRolloutRequest, Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
 };
 
 use crate::exit::Exit;
@@ -105,6 +105,24 @@ pub enum RolloutCommand {
         /// Rollout id.
         id: String,
     },
+    /// Roll an ended rollout back while its backup is kept: maintenance
+    /// mode on, restore the backup it took (the database's contents are
+    /// replaced), the app hosts' previous version, maintenance mode off.
+    ///
+    /// Refused (exit 2, nothing changed) without --yes, for a rollout that
+    /// still runs, was refused, took no backup, or whose backup is no longer
+    /// kept on the DB host. With --watch, exits 1 once rolled back (the
+    /// rollout's outcome stays a failure), 1 if the rollback itself failed.
+    Rollback {
+        /// Rollout id.
+        id: String,
+        /// Confirm that the database's contents are replaced by the backup.
+        #[arg(long)]
+        yes: bool,
+        /// Follow the rollback until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 /// Runs one `runway rollout` command against the leader.
@@ -182,6 +200,34 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 .await?;
             output.note(format!("cancel requested: rollout {id} stops after its current step"));
             Ok(Exit::Success)
+        }
+        RolloutCommand::Rollback { id, yes, watch } => {
+            if !yes {
+                return Err(Failure::invalid(format!(
+                    "rolling back {id} replaces the database's contents with the backup it took; \
+                     confirm with --yes (nothing was sent)"
+                )));
+            }
+            let request =
+                RollbackRolloutRequest { rollout_id: id.clone(), confirmed: true, requested_by: operator() };
+            let answer = remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.rollback_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            output.note(format!(
+                "rollback of rollout {id} started (events from #{}); `runway rollout watch {id} --from-seq {}` follows it",
+                answer.first_seq, answer.first_seq
+            ));
+            if watch {
+                watch_rollout(remote, output, &id, answer.first_seq).await
+            } else {
+                if let Some(rollout) = &answer.rollout {
+                    output.json_line(&view::rollout_json(rollout));
+                }
+                Ok(Exit::Success)
+            }
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum ApiError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
+    Rollback(#[from] crate::rollout::recovery::RollbackRefused),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -37,7 +39,7 @@ impl From<ApiError> for tonic::Status {
                 status
             }
             ApiError::InvalidArgument(_) | ApiError::Bundle(_) => tonic::Status::invalid_argument(message),
-            ApiError::FailedPrecondition(_) | ApiError::Plan(_) => {
+            ApiError::FailedPrecondition(_) | ApiError::Plan(_) | ApiError::Rollback(_) => {
                 tonic::Status::failed_precondition(message)
             }
             ApiError::NotFound(_) => tonic::Status::not_found(message),

@@ -7,6 +7,9 @@ pub mod operator;
 pub mod plan;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runway_proto::v1::{self, CommandResult};
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -43,6 +46,34 @@ impl Shared {
             Leadership::Leader(term) if !term.cancel.is_cancelled() => Ok(term),
             Leadership::Leader(_) => Err(ApiError::NotLeader { leader: None }),
             Leadership::Follower { leader, .. } => Err(ApiError::NotLeader { leader }),
+        }
+    }
+
+    /// Sends one command outside any rollout and waits for its result.
+    /// `Ok(Err(why))` when the agent stayed away longer than
+    /// `agent_grace_secs`; `Err` only when leadership ends.
+    pub(crate) async fn ask(
+        &self,
+        term: &Term,
+        host: &str,
+        command: v1::Command,
+    ) -> Result<Result<CommandResult, String>, ApiError> {
+        let mut in_flight = self.dispatcher.dispatch(host, command).await;
+        let grace = Duration::from_secs(self.config.agent_grace_secs);
+        let mut away_since: Option<Instant> = None;
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = term.cancel.cancelled() => return Err(ApiError::NotLeader { leader: None }),
+                result = &mut in_flight.result => return result.map(Ok).map_err(|_| ApiError::NotLeader { leader: None }),
+                _ = check.tick() => {
+                    if self.registry.is_connected(host) {
+                        away_since = None;
+                    } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
+                        return Ok(Err(format!("agent {host} has been disconnected for more than {} s", grace.as_secs())));
+                    }
+                }
+            }
         }
     }
 

@@ -8,10 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use runway_proto::v1::operator_server::Operator;
+use runway_proto::v1::{self, CommandOutcome, command};
 use runway_proto::v1::{
     BackupCommandRequest, CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse,
-    ListRolloutsRequest, ListRolloutsResponse, PlanRolloutRequest, Rollout, RolloutEvent, RolloutPlan,
-    StartRolloutRequest, WatchRolloutRequest,
+    ListRolloutsRequest, ListRolloutsResponse, PlanRolloutRequest, RollbackRolloutRequest,
+    RollbackRolloutResponse, Rollout, RolloutEvent, RolloutPlan, ShowBackup, StartRolloutRequest,
+    WatchRolloutRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -72,6 +74,61 @@ impl OperatorService {
         let wire = record.to_proto();
         self.shared.engine.start(term, record, bundle);
         Ok(wire)
+    }
+
+    /// Reopens an ended rollout for an operator's rollback, after checking
+    /// on the DB host that its backup is still kept: nothing is touched
+    /// (not even maintenance mode) when it is not.
+    async fn rollback(&self, request: RollbackRolloutRequest) -> Result<RollbackRolloutResponse, ApiError> {
+        let term = self.shared.leader_term()?;
+        let id = request.rollout_id;
+        if !request.confirmed {
+            return Err(ApiError::InvalidArgument(format!(
+                "rolling back {id} replaces the database's contents with its backup; confirm with --yes"
+            )));
+        }
+        let mut record = self.get(&id).await?;
+        let mut reopened = record.clone();
+        let requested_by =
+            if request.requested_by.is_empty() { "an operator" } else { &request.requested_by };
+        crate::rollout::recovery::reopen_for_rollback(&mut reopened, requested_by)?;
+        let db = record
+            .steps
+            .iter()
+            .find(|s| s.kind == crate::model::StepKind::Backup)
+            .and_then(|s| s.hosts.first().cloned())
+            .ok_or_else(|| ApiError::FailedPrecondition(format!("rollout {id} has no DB host")))?;
+        let show = v1::Command {
+            command_id: format!("rollback-check/{}", uuid::Uuid::new_v4()),
+            fencing_token: term.token.0,
+            rollout_id: String::new(),
+            issued_by: self.shared.config.name.clone(),
+            action: Some(command::Action::ShowBackup(ShowBackup { name: record.backup.clone() })),
+        };
+        match self.shared.ask(&term, &db, show).await? {
+            Ok(result) if result.outcome == CommandOutcome::Succeeded as i32 => {}
+            Ok(result) => {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "backup {} of rollout {id} is not available on {db} ({}); nothing was changed",
+                    record.backup, result.error
+                )));
+            }
+            Err(away) => {
+                return Err(ApiError::FailedPrecondition(format!("{away}; nothing was changed")));
+            }
+        }
+        let bundle = self.shared.store.get_bundle(&record.bundle_digest).await?.ok_or_else(|| {
+            ApiError::FailedPrecondition(format!("the bundle of rollout {id} is no longer stored"))
+        })?;
+        let first_seq = self.shared.store.last_event_seq(&id).await? + 1;
+        record = reopened;
+        record.updated_unix_ms = runway_proto::unix_ms_now();
+        // Saved before it is acted on: a new leader resumes the rollback.
+        self.shared.store.put_rollout(&term, &record).await?;
+        tracing::info!(rollout = %id, %requested_by, backup = %record.backup, "rollback requested");
+        let rollout = record.to_proto();
+        self.shared.engine.start(term, record, bundle);
+        Ok(RollbackRolloutResponse { rollout: Some(rollout), first_seq })
     }
 
     async fn get(&self, id: &str) -> Result<RolloutRecord, ApiError> {
@@ -165,6 +222,13 @@ impl Operator for OperatorService {
         self.shared.engine.request_cancel(&id);
         tracing::info!(rollout = %id, "cancel requested and saved");
         Ok(Response::new(record.to_proto()))
+    }
+
+    async fn rollback_rollout(
+        &self,
+        request: Request<RollbackRolloutRequest>,
+    ) -> Result<Response<RollbackRolloutResponse>, Status> {
+        Ok(Response::new(self.rollback(request.into_inner()).await?))
     }
 
     async fn list_agents(

@@ -15,17 +15,12 @@
 //! the danger gate refuses, or it runs, with or without maintenance mode.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use runway_proto::v1::{
-    self, CommandOutcome, CommandResult, HostPreflight, PlanRolloutRequest, PlanVerdict, RolloutPlan,
-};
+use runway_proto::v1::{self, CommandOutcome, HostPreflight, PlanRolloutRequest, PlanVerdict, RolloutPlan};
 use serde_json::Value;
 
 use super::Shared;
 use super::error::ApiError;
-use crate::dispatch::InFlight;
-use crate::fencing::Term;
 use crate::model::{StepKind, StepRecord};
 use crate::rollout::command;
 use crate::rollout::plan::{db_host, default_plan};
@@ -64,7 +59,16 @@ pub async fn run(shared: Arc<Shared>, request: PlanRolloutRequest) -> Result<Rol
             issued_by: shared.config.name.clone(),
             action: Some(action.clone()),
         };
-        ask(&shared, &term, host, command)
+        let shared = &shared;
+        let term = &term;
+        async move {
+            let answer = shared.ask(term, host, command).await?;
+            let (result, error) = match answer {
+                Ok(result) => (Some(result), String::new()),
+                Err(away) => (None, format!("{away} and did not answer the preflight")),
+            };
+            Ok::<_, ApiError>(HostPreflight { host: host.clone(), result, error })
+        }
     });
     let hosts = futures::future::join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let (verdict, reasons) = judge(&db, &hosts);
@@ -81,41 +85,6 @@ pub async fn run(shared: Arc<Shared>, request: PlanRolloutRequest) -> Result<Rol
         verdict: verdict as i32,
         reasons,
     })
-}
-
-/// Sends one preflight and waits for its result, or until the agent has
-/// been away longer than the grace period. `Err` only when leadership ends.
-async fn ask(
-    shared: &Shared,
-    term: &Term,
-    host: &str,
-    command: v1::Command,
-) -> Result<HostPreflight, ApiError> {
-    let mut in_flight: InFlight = shared.dispatcher.dispatch(host, command).await;
-    let grace = Duration::from_secs(shared.config.agent_grace_secs);
-    let mut away_since: Option<Instant> = None;
-    let mut check = tokio::time::interval(Duration::from_millis(500));
-    let answer =
-        |result: Option<CommandResult>, error: String| HostPreflight { host: host.to_owned(), result, error };
-    loop {
-        tokio::select! {
-            _ = term.cancel.cancelled() => return Err(ApiError::NotLeader { leader: None }),
-            result = &mut in_flight.result => return match result {
-                Ok(result) => Ok(answer(Some(result), String::new())),
-                Err(_) => Err(ApiError::NotLeader { leader: None }),
-            },
-            _ = check.tick() => {
-                if shared.registry.is_connected(host) {
-                    away_since = None;
-                } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
-                    return Ok(answer(None, format!(
-                        "agent {host} has been disconnected for more than {} s and did not answer the preflight",
-                        grace.as_secs()
-                    )));
-                }
-            }
-        }
-    }
 }
 
 /// The DB host's result detail, when it answered with one.
@@ -183,6 +152,7 @@ pub fn judge(db: &str, hosts: &[HostPreflight]) -> (PlanVerdict, Vec<String>) {
 
 #[cfg(test)]
 mod tests {
+    use runway_proto::v1::CommandResult;
     use serde_json::json;
 
     use super::*;

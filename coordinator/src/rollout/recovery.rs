@@ -148,6 +148,75 @@ pub fn plan(record: &mut RolloutRecord, recovery: Recovery, changed_hosts: &[Str
     }
 }
 
+/// Why an ended rollout cannot be rolled back on demand.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackRefused {
+    #[error("rollout {id} is still {state}; cancel it or wait for it to end first")]
+    NotEnded { id: String, state: &'static str },
+    #[error("rollout {id} was already rolled back")]
+    AlreadyRolledBack { id: String },
+    #[error("rollout {id} was refused before anything changed; there is nothing to roll back")]
+    NothingChanged { id: String },
+    #[error("rollout {id} took no backup; there is nothing to restore")]
+    NoBackup { id: String },
+    #[error(
+        "rollout {id} ended with its own way back failed or on hold ({error}); a person has to finish it by hand"
+    )]
+    Held { id: String, error: String },
+}
+
+/// Reopens an ended rollout for an operator's rollback: maintenance on,
+/// restore its backup, the app hosts' previous version, maintenance off;
+/// each a recovery step of the same saved state machine. The caller saves
+/// the record before it runs it.
+pub fn reopen_for_rollback(record: &mut RolloutRecord, requested_by: &str) -> Result<(), RollbackRefused> {
+    let id = record.id.clone();
+    match record.state {
+        RolloutState::Succeeded | RolloutState::Failed | RolloutState::Cancelled => {}
+        RolloutState::RolledBack => return Err(RollbackRefused::AlreadyRolledBack { id }),
+        RolloutState::Pending => return Err(RollbackRefused::NotEnded { id, state: "pending" }),
+        RolloutState::Running => return Err(RollbackRefused::NotEnded { id, state: "running" }),
+    }
+    if record.refused {
+        return Err(RollbackRefused::NothingChanged { id });
+    }
+    if record.backup.is_empty() {
+        return Err(RollbackRefused::NoBackup { id });
+    }
+    if record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded) {
+        return Err(RollbackRefused::Held { id, error: record.error.clone() });
+    }
+    let apps: Vec<String> = record
+        .steps
+        .iter()
+        .find(|s| s.kind == StepKind::Restart)
+        .map(|s| s.hosts.clone())
+        .unwrap_or_default();
+    if !apps.is_empty() {
+        push_again(record, StepKind::MaintenanceOn, apps.clone());
+    }
+    restore(record);
+    if !apps.is_empty() {
+        push_again(record, StepKind::Restart, apps.clone());
+        push_again(record, StepKind::MaintenanceOff, apps);
+    }
+    let before =
+        if record.error.is_empty() { String::new() } else { format!(" (it had ended: {})", record.error) };
+    record.error = format!("rollback requested by {requested_by}{before}");
+    record.state = RolloutState::Running;
+    record.cancel_requested = false;
+    Ok(())
+}
+
+/// A recovery step of `kind` whose attempt continues after any earlier
+/// recovery step of that kind, so its command ids are new: a journal must
+/// not answer it with an earlier step's result.
+fn push_again(record: &mut RolloutRecord, kind: StepKind, hosts: Vec<String>) {
+    let attempt =
+        record.steps.iter().filter(|s| s.kind == kind && s.recovery).map(|s| s.attempt).max().unwrap_or(0);
+    record.steps.push(StepRecord { attempt, ..recovery_step(kind, hosts) });
+}
+
 /// A restore of the rollout's backup on its DB host.
 fn restore(record: &mut RolloutRecord) {
     let db_hosts = record
@@ -156,7 +225,7 @@ fn restore(record: &mut RolloutRecord) {
         .find(|s| s.kind == StepKind::Migrate)
         .map(|s| s.hosts.clone())
         .unwrap_or_default();
-    record.steps.push(recovery_step(StepKind::Restore, db_hosts));
+    push_again(record, StepKind::Restore, db_hosts);
 }
 
 /// The hosts maintenance mode may be on: those of a maintenance-on step
@@ -386,5 +455,49 @@ mod tests {
             record.steps[step].state = StepState::Succeeded;
         }
         assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+    }
+
+    #[test]
+    fn an_ended_rollout_reopens_with_fresh_recovery_steps() {
+        let mut record = record_failed_in_migrate();
+        // It failed before, and maintenance was lifted by a recovery step.
+        plan(&mut record, Recovery::LiftMaintenance, &[]);
+        record.steps[6].state = StepState::Succeeded;
+        record.steps[6].attempt = 1;
+        record.state = RolloutState::Failed;
+        reopen_for_rollback(&mut record, "ada@ops").expect("reopens");
+        let added: Vec<(StepKind, u32)> = record.steps[7..].iter().map(|s| (s.kind, s.attempt)).collect();
+        // maintenance_off continues after the earlier recovery's attempt 1.
+        assert_eq!(
+            added,
+            [
+                (StepKind::MaintenanceOn, 0),
+                (StepKind::Restore, 0),
+                (StepKind::Restart, 0),
+                (StepKind::MaintenanceOff, 1)
+            ]
+        );
+        assert!(record.steps[7..].iter().all(|s| s.recovery && s.state == StepState::Pending));
+        assert_eq!(record.state, RolloutState::Running);
+        assert!(record.error.starts_with("rollback requested by ada@ops"), "{}", record.error);
+        for step in 7..11 {
+            record.steps[step].state = StepState::Succeeded;
+        }
+        assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+    }
+
+    #[test]
+    fn a_rollback_is_refused_when_there_is_nothing_safe_to_do() {
+        let mut running = record_failed_in_migrate();
+        assert!(matches!(reopen_for_rollback(&mut running, "x"), Err(RollbackRefused::NotEnded { .. })));
+        let mut no_backup = record_failed_in_migrate();
+        no_backup.state = RolloutState::Succeeded;
+        no_backup.backup.clear();
+        assert!(matches!(reopen_for_rollback(&mut no_backup, "x"), Err(RollbackRefused::NoBackup { .. })));
+        let mut held = record_failed_in_migrate();
+        held.state = RolloutState::Failed;
+        plan(&mut held, Recovery::Restore, &[]);
+        held.steps[6].state = StepState::Failed;
+        assert!(matches!(reopen_for_rollback(&mut held, "x"), Err(RollbackRefused::Held { .. })));
     }
 }

@@ -175,6 +175,26 @@ impl Cluster {
         self.runway_command().args(args).output().expect("run runway")
     }
 
+    /// The application database's schema as `pg_dump --schema-only` prints
+    /// it, and every column of `_prisma_migrations`: what "unchanged" and
+    /// "back to the pre-rollout state" compare.
+    pub fn database_state(&self) -> (String, String) {
+        let schema = Command::new(format!("{}/pg_dump", crate::postgres::PG_BIN))
+            .args(["--schema-only", "--no-owner", "-d", &self.pg.url(DB)])
+            .output()
+            .expect("run pg_dump");
+        assert!(schema.status.success(), "pg_dump: {}", String::from_utf8_lossy(&schema.stderr));
+        // pg_dump ≥ 15.14 brackets its output with `\restrict KEY` /
+        // `\unrestrict KEY`, a random key per run: everything else must match.
+        let schema: String = String::from_utf8(schema.stdout)
+            .expect("UTF-8 schema")
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        (schema, self.sql("SELECT * FROM _prisma_migrations ORDER BY migration_name"))
+    }
+
     /// psql against the application database.
     pub fn sql(&self, sql: &str) -> String {
         self.pg.psql(DB, sql)

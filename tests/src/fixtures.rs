@@ -18,6 +18,30 @@ pub fn write_migrations(dir: &Path, migrations: &[(&str, &str)]) {
     }
 }
 
+/// A migration on top of [`SHOP`] that the lint reports as Danger
+/// (`drop-column` on `User`).
+pub const DROP_NAME: (&str, &str) =
+    ("20240110000000_drop_name", "-- DropColumn\nALTER TABLE \"User\" DROP COLUMN \"name\";\n");
+
+/// `runway rollout start` of the folder `migrations` to the test
+/// environment with `--app-version VERSION --watch --output json`: what a
+/// test passes to `Cluster::runway` or `Watch::start`.
+pub fn rollout_start_args<'a>(migrations: &'a Path, app_version: &'a str) -> Vec<&'a str> {
+    vec![
+        "rollout",
+        "start",
+        "--env",
+        crate::cluster::ENV,
+        "--migrations",
+        migrations.to_str().expect("temp paths are UTF-8"),
+        "--app-version",
+        app_version,
+        "--watch",
+        "--output",
+        "json",
+    ]
+}
+
 /// A small, realistic history: tables, an index, a data backfill.
 pub const SHOP: &[(&str, &str)] = &[
     (

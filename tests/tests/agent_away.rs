@@ -8,11 +8,12 @@
 //! away at the step deadline, the rollout holds in maintenance mode and asks
 //! for a person instead of guessing.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use runway_tests::checks::{assert_complete_stream, assert_exactly_once};
 use runway_tests::cluster::{Cluster, Options};
-use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
 use runway_tests::process::wait_until;
 use runway_tests::watch::Watch;
 
@@ -30,25 +31,12 @@ fn history(slow_sql: &'static str) -> Vec<(&'static str, &'static str)> {
     history
 }
 
-fn start_args(migrations: &str) -> Vec<&str> {
-    vec![
-        "rollout",
-        "start",
-        "--env",
-        "staging",
-        "--migrations",
-        migrations,
-        "--app-version",
-        "v2",
-        "--watch",
-        "--output",
-        "json",
-    ]
-}
-
 /// A one-coordinator cluster with `history(slow_sql)` written; returns it
 /// and the migrations folder.
-fn cluster_with_slow_migration(slow_sql: &'static str, step_deadline_secs: Option<u64>) -> (Cluster, String) {
+fn cluster_with_slow_migration(
+    slow_sql: &'static str,
+    step_deadline_secs: Option<u64>,
+) -> (Cluster, PathBuf) {
     let cluster = Cluster::start(Options {
         coordinators: 1,
         agent_grace_secs: OLD_GRACE_SECS,
@@ -57,7 +45,7 @@ fn cluster_with_slow_migration(slow_sql: &'static str, step_deadline_secs: Optio
     });
     let migrations = cluster.path().join("migrations");
     write_migrations(&migrations, &history(slow_sql));
-    (cluster, migrations.to_str().expect("temp paths are UTF-8").to_owned())
+    (cluster, migrations)
 }
 
 fn all_in_maintenance(cluster: &Cluster) -> bool {
@@ -86,7 +74,7 @@ fn a_migration_outlives_its_frozen_agent_and_the_agents_result_decides() {
     /// How long the agent stays frozen, from the start of the slow migration.
     const FROZEN: Duration = Duration::from_secs(9);
     let (mut cluster, migrations) = cluster_with_slow_migration(SLOW_SQL, None);
-    let mut watch = Watch::start(&cluster, &start_args(&migrations));
+    let mut watch = Watch::start(&cluster, &rollout_start_args(&migrations, "v2"));
     let applying = format!("applying {SLOW}");
 
     let mut samples = 0;
@@ -153,7 +141,7 @@ fn an_agent_frozen_past_the_step_deadline_holds_maintenance_on_for_a_person() {
     const SLOW_SQL: &str = "CREATE TABLE \"SlowMarker\" (id int);\nSELECT pg_sleep(10);\n";
     const DEADLINE_SECS: u64 = 7;
     let (mut cluster, migrations) = cluster_with_slow_migration(SLOW_SQL, Some(DEADLINE_SECS));
-    let mut watch = Watch::start(&cluster, &start_args(&migrations));
+    let mut watch = Watch::start(&cluster, &rollout_start_args(&migrations, "v2"));
     let applying = format!("applying {SLOW}");
 
     let mut frozen_at = None;
@@ -203,7 +191,8 @@ fn an_agent_frozen_past_the_step_deadline_holds_maintenance_on_for_a_person() {
     });
     let status = cluster
         .runway_command()
-        .args(["migrate", "status", "--migrations", &migrations])
+        .args(["migrate", "status", "--migrations"])
+        .arg(&migrations)
         .env("DATABASE_URL", cluster.pg.url(runway_tests::cluster::DB))
         .output()
         .expect("run runway migrate status");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, Options};
-use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
 use runway_tests::watch::Watch;
 
 #[test]
@@ -17,19 +17,7 @@ fn a_stopping_agent_finishes_its_migration_and_reports_it_before_it_exits() {
     let migrations = cluster.path().join("migrations");
     write_migrations(&migrations, &history);
 
-    let args = [
-        "rollout",
-        "start",
-        "--env",
-        "staging",
-        "--migrations",
-        migrations.to_str().expect("temp paths are UTF-8"),
-        "--app-version",
-        "v2",
-        "--watch",
-        "--output",
-        "json",
-    ];
+    let args = rollout_start_args(&migrations, "v2");
     let mut watch = Watch::start(&cluster, &args);
     let applying = format!("applying {SLOW}");
     let mut stopped = None;

@@ -3,11 +3,12 @@
 //! SIGKILLed in the middle of a migration. As root (CI) every etcd,
 //! coordinator, agent and PostgreSQL runs in a network namespace of its own.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runway_tests::checks::{PLAN, assert_complete_stream, assert_exactly_once};
 use runway_tests::cluster::{Cluster, Options};
-use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
 use runway_tests::watch::Watch;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,22 +21,12 @@ enum KillPoint {
     AfterFinish,
 }
 
-fn start_args(migrations: &str) -> Vec<&str> {
-    vec![
-        "rollout",
-        "start",
-        "--env",
-        "staging",
-        "--migrations",
-        migrations,
-        "--app-version",
-        "v2",
-        "--watch",
-        "--output",
-        "json",
-        "--leader-timeout",
-        "60",
-    ]
+/// The rollout every test here starts; the CLI keeps looking for a leader
+/// for 60 s, longer than any failover.
+fn start_args(migrations: &Path) -> Vec<&str> {
+    let mut args = rollout_start_args(migrations, "v2");
+    args.extend(["--leader-timeout", "60"]);
+    args
 }
 
 /// One rollout; the leader is killed once in each step at `point` and
@@ -57,7 +48,7 @@ fn kill_the_leader_in_every_step(point: KillPoint) {
     });
     let migrations = cluster.path().join("migrations");
     write_migrations(&migrations, SHOP);
-    let mut watch = Watch::start(&cluster, &start_args(migrations.to_str().unwrap()));
+    let mut watch = Watch::start(&cluster, &start_args(&migrations));
 
     let mut killed: Vec<String> = Vec::new();
     while let Some(event) = watch.next(Duration::from_secs(90)) {
@@ -120,7 +111,7 @@ fn an_agent_killed_mid_migration_stops_the_rollout_safely() {
     });
     let migrations = cluster.path().join("migrations");
     write_migrations(&migrations, &history);
-    let mut watch = Watch::start(&cluster, &start_args(migrations.to_str().unwrap()));
+    let mut watch = Watch::start(&cluster, &start_args(&migrations));
     let applying = format!("applying {SLOW}");
     let mut killed = false;
     while let Some(event) = watch.next(Duration::from_secs(90)) {

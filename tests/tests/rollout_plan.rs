@@ -11,19 +11,16 @@
 //! and the schema as before, and no rollout recorded. Last, an unresolved
 //! failed migration makes deploy refuse: exit 8.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Instant;
 
-use runway_tests::cluster::{Cluster, DB, Options};
-use runway_tests::fixtures::{SHOP, write_migrations};
-use runway_tests::postgres::PG_BIN;
+use runway_tests::cluster::{Cluster, Options};
+use runway_tests::fixtures::{DROP_NAME, SHOP, rollout_start_args, write_migrations};
 
 const COUPONS: (&str, &str) = (
     "20240104000000_coupons",
     "-- CreateTable\nCREATE TABLE \"Coupon\" (\n    \"id\" SERIAL NOT NULL,\n    \"code\" TEXT NOT NULL,\n    CONSTRAINT \"Coupon_pkey\" PRIMARY KEY (\"id\")\n);\n",
 );
-const DROP_NAME: (&str, &str) =
-    ("20240110000000_drop_name", "-- DropColumn\nALTER TABLE \"User\" DROP COLUMN \"name\";\n");
 
 /// Writes `history` under `name` and runs `runway rollout plan` for it; the
 /// run and how long it took.
@@ -53,23 +50,6 @@ fn object(out: &Output) -> serde_json::Value {
     serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
-/// The schema as `pg_dump --schema-only` prints it (without pg_dump's
-/// random `\restrict` key lines), and every column of `_prisma_migrations`.
-fn database_state(cluster: &Cluster) -> (String, String) {
-    let schema = Command::new(format!("{PG_BIN}/pg_dump"))
-        .args(["--schema-only", "--no-owner", "-d", &cluster.pg.url(DB)])
-        .output()
-        .expect("run pg_dump");
-    assert!(schema.status.success(), "pg_dump: {}", String::from_utf8_lossy(&schema.stderr));
-    let schema: String = String::from_utf8(schema.stdout)
-        .expect("UTF-8 schema")
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    (schema, cluster.sql("SELECT * FROM _prisma_migrations ORDER BY migration_name"))
-}
-
 /// Everything in the DB host's backup dir, by name.
 fn backup_dir(cluster: &Cluster) -> Vec<String> {
     let dir = &cluster.db.as_ref().expect("a DB host").backup_dir;
@@ -94,21 +74,11 @@ fn rollout_plan_shows_the_preflight_plan_and_changes_nothing() {
     // An applied history, through a normal rollout.
     let v1 = cluster.path().join("v1");
     write_migrations(&v1, SHOP);
-    let out = cluster.runway(&[
-        "rollout",
-        "start",
-        "--env",
-        "staging",
-        "--migrations",
-        v1.to_str().expect("temp paths are UTF-8"),
-        "--watch",
-        "--output",
-        "json",
-    ]);
+    let out = cluster.runway(&rollout_start_args(&v1, "v1"));
     assert!(out.status.success(), "the first rollout failed: {}", String::from_utf8_lossy(&out.stderr));
     let list = cluster.runway(&["rollout", "list", "--output", "json"]);
     let first = object(&list)["id"].as_str().expect("the first rollout's id").to_owned();
-    let before = database_state(&cluster);
+    let before = cluster.database_state();
     let backups_before = backup_dir(&cluster);
     let hosts: Vec<String> =
         std::iter::once("db-1".to_owned()).chain(cluster.apps.iter().map(|a| a.name.clone())).collect();
@@ -208,7 +178,7 @@ fn rollout_plan_shows_the_preflight_plan_and_changes_nothing() {
         assert!(!app.in_maintenance(), "{} is in maintenance mode after a plan", app.name);
     }
     assert_eq!(backup_dir(&cluster), backups_before, "a plan left something in the backup dir");
-    assert_eq!(database_state(&cluster), before, "a plan changed the schema or _prisma_migrations");
+    assert_eq!(cluster.database_state(), before, "a plan changed the schema or _prisma_migrations");
     let list = cluster.runway(&["rollout", "list", "--output", "json"]);
     let ids: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()

@@ -6,14 +6,11 @@
 //! One cluster (real etcd, PostgreSQL, coordinator, agents and sample apps
 //! as processes) carries the whole story, rollout after rollout.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use runway_tests::cluster::{Cluster, DB, Options};
-use runway_tests::fixtures::{SHOP, write_migrations};
-use runway_tests::postgres::PG_BIN;
+use runway_tests::cluster::{Cluster, Options};
+use runway_tests::fixtures::{DROP_NAME, SHOP, rollout_start_args, write_migrations};
 
-const DROP_NAME: (&str, &str) =
-    ("20240110000000_drop_name", "-- DropColumn\nALTER TABLE \"User\" DROP COLUMN \"name\";\n");
 const BROKEN: (&str, &str) = (
     "20240111000000_broken",
     "ALTER TABLE \"Order\" ADD COLUMN \"note\" TEXT;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n",
@@ -35,19 +32,7 @@ fn roll_out(
 ) -> (Output, Vec<serde_json::Value>) {
     let migrations = cluster.path().join(name);
     write_migrations(&migrations, history);
-    let mut args = vec![
-        "rollout",
-        "start",
-        "--env",
-        "staging",
-        "--migrations",
-        migrations.to_str().expect("temp paths are UTF-8"),
-        "--app-version",
-        name,
-        "--watch",
-        "--output",
-        "json",
-    ];
+    let mut args = rollout_start_args(&migrations, name);
     args.extend_from_slice(extra);
     let out = cluster.runway(&args);
     let events = json_lines(&out.stdout);
@@ -56,26 +41,6 @@ fn roll_out(
 
 fn rollout_id(events: &[serde_json::Value]) -> String {
     events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
-}
-
-/// The schema as `pg_dump --schema-only` prints it, and every column of
-/// `_prisma_migrations`: the pre-rollout state a rollback must return to.
-fn database_state(cluster: &Cluster) -> (String, String) {
-    let schema = Command::new(format!("{PG_BIN}/pg_dump"))
-        .args(["--schema-only", "--no-owner", "-d", &cluster.pg.url(DB)])
-        .output()
-        .expect("run pg_dump");
-    assert!(schema.status.success(), "pg_dump: {}", String::from_utf8_lossy(&schema.stderr));
-    let migrations = cluster.sql("SELECT * FROM _prisma_migrations ORDER BY migration_name");
-    // pg_dump ≥ 15.14 brackets its output with `\restrict KEY` / `\unrestrict KEY`,
-    // a random key per run: everything else must match byte for byte.
-    let schema: String = String::from_utf8(schema.stdout)
-        .expect("UTF-8 schema")
-        .lines()
-        .filter(|l| !l.starts_with("\\restrict ") && !l.starts_with("\\unrestrict "))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    (schema, migrations)
 }
 
 fn backups(cluster: &Cluster) -> usize {
@@ -101,7 +66,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
     // An applied history with data.
     let (out, _) = roll_out(&cluster, "v1", SHOP, &[]);
     assert!(out.status.success(), "the first rollout failed: {}", String::from_utf8_lossy(&out.stderr));
-    let before = database_state(&cluster);
+    let before = cluster.database_state();
     let data_before = cluster.sql("SELECT id, email, name FROM \"User\" ORDER BY id");
     assert_eq!(data_before.lines().count(), 2);
     let backups_before = backups(&cluster);
@@ -131,7 +96,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
     assert!(touched.is_empty(), "only preflight may run for a refused rollout: {touched:?}");
     assert!(cluster.apps.iter().all(|a| !a.in_maintenance()));
     assert_eq!(backups(&cluster), backups_before, "a refused rollout took a backup");
-    assert_eq!(database_state(&cluster), before, "a refused rollout changed the database");
+    assert_eq!(cluster.database_state(), before, "a refused rollout changed the database");
 
     // 2. Accepted, but the next migration fails after the column was dropped:
     //    the backup is restored while maintenance stays on; exit 1, rolled_back.
@@ -175,7 +140,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
     // Schema and _prisma_migrations byte for byte as before (the failed
     // row goes too: the restore returns the database exactly), data intact.
     assert_eq!(
-        database_state(&cluster),
+        cluster.database_state(),
         before,
         "the rollback did not return the database to its pre-rollout state"
     );
@@ -229,7 +194,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
         ]
     );
     assert_eq!(
-        database_state(&cluster),
+        cluster.database_state(),
         before,
         "the rollback did not bring back the database from before it"
     );
@@ -298,17 +263,8 @@ fn a_leader_killed_during_the_restore_finishes_the_rollback_once() {
     history.push(BROKEN);
     let migrations = cluster.path().join("migrations");
     write_migrations(&migrations, &history);
-    let args = [
-        "rollout",
-        "start",
-        "--env",
-        "staging",
-        "--migrations",
-        migrations.to_str().expect("temp paths are UTF-8"),
-        "--watch",
-        "--output",
-        "json",
-    ];
+    let mut args = rollout_start_args(&migrations, "v2");
+    args.extend(["--leader-timeout", "60"]);
     let mut watch = runway_tests::watch::Watch::start(&cluster, &args);
     let mut killed = None;
     while let Some(event) = watch.next(std::time::Duration::from_secs(120)) {

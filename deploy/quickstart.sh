@@ -156,6 +156,12 @@ done
 "$bin/runway" agents
 
 echo
+echo "==> what the rollout would do (runway rollout plan: changes nothing)"
+set +e
+"$bin/runway" rollout plan --env staging --migrations deploy/quickstart/migrations
+set -e
+
+echo
 echo "==> rolling out deploy/quickstart/migrations to staging (app version v2)"
 set +e
 "$bin/runway" rollout start --env staging --migrations deploy/quickstart/migrations --app-version v2 --watch
@@ -170,7 +176,8 @@ fi
 cat <<TEXT
   export RUNWAY_COORDINATOR=$coord_list
   $bin/runway rollout list                       # the rollout and its state
-  $bin/runway rollout show <id>                  # its steps
+  $bin/runway rollout show <id>                  # its steps, plan and backup
+  $bin/runway rollout rollback <id> --yes --watch   # restore its backup, bring back v1
   $bin/runway agents                             # the connected agents
   psql -h 127.0.0.1 -p $pg_port -U postgres app -c 'select migration_name, finished_at from _prisma_migrations'
   ls $work/backups/*                             # the backup: dump + manifest.json

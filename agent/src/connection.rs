@@ -67,6 +67,8 @@ pub async fn run(
     let mut delays = redial.build();
     let mut next = 0usize;
     let mut hint: Option<String> = None;
+    // Whether the last dial followed a hint without waiting.
+    let mut hopped = false;
     while !shutdown.is_cancelled() {
         let addr = hint.take().unwrap_or_else(|| {
             let addr = config.coordinators[next % config.coordinators.len()].clone();
@@ -88,8 +90,14 @@ pub async fn run(
             }
             Err(e) => tracing::warn!(error = %e, "coordinator session ended"),
         }
-        // Every way back to dialling waits here: a follower that names
-        // itself (a stale election key) must not be redialled in a tight loop.
+        // A named leader is dialled at once, but only once in a row: every
+        // other way back to dialling waits here, so a follower that names
+        // itself (a stale election key) is not redialled in a tight loop.
+        if hint.is_some() && !hopped {
+            hopped = true;
+            continue;
+        }
+        hopped = false;
         if started.elapsed() > Duration::from_secs(10) {
             delays = redial.build();
         }

@@ -5,6 +5,7 @@
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
 //! - [`recovery`]: the way back after a failed step, by what it changed.
+//! - `outcome`: how a step's commands ended, as the engine reads it.
 //! - [`engine`]: runs and resumes rollouts while this coordinator leads.
 //!
 //! The records themselves (rollout, step, kinds, states) are in
@@ -13,6 +14,7 @@
 pub mod command;
 pub mod engine;
 pub mod events;
+mod outcome;
 pub mod plan;
 pub mod recovery;
 pub mod repo;

@@ -1,0 +1,147 @@
+//! The preflight command: what a host checks before a rollout changes
+//! anything, and the facts it reports (the plan, the danger gate, disk).
+
+use runway_engine::database::Database;
+use runway_engine::progress::Progress;
+use runway_engine::redact::redact_urls;
+use runway_engine::{backup, migrate};
+use runway_proto::v1;
+
+use super::{ExecError, Executor, short};
+use crate::config::Role;
+use crate::health;
+
+impl Executor {
+    /// Checks that this host can do its part of the rollout. Changes
+    /// nothing but a probe file in the backup dir (written and removed).
+    /// The facts found are the result; when a check stops the command, they
+    /// travel with the error ([`ExecError::PreflightStopped`]).
+    pub(super) async fn preflight(
+        &self,
+        p: &v1::Preflight,
+        progress: &Progress,
+    ) -> Result<serde_json::Value, ExecError> {
+        let mut facts = serde_json::Map::new();
+        match self.preflight_checks(p, progress, &mut facts).await {
+            Ok(()) => Ok(serde_json::Value::Object(facts)),
+            Err(error) if facts.is_empty() => Err(error),
+            Err(error) => Err(ExecError::PreflightStopped {
+                error: Box::new(error),
+                facts: serde_json::Value::Object(facts),
+            }),
+        }
+    }
+
+    /// The checks of [`Self::preflight`]; each fact goes into `detail` as
+    /// soon as it is known.
+    async fn preflight_checks(
+        &self,
+        p: &v1::Preflight,
+        progress: &Progress,
+        detail: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ExecError> {
+        if self.config.has_role(Role::Db) {
+            let bundle = p.bundle.clone().unwrap_or_default();
+            let migrations = runway_proto::bundle::migrations(&bundle)?;
+            progress.emit(
+                "bundle",
+                format!("bundle {} holds {} migration(s)", short(&bundle.digest), migrations.len()),
+            );
+            let url = self.db_url()?;
+            let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
+            progress.emit("database", format!("database reachable: {version}"));
+            detail.insert("server_version".into(), version.into());
+            let plan = migrate::plan(url, &migrations).await?;
+            let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
+            detail.insert("pending".into(), plan.status.pending.clone().into());
+            detail.insert("plan".into(), serde_json::to_value(&plan).expect("plan serializes"));
+            detail.insert(
+                "unaccepted_dangers".into(),
+                serde_json::to_value(&dangers).expect("findings serialize"),
+            );
+            let status = &plan.status;
+            if let Some(failed) = status.failed.first() {
+                return Err(ExecError::Preflight(format!(
+                    "migration {} failed earlier and is unresolved; fix it and run `runway migrate resolve --rolled-back {}` (or --applied) first",
+                    failed.name, failed.name
+                )));
+            }
+            if status.needs_baseline {
+                return Err(ExecError::Preflight(
+                    "the database has tables but no _prisma_migrations; baseline it with `runway migrate resolve --applied` first".into(),
+                ));
+            }
+            for name in status.modified.iter().chain(&status.missing_locally) {
+                progress.emit(
+                    "status",
+                    format!("warning: applied migration {name} was changed or is missing from the bundle"),
+                );
+            }
+            progress.emit_counted(
+                "status",
+                format!("{} pending, {} applied", status.pending.len(), status.applied.len()),
+                status.applied.len() as u64,
+                migrations.len() as u64,
+                "migrations",
+            );
+            progress.emit(
+                "lint",
+                format!(
+                    "{} finding(s) in the pending SQL; downtime class {:?}",
+                    plan.lint.findings.len(),
+                    plan.lint.downtime.class
+                ),
+            );
+            if !dangers.is_empty() {
+                return Err(ExecError::Dangerous(migrate::gate::refusal(&dangers)));
+            }
+            let backup = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
+            check_writable(&backup.dir).await.map_err(ExecError::Preflight)?;
+            progress.emit("backup_dir", format!("backup dir {} is writable", backup.dir.display()));
+            let space = backup::space::preflight(url, backup).await?;
+            progress.emit(
+                "space",
+                format!(
+                    "{} free for backups; a backup of this {} database needs {}",
+                    backup::error::human(space.free_bytes),
+                    backup::error::human(space.database_bytes),
+                    backup::error::human(space.needed_bytes)
+                ),
+            );
+            detail.insert("space".into(), serde_json::to_value(&space).expect("space report serializes"));
+        }
+        if let Some(app) = self.config.app.as_ref().filter(|_| self.config.has_role(Role::App)) {
+            let line = health::probe(&app.health_url).await.map_err(|why| {
+                ExecError::Preflight(format!(
+                    "app is not healthy before the rollout: {} answered {why}",
+                    app.health_url
+                ))
+            })?;
+            progress.emit("health", format!("{} healthy: {line}", app.health_url));
+            detail.insert("health".into(), line.into());
+        }
+        Ok(())
+    }
+}
+
+async fn server_version(url: &str) -> Result<String, String> {
+    use sqlx::Connection;
+    let database = Database::parse(url).map_err(|e| format!("invalid database URL: {e}"))?;
+    let mut conn = database.connect().await.map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| format!("cannot query the database: {e}"))?;
+    let _ = conn.close().await;
+    Ok(format!("PostgreSQL {version}"))
+}
+
+async fn check_writable(dir: &std::path::Path) -> Result<(), String> {
+    tokio::fs::create_dir_all(dir).await.map_err(|e| format!("backup dir {}: {e}", dir.display()))?;
+    let probe = dir.join(".runway-write-test");
+    tokio::fs::write(&probe, b"ok")
+        .await
+        .map_err(|e| format!("backup dir {} is not writable: {e}", dir.display()))?;
+    let _ = tokio::fs::remove_file(&probe).await;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! How a step's commands ended, and what that tells the engine: success,
+//! the operator-facing error, a refusal before anything ran, whether the
+//! database changed, and the facts later steps need (the plan, the backup).
+
+use super::recovery;
+use crate::model::StepKind;
+
+/// How one command ended.
+pub(super) struct CommandEnd {
+    /// The operator-facing reason it failed (`host: …`); `None` on success.
+    pub error: Option<String>,
+    /// It was refused before anything ran.
+    pub refused: bool,
+    /// The agent's result detail (JSON; `null` when there is none).
+    pub detail: serde_json::Value,
+    /// No result: the agent was still away at the step deadline, and the
+    /// command may have finished, failed, or still run on the host.
+    pub outcome_unknown: bool,
+}
+
+/// How a step's commands ended.
+pub(super) struct StepResult {
+    pub ends: Vec<CommandEnd>,
+}
+
+impl StepResult {
+    pub fn succeeded(&self) -> bool {
+        self.ends.iter().all(|e| e.error.is_none())
+    }
+
+    /// `host: reason; host: reason` of the failed commands.
+    pub fn error(&self) -> String {
+        self.ends.iter().filter_map(|e| e.error.clone()).collect::<Vec<_>>().join("; ")
+    }
+
+    /// Every failed command was refused before it ran: nothing changed.
+    pub fn refused(&self) -> bool {
+        self.ends.iter().filter(|e| e.error.is_some()).all(|e| e.refused)
+    }
+
+    /// Whether a failed command may have changed the database: only a
+    /// `false` from the agent counts as "no" (an interrupted command, an
+    /// agent that stayed away or an unknown answer count as "yes").
+    pub fn database_changed(&self) -> bool {
+        self.ends
+            .iter()
+            .filter(|e| e.error.is_some() && !e.refused)
+            .any(|e| e.detail.get("database_changed").and_then(serde_json::Value::as_bool) != Some(false))
+    }
+
+    /// What is known about the failure of a `kind` step.
+    pub fn failure(&self, kind: StepKind) -> recovery::Failure {
+        if self.ends.iter().any(|e| e.outcome_unknown) {
+            recovery::Failure::OutcomeUnknown
+        } else {
+            recovery::Failure::Reported {
+                database_changed: kind == StepKind::Migrate && self.database_changed(),
+            }
+        }
+    }
+
+    /// The detail of the first command whose detail has `key`.
+    pub fn detail(&self, key: &str) -> Option<&serde_json::Value> {
+        self.ends.iter().find_map(|e| e.detail.get(key))
+    }
+}

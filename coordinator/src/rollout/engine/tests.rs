@@ -226,6 +226,21 @@ fn result(command_id: &str, outcome: Result<(), &str>) -> CommandResult {
     }
 }
 
+/// One leader (`coordinator-a`, token 7) whose usual agents answer by
+/// `script`, running rollout `r1` to its end: the coordinator, the
+/// terminal event and the saved record.
+async fn run_to_end(script: Script) -> (Coordinator, RolloutEvent, RolloutRecord) {
+    let kv = Arc::new(MemoryKv::new());
+    let leader = Coordinator::new(&kv, "coordinator-a");
+    leader.connect_all(script).await;
+    let term = leader.election.grant(FencingToken(7));
+    let mut bus = leader.bus.subscribe();
+    leader.start_rollout(&term).await;
+    let last = finished(&mut bus, "r1").await;
+    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    (leader, last, saved)
+}
+
 /// Waits for the terminal event of rollout `id` on `bus` (a virtual day at
 /// most: longer than any step deadline of these tests).
 async fn finished(bus: &mut broadcast::Receiver<RolloutEvent>, id: &str) -> RolloutEvent {
@@ -278,16 +293,8 @@ fn assert_seqs_have_no_gaps(events: &[RolloutEvent]) {
 
 #[tokio::test(start_paused = true)]
 async fn every_step_succeeds_in_runbook_order() {
-    let kv = Arc::new(MemoryKv::new());
-    let leader = Coordinator::new(&kv, "coordinator-a");
-    leader.connect_all(always_succeed).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    let record = leader.start_rollout(&term).await;
-
-    let last = finished(&mut bus, &record.id).await;
+    let (leader, last, saved) = run_to_end(always_succeed).await;
     assert_eq!(last.kind, "rollout_succeeded");
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
     assert_eq!(saved.state, RolloutState::Succeeded);
     assert_eq!(saved.error, "");
     use StepState::Succeeded;
@@ -372,17 +379,9 @@ async fn a_failed_step_skips_the_rest_and_turns_maintenance_off_again() {
             _ => Answer::Succeed,
         }
     }
-    let kv = Arc::new(MemoryKv::new());
-    let leader = Coordinator::new(&kv, "coordinator-a");
-    leader.connect_all(migrate_fails).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-
-    let last = finished(&mut bus, "r1").await;
+    let (leader, last, saved) = run_to_end(migrate_fails).await;
     assert_eq!(last.kind, "rollout_failed");
     assert_eq!(last.rollout_state, v1::RolloutState::Failed as i32);
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
     assert_eq!(saved.state, RolloutState::Failed);
     assert_eq!(saved.error, "migrate failed: db: relation \"users\" already exists");
     use StepState::{Failed, Skipped, Succeeded};
@@ -736,17 +735,9 @@ async fn a_migration_that_changed_the_database_is_restored_before_maintenance_is
             _ => Answer::Succeed,
         }
     }
-    let kv = Arc::new(MemoryKv::new());
-    let leader = Coordinator::new(&kv, "coordinator-a");
-    leader.connect_all(migrate_fails_after_a_change).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-
-    let last = finished(&mut bus, "r1").await;
+    let (leader, last, saved) = run_to_end(migrate_fails_after_a_change).await;
     assert_eq!(last.kind, "rollout_rolled_back");
     assert_eq!(last.rollout_state, v1::RolloutState::RolledBack as i32);
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
     assert_eq!(saved.state, RolloutState::RolledBack);
     assert_eq!(saved.backup, "backup-r1");
     use StepState::{Failed, Skipped, Succeeded};
@@ -789,16 +780,8 @@ async fn a_failed_restore_keeps_maintenance_on() {
             _ => Answer::Succeed,
         }
     }
-    let kv = Arc::new(MemoryKv::new());
-    let leader = Coordinator::new(&kv, "coordinator-a");
-    leader.connect_all(restore_fails).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-
-    let last = finished(&mut bus, "r1").await;
+    let (leader, last, saved) = run_to_end(restore_fails).await;
     assert_eq!(last.kind, "rollout_failed");
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
     assert_eq!(saved.state, RolloutState::Failed);
     assert!(saved.error.contains("RESTORING BACKUP backup-r1 FAILED"), "{}", saved.error);
     assert_eq!(
@@ -821,15 +804,8 @@ async fn a_refused_preflight_changes_nothing_and_is_marked_refused() {
             _ => Answer::Succeed,
         }
     }
-    let kv = Arc::new(MemoryKv::new());
-    let leader = Coordinator::new(&kv, "coordinator-a");
-    leader.connect_all(danger).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-
-    assert_eq!(finished(&mut bus, "r1").await.kind, "rollout_failed");
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    let (leader, last, saved) = run_to_end(danger).await;
+    assert_eq!(last.kind, "rollout_failed");
     assert!(saved.refused);
     let sent: Vec<String> = leader.received.borrow().iter().map(|(_, c)| step_of(c).to_owned()).collect();
     assert!(sent.iter().all(|s| *s == "preflight"), "only preflight may run: {sent:?}");
@@ -846,14 +822,8 @@ async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
             _ => Answer::Succeed,
         }
     }
-    let kv = Arc::new(MemoryKv::new());
-    let leader = Coordinator::new(&kv, "coordinator-a");
-    leader.connect_all(second_restart_fails).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    let mut record = leader.start_rollout(&term).await;
-    assert_eq!(finished(&mut bus, "r1").await.kind, "rollout_rolled_back");
-    record = leader.store.get_rollout(&record.id).await.unwrap().unwrap();
+    let (leader, last, record) = run_to_end(second_restart_fails).await;
+    assert_eq!(last.kind, "rollout_rolled_back");
     use StepState::{Failed, Skipped, Succeeded};
     // Without a saved plan the old version's compatibility is unknown: restore first.
     assert_eq!(

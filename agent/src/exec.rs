@@ -79,6 +79,9 @@ impl ExecError {
     fn detail(&self) -> Option<serde_json::Value> {
         match self {
             Self::Migrate(e) => Some(serde_json::json!({ "database_changed": e.database_changed() })),
+            // The backup itself is corrupt or does not match its manifest:
+            // another backup is needed, not a retry.
+            Self::Backup(e) if e.is_integrity_failure() => Some(serde_json::json!({ "integrity": true })),
             Self::PreflightStopped { facts, .. } => Some(facts.clone()),
             _ => None,
         }

@@ -187,10 +187,10 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
     let dump = backup_dir.join(&name).join(manifest["dump"].as_str().unwrap());
     let original = corrupt(&dump);
     let verify = runway(&cluster, &["backup", "verify", &name, "--env", ENV]);
-    assert_eq!(verify.code, 1, "{verify:?}");
+    assert_eq!(verify.code, 6, "a corrupt backup is an integrity failure: {verify:?}");
     assert!(verify.stderr.contains("checksum"), "{verify:?}");
     let restore = runway(&cluster, &["backup", "restore", &name, "--env", ENV, "--yes", "--output", "json"]);
-    assert_eq!(restore.code, 1, "{restore:?}");
+    assert_eq!(restore.code, 6, "a corrupt backup is an integrity failure: {restore:?}");
     let refused = restore.json();
     assert_eq!(refused["ok"], false);
     assert!(refused["error"].as_str().unwrap().contains("checksum"), "{restore:?}");

@@ -62,8 +62,9 @@ pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure>
 
 /// Prints the result. A command the agent refused before anything ran
 /// (e.g. an unknown backup name) is bad input; any other failure on the
-/// agent, a corrupt backup included, is a failure (the agent does not tell
-/// integrity apart on the wire).
+/// agent is a failure, except a backup that is corrupt or does not match its
+/// manifest (the agent's result detail says `integrity`), which is exit 6
+/// as in local mode.
 fn finish(
     output: Output,
     host: &str,
@@ -72,7 +73,13 @@ fn finish(
 ) -> Result<Exit, Failure> {
     if result.outcome != CommandOutcome::Succeeded as i32 {
         let outcome = CommandOutcome::try_from(result.outcome).unwrap_or(CommandOutcome::Unspecified);
-        let exit = if outcome == CommandOutcome::Refused { Exit::Invalid } else { Exit::Failed };
+        let integrity = serde_json::from_str::<Value>(&result.detail_json)
+            .is_ok_and(|d| d["integrity"] == Value::Bool(true));
+        let exit = match outcome {
+            CommandOutcome::Refused => Exit::Invalid,
+            _ if integrity => Exit::Integrity,
+            _ => Exit::Failed,
+        };
         return Err(Failure::new(exit, format!("{host}: {}", result.error))
             .with("host", host)
             .with("command_id", result.command_id.as_str())

@@ -12,7 +12,7 @@ pub struct Unaccepted {
     pub line: usize,
     pub rule: String,
     pub table: Option<String>,
-    /// `12.3 MB`, when the table exists and its size is known.
+    /// `11.8 MiB`, when the table exists and its size is known.
     pub table_size: Option<String>,
     pub message: String,
 }

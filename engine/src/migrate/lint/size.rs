@@ -113,9 +113,9 @@ pub async fn table_stats(conn: &mut PgConnection, table: &str) -> Result<TableSt
     })
 }
 
-/// `12.3 MB`-style sizes for messages.
+/// `11.8 MiB`-style sizes for messages, as everywhere else in runway.
 pub fn human_bytes(bytes: i64) -> String {
-    bytesize::ByteSize::b(bytes.max(0).unsigned_abs()).display().si().to_string()
+    crate::backup::error::human(bytes.max(0).unsigned_abs())
 }
 
 #[cfg(test)]

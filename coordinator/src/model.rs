@@ -163,6 +163,16 @@ impl StepKind {
 }
 
 impl RolloutRecord {
+    /// The DB host of the plan: where the migrations run (and the backup
+    /// is taken, and a restore goes).
+    pub fn db_host(&self) -> Option<&str> {
+        self.steps
+            .iter()
+            .find(|s| s.kind == StepKind::Migrate)
+            .and_then(|s| s.hosts.first())
+            .map(String::as_str)
+    }
+
     /// The rollout as the operator API shows it.
     pub fn to_proto(&self) -> v1::Rollout {
         v1::Rollout {

@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 
+/// A finished CLI run's `--output json` stdout: one JSON value per line.
+pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 /// The CLI's events so far and its exit, once it ended.
 pub struct Watch {
     child: Child,

@@ -8,14 +8,8 @@ use runway_tests::checks::walk;
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
 use runway_tests::postgres::PG_BIN;
+use runway_tests::watch::json_lines;
 use sha2::{Digest, Sha256};
-
-fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -10,18 +10,12 @@ use std::process::Output;
 
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{DROP_NAME, SHOP, rollout_start_args, write_migrations};
+use runway_tests::watch::json_lines;
 
 const BROKEN: (&str, &str) = (
     "20240111000000_broken",
     "ALTER TABLE \"Order\" ADD COLUMN \"note\" TEXT;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n",
 );
-
-fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
 
 /// `runway rollout start --watch --output json` of `history`; the events and the run.
 fn roll_out(

@@ -12,10 +12,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use runway_proto::v1::{
-    self, BackupCommandRequest, BackupCommandStarted, BackupCommandUpdate, CommandOutcome, CommandResult,
+    self, BackupCommandRequest, BackupCommandStarted, BackupCommandUpdate, CommandOutcome,
     backup_command_request, backup_command_update, command,
 };
 use tokio::sync::mpsc;
@@ -23,8 +22,8 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::Shared;
 use super::error::ApiError;
+use super::{Shared, Waited};
 use crate::dispatch::InFlight;
 use crate::fencing::Term;
 use crate::rollout::plan::db_host;
@@ -118,41 +117,23 @@ async fn relay(
     if tx.send(update(backup_command_update::Kind::Started(started))).await.is_err() {
         return Ok(());
     }
-    let grace = Duration::from_secs(shared.config.agent_grace_secs);
-    let mut away_since: Option<Instant> = None;
-    let mut check = tokio::time::interval(Duration::from_millis(500));
-    let result: CommandResult = loop {
-        tokio::select! {
-            _ = term.cancel.cancelled() => return Err(ApiError::NotLeader { leader: None }.into()),
-            _ = tx.closed() => {
-                tracing::info!(command_id = %in_flight.command_id, %host, "caller left; the agent finishes the backup command on its own");
-                return Ok(());
-            }
-            Some(event) = in_flight.events.recv() => {
-                if tx.send(update(backup_command_update::Kind::Event(event))).await.is_err() {
-                    return Ok(());
-                }
-            }
-            result = &mut in_flight.result => match result {
-                Ok(result) => break result,
-                Err(_) => return Err(ApiError::NotLeader { leader: None }.into()),
-            },
-            _ = check.tick() => {
-                if shared.registry.is_connected(host) {
-                    away_since = None;
-                } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
-                    return Err(Status::unavailable(format!(
-                        "agent {host} has been disconnected for more than {} s; its journal keeps the outcome of command {}",
-                        grace.as_secs(),
-                        in_flight.command_id
-                    )));
-                }
-            }
+    let forward = |event| {
+        let tx = tx.clone();
+        async move { tx.send(update(backup_command_update::Kind::Event(event))).await.is_ok() }
+    };
+    let result = match shared.follow(term, host, &mut in_flight, forward).await? {
+        Waited::Done(result) => result,
+        Waited::Away(why) => {
+            return Err(Status::unavailable(format!(
+                "{why}; its journal keeps the outcome of command {}",
+                in_flight.command_id
+            )));
+        }
+        Waited::CallerLeft => {
+            tracing::info!(command_id = %in_flight.command_id, %host, "caller left; the agent finishes the backup command on its own");
+            return Ok(());
         }
     };
-    while let Ok(event) = in_flight.events.try_recv() {
-        let _ = tx.send(update(backup_command_update::Kind::Event(event))).await;
-    }
     if result.outcome != CommandOutcome::Succeeded as i32 {
         tracing::info!(command_id = %result.command_id, %host, error = %result.error, "backup command did not succeed");
     }

@@ -9,10 +9,10 @@ pub mod plan;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runway_proto::v1::{self, CommandResult};
+use runway_proto::v1::{self, CommandEvent, CommandResult};
 
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, InFlight};
 use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
 use crate::registry::Registry;
@@ -20,6 +20,16 @@ use crate::rollout::engine::Engine;
 use crate::rollout::events::EventBus;
 use crate::rollout::repo::RolloutStore;
 use error::ApiError;
+
+/// How following a command outside any rollout ended.
+pub(crate) enum Waited {
+    /// The agent answered.
+    Done(CommandResult),
+    /// The agent stayed away too long (the message says how long).
+    Away(String),
+    /// Whoever followed it went away; the agent finishes on its own.
+    CallerLeft,
+}
 
 /// Everything the services share.
 pub struct Shared {
@@ -59,22 +69,57 @@ impl Shared {
         command: v1::Command,
     ) -> Result<Result<CommandResult, String>, ApiError> {
         let mut in_flight = self.dispatcher.dispatch(host, command).await;
+        match self.follow(term, host, &mut in_flight, |_| std::future::ready(true)).await? {
+            Waited::Done(result) => Ok(Ok(result)),
+            Waited::Away(why) => Ok(Err(why)),
+            Waited::CallerLeft => unreachable!("every event is taken, so the caller never leaves"),
+        }
+    }
+
+    /// Follows a command outside any rollout to its result, handing each
+    /// progress event to `on_event` (which answers false once its caller has
+    /// gone). Gives up when the agent stays away longer than
+    /// `agent_grace_secs`; `Err` only when leadership ends.
+    pub(crate) async fn follow<F, Fut>(
+        &self,
+        term: &Term,
+        host: &str,
+        in_flight: &mut InFlight,
+        mut on_event: F,
+    ) -> Result<Waited, ApiError>
+    where
+        F: FnMut(CommandEvent) -> Fut,
+        Fut: Future<Output = bool>,
+    {
         let grace = Duration::from_secs(self.config.agent_grace_secs);
         let mut away_since: Option<Instant> = None;
         let mut check = tokio::time::interval(Duration::from_millis(500));
-        loop {
+        let result = loop {
             tokio::select! {
                 _ = term.cancel.cancelled() => return Err(ApiError::NotLeader { leader: None }),
-                result = &mut in_flight.result => return result.map(Ok).map_err(|_| ApiError::NotLeader { leader: None }),
+                Some(event) = in_flight.events.recv() => if !on_event(event).await {
+                    return Ok(Waited::CallerLeft);
+                },
+                result = &mut in_flight.result => match result {
+                    Ok(result) => break result,
+                    Err(_) => return Err(ApiError::NotLeader { leader: None }),
+                },
                 _ = check.tick() => {
                     if self.registry.is_connected(host) {
                         away_since = None;
                     } else if away_since.get_or_insert_with(Instant::now).elapsed() > grace {
-                        return Ok(Err(format!("agent {host} has been disconnected for more than {} s", grace.as_secs())));
+                        return Ok(Waited::Away(format!(
+                            "agent {host} has been disconnected for more than {} s",
+                            grace.as_secs()
+                        )));
                     }
                 }
             }
+        };
+        while let Ok(event) = in_flight.events.try_recv() {
+            on_event(event).await;
         }
+        Ok(Waited::Done(result))
     }
 
     /// Refuses an environment this coordinator is not configured for.

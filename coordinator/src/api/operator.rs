@@ -93,10 +93,8 @@ impl OperatorService {
             if request.requested_by.is_empty() { "an operator" } else { &request.requested_by };
         crate::rollout::recovery::reopen_for_rollback(&mut reopened, requested_by)?;
         let db = record
-            .steps
-            .iter()
-            .find(|s| s.kind == crate::model::StepKind::Backup)
-            .and_then(|s| s.hosts.first().cloned())
+            .db_host()
+            .map(str::to_owned)
             .ok_or_else(|| ApiError::FailedPrecondition(format!("rollout {id} has no DB host")))?;
         let show = v1::Command {
             command_id: format!("rollback-check/{}", uuid::Uuid::new_v4()),

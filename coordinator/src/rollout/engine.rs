@@ -334,16 +334,10 @@ impl Engine {
     /// effort: the rollout has ended either way, and a pin nobody releases
     /// only keeps one backup longer than `keep`.
     async fn release_backup(&self, term: &Term, record: &RolloutRecord) {
-        let Some(db) = record
-            .steps
-            .iter()
-            .find(|s| {
-                s.kind == StepKind::Backup && !matches!(s.state, StepState::Pending | StepState::Skipped)
-            })
-            .and_then(|s| s.hosts.first())
-        else {
-            return;
-        };
+        let backup_started = record.steps.iter().any(|s| {
+            s.kind == StepKind::Backup && !matches!(s.state, StepState::Pending | StepState::Skipped)
+        });
+        let Some(db) = record.db_host().filter(|_| backup_started) else { return };
         let window = self.config.environments.policy(&record.environment).rollback_window_secs;
         let release = command::release_backup(record, db, window, term.token, &self.config.name);
         let mut in_flight = self.dispatcher.dispatch(db, release).await;

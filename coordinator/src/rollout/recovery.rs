@@ -219,12 +219,7 @@ fn push_again(record: &mut RolloutRecord, kind: StepKind, hosts: Vec<String>) {
 
 /// A restore of the rollout's backup on its DB host.
 fn restore(record: &mut RolloutRecord) {
-    let db_hosts = record
-        .steps
-        .iter()
-        .find(|s| s.kind == StepKind::Migrate)
-        .map(|s| s.hosts.clone())
-        .unwrap_or_default();
+    let db_hosts = record.db_host().map(str::to_owned).into_iter().collect();
     push_again(record, StepKind::Restore, db_hosts);
 }
 

@@ -53,11 +53,16 @@ pub enum Exit {
     /// 9: diverged. `migrate status`: an applied migration was modified or
     /// is missing locally.
     Diverged = 9,
+    /// 10: denied: the coordinator refused who you are (no or unknown
+    /// client certificate, a certificate from another CA) or what you may
+    /// do (a role missing in that environment, approving your own
+    /// rollout). Nothing was changed.
+    Denied = 10,
 }
 
 impl Exit {
     /// Every code, in order.
-    pub const ALL: [Exit; 10] = [
+    pub const ALL: [Exit; 11] = [
         Exit::Success,
         Exit::Failed,
         Exit::Invalid,
@@ -68,6 +73,7 @@ impl Exit {
         Exit::Attention,
         Exit::Blocked,
         Exit::Diverged,
+        Exit::Denied,
     ];
 
     /// The number the process exits with.
@@ -105,6 +111,9 @@ impl Exit {
                  SQL that does not parse; `plan`: deploy would refuse"
             }
             Exit::Diverged => "diverged: `status`: an applied migration was modified or is missing locally",
+            Exit::Denied => {
+                "denied: no valid identity (client certificate) or a role missing in that environment; nothing changed"
+            }
         }
     }
 }
@@ -215,6 +224,9 @@ impl From<&CallError> for Exit {
                 if matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound) =>
             {
                 Exit::Invalid
+            }
+            CallError::Status(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated) => {
+                Exit::Denied
             }
             CallError::Status(_) => Exit::Failed,
         }

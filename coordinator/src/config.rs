@@ -1,10 +1,11 @@
 //! The coordinator's config: defaults ← TOML file ← environment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
@@ -48,6 +49,10 @@ pub struct Config {
     /// asking for a person. A connected agent still working is waited for
     /// past the deadline.
     pub step_deadline_secs: u64,
+    /// `[tls]`: the runway CA, this coordinator's certificate (naming
+    /// `runway://coordinator/NAME`) and key; used for the gRPC server and
+    /// as etcd's client certificate. `insecure = true` for plain text.
+    pub tls: TlsFiles,
 }
 
 impl Default for Config {
@@ -63,6 +68,7 @@ impl Default for Config {
             heartbeat_secs: 2,
             agent_grace_secs: 60,
             step_deadline_secs: DEFAULT_STEP_DEADLINE_SECS,
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -103,6 +109,48 @@ pub struct EnvironmentPolicy {
     /// Seconds a rollout's backup stays pinned (never pruned by `keep`)
     /// after the rollout ended; 0 releases it at once.
     pub rollback_window_secs: u64,
+    /// Who may do what here: operator name (from the certificate's
+    /// `runway://operator/NAME`) or `"*"` for every operator, to roles.
+    /// `roles = { alice = ["deploy", "restore"], bob = ["approve"], "*" = ["view"] }`.
+    pub roles: BTreeMap<String, BTreeSet<Role>>,
+}
+
+/// What an operator may do in one environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// List and show rollouts, backups, plans and the audit log.
+    View,
+    /// Start and cancel rollouts.
+    Deploy,
+    /// Roll back rollouts, restore and verify backups, resolve held rollouts.
+    Restore,
+    /// Approve or reject someone else's rollout.
+    Approve,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::View => "view",
+            Role::Deploy => "deploy",
+            Role::Restore => "restore",
+            Role::Approve => "approve",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EnvironmentPolicy {
+    /// Whether `operator` holds `role` here, by name or through `"*"`.
+    pub fn allows(&self, operator: &str, role: Role) -> bool {
+        [operator, "*"].iter().any(|who| self.roles.get(*who).is_some_and(|roles| roles.contains(&role)))
+    }
 }
 
 /// The environments rollouts may target. In TOML either a list of names
@@ -147,7 +195,7 @@ impl<'de> Deserialize<'de> for Environments {
         let form = Form::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom(
                 "`environments` must be a list of names or one [environments.NAME] table each \
-                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N)",
+                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] })",
             )
         })?;
         Ok(match form {
@@ -193,7 +241,8 @@ impl Config {
     /// Fills derived defaults and checks every key.
     pub fn finish(&mut self) -> Result<(), ConfigError> {
         if self.advertise.is_empty() {
-            self.advertise = format!("http://{}", self.listen);
+            let scheme = if self.tls.insecure { "http" } else { "https" };
+            self.advertise = format!("{scheme}://{}", self.listen);
         }
         if self.name.trim().is_empty() {
             return Err(ConfigError::Invalid("`name` must not be empty".into()));
@@ -216,9 +265,11 @@ impl Config {
         if self.environments.is_empty() {
             return Err(ConfigError::Invalid("`environments` must name at least one environment".into()));
         }
-        if !self.advertise.starts_with("http://") && !self.advertise.starts_with("https://") {
+        let scheme = if self.tls.insecure { "http://" } else { "https://" };
+        if !self.advertise.starts_with(scheme) {
             return Err(ConfigError::Invalid(format!(
-                "`advertise` must be an http:// or https:// URL, got {:?}",
+                "`advertise` must be an {scheme} URL {}, got {:?}",
+                if self.tls.insecure { "in insecure mode" } else { "with TLS on" },
                 self.advertise
             )));
         }

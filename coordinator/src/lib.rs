@@ -55,6 +55,33 @@ pub enum StartError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// `[tls]` cannot be used.
+    #[error("coordinator TLS: {0}")]
+    Tls(String),
+}
+
+/// Loads `[tls]`: a coordinator's certificate must name a coordinator
+/// identity, or agents would refuse it.
+fn load_security(config: &config::Config) -> Result<runway_identity::tls::Security, StartError> {
+    use runway_identity::{Identity, tls::Security};
+    let security = config.tls.load("`[tls] ca, cert and key` in the coordinator config").map_err(|e| StartError::Tls(e.to_string()))?;
+    match &security {
+        Security::Insecure => tracing::warn!(
+            "INSECURE MODE: [tls] insecure = true; anyone who reaches this port can drive rollouts. Use only for throwaway test setups"
+        ),
+        Security::Mutual(credentials) => match credentials.identity() {
+            Identity::Coordinator { name } => tracing::info!(identity = %name, "mTLS on"),
+            other => {
+                return Err(StartError::Tls(format!(
+                    "the certificate in [tls] cert names {other}; a coordinator needs one naming runway://coordinator/NAME"
+                )));
+            }
+        },
+    }
+    if !matches!(security, Security::Insecure) && config.etcd_endpoints.iter().any(|e| !e.starts_with("https://")) {
+        tracing::warn!(endpoints = %config.etcd_endpoints.join(","), "TLS is on but some etcd endpoints are plain http://");
+    }
+    Ok(security)
 }
 
 /// Runs a coordinator on `listener` until `shutdown` fires.
@@ -64,9 +91,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
-    let options = etcd_client::ConnectOptions::new()
+    let security = load_security(&config)?;
+    let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let Some(tls) = security.client_by_host_name() {
+        options = options.with_tls(tls);
+    }
     let client = etcd_client::Client::connect(&config.etcd_endpoints, Some(options))
         .await
         .map_err(|source| StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source })?;
@@ -95,8 +126,10 @@ pub async fn run(
     );
     tracker.spawn(engine.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
 
+    let server_tls = security.server();
     let shared = Arc::new(api::Shared {
         config: Arc::clone(&config),
+        security,
         election,
         registry,
         dispatcher,
@@ -106,7 +139,11 @@ pub async fn run(
     });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls {
+        server = server.tls_config(tls)?;
+    }
+    let served = server
         .add_service(OperatorServer::new(api::operator::OperatorService::new(Arc::clone(&shared))))
         .add_service(AgentChannelServer::new(api::agents::AgentService::new(shared)))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())

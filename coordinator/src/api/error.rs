@@ -17,6 +17,12 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     NotFound(String),
+    /// The caller is identified but lacks a role.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// The caller is not identified as anyone runway knows.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     #[error(transparent)]
     Bundle(#[from] runway_proto::bundle::BundleError),
     #[error(transparent)]
@@ -43,6 +49,8 @@ impl From<ApiError> for tonic::Status {
                 tonic::Status::failed_precondition(message)
             }
             ApiError::NotFound(_) => tonic::Status::not_found(message),
+            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             ApiError::Store(StoreError::Fenced(_)) => tonic::Status::unavailable(
                 "this coordinator just lost leadership; retry against the new leader",
             ),

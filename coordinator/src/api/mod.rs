@@ -1,6 +1,7 @@
 //! The gRPC services: the operator API and the agent channel.
 
 pub mod agents;
+pub mod auth;
 pub mod backups;
 pub mod error;
 pub mod operator;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runway_proto::v1::{self, CommandEvent, CommandResult};
+
+use runway_identity::tls::Security;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, InFlight};
@@ -35,6 +38,8 @@ pub(crate) enum Waited {
 pub struct Shared {
     /// This coordinator's config.
     pub config: Arc<Config>,
+    /// mTLS or insecure mode, loaded from `config.tls`.
+    pub security: Security,
     /// Whether this coordinator leads, and with which term.
     pub election: Arc<dyn Election>,
     /// The agents connected to this coordinator.

@@ -1,0 +1,108 @@
+//! A small certificate authority: enough for the quick start, the tests and
+//! a small installation. Larger ones use their own PKI and only need to put
+//! the runway URI SANs (see the crate docs) into the certificates.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::Identity;
+
+/// A certificate and its private key, both PEM.
+#[derive(Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
+    }
+}
+
+/// Issuing failed (a bad host name, an unreadable CA key).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot issue the certificate: {0}")]
+pub struct IssueError(String);
+
+impl From<rcgen::Error> for IssueError {
+    fn from(e: rcgen::Error) -> Self {
+        IssueError(e.to_string())
+    }
+}
+
+/// The runway CA: its certificate and the key that signs with it.
+pub struct Authority {
+    issued: Issued,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Authority {
+    /// A new CA, valid for `days`.
+    pub fn create(days: u32) -> Result<Authority, IssueError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, "runway CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, days);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        let issued = Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
+        Ok(Authority { issued, issuer: Issuer::new(params, key) })
+    }
+
+    /// A CA from its PEM certificate and key.
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Authority, IssueError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        Ok(Authority { issued: Issued { cert_pem: cert_pem.into(), key_pem: key_pem.into() }, issuer })
+    }
+
+    /// The CA's own certificate and key.
+    pub fn own(&self) -> &Issued {
+        &self.issued
+    }
+
+    /// A certificate for `identity`, valid for `days`. `hosts` (names or IP
+    /// addresses) go in as DNS/IP SANs too, for tools that check host names.
+    pub fn issue(&self, identity: &Identity, hosts: &[String], days: u32) -> Result<Issued, IssueError> {
+        let mut params = CertificateParams::new(hosts.to_vec())?;
+        for uri in identity.uris() {
+            params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+        }
+        params.distinguished_name.push(DnType::CommonName, identity.to_string());
+        params.extended_key_usages = match identity {
+            // A coordinator serves gRPC and is etcd's client.
+            Identity::Coordinator { .. } => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            Identity::Agent { .. } | Identity::Operator { .. } => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        self.sign(params, days)
+    }
+
+    /// A plain server certificate for `hosts` (etcd), no runway identity.
+    pub fn issue_server(&self, name: &str, hosts: &[String], days: u32) -> Result<Issued, IssueError> {
+        let mut params = CertificateParams::new(hosts.to_vec())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, days)
+    }
+
+    fn sign(&self, mut params: CertificateParams, days: u32) -> Result<Issued, IssueError> {
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.use_authority_key_identifier_extension = true;
+        validity(&mut params, days);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
+/// From an hour ago (clocks drift) for `days`.
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(i64::from(days));
+}

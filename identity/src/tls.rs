@@ -1,0 +1,291 @@
+//! mTLS settings, loaded the same way by every runway binary.
+//!
+//! TLS is on unless a config says `insecure = true`. With TLS on, every
+//! server asks for a client certificate from the runway CA, and every
+//! client of a coordinator ([`Security::connect`]) accepts only a peer whose
+//! certificate names a coordinator identity: not the host name, which
+//! the runway CA does not vouch for, but the `runway://coordinator/NAME`
+//! SAN. An agent's or operator's certificate cannot pose as a coordinator
+//! even though the same CA issued it.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, ServerTlsConfig, Uri};
+
+use crate::Identity;
+use crate::verify::CoordinatorsOnly;
+
+/// `[tls]` in a config, or the CLI's `--ca`, `--cert`, `--key`, `--insecure`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM file with the runway CA certificate(s) peers must chain to.
+    pub ca: Option<PathBuf>,
+    /// PEM file with this holder's certificate (and any intermediates).
+    pub cert: Option<PathBuf>,
+    /// PEM file with this holder's private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: Option<PathBuf>,
+    /// Plain-text gRPC without certificates: for throwaway test setups only.
+    pub insecure: bool,
+}
+
+/// Whether a binary talks mTLS, and with what.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// Plain text, nobody identified: every caller is trusted.
+    Insecure,
+    /// mTLS with these credentials.
+    Mutual(Arc<Credentials>),
+}
+
+/// A holder's certificate, key and CA, loaded and checked.
+pub struct Credentials {
+    ca_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    identity: Identity,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key, not even its length.
+        f.debug_struct("Credentials").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+/// TLS settings that cannot be used; says which file and why.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(
+        "TLS is on by default and needs {hint}: the runway CA, this holder's certificate and its key \
+         (`runway certs` makes them), or insecure mode for a plain-text test setup"
+    )]
+    NotConfigured { hint: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} holds no usable PEM {kind}", path.display())]
+    NoPem { path: PathBuf, kind: &'static str },
+    #[error("{}: {source}", path.display())]
+    Identity { path: PathBuf, source: crate::IdentityError },
+    #[error("{} does not chain to the CA in {}: {why}", cert.display(), ca.display())]
+    NotFromCa { cert: PathBuf, ca: PathBuf, why: String },
+    #[error("bad address {address:?}: {why}")]
+    Address { address: String, why: String },
+}
+
+impl TlsFiles {
+    /// Loads and checks the files. `hint` names where they are set
+    /// (e.g. "`[tls] ca, cert and key`"), for the error when they are not.
+    pub fn load(&self, hint: &str) -> Result<Security, TlsError> {
+        if self.insecure {
+            return Ok(Security::Insecure);
+        }
+        let (Some(ca), Some(cert), Some(key)) = (&self.ca, &self.cert, &self.key) else {
+            return Err(TlsError::NotConfigured { hint: hint.to_owned() });
+        };
+        let ca_pem = read(ca)?;
+        let cert_pem = read(cert)?;
+        let key_pem = read(key)?;
+        let ca_certs = CertificateDer::pem_slice_iter(&ca_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or(TlsError::NoPem { path: ca.clone(), kind: "certificate" })?;
+        let mut roots = RootCertStore::empty();
+        for der in ca_certs {
+            roots.add(der).map_err(|_| TlsError::NoPem { path: ca.clone(), kind: "CA certificate" })?;
+        }
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or(TlsError::NoPem { path: cert.clone(), kind: "certificate" })?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|_| TlsError::NoPem { path: key.clone(), kind: "private key" })?;
+        let identity = Identity::from_der(&chain[0])
+            .map_err(|source| TlsError::Identity { path: cert.clone(), source })?;
+        crate::verify::chains_to(&roots, &chain)
+            .map_err(|why| TlsError::NotFromCa { cert: cert.clone(), ca: ca.clone(), why })?;
+        Ok(Security::Mutual(Arc::new(Credentials {
+            ca_pem,
+            cert_pem,
+            key_pem,
+            roots: Arc::new(roots),
+            chain,
+            key: key_der,
+            identity,
+        })))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+}
+
+impl Credentials {
+    /// Who these credentials say we are.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The trusted CA certificates.
+    pub fn roots(&self) -> &Arc<RootCertStore> {
+        &self.roots
+    }
+
+    /// This holder's certificate, DER.
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// This holder's private key, PEM (for signing).
+    pub fn key_pem(&self) -> &[u8] {
+        &self.key_pem
+    }
+}
+
+impl Security {
+    /// `https` with TLS, `http` without.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Security::Insecure => "http",
+            Security::Mutual(_) => "https",
+        }
+    }
+
+    /// The credentials, with TLS.
+    pub fn credentials(&self) -> Option<&Arc<Credentials>> {
+        match self {
+            Security::Insecure => None,
+            Security::Mutual(credentials) => Some(credentials),
+        }
+    }
+
+    /// `addr` with this mode's scheme added when it has none. An address
+    /// whose scheme disagrees with the mode is refused rather than
+    /// silently downgraded or upgraded.
+    pub fn address(&self, addr: &str) -> Result<String, TlsError> {
+        let addr = addr.trim();
+        let wrong = |why: String| TlsError::Address { address: addr.to_owned(), why };
+        match addr.split_once("://") {
+            None => Ok(format!("{}://{addr}", self.scheme())),
+            Some((scheme, _)) if scheme == self.scheme() => Ok(addr.to_owned()),
+            Some(("http", _)) => Err(wrong(
+                "TLS is on, so coordinators are reached over https://; plain http:// needs insecure mode".into(),
+            )),
+            Some(("https", _)) => Err(wrong(
+                "insecure mode talks plain text, so an https:// address cannot work; configure TLS instead".into(),
+            )),
+            Some((scheme, _)) => Err(wrong(format!("unknown scheme {scheme:?}; use https://HOST:PORT"))),
+        }
+    }
+
+    /// An endpoint for a coordinator at `addr` (see [`Security::address`]).
+    /// With TLS the endpoint itself is plain: [`Security::connect`] runs TLS
+    /// in its own connector, which checks the coordinator identity.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, TlsError> {
+        let addr = self.address(addr)?;
+        let plain = match self {
+            Security::Insecure => addr.clone(),
+            Security::Mutual(_) => format!("http://{}", &addr["https://".len()..]),
+        };
+        Endpoint::from_shared(plain).map_err(|e| TlsError::Address { address: addr, why: e.to_string() })
+    }
+
+    /// Connects to a coordinator (see [`Security::endpoint`]).
+    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
+        match self {
+            Security::Insecure => endpoint.connect().await,
+            Security::Mutual(credentials) => endpoint.connect_with_connector(credentials.connector()).await,
+        }
+    }
+
+    /// Like [`Security::connect`], connecting on first use.
+    pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+        match self {
+            Security::Insecure => endpoint.connect_lazy(),
+            Security::Mutual(credentials) => endpoint.connect_with_connector_lazy(credentials.connector()),
+        }
+    }
+
+    /// The gRPC server's TLS: our certificate, client certificates required
+    /// and checked against the CA. Which identity may call what is the
+    /// services' business.
+    pub fn server(&self) -> Option<ServerTlsConfig> {
+        let credentials = self.credentials()?;
+        Some(
+            ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&credentials.cert_pem, &credentials.key_pem))
+                .client_ca_root(Certificate::from_pem(&credentials.ca_pem)),
+        )
+    }
+
+    /// TLS for a plain client of a server that proves its host name, such
+    /// as etcd: the CA, and our certificate as the client's.
+    pub fn client_by_host_name(&self) -> Option<ClientTlsConfig> {
+        let credentials = self.credentials()?;
+        Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&credentials.ca_pem))
+                .identity(tonic::transport::Identity::from_pem(&credentials.cert_pem, &credentials.key_pem)),
+        )
+    }
+}
+
+impl Credentials {
+    fn connector(&self) -> CoordinatorConnector {
+        let config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CoordinatorsOnly::new(Arc::clone(&self.roots))))
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .expect("the key matched its certificate when the files were loaded");
+        let mut config = config;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        CoordinatorConnector { config: Arc::new(config) }
+    }
+}
+
+/// TCP, then TLS that accepts only a coordinator's certificate.
+#[derive(Clone)]
+struct CoordinatorConnector {
+    config: Arc<rustls::ClientConfig>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for CoordinatorConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = Arc::clone(&self.config);
+        Box::pin(async move {
+            let host = uri.host().ok_or("address without a host")?.trim_matches(['[', ']']).to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host)?;
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}

@@ -100,8 +100,11 @@ pub enum OnRestartFailure {
     Hold,
 }
 
+/// `approval_timeout_secs` unless configured: a day.
+pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
 /// `[environments.NAME]`: the policies of one environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvironmentPolicy {
     pub on_migrate_failure: OnMigrateFailure,
@@ -113,6 +116,76 @@ pub struct EnvironmentPolicy {
     /// `runway://operator/NAME`) or `"*"` for every operator, to roles.
     /// `roles = { alice = ["deploy", "restore"], bob = ["approve"], "*" = ["view"] }`.
     pub roles: BTreeMap<String, BTreeSet<Role>>,
+    /// How many operators other than the one who started a rollout must
+    /// approve it after preflight, before anything changes: `approvals = 1`,
+    /// or `approvals = { default = 1, danger = 2 }` for a higher count when
+    /// the plan is riskier (see [`Approvals::danger`]). 0 (the default): no
+    /// approval step.
+    pub approvals: Approvals,
+    /// How long a rollout waits for its approvals, in seconds, before it
+    /// ends `cancelled` (nothing changed).
+    pub approval_timeout_secs: u64,
+}
+
+impl Default for EnvironmentPolicy {
+    fn default() -> Self {
+        Self {
+            on_migrate_failure: OnMigrateFailure::default(),
+            on_restart_failure: OnRestartFailure::default(),
+            rollback_window_secs: 0,
+            roles: BTreeMap::new(),
+            approvals: Approvals::default(),
+            approval_timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// How many approvals a rollout needs: `approvals = N` (the same count
+/// whatever the plan) or `approvals = { default = N, danger = M }`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Approvals {
+    /// For an ordinary plan.
+    pub default: u32,
+    /// For a riskier plan: the rollout accepts a Danger lint finding
+    /// (`--allow-danger`), or the plan's downtime class is `large` or
+    /// unknown, or there is no plan to judge by. At least `default`.
+    pub danger: u32,
+}
+
+impl Approvals {
+    /// Whether rollouts here wait for approvals at all (for some plan).
+    pub fn required(self) -> bool {
+        self.default > 0 || self.danger > 0
+    }
+}
+
+impl<'de> Deserialize<'de> for Approvals {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Counts {
+            #[serde(default)]
+            default: u32,
+            danger: Option<u32>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Count(u32),
+            Counts(Counts),
+        }
+        let form = Form::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom(
+                "`approvals` must be a count (`approvals = 1`) or a table (`approvals = { default = 1, danger = 2 }`)",
+            )
+        })?;
+        Ok(match form {
+            Form::Count(n) => Approvals { default: n, danger: n },
+            Form::Counts(Counts { default, danger }) => {
+                Approvals { default, danger: danger.unwrap_or(default) }
+            }
+        })
+    }
 }
 
 /// What an operator may do in one environment.
@@ -151,6 +224,41 @@ impl EnvironmentPolicy {
     pub fn allows(&self, operator: &str, role: Role) -> bool {
         [operator, "*"].iter().any(|who| self.roles.get(*who).is_some_and(|roles| roles.contains(&role)))
     }
+
+    /// The operators named as holding `role` here (`"*"` included when
+    /// every operator holds it), for messages such as who may approve.
+    pub fn holders(&self, role: Role) -> Vec<&str> {
+        self.roles.iter().filter(|(_, roles)| roles.contains(&role)).map(|(who, _)| who.as_str()).collect()
+    }
+
+    /// Checks the approval keys of environment `name`. With TLS on
+    /// (`check_approvers`), a count that the named approvers cannot reach
+    /// is refused: such a rollout could never run.
+    fn check(&self, name: &str, check_approvers: bool) -> Result<(), ConfigError> {
+        let Approvals { default, danger } = self.approvals;
+        if danger < default {
+            return Err(ConfigError::Invalid(format!(
+                "[environments.{name}] approvals: danger = {danger} is lower than default = {default}; \
+                 the danger count is for riskier plans and must be at least the default"
+            )));
+        }
+        if self.approval_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "[environments.{name}] approval_timeout_secs must be at least 1 (seconds a rollout waits for \
+                 its approvals); the default is {DEFAULT_APPROVAL_TIMEOUT_SECS}"
+            )));
+        }
+        let approvers = self.holders(Role::Approve);
+        if check_approvers && !approvers.contains(&"*") && (approvers.len() as u64) < u64::from(danger) {
+            return Err(ConfigError::Invalid(format!(
+                "[environments.{name}] approvals needs up to {danger} approver(s) but roles grant \"approve\" to {} \
+                 ({}); a rollout there could never be approved. Grant it in [environments.{name}] roles",
+                approvers.len(),
+                if approvers.is_empty() { "nobody".to_owned() } else { approvers.join(", ") }
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The environments rollouts may target. In TOML either a list of names
@@ -182,6 +290,11 @@ impl Environments {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Every environment's name and policies.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &EnvironmentPolicy)> {
+        self.0.iter().map(|(name, policy)| (name.as_str(), policy))
+    }
 }
 
 impl<'de> Deserialize<'de> for Environments {
@@ -195,7 +308,7 @@ impl<'de> Deserialize<'de> for Environments {
         let form = Form::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom(
                 "`environments` must be a list of names or one [environments.NAME] table each \
-                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] })",
+                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N)",
             )
         })?;
         Ok(match form {
@@ -265,6 +378,9 @@ impl Config {
         if self.environments.is_empty() {
             return Err(ConfigError::Invalid("`environments` must name at least one environment".into()));
         }
+        for (name, policy) in self.environments.iter() {
+            policy.check(name, !self.tls.insecure)?;
+        }
         let scheme = if self.tls.insecure { "http://" } else { "https://" };
         if !self.advertise.starts_with(scheme) {
             return Err(ConfigError::Invalid(format!(
@@ -320,6 +436,74 @@ mod tests {
         assert_eq!(config.environments.policy("production").on_migrate_failure, OnMigrateFailure::Hold);
         let bad = toml::from_str::<Config>("[environments.production]\non_migrate_failure = \"panic\"\n");
         assert!(bad.unwrap_err().to_string().contains("on_migrate_failure"));
+    }
+
+    fn policy(toml_text: &str) -> EnvironmentPolicy {
+        let config: Config = toml::from_str(&format!("[environments.production]\n{toml_text}")).unwrap();
+        config.environments.policy("production")
+    }
+
+    #[test]
+    fn roles_are_granted_by_name_or_to_everyone_and_only_where_configured() {
+        let production = policy(
+            "roles = { alice = [\"deploy\", \"restore\"], bob = [\"approve\"], \"*\" = [\"view\"] }",
+        );
+        assert!(production.allows("alice", Role::Deploy));
+        assert!(production.allows("alice", Role::Restore));
+        assert!(!production.allows("alice", Role::Approve), "roles are not implied by others");
+        assert!(production.allows("bob", Role::Approve));
+        assert!(!production.allows("bob", Role::Deploy));
+        assert!(production.allows("carol", Role::View), "\"*\" grants every operator");
+        assert!(production.allows("alice", Role::View));
+        assert!(!production.allows("carol", Role::Deploy));
+        assert_eq!(production.holders(Role::Approve), ["bob"]);
+        assert_eq!(production.holders(Role::View), ["*"]);
+        // An environment without roles grants nothing; an unknown one neither.
+        assert!(!policy("").allows("alice", Role::View));
+        let config: Config = toml::from_str("[environments.production]\nroles = { alice = [\"view\"] }").unwrap();
+        assert!(!config.environments.policy("staging").allows("alice", Role::View));
+        let bad = toml::from_str::<Config>("[environments.production]\nroles = { alice = [\"admin\"] }");
+        assert!(bad.unwrap_err().to_string().contains("roles"));
+        assert_eq!(Role::Approve.to_string(), "approve");
+    }
+
+    #[test]
+    fn approvals_are_a_count_or_a_default_and_a_danger_count() {
+        assert_eq!(policy("").approvals, Approvals { default: 0, danger: 0 });
+        assert!(!policy("").approvals.required());
+        assert_eq!(policy("").approval_timeout_secs, DEFAULT_APPROVAL_TIMEOUT_SECS);
+        assert_eq!(policy("approvals = 1").approvals, Approvals { default: 1, danger: 1 });
+        assert_eq!(
+            policy("approvals = { default = 1, danger = 2 }\napproval_timeout_secs = 600").approvals,
+            Approvals { default: 1, danger: 2 }
+        );
+        assert_eq!(policy("approvals = { danger = 2 }").approvals, Approvals { default: 0, danger: 2 });
+        assert!(policy("approvals = { danger = 2 }").approvals.required());
+        assert_eq!(policy("approvals = { default = 2 }").approvals, Approvals { default: 2, danger: 2 });
+        assert!(toml::from_str::<Config>("[environments.production]\napprovals = { dflt = 1 }").is_err());
+    }
+
+    #[test]
+    fn approval_counts_nobody_can_reach_are_refused_by_name() {
+        let finish = |text: &str| {
+            let mut config: Config = toml::from_str(text).unwrap();
+            config.finish().map(|()| config)
+        };
+        let low_danger = finish("[environments.production]\napprovals = { default = 2, danger = 1 }\n\
+                                 roles = { \"*\" = [\"approve\"] }");
+        assert!(low_danger.unwrap_err().to_string().contains("[environments.production] approvals: danger = 1"));
+        let zero_timeout = finish("[environments.production]\napproval_timeout_secs = 0");
+        assert!(zero_timeout.unwrap_err().to_string().contains("approval_timeout_secs"));
+        // With TLS on, two approvals need two named approvers (or "*").
+        let one_approver = finish("[environments.production]\napprovals = { default = 1, danger = 2 }\n\
+                                   roles = { bob = [\"approve\"], alice = [\"deploy\"] }");
+        let error = one_approver.unwrap_err().to_string();
+        assert!(error.contains("needs up to 2 approver(s)") && error.contains("(bob)"), "{error}");
+        finish("[environments.production]\napprovals = 2\nroles = { bob = [\"approve\"], carol = [\"approve\"] }")
+            .unwrap();
+        finish("[environments.production]\napprovals = 2\nroles = { \"*\" = [\"approve\"] }").unwrap();
+        // In insecure mode everyone holds every role.
+        finish("[tls]\ninsecure = true\n[environments.production]\napprovals = 2").unwrap();
     }
 
     #[test]

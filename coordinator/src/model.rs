@@ -56,6 +56,83 @@ pub struct RolloutRecord {
     /// restart-phase rollback brings back.
     #[serde(default)]
     pub previous_versions: BTreeMap<String, String>,
+    /// The approval gate, once the rollout reached its `approval` step:
+    /// how many approvals it needs and why, who approved or rejected, and
+    /// how it ended. `None` before, and where no approvals are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalGate>,
+}
+
+/// The approval gate of one rollout, saved with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalGate {
+    /// Approvals needed (0: none, the plan did not call for any).
+    pub needed: u32,
+    /// Why this count: the environment's default, or what made the plan
+    /// riskier (for people).
+    pub rule: String,
+    /// When the rollout started waiting.
+    pub requested_unix_ms: i64,
+    /// When the wait ends without enough approvals.
+    pub expires_unix_ms: i64,
+    /// Approvals given, in the order the engine saw them; one per operator.
+    pub approvals: Vec<Decision>,
+    /// The rejection that ended the wait, if any.
+    pub rejection: Option<Decision>,
+    /// How the wait ended, or that it goes on.
+    pub outcome: GateOutcome,
+}
+
+/// One operator's approval or rejection of a rollout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Who decided: the certificate's operator name (`insecure:…` in
+    /// insecure mode, where nobody is identified).
+    pub operator: String,
+    /// When the decision was saved.
+    pub unix_ms: i64,
+    /// Approve or reject.
+    pub verdict: Verdict,
+    /// The approver's comment, or the reason for a rejection.
+    pub comment: String,
+}
+
+/// What an operator decided about a rollout awaiting approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    #[default]
+    Approve,
+    Reject,
+}
+
+/// How a rollout's wait for approvals stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateOutcome {
+    /// Still waiting.
+    #[default]
+    Waiting,
+    /// The plan needed none.
+    NotNeeded,
+    /// Enough operators approved.
+    Approved,
+    /// An operator rejected it: the rollout ends `cancelled`.
+    Rejected,
+    /// `approval_timeout_secs` passed first: the rollout ends `cancelled`.
+    Expired,
+}
+
+impl ApprovalGate {
+    /// Whether the gate stopped the rollout (rejected or expired).
+    pub fn stopped(&self) -> bool {
+        matches!(self.outcome, GateOutcome::Rejected | GateOutcome::Expired)
+    }
+
+    /// Who approved, `alice, bob`.
+    pub fn approvers(&self) -> String {
+        self.approvals.iter().map(|d| d.operator.as_str()).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// Where a rollout stands.
@@ -76,9 +153,25 @@ pub enum RolloutState {
     /// A step failed after the database changed; the backup was restored
     /// and the apps brought back.
     RolledBack,
+    /// Preflight passed; the rollout waits for operators to approve it
+    /// before anything changes (its `approval` step runs).
+    AwaitingApproval,
 }
 
 impl RolloutState {
+    /// The name people read (as the CLI prints it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::RolledBack => "rolled_back",
+            Self::AwaitingApproval => "awaiting_approval",
+        }
+    }
+
     /// Whether the rollout has ended and no leader will touch it again.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::RolledBack)
@@ -140,6 +233,9 @@ pub enum StepKind {
     /// The DB host, recovery only: restore this rollout's backup exactly
     /// (a new database swapped in), checked against its manifest.
     Restore,
+    /// No host: wait for operators to approve (after preflight, before
+    /// maintenance mode). Only in environments that configure `approvals`.
+    Approval,
 }
 
 impl StepKind {
@@ -153,6 +249,7 @@ impl StepKind {
             Self::Restart => "restart",
             Self::MaintenanceOff => "maintenance_off",
             Self::Restore => "restore",
+            Self::Approval => "approval",
         }
     }
 
@@ -191,6 +288,22 @@ impl RolloutRecord {
             plan_json: self.plan_json.clone(),
             backup: self.backup.clone(),
             refused: self.refused,
+            approvals_needed: self.approval.as_ref().map_or(0, |a| a.needed),
+            approvals: self.approval.iter().flat_map(|a| a.approvals.iter().map(Decision::to_proto)).collect(),
+            rejection: self.approval.as_ref().and_then(|a| a.rejection.as_ref()).map(Decision::to_proto),
+            approval_expires_unix_ms: self.approval.as_ref().map_or(0, |a| a.expires_unix_ms),
+            approval_rule: self.approval.as_ref().map(|a| a.rule.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Decision {
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::ApprovalDecision {
+        v1::ApprovalDecision {
+            operator: self.operator.clone(),
+            unix_ms: self.unix_ms,
+            comment: self.comment.clone(),
         }
     }
 }
@@ -218,6 +331,7 @@ impl RolloutState {
             Self::Failed => v1::RolloutState::Failed,
             Self::Cancelled => v1::RolloutState::Cancelled,
             Self::RolledBack => v1::RolloutState::RolledBack,
+            Self::AwaitingApproval => v1::RolloutState::AwaitingApproval,
         }
     }
 }

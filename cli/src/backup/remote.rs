@@ -27,7 +27,8 @@ pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure>
         )));
     }
     let what = what(&action);
-    let request = BackupCommandRequest { environment, action: Some(action) };
+    let request =
+        BackupCommandRequest { environment, action: Some(action), requested_by: crate::rollout::operator() };
     let mut stream = coordinators
         .remote()
         .call(|mut c| {

@@ -191,7 +191,7 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             Ok(Exit::Success)
         }
         RolloutCommand::Cancel { id } => {
-            let request = CancelRolloutRequest { rollout_id: id.clone() };
+            let request = CancelRolloutRequest { rollout_id: id.clone(), requested_by: operator() };
             remote
                 .call(|mut c| {
                     let r = request.clone();
@@ -334,9 +334,10 @@ async fn watch_rollout(remote: &Remote, output: Output, id: &str, from_seq: u64)
     })
 }
 
-/// Who starts a rollout, recorded with it: `user@host` (until operators
-/// have certificates).
-fn operator() -> String {
+/// Who the CLI says runs it: `user@host`. The coordinator records it only
+/// in insecure mode (as `insecure:user@host`); with TLS it records the
+/// operator name of the client certificate.
+pub(crate) fn operator() -> String {
     let user =
         std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();

@@ -9,33 +9,80 @@
 //!
 //! If the caller goes away, the command is no longer followed here, but the
 //! agent finishes it (a restore is never abandoned half-way).
+//!
+//! `list` and `show` need the `view` role in the environment, `verify` and
+//! `restore` the `restore` role. A verify or restore is recorded in the
+//! audit log before it is dispatched (accepted, or refused with why), and
+//! again with the agent's result when it ends (`backup_ended`).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use runway_proto::v1::{
-    self, BackupCommandRequest, BackupCommandStarted, BackupCommandUpdate, CommandOutcome,
+    self, AuditEntry, BackupCommandRequest, BackupCommandStarted, BackupCommandUpdate, CommandOutcome,
     backup_command_request, backup_command_update, command,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::{Request, Status};
 
 use super::error::ApiError;
 use super::{Shared, Waited};
+use crate::config::Role;
 use crate::dispatch::InFlight;
 use crate::fencing::Term;
+use crate::rollout::audit::{self, Action, Outcome};
 use crate::rollout::plan::db_host;
 
 /// The stream of updates one backup command sends back.
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<BackupCommandUpdate, Status>> + Send>>;
 
-/// Checks the request, dispatches it to the environment's DB agent and
-/// returns the stream of its updates.
-pub async fn run(shared: Arc<Shared>, request: BackupCommandRequest) -> Result<UpdateStream, ApiError> {
+/// Checks the caller's role and the request, dispatches it to the
+/// environment's DB agent and returns the stream of its updates.
+pub async fn run(shared: Arc<Shared>, request: Request<BackupCommandRequest>) -> Result<UpdateStream, ApiError> {
+    use backup_command_request::Action as Requested;
+    let r = request.get_ref();
+    let (role, audited) = match &r.action {
+        Some(Requested::Restore(restore)) => {
+            let mut entry = entry(&shared, &request, Action::BackupRestore, &restore.name);
+            entry.parameters.insert("confirmed".into(), restore.confirmed.to_string());
+            (Role::Restore, Some(entry))
+        }
+        Some(Requested::Verify(verify)) => {
+            let mut entry = entry(&shared, &request, Action::BackupVerify, &verify.name);
+            entry.parameters.insert("test_restore".into(), verify.test_restore.to_string());
+            (Role::Restore, Some(entry))
+        }
+        _ => (Role::View, None),
+    };
+    match audited {
+        Some(mut entry) => {
+            let result = start(shared.clone(), request, role, Some(&mut entry)).await;
+            shared.audited(&entry, result).await
+        }
+        None => start(shared, request, role, None).await,
+    }
+}
+
+/// The audit entry of a backup operation on backup `name`.
+fn entry(shared: &Shared, request: &Request<BackupCommandRequest>, action: Action, name: &str) -> AuditEntry {
+    let mut entry = audit::entry(action, &shared.config.name);
+    entry.actor = shared.actor(request, &request.get_ref().requested_by);
+    entry.environment = request.get_ref().environment.clone();
+    entry.parameters.insert("backup".into(), name.to_owned());
+    entry
+}
+
+async fn start(
+    shared: Arc<Shared>,
+    request: Request<BackupCommandRequest>,
+    role: Role,
+    mut audited: Option<&mut AuditEntry>,
+) -> Result<UpdateStream, ApiError> {
     let term = shared.leader_term()?;
-    shared.known_environment(&request.environment)?;
+    shared.authorize(&request, &request.get_ref().environment, role)?;
+    let request = request.into_inner();
     let action = agent_action(request.action)?;
     let host = db_host(&request.environment, &shared.registry.snapshot(&request.environment))?;
     let command = v1::Command {
@@ -44,6 +91,22 @@ pub async fn run(shared: Arc<Shared>, request: BackupCommandRequest) -> Result<U
         rollout_id: String::new(),
         issued_by: shared.config.name.clone(),
         action: Some(action),
+    };
+    let ended = match audited.as_mut() {
+        Some(entry) => {
+            entry.parameters.insert("command_id".into(), command.command_id.clone());
+            entry.parameters.insert("host".into(), host.clone());
+            // Recorded before the agent is asked: no restore without its entry.
+            shared.store.audit().append(&term, entry, Outcome::Accepted, "").await?;
+            let mut ended = audit::entry(Action::BackupEnded, &shared.config.name);
+            ended.actor = audit::coordinator_actor(&shared.config.name);
+            ended.environment = entry.environment.clone();
+            ended.parameters = entry.parameters.clone();
+            ended.parameters.insert("operation".into(), entry.action.clone());
+            ended.parameters.insert("requested_by".into(), entry.actor.clone());
+            Some(ended)
+        }
+        None => None,
     };
     tracing::info!(
         environment = %request.environment,
@@ -55,7 +118,7 @@ pub async fn run(shared: Arc<Shared>, request: BackupCommandRequest) -> Result<U
     let in_flight = shared.dispatcher.dispatch(&host, command).await;
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        if let Err(status) = relay(&shared, &term, &host, in_flight, &tx).await {
+        if let Err(status) = relay(&shared, &term, &host, in_flight, ended, &tx).await {
             let _ = tx.send(Err(status)).await;
         }
     });
@@ -105,11 +168,13 @@ fn action_name(command: &v1::Command) -> &'static str {
 
 /// Sends `started`, every progress event, then the result. Ends early when
 /// the caller leaves, leadership ends, or the agent stays away too long.
+/// With `ended`, records the result in the audit log.
 async fn relay(
     shared: &Shared,
     term: &Term,
     host: &str,
     mut in_flight: InFlight,
+    ended: Option<AuditEntry>,
     tx: &mpsc::Sender<Result<BackupCommandUpdate, Status>>,
 ) -> Result<(), Status> {
     let update = |kind| Ok(BackupCommandUpdate { kind: Some(kind) });
@@ -134,8 +199,15 @@ async fn relay(
             return Ok(());
         }
     };
-    if result.outcome != CommandOutcome::Succeeded as i32 {
+    let succeeded = result.outcome == CommandOutcome::Succeeded as i32;
+    if !succeeded {
         tracing::info!(command_id = %result.command_id, %host, error = %result.error, "backup command did not succeed");
+    }
+    if let Some(ended) = ended {
+        let outcome = if succeeded { Outcome::Succeeded } else { Outcome::Failed };
+        if let Err(e) = shared.store.audit().append(term, &ended, outcome, &result.error).await {
+            tracing::warn!(command_id = %result.command_id, error = %e, "cannot record the end of a backup operation in the audit log");
+        }
     }
     let _ = tx.send(update(backup_command_update::Kind::Result(result))).await;
     Ok(())

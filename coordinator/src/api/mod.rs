@@ -1,6 +1,8 @@
 //! The gRPC services: the operator API and the agent channel.
 
 pub mod agents;
+pub mod approvals;
+pub mod audit;
 pub mod auth;
 pub mod backups;
 pub mod error;
@@ -18,6 +20,7 @@ use crate::config::Config;
 use crate::dispatch::{Dispatcher, InFlight};
 use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
+use crate::model::RolloutRecord;
 use crate::registry::Registry;
 use crate::rollout::engine::Engine;
 use crate::rollout::events::EventBus;
@@ -125,6 +128,13 @@ impl Shared {
             on_event(event).await;
         }
         Ok(Waited::Done(result))
+    }
+
+    /// The saved rollout `id`.
+    pub async fn rollout(&self, id: &str) -> Result<RolloutRecord, ApiError> {
+        self.store.get_rollout(id).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("no rollout with id {id:?}; `runway rollout list` shows them"))
+        })
     }
 
     /// Refuses an environment this coordinator is not configured for.

@@ -2,7 +2,23 @@
 //!
 //! Reads (get, list) are served by any coordinator from etcd; everything
 //! else only by the leader, followers answer with the leader's address.
-//! Backup operations live in [`super::backups`], plans in [`super::plan`].
+//! Backup operations live in [`super::backups`], plans in [`super::plan`],
+//! approvals in [`super::approvals`], the audit log in [`super::audit`].
+//!
+//! Every call checks the caller's role in the environment it touches
+//! (`Shared::authorize`) before doing anything; for a call by rollout id,
+//! the rollout is loaded first to learn its environment. Lists show only
+//! environments where the caller holds `view`:
+//!
+//! | call | role |
+//! |---|---|
+//! | `StartRollout`, `CancelRollout` | `deploy` |
+//! | `RollbackRollout`, backup `restore` and `verify` | `restore` |
+//! | `ApproveRollout`, `RejectRollout` | `approve` |
+//! | `GetRollout`, `ListRollouts`, `WatchRollout`, `ListAgents`, backup `list` and `show`, `PlanRollout`, `ListAudit` | `view` |
+//!
+//! Start, cancel, rollback, approve, reject, backup restore and verify are
+//! recorded in the audit log, accepted or refused (see [`super::audit`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,8 +26,9 @@ use std::sync::Arc;
 use runway_proto::v1::operator_server::Operator;
 use runway_proto::v1::{self, CommandOutcome, command};
 use runway_proto::v1::{
-    BackupCommandRequest, CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListAgentsResponse,
-    ListRolloutsRequest, ListRolloutsResponse, PlanRolloutRequest, RollbackRolloutRequest,
+    ApproveRolloutRequest, AuditEntry, BackupCommandRequest, CancelRolloutRequest, GetRolloutRequest,
+    ListAgentsRequest, ListAgentsResponse, ListAuditRequest, ListAuditResponse, ListRolloutsRequest,
+    ListRolloutsResponse, PlanRolloutRequest, RejectRolloutRequest, RollbackRolloutRequest,
     RollbackRolloutResponse, Rollout, RolloutEvent, RolloutPlan, ShowBackup, StartRolloutRequest,
     WatchRolloutRequest,
 };
@@ -21,8 +38,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use super::auth::Operator as Caller;
 use super::error::ApiError;
+use crate::config::Role;
+use crate::fencing::Term;
 use crate::model::{RolloutRecord, RolloutState};
+use crate::rollout::audit::{self, Action, Outcome};
 use crate::rollout::plan::default_plan;
 
 pub struct OperatorService {
@@ -34,16 +55,43 @@ impl OperatorService {
         Self { shared }
     }
 
-    async fn start(&self, request: StartRolloutRequest) -> Result<Rollout, ApiError> {
-        let term = self.shared.leader_term()?;
+    /// `StartRollout`: the `deploy` role; `started_by` is the caller's
+    /// recorded name (see [`super::audit`]).
+    async fn start(&self, request: Request<StartRolloutRequest>) -> Result<Rollout, ApiError> {
+        let r = request.get_ref();
+        let mut entry = audit::entry(Action::Start, &self.shared.config.name);
+        entry.actor = self.shared.actor(&request, &r.started_by);
+        entry.environment = r.environment.clone();
+        let digest = r.bundle.as_ref().map(|b| b.digest.clone()).unwrap_or_default();
+        parameters(
+            &mut entry,
+            [("bundle_digest", digest), ("app_version", r.app_version.clone()), ("allow_danger", r.allow_danger.join(","))],
+        );
+        let result = match self.shared.leader_term().and_then(|term| {
+            let operator = self.shared.authorize(&request, &request.get_ref().environment, Role::Deploy)?;
+            Ok((term, operator))
+        }) {
+            Ok((term, operator)) => self.accept_start(term, &operator, request.into_inner(), &mut entry).await,
+            Err(error) => Err(error),
+        };
+        self.shared.audited(&entry, result).await
+    }
+
+    async fn accept_start(
+        &self,
+        term: Term,
+        operator: &Caller,
+        request: StartRolloutRequest,
+        entry: &mut AuditEntry,
+    ) -> Result<Rollout, ApiError> {
         let config = &self.shared.config;
-        self.shared.known_environment(&request.environment)?;
         let bundle = request
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let migrations = runway_proto::bundle::migrations(&bundle)?;
         let agents = self.shared.registry.snapshot(&request.environment);
-        let steps = default_plan(&request.environment, &agents)?;
+        let policy = config.environments.policy(&request.environment);
+        let steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
         let previous_versions = agents
             .iter()
             .filter(|a| a.has_role("app"))
@@ -63,35 +111,55 @@ impl OperatorService {
             coordinator: config.name.clone(),
             cancel_requested: false,
             allow_danger: request.allow_danger,
-            started_by: request.started_by,
+            started_by: self.shared.recorded_name(operator, &request.started_by),
             plan_json: String::new(),
             backup: String::new(),
             refused: false,
             previous_versions,
+            approval: None,
         };
-        self.shared.store.create_rollout(&term, &record, &bundle).await?;
-        tracing::info!(rollout = %record.id, environment = %record.environment, migrations = migrations.len(), "rollout accepted");
+        entry.rollout_id = record.id.clone();
+        let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
+        self.shared.store.create_rollout(&term, &record, &bundle, Some(audit)).await?;
+        tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), "rollout accepted");
         let wire = record.to_proto();
         self.shared.engine.start(term, record, bundle);
         Ok(wire)
     }
 
+    /// `RollbackRollout`: the `restore` role.
+    async fn rollback(&self, request: Request<RollbackRolloutRequest>) -> Result<RollbackRolloutResponse, ApiError> {
+        let r = request.get_ref();
+        let mut entry = audit::entry(Action::Rollback, &self.shared.config.name);
+        entry.actor = self.shared.actor(&request, &r.requested_by);
+        entry.rollout_id = r.rollout_id.clone();
+        let result = self.accept_rollback(&request, &mut entry).await;
+        self.shared.audited(&entry, result).await
+    }
+
     /// Reopens an ended rollout for an operator's rollback, after checking
     /// on the DB host that its backup is still kept: nothing is touched
     /// (not even maintenance mode) when it is not.
-    async fn rollback(&self, request: RollbackRolloutRequest) -> Result<RollbackRolloutResponse, ApiError> {
+    async fn accept_rollback(
+        &self,
+        request: &Request<RollbackRolloutRequest>,
+        entry: &mut AuditEntry,
+    ) -> Result<RollbackRolloutResponse, ApiError> {
         let term = self.shared.leader_term()?;
-        let id = request.rollout_id;
-        if !request.confirmed {
+        self.shared.operator(request)?;
+        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by } = request.get_ref().clone();
+        let mut record = self.shared.rollout(&id).await?;
+        entry.environment = record.environment.clone();
+        parameters(entry, [("backup", record.backup.clone())]);
+        let operator = self.shared.authorize(request, &record.environment, Role::Restore)?;
+        if !confirmed {
             return Err(ApiError::InvalidArgument(format!(
                 "rolling back {id} replaces the database's contents with its backup; confirm with --yes"
             )));
         }
-        let mut record = self.get(&id).await?;
         let mut reopened = record.clone();
-        let requested_by =
-            if request.requested_by.is_empty() { "an operator" } else { &request.requested_by };
-        crate::rollout::recovery::reopen_for_rollback(&mut reopened, requested_by)?;
+        let requested_by = self.shared.recorded_name(&operator, &requested_by);
+        crate::rollout::recovery::reopen_for_rollback(&mut reopened, &requested_by)?;
         let db = record
             .db_host()
             .map(str::to_owned)
@@ -122,17 +190,82 @@ impl OperatorService {
         record = reopened;
         record.updated_unix_ms = runway_proto::unix_ms_now();
         // Saved before it is acted on: a new leader resumes the rollback.
-        self.shared.store.put_rollout(&term, &record).await?;
+        let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
+        self.shared.store.put_rollout_audited(&term, &record, audit).await?;
         tracing::info!(rollout = %id, %requested_by, backup = %record.backup, "rollback requested");
         let rollout = record.to_proto();
         self.shared.engine.start(term, record, bundle);
         Ok(RollbackRolloutResponse { rollout: Some(rollout), first_seq })
     }
 
-    async fn get(&self, id: &str) -> Result<RolloutRecord, ApiError> {
-        self.shared.store.get_rollout(id).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("no rollout with id {id:?}; `runway rollout list` shows them"))
-        })
+    /// `CancelRollout`: the `deploy` role.
+    async fn cancel(&self, request: Request<CancelRolloutRequest>) -> Result<Rollout, ApiError> {
+        let r = request.get_ref();
+        let mut entry = audit::entry(Action::Cancel, &self.shared.config.name);
+        entry.actor = self.shared.actor(&request, &r.requested_by);
+        entry.rollout_id = r.rollout_id.clone();
+        let result = self.accept_cancel(&request, &mut entry).await;
+        self.shared.audited(&entry, result).await
+    }
+
+    async fn accept_cancel(
+        &self,
+        request: &Request<CancelRolloutRequest>,
+        entry: &mut AuditEntry,
+    ) -> Result<Rollout, ApiError> {
+        let id = &request.get_ref().rollout_id;
+        let term = self.shared.leader_term()?;
+        self.shared.operator(request)?;
+        let record = self.shared.rollout(id).await?;
+        entry.environment = record.environment.clone();
+        self.shared.authorize(request, &record.environment, Role::Deploy)?;
+        if record.state.is_terminal() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "rollout {id} already ended ({}); nothing to cancel",
+                record.state.name()
+            )));
+        }
+        // Saved before it is acknowledged: a leader that takes over after
+        // this answer still honours it.
+        let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
+        self.shared.store.request_cancel(&term, id, audit).await?;
+        self.shared.engine.request_cancel(id);
+        tracing::info!(rollout = %id, "cancel requested and saved");
+        Ok(record.to_proto())
+    }
+
+    /// The rollout `id`, if the caller holds `role` in its environment.
+    /// The caller's identity is checked first: a caller nobody knows learns
+    /// nothing, not even whether the rollout exists.
+    async fn authorized_rollout<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+        role: Role,
+    ) -> Result<RolloutRecord, ApiError> {
+        self.shared.operator(request)?;
+        let record = self.shared.rollout(id).await?;
+        self.shared.authorize(request, &record.environment, role)?;
+        Ok(record)
+    }
+
+    /// The operator behind a list call, after checking they may view
+    /// `environment` when one is named (empty: filtered per item later).
+    fn list_caller<T>(&self, request: &Request<T>, environment: &str) -> Result<Caller, ApiError> {
+        if environment.is_empty() {
+            self.shared.operator(request)
+        } else {
+            self.shared.authorize(request, environment, Role::View)
+        }
+    }
+}
+
+/// Adds the non-empty `values` to `entry`'s parameters.
+fn parameters<const N: usize>(entry: &mut AuditEntry, values: [(&str, String); N]) {
+    for (key, value) in values {
+        if !value.is_empty() {
+            entry.parameters.insert(key.to_owned(), value);
+        }
     }
 }
 
@@ -152,18 +285,20 @@ impl Operator for OperatorService {
         &self,
         request: Request<StartRolloutRequest>,
     ) -> Result<Response<Rollout>, Status> {
-        Ok(Response::new(self.start(request.into_inner()).await?))
+        Ok(Response::new(self.start(request).await?))
     }
 
     async fn get_rollout(&self, request: Request<GetRolloutRequest>) -> Result<Response<Rollout>, Status> {
-        Ok(Response::new(self.get(&request.into_inner().rollout_id).await?.to_proto()))
+        let id = &request.get_ref().rollout_id;
+        Ok(Response::new(self.authorized_rollout(&request, id, Role::View).await?.to_proto()))
     }
 
     async fn list_rollouts(
         &self,
         request: Request<ListRolloutsRequest>,
     ) -> Result<Response<ListRolloutsResponse>, Status> {
-        let environment = request.into_inner().environment;
+        let environment = &request.get_ref().environment;
+        let caller = self.list_caller(&request, environment)?;
         let rollouts = self
             .shared
             .store
@@ -171,7 +306,8 @@ impl Operator for OperatorService {
             .await
             .map_err(ApiError::from)?
             .into_iter()
-            .filter(|r| environment.is_empty() || r.environment == environment)
+            .filter(|r| environment.is_empty() || r.environment == *environment)
+            .filter(|r| self.shared.allows(&caller, &r.environment, Role::View))
             .map(|r| r.to_proto())
             .collect();
         Ok(Response::new(ListRolloutsResponse { rollouts }))
@@ -183,9 +319,9 @@ impl Operator for OperatorService {
         &self,
         request: Request<WatchRolloutRequest>,
     ) -> Result<Response<Self::WatchRolloutStream>, Status> {
-        let request = request.into_inner();
         self.shared.leader_term()?;
-        self.get(&request.rollout_id).await?;
+        self.authorized_rollout(&request, &request.get_ref().rollout_id, Role::View).await?;
+        let request = request.into_inner();
         // Subscribe before reading what is saved, so nothing falls between.
         let live = self.shared.bus.subscribe();
         let (tx, rx) = mpsc::channel(256);
@@ -204,29 +340,14 @@ impl Operator for OperatorService {
         &self,
         request: Request<CancelRolloutRequest>,
     ) -> Result<Response<Rollout>, Status> {
-        let id = request.into_inner().rollout_id;
-        let term = self.shared.leader_term()?;
-        let record = self.get(&id).await?;
-        if record.state.is_terminal() {
-            return Err(ApiError::FailedPrecondition(format!(
-                "rollout {id} already ended ({:?}); nothing to cancel",
-                record.state
-            ))
-            .into());
-        }
-        // Saved before it is acknowledged: a leader that takes over after
-        // this answer still honours it.
-        self.shared.store.request_cancel(&term, &id).await.map_err(ApiError::from)?;
-        self.shared.engine.request_cancel(&id);
-        tracing::info!(rollout = %id, "cancel requested and saved");
-        Ok(Response::new(record.to_proto()))
+        Ok(Response::new(self.cancel(request).await?))
     }
 
     async fn rollback_rollout(
         &self,
         request: Request<RollbackRolloutRequest>,
     ) -> Result<Response<RollbackRolloutResponse>, Status> {
-        Ok(Response::new(self.rollback(request.into_inner()).await?))
+        Ok(Response::new(self.rollback(request).await?))
     }
 
     async fn list_agents(
@@ -234,8 +355,15 @@ impl Operator for OperatorService {
         request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
         self.shared.leader_term()?;
-        let environment = request.into_inner().environment;
-        let agents = self.shared.registry.list((!environment.is_empty()).then_some(environment.as_str()));
+        let environment = &request.get_ref().environment;
+        let caller = self.list_caller(&request, environment)?;
+        let agents = self
+            .shared
+            .registry
+            .list((!environment.is_empty()).then_some(environment.as_str()))
+            .into_iter()
+            .filter(|a| self.shared.allows(&caller, &a.environment, Role::View))
+            .collect();
         Ok(Response::new(ListAgentsResponse { agents }))
     }
 
@@ -245,7 +373,7 @@ impl Operator for OperatorService {
         &self,
         request: Request<BackupCommandRequest>,
     ) -> Result<Response<Self::RunBackupCommandStream>, Status> {
-        let stream = super::backups::run(Arc::clone(&self.shared), request.into_inner()).await?;
+        let stream = super::backups::run(Arc::clone(&self.shared), request).await?;
         Ok(Response::new(stream))
     }
 
@@ -253,7 +381,28 @@ impl Operator for OperatorService {
         &self,
         request: Request<PlanRolloutRequest>,
     ) -> Result<Response<RolloutPlan>, Status> {
-        Ok(Response::new(super::plan::run(Arc::clone(&self.shared), request.into_inner()).await?))
+        Ok(Response::new(super::plan::run(Arc::clone(&self.shared), request).await?))
+    }
+
+    async fn approve_rollout(
+        &self,
+        request: Request<ApproveRolloutRequest>,
+    ) -> Result<Response<Rollout>, Status> {
+        Ok(Response::new(super::approvals::approve(&self.shared, request).await?))
+    }
+
+    async fn reject_rollout(
+        &self,
+        request: Request<RejectRolloutRequest>,
+    ) -> Result<Response<Rollout>, Status> {
+        Ok(Response::new(super::approvals::reject(&self.shared, request).await?))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditResponse>, Status> {
+        Ok(Response::new(super::audit::list(&self.shared, request).await?))
     }
 }
 

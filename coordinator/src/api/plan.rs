@@ -19,22 +19,28 @@ use std::sync::Arc;
 use runway_proto::v1::{self, CommandOutcome, HostPreflight, PlanRolloutRequest, PlanVerdict, RolloutPlan};
 use serde_json::Value;
 
+use tonic::Request;
+
 use super::Shared;
 use super::error::ApiError;
+use crate::config::Role;
 use crate::model::{StepKind, StepRecord};
 use crate::rollout::command;
 use crate::rollout::plan::{db_host, default_plan};
 
-/// Asks the environment's agents for their preflight answers and judges them.
-pub async fn run(shared: Arc<Shared>, request: PlanRolloutRequest) -> Result<RolloutPlan, ApiError> {
+/// Asks the environment's agents for their preflight answers and judges
+/// them; the caller needs the `view` role there.
+pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> Result<RolloutPlan, ApiError> {
     let term = shared.leader_term()?;
-    shared.known_environment(&request.environment)?;
+    shared.authorize(&request, &request.get_ref().environment, Role::View)?;
+    let request = request.into_inner();
     let bundle = request
         .bundle
         .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
     let migrations = runway_proto::bundle::migrations(&bundle)?;
     let agents = shared.registry.snapshot(&request.environment);
-    let steps = default_plan(&request.environment, &agents)?;
+    let approval = shared.config.environments.policy(&request.environment).approvals.required();
+    let steps = default_plan(&request.environment, &agents, approval)?;
     let db = db_host(&request.environment, &agents)?;
     let mut preflight: StepRecord = steps
         .iter()

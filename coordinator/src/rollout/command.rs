@@ -91,6 +91,7 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
             confirmed: true,
             replace: true,
         }),
+        StepKind::Approval => unreachable!("the approval step has no hosts, so it never sends a command"),
     }
 }
 

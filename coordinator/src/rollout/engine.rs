@@ -18,6 +18,11 @@
 //! holds (see [`super::recovery::Failure::OutcomeUnknown`]). A connected
 //! agent that still works is waited for past the deadline: it is a fact
 //! that the command runs.
+//!
+//! In environments that require approvals, the plan has an `approval` step
+//! after preflight: the rollout waits there in `awaiting_approval`, saved,
+//! until enough operators approved, one rejected, or the wait expired (see
+//! `gate`). No host is touched before it ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +34,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::command;
 use super::events::{EventBus, EventWriter, NewEvent};
+use super::{audit, command};
 use super::outcome::{CommandEnd, StepResult};
 use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
@@ -61,6 +66,9 @@ enum Abandon {
 
 struct RunControl {
     cancel_requested: AtomicBool,
+    /// Wakes a run that waits at the approval gate: a decision or a
+    /// cancel request was saved.
+    wake: tokio::sync::Notify,
 }
 
 /// Runs rollouts while this coordinator leads. Cheap to clone.
@@ -153,7 +161,10 @@ impl Engine {
 
     /// Runs `record` in the background unless it runs already.
     pub fn start(&self, term: Term, record: RolloutRecord, bundle: v1::Bundle) {
-        let control = Arc::new(RunControl { cancel_requested: AtomicBool::new(record.cancel_requested) });
+        let control = Arc::new(RunControl {
+            cancel_requested: AtomicBool::new(record.cancel_requested),
+            wake: tokio::sync::Notify::new(),
+        });
         {
             let mut running = self.running.lock().expect("engine lock");
             if running.contains_key(&record.id) {
@@ -180,6 +191,20 @@ impl Engine {
         match self.running.lock().expect("engine lock").get(id) {
             Some(control) => {
                 control.cancel_requested.store(true, Ordering::SeqCst);
+                control.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Tells a rollout waiting at its approval gate that a decision was
+    /// saved. False when this coordinator does not run it (a run that starts
+    /// later reads the saved decisions first).
+    pub fn wake(&self, id: &str) -> bool {
+        match self.running.lock().expect("engine lock").get(id) {
+            Some(control) => {
+                control.wake.notify_one();
                 true
             }
             None => false,
@@ -280,6 +305,7 @@ impl Engine {
             let failing = !record.error.is_empty();
             if !failing && control.cancel_requested.load(Ordering::SeqCst) && !record.cancel_requested {
                 record.cancel_requested = true;
+                record.state = RolloutState::Running;
                 record.error = "cancelled by an operator".into();
                 recovery::plan(&mut record, Recovery::LiftMaintenance, &[]);
                 run.save(&mut record).await?;
@@ -288,6 +314,10 @@ impl Engine {
             if recovery::skips(&record, &record.steps[index]) {
                 record.steps[index].state = StepState::Skipped;
                 run.save(&mut record).await?;
+                continue;
+            }
+            if record.steps[index].kind == StepKind::Approval {
+                run.gate(&mut record, index, &control).await?;
                 continue;
             }
             let result = run.step(&mut record, index).await?;
@@ -319,11 +349,11 @@ impl Engine {
             ),
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
-        run.transition(
-            &mut record,
-            NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() },
-        )
-        .await?;
+        record.updated_unix_ms = runway_proto::unix_ms_now();
+        let audit = self.store.audit().put(&ended_entry(&record, &self.config.name), ended_outcome(&record), &record.error);
+        events
+            .emit_audited(NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() }, &record, audit)
+            .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
         self.release_backup(&term, &record).await;
         Ok(())
@@ -600,5 +630,37 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
+/// The audit entry of a rollout's end: recorded by the coordinator that
+/// ran it, with what the rollout was and who started and approved it.
+fn ended_entry(record: &RolloutRecord, coordinator: &str) -> v1::AuditEntry {
+    let mut entry = audit::entry(audit::Action::RolloutEnded, coordinator);
+    entry.actor = audit::coordinator_actor(coordinator);
+    entry.environment = record.environment.clone();
+    entry.rollout_id = record.id.clone();
+    let approvers = record.approval.as_ref().map(|a| a.approvers()).unwrap_or_default();
+    for (key, value) in [
+        ("bundle_digest", record.bundle_digest.clone()),
+        ("app_version", record.app_version.clone()),
+        ("started_by", record.started_by.clone()),
+        ("approved_by", approvers),
+        ("backup", record.backup.clone()),
+    ] {
+        if !value.is_empty() {
+            entry.parameters.insert(key.to_owned(), value);
+        }
+    }
+    entry
+}
+
+fn ended_outcome(record: &RolloutRecord) -> audit::Outcome {
+    match record.state {
+        RolloutState::Succeeded => audit::Outcome::Succeeded,
+        RolloutState::Cancelled => audit::Outcome::Cancelled,
+        RolloutState::RolledBack => audit::Outcome::RolledBack,
+        _ => audit::Outcome::Failed,
+    }
+}
+
+mod gate;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, broadcast};
 use super::repo::RolloutStore;
 use crate::fencing::Term;
 use crate::model::RolloutRecord;
-use crate::store::StoreError;
+use crate::store::{Put, StoreError};
 
 /// Live events of every rollout this coordinator runs.
 pub type EventBus = broadcast::Sender<RolloutEvent>;
@@ -64,15 +64,27 @@ impl EventWriter {
 
     /// Numbers, saves and broadcasts `event`.
     pub async fn emit(&self, event: NewEvent) -> Result<(), StoreError> {
-        self.append(event, None).await
+        self.append(event, None, None).await
     }
 
     /// Saves `record` and appends `event` in one transaction.
     pub async fn emit_with(&self, event: NewEvent, record: &RolloutRecord) -> Result<(), StoreError> {
-        self.append(event, Some(record)).await
+        self.append(event, Some(record), None).await
     }
 
-    async fn append(&self, event: NewEvent, record: Option<&RolloutRecord>) -> Result<(), StoreError> {
+    /// Saves `record`, appends `event` and writes `audit` (an audit log
+    /// entry) in one transaction: how a rollout ended is never saved
+    /// without its audit entry.
+    pub async fn emit_audited(&self, event: NewEvent, record: &RolloutRecord, audit: Put) -> Result<(), StoreError> {
+        self.append(event, Some(record), Some(audit)).await
+    }
+
+    async fn append(
+        &self,
+        event: NewEvent,
+        record: Option<&RolloutRecord>,
+        audit: Option<Put>,
+    ) -> Result<(), StoreError> {
         let mut next = self.next_seq.lock().await;
         let event = RolloutEvent {
             rollout_id: self.rollout_id.clone(),
@@ -89,7 +101,7 @@ impl EventWriter {
             rollout_state: event.terminal.unwrap_or(RolloutState::Running) as i32,
             detail_json: event.detail_json,
         };
-        self.store.append_event(&self.term, &event, record).await?;
+        self.store.append_event(&self.term, &event, record, audit).await?;
         *next += 1;
         let _ = self.bus.send(event);
         Ok(())

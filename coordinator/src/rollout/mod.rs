@@ -5,12 +5,19 @@
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
 //! - [`recovery`]: the way back after a failed step, by what it changed.
+//! - [`approval`]: the approval gate's rules: how many approvals, who, what
+//!   the saved decisions add up to.
+//! - [`audit`]: the audit log of operator actions and how rollouts and
+//!   backup operations ended (here because the engine records each
+//!   rollout's end; the operator API records the rest).
 //! - `outcome`: how a step's commands ended, as the engine reads it.
 //! - [`engine`]: runs and resumes rollouts while this coordinator leads.
 //!
 //! The records themselves (rollout, step, kinds, states) are in
 //! [`crate::model`].
 
+pub mod approval;
+pub mod audit;
 pub mod command;
 pub mod engine;
 pub mod events;

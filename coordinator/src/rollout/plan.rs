@@ -16,8 +16,14 @@ pub enum PlanError {
     SeveralDbHosts { environment: String, count: usize, names: String },
 }
 
-/// Builds the default plan for the agents of one environment.
-pub fn default_plan(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<StepRecord>, PlanError> {
+/// Builds the default plan for the agents of one environment; with
+/// `approval` (the environment requires approvals), an `approval` step
+/// right after preflight, before anything changes.
+pub fn default_plan(
+    environment: &str,
+    agents: &[AgentSnapshot],
+    approval: bool,
+) -> Result<Vec<StepRecord>, PlanError> {
     let db = db_host(environment, agents)?;
     let apps: Vec<String> = agents.iter().filter(|a| a.has_role("app")).map(|a| a.name.clone()).collect();
     let mut all = vec![db.clone()];
@@ -31,6 +37,9 @@ pub fn default_plan(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<S
         recovery,
     };
     let mut steps = vec![step(StepKind::Preflight, all, false)];
+    if approval {
+        steps.push(step(StepKind::Approval, Vec::new(), false));
+    }
     if !apps.is_empty() {
         steps.push(step(StepKind::MaintenanceOn, apps.clone(), false));
     }
@@ -82,22 +91,27 @@ mod tests {
 
     #[test]
     fn runbook_order() {
-        let plan = default_plan(
-            "staging",
-            &[agent("app-1", &["app"]), agent("db", &["db"]), agent("app-2", &["app"])],
-        )
-        .unwrap();
+        let agents = [agent("app-1", &["app"]), agent("db", &["db"]), agent("app-2", &["app"])];
+        let plan = default_plan("staging", &agents, false).unwrap();
         let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
         assert_eq!(kinds, ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"]);
         assert_eq!(plan[0].hosts, ["db", "app-1", "app-2"]);
         assert_eq!(plan[3].hosts, ["db"]);
+        // Approvals come after preflight, before anything changes; no host runs them.
+        let plan = default_plan("staging", &agents, true).unwrap();
+        let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(kinds[..3], ["preflight", "approval", "maintenance_on"]);
+        assert!(plan[1].hosts.is_empty());
+        let plan = default_plan("staging", &[agent("db", &["db"])], true).unwrap();
+        let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
+        assert_eq!(kinds, ["preflight", "approval", "backup", "migrate"]);
     }
 
     #[test]
     fn needs_exactly_one_db_host() {
-        let err = default_plan("staging", &[agent("app-1", &["app"])]).unwrap_err();
+        let err = default_plan("staging", &[agent("app-1", &["app"])], false).unwrap_err();
         assert!(err.to_string().contains("no agent with the db role"), "{err}");
-        let err = default_plan("staging", &[agent("a", &["db"]), agent("b", &["db"])]).unwrap_err();
+        let err = default_plan("staging", &[agent("a", &["db"]), agent("b", &["db"])], false).unwrap_err();
         assert!(matches!(err, PlanError::SeveralDbHosts { count: 2, .. }));
     }
 }

@@ -176,6 +176,9 @@ pub fn reopen_for_rollback(record: &mut RolloutRecord, requested_by: &str) -> Re
         RolloutState::RolledBack => return Err(RollbackRefused::AlreadyRolledBack { id }),
         RolloutState::Pending => return Err(RollbackRefused::NotEnded { id, state: "pending" }),
         RolloutState::Running => return Err(RollbackRefused::NotEnded { id, state: "running" }),
+        RolloutState::AwaitingApproval => {
+            return Err(RollbackRefused::NotEnded { id, state: "awaiting approval" });
+        }
     }
     if record.refused {
         return Err(RollbackRefused::NothingChanged { id });
@@ -268,13 +271,15 @@ fn rolls_back(step: &StepRecord) -> bool {
     step.recovery && matches!(step.kind, StepKind::Restore | StepKind::Restart)
 }
 
-/// The state a rollout ends in once no step is left.
+/// The state a rollout ends in once no step is left: `cancelled` also when
+/// its approval gate stopped it (rejected, or expired).
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
     let restored = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Succeeded);
     let unfinished_recovery = record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded);
+    let gate_stopped = record.approval.as_ref().is_some_and(|gate| gate.stopped());
     if record.error.is_empty() {
         RolloutState::Succeeded
-    } else if record.cancel_requested {
+    } else if record.cancel_requested || gate_stopped {
         RolloutState::Cancelled
     } else if restored && !unfinished_recovery {
         RolloutState::RolledBack

@@ -10,13 +10,18 @@
 //! | `bundles/<digest>` | the bundle, protobuf-encoded |
 //! | `events/<id>/<seq, 20 digits>` | [`RolloutEvent`], protobuf-encoded |
 //! | `cancels/<id>` | an operator's cancel request (JSON: when), saved before it is acknowledged |
+//! | `decisions/<id>/<operator>` | an operator's approval or rejection ([`Decision`] as JSON), saved before it is acknowledged |
+//! | `audit/…` | the audit log (see [`super::audit`]) |
 //!
 //! Every write is fenced by the writer's [`Term`] (see [`Store::put_fenced`]).
+//! Writes that an operator's action makes take that action's audit entry
+//! (an [`AuditLog::put`]) into the same transaction.
 
 use runway_proto::v1::{Bundle, RolloutEvent};
 
+use super::audit::AuditLog;
 use crate::fencing::Term;
-use crate::model::RolloutRecord;
+use crate::model::{Decision, RolloutRecord};
 use crate::store::{Put, Store, StoreError};
 
 /// Typed access to saved rollouts; cheap to clone.
@@ -43,6 +48,15 @@ impl RolloutStore {
         self.store.key(&format!("cancels/{id}"))
     }
 
+    fn decisions_prefix(&self, id: &str) -> String {
+        self.store.key(&format!("decisions/{id}/"))
+    }
+
+    /// The audit log kept in the same store.
+    pub fn audit(&self) -> AuditLog {
+        AuditLog::new(self.store.clone())
+    }
+
     fn events_prefix(&self, id: &str) -> String {
         self.store.key(&format!("events/{id}/"))
     }
@@ -51,17 +65,20 @@ impl RolloutStore {
         format!("{}{seq:020}", self.events_prefix(id))
     }
 
-    /// Records a new rollout together with its bundle.
+    /// Records a new rollout together with its bundle (and the operator's
+    /// `audit` entry).
     pub async fn create_rollout(
         &self,
         term: &Term,
         record: &RolloutRecord,
         bundle: &Bundle,
+        audit: Option<Put>,
     ) -> Result<(), StoreError> {
-        let puts = vec![
+        let mut puts = vec![
             Put::proto(self.bundle_key(&bundle.digest), bundle),
             Put::json(self.rollout_key(&record.id), record),
         ];
+        puts.extend(audit);
         self.store.put_fenced(term, puts).await
     }
 
@@ -70,27 +87,63 @@ impl RolloutStore {
         self.store.put_fenced(term, vec![Put::json(self.rollout_key(&record.id), record)]).await
     }
 
+    /// Saves a rollout an operator changed (a rollback reopens it) with
+    /// that operator's `audit` entry.
+    pub async fn put_rollout_audited(
+        &self,
+        term: &Term,
+        record: &RolloutRecord,
+        audit: Put,
+    ) -> Result<(), StoreError> {
+        self.store.put_fenced(term, vec![Put::json(self.rollout_key(&record.id), record), audit]).await
+    }
+
     /// Appends one event to a rollout's log, together with the rollout's
     /// new state when the event reports a transition: one transaction, so
     /// a new leader never finds a transition without its event.
+    /// An `audit` entry (the rollout's end) goes into the same transaction.
     pub async fn append_event(
         &self,
         term: &Term,
         event: &RolloutEvent,
         record: Option<&RolloutRecord>,
+        audit: Option<Put>,
     ) -> Result<(), StoreError> {
         let mut puts = vec![Put::proto(self.event_key(&event.rollout_id, event.seq), event)];
         if let Some(record) = record {
             puts.push(Put::json(self.rollout_key(&record.id), record));
         }
+        puts.extend(audit);
         self.store.put_fenced(term, puts).await
     }
 
-    /// Records that an operator asked to cancel rollout `id`. Its own key,
-    /// so it never races the engine's writes of the rollout record.
-    pub async fn request_cancel(&self, term: &Term, id: &str) -> Result<(), StoreError> {
+    /// Records that an operator asked to cancel rollout `id`, with their
+    /// `audit` entry. Its own key, so it never races the engine's writes of
+    /// the rollout record.
+    pub async fn request_cancel(&self, term: &Term, id: &str, audit: Put) -> Result<(), StoreError> {
         let request = serde_json::json!({ "requested_unix_ms": runway_proto::unix_ms_now() });
-        self.store.put_fenced(term, vec![Put::json(self.cancel_key(id), &request)]).await
+        self.store.put_fenced(term, vec![Put::json(self.cancel_key(id), &request), audit]).await
+    }
+
+    /// Records an operator's approval or rejection of rollout `id`, with
+    /// their `audit` entry. One key per operator (a second decision by the
+    /// same operator replaces the first), apart from the rollout record, so
+    /// it never races the engine's writes; the engine copies decisions into
+    /// the record.
+    pub async fn save_decision(
+        &self,
+        term: &Term,
+        id: &str,
+        decision: &Decision,
+        audit: Put,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}{}", self.decisions_prefix(id), decision.operator);
+        self.store.put_fenced(term, vec![Put::json(key, decision), audit]).await
+    }
+
+    /// Every operator's decision about rollout `id`, in key order.
+    pub async fn decisions(&self, id: &str) -> Result<Vec<Decision>, StoreError> {
+        self.store.list_json(&self.decisions_prefix(id)).await
     }
 
     /// Whether an operator asked to cancel rollout `id`.
@@ -141,7 +194,8 @@ mod tests {
 
     use super::*;
     use crate::fencing::FencingToken;
-    use crate::model::RolloutState;
+    use crate::model::{RolloutState, Verdict};
+    use crate::rollout::audit::{Action, Outcome};
     use crate::store::memory::MemoryKv;
 
     fn record(id: &str, created_unix_ms: i64) -> RolloutRecord {
@@ -183,17 +237,34 @@ mod tests {
         };
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
         let bundle = Bundle { files: vec![BundleFile::default()], digest: "abc".into() };
-        store.create_rollout(&term, &record("r2", 20), &bundle).await.unwrap();
+        store.create_rollout(&term, &record("r2", 20), &bundle, None).await.unwrap();
         store.put_rollout(&term, &record("r1", 10)).await.unwrap();
         for seq in [1, 2, 10] {
-            store.append_event(&term, &event("r1", seq), None).await.unwrap();
+            store.append_event(&term, &event("r1", seq), None, None).await.unwrap();
         }
-        store.append_event(&term, &event("r10", 1), Some(&record("r10", 30))).await.unwrap();
+        store.append_event(&term, &event("r10", 1), Some(&record("r10", 30)), None).await.unwrap();
+        let decision = |operator: &str, verdict| Decision {
+            operator: operator.into(),
+            unix_ms: 1,
+            verdict,
+            comment: String::new(),
+        };
+        let audit = || store.audit().put(&crate::rollout::audit::entry(Action::Approve, "c1"), Outcome::Accepted, "");
+        store.save_decision(&term, "r1", &decision("bob", Verdict::Approve), audit()).await.unwrap();
+        store.save_decision(&term, "r1", &decision("alice", Verdict::Approve), audit()).await.unwrap();
+        store.save_decision(&term, "r1", &decision("bob", Verdict::Reject), audit()).await.unwrap();
+        store.save_decision(&term, "r10", &decision("carol", Verdict::Approve), audit()).await.unwrap();
 
+        let (audit, keys): (Vec<String>, Vec<String>) =
+            kv.keys().into_iter().partition(|k| k.starts_with("/runway/audit/"));
+        assert_eq!(audit.len(), 4, "one audit entry with each decision");
         assert_eq!(
-            kv.keys(),
+            keys,
             [
                 "/runway/bundles/abc",
+                "/runway/decisions/r1/alice",
+                "/runway/decisions/r1/bob",
+                "/runway/decisions/r10/carol",
                 "/runway/events/r1/00000000000000000001",
                 "/runway/events/r1/00000000000000000002",
                 "/runway/events/r1/00000000000000000010",
@@ -214,6 +285,13 @@ mod tests {
         let seqs: Vec<u64> = store.events("r1", 2).await.unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 10], "from seq 2, and not r10's events");
         assert_eq!(store.events("r1", 0).await.unwrap().len(), 3);
+        let decided: Vec<(String, Verdict)> =
+            store.decisions("r1").await.unwrap().into_iter().map(|d| (d.operator, d.verdict)).collect();
+        assert_eq!(
+            decided,
+            [("alice".into(), Verdict::Approve), ("bob".into(), Verdict::Reject)],
+            "one decision per operator, the latest, and not r10's"
+        );
     }
 
     #[tokio::test]

@@ -35,6 +35,8 @@ const OLD_GRACE: Duration = Duration::from_secs(60);
 enum Answer {
     /// One progress event, then success.
     Succeed,
+    /// Success with this result detail (JSON), e.g. a preflight's plan.
+    SucceedWith(&'static str),
     /// Failure with this error, and the agent's facts about it (JSON).
     Fail(&'static str, &'static str),
     /// Refused before anything ran, with this error.
@@ -72,11 +74,14 @@ struct Coordinator {
 impl Coordinator {
     /// A follower named `name`, following leadership like `crate::run` does.
     fn new(kv: &Arc<MemoryKv>, name: &'static str) -> Self {
-        let config = Arc::new(Config {
-            name: name.into(),
-            step_deadline_secs: STEP_DEADLINE.as_secs(),
-            ..Config::default()
-        });
+        Self::configured(kv, name, Config::default())
+    }
+
+    /// As [`Coordinator::new`], with `config` (its name and step deadline
+    /// are set here).
+    fn configured(kv: &Arc<MemoryKv>, name: &'static str, config: Config) -> Self {
+        let config =
+            Arc::new(Config { name: name.into(), step_deadline_secs: STEP_DEADLINE.as_secs(), ..config });
         let store = Store::new(Arc::clone(kv) as Arc<dyn crate::store::Kv>, "/runway");
         let election = MemoryElection::new(Arc::clone(kv), &store.election_name(), name);
         let store = RolloutStore::new(store);
@@ -123,6 +128,11 @@ impl Coordinator {
                         dispatcher.on_event(agent, event);
                         dispatcher.on_result(agent, result(&command.command_id, Ok(())));
                     }
+                    Answer::SucceedWith(detail) => {
+                        let mut succeeded = result(&command.command_id, Ok(()));
+                        succeeded.detail_json = detail.into();
+                        dispatcher.on_result(agent, succeeded)
+                    }
                     Answer::Fail(error, detail) => {
                         let mut failed = result(&command.command_id, Err(error));
                         failed.detail_json = detail.into();
@@ -148,6 +158,12 @@ impl Coordinator {
         self.connect("app-2", "app", script).await;
     }
 
+    /// Whether the test environment requires approvals (the plan then has
+    /// an approval step).
+    fn approvals_required(&self) -> bool {
+        self.engine.config.environments.policy(ENVIRONMENT).approvals.required()
+    }
+
     /// Accepts a rollout and starts it, as the operator API's start does.
     async fn start_rollout(&self, term: &Term) -> RolloutRecord {
         let files = vec![BundleFile {
@@ -162,16 +178,18 @@ impl Coordinator {
             bundle_digest: bundle.digest.clone(),
             app_version: "2.0.0".into(),
             state: RolloutState::Pending,
-            steps: default_plan(ENVIRONMENT, &self.registry.snapshot(ENVIRONMENT)).unwrap(),
+            steps: default_plan(ENVIRONMENT, &self.registry.snapshot(ENVIRONMENT), self.approvals_required())
+                .unwrap(),
             error: String::new(),
             created_unix_ms: now,
             updated_unix_ms: now,
             coordinator: self.name.into(),
             cancel_requested: false,
             previous_versions: [("app-1".into(), "1.0.0".into()), ("app-2".into(), "1.0.0".into())].into(),
+            started_by: "alice".into(),
             ..Default::default()
         };
-        self.store.create_rollout(term, &record, &bundle).await.unwrap();
+        self.store.create_rollout(term, &record, &bundle, None).await.unwrap();
         self.engine.start(term.clone(), record.clone(), bundle);
         record
     }
@@ -850,3 +868,5 @@ async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
         [("app-1".to_owned(), "1.0.0".to_owned()), ("app-2".to_owned(), "1.0.0".to_owned())]
     );
 }
+
+mod approval;

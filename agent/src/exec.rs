@@ -11,6 +11,8 @@
 mod preflight;
 
 use std::sync::Arc;
+
+use runway_identity::tls::Security;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -34,6 +36,8 @@ pub type Outbox = mpsc::UnboundedSender<AgentMessage>;
 #[derive(Clone)]
 pub struct Executor {
     config: Arc<Config>,
+    /// mTLS credentials (the CA checks operators' deploy signatures).
+    security: Security,
     journal: Journal,
     outbox: Outbox,
     tracker: TaskTracker,
@@ -107,10 +111,11 @@ impl ExecError {
 }
 
 impl Executor {
-    pub fn new(config: Arc<Config>, journal: Journal, outbox: Outbox, tracker: TaskTracker) -> Self {
+    pub fn new(config: Arc<Config>, security: Security, journal: Journal, outbox: Outbox, tracker: TaskTracker) -> Self {
         let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
         Self {
             config,
+            security,
             journal,
             outbox,
             tracker,

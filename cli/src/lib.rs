@@ -95,10 +95,10 @@ pub async fn run(cli: Cli) -> Exit {
     let output = Output::new(cli.output);
     let result = match cli.command {
         Command::Agents { environment, coordinators } => {
-            rollout::agents(&coordinators.remote(), output, environment).await
+            async { rollout::agents(&coordinators.remote()?, output, environment).await }.await
         }
         Command::Rollout { command, coordinators } => {
-            rollout::run(&coordinators.remote(), output, command).await
+            async { rollout::run(&coordinators.remote()?, output, command).await }.await
         }
         Command::Migrate { command } => migrate::run(output, command).await,
         Command::Backup { command } => backup::run(output, command).await,

@@ -29,7 +29,7 @@ pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure>
     let what = what(&action);
     let request = BackupCommandRequest { environment, action: Some(action) };
     let mut stream = coordinators
-        .remote()
+        .remote()?
         .call(|mut c| {
             let r = request.clone();
             async move { c.run_backup_command(r).await.map(|r| r.into_inner()) }

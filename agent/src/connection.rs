@@ -127,7 +127,8 @@ async fn session(
         .map_err(|e| unreachable(e.to_string()))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_keepalive(Some(Duration::from_secs(10)));
-    let channel = security.connect(endpoint).await.map_err(|e| unreachable(runway_engine::errors::chain(&e)))?;
+    let channel =
+        security.connect(endpoint).await.map_err(|e| unreachable(runway_engine::errors::chain(&e)))?;
     let mut client = AgentChannelClient::new(channel);
 
     let (tx, rx) = mpsc::channel::<AgentMessage>(256);

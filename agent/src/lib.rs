@@ -44,13 +44,16 @@ pub enum StartError {
 /// coordinator refuses a registration that does not match it, so a
 /// mismatch is better caught here, with the config at hand.
 pub fn load_security(config: &config::Config) -> Result<Security, StartError> {
-    let security =
-        config.tls.load("`[tls] ca, cert and key` in the agent config").map_err(|e| StartError::Tls(e.to_string()))?;
+    let security = config
+        .tls
+        .load("`[tls] ca, cert and key` in the agent config")
+        .map_err(|e| StartError::Tls(e.to_string()))?;
     match security.credentials().map(|c| c.identity()) {
         None => tracing::warn!(
             "INSECURE MODE: [tls] insecure = true; this agent takes commands from anyone who answers at its coordinator addresses"
         ),
-        Some(Identity::Agent { environment, name }) if *environment == config.environment && *name == config.name => {}
+        Some(Identity::Agent { environment, name })
+            if *environment == config.environment && *name == config.name => {}
         Some(other) => {
             return Err(StartError::Tls(format!(
                 "the certificate in [tls] cert names {other}, but this agent is configured as {} in {}; \
@@ -71,7 +74,8 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
     let journal = journal::Journal::open(&config.state_dir).await?;
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let tracker = TaskTracker::new();
-    let executor = exec::Executor::new(Arc::clone(&config), security.clone(), journal, outbox_tx, tracker.clone());
+    let executor =
+        exec::Executor::new(Arc::clone(&config), security.clone(), journal, outbox_tx, tracker.clone());
     tracing::info!(name = %config.name, environment = %config.environment, "agent starting");
     let link = CancellationToken::new();
     let drain = async {

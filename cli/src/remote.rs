@@ -56,7 +56,12 @@ pub struct Coordinators {
 impl Coordinators {
     /// The coordinators these flags name, with the TLS files loaded.
     pub fn remote(&self) -> Result<Remote, Failure> {
-        let files = TlsFiles { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone(), insecure: self.insecure };
+        let files = TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            insecure: self.insecure,
+        };
         let security = files
             .load("--ca, --cert and --key (or RUNWAY_CA, RUNWAY_CERT, RUNWAY_KEY)")
             .map_err(|e| Failure::invalid(e.to_string()))?;
@@ -217,7 +222,8 @@ mod tests {
     #[tokio::test]
     async fn a_closed_port_is_unreachable_after_the_leader_timeout() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let remote = Remote::new(&format!("127.0.0.1:{port}"), Duration::from_secs(1), Security::Insecure).unwrap();
+        let remote =
+            Remote::new(&format!("127.0.0.1:{port}"), Duration::from_secs(1), Security::Insecure).unwrap();
         let started = Instant::now();
         let rounds = std::sync::atomic::AtomicUsize::new(0);
         let error = remote

@@ -56,6 +56,38 @@ pub struct RolloutRecord {
     /// restart-phase rollback brings back.
     #[serde(default)]
     pub previous_versions: BTreeMap<String, String>,
+    /// The operator's signature over the bundle, carried to the DB agent
+    /// (absent in insecure mode).
+    #[serde(default)]
+    pub signature: Option<SignatureRecord>,
+}
+
+/// An operator's deploy signature as saved (hex), see `v1::DeploySignature`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    pub certificate: String,
+    pub signature: String,
+    pub signed_at: i64,
+}
+
+impl SignatureRecord {
+    pub fn from_proto(signature: &v1::DeploySignature) -> Self {
+        Self {
+            certificate: hex::encode(&signature.certificate),
+            signature: hex::encode(&signature.signature),
+            signed_at: signature.signed_at,
+        }
+    }
+
+    /// The wire form; a record that is not hex (hand-edited) yields empty
+    /// fields, which the DB agent refuses as a missing signature.
+    pub fn to_proto(&self) -> v1::DeploySignature {
+        v1::DeploySignature {
+            certificate: hex::decode(&self.certificate).unwrap_or_default(),
+            signature: hex::decode(&self.signature).unwrap_or_default(),
+            signed_at: self.signed_at,
+        }
+    }
 }
 
 /// Where a rollout stands.

@@ -153,9 +153,9 @@ impl Cluster {
             .collect();
         let addrs: Vec<String> = coordinators.iter().map(|c| c.addr.clone()).collect();
 
-        let db = options
-            .db_host
-            .then(|| start_db_agent(&root, host("db-1"), &addrs, &pg.url(DB), &options.agent_env, pki.as_ref()));
+        let db = options.db_host.then(|| {
+            start_db_agent(&root, host("db-1"), &addrs, &pg.url(DB), &options.agent_env, pki.as_ref())
+        });
         let apps = (1..=options.app_hosts)
             .map(|i| {
                 let name = format!("app-{i}");

@@ -26,7 +26,9 @@ impl Etcd {
         let scheme = if pki.is_some() { "https" } else { "http" };
         let urls: Vec<(String, String)> = hosts
             .iter()
-            .map(|h| (format!("{scheme}://{}:{}", h.ip, free_port()), format!("http://{}:{}", h.ip, free_port())))
+            .map(|h| {
+                (format!("{scheme}://{}:{}", h.ip, free_port()), format!("http://{}:{}", h.ip, free_port()))
+            })
             .collect();
         let ips: Vec<String> = hosts.iter().map(|h| h.ip.clone()).collect();
         let server = pki.map(|pki| pki.server("etcd", &ips));

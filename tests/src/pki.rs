@@ -98,7 +98,8 @@ impl Pki {
 
     /// An operator who may sign SQL for `deploy` environments.
     pub fn operator(&self, name: &str, deploy: &[&str]) -> TlsPaths {
-        let identity = Identity::Operator { name: name.into(), deploy: deploy.iter().map(|e| e.to_string()).collect() };
+        let identity =
+            Identity::Operator { name: name.into(), deploy: deploy.iter().map(|e| e.to_string()).collect() };
         self.issue(&format!("operator-{name}"), &identity, &[])
     }
 
@@ -116,8 +117,13 @@ impl Pki {
 pub fn environments_toml(environments: &[&str], policy: &str) -> String {
     let roles = OPERATORS
         .iter()
-        .map(|(name, roles)| format!("{name} = [{}]", roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ")))
+        .map(|(name, roles)| {
+            format!("{name} = [{}]", roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", "))
+        })
         .collect::<Vec<_>>()
         .join(", ");
-    environments.iter().map(|env| format!("[environments.{env}]\nroles = {{ {roles} }}\n{policy}\n")).collect()
+    environments
+        .iter()
+        .map(|env| format!("[environments.{env}]\nroles = {{ {roles} }}\n{policy}\n"))
+        .collect()
 }

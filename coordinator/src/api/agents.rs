@@ -69,7 +69,8 @@ impl AgentChannel for AgentService {
         validate(&self.shared, &register)?;
         match certified {
             None => {}
-            Some(Identity::Agent { environment, name }) if environment == register.environment && name == register.name => {}
+            Some(Identity::Agent { environment, name })
+                if environment == register.environment && name == register.name => {}
             Some(other) => {
                 tracing::warn!(claimed = %register.name, environment = %register.environment, certificate = %other, "refused an agent registration that does not match its certificate");
                 return Err(Status::permission_denied(format!(

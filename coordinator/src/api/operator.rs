@@ -42,6 +42,14 @@ impl OperatorService {
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let migrations = runway_proto::bundle::migrations(&bundle)?;
+        let signature = self.shared.deploy_signature(
+            &request.environment,
+            &bundle,
+            &request.allow_danger,
+            request.signature.as_ref(),
+        )?;
+        let mut bundle = bundle;
+        crate::failpoint::tamper_bundle(&mut bundle);
         let agents = self.shared.registry.snapshot(&request.environment);
         let steps = default_plan(&request.environment, &agents)?;
         let previous_versions = agents
@@ -68,6 +76,7 @@ impl OperatorService {
             backup: String::new(),
             refused: false,
             previous_versions,
+            signature,
         };
         self.shared.store.create_rollout(&term, &record, &bundle).await?;
         tracing::info!(rollout = %record.id, environment = %record.environment, migrations = migrations.len(), "rollout accepted");

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # runway quick start: on one machine, starts etcd, a throwaway PostgreSQL,
 # two coordinators, one DB agent and two app agents (each fronting a tiny
-# sample HTTP app), then runs a sample rollout with live progress.
+# sample HTTP app), then runs a sample rollout with live progress. Every
+# hop is mutual TLS, etcd included: `runway certs` makes a throwaway CA and
+# a certificate for each part (in the work dir's pki/).
 #
 #   deploy/quickstart.sh         set up and run the sample rollout
 #   deploy/quickstart.sh stop    stop everything the last run started
@@ -55,11 +57,26 @@ save_state() {
 }
 trap save_state EXIT
 
-echo "==> starting etcd"
+echo "==> making a CA and certificates (runway certs, in $work/pki)"
+pki="$work/pki"
+certs() { "$bin/runway" certs "$@" --dir "$pki" >/dev/null; }
+certs init
+certs server etcd --host 127.0.0.1 --host localhost
+certs coordinator coord-1 --host 127.0.0.1
+certs coordinator coord-2 --host 127.0.0.1
+certs agent db-1 --env staging
+certs agent app-1 --env staging
+certs agent app-2 --env staging
+# You: an operator who may sign migrations for staging.
+certs operator quickstart --deploy staging
+tls_toml() { printf '[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\n' "$pki/ca.pem" "$pki/$1.pem" "$pki/$1.key"; }
+
+echo "==> starting etcd (client certificates required)"
 etcd_port=$(free_port)
 etcd_peer=$(free_port)
 ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name quickstart --data-dir "$work/etcd" \
-    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-client-urls "https://127.0.0.1:$etcd_port" --advertise-client-urls "https://127.0.0.1:$etcd_port" \
+    --cert-file "$pki/etcd.pem" --key-file "$pki/etcd.key" --trusted-ca-file "$pki/ca.pem" --client-cert-auth \
     --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
     --initial-cluster "quickstart=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
 pids+=($!)
@@ -91,13 +108,17 @@ for i in 1 2; do
     cat >"$work/coord-$i.toml" <<TOML
 name = "coord-$i"
 listen = "127.0.0.1:$port"
-etcd_endpoints = ["http://127.0.0.1:$etcd_port"]
+etcd_endpoints = ["https://127.0.0.1:$etcd_port"]
 lease_ttl_secs = 3
-environments = ["staging", "production"]
+[environments.staging]
+roles = { quickstart = ["view", "deploy", "restore", "approve"] }
+[environments.production]
+roles = { quickstart = ["view"] }
+$(tls_toml "coordinator-coord-$i")
 TOML
     "$bin/runway-coordinator" --config "$work/coord-$i.toml" >"$work/coord-$i.log" 2>&1 &
     pids+=($!)
-    coords+=("http://127.0.0.1:$port")
+    coords+=("https://127.0.0.1:$port")
     wait_for_port "$port"
 done
 coord_list=$(IFS=,; echo "${coords[*]}")
@@ -115,6 +136,7 @@ url = "$database_url"
 [backup]
 dir = "$work/backups"
 pg_bin_dir = "$pgbin"
+$(tls_toml agent-staging-db-1)
 TOML
 "$bin/runway-agent" --config "$work/db-1.toml" >"$work/db-1.log" 2>&1 &
 pids+=($!)
@@ -141,6 +163,7 @@ maintenance_off = ["$hook", "maintenance-off", "$dir"]
 restart = ["$hook", "restart", "$dir"]
 health_url = "http://127.0.0.1:$app_port/health"
 version = "v1"
+$(tls_toml "agent-staging-app-$i")
 TOML
     "$bin/runway-agent" --config "$work/app-$i.toml" >"$work/app-$i.log" 2>&1 &
     pids+=($!)
@@ -148,6 +171,7 @@ done
 save_state
 
 export RUNWAY_COORDINATOR="$coord_list"
+export RUNWAY_CA="$pki/ca.pem" RUNWAY_CERT="$pki/operator-quickstart.pem" RUNWAY_KEY="$pki/operator-quickstart.key"
 echo "==> waiting for the agents to register"
 for _ in $(seq 1 100); do
     [ "$("$bin/runway" agents --output json 2>/dev/null | wc -l)" -ge 3 ] && break
@@ -175,6 +199,7 @@ else
 fi
 cat <<TEXT
   export RUNWAY_COORDINATOR=$coord_list
+  export RUNWAY_CA=$pki/ca.pem RUNWAY_CERT=$pki/operator-quickstart.pem RUNWAY_KEY=$pki/operator-quickstart.key
   $bin/runway rollout list                       # the rollout and its state
   $bin/runway rollout show <id>                  # its steps, plan and backup
   $bin/runway rollout rollback <id> --yes --watch   # restore its backup, bring back v1

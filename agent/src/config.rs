@@ -42,6 +42,11 @@ pub struct Config {
     pub backup: Option<BackupConfig>,
     /// Required for the `app` role.
     pub app: Option<AppConfig>,
+    /// `[tls]`: the runway CA, this agent's certificate (naming
+    /// `runway://agent/ENVIRONMENT/NAME`, matching `environment` and
+    /// `name`) and key. `insecure = true` for plain text.
+    #[serde(default)]
+    pub tls: runway_identity::tls::TlsFiles,
 }
 
 /// What this host is for.

@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
+use runway_identity::tls::Security;
+
 use crate::config::Config;
 use crate::exec::Executor;
 
@@ -58,6 +60,7 @@ enum SessionError {
 /// Keeps the agent connected until `shutdown` fires.
 pub async fn run(
     config: Arc<Config>,
+    security: Security,
     executor: Executor,
     mut outbox: mpsc::UnboundedReceiver<AgentMessage>,
     shutdown: CancellationToken,
@@ -76,7 +79,7 @@ pub async fn run(
             addr
         });
         let started = Instant::now();
-        match session(&addr, &config, &executor, &mut outbox, &shutdown).await {
+        match session(&addr, &config, &security, &executor, &mut outbox, &shutdown).await {
             Ok(()) => return,
             Err(SessionError::Refused { leader: Some(leader), .. }) => {
                 tracing::info!(%addr, %leader, "coordinator is a follower; dialing the leader");
@@ -113,16 +116,19 @@ pub async fn run(
 async fn session(
     addr: &str,
     config: &Config,
+    security: &Security,
     executor: &Executor,
     outbox: &mut mpsc::UnboundedReceiver<AgentMessage>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let unreachable = |message: String| SessionError::Unreachable { addr: addr.to_owned(), message };
-    let endpoint = tonic::transport::Endpoint::from_shared(addr.to_owned())
-        .map_err(|e| unreachable(format!("invalid address: {e}")))?
+    let endpoint = security
+        .endpoint(addr)
+        .map_err(|e| unreachable(e.to_string()))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_keepalive(Some(Duration::from_secs(10)));
-    let channel = endpoint.connect().await.map_err(|e| unreachable(runway_engine::errors::chain(&e)))?;
+    let channel =
+        security.connect(endpoint).await.map_err(|e| unreachable(runway_engine::errors::chain(&e)))?;
     let mut client = AgentChannelClient::new(channel);
 
     let (tx, rx) = mpsc::channel::<AgentMessage>(256);
@@ -190,7 +196,7 @@ async fn session(
                                 ticker = tokio::time::interval(interval);
                             }
                             let peers = config.coordinators.iter().filter(|a| *a != addr).cloned().collect();
-                            tokio::spawn(watch_for_newer_leader(peers, token, interval * 3, newer_tx.clone(), probing.clone()));
+                            tokio::spawn(watch_for_newer_leader(security.clone(), peers, token, interval * 3, newer_tx.clone(), probing.clone()));
                         }
                         Some(coordinator_message::Kind::Command(cmd)) => executor.submit(cmd).await,
                         Some(coordinator_message::Kind::Heartbeat(_)) | None => {}
@@ -254,6 +260,7 @@ async fn leave(
 /// this agent is attached to was deposed without noticing (a paused
 /// process), and only the agents can tell it from outside.
 async fn watch_for_newer_leader(
+    security: Security,
     peers: Vec<String>,
     token: u64,
     every: Duration,
@@ -265,11 +272,13 @@ async fn watch_for_newer_leader(
     let mut clients: Vec<(String, AgentChannelClient<tonic::transport::Channel>)> = peers
         .into_iter()
         .filter_map(|peer| {
-            let endpoint = tonic::transport::Endpoint::from_shared(peer.clone())
+            let endpoint = security
+                .endpoint(&peer)
+                .inspect_err(|e| tracing::warn!(error = %e, "not asking this coordinator who leads"))
                 .ok()?
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(1));
-            Some((peer, AgentChannelClient::new(endpoint.connect_lazy())))
+            Some((peer, AgentChannelClient::new(security.connect_lazy(endpoint))))
         })
         .collect();
     loop {

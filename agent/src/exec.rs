@@ -9,8 +9,11 @@
 //! coordinator re-sends unfinished commands when the agent reconnects.
 
 mod preflight;
+mod signed;
 
 use std::sync::Arc;
+
+use runway_identity::tls::Security;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ pub type Outbox = mpsc::UnboundedSender<AgentMessage>;
 #[derive(Clone)]
 pub struct Executor {
     config: Arc<Config>,
+    /// mTLS credentials (the CA checks operators' deploy signatures).
+    security: Security,
     journal: Journal,
     outbox: Outbox,
     tracker: TaskTracker,
@@ -62,6 +67,9 @@ enum ExecError {
     Health(#[from] health::HealthError),
     #[error("{0}")]
     Preflight(String),
+    /// No valid operator signature over the SQL: nothing ran.
+    #[error("refused: {0}")]
+    Unsigned(runway_identity::signature::SignatureError),
     /// The pending SQL has Danger findings the operator did not accept.
     #[error("{0}")]
     Dangerous(String),
@@ -98,6 +106,7 @@ impl ExecError {
                 Self::WrongRole(_)
                     | Self::NoAction
                     | Self::Dangerous(_)
+                    | Self::Unsigned(_)
                     | Self::Backup(
                         backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
                     )
@@ -107,10 +116,17 @@ impl ExecError {
 }
 
 impl Executor {
-    pub fn new(config: Arc<Config>, journal: Journal, outbox: Outbox, tracker: TaskTracker) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        security: Security,
+        journal: Journal,
+        outbox: Outbox,
+        tracker: TaskTracker,
+    ) -> Self {
         let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
         Self {
             config,
+            security,
             journal,
             outbox,
             tracker,
@@ -273,6 +289,13 @@ impl Executor {
             command::Action::Migrate(m) => {
                 let url = self.db_url()?;
                 let bundle = m.bundle.clone().unwrap_or_default();
+                self.check_signature(
+                    &bundle,
+                    &m.allow_danger,
+                    m.signature.as_ref(),
+                    signed::Need::Required,
+                    progress,
+                )?;
                 let migrations = runway_proto::bundle::migrations(&bundle)?;
                 let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
                 Ok(serde_json::to_value(report).expect("report serializes"))

@@ -26,18 +26,56 @@ pub mod service;
 
 use std::sync::Arc;
 
+use runway_identity::Identity;
+use runway_identity::tls::Security;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// The agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error("agent TLS: {0}")]
+    Tls(String),
+}
+
+/// Loads `[tls]` and checks the certificate names this agent: the
+/// coordinator refuses a registration that does not match it, so a
+/// mismatch is better caught here, with the config at hand.
+pub fn load_security(config: &config::Config) -> Result<Security, StartError> {
+    let security = config
+        .tls
+        .load("`[tls] ca, cert and key` in the agent config")
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    match security.credentials().map(|c| c.identity()) {
+        None => tracing::warn!(
+            "INSECURE MODE: [tls] insecure = true; this agent takes commands from anyone who answers at its coordinator addresses"
+        ),
+        Some(Identity::Agent { environment, name })
+            if *environment == config.environment && *name == config.name => {}
+        Some(other) => {
+            return Err(StartError::Tls(format!(
+                "the certificate in [tls] cert names {other}, but this agent is configured as {} in {}; \
+                 it needs a certificate naming runway://agent/{}/{}",
+                config.name, config.environment, config.environment, config.name
+            )));
+        }
+    }
+    Ok(security)
+}
 
 /// Runs the agent until `shutdown` fires. Stopping is a drain: commands
 /// already running finish and their results reach the coordinator over the
 /// still-open link before the link closes; new commands are not started.
-pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), journal::JournalError> {
+pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let security = load_security(&config)?;
     let config = Arc::new(config);
     let journal = journal::Journal::open(&config.state_dir).await?;
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let tracker = TaskTracker::new();
-    let executor = exec::Executor::new(Arc::clone(&config), journal, outbox_tx, tracker.clone());
+    let executor =
+        exec::Executor::new(Arc::clone(&config), security.clone(), journal, outbox_tx, tracker.clone());
     tracing::info!(name = %config.name, environment = %config.environment, "agent starting");
     let link = CancellationToken::new();
     let drain = async {
@@ -53,6 +91,6 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
         tracker.wait().await;
         link.cancel();
     };
-    tokio::join!(connection::run(config, executor.clone(), outbox_rx, link.clone()), drain);
+    tokio::join!(connection::run(config, security, executor.clone(), outbox_rx, link.clone()), drain);
     Ok(())
 }

@@ -220,6 +220,7 @@ impl From<&CallError> for Exit {
     fn from(error: &CallError) -> Self {
         match error {
             CallError::Unreachable(_) => Exit::Unreachable,
+            CallError::Tls(_) => Exit::Denied,
             CallError::Status(s)
                 if matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound) =>
             {

@@ -15,8 +15,10 @@
 //! - [`rollout`]: `runway rollout …` and `runway agents`.
 //! - [`migrate`]: `runway migrate …` against a database, no coordinator.
 //! - [`backup`]: `runway backup …`, locally or on an environment's DB agent.
+//! - [`certs`]: `runway certs …`, a small CA for the quick start.
 
 pub mod backup;
+pub mod certs;
 pub mod exit;
 pub mod migrate;
 pub mod output;
@@ -69,6 +71,12 @@ pub enum Command {
         #[command(subcommand)]
         command: backup::BackupCommand,
     },
+    /// Create a runway CA and issue coordinator, agent, operator and server
+    /// (etcd) certificates, for the quick start and small installations.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
+    },
 }
 
 /// The command line, with the exit-code table at the end of every
@@ -95,13 +103,14 @@ pub async fn run(cli: Cli) -> Exit {
     let output = Output::new(cli.output);
     let result = match cli.command {
         Command::Agents { environment, coordinators } => {
-            rollout::agents(&coordinators.remote(), output, environment).await
+            async { rollout::agents(&coordinators.remote()?, output, environment).await }.await
         }
         Command::Rollout { command, coordinators } => {
-            rollout::run(&coordinators.remote(), output, command).await
+            async { rollout::run(&coordinators.remote()?, output, command).await }.await
         }
         Command::Migrate { command } => migrate::run(output, command).await,
         Command::Backup { command } => backup::run(output, command).await,
+        Command::Certs { command } => certs::run(output, command),
     };
     result.unwrap_or_else(|failure| output.fail(&failure))
 }

@@ -9,7 +9,12 @@ use std::time::{Duration, Instant};
 
 use backon::{ConstantBuilder, Retryable};
 use runway_proto::v1::operator_client::OperatorClient;
-use tonic::transport::{Channel, Endpoint};
+use std::path::PathBuf;
+
+use runway_identity::tls::{Credentials, Security, TlsError, TlsFiles, handshake_failure};
+use tonic::transport::Channel;
+
+use crate::output::Failure;
 use tonic::{Code, Status};
 
 /// Pause between two search rounds while no leader answers.
@@ -20,21 +25,51 @@ const MAX_HOPS: usize = 5;
 /// How many of the last errors an Unreachable error quotes.
 const ERRORS_SHOWN: usize = 3;
 
-/// `--coordinator` and `--leader-timeout`: how to reach the coordinators.
+/// `--coordinator`, `--leader-timeout` and the TLS flags: how to reach the
+/// coordinators, and who we are to them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Coordinators {
-    /// Coordinator addresses, comma-separated; the leader is found among them.
-    #[arg(long, global = true, env = "RUNWAY_COORDINATOR", default_value = "http://127.0.0.1:7400")]
+    /// Coordinator addresses, comma-separated; the leader is found among
+    /// them. `https://` is added where no scheme is given (`http://` with
+    /// --insecure).
+    #[arg(long, global = true, env = "RUNWAY_COORDINATOR", default_value = "127.0.0.1:7400")]
     pub coordinator: String,
     /// Seconds to keep looking for a leader (covers a failover) before giving up.
     #[arg(long, global = true, env = "RUNWAY_LEADER_TIMEOUT", default_value_t = 20)]
     pub leader_timeout: u64,
+    /// The runway CA certificate (PEM) the coordinators' certificates chain to.
+    #[arg(long, global = true, env = "RUNWAY_CA", value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Your operator certificate (PEM, naming runway://operator/NAME); it
+    /// identifies you to the coordinator and signs the migrations you deploy.
+    #[arg(long, global = true, env = "RUNWAY_CERT", value_name = "PEM")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, global = true, env = "RUNWAY_KEY", value_name = "PEM")]
+    pub key: Option<PathBuf>,
+    /// Plain-text gRPC without certificates, for coordinators running with
+    /// `[tls] insecure = true` (throwaway test setups only).
+    #[arg(long, global = true, env = "RUNWAY_INSECURE")]
+    pub insecure: bool,
 }
 
 impl Coordinators {
-    /// The coordinators these flags name.
-    pub fn remote(&self) -> Remote {
-        Remote::new(&self.coordinator, Duration::from_secs(self.leader_timeout))
+    /// The coordinators these flags name, with the TLS files loaded.
+    pub fn remote(&self) -> Result<Remote, Failure> {
+        let files = TlsFiles {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            insecure: self.insecure,
+        };
+        let security = files
+            .load("--ca, --cert and --key (or RUNWAY_CA, RUNWAY_CERT, RUNWAY_KEY)")
+            .map_err(|e| Failure::invalid(e.to_string()))?;
+        if matches!(security, Security::Insecure) {
+            eprintln!("warning: --insecure: talking plain text to the coordinators, without identities");
+        }
+        Remote::new(&self.coordinator, Duration::from_secs(self.leader_timeout), security)
+            .map_err(|e| Failure::invalid(e.to_string()))
     }
 }
 
@@ -42,6 +77,7 @@ impl Coordinators {
 #[derive(Clone, Debug)]
 pub struct Remote {
     addrs: Vec<String>,
+    security: Security,
     /// How long a call keeps looking for a leader before giving up.
     find_leader_for: Duration,
 }
@@ -53,6 +89,8 @@ pub enum CallError {
     Unreachable(String),
     /// The coordinator refused or failed the request.
     Status(Status),
+    /// TLS failed: our certificate or the coordinator's was refused.
+    Tls(String),
 }
 
 impl std::fmt::Display for CallError {
@@ -60,6 +98,7 @@ impl std::fmt::Display for CallError {
         match self {
             CallError::Unreachable(m) => write!(f, "{m}"),
             CallError::Status(s) => write!(f, "{}", s.message()),
+            CallError::Tls(m) => write!(f, "{m}"),
         }
     }
 }
@@ -71,26 +110,38 @@ enum Miss {
     NoLeader(Vec<String>),
     /// The leader answered with an error: final.
     Refused(Status),
+    /// TLS failed (a certificate refused either way): final.
+    Tls(String),
 }
 
 impl Remote {
-    /// `addrs` comma-separated, `http://` added where no scheme is given.
-    pub fn new(addrs: &str, find_leader_for: Duration) -> Self {
+    /// `addrs` comma-separated; the scheme of `security` is added where
+    /// none is given, and a scheme that disagrees with it is refused.
+    pub fn new(addrs: &str, find_leader_for: Duration, security: Security) -> Result<Self, TlsError> {
         let addrs = addrs
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(|a| if a.contains("://") { a.to_owned() } else { format!("http://{a}") })
-            .collect();
-        Self { addrs, find_leader_for }
+            .map(|a| security.address(a))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { addrs, security, find_leader_for })
     }
 
-    async fn client(addr: &str) -> Result<OperatorClient<Channel>, String> {
-        let endpoint = Endpoint::from_shared(addr.to_owned())
-            .map_err(|e| format!("invalid coordinator address {addr:?}: {e}"))?
+    /// Our credentials (`None` in insecure mode).
+    pub fn credentials(&self) -> Option<&std::sync::Arc<Credentials>> {
+        self.security.credentials()
+    }
+
+    async fn client(&self, addr: &str) -> Result<OperatorClient<Channel>, Miss> {
+        let endpoint = self
+            .security
+            .endpoint(addr)
+            .map_err(|e| Miss::Tls(e.to_string()))?
             .connect_timeout(Duration::from_secs(3));
-        let channel =
-            endpoint.connect().await.map_err(|e| format!("{addr}: {}", runway_engine::errors::chain(&e)))?;
+        let channel = self.security.connect(endpoint).await.map_err(|e| match handshake_failure(&e) {
+            Some(tls) => Miss::Tls(format!("{addr}: {tls}")),
+            None => Miss::NoLeader(vec![format!("{addr}: {}", runway_engine::errors::chain(&e))]),
+        })?;
         Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
     }
 
@@ -109,6 +160,7 @@ impl Remote {
             .await;
         result.map_err(|miss| match miss {
             Miss::Refused(status) => CallError::Status(status),
+            Miss::Tls(message) => CallError::Tls(message),
             Miss::NoLeader(mut problems) => {
                 problems.dedup();
                 let start = problems.len().saturating_sub(ERRORS_SHOWN);
@@ -132,15 +184,20 @@ impl Remote {
         for first in &self.addrs {
             let mut addr = first.clone();
             for _ in 0..=MAX_HOPS {
-                let client = match Self::client(&addr).await {
+                let client = match self.client(&addr).await {
                     Ok(client) => client,
-                    Err(e) => {
-                        problems.push(e);
+                    Err(Miss::NoLeader(mut why)) => {
+                        problems.append(&mut why);
                         break;
                     }
+                    Err(final_miss) => return Err(final_miss),
                 };
                 match call(client).await {
                     Ok(value) => return Ok(value),
+                    Err(status) if handshake_failure(&status).is_some() => {
+                        let tls = handshake_failure(&status).unwrap_or_default();
+                        return Err(Miss::Tls(format!("{addr}: {tls}")));
+                    }
                     Err(status) if status.code() == Code::Unavailable => {
                         match runway_proto::leader_hint(&status).filter(|leader| *leader != addr) {
                             Some(leader) => addr = leader,
@@ -165,7 +222,8 @@ mod tests {
     #[tokio::test]
     async fn a_closed_port_is_unreachable_after_the_leader_timeout() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let remote = Remote::new(&format!("127.0.0.1:{port}"), Duration::from_secs(1));
+        let remote =
+            Remote::new(&format!("127.0.0.1:{port}"), Duration::from_secs(1), Security::Insecure).unwrap();
         let started = Instant::now();
         let rounds = std::sync::atomic::AtomicUsize::new(0);
         let error = remote

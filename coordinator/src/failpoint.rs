@@ -25,3 +25,30 @@ pub fn ignore_lease_loss() -> bool {
     static IGNORE: OnceLock<bool> = OnceLock::new();
     *IGNORE.get_or_init(|| std::env::var("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS").is_ok_and(|v| v == "1"))
 }
+
+/// `RUNWAY_FAILPOINT_TAMPER_BUNDLE=1`: after checking the operator's
+/// signature, the coordinator changes one byte of the first migration of
+/// every rollout it accepts and restamps the bundle's digest, as a
+/// compromised or buggy coordinator could. Only the DB agent's signature
+/// check stands in the way.
+pub fn tamper_bundle(bundle: &mut runway_proto::v1::Bundle) {
+    static TAMPER: OnceLock<bool> = OnceLock::new();
+    if !*TAMPER.get_or_init(|| std::env::var("RUNWAY_FAILPOINT_TAMPER_BUNDLE").is_ok_and(|v| v == "1")) {
+        return;
+    }
+    let Some(file) = bundle
+        .files
+        .iter_mut()
+        .filter(|f| f.path.ends_with("migration.sql"))
+        .min_by(|a, b| a.path.cmp(&b.path))
+    else {
+        return;
+    };
+    // A space becomes a tab: the SQL still parses and does the same thing,
+    // so nothing but the signature can tell.
+    if let Some(byte) = file.content.iter_mut().find(|b| **b == b' ') {
+        *byte = b'\t';
+    }
+    tracing::warn!(path = %file.path, "FAILPOINT: changed one byte of the bundle after the operator signed it");
+    bundle.digest = runway_proto::bundle::digest(&bundle.files);
+}

@@ -64,7 +64,10 @@ pub enum StartError {
 /// identity, or agents would refuse it.
 fn load_security(config: &config::Config) -> Result<runway_identity::tls::Security, StartError> {
     use runway_identity::{Identity, tls::Security};
-    let security = config.tls.load("`[tls] ca, cert and key` in the coordinator config").map_err(|e| StartError::Tls(e.to_string()))?;
+    let security = config
+        .tls
+        .load("`[tls] ca, cert and key` in the coordinator config")
+        .map_err(|e| StartError::Tls(e.to_string()))?;
     match &security {
         Security::Insecure => tracing::warn!(
             "INSECURE MODE: [tls] insecure = true; anyone who reaches this port can drive rollouts. Use only for throwaway test setups"
@@ -78,7 +81,9 @@ fn load_security(config: &config::Config) -> Result<runway_identity::tls::Securi
             }
         },
     }
-    if !matches!(security, Security::Insecure) && config.etcd_endpoints.iter().any(|e| !e.starts_with("https://")) {
+    if !matches!(security, Security::Insecure)
+        && config.etcd_endpoints.iter().any(|e| !e.starts_with("https://"))
+    {
         tracing::warn!(endpoints = %config.etcd_endpoints.join(","), "TLS is on but some etcd endpoints are plain http://");
     }
     Ok(security)

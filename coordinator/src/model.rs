@@ -61,6 +61,10 @@ pub struct RolloutRecord {
     /// how it ended. `None` before, and where no approvals are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalGate>,
+    /// The operator's signature over the bundle, carried to the DB agent
+    /// (absent in insecure mode).
+    #[serde(default)]
+    pub signature: Option<SignatureRecord>,
 }
 
 /// The approval gate of one rollout, saved with it.
@@ -132,6 +136,34 @@ impl ApprovalGate {
     /// Who approved, `alice, bob`.
     pub fn approvers(&self) -> String {
         self.approvals.iter().map(|d| d.operator.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// An operator's deploy signature as saved (hex), see `v1::DeploySignature`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureRecord {
+    pub certificate: String,
+    pub signature: String,
+    pub signed_at: i64,
+}
+
+impl SignatureRecord {
+    pub fn from_proto(signature: &v1::DeploySignature) -> Self {
+        Self {
+            certificate: hex::encode(&signature.certificate),
+            signature: hex::encode(&signature.signature),
+            signed_at: signature.signed_at,
+        }
+    }
+
+    /// The wire form; a record that is not hex (hand-edited) yields empty
+    /// fields, which the DB agent refuses as a missing signature.
+    pub fn to_proto(&self) -> v1::DeploySignature {
+        v1::DeploySignature {
+            certificate: hex::decode(&self.certificate).unwrap_or_default(),
+            signature: hex::decode(&self.signature).unwrap_or_default(),
+            signed_at: self.signed_at,
+        }
     }
 }
 
@@ -381,11 +413,29 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{}}"#
+            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{},"signature":null}"#
         );
         assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), record);
         // A record saved before the safe-failure fields existed still loads.
         let older = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false}"#;
         assert_eq!(serde_json::from_str::<RolloutRecord>(older).unwrap(), record);
+        // A rollout at its approval gate keeps the gate.
+        let gate = ApprovalGate {
+            needed: 2,
+            rule: "approvals.danger: …".into(),
+            requested_unix_ms: 1,
+            expires_unix_ms: 2,
+            approvals: vec![Decision { operator: "bob".into(), unix_ms: 1, verdict: Verdict::Approve, comment: "ok".into() }],
+            rejection: None,
+            outcome: GateOutcome::Waiting,
+        };
+        let waiting = RolloutRecord { state: RolloutState::AwaitingApproval, approval: Some(gate), ..record };
+        let json = serde_json::to_string(&waiting).unwrap();
+        assert!(json.contains(r#""state":"awaiting_approval""#), "{json}");
+        assert!(
+            json.contains(r#""approvals":[{"operator":"bob","unix_ms":1,"verdict":"approve","comment":"ok"}]"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), waiting);
     }
 }

@@ -39,15 +39,24 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Adds (or replaces) an agent's session; returns the session id.
-    pub fn register(&self, info: AgentInfo, tx: AgentSender) -> u64 {
-        let session = self.next_session.fetch_add(1, Ordering::SeqCst) + 1;
+    /// Adds an agent's session, or replaces the session of the same agent
+    /// (same name and environment: it reconnected before its old stream was
+    /// noticed gone); returns the session id. Another agent with a name
+    /// that is attached is refused (`Err` says who holds it).
+    pub fn register(&self, info: AgentInfo, tx: AgentSender) -> Result<u64, String> {
         let mut agents = self.agents.lock().expect("registry lock");
-        if agents.contains_key(&info.name) {
+        if let Some(attached) = agents.get(&info.name) {
+            if attached.info.environment != info.environment {
+                return Err(format!(
+                    "agent name {} is taken: agent {} ({}) is attached; refusing agent {} ({})",
+                    info.name, info.name, attached.info.environment, info.name, info.environment
+                ));
+            }
             tracing::info!(agent = %info.name, "agent reconnected; replacing its old session");
         }
+        let session = self.next_session.fetch_add(1, Ordering::SeqCst) + 1;
         agents.insert(info.name.clone(), Connected { info, tx, session });
-        session
+        Ok(session)
     }
 
     /// Removes the agent if `session` is still its current one.

@@ -46,7 +46,8 @@ impl Authority {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, "runway CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         validity(&mut params, days);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
@@ -76,7 +77,9 @@ impl Authority {
         params.distinguished_name.push(DnType::CommonName, identity.to_string());
         params.extended_key_usages = match identity {
             // A coordinator serves gRPC and is etcd's client.
-            Identity::Coordinator { .. } => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            Identity::Coordinator { .. } => {
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+            }
             Identity::Agent { .. } | Identity::Operator { .. } => vec![ExtendedKeyUsagePurpose::ClientAuth],
         };
         self.sign(params, days)
@@ -86,7 +89,8 @@ impl Authority {
     pub fn issue_server(&self, name: &str, hosts: &[String], days: u32) -> Result<Issued, IssueError> {
         let mut params = CertificateParams::new(hosts.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(params, days)
     }
 

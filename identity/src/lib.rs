@@ -58,7 +58,9 @@ impl Identity {
     /// The holder's name.
     pub fn name(&self) -> &str {
         match self {
-            Identity::Coordinator { name } | Identity::Agent { name, .. } | Identity::Operator { name, .. } => name,
+            Identity::Coordinator { name }
+            | Identity::Agent { name, .. }
+            | Identity::Operator { name, .. } => name,
         }
     }
 
@@ -115,7 +117,11 @@ impl Identity {
                     deploy.push((*environment).to_string());
                     continue;
                 }
-                _ => return Err(malformed("expected coordinator/NAME, agent/ENV/NAME, operator/NAME or deploy/ENV")),
+                _ => {
+                    return Err(malformed(
+                        "expected coordinator/NAME, agent/ENV/NAME, operator/NAME or deploy/ENV",
+                    ));
+                }
             };
             if let Some(first) = holder.replace(found) {
                 return Err(IdentityError::Several(format!("{first} and {}", holder.expect("just set"))));

@@ -23,18 +23,31 @@ pub struct DeployClaim {
     pub environment: String,
     /// The bundle's digest (hex), which covers every migration's bytes.
     pub bundle_digest: String,
-    /// Whether Danger findings are accepted.
-    pub allow_danger: bool,
+    /// The Danger lint rules accepted (sorted, no duplicates).
+    pub allow_danger: Vec<String>,
     /// When the operator signed, Unix seconds.
     pub signed_at: i64,
 }
 
 impl DeployClaim {
-    /// The exact bytes signed: one field a line, versioned.
+    /// A claim; the order of `allow_danger` does not matter.
+    pub fn new(environment: &str, bundle_digest: &str, allow_danger: &[String], signed_at: i64) -> Self {
+        let mut allow_danger = allow_danger.to_vec();
+        allow_danger.sort();
+        allow_danger.dedup();
+        Self { environment: environment.into(), bundle_digest: bundle_digest.into(), allow_danger, signed_at }
+    }
+
+    /// The exact bytes signed: one field a line, versioned. Names and
+    /// rules cannot hold a newline (names are checked, rules are lint rule
+    /// names), so no field can pose as another.
     pub fn message(&self) -> Vec<u8> {
         format!(
             "runway deploy claim v1\nenvironment={}\nbundle_digest={}\nallow_danger={}\nsigned_at={}\n",
-            self.environment, self.bundle_digest, self.allow_danger, self.signed_at
+            self.environment,
+            self.bundle_digest,
+            self.allow_danger.join(","),
+            self.signed_at
         )
         .into_bytes()
     }
@@ -43,7 +56,9 @@ impl DeployClaim {
 /// A signature that must not be trusted, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    #[error("the rollout carries no operator signature; start it with a TLS-configured `runway rollout start`")]
+    #[error(
+        "the rollout carries no operator signature; start it with a TLS-configured `runway rollout start`"
+    )]
     Missing,
     #[error("the signer's certificate does not chain to the runway CA: {0}")]
     Untrusted(String),
@@ -128,12 +143,7 @@ mod tests {
     }
 
     fn claim() -> DeployClaim {
-        DeployClaim {
-            environment: "production".into(),
-            bundle_digest: "ab".repeat(32),
-            allow_danger: false,
-            signed_at: 1_790_000_000,
-        }
+        DeployClaim::new("production", &"ab".repeat(32), &[], 1_790_000_000)
     }
 
     #[test]
@@ -146,11 +156,17 @@ mod tests {
         assert_eq!(verify(&roots(&ca), &cert, &signature, &claim()), Ok("alice".into()));
 
         let changed = DeployClaim { bundle_digest: "cd".repeat(32), ..claim() };
-        assert_eq!(verify(&roots(&ca), &cert, &signature, &changed), Err(SignatureError::Mismatch("alice".into())));
-        let danger = DeployClaim { allow_danger: true, ..claim() };
+        assert_eq!(
+            verify(&roots(&ca), &cert, &signature, &changed),
+            Err(SignatureError::Mismatch("alice".into()))
+        );
+        let danger = DeployClaim { allow_danger: vec!["drop-table".into()], ..claim() };
         assert!(matches!(verify(&roots(&ca), &cert, &signature, &danger), Err(SignatureError::Mismatch(_))));
         let staging = DeployClaim { environment: "staging".into(), ..claim() };
-        assert!(matches!(verify(&roots(&ca), &cert, &signature, &staging), Err(SignatureError::NoDeployGrant { .. })));
+        assert!(matches!(
+            verify(&roots(&ca), &cert, &signature, &staging),
+            Err(SignatureError::NoDeployGrant { .. })
+        ));
         assert_eq!(verify(&roots(&ca), &cert, &[], &claim()), Err(SignatureError::Missing));
     }
 
@@ -165,7 +181,9 @@ mod tests {
             verify(&roots(&ca), &der(&forged.cert_pem), &signature, &claim()),
             Err(SignatureError::Untrusted(_))
         ));
-        let agent = ca.issue(&Identity::Agent { environment: "production".into(), name: "db-1".into() }, &[], 1).unwrap();
+        let agent = ca
+            .issue(&Identity::Agent { environment: "production".into(), name: "db-1".into() }, &[], 1)
+            .unwrap();
         let signature = sign(agent.key_pem.as_bytes(), &claim()).unwrap();
         assert!(matches!(
             verify(&roots(&ca), &der(&agent.cert_pem), &signature, &claim()),

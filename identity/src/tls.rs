@@ -118,8 +118,11 @@ impl TlsFiles {
             .map_err(|_| TlsError::NoPem { path: key.clone(), kind: "private key" })?;
         let identity = Identity::from_der(&chain[0])
             .map_err(|source| TlsError::Identity { path: cert.clone(), source })?;
-        crate::verify::chains_to(&roots, &chain)
-            .map_err(|why| TlsError::NotFromCa { cert: cert.clone(), ca: ca.clone(), why })?;
+        crate::verify::chains_to(&roots, &chain).map_err(|why| TlsError::NotFromCa {
+            cert: cert.clone(),
+            ca: ca.clone(),
+            why,
+        })?;
         Ok(Security::Mutual(Arc::new(Credentials {
             ca_pem,
             cert_pem,
@@ -185,10 +188,12 @@ impl Security {
             None => Ok(format!("{}://{addr}", self.scheme())),
             Some((scheme, _)) if scheme == self.scheme() => Ok(addr.to_owned()),
             Some(("http", _)) => Err(wrong(
-                "TLS is on, so coordinators are reached over https://; plain http:// needs insecure mode".into(),
+                "TLS is on, so coordinators are reached over https://; plain http:// needs insecure mode"
+                    .into(),
             )),
             Some(("https", _)) => Err(wrong(
-                "insecure mode talks plain text, so an https:// address cannot work; configure TLS instead".into(),
+                "insecure mode talks plain text, so an https:// address cannot work; configure TLS instead"
+                    .into(),
             )),
             Some((scheme, _)) => Err(wrong(format!("unknown scheme {scheme:?}; use https://HOST:PORT"))),
         }
@@ -288,4 +293,42 @@ impl tower_service::Service<Uri> for CoordinatorConnector {
             Ok(TokioIo::new(tls))
         })
     }
+}
+
+/// If `error` (or any error it wraps) is a TLS failure, says what it means
+/// for a runway client in one sentence. Such a failure is final: retrying
+/// the same certificates against the same coordinator cannot help.
+pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::{AlertDescription, CertificateError, Error as Tls};
+    let mut next = Some(error);
+    while let Some(current) = next {
+        let tls = current.downcast_ref::<Tls>().or_else(|| {
+            current.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<Tls>())
+        });
+        if let Some(tls) = tls {
+            return Some(match tls {
+                Tls::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+                    "TLS: the coordinator's certificate is not from the runway CA given as the CA (--ca / [tls] ca)".into()
+                }
+                Tls::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+                    "TLS: the coordinator's certificate has expired".into()
+                }
+                Tls::InvalidCertificate(other) => format!("TLS: the coordinator's certificate is refused: {other}"),
+                Tls::AlertReceived(
+                    alert @ (AlertDescription::CertificateRequired
+                    | AlertDescription::BadCertificate
+                    | AlertDescription::UnknownCA
+                    | AlertDescription::CertificateUnknown
+                    | AlertDescription::DecryptError
+                    | AlertDescription::AccessDenied),
+                ) => format!(
+                    "TLS: the coordinator refused our client certificate ({alert:?}): it must be issued by the runway CA \
+                     the coordinator trusts"
+                ),
+                other => format!("TLS handshake failed: {other}"),
+            });
+        }
+        next = current.source();
+    }
+    None
 }

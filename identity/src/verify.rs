@@ -24,7 +24,8 @@ struct NotACoordinator(String);
 
 impl CoordinatorsOnly {
     pub(crate) fn new(roots: Arc<RootCertStore>) -> Self {
-        let webpki = WebPkiServerVerifier::builder(roots).build().expect("a CA was loaded, so roots are not empty");
+        let webpki =
+            WebPkiServerVerifier::builder(roots).build().expect("a CA was loaded, so roots are not empty");
         Self { webpki }
     }
 }
@@ -52,7 +53,9 @@ impl ServerCertVerifier for CoordinatorsOnly {
             Ok(other) => other.to_string(),
             Err(e) => e.to_string(),
         };
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(NotACoordinator(named))))))
+        Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            NotACoordinator(named),
+        )))))
     }
 
     fn verify_tls12_signature(
@@ -99,7 +102,15 @@ pub(crate) fn chains_to(roots: &RootCertStore, chain: &[CertificateDer<'_>]) -> 
     match client {
         Ok(_) => Ok(()),
         Err(client_error) => cert
-            .verify_for_usage(algs, &roots.roots, intermediates, now, webpki::KeyUsage::server_auth(), None, None)
+            .verify_for_usage(
+                algs,
+                &roots.roots,
+                intermediates,
+                now,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
             .map(|_| ())
             .map_err(|_| client_error.to_string()),
     }

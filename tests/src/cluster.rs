@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::etcd::Etcd;
 use crate::netns::{Host, Net};
+use crate::pki::{Pki, TlsPaths, environments_toml};
 use crate::postgres::Postgres;
 use crate::process::{Proc, bin, free_port, kill_pid, wait_until, workspace_root};
 
@@ -88,6 +89,12 @@ pub struct Options {
     /// The coordinators' `step_deadline_secs`; `None` keeps their default
     /// (hours: longer than any test).
     pub step_deadline_secs: Option<u64>,
+    /// mTLS between every part, etcd included (the default); `false` runs
+    /// everything in insecure mode.
+    pub tls: bool,
+    /// Extra `key = value` lines for every `[environments.NAME]` table of
+    /// the coordinators (e.g. `approvals = 1`).
+    pub environment_policy: String,
 }
 
 impl Default for Options {
@@ -103,6 +110,8 @@ impl Default for Options {
             agent_env: Vec::new(),
             agent_grace_secs: 20,
             step_deadline_secs: None,
+            tls: true,
+            environment_policy: String::new(),
         }
     }
 }
@@ -115,6 +124,10 @@ pub struct Cluster {
     pub coordinators: Vec<Coordinator>,
     pub pg: Postgres,
     pub etcd: Etcd,
+    /// The CA and certificates, with TLS.
+    pub pki: Option<Pki>,
+    /// The operator `runway_command` acts as (`ops`, every role), with TLS.
+    pub operator: Option<TlsPaths>,
     pub net: Option<Net>,
     pub dir: tempfile::TempDir,
 }
@@ -127,28 +140,30 @@ impl Cluster {
         let host = |name: &str| net.as_ref().map_or_else(Host::loopback, |net| net.host(name));
         assert!(options.etcd_members == 1 || net.is_some(), "several etcd members need netns");
         let etcd_hosts: Vec<Host> = (0..options.etcd_members).map(|i| host(&format!("etcd{i}"))).collect();
-        let etcd = Etcd::start_on(&root, &etcd_hosts);
+        let pki = options.tls.then(|| Pki::create(&root));
+        let etcd = Etcd::start_on(&root, &etcd_hosts, pki.as_ref());
         let pg = Postgres::start_on(&root, &host("pg"));
         pg.create_database(DB);
 
         let coordinators: Vec<Coordinator> = (1..=options.coordinators)
             .map(|i| {
                 let name = format!("coord-{i}");
-                start_coordinator(&root, &name, host(&name), &etcd.endpoints, &options)
+                start_coordinator(&root, &name, host(&name), &etcd.endpoints, &options, pki.as_ref())
             })
             .collect();
         let addrs: Vec<String> = coordinators.iter().map(|c| c.addr.clone()).collect();
 
-        let db = options
-            .db_host
-            .then(|| start_db_agent(&root, host("db-1"), &addrs, &pg.url(DB), &options.agent_env));
+        let db = options.db_host.then(|| {
+            start_db_agent(&root, host("db-1"), &addrs, &pg.url(DB), &options.agent_env, pki.as_ref())
+        });
         let apps = (1..=options.app_hosts)
             .map(|i| {
                 let name = format!("app-{i}");
-                start_app_host(&root, &name, host(&name), &addrs, &options.agent_env)
+                start_app_host(&root, &name, host(&name), &addrs, &options.agent_env, pki.as_ref())
             })
             .collect();
-        let cluster = Cluster { apps, db, coordinators, pg, etcd, net, dir };
+        let operator = pki.as_ref().map(|pki| pki.operator("ops", &["staging", "production"]));
+        let cluster = Cluster { apps, db, coordinators, pg, etcd, pki, operator, net, dir };
         let expected = options.app_hosts + usize::from(options.db_host);
         wait_until("every agent to register with the leader", Duration::from_secs(30), || {
             let out = cluster.runway(&["agents", "--output", "json"]);
@@ -163,11 +178,35 @@ impl Cluster {
         self.coordinators.iter().map(|c| c.addr.as_str()).collect::<Vec<_>>().join(",")
     }
 
-    /// The `runway` CLI, set up for this cluster.
+    /// The `runway` CLI, set up for this cluster, acting as operator `ops`.
     pub fn runway_command(&self) -> Command {
+        self.runway_command_as(self.operator.as_ref())
+    }
+
+    /// The `runway` CLI acting with `tls` (`None`: no certificate at all;
+    /// in an insecure cluster, `--insecure`).
+    pub fn runway_command_as(&self, tls: Option<&TlsPaths>) -> Command {
         let mut command = Command::new(bin("runway"));
-        command.env("RUNWAY_COORDINATOR", self.coordinator_addrs()).env_remove("DATABASE_URL");
         command
+            .env("RUNWAY_COORDINATOR", self.coordinator_addrs())
+            .env_remove("DATABASE_URL")
+            .env_remove("RUNWAY_CA")
+            .env_remove("RUNWAY_CERT")
+            .env_remove("RUNWAY_KEY")
+            .env_remove("RUNWAY_INSECURE");
+        match tls {
+            Some(tls) => command.envs(tls.cli_env()),
+            None if self.pki.is_none() => command.env("RUNWAY_INSECURE", "true"),
+            None => &mut command,
+        };
+        command
+    }
+
+    /// Runs the `runway` CLI as `operator` (one of [`crate::pki::OPERATORS`]).
+    pub fn runway_as(&self, operator: &str, args: &[&str]) -> Output {
+        let pki = self.pki.as_ref().expect("operators need a TLS cluster");
+        let tls = pki.operator(operator, &["staging", "production"]);
+        self.runway_command_as(Some(&tls)).args(args).output().expect("run runway")
     }
 
     /// Runs the `runway` CLI against this cluster.
@@ -254,13 +293,21 @@ impl Cluster {
     }
 }
 
-fn start_coordinator(root: &Path, name: &str, host: Host, etcd: &[String], options: &Options) -> Coordinator {
+fn start_coordinator(
+    root: &Path,
+    name: &str,
+    host: Host,
+    etcd: &[String],
+    options: &Options,
+    pki: Option<&Pki>,
+) -> Coordinator {
     let port = free_port();
-    let addr = format!("http://{}:{port}", host.ip);
+    let scheme = if pki.is_some() { "https" } else { "http" };
+    let addr = format!("{scheme}://{}:{port}", host.ip);
     let config = root.join(format!("{name}.toml"));
     let mut text = format!(
         "name = \"{name}\"\nlisten = \"{}:{port}\"\nadvertise = \"{addr}\"\netcd_endpoints = {}\n\
-         lease_ttl_secs = {}\nenvironments = [\"staging\", \"production\"]\nheartbeat_secs = 1\nagent_grace_secs = {}\n",
+         lease_ttl_secs = {}\nheartbeat_secs = 1\nagent_grace_secs = {}\n",
         host.ip,
         toml_list(etcd),
         options.lease_ttl_secs,
@@ -269,6 +316,8 @@ fn start_coordinator(root: &Path, name: &str, host: Host, etcd: &[String], optio
     if let Some(secs) = options.step_deadline_secs {
         text.push_str(&format!("step_deadline_secs = {secs}\n"));
     }
+    text.push_str(&environments_toml(&["staging", "production"], &options.environment_policy));
+    text.push_str(&tls_toml(pki.map(|pki| pki.coordinator(name, &host.ip))));
     std::fs::write(&config, text).expect("write coordinator config");
     let env = options.coordinator_env.clone();
     let proc = spawn_coordinator(root, name, &host, &config, &env);
@@ -287,6 +336,11 @@ fn spawn_agent(root: &Path, name: &str, host: &Host, config: &Path, env: &[(Stri
     Proc::spawn(name, &mut command, root)
 }
 
+/// A config's `[tls]` table: the holder's files, or insecure mode.
+fn tls_toml(tls: Option<TlsPaths>) -> String {
+    tls.map_or_else(|| "[tls]\ninsecure = true\n".into(), |tls| tls.toml())
+}
+
 fn toml_list(items: &[String]) -> String {
     format!("[{}]", items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "))
 }
@@ -297,6 +351,7 @@ fn start_db_agent(
     coordinators: &[String],
     url: &str,
     env: &[(String, String)],
+    pki: Option<&Pki>,
 ) -> DbHost {
     let state_dir = root.join("db-1-state");
     let backup_dir = root.join("db-1-backups");
@@ -310,7 +365,7 @@ fn start_db_agent(
             state_dir.display().to_string(),
             backup_dir.display().to_string(),
             crate::postgres::PG_BIN,
-        ),
+        ) + &tls_toml(pki.map(|pki| pki.agent(ENV, "db-1"))),
     )
     .expect("write db agent config");
     let env = env.to_vec();
@@ -329,6 +384,7 @@ fn start_app_host(
     host: Host,
     coordinators: &[String],
     env: &[(String, String)],
+    pki: Option<&Pki>,
 ) -> AppHost {
     let dir = root.join(format!("{name}-app"));
     std::fs::create_dir_all(&dir).expect("create app dir");
@@ -364,7 +420,7 @@ fn start_app_host(
             argv("maintenance-off"),
             argv("restart"),
             host.ip,
-        ),
+        ) + &tls_toml(pki.map(|pki| pki.agent(ENV, name))),
     )
     .expect("write app agent config");
     let agent = spawn_agent(root, name, &host, &config, env);

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::netns::Host;
+use crate::pki::Pki;
 use crate::process::{Proc, free_port, wait_until};
 
 pub struct Etcd {
@@ -13,20 +14,25 @@ pub struct Etcd {
     /// Where each member runs.
     pub hosts: Vec<Host>,
     pub members: Vec<Proc>,
+    /// etcdctl's TLS flags (empty for plain text).
+    etcdctl_tls: Vec<String>,
 }
 
 impl Etcd {
-    /// One member on 127.0.0.1.
-    pub fn start(dir: &Path) -> Etcd {
-        Self::start_on(dir, &[Host::loopback()])
-    }
-
-    /// One member per host, as one cluster.
-    pub fn start_on(dir: &Path, hosts: &[Host]) -> Etcd {
+    /// One member per host, as one cluster. With `pki`, clients must
+    /// present a certificate from its CA (`--client-cert-auth`) over https;
+    /// peers talk plain text among themselves.
+    pub fn start_on(dir: &Path, hosts: &[Host], pki: Option<&Pki>) -> Etcd {
+        let scheme = if pki.is_some() { "https" } else { "http" };
         let urls: Vec<(String, String)> = hosts
             .iter()
-            .map(|h| (format!("http://{}:{}", h.ip, free_port()), format!("http://{}:{}", h.ip, free_port())))
+            .map(|h| {
+                (format!("{scheme}://{}:{}", h.ip, free_port()), format!("http://{}:{}", h.ip, free_port()))
+            })
             .collect();
+        let ips: Vec<String> = hosts.iter().map(|h| h.ip.clone()).collect();
+        let server = pki.map(|pki| pki.server("etcd", &ips));
+        let etcdctl_tls = pki.map(|pki| pki.server("etcdctl", &[]).etcdctl_args()).unwrap_or_default();
         let initial_cluster = urls
             .iter()
             .enumerate()
@@ -39,9 +45,17 @@ impl Etcd {
             .enumerate()
             .map(|(i, (host, (client, peer)))| {
                 let name = format!("etcd-{i}");
+                let mut command = host.command(etcd_binary());
+                if let Some(server) = &server {
+                    command
+                        .arg(format!("--cert-file={}", server.cert.display()))
+                        .arg(format!("--key-file={}", server.key.display()))
+                        .arg(format!("--trusted-ca-file={}", server.ca.display()))
+                        .arg("--client-cert-auth");
+                }
                 Proc::spawn(
                     &name,
-                    host.command(etcd_binary())
+                    command
                         .arg(format!("--name={name}"))
                         .arg(format!("--data-dir={}", dir.join(format!("{name}-data")).display()))
                         .arg(format!("--listen-client-urls={client}"))
@@ -57,7 +71,7 @@ impl Etcd {
             })
             .collect();
         let endpoints: Vec<String> = urls.into_iter().map(|(client, _)| client).collect();
-        let etcd = Etcd { endpoints, hosts: hosts.to_vec(), members };
+        let etcd = Etcd { endpoints, hosts: hosts.to_vec(), members, etcdctl_tls };
         wait_until("etcd to be healthy", Duration::from_secs(30), || etcd.healthy().then_some(()));
         etcd
     }
@@ -66,6 +80,7 @@ impl Etcd {
     pub fn healthy(&self) -> bool {
         Command::new(etcdctl_binary())
             .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .args(&self.etcdctl_tls)
             .args(["endpoint", "health", "--command-timeout=2s"])
             .env("ETCDCTL_API", "3")
             .output()
@@ -77,6 +92,7 @@ impl Etcd {
     pub fn oldest_value(&self, prefix: &str) -> Option<String> {
         let out = Command::new(etcdctl_binary())
             .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .args(&self.etcdctl_tls)
             .args(["get", "--prefix", prefix, "--sort-by=CREATE", "--order=ASCEND", "--limit=1"])
             .arg("--print-value-only")
             .env("ETCDCTL_API", "3")

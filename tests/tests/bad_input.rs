@@ -53,7 +53,14 @@ fn bad_rollout_requests_are_refused_and_change_nothing() {
 fn an_unreachable_coordinator_is_reported_with_its_own_exit_code() {
     let port = runway_tests::process::free_port();
     let out = Command::new(bin("runway"))
-        .args(["agents", "--leader-timeout", "2", "--coordinator", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "agents",
+            "--insecure",
+            "--leader-timeout",
+            "2",
+            "--coordinator",
+            &format!("http://127.0.0.1:{port}"),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));

@@ -42,6 +42,13 @@ impl Executor {
     ) -> Result<(), ExecError> {
         if self.config.has_role(Role::Db) {
             let bundle = p.bundle.clone().unwrap_or_default();
+            self.check_signature(
+                &bundle,
+                &p.allow_danger,
+                p.signature.as_ref(),
+                super::signed::Need::IfPresent,
+                progress,
+            )?;
             let migrations = runway_proto::bundle::migrations(&bundle)?;
             progress.emit(
                 "bundle",

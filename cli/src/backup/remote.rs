@@ -30,7 +30,7 @@ pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure>
     let request =
         BackupCommandRequest { environment, action: Some(action), requested_by: crate::rollout::operator() };
     let mut stream = coordinators
-        .remote()
+        .remote()?
         .call(|mut c| {
             let r = request.clone();
             async move { c.run_backup_command(r).await.map(|r| r.into_inner()) }

@@ -7,9 +7,11 @@ mod view;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use runway_identity::signature::DeployClaim;
 use runway_proto::v1::{
-    CancelRolloutRequest, GetRolloutRequest, ListAgentsRequest, ListRolloutsRequest, PlanRolloutRequest,
-    PlanVerdict, RollbackRolloutRequest, Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
+    CancelRolloutRequest, DeploySignature, GetRolloutRequest, ListAgentsRequest, ListRolloutsRequest,
+    PlanRolloutRequest, PlanVerdict, RollbackRolloutRequest, Rollout, RolloutState, StartRolloutRequest,
+    WatchRolloutRequest,
 };
 
 use crate::exit::Exit;
@@ -126,17 +128,37 @@ pub enum RolloutCommand {
 }
 
 /// Runs one `runway rollout` command against the leader.
+/// Signs what this rollout changes in the database with the operator's key
+/// (see `runway_identity::signature`); nothing to sign with in insecure mode.
+fn sign(
+    remote: &Remote,
+    environment: &str,
+    bundle: &runway_proto::v1::Bundle,
+    allow_danger: &[String],
+) -> Result<Option<DeploySignature>, Failure> {
+    let Some(credentials) = remote.credentials() else {
+        return Ok(None);
+    };
+    let signed_at = chrono::Utc::now().timestamp();
+    let claim = DeployClaim::new(environment, &bundle.digest, allow_danger, signed_at);
+    let signature = runway_identity::signature::sign(credentials.key_pem(), &claim)
+        .map_err(|e| Failure::invalid(format!("cannot sign the rollout with --key: {e}")))?;
+    Ok(Some(DeploySignature { certificate: credentials.certificate().to_vec(), signature, signed_at }))
+}
+
 pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Result<Exit, Failure> {
     match command {
         RolloutCommand::Start { environment, migrations, app_version, watch, allow_danger } => {
             let bundle = runway_engine::migrate::source::read_folder(&migrations)
                 .map_err(|e| Failure::invalid(e.to_string()))?;
+            let signature = sign(remote, &environment, &bundle, &allow_danger)?;
             let request = StartRolloutRequest {
                 environment,
                 bundle: Some(bundle),
                 app_version,
                 allow_danger,
                 started_by: operator(),
+                signature,
             };
             let rollout = remote
                 .call(|mut c| {

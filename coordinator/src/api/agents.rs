@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use runway_identity::Identity;
 use runway_proto::v1::agent_channel_server::AgentChannel;
 use runway_proto::v1::{
     AgentInfo, AgentMessage, CoordinatorMessage, Heartbeat, LeaderInfo, LeaderRequest, Register, Registered,
@@ -53,6 +54,7 @@ impl AgentChannel for AgentService {
 
     async fn attach(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Outbound>, Status> {
         let term = self.shared.leader_term()?;
+        let certified = super::auth::peer_identity(&self.shared.security, &request)?;
         let mut inbound = request.into_inner();
         let register = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Register(r)) }))) => r,
@@ -65,6 +67,18 @@ impl AgentChannel for AgentService {
             }
         };
         validate(&self.shared, &register)?;
+        match certified {
+            None => {}
+            Some(Identity::Agent { environment, name })
+                if environment == register.environment && name == register.name => {}
+            Some(other) => {
+                tracing::warn!(claimed = %register.name, environment = %register.environment, certificate = %other, "refused an agent registration that does not match its certificate");
+                return Err(Status::permission_denied(format!(
+                    "registration as agent {} in {} refused: the client certificate names {other}",
+                    register.name, register.environment
+                )));
+            }
+        }
 
         let (tx, rx) = mpsc::channel(256);
         let now = runway_proto::unix_ms_now();
@@ -80,7 +94,10 @@ impl AgentChannel for AgentService {
             last_seen_unix_ms: now,
         };
         tracing::info!(agent = %name, environment = %info.environment, roles = ?info.roles, "agent registered");
-        let session = self.shared.registry.register(info, tx.clone());
+        let session = self.shared.registry.register(info, tx.clone()).map_err(|taken| {
+            tracing::warn!(agent = %name, %taken, "refused a second agent with the same name");
+            Status::already_exists(taken)
+        })?;
         let heartbeat = Duration::from_secs(self.shared.config.heartbeat_secs.max(1));
         let registered = Registered {
             coordinator: self.shared.config.name.clone(),

@@ -2,11 +2,14 @@
 //! in an environment, and gets the caller's identity back.
 
 use runway_identity::Identity;
+use runway_identity::signature::{self, DeployClaim};
 use runway_identity::tls::Security;
+use runway_proto::v1::{Bundle, DeploySignature};
 
 use super::Shared;
 use super::error::ApiError;
 use crate::config::Role;
+use crate::model::SignatureRecord;
 
 /// The operator behind a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +24,19 @@ pub const INSECURE_OPERATOR: &str = "insecure";
 
 /// The identity a request's client certificate names (`None` in insecure
 /// mode). TLS already checked the certificate chains to the runway CA.
-pub fn peer_identity<T>(security: &Security, request: &tonic::Request<T>) -> Result<Option<Identity>, ApiError> {
+pub fn peer_identity<T>(
+    security: &Security,
+    request: &tonic::Request<T>,
+) -> Result<Option<Identity>, ApiError> {
     if matches!(security, Security::Insecure) {
         return Ok(None);
     }
     let certs = request
         .peer_certs()
         .ok_or_else(|| ApiError::Unauthenticated("the call carries no client certificate".into()))?;
-    let first = certs.first().ok_or_else(|| ApiError::Unauthenticated("the call carries no client certificate".into()))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| ApiError::Unauthenticated("the call carries no client certificate".into()))?;
     Identity::from_der(first).map(Some).map_err(|e| ApiError::Unauthenticated(e.to_string()))
 }
 
@@ -47,10 +55,17 @@ impl Shared {
     /// The operator behind `request` if they hold `role` in `environment`
     /// (which must be one this coordinator knows). In insecure mode every
     /// caller holds every role.
-    pub fn authorize<T>(&self, request: &tonic::Request<T>, environment: &str, role: Role) -> Result<Operator, ApiError> {
+    pub fn authorize<T>(
+        &self,
+        request: &tonic::Request<T>,
+        environment: &str,
+        role: Role,
+    ) -> Result<Operator, ApiError> {
         self.known_environment(environment)?;
         let operator = self.operator(request)?;
-        if matches!(self.security, Security::Insecure) || self.config.environments.policy(environment).allows(&operator.name, role) {
+        if matches!(self.security, Security::Insecure)
+            || self.config.environments.policy(environment).allows(&operator.name, role)
+        {
             return Ok(operator);
         }
         Err(ApiError::PermissionDenied(format!(
@@ -62,6 +77,35 @@ impl Shared {
 
     /// Whether `operator` holds `role` in `environment`, for filtering lists.
     pub fn allows(&self, operator: &Operator, environment: &str, role: Role) -> bool {
-        matches!(self.security, Security::Insecure) || self.config.environments.policy(environment).allows(&operator.name, role)
+        matches!(self.security, Security::Insecure)
+            || self.config.environments.policy(environment).allows(&operator.name, role)
+    }
+}
+
+impl Shared {
+    /// The operator's deploy signature on a rollout, checked the way the DB
+    /// agent will check it, so a bad one is refused now and not at
+    /// preflight. Required with TLS (the DB agent runs no SQL without it);
+    /// `None` in insecure mode.
+    pub fn deploy_signature(
+        &self,
+        environment: &str,
+        bundle: &Bundle,
+        allow_danger: &[String],
+        signature: Option<&DeploySignature>,
+    ) -> Result<Option<SignatureRecord>, ApiError> {
+        let Some(credentials) = self.security.credentials() else {
+            return Ok(None);
+        };
+        let signature = signature.ok_or_else(|| {
+            ApiError::InvalidArgument(
+                "the rollout carries no operator signature; start it with a `runway` that has --cert and --key".into(),
+            )
+        })?;
+        let digest = runway_proto::bundle::digest(&bundle.files);
+        let claim = DeployClaim::new(environment, &digest, allow_danger, signature.signed_at);
+        signature::verify(credentials.roots(), &signature.certificate, &signature.signature, &claim)
+            .map_err(|e| ApiError::PermissionDenied(format!("the deploy signature is refused: {e}")))?;
+        Ok(Some(SignatureRecord::from_proto(signature)))
     }
 }

@@ -89,6 +89,14 @@ impl OperatorService {
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let migrations = runway_proto::bundle::migrations(&bundle)?;
+        let signature = self.shared.deploy_signature(
+            &request.environment,
+            &bundle,
+            &request.allow_danger,
+            request.signature.as_ref(),
+        )?;
+        let mut bundle = bundle;
+        crate::failpoint::tamper_bundle(&mut bundle);
         let agents = self.shared.registry.snapshot(&request.environment);
         let policy = config.environments.policy(&request.environment);
         let steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
@@ -117,6 +125,7 @@ impl OperatorService {
             refused: false,
             previous_versions,
             approval: None,
+            signature,
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");

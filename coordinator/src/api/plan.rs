@@ -56,7 +56,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         hosts = %preflight.hosts.join(","),
         "rollout plan requested by an operator"
     );
-    let action = command::preflight(&bundle, &request.allow_danger);
+    let action = command::preflight(&bundle, &request.allow_danger, None);
     let asks = preflight.hosts.iter().map(|host| {
         let command = v1::Command {
             command_id: command::command_id(&plan_id, &preflight, host),

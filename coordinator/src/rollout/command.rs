@@ -7,7 +7,7 @@
 use runway_proto::v1::{self, command};
 
 use crate::fencing::FencingToken;
-use crate::model::{RolloutRecord, StepKind, StepRecord};
+use crate::model::{RolloutRecord, SignatureRecord, StepKind, StepRecord};
 
 /// The command that runs `step` of `record` on `host`, stamped with the
 /// leader's `token` and name (`issued_by`).
@@ -61,20 +61,32 @@ pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
 
 /// The preflight every host of a rollout gets, and `runway rollout plan`
 /// sends outside any rollout: the same checks, the same danger gate.
-pub fn preflight(bundle: &v1::Bundle, allow_danger: &[String]) -> command::Action {
+/// `signature` is the operator's, for a rollout; `None` for a plan.
+pub fn preflight(
+    bundle: &v1::Bundle,
+    allow_danger: &[String],
+    signature: Option<v1::DeploySignature>,
+) -> command::Action {
     command::Action::Preflight(v1::Preflight {
         bundle: Some(bundle.clone()),
         allow_danger: allow_danger.to_vec(),
+        signature,
     })
 }
 
 /// The typed action of `step` of `record` on `host`.
 fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRecord) -> command::Action {
     match step.kind {
-        StepKind::Preflight => preflight(bundle, &record.allow_danger),
+        StepKind::Preflight => {
+            preflight(bundle, &record.allow_danger, record.signature.as_ref().map(SignatureRecord::to_proto))
+        }
         StepKind::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
         StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{}", record.id) }),
-        StepKind::Migrate => command::Action::Migrate(v1::Migrate { bundle: Some(bundle.clone()) }),
+        StepKind::Migrate => command::Action::Migrate(v1::Migrate {
+            bundle: Some(bundle.clone()),
+            allow_danger: record.allow_danger.clone(),
+            signature: record.signature.as_ref().map(SignatureRecord::to_proto),
+        }),
         // A recovery restart brings back what the host ran before the rollout.
         StepKind::Restart => command::Action::Restart(v1::Restart {
             app_version: if step.recovery {

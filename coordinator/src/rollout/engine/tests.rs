@@ -111,7 +111,7 @@ impl Coordinator {
             roles: vec![role.into()],
             ..AgentInfo::default()
         };
-        self.registry.register(info, tx);
+        self.registry.register(info, tx).expect("each fake agent has its own name");
         let (dispatcher, received) = (self.dispatcher.clone(), Arc::clone(&self.received));
         tokio::spawn(async move {
             while let Some(Ok(message)) = rx.recv().await {

@@ -1,0 +1,129 @@
+//! A throwaway runway CA and the certificates a test installation needs:
+//! etcd's server certificate, one per coordinator and agent, and operators.
+
+use std::path::{Path, PathBuf};
+
+use runway_identity::Identity;
+use runway_identity::issue::Authority;
+
+/// Days every test certificate is valid.
+const DAYS: u32 = 2;
+
+/// Operators every TLS test cluster knows, with their roles in both
+/// environments: `ops` may do everything, the others one thing each.
+pub const OPERATORS: &[(&str, &[&str])] = &[
+    ("ops", &["view", "deploy", "restore", "approve"]),
+    ("viewer", &["view"]),
+    ("deployer", &["view", "deploy"]),
+    ("approver", &["view", "approve"]),
+];
+
+/// A CA written to `dir`, and what it issued.
+pub struct Pki {
+    dir: PathBuf,
+    ca: Authority,
+}
+
+/// The three files of one holder.
+#[derive(Clone, Debug)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsPaths {
+    /// A `[tls]` table for a config file.
+    pub fn toml(&self) -> String {
+        format!("[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n", self.ca, self.cert, self.key)
+    }
+
+    /// `RUNWAY_CA`, `RUNWAY_CERT`, `RUNWAY_KEY` for the CLI.
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("RUNWAY_CA".into(), self.ca.display().to_string()),
+            ("RUNWAY_CERT".into(), self.cert.display().to_string()),
+            ("RUNWAY_KEY".into(), self.key.display().to_string()),
+        ]
+    }
+
+    /// etcdctl's flags for a TLS etcd.
+    pub fn etcdctl_args(&self) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.ca.display()),
+            format!("--cert={}", self.cert.display()),
+            format!("--key={}", self.key.display()),
+        ]
+    }
+}
+
+impl Pki {
+    /// A new CA in `dir/pki`.
+    pub fn create(dir: &Path) -> Pki {
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).expect("create pki dir");
+        let ca = Authority::create(DAYS).expect("create CA");
+        std::fs::write(dir.join("ca.pem"), &ca.own().cert_pem).expect("write CA");
+        Pki { dir, ca }
+    }
+
+    /// The CA certificate file.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues and writes a certificate for `identity` (file stem `stem`).
+    pub fn issue(&self, stem: &str, identity: &Identity, hosts: &[String]) -> TlsPaths {
+        let issued = self.ca.issue(identity, hosts, DAYS).expect("issue certificate");
+        self.write(stem, &issued.cert_pem, &issued.key_pem)
+    }
+
+    /// A plain server certificate (etcd) for `hosts`.
+    pub fn server(&self, stem: &str, hosts: &[String]) -> TlsPaths {
+        let issued = self.ca.issue_server(stem, hosts, DAYS).expect("issue server certificate");
+        self.write(stem, &issued.cert_pem, &issued.key_pem)
+    }
+
+    pub fn coordinator(&self, name: &str, ip: &str) -> TlsPaths {
+        self.issue(name, &Identity::Coordinator { name: name.into() }, &[ip.to_owned()])
+    }
+
+    pub fn agent(&self, environment: &str, name: &str) -> TlsPaths {
+        self.issue(
+            &format!("agent-{environment}-{name}"),
+            &Identity::Agent { environment: environment.into(), name: name.into() },
+            &[],
+        )
+    }
+
+    /// An operator who may sign SQL for `deploy` environments.
+    pub fn operator(&self, name: &str, deploy: &[&str]) -> TlsPaths {
+        let identity =
+            Identity::Operator { name: name.into(), deploy: deploy.iter().map(|e| e.to_string()).collect() };
+        self.issue(&format!("operator-{name}"), &identity, &[])
+    }
+
+    fn write(&self, stem: &str, cert_pem: &str, key_pem: &str) -> TlsPaths {
+        let cert = self.dir.join(format!("{stem}.pem"));
+        let key = self.dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, cert_pem).expect("write certificate");
+        std::fs::write(&key, key_pem).expect("write key");
+        TlsPaths { ca: self.ca_path(), cert, key }
+    }
+}
+
+/// `[environments.NAME]` tables granting [`OPERATORS`] their roles, with
+/// `policy` (extra `key = value` lines) in each.
+pub fn environments_toml(environments: &[&str], policy: &str) -> String {
+    let roles = OPERATORS
+        .iter()
+        .map(|(name, roles)| {
+            format!("{name} = [{}]", roles.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    environments
+        .iter()
+        .map(|env| format!("[environments.{env}]\nroles = {{ {roles} }}\n{policy}\n"))
+        .collect()
+}

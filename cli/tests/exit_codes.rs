@@ -172,10 +172,18 @@ fn backup_tells_integrity_from_refusal() {
 fn nothing_to_talk_to_is_unreachable() {
     let closed = format!("127.0.0.1:{}", free_port());
 
-    let run =
-        runway(&["agents", "--coordinator", &format!("http://{closed}"), "--leader-timeout", "1"], None);
+    let run = runway(
+        &["agents", "--insecure", "--coordinator", &format!("http://{closed}"), "--leader-timeout", "1"],
+        None,
+    );
     assert_eq!(run.code, UNREACHABLE, "{run:?}");
     assert!(run.stderr.contains("no leader coordinator answered"), "{run:?}");
+
+    // TLS is the default: without certificates nothing is sent, and the
+    // error says what is missing.
+    let run = runway(&["agents", "--coordinator", &closed, "--leader-timeout", "1"], None);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("TLS is on by default and needs --ca, --cert and --key"), "{run:?}");
 
     let url = format!("postgres://postgres@{closed}/app");
     let migrations = folder(&[("1_a/migration.sql", b"CREATE TABLE a (id int);\n")]);

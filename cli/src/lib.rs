@@ -16,7 +16,9 @@
 //! - [`migrate`]: `runway migrate …` against a database, no coordinator.
 //! - [`backup`]: `runway backup …`, locally or on an environment's DB agent.
 //! - [`certs`]: `runway certs …`, a small CA for the quick start.
+//! - [`audit`]: `runway audit`, the coordinators' audit log.
 
+pub mod audit;
 pub mod backup;
 pub mod certs;
 pub mod exit;
@@ -53,7 +55,8 @@ pub enum Command {
         #[command(flatten)]
         coordinators: remote::Coordinators,
     },
-    /// Plan, start, watch, list, show and cancel rollouts through the coordinator.
+    /// Plan, start, watch, list, show, approve, reject, cancel and roll back
+    /// rollouts through the coordinator.
     Rollout {
         #[command(subcommand)]
         command: rollout::RolloutCommand,
@@ -70,6 +73,21 @@ pub enum Command {
     Backup {
         #[command(subcommand)]
         command: backup::BackupCommand,
+    },
+    /// The audit log: who started, approved, rejected, cancelled or rolled
+    /// back rollouts and restored or verified backups, when, with what and
+    /// how it ended; and how each rollout ended. Oldest first, only
+    /// environments you may view.
+    Audit {
+        /// Only this environment.
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// Only entries since then: a duration ago (30m, 12h, 7d) or an
+        /// RFC 3339 time (2024-05-01T00:00:00Z).
+        #[arg(long, value_parser = audit::since)]
+        since: Option<i64>,
+        #[command(flatten)]
+        coordinators: remote::Coordinators,
     },
     /// Create a runway CA and issue coordinator, agent, operator and server
     /// (etcd) certificates, for the quick start and small installations.
@@ -111,6 +129,9 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Migrate { command } => migrate::run(output, command).await,
         Command::Backup { command } => backup::run(output, command).await,
         Command::Certs { command } => certs::run(output, command),
+        Command::Audit { environment, since, coordinators } => {
+            async { audit::run(&coordinators.remote()?, output, environment, since).await }.await
+        }
     };
     result.unwrap_or_else(|failure| output.fail(&failure))
 }
@@ -137,6 +158,9 @@ mod tests {
             &["rollout"],
             &["rollout", "watch"],
             &["rollout", "plan"],
+            &["rollout", "approve"],
+            &["rollout", "reject"],
+            &["audit"],
             &["migrate"],
             &["migrate", "status"],
             &["migrate", "lint"],
@@ -162,6 +186,7 @@ mod tests {
             &["runway", "migrate", "lint", "--output", "json"],
             &["runway", "backup", "list", "--env", "staging", "--output", "json"],
             &["runway", "backup", "verify", "/b/app-1", "--output", "json"],
+            &["runway", "audit", "--env", "production", "--since", "1h", "--output", "json"],
         ] {
             let matches = command().try_get_matches_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             let cli = Cli::from_arg_matches(&matches).expect("matches the derive");

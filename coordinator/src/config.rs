@@ -445,9 +445,8 @@ mod tests {
 
     #[test]
     fn roles_are_granted_by_name_or_to_everyone_and_only_where_configured() {
-        let production = policy(
-            "roles = { alice = [\"deploy\", \"restore\"], bob = [\"approve\"], \"*\" = [\"view\"] }",
-        );
+        let production =
+            policy("roles = { alice = [\"deploy\", \"restore\"], bob = [\"approve\"], \"*\" = [\"view\"] }");
         assert!(production.allows("alice", Role::Deploy));
         assert!(production.allows("alice", Role::Restore));
         assert!(!production.allows("alice", Role::Approve), "roles are not implied by others");
@@ -460,7 +459,8 @@ mod tests {
         assert_eq!(production.holders(Role::View), ["*"]);
         // An environment without roles grants nothing; an unknown one neither.
         assert!(!policy("").allows("alice", Role::View));
-        let config: Config = toml::from_str("[environments.production]\nroles = { alice = [\"view\"] }").unwrap();
+        let config: Config =
+            toml::from_str("[environments.production]\nroles = { alice = [\"view\"] }").unwrap();
         assert!(!config.environments.policy("staging").allows("alice", Role::View));
         let bad = toml::from_str::<Config>("[environments.production]\nroles = { alice = [\"admin\"] }");
         assert!(bad.unwrap_err().to_string().contains("roles"));
@@ -489,14 +489,20 @@ mod tests {
             let mut config: Config = toml::from_str(text).unwrap();
             config.finish().map(|()| config)
         };
-        let low_danger = finish("[environments.production]\napprovals = { default = 2, danger = 1 }\n\
-                                 roles = { \"*\" = [\"approve\"] }");
-        assert!(low_danger.unwrap_err().to_string().contains("[environments.production] approvals: danger = 1"));
+        let low_danger = finish(
+            "[environments.production]\napprovals = { default = 2, danger = 1 }\n\
+                                 roles = { \"*\" = [\"approve\"] }",
+        );
+        assert!(
+            low_danger.unwrap_err().to_string().contains("[environments.production] approvals: danger = 1")
+        );
         let zero_timeout = finish("[environments.production]\napproval_timeout_secs = 0");
         assert!(zero_timeout.unwrap_err().to_string().contains("approval_timeout_secs"));
         // With TLS on, two approvals need two named approvers (or "*").
-        let one_approver = finish("[environments.production]\napprovals = { default = 1, danger = 2 }\n\
-                                   roles = { bob = [\"approve\"], alice = [\"deploy\"] }");
+        let one_approver = finish(
+            "[environments.production]\napprovals = { default = 1, danger = 2 }\n\
+                                   roles = { bob = [\"approve\"], alice = [\"deploy\"] }",
+        );
         let error = one_approver.unwrap_err().to_string();
         assert!(error.contains("needs up to 2 approver(s)") && error.contains("(bob)"), "{error}");
         finish("[environments.production]\napprovals = 2\nroles = { bob = [\"approve\"], carol = [\"approve\"] }")

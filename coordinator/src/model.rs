@@ -321,7 +321,11 @@ impl RolloutRecord {
             backup: self.backup.clone(),
             refused: self.refused,
             approvals_needed: self.approval.as_ref().map_or(0, |a| a.needed),
-            approvals: self.approval.iter().flat_map(|a| a.approvals.iter().map(Decision::to_proto)).collect(),
+            approvals: self
+                .approval
+                .iter()
+                .flat_map(|a| a.approvals.iter().map(Decision::to_proto))
+                .collect(),
             rejection: self.approval.as_ref().and_then(|a| a.rejection.as_ref()).map(Decision::to_proto),
             approval_expires_unix_ms: self.approval.as_ref().map_or(0, |a| a.expires_unix_ms),
             approval_rule: self.approval.as_ref().map(|a| a.rule.clone()).unwrap_or_default(),
@@ -425,7 +429,12 @@ mod tests {
             rule: "approvals.danger: …".into(),
             requested_unix_ms: 1,
             expires_unix_ms: 2,
-            approvals: vec![Decision { operator: "bob".into(), unix_ms: 1, verdict: Verdict::Approve, comment: "ok".into() }],
+            approvals: vec![Decision {
+                operator: "bob".into(),
+                unix_ms: 1,
+                verdict: Verdict::Approve,
+                comment: "ok".into(),
+            }],
             rejection: None,
             outcome: GateOutcome::Waiting,
         };
@@ -433,7 +442,9 @@ mod tests {
         let json = serde_json::to_string(&waiting).unwrap();
         assert!(json.contains(r#""state":"awaiting_approval""#), "{json}");
         assert!(
-            json.contains(r#""approvals":[{"operator":"bob","unix_ms":1,"verdict":"approve","comment":"ok"}]"#),
+            json.contains(
+                r#""approvals":[{"operator":"bob","unix_ms":1,"verdict":"approve","comment":"ok"}]"#
+            ),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), waiting);

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use runway_identity::signature::DeployClaim;
 use runway_proto::v1::{
-    CancelRolloutRequest, DeploySignature, GetRolloutRequest, ListAgentsRequest, ListRolloutsRequest,
-    PlanRolloutRequest, PlanVerdict, RollbackRolloutRequest, Rollout, RolloutState, StartRolloutRequest,
-    WatchRolloutRequest,
+    ApproveRolloutRequest, CancelRolloutRequest, DeploySignature, GetRolloutRequest, ListAgentsRequest,
+    ListRolloutsRequest, PlanRolloutRequest, PlanVerdict, RejectRolloutRequest, RollbackRolloutRequest,
+    Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
 };
 
 use crate::exit::Exit;
@@ -32,7 +32,10 @@ pub enum RolloutCommand {
     /// Packs the folder (every migration.sql and migration_lock.toml) into a
     /// bundle named by its SHA-256 digest, checks it, and asks the leader to
     /// run the default plan: preflight, maintenance on, backup, migrate,
-    /// restart, maintenance off.
+    /// restart, maintenance off. Where the environment requires approvals,
+    /// the rollout waits after preflight (state awaiting_approval) until
+    /// other operators approve it (`runway rollout approve`); --watch keeps
+    /// following it while it waits.
     Start {
         /// Environment to roll out to, e.g. staging.
         #[arg(long = "env")]
@@ -106,6 +109,25 @@ pub enum RolloutCommand {
     Cancel {
         /// Rollout id.
         id: String,
+    },
+    /// Approve a rollout that awaits approval (needs the approve role in
+    /// its environment; not for the operator who started it). Once enough
+    /// operators approved, it runs on. Approving twice counts once.
+    Approve {
+        /// Rollout id.
+        id: String,
+        /// A note recorded with the approval and in the audit log.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reject a rollout that awaits approval: it ends cancelled, nothing
+    /// was changed (maintenance mode was never turned on).
+    Reject {
+        /// Rollout id.
+        id: String,
+        /// Why, for the operator who started it and the audit log.
+        #[arg(long)]
+        reason: String,
     },
     /// Roll an ended rollout back while its backup is kept: maintenance
     /// mode on, restore the backup it took (the database's contents are
@@ -221,6 +243,30 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 })
                 .await?;
             output.note(format!("cancel requested: rollout {id} stops after its current step"));
+            Ok(Exit::Success)
+        }
+        RolloutCommand::Approve { id, comment } => {
+            let request = ApproveRolloutRequest { rollout_id: id, comment, operator: operator() };
+            let rollout = remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.approve_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            output.note(view::decided_line(&rollout, false));
+            output.json_line(&view::rollout_json(&rollout));
+            Ok(Exit::Success)
+        }
+        RolloutCommand::Reject { id, reason } => {
+            let request = RejectRolloutRequest { rollout_id: id, reason, operator: operator() };
+            let rollout = remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.reject_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            output.note(view::decided_line(&rollout, true));
+            output.json_line(&view::rollout_json(&rollout));
             Ok(Exit::Success)
         }
         RolloutCommand::Rollback { id, yes, watch } => {

@@ -2,8 +2,8 @@
 //! are a contract with scripts: add fields, never rename them.
 
 use runway_proto::v1::{
-    AgentInfo, CommandOutcome, HostPreflight, PlanVerdict, Rollout, RolloutEvent, RolloutPlan, RolloutState,
-    StepState,
+    AgentInfo, ApprovalDecision, CommandOutcome, HostPreflight, PlanVerdict, Rollout, RolloutEvent,
+    RolloutPlan, RolloutState, StepState,
 };
 use serde_json::{Value, json};
 
@@ -66,8 +66,65 @@ pub fn state_name(state: i32) -> &'static str {
         Ok(RolloutState::Failed) => "failed",
         Ok(RolloutState::Cancelled) => "cancelled",
         Ok(RolloutState::RolledBack) => "rolled_back",
+        Ok(RolloutState::AwaitingApproval) => "awaiting_approval",
         _ => "unknown",
     }
+}
+
+/// `2024-05-01 14:03:00` in local time.
+fn local_time(unix_ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(unix_ms)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+fn decision_json(d: &ApprovalDecision) -> Value {
+    json!({ "operator": d.operator, "unix_ms": d.unix_ms, "comment": d.comment })
+}
+
+/// The approval gate as JSON: `null` where the rollout has none.
+fn approval_json(r: &Rollout) -> Value {
+    if r.approvals_needed == 0 && r.approvals.is_empty() && r.rejection.is_none() {
+        return Value::Null;
+    }
+    json!({
+        "needed": r.approvals_needed,
+        "given": r.approvals.len(),
+        "rule": r.approval_rule,
+        "expires_unix_ms": r.approval_expires_unix_ms,
+        "approvals": r.approvals.iter().map(decision_json).collect::<Vec<_>>(),
+        "rejection": r.rejection.as_ref().map(decision_json),
+    })
+}
+
+/// `rollout show`: the approval lines (none where the rollout has no gate).
+fn approval_text(r: &Rollout) -> String {
+    if approval_json(r).is_null() {
+        return String::new();
+    }
+    let mut text =
+        format!("approvals    {} of {} ({})\n", r.approvals.len(), r.approvals_needed, r.approval_rule);
+    for a in &r.approvals {
+        let comment = if a.comment.is_empty() { String::new() } else { format!(": {}", a.comment) };
+        text.push_str(&format!("  approved   by {} at {}{comment}\n", a.operator, local_time(a.unix_ms)));
+    }
+    if let Some(rejection) = &r.rejection {
+        text.push_str(&format!(
+            "  rejected   by {} at {}: {}\n",
+            rejection.operator,
+            local_time(rejection.unix_ms),
+            rejection.comment
+        ));
+    }
+    if r.state == RolloutState::AwaitingApproval as i32 {
+        text.push_str(&format!(
+            "  waiting    for {} more until {}: `runway rollout approve {}` by another operator with the approve role\n",
+            (r.approvals_needed as usize).saturating_sub(r.approvals.len()),
+            local_time(r.approval_expires_unix_ms),
+            r.id
+        ));
+    }
+    text
 }
 
 fn step_state_name(state: i32) -> &'static str {
@@ -97,6 +154,7 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "backup": r.backup,
         "refused": r.refused,
         "plan": serde_json::from_str::<Value>(&r.plan_json).unwrap_or(Value::Null),
+        "approval": approval_json(r),
         "steps": r.steps.iter().map(|s| json!({
             "name": s.name, "state": step_state_name(s.state), "hosts": s.hosts, "error": s.error, "attempt": s.attempt,
         })).collect::<Vec<_>>(),
@@ -117,6 +175,7 @@ pub fn rollout_text(r: &Rollout) -> String {
     if !r.started_by.is_empty() {
         text.push_str(&format!("started by   {}\n", r.started_by));
     }
+    text.push_str(&approval_text(r));
     if !r.allow_danger.is_empty() {
         text.push_str(&format!("accepted     {} (--allow-danger)\n", r.allow_danger.join(", ")));
     }
@@ -346,6 +405,19 @@ pub fn rollouts_table(rollouts: &[Rollout]) -> Table {
     table
 }
 
+/// `rollout approve` and `reject`: where the gate stands now.
+pub fn decided_line(r: &Rollout, rejected: bool) -> String {
+    if rejected {
+        return format!("rollout {} rejected: it ends cancelled; nothing was changed", r.id);
+    }
+    let (given, needed) = (r.approvals.len(), r.approvals_needed as usize);
+    if given >= needed {
+        format!("rollout {} approved ({given} of {needed}): it runs on", r.id)
+    } else {
+        format!("rollout {} approved ({given} of {needed}): it waits for {} more", r.id, needed - given)
+    }
+}
+
 /// `rollout start`: what was started.
 pub fn started_line(r: &Rollout) -> String {
     format!("rollout {} started: bundle {} to {}", r.id, short(&r.bundle_digest), r.environment)
@@ -415,6 +487,59 @@ mod tests {
             verdict: PlanVerdict::DangerRefused as i32,
             reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
         }
+    }
+
+    fn awaiting() -> Rollout {
+        Rollout {
+            id: "r1".into(),
+            environment: "production".into(),
+            state: RolloutState::AwaitingApproval as i32,
+            started_by: "alice".into(),
+            approvals_needed: 2,
+            approvals: vec![ApprovalDecision { operator: "bob".into(), unix_ms: 1, comment: "ok".into() }],
+            approval_expires_unix_ms: 86_400_000,
+            approval_rule: "approvals.danger: it accepts Danger finding(s) drop-column (--allow-danger)"
+                .into(),
+            ..Rollout::default()
+        }
+    }
+
+    #[test]
+    fn a_rollout_awaiting_approval_shows_who_approved_and_what_is_missing() {
+        let text = rollout_text(&awaiting());
+        for needle in [
+            "state        awaiting_approval",
+            "approvals    1 of 2 (approvals.danger: it accepts Danger finding(s) drop-column (--allow-danger))",
+            "  approved   by bob at ",
+            ": ok",
+            "  waiting    for 1 more until ",
+            "`runway rollout approve r1`",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+        let json = rollout_json(&awaiting());
+        assert_eq!(json["state"], "awaiting_approval");
+        assert_eq!(json["approval"]["needed"], 2);
+        assert_eq!(json["approval"]["given"], 1);
+        assert_eq!(json["approval"]["approvals"][0]["operator"], "bob");
+        assert_eq!(json["approval"]["rejection"], Value::Null);
+        assert_eq!(decided_line(&awaiting(), false), "rollout r1 approved (1 of 2): it waits for 1 more");
+        // No gate: nothing shown, `null` in JSON.
+        let plain = Rollout { id: "r2".into(), ..Rollout::default() };
+        assert!(!rollout_text(&plain).contains("approvals"));
+        assert_eq!(rollout_json(&plain)["approval"], Value::Null);
+        let rejected = Rollout {
+            state: RolloutState::Cancelled as i32,
+            rejection: Some(ApprovalDecision {
+                operator: "carol".into(),
+                unix_ms: 2,
+                comment: "not today".into(),
+            }),
+            ..awaiting()
+        };
+        let text = rollout_text(&rejected);
+        assert!(text.contains("  rejected   by carol at ") && text.contains(": not today"), "{text}");
+        assert!(!text.contains("waiting"), "{text}");
     }
 
     #[test]

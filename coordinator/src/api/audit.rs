@@ -33,11 +33,8 @@ pub fn recorded_name(security: &Security, operator: &Operator, claimed: &str) ->
     if !matches!(security, Security::Insecure) {
         return operator.name.clone();
     }
-    let clean: String = claimed
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || "@._-+".contains(*c))
-        .take(64)
-        .collect();
+    let clean: String =
+        claimed.chars().filter(|c| c.is_ascii_alphanumeric() || "@._-+".contains(*c)).take(64).collect();
     if clean.is_empty() { "insecure".to_owned() } else { format!("insecure:{clean}") }
 }
 
@@ -94,7 +91,10 @@ impl Shared {
 
 /// `ListAudit`: entries since a time, for one environment or every
 /// environment the caller may view. Any coordinator answers, from etcd.
-pub async fn list(shared: &Shared, request: Request<ListAuditRequest>) -> Result<ListAuditResponse, ApiError> {
+pub async fn list(
+    shared: &Shared,
+    request: Request<ListAuditRequest>,
+) -> Result<ListAuditResponse, ApiError> {
     let ListAuditRequest { environment, since_unix_ms } = request.get_ref().clone();
     let operator = if environment.is_empty() {
         shared.operator(&request)?

@@ -40,7 +40,10 @@ pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<BackupCommandUpdate, St
 
 /// Checks the caller's role and the request, dispatches it to the
 /// environment's DB agent and returns the stream of its updates.
-pub async fn run(shared: Arc<Shared>, request: Request<BackupCommandRequest>) -> Result<UpdateStream, ApiError> {
+pub async fn run(
+    shared: Arc<Shared>,
+    request: Request<BackupCommandRequest>,
+) -> Result<UpdateStream, ApiError> {
     use backup_command_request::Action as Requested;
     let r = request.get_ref();
     let (role, audited) = match &r.action {

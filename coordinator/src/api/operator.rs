@@ -65,13 +65,19 @@ impl OperatorService {
         let digest = r.bundle.as_ref().map(|b| b.digest.clone()).unwrap_or_default();
         parameters(
             &mut entry,
-            [("bundle_digest", digest), ("app_version", r.app_version.clone()), ("allow_danger", r.allow_danger.join(","))],
+            [
+                ("bundle_digest", digest),
+                ("app_version", r.app_version.clone()),
+                ("allow_danger", r.allow_danger.join(",")),
+            ],
         );
         let result = match self.shared.leader_term().and_then(|term| {
             let operator = self.shared.authorize(&request, &request.get_ref().environment, Role::Deploy)?;
             Ok((term, operator))
         }) {
-            Ok((term, operator)) => self.accept_start(term, &operator, request.into_inner(), &mut entry).await,
+            Ok((term, operator)) => {
+                self.accept_start(term, &operator, request.into_inner(), &mut entry).await
+            }
             Err(error) => Err(error),
         };
         self.shared.audited(&entry, result).await
@@ -137,7 +143,10 @@ impl OperatorService {
     }
 
     /// `RollbackRollout`: the `restore` role.
-    async fn rollback(&self, request: Request<RollbackRolloutRequest>) -> Result<RollbackRolloutResponse, ApiError> {
+    async fn rollback(
+        &self,
+        request: Request<RollbackRolloutRequest>,
+    ) -> Result<RollbackRolloutResponse, ApiError> {
         let r = request.get_ref();
         let mut entry = audit::entry(Action::Rollback, &self.shared.config.name);
         entry.actor = self.shared.actor(&request, &r.requested_by);

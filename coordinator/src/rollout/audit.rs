@@ -184,7 +184,11 @@ mod tests {
     fn lead(kv: &MemoryKv, token: u64) -> Term {
         kv.delete_prefix("/runway/leader/");
         kv.create_with_revision(b"/runway/leader/a", b"http://c1", token);
-        Term { token: FencingToken(token), key: b"/runway/leader/a".to_vec(), cancel: CancellationToken::new() }
+        Term {
+            token: FencingToken(token),
+            key: b"/runway/leader/a".to_vec(),
+            cancel: CancellationToken::new(),
+        }
     }
 
     fn start(actor: &str, environment: &str) -> AuditEntry {

@@ -35,10 +35,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::events::{EventBus, EventWriter, NewEvent};
-use super::{audit, command};
 use super::outcome::{CommandEnd, StepResult};
 use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
+use super::{audit, command};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
@@ -350,9 +350,17 @@ impl Engine {
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
         record.updated_unix_ms = runway_proto::unix_ms_now();
-        let audit = self.store.audit().put(&ended_entry(&record, &self.config.name), ended_outcome(&record), &record.error);
+        let audit = self.store.audit().put(
+            &ended_entry(&record, &self.config.name),
+            ended_outcome(&record),
+            &record.error,
+        );
         events
-            .emit_audited(NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() }, &record, audit)
+            .emit_audited(
+                NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() },
+                &record,
+                audit,
+            )
             .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
         self.release_backup(&term, &record).await;

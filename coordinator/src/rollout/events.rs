@@ -75,7 +75,12 @@ impl EventWriter {
     /// Saves `record`, appends `event` and writes `audit` (an audit log
     /// entry) in one transaction: how a rollout ended is never saved
     /// without its audit entry.
-    pub async fn emit_audited(&self, event: NewEvent, record: &RolloutRecord, audit: Put) -> Result<(), StoreError> {
+    pub async fn emit_audited(
+        &self,
+        event: NewEvent,
+        record: &RolloutRecord,
+        audit: Put,
+    ) -> Result<(), StoreError> {
         self.append(event, Some(record), Some(audit)).await
     }
 

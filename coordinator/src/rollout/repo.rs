@@ -249,7 +249,8 @@ mod tests {
             verdict,
             comment: String::new(),
         };
-        let audit = || store.audit().put(&crate::rollout::audit::entry(Action::Approve, "c1"), Outcome::Accepted, "");
+        let audit =
+            || store.audit().put(&crate::rollout::audit::entry(Action::Approve, "c1"), Outcome::Accepted, "");
         store.save_decision(&term, "r1", &decision("bob", Verdict::Approve), audit()).await.unwrap();
         store.save_decision(&term, "r1", &decision("alice", Verdict::Approve), audit()).await.unwrap();
         store.save_decision(&term, "r1", &decision("bob", Verdict::Reject), audit()).await.unwrap();

@@ -56,7 +56,8 @@ impl Run<'_> {
                 let (kind, message) = match change {
                     Change::Approved(d) => {
                         let nth = given.iter().position(|a| a.operator == d.operator).map_or(0, |i| i + 1);
-                        let comment = if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) };
+                        let comment =
+                            if d.comment.is_empty() { String::new() } else { format!(": {}", d.comment) };
                         ("approved", format!("approved by {} ({nth} of {needed}){comment}", d.operator))
                     }
                     Change::Rejected(d) => ("rejected", format!("rejected by {}: {}", d.operator, d.comment)),
@@ -76,11 +77,13 @@ impl Run<'_> {
                 step.state = StepState::Succeeded;
                 record.state = RolloutState::Running;
                 record.approval.as_mut().expect("just read").outcome = GateOutcome::Approved;
-                let event = NewEvent { kind: "step_succeeded", step: STEP.into(), message, ..NewEvent::default() };
+                let event =
+                    NewEvent { kind: "step_succeeded", step: STEP.into(), message, ..NewEvent::default() };
                 return Ok(self.transition(record, event).await?);
             }
             if expired {
-                let timeout = self.engine.config.environments.policy(&record.environment).approval_timeout_secs;
+                let timeout =
+                    self.engine.config.environments.policy(&record.environment).approval_timeout_secs;
                 let had = if gate.approvals.is_empty() {
                     "none".to_owned()
                 } else {
@@ -131,7 +134,8 @@ impl Run<'_> {
             gate.outcome = GateOutcome::NotNeeded;
             record.approval = Some(gate);
             let message = "approval not needed: an ordinary plan, and approvals.default = 0".to_owned();
-            let event = NewEvent { kind: "step_succeeded", step: STEP.into(), message, ..NewEvent::default() };
+            let event =
+                NewEvent { kind: "step_succeeded", step: STEP.into(), message, ..NewEvent::default() };
             self.transition(record, event).await?;
             return Ok(false);
         }

@@ -53,7 +53,10 @@ async fn awaiting(
 }
 
 /// Waits for the next event of `r1` that matches `wanted`.
-async fn next_event(bus: &mut broadcast::Receiver<RolloutEvent>, wanted: impl Fn(&RolloutEvent) -> bool) -> RolloutEvent {
+async fn next_event(
+    bus: &mut broadcast::Receiver<RolloutEvent>,
+    wanted: impl Fn(&RolloutEvent) -> bool,
+) -> RolloutEvent {
     tokio::time::timeout(Duration::from_secs(24 * 3600), async {
         loop {
             let event = bus.recv().await.expect("bus open");
@@ -109,7 +112,10 @@ async fn a_rollout_waits_after_preflight_and_runs_once_approved() {
     assert_eq!(record.state, RolloutState::AwaitingApproval);
     assert!(!record.plan_json.is_empty(), "the plan is saved with the waiting rollout");
     let gate = record.approval.clone().expect("the gate is saved");
-    assert_eq!((gate.needed, gate.rule.as_str(), gate.outcome), (1, "approvals.default", GateOutcome::Waiting));
+    assert_eq!(
+        (gate.needed, gate.rule.as_str(), gate.outcome),
+        (1, "approvals.default", GateOutcome::Waiting)
+    );
     assert_eq!(record.steps[1].kind, StepKind::Approval);
     assert_eq!(record.steps[1].state, StepState::Running);
     assert_only_preflight_ran(&leader);
@@ -133,7 +139,14 @@ async fn a_rollout_waits_after_preflight_and_runs_once_approved() {
     assert_eq!(gate.approvers(), "bob");
     assert_eq!(gate.approvals[0].comment, "looks fine");
     use StepState::Succeeded;
-    assert_eq!(steps(&record)[..3], [("preflight", Succeeded, 1, false), ("approval", Succeeded, 1, false), ("maintenance_on", Succeeded, 1, false)]);
+    assert_eq!(
+        steps(&record)[..3],
+        [
+            ("preflight", Succeeded, 1, false),
+            ("approval", Succeeded, 1, false),
+            ("maintenance_on", Succeeded, 1, false)
+        ]
+    );
     let events = leader.store.events("r1", 1).await.unwrap();
     assert_seqs_have_no_gaps(&events);
     assert_eq!(
@@ -174,7 +187,10 @@ async fn a_rejection_ends_the_rollout_cancelled_before_any_host_changed() {
     assert!(!record.cancel_requested, "rejected, not cancelled by a request");
     let gate = record.approval.clone().expect("kept");
     assert_eq!(gate.outcome, GateOutcome::Rejected);
-    assert_eq!(gate.rejection.map(|r| (r.operator, r.comment)), Some(("carol".into(), "not during the sale".into())));
+    assert_eq!(
+        gate.rejection.map(|r| (r.operator, r.comment)),
+        Some(("carol".into(), "not during the sale".into()))
+    );
     use StepState::{Failed, Skipped, Succeeded};
     assert_eq!(
         steps(&record),
@@ -208,12 +224,17 @@ async fn a_wait_without_enough_approvals_expires_and_ends_cancelled() {
     assert!(waited < Duration::from_secs(7200) + Duration::from_secs(2), "expired late: {waited:?}");
     assert_eq!(last.kind, "rollout_cancelled");
     assert!(
-        last.message.contains("approval expired: 2 approval(s) needed within approval_timeout_secs = 7200, got 1 (bob)"),
+        last.message.contains(
+            "approval expired: 2 approval(s) needed within approval_timeout_secs = 7200, got 1 (bob)"
+        ),
         "{}",
         last.message
     );
     let record = saved(&leader).await;
-    assert_eq!((record.state, record.approval.map(|g| g.outcome)), (RolloutState::Cancelled, Some(GateOutcome::Expired)));
+    assert_eq!(
+        (record.state, record.approval.map(|g| g.outcome)),
+        (RolloutState::Cancelled, Some(GateOutcome::Expired))
+    );
     assert_only_preflight_ran(&leader);
 }
 

@@ -164,7 +164,7 @@ pub enum ModeArg {
 /// Runs a backup command where it belongs.
 pub async fn run(output: Output, command: BackupCommand) -> Result<Exit, Failure> {
     match Route::of(command) {
-        Route::Local(command) => local::run(output, command).await,
+        Route::Local(command) => local::run(output, *command).await,
         Route::Remote(command) => remote::run(output, *command).await,
     }
 }
@@ -183,7 +183,7 @@ struct RemoteBackup {
 #[derive(Debug)]
 enum Route {
     /// On this machine, against a database URL.
-    Local(BackupCommand),
+    Local(Box<BackupCommand>),
     /// On the environment's DB agent, through the coordinator.
     Remote(Box<RemoteBackup>),
 }
@@ -221,7 +221,7 @@ impl Route {
                     yes,
                 )
             }
-            local => Route::Local(local),
+            local => Route::Local(Box::new(local)),
         }
     }
 }

@@ -412,6 +412,9 @@ mod tests {
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.lease_ttl(), Duration::from_secs(5));
         assert_eq!(config.step_deadline(), Duration::from_secs(DEFAULT_STEP_DEADLINE_SECS));
+        let production = config.environments.policy("production");
+        assert_eq!(production.approvals, Approvals { default: 1, danger: 2 });
+        assert!(production.allows("carol", Role::Approve) && !production.allows("carol", Role::Deploy));
     }
 
     #[test]

@@ -224,6 +224,39 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
         assert_eq!(show.code, 2, "an unknown backup is bad input: {show:?}");
         assert!(show.stderr.contains(&format!("backup {missing} not found")), "{show:?}");
     }
+
+    // The audit log holds each verify and restore as asked, then how it
+    // ended on the agent (list and show are reads: not recorded).
+    let audit = runway(&cluster, &["audit", "--env", ENV, "--output", "json"]);
+    assert_eq!(audit.code, 0, "{audit:?}");
+    let entries: Vec<serde_json::Value> =
+        audit.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let about_backup: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e["parameters"]["backup"] == name.as_str() && e["action"] != "rollout_ended")
+        .map(|e| (e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        about_backup,
+        [
+            ("backup_verify", "accepted"),
+            ("backup_ended", "succeeded"),
+            ("backup_verify", "accepted"),
+            ("backup_ended", "succeeded"),
+            ("backup_verify", "accepted"),
+            ("backup_ended", "failed"),
+            ("backup_restore", "accepted"),
+            ("backup_ended", "failed"),
+            ("backup_restore", "accepted"),
+            ("backup_ended", "succeeded"),
+        ],
+        "{entries:#?}"
+    );
+    let restored = entries.iter().rfind(|e| e["action"] == "backup_restore").unwrap();
+    assert_eq!(
+        (restored["actor"].as_str(), restored["parameters"]["confirmed"].as_str()),
+        (Some("ops"), Some("true"))
+    );
 }
 
 /// A DB agent in `production` whose backups are also copied to object

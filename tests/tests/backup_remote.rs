@@ -240,11 +240,12 @@ fn start_object_store_agent(cluster: &Cluster, moto: &Moto, backup_keys: &str) -
         &config,
         format!(
             "name = \"db-prod\"\nenvironment = \"production\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
-             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{backup_keys}\n{}",
+             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{backup_keys}\n{}\n{}",
             coordinators.join(", "),
             root.join("db-prod-state").display().to_string(),
             backup_dir.display().to_string(),
             moto.agent_config("runway-backups", "prod"),
+            cluster.agent_tls_toml("production", "db-prod"),
         ),
     )
     .expect("write agent config");

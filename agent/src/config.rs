@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use runway_engine::backup::BackupConfig;
-use runway_engine::migrate::MigrateConfig;
 use runway_engine::database::Database;
+use runway_engine::migrate::MigrateConfig;
 use runway_engine::redact::{Redactor, redact_urls};
 
 /// The whole agent config file. See `deploy/agent-db.toml` and
@@ -167,9 +167,11 @@ impl AppConfig {
 
     /// Checks the hooks and their environment; errors name the key.
     fn validate(&self) -> Result<(), String> {
-        for (key, hook) in
-            [("maintenance_on", &self.maintenance_on), ("maintenance_off", &self.maintenance_off), ("restart", &self.restart)]
-        {
+        for (key, hook) in [
+            ("maintenance_on", &self.maintenance_on),
+            ("maintenance_off", &self.maintenance_off),
+            ("restart", &self.restart),
+        ] {
             if hook.first().is_none_or(|program| program.trim().is_empty()) {
                 return Err(format!(
                     "`app.{key}` must be a command as an argv array, e.g. [\"/usr/local/bin/hook\"]"
@@ -372,8 +374,8 @@ health_url = "http://127.0.0.1:8080/health"
         assert_eq!(get("RUNWAY_APP_VERSION"), Some("1.2.3"));
         assert_eq!(env.len(), 5, "{env:?}");
 
-        let declared = load(&format!("{APP}hook_env = {{ PATH = \"/usr/bin:/bin\", HOME = \"/srv/app\" }}\n"))
-            .unwrap();
+        let declared =
+            load(&format!("{APP}hook_env = {{ PATH = \"/usr/bin:/bin\", HOME = \"/srv/app\" }}\n")).unwrap();
         let app = declared.app.as_ref().unwrap();
         let env = app.hook_environment(&declared, "maintenance_on", &[]);
         assert!(env.contains(&("PATH".into(), "/usr/bin:/bin".into())), "{env:?}");
@@ -382,7 +384,8 @@ health_url = "http://127.0.0.1:8080/health"
 
     #[test]
     fn hook_env_may_not_set_runways_variables() {
-        let err = load(&format!("{APP}hook_env = {{ RUNWAY_APP_VERSION = \"x\" }}\n")).unwrap_err().to_string();
+        let err =
+            load(&format!("{APP}hook_env = {{ RUNWAY_APP_VERSION = \"x\" }}\n")).unwrap_err().to_string();
         assert!(err.contains("app.hook_env.RUNWAY_APP_VERSION"), "{err}");
     }
 

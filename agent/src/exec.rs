@@ -294,7 +294,8 @@ impl Executor {
                 let app = self.app()?;
                 let version =
                     if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
-                self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress).await?;
+                self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
+                    .await?;
                 let health = health::wait_healthy(
                     &app.health_url,
                     Duration::from_secs(app.health_timeout_secs),

@@ -230,7 +230,9 @@ impl Database {
                     self.connect_timeout.as_secs()
                 ))
             })?
-            .map_err(|e| ConnectError(format!("{} ({}): {}", self.server(), self.name(), self.redact(&e.to_string()))))
+            .map_err(|e| {
+                ConnectError(format!("{} ({}): {}", self.server(), self.name(), self.redact(&e.to_string())))
+            })
     }
 
     /// `text` without this database's password, in a URL or by itself.
@@ -363,7 +365,10 @@ mod tests {
         let db = Database::parse("postgres://app@db/app?password=hunter2&sslmode=disable").expect("valid");
         assert_eq!(db.password(), Some("hunter2"));
         assert!(!format!("{db:?}").contains("hunter2"));
-        assert_eq!(db.redact("auth failed for hunter2 at postgres://app:hunter2@db"), "auth failed for *** at postgres://app:***@db");
+        assert_eq!(
+            db.redact("auth failed for hunter2 at postgres://app:hunter2@db"),
+            "auth failed for *** at postgres://app:***@db"
+        );
     }
 
     #[test]

@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(redact_urls("postgres://app:p%40ss@db/app"), "postgres://app:***@db/app");
         assert_eq!(redact_urls("\"postgres://app:p@ss@db\""), "\"postgres://app:***@db\"");
         // No path: the authority ends at `?`.
-        assert_eq!(redact_urls("postgres://app:pw@db?sslmode=require"), "postgres://app:***@db?sslmode=require");
+        assert_eq!(
+            redact_urls("postgres://app:pw@db?sslmode=require"),
+            "postgres://app:***@db?sslmode=require"
+        );
     }
 
     #[test]
@@ -156,7 +159,10 @@ mod tests {
         assert_eq!(redact_secret("key=AKIA/abc", "AKIA/abc"), "key=***");
         assert_eq!(redact_secret("nothing", ""), "nothing");
         let redactor = Redactor::new(["abc".to_owned(), "abcdef".to_owned(), String::new()]);
-        assert_eq!(redactor.redact("token abcdef, key abc, postgres://u:pw@h"), "token ***, key ***, postgres://u:***@h");
+        assert_eq!(
+            redactor.redact("token abcdef, key abc, postgres://u:pw@h"),
+            "token ***, key ***, postgres://u:***@h"
+        );
         assert!(!format!("{redactor:?}").contains("abc"));
     }
 }

@@ -140,10 +140,11 @@ fn service_settings(unit: &Path) -> Vec<(String, String)> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             in_service = line == "[Service]";
-        } else if in_service && !line.starts_with('#') {
-            if let Some((key, value)) = line.split_once('=') {
-                settings.push((key.to_owned(), value.to_owned()));
-            }
+        } else if in_service
+            && !line.starts_with('#')
+            && let Some((key, value)) = line.split_once('=')
+        {
+            settings.push((key.to_owned(), value.to_owned()));
         }
     }
     settings
@@ -184,7 +185,8 @@ fn the_agent_unit_runs_unprivileged_and_hardened() {
     assert!(text.contains("ExecStart=/usr/local/bin/runway-agent "), "unexpected ExecStart");
     std::fs::write(&unit, text.replace("ExecStart=/usr/local/bin/runway-agent ", "ExecStart=/bin/true "))
         .expect("write the unit copy");
-    let verify = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("run systemd-analyze");
+    let verify =
+        Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("run systemd-analyze");
     assert!(
         verify.status.success() && verify.stderr.is_empty(),
         "systemd-analyze verify: {}",

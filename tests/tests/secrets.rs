@@ -37,7 +37,8 @@ const WRONG_PASSWORD: &str = "wrong-Tb3Hn8-mistypedSecret";
 /// Object-store credentials of the DB agent.
 const SECRET_ACCESS_KEY: &str = "s3-Pm4Jd6-accessKeySecret";
 const SESSION_TOKEN: &str = "s3-Lw8Qe1-sessionTokenSecret";
-const SECRETS: [&str; 5] = [SUPERUSER_PASSWORD, APP_PASSWORD, WRONG_PASSWORD, SECRET_ACCESS_KEY, SESSION_TOKEN];
+const SECRETS: [&str; 5] =
+    [SUPERUSER_PASSWORD, APP_PASSWORD, WRONG_PASSWORD, SECRET_ACCESS_KEY, SESSION_TOKEN];
 
 /// The application role (not a secret; it shows where the password was).
 const ROLE: &str = "runway_app";
@@ -155,12 +156,16 @@ fn no_secret_reaches_a_log_an_event_or_the_cli() {
     assert!(list.status.success(), "{}", seen(&list));
     let ids: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["id"].as_str().expect("id").to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["id"].as_str().expect("id").to_owned()
+        })
         .collect();
     assert_eq!(ids.len(), 2, "{}", seen(&list));
     outputs.push(("rollout list".into(), list));
     for id in &ids {
-        for args in [&["rollout", "watch", id, "--output", "json"][..], &["rollout", "show", id, "--output", "json"]] {
+        for args in
+            [&["rollout", "watch", id, "--output", "json"][..], &["rollout", "show", id, "--output", "json"]]
+        {
             let out = cluster.runway(args);
             outputs.push((args.join(" "), out));
         }
@@ -258,7 +263,8 @@ fn no_secret_reaches_a_log_an_event_or_the_cli() {
         .join("\n");
 
     for secret in SECRETS {
-        let found: Vec<&String> = texts.iter().filter(|(_, text)| text.contains(secret)).map(|(n, _)| n).collect();
+        let found: Vec<&String> =
+            texts.iter().filter(|(_, text)| text.contains(secret)).map(|(n, _)| n).collect();
         assert!(found.is_empty(), "secret {secret} found in {found:?}");
     }
 

@@ -44,7 +44,9 @@ pub enum InvalidRequest {
     AppVersion { value: String, problem: &'static str },
     #[error("started-by {value} {problem}; use at most {MAX_STARTED_BY} printable characters")]
     StartedBy { value: String, problem: &'static str },
-    #[error("--allow-danger {value} is not a lint rule name (a-z, 0-9 and -, at most {MAX_RULE_NAME} characters)")]
+    #[error(
+        "--allow-danger {value} is not a lint rule name (a-z, 0-9 and -, at most {MAX_RULE_NAME} characters)"
+    )]
     AllowDanger { value: String },
 }
 
@@ -170,6 +172,9 @@ mod tests {
         assert!(matches!(bad(&|r| r.app_version = "`id`".into()), InvalidRequest::AppVersion { .. }));
         assert!(matches!(bad(&|r| r.started_by = "eve\r\nroot".into()), InvalidRequest::StartedBy { .. }));
         assert!(matches!(bad(&|r| r.started_by = "x".repeat(200)), InvalidRequest::StartedBy { .. }));
-        assert!(matches!(bad(&|r| r.allow_danger = vec!["Drop Column".into()]), InvalidRequest::AllowDanger { .. }));
+        assert!(matches!(
+            bad(&|r| r.allow_danger = vec!["Drop Column".into()]),
+            InvalidRequest::AllowDanger { .. }
+        ));
     }
 }

@@ -51,8 +51,9 @@ pub fn check_manifest(manifest: &Manifest) -> Result<(), String> {
             manifest.id
         ));
     }
-    let dump_problem = plain_name_problem(&manifest.dump)
-        .or_else(|| (manifest.dump == MANIFEST_NAME || manifest.dump.starts_with('.')).then_some("is reserved"));
+    let dump_problem = plain_name_problem(&manifest.dump).or_else(|| {
+        (manifest.dump == MANIFEST_NAME || manifest.dump.starts_with('.')).then_some("is reserved")
+    });
     if let Some(problem) = dump_problem {
         return Err(format!(
             "dump name {:?} {problem}; it must be one plain file name inside the backup folder, e.g. \"dump\"; \
@@ -120,8 +121,8 @@ mod tests {
     #[test]
     fn names_that_leave_the_backup_are_refused() {
         for name in ["../../etc/x", "/etc/x", "a/b", "..", ".", "", "a\\b", "x\n"] {
-            let err = check_manifest(&manifest(DumpFormat::Directory, "dump", &["toc.dat", name]))
-                .expect_err(name);
+            let err =
+                check_manifest(&manifest(DumpFormat::Directory, "dump", &["toc.dat", name])).expect_err(name);
             assert!(err.contains(&format!("{name:?}")), "{name:?}: {err}");
         }
         for dump in ["../../etc", "/etc", "a/dump", "..", "", "manifest.json", ".hidden"] {

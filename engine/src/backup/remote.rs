@@ -275,7 +275,10 @@ async fn get_manifest(
 pub async fn download(config: &BackupConfig, id: &str, progress: &Progress) -> Result<PathBuf, BackupError> {
     let store_cfg = store_config(config)?;
     if !super::names::is_valid_id(id) {
-        return Err(BackupError::NotFound { backup: id.to_owned(), where_: format!("bucket {}", store_cfg.bucket) });
+        return Err(BackupError::NotFound {
+            backup: id.to_owned(),
+            where_: format!("bucket {}", store_cfg.bucket),
+        });
     }
     let store = open(store_cfg)?;
     let base = backup_key(store_cfg, id);

@@ -35,6 +35,7 @@ impl OperatorService {
     }
 
     async fn start(&self, request: StartRolloutRequest) -> Result<Rollout, ApiError> {
+        crate::rollout::validate::start_request(&request).map_err(|e| ApiError::InvalidArgument(e.into()))?;
         let term = self.shared.leader_term()?;
         let config = &self.shared.config;
         self.shared.known_environment(&request.environment)?;

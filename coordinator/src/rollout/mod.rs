@@ -5,6 +5,7 @@
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
 //! - [`recovery`]: the way back after a failed step, by what it changed.
+//! - [`validate`]: the operator strings a rollout request may carry.
 //! - `outcome`: how a step's commands ended, as the engine reads it.
 //! - [`engine`]: runs and resumes rollouts while this coordinator leads.
 //!
@@ -18,3 +19,4 @@ mod outcome;
 pub mod plan;
 pub mod recovery;
 pub mod repo;
+pub mod validate;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what runway's build, tests and quick start need and the machine
-# lacks: etcd, protoc, PostgreSQL 15 server binaries, iptables/nftables, and
+# lacks: etcd, protoc, PostgreSQL 15 server binaries, iptables/nftables,
+# systemd-analyze and node (the systemd unit and polkit rule tests), and
 # the moto S3 server for the backup tests. Safe to run again.
 set -euo pipefail
 
@@ -15,6 +16,8 @@ ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || missing+=(libclang-dev)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15 postgresql-client-15)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"

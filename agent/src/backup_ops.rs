@@ -180,10 +180,7 @@ pub async fn restore(
 /// Backup ids are `[A-Za-z0-9._-]` (see [`backup::manifest::backup_id`]);
 /// anything else cannot name a backup and must not become a path.
 fn check_name(config: &BackupConfig, name: &str) -> Result<(), BackupError> {
-    let safe = !name.is_empty()
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if safe { Ok(()) } else { Err(not_found(config, name)) }
+    if backup::names::is_valid_id(name) { Ok(()) } else { Err(not_found(config, name)) }
 }
 
 fn not_found(config: &BackupConfig, name: &str) -> BackupError {

@@ -4,12 +4,15 @@
 //! compromised coordinator cannot make a host run anything else. Loaded from
 //! TOML; `DATABASE_URL` in the environment overrides `database.url`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use runway_engine::backup::BackupConfig;
+use runway_engine::database::Database;
 use runway_engine::migrate::MigrateConfig;
+use runway_engine::redact::{Redactor, redact_urls};
 
 /// The whole agent config file. See `deploy/agent-db.toml` and
 /// `deploy/agent-app.toml` for commented examples.
@@ -69,7 +72,8 @@ impl Role {
 }
 
 /// `[database]`: the database this DB host migrates and backs up.
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` shows the URL without its password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// A libpq URL. Prefer setting `DATABASE_URL` in the service's
@@ -79,9 +83,11 @@ pub struct DatabaseConfig {
 }
 
 /// `[app]`: how to drive the application on an app host. Hooks are argv
-/// arrays (no shell), run with the agent's environment plus
-/// `RUNWAY_APP_VERSION` for the restart hook.
-#[derive(Debug, Clone, Deserialize)]
+/// arrays (no shell), run with a cleared environment: `hook_env` plus the
+/// variables in [`AppConfig::hook_environment`]; never the agent's own
+/// environment, which holds `DATABASE_URL` and object-store keys.
+/// `Debug` shows `hook_env`'s names, not its values (a hook may need a token).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// Turns maintenance mode on.
@@ -95,12 +101,103 @@ pub struct AppConfig {
     /// How long a restart may take to become healthy, in seconds.
     #[serde(default = "default_health_timeout_secs")]
     pub health_timeout_secs: u64,
-    /// How long one hook may run, in seconds.
+    /// How long one hook may run, in seconds; then it is killed with its
+    /// whole process group.
     #[serde(default = "default_hook_timeout_secs")]
     pub hook_timeout_secs: u64,
+    /// The whole environment of every hook, besides the `RUNWAY_*`
+    /// variables runway sets, e.g. `{ PATH = "/usr/bin:/bin", HOME =
+    /// "/srv/app" }`. `PATH` is [`DEFAULT_HOOK_PATH`] unless set here.
+    /// Keys starting with `RUNWAY_` are runway's and refused.
+    #[serde(default)]
+    pub hook_env: BTreeMap<String, String>,
     /// The version running now; updated after each successful restart.
     #[serde(default)]
     pub version: String,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig").field("url", &redact_urls(&self.url)).finish()
+    }
+}
+
+impl std::fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("maintenance_on", &self.maintenance_on)
+            .field("maintenance_off", &self.maintenance_off)
+            .field("restart", &self.restart)
+            .field("health_url", &self.health_url)
+            .field("health_timeout_secs", &self.health_timeout_secs)
+            .field("hook_timeout_secs", &self.hook_timeout_secs)
+            .field("hook_env", &self.hook_env.keys().collect::<Vec<_>>())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// `PATH` of a hook when `app.hook_env` sets none.
+pub const DEFAULT_HOOK_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Prefix of the variables runway itself sets for hooks.
+const RUNWAY_PREFIX: &str = "RUNWAY_";
+
+impl AppConfig {
+    /// The whole environment of hook `hook` (`restart`, …) on agent `config`:
+    /// `hook_env` (with a default `PATH`), then runway's own variables:
+    ///
+    /// - `RUNWAY_HOOK`: the hook's config key (`maintenance_on`, `maintenance_off`, `restart`);
+    /// - `RUNWAY_AGENT`, `RUNWAY_ENVIRONMENT`: this agent's `name` and `environment`;
+    /// - `extra`: e.g. `RUNWAY_APP_VERSION` for the restart hook (the version
+    ///   to deploy, validated by the coordinator; empty keeps the current one).
+    pub fn hook_environment(
+        &self,
+        config: &Config,
+        hook: &str,
+        extra: &[(&str, &str)],
+    ) -> Vec<(String, String)> {
+        let mut env = self.hook_env.clone();
+        env.entry("PATH".to_owned()).or_insert_with(|| DEFAULT_HOOK_PATH.to_owned());
+        let runway = [
+            ("RUNWAY_HOOK", hook),
+            ("RUNWAY_AGENT", config.name.as_str()),
+            ("RUNWAY_ENVIRONMENT", config.environment.as_str()),
+        ];
+        for (key, value) in runway.iter().chain(extra) {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        env.into_iter().collect()
+    }
+
+    /// Checks the hooks and their environment; errors name the key.
+    fn validate(&self) -> Result<(), String> {
+        for (key, hook) in [
+            ("maintenance_on", &self.maintenance_on),
+            ("maintenance_off", &self.maintenance_off),
+            ("restart", &self.restart),
+        ] {
+            if hook.first().is_none_or(|program| program.trim().is_empty()) {
+                return Err(format!(
+                    "`app.{key}` must be a command as an argv array, e.g. [\"/usr/local/bin/hook\"]"
+                ));
+            }
+        }
+        for (key, value) in &self.hook_env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(format!("`app.hook_env` has an invalid variable name {key:?}"));
+            }
+            if key.starts_with(RUNWAY_PREFIX) {
+                return Err(format!(
+                    "`app.hook_env.{key}`: variables starting with {RUNWAY_PREFIX} are set by runway itself"
+                ));
+            }
+            if value.contains('\0') {
+                return Err(format!("`app.hook_env.{key}` holds a NUL character"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_heartbeat_secs() -> u64 {
@@ -130,7 +227,7 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: parse_error(&text, &e) })?;
         if let Ok(url) = std::env::var("DATABASE_URL")
             && let Some(db) = config.database.as_mut()
         {
@@ -172,17 +269,7 @@ impl Config {
             let Some(app) = &self.app else {
                 return Err("the app role needs an [app] table (maintenance_on, maintenance_off, restart, health_url)".into());
             };
-            for (key, hook) in [
-                ("maintenance_on", &app.maintenance_on),
-                ("maintenance_off", &app.maintenance_off),
-                ("restart", &app.restart),
-            ] {
-                if hook.is_empty() {
-                    return Err(format!(
-                        "`app.{key}` must be a command as an argv array, e.g. [\"/usr/local/bin/hook\"]"
-                    ));
-                }
-            }
+            app.validate()?;
             if !app.health_url.starts_with("http://") {
                 return Err(format!("`app.health_url` must be an http:// URL, got {:?}", app.health_url));
             }
@@ -194,9 +281,35 @@ impl Config {
         self.roles.contains(&role)
     }
 
+    /// Masks every secret this agent holds (its database password, in any
+    /// form, and its object-store keys) and URL passwords in text that
+    /// leaves the agent: events, results, logs.
+    pub fn redactor(&self) -> Redactor {
+        let password = self
+            .database_url()
+            .and_then(|url| Database::parse(url).ok())
+            .and_then(|db| db.password().map(str::to_owned));
+        let store = self.backup.as_ref().and_then(|b| b.object_store.as_ref()).map(|s| s.secrets());
+        Redactor::new(password.into_iter().chain(store.into_iter().flatten()))
+    }
+
     /// The database URL of a DB host.
     pub fn database_url(&self) -> Option<&str> {
         self.database.as_ref().map(|d| d.url.as_str())
+    }
+}
+
+/// `line L, column C: message`: toml's own rendering quotes the offending
+/// line, which may hold a password or a key.
+fn parse_error(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", error.message())
+        }
+        None => error.message().to_owned(),
     }
 }
 
@@ -243,6 +356,62 @@ health_url = "http://127.0.0.1:8080/health"
     fn db_role_needs_a_database() {
         let err = load(&APP.replace("roles = [\"app\"]", "roles = [\"db\"]")).unwrap_err().to_string();
         assert!(err.contains("[database]"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_hook_is_refused_at_start_up() {
+        for empty in ["restart = []", "restart = [\"\"]"] {
+            let err = load(&APP.replace("restart = [\"/bin/true\"]", empty)).unwrap_err().to_string();
+            assert!(err.contains("`app.restart` must be a command"), "{empty}: {err}");
+        }
+    }
+
+    #[test]
+    fn hooks_get_the_declared_environment_and_runways_variables() {
+        let config = load(APP).unwrap();
+        let app = config.app.as_ref().unwrap();
+        let env = app.hook_environment(&config, "restart", &[("RUNWAY_APP_VERSION", "1.2.3")]);
+        let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PATH"), Some(DEFAULT_HOOK_PATH));
+        assert_eq!(get("RUNWAY_HOOK"), Some("restart"));
+        assert_eq!(get("RUNWAY_AGENT"), Some("app-1"));
+        assert_eq!(get("RUNWAY_ENVIRONMENT"), Some("staging"));
+        assert_eq!(get("RUNWAY_APP_VERSION"), Some("1.2.3"));
+        assert_eq!(env.len(), 5, "{env:?}");
+
+        let declared =
+            load(&format!("{APP}hook_env = {{ PATH = \"/usr/bin:/bin\", HOME = \"/srv/app\" }}\n")).unwrap();
+        let app = declared.app.as_ref().unwrap();
+        let env = app.hook_environment(&declared, "maintenance_on", &[]);
+        assert!(env.contains(&("PATH".into(), "/usr/bin:/bin".into())), "{env:?}");
+        assert!(env.contains(&("HOME".into(), "/srv/app".into())), "{env:?}");
+    }
+
+    #[test]
+    fn hook_env_may_not_set_runways_variables() {
+        let err =
+            load(&format!("{APP}hook_env = {{ RUNWAY_APP_VERSION = \"x\" }}\n")).unwrap_err().to_string();
+        assert!(err.contains("app.hook_env.RUNWAY_APP_VERSION"), "{err}");
+    }
+
+    #[test]
+    fn a_parse_error_names_the_line_but_does_not_quote_it() {
+        let err = load(&format!("{APP}[database]\nurl = \"postgres://app:hunter2@db/app\" junk\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 13"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let config = load(&format!(
+            "{APP}hook_env = {{ LB_TOKEN = \"tok-hunter2\" }}\n[database]\nurl = \"postgres://app:pw-hunter2@db/app\"\n"
+        ))
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(debug.contains("LB_TOKEN") && debug.contains("postgres://app:***@db/app"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
 use crate::{backup_ops, health, service};
 use runway_engine::progress::Progress;
-use runway_engine::redact::redact_urls;
+use runway_engine::redact::Redactor;
 use runway_engine::{backup, migrate};
 
 /// Where messages for the coordinator go.
@@ -46,6 +46,8 @@ pub struct Executor {
     app_version: Arc<std::sync::Mutex<String>>,
     /// Set when the agent is stopping: running commands finish, new ones do not start.
     stopping: Arc<AtomicBool>,
+    /// Masks this agent's secrets in every event and result it sends.
+    redactor: Arc<Redactor>,
 }
 
 /// Why a command failed. Rendered into the result's `error` field.
@@ -125,13 +127,14 @@ impl Executor {
     ) -> Self {
         let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
         Self {
-            config,
             security,
             journal,
             outbox,
             tracker,
             app_version: Arc::new(std::sync::Mutex::new(version)),
             stopping: Arc::default(),
+            redactor: Arc::new(config.redactor()),
+            config,
         }
     }
 
@@ -233,17 +236,17 @@ impl Executor {
                 command_id: cmd.command_id.clone(),
                 outcome: CommandOutcome::Succeeded as i32,
                 error: String::new(),
-                detail_json: detail.to_string(),
+                detail_json: self.redactor.redact(&detail.to_string()),
             },
             Err(e) => {
-                let error = redact_urls(&e.to_string());
+                let error = self.redactor.redact(&e.to_string());
                 tracing::warn!(command_id = %cmd.command_id, %error, "command failed");
                 CommandResult {
                     command_id: cmd.command_id.clone(),
                     outcome: if e.nothing_ran() { CommandOutcome::Refused } else { CommandOutcome::Failed }
                         as i32,
                     error,
-                    detail_json: e.detail().map(|d| d.to_string()).unwrap_or_default(),
+                    detail_json: e.detail().map(|d| self.redactor.redact(&d.to_string())).unwrap_or_default(),
                 }
             }
         };
@@ -302,19 +305,20 @@ impl Executor {
             }
             command::Action::MaintenanceOn(_) => {
                 let app = self.app()?;
-                self.hook("maintenance_on", &app.maintenance_on, &[], progress).await?;
+                self.hook(app, "maintenance_on", &app.maintenance_on, &[], progress).await?;
                 Ok(serde_json::json!({}))
             }
             command::Action::MaintenanceOff(_) => {
                 let app = self.app()?;
-                self.hook("maintenance_off", &app.maintenance_off, &[], progress).await?;
+                self.hook(app, "maintenance_off", &app.maintenance_off, &[], progress).await?;
                 Ok(serde_json::json!({}))
             }
             command::Action::Restart(r) => {
                 let app = self.app()?;
                 let version =
                     if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
-                self.hook("restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress).await?;
+                self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
+                    .await?;
                 let health = health::wait_healthy(
                     &app.health_url,
                     Duration::from_secs(app.health_timeout_secs),
@@ -327,15 +331,20 @@ impl Executor {
         }
     }
 
+    /// Runs hook `name` with its declared environment plus `extra`
+    /// `RUNWAY_*` variables (see [`crate::config::AppConfig::hook_environment`]).
     async fn hook(
         &self,
+        app: &crate::config::AppConfig,
         name: &str,
         argv: &[String],
-        env: &[(&str, &str)],
+        extra: &[(&str, &str)],
         progress: &Progress,
     ) -> Result<(), service::HookError> {
-        let timeout = Duration::from_secs(self.app().map(|a| a.hook_timeout_secs).unwrap_or(300));
-        service::run_hook(name, argv, env, timeout, progress).await
+        let env = app.hook_environment(&self.config, name, extra);
+        let hook =
+            service::Hook { name, argv, env: &env, timeout: Duration::from_secs(app.hook_timeout_secs) };
+        service::run_hook(&hook, progress).await
     }
 
     fn db_url(&self) -> Result<&str, ExecError> {
@@ -356,13 +365,14 @@ impl Executor {
     fn progress_for(&self, command_id: &str) -> Progress {
         let outbox = self.outbox.clone();
         let command_id = command_id.to_owned();
+        let redactor = Arc::clone(&self.redactor);
         let seq = AtomicU64::new(0);
         Progress::new(move |update| {
             let event = CommandEvent {
                 command_id: command_id.clone(),
                 seq: seq.fetch_add(1, Ordering::SeqCst) + 1,
                 phase: update.phase,
-                message: redact_urls(&update.message),
+                message: redactor.redact(&update.message),
                 counters: update.counters.map(|c| v1::Counters {
                     done: c.done,
                     total: c.total,

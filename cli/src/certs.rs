@@ -116,7 +116,12 @@ pub fn run(output: Output, command: CertsCommand) -> Result<Exit, Failure> {
     };
     let written = write(&common.dir, &stem, &issued, identity)?;
     output.result(
-        format!("{}\n  certificate: {}\n  key:         {}", written.identity, written.cert.display(), written.key.display()),
+        format!(
+            "{}\n  certificate: {}\n  key:         {}",
+            written.identity,
+            written.cert.display(),
+            written.key.display()
+        ),
         &written,
     );
     Ok(Exit::Success)
@@ -148,13 +153,18 @@ fn authority(dir: &Path) -> Result<Authority, Failure> {
 fn write(dir: &Path, stem: &str, issued: &Issued, identity: String) -> Result<Written, Failure> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| Failure::invalid(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::invalid(format!("cannot create {}: {e}", dir.display())))?;
     let cert = dir.join(format!("{stem}.pem"));
     let key = dir.join(format!("{stem}.key"));
     for (path, content, mode) in [(&key, &issued.key_pem, 0o600), (&cert, &issued.cert_pem, 0o644)] {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| {
-            Failure::invalid(format!("cannot write {}: {e} (existing files are never overwritten)", path.display()))
-        })?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(|e| {
+                Failure::invalid(format!(
+                    "cannot write {}: {e} (existing files are never overwritten)",
+                    path.display()
+                ))
+            })?;
         file.write_all(content.as_bytes())
             .map_err(|e| Failure::new(Exit::Failed, format!("cannot write {}: {e}", path.display())))?;
     }

@@ -16,7 +16,7 @@ use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use tokio::process::Command;
 
-use crate::redact::redact_urls;
+use crate::redact::{redact_secret, redact_urls};
 
 /// A database URL that cannot be used. Retrying is pointless: fix the URL.
 /// The message never repeats the URL (it may hold a password).
@@ -231,8 +231,17 @@ impl Database {
                 ))
             })?
             .map_err(|e| {
-                ConnectError(format!("{} ({}): {}", self.server(), self.name(), redact_urls(&e.to_string())))
+                ConnectError(format!("{} ({}): {}", self.server(), self.name(), self.redact(&e.to_string())))
             })
+    }
+
+    /// `text` without this database's password, in a URL or by itself.
+    pub fn redact(&self, text: &str) -> String {
+        let text = redact_urls(text);
+        match &self.password {
+            Some(password) => redact_secret(&text, password),
+            None => text,
+        }
     }
 
     /// Sets the `PG*` environment of a `pg_dump`/`pg_restore` command so it
@@ -347,6 +356,19 @@ mod tests {
         let err = Database::parse("postgres://u:hunter2@db:notaport/x").expect_err("bad port");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(Database::parse("postgres://u@db/x?sslmode=sometimes").is_err());
+        let err = Database::parse("postgres://u@db:x/x?password=hunter2").expect_err("bad port");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_password_parameter_is_used_and_kept_out_of_debug() {
+        let db = Database::parse("postgres://app@db/app?password=hunter2&sslmode=disable").expect("valid");
+        assert_eq!(db.password(), Some("hunter2"));
+        assert!(!format!("{db:?}").contains("hunter2"));
+        assert_eq!(
+            db.redact("auth failed for hunter2 at postgres://app:hunter2@db"),
+            "auth failed for *** at postgres://app:***@db"
+        );
     }
 
     #[test]

@@ -17,9 +17,13 @@ fn main() {
     let mut args = runway_tests::bench::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--rounds" => rounds = args.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).expect("--rounds N"),
+            "--rounds" => {
+                rounds = args.next().and_then(|v| v.parse().ok()).filter(|n| *n > 0).expect("--rounds N")
+            }
             _ => {
-                eprintln!("usage: cargo bench -p runway-tests --bench tls -- [--rounds N]   (N ≥ 1, default 10)");
+                eprintln!(
+                    "usage: cargo bench -p runway-tests --bench tls -- [--rounds N]   (N ≥ 1, default 10)"
+                );
                 std::process::exit(2);
             }
         }
@@ -29,7 +33,8 @@ fn main() {
         ("insecure", Cluster::start(Options { tls: false, ..Options::default() })),
     ];
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut history: Vec<(String, String)> = SHOP.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+    let mut history: Vec<(String, String)> =
+        SHOP.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
     for round in 0..=rounds {
         if round > 0 {
             history.push((

@@ -202,6 +202,12 @@ impl Cluster {
         command
     }
 
+    /// The `[tls]` table of an extra agent's config (`insecure = true`
+    /// without TLS).
+    pub fn agent_tls_toml(&self, environment: &str, name: &str) -> String {
+        tls_toml(self.pki.as_ref().map(|pki| pki.agent(environment, name)))
+    }
+
     /// Runs the `runway` CLI as `operator` (one of [`crate::pki::OPERATORS`]).
     pub fn runway_as(&self, operator: &str, args: &[&str]) -> Output {
         let pki = self.pki.as_ref().expect("operators need a TLS cluster");

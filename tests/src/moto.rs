@@ -51,17 +51,30 @@ impl Moto {
 
     /// Creates `bucket` (moto accepts unsigned requests).
     pub fn create_bucket(&self, bucket: &str) {
+        self.put(&format!("/{bucket}"), b"", &format!("create bucket {bucket}"));
+    }
+
+    /// Writes object `key` (plain characters only) into `bucket`, as
+    /// someone with write access to the bucket could.
+    pub fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.put(&format!("/{bucket}/{key}"), body, &format!("put {bucket}/{key}"));
+    }
+
+    /// One unsigned `PUT path` with `body`; panics unless moto answers 200.
+    fn put(&self, path: &str, body: &[u8], what: &str) {
         use std::io::{Read, Write};
         let addr = self.endpoint.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(addr).expect("connect to moto");
         write!(
             stream,
-            "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
         )
-        .expect("send create-bucket request");
+        .and_then(|()| stream.write_all(body))
+        .unwrap_or_else(|e| panic!("{what}: cannot send the request: {e}"));
         let mut reply = String::new();
-        stream.read_to_string(&mut reply).expect("read create-bucket reply");
-        assert!(reply.starts_with("HTTP/1.1 200"), "create bucket {bucket}: {reply}");
+        stream.read_to_string(&mut reply).unwrap_or_else(|e| panic!("{what}: cannot read the reply: {e}"));
+        assert!(reply.starts_with("HTTP/1.1 200"), "{what}: {reply}");
     }
 
     /// The agent config's `[backup.object_store]` table for `bucket`.

@@ -273,11 +273,12 @@ fn start_object_store_agent(cluster: &Cluster, moto: &Moto, backup_keys: &str) -
         &config,
         format!(
             "name = \"db-prod\"\nenvironment = \"production\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
-             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{backup_keys}\n{}",
+             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{backup_keys}\n{}\n{}",
             coordinators.join(", "),
             root.join("db-prod-state").display().to_string(),
             backup_dir.display().to_string(),
             moto.agent_config("runway-backups", "prod"),
+            cluster.agent_tls_toml("production", "db-prod"),
         ),
     )
     .expect("write agent config");
@@ -369,4 +370,90 @@ fn keep_prunes_the_backups_of_ended_rollouts_locally_and_in_object_storage() {
         let pins = std::fs::read_dir(backup_dir.join(".pins")).map(|d| d.count()).unwrap_or(0);
         (pins == 0).then_some(())
     });
+}
+
+/// Every path under `root`, except those that change by themselves while a
+/// cluster runs (logs, etcd's and PostgreSQL's data).
+fn paths_under(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") || name.ends_with("-data") || path == root.join("pg") {
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path.clone());
+            }
+            found.insert(path);
+        }
+    }
+    found
+}
+
+/// A manifest as someone with write access to the bucket could plant it:
+/// complete and well-formed, but naming `dump` and `file` as given.
+fn planted_manifest(id: &str, format: &str, dump: &str, file: &str) -> Vec<u8> {
+    let manifest = serde_json::json!({
+        "manifest_version": 1, "id": id, "database": "prod", "path": "/var/backups/runway/x/dump",
+        "dump": dump, "format": format,
+        "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "bytes": 0,
+        "files": [{ "name": file, "bytes": 0,
+                    "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" }],
+        "database_bytes": 1, "server_version": "15", "pg_dump_version": "pg_dump 15", "jobs": 1,
+        "started_at": "2025-03-01T10:00:00Z", "finished_at": "2025-03-01T10:00:01Z",
+        "rollout_id": "", "label": "", "migrations": [], "tables": [],
+    });
+    serde_json::to_vec_pretty(&manifest).expect("JSON")
+}
+
+/// A bucket manifest that names files outside its backup (`../../etc/x` as
+/// a file of a directory-format dump, or as the dump itself) is refused by
+/// restore and verify with a clear error, before anything is written:
+/// no file appears anywhere under the test's root.
+#[test]
+fn a_bucket_manifest_naming_files_outside_its_backup_is_refused() {
+    let cluster =
+        Cluster::start(Options { coordinators: 1, app_hosts: 0, db_host: false, ..Options::default() });
+    let moto = Moto::start(cluster.path());
+    let (_agent, backup_dir) = start_object_store_agent(&cluster, &moto, "");
+    let planted = [
+        ("planted-dir", planted_manifest("planted-dir", "directory", "dump", "../../etc/x")),
+        ("planted-dump", planted_manifest("planted-dump", "custom", "../../etc/x", "")),
+    ];
+    for (id, manifest) in &planted {
+        moto.put_object("runway-backups", &format!("prod/{id}/manifest.json"), manifest);
+    }
+    let before = paths_under(cluster.path());
+
+    for (id, _) in &planted {
+        for action in [&["restore", id, "--yes"][..], &["verify", id][..]] {
+            let mut args = vec!["backup"];
+            args.extend_from_slice(action);
+            args.extend_from_slice(&["--env", "production", "--output", "json"]);
+            let run = runway(&cluster, &args);
+            assert_eq!(run.code, 6, "a manifest leaving its backup is an integrity failure: {run:?}");
+            let error = run.json()["error"].as_str().expect("an error").to_owned();
+            assert!(
+                error.contains(&format!("prod/{id}/manifest.json"))
+                    && error.contains("\"../../etc/x\"")
+                    && error.contains("outside its backup"),
+                "the error must name the manifest, the name and the reason: {error}"
+            );
+            assert!(!run.stderr.contains("[download]"), "a download started: {run:?}");
+        }
+    }
+    // Listing shows the planted manifest too: loudly, not silently skipped.
+    let list = runway(&cluster, &["backup", "list", "--env", "production"]);
+    assert_eq!(list.code, 6, "{list:?}");
+    assert!(list.stderr.contains("prod/planted-"), "{list:?}");
+
+    let after = paths_under(cluster.path());
+    let written: Vec<&PathBuf> = after.difference(&before).collect();
+    assert!(written.is_empty(), "refused restores wrote files: {written:?}");
+    for path in [cluster.path().join("etc"), backup_dir.join("etc")] {
+        assert!(!path.exists(), "{} was created", path.display());
+    }
 }

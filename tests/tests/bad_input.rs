@@ -35,6 +35,22 @@ fn bad_rollout_requests_are_refused_and_change_nothing() {
     assert_rejected(&start("staging", &no_sql), "20240102000000_empty");
 
     assert_rejected(&start("qa", &good), "unknown environment \"qa\"");
+    // An app version a restart hook could misuse is refused by the
+    // coordinator before anything is saved or sent (INVALID_ARGUMENT).
+    for version in ["1.0; rm -rf /", "../../etc", &"9".repeat(129)] {
+        let out = cluster.runway(&[
+            "rollout",
+            "start",
+            "--env",
+            "staging",
+            "--migrations",
+            good.to_str().unwrap(),
+            "--app-version",
+            version,
+            "--watch",
+        ]);
+        assert_rejected(&out, "app version");
+    }
     assert_rejected(&start("staging", &good), "no agent with the db role");
 
     // Nothing was recorded or touched.

@@ -112,9 +112,11 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A failure with this exit code and message.
+    /// A failure with this exit code and message. A password in the message
+    /// (a URL's, a `password=` parameter's) is masked: whatever an error
+    /// quotes, the terminal and the JSON envelope never show it.
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Self { exit, message: message.into(), fields: Map::new() }
+        Self { exit, message: runway_engine::redact::redact_urls(&message.into()), fields: Map::new() }
     }
 
     /// Bad input, refused before anything was changed.
@@ -191,6 +193,13 @@ mod tests {
             failure.envelope(),
             serde_json::json!({"ok": false, "error": "lock held", "exit_code": 5, "retry_is_safe": true})
         );
+    }
+
+    #[test]
+    fn a_failure_never_shows_a_password() {
+        let failure = Failure::invalid("cannot reach postgres://app:hunter2@db/app?password=hunter2");
+        assert!(!failure.message.contains("hunter2"), "{}", failure.message);
+        assert!(!failure.envelope().to_string().contains("hunter2"));
     }
 
     #[test]

@@ -80,9 +80,9 @@ async fn accept<T>(
             "say why with --reason: the operator who started the rollout and the audit log read it".into(),
         ));
     }
-    if comment.chars().count() > MAX_COMMENT_CHARS {
+    if comment.chars().count() > MAX_COMMENT_CHARS || comment.chars().any(char::is_control) {
         return Err(ApiError::InvalidArgument(format!(
-            "the comment or reason is longer than {MAX_COMMENT_CHARS} characters; say it shorter"
+            "the comment or reason must be at most {MAX_COMMENT_CHARS} printable characters on one line"
         )));
     }
     if name == record.started_by {

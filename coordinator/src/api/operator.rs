@@ -90,6 +90,7 @@ impl OperatorService {
         request: StartRolloutRequest,
         entry: &mut AuditEntry,
     ) -> Result<Rollout, ApiError> {
+        crate::rollout::validate::start_request(&request).map_err(|e| ApiError::InvalidArgument(e.into()))?;
         let config = &self.shared.config;
         let bundle = request
             .bundle

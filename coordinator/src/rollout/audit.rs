@@ -113,6 +113,20 @@ pub fn entry(action: Action, coordinator: &str) -> AuditEntry {
     }
 }
 
+/// Longest parameter value kept, in characters.
+const MAX_VALUE_CHARS: usize = 256;
+
+/// `value` without control characters (each becomes `?`), cut at
+/// [`MAX_VALUE_CHARS`] with `…`.
+fn printable(value: &str) -> String {
+    let mut kept: String =
+        value.chars().take(MAX_VALUE_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect();
+    if value.chars().count() > MAX_VALUE_CHARS {
+        kept.push('…');
+    }
+    kept
+}
+
 /// The audit log in the [`Store`]; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -142,13 +156,18 @@ impl AuditLog {
         let sequence = SEQUENCE.fetch_add(1, Ordering::SeqCst) % 1_000_000_000_000;
         let random = uuid::Uuid::new_v4().simple().to_string();
         let id = format!("{unix_ms:020}-{sequence:012}-{}", &random[..6]);
-        let entry = AuditEntry {
+        let mut entry = AuditEntry {
             id: id.clone(),
             unix_ms,
             outcome: outcome.as_str().to_owned(),
             error: error.to_owned(),
             ..entry.clone()
         };
+        // A refused request's values are recorded as sent, but never as
+        // forged lines or megabytes.
+        for value in entry.parameters.values_mut() {
+            *value = printable(value);
+        }
         Put::proto(format!("{}{id}", self.prefix()), &entry)
     }
 
@@ -242,6 +261,21 @@ mod tests {
         assert_eq!((entries[0].environment.as_str(), entries[0].coordinator.as_str()), ("production", "c1"));
         assert!(entries.iter().all(|e| keys.iter().any(|k| k.ends_with(&e.id)) && e.unix_ms > 0));
         assert_ne!(entries[2].id, entries[3].id);
+    }
+
+    #[tokio::test]
+    async fn parameter_values_are_kept_printable_and_short() {
+        let kv = Arc::new(MemoryKv::new());
+        let term = lead(&kv, 5);
+        let log = AuditLog::new(Store::new(kv.clone(), "/runway"));
+        let mut refused = start("mallory", "production");
+        refused.parameters.insert("app_version".into(), "1.0\nINFO forged line".into());
+        refused.parameters.insert("allow_danger".into(), "x".repeat(10_000));
+        log.append(&term, &refused, Outcome::Refused, "app version … is not valid").await.unwrap();
+        let saved = log.list(0).await.unwrap().remove(0);
+        assert_eq!(saved.parameters["app_version"], "1.0?INFO forged line");
+        assert_eq!(saved.parameters["allow_danger"].chars().count(), MAX_VALUE_CHARS + 1);
+        assert!(saved.parameters["allow_danger"].ends_with('…'));
     }
 
     #[tokio::test]

@@ -235,6 +235,25 @@ fn default_part_bytes() -> usize {
     16 << 20
 }
 
+/// `AWS_*` variables holding secrets the object-store client may read from
+/// the environment when the config sets none.
+const SECRET_ENV: &[&str] = &["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"];
+
+impl ObjectStoreConfig {
+    /// The secret access key and session token, from this config and from
+    /// the `AWS_*` environment the client falls back to.
+    pub fn secrets(&self) -> Vec<String> {
+        let configured = [&self.secret_access_key, &self.session_token].into_iter().flatten().cloned();
+        let from_env = SECRET_ENV.iter().filter_map(|var| std::env::var(var).ok());
+        configured.chain(from_env).filter(|s| !s.is_empty()).collect()
+    }
+
+    /// Masks these secrets (and URL passwords) in text about the store.
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        crate::redact::Redactor::new(self.secrets())
+    }
+}
+
 impl std::fmt::Debug for ObjectStoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectStoreConfig")
@@ -272,8 +291,17 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug() {
-        let store = ObjectStoreConfig { secret_access_key: Some("hunter2".into()), ..Default::default() };
-        assert!(!format!("{store:?}").contains("hunter2"));
+        let store = ObjectStoreConfig {
+            secret_access_key: Some("hunter2".into()),
+            session_token: Some("tok-hunter3".into()),
+            ..Default::default()
+        };
+        let debug = format!("{store:?}");
+        assert!(!debug.contains("hunter2") && !debug.contains("hunter3"), "{debug}");
+        let mut backup = BackupConfig::new("/b");
+        backup.object_store = Some(store.clone());
+        assert!(!format!("{backup:?}").contains("hunter"));
+        assert_eq!(store.redactor().redact("sig hunter2 tok-hunter3"), "sig *** ***");
     }
 
     #[test]

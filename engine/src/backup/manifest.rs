@@ -105,7 +105,8 @@ impl Manifest {
         Self::from_slice(&bytes, &path)
     }
 
-    /// Parses a manifest; `path` is only for messages.
+    /// Parses a manifest and checks its names (see [`super::names`]); `path`
+    /// is only for messages.
     pub fn from_slice(bytes: &[u8], path: &Path) -> Result<Self, BackupError> {
         let manifest: Self = serde_json::from_slice(bytes).map_err(|e| BackupError::Manifest {
             path: path.to_owned(),
@@ -120,6 +121,10 @@ impl Manifest {
                 ),
             });
         }
+        // The names decide where files are read and written: checked here,
+        // where every manifest (local or from a bucket) is parsed.
+        super::names::check_manifest(&manifest)
+            .map_err(|error| BackupError::Manifest { path: path.to_owned(), error })?;
         Ok(manifest)
     }
 

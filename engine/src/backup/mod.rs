@@ -14,6 +14,7 @@
 //! - [`config`]: `[backup]` and `[backup.object_store]`.
 //! - [`create`](mod@create): space check, snapshot, pg_dump hashed as written, manifest.
 //! - [`manifest`]: `manifest.json` and backup ids.
+//! - [`names`]: the names a manifest may hold: none that leave its backup.
 //! - [`error`]: [`BackupError`], which says whether a retry is safe.
 //! - `snapshot`: the exported snapshot, row counts and applied migrations.
 //! - `stream`: hashing on the way to disk, throttled byte progress.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod create;
 pub mod error;
 pub mod manifest;
+pub mod names;
 mod pgrestore;
 pub mod remote;
 pub mod restore;

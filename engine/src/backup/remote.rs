@@ -72,11 +72,7 @@ pub fn open(store: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>, BackupErr
 }
 
 fn redact(store: &ObjectStoreConfig, text: &str) -> String {
-    let mut text = crate::redact::redact_urls(text);
-    for secret in [&store.secret_access_key, &store.session_token].into_iter().flatten() {
-        text = crate::redact::redact_secret(&text, secret);
-    }
-    text
+    store.redactor().redact(text)
 }
 
 fn backup_key(store: &ObjectStoreConfig, id: &str) -> String {
@@ -272,11 +268,27 @@ async fn get_manifest(
 
 /// Downloads backup `id` into `<dir>/<id>`, checking every file's SHA-256
 /// against the manifest while it is written. Returns the folder.
+///
+/// The manifest's names were checked when it was parsed (see
+/// [`super::names`]): nothing it lists can land outside `<dir>/<id>`, and a
+/// manifest that tries is refused before anything is created or written.
 pub async fn download(config: &BackupConfig, id: &str, progress: &Progress) -> Result<PathBuf, BackupError> {
     let store_cfg = store_config(config)?;
+    if !super::names::is_valid_id(id) {
+        return Err(BackupError::NotFound {
+            backup: id.to_owned(),
+            where_: format!("bucket {}", store_cfg.bucket),
+        });
+    }
     let store = open(store_cfg)?;
     let base = backup_key(store_cfg, id);
     let manifest = get_manifest(&store, store_cfg, &base).await?;
+    if manifest.id != id {
+        return Err(BackupError::Manifest {
+            path: PathBuf::from(format!("s3://{}/{base}/{MANIFEST_NAME}", store_cfg.bucket)),
+            error: format!("it names backup {:?}, not {id:?}, the backup it is stored under", manifest.id),
+        });
+    }
     let final_dir = config.backup_dir(id);
     if final_dir.exists() {
         return Err(BackupError::Io {

@@ -45,6 +45,7 @@ fn riskier(record: &RolloutRecord) -> Option<String> {
         .unwrap_or_default();
     if !dangers.is_empty() {
         let mut rules = dangers;
+        rules.sort_unstable();
         rules.dedup();
         return Some(format!("it accepts Danger finding(s) {} (--allow-danger)", rules.join(", ")));
     }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use runway_proto::v1::AuditEntry;
 
 use crate::fencing::Term;
+use crate::model::{RolloutRecord, RolloutState};
 use crate::store::{Put, Store, StoreError};
 
 /// What an entry records.
@@ -111,6 +112,35 @@ pub fn entry(action: Action, coordinator: &str) -> AuditEntry {
         parameters: HashMap::new(),
         ..AuditEntry::default()
     }
+}
+
+/// The entry of a rollout's end, recorded by the coordinator that ran it
+/// (with what the rollout was, who started and who approved it), and its
+/// outcome: the rollout's final state.
+pub fn rollout_ended(record: &RolloutRecord, coordinator: &str) -> (AuditEntry, Outcome) {
+    let mut ended = entry(Action::RolloutEnded, coordinator);
+    ended.actor = coordinator_actor(coordinator);
+    ended.environment = record.environment.clone();
+    ended.rollout_id = record.id.clone();
+    let approvers = record.approval.as_ref().map(|a| a.approvers()).unwrap_or_default();
+    for (key, value) in [
+        ("bundle_digest", record.bundle_digest.clone()),
+        ("app_version", record.app_version.clone()),
+        ("started_by", record.started_by.clone()),
+        ("approved_by", approvers),
+        ("backup", record.backup.clone()),
+    ] {
+        if !value.is_empty() {
+            ended.parameters.insert(key.to_owned(), value);
+        }
+    }
+    let outcome = match record.state {
+        RolloutState::Succeeded => Outcome::Succeeded,
+        RolloutState::Cancelled => Outcome::Cancelled,
+        RolloutState::RolledBack => Outcome::RolledBack,
+        _ => Outcome::Failed,
+    };
+    (ended, outcome)
 }
 
 /// Longest parameter value kept, in characters.

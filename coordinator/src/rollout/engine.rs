@@ -350,11 +350,8 @@ impl Engine {
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
         record.updated_unix_ms = runway_proto::unix_ms_now();
-        let audit = self.store.audit().put(
-            &ended_entry(&record, &self.config.name),
-            ended_outcome(&record),
-            &record.error,
-        );
+        let (entry, outcome) = audit::rollout_ended(&record, &self.config.name);
+        let audit = self.store.audit().put(&entry, outcome, &record.error);
         events
             .emit_audited(
                 NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() },
@@ -636,37 +633,6 @@ impl Run<'_> {
 
 fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
-}
-
-/// The audit entry of a rollout's end: recorded by the coordinator that
-/// ran it, with what the rollout was and who started and approved it.
-fn ended_entry(record: &RolloutRecord, coordinator: &str) -> v1::AuditEntry {
-    let mut entry = audit::entry(audit::Action::RolloutEnded, coordinator);
-    entry.actor = audit::coordinator_actor(coordinator);
-    entry.environment = record.environment.clone();
-    entry.rollout_id = record.id.clone();
-    let approvers = record.approval.as_ref().map(|a| a.approvers()).unwrap_or_default();
-    for (key, value) in [
-        ("bundle_digest", record.bundle_digest.clone()),
-        ("app_version", record.app_version.clone()),
-        ("started_by", record.started_by.clone()),
-        ("approved_by", approvers),
-        ("backup", record.backup.clone()),
-    ] {
-        if !value.is_empty() {
-            entry.parameters.insert(key.to_owned(), value);
-        }
-    }
-    entry
-}
-
-fn ended_outcome(record: &RolloutRecord) -> audit::Outcome {
-    match record.state {
-        RolloutState::Succeeded => audit::Outcome::Succeeded,
-        RolloutState::Cancelled => audit::Outcome::Cancelled,
-        RolloutState::RolledBack => audit::Outcome::RolledBack,
-        _ => audit::Outcome::Failed,
-    }
 }
 
 mod gate;

@@ -89,6 +89,7 @@ impl Shared {
     /// `None` in insecure mode.
     pub fn deploy_signature(
         &self,
+        operator: &Operator,
         environment: &str,
         bundle: &Bundle,
         allow_danger: &[String],
@@ -104,8 +105,16 @@ impl Shared {
         })?;
         let digest = runway_proto::bundle::digest(&bundle.files);
         let claim = DeployClaim::new(environment, &digest, allow_danger, signature.signed_at);
-        signature::verify(credentials.roots(), &signature.certificate, &signature.signature, &claim)
-            .map_err(|e| ApiError::PermissionDenied(format!("the deploy signature is refused: {e}")))?;
+        let signer =
+            signature::verify(credentials.roots(), &signature.certificate, &signature.signature, &claim)
+                .map_err(|e| ApiError::PermissionDenied(format!("the deploy signature is refused: {e}")))?;
+        if signer != operator.name {
+            return Err(ApiError::PermissionDenied(format!(
+                "the bundle is signed by operator {signer}, but operator {} is starting the rollout; \
+                 each operator starts rollouts with their own signature",
+                operator.name
+            )));
+        }
         Ok(Some(SignatureRecord::from_proto(signature)))
     }
 }

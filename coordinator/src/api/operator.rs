@@ -97,6 +97,7 @@ impl OperatorService {
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let migrations = runway_proto::bundle::migrations(&bundle)?;
         let signature = self.shared.deploy_signature(
+            operator,
             &request.environment,
             &bundle,
             &request.allow_danger,

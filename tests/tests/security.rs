@@ -80,6 +80,31 @@ async fn register(addr: &str, tls: &TlsPaths, name: &str, environment: &str) -> 
     }
 }
 
+/// `ListAgents` from a plain tonic client trusting `ca` and presenting
+/// `identity`'s certificate (none: no client certificate at all).
+async fn list_agents_with(addr: &str, ca: &Path, identity: Option<&TlsPaths>) -> Result<(), String> {
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(ca).unwrap()));
+    if let Some(identity) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&identity.cert).unwrap(),
+            std::fs::read(&identity.key).unwrap(),
+        ));
+    }
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    OperatorClient::new(channel)
+        .list_agents(ListAgentsRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|status| handshake_failure(&status).unwrap_or_else(|| format!("{status:?}")))
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -92,24 +117,7 @@ fn identities_are_checked_on_every_hop_and_refusals_change_nothing() {
     let rt = runtime();
 
     // A client with the right CA but no certificate of its own.
-    let no_cert = rt.block_on(async {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(pki.ca_path()).unwrap()));
-        let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await;
-        match channel {
-            Err(e) => Err(format!("{e:?}")),
-            Ok(channel) => OperatorClient::new(channel)
-                .list_agents(ListAgentsRequest::default())
-                .await
-                .map(|_| ())
-                .map_err(|status| handshake_failure(&status).unwrap_or_else(|| format!("{status:?}"))),
-        }
-    });
+    let no_cert = rt.block_on(list_agents_with(&addr, &pki.ca_path(), None));
     // The TLS layer drops it: no gRPC answer at all, so no service code ran.
     let why = no_cert.expect_err("a client without a certificate must be refused");
     eprintln!("no certificate: {why}");
@@ -129,28 +137,7 @@ fn identities_are_checked_on_every_hop_and_refusals_change_nothing() {
     let out = cluster.runway_command_as(Some(&mixed)).args(["agents"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("does not chain to the CA"), "{}", stderr(&out));
-    let refused = rt.block_on(async {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(pki.ca_path()).unwrap()))
-            .identity(tonic::transport::Identity::from_pem(
-                std::fs::read(&forged.cert).unwrap(),
-                std::fs::read(&forged.key).unwrap(),
-            ));
-        let channel = tonic::transport::Endpoint::from_shared(addr.clone())
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await;
-        match channel {
-            Err(e) => Err(format!("{e:?}")),
-            Ok(channel) => OperatorClient::new(channel)
-                .list_agents(ListAgentsRequest::default())
-                .await
-                .map(|_| ())
-                .map_err(|s| format!("{s:?}")),
-        }
-    });
+    let refused = rt.block_on(list_agents_with(&addr, &pki.ca_path(), Some(&forged)));
     eprintln!("another CA's certificate: {:?}", refused);
     assert!(refused.is_err(), "a certificate from another CA must be refused");
     // A whole other PKI: the CLI refuses the coordinator's certificate.

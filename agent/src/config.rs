@@ -36,6 +36,12 @@ pub struct Config {
     /// Seconds between heartbeats.
     #[serde(default = "default_heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// How old an operator's deploy signature may be when the DB agent
+    /// runs the rollout, in seconds (0: no limit). Longer than the
+    /// longest approval wait plus the steps before migrate; the default is
+    /// 7 days. Stops an old signed bundle from being replayed.
+    #[serde(default = "default_signature_max_age_secs")]
+    pub signature_max_age_secs: u64,
     /// Required for the `db` role.
     pub database: Option<DatabaseConfig>,
     /// Tuning of the migrations engine.
@@ -202,6 +208,9 @@ impl AppConfig {
 
 fn default_heartbeat_secs() -> u64 {
     2
+}
+fn default_signature_max_age_secs() -> u64 {
+    7 * 24 * 60 * 60
 }
 fn default_health_timeout_secs() -> u64 {
     60

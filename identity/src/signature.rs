@@ -74,6 +74,33 @@ pub enum SignatureError {
     Mismatch(String),
     #[error("cannot sign: {0}")]
     Sign(String),
+    #[error(
+        "the operator signed this rollout {age_secs} s ago, longer than this agent accepts ({max_secs} s, \
+         `signature_max_age_secs`): start a new rollout"
+    )]
+    TooOld { age_secs: i64, max_secs: u64 },
+    #[error(
+        "the signature is dated {ahead_secs} s in the future: check the clocks of the operator's machine and this host"
+    )]
+    FromTheFuture { ahead_secs: i64 },
+}
+
+/// How far a signer's clock may run ahead of the agent's.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Refuses a claim signed longer than `max_age_secs` before `now` (both
+/// Unix seconds; 0 means no limit), so an old signed bundle cannot be
+/// replayed forever, or dated ahead of `now` by more than
+/// [`CLOCK_SKEW_SECS`].
+pub fn check_age(signed_at: i64, now: i64, max_age_secs: u64) -> Result<(), SignatureError> {
+    let age_secs = now.saturating_sub(signed_at);
+    if -age_secs > CLOCK_SKEW_SECS {
+        return Err(SignatureError::FromTheFuture { ahead_secs: -age_secs });
+    }
+    if max_age_secs > 0 && age_secs > i64::try_from(max_age_secs).unwrap_or(i64::MAX) {
+        return Err(SignatureError::TooOld { age_secs, max_secs: max_age_secs });
+    }
+    Ok(())
 }
 
 /// Signs `claim` with a PEM private key; the signature is the key's usual
@@ -168,6 +195,19 @@ mod tests {
             Err(SignatureError::NoDeployGrant { .. })
         ));
         assert_eq!(verify(&roots(&ca), &cert, &[], &claim()), Err(SignatureError::Missing));
+    }
+
+    #[test]
+    fn old_or_future_signatures_are_refused() {
+        let now = 1_790_000_000;
+        assert_eq!(check_age(now - 60, now, 3600), Ok(()));
+        assert_eq!(check_age(now - 7200, now, 0), Ok(()), "0 is no limit");
+        assert_eq!(check_age(now + 60, now, 3600), Ok(()), "within the clock skew");
+        assert_eq!(
+            check_age(now - 7200, now, 3600),
+            Err(SignatureError::TooOld { age_secs: 7200, max_secs: 3600 })
+        );
+        assert_eq!(check_age(now + 3600, now, 3600), Err(SignatureError::FromTheFuture { ahead_secs: 3600 }));
     }
 
     #[test]

@@ -40,6 +40,12 @@ impl Executor {
                 Need::IfPresent => Ok(()),
             };
         };
+        signature::check_age(
+            signature.signed_at,
+            chrono::Utc::now().timestamp(),
+            self.config.signature_max_age_secs,
+        )
+        .map_err(ExecError::Unsigned)?;
         let digest = runway_proto::bundle::digest(&bundle.files);
         let claim = DeployClaim::new(&self.config.environment, &digest, allow_danger, signature.signed_at);
         let operator =

@@ -62,6 +62,11 @@ pub fn load_security(config: &config::Config) -> Result<Security, StartError> {
             )));
         }
     }
+    // An http:// coordinator with TLS on (or the reverse) would only fail
+    // on every dial; say so now.
+    for addr in &config.coordinators {
+        security.address(addr).map_err(|e| StartError::Tls(format!("`coordinators`: {e}")))?;
+    }
     Ok(security)
 }
 

@@ -97,3 +97,25 @@ fn an_agent_config_missing_a_field_names_it() {
     assert!(!out.status.success());
     assert!(stderr.contains("missing field `environment`") && stderr.contains("agent.toml"), "{stderr}");
 }
+
+#[test]
+fn an_agent_with_tls_and_a_plain_http_coordinator_address_says_so_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = runway_tests::pki::Pki::create(dir.path());
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"app-1\"\nenvironment = \"staging\"\ncoordinators = [\"http://127.0.0.1:7400\"]\nroles = [\"app\"]\n\
+             state_dir = {:?}\n[app]\nmaintenance_on = [\"/bin/true\"]\nmaintenance_off = [\"/bin/true\"]\n\
+             restart = [\"/bin/true\"]\nhealth_url = \"http://127.0.0.1:1/health\"\n{}",
+            dir.path().join("state"),
+            pki.agent("staging", "app-1").toml()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("runway-agent")).arg("--config").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("TLS is on, so coordinators are reached over https://"), "{stderr}");
+}

@@ -61,8 +61,10 @@ impl Shared {
         environment: &str,
         role: Role,
     ) -> Result<Operator, ApiError> {
-        self.known_environment(environment)?;
+        // Who first: a caller that is not an operator learns nothing, not
+        // even which environments exist.
         let operator = self.operator(request)?;
+        self.known_environment(environment)?;
         if matches!(self.security, Security::Insecure)
             || self.config.environments.policy(environment).allows(&operator.name, role)
         {

@@ -79,7 +79,11 @@ pub async fn run(
             addr
         });
         let started = Instant::now();
-        match session(&addr, &config, &security, &executor, &mut outbox, &shutdown).await {
+        let ended = session(&addr, &config, &security, &executor, &mut outbox, &shutdown).await;
+        if let Err(e) = &ended {
+            crate::systemd::reconnecting(e);
+        }
+        match ended {
             Ok(()) => return,
             Err(SessionError::Refused { leader: Some(leader), .. }) => {
                 tracing::info!(%addr, %leader, "coordinator is a follower; dialing the leader");
@@ -190,6 +194,7 @@ async fn session(
                                 return Err(SessionError::NotAccepted { addr: addr.to_owned(), reason });
                             }
                             tracing::info!(coordinator = %r.coordinator, %addr, token = r.fencing_token, "registered");
+                            crate::systemd::attached(addr);
                             token = r.fencing_token;
                             if r.heartbeat_interval_secs > 0 {
                                 interval = Duration::from_secs(u64::from(r.heartbeat_interval_secs));

@@ -14,6 +14,7 @@
 //! - [`backup_ops`]: list, show, verify and restore backups for an operator.
 //! - [`service`]: the maintenance and restart hooks.
 //! - [`health`]: polling a health URL.
+//! - [`systemd`]: readiness, link status and watchdog pings for systemd.
 
 pub mod backup_ops;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod failpoint;
 pub mod health;
 pub mod journal;
 pub mod service;
+pub mod systemd;
 
 use std::sync::Arc;
 
@@ -87,6 +89,7 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
         shutdown.cancelled().await;
         executor.stop_accepting();
         tracker.close();
+        systemd::stopping(tracker.len());
         if !tracker.is_empty() {
             tracing::info!(
                 running = tracker.len(),
@@ -96,6 +99,9 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
         tracker.wait().await;
         link.cancel();
     };
-    tokio::join!(connection::run(config, security, executor.clone(), outbox_rx, link.clone()), drain);
+    systemd::report_while(async {
+        tokio::join!(connection::run(config, security, executor.clone(), outbox_rx, link.clone()), drain)
+    })
+    .await;
     Ok(())
 }

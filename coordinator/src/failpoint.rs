@@ -8,6 +8,10 @@
 //! - `RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS=1`: the leader does not step down
 //!   when its lease cannot be renewed — a deposed leader that does not know
 //!   it yet. Only fencing (etcd's and the agents') keeps it harmless.
+//! - `RUNWAY_FAILPOINT_STALL_MAIN_LOOP_AFTER_MS`: this long after start,
+//!   the loop that reports to systemd (see [`crate::systemd`]) hangs, as a
+//!   deadlocked main loop would: `WATCHDOG=1` pings stop, the gRPC server
+//!   goes on.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -19,6 +23,11 @@ fn millis(var: &str) -> Option<Duration> {
 pub fn pause_before_dispatch() -> Option<Duration> {
     static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
     *PAUSE.get_or_init(|| millis("RUNWAY_FAILPOINT_PAUSE_BEFORE_DISPATCH_MS"))
+}
+
+pub fn stall_main_loop_after() -> Option<Duration> {
+    static STALL: OnceLock<Option<Duration>> = OnceLock::new();
+    *STALL.get_or_init(|| millis("RUNWAY_FAILPOINT_STALL_MAIN_LOOP_AFTER_MS"))
 }
 
 pub fn ignore_lease_loss() -> bool {

@@ -14,6 +14,7 @@
 //! - [`leadership`]: the [`leadership::Election`] trait; campaigning in etcd, or
 //!   leadership a test hands out.
 //! - [`registry`]: the agents connected to the leader.
+//! - [`systemd`]: readiness, leadership status and watchdog pings for systemd.
 //! - [`dispatch`]: commands to agents, events and results back.
 //! - [`rollout`]: the plan, commands, saved rollouts and events, the engine.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
@@ -28,6 +29,7 @@ pub mod model;
 pub mod registry;
 pub mod rollout;
 pub mod store;
+pub mod systemd;
 
 #[cfg(test)]
 mod module_graph;
@@ -135,7 +137,7 @@ pub async fn run(
     let shared = Arc::new(api::Shared {
         config: Arc::clone(&config),
         security,
-        election,
+        election: Arc::clone(&election),
         registry,
         dispatcher,
         store,
@@ -143,16 +145,16 @@ pub async fn run(
         bus,
     });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = systemd::ready_when_accepting(tokio_stream::wrappers::TcpListenerStream::new(listener));
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = server_tls {
         server = server.tls_config(tls)?;
     }
-    let served = server
+    let serve = server
         .add_service(OperatorServer::new(api::operator::OperatorService::new(Arc::clone(&shared))))
         .add_service(AgentChannelServer::new(api::agents::AgentService::new(shared)))
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned())
-        .await;
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let served = systemd::report_while(election, serve).await;
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;

@@ -52,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
         tracing::info!("stopping");
+        runway_notify::stopping();
         signal.cancel();
     });
     runway_coordinator::run(config, listener, shutdown).await?;

@@ -2,7 +2,8 @@
 //! etcd, PostgreSQL, a DB agent and two app agents, mTLS, the CLI as
 //! operator `ops`): after a rollout it shows the leader, both coordinators'
 //! own views, the agents with their versions and the finished rollout; with
-//! the DB agent stopped it shows db-1 missing, and for how long.
+//! the DB agent stopped it shows db-1 missing, and for how long; an
+//! operator without the `view` role sees no environment.
 
 use std::time::Duration;
 
@@ -111,6 +112,15 @@ fn status_shows_the_cluster_after_a_rollout_and_a_stopped_db_agent_as_missing() 
     for name in ["app-1", "app-2"] {
         assert_eq!(agent(&missing, name)["connected"], true);
     }
+
+    // Without the view role nothing is shown: a named environment is
+    // refused, and no environment is listed otherwise.
+    let denied = cluster.runway_as("stranger", &["status", "--env", ENV, "--output", "json"]);
+    assert_eq!(denied.status.code(), Some(10), "{}", String::from_utf8_lossy(&denied.stdout));
+    let out = cluster.runway_as("stranger", &["status", "--output", "json"]);
+    let stranger = json_lines(&out.stdout);
+    assert_eq!(stranger[0]["environments"], serde_json::json!([]), "{stranger:#?}");
+    assert_eq!(stranger[0]["leader"]["name"], leader.name.as_str());
 
     // The same for a person.
     let out = cluster.runway(&["status"]);

@@ -200,6 +200,7 @@ fi
 cat <<TEXT
   export RUNWAY_COORDINATOR=$coord_list
   export RUNWAY_CA=$pki/ca.pem RUNWAY_CERT=$pki/operator-quickstart.pem RUNWAY_KEY=$pki/operator-quickstart.key
+  $bin/runway status                             # on call: leader, coordinators, agents, rollouts
   $bin/runway rollout list                       # the rollout and its state
   $bin/runway rollout show <id>                  # its steps, plan and backup
   $bin/runway rollout rollback <id> --yes --watch   # restore its backup, bring back v1

@@ -185,9 +185,11 @@ impl Executor {
             .await;
         match admission {
             Ok(Admission::Start) => {
-                tracing::info!(command_id = %cmd.command_id, action, token = cmd.fencing_token, "starting command");
+                // Every line logged while it runs carries its ids.
+                let span = tracing::info_span!("command", command_id = %cmd.command_id, rollout_id = %cmd.rollout_id);
+                span.in_scope(|| tracing::info!(command_id = %cmd.command_id, action, token = cmd.fencing_token, "starting command"));
                 let this = self.clone();
-                self.tracker.spawn(async move { this.run(cmd).await });
+                self.tracker.spawn(tracing::Instrument::instrument(async move { this.run(cmd).await }, span));
             }
             Ok(Admission::AlreadyRunning) => {
                 tracing::info!(command_id = %cmd.command_id, "command re-sent while running; its result will follow");
@@ -253,6 +255,8 @@ impl Executor {
         if let Err(e) = self.journal.finish(&result).await {
             tracing::error!(command_id = %cmd.command_id, error = %e, "cannot record command result");
         }
+        let outcome = CommandOutcome::try_from(result.outcome).map_or("unknown", |o| o.as_str_name());
+        tracing::info!(command_id = %cmd.command_id, outcome, "command finished");
         self.send_result(result);
     }
 

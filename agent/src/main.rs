@@ -12,17 +12,32 @@ struct Args {
     /// Agent config file (TOML). See deploy/agent-db.toml and deploy/agent-app.toml.
     #[arg(short, long, env = "RUNWAY_AGENT_CONFIG", default_value = "/etc/runway/agent.toml")]
     config: PathBuf,
+    /// Log lines as text for a person, or as one JSON object per line for
+    /// a log shipper, with the command id and rollout id of the span a
+    /// line belongs to.
+    #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let args = Args::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     let config = runway_agent::config::Config::load(&args.config)?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

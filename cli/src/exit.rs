@@ -33,6 +33,7 @@ pub enum Exit {
     Invalid = 2,
     /// 3: unreachable: no coordinator answered as leader, or the database
     /// could not be reached. Nothing was changed; retry when it is back.
+    /// `runway status` still shows what each coordinator answered.
     Unreachable = 3,
     /// 4: the rollout was cancelled.
     Cancelled = 4,
@@ -43,7 +44,8 @@ pub enum Exit {
     Integrity = 6,
     /// 7: needs attention. `migrate status`: migrations pending;
     /// `migrate lint`: warnings; `migrate plan` and `rollout plan`: needs
-    /// maintenance mode.
+    /// maintenance mode; `runway status`: an agent missing, a coordinator
+    /// unreachable or disagreeing, maintenance left on after a rollout.
     Attention = 7,
     /// 8: blocked. `migrate status`: a failed migration waits for `resolve`
     /// (and `deploy` refuses for that reason, or for a schema to baseline);
@@ -104,7 +106,8 @@ impl Exit {
                  counts); use another backup"
             }
             Exit::Attention => {
-                "needs attention: `status`: migrations pending; `lint`: warnings; `plan`: needs maintenance mode"
+                "needs attention: `migrate status`: migrations pending; `lint`: warnings; `plan`: needs maintenance \
+                 mode; `runway status`: an agent missing, a coordinator unreachable, maintenance left on"
             }
             Exit::Blocked => {
                 "blocked: `status`: a failed migration waits for `resolve`; `lint`: dangerous statements or \

@@ -17,6 +17,7 @@
 //! - [`backup`]: `runway backup …`, locally or on an environment's DB agent.
 //! - [`certs`]: `runway certs …`, a small CA for the quick start.
 //! - [`audit`]: `runway audit`, the coordinators' audit log.
+//! - [`status`]: `runway status`, the on-call view.
 
 pub mod audit;
 pub mod backup;
@@ -26,6 +27,7 @@ pub mod migrate;
 pub mod output;
 pub mod remote;
 pub mod rollout;
+pub mod status;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -89,6 +91,19 @@ pub enum Command {
         #[command(flatten)]
         coordinators: remote::Coordinators,
     },
+    /// The on-call view: the leader and what each coordinator thinks of
+    /// it; per environment the agents (versions, last heartbeat, connected
+    /// or missing for how long), running and recent rollouts (current step,
+    /// how long maintenance mode has been on) and the last failure. Exits 0
+    /// when all is well, 7 when something needs attention (listed last), 3
+    /// when no leader answered (each coordinator's view is still shown).
+    Status {
+        /// Only this environment.
+        #[arg(long = "env")]
+        environment: Option<String>,
+        #[command(flatten)]
+        coordinators: remote::Coordinators,
+    },
     /// Create a runway CA and issue coordinator, agent, operator and server
     /// (etcd) certificates, for the quick start and small installations.
     Certs {
@@ -129,6 +144,9 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Migrate { command } => migrate::run(output, command).await,
         Command::Backup { command } => backup::run(output, command).await,
         Command::Certs { command } => certs::run(output, command),
+        Command::Status { environment, coordinators } => {
+            async { status::run(&coordinators.remote()?, output, environment).await }.await
+        }
         Command::Audit { environment, since, coordinators } => {
             async { audit::run(&coordinators.remote()?, output, environment, since).await }.await
         }
@@ -161,6 +179,7 @@ mod tests {
             &["rollout", "approve"],
             &["rollout", "reject"],
             &["audit"],
+            &["status"],
             &["migrate"],
             &["migrate", "status"],
             &["migrate", "lint"],
@@ -187,6 +206,7 @@ mod tests {
             &["runway", "backup", "list", "--env", "staging", "--output", "json"],
             &["runway", "backup", "verify", "/b/app-1", "--output", "json"],
             &["runway", "audit", "--env", "production", "--since", "1h", "--output", "json"],
+            &["runway", "status", "--env", "staging", "--output", "json"],
         ] {
             let matches = command().try_get_matches_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
             let cli = Cli::from_arg_matches(&matches).expect("matches the derive");

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use backon::{ConstantBuilder, Retryable};
+use runway_proto::v1::agent_channel_client::AgentChannelClient;
 use runway_proto::v1::operator_client::OperatorClient;
+use runway_proto::v1::{LeaderInfo, LeaderRequest};
 use std::path::PathBuf;
 
 use runway_identity::tls::{Credentials, Security, TlsError, TlsFiles, handshake_failure};
@@ -143,6 +145,49 @@ impl Remote {
             None => Miss::NoLeader(vec![format!("{addr}: {}", runway_engine::errors::chain(&e))]),
         })?;
         Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// Every address, as given (with its scheme).
+    pub fn addresses(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// What each coordinator says about who leads (`AgentChannel.Leader`),
+    /// asked of all at once, in the order of `--coordinator`; an error says
+    /// why one did not answer. Never follows a hint and never retries: this
+    /// is each one's own view, as it is now.
+    pub async fn views(&self) -> Vec<(String, Result<LeaderInfo, String>)> {
+        let tasks: Vec<_> = self
+            .addrs
+            .iter()
+            .map(|addr| {
+                let (remote, addr) = (self.clone(), addr.clone());
+                tokio::spawn(async move {
+                    let answer = remote.view(&addr).await;
+                    (addr, answer)
+                })
+            })
+            .collect();
+        let mut views = Vec::new();
+        for (task, addr) in tasks.into_iter().zip(&self.addrs) {
+            views.push(task.await.unwrap_or_else(|e| (addr.clone(), Err(format!("asking failed: {e}")))));
+        }
+        views
+    }
+
+    async fn view(&self, addr: &str) -> Result<LeaderInfo, String> {
+        let endpoint = self
+            .security
+            .endpoint(addr)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(5));
+        let channel = self.security.connect(endpoint).await.map_err(|e| match handshake_failure(&e) {
+            Some(tls) => tls,
+            None => runway_engine::errors::chain(&e),
+        })?;
+        let answer = AgentChannelClient::new(channel).leader(LeaderRequest {}).await;
+        answer.map(tonic::Response::into_inner).map_err(|status| status.message().to_owned())
     }
 
     /// Runs `call` against the leader: tries every address, follows the

@@ -19,17 +19,31 @@ struct Args {
     /// Overrides `name` from the config.
     #[arg(long)]
     name: Option<String>,
+    /// Log lines as text for a person, or as one JSON object per line for
+    /// a log shipper, with the rollout id of the span a line belongs to.
+    #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let args = Args::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
+    }
     let mut config = runway_coordinator::config::Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;

@@ -1,4 +1,5 @@
-//! The agents connected to this (leader) coordinator.
+//! The agents connected to this (leader) coordinator, and those that went
+//! away while it led (for `runway status`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +32,23 @@ struct Connected {
     session: u64,
 }
 
+/// An agent that disconnected: what it registered as, and when it left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Departed {
+    /// As registered; `last_seen_unix_ms` is the last message heard from it.
+    pub info: AgentInfo,
+    /// When its session ended.
+    pub left_unix_ms: i64,
+}
+
 /// Shared registry; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Registry {
     agents: Arc<Mutex<HashMap<String, Connected>>>,
+    /// Agents whose session ended and that have not come back, kept in
+    /// memory only: a new leader (or a restarted one) knows only agents
+    /// that left while it led. Never pruned: the set of hosts is small.
+    departed: Arc<Mutex<HashMap<String, Departed>>>,
     next_session: Arc<AtomicU64>,
 }
 
@@ -55,6 +69,7 @@ impl Registry {
             tracing::info!(agent = %info.name, "agent reconnected; replacing its old session");
         }
         let session = self.next_session.fetch_add(1, Ordering::SeqCst) + 1;
+        self.departed.lock().expect("departed lock").remove(&info.name);
         agents.insert(info.name.clone(), Connected { info, tx, session });
         Ok(session)
     }
@@ -62,8 +77,11 @@ impl Registry {
     /// Removes the agent if `session` is still its current one.
     pub fn unregister(&self, name: &str, session: u64) {
         let mut agents = self.agents.lock().expect("registry lock");
-        if agents.get(name).is_some_and(|c| c.session == session) {
-            agents.remove(name);
+        if agents.get(name).is_some_and(|c| c.session == session)
+            && let Some(gone) = agents.remove(name)
+        {
+            let departed = Departed { info: gone.info, left_unix_ms: runway_proto::unix_ms_now() };
+            self.departed.lock().expect("departed lock").insert(name.to_owned(), departed);
         }
     }
 
@@ -94,6 +112,19 @@ impl Registry {
         list
     }
 
+    /// Agents that went away while this coordinator led and have not come
+    /// back, optionally of one environment, sorted by name.
+    pub fn departed(&self, environment: Option<&str>) -> Vec<Departed> {
+        let departed = self.departed.lock().expect("departed lock");
+        let mut list: Vec<Departed> = departed
+            .values()
+            .filter(|d| environment.is_none_or(|e| d.info.environment == e))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        list
+    }
+
     pub fn snapshot(&self, environment: &str) -> Vec<AgentSnapshot> {
         self.list(Some(environment))
             .into_iter()
@@ -109,8 +140,38 @@ impl Registry {
         self.agents.lock().expect("registry lock").contains_key(name)
     }
 
-    /// Drops every session (the leader stepped down).
+    /// Drops every session (the leader stepped down), and the memory of
+    /// agents that went away: a later term starts afresh.
     pub fn clear(&self) {
         self.agents.lock().expect("registry lock").clear();
+        self.departed.lock().expect("departed lock").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str) -> AgentInfo {
+        AgentInfo { name: name.into(), environment: "staging".into(), ..AgentInfo::default() }
+    }
+
+    #[test]
+    fn an_agent_that_leaves_is_remembered_until_it_comes_back() {
+        let registry = Registry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let session = registry.register(agent("db-1"), tx.clone()).unwrap();
+        assert!(registry.departed(None).is_empty());
+        // A stale session ending changes nothing.
+        registry.unregister("db-1", session + 100);
+        assert!(registry.is_connected("db-1"));
+        registry.unregister("db-1", session);
+        let departed = registry.departed(Some("staging"));
+        assert_eq!(departed.len(), 1);
+        assert_eq!(departed[0].info.name, "db-1");
+        assert!(departed[0].left_unix_ms > 0);
+        assert!(registry.departed(Some("production")).is_empty());
+        registry.register(agent("db-1"), tx).unwrap();
+        assert!(registry.departed(None).is_empty(), "back again");
     }
 }

@@ -212,7 +212,11 @@ impl AgentChannel for Impostor {
     }
 
     async fn leader(&self, _: Request<LeaderRequest>) -> Result<Response<LeaderInfo>, Status> {
-        Ok(Response::new(LeaderInfo { address: self.addr.clone(), fencing_token: u64::MAX }))
+        Ok(Response::new(LeaderInfo {
+            address: self.addr.clone(),
+            fencing_token: u64::MAX,
+            ..LeaderInfo::default()
+        }))
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - `view`: rollouts, events and agents as text and JSON.
 
-mod view;
+pub(crate) mod view;
 
 use std::path::PathBuf;
 use std::time::Duration;

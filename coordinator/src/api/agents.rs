@@ -41,13 +41,20 @@ impl AgentChannel for AgentService {
     type AttachStream = Outbound;
 
     async fn leader(&self, _: Request<LeaderRequest>) -> Result<Response<LeaderInfo>, Status> {
+        let responder = self.shared.config.name.clone();
         let info = match self.shared.election.current() {
-            Leadership::Leader(term) => {
-                LeaderInfo { address: self.shared.config.advertise.clone(), fencing_token: term.token.0 }
-            }
-            Leadership::Follower { leader, token } => {
-                LeaderInfo { address: leader.unwrap_or_default(), fencing_token: token.map_or(0, |t| t.0) }
-            }
+            Leadership::Leader(term) => LeaderInfo {
+                address: self.shared.config.advertise.clone(),
+                fencing_token: term.token.0,
+                responder,
+                responder_leads: !term.cancel.is_cancelled(),
+            },
+            Leadership::Follower { leader, token } => LeaderInfo {
+                address: leader.unwrap_or_default(),
+                fencing_token: token.map_or(0, |t| t.0),
+                responder,
+                responder_leads: false,
+            },
         };
         Ok(Response::new(info))
     }

@@ -3,7 +3,8 @@
 //! Reads (get, list) are served by any coordinator from etcd; everything
 //! else only by the leader, followers answer with the leader's address.
 //! Backup operations live in [`super::backups`], plans in [`super::plan`],
-//! approvals in [`super::approvals`], the audit log in [`super::audit`].
+//! approvals in [`super::approvals`], the audit log in [`super::audit`],
+//! the on-call view in [`super::status`].
 //!
 //! Every call checks the caller's role in the environment it touches
 //! (`Shared::authorize`) before doing anything; for a call by rollout id,
@@ -15,7 +16,7 @@
 //! | `StartRollout`, `CancelRollout` | `deploy` |
 //! | `RollbackRollout`, backup `restore` and `verify` | `restore` |
 //! | `ApproveRollout`, `RejectRollout` | `approve` |
-//! | `GetRollout`, `ListRollouts`, `WatchRollout`, `ListAgents`, backup `list` and `show`, `PlanRollout`, `ListAudit` | `view` |
+//! | `GetRollout`, `ListRollouts`, `WatchRollout`, `ListAgents`, backup `list` and `show`, `PlanRollout`, `ListAudit`, `GetStatus` | `view` |
 //!
 //! Start, cancel, rollback, approve, reject, backup restore and verify are
 //! recorded in the audit log, accepted or refused (see [`super::audit`]).
@@ -26,11 +27,11 @@ use std::sync::Arc;
 use runway_proto::v1::operator_server::Operator;
 use runway_proto::v1::{self, CommandOutcome, command};
 use runway_proto::v1::{
-    ApproveRolloutRequest, AuditEntry, BackupCommandRequest, CancelRolloutRequest, GetRolloutRequest,
-    ListAgentsRequest, ListAgentsResponse, ListAuditRequest, ListAuditResponse, ListRolloutsRequest,
-    ListRolloutsResponse, PlanRolloutRequest, RejectRolloutRequest, RollbackRolloutRequest,
-    RollbackRolloutResponse, Rollout, RolloutEvent, RolloutPlan, ShowBackup, StartRolloutRequest,
-    WatchRolloutRequest,
+    ApproveRolloutRequest, AuditEntry, BackupCommandRequest, CancelRolloutRequest, ClusterStatus,
+    GetRolloutRequest, GetStatusRequest, ListAgentsRequest, ListAgentsResponse, ListAuditRequest,
+    ListAuditResponse, ListRolloutsRequest, ListRolloutsResponse, PlanRolloutRequest, RejectRolloutRequest,
+    RollbackRolloutRequest, RollbackRolloutResponse, Rollout, RolloutEvent, RolloutPlan, ShowBackup,
+    StartRolloutRequest, WatchRolloutRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -423,6 +424,13 @@ impl Operator for OperatorService {
         request: Request<ListAuditRequest>,
     ) -> Result<Response<ListAuditResponse>, Status> {
         Ok(Response::new(super::audit::list(&self.shared, request).await?))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(super::status::get(&self.shared, request).await?))
     }
 }
 

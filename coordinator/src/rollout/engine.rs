@@ -173,7 +173,9 @@ impl Engine {
             running.insert(record.id.clone(), Arc::clone(&control));
         }
         let engine = self.clone();
-        self.tracker.spawn(async move {
+        // Every line logged while the rollout runs carries its id.
+        let span = tracing::info_span!("rollout", rollout_id = %record.id);
+        let run = async move {
             let id = record.id.clone();
             match engine.run(term, record, bundle, control).await {
                 Ok(()) => {}
@@ -182,7 +184,8 @@ impl Engine {
                 }
             }
             engine.running.lock().expect("engine lock").remove(&id);
-        });
+        };
+        self.tracker.spawn(tracing::Instrument::instrument(run, span));
     }
 
     /// Asks a running rollout to stop after its current step. False when

@@ -56,6 +56,7 @@ impl Registry {
         }
         let session = self.next_session.fetch_add(1, Ordering::SeqCst) + 1;
         agents.insert(info.name.clone(), Connected { info, tx, session });
+        publish(&agents);
         Ok(session)
     }
 
@@ -64,6 +65,7 @@ impl Registry {
         let mut agents = self.agents.lock().expect("registry lock");
         if agents.get(name).is_some_and(|c| c.session == session) {
             agents.remove(name);
+            publish(&agents);
         }
     }
 
@@ -111,6 +113,15 @@ impl Registry {
 
     /// Drops every session (the leader stepped down).
     pub fn clear(&self) {
-        self.agents.lock().expect("registry lock").clear();
+        let mut agents = self.agents.lock().expect("registry lock");
+        agents.clear();
+        publish(&agents);
     }
+}
+
+/// Tells the metrics who is connected now.
+fn publish(agents: &HashMap<String, Connected>) {
+    let connected =
+        agents.values().map(|c| (c.info.environment.as_str(), c.info.name.as_str(), &c.info.roles[..]));
+    crate::metrics::get().agents(connected);
 }

@@ -1,5 +1,6 @@
 //! `deploy/prometheus/alerts.yml` is valid for Prometheus (`promtool check
-//! rules`). That its alerts use only metrics runway registers is checked
+//! rules`), and its no-leader and maintenance alerts fire when they should
+//! (`promtool test rules deploy/prometheus/alerts_test.yml`). That its alerts use only metrics runway registers is checked
 //! in `tests/metrics.rs`, next to a real scrape.
 
 use std::process::Command;
@@ -17,12 +18,15 @@ fn promtool_accepts_the_alert_rules() {
         eprintln!("skipping: promtool is not installed (deploy/install-deps.sh installs it)");
         return;
     }
-    let rules = workspace_root().join("deploy/prometheus/alerts.yml");
-    let out = Command::new("promtool").arg("check").arg("rules").arg(&rules).output().expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool check rules failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = workspace_root().join("deploy/prometheus");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]] {
+        let out = Command::new("promtool").args(args).current_dir(&dir).output().expect("run promtool");
+        assert!(
+            out.status.success(),
+            "promtool {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -105,9 +105,9 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
         }
         tracker.wait().await;
         link.cancel();
+        metrics.close();
+        metrics.wait().await;
     };
     tokio::join!(connection::run(config, security, executor.clone(), outbox_rx, link.clone()), drain);
-    metrics.close();
-    metrics.wait().await;
     Ok(())
 }

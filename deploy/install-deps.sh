@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what runway's build, tests and quick start need and the machine
 # lacks: etcd, protoc, PostgreSQL 15 server binaries, iptables/nftables,
-# systemd-analyze and node (the systemd unit and polkit rule tests), and
+# systemd-analyze and node (the systemd unit and polkit rule tests),
+# promtool (Debian's prometheus package: the alert rules test), and
 # the moto S3 server for the backup tests. Safe to run again.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"

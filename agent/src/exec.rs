@@ -228,6 +228,7 @@ impl Executor {
 
     async fn run(&self, cmd: v1::Command) {
         let progress = self.progress_for(&cmd.command_id);
+        let started = std::time::Instant::now();
         let outcome = self.execute(&cmd, &progress).await;
         if let Some(hold) = crate::failpoint::hold_result() {
             progress.emit("failpoint", format!("holding the result for {} ms", hold.as_millis()));
@@ -252,6 +253,11 @@ impl Executor {
                 }
             }
         };
+        crate::metrics::get().command_ended(
+            action_name(&cmd),
+            outcome_name(result.outcome),
+            started.elapsed(),
+        );
         if let Err(e) = self.journal.finish(&result).await {
             tracing::error!(command_id = %cmd.command_id, error = %e, "cannot record command result");
         }
@@ -268,8 +274,11 @@ impl Executor {
                 let url = self.db_url()?;
                 let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
                 let environment = &self.config.environment;
+                let started = std::time::Instant::now();
                 let report =
                     backup::run_step(url, config, environment, &b.label, &cmd.rollout_id, progress).await?;
+                let manifest = &report.manifest;
+                crate::metrics::get().backup_succeeded(&manifest.database, manifest.bytes, started.elapsed());
                 Ok(serde_json::to_value(report).expect("backup report serializes"))
             }
             command::Action::ListBackups(_)
@@ -305,6 +314,7 @@ impl Executor {
                 )?;
                 let migrations = runway_proto::bundle::migrations(&bundle)?;
                 let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
+                crate::metrics::get().migrations_applied(&report.durations_ms);
                 Ok(serde_json::to_value(report).expect("report serializes"))
             }
             command::Action::MaintenanceOn(_) => {
@@ -408,6 +418,15 @@ pub fn action_name(cmd: &v1::Command) -> &'static str {
         Some(command::Action::RestoreBackup(_)) => "restore_backup",
         Some(command::Action::ReleaseBackup(_)) => "release_backup",
         None => "unknown",
+    }
+}
+
+/// The `outcome` label of a result's outcome.
+fn outcome_name(outcome: i32) -> &'static str {
+    match CommandOutcome::try_from(outcome) {
+        Ok(CommandOutcome::Succeeded) => "succeeded",
+        Ok(CommandOutcome::Refused) => "refused",
+        _ => "failed",
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`exec`]: turns a `Command` into work on this host.
 //! - [`failpoint`]: faults the fault-injection tests switch on.
 //! - [`journal`]: on-disk record of fencing tokens and command results.
+//! - [`metrics`]: Prometheus metrics and the opt-in `/metrics` endpoint.
 //! - [`backup_ops`]: list, show, verify and restore backups for an operator.
 //! - [`service`]: the maintenance and restart hooks.
 //! - [`health`]: polling a health URL.
@@ -23,6 +24,7 @@ pub mod exec;
 pub mod failpoint;
 pub mod health;
 pub mod journal;
+pub mod metrics;
 pub mod service;
 pub mod systemd;
 
@@ -40,6 +42,9 @@ pub enum StartError {
     Journal(#[from] journal::JournalError),
     #[error("agent TLS: {0}")]
     Tls(String),
+    /// `[telemetry] metrics_listen` cannot be bound.
+    #[error("cannot serve metrics at `[telemetry] metrics_listen`: {0}")]
+    Metrics(std::io::Error),
 }
 
 /// Loads `[tls]` and checks the certificate names this agent: the
@@ -81,6 +86,11 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
     let journal = journal::Journal::open(&config.state_dir).await?;
     let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
     let tracker = TaskTracker::new();
+    // Apart from `tracker`: the drain waits for commands, not for scrapes.
+    let metrics = TaskTracker::new();
+    metrics::start(config.telemetry.metrics_listen, &metrics, shutdown.clone())
+        .await
+        .map_err(StartError::Metrics)?;
     let executor =
         exec::Executor::new(Arc::clone(&config), security.clone(), journal, outbox_tx, tracker.clone());
     tracing::info!(name = %config.name, environment = %config.environment, "agent starting");
@@ -98,6 +108,8 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
         }
         tracker.wait().await;
         link.cancel();
+        metrics.close();
+        metrics.wait().await;
     };
     systemd::report_while(async {
         tokio::join!(connection::run(config, security, executor.clone(), outbox_rx, link.clone()), drain)

@@ -10,6 +10,7 @@
 //! - [`failpoint`]: faults the fault-injection tests switch on.
 //! - [`fencing`]: a leader's [`fencing::Term`] and its [`fencing::FencingToken`].
 //! - [`model`]: the saved rollout record, step kinds and states, their wire form.
+//! - [`metrics`]: Prometheus metrics and the opt-in `/metrics` endpoint.
 //! - [`store`]: a fenced key/value store ([`store::Kv`]): etcd, or memory for tests.
 //! - [`leadership`]: the [`leadership::Election`] trait; campaigning in etcd, or
 //!   leadership a test hands out.
@@ -25,6 +26,7 @@ pub mod dispatch;
 pub mod failpoint;
 pub mod fencing;
 pub mod leadership;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod rollout;
@@ -60,6 +62,9 @@ pub enum StartError {
     /// `[tls]` cannot be used.
     #[error("coordinator TLS: {0}")]
     Tls(String),
+    /// `[telemetry] metrics_listen` cannot be bound.
+    #[error("cannot serve metrics at `[telemetry] metrics_listen`: {0}")]
+    Metrics(std::io::Error),
 }
 
 /// Loads `[tls]`: a coordinator's certificate must name a coordinator
@@ -110,6 +115,9 @@ pub async fn run(
         .map_err(|source| StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source })?;
 
     let tracker = TaskTracker::new();
+    metrics::start(config.telemetry.metrics_listen, &tracker, shutdown.clone())
+        .await
+        .map_err(StartError::Metrics)?;
     let store = store::Store::new(Arc::new(EtcdKv::new(client.clone())), &config.etcd_prefix);
     let election: Arc<dyn Election> = Arc::new(EtcdElection::start(
         client,

@@ -71,6 +71,7 @@ impl Registry {
         let session = self.next_session.fetch_add(1, Ordering::SeqCst) + 1;
         self.departed.lock().expect("departed lock").remove(&info.name);
         agents.insert(info.name.clone(), Connected { info, tx, session });
+        publish(&agents);
         Ok(session)
     }
 
@@ -80,6 +81,7 @@ impl Registry {
         if agents.get(name).is_some_and(|c| c.session == session)
             && let Some(gone) = agents.remove(name)
         {
+            publish(&agents);
             let departed = Departed { info: gone.info, left_unix_ms: runway_proto::unix_ms_now() };
             self.departed.lock().expect("departed lock").insert(name.to_owned(), departed);
         }
@@ -143,9 +145,18 @@ impl Registry {
     /// Drops every session (the leader stepped down), and the memory of
     /// agents that went away: a later term starts afresh.
     pub fn clear(&self) {
-        self.agents.lock().expect("registry lock").clear();
+        let mut agents = self.agents.lock().expect("registry lock");
+        agents.clear();
+        publish(&agents);
         self.departed.lock().expect("departed lock").clear();
     }
+}
+
+/// Tells the metrics who is connected now.
+fn publish(agents: &HashMap<String, Connected>) {
+    let connected =
+        agents.values().map(|c| (c.info.environment.as_str(), c.info.name.as_str(), &c.info.roles[..]));
+    crate::metrics::get().agents(connected);
 }
 
 #[cfg(test)]

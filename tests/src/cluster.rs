@@ -23,6 +23,8 @@ pub struct Coordinator {
     config: PathBuf,
     env: Vec<(String, String)>,
     pub proc: Proc,
+    /// The port of its plain-HTTP `/metrics` on `host.ip`, with [`Options::metrics`].
+    pub metrics: Option<u16>,
 }
 
 pub struct AppHost {
@@ -66,6 +68,8 @@ pub struct DbHost {
     config: PathBuf,
     env: Vec<(String, String)>,
     pub agent: Proc,
+    /// The port of its plain-HTTP `/metrics` on `host.ip`, with [`Options::metrics`].
+    pub metrics: Option<u16>,
 }
 
 /// Options for [`Cluster::start`].
@@ -95,6 +99,9 @@ pub struct Options {
     /// Extra `key = value` lines for every `[environments.NAME]` table of
     /// the coordinators (e.g. `approvals = 1`).
     pub environment_policy: String,
+    /// Every coordinator and the DB agent serve `/metrics` on a free port
+    /// (`[telemetry] metrics_listen`).
+    pub metrics: bool,
 }
 
 impl Default for Options {
@@ -112,6 +119,7 @@ impl Default for Options {
             step_deadline_secs: None,
             tls: true,
             environment_policy: String::new(),
+            metrics: false,
         }
     }
 }
@@ -153,9 +161,9 @@ impl Cluster {
             .collect();
         let addrs: Vec<String> = coordinators.iter().map(|c| c.addr.clone()).collect();
 
-        let db = options.db_host.then(|| {
-            start_db_agent(&root, host("db-1"), &addrs, &pg.url(DB), &options.agent_env, pki.as_ref())
-        });
+        let db = options
+            .db_host
+            .then(|| start_db_agent(&root, host("db-1"), &addrs, &pg.url(DB), &options, pki.as_ref()));
         let apps = (1..=options.app_hosts)
             .map(|i| {
                 let name = format!("app-{i}");
@@ -324,10 +332,12 @@ fn start_coordinator(
     }
     text.push_str(&environments_toml(&["staging", "production"], &options.environment_policy));
     text.push_str(&tls_toml(pki.map(|pki| pki.coordinator(name, &host.ip))));
+    let metrics = options.metrics.then(free_port);
+    text.push_str(&telemetry_toml(&host, metrics));
     std::fs::write(&config, text).expect("write coordinator config");
     let env = options.coordinator_env.clone();
     let proc = spawn_coordinator(root, name, &host, &config, &env);
-    Coordinator { name: name.to_owned(), addr, host, config, env, proc }
+    Coordinator { name: name.to_owned(), addr, host, config, env, proc, metrics }
 }
 
 fn spawn_coordinator(root: &Path, name: &str, host: &Host, config: &Path, env: &[(String, String)]) -> Proc {
@@ -340,6 +350,11 @@ fn spawn_agent(root: &Path, name: &str, host: &Host, config: &Path, env: &[(Stri
     let mut command = host.command(bin("runway-agent"));
     command.arg("--config").arg(config).envs(env.iter().cloned());
     Proc::spawn(name, &mut command, root)
+}
+
+/// A config's `[telemetry]` table: metrics on `port`, if any.
+fn telemetry_toml(host: &Host, port: Option<u16>) -> String {
+    port.map(|port| format!("[telemetry]\nmetrics_listen = \"{}:{port}\"\n", host.ip)).unwrap_or_default()
 }
 
 /// A config's `[tls]` table: the holder's files, or insecure mode.
@@ -356,9 +371,10 @@ fn start_db_agent(
     host: Host,
     coordinators: &[String],
     url: &str,
-    env: &[(String, String)],
+    options: &Options,
     pki: Option<&Pki>,
 ) -> DbHost {
+    let metrics = options.metrics.then(free_port);
     let state_dir = root.join("db-1-state");
     let backup_dir = root.join("db-1-backups");
     let config = root.join("db-1.toml");
@@ -371,12 +387,13 @@ fn start_db_agent(
             state_dir.display().to_string(),
             backup_dir.display().to_string(),
             crate::postgres::PG_BIN,
-        ) + &tls_toml(pki.map(|pki| pki.agent(ENV, "db-1"))),
+        ) + &tls_toml(pki.map(|pki| pki.agent(ENV, "db-1")))
+            + &telemetry_toml(&host, metrics),
     )
     .expect("write db agent config");
-    let env = env.to_vec();
+    let env = options.agent_env.clone();
     let agent = spawn_agent(root, "db-1", &host, &config, &env);
-    DbHost { host, state_dir, backup_dir, config, env, agent }
+    DbHost { host, state_dir, backup_dir, config, env, agent, metrics }
 }
 
 /// The sample app's hook script in deploy/.

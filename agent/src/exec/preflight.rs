@@ -60,6 +60,7 @@ impl Executor {
             detail.insert("server_version".into(), version.into());
             let plan = migrate::plan(url, &migrations).await?;
             let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
+            crate::metrics::get().lint_findings(plan.lint.findings.iter().map(|f| &f.rule));
             detail.insert("pending".into(), plan.status.pending.clone().into());
             detail.insert("plan".into(), serde_json::to_value(&plan).expect("plan serializes"));
             detail.insert(

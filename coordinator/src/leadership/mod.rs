@@ -32,6 +32,16 @@ pub enum Leadership {
     },
 }
 
+impl Leadership {
+    /// This coordinator's token when it leads, else the leader's if known.
+    pub fn token(&self) -> Option<FencingToken> {
+        match self {
+            Self::Leader(term) => Some(term.token),
+            Self::Follower { token, .. } => *token,
+        }
+    }
+}
+
 /// A source of leadership for one coordinator.
 ///
 /// Whoever holds [`Leadership::Leader`] must stop acting the moment its

@@ -44,6 +44,7 @@ use crate::dispatch::Dispatcher;
 use crate::failpoint;
 use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
+use crate::metrics;
 use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState};
 use crate::registry::Registry;
 use crate::store::StoreError;
@@ -106,6 +107,7 @@ impl Engine {
         let mut leading = false;
         loop {
             let state = changes.borrow_and_update().clone();
+            metrics::get().leadership(matches!(state, Leadership::Leader(_)), state.token().map(|t| t.0));
             match state {
                 Leadership::Leader(term) if !leading => {
                     leading = true;
@@ -184,6 +186,7 @@ impl Engine {
                 }
             }
             engine.running.lock().expect("engine lock").remove(&id);
+            metrics::get().rollout_stopped(&id);
         };
         self.tracker.spawn(tracing::Instrument::instrument(run, span));
     }
@@ -281,6 +284,7 @@ impl Engine {
         let events =
             EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?;
         let run = Run { engine: self, term: &term, events: &events, bundle: &bundle };
+        metrics::get().rollout_resumed(&record);
         if self.store.cancel_requested(&record.id).await? {
             control.cancel_requested.store(true, Ordering::SeqCst);
         }
@@ -323,8 +327,10 @@ impl Engine {
                 run.gate(&mut record, index, &control).await?;
                 continue;
             }
+            let started = Instant::now();
             let result = run.step(&mut record, index).await?;
             self.settle(&mut record, index, &result);
+            metrics::get().step_ended(&record, index, started.elapsed());
             let step = &record.steps[index];
             let (kind, message) = match step.state {
                 StepState::Succeeded => ("step_succeeded", format!("{} succeeded", step.kind.name())),
@@ -363,6 +369,7 @@ impl Engine {
             )
             .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
+        metrics::get().rollout_ended(&record);
         self.release_backup(&term, &record).await;
         Ok(())
     }
@@ -404,13 +411,17 @@ struct Run<'a> {
 impl Run<'_> {
     async fn save(&self, record: &mut RolloutRecord) -> Result<(), StoreError> {
         record.updated_unix_ms = runway_proto::unix_ms_now();
-        self.engine.store.put_rollout(self.term, record).await
+        self.engine.store.put_rollout(self.term, record).await?;
+        metrics::get().rollout_saved(record);
+        Ok(())
     }
 
     /// Saves `record` together with the event that reports the change.
     async fn transition(&self, record: &mut RolloutRecord, event: NewEvent) -> Result<(), StoreError> {
         record.updated_unix_ms = runway_proto::unix_ms_now();
-        self.events.emit_with(event, record).await
+        self.events.emit_with(event, record).await?;
+        metrics::get().rollout_saved(record);
+        Ok(())
     }
 
     /// Runs step `index`: saved as running first, then its commands.
@@ -491,6 +502,7 @@ impl Run<'_> {
             Some(v1::command::Action::Restart(r)) => Some(r.app_version.clone()),
             _ => None,
         };
+        let dispatched = Instant::now();
         let mut in_flight = self.engine.dispatcher.dispatch(host, command).await;
         // Away is reported only after this run saw the agent connected, so
         // agents still reconnecting to a new leader are not called away.
@@ -533,6 +545,7 @@ impl Run<'_> {
                                 self.engine.config.step_deadline_secs
                             );
                             self.emit_result(step, host, &command_id, Err((&error, ""))).await?;
+                            metrics::get().command_ended(step.kind, "unknown", dispatched.elapsed());
                             return Ok(CommandEnd {
                                 error: Some(error),
                                 refused: false,
@@ -563,6 +576,7 @@ impl Run<'_> {
             Some(error) => Err((error.as_str(), result.detail_json.as_str())),
         };
         self.emit_result(step, host, &command_id, emitted).await?;
+        metrics::get().command_ended(step.kind, metrics::outcome_name(outcome), dispatched.elapsed());
         if let Some(version) = restarted_to.filter(|_| error.is_none()) {
             self.engine.registry.set_app_version(host, &version);
         }

@@ -13,11 +13,19 @@ use crate::fencing::Term;
 /// also cut the election's long-running campaign and keep-alive streams.)
 pub(crate) const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Bounds an etcd call by [`CALL_TIMEOUT`].
+/// Bounds an etcd call (`op`, as the metrics name it) by [`CALL_TIMEOUT`]
+/// and records its latency and failure.
 async fn timed<T>(
+    op: &'static str,
     call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, StoreError> {
-    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| StoreError::Timeout)?.map_err(StoreError::from)
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(StoreError::from),
+        Err(_) => Err(StoreError::Timeout),
+    };
+    crate::metrics::get().etcd_request(op, started.elapsed(), result.is_ok());
+    result
 }
 
 /// Keys and values in etcd; cheap to clone.
@@ -36,7 +44,7 @@ impl EtcdKv {
 impl Kv for EtcdKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            let response = timed(self.client.kv_client().get(key, None)).await?;
+            let response = timed("get", self.client.kv_client().get(key, None)).await?;
             Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
         })
     }
@@ -45,7 +53,7 @@ impl Kv for EtcdKv {
         Box::pin(async move {
             let from = if from < prefix { prefix } else { from };
             let options = GetOptions::new().with_range(prefix_end(prefix));
-            let response = timed(self.client.kv_client().get(from, Some(options))).await?;
+            let response = timed("scan", self.client.kv_client().get(from, Some(options))).await?;
             Ok(response
                 .kvs()
                 .iter()
@@ -61,7 +69,7 @@ impl Kv for EtcdKv {
                 .with_sort(SortTarget::Key, SortOrder::Descend)
                 .with_limit(1)
                 .with_keys_only();
-            let response = timed(self.client.kv_client().get(prefix, Some(options))).await?;
+            let response = timed("last_key", self.client.kv_client().get(prefix, Some(options))).await?;
             Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()))
         })
     }
@@ -71,7 +79,7 @@ impl Kv for EtcdKv {
             let txn = Txn::new()
                 .when(vec![Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64)])
                 .and_then(puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect::<Vec<_>>());
-            let response = timed(self.client.kv_client().txn(txn)).await?;
+            let response = timed("put_fenced", self.client.kv_client().txn(txn)).await?;
             if response.succeeded() { Ok(()) } else { Err(StoreError::Fenced(term.token.0)) }
         })
     }

@@ -1,0 +1,449 @@
+//! The coordinator's Prometheus metrics and the `/metrics` endpoint.
+//!
+//! One process-wide set of typed handles ([`get`]), like neon's metric
+//! statics: recording is a one-line call where the event happens, and
+//! costs a few atomics whether or not `[telemetry] metrics_listen` serves
+//! them. Names follow Prometheus conventions (`runway_` prefix, `_seconds`,
+//! `_total`); the text is OpenMetrics, which Prometheus scrapes as is.
+//!
+//! This module uses only [`crate::model`], so the store, the registry and
+//! the engine can all record into it.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::{RolloutRecord, RolloutState, StepKind, StepState};
+
+/// Buckets for steps, commands and maintenance: 50 ms to about 28 h.
+fn long_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 22))
+}
+
+/// Buckets for etcd calls: 1 ms to about 8 s.
+fn short_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvRole {
+    environment: String,
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvAgent {
+    environment: String,
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvState {
+    environment: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindOutcome {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Env {
+    environment: String,
+}
+
+/// One rollout in maintenance mode now.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Maintenance {
+    environment: String,
+    rollout: String,
+    downtime_class: String,
+}
+
+/// The coordinator's metrics; see [`get`].
+pub struct Metrics {
+    registry: Registry,
+    leader: Gauge,
+    fencing_token: Gauge,
+    agents_connected: Family<EnvRole, Gauge>,
+    agent_connected: Family<EnvAgent, Gauge>,
+    rollouts: Family<EnvState, Gauge>,
+    rollouts_ended: Family<EnvState, Counter>,
+    step_duration: HistogramFamily<KindOutcome>,
+    command_duration: HistogramFamily<KindOutcome>,
+    etcd_duration: HistogramFamily<Op>,
+    etcd_errors: Family<Op, Counter>,
+    maintenance_duration: HistogramFamily<Env>,
+    maintenance_started: Family<Maintenance, Gauge>,
+    maintenance_allowed: Family<Maintenance, Gauge>,
+    /// Label sets published so far, so a combination that empties reads 0
+    /// rather than vanishing (the alerts compare against it).
+    seen_agents: Mutex<(Vec<EnvRole>, Vec<EnvAgent>)>,
+    /// Rollouts this leader runs: id → labels of their `runway_rollouts` series.
+    running: Mutex<HashMap<String, EnvState>>,
+    /// Rollouts in maintenance mode: id → labels and when it went on.
+    in_maintenance: Mutex<HashMap<String, (Maintenance, tokio::time::Instant)>>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("runway");
+        let m = Self {
+            leader: Gauge::default(),
+            fencing_token: Gauge::default(),
+            agents_connected: Family::default(),
+            agent_connected: Family::default(),
+            rollouts: Family::default(),
+            rollouts_ended: Family::default(),
+            step_duration: Family::new_with_constructor(long_buckets),
+            command_duration: Family::new_with_constructor(long_buckets),
+            etcd_duration: Family::new_with_constructor(short_buckets),
+            etcd_errors: Family::default(),
+            maintenance_duration: Family::new_with_constructor(long_buckets),
+            maintenance_started: Family::default(),
+            maintenance_allowed: Family::default(),
+            seen_agents: Mutex::default(),
+            running: Mutex::default(),
+            in_maintenance: Mutex::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("leader", "1 while this coordinator leads, else 0", m.leader.clone());
+        r.register(
+            "fencing_token",
+            "The fencing token of this coordinator's term, or of the leader it follows",
+            m.fencing_token.clone(),
+        );
+        r.register(
+            "agents_connected",
+            "Agents connected to this leader, by environment and role",
+            m.agents_connected.clone(),
+        );
+        r.register(
+            "agent_connected",
+            "1 while the agent is connected to this leader, 0 once it left",
+            m.agent_connected.clone(),
+        );
+        r.register("rollouts", "Rollouts this leader runs now, by environment and state", m.rollouts.clone());
+        r.register(
+            "rollouts_ended",
+            "Rollouts this leader ended, by environment and final state",
+            m.rollouts_ended.clone(),
+        );
+        r.register_with_unit(
+            "step_duration",
+            "How long rollout steps took, by kind and outcome",
+            Unit::Seconds,
+            m.step_duration.clone(),
+        );
+        r.register_with_unit(
+            "command_duration",
+            "Dispatch to result of agent commands, by kind and outcome",
+            Unit::Seconds,
+            m.command_duration.clone(),
+        );
+        r.register_with_unit(
+            "etcd_request_duration",
+            "Latency of etcd requests, by operation",
+            Unit::Seconds,
+            m.etcd_duration.clone(),
+        );
+        r.register("etcd_request_errors", "Failed etcd requests, by operation", m.etcd_errors.clone());
+        r.register_with_unit(
+            "maintenance_duration",
+            "How long maintenance mode was on, one observation per rollout that lifted it",
+            Unit::Seconds,
+            m.maintenance_duration.clone(),
+        );
+        r.register(
+            "maintenance_started_timestamp_seconds",
+            "When maintenance mode went on (unix seconds), for rollouts in maintenance now",
+            m.maintenance_started.clone(),
+        );
+        r.register(
+            "maintenance_allowed_seconds",
+            "How long the rollout's downtime class allows maintenance mode to stay on",
+            m.maintenance_allowed.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// This coordinator leads (with `token`) or follows (the leader's
+    /// token, if known).
+    pub fn leadership(&self, leading: bool, token: Option<u64>) {
+        self.leader.set(i64::from(leading));
+        if let Some(token) = token {
+            self.fencing_token.set(i64::try_from(token).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The agents connected now: `(environment, name, roles)`.
+    pub fn agents<'a>(&self, agents: impl Iterator<Item = (&'a str, &'a str, &'a [String])>) {
+        let mut by_role: HashMap<EnvRole, i64> = HashMap::new();
+        let mut connected = Vec::new();
+        for (environment, name, roles) in agents {
+            for role in roles {
+                *by_role
+                    .entry(EnvRole { environment: environment.into(), role: role.clone() })
+                    .or_default() += 1;
+            }
+            connected.push(EnvAgent { environment: environment.into(), agent: name.into() });
+        }
+        let mut seen = self.seen_agents.lock().expect("metrics lock");
+        for labels in by_role.keys() {
+            if !seen.0.contains(labels) {
+                seen.0.push(labels.clone());
+            }
+        }
+        for labels in &connected {
+            if !seen.1.contains(labels) {
+                seen.1.push(labels.clone());
+            }
+        }
+        for labels in &seen.0 {
+            self.agents_connected.get_or_create(labels).set(by_role.get(labels).copied().unwrap_or(0));
+        }
+        for labels in &seen.1 {
+            self.agent_connected.get_or_create(labels).set(i64::from(connected.contains(labels)));
+        }
+    }
+
+    /// `record` was saved by this leader in its current state.
+    pub fn rollout_saved(&self, record: &RolloutRecord) {
+        let labels = EnvState { environment: record.environment.clone(), state: record.state.name() };
+        let mut running = self.running.lock().expect("metrics lock");
+        if let Some(old) = running.insert(record.id.clone(), labels.clone()) {
+            self.rollouts.get_or_create(&old).dec();
+        }
+        self.rollouts.get_or_create(&labels).inc();
+    }
+
+    /// This leader stopped running rollout `id` (it ended, or the run was
+    /// abandoned for the next leader).
+    pub fn rollout_stopped(&self, id: &str) {
+        if let Some(old) = self.running.lock().expect("metrics lock").remove(id) {
+            self.rollouts.get_or_create(&old).dec();
+        }
+    }
+
+    /// `record` ended in its (terminal) state.
+    pub fn rollout_ended(&self, record: &RolloutRecord) {
+        self.rollout_stopped(&record.id);
+        let labels = EnvState { environment: record.environment.clone(), state: record.state.name() };
+        self.rollouts_ended.get_or_create(&labels).inc();
+    }
+
+    /// Step `index` of `record` ended (settled) after `took`; maintenance
+    /// mode is timed from its `maintenance_on` to its `maintenance_off`.
+    pub fn step_ended(&self, record: &RolloutRecord, index: usize, took: Duration) {
+        let step = &record.steps[index];
+        let outcome = if step.state == StepState::Succeeded { "succeeded" } else { "failed" };
+        let labels = KindOutcome { kind: step.kind.name(), outcome };
+        self.step_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        match (step.kind, step.state) {
+            (StepKind::MaintenanceOn, StepState::Succeeded) => self.maintenance_on(record),
+            (StepKind::MaintenanceOff, StepState::Succeeded) => self.maintenance_off(&record.id),
+            _ => {}
+        }
+    }
+
+    /// A rollout this leader resumes may already be in maintenance mode
+    /// (an earlier leader turned it on): timed from now.
+    pub fn rollout_resumed(&self, record: &RolloutRecord) {
+        let done = |kind| record.steps.iter().any(|s| s.kind == kind && s.state == StepState::Succeeded);
+        if record.state == RolloutState::Running
+            && done(StepKind::MaintenanceOn)
+            && !done(StepKind::MaintenanceOff)
+        {
+            self.maintenance_on(record);
+        }
+    }
+
+    fn maintenance_on(&self, record: &RolloutRecord) {
+        let (class, allowed) = allowed_maintenance(&record.plan_json);
+        let labels = Maintenance {
+            environment: record.environment.clone(),
+            rollout: record.id.clone(),
+            downtime_class: class,
+        };
+        self.maintenance_started.get_or_create(&labels).set(runway_proto::unix_ms_now() / 1000);
+        self.maintenance_allowed.get_or_create(&labels).set(allowed.as_secs() as i64);
+        self.in_maintenance
+            .lock()
+            .expect("metrics lock")
+            .insert(record.id.clone(), (labels, tokio::time::Instant::now()));
+    }
+
+    fn maintenance_off(&self, id: &str) {
+        let Some((labels, since)) = self.in_maintenance.lock().expect("metrics lock").remove(id) else {
+            return;
+        };
+        self.maintenance_started.remove(&labels);
+        self.maintenance_allowed.remove(&labels);
+        let env = Env { environment: labels.environment };
+        self.maintenance_duration.get_or_create(&env).observe(since.elapsed().as_secs_f64());
+    }
+
+    /// A command of step kind `kind` ended with `outcome` (`succeeded`,
+    /// `failed`, `refused`, `interrupted`, `unknown`) `took` after its dispatch.
+    pub fn command_ended(&self, kind: StepKind, outcome: &'static str, took: Duration) {
+        let labels = KindOutcome { kind: kind.name(), outcome };
+        self.command_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    /// An etcd request `op` took `took`; `ok` false when it failed or timed out.
+    pub fn etcd_request(&self, op: &'static str, took: Duration, ok: bool) {
+        self.etcd_duration.get_or_create(&Op { op }).observe(took.as_secs_f64());
+        if !ok {
+            self.etcd_errors.get_or_create(&Op { op }).inc();
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// The `outcome` label of a command result.
+pub fn outcome_name<E>(outcome: Result<runway_proto::v1::CommandOutcome, E>) -> &'static str {
+    use runway_proto::v1::CommandOutcome;
+    match outcome {
+        Ok(CommandOutcome::Succeeded) => "succeeded",
+        Ok(CommandOutcome::Refused) => "refused",
+        Ok(CommandOutcome::Interrupted) => "interrupted",
+        _ => "failed",
+    }
+}
+
+/// The downtime class of the preflight plan and how long maintenance mode
+/// may stay on for it: twice the class's upper bound (`small` < 1 min:
+/// 2 min; `medium` ≤ 5 min: 10 min); `large` and `unknown` have no upper
+/// bound: twice the lint's estimate, at least 30 min (30 min when there is
+/// no estimate).
+pub fn allowed_maintenance(plan_json: &str) -> (String, Duration) {
+    let plan: serde_json::Value = serde_json::from_str(plan_json).unwrap_or_default();
+    let downtime = &plan["lint"]["downtime"];
+    let class = downtime["class"].as_str().unwrap_or("unknown").to_owned();
+    let secs = match class.as_str() {
+        "small" => 120.0,
+        "medium" => 600.0,
+        _ => (downtime["estimated_seconds"].as_f64().unwrap_or(0.0) * 2.0).max(1800.0),
+    };
+    (class, Duration::from_secs_f64(secs))
+}
+
+/// Binds `addr` (when set) and serves `/metrics` there until `shutdown`,
+/// as a task on `tracker`.
+pub async fn start(
+    addr: Option<std::net::SocketAddr>,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let Some(addr) = addr else { return Ok(()) };
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
+    tracker.spawn(serve(listener, tracker.clone(), shutdown));
+    Ok(())
+}
+
+/// Answers `GET /metrics` on `listener` until `shutdown`; one task per
+/// connection on `tracker`.
+pub async fn serve(listener: TcpListener, tracker: TaskTracker, shutdown: CancellationToken) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+
+    let respond = |request: hyper::Request<hyper::body::Incoming>| async move {
+        let response = if request.uri().path() == "/metrics" {
+            Response::builder()
+                .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                .body(Full::new(Bytes::from(get().render())))
+        } else {
+            Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("try /metrics\n")))
+        };
+        Ok::<_, std::convert::Infallible>(response.expect("a valid response"))
+    };
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper::service::service_fn(respond));
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                served = connection => if let Err(e) = served {
+                    tracing::debug!(error = %e, "metrics: connection ended with an error");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_allowance_follows_the_downtime_class() {
+        let plan = |class: &str, est: f64| {
+            serde_json::json!({"lint": {"downtime": {"class": class, "estimated_seconds": est}}}).to_string()
+        };
+        assert_eq!(allowed_maintenance(&plan("small", 1.0)), ("small".into(), Duration::from_secs(120)));
+        assert_eq!(allowed_maintenance(&plan("medium", 100.0)).1, Duration::from_secs(600));
+        assert_eq!(allowed_maintenance(&plan("large", 3600.0)).1, Duration::from_secs(7200));
+        assert_eq!(allowed_maintenance(""), ("unknown".into(), Duration::from_secs(1800)));
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        get().etcd_request("get", Duration::from_millis(3), false);
+        let text = get().render();
+        for name in [
+            "runway_leader ",
+            "runway_etcd_request_duration_seconds_bucket",
+            "runway_etcd_request_errors_total{op=\"get\"} ",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+}

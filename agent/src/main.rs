@@ -16,28 +16,13 @@ struct Args {
     /// a log shipper, with the command id and rollout id of the span a
     /// line belongs to.
     #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-}
-
-/// `--log-format`.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    log_format: runway_daemon::logs::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
-    }
+    runway_daemon::logs::init(args.log_format, "info,sqlx=warn");
     let config = runway_agent::config::Config::load(&args.config)?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -12,19 +12,19 @@ use tokio::time::MissedTickBehavior;
 
 /// Registered with the leader at `addr`: the agent takes commands now.
 pub fn attached(addr: &str) {
-    runway_notify::ready();
-    runway_notify::status(&format!("attached to {addr}"));
+    runway_daemon::notify::ready();
+    runway_daemon::notify::status(&format!("attached to {addr}"));
 }
 
 /// The link ended with `why`; the agent is dialling again.
 pub fn reconnecting(why: &dyn std::fmt::Display) {
-    runway_notify::status(&format!("reconnecting: {why}"));
+    runway_daemon::notify::status(&format!("reconnecting: {why}"));
 }
 
 /// The drain began: `running` commands finish before the agent leaves.
 pub fn stopping(running: usize) {
-    runway_notify::stopping();
-    runway_notify::status(&format!("stopping: finishing {running} running command(s)"));
+    runway_daemon::notify::stopping();
+    runway_daemon::notify::status(&format!("stopping: finishing {running} running command(s)"));
 }
 
 /// Runs `work` to its end (the drain included: it may take as long as the
@@ -33,7 +33,7 @@ pub fn stopping(running: usize) {
 pub async fn report_while<T>(work: impl Future<Output = T>) -> T {
     tokio::select! {
         out = work => out,
-        never = ping(runway_notify::watchdog_interval_from_env()) => match never {},
+        never = ping(runway_daemon::notify::watchdog_interval_from_env()) => match never {},
     }
 }
 
@@ -45,6 +45,6 @@ async fn ping(every: Option<Duration>) -> Infallible {
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         pings.tick().await;
-        runway_notify::watchdog();
+        runway_daemon::notify::watchdog();
     }
 }

@@ -22,28 +22,13 @@ struct Args {
     /// Log lines as text for a person, or as one JSON object per line for
     /// a log shipper, with the rollout id of the span a line belongs to.
     #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-}
-
-/// `--log-format`.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    log_format: runway_daemon::logs::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
-    }
+    runway_daemon::logs::init(args.log_format, "info");
     let mut config = runway_coordinator::config::Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -66,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
         tracing::info!("stopping");
-        runway_notify::stopping();
+        runway_daemon::notify::stopping();
         signal.cancel();
     });
     runway_coordinator::run(config, listener, shutdown).await?;

@@ -19,7 +19,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -362,61 +361,14 @@ pub fn allowed_maintenance(plan_json: &str) -> (String, Duration) {
     (class, Duration::from_secs_f64(secs))
 }
 
-/// Binds `addr` (when set) and serves `/metrics` there until `shutdown`,
-/// as a task on `tracker`.
+/// Binds `addr` (when set) and serves these metrics at `/metrics` there
+/// until `shutdown`, as a task on `tracker`.
 pub async fn start(
     addr: Option<std::net::SocketAddr>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let Some(addr) = addr else { return Ok(()) };
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
-    tracker.spawn(serve(listener, tracker.clone(), shutdown));
-    Ok(())
-}
-
-/// Answers `GET /metrics` on `listener` until `shutdown`; one task per
-/// connection on `tracker`.
-pub async fn serve(listener: TcpListener, tracker: TaskTracker, shutdown: CancellationToken) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Response, StatusCode};
-
-    let respond = |request: hyper::Request<hyper::body::Incoming>| async move {
-        let response = if request.uri().path() == "/metrics" {
-            Response::builder()
-                .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                .body(Full::new(Bytes::from(get().render())))
-        } else {
-            Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("try /metrics\n")))
-        };
-        Ok::<_, std::convert::Infallible>(response.expect("a valid response"))
-    };
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics: cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper::service::service_fn(respond));
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                served = connection => if let Err(e) = served {
-                    tracing::debug!(error = %e, "metrics: connection ended with an error");
-                }
-            }
-        });
-    }
+    runway_daemon::metrics_endpoint::start(addr, tracker, shutdown, || get().render()).await
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ pub fn ready_when_accepting<S: Stream + Unpin>(mut incoming: S) -> impl Stream<I
     let mut ready = true;
     futures::stream::poll_fn(move |cx| {
         if std::mem::take(&mut ready) {
-            runway_notify::ready();
+            runway_daemon::notify::ready();
         }
         incoming.poll_next_unpin(cx)
     })
@@ -36,7 +36,7 @@ pub fn ready_when_accepting<S: Stream + Unpin>(mut incoming: S) -> impl Stream<I
 pub async fn report_while<T>(election: Arc<dyn Election>, work: impl Future<Output = T>) -> T {
     tokio::select! {
         out = work => out,
-        never = report(election, runway_notify::watchdog_interval_from_env()) => match never {},
+        never = report(election, runway_daemon::notify::watchdog_interval_from_env()) => match never {},
     }
 }
 
@@ -60,11 +60,11 @@ async fn report(election: Arc<dyn Election>, watchdog: Option<Duration>) -> Infa
         pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
         pings
     });
-    runway_notify::status(&describe(&changes.borrow_and_update()));
+    runway_daemon::notify::status(&describe(&changes.borrow_and_update()));
     loop {
         tokio::select! {
             changed = changes.changed(), if following => match changed {
-                Ok(()) => runway_notify::status(&describe(&changes.borrow_and_update())),
+                Ok(()) => runway_daemon::notify::status(&describe(&changes.borrow_and_update())),
                 // The election ended (shutting down): keep pinging until the work ends.
                 Err(_) => following = false,
             },
@@ -75,7 +75,7 @@ async fn report(election: Arc<dyn Election>, watchdog: Option<Duration>) -> Infa
                     tracing::warn!("FAILPOINT: the main loop hangs; systemd's watchdog pings stop");
                     std::future::pending::<()>().await;
                 }
-                runway_notify::watchdog();
+                runway_daemon::notify::watchdog();
             }
         }
     }

@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn messages_arrive_on_an_abstract_socket() {
         use std::os::linux::net::SocketAddrExt;
-        let name = format!("runway-notify-test-{}", std::process::id());
+        let name = format!("runway-daemon-notify-test-{}", std::process::id());
         let listener =
             UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).expect("addr"))
                 .expect("bind");

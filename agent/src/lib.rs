@@ -88,9 +88,14 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
     let tracker = TaskTracker::new();
     // Apart from `tracker`: the drain waits for commands, not for scrapes.
     let metrics = TaskTracker::new();
-    metrics::start(config.telemetry.metrics_listen, &metrics, shutdown.clone())
-        .await
-        .map_err(StartError::Metrics)?;
+    runway_daemon::metrics_endpoint::start(
+        config.telemetry.metrics_listen,
+        &metrics,
+        shutdown.clone(),
+        &metrics::get().registry,
+    )
+    .await
+    .map_err(StartError::Metrics)?;
     let executor =
         exec::Executor::new(Arc::clone(&config), security.clone(), journal, outbox_tx, tracker.clone());
     tracing::info!(name = %config.name, environment = %config.environment, "agent starting");

@@ -19,8 +19,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Buckets for commands, backups and migrations: 10 ms to about 11 h.
 fn buckets() -> Histogram {
@@ -47,7 +45,7 @@ struct Rule {
 
 /// The agent's metrics; see [`get`].
 pub struct Metrics {
-    registry: Registry,
+    pub registry: Registry,
     command_duration: HistogramFamily<KindOutcome>,
     backup_bytes: Family<Database, Gauge>,
     backup_duration: HistogramFamily<Database>,
@@ -147,21 +145,8 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
+        runway_daemon::metrics_endpoint::render(&self.registry)
     }
-}
-
-/// Binds `addr` (when set) and serves these metrics at `/metrics` there
-/// until `shutdown`, as a task on `tracker`.
-pub async fn start(
-    addr: Option<std::net::SocketAddr>,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    runway_daemon::metrics_endpoint::start(addr, tracker, shutdown, || get().render()).await
 }
 
 #[cfg(test)]

@@ -239,11 +239,15 @@ impl Remote {
                 };
                 match call(client).await {
                     Ok(value) => return Ok(value),
-                    Err(status) if handshake_failure(&status).is_some() => {
-                        let tls = handshake_failure(&status).unwrap_or_default();
-                        return Err(Miss::Tls(format!("{addr}: {tls}")));
-                    }
-                    Err(status) if status.code() == Code::Unavailable => {
+                    Err(status) => {
+                        // A certificate refused on the first call (TLS 1.3
+                        // reports the client's only then) is final.
+                        if let Some(tls) = handshake_failure(&status) {
+                            return Err(Miss::Tls(format!("{addr}: {tls}")));
+                        }
+                        if status.code() != Code::Unavailable {
+                            return Err(Miss::Refused(status));
+                        }
                         match runway_proto::leader_hint(&status).filter(|leader| *leader != addr) {
                             Some(leader) => addr = leader,
                             None => {
@@ -252,7 +256,6 @@ impl Remote {
                             }
                         }
                     }
-                    Err(status) => return Err(Miss::Refused(status)),
                 }
             }
         }

@@ -115,9 +115,14 @@ pub async fn run(
         .map_err(|source| StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source })?;
 
     let tracker = TaskTracker::new();
-    metrics::start(config.telemetry.metrics_listen, &tracker, shutdown.clone())
-        .await
-        .map_err(StartError::Metrics)?;
+    runway_daemon::metrics_endpoint::start(
+        config.telemetry.metrics_listen,
+        &tracker,
+        shutdown.clone(),
+        &metrics::get().registry,
+    )
+    .await
+    .map_err(StartError::Metrics)?;
     let store = store::Store::new(Arc::new(EtcdKv::new(client.clone())), &config.etcd_prefix);
     let election: Arc<dyn Election> = Arc::new(EtcdElection::start(
         client,

@@ -19,8 +19,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::model::{RolloutRecord, RolloutState, StepKind, StepState};
 
@@ -80,7 +78,7 @@ struct Maintenance {
 
 /// The coordinator's metrics; see [`get`].
 pub struct Metrics {
-    registry: Registry,
+    pub registry: Registry,
     leader: Gauge,
     fencing_token: Gauge,
     agents_connected: Family<EnvRole, Gauge>,
@@ -326,10 +324,7 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String cannot fail");
-        text
+        runway_daemon::metrics_endpoint::render(&self.registry)
     }
 }
 
@@ -359,16 +354,6 @@ pub fn allowed_maintenance(plan_json: &str) -> (String, Duration) {
         _ => (downtime["estimated_seconds"].as_f64().unwrap_or(0.0) * 2.0).max(1800.0),
     };
     (class, Duration::from_secs_f64(secs))
-}
-
-/// Binds `addr` (when set) and serves these metrics at `/metrics` there
-/// until `shutdown`, as a task on `tracker`.
-pub async fn start(
-    addr: Option<std::net::SocketAddr>,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    runway_daemon::metrics_endpoint::start(addr, tracker, shutdown, || get().render()).await
 }
 
 #[cfg(test)]

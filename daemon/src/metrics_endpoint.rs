@@ -3,22 +3,23 @@
 
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Binds `addr` (when set) and serves `render()` at `/metrics` there until
+/// Binds `addr` (when set) and serves `registry` at `/metrics` there until
 /// `shutdown`, as a task on `tracker`.
 pub async fn start(
     addr: Option<std::net::SocketAddr>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
-    render: fn() -> String,
+    registry: &'static Registry,
 ) -> std::io::Result<()> {
     let Some(addr) = addr else { return Ok(()) };
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving metrics at /metrics");
-    tracker.spawn(serve(listener, tracker.clone(), shutdown, render));
+    tracker.spawn(serve(listener, tracker.clone(), shutdown, registry));
     Ok(())
 }
 
@@ -28,7 +29,7 @@ pub async fn serve(
     listener: TcpListener,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    render: fn() -> String,
+    registry: &'static Registry,
 ) {
     use http_body_util::Full;
     use hyper::body::Bytes;
@@ -38,7 +39,7 @@ pub async fn serve(
         let response = if request.uri().path() == "/metrics" {
             Response::builder()
                 .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                .body(Full::new(Bytes::from(render())))
+                .body(Full::new(Bytes::from(render(registry))))
         } else {
             Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("try /metrics\n")))
         };
@@ -68,4 +69,11 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// `registry` in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("writing to a String cannot fail");
+    text
 }

@@ -56,8 +56,9 @@ pub struct Credentials {
     key_pem: Vec<u8>,
     roots: Arc<RootCertStore>,
     chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
     identity: Identity,
+    /// The client side, built once: every dial to a coordinator reuses it.
+    connector: CoordinatorConnector,
 }
 
 impl fmt::Debug for Credentials {
@@ -83,6 +84,8 @@ pub enum TlsError {
     Identity { path: PathBuf, source: crate::IdentityError },
     #[error("{} does not chain to the CA in {}: {why}", cert.display(), ca.display())]
     NotFromCa { cert: PathBuf, ca: PathBuf, why: String },
+    #[error("{} is not the key of {}: {why}", key.display(), cert.display())]
+    KeyMismatch { key: PathBuf, cert: PathBuf, why: String },
     #[error("bad address {address:?}: {why}")]
     Address { address: String, why: String },
 }
@@ -123,14 +126,17 @@ impl TlsFiles {
             ca: ca.clone(),
             why,
         })?;
+        let roots = Arc::new(roots);
+        let connector = CoordinatorConnector::new(&roots, chain.clone(), key_der)
+            .map_err(|why| TlsError::KeyMismatch { key: key.clone(), cert: cert.clone(), why })?;
         Ok(Security::Mutual(Arc::new(Credentials {
             ca_pem,
             cert_pem,
             key_pem,
-            roots: Arc::new(roots),
+            roots,
             chain,
-            key: key_der,
             identity,
+            connector,
         })))
     }
 }
@@ -215,7 +221,9 @@ impl Security {
     pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
         match self {
             Security::Insecure => endpoint.connect().await,
-            Security::Mutual(credentials) => endpoint.connect_with_connector(credentials.connector()).await,
+            Security::Mutual(credentials) => {
+                endpoint.connect_with_connector(credentials.connector.clone()).await
+            }
         }
     }
 
@@ -223,7 +231,9 @@ impl Security {
     pub fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
         match self {
             Security::Insecure => endpoint.connect_lazy(),
-            Security::Mutual(credentials) => endpoint.connect_with_connector_lazy(credentials.connector()),
+            Security::Mutual(credentials) => {
+                endpoint.connect_with_connector_lazy(credentials.connector.clone())
+            }
         }
     }
 
@@ -251,23 +261,27 @@ impl Security {
     }
 }
 
-impl Credentials {
-    fn connector(&self) -> CoordinatorConnector {
-        let config = rustls::ClientConfig::builder()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(CoordinatorsOnly::new(Arc::clone(&self.roots))))
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .expect("the key matched its certificate when the files were loaded");
-        let mut config = config;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        CoordinatorConnector { config: Arc::new(config) }
-    }
-}
-
 /// TCP, then TLS that accepts only a coordinator's certificate.
 #[derive(Clone)]
 struct CoordinatorConnector {
     config: Arc<rustls::ClientConfig>,
+}
+
+impl CoordinatorConnector {
+    /// `Err` when the key does not match the certificate.
+    fn new(
+        roots: &Arc<RootCertStore>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, String> {
+        let mut config = rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CoordinatorsOnly::new(Arc::clone(roots))))
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self { config: Arc::new(config) })
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -17,6 +17,16 @@ pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `(name, state)` of every step of a rollout as `rollout show --output
+/// json` prints it.
+pub fn step_states(rollout: &serde_json::Value) -> Vec<(&str, &str)> {
+    let steps = rollout["steps"].as_array().expect("a rollout has steps");
+    steps
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap_or_default(), s["state"].as_str().unwrap_or_default()))
+        .collect()
+}
+
 /// The CLI's events so far and its exit, once it ended.
 pub struct Watch {
     child: Child,

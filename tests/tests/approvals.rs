@@ -16,7 +16,7 @@ use std::time::Duration;
 use runway_tests::cluster::{Cluster, ENV, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
 use runway_tests::process::wait_until;
-use runway_tests::watch::json_lines;
+use runway_tests::watch::{json_lines, step_states};
 use serde_json::Value;
 
 /// What the CLI said: its stderr, and its stdout (where `--output json`
@@ -86,12 +86,7 @@ fn an_approval_gated_rollout_waits_survives_a_leader_kill_and_runs_once_another_
     assert_eq!(waiting["started_by"], "ops");
     assert_eq!(waiting["approval"]["needed"], 1);
     assert_eq!(waiting["approval"]["given"], 0);
-    let states: Vec<(&str, &str)> = waiting["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
-        .collect();
+    let states = step_states(&waiting);
     assert_eq!(
         states[..3],
         [("preflight", "succeeded"), ("approval", "running"), ("maintenance_on", "pending")]

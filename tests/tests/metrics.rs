@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, DB, Options, http_get};
-use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
 use runway_tests::process::{wait_until, workspace_root};
 
 /// One sample: name, labels, value.
@@ -158,17 +158,7 @@ fn after_a_rollout_the_leader_and_the_db_agent_count_it() {
     let cluster = Cluster::start(Options { metrics: true, ..Options::default() });
     let migrations = cluster.path().join("migrations");
     write_migrations(&migrations, SHOP);
-    let out = cluster.runway(&[
-        "rollout",
-        "start",
-        "--env",
-        "staging",
-        "--migrations",
-        migrations.to_str().unwrap(),
-        "--app-version",
-        "v2",
-        "--watch",
-    ]);
+    let out = cluster.runway(&rollout_start_args(&migrations, "v2"));
     assert!(out.status.success(), "rollout failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let leader = &cluster.coordinators[cluster.leader().expect("a leader")];

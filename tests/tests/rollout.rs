@@ -8,7 +8,7 @@ use runway_tests::checks::walk;
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
 use runway_tests::postgres::PG_BIN;
-use runway_tests::watch::json_lines;
+use runway_tests::watch::{json_lines, step_states};
 use sha2::{Digest, Sha256};
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -171,12 +171,7 @@ fn a_cancelled_rollout_stops_after_its_current_step_and_lifts_maintenance() {
     let show = cluster.runway(&["rollout", "show", &id, "--output", "json"]);
     let rollout: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(rollout["state"], "cancelled");
-    let states: Vec<(&str, &str)> = rollout["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
-        .collect();
+    let states = step_states(&rollout);
     // The running migration was not cut off; what follows it was skipped.
     assert_eq!(
         states,

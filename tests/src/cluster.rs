@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::etcd::Etcd;
 use crate::netns::{Host, Net};
-use crate::pki::{Pki, TlsPaths, environments_toml};
+use crate::pki::{OPERATORS, Pki, TlsPaths, environments_toml};
 use crate::postgres::Postgres;
 use crate::process::{Proc, bin, free_port, kill_pid, wait_until, workspace_root};
 
@@ -136,6 +136,8 @@ pub struct Cluster {
     pub pki: Option<Pki>,
     /// The operator `runway_command` acts as (`ops`, every role), with TLS.
     pub operator: Option<TlsPaths>,
+    /// Every operator of [`OPERATORS`], by name, with TLS.
+    operators: Vec<(String, TlsPaths)>,
     pub net: Option<Net>,
     pub dir: tempfile::TempDir,
 }
@@ -170,8 +172,17 @@ impl Cluster {
                 start_app_host(&root, &name, host(&name), &addrs, &options.agent_env, pki.as_ref())
             })
             .collect();
-        let operator = pki.as_ref().map(|pki| pki.operator("ops", &["staging", "production"]));
-        let cluster = Cluster { apps, db, coordinators, pg, etcd, pki, operator, net, dir };
+        // Every operator's certificate, issued once (`ops` is the default).
+        let operators: Vec<(String, TlsPaths)> = pki
+            .iter()
+            .flat_map(|pki| {
+                OPERATORS
+                    .iter()
+                    .map(|(name, _)| (name.to_string(), pki.operator(name, &["staging", "production"])))
+            })
+            .collect();
+        let operator = operators.iter().find(|(name, _)| name == "ops").map(|(_, tls)| tls.clone());
+        let cluster = Cluster { apps, db, coordinators, pg, etcd, pki, operator, operators, net, dir };
         let expected = options.app_hosts + usize::from(options.db_host);
         wait_until("every agent to register with the leader", Duration::from_secs(30), || {
             let out = cluster.runway(&["agents", "--output", "json"]);
@@ -216,10 +227,14 @@ impl Cluster {
         tls_toml(self.pki.as_ref().map(|pki| pki.agent(environment, name)))
     }
 
-    /// Runs the `runway` CLI as `operator` (one of [`crate::pki::OPERATORS`]).
+    /// Runs the `runway` CLI as `operator`: one of [`OPERATORS`] (issued
+    /// at start), or any other name, issued now and granted no role.
     pub fn runway_as(&self, operator: &str, args: &[&str]) -> Output {
         let pki = self.pki.as_ref().expect("operators need a TLS cluster");
-        let tls = pki.operator(operator, &["staging", "production"]);
+        let tls = match self.operators.iter().find(|(name, _)| name == operator) {
+            Some((_, tls)) => tls.clone(),
+            None => pki.operator(operator, &["staging", "production"]),
+        };
         self.runway_command_as(Some(&tls)).args(args).output().expect("run runway")
     }
 

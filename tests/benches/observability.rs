@@ -58,7 +58,8 @@ fn scraper(cluster: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<
         let mut answered = 0;
         while !stop.load(Ordering::Relaxed) {
             for (ip, port) in &targets {
-                answered += usize::from(http_get(ip, *port, "/metrics").is_some_and(|(status, _)| status == 200));
+                answered +=
+                    usize::from(http_get(ip, *port, "/metrics").is_some_and(|(status, _)| status == 200));
             }
             std::thread::sleep(Duration::from_secs(1));
         }

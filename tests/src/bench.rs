@@ -34,7 +34,8 @@ pub fn rounds_arg(default: usize, usage: &str) -> usize {
 pub fn side_by_side(clusters: [(&str, &crate::cluster::Cluster, &[&str]); 2], rounds: usize) -> [f64; 2] {
     use crate::fixtures::{SHOP, rollout_start_args, write_migrations};
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut history: Vec<(String, String)> = SHOP.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+    let mut history: Vec<(String, String)> =
+        SHOP.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
     for round in 0..=rounds {
         if round > 0 {
             history.push((

@@ -12,6 +12,7 @@
 //!   rollout's end; the operator API records the rest).
 //! - [`validate`]: the operator strings a rollout request may carry.
 //! - `outcome`: how a step's commands ended, as the engine reads it.
+//! - `trace`: a rollout's spans, one trace per rollout across leaders.
 //! - [`engine`]: runs and resumes rollouts while this coordinator leads.
 //!
 //! The records themselves (rollout, step, kinds, states) are in
@@ -26,4 +27,5 @@ mod outcome;
 pub mod plan;
 pub mod recovery;
 pub mod repo;
+mod trace;
 pub mod validate;

@@ -18,6 +18,7 @@ pub mod checks;
 pub mod cluster;
 pub mod etcd;
 pub mod fixtures;
+pub mod fuzz;
 pub mod moto;
 pub mod netns;
 pub mod otlp;

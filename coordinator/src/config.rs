@@ -8,6 +8,9 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
+mod restart;
+pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy, parse_duration};
+
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
 /// migration should take, so only an agent that is really gone reaches it.
 pub const DEFAULT_STEP_DEADLINE_SECS: u64 = 6 * 60 * 60;
@@ -137,6 +140,15 @@ pub struct EnvironmentPolicy {
     /// How long a rollout waits for its approvals, in seconds, before it
     /// ends `cancelled` (nothing changed).
     pub approval_timeout_secs: u64,
+    /// `restart = { batch, canary, min_healthy, healthy_deadline,
+    /// max_failures, select }`: restarts in batches with canaries.
+    pub restart: RestartPolicy,
+    /// `smoke = [ … ]`: checks the app agents run after their restart and
+    /// again after maintenance off.
+    pub smoke: Vec<SmokeCheck>,
+    /// `watch = { duration, interval }`: the watch window after
+    /// maintenance off.
+    pub watch: Option<WatchPolicy>,
 }
 
 impl Default for EnvironmentPolicy {
@@ -148,6 +160,9 @@ impl Default for EnvironmentPolicy {
             roles: BTreeMap::new(),
             approvals: Approvals::default(),
             approval_timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS,
+            restart: RestartPolicy::default(),
+            smoke: Vec::new(),
+            watch: None,
         }
     }
 }
@@ -269,6 +284,8 @@ impl EnvironmentPolicy {
                 if approvers.is_empty() { "nobody".to_owned() } else { approvers.join(", ") }
             )));
         }
+        restart::check(name, &self.restart, &self.smoke, self.watch.as_ref())
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -310,25 +327,35 @@ impl Environments {
 }
 
 impl<'de> Deserialize<'de> for Environments {
+    /// A list of names, or a table of tables. Not `untagged`: an error
+    /// inside one environment's table (a bad duration, an unknown key)
+    /// keeps its own message and position.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Names(Vec<String>),
-            Tables(BTreeMap<String, EnvironmentPolicy>),
-        }
-        let form = Form::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom(
-                "`environments` must be a list of names or one [environments.NAME] table each \
-                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N)",
-            )
-        })?;
-        Ok(match form {
-            Form::Names(names) => {
-                Self(names.into_iter().map(|n| (n, EnvironmentPolicy::default())).collect())
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Environments;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a list of environment names or one [environments.NAME] table each \
+                     (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore })",
+                )
             }
-            Form::Tables(tables) => Self(tables),
-        })
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Environments, A::Error> {
+                let mut names = BTreeMap::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.insert(name, EnvironmentPolicy::default());
+                }
+                Ok(Environments(names))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Environments, A::Error> {
+                let mut tables = BTreeMap::new();
+                while let Some((name, policy)) = map.next_entry::<String, EnvironmentPolicy>()? {
+                    tables.insert(name, policy);
+                }
+                Ok(Environments(tables))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 

@@ -7,6 +7,8 @@
 //! | migrate, after a change (or unknown) | yes | policy `restore`: restore this rollout's backup exactly, then lift maintenance mode; policy `hold`: stay in maintenance mode and stop |
 //! | restart (a host does not become healthy) | yes, backward compatible | policy `revert`: restart the hosts already changed with their previous version, then lift maintenance mode; `hold`: stop |
 //! | restart | yes, not backward compatible (the plan found destructive or breaking changes) | policy `revert`: restore the backup first, then as above |
+//! | smoke (after maintenance off) | as restart | as restart: the hosts the restart step changed get their previous version |
+//! | watch window | yes | as restart, but the backup is restored only when `watch.restore` is set and the migrations were not backward compatible (traffic ran against the migrated database) |
 //! | the recovery restore or revert itself | unknown | stop; maintenance mode stays on |
 //! | any step whose agent is still away at the step deadline | unknown | hold: stop; maintenance mode stays on (if it was turned on); a person decides |
 //!
@@ -64,8 +66,16 @@ pub fn choose(
                 OnMigrateFailure::Hold => Recovery::Hold,
             }
         }
-        (StepKind::Restart, Failure::Reported { .. }) => match policy.on_restart_failure {
+        (StepKind::Restart | StepKind::Smoke, Failure::Reported { .. }) => match policy.on_restart_failure {
             OnRestartFailure::Revert => Recovery::Revert { restore: !backward_compatible(record) },
+            OnRestartFailure::Hold => Recovery::Hold,
+        },
+        // Traffic ran against the migrated database in the window: restore
+        // it only when the policy says so (and the old version needs it).
+        (StepKind::Watch, Failure::Reported { .. }) => match policy.on_restart_failure {
+            OnRestartFailure::Revert => Recovery::Revert {
+                restore: policy.watch.is_some_and(|w| w.restore) && !backward_compatible(record),
+            },
             OnRestartFailure::Hold => Recovery::Hold,
         },
         _ => Recovery::LiftMaintenance,
@@ -94,7 +104,7 @@ pub fn hold_note(record: &RolloutRecord, kind: StepKind, hosts: &[String], failu
         record.environment
     );
     match (kind, failure) {
-        (StepKind::Restart, Failure::Reported { .. }) => format!(
+        (StepKind::Restart | StepKind::Smoke | StepKind::Watch, Failure::Reported { .. }) => format!(
             "; policy on_restart_failure = \"hold\" keeps maintenance mode on: {} may run the new version; \
              restart them with the previous one by hand (and {restore} if the old version cannot run \
              against the migrated database)",
@@ -435,6 +445,34 @@ mod tests {
         let hold =
             EnvironmentPolicy { on_restart_failure: OnRestartFailure::Hold, ..EnvironmentPolicy::default() };
         assert_eq!(choose(&additive, StepKind::Restart, CHANGED, &hold), Recovery::Hold);
+    }
+
+    #[test]
+    fn a_watch_failure_restores_only_when_the_policy_says_so() {
+        let destructive = with_plan(serde_json::json!([{ "rule": "drop-column", "severity": "danger" }]));
+        let additive = with_plan(serde_json::json!([]));
+        let mut policy = EnvironmentPolicy::default();
+        assert_eq!(
+            choose(&destructive, StepKind::Watch, UNCHANGED, &policy),
+            Recovery::Revert { restore: false }
+        );
+        assert_eq!(
+            choose(&destructive, StepKind::Smoke, UNCHANGED, &policy),
+            Recovery::Revert { restore: true }
+        );
+        policy.watch = Some(crate::config::WatchPolicy {
+            duration: crate::config::Span::secs(60),
+            interval: crate::config::Span::secs(5),
+            restore: true,
+        });
+        assert_eq!(
+            choose(&destructive, StepKind::Watch, UNCHANGED, &policy),
+            Recovery::Revert { restore: true }
+        );
+        assert_eq!(
+            choose(&additive, StepKind::Watch, UNCHANGED, &policy),
+            Recovery::Revert { restore: false }
+        );
     }
 
     #[test]

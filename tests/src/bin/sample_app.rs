@@ -79,7 +79,9 @@ async fn main() -> anyhow::Result<()> {
                 "/health" if broken => ("503 Service Unavailable", format!("version {version} is broken")),
                 "/health" => ("200 OK", format!("ok version={version} pid={}", std::process::id())),
                 _ if maintenance => ("503 Service Unavailable", "down for maintenance".to_owned()),
-                _ if broken_page => ("500 Internal Server Error", format!("version {version} fails to render")),
+                _ if broken_page => {
+                    ("500 Internal Server Error", format!("version {version} fails to render"))
+                }
                 _ => ("200 OK", format!("hello from version {version}")),
             };
             let response = format!(

@@ -555,6 +555,32 @@ mod tests {
     }
 
     #[test]
+    fn restart_policies_load_and_bad_ones_are_refused_naming_the_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
+        let production = Config::load(Some(&path)).unwrap().environments.policy("production");
+        assert_eq!(production.restart.canary, 1);
+        assert_eq!(production.restart.batch, Count::Percent(25));
+        assert_eq!(production.smoke.len(), 3);
+        assert_eq!(production.watch.map(|w| w.duration), Some(Span::secs(600)));
+        // A bad value inside an environment's table keeps its own message.
+        let error =
+            toml::from_str::<Config>("[environments.production]\nrestart = { min_healthy = \"30 secs\" }")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("\"30 secs\" is not a duration") && error.contains("min_healthy"), "{error}");
+        let error = toml::from_str::<Config>("[environments.production]\nrestart = { batches = 2 }")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `batches`"), "{error}");
+        let mut config: Config = toml::from_str(
+            "[tls]\ninsecure = true\n[environments.production]\nwatch = { duration = \"0s\" }",
+        )
+        .unwrap();
+        let error = config.finish().unwrap_err().to_string();
+        assert!(error.contains("[environments.production] watch.duration"), "{error}");
+    }
+
+    #[test]
     fn a_lease_below_etcds_minimum_is_refused() {
         let mut config = Config { lease_ttl_secs: 1, ..Config::default() };
         assert!(config.finish().unwrap_err().to_string().contains("lease_ttl_secs"));

@@ -273,7 +273,106 @@ fn millis(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// An app on a free port whose answers are `answers` in turn (the last
+    /// repeats): `(status line, body)`. Returns its health URL.
+    async fn app(answers: Vec<(&'static str, &'static str)>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            for served in 0.. {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let mut request = [0u8; 1024];
+                let _ = socket.read(&mut request).await;
+                let (status, body) = answers[served.min(answers.len() - 1)];
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/health")
+    }
+
+    fn config(health_url: &str) -> Config {
+        toml::from_str(&format!(
+            "name = \"app-1\"\nenvironment = \"staging\"\ncoordinators = [\"http://127.0.0.1:1\"]\n\
+             roles = [\"app\"]\nstate_dir = \"/tmp/x\"\n[app]\nmaintenance_on = [\"true\"]\n\
+             maintenance_off = [\"true\"]\nrestart = [\"true\"]\nhealth_url = \"{health_url}\"\n\
+             smoke_commands = {{ queue = [\"sh\", \"-c\", \"test \\\"$RUNWAY_SMOKE_CHECK\\\" = queue-check\"], \
+             broken = [\"sh\", \"-c\", \"echo queue stuck; exit 1\"] }}\n"
+        ))
+        .expect("a valid agent config")
+    }
+
+    fn command_check(name: &str, command: &str, retries: u32) -> v1::SmokeCheck {
+        v1::SmokeCheck {
+            name: name.into(),
+            check: Some(smoke_check::Check::Command(command.into())),
+            timeout_ms: 5000,
+            retries,
+        }
+    }
+
+    #[tokio::test]
+    async fn checks_run_the_agents_own_commands_and_http_with_retries() {
+        let url =
+            app(vec![("503 Service Unavailable", "starting"), ("200 OK", r#"{"db":{"ok":true}}"#)]).await;
+        let config = config(&url);
+        let app_config = config.app.as_ref().expect("an app config");
+        let http = v1::SmokeCheck {
+            name: "api".into(),
+            check: Some(smoke_check::Check::Http(http(200, "", "db.ok", "true"))),
+            timeout_ms: 2000,
+            retries: 1,
+        };
+        let progress = Progress::discard();
+        let seen =
+            run_checks(&[http, command_check("queue-check", "queue", 0)], &config, app_config, &progress)
+                .await
+                .expect("the second try of api passes, and the queue command exits 0");
+        assert_eq!(seen.len(), 2);
+
+        let error = run_checks(&[command_check("stuck", "broken", 1)], &config, app_config, &progress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("\"stuck\" failed after 2 try(ies)") && error.contains("queue stuck"),
+            "{error}"
+        );
+        let error = run_checks(&[command_check("x", "rm-rf", 3)], &config, app_config, &progress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not in this agent's [app] smoke_commands"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_host_must_stay_healthy_for_min_healthy() {
+        // Healthy once, then unhealthy, then healthy for good.
+        let url =
+            app(vec![("200 OK", "ok"), ("503 Service Unavailable", "flapping"), ("200 OK", "ok")]).await;
+        let progress = Progress::discard();
+        let started = std::time::Instant::now();
+        healthy_for(&url, Duration::from_secs(10), Duration::from_millis(600), &progress)
+            .await
+            .expect("steady");
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        let never = app(vec![("200 OK", "ok"), ("503 Service Unavailable", "flapping")]).await;
+        let error = healthy_for(&never, Duration::from_millis(1500), Duration::from_secs(1), &progress)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("did not stay healthy") || error.contains("did not answer healthy"),
+            "{error}"
+        );
+    }
 
     fn http(status: u32, body_contains: &str, json_field: &str, json_equals: &str) -> v1::HttpCheck {
         v1::HttpCheck {

@@ -259,7 +259,12 @@ fn a_failing_smoke_test_and_a_failure_in_the_watch_window_roll_back() {
     assert_eq!(status.code(), Some(1), "{stderr}\n{events:#?}");
     let last = events.last().unwrap();
     assert_eq!(last["kind"], "rollout_rolled_back", "{events:#?}");
-    assert!(last["message"].as_str().unwrap().contains("watch window"), "{last}");
+    let message = last["message"].as_str().unwrap();
+    assert!(message.contains("watch window"), "{last}");
+    assert!(
+        message.contains("run their previous version again") && !message.contains("was restored"),
+        "without watch.restore the database is kept: {last}"
+    );
     let watch_failed = events.iter().find(|e| e["kind"] == "step_failed" && e["step"] == "watch").unwrap();
     let failed_after = watch_failed["unix_ms"].as_i64().unwrap() - broke_at.unwrap();
     assert!(failed_after < 5000, "the failure waited for the window's end ({failed_after} ms)");

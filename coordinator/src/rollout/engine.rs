@@ -360,10 +360,7 @@ impl Engine {
             RolloutState::RolledBack => (
                 "rollout_rolled_back",
                 WireState::RolledBack,
-                format!(
-                    "rollout rolled back: {}; backup {} was restored and maintenance mode lifted",
-                    record.error, record.backup
-                ),
+                format!("rollout rolled back: {}; {}", record.error, recovery::rolled_back_summary(&record)),
             ),
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };

@@ -281,6 +281,26 @@ fn rolls_back(step: &StepRecord) -> bool {
     step.recovery && matches!(step.kind, StepKind::Restore | StepKind::Restart)
 }
 
+/// What the way back did, for the message of a rolled-back rollout:
+/// `backup B was restored, the app hosts run their previous version again,
+/// maintenance mode lifted` (the parts that ran).
+pub fn rolled_back_summary(record: &RolloutRecord) -> String {
+    let done = |kind: StepKind| {
+        record.steps.iter().any(|s| s.recovery && s.kind == kind && s.state == StepState::Succeeded)
+    };
+    let mut parts = Vec::new();
+    if done(StepKind::Restore) {
+        parts.push(format!("backup {} was restored", record.backup));
+    }
+    if done(StepKind::Restart) {
+        parts.push("the app hosts run their previous version again".to_owned());
+    }
+    if done(StepKind::MaintenanceOff) {
+        parts.push("maintenance mode lifted".to_owned());
+    }
+    parts.join(", ")
+}
+
 /// The state a rollout ends in once no step is left: `cancelled` also when
 /// its approval gate stopped it (rejected, or expired).
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
@@ -493,6 +513,10 @@ mod tests {
             record.steps[step].state = StepState::Succeeded;
         }
         assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+        assert_eq!(
+            rolled_back_summary(&record),
+            "backup b1 was restored, the app hosts run their previous version again, maintenance mode lifted"
+        );
     }
 
     #[test]

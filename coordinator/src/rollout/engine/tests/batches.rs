@@ -85,3 +85,54 @@ async fn one_failure_too_many_stops_after_its_batch_and_reverts_the_hosts_reache
     assert_eq!(reverted, ["app-1", "app-2", "app-3"]);
     assert!(saved.error.contains("app-3"), "{}", saved.error);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_new_leader_resumes_the_batches_with_the_same_command_ids() {
+    fn app_3_holds(agent: &str, command: &v1::Command) -> Answer {
+        match (agent, step_of(command)) {
+            ("app-3", "restart") => Answer::Hold,
+            _ => Answer::Succeed,
+        }
+    }
+    let policy = "restart = { batch = 2, canary = 1 }";
+    let config = |policy: &str| -> Config {
+        toml::from_str(&format!("[environments.{ENVIRONMENT}]\n{policy}\n")).expect("a valid policy")
+    };
+    let kv = Arc::new(MemoryKv::new());
+    let first = Coordinator::configured(&kv, "coordinator-a", config(policy));
+    let apps = ["app-1", "app-2", "app-3", "app-4"];
+    first.connect("db", "db", app_3_holds).await;
+    for app in apps {
+        first.connect(app, "app", app_3_holds).await;
+    }
+    let term = first.election.grant(FencingToken(10));
+    first.start_rollout(&term).await;
+    // The canary ended; the second batch (app-2, app-3) is out, app-3 holds.
+    first.wait_for_commands(|log| log.iter().any(|(a, c)| a == "app-3" && step_of(c) == "restart")).await;
+    first.election.revoke();
+    first.wait_stopped("r1").await;
+    let restarted_first =
+        hosts_of(&first.commands().into_iter().map(|(a, id, _)| (a, id)).collect::<Vec<_>>(), "restart");
+    assert_eq!(restarted_first, ["app-1", "app-2", "app-3"], "app-4's batch had not started");
+
+    let second = Coordinator::configured(&kv, "coordinator-b", config(policy));
+    second.connect("db", "db", always_succeed).await;
+    for app in apps {
+        second.connect(app, "app", always_succeed).await;
+    }
+    let mut bus = second.bus.subscribe();
+    second.election.grant(FencingToken(20));
+    assert_eq!(finished(&mut bus, "r1").await.kind, "rollout_succeeded");
+    let restarts: Vec<(String, String)> = second
+        .commands()
+        .into_iter()
+        .filter(|(_, id, _)| id.split('/').nth(1) == Some("restart"))
+        .map(|(a, id, _)| (a, id))
+        .collect();
+    // From the first batch again, in order, with the ids of attempt 1: the
+    // agents' journals answer for the hosts that ended.
+    let order: Vec<&str> = restarts.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(order[0], "app-1");
+    assert_eq!(order[3], "app-4");
+    assert!(restarts.iter().all(|(a, id)| id == &format!("r1/restart/{a}/1")), "{restarts:?}");
+}

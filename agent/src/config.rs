@@ -56,18 +56,9 @@ pub struct Config {
     /// `name`) and key. `insecure = true` for plain text.
     #[serde(default)]
     pub tls: runway_identity::tls::TlsFiles,
-    /// `[telemetry]`: where to serve Prometheus metrics, if anywhere.
+    /// `[telemetry]`: where to serve Prometheus metrics and send trace spans, if anywhere.
     #[serde(default)]
-    pub telemetry: Telemetry,
-}
-
-/// `[telemetry]`: what this agent tells monitoring.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Telemetry {
-    /// Serve Prometheus metrics over plain HTTP at `http://ADDR/metrics`
-    /// (e.g. `"127.0.0.1:9401"`). Off when unset.
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub telemetry: runway_telemetry::Config,
 }
 
 /// What this host is for.

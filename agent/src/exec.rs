@@ -21,8 +21,10 @@ use std::time::Duration;
 use runway_proto::v1::{
     self, AgentMessage, CommandEvent, CommandOutcome, CommandResult, agent_message, command,
 };
+use runway_telemetry::TraceParent;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
@@ -188,11 +190,24 @@ impl Executor {
             .await;
         match admission {
             Ok(Admission::Start) => {
-                // Every line logged while it runs carries its ids.
-                let span = tracing::info_span!("command", command_id = %cmd.command_id, rollout_id = %cmd.rollout_id);
+                // Every line logged while it runs carries its ids; in the
+                // trace it hangs under the coordinator's span for it.
+                let parent = TraceParent::parse(&cmd.traceparent);
+                let span = tracing::info_span!(
+                    "command",
+                    otel.name = %format!("{action} {}", self.config.name),
+                    command_id = %cmd.command_id,
+                    rollout_id = %cmd.rollout_id,
+                    trace_id = %parent.map(|p| p.trace_id_hex()).unwrap_or_default(),
+                    "host.name" = %self.config.name,
+                    otel.status_code = tracing::field::Empty,
+                );
+                if let Some(parent) = parent {
+                    parent.adopt(&span);
+                }
                 span.in_scope(|| tracing::info!(command_id = %cmd.command_id, action, token = cmd.fencing_token, "starting command"));
                 let this = self.clone();
-                self.tracker.spawn(tracing::Instrument::instrument(async move { this.run(cmd).await }, span));
+                self.tracker.spawn(async move { this.run(cmd).await }.instrument(span));
             }
             Ok(Admission::AlreadyRunning) => {
                 tracing::info!(command_id = %cmd.command_id, "command re-sent while running; its result will follow");
@@ -246,6 +261,7 @@ impl Executor {
             },
             Err(e) => {
                 let error = self.redactor.redact(&e.to_string());
+                tracing::Span::current().record("otel.status_code", "ERROR");
                 tracing::warn!(command_id = %cmd.command_id, %error, "command failed");
                 CommandResult {
                     command_id: cmd.command_id.clone(),
@@ -341,8 +357,12 @@ impl Executor {
                     ms => Duration::from_millis(ms),
                 };
                 let min_healthy = Duration::from_millis(r.min_healthy_ms);
-                let health = smoke::healthy_for(&app.health_url, deadline, min_healthy, progress).await?;
-                let smoke = smoke::run_checks(&r.smoke, &self.config, app, progress).await?;
+                let health = smoke::healthy_for(&app.health_url, deadline, min_healthy, progress)
+                    .instrument(tracing::info_span!("health", otel.name = "health probe"))
+                    .await?;
+                let smoke = smoke::run_checks(&r.smoke, &self.config, app, progress)
+                    .instrument(tracing::info_span!("smoke", otel.name = "smoke checks"))
+                    .await?;
                 *self.app_version.lock().expect("app version lock") = version.clone();
                 Ok(serde_json::json!({ "app_version": version, "health": health, "smoke": smoke }))
             }
@@ -371,7 +391,9 @@ impl Executor {
         let env = app.hook_environment(&self.config, name, extra);
         let hook =
             service::Hook { name, argv, env: &env, timeout: Duration::from_secs(app.hook_timeout_secs) };
-        service::run_hook(&hook, progress).await
+        service::run_hook(&hook, progress)
+            .instrument(tracing::info_span!("hook", otel.name = %format!("hook {name}")))
+            .await
     }
 
     fn db_url(&self) -> Result<&str, ExecError> {

@@ -14,16 +14,23 @@ struct Args {
     config: PathBuf,
     /// Log lines as text for a person, or as one JSON object per line for
     /// a log shipper, with the command id and rollout id of the span a
-    /// line belongs to.
+    /// line belongs to, and the trace id of its rollout.
     #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
-    log_format: runway_daemon::logs::LogFormat,
+    log_format: runway_telemetry::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    runway_daemon::logs::init(args.log_format, "info,sqlx=warn");
     let config = runway_agent::config::Config::load(&args.config)?;
+    let _telemetry = runway_telemetry::init(runway_telemetry::Setup {
+        format: args.log_format,
+        default_filter: "info,sqlx=warn",
+        service: "runway-agent",
+        host: &config.name,
+        export: runway_telemetry::Export::choose(config.telemetry.otlp_endpoint.as_deref()),
+    })
+    .context("cannot set up trace export (`[telemetry] otlp_endpoint`)")?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {

@@ -42,6 +42,13 @@ pub struct Cli {
     /// stdout (errors too).
     #[arg(long, global = true, value_enum, default_value_t)]
     pub output: Format,
+    /// Send this command's trace span over OTLP/gRPC to this endpoint
+    /// (e.g. http://127.0.0.1:4317); `rollout start` then starts the
+    /// rollout's trace here. Default: OTEL_EXPORTER_OTLP_ENDPOINT. Without
+    /// either nothing is sent, and the coordinator starts the trace (its
+    /// id is printed either way).
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -131,9 +138,31 @@ pub fn parse() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
+/// This host's name, for `host.name` on the CLI's spans.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}
+
 /// Runs one command to its end; the exit code says how it ended.
 pub async fn run(cli: Cli) -> Exit {
     let output = Output::new(cli.output);
+    // Kept until the command ends: dropping it sends the spans.
+    let _telemetry = match runway_telemetry::Export::choose(cli.otlp_endpoint.as_deref()) {
+        runway_telemetry::Export::Off => None,
+        export => match runway_telemetry::init(runway_telemetry::Setup {
+            format: runway_telemetry::LogFormat::Text,
+            default_filter: "warn,runway_cli=info",
+            service: "runway-cli",
+            host: &hostname(),
+            export,
+        }) {
+            Ok(telemetry) => Some(telemetry),
+            Err(e) => return output.fail(&output::Failure::invalid(format!("cannot send trace spans: {e}"))),
+        },
+    };
     let result = match cli.command {
         Command::Agents { environment, coordinators } => {
             async { rollout::agents(&coordinators.remote()?, output, environment).await }.await

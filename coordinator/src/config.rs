@@ -56,17 +56,8 @@ pub struct Config {
     /// `runway://coordinator/NAME`) and key; used for the gRPC server and
     /// as etcd's client certificate. `insecure = true` for plain text.
     pub tls: TlsFiles,
-    /// `[telemetry]`: where to serve Prometheus metrics, if anywhere.
-    pub telemetry: Telemetry,
-}
-
-/// `[telemetry]`: what this coordinator tells monitoring.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Telemetry {
-    /// Serve Prometheus metrics over plain HTTP at `http://ADDR/metrics`
-    /// (e.g. `"127.0.0.1:9400"`). Off when unset.
-    pub metrics_listen: Option<SocketAddr>,
+    /// `[telemetry]`: where to serve Prometheus metrics and send trace spans, if anywhere.
+    pub telemetry: runway_telemetry::Config,
 }
 
 impl Default for Config {
@@ -83,7 +74,7 @@ impl Default for Config {
             agent_grace_secs: 60,
             step_deadline_secs: DEFAULT_STEP_DEADLINE_SECS,
             tls: TlsFiles::default(),
-            telemetry: Telemetry::default(),
+            telemetry: runway_telemetry::Config::default(),
         }
     }
 }

@@ -20,15 +20,15 @@ struct Args {
     #[arg(long)]
     name: Option<String>,
     /// Log lines as text for a person, or as one JSON object per line for
-    /// a log shipper, with the rollout id of the span a line belongs to.
+    /// a log shipper, with the rollout id and trace id of the span a line
+    /// belongs to.
     #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
-    log_format: runway_daemon::logs::LogFormat,
+    log_format: runway_telemetry::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    runway_daemon::logs::init(args.log_format, "info");
     let mut config = runway_coordinator::config::Config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -38,6 +38,14 @@ async fn main() -> anyhow::Result<()> {
         config.name = name;
     }
     config.finish()?;
+    let _telemetry = runway_telemetry::init(runway_telemetry::Setup {
+        format: args.log_format,
+        default_filter: "info",
+        service: "runway-coordinator",
+        host: &config.name,
+        export: runway_telemetry::Export::choose(config.telemetry.otlp_endpoint.as_deref()),
+    })
+    .context("cannot set up trace export (`[telemetry] otlp_endpoint`)")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

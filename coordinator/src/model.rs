@@ -1,8 +1,8 @@
 //! The rollout model: the saved record of a rollout, its steps, their
 //! kinds and states, and their wire form.
 //!
-//! This module depends on nothing else in the crate (only serde and
-//! `runway_proto`): the store saves these types as JSON without knowing
+//! This module depends on nothing else in the crate (only serde,
+//! `runway_proto` and `runway_telemetry`'s trace context): the store saves these types as JSON without knowing
 //! them, and the rollout engine moves them from state to state. It is the
 //! one place where rollout domain types and `runway.v1` messages are
 //! converted into each other.
@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use runway_proto::v1;
+use runway_telemetry::TraceParent;
 use serde::{Deserialize, Serialize};
 
 /// A rollout as saved in etcd. Written before each transition is acted on.
@@ -65,6 +66,53 @@ pub struct RolloutRecord {
     /// (absent in insecure mode).
     #[serde(default)]
     pub signature: Option<SignatureRecord>,
+    /// Where the rollout sits in its trace.
+    #[serde(default)]
+    pub trace: TraceRecord,
+}
+
+/// A rollout's trace: one trace per rollout, whichever coordinator runs it.
+/// The rollout's own span is emitted by the coordinator that ends it, with
+/// the id chosen when it was accepted; every leader hangs its step spans
+/// under that id (see `runway_telemetry::context`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRecord {
+    /// The rollout span's W3C `traceparent`; empty for rollouts accepted
+    /// before traces existed.
+    pub span: String,
+    /// The CLI's span the rollout continues, if the CLI sent one.
+    #[serde(default)]
+    pub parent: String,
+    /// When the rollout span started.
+    #[serde(default)]
+    pub started_unix_ms: i64,
+}
+
+impl TraceRecord {
+    /// A rollout span under `parent` (the CLI's), or at the root of a new trace.
+    pub fn start(parent: Option<TraceParent>) -> Self {
+        let span = parent.map_or_else(TraceParent::new_trace, |p| p.child());
+        Self {
+            span: span.to_string(),
+            parent: parent.map(|p| p.to_string()).unwrap_or_default(),
+            started_unix_ms: runway_proto::unix_ms_now(),
+        }
+    }
+
+    /// The rollout span's context, when recorded.
+    pub fn span(&self) -> Option<TraceParent> {
+        TraceParent::parse(&self.span)
+    }
+
+    /// The CLI's span, if any.
+    pub fn parent(&self) -> Option<TraceParent> {
+        TraceParent::parse(&self.parent)
+    }
+
+    /// The trace id in hex; empty when none was recorded.
+    pub fn trace_id(&self) -> String {
+        self.span().map(|s| s.trace_id_hex()).unwrap_or_default()
+    }
 }
 
 /// The approval gate of one rollout, saved with it.
@@ -338,6 +386,7 @@ impl RolloutRecord {
             rejection: self.approval.as_ref().and_then(|a| a.rejection.as_ref()).map(Decision::to_proto),
             approval_expires_unix_ms: self.approval.as_ref().map_or(0, |a| a.expires_unix_ms),
             approval_rule: self.approval.as_ref().map(|a| a.rule.clone()).unwrap_or_default(),
+            trace_id: self.trace.trace_id(),
         }
     }
 }
@@ -426,7 +475,7 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{},"signature":null}"#
+            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{},"signature":null,"trace":{"span":"","parent":"","started_unix_ms":0}}"#
         );
         assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), record);
         // A record saved before the safe-failure fields existed still loads.

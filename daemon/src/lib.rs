@@ -4,8 +4,6 @@
 //! - [`notify`]: the sd_notify protocol, for `Type=notify` units with a
 //!   watchdog.
 //! - [`metrics_endpoint`]: an opt-in HTTP listener answering `GET /metrics`.
-//! - [`logs`]: `--log-format text|json` and the log subscriber.
 
-pub mod logs;
 pub mod metrics_endpoint;
 pub mod notify;

@@ -20,6 +20,7 @@ pub mod etcd;
 pub mod fixtures;
 pub mod moto;
 pub mod netns;
+pub mod otlp;
 pub mod pki;
 pub mod postgres;
 pub mod process;

@@ -1,7 +1,8 @@
 //! `--log-format json` (here through `RUNWAY_LOG_FORMAT`): the coordinator
 //! and the agents log one JSON object per line, and lines logged while a
-//! rollout or a command runs carry its rollout id and command id, so a log
-//! shipper can pick one rollout's lines out of every host's log.
+//! rollout or a command runs carry its rollout id, command id and trace id,
+//! so a log shipper can pick one rollout's lines out of every host's log
+//! and jump to its trace.
 
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
@@ -14,7 +15,7 @@ fn json_log(text: &str) -> Vec<Value> {
 }
 
 #[test]
-fn json_logs_carry_the_rollout_id_and_the_command_id() {
+fn json_logs_carry_the_rollout_id_the_command_id_and_the_trace_id() {
     let json = vec![("RUNWAY_LOG_FORMAT".to_owned(), "json".to_owned())];
     let cluster = Cluster::start(Options {
         coordinators: 1,
@@ -29,6 +30,9 @@ fn json_logs_carry_the_rollout_id_and_the_command_id() {
     let events = json_lines(&out.stdout);
     assert!(out.status.success(), "rollout failed: {}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     let id = events[0]["rollout_id"].as_str().expect("a rollout id");
+    let started = events.iter().find(|e| e["kind"] == "rollout_started").expect("rollout_started");
+    let trace = started["message"].as_str().and_then(|m| m.split("(trace ").nth(1)).map(|t| &t[..32]);
+    let trace = trace.expect("the rollout's trace id is printed");
 
     let coordinator = json_log(&cluster.coordinators[0].proc.log_text());
     assert!(
@@ -45,4 +49,16 @@ fn json_logs_carry_the_rollout_id_and_the_command_id() {
         .find(|l| l["span"]["command_id"].as_str().is_some_and(|c| c.starts_with(&format!("{id}/migrate/"))))
         .unwrap_or_else(|| panic!("no DB agent line carries the migrate command's id: {db:#?}"));
     assert_eq!(migrate["span"]["rollout_id"], id);
+    assert_eq!(migrate["span"]["trace_id"], trace);
+    // Lines of nested spans (each migration) carry every enclosing span's ids.
+    let applied = db
+        .iter()
+        .find(|l| l["span"]["name"] == "migration")
+        .unwrap_or_else(|| panic!("no line logged inside a migration's span: {db:#?}"));
+    let spans = applied["spans"].as_array().expect("the span list");
+    assert!(spans.iter().any(|s| s["trace_id"] == trace && s["rollout_id"] == id), "{applied:#?}");
+    assert!(
+        coordinator.iter().any(|l| l["span"]["rollout_id"] == id && l["span"]["trace_id"] == trace),
+        "no coordinator line carries trace {trace}: {coordinator:#?}"
+    );
 }

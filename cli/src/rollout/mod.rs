@@ -13,10 +13,12 @@ use runway_proto::v1::{
     ListRolloutsRequest, PlanRolloutRequest, PlanVerdict, RejectRolloutRequest, RollbackRolloutRequest,
     Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
 };
+use runway_telemetry::TraceParent;
 
 use crate::exit::Exit;
 use crate::output::{Failure, Output, Reporter};
 use crate::remote::{CallError, Remote};
+use tracing::Instrument;
 
 /// How often a watch may lose its stream (each time resuming from the last
 /// event seen) before it gives up.
@@ -174,6 +176,12 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             let bundle = runway_engine::migrate::source::read_folder(&migrations)
                 .map_err(|e| Failure::invalid(e.to_string()))?;
             let signature = sign(remote, &environment, &bundle, &allow_danger)?;
+            // The rollout's trace starts here when this CLI sends spans.
+            let span = tracing::info_span!(
+                "rollout start",
+                "deployment.environment.name" = %environment,
+                "runway.rollout.id" = tracing::field::Empty,
+            );
             let request = StartRolloutRequest {
                 environment,
                 bundle: Some(bundle),
@@ -181,13 +189,17 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 allow_danger,
                 started_by: operator(),
                 signature,
+                traceparent: TraceParent::of(&span).map(|t| t.to_string()).unwrap_or_default(),
             };
             let rollout = remote
                 .call(|mut c| {
                     let r = request.clone();
                     async move { c.start_rollout(r).await.map(|r| r.into_inner()) }
                 })
+                .instrument(span.clone())
                 .await?;
+            span.record("runway.rollout.id", rollout.id.as_str());
+            drop(span);
             output.note(view::started_line(&rollout));
             if watch {
                 // With --watch, stdout carries the events only.

@@ -149,6 +149,7 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "created_unix_ms": r.created_unix_ms,
         "updated_unix_ms": r.updated_unix_ms,
         "coordinator": r.coordinator,
+        "trace_id": r.trace_id,
         "started_by": r.started_by,
         "allow_danger": r.allow_danger,
         "backup": r.backup,
@@ -425,7 +426,8 @@ pub fn decided_line(r: &Rollout, rejected: bool) -> String {
 
 /// `rollout start`: what was started.
 pub fn started_line(r: &Rollout) -> String {
-    format!("rollout {} started: bundle {} to {}", r.id, short(&r.bundle_digest), r.environment)
+    let trace = if r.trace_id.is_empty() { String::new() } else { format!(" (trace {})", r.trace_id) };
+    format!("rollout {} started: bundle {} to {}{trace}", r.id, short(&r.bundle_digest), r.environment)
 }
 
 pub fn agent_json(a: &AgentInfo) -> Value {

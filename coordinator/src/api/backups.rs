@@ -93,6 +93,7 @@ async fn start(
         fencing_token: term.token.0,
         rollout_id: String::new(),
         issued_by: shared.config.name.clone(),
+        traceparent: String::new(),
         action: Some(action),
     };
     let ended = match audited.as_mut() {

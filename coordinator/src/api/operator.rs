@@ -43,9 +43,10 @@ use super::auth::Operator as Caller;
 use super::error::ApiError;
 use crate::config::Role;
 use crate::fencing::Term;
-use crate::model::{RolloutRecord, RolloutState};
+use crate::model::{RolloutRecord, RolloutState, TraceRecord};
 use crate::rollout::audit::{self, Action, Outcome};
 use crate::rollout::plan::default_plan;
+use runway_telemetry::TraceParent;
 
 pub struct OperatorService {
     shared: Arc<Shared>,
@@ -137,6 +138,7 @@ impl OperatorService {
             previous_versions,
             approval: None,
             signature,
+            trace: TraceRecord::start(TraceParent::parse(&request.traceparent)),
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
@@ -192,6 +194,7 @@ impl OperatorService {
             fencing_token: term.token.0,
             rollout_id: String::new(),
             issued_by: self.shared.config.name.clone(),
+            traceparent: String::new(),
             action: Some(command::Action::ShowBackup(ShowBackup { name: record.backup.clone() })),
         };
         match self.shared.ask(&term, &db, show).await? {

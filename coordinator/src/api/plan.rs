@@ -68,6 +68,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
             fencing_token: term.token.0,
             rollout_id: String::new(),
             issued_by: shared.config.name.clone(),
+            traceparent: String::new(),
             action: Some(action.clone()),
         };
         let shared = &shared;

@@ -24,6 +24,8 @@ pub fn for_host(
         fencing_token: token.0,
         rollout_id: record.id.clone(),
         issued_by: issued_by.to_owned(),
+        // The engine puts its command span here when spans are exported.
+        traceparent: record.trace.span.clone(),
         action: Some(action(step, host, bundle, record)),
     }
 }
@@ -42,6 +44,7 @@ pub fn release_backup(
         fencing_token: token.0,
         rollout_id: record.id.clone(),
         issued_by: issued_by.to_owned(),
+        traceparent: record.trace.span.clone(),
         action: Some(command::Action::ReleaseBackup(v1::ReleaseBackup {
             rollout_id: record.id.clone(),
             keep_pinned_secs,

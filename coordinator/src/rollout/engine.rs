@@ -29,10 +29,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use runway_proto::v1::{self, CommandOutcome, RolloutState as WireState};
+use runway_telemetry::TraceParent;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::events::{EventBus, EventWriter, NewEvent};
 use super::outcome::{CommandEnd, StepResult};
@@ -175,8 +178,17 @@ impl Engine {
             running.insert(record.id.clone(), Arc::clone(&control));
         }
         let engine = self.clone();
-        // Every line logged while the rollout runs carries its id.
-        let span = tracing::info_span!("rollout", rollout_id = %record.id);
+        // Every line logged while the rollout runs carries its id and trace
+        // id. In the trace, this leader's run is a span under the rollout's.
+        let span = tracing::info_span!(
+            "rollout.run",
+            rollout_id = %record.id,
+            trace_id = %record.trace.trace_id(),
+            coordinator = %self.config.name,
+        );
+        if let Some(rollout) = record.trace.span() {
+            rollout.adopt(&span);
+        }
         let run = async move {
             let id = record.id.clone();
             match engine.run(term, record, bundle, control).await {
@@ -188,7 +200,7 @@ impl Engine {
             engine.running.lock().expect("engine lock").remove(&id);
             metrics::get().rollout_stopped(&id);
         };
-        self.tracker.spawn(tracing::Instrument::instrument(run, span));
+        self.tracker.spawn(run.instrument(span));
     }
 
     /// Asks a running rollout to stop after its current step. False when
@@ -305,11 +317,12 @@ impl Engine {
         if record.state == RolloutState::Pending {
             record.state = RolloutState::Running;
             let message = format!(
-                "rollout {} of bundle {} to {} started by {}",
+                "rollout {} of bundle {} to {} started by {} (trace {})",
                 record.id,
                 short(&record.bundle_digest),
                 record.environment,
-                self.config.name
+                self.config.name,
+                record.trace.trace_id(),
             );
             run.transition(&mut record, NewEvent { kind: "rollout_started", message, ..NewEvent::default() })
                 .await?;
@@ -337,8 +350,12 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
-            let result = run.step(&mut record, index).await?;
+            let span = step_span(&record, index);
+            let result = run.step(&mut record, index).instrument(span.clone()).await?;
             self.settle(&mut record, index, &result);
+            if let StepState::Failed = record.steps[index].state {
+                span.record("otel.status_code", "ERROR").record("error", record.steps[index].error.as_str());
+            }
             metrics::get().step_ended(&record, index, started.elapsed());
             let step = &record.steps[index];
             let (kind, message) = match step.state {
@@ -375,6 +392,7 @@ impl Engine {
             )
             .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
+        emit_rollout_span(&record);
         metrics::get().rollout_ended(&record);
         self.release_backup(&term, &record).await;
         Ok(())
@@ -404,6 +422,45 @@ impl Engine {
             }
         }
     }
+}
+
+/// The span of step `index` (and of its commands): a child of the
+/// rollout's span, whichever leader runs it.
+fn step_span(record: &RolloutRecord, index: usize) -> tracing::Span {
+    let step = &record.steps[index];
+    let span = tracing::info_span!(
+        "step",
+        step = step.kind.name(),
+        recovery = step.recovery,
+        attempt = step.attempt,
+        rollout_id = %record.id,
+        trace_id = %record.trace.trace_id(),
+        otel.status_code = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    if let Some(rollout) = record.trace.span() {
+        rollout.adopt(&span);
+    }
+    span
+}
+
+/// Emits the rollout's own span, from when it was accepted until now,
+/// under the id saved with it: ended here, whoever started it.
+fn emit_rollout_span(record: &RolloutRecord) {
+    let Some(own) = record.trace.span() else { return };
+    let started = std::time::UNIX_EPOCH + Duration::from_millis(record.trace.started_unix_ms.max(0) as u64);
+    let state = format!("{:?}", record.state.to_proto());
+    let mut attributes = vec![
+        KeyValue::new("runway.rollout.id", record.id.clone()),
+        KeyValue::new("deployment.environment.name", record.environment.clone()),
+        KeyValue::new("runway.bundle.digest", record.bundle_digest.clone()),
+        KeyValue::new("runway.rollout.state", state),
+        KeyValue::new("runway.started_by", record.started_by.clone()),
+    ];
+    if !record.error.is_empty() {
+        attributes.push(KeyValue::new("error.message", record.error.clone()));
+    }
+    runway_telemetry::emit_span("rollout", own, record.trace.parent(), started, attributes);
 }
 
 /// One run of one rollout on one leadership term.
@@ -507,7 +564,24 @@ impl Run<'_> {
     /// answers). The operator sees `agent_away` and `agent_back` events.
     /// Only once `deadline` has passed *and* the agent is away does the
     /// command end without a result, its outcome unknown.
+    ///
+    /// In the trace, the command is a span under the step's, and the agent's
+    /// spans for it hang under that span (its context travels in the command).
     async fn command_on(
+        &self,
+        step: &StepRecord,
+        host: &str,
+        mut command: v1::Command,
+        deadline: Option<Instant>,
+    ) -> Result<CommandEnd, Abandon> {
+        let span = tracing::info_span!("command", command_id = %command.command_id, "host.name" = %host);
+        if let Some(context) = TraceParent::of(&span) {
+            command.traceparent = context.to_string();
+        }
+        self.follow(step, host, command, deadline).instrument(span).await
+    }
+
+    async fn follow(
         &self,
         step: &StepRecord,
         host: &str,

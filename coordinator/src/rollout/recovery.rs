@@ -22,7 +22,7 @@
 //! leader resumes a rollback like any other step, with the same command ids.
 
 use crate::config::{EnvironmentPolicy, OnMigrateFailure, OnRestartFailure};
-use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState};
+use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord};
 
 /// What a recovery does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +199,8 @@ pub fn reopen_for_rollback(record: &mut RolloutRecord, requested_by: &str) -> Re
     if record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded) {
         return Err(RollbackRefused::Held { id, error: record.error.clone() });
     }
+    // The rollback is a span of its own under the rollout's, on its trace.
+    record.trace = TraceRecord::start(record.trace.span());
     let apps: Vec<String> = record
         .steps
         .iter()

@@ -2,6 +2,7 @@
 //! off the host. The migration runs only after all three succeeded.
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::config::BackupConfig;
 use super::error::BackupError;
@@ -29,17 +30,31 @@ pub async fn run_step(
     rollout_id: &str,
     progress: &Progress,
 ) -> Result<StepReport, BackupError> {
-    let manifest = super::create(database_url, config, label, rollout_id, progress).await?;
+    let manifest = super::create(database_url, config, label, rollout_id, progress)
+        .instrument(db_span("pg_dump", database_url))
+        .await?;
     let dir = config.backup_dir(&manifest.id);
     let test_restore = config.test_restore.enabled_for(environment).then_some(database_url);
-    let verify = verify(&dir, config, test_restore, progress).await?;
+    let verify =
+        verify(&dir, config, test_restore, progress).instrument(db_span("verify", database_url)).await?;
     let upload = match &config.object_store {
         Some(_) => {
-            let report = remote::upload(&dir, config, progress).await?;
-            remote::prune(config, &manifest.database, progress).await?;
-            Some(report)
+            let upload = async {
+                let report = remote::upload(&dir, config, progress).await?;
+                remote::prune(config, &manifest.database, progress).await?;
+                Ok::<_, BackupError>(report)
+            };
+            Some(upload.instrument(tracing::info_span!("upload")).await?)
         }
         None => None,
     };
     Ok(StepReport { manifest, verify, upload })
+}
+
+/// A span for work on the database of `database_url` (no credentials: the
+/// database's name only).
+fn db_span(name: &'static str, database_url: &str) -> tracing::Span {
+    let database =
+        crate::database::Database::parse(database_url).map(|d| d.name().to_owned()).unwrap_or_default();
+    tracing::info_span!("backup", otel.name = name, "db.system" = "postgresql", "db.namespace" = %database)
 }

@@ -13,6 +13,8 @@ pub(crate) struct Session {
     pub conn: PgConnection,
     /// The schema from `?schema=`, or `public`.
     pub schema: String,
+    /// The database's name (`db.namespace` in traces).
+    pub database: String,
 }
 
 /// Parses `database_url` for a migrations command.
@@ -23,7 +25,8 @@ pub(crate) fn parse(database_url: &str) -> Result<Database, MigrateError> {
 /// Opens a session and points its search path at the URL's `?schema=`.
 pub(crate) async fn open(database: &Database) -> Result<Session, MigrateError> {
     let conn = database.connect().await.map_err(|e| MigrateError::Connect(e.to_string()))?;
-    let mut session = Session { conn, schema: database.schema().to_owned() };
+    let mut session =
+        Session { conn, schema: database.schema().to_owned(), database: database.name().to_owned() };
     if let Some(schema) = database.schema_param() {
         sqlx::Executor::execute(
             &mut session.conn,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use runway_proto::bundle::MigrationFile;
 use sqlx::PgConnection;
 use sqlx::postgres::{PgDatabaseError, PgErrorPosition};
+use tracing::Instrument;
 
 use super::connect::{self, Session, quote_ident};
 use super::parse::{self, line_of};
@@ -130,51 +131,81 @@ async fn deploy_locked(
     set_timeouts(&mut session.conn, config).await?;
     let total = pending.len() as u64;
     progress.emit_counted("migrate", format!("{total} pending migration(s)"), 0, total, "migrations");
-    for (index, (m, FilePlan { segments, atomic })) in pending.iter().zip(plans).enumerate() {
-        let done = index as u64;
-        progress.emit_counted(
-            "migrate",
-            format!("applying {} ({}/{total})", m.name, done + 1),
-            done,
-            total,
-            "migrations",
+    let database_name = session.database.clone();
+    for (index, (m, plan)) in pending.iter().zip(plans).enumerate() {
+        let span = tracing::info_span!(
+            "migration",
+            "db.system" = "postgresql",
+            "db.namespace" = %database_name,
+            "runway.migration" = %m.name,
+            otel.status_code = tracing::field::Empty,
         );
-        let started = Instant::now();
-        let id =
-            table::insert_started(&mut session.conn, &session.schema, &m.name, &checksum::checksum(&m.sql))
-                .await?;
-        if let Err(failure) = run_segments(&mut session.conn, &m.sql, &segments).await {
-            // Leave no aborted transaction block behind for the bookkeeping.
-            let _ = sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql("ROLLBACK")).await;
-            let logs = failure.logs(&m.name, &m.sql);
-            let recorded = table::mark_failed(&mut session.conn, &session.schema, &id, &logs).await;
-            let mut error = failure.error_text();
-            if let Err(e) = recorded {
-                error
-                    .push_str(&format!(" (and recording the failure in _prisma_migrations failed too: {e})"));
-            }
-            progress.emit_counted("migrate", format!("{} failed", m.name), done, total, "migrations");
-            return Err(MigrateError::Failed {
-                name: m.name.clone(),
-                line: failure.line(&m.sql),
-                code: failure.code.clone(),
-                error,
-                database_changed: !report.applied.is_empty() || failure.committed_before > 0 || !atomic,
-            });
-        }
-        table::mark_finished(&mut session.conn, &session.schema, &id, &m.name).await?;
-        let ms = started.elapsed().as_millis();
+        let at = Counted { done: index as u64, total };
+        let ms = apply(session, m, plan, at, !report.applied.is_empty(), progress).instrument(span).await?;
         report.applied.push(m.name.clone());
-        report.durations_ms.push(ms as u64);
-        progress.emit_counted(
-            "migrate",
-            format!("applied {} ({}/{total}) in {ms} ms", m.name, done + 1),
-            done + 1,
-            total,
-            "migrations",
-        );
+        report.durations_ms.push(ms);
     }
     Ok(report)
+}
+
+/// Where a migration stands in the run, for progress.
+#[derive(Clone, Copy)]
+struct Counted {
+    done: u64,
+    total: u64,
+}
+
+/// Applies one pending migration and records it in `_prisma_migrations`;
+/// returns how long it took (ms). `changed_before`: earlier migrations of
+/// this run were applied (the database changed whatever happens now).
+async fn apply(
+    session: &mut Session,
+    m: &MigrationFile,
+    FilePlan { segments, atomic }: FilePlan,
+    Counted { done, total }: Counted,
+    changed_before: bool,
+    progress: &Progress,
+) -> Result<u64, MigrateError> {
+    progress.emit_counted(
+        "migrate",
+        format!("applying {} ({}/{total})", m.name, done + 1),
+        done,
+        total,
+        "migrations",
+    );
+    let started = Instant::now();
+    let id = table::insert_started(&mut session.conn, &session.schema, &m.name, &checksum::checksum(&m.sql))
+        .await?;
+    if let Err(failure) = run_segments(&mut session.conn, &m.sql, &segments).await {
+        // Leave no aborted transaction block behind for the bookkeeping.
+        let _ = sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql("ROLLBACK")).await;
+        let logs = failure.logs(&m.name, &m.sql);
+        let recorded = table::mark_failed(&mut session.conn, &session.schema, &id, &logs).await;
+        let mut error = failure.error_text();
+        if let Err(e) = recorded {
+            error.push_str(&format!(" (and recording the failure in _prisma_migrations failed too: {e})"));
+        }
+        progress.emit_counted("migrate", format!("{} failed", m.name), done, total, "migrations");
+        tracing::Span::current().record("otel.status_code", "ERROR");
+        return Err(MigrateError::Failed {
+            name: m.name.clone(),
+            line: failure.line(&m.sql),
+            code: failure.code.clone(),
+            error,
+            database_changed: changed_before || failure.committed_before > 0 || !atomic,
+        });
+    }
+    table::mark_finished(&mut session.conn, &session.schema, &id, &m.name).await?;
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(migration = %m.name, ms, "migration applied");
+    progress.emit_counted(
+        "migrate",
+        format!("applied {} ({}/{total}) in {ms} ms", m.name, done + 1),
+        done + 1,
+        total,
+        "migrations",
+    );
+    Ok(ms)
 }
 
 /// How one pending file will be sent.

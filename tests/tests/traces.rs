@@ -1,0 +1,175 @@
+//! OpenTelemetry traces end to end: every process sends its spans over
+//! OTLP/gRPC to a real receiver started here, and one rollout is one trace
+//! with spans from the CLI, the coordinator and all three agents, parented
+//! as the rollout ran (CLI → rollout → step → command on the coordinator →
+//! command on the agent → each migration). After a leader SIGKILL, the new
+//! leader's spans continue the same trace under the same rollout span.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use runway_tests::cluster::{Cluster, Options};
+use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
+use runway_tests::otlp::{OtlpReceiver, ReceivedSpan};
+use runway_tests::watch::Watch;
+
+/// Every span of `trace` once the rollout span has arrived (the last one a
+/// coordinator sends) and every process had time to send what it ended.
+fn trace_of(receiver: &OtlpReceiver, trace: &str) -> Vec<ReceivedSpan> {
+    let ended = |spans: &[ReceivedSpan]| spans.iter().any(|s| s.trace_id == trace && s.name == "rollout");
+    receiver.wait_for(Duration::from_secs(30), ended);
+    // The agents' last batches are sent within their 0.5 s schedule.
+    std::thread::sleep(Duration::from_secs(2));
+    receiver.spans().into_iter().filter(|s| s.trace_id == trace).collect()
+}
+
+/// The trace id the CLI printed with the rollout id (`rollout_started`).
+fn printed_trace_id(events: &[serde_json::Value]) -> String {
+    let started = events.iter().find(|e| e["kind"] == "rollout_started").expect("a rollout_started event");
+    let message = started["message"].as_str().unwrap_or_default();
+    message
+        .split("(trace ")
+        .nth(1)
+        .and_then(|rest| rest.get(..32))
+        .unwrap_or_else(|| panic!("no trace id in {message:?}"))
+        .to_owned()
+}
+
+fn by_id<'a>(spans: &'a [ReceivedSpan], id: &str) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|s| s.span_id == id)
+}
+
+fn start_traced<'a>(receiver: &'a OtlpReceiver, migrations: &'a std::path::Path) -> Vec<&'a str> {
+    let mut args = rollout_start_args(migrations, "v2");
+    args.extend(["--leader-timeout", "60", "--otlp-endpoint", &receiver.endpoint]);
+    args
+}
+
+#[test]
+fn one_rollout_is_one_trace_across_every_process_and_a_failover() {
+    let receiver = OtlpReceiver::start();
+    let otlp = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), receiver.endpoint.clone())];
+    let mut cluster = Cluster::start(Options {
+        lease_ttl_secs: 2,
+        coordinator_env: otlp.clone(),
+        agent_env: otlp,
+        ..Options::default()
+    });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+
+    // One rollout, nothing in the way.
+    let (status, events, stderr) =
+        Watch::start(&cluster, &start_traced(&receiver, &migrations)).finish(Duration::from_secs(120));
+    assert!(status.success(), "rollout failed ({status}): {stderr}\n{events:#?}");
+    let rollout_id = events[0]["rollout_id"].as_str().expect("a rollout id").to_owned();
+    let cli = receiver.wait_for(Duration::from_secs(10), |s| s.iter().any(|s| s.service == "runway-cli"));
+    let cli = cli.iter().find(|s| s.service == "runway-cli").expect("the CLI's span").clone();
+    assert_eq!(cli.name, "rollout start");
+    assert!(cli.parent.is_empty(), "the CLI starts the trace: {cli:#?}");
+    assert_eq!(printed_trace_id(&events), cli.trace_id, "the CLI prints the rollout's trace id");
+    let spans = trace_of(&receiver, &cli.trace_id);
+
+    let rollout = spans.iter().find(|s| s.name == "rollout").expect("the rollout span");
+    assert_eq!(rollout.parent, cli.span_id, "the rollout span is under the CLI's");
+    assert_eq!(rollout.attribute("runway.rollout.id"), rollout_id);
+    assert_eq!(rollout.attribute("runway.rollout.state"), "Succeeded");
+    let steps: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == "step").collect();
+    let names: BTreeSet<&str> = steps.iter().map(|s| s.attribute("step")).collect();
+    for step in ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"] {
+        assert!(names.contains(step), "no span for step {step}: {names:?}");
+    }
+    assert!(steps.iter().all(|s| s.parent == rollout.span_id), "steps hang under the rollout: {steps:#?}");
+
+    // Every agent command is under a coordinator command, itself under a step
+    // (but the backup's release, sent when the rollout ended).
+    let agent_commands: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.service == "runway-agent" && !s.attribute("command_id").is_empty())
+        .collect();
+    let hosts: BTreeSet<&str> = agent_commands.iter().map(|s| s.host.as_str()).collect();
+    let mut expected: BTreeSet<&str> = cluster.apps.iter().map(|a| a.name.as_str()).collect();
+    expected.insert("db-1");
+    assert_eq!(hosts, expected, "spans from all three agents");
+    for command in &agent_commands {
+        if command.attribute("command_id").contains("/release_backup/") {
+            // Sent once the rollout ended, outside any step.
+            assert_eq!(command.parent, rollout.span_id, "{command:#?}");
+            continue;
+        }
+        let sent = by_id(&spans, &command.parent)
+            .unwrap_or_else(|| panic!("agent command without its coordinator span: {command:#?}"));
+        assert_eq!((sent.service.as_str(), sent.name.as_str()), ("runway-coordinator", "command"));
+        assert_eq!(sent.attribute("command_id"), command.attribute("command_id"));
+        assert_eq!(sent.attribute("host.name"), command.host);
+        let step = by_id(&spans, &sent.parent).expect("the command's step span");
+        assert_eq!(step.name, "step");
+    }
+
+    // Each migration is a span under the DB agent's migrate command.
+    let migrate = agent_commands
+        .iter()
+        .find(|s| s.attribute("command_id").contains("/migrate/"))
+        .expect("the DB agent's migrate span");
+    let applied: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == "migration").collect();
+    assert_eq!(applied.len(), SHOP.len(), "one span per migration: {applied:#?}");
+    for m in &applied {
+        assert_eq!(m.parent, migrate.span_id, "{m:#?}");
+        assert_eq!(m.attribute("db.system"), "postgresql");
+        assert_eq!(m.attribute("db.namespace"), "app");
+    }
+    for (name, _) in SHOP {
+        assert!(applied.iter().any(|m| m.attribute("runway.migration") == *name), "no span for {name}");
+    }
+    // The backup's work shows up under the DB agent's backup command.
+    let backup =
+        agent_commands.iter().find(|s| s.attribute("command_id").contains("/backup/")).expect("backup");
+    let under_backup: BTreeSet<&str> =
+        spans.iter().filter(|s| s.parent == backup.span_id).map(|s| s.name.as_str()).collect();
+    assert!(under_backup.contains("pg_dump") && under_backup.contains("verify"), "{under_backup:?}");
+    // No credentials in any attribute.
+    for span in &spans {
+        for (key, value) in &span.attributes {
+            assert!(
+                !value.contains("postgres://") && !value.contains("password"),
+                "{key}={value} in {span:#?}"
+            );
+        }
+    }
+
+    // A second rollout; the leader is SIGKILLed once its first step ended.
+    write_migrations(
+        &migrations,
+        &[("20240301000000_notes", "CREATE TABLE \"Note\" (\"id\" SERIAL PRIMARY KEY, \"text\" TEXT);\n")],
+    );
+    let mut watch = Watch::start(&cluster, &start_traced(&receiver, &migrations));
+    let mut killed = None;
+    while let Some(event) = watch.next(Duration::from_secs(90)) {
+        if killed.is_none() && event["kind"] == "step_succeeded" {
+            killed = Some(cluster.kill_and_restart_leader());
+        }
+        if event["terminal"] == true {
+            break;
+        }
+    }
+    let (status, events, stderr) = watch.finish(Duration::from_secs(30));
+    assert!(status.success(), "rollout failed ({status}): {stderr}\n{events:#?}");
+    let killed = killed.expect("the leader was killed");
+    let trace = printed_trace_id(&events);
+    let spans = trace_of(&receiver, &trace);
+    let rollout = spans.iter().find(|s| s.name == "rollout").expect("the rollout span");
+    assert_ne!(rollout.host, killed, "the new leader ends the rollout");
+    let after: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.name == "step" && s.service == "runway-coordinator" && s.host != killed)
+        .collect();
+    let names: BTreeSet<&str> = after.iter().map(|s| s.attribute("step")).collect();
+    assert!(names.contains("migrate") && names.contains("maintenance_off"), "new leader's steps: {names:?}");
+    let all_steps = spans.iter().filter(|s| s.name == "step");
+    assert!(all_steps.clone().all(|s| s.parent == rollout.span_id), "{:#?}", all_steps.collect::<Vec<_>>());
+    let agents: BTreeSet<&str> =
+        spans.iter().filter(|s| s.service == "runway-agent").map(|s| s.host.as_str()).collect();
+    assert_eq!(agents.len(), 3, "all three agents' spans are on the trace after the failover: {agents:?}");
+    let migration = spans.iter().find(|s| s.name == "migration").expect("the new migration's span");
+    assert_eq!(migration.attribute("runway.migration"), "20240301000000_notes");
+}

@@ -29,9 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use runway_proto::v1::{self, CommandOutcome, RolloutState as WireState};
-use runway_telemetry::TraceParent;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,7 +39,7 @@ use super::events::{EventBus, EventWriter, NewEvent};
 use super::outcome::{CommandEnd, StepResult};
 use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
-use super::{audit, command, restart};
+use super::{audit, command, restart, trace};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
@@ -178,17 +176,8 @@ impl Engine {
             running.insert(record.id.clone(), Arc::clone(&control));
         }
         let engine = self.clone();
-        // Every line logged while the rollout runs carries its id and trace
-        // id. In the trace, this leader's run is a span under the rollout's.
-        let span = tracing::info_span!(
-            "rollout.run",
-            rollout_id = %record.id,
-            trace_id = %record.trace.trace_id(),
-            coordinator = %self.config.name,
-        );
-        if let Some(rollout) = record.trace.span() {
-            rollout.adopt(&span);
-        }
+        // Every line logged while the rollout runs carries its ids.
+        let span = trace::run_span(&record, &self.config.name);
         let run = async move {
             let id = record.id.clone();
             match engine.run(term, record, bundle, control).await {
@@ -350,7 +339,7 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
-            let span = step_span(&record, index);
+            let span = trace::step_span(&record, index);
             let result = run.step(&mut record, index).instrument(span.clone()).await?;
             self.settle(&mut record, index, &result);
             if let StepState::Failed = record.steps[index].state {
@@ -392,7 +381,7 @@ impl Engine {
             )
             .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
-        emit_rollout_span(&record);
+        trace::emit_rollout_span(&record);
         metrics::get().rollout_ended(&record);
         self.release_backup(&term, &record).await;
         Ok(())
@@ -422,45 +411,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// The span of step `index` (and of its commands): a child of the
-/// rollout's span, whichever leader runs it.
-fn step_span(record: &RolloutRecord, index: usize) -> tracing::Span {
-    let step = &record.steps[index];
-    let span = tracing::info_span!(
-        "step",
-        step = step.kind.name(),
-        recovery = step.recovery,
-        attempt = step.attempt,
-        rollout_id = %record.id,
-        trace_id = %record.trace.trace_id(),
-        otel.status_code = tracing::field::Empty,
-        error = tracing::field::Empty,
-    );
-    if let Some(rollout) = record.trace.span() {
-        rollout.adopt(&span);
-    }
-    span
-}
-
-/// Emits the rollout's own span, from when it was accepted until now,
-/// under the id saved with it: ended here, whoever started it.
-fn emit_rollout_span(record: &RolloutRecord) {
-    let Some(own) = record.trace.span() else { return };
-    let started = std::time::UNIX_EPOCH + Duration::from_millis(record.trace.started_unix_ms.max(0) as u64);
-    let state = format!("{:?}", record.state.to_proto());
-    let mut attributes = vec![
-        KeyValue::new("runway.rollout.id", record.id.clone()),
-        KeyValue::new("deployment.environment.name", record.environment.clone()),
-        KeyValue::new("runway.bundle.digest", record.bundle_digest.clone()),
-        KeyValue::new("runway.rollout.state", state),
-        KeyValue::new("runway.started_by", record.started_by.clone()),
-    ];
-    if !record.error.is_empty() {
-        attributes.push(KeyValue::new("error.message", record.error.clone()));
-    }
-    runway_telemetry::emit_span("rollout", own, record.trace.parent(), started, attributes);
 }
 
 /// One run of one rollout on one leadership term.
@@ -574,10 +524,7 @@ impl Run<'_> {
         mut command: v1::Command,
         deadline: Option<Instant>,
     ) -> Result<CommandEnd, Abandon> {
-        let span = tracing::info_span!("command", command_id = %command.command_id, "host.name" = %host);
-        if let Some(context) = TraceParent::of(&span) {
-            command.traceparent = context.to_string();
-        }
+        let span = trace::command_span(&mut command, host);
         self.follow(step, host, command, deadline).instrument(span).await
     }
 

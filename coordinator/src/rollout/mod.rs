@@ -14,6 +14,7 @@
 //!   and batches, failures tolerated, the smoke and watch steps.
 //! - [`validate`]: the operator strings a rollout request may carry.
 //! - `outcome`: how a step's commands ended, as the engine reads it.
+//! - `trace`: a rollout's spans, one trace per rollout across leaders.
 //! - [`engine`]: runs and resumes rollouts while this coordinator leads.
 //!
 //! The records themselves (rollout, step, kinds, states) are in
@@ -29,4 +30,5 @@ pub mod plan;
 pub mod recovery;
 pub mod repo;
 pub mod restart;
+mod trace;
 pub mod validate;

@@ -123,6 +123,12 @@ pub struct AppConfig {
     /// The version running now; updated after each successful restart.
     #[serde(default)]
     pub version: String,
+    /// Commands the coordinator's smoke checks may name (`smoke = [{ name
+    /// = "queue", command = "check-queue" }]`), as argv arrays run like
+    /// hooks (no shell, `hook_env`, plus `RUNWAY_SMOKE_CHECK`), with the
+    /// check's timeout: `smoke_commands = { check-queue = ["/usr/local/bin/check-queue"] }`.
+    #[serde(default)]
+    pub smoke_commands: BTreeMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -142,6 +148,7 @@ impl std::fmt::Debug for AppConfig {
             .field("hook_timeout_secs", &self.hook_timeout_secs)
             .field("hook_env", &self.hook_env.keys().collect::<Vec<_>>())
             .field("version", &self.version)
+            .field("smoke_commands", &self.smoke_commands)
             .finish()
     }
 }
@@ -189,6 +196,13 @@ impl AppConfig {
             if hook.first().is_none_or(|program| program.trim().is_empty()) {
                 return Err(format!(
                     "`app.{key}` must be a command as an argv array, e.g. [\"/usr/local/bin/hook\"]"
+                ));
+            }
+        }
+        for (name, argv) in &self.smoke_commands {
+            if argv.first().is_none_or(|program| program.trim().is_empty()) {
+                return Err(format!(
+                    "`app.smoke_commands.{name}` must be a command as an argv array, e.g. [\"/usr/local/bin/check\"]"
                 ));
             }
         }

@@ -10,6 +10,7 @@
 
 mod preflight;
 mod signed;
+mod smoke;
 
 use std::sync::Arc;
 
@@ -69,6 +70,8 @@ enum ExecError {
     Hook(#[from] service::HookError),
     #[error(transparent)]
     Health(#[from] health::HealthError),
+    #[error(transparent)]
+    Smoke(#[from] smoke::SmokeError),
     #[error("{0}")]
     Preflight(String),
     /// No valid operator signature over the SQL: nothing ran.
@@ -349,15 +352,28 @@ impl Executor {
                     if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
                 self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
                     .await?;
-                let health = health::wait_healthy(
-                    &app.health_url,
-                    Duration::from_secs(app.health_timeout_secs),
-                    progress,
-                )
-                .instrument(tracing::info_span!("health", otel.name = "health probe"))
-                .await?;
+                let deadline = match r.healthy_deadline_ms {
+                    0 => Duration::from_secs(app.health_timeout_secs),
+                    ms => Duration::from_millis(ms),
+                };
+                let min_healthy = Duration::from_millis(r.min_healthy_ms);
+                let health = smoke::healthy_for(&app.health_url, deadline, min_healthy, progress)
+                    .instrument(tracing::info_span!("health", otel.name = "health probe"))
+                    .await?;
+                let smoke = smoke::run_checks(&r.smoke, &self.config, app, progress)
+                    .instrument(tracing::info_span!("smoke", otel.name = "smoke checks"))
+                    .await?;
                 *self.app_version.lock().expect("app version lock") = version.clone();
-                Ok(serde_json::json!({ "app_version": version, "health": health }))
+                Ok(serde_json::json!({ "app_version": version, "health": health, "smoke": smoke }))
+            }
+            command::Action::Smoke(s) => {
+                let app = self.app()?;
+                let smoke = smoke::run_checks(&s.checks, &self.config, app, progress).await?;
+                Ok(serde_json::json!({ "smoke": smoke }))
+            }
+            command::Action::Watch(w) => {
+                let app = self.app()?;
+                Ok(smoke::watch(w, &self.config, app, progress).await?)
             }
         }
     }
@@ -436,6 +452,8 @@ pub fn action_name(cmd: &v1::Command) -> &'static str {
         Some(command::Action::VerifyBackup(_)) => "verify_backup",
         Some(command::Action::RestoreBackup(_)) => "restore_backup",
         Some(command::Action::ReleaseBackup(_)) => "release_backup",
+        Some(command::Action::Smoke(_)) => "smoke",
+        Some(command::Action::Watch(_)) => "watch",
         None => "unknown",
     }
 }

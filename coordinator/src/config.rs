@@ -8,6 +8,9 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
+mod restart;
+pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy, parse_duration};
+
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
 /// migration should take, so only an agent that is really gone reaches it.
 pub const DEFAULT_STEP_DEADLINE_SECS: u64 = 6 * 60 * 60;
@@ -128,6 +131,15 @@ pub struct EnvironmentPolicy {
     /// How long a rollout waits for its approvals, in seconds, before it
     /// ends `cancelled` (nothing changed).
     pub approval_timeout_secs: u64,
+    /// `restart = { batch, canary, min_healthy, healthy_deadline,
+    /// max_failures, select }`: restarts in batches with canaries.
+    pub restart: RestartPolicy,
+    /// `smoke = [ … ]`: checks the app agents run after their restart and
+    /// again after maintenance off.
+    pub smoke: Vec<SmokeCheck>,
+    /// `watch = { duration, interval }`: the watch window after
+    /// maintenance off.
+    pub watch: Option<WatchPolicy>,
 }
 
 impl Default for EnvironmentPolicy {
@@ -139,6 +151,9 @@ impl Default for EnvironmentPolicy {
             roles: BTreeMap::new(),
             approvals: Approvals::default(),
             approval_timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS,
+            restart: RestartPolicy::default(),
+            smoke: Vec::new(),
+            watch: None,
         }
     }
 }
@@ -260,6 +275,8 @@ impl EnvironmentPolicy {
                 if approvers.is_empty() { "nobody".to_owned() } else { approvers.join(", ") }
             )));
         }
+        restart::check(name, &self.restart, &self.smoke, self.watch.as_ref())
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -301,25 +318,35 @@ impl Environments {
 }
 
 impl<'de> Deserialize<'de> for Environments {
+    /// A list of names, or a table of tables. Not `untagged`: an error
+    /// inside one environment's table (a bad duration, an unknown key)
+    /// keeps its own message and position.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Names(Vec<String>),
-            Tables(BTreeMap<String, EnvironmentPolicy>),
-        }
-        let form = Form::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom(
-                "`environments` must be a list of names or one [environments.NAME] table each \
-                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N)",
-            )
-        })?;
-        Ok(match form {
-            Form::Names(names) => {
-                Self(names.into_iter().map(|n| (n, EnvironmentPolicy::default())).collect())
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Environments;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a list of environment names or one [environments.NAME] table each \
+                     (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore })",
+                )
             }
-            Form::Tables(tables) => Self(tables),
-        })
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Environments, A::Error> {
+                let mut names = BTreeMap::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.insert(name, EnvironmentPolicy::default());
+                }
+                Ok(Environments(names))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Environments, A::Error> {
+                let mut tables = BTreeMap::new();
+                while let Some((name, policy)) = map.next_entry::<String, EnvironmentPolicy>()? {
+                    tables.insert(name, policy);
+                }
+                Ok(Environments(tables))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -516,6 +543,32 @@ mod tests {
         finish("[environments.production]\napprovals = 2\nroles = { \"*\" = [\"approve\"] }").unwrap();
         // In insecure mode everyone holds every role.
         finish("[tls]\ninsecure = true\n[environments.production]\napprovals = 2").unwrap();
+    }
+
+    #[test]
+    fn restart_policies_load_and_bad_ones_are_refused_naming_the_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
+        let production = Config::load(Some(&path)).unwrap().environments.policy("production");
+        assert_eq!(production.restart.canary, 1);
+        assert_eq!(production.restart.batch, Count::Percent(25));
+        assert_eq!(production.smoke.len(), 3);
+        assert_eq!(production.watch.map(|w| w.duration), Some(Span::secs(600)));
+        // A bad value inside an environment's table keeps its own message.
+        let error =
+            toml::from_str::<Config>("[environments.production]\nrestart = { min_healthy = \"30 secs\" }")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("\"30 secs\" is not a duration") && error.contains("min_healthy"), "{error}");
+        let error = toml::from_str::<Config>("[environments.production]\nrestart = { batches = 2 }")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `batches`"), "{error}");
+        let mut config: Config = toml::from_str(
+            "[tls]\ninsecure = true\n[environments.production]\nwatch = { duration = \"0s\" }",
+        )
+        .unwrap();
+        let error = config.finish().unwrap_err().to_string();
+        assert!(error.contains("[environments.production] watch.duration"), "{error}");
     }
 
     #[test]

@@ -316,6 +316,13 @@ pub enum StepKind {
     /// No host: wait for operators to approve (after preflight, before
     /// maintenance mode). Only in environments that configure `approvals`.
     Approval,
+    /// The restarted app hosts, in parallel, after maintenance off: the
+    /// environment's `smoke` checks. Only where `smoke` is configured.
+    Smoke,
+    /// The restarted app hosts, in parallel, after maintenance off (and
+    /// smoke): health and smoke checks for the `watch` window. Only where
+    /// `watch` is configured.
+    Watch,
 }
 
 impl StepKind {
@@ -330,6 +337,8 @@ impl StepKind {
             Self::MaintenanceOff => "maintenance_off",
             Self::Restore => "restore",
             Self::Approval => "approval",
+            Self::Smoke => "smoke",
+            Self::Watch => "watch",
         }
     }
 

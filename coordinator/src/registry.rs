@@ -18,6 +18,8 @@ pub struct AgentSnapshot {
     pub roles: Vec<String>,
     /// The app version the agent registered with (what runs there now).
     pub app_version: String,
+    /// Its labels (`restart.select` chooses hosts by them).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentSnapshot {
@@ -130,7 +132,12 @@ impl Registry {
     pub fn snapshot(&self, environment: &str) -> Vec<AgentSnapshot> {
         self.list(Some(environment))
             .into_iter()
-            .map(|a| AgentSnapshot { name: a.name, roles: a.roles, app_version: a.app_version })
+            .map(|a| AgentSnapshot {
+                name: a.name,
+                roles: a.roles,
+                app_version: a.app_version,
+                labels: a.labels.into_iter().collect(),
+            })
             .collect()
     }
 

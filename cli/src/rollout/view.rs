@@ -312,7 +312,11 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
     for s in &p.steps {
         steps.row([s.name.clone(), s.hosts.join(",")]);
     }
-    text.push_str(&format!("\nsteps a rollout would run now:\n{}\n\n", steps.render()));
+    text.push_str(&format!("\nsteps a rollout would run now:\n{}\n", steps.render()));
+    for line in &p.restart_policy {
+        text.push_str(&format!("policy       {line}\n"));
+    }
+    text.push('\n');
     let mut hosts = Table::new(["host", "preflight", "answer"]);
     for h in &p.hosts {
         let detail = host_detail(h);
@@ -386,6 +390,7 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "unaccepted_dangers": detail["unaccepted_dangers"],
         "verdict": verdict_name(PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified)),
         "reasons": p.reasons,
+        "restart_policy": p.restart_policy,
         "exit_code": exit.code(),
     })
 }
@@ -488,6 +493,7 @@ mod tests {
             plan_json: plan.to_string(),
             verdict: PlanVerdict::DangerRefused as i32,
             reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
+            restart_policy: vec!["restart order: canary [app-1] → [app-2, app-3]".into()],
         }
     }
 
@@ -557,6 +563,7 @@ mod tests {
             "disk         not checked",
             "verdict      the danger gate would refuse the rollout:",
             "  2_drop line 2: drop-column on User",
+            "policy       restart order: canary [app-1] → [app-2, app-3]",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }
@@ -567,5 +574,6 @@ mod tests {
         assert_eq!(json["maintenance_needed"], true);
         assert_eq!(json["hosts"][0]["answer"], "refused");
         assert_eq!(json["unaccepted_dangers"][0]["rule"], "drop-column");
+        assert_eq!(json["restart_policy"][0], "restart order: canary [app-1] → [app-2, app-3]");
     }
 }

@@ -109,7 +109,9 @@ impl OperatorService {
         crate::failpoint::tamper_bundle(&mut bundle);
         let agents = self.shared.registry.snapshot(&request.environment);
         let policy = config.environments.policy(&request.environment);
-        let steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
+        let mut steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
+        crate::rollout::restart::apply(&request.environment, &mut steps, &policy, &agents)
+            .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
         let previous_versions = agents
             .iter()
             .filter(|a| a.has_role("app"))

@@ -39,8 +39,13 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
     let migrations = runway_proto::bundle::migrations(&bundle)?;
     let agents = shared.registry.snapshot(&request.environment);
-    let approval = shared.config.environments.policy(&request.environment).approvals.required();
-    let steps = default_plan(&request.environment, &agents, approval)?;
+    let policy = shared.config.environments.policy(&request.environment);
+    let mut steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
+    crate::rollout::restart::apply(&request.environment, &mut steps, &policy, &agents)
+        .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+    let restarted: Vec<String> =
+        steps.iter().find(|s| s.kind == StepKind::Restart).map(|s| s.hosts.clone()).unwrap_or_default();
+    let restart_policy = crate::rollout::restart::describe(&policy, &restarted);
     let db = db_host(&request.environment, &agents)?;
     let mut preflight: StepRecord = steps
         .iter()
@@ -91,6 +96,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         plan_json: plan_json.map(|p| p.to_string()).unwrap_or_default(),
         verdict: verdict as i32,
         reasons,
+        restart_policy,
     })
 }
 

@@ -97,6 +97,7 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
             } else {
                 record.app_version.clone()
             },
+            ..v1::Restart::default()
         }),
         StepKind::MaintenanceOff => command::Action::MaintenanceOff(v1::MaintenanceOff {}),
         // The rollback restores this rollout's own backup, exactly: the
@@ -106,6 +107,10 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
             confirmed: true,
             replace: true,
         }),
+        // The checks come from the environment's policy: the engine adds
+        // them (see `rollout::restart::complete`).
+        StepKind::Smoke => command::Action::Smoke(v1::Smoke::default()),
+        StepKind::Watch => command::Action::Watch(v1::Watch::default()),
         StepKind::Approval => unreachable!("the approval step has no hosts, so it never sends a command"),
     }
 }

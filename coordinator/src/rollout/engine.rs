@@ -39,7 +39,7 @@ use super::events::{EventBus, EventWriter, NewEvent};
 use super::outcome::{CommandEnd, StepResult};
 use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
-use super::{audit, command, trace};
+use super::{audit, command, restart, trace};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
@@ -227,6 +227,11 @@ impl Engine {
         if result.succeeded() {
             record.steps[index].state = StepState::Succeeded;
             match kind {
+                StepKind::Restart if result.tolerated > 0 => {
+                    let failed = result.failed_hosts();
+                    record.steps[index].error = format!("tolerated: {}", result.error());
+                    restart::drop_failed(record, &failed);
+                }
                 StepKind::Preflight => {
                     if let Some(plan) = result.detail("plan") {
                         record.plan_json = plan.to_string();
@@ -258,9 +263,13 @@ impl Engine {
                 let note = recovery::hold_note(record, kind, &hosts, failure);
                 record.error.push_str(&note);
             }
-            // The hosts the failed step reached (restarts stop at the first failure).
-            let reached: Vec<String> =
-                record.steps[index].hosts.iter().take(result.ends.len()).cloned().collect();
+            // The hosts the failed step changed: a restart's batches stop
+            // after a failure; a smoke or watch failure rolls back every
+            // host the restart step changed.
+            let reached = match kind {
+                StepKind::Smoke | StepKind::Watch => restart::changed_hosts(record),
+                _ => result.reached(),
+            };
             recovery::plan(record, way_back, &reached);
         } else if kind == StepKind::Restore {
             record.error.push_str(&format!(
@@ -357,10 +366,7 @@ impl Engine {
             RolloutState::RolledBack => (
                 "rollout_rolled_back",
                 WireState::RolledBack,
-                format!(
-                    "rollout rolled back: {}; backup {} was restored and maintenance mode lifted",
-                    record.error, record.backup
-                ),
+                format!("rollout rolled back: {}; {}", record.error, recovery::rolled_back_summary(&record)),
             ),
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
@@ -463,10 +469,22 @@ impl Run<'_> {
         // counts afresh, so it waits longer, never less. `None`: too far
         // away to represent, so never.
         let deadline = Instant::now().checked_add(self.engine.config.step_deadline());
+        let policy = self.engine.config.environments.policy(&record.environment);
         let make = |host: &str| {
             let config = &self.engine.config;
-            command::for_host(record, &step, host, self.bundle, self.term.token, &config.name)
+            let mut command =
+                command::for_host(record, &step, host, self.bundle, self.term.token, &config.name);
+            if let Some(action) = command.action.as_mut() {
+                restart::complete(action, &policy, step.recovery);
+            }
+            command
         };
+        if step.kind == StepKind::Restart && !step.recovery {
+            return self.restart_in_batches(&step, &policy.restart, make, deadline).await;
+        }
+        if step.kind == StepKind::Watch {
+            return self.until_first_failure(&step, make, deadline).await;
+        }
         let mut ends = Vec::with_capacity(step.hosts.len());
         if step.kind.one_host_at_a_time() {
             for host in &step.hosts {
@@ -486,7 +504,7 @@ impl Run<'_> {
                 ends.push(result?);
             }
         }
-        Ok(StepResult { ends })
+        Ok(StepResult { ends, tolerated: 0 })
     }
 
     /// Dispatches one command and follows it to its result.
@@ -568,6 +586,7 @@ impl Run<'_> {
                             self.emit_result(step, host, &command_id, Err((&error, ""))).await?;
                             metrics::get().command_ended(step.kind, "unknown", dispatched.elapsed());
                             return Ok(CommandEnd {
+                                host: host.to_owned(),
                                 error: Some(error),
                                 refused: false,
                                 detail: serde_json::Value::Null,
@@ -602,6 +621,7 @@ impl Run<'_> {
             self.engine.registry.set_app_version(host, &version);
         }
         Ok(CommandEnd {
+            host: host.to_owned(),
             error,
             refused: outcome == Ok(CommandOutcome::Refused),
             detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
@@ -673,6 +693,7 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
+mod batches;
 mod gate;
 #[cfg(test)]
 mod tests;

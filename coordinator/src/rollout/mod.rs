@@ -10,6 +10,8 @@
 //! - [`audit`]: the audit log of operator actions and how rollouts and
 //!   backup operations ended (here because the engine records each
 //!   rollout's end; the operator API records the rest).
+//! - [`restart`]: the restart phase as policy: hosts by label, canaries
+//!   and batches, failures tolerated, the smoke and watch steps.
 //! - [`validate`]: the operator strings a rollout request may carry.
 //! - `outcome`: how a step's commands ended, as the engine reads it.
 //! - `trace`: a rollout's spans, one trace per rollout across leaders.
@@ -27,5 +29,6 @@ mod outcome;
 pub mod plan;
 pub mod recovery;
 pub mod repo;
+pub mod restart;
 mod trace;
 pub mod validate;

@@ -7,6 +7,8 @@ use crate::model::StepKind;
 
 /// How one command ended.
 pub(super) struct CommandEnd {
+    /// The host it ran on.
+    pub host: String,
     /// The operator-facing reason it failed (`host: …`); `None` on success.
     pub error: Option<String>,
     /// It was refused before anything ran.
@@ -21,11 +23,25 @@ pub(super) struct CommandEnd {
 /// How a step's commands ended.
 pub(super) struct StepResult {
     pub ends: Vec<CommandEnd>,
+    /// Failed commands the step still succeeds with: a batched restart
+    /// that stayed within `restart.max_failures` (0 otherwise).
+    pub tolerated: usize,
 }
 
 impl StepResult {
     pub fn succeeded(&self) -> bool {
-        self.ends.iter().all(|e| e.error.is_none())
+        self.failed_hosts().len() <= self.tolerated
+    }
+
+    /// The hosts whose command failed.
+    pub fn failed_hosts(&self) -> Vec<String> {
+        self.ends.iter().filter(|e| e.error.is_some()).map(|e| e.host.clone()).collect()
+    }
+
+    /// The hosts the step's commands went to (a batched restart stops
+    /// dispatching after a failure).
+    pub fn reached(&self) -> Vec<String> {
+        self.ends.iter().map(|e| e.host.clone()).collect()
     }
 
     /// `host: reason; host: reason` of the failed commands.

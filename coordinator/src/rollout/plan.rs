@@ -86,6 +86,7 @@ mod tests {
             name: name.into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             app_version: "v1".into(),
+            labels: Default::default(),
         }
     }
 

@@ -7,6 +7,8 @@
 //! | migrate, after a change (or unknown) | yes | policy `restore`: restore this rollout's backup exactly, then lift maintenance mode; policy `hold`: stay in maintenance mode and stop |
 //! | restart (a host does not become healthy) | yes, backward compatible | policy `revert`: restart the hosts already changed with their previous version, then lift maintenance mode; `hold`: stop |
 //! | restart | yes, not backward compatible (the plan found destructive or breaking changes) | policy `revert`: restore the backup first, then as above |
+//! | smoke (after maintenance off) | as restart | as restart: the hosts the restart step changed get their previous version |
+//! | watch window | yes | as restart, but the backup is restored only when `watch.restore` is set and the migrations were not backward compatible (traffic ran against the migrated database) |
 //! | the recovery restore or revert itself | unknown | stop; maintenance mode stays on |
 //! | any step whose agent is still away at the step deadline | unknown | hold: stop; maintenance mode stays on (if it was turned on); a person decides |
 //!
@@ -64,8 +66,16 @@ pub fn choose(
                 OnMigrateFailure::Hold => Recovery::Hold,
             }
         }
-        (StepKind::Restart, Failure::Reported { .. }) => match policy.on_restart_failure {
+        (StepKind::Restart | StepKind::Smoke, Failure::Reported { .. }) => match policy.on_restart_failure {
             OnRestartFailure::Revert => Recovery::Revert { restore: !backward_compatible(record) },
+            OnRestartFailure::Hold => Recovery::Hold,
+        },
+        // Traffic ran against the migrated database in the window: restore
+        // it only when the policy says so (and the old version needs it).
+        (StepKind::Watch, Failure::Reported { .. }) => match policy.on_restart_failure {
+            OnRestartFailure::Revert => Recovery::Revert {
+                restore: policy.watch.is_some_and(|w| w.restore) && !backward_compatible(record),
+            },
             OnRestartFailure::Hold => Recovery::Hold,
         },
         _ => Recovery::LiftMaintenance,
@@ -94,7 +104,7 @@ pub fn hold_note(record: &RolloutRecord, kind: StepKind, hosts: &[String], failu
         record.environment
     );
     match (kind, failure) {
-        (StepKind::Restart, Failure::Reported { .. }) => format!(
+        (StepKind::Restart | StepKind::Smoke | StepKind::Watch, Failure::Reported { .. }) => format!(
             "; policy on_restart_failure = \"hold\" keeps maintenance mode on: {} may run the new version; \
              restart them with the previous one by hand (and {restore} if the old version cannot run \
              against the migrated database)",
@@ -273,6 +283,26 @@ fn rolls_back(step: &StepRecord) -> bool {
     step.recovery && matches!(step.kind, StepKind::Restore | StepKind::Restart)
 }
 
+/// What the way back did, for the message of a rolled-back rollout:
+/// `backup B was restored, the app hosts run their previous version again,
+/// maintenance mode lifted` (the parts that ran).
+pub fn rolled_back_summary(record: &RolloutRecord) -> String {
+    let done = |kind: StepKind| {
+        record.steps.iter().any(|s| s.recovery && s.kind == kind && s.state == StepState::Succeeded)
+    };
+    let mut parts = Vec::new();
+    if done(StepKind::Restore) {
+        parts.push(format!("backup {} was restored", record.backup));
+    }
+    if done(StepKind::Restart) {
+        parts.push("the app hosts run their previous version again".to_owned());
+    }
+    if done(StepKind::MaintenanceOff) {
+        parts.push("maintenance mode lifted".to_owned());
+    }
+    parts.join(", ")
+}
+
 /// The state a rollout ends in once no step is left: `cancelled` also when
 /// its approval gate stopped it (rejected, or expired).
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
@@ -440,6 +470,34 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_failure_restores_only_when_the_policy_says_so() {
+        let destructive = with_plan(serde_json::json!([{ "rule": "drop-column", "severity": "danger" }]));
+        let additive = with_plan(serde_json::json!([]));
+        let mut policy = EnvironmentPolicy::default();
+        assert_eq!(
+            choose(&destructive, StepKind::Watch, UNCHANGED, &policy),
+            Recovery::Revert { restore: false }
+        );
+        assert_eq!(
+            choose(&destructive, StepKind::Smoke, UNCHANGED, &policy),
+            Recovery::Revert { restore: true }
+        );
+        policy.watch = Some(crate::config::WatchPolicy {
+            duration: crate::config::Span::secs(60),
+            interval: crate::config::Span::secs(5),
+            restore: true,
+        });
+        assert_eq!(
+            choose(&destructive, StepKind::Watch, UNCHANGED, &policy),
+            Recovery::Revert { restore: true }
+        );
+        assert_eq!(
+            choose(&additive, StepKind::Watch, UNCHANGED, &policy),
+            Recovery::Revert { restore: false }
+        );
+    }
+
+    #[test]
     fn revert_restarts_the_changed_hosts_before_maintenance_is_lifted() {
         let mut record = record_failed_in_migrate();
         plan(&mut record, Recovery::Revert { restore: true }, &["app-1".into(), "app-2".into()]);
@@ -457,6 +515,10 @@ mod tests {
             record.steps[step].state = StepState::Succeeded;
         }
         assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+        assert_eq!(
+            rolled_back_summary(&record),
+            "backup b1 was restored, the app hosts run their previous version again, maintenance mode lifted"
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! A tiny HTTP app for the quick start and the end-to-end tests.
 //!
-//! `GET /health` answers 200 with the version and PID (503 when `--dir`
+//! `GET /health` answers 200 with the version and PID (503 while `--dir`
 //! holds a file `unhealthy-version` naming this version: a release that
-//! never becomes healthy); `GET /` answers 503 while the maintenance flag
-//! file exists in `--dir`, else 200.
+//! never becomes healthy, or one that turns unhealthy when a test writes
+//! the file); `GET /` answers 503 while the maintenance flag file exists in
+//! `--dir`, 500 while `--dir` holds a file `broken-page-version` naming this
+//! version (a release whose pages fail though its health check passes),
+//! else 200. Both files are read on every request.
 
 use std::path::PathBuf;
 
@@ -51,11 +54,13 @@ async fn main() -> anyhow::Result<()> {
         args.port,
         std::process::id()
     );
-    let broken =
-        std::fs::read_to_string(args.dir.join("unhealthy-version")).is_ok_and(|v| v.trim() == args.version);
+    let names_this_version =
+        |file: &str| std::fs::read_to_string(args.dir.join(file)).is_ok_and(|v| v.trim() == args.version);
     loop {
         let (mut socket, _) = listener.accept().await?;
         let maintenance = args.dir.join("maintenance").exists();
+        let broken = names_this_version("unhealthy-version");
+        let broken_page = names_this_version("broken-page-version");
         let version = args.version.clone();
         tokio::spawn(async move {
             // Read the whole request head: closing a socket with unread
@@ -74,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
                 "/health" if broken => ("503 Service Unavailable", format!("version {version} is broken")),
                 "/health" => ("200 OK", format!("ok version={version} pid={}", std::process::id())),
                 _ if maintenance => ("503 Service Unavailable", "down for maintenance".to_owned()),
+                _ if broken_page => {
+                    ("500 Internal Server Error", format!("version {version} fails to render"))
+                }
                 _ => ("200 OK", format!("hello from version {version}")),
             };
             let response = format!(

@@ -172,14 +172,17 @@ impl Coordinator {
         }];
         let bundle = v1::Bundle { digest: runway_proto::bundle::digest(&files), files };
         let now = runway_proto::unix_ms_now();
+        let agents = self.registry.snapshot(ENVIRONMENT);
+        let mut steps = default_plan(ENVIRONMENT, &agents, self.approvals_required()).unwrap();
+        let policy = self.engine.config.environments.policy(ENVIRONMENT);
+        crate::rollout::restart::apply(ENVIRONMENT, &mut steps, &policy, &agents).unwrap();
         let record = RolloutRecord {
             id: "r1".into(),
             environment: ENVIRONMENT.into(),
             bundle_digest: bundle.digest.clone(),
             app_version: "2.0.0".into(),
             state: RolloutState::Pending,
-            steps: default_plan(ENVIRONMENT, &self.registry.snapshot(ENVIRONMENT), self.approvals_required())
-                .unwrap(),
+            steps,
             error: String::new(),
             created_unix_ms: now,
             updated_unix_ms: now,
@@ -333,6 +336,10 @@ async fn every_step_succeeds_in_runbook_order() {
     let mut expected = vec!["rollout_started".to_owned()];
     for step in ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"] {
         expected.push(format!("step_started {step}"));
+        if step == "restart" {
+            // Without a restart policy: one host per batch, in order.
+            expected.extend(["batch_started restart".to_owned(), "batch_started restart".to_owned()]);
+        }
         expected.push(format!("step_succeeded {step}"));
     }
     expected.push("rollout_succeeded".into());
@@ -870,3 +877,4 @@ async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
 }
 
 mod approval;
+mod batches;

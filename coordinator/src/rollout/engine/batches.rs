@@ -1,0 +1,134 @@
+//! The restart step in batches, and the watch step that ends at the first
+//! failure.
+//!
+//! A rollout's restart runs the canaries first, then batch after batch
+//! (see [`restart::batches`]): the hosts of one batch restart together,
+//! the next batch starts when every host of the previous one has ended.
+//! Each host's command carries the policy's healthy deadline, how long the
+//! app must stay healthy, and the smoke checks to run after it; the agent
+//! reports failure when any of that does not hold. After a batch, more
+//! failures than `max_failures` — or a failed canary, or an agent whose
+//! outcome is unknown — stop the step: later batches are never started, and
+//! the engine rolls back the hosts the step reached.
+//!
+//! A `batch_started` event opens each batch (its detail names the hosts),
+//! so a watcher sees the order; each host's `command_succeeded` /
+//! `command_failed` closes its part.
+//!
+//! On a failover the step is resumed from its first batch with the same
+//! command ids: hosts that ended answer from their journals at once.
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use runway_proto::v1;
+use tokio::time::Instant;
+
+use super::{Abandon, Run};
+use crate::config::RestartPolicy;
+use crate::model::StepRecord;
+use crate::rollout::events::NewEvent;
+use crate::rollout::outcome::{CommandEnd, StepResult};
+use crate::rollout::restart;
+
+impl Run<'_> {
+    /// Runs a rollout's restart `step` batch by batch under `policy`.
+    pub(super) async fn restart_in_batches(
+        &self,
+        step: &StepRecord,
+        policy: &RestartPolicy,
+        make: impl Fn(&str) -> v1::Command,
+        deadline: Option<Instant>,
+    ) -> Result<StepResult, Abandon> {
+        let batches = restart::batches(&step.hosts, policy);
+        let tolerated = restart::tolerated(policy, step.hosts.len());
+        let mut ends: Vec<CommandEnd> = Vec::with_capacity(step.hosts.len());
+        let mut stopped = false;
+        for (i, batch) in batches.iter().enumerate() {
+            let message = format!(
+                "restart batch {} of {}{}: {}",
+                i + 1,
+                batches.len(),
+                if batch.canary { " (canary)" } else { "" },
+                batch.hosts.join(", ")
+            );
+            let detail = serde_json::json!({
+                "batch": i + 1, "of": batches.len(), "canary": batch.canary, "hosts": batch.hosts,
+            });
+            let event = NewEvent {
+                kind: "batch_started",
+                step: step.kind.name().into(),
+                message,
+                detail_json: detail.to_string(),
+                ..NewEvent::default()
+            };
+            self.events.emit(event).await?;
+            let results = futures::future::join_all(
+                batch.hosts.iter().map(|host| self.command_on(step, host, make(host), deadline)),
+            )
+            .await;
+            let mut canary_failed = false;
+            for result in results {
+                let end = result?;
+                canary_failed |= batch.canary && end.error.is_some();
+                stopped |= end.outcome_unknown;
+                ends.push(end);
+            }
+            let failures = ends.iter().filter(|e| e.error.is_some()).count();
+            let why = if canary_failed {
+                Some("a canary failed".to_owned())
+            } else if failures > tolerated {
+                Some(format!(
+                    "{failures} host(s) failed, more than max_failures = {} ({tolerated})",
+                    policy.max_failures
+                ))
+            } else if stopped {
+                Some("an agent's outcome is unknown".to_owned())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                let left = batches.len() - i - 1;
+                let message = if left == 0 {
+                    format!("restart stops: {why}")
+                } else {
+                    format!("restart stops: {why}; {left} later batch(es) not started")
+                };
+                let event = NewEvent {
+                    kind: "batches_stopped",
+                    step: step.kind.name().into(),
+                    message,
+                    ..NewEvent::default()
+                };
+                self.events.emit(event).await?;
+                stopped = true;
+                break;
+            }
+        }
+        let tolerated = if stopped { 0 } else { tolerated };
+        Ok(StepResult { ends, tolerated })
+    }
+
+    /// Runs `step` on all its hosts together and ends at the first failure
+    /// (the watch window: one host failing is enough to roll back, no need
+    /// to wait out the others' windows). Commands still running are left to
+    /// their agents; their results are not waited for.
+    pub(super) async fn until_first_failure(
+        &self,
+        step: &StepRecord,
+        make: impl Fn(&str) -> v1::Command,
+        deadline: Option<Instant>,
+    ) -> Result<StepResult, Abandon> {
+        let mut running: FuturesUnordered<_> =
+            step.hosts.iter().map(|host| self.command_on(step, host, make(host), deadline)).collect();
+        let mut ends = Vec::with_capacity(step.hosts.len());
+        while let Some(result) = running.next().await {
+            let end = result?;
+            let failed = end.error.is_some();
+            ends.push(end);
+            if failed {
+                break;
+            }
+        }
+        Ok(StepResult { ends, tolerated: 0 })
+    }
+}

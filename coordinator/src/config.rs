@@ -58,6 +58,27 @@ pub struct Config {
     pub tls: TlsFiles,
     /// `[telemetry]`: where to serve Prometheus metrics and send trace spans, if anywhere.
     pub telemetry: runway_telemetry::Config,
+    /// `[retention]`: which finished rollouts etcd keeps.
+    pub retention: Retention,
+}
+
+/// `[retention]`: finished rollouts (with their events and decisions) are
+/// deleted beyond the newest `keep_rollouts` or after `keep_days`, but
+/// never inside their environment's rollback window; then bundles no kept
+/// rollout refers to. The audit log is never pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    pub keep_rollouts: usize,
+    pub keep_days: u64,
+    /// How often the leader prunes.
+    pub every_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { keep_rollouts: 1000, keep_days: 90, every_secs: 600 }
+    }
 }
 
 impl Default for Config {
@@ -75,6 +96,7 @@ impl Default for Config {
             step_deadline_secs: DEFAULT_STEP_DEADLINE_SECS,
             tls: TlsFiles::default(),
             telemetry: runway_telemetry::Config::default(),
+            retention: Retention::default(),
         }
     }
 }
@@ -407,6 +429,16 @@ impl Config {
         }
         if self.environments.is_empty() {
             return Err(ConfigError::Invalid("`environments` must name at least one environment".into()));
+        }
+        if self.retention.keep_rollouts == 0
+            || self.retention.keep_days == 0
+            || self.retention.every_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "`[retention]` keep_rollouts, keep_days and every_secs must each be at least 1 (defaults: 1000 \
+                 rollouts, 90 days, every 600 s)"
+                    .into(),
+            ));
         }
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure)?;

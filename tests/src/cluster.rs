@@ -102,6 +102,8 @@ pub struct Options {
     /// Every coordinator and the DB agent serve `/metrics` on a free port
     /// (`[telemetry] metrics_listen`).
     pub metrics: bool,
+    /// Extra tables at the end of every coordinator's config (e.g. `[retention]`).
+    pub coordinator_toml: String,
 }
 
 impl Default for Options {
@@ -120,6 +122,7 @@ impl Default for Options {
             tls: true,
             environment_policy: String::new(),
             metrics: false,
+            coordinator_toml: String::new(),
         }
     }
 }
@@ -349,6 +352,7 @@ fn start_coordinator(
     text.push_str(&tls_toml(pki.map(|pki| pki.coordinator(name, &host.ip))));
     let metrics = options.metrics.then(free_port);
     text.push_str(&telemetry_toml(&host, metrics));
+    text.push_str(&options.coordinator_toml);
     std::fs::write(&config, text).expect("write coordinator config");
     let env = options.coordinator_env.clone();
     let proc = spawn_coordinator(root, name, &host, &config, &env);

@@ -89,6 +89,19 @@ impl Etcd {
 
     /// `etcdctl get --prefix PREFIX`'s first value by create revision: the
     /// leader of an election under `prefix`.
+    /// Every key under `prefix`, in order.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = Command::new(etcdctl_binary())
+            .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .args(&self.etcdctl_tls)
+            .args(["get", "--prefix", prefix, "--keys-only"])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl get: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    }
+
     pub fn oldest_value(&self, prefix: &str) -> Option<String> {
         let out = Command::new(etcdctl_binary())
             .arg(format!("--endpoints={}", self.endpoints.join(",")))

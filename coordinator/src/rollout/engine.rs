@@ -39,7 +39,7 @@ use super::events::{EventBus, EventWriter, NewEvent};
 use super::outcome::{CommandEnd, StepResult};
 use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
-use super::{audit, command, restart, trace};
+use super::{audit, command, restart, retention, trace};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
@@ -127,13 +127,33 @@ impl Engine {
         }
     }
 
-    /// Resumes unfinished rollouts now and every few seconds until the term ends.
+    /// Resumes unfinished rollouts now and every few seconds, and prunes
+    /// finished ones (see [`retention`]) every `[retention] every_secs`,
+    /// until the term ends.
     pub fn lead(&self, term: Term) {
         let engine = self.clone();
         self.tracker.spawn(async move {
+            let prune_every = Duration::from_secs(engine.config.retention.every_secs);
+            let mut pruned_at: Option<Instant> = None;
             loop {
                 if let Err(e) = engine.resume_unfinished(&term).await {
                     tracing::warn!(error = %e, "cannot scan for unfinished rollouts");
+                }
+                if pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
+                    pruned_at = Some(Instant::now());
+                    match retention::prune(&engine.store, &term, &engine.config).await {
+                        Ok(pruned) if pruned.rollouts + pruned.bundles > 0 => {
+                            tracing::info!(
+                                rollouts = pruned.rollouts,
+                                bundles = pruned.bundles,
+                                "retention pruned"
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "retention could not prune; it tries again later")
+                        }
+                    }
                 }
                 tokio::select! {
                     _ = term.cancel.cancelled() => return,

@@ -4,6 +4,7 @@
 //! - [`command`]: the typed command a step sends each host, and its id.
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
+//! - [`retention`]: which finished rollouts and bundles etcd keeps.
 //! - [`recovery`]: the way back after a failed step, by what it changed.
 //! - [`approval`]: the approval gate's rules: how many approvals, who, what
 //!   the saved decisions add up to.
@@ -30,5 +31,6 @@ pub mod plan;
 pub mod recovery;
 pub mod repo;
 pub mod restart;
+pub mod retention;
 mod trace;
 pub mod validate;

@@ -22,7 +22,7 @@ use runway_proto::v1::{Bundle, RolloutEvent};
 use super::audit::AuditLog;
 use crate::fencing::Term;
 use crate::model::{Decision, RolloutRecord};
-use crate::store::{Put, Store, StoreError};
+use crate::store::{Delete, Put, Store, StoreError};
 
 /// Typed access to saved rollouts; cheap to clone.
 #[derive(Clone)]
@@ -171,6 +171,37 @@ impl RolloutStore {
     /// Events of rollout `id` with `seq >= from_seq`, in order.
     pub async fn events(&self, id: &str, from_seq: u64) -> Result<Vec<RolloutEvent>, StoreError> {
         self.store.list_proto(&self.events_prefix(id), &self.event_key(id, from_seq.max(1))).await
+    }
+
+    /// Deletes rollout `id` with its events, cancel request and decisions
+    /// (its audit entries stay), if `term` still leads.
+    pub async fn delete_rollout(&self, term: &Term, id: &str) -> Result<(), StoreError> {
+        let deletes = vec![
+            Delete { key: self.rollout_key(id), prefix: false },
+            Delete { key: self.events_prefix(id), prefix: true },
+            Delete { key: self.cancel_key(id), prefix: false },
+            Delete { key: self.decisions_prefix(id), prefix: true },
+        ];
+        self.store.delete_fenced(term, deletes, None).await.map(drop)
+    }
+
+    /// Every saved bundle's digest with the revision it was last written at.
+    pub async fn bundle_revisions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let prefix = self.bundle_key("");
+        let keys = self.store.scan_revisions(&prefix).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|(key, rev)| Some((key.strip_prefix(&prefix)?.to_owned(), rev)))
+            .collect())
+    }
+
+    /// Deletes bundle `digest` unless it was written after `revision` (a
+    /// new rollout of it saves it again); false when it was kept for that.
+    pub async fn delete_bundle(&self, term: &Term, digest: &str, revision: i64) -> Result<bool, StoreError> {
+        let key = self.bundle_key(digest);
+        self.store
+            .delete_fenced(term, vec![Delete { key: key.clone(), prefix: false }], Some((key, revision)))
+            .await
     }
 
     /// The highest event sequence number of rollout `id` (0 if none).

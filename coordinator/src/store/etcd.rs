@@ -4,9 +4,9 @@
 //! election's own campaign aside): a transaction that compares the leader
 //! key's create revision with the writer's fencing token.
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 
-use super::{Kv, KvFuture, Put, StoreError};
+use super::{Delete, Kv, KvFuture, Put, StoreError};
 use crate::fencing::Term;
 
 /// How long one etcd call may take. (Not a client-wide timeout: that would
@@ -81,6 +81,51 @@ impl Kv for EtcdKv {
                 .and_then(puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect::<Vec<_>>());
             let response = timed("put_fenced", self.client.kv_client().txn(txn)).await?;
             if response.succeeded() { Ok(()) } else { Err(StoreError::Fenced(term.token.0)) }
+        })
+    }
+
+    fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
+        Box::pin(async move {
+            let options = GetOptions::new().with_prefix().with_keys_only();
+            let response =
+                timed("scan_revisions", self.client.kv_client().get(prefix, Some(options))).await?;
+            Ok(response
+                .kvs()
+                .iter()
+                .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.mod_revision()))
+                .collect())
+        })
+    }
+
+    fn delete_fenced<'a>(
+        &'a self,
+        term: &'a Term,
+        deletes: Vec<Delete>,
+        unchanged: Option<(String, i64)>,
+    ) -> KvFuture<'a, bool> {
+        Box::pin(async move {
+            let leads = Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64);
+            let mut when = vec![leads.clone()];
+            if let Some((key, revision)) = &unchanged {
+                when.push(Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision));
+            }
+            let ops: Vec<TxnOp> = deletes
+                .into_iter()
+                .map(|d| TxnOp::delete(d.key, d.prefix.then(|| DeleteOptions::new().with_prefix())))
+                .collect();
+            // On failure, learn which compare failed: still leading means
+            // only `unchanged` moved.
+            let txn =
+                Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
+            let response = timed("delete_fenced", self.client.kv_client().txn(txn)).await?;
+            if response.succeeded() {
+                return Ok(true);
+            }
+            let still_leads = response.op_responses().into_iter().any(|op| match op {
+                etcd_client::TxnOpResponse::Txn(inner) => inner.succeeded(),
+                _ => false,
+            });
+            if still_leads { Ok(false) } else { Err(StoreError::Fenced(term.token.0)) }
         })
     }
 }

@@ -15,13 +15,14 @@ use std::sync::Mutex;
 
 use futures::future::FutureExt;
 
-use super::{Kv, KvFuture, Put, StoreError};
+use super::{Delete, Kv, KvFuture, Put, StoreError};
 use crate::fencing::Term;
 
 #[derive(Debug, Clone)]
 struct Entry {
     value: Vec<u8>,
     create_revision: u64,
+    mod_revision: u64,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +49,7 @@ impl MemoryKv {
     pub fn create_with_revision(&self, key: &[u8], value: &[u8], revision: u64) {
         let mut state = self.state.lock().expect("memory kv lock");
         state.revision = state.revision.max(revision);
-        let entry = Entry { value: value.to_vec(), create_revision: revision };
+        let entry = Entry { value: value.to_vec(), create_revision: revision, mod_revision: revision };
         state.entries.insert(String::from_utf8_lossy(key).into_owned(), entry);
     }
 
@@ -101,6 +102,47 @@ impl Kv for MemoryKv {
         futures::future::ready(Ok(last)).boxed()
     }
 
+    fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
+        let entries = self.locked(|state| {
+            state
+                .entries
+                .range(prefix.to_owned()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .map(|(key, entry)| (key.clone(), entry.mod_revision as i64))
+                .collect()
+        });
+        futures::future::ready(Ok(entries)).boxed()
+    }
+
+    fn delete_fenced<'a>(
+        &'a self,
+        term: &'a Term,
+        deletes: Vec<Delete>,
+        unchanged: Option<(String, i64)>,
+    ) -> KvFuture<'a, bool> {
+        let leader_key = String::from_utf8_lossy(&term.key);
+        let result = self.locked(|state| {
+            if state.entries.get(leader_key.as_ref()).map(|e| e.create_revision) != Some(term.token.0) {
+                return Err(StoreError::Fenced(term.token.0));
+            }
+            if let Some((key, revision)) = &unchanged
+                && state.entries.get(key).map(|e| e.mod_revision as i64) != Some(*revision)
+            {
+                return Ok(false);
+            }
+            state.revision += 1;
+            for delete in deletes {
+                if delete.prefix {
+                    state.entries.retain(|key, _| !key.starts_with(&delete.key));
+                } else {
+                    state.entries.remove(&delete.key);
+                }
+            }
+            Ok(true)
+        });
+        futures::future::ready(result).boxed()
+    }
+
     fn put_fenced<'a>(&'a self, term: &'a Term, puts: Vec<Put>) -> KvFuture<'a, ()> {
         let leader_key = String::from_utf8_lossy(&term.key);
         let result = self.locked(|state| {
@@ -114,7 +156,9 @@ impl Kv for MemoryKv {
             for put in puts {
                 let create_revision =
                     state.entries.get(&put.key).map_or(revision, |existing| existing.create_revision);
-                state.entries.insert(put.key, Entry { value: put.value, create_revision });
+                state
+                    .entries
+                    .insert(put.key, Entry { value: put.value, create_revision, mod_revision: revision });
             }
             Ok(())
         });

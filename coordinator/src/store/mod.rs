@@ -73,7 +73,16 @@ impl Put {
     }
 }
 
-/// A key/value backend. Reads are plain; the only write is fenced.
+/// What to delete: one key, or every key under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// Full key (or prefix), store prefix included.
+    pub key: String,
+    /// Every key starting with `key`.
+    pub prefix: bool,
+}
+
+/// A key/value backend. Reads are plain; writes are fenced.
 ///
 /// Implemented by [`etcd::EtcdKv`] and [`memory::MemoryKv`]; both refuse
 /// a stale term's write with [`StoreError::Fenced`] and write nothing.
@@ -92,6 +101,21 @@ pub trait Kv: Send + Sync {
     /// revision `term.token`; otherwise writes nothing and fails with
     /// [`StoreError::Fenced`]. Callers go through [`Store::put_fenced`].
     fn put_fenced<'a>(&'a self, term: &'a Term, puts: Vec<Put>) -> KvFuture<'a, ()>;
+
+    /// Every key starting with `prefix`, in key order, with its mod
+    /// revision (the revision of its last write); no values.
+    fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>>;
+
+    /// Applies every delete atomically if `term` still leads, and, when
+    /// `unchanged` names a key and its mod revision, only if that key was
+    /// not written since. `Ok(false)`: `unchanged` was written since, and
+    /// nothing was deleted. A stale term fails with [`StoreError::Fenced`].
+    fn delete_fenced<'a>(
+        &'a self,
+        term: &'a Term,
+        deletes: Vec<Delete>,
+        unchanged: Option<(String, i64)>,
+    ) -> KvFuture<'a, bool>;
 }
 
 /// Handle to the store under one prefix; cheap to clone.
@@ -127,6 +151,26 @@ impl Store {
             term.cancel.cancel();
         }
         result
+    }
+
+    /// Deletes atomically if `term` still leads (see [`Kv::delete_fenced`]).
+    pub async fn delete_fenced(
+        &self,
+        term: &Term,
+        deletes: Vec<Delete>,
+        unchanged: Option<(String, i64)>,
+    ) -> Result<bool, StoreError> {
+        let result = self.kv.delete_fenced(term, deletes, unchanged).await;
+        if let Err(StoreError::Fenced(_)) = &result {
+            tracing::warn!(token = %term.token, "a fenced delete was refused; stepping down");
+            term.cancel.cancel();
+        }
+        result
+    }
+
+    /// Every key under `prefix` with its mod revision.
+    pub async fn scan_revisions(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.kv.scan_revisions(prefix).await
     }
 
     /// The JSON value at `key`, decoded.

@@ -1,0 +1,193 @@
+//! Retention: etcd keeps what running rollouts, rollbacks and operators
+//! need, not every rollout ever. The leader deletes finished rollouts
+//! (record, events, cancel request, decisions) beyond the newest
+//! `keep_rollouts` or older than `keep_days`, but never one still inside
+//! its environment's rollback window, then every bundle no kept rollout
+//! refers to. The audit log is kept: it is the record of who did what.
+//!
+//! A bundle is deleted only if nobody wrote it since it was listed: a new
+//! rollout of the same digest saves the bundle again in its own
+//! transaction, so it never loses its bundle to a prune that ran at the
+//! same time.
+
+use std::collections::BTreeSet;
+
+use super::repo::RolloutStore;
+use crate::config::{Config, Retention};
+use crate::fencing::Term;
+use crate::model::RolloutRecord;
+use crate::store::StoreError;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// What one prune removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub rollouts: usize,
+    pub bundles: usize,
+}
+
+/// The finished rollouts `policy` lets go at `now_ms`. `window_secs` gives
+/// an environment's rollback window: a rollout that ended inside it stays.
+pub fn expired(
+    records: &[RolloutRecord],
+    policy: &Retention,
+    now_ms: i64,
+    window_secs: impl Fn(&str) -> u64,
+) -> Vec<String> {
+    let mut finished: Vec<&RolloutRecord> = records.iter().filter(|r| r.state.is_terminal()).collect();
+    finished.sort_by_key(|r| std::cmp::Reverse((r.created_unix_ms, r.id.clone())));
+    let max_age_ms = (policy.keep_days as i64).saturating_mul(DAY_MS);
+    finished
+        .into_iter()
+        .enumerate()
+        .filter(|(newest, r)| *newest >= policy.keep_rollouts || now_ms - r.updated_unix_ms > max_age_ms)
+        .filter(|(_, r)| {
+            now_ms - r.updated_unix_ms >= (window_secs(&r.environment) as i64).saturating_mul(1000)
+        })
+        .map(|(_, r)| r.id.clone())
+        .collect()
+}
+
+/// Deletes what `config.retention` lets go, as `term`'s leader.
+pub async fn prune(store: &RolloutStore, term: &Term, config: &Config) -> Result<Pruned, StoreError> {
+    let records = store.list_rollouts().await?;
+    let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
+    let doomed = expired(&records, &config.retention, runway_proto::unix_ms_now(), window);
+    let mut pruned = Pruned::default();
+    for id in &doomed {
+        store.delete_rollout(term, id).await?;
+        pruned.rollouts += 1;
+    }
+    let gone: BTreeSet<&String> = doomed.iter().collect();
+    let referenced: BTreeSet<&str> =
+        records.iter().filter(|r| !gone.contains(&r.id)).map(|r| r.bundle_digest.as_str()).collect();
+    for (digest, revision) in store.bundle_revisions().await? {
+        if !referenced.contains(digest.as_str()) && store.delete_bundle(term, &digest, revision).await? {
+            pruned.bundles += 1;
+        }
+    }
+    Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RolloutState;
+
+    fn record(id: &str, created: i64, state: RolloutState, environment: &str) -> RolloutRecord {
+        RolloutRecord {
+            id: id.into(),
+            environment: environment.into(),
+            state,
+            created_unix_ms: created,
+            updated_unix_ms: created + 10,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_the_recent_the_unfinished_and_those_inside_a_rollback_window() {
+        let now = 400 * DAY_MS;
+        let records = vec![
+            record("old-ok", 1, RolloutState::Succeeded, "staging"),
+            record("old-running", 2, RolloutState::Running, "staging"),
+            record("old-prod", now - 20 * DAY_MS, RolloutState::Failed, "production"),
+            record("mid", now - 5 * DAY_MS, RolloutState::Succeeded, "staging"),
+            record("new-1", now - 3 * DAY_MS, RolloutState::RolledBack, "staging"),
+            record("new-2", now - 2 * DAY_MS, RolloutState::Succeeded, "staging"),
+            record("waiting", now - DAY_MS, RolloutState::AwaitingApproval, "staging"),
+        ];
+        let window = |environment: &str| if environment == "production" { 30 * 86_400 } else { 0 };
+        let policy = Retention { keep_rollouts: 2, keep_days: 90, every_secs: 600 };
+        let mut gone = expired(&records, &policy, now, window);
+        gone.sort();
+        // Beyond the newest two finished: mid; older than 90 days: old-ok.
+        // old-prod is beyond the newest two but inside production's window.
+        assert_eq!(gone, ["mid", "old-ok"]);
+        let generous = Retention { keep_rollouts: 1000, keep_days: 365, every_secs: 600 };
+        assert_eq!(expired(&records, &generous, now, window), ["old-ok"]);
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use std::sync::Arc;
+
+    use runway_proto::v1::{Bundle, BundleFile, RolloutEvent};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::fencing::FencingToken;
+    use crate::model::RolloutState;
+    use crate::store::Store;
+    use crate::store::memory::MemoryKv;
+
+    /// 30 finished rollouts over 3 bundles, retention 10: exactly the
+    /// newest 10 remain with their events, the bundles only they use, and
+    /// the audit log; a bundle saved again after the listing is kept.
+    #[tokio::test]
+    async fn prune_deletes_rollouts_their_events_and_unused_bundles_and_keeps_the_audit() {
+        let kv = Arc::new(MemoryKv::new());
+        kv.create_with_revision(b"/runway/leader/1", b"c1", 1);
+        let term = Term {
+            token: FencingToken(1),
+            key: b"/runway/leader/1".to_vec(),
+            cancel: CancellationToken::new(),
+        };
+        let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
+        let bundle = |d: &str| Bundle { files: vec![BundleFile::default()], digest: d.into() };
+        let now = runway_proto::unix_ms_now();
+        for i in 0..30i64 {
+            let digest = ["old", "mid", "new"][(i / 10) as usize];
+            let record = RolloutRecord {
+                id: format!("r{i:02}"),
+                environment: "staging".into(),
+                bundle_digest: digest.into(),
+                state: RolloutState::Succeeded,
+                created_unix_ms: now - 1000 + i,
+                updated_unix_ms: now - 1000 + i,
+                ..Default::default()
+            };
+            let audit = store.audit().put(
+                &crate::rollout::audit::entry(crate::rollout::audit::Action::Start, "c1"),
+                crate::rollout::audit::Outcome::Accepted,
+                "",
+            );
+            store.create_rollout(&term, &record, &bundle(digest), Some(audit)).await.unwrap();
+            let event = RolloutEvent { rollout_id: record.id.clone(), seq: 1, ..Default::default() };
+            store.append_event(&term, &event, None, None).await.unwrap();
+        }
+        let audit_keys = |kv: &MemoryKv| kv.keys().iter().filter(|k| k.starts_with("/runway/audit/")).count();
+        let audits_before = audit_keys(&kv);
+
+        let mut config = Config::default();
+        config.retention.keep_rollouts = 10;
+        let pruned = prune(&store, &term, &config).await.unwrap();
+        assert_eq!(pruned, Pruned { rollouts: 20, bundles: 2 });
+        let left: Vec<String> = store.list_rollouts().await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(left, (20..30).map(|i| format!("r{i}")).collect::<Vec<_>>());
+        let keys = kv.keys();
+        assert!(
+            !keys.iter().any(|k| k.starts_with("/runway/events/r0") || k.starts_with("/runway/events/r1"))
+        );
+        assert_eq!(keys.iter().filter(|k| k.starts_with("/runway/events/")).count(), 10);
+        assert_eq!(store.bundle_revisions().await.unwrap().len(), 1);
+        assert_eq!(audit_keys(&kv), audits_before, "the audit log is never pruned");
+        assert_eq!(prune(&store, &term, &config).await.unwrap(), Pruned::default());
+
+        // A bundle written again after it was listed is not deleted.
+        let (digest, listed) = store.bundle_revisions().await.unwrap().remove(0);
+        store
+            .create_rollout(
+                &term,
+                &RolloutRecord { id: "again".into(), bundle_digest: digest.clone(), ..Default::default() },
+                &bundle(&digest),
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(!store.delete_bundle(&term, &digest, listed).await.unwrap());
+        assert!(store.get_bundle(&digest).await.unwrap().is_some());
+    }
+}

@@ -8,6 +8,11 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
+mod runbook;
+pub use runbook::{
+    Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat, format_duration, parse_duration,
+};
+
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
 /// migration should take, so only an agent that is really gone reaches it.
 pub const DEFAULT_STEP_DEADLINE_SECS: u64 = 6 * 60 * 60;
@@ -137,6 +142,12 @@ pub struct EnvironmentPolicy {
     /// How long a rollout waits for its approvals, in seconds, before it
     /// ends `cancelled` (nothing changed).
     pub approval_timeout_secs: u64,
+    /// Staging first: `requires = { environment = "staging", soak = "24h" }`.
+    pub requires: Option<Requires>,
+    /// When maintenance mode is turned on: `"always"` (default), `"auto"`, `"never"`.
+    pub maintenance: Maintenance,
+    /// Where to tell about rollouts here (see [`Webhook`]).
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Default for EnvironmentPolicy {
@@ -148,6 +159,9 @@ impl Default for EnvironmentPolicy {
             roles: BTreeMap::new(),
             approvals: Approvals::default(),
             approval_timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS,
+            requires: None,
+            maintenance: Maintenance::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -311,24 +325,35 @@ impl Environments {
 
 impl<'de> Deserialize<'de> for Environments {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Names(Vec<String>),
-            Tables(BTreeMap<String, EnvironmentPolicy>),
-        }
-        let form = Form::deserialize(deserializer).map_err(|_| {
-            serde::de::Error::custom(
-                "`environments` must be a list of names or one [environments.NAME] table each \
-                 (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N)",
-            )
-        })?;
-        Ok(match form {
-            Form::Names(names) => {
-                Self(names.into_iter().map(|n| (n, EnvironmentPolicy::default())).collect())
+        use serde::de::Error;
+        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }]";
+        let value = toml::Value::deserialize(deserializer)?;
+        match value {
+            toml::Value::Array(names) => {
+                let names = names
+                    .into_iter()
+                    .map(|n| match n {
+                        toml::Value::String(name) => Ok((name, EnvironmentPolicy::default())),
+                        _ => Err(D::Error::custom("`environments` as a list holds environment names only")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Self(names))
             }
-            Form::Tables(tables) => Self(tables),
-        })
+            toml::Value::Table(tables) => {
+                let mut environments = BTreeMap::new();
+                for (name, table) in tables {
+                    // The error names the environment and the key's problem.
+                    let policy = EnvironmentPolicy::deserialize(table).map_err(|e| {
+                        D::Error::custom(format!("[environments.{name}] {}; {KEYS}", e.message()))
+                    })?;
+                    environments.insert(name, policy);
+                }
+                Ok(Self(environments))
+            }
+            _ => Err(D::Error::custom(format!(
+                "`environments` must be a list of names or one [environments.NAME] table each ({KEYS})"
+            ))),
+        }
     }
 }
 
@@ -392,6 +417,7 @@ impl Config {
         }
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure)?;
+            runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments)?;
         }
         let scheme = if self.tls.insecure { "http://" } else { "https://" };
         if !self.advertise.starts_with(scheme) {

@@ -18,6 +18,7 @@
 //! - [`systemd`]: readiness, leadership status and watchdog pings for systemd.
 //! - [`dispatch`]: commands to agents, events and results back.
 //! - [`rollout`]: the plan, commands, saved rollouts and events, the engine.
+//! - [`notify`]: webhooks told about rollouts, from the saved event log.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod fencing;
 pub mod leadership;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod registry;
 pub mod rollout;
 pub mod store;
@@ -62,6 +64,9 @@ pub enum StartError {
     /// `[tls]` cannot be used.
     #[error("coordinator TLS: {0}")]
     Tls(String),
+    /// The webhook client cannot be set up.
+    #[error(transparent)]
+    Notify(#[from] notify::ClientError),
     /// `[telemetry] metrics_listen` cannot be bound.
     #[error("cannot serve metrics at `[telemetry] metrics_listen`: {0}")]
     Metrics(std::io::Error),
@@ -132,6 +137,7 @@ pub async fn run(
         shutdown.clone(),
         &tracker,
     ));
+    let kv = store.clone();
     let store = RolloutStore::new(store);
     let registry = registry::Registry::default();
     let dispatcher = dispatch::Dispatcher::new(registry.clone());
@@ -145,6 +151,9 @@ pub async fn run(
         tracker.clone(),
     );
     tracker.spawn(engine.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
+    let notifier =
+        notify::Notifier::new(Arc::clone(&config), store.clone(), kv, bus.clone(), tracker.clone())?;
+    tracker.spawn(notifier.follow_leadership(Arc::clone(&election), shutdown.clone()));
 
     let server_tls = security.server();
     let shared = Arc::new(api::Shared {

@@ -65,6 +65,10 @@ pub struct RolloutRecord {
     /// (absent in insecure mode).
     #[serde(default)]
     pub signature: Option<SignatureRecord>,
+    /// The environment's webhooks (by name) when the rollout was accepted:
+    /// the leader tells each about this rollout (see `crate::notify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
 }
 
 /// The approval gate of one rollout, saved with it.

@@ -135,6 +135,7 @@ impl OperatorService {
             previous_versions,
             approval: None,
             signature,
+            notify: policy.webhooks.iter().map(|w| w.name.clone()).collect(),
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");

@@ -175,7 +175,7 @@ impl From<PlanVerdict> for Exit {
         match verdict {
             PlanVerdict::Safe => Exit::Success,
             PlanVerdict::NeedsMaintenance => Exit::Attention,
-            PlanVerdict::DangerRefused => Exit::Invalid,
+            PlanVerdict::DangerRefused | PlanVerdict::PolicyRefused => Exit::Invalid,
             PlanVerdict::Blocked => Exit::Blocked,
             PlanVerdict::PreflightFailed | PlanVerdict::Unspecified => Exit::Failed,
         }

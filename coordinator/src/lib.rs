@@ -17,6 +17,8 @@
 //! - [`registry`]: the agents connected to the leader.
 //! - [`systemd`]: readiness, leadership status and watchdog pings for systemd.
 //! - [`dispatch`]: commands to agents, events and results back.
+//! - [`policy`]: the runbook's policies (staging first, maintenance) as
+//!   decisions over saved facts.
 //! - [`rollout`]: the plan, commands, saved rollouts and events, the engine.
 //! - [`notify`]: webhooks told about rollouts, from the saved event log.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
@@ -30,6 +32,7 @@ pub mod leadership;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod policy;
 pub mod registry;
 pub mod rollout;
 pub mod store;

@@ -275,6 +275,7 @@ fn verdict_name(verdict: PlanVerdict) -> &'static str {
         PlanVerdict::DangerRefused => "danger_refused",
         PlanVerdict::Blocked => "blocked",
         PlanVerdict::PreflightFailed => "preflight_failed",
+        PlanVerdict::PolicyRefused => "policy_refused",
         PlanVerdict::Unspecified => "unknown",
     }
 }
@@ -309,7 +310,12 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
     }
     let mut steps = Table::new(["step", "hosts"]);
     for s in &p.steps {
-        steps.row([s.name.clone(), s.hosts.join(",")]);
+        let name = if s.state == runway_proto::v1::StepState::Skipped as i32 {
+            format!("{} (skipped)", s.name)
+        } else {
+            s.name.clone()
+        };
+        steps.row([name, s.hosts.join(",")]);
     }
     text.push_str(&format!("\nsteps a rollout would run now:\n{}\n\n", steps.render()));
     let mut hosts = Table::new(["host", "preflight", "answer"]);
@@ -343,6 +349,9 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
         )),
         _ => text.push_str("disk         not checked: preflight stopped before the disk check\n"),
     }
+    for line in &p.policies {
+        text.push_str(&format!("policy       {line}\n"));
+    }
     let verdict = PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified);
     let headline = match verdict {
         PlanVerdict::Safe => "safe: runs without maintenance mode, nothing refused",
@@ -350,6 +359,7 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
         PlanVerdict::DangerRefused => "the danger gate would refuse the rollout:",
         PlanVerdict::Blocked => "deploy would refuse:",
         PlanVerdict::PreflightFailed => "the rollout would fail in preflight:",
+        PlanVerdict::PolicyRefused => "an environment policy would refuse the rollout:",
         PlanVerdict::Unspecified => "unknown (the coordinator is newer than this CLI)",
     };
     text.push_str(&format!("verdict      {headline}\n"));
@@ -370,7 +380,11 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "environment": p.environment,
         "bundle_digest": p.bundle_digest,
         "allow_danger": p.allow_danger,
-        "steps": p.steps.iter().map(|s| json!({ "name": s.name, "hosts": s.hosts })).collect::<Vec<_>>(),
+        "steps": p.steps.iter().map(|s| json!({
+            "name": s.name,
+            "hosts": s.hosts,
+            "skipped": s.state == runway_proto::v1::StepState::Skipped as i32,
+        })).collect::<Vec<_>>(),
         "hosts": p.hosts.iter().map(|h| json!({
             "host": h.host,
             "answer": answer_name(h),
@@ -385,6 +399,7 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "unaccepted_dangers": detail["unaccepted_dangers"],
         "verdict": verdict_name(PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified)),
         "reasons": p.reasons,
+        "policies": p.policies,
         "exit_code": exit.code(),
     })
 }
@@ -486,6 +501,7 @@ mod tests {
             plan_json: plan.to_string(),
             verdict: PlanVerdict::DangerRefused as i32,
             reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
+            policies: vec!["maintenance: maintenance = \"always\": maintenance mode goes on".into()],
         }
     }
 

@@ -8,6 +8,7 @@ pub mod backups;
 pub mod error;
 pub mod operator;
 pub mod plan;
+pub mod policy;
 pub mod status;
 
 use std::sync::Arc;

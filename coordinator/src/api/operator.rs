@@ -72,8 +72,21 @@ impl OperatorService {
                 ("allow_danger", r.allow_danger.join(",")),
             ],
         );
+        if r.override_requires {
+            entry.parameters.insert("override_requires".into(), "true".into());
+        }
         let result = match self.shared.leader_term().and_then(|term| {
-            let operator = self.shared.authorize(&request, &request.get_ref().environment, Role::Deploy)?;
+            let environment = &request.get_ref().environment;
+            let operator = self.shared.authorize(&request, environment, Role::Deploy)?;
+            if request.get_ref().override_requires {
+                // Overriding staging first is an approver's call.
+                self.shared.authorize(&request, environment, Role::Approve).map_err(|e| match e {
+                    ApiError::PermissionDenied(why) => ApiError::PermissionDenied(format!(
+                        "--override-requires needs the approve role: {why}"
+                    )),
+                    other => other,
+                })?;
+            }
             Ok((term, operator))
         }) {
             Ok((term, operator)) => {
@@ -104,6 +117,14 @@ impl OperatorService {
             &request.allow_danger,
             request.signature.as_ref(),
         )?;
+        let requires = super::policy::staging_first(
+            &self.shared,
+            &request.environment,
+            &bundle.digest,
+            request.override_requires,
+            entry,
+        )
+        .await?;
         let mut bundle = bundle;
         crate::failpoint::tamper_bundle(&mut bundle);
         let agents = self.shared.registry.snapshot(&request.environment);
@@ -140,7 +161,7 @@ impl OperatorService {
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
         self.shared.store.create_rollout(&term, &record, &bundle, Some(audit)).await?;
-        tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), "rollout accepted");
+        tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), requires = requires.as_deref().unwrap_or("none"), "rollout accepted");
         let wire = record.to_proto();
         self.shared.engine.start(term, record, bundle);
         Ok(wire)

@@ -40,7 +40,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     let migrations = runway_proto::bundle::migrations(&bundle)?;
     let agents = shared.registry.snapshot(&request.environment);
     let approval = shared.config.environments.policy(&request.environment).approvals.required();
-    let steps = default_plan(&request.environment, &agents, approval)?;
+    let mut steps = default_plan(&request.environment, &agents, approval)?;
     let db = db_host(&request.environment, &agents)?;
     let mut preflight: StepRecord = steps
         .iter()
@@ -77,8 +77,19 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         }
     });
     let hosts = futures::future::join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let (verdict, reasons) = judge(&db, &hosts);
+    let (mut verdict, mut reasons) = judge(&db, &hosts);
     let plan_json = db_detail(&db, &hosts).map(|d| d["plan"].clone()).filter(|p| !p.is_null());
+    let plan_text = plan_json.as_ref().map(|p| p.to_string()).unwrap_or_default();
+    let policies = super::policy::plan_lines(
+        &shared,
+        &request.environment,
+        &bundle.digest,
+        &plan_text,
+        &mut steps,
+        &mut verdict,
+        &mut reasons,
+    )
+    .await?;
     tracing::info!(%plan_id, verdict = verdict.as_str_name(), "rollout plan answered");
     Ok(RolloutPlan {
         plan_id,
@@ -87,9 +98,10 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         allow_danger: request.allow_danger,
         steps: steps.iter().map(StepRecord::to_proto).collect(),
         hosts,
-        plan_json: plan_json.map(|p| p.to_string()).unwrap_or_default(),
+        plan_json: plan_text,
         verdict: verdict as i32,
         reasons,
+        policies,
     })
 }
 

@@ -327,6 +327,14 @@ impl Engine {
                 run.gate(&mut record, index, &control).await?;
                 continue;
             }
+            let step = &record.steps[index];
+            if step.kind == StepKind::MaintenanceOn
+                && !step.recovery
+                && step.state == StepState::Pending
+                && !run.maintenance_policy(&mut record, index).await?
+            {
+                continue;
+            }
             let started = Instant::now();
             let result = run.step(&mut record, index).await?;
             self.settle(&mut record, index, &result);
@@ -653,5 +661,6 @@ fn short(digest: &str) -> &str {
 }
 
 mod gate;
+mod maintenance;
 #[cfg(test)]
 mod tests;

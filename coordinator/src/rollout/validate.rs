@@ -163,6 +163,7 @@ mod tests {
             allow_danger: vec!["drop-column".into()],
             started_by: "alice@laptop".into(),
             signature: None,
+            override_requires: false,
         };
         assert_eq!(start_request(&ok), Ok(()));
         let bad = |f: &dyn Fn(&mut StartRolloutRequest)| {

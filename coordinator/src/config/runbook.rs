@@ -266,6 +266,11 @@ pub(super) fn check(
         if hook.name.trim().is_empty() {
             return invalid(format!("{which}: `name` must not be empty (it names the webhook in logs)"));
         }
+        if !hook.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return invalid(format!(
+                "{which}: `name` may hold only letters, digits, '-', '_' and '.' (it is part of an etcd key)"
+            ));
+        }
         if !names.insert(hook.name.as_str()) {
             return invalid(format!("{which}: two webhooks share this name; names must be unique"));
         }
@@ -502,5 +507,7 @@ mod tests {
             "{ name = \"x\", format = \"json\", url = \"http://h/\" }, { name = \"x\", format = \"json\", url = \"http://h/\" }",
         );
         assert!(err.contains("unique"), "{err}");
+        let err = bad("{ name = \"a/b\", format = \"json\", url = \"http://h/\" }");
+        assert!(err.contains("only letters, digits"), "{err}");
     }
 }

@@ -44,13 +44,14 @@ impl Run<'_> {
                 Ok(false)
             }
             Decision::Refuse(why) => {
+                // Planned while the step is still pending, so it adds
+                // nothing: maintenance mode was never turned on.
+                recovery::plan(record, Recovery::LiftMaintenance, &[]);
                 let failed = &mut record.steps[index];
                 failed.state = StepState::Failed;
                 failed.error = why.clone();
                 record.error = format!("maintenance_on failed: {why}");
                 record.refused = true;
-                // Adds nothing: maintenance mode was never turned on.
-                recovery::plan(record, Recovery::LiftMaintenance, &[]);
                 let message = format!("maintenance_on failed: {why}");
                 let event = NewEvent { kind: "step_failed", step, message, ..NewEvent::default() };
                 self.transition(record, event).await?;

@@ -870,3 +870,4 @@ async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
 }
 
 mod approval;
+mod maintenance;

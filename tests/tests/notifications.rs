@@ -105,6 +105,34 @@ fn every_notification_arrives_once_in_order_across_a_leader_kill_and_a_500() {
         assert!(keys.iter().all(|k| k.starts_with(&format!("{rollout_id}/"))), "{keys:?}");
     }
 
+    // Each delivery is recorded in etcd, the retry with it, none in flight.
+    let cursor =
+        cluster.etcd.oldest_value(&format!("/runway/notify/{rollout_id}/generic")).expect("a saved cursor");
+    let cursor: serde_json::Value = serde_json::from_str(&cursor).expect("cursor JSON");
+    let deliveries: Vec<(&str, &str, u64)> = cursor["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .map(|d| {
+            (
+                d["event"].as_str().unwrap_or(""),
+                d["outcome"].as_str().unwrap_or(""),
+                d["attempts"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deliveries,
+        [
+            ("started", "delivered", 2),
+            ("maintenance_on", "delivered", 1),
+            ("maintenance_off", "delivered", 1),
+            ("succeeded", "delivered", 1)
+        ],
+        "{cursor:#}"
+    );
+    assert!(cursor["sending"].is_null(), "{cursor:#}");
+
     // runway's JSON: rollout, environment, digest, step, links.
     let json: Vec<serde_json::Value> = delivered(&receiver, "/json").iter().map(Received::json).collect();
     let digest = json[0]["bundle_digest"].as_str().expect("bundle digest").to_owned();

@@ -65,6 +65,11 @@ fn start_production_agent(cluster: &Cluster) -> Proc {
     agent
 }
 
+/// A port of 127.0.0.1 that nothing listens on.
+fn closed_port() -> u16 {
+    runway_tests::process::free_port()
+}
+
 fn folder(cluster: &Cluster, name: &str, migrations: &[(&str, &str)]) -> PathBuf {
     let dir = cluster.path().join(name);
     write_migrations(&dir, migrations);
@@ -148,7 +153,12 @@ fn staging_first_and_maintenance_only_when_needed() {
             ("staging".into(), "maintenance = \"auto\"".into()),
             (
                 "production".into(),
-                format!("requires = {{ environment = \"staging\", soak = \"{SOAK_SECS}s\" }}"),
+                // A webhook nobody answers: notifications never hold up a rollout.
+                format!(
+                    "requires = {{ environment = \"staging\", soak = \"{SOAK_SECS}s\" }}\n\
+                     webhooks = [{{ name = \"down\", format = \"json\", url = \"http://127.0.0.1:{}/hook\" }}]",
+                    closed_port()
+                ),
             ),
         ],
         ..Options::default()
@@ -194,9 +204,12 @@ fn staging_first_and_maintenance_only_when_needed() {
             .contains(&format!("requires: met: succeeded in staging by rollout {staging_id}"))
     );
     assert!(matches!(code, Some(0 | 7)), "{json:#}");
+    assert!(lines(&json["policies"]).contains("webhooks: down (json: every event)"), "{json:#}");
     let out = start(&cluster, "ops", "production", &shop, &[]);
     assert!(out.status.success(), "production refused a bundle that soaked on staging: {}", stderr(&out));
     assert_eq!(cluster.pg.psql("prod", "SELECT count(*) FROM \"User\""), "2");
+    let log = std::fs::read_to_string(&cluster.coordinators[0].proc.log).unwrap_or_default();
+    assert!(log.contains("notification not delivered"), "the webhook that is down was never tried");
 
     // 4. A different digest is refused again.
     let mut online = SHOP.to_vec();

@@ -104,7 +104,7 @@ pub async fn plan_lines(
                 } else {
                     w.events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", ")
                 };
-                format!("{} ({:?}: {events})", w.name, w.format).to_lowercase()
+                format!("{} ({}: {events})", w.name, w.format.as_str())
             })
             .collect();
         lines.push(format!("webhooks: {}", hooks.join("; ")));

@@ -130,6 +130,16 @@ pub enum WebhookFormat {
     Template,
 }
 
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Json => "json",
+            Self::Template => "template",
+        }
+    }
+}
+
 /// A value that must not be logged (a webhook URL, a header with a
 /// token): its `Debug` prints a mask.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -314,10 +324,7 @@ pub(super) fn check(
                 if let Some((key, _)) = template_only.iter().find(|(_, set)| *set) {
                     return invalid(format!(
                         "{which}: `{key}` is only for format = \"template\" (this one is {:?})",
-                        match hook.format {
-                            WebhookFormat::Slack => "slack",
-                            _ => "json",
-                        }
+                        hook.format.as_str()
                     ));
                 }
             }

@@ -181,4 +181,27 @@ fn every_notification_arrives_once_in_order_across_a_leader_kill_and_a_500() {
         .map(|c| std::fs::read_to_string(&c.proc.log).unwrap_or_default())
         .collect();
     assert!(logs.contains("notification delivered"), "the coordinators' logs say nothing about deliveries");
+
+    // A rollout that fails in its first migration: the same way through,
+    // ending `failed` with the step and the error.
+    let mut broken = SHOP.to_vec();
+    broken.push((
+        "20240105000000_broken",
+        "CREATE TABLE \"Thing\" (id int);\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n",
+    ));
+    let broken_dir = cluster.path().join("broken");
+    write_migrations(&broken_dir, &broken);
+    let out = cluster.runway(&rollout_start_args(&broken_dir, "v3"));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while delivered(&receiver, "/json").len() < 8 {
+        assert!(Instant::now() < deadline, "the failed rollout's notifications: {:#?}", receiver.received());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let json: Vec<serde_json::Value> = delivered(&receiver, "/json").iter().map(Received::json).collect();
+    let events: Vec<&str> = json[4..].iter().map(|b| b["event"].as_str().unwrap_or("")).collect();
+    assert_eq!(events, ["started", "maintenance_on", "maintenance_off", "failed"], "{json:#?}");
+    assert_eq!(json[7]["step"], "migrate", "{:#}", json[7]);
+    assert!(json[7]["error"].as_str().unwrap_or("").contains("\"Nope\" does not exist"), "{:#}", json[7]);
+    assert_ne!(json[7]["rollout_id"], rollout_id.as_str(), "a new rollout");
 }

@@ -11,7 +11,7 @@
 //! Notifications are read off each rollout's saved event log, so one
 //! exists exactly when its transition was saved (fenced, once). A rollout
 //! carries the names of its environment's webhooks from when it was
-//! accepted ([`RolloutRecord::notify`]). For each (rollout, webhook) the
+//! accepted ([`RolloutRecord::notify`](crate::model::RolloutRecord::notify)). For each (rollout, webhook) the
 //! leader keeps a cursor in etcd, `notify/<rollout>/<webhook>`: the last
 //! event dealt with, and every delivery's outcome. One task per pair
 //! sends the notifications after the cursor one at a time, in log order.

@@ -12,6 +12,7 @@
 //! | `cancels/<id>` | an operator's cancel request (JSON: when), saved before it is acknowledged |
 //! | `decisions/<id>/<operator>` | an operator's approval or rejection ([`Decision`] as JSON), saved before it is acknowledged |
 //! | `audit/…` | the audit log (see [`super::audit`]) |
+//! | `notify/<id>/<webhook>` | where a webhook stands with a rollout's notifications (see [`crate::notify`]) |
 //!
 //! Every write is fenced by the writer's [`Term`] (see [`Store::put_fenced`]).
 //! Writes that an operator's action makes take that action's audit entry

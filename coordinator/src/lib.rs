@@ -156,7 +156,7 @@ pub async fn run(
     tracker.spawn(engine.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
     let notifier =
         notify::Notifier::new(Arc::clone(&config), store.clone(), kv, bus.clone(), tracker.clone())?;
-    tracker.spawn(notifier.follow_leadership(Arc::clone(&election), shutdown.clone()));
+    tracker.spawn(notifier.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
 
     let server_tls = security.server();
     let shared = Arc::new(api::Shared {
@@ -168,6 +168,7 @@ pub async fn run(
         store,
         engine,
         bus,
+        notifier,
     });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
     let incoming = systemd::ready_when_accepting(tokio_stream::wrappers::TcpListenerStream::new(listener));

@@ -333,6 +333,8 @@ impl RolloutRecord {
             rejection: self.approval.as_ref().and_then(|a| a.rejection.as_ref()).map(Decision::to_proto),
             approval_expires_unix_ms: self.approval.as_ref().map_or(0, |a| a.expires_unix_ms),
             approval_rule: self.approval.as_ref().map(|a| a.rule.clone()).unwrap_or_default(),
+            // Kept apart from the record (see `crate::notify`); GetRollout adds them.
+            notifications: Vec::new(),
         }
     }
 }

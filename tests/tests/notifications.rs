@@ -133,6 +133,30 @@ fn every_notification_arrives_once_in_order_across_a_leader_kill_and_a_500() {
     );
     assert!(cursor["sending"].is_null(), "{cursor:#}");
 
+    // `rollout show` lists them per webhook, without URLs.
+    let show = cluster.runway(&["rollout", "show", &rollout_id, "--output", "json"]);
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("rollout JSON");
+    let listed: Vec<(&str, &str, &str, u64)> = shown["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .map(|n| {
+            let field = |k: &str| n[k].as_str().unwrap_or("");
+            (field("webhook"), field("event"), field("outcome"), n["attempts"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for webhook in ["chat", "generic", "status-page"] {
+        for (i, event) in EXPECTED.iter().enumerate() {
+            expected.push((webhook, *event, "delivered", if i == 0 { 2 } else { 1 }));
+        }
+    }
+    assert_eq!(listed, expected, "{shown:#}");
+    let text = cluster.runway(&["rollout", "show", &rollout_id]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("notifications:") && !text.contains(SECRET), "{text}");
+
     // runway's JSON: rollout, environment, digest, step, links.
     let json: Vec<serde_json::Value> = delivered(&receiver, "/json").iter().map(Received::json).collect();
     let digest = json[0]["bundle_digest"].as_str().expect("bundle digest").to_owned();

@@ -158,6 +158,10 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "steps": r.steps.iter().map(|s| json!({
             "name": s.name, "state": step_state_name(s.state), "hosts": s.hosts, "error": s.error, "attempt": s.attempt,
         })).collect::<Vec<_>>(),
+        "notifications": r.notifications.iter().map(|n| json!({
+            "webhook": n.webhook, "event": n.event, "outcome": n.outcome, "attempts": n.attempts,
+            "error": n.error, "unix_ms": n.unix_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -198,6 +202,19 @@ pub fn rollout_text(r: &Rollout) -> String {
     }
     text.push('\n');
     text.push_str(&steps.render());
+    if !r.notifications.is_empty() {
+        let mut table = Table::new(["webhook", "event", "outcome", "attempts", "error"]);
+        for n in &r.notifications {
+            table.row([
+                n.webhook.clone(),
+                n.event.clone(),
+                n.outcome.clone(),
+                n.attempts.to_string(),
+                n.error.clone(),
+            ]);
+        }
+        text.push_str(&format!("\n\nnotifications:\n{}", table.render()));
+    }
     text
 }
 

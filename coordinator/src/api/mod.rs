@@ -57,6 +57,8 @@ pub struct Shared {
     pub engine: Engine,
     /// Live rollout events, for watchers.
     pub bus: EventBus,
+    /// Tells webhooks about rollouts; `rollout show` reads its records.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Shared {

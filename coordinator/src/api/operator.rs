@@ -333,7 +333,9 @@ impl Operator for OperatorService {
 
     async fn get_rollout(&self, request: Request<GetRolloutRequest>) -> Result<Response<Rollout>, Status> {
         let id = &request.get_ref().rollout_id;
-        Ok(Response::new(self.authorized_rollout(&request, id, Role::View).await?.to_proto()))
+        let mut rollout = self.authorized_rollout(&request, id, Role::View).await?.to_proto();
+        rollout.notifications = self.shared.notifier.deliveries(id).await.map_err(ApiError::from)?;
+        Ok(Response::new(rollout))
     }
 
     async fn list_rollouts(

@@ -101,6 +101,9 @@ pub struct Delivery {
 /// `notify/<rollout>/<webhook>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
+    /// The webhook's name.
+    #[serde(default)]
+    pub webhook: String,
     /// Every event up to this sequence number is dealt with.
     pub done_seq: u64,
     /// Saved before each attempt: a request for this event may be on its way.
@@ -267,6 +270,38 @@ impl Notifier {
         Ok(())
     }
 
+    /// How every webhook was told about rollout `id` so far, for `rollout show`.
+    pub async fn deliveries(
+        &self,
+        id: &str,
+    ) -> Result<Vec<runway_proto::v1::NotificationDelivery>, StoreError> {
+        let cursors: Vec<Cursor> = self.store.list_json(&self.store.key(&format!("notify/{id}/"))).await?;
+        let mut out = Vec::new();
+        for cursor in cursors {
+            let wire = |event: &str, outcome: &str, attempts: u32, error: &str, unix_ms: i64| {
+                runway_proto::v1::NotificationDelivery {
+                    webhook: cursor.webhook.clone(),
+                    event: event.to_owned(),
+                    outcome: outcome.to_owned(),
+                    attempts,
+                    error: error.to_owned(),
+                    unix_ms,
+                }
+            };
+            for d in &cursor.deliveries {
+                let outcome = serde_json::to_value(d.outcome).ok();
+                let outcome = outcome.as_ref().and_then(|o| o.as_str()).unwrap_or("unknown");
+                out.push(wire(&d.event, outcome, d.attempts, &d.error, d.unix_ms));
+            }
+            if cursor.sending.is_some() {
+                out.push(wire("", "sending", cursor.attempts, &cursor.last_error, 0));
+            } else if cursor.attempts > 0 {
+                out.push(wire("", "retrying", cursor.attempts, &cursor.last_error, 0));
+            }
+        }
+        Ok(out)
+    }
+
     fn cursor_key(&self, (rollout, webhook): &Pair) -> String {
         self.store.key(&format!("notify/{rollout}/{webhook}"))
     }
@@ -286,6 +321,7 @@ impl Notifier {
     ) -> Result<Option<i64>, Stop> {
         let key = self.cursor_key(pair);
         let mut cursor: Cursor = self.store.get_json(&key).await?.unwrap_or_default();
+        cursor.webhook = pair.1.clone();
         if let Some(seq) = cursor.sending.take() {
             // A leader died with a request for `seq` perhaps on its way:
             // never send it twice.

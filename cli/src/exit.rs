@@ -94,7 +94,7 @@ impl Exit {
             Exit::Invalid => {
                 "bad input or refused before anything changed (usage, migrations folder, URL, unknown \
                  environment or backup, no suitable agent, restore without --yes, not enough free space, \
-                 a Danger finding without --allow-danger)"
+                 a Danger finding without --allow-danger, an environment policy such as staging first)"
             }
             Exit::Unreachable => {
                 "unreachable: no coordinator answered as leader, or the database could not be reached"
@@ -175,7 +175,7 @@ impl From<PlanVerdict> for Exit {
         match verdict {
             PlanVerdict::Safe => Exit::Success,
             PlanVerdict::NeedsMaintenance => Exit::Attention,
-            PlanVerdict::DangerRefused => Exit::Invalid,
+            PlanVerdict::DangerRefused | PlanVerdict::PolicyRefused => Exit::Invalid,
             PlanVerdict::Blocked => Exit::Blocked,
             PlanVerdict::PreflightFailed | PlanVerdict::Unspecified => Exit::Failed,
         }

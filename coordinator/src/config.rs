@@ -8,8 +8,12 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
+mod duration;
 mod restart;
-pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy, parse_duration};
+mod runbook;
+pub use duration::{format_duration, parse_duration};
+pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy};
+pub use runbook::{Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat};
 
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
 /// migration should take, so only an agent that is really gone reaches it.
@@ -162,6 +166,12 @@ pub struct EnvironmentPolicy {
     /// `watch = { duration, interval }`: the watch window after
     /// maintenance off.
     pub watch: Option<WatchPolicy>,
+    /// Staging first: `requires = { environment = "staging", soak = "24h" }`.
+    pub requires: Option<Requires>,
+    /// When maintenance mode is turned on: `"always"` (default), `"auto"`, `"never"`.
+    pub maintenance: Maintenance,
+    /// Where to tell about rollouts here (see [`Webhook`]).
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Default for EnvironmentPolicy {
@@ -176,6 +186,9 @@ impl Default for EnvironmentPolicy {
             restart: RestartPolicy::default(),
             smoke: Vec::new(),
             watch: None,
+            requires: None,
+            maintenance: Maintenance::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -344,31 +357,35 @@ impl<'de> Deserialize<'de> for Environments {
     /// inside one environment's table (a bad duration, an unknown key)
     /// keeps its own message and position.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Environments;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(
-                    "a list of environment names or one [environments.NAME] table each \
-                     (keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore })",
-                )
+        use serde::de::Error;
+        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }";
+        let value = toml::Value::deserialize(deserializer)?;
+        match value {
+            toml::Value::Array(names) => {
+                let names = names
+                    .into_iter()
+                    .map(|n| match n {
+                        toml::Value::String(name) => Ok((name, EnvironmentPolicy::default())),
+                        _ => Err(D::Error::custom("`environments` as a list holds environment names only")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Self(names))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Environments, A::Error> {
-                let mut names = BTreeMap::new();
-                while let Some(name) = seq.next_element::<String>()? {
-                    names.insert(name, EnvironmentPolicy::default());
+            toml::Value::Table(tables) => {
+                let mut environments = BTreeMap::new();
+                for (name, table) in tables {
+                    // The error names the environment and the key's problem.
+                    let policy = EnvironmentPolicy::deserialize(table).map_err(|e| {
+                        D::Error::custom(format!("[environments.{name}] {}; {KEYS}", e.message()))
+                    })?;
+                    environments.insert(name, policy);
                 }
-                Ok(Environments(names))
+                Ok(Self(environments))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Environments, A::Error> {
-                let mut tables = BTreeMap::new();
-                while let Some((name, policy)) = map.next_entry::<String, EnvironmentPolicy>()? {
-                    tables.insert(name, policy);
-                }
-                Ok(Environments(tables))
-            }
+            _ => Err(D::Error::custom(format!(
+                "`environments` must be a list of names or one [environments.NAME] table each ({KEYS})"
+            ))),
         }
-        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -442,6 +459,7 @@ impl Config {
         }
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure)?;
+            runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments)?;
         }
         let scheme = if self.tls.insecure { "http://" } else { "https://" };
         if !self.advertise.starts_with(scheme) {

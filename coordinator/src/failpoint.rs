@@ -12,6 +12,10 @@
 //!   the loop that reports to systemd (see [`crate::systemd`]) hangs, as a
 //!   deadlocked main loop would: `WATCHDOG=1` pings stop, the gRPC server
 //!   goes on.
+//! - `RUNWAY_FAILPOINT_PAUSE_AFTER_NOTIFICATION_MS`: after a notification's
+//!   delivery is saved, the leader waits this long before the next one to
+//!   the same webhook: a window with no request on its way, for a test
+//!   that kills the leader between two notifications.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,6 +32,11 @@ pub fn pause_before_dispatch() -> Option<Duration> {
 pub fn stall_main_loop_after() -> Option<Duration> {
     static STALL: OnceLock<Option<Duration>> = OnceLock::new();
     *STALL.get_or_init(|| millis("RUNWAY_FAILPOINT_STALL_MAIN_LOOP_AFTER_MS"))
+}
+
+pub fn pause_after_notification() -> Option<Duration> {
+    static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
+    *PAUSE.get_or_init(|| millis("RUNWAY_FAILPOINT_PAUSE_AFTER_NOTIFICATION_MS"))
 }
 
 pub fn ignore_lease_loss() -> bool {

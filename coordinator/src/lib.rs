@@ -17,7 +17,10 @@
 //! - [`registry`]: the agents connected to the leader.
 //! - [`systemd`]: readiness, leadership status and watchdog pings for systemd.
 //! - [`dispatch`]: commands to agents, events and results back.
+//! - [`policy`]: the runbook's policies (staging first, maintenance) as
+//!   decisions over saved facts.
 //! - [`rollout`]: the plan, commands, saved rollouts and events, the engine.
+//! - [`notify`]: webhooks told about rollouts, from the saved event log.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
 
 pub mod api;
@@ -28,6 +31,8 @@ pub mod fencing;
 pub mod leadership;
 pub mod metrics;
 pub mod model;
+pub mod notify;
+pub mod policy;
 pub mod registry;
 pub mod rollout;
 pub mod store;
@@ -62,6 +67,9 @@ pub enum StartError {
     /// `[tls]` cannot be used.
     #[error("coordinator TLS: {0}")]
     Tls(String),
+    /// The webhook client cannot be set up.
+    #[error(transparent)]
+    Notify(#[from] notify::ClientError),
     /// `[telemetry] metrics_listen` cannot be bound.
     #[error("cannot serve metrics at `[telemetry] metrics_listen`: {0}")]
     Metrics(std::io::Error),
@@ -132,6 +140,7 @@ pub async fn run(
         shutdown.clone(),
         &tracker,
     ));
+    let kv = store.clone();
     let store = RolloutStore::new(store);
     let registry = registry::Registry::default();
     let dispatcher = dispatch::Dispatcher::new(registry.clone());
@@ -145,6 +154,9 @@ pub async fn run(
         tracker.clone(),
     );
     tracker.spawn(engine.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
+    let notifier =
+        notify::Notifier::new(Arc::clone(&config), store.clone(), kv, bus.clone(), tracker.clone())?;
+    tracker.spawn(notifier.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
 
     let server_tls = security.server();
     let shared = Arc::new(api::Shared {
@@ -156,6 +168,7 @@ pub async fn run(
         store,
         engine,
         bus,
+        notifier,
     });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
     let incoming = systemd::ready_when_accepting(tokio_stream::wrappers::TcpListenerStream::new(listener));

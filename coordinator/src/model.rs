@@ -66,6 +66,10 @@ pub struct RolloutRecord {
     /// (absent in insecure mode).
     #[serde(default)]
     pub signature: Option<SignatureRecord>,
+    /// The environment's webhooks (by name) when the rollout was accepted:
+    /// the leader tells each about this rollout (see `crate::notify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
     /// Where the rollout sits in its trace.
     #[serde(default)]
     pub trace: TraceRecord,
@@ -387,6 +391,8 @@ impl RolloutRecord {
             approval_expires_unix_ms: self.approval.as_ref().map_or(0, |a| a.expires_unix_ms),
             approval_rule: self.approval.as_ref().map(|a| a.rule.clone()).unwrap_or_default(),
             trace_id: self.trace.trace_id(),
+            // Kept apart from the record (see `crate::notify`); GetRollout adds them.
+            notifications: Vec::new(),
         }
     }
 }

@@ -99,6 +99,9 @@ pub struct Options {
     /// Extra `key = value` lines for every `[environments.NAME]` table of
     /// the coordinators (e.g. `approvals = 1`).
     pub environment_policy: String,
+    /// Extra lines for one environment's table only: `(environment, lines)`
+    /// (e.g. `("production", "requires = { … }")`).
+    pub environment_policies: Vec<(String, String)>,
     /// Every coordinator and the DB agent serve `/metrics` on a free port
     /// (`[telemetry] metrics_listen`).
     pub metrics: bool,
@@ -121,6 +124,7 @@ impl Default for Options {
             step_deadline_secs: None,
             tls: true,
             environment_policy: String::new(),
+            environment_policies: Vec::new(),
             metrics: false,
             coordinator_toml: String::new(),
         }
@@ -348,7 +352,13 @@ fn start_coordinator(
     if let Some(secs) = options.step_deadline_secs {
         text.push_str(&format!("step_deadline_secs = {secs}\n"));
     }
-    text.push_str(&environments_toml(&["staging", "production"], &options.environment_policy));
+    for env in ["staging", "production"] {
+        let own =
+            options.environment_policies.iter().filter(|(e, _)| e == env).map(|(_, lines)| lines.as_str());
+        let policy =
+            std::iter::once(options.environment_policy.as_str()).chain(own).collect::<Vec<_>>().join("\n");
+        text.push_str(&environments_toml(&[env], &policy));
+    }
     text.push_str(&tls_toml(pki.map(|pki| pki.coordinator(name, &host.ip))));
     let metrics = options.metrics.then(free_port);
     text.push_str(&telemetry_toml(&host, metrics));

@@ -11,6 +11,7 @@
 //! - [`watch`]: a CLI run whose events a test reacts to as they arrive.
 //! - [`checks`]: what failover tests assert: complete events, exactly once.
 //! - [`moto`]: an S3-compatible server for backups in object storage.
+//! - [`webhook`]: a webhook receiver that records what it gets.
 //! - [`bench`]: what the benchmarks in `benches/` share.
 
 pub mod bench;
@@ -26,3 +27,4 @@ pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod watch;
+pub mod webhook;

@@ -57,6 +57,13 @@ pub enum RolloutCommand {
         /// changes (exit 2); the refusal names each finding and the rule.
         #[arg(long = "allow-danger", value_name = "RULE")]
         allow_danger: Vec<String>,
+        /// Start although the environment's `requires` (staging first:
+        /// the same bundle must have succeeded in another environment,
+        /// soaked, and not been rolled back) is not met. Needs the approve
+        /// role in the environment besides deploy; recorded in the audit
+        /// log. Without it such a rollout is refused (exit 2).
+        #[arg(long)]
+        override_requires: bool,
     },
     /// Show what a rollout would do, without changing anything.
     ///
@@ -64,14 +71,17 @@ pub enum RolloutCommand {
     /// (through the leader, outside any rollout; nothing is saved) and
     /// prints the steps and hosts that would run, each host's answer, the
     /// pending migrations, the lint findings with table sizes, the downtime
-    /// class, the disk check, whether maintenance mode is needed, and the
-    /// verdict. Preflight changes nothing on a host: the DB agent writes and
+    /// class, the disk check, whether maintenance mode is needed, what the
+    /// environment's policies say (staging first, maintenance, webhooks),
+    /// and the verdict. Preflight changes nothing on a host: the DB agent writes and
     /// removes a probe file in its backup dir, and every agent journals the
     /// command.
     ///
     /// Exit: 0 safe (runs without maintenance mode, nothing refused); 7
     /// needs maintenance mode; 2 the danger gate would refuse (Danger
-    /// findings not accepted with --allow-danger, as `rollout start` exits);
+    /// findings not accepted with --allow-danger, as `rollout start` exits,
+    /// or a policy would refuse: `requires` not met, `maintenance = "never"`
+    /// with a plan that needs maintenance mode);
     /// 8 deploy would refuse (an unresolved failed migration, a schema
     /// without _prisma_migrations); 1 a host's preflight failed or it did
     /// not answer; 3 no coordinator.
@@ -172,7 +182,14 @@ fn sign(
 
 pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Result<Exit, Failure> {
     match command {
-        RolloutCommand::Start { environment, migrations, app_version, watch, allow_danger } => {
+        RolloutCommand::Start {
+            environment,
+            migrations,
+            app_version,
+            watch,
+            allow_danger,
+            override_requires,
+        } => {
             let bundle = runway_engine::migrate::source::read_folder(&migrations)
                 .map_err(|e| Failure::invalid(e.to_string()))?;
             let signature = sign(remote, &environment, &bundle, &allow_danger)?;
@@ -190,6 +207,7 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 started_by: operator(),
                 signature,
                 traceparent: TraceParent::of(&span).map(|t| t.to_string()).unwrap_or_default(),
+                override_requires,
             };
             let rollout = remote
                 .call(|mut c| {

@@ -159,6 +159,10 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "steps": r.steps.iter().map(|s| json!({
             "name": s.name, "state": step_state_name(s.state), "hosts": s.hosts, "error": s.error, "attempt": s.attempt,
         })).collect::<Vec<_>>(),
+        "notifications": r.notifications.iter().map(|n| json!({
+            "webhook": n.webhook, "event": n.event, "outcome": n.outcome, "attempts": n.attempts,
+            "error": n.error, "unix_ms": n.unix_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -199,6 +203,19 @@ pub fn rollout_text(r: &Rollout) -> String {
     }
     text.push('\n');
     text.push_str(&steps.render());
+    if !r.notifications.is_empty() {
+        let mut table = Table::new(["webhook", "event", "outcome", "attempts", "error"]);
+        for n in &r.notifications {
+            table.row([
+                n.webhook.clone(),
+                n.event.clone(),
+                n.outcome.clone(),
+                n.attempts.to_string(),
+                n.error.clone(),
+            ]);
+        }
+        text.push_str(&format!("\n\nnotifications:\n{}", table.render()));
+    }
     text
 }
 
@@ -276,6 +293,7 @@ fn verdict_name(verdict: PlanVerdict) -> &'static str {
         PlanVerdict::DangerRefused => "danger_refused",
         PlanVerdict::Blocked => "blocked",
         PlanVerdict::PreflightFailed => "preflight_failed",
+        PlanVerdict::PolicyRefused => "policy_refused",
         PlanVerdict::Unspecified => "unknown",
     }
 }
@@ -310,7 +328,12 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
     }
     let mut steps = Table::new(["step", "hosts"]);
     for s in &p.steps {
-        steps.row([s.name.clone(), s.hosts.join(",")]);
+        let name = if s.state == runway_proto::v1::StepState::Skipped as i32 {
+            format!("{} (skipped)", s.name)
+        } else {
+            s.name.clone()
+        };
+        steps.row([name, s.hosts.join(",")]);
     }
     text.push_str(&format!("\nsteps a rollout would run now:\n{}\n", steps.render()));
     for line in &p.restart_policy {
@@ -348,6 +371,9 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
         )),
         _ => text.push_str("disk         not checked: preflight stopped before the disk check\n"),
     }
+    for line in &p.policies {
+        text.push_str(&format!("policy       {line}\n"));
+    }
     let verdict = PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified);
     let headline = match verdict {
         PlanVerdict::Safe => "safe: runs without maintenance mode, nothing refused",
@@ -355,6 +381,7 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
         PlanVerdict::DangerRefused => "the danger gate would refuse the rollout:",
         PlanVerdict::Blocked => "deploy would refuse:",
         PlanVerdict::PreflightFailed => "the rollout would fail in preflight:",
+        PlanVerdict::PolicyRefused => "an environment policy would refuse the rollout:",
         PlanVerdict::Unspecified => "unknown (the coordinator is newer than this CLI)",
     };
     text.push_str(&format!("verdict      {headline}\n"));
@@ -375,7 +402,11 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "environment": p.environment,
         "bundle_digest": p.bundle_digest,
         "allow_danger": p.allow_danger,
-        "steps": p.steps.iter().map(|s| json!({ "name": s.name, "hosts": s.hosts })).collect::<Vec<_>>(),
+        "steps": p.steps.iter().map(|s| json!({
+            "name": s.name,
+            "hosts": s.hosts,
+            "skipped": s.state == runway_proto::v1::StepState::Skipped as i32,
+        })).collect::<Vec<_>>(),
         "hosts": p.hosts.iter().map(|h| json!({
             "host": h.host,
             "answer": answer_name(h),
@@ -391,6 +422,7 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "verdict": verdict_name(PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified)),
         "reasons": p.reasons,
         "restart_policy": p.restart_policy,
+        "policies": p.policies,
         "exit_code": exit.code(),
     })
 }
@@ -494,6 +526,7 @@ mod tests {
             verdict: PlanVerdict::DangerRefused as i32,
             reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
             restart_policy: vec!["restart order: canary [app-1] → [app-2, app-3]".into()],
+            policies: vec!["maintenance: maintenance = \"always\": maintenance mode goes on".into()],
         }
     }
 

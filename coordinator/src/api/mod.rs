@@ -8,6 +8,7 @@ pub mod backups;
 pub mod error;
 pub mod operator;
 pub mod plan;
+pub mod policy;
 pub mod status;
 
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct Shared {
     pub engine: Engine,
     /// Live rollout events, for watchers.
     pub bus: EventBus,
+    /// Tells webhooks about rollouts; `rollout show` reads its records.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl Shared {

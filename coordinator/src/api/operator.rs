@@ -73,8 +73,21 @@ impl OperatorService {
                 ("allow_danger", r.allow_danger.join(",")),
             ],
         );
+        if r.override_requires {
+            entry.parameters.insert("override_requires".into(), "true".into());
+        }
         let result = match self.shared.leader_term().and_then(|term| {
-            let operator = self.shared.authorize(&request, &request.get_ref().environment, Role::Deploy)?;
+            let environment = &request.get_ref().environment;
+            let operator = self.shared.authorize(&request, environment, Role::Deploy)?;
+            if request.get_ref().override_requires {
+                // Overriding staging first is an approver's call.
+                self.shared.authorize(&request, environment, Role::Approve).map_err(|e| match e {
+                    ApiError::PermissionDenied(why) => ApiError::PermissionDenied(format!(
+                        "--override-requires needs the approve role: {why}"
+                    )),
+                    other => other,
+                })?;
+            }
             Ok((term, operator))
         }) {
             Ok((term, operator)) => {
@@ -105,6 +118,14 @@ impl OperatorService {
             &request.allow_danger,
             request.signature.as_ref(),
         )?;
+        let requires = super::policy::staging_first(
+            &self.shared,
+            &request.environment,
+            &bundle.digest,
+            request.override_requires,
+            entry,
+        )
+        .await?;
         let mut bundle = bundle;
         crate::failpoint::tamper_bundle(&mut bundle);
         let agents = self.shared.registry.snapshot(&request.environment);
@@ -139,11 +160,12 @@ impl OperatorService {
             approval: None,
             signature,
             trace: TraceRecord::start(TraceParent::parse(&request.traceparent)),
+            notify: policy.webhooks.iter().map(|w| w.name.clone()).collect(),
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
         self.shared.store.create_rollout(&term, &record, &bundle, Some(audit)).await?;
-        tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), "rollout accepted");
+        tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), requires = requires.as_deref().unwrap_or("none"), "rollout accepted");
         let wire = record.to_proto();
         self.shared.engine.start(term, record, bundle);
         Ok(wire)
@@ -316,7 +338,9 @@ impl Operator for OperatorService {
 
     async fn get_rollout(&self, request: Request<GetRolloutRequest>) -> Result<Response<Rollout>, Status> {
         let id = &request.get_ref().rollout_id;
-        Ok(Response::new(self.authorized_rollout(&request, id, Role::View).await?.to_proto()))
+        let mut rollout = self.authorized_rollout(&request, id, Role::View).await?.to_proto();
+        rollout.notifications = self.shared.notifier.deliveries(id).await.map_err(ApiError::from)?;
+        Ok(Response::new(rollout))
     }
 
     async fn list_rollouts(

@@ -83,8 +83,19 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         }
     });
     let hosts = futures::future::join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let (verdict, reasons) = judge(&db, &hosts);
+    let (mut verdict, mut reasons) = judge(&db, &hosts);
     let plan_json = db_detail(&db, &hosts).map(|d| d["plan"].clone()).filter(|p| !p.is_null());
+    let plan_text = plan_json.as_ref().map(|p| p.to_string()).unwrap_or_default();
+    let policies = super::policy::plan_lines(
+        &shared,
+        &request.environment,
+        &bundle.digest,
+        &plan_text,
+        &mut steps,
+        &mut verdict,
+        &mut reasons,
+    )
+    .await?;
     tracing::info!(%plan_id, verdict = verdict.as_str_name(), "rollout plan answered");
     Ok(RolloutPlan {
         plan_id,
@@ -93,10 +104,11 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         allow_danger: request.allow_danger,
         steps: steps.iter().map(StepRecord::to_proto).collect(),
         hosts,
-        plan_json: plan_json.map(|p| p.to_string()).unwrap_or_default(),
+        plan_json: plan_text,
         verdict: verdict as i32,
         reasons,
         restart_policy,
+        policies,
     })
 }
 

@@ -358,6 +358,14 @@ impl Engine {
                 run.gate(&mut record, index, &control).await?;
                 continue;
             }
+            let step = &record.steps[index];
+            if step.kind == StepKind::MaintenanceOn
+                && !step.recovery
+                && step.state == StepState::Pending
+                && !run.maintenance_policy(&mut record, index).await?
+            {
+                continue;
+            }
             let started = Instant::now();
             let span = trace::step_span(&record, index);
             let result = run.step(&mut record, index).instrument(span.clone()).await?;
@@ -715,5 +723,6 @@ fn short(digest: &str) -> &str {
 
 mod batches;
 mod gate;
+mod maintenance;
 #[cfg(test)]
 mod tests;

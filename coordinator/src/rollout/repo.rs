@@ -12,6 +12,7 @@
 //! | `cancels/<id>` | an operator's cancel request (JSON: when), saved before it is acknowledged |
 //! | `decisions/<id>/<operator>` | an operator's approval or rejection ([`Decision`] as JSON), saved before it is acknowledged |
 //! | `audit/…` | the audit log (see [`super::audit`]) |
+//! | `notify/<id>/<webhook>` | where a webhook stands with a rollout's notifications (see [`crate::notify`]) |
 //!
 //! Every write is fenced by the writer's [`Term`] (see [`Store::put_fenced`]).
 //! Writes that an operator's action makes take that action's audit entry
@@ -173,14 +174,15 @@ impl RolloutStore {
         self.store.list_proto(&self.events_prefix(id), &self.event_key(id, from_seq.max(1))).await
     }
 
-    /// Deletes rollout `id` with its events, cancel request and decisions
-    /// (its audit entries stay), if `term` still leads.
+    /// Deletes rollout `id` with its events, cancel request, decisions and
+    /// notification cursors (its audit entries stay), if `term` still leads.
     pub async fn delete_rollout(&self, term: &Term, id: &str) -> Result<(), StoreError> {
         let deletes = vec![
             Delete { key: self.rollout_key(id), prefix: false },
             Delete { key: self.events_prefix(id), prefix: true },
             Delete { key: self.cancel_key(id), prefix: false },
             Delete { key: self.decisions_prefix(id), prefix: true },
+            Delete { key: self.store.key(&format!("notify/{id}/")), prefix: true },
         ];
         self.store.delete_fenced(term, deletes, None).await.map(drop)
     }

@@ -164,6 +164,7 @@ mod tests {
             started_by: "alice@laptop".into(),
             signature: None,
             traceparent: String::new(),
+            override_requires: false,
         };
         assert_eq!(start_request(&ok), Ok(()));
         let bad = |f: &dyn Fn(&mut StartRolloutRequest)| {

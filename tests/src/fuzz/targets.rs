@@ -290,6 +290,7 @@ fn wire_seeds(bundle: &v1::Bundle) -> Vec<Vec<u8>> {
         started_by: "ops@laptop".into(),
         signature: None,
         traceparent: String::new(),
+        override_requires: false,
     };
     let result = v1::AgentMessage {
         kind: Some(v1::agent_message::Kind::Result(v1::CommandResult {

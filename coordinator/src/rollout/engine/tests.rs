@@ -878,3 +878,4 @@ async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
 
 mod approval;
 mod batches;
+mod maintenance;

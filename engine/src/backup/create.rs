@@ -1,19 +1,26 @@
-//! Taking a backup: space check → snapshot → pg_dump (hashed as written) with
-//! row counts in the same snapshot → manifest → atomic rename into place.
+//! Taking a backup: space check → snapshot → pg_dump (hashed as written,
+//! rows counted from its bytes, optionally restored into a scratch database
+//! while it is written) → manifest → atomic rename into place.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use chrono::Utc;
 
-use super::config::{BackupConfig, DumpFormat};
+use super::archive::{self, ArchiveCounter};
+use super::config::{BackupConfig, DumpFormat, PostData};
 use super::error::{BackupError, human};
-use super::manifest::{DUMP_NAME, FileEntry, MANIFEST_VERSION, Manifest, backup_id, files_digest};
+use super::manifest::{
+    DUMP_NAME, FileEntry, MANIFEST_VERSION, Manifest, TableRows, Verification, backup_id, files_digest,
+};
 use super::snapshot::{self, SnapshotSession};
-use super::stream::{ByteMeter, DirFollower, pipe_to_file, sync_dir_tree};
-use super::{retention, space, tools};
+use super::stream::{
+    ByteMeter, DirFollower, Follow, Written, follow, low_priority, pipe_to_file, sync_dir_tree,
+};
+use super::{pgrestore, retention, space, tools};
 use crate::database::Database;
 use crate::progress::Progress;
 
@@ -32,13 +39,7 @@ impl Drop for RemoveOnDrop {
 }
 
 /// Takes a backup of `database_url` into a new folder under `config.dir`.
-///
-/// Refuses before pg_dump starts when the free space is below
-/// `free_space_factor × pg_database_size`. The folder appears under its
-/// final name only once the dump, its checksums and the manifest are on
-/// disk; a failed backup leaves nothing behind. When `rollout_id` is not
-/// empty the backup is pinned for that rollout (see [`retention::unpin`]).
-/// Afterwards, older backups beyond `keep` are pruned.
+/// The same as [`create_with`] without a test restore.
 pub async fn create(
     database_url: &str,
     config: &BackupConfig,
@@ -46,8 +47,44 @@ pub async fn create(
     rollout_id: &str,
     progress: &Progress,
 ) -> Result<Manifest, BackupError> {
+    create_with(database_url, config, label, rollout_id, None, progress).await
+}
+
+/// Takes a backup of `database_url` into a new folder under `config.dir`,
+/// and with `test_restore_url` proves it restorable on that server.
+///
+/// Refuses before pg_dump starts when the free space is below
+/// `free_space_factor × pg_database_size`. The folder appears under its
+/// final name only once the dump, its checksums and the manifest are on
+/// disk; a failed backup leaves nothing behind. When `rollout_id` is not
+/// empty the backup is pinned for that rollout (see [`retention::unpin`]).
+/// Afterwards, older backups beyond `keep` are pruned.
+///
+/// Row counts are those of the dump itself, read from its bytes while they
+/// are written (on a low-priority thread, so pg_dump keeps the cores); a
+/// table the dump could not be counted for is counted in the dump's
+/// snapshot afterwards. Either way they are exact.
+///
+/// The test restore (custom format) runs while pg_dump writes: the file is
+/// read back as it grows, hashed a second time and fed to pg_restore in a
+/// scratch database, so a verified backup takes about as long as the longer
+/// of the two. Directory format restores once the dump is complete. Either
+/// way the row counts of the scratch database must equal the manifest's;
+/// the proof is recorded in the manifest (`verification`). When the proof
+/// fails the backup is still put in place (without it) and the error
+/// returned; when the bytes read back differ from those hashed, the backup
+/// is corrupt and removed.
+pub async fn create_with(
+    database_url: &str,
+    config: &BackupConfig,
+    label: &str,
+    rollout_id: &str,
+    test_restore_url: Option<&str>,
+    progress: &Progress,
+) -> Result<Manifest, BackupError> {
     config.validate()?;
     let conn = Database::parse(database_url)?;
+    let scratch_server = test_restore_url.map(Database::parse).transpose()?;
     let database = conn.name().to_owned();
     std::fs::create_dir_all(&config.dir)
         .map_err(|e| BackupError::io("creating backup dir", &config.dir, e))?;
@@ -71,6 +108,7 @@ pub async fn create(
     );
 
     let started_at = Utc::now();
+    let clock = Instant::now();
     let id = backup_id(&database, started_at, label);
     let final_dir = config.backup_dir(&id);
     let work_dir = config.dir.join(format!("{PARTIAL_PREFIX}{id}"));
@@ -80,27 +118,49 @@ pub async fn create(
     let mut session = SnapshotSession::open(db, &database).await?;
     let snapshot_id = session.snapshot_id.clone();
     let migrations = session.applied_migrations(conn.schema_param()).await?;
+    let listed = session.list_tables().await?;
     progress.emit("dump", format!("pg_dump of {database} started in snapshot {snapshot_id}"));
 
     let dump_path = work_dir.join(DUMP_NAME);
-    let dumped =
-        tokio::try_join!(run_pg_dump(config, &conn, format, &snapshot_id, &dump_path, progress), async {
-            let counts = session.row_counts().await;
-            if let Ok(counts) = &counts {
-                let rows: i64 = counts.iter().map(|t| t.rows).sum();
-                progress
-                    .emit("count", format!("{} tables, {rows} rows counted in the snapshot", counts.len()));
+    let job =
+        DumpJob { config, conn: &conn, format, snapshot_id: &snapshot_id, dump_path: &dump_path, progress };
+    // Custom format proves while it dumps; directory format after.
+    let streamed = match (&scratch_server, format) {
+        (Some(server), DumpFormat::Custom) => Some(Scratch::create(server, progress).await?),
+        _ => None,
+    };
+    let dumped = match format {
+        DumpFormat::Directory => run_dir_dump(&job).await.map(|(files, counts)| (files, counts, None)),
+        _ => run_custom_dump(&job, streamed.as_ref(), listed.len() as u64).await,
+    };
+    let dumped = match dumped {
+        Ok(dumped) => dumped,
+        Err(e) => {
+            session.close().await;
+            if let Some(scratch) = streamed {
+                let _ = scratch.drop_it().await;
             }
-            counts
-        });
+            return Err(e);
+        }
+    };
+    let (files, counts, restored) = dumped;
+    let tables = settle_counts(&mut session, &listed, counts, progress).await;
     session.close().await;
-    let (files, tables) = dumped?;
+    let tables = match tables {
+        Ok(tables) => tables,
+        Err(e) => {
+            if let Some(scratch) = streamed {
+                let _ = scratch.drop_it().await;
+            }
+            return Err(e);
+        }
+    };
 
     let (sha256, bytes) = match format {
         DumpFormat::Directory => (files_digest(&files), files.iter().map(|f| f.bytes).sum()),
         _ => (files[0].sha256.clone(), files[0].bytes),
     };
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
         id: id.clone(),
         database: database.clone(),
@@ -119,8 +179,54 @@ pub async fn create(
         rollout_id: rollout_id.to_owned(),
         label: label.to_owned(),
         migrations,
-        tables,
+        tables: tables.0,
+        rows_counted_in: tables.1.to_owned(),
+        verification: None,
     };
+    let dump_secs = clock.elapsed().as_secs_f64();
+    let secs = (manifest.finished_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
+    progress.emit(
+        "dump",
+        format!("backup {id}: {} in {secs:.1}s, sha256 {}", human(manifest.bytes), &manifest.sha256[..16]),
+    );
+
+    let proof = match (streamed, &scratch_server) {
+        (Some(scratch), _) => {
+            let restored = restored.expect("a streamed restore ran");
+            let proof = finish_streamed_proof(&job, &scratch, &manifest, restored, clock).await;
+            let dropped = scratch.drop_it().await;
+            Some(proof.and_then(|v| dropped.map(|()| v)))
+        }
+        (None, Some(server)) => {
+            let when = "after_dump";
+            Some(super::verify::test_restore(&work_dir, config, &manifest, server, when, progress).await)
+        }
+        (None, None) => None,
+    };
+    let proof_error = match proof {
+        Some(Ok(verification)) => {
+            progress.emit(
+                "test-restore",
+                format!(
+                    "backup {id} proven restorable: {} tables, {} rows match ({}, post-data {}); \
+                     dump {dump_secs:.1} s, verified {:.1} s from the start",
+                    verification.tables,
+                    verification.rows,
+                    verification.when,
+                    verification.post_data,
+                    verification.seconds
+                ),
+            );
+            manifest.verification = Some(verification);
+            None
+        }
+        Some(Err(e)) if e.is_integrity_failure() && matches!(e, BackupError::ChecksumMismatch { .. }) => {
+            return Err(e);
+        }
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
+
     manifest.write(&work_dir)?;
     std::fs::rename(&work_dir, &final_dir)
         .map_err(|e| BackupError::io("moving backup into place at", &final_dir, e))?;
@@ -130,13 +236,12 @@ pub async fn create(
     if !rollout_id.is_empty() {
         retention::pin(config, rollout_id, &id)?;
     }
-    let secs = (manifest.finished_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
-    progress.emit(
-        "done",
-        format!("backup {id}: {} in {secs:.1}s, sha256 {}", human(manifest.bytes), &manifest.sha256[..16]),
-    );
+    progress.emit("done", format!("backup {id} in place"));
     retention::prune_local(config, &database, progress)?;
-    Ok(manifest)
+    match proof_error {
+        Some(e) => Err(e),
+        None => Ok(manifest),
+    }
 }
 
 fn format_name(format: DumpFormat) -> &'static str {
@@ -146,65 +251,287 @@ fn format_name(format: DumpFormat) -> &'static str {
     }
 }
 
-/// Runs pg_dump in `snapshot_id`, hashing its output as it is written.
-async fn run_pg_dump(
-    config: &BackupConfig,
-    conn: &Database,
+/// What every pg_dump run needs.
+struct DumpJob<'a> {
+    config: &'a BackupConfig,
+    conn: &'a Database,
     format: DumpFormat,
-    snapshot_id: &str,
-    dump_path: &Path,
+    snapshot_id: &'a str,
+    dump_path: &'a Path,
+    progress: &'a Progress,
+}
+
+/// Row counts from the dump, or why there are none.
+type StreamCounts = Result<Vec<TableRows>, String>;
+
+/// A streamed test restore's pg_restore outcome and when it ended.
+type Restored = Result<Instant, BackupError>;
+
+/// The manifest's row counts: from the dump for every listed table it had;
+/// the rest counted in the snapshot (still open). Returns the counts and
+/// where they came from (`dump`, `snapshot`, or `dump+snapshot`).
+async fn settle_counts(
+    session: &mut SnapshotSession,
+    listed: &[(String, String)],
+    counts: StreamCounts,
     progress: &Progress,
-) -> Result<Vec<FileEntry>, BackupError> {
-    let mut cmd = tools::command(config, "pg_dump", Some(conn));
-    cmd.arg(format.pg_dump_flag()).arg(format!("--snapshot={snapshot_id}"));
-    if let Some(level) = config.compress_level {
+) -> Result<(Vec<TableRows>, &'static str), BackupError> {
+    let from_dump = match counts {
+        Ok(counts) => counts,
+        Err(why) => {
+            progress
+                .emit("count", format!("rows not countable from the dump ({why}); counting in the snapshot"));
+            Vec::new()
+        }
+    };
+    let mut tables = Vec::with_capacity(listed.len());
+    let mut missing = Vec::new();
+    for (schema, table) in listed {
+        match from_dump.iter().find(|t| &t.schema == schema && &t.table == table) {
+            Some(t) => tables.push(t.clone()),
+            None => missing.push((schema.clone(), table.clone())),
+        }
+    }
+    let from = match (tables.is_empty() && !listed.is_empty(), missing.is_empty()) {
+        (_, true) => "dump",
+        (true, false) => "snapshot",
+        (false, false) => "dump+snapshot",
+    };
+    tables.extend(session.count(&missing).await?);
+    tables.sort_by(|a, b| (&a.schema, &a.table).cmp(&(&b.schema, &b.table)));
+    let rows: i64 = tables.iter().map(|t| t.rows).sum();
+    progress
+        .emit("count", format!("{} tables, {rows} rows in the dump (counted in the {from})", tables.len()));
+    Ok((tables, from))
+}
+
+/// Runs pg_dump in directory format, each file hashed and its rows counted
+/// as it grows.
+async fn run_dir_dump(job: &DumpJob<'_>) -> Result<(Vec<FileEntry>, StreamCounts), BackupError> {
+    let (config, conn, dump_path) = (job.config, job.conn, job.dump_path);
+    let mut cmd = dump_command(job);
+    cmd.arg(format!("--jobs={}", config.jobs)).arg("--file").arg(dump_path).stdout(Stdio::null());
+    let mut meter = ByteMeter::new(job.progress, "dump", "written", 0);
+    let mut child = tools::spawn(config, "pg_dump", &mut cmd)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = DirFollower::new(dump_path.to_owned(), stop.clone());
+    let follow = low_priority("runway-dump-follow", move || {
+        let files = follower.run(&mut meter);
+        meter.finish();
+        files
+    });
+    let stderr = tools::collect_stderr(child.stderr.take()).await;
+    let status = child.wait().await;
+    stop.store(true, Ordering::Release);
+    let followed = follow.await?;
+    let status = status.map_err(|e| BackupError::Internal(format!("waiting for pg_dump: {e}")))?;
+    tools::check_status("pg_dump", status, &stderr, Some(conn), HINT)?;
+    let (files, per_file) = followed?;
+    let dir = dump_path.to_owned();
+    tokio::task::spawn_blocking(move || sync_dir_tree(&dir))
+        .await
+        .map_err(|e| BackupError::Internal(format!("sync task: {e}")))??;
+    let counts = std::fs::read(dump_path.join("toc.dat"))
+        .map_err(|e| format!("reading toc.dat: {e}"))
+        .and_then(|toc| archive::directory_tables(&toc))
+        .and_then(|by_id| {
+            let mut tables = Vec::new();
+            for (id, rows) in per_file {
+                let rows = rows?;
+                if let Some(t) = by_id.get(&id) {
+                    tables.push(TableRows { rows: rows as i64, ..t.clone() });
+                }
+            }
+            Ok(tables)
+        });
+    Ok((files, counts))
+}
+
+const HINT: &str = "; the partial backup was removed";
+
+fn dump_command(job: &DumpJob<'_>) -> tokio::process::Command {
+    let mut cmd = tools::command(job.config, "pg_dump", Some(job.conn));
+    cmd.arg(job.format.pg_dump_flag()).arg(format!("--snapshot={}", job.snapshot_id));
+    if let Some(level) = job.config.compress_level {
         cmd.arg(format!("--compress={level}"));
     }
+    cmd
+}
+
+/// Runs pg_dump in custom format into a pipe; the file is hashed as it is
+/// written, read back (second hash, row counts) as it grows, and with
+/// `scratch` fed to pg_restore there at the same time.
+async fn run_custom_dump(
+    job: &DumpJob<'_>,
+    scratch: Option<&Scratch>,
+    tables: u64,
+) -> Result<(Vec<FileEntry>, StreamCounts, Option<Restored>), BackupError> {
+    let (config, conn, dump_path, progress) = (job.config, job.conn, job.dump_path, job.progress);
+    let mut cmd = dump_command(job);
+    cmd.stdout(Stdio::piped());
+    let file = std::fs::File::create_new(dump_path).map_err(|e| BackupError::io("creating", dump_path, e))?;
+    let mut child = tools::spawn(config, "pg_dump", &mut cmd)?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let pipe = std::fs::File::from(
+        stdout.into_owned_fd().map_err(|e| BackupError::Internal(format!("pg_dump stdout: {e}")))?,
+    );
+    let written = Arc::new(Written::default());
     let mut meter = ByteMeter::new(progress, "dump", "written", 0);
-    let hint = "; the partial backup was removed";
-    if format == DumpFormat::Directory {
-        cmd.arg(format!("--jobs={}", config.jobs)).arg("--file").arg(dump_path).stdout(Stdio::null());
-        let mut child = tools::spawn(config, "pg_dump", &mut cmd)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let follower = DirFollower::new(dump_path.to_owned(), stop.clone());
-        let follow = tokio::task::spawn_blocking(move || {
-            let files = follower.run(&mut meter);
-            meter.finish();
-            files
-        });
+    let (dest, w) = (dump_path.to_owned(), written.clone());
+    let copy = tokio::task::spawn_blocking(move || {
+        let hashed = pipe_to_file(pipe, file, &dest, &mut meter, Some(&w));
+        meter.finish();
+        hashed
+    });
+
+    // The test restore's feeder (normal priority: it is the long pole) and
+    // the row counter (lowest priority: it must not slow pg_dump).
+    let restore = match scratch {
+        Some(scratch) => {
+            let (restore, stdin) =
+                // Post-data (policy) runs afterwards from the complete file, in parallel.
+                pgrestore::spawn_from_stdin(config, &scratch.target, pgrestore::Sections::PreDataAndData)?;
+            let (path, w) = (dump_path.to_owned(), written.clone());
+            let feed = tokio::task::spawn_blocking(move || {
+                follow(&path, &w, Follow { counter: None, feed: Some(stdin) })
+            });
+            progress.emit(
+                "test-restore",
+                format!("pg_restore into {} reads the dump as it is written", scratch.name),
+            );
+            Some((restore, feed))
+        }
+        None => None,
+    };
+    let (path, w) = (dump_path.to_owned(), written.clone());
+    let count = low_priority("runway-row-count", move || {
+        follow(&path, &w, Follow { counter: Some(ArchiveCounter::new()), feed: None })
+    });
+
+    let dumped = async {
         let stderr = tools::collect_stderr(child.stderr.take()).await;
-        let status = child.wait().await;
-        stop.store(true, Ordering::Release);
-        let files = follow.await.map_err(|e| BackupError::Internal(format!("hashing task: {e}")))?;
-        let status = status.map_err(|e| BackupError::Internal(format!("waiting for pg_dump: {e}")))?;
-        tools::check_status("pg_dump", status, &stderr, Some(conn), hint)?;
-        let files = files?;
-        let dir = dump_path.to_owned();
-        tokio::task::spawn_blocking(move || sync_dir_tree(&dir))
-            .await
-            .map_err(|e| BackupError::Internal(format!("sync task: {e}")))??;
-        Ok(files)
-    } else {
-        cmd.stdout(Stdio::piped());
-        let mut child = tools::spawn(config, "pg_dump", &mut cmd)?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let pipe = std::fs::File::from(
-            stdout.into_owned_fd().map_err(|e| BackupError::Internal(format!("pg_dump stdout: {e}")))?,
-        );
-        let dest = dump_path.to_owned();
-        let copy = tokio::task::spawn_blocking(move || {
-            let hashed = pipe_to_file(pipe, &dest, &mut meter);
-            meter.finish();
-            hashed
-        });
-        let stderr = tools::collect_stderr(child.stderr.take()).await;
-        let copied = copy.await.map_err(|e| BackupError::Internal(format!("hashing task: {e}")))?;
+        let copied = copy.await.map_err(|e| BackupError::Internal(format!("hashing task: {e}")));
         let status =
-            child.wait().await.map_err(|e| BackupError::Internal(format!("waiting for pg_dump: {e}")))?;
-        tools::check_status("pg_dump", status, &stderr, Some(conn), hint)?;
-        let (bytes, sha256) = copied?;
-        Ok(vec![FileEntry { name: String::new(), bytes, sha256 }])
+            child.wait().await.map_err(|e| BackupError::Internal(format!("waiting for pg_dump: {e}")));
+        (stderr, copied, status)
+    };
+    let restoring = async {
+        match restore {
+            Some((child, feed)) => {
+                let target = &scratch.expect("scratch").target;
+                let restored =
+                    pgrestore::wait(child, target, tables, progress, "").await.map(|()| Instant::now());
+                let fed = feed.await.map_err(|e| BackupError::Internal(format!("feeding task: {e}")));
+                Some((restored, fed))
+            }
+            None => None,
+        }
+    };
+    let ((stderr, copied, status), counted, restoring) = tokio::join!(dumped, count, restoring);
+    tools::check_status("pg_dump", status?, &stderr, Some(conn), HINT)?;
+    let (bytes, sha256) = copied??;
+    let counted = counted??;
+    // The bytes read back (and restored) are the bytes hashed on the way in.
+    let mut reread = vec![(counted.bytes, counted.sha256.clone())];
+    let restored = match restoring {
+        Some((restored, fed)) => {
+            let fed = fed??;
+            reread.push((fed.bytes, fed.sha256.clone()));
+            Some(restored)
+        }
+        None => None,
+    };
+    for (read_bytes, read_sha) in reread {
+        if read_sha != sha256 || read_bytes != bytes {
+            return Err(BackupError::ChecksumMismatch {
+                file: dump_path.to_owned(),
+                expected: sha256,
+                actual: read_sha,
+                expected_bytes: bytes,
+                actual_bytes: read_bytes,
+            });
+        }
     }
+    let counts = counted.counts.expect("counted").map(|c| c.tables);
+    Ok((vec![FileEntry { name: String::new(), bytes, sha256 }], counts, restored))
+}
+
+/// A scratch database for a test restore, on the server of the database
+/// backed up; dropped by [`Scratch::drop_it`].
+pub(super) struct Scratch {
+    admin: tokio::sync::Mutex<sqlx::PgConnection>,
+    pub name: String,
+    pub target: Database,
+}
+
+impl Scratch {
+    pub async fn create(server: &Database, progress: &Progress) -> Result<Self, BackupError> {
+        let name = format!("runway_verify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut admin = snapshot::connect(server).await?;
+        pgrestore::create_database(&mut admin, &name).await?;
+        progress.emit("test-restore", format!("scratch database {name} created for the test restore"));
+        Ok(Self { admin: tokio::sync::Mutex::new(admin), target: server.with_database(&name), name })
+    }
+
+    pub async fn drop_it(self) -> Result<(), BackupError> {
+        let mut admin = self.admin.into_inner();
+        pgrestore::drop_database(&mut admin, &self.name).await
+    }
+}
+
+/// After a streamed test restore of pre-data and data: post-data by policy
+/// (from the complete file, parallel jobs), the scratch database's row
+/// counts against the manifest's.
+async fn finish_streamed_proof(
+    job: &DumpJob<'_>,
+    scratch: &Scratch,
+    manifest: &Manifest,
+    restored: Restored,
+    started: Instant,
+) -> Result<Verification, BackupError> {
+    let (config, progress) = (job.config, job.progress);
+    let restored_at = restored?;
+    progress.emit(
+        "test-restore",
+        format!(
+            "schema and data restored into {} {:.1} s after pg_dump started",
+            scratch.name,
+            (restored_at - started).as_secs_f64()
+        ),
+    );
+    let post = config.test_restore_post_data == PostData::Restore;
+    let counting = async {
+        let mut db = snapshot::connect(&scratch.target).await?;
+        snapshot::count_tables(&mut db, &scratch.name).await
+    };
+    let (posted, counts) = if post {
+        tokio::join!(
+            pgrestore::post_data(config, job.dump_path, &scratch.target, config.jobs, progress),
+            counting
+        )
+    } else {
+        (Ok(()), counting.await)
+    };
+    posted?;
+    let counts = counts?;
+    let diffs = snapshot::compare_counts(&manifest.tables, &counts);
+    if !diffs.is_empty() {
+        return Err(BackupError::RowCountMismatch {
+            database: scratch.name.clone(),
+            backup: manifest.id.clone(),
+            diffs,
+        });
+    }
+    Ok(Verification {
+        when: "overlapped".into(),
+        post_data: if post { "restored" } else { "skipped" }.into(),
+        scratch_database: scratch.name.clone(),
+        tables: counts.len(),
+        rows: counts.iter().map(|t| t.rows).sum(),
+        sha256: manifest.sha256.clone(),
+        verified_at: Utc::now(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Fsyncs a folder so a rename in it is durable.

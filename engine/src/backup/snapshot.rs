@@ -72,17 +72,31 @@ impl SnapshotSession {
         Ok(Self { conn, database: database.to_owned(), snapshot_id })
     }
 
-    /// Row counts of every table, in the snapshot. Runs next to pg_dump, so
-    /// it stays on one core (no parallel workers, no JIT) to leave the rest
-    /// to the dump.
-    pub async fn row_counts(&mut self) -> Result<Vec<TableRows>, BackupError> {
-        sqlx::Executor::execute(
-            &mut self.conn,
-            sqlx::raw_sql("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off"),
-        )
-        .await
-        .map_err(|e| BackupError::db(&self.database, "configuring the count session", e))?;
-        count_tables(&mut self.conn, &self.database).await
+    /// The tables whose rows the manifest lists (catalog only; no rows read).
+    pub async fn list_tables(&mut self) -> Result<Vec<(String, String)>, BackupError> {
+        let tables = sqlx::query(TABLES_SQL)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| BackupError::db(&self.database, "listing tables", e))?;
+        Ok(tables.into_iter().map(|t| (t.get("schema"), t.get("table"))).collect())
+    }
+
+    /// Row counts of `tables` in the snapshot (those the dump could not
+    /// be counted for).
+    pub async fn count(&mut self, tables: &[(String, String)]) -> Result<Vec<TableRows>, BackupError> {
+        let mut counts = Vec::with_capacity(tables.len());
+        for (schema, table) in tables {
+            let sql = format!(
+                "SELECT count(*) FROM {}.{}",
+                super::pgrestore::ident(schema),
+                super::pgrestore::ident(table)
+            );
+            let rows: i64 = sqlx::query_scalar(&sql).fetch_one(&mut self.conn).await.map_err(|e| {
+                BackupError::db(&self.database, format!("counting rows of {schema}.{table}"), e)
+            })?;
+            counts.push(TableRows { schema: schema.clone(), table: table.clone(), rows });
+        }
+        Ok(counts)
     }
 
     /// Migrations applied in the snapshot (see [`applied_migrations`]).

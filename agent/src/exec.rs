@@ -287,7 +287,7 @@ impl Executor {
             | command::Action::RestoreBackup(_) => {
                 let url = self.db_url()?;
                 let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
-                Ok(backup_ops::run(action, config, url, progress).await?)
+                Ok(backup_ops::run(action, config, url, &cmd.rollout_id, progress).await?)
             }
             command::Action::ReleaseBackup(r) => {
                 let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;

@@ -268,6 +268,10 @@ pub enum StepKind {
     /// No host: wait for operators to approve (after preflight, before
     /// maintenance mode). Only in environments that configure `approvals`.
     Approval,
+    /// The DB host, after the maintenance window: prove the rollout's backup
+    /// restorable by a test restore. Added when the backup step reports that
+    /// its proof runs after the window (`test_restore = "background"`).
+    VerifyBackup,
 }
 
 impl StepKind {
@@ -282,6 +286,7 @@ impl StepKind {
             Self::MaintenanceOff => "maintenance_off",
             Self::Restore => "restore",
             Self::Approval => "approval",
+            Self::VerifyBackup => "verify_backup",
         }
     }
 

@@ -343,6 +343,24 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
         )),
         _ => text.push_str("disk         not checked: preflight stopped before the disk check\n"),
     }
+    let backup = &detail["backup"];
+    if !backup.is_null() {
+        let secs = |v: &Value| v.as_f64().map_or_else(|| "unknown".to_owned(), |s| format!("{s:.1} s"));
+        let proof = match backup["proof"].as_str() {
+            Some("in_window") => "test restore in the window, alongside the dump",
+            Some("background") => "test restore after the window (the rollout waits for it)",
+            _ => "no test restore",
+        };
+        let based = backup["based_on"]
+            .as_str()
+            .map_or_else(|| "no earlier backup".to_owned(), |b| format!("last backup {b}"));
+        text.push_str(&format!(
+            "backup       {proof}; expected dump {}, test restore {}, in the window {} ({based})\n",
+            secs(&backup["backup_secs"]),
+            secs(&backup["verify_secs"]),
+            secs(&backup["window_secs"])
+        ));
+    }
     let verdict = PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified);
     let headline = match verdict {
         PlanVerdict::Safe => "safe: runs without maintenance mode, nothing refused",
@@ -382,6 +400,7 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "maintenance_needed": plan["safe_without_maintenance"].as_bool().map(|safe| !safe),
         "plan": plan,
         "space": detail["space"],
+        "backup": detail["backup"],
         "unaccepted_dangers": detail["unaccepted_dangers"],
         "verdict": verdict_name(PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified)),
         "reasons": p.reasons,

@@ -237,6 +237,18 @@ impl Engine {
                     {
                         record.backup = id.to_owned();
                     }
+                    // Proven after the window: the rollout ends only once it is.
+                    if result.detail("proof").and_then(|p| p.as_str()) == Some("background") {
+                        let hosts = record.steps[index].hosts.clone();
+                        record.steps.push(StepRecord {
+                            kind: StepKind::VerifyBackup,
+                            hosts,
+                            state: StepState::Pending,
+                            attempt: 0,
+                            error: String::new(),
+                            recovery: false,
+                        });
+                    }
                 }
                 _ => {}
             }
@@ -246,7 +258,16 @@ impl Engine {
         let step = &mut record.steps[index];
         step.state = StepState::Failed;
         step.error = error.clone();
-        if record.error.is_empty() {
+        if record.error.is_empty() && kind == StepKind::VerifyBackup {
+            // Nothing to undo: the migration ran and maintenance is off. Loud.
+            record.error = format!(
+                "verify_backup failed: BACKUP {} IS NOT PROVEN RESTORABLE: the test restore after the \
+                 maintenance window failed ({error}); the migration ran and the app is up, but this \
+                 backup cannot be trusted for a rollback: take and verify a new backup now \
+                 (`runway backup verify NAME --env {} --test-restore`)",
+                record.backup, record.environment
+            );
+        } else if record.error.is_empty() {
             record.error = format!("{} failed: {error}", kind.name());
             record.refused = kind == StepKind::Preflight && result.refused();
             let policy = self.config.environments.policy(&record.environment);

@@ -36,6 +36,7 @@ mod check;
 pub mod config;
 pub mod create;
 pub mod error;
+pub mod estimate;
 pub mod manifest;
 pub mod names;
 mod pgrestore;

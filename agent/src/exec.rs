@@ -212,6 +212,7 @@ impl Executor {
                         "refused: fencing token {token} is lower than {highest}, already seen from a newer leader"
                     ),
                     detail_json: String::new(),
+                    work_ms: 0,
                 });
             }
             Err(e) => {
@@ -221,6 +222,7 @@ impl Executor {
                     outcome: CommandOutcome::Refused as i32,
                     error: format!("refused: {e}"),
                     detail_json: String::new(),
+                    work_ms: 0,
                 });
             }
         }
@@ -240,6 +242,7 @@ impl Executor {
                 outcome: CommandOutcome::Succeeded as i32,
                 error: String::new(),
                 detail_json: self.redactor.redact(&detail.to_string()),
+                work_ms: started.elapsed().as_millis() as u64,
             },
             Err(e) => {
                 let error = self.redactor.redact(&e.to_string());
@@ -250,6 +253,7 @@ impl Executor {
                         as i32,
                     error,
                     detail_json: e.detail().map(|d| self.redactor.redact(&d.to_string())).unwrap_or_default(),
+                    work_ms: started.elapsed().as_millis() as u64,
                 }
             }
         };
@@ -331,8 +335,11 @@ impl Executor {
                 let app = self.app()?;
                 let version =
                     if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
+                let hook_started = std::time::Instant::now();
                 self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
                     .await?;
+                let hook_ms = hook_started.elapsed().as_millis() as u64;
+                let health_started = std::time::Instant::now();
                 let health = health::wait_healthy(
                     &app.health_url,
                     Duration::from_secs(app.health_timeout_secs),
@@ -340,7 +347,10 @@ impl Executor {
                 )
                 .await?;
                 *self.app_version.lock().expect("app version lock") = version.clone();
-                Ok(serde_json::json!({ "app_version": version, "health": health }))
+                let health_ms = health_started.elapsed().as_millis() as u64;
+                Ok(serde_json::json!({
+                    "app_version": version, "health": health, "hook_ms": hook_ms, "health_ms": health_ms
+                }))
             }
         }
     }

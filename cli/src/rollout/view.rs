@@ -54,6 +54,7 @@ pub fn event_json(e: &RolloutEvent) -> Value {
         "counters": e.counters.as_ref().map(|c| json!({"done": c.done, "total": c.total, "unit": c.unit})),
         "terminal": e.terminal,
         "detail": serde_json::from_str::<Value>(&e.detail_json).unwrap_or(Value::Null),
+        "work_ms": e.work_ms,
         "rollout_state": state_name(e.rollout_state),
     })
 }
@@ -499,6 +500,7 @@ mod tests {
                     outcome: CommandOutcome::Refused as i32,
                     error: "1 dangerous statement(s) need an explicit decision before anything changes:\n  2_drop line 2: drop-column on User (3 MiB): drops data".into(),
                     detail_json: detail.to_string(),
+                    work_ms: 0,
                 }),
                 error: String::new(),
             }],

@@ -542,7 +542,14 @@ impl Run<'_> {
         let result = loop {
             tokio::select! {
                 _ = self.term.cancel.cancelled() => return Err(Abandon::TermEnded),
-                Some(event) = in_flight.events.recv() => self.events.emit(progress(event)).await?,
+                Some(event) = in_flight.events.recv() => {
+                    // What queued up while the last write ran goes in one write.
+                    let mut batch = vec![progress(event)];
+                    while let Ok(event) = in_flight.events.try_recv() {
+                        batch.push(progress(event));
+                    }
+                    self.events.emit_all(batch).await?
+                }
                 result = &mut in_flight.result => match result {
                     Ok(result) => break result,
                     Err(_) => return Err(Abandon::TermEnded),
@@ -565,7 +572,7 @@ impl Run<'_> {
                                  step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
                                 self.engine.config.step_deadline_secs
                             );
-                            self.emit_result(step, host, &command_id, Err((&error, ""))).await?;
+                            self.emit_result(step, host, &command_id, Err((&error, "")), 0).await?;
                             metrics::get().command_ended(step.kind, "unknown", dispatched.elapsed());
                             return Ok(CommandEnd {
                                 error: Some(error),
@@ -578,8 +585,9 @@ impl Run<'_> {
                 }
             }
         };
+        let mut batch = Vec::new();
         while let Ok(event) = in_flight.events.try_recv() {
-            self.events.emit(progress(event)).await?;
+            batch.push(progress(event));
         }
         if reported_away {
             // Its result is the proof it is back, even before the next check.
@@ -596,7 +604,9 @@ impl Run<'_> {
             None => Ok(result.detail_json.as_str()),
             Some(error) => Err((error.as_str(), result.detail_json.as_str())),
         };
-        self.emit_result(step, host, &command_id, emitted).await?;
+        // The last progress and the result: one write.
+        batch.push(result_event(step, host, &command_id, emitted, result.work_ms));
+        self.events.emit_all(batch).await?;
         metrics::get().command_ended(step.kind, metrics::outcome_name(outcome), dispatched.elapsed());
         if let Some(version) = restarted_to.filter(|_| error.is_none()) {
             self.engine.registry.set_app_version(host, &version);
@@ -641,31 +651,42 @@ impl Run<'_> {
         self.events.emit(event).await
     }
 
-    /// Records how one command ended: its result JSON on success, the
-    /// reason and the agent's facts about the failure (JSON, may be empty)
-    /// on failure.
+    /// Records how one command ended (see [`result_event`]).
     async fn emit_result(
         &self,
         step: &StepRecord,
         host: &str,
         command_id: &str,
         outcome: Result<&str, (&str, &str)>,
+        work_ms: u64,
     ) -> Result<(), StoreError> {
-        let (kind, message, detail_json) = match outcome {
-            Ok(detail) => ("command_succeeded", format!("{} done", step.kind.name()), detail.to_owned()),
-            Err((error, detail)) => ("command_failed", error.to_owned(), detail.to_owned()),
-        };
-        self.events
-            .emit(NewEvent {
-                kind,
-                step: step.kind.name().into(),
-                host: host.to_owned(),
-                command_id: command_id.to_owned(),
-                message,
-                detail_json,
-                ..NewEvent::default()
-            })
-            .await
+        self.events.emit(result_event(step, host, command_id, outcome, work_ms)).await
+    }
+}
+
+/// How one command ended: its result JSON on success, the reason and the
+/// agent's facts about the failure (JSON, may be empty) on failure; the
+/// agent's own work time.
+fn result_event(
+    step: &StepRecord,
+    host: &str,
+    command_id: &str,
+    outcome: Result<&str, (&str, &str)>,
+    work_ms: u64,
+) -> NewEvent {
+    let (kind, message, detail_json) = match outcome {
+        Ok(detail) => ("command_succeeded", format!("{} done", step.kind.name()), detail.to_owned()),
+        Err((error, detail)) => ("command_failed", error.to_owned(), detail.to_owned()),
+    };
+    NewEvent {
+        kind,
+        step: step.kind.name().into(),
+        host: host.to_owned(),
+        command_id: command_id.to_owned(),
+        message,
+        detail_json,
+        work_ms,
+        ..NewEvent::default()
     }
 }
 

@@ -165,6 +165,10 @@ async fn a_backup_is_proven_restorable_while_it_is_written() {
         assert_eq!(proof.tables, manifest.tables.len());
         assert_eq!(proof.rows, manifest.tables.iter().map(|t| t.rows).sum::<i64>());
         assert_eq!(proof.sha256, manifest.sha256);
+        let counted_in = if format == DumpFormat::Custom { "test_restore" } else { "dump" };
+        assert_eq!(manifest.rows_counted_in, counted_in, "{format:?}");
+        let counts: Vec<(String, i64)> = manifest.tables.iter().map(|t| (t.qualified(), t.rows)).collect();
+        assert_eq!(counts, counted(&pg, &manifest).await, "{format:?}: exact");
         let on_disk = backup::Manifest::read(&config.dir.join(&manifest.id)).expect("manifest");
         assert_eq!(on_disk.verification, Some(proof), "recorded in manifest.json");
     }

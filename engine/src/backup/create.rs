@@ -12,13 +12,13 @@ use chrono::Utc;
 
 use super::archive::{self, ArchiveCounter};
 use super::config::{BackupConfig, DumpFormat, PostData};
-use super::error::{BackupError, human};
+use super::error::{BackupError, TableDiff, human};
 use super::manifest::{
     DUMP_NAME, FileEntry, MANIFEST_VERSION, Manifest, TableRows, Verification, backup_id, files_digest,
 };
 use super::snapshot::{self, SnapshotSession};
 use super::stream::{
-    ByteMeter, DirFollower, Follow, Written, follow, low_priority, pipe_to_file, sync_dir_tree,
+    ByteMeter, DirFollower, Follow, Followed, Written, follow, low_priority, pipe_to_file, sync_dir_tree,
 };
 use super::{pgrestore, retention, space, tools};
 use crate::database::Database;
@@ -144,22 +144,40 @@ pub async fn create_with(
         }
     };
     let (files, counts, restored) = dumped;
-    let tables = settle_counts(&mut session, &listed, counts, progress).await;
-    session.close().await;
-    let tables = match tables {
-        Ok(tables) => tables,
-        Err(e) => {
-            if let Some(scratch) = streamed {
-                let _ = scratch.drop_it().await;
-            }
-            return Err(e);
-        }
-    };
-
+    let dump_finished_at = Utc::now();
+    let dump_secs = clock.elapsed().as_secs_f64();
     let (sha256, bytes) = match format {
         DumpFormat::Directory => (files_digest(&files), files.iter().map(|f| f.bytes).sum()),
         _ => (files[0].sha256.clone(), files[0].bytes),
     };
+    progress.emit(
+        "dump",
+        format!("backup {id}: {} written in {dump_secs:.1}s, sha256 {}", human(bytes), &sha256[..16]),
+    );
+
+    // Rows: with a streamed test restore, counted in the scratch database
+    // (which read every row of the dump anyway); otherwise from the dump's
+    // bytes. The snapshot stays open until then, for what neither counted.
+    let counted = match (&streamed, restored) {
+        (Some(scratch), Some(restored)) => {
+            match prove_streamed(&job, scratch, &mut session, &listed, restored, clock).await {
+                Ok((tables, verification)) => Ok(((tables, "test_restore"), Some(Ok(verification)))),
+                Err(e) => {
+                    let why = Err("the test restore failed".to_owned());
+                    settle_counts(&mut session, &listed, why, progress).await.map(|t| (t, Some(Err(e))))
+                }
+            }
+        }
+        _ => settle_counts(&mut session, &listed, counts, progress).await.map(|t| (t, None)),
+    };
+    session.close().await;
+    if let Some(scratch) = streamed
+        && let Err(e) = scratch.drop_it().await
+    {
+        progress.emit("test-restore", format!("warning: {e}"));
+    }
+    let (tables, streamed_proof) = counted?;
+
     let mut manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
         id: id.clone(),
@@ -175,7 +193,7 @@ pub async fn create_with(
         pg_dump_version,
         jobs: if format == DumpFormat::Directory { config.jobs } else { 1 },
         started_at,
-        finished_at: Utc::now(),
+        finished_at: dump_finished_at,
         rollout_id: rollout_id.to_owned(),
         label: label.to_owned(),
         migrations,
@@ -183,20 +201,9 @@ pub async fn create_with(
         rows_counted_in: tables.1.to_owned(),
         verification: None,
     };
-    let dump_secs = clock.elapsed().as_secs_f64();
-    let secs = (manifest.finished_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
-    progress.emit(
-        "dump",
-        format!("backup {id}: {} in {secs:.1}s, sha256 {}", human(manifest.bytes), &manifest.sha256[..16]),
-    );
 
-    let proof = match (streamed, &scratch_server) {
-        (Some(scratch), _) => {
-            let restored = restored.expect("a streamed restore ran");
-            let proof = finish_streamed_proof(&job, &scratch, &manifest, restored, clock).await;
-            let dropped = scratch.drop_it().await;
-            Some(proof.and_then(|v| dropped.map(|()| v)))
-        }
+    let proof = match (streamed_proof, &scratch_server) {
+        (Some(proof), _) => Some(proof.map(|v| Verification { sha256: manifest.sha256.clone(), ..v })),
         (None, Some(server)) => {
             let when = "after_dump";
             Some(super::verify::test_restore(&work_dir, config, &manifest, server, when, progress).await)
@@ -384,29 +391,38 @@ async fn run_custom_dump(
         hashed
     });
 
-    // The test restore's feeder (normal priority: it is the long pole) and
-    // the row counter (lowest priority: it must not slow pg_dump).
-    let restore = match scratch {
+    // With a test restore: its feeder (normal priority: the restore is the
+    // long pole), which also reads the file back; rows are counted in the
+    // scratch database afterwards. Without: the row counter reads it back
+    // (lowest priority: it must not slow pg_dump).
+    let follower = match scratch {
         Some(scratch) => {
-            let (restore, stdin) =
-                // Post-data (policy) runs afterwards from the complete file, in parallel.
-                pgrestore::spawn_from_stdin(config, &scratch.target, pgrestore::Sections::PreDataAndData)?;
+            let (pre_data, stdin) =
+                pgrestore::spawn_from_stdin(config, &scratch.target, pgrestore::Sections::PreData)?;
+            let (next_tx, next_rx) = std::sync::mpsc::channel();
             let (path, w) = (dump_path.to_owned(), written.clone());
-            let feed = tokio::task::spawn_blocking(move || {
-                follow(&path, &w, Follow { counter: None, feed: Some(stdin) })
-            });
+            let feed = tokio::task::spawn_blocking(move || feed_in_two_phases(&path, &w, stdin, &next_rx));
             progress.emit(
                 "test-restore",
                 format!("pg_restore into {} reads the dump as it is written", scratch.name),
             );
-            Some((restore, feed))
+            let feed = async { feed.await.map_err(|e| BackupError::Internal(format!("feeding task: {e}")))? };
+            let restore = stream_restore(config, scratch, pre_data, next_tx, tables, progress);
+            Follower::Restore(Box::pin(async move {
+                let (restored, fed) = tokio::join!(restore, feed);
+                (restored.map(|()| Instant::now()), fed)
+            }))
         }
-        None => None,
+        None => {
+            let (path, w) = (dump_path.to_owned(), written.clone());
+            Follower::Count(Box::pin(async move {
+                low_priority("runway-row-count", move || {
+                    follow(&path, &w, Follow { counter: Some(ArchiveCounter::new()), ..Follow::default() })
+                })
+                .await?
+            }))
+        }
     };
-    let (path, w) = (dump_path.to_owned(), written.clone());
-    let count = low_priority("runway-row-count", move || {
-        follow(&path, &w, Follow { counter: Some(ArchiveCounter::new()), feed: None })
-    });
 
     let dumped = async {
         let stderr = tools::collect_stderr(child.stderr.take()).await;
@@ -415,45 +431,86 @@ async fn run_custom_dump(
             child.wait().await.map_err(|e| BackupError::Internal(format!("waiting for pg_dump: {e}")));
         (stderr, copied, status)
     };
-    let restoring = async {
-        match restore {
-            Some((child, feed)) => {
-                let target = &scratch.expect("scratch").target;
-                let restored =
-                    pgrestore::wait(child, target, tables, progress, "").await.map(|()| Instant::now());
-                let fed = feed.await.map_err(|e| BackupError::Internal(format!("feeding task: {e}")));
-                Some((restored, fed))
-            }
-            None => None,
+    let (counted, restored) = match follower {
+        Follower::Count(count) => {
+            let ((stderr, copied, status), counted) = tokio::join!(dumped, count);
+            tools::check_status("pg_dump", status?, &stderr, Some(conn), HINT)?;
+            (check_reread(dump_path, copied??, counted?)?, None)
+        }
+        Follower::Restore(restore) => {
+            let ((stderr, copied, status), (restored, fed)) = tokio::join!(dumped, restore);
+            tools::check_status("pg_dump", status?, &stderr, Some(conn), HINT)?;
+            (check_reread(dump_path, copied??, fed?)?, Some(restored))
         }
     };
-    let ((stderr, copied, status), counted, restoring) = tokio::join!(dumped, count, restoring);
-    tools::check_status("pg_dump", status?, &stderr, Some(conn), HINT)?;
-    let (bytes, sha256) = copied??;
-    let counted = counted??;
-    // The bytes read back (and restored) are the bytes hashed on the way in.
-    let mut reread = vec![(counted.bytes, counted.sha256.clone())];
-    let restored = match restoring {
-        Some((restored, fed)) => {
-            let fed = fed??;
-            reread.push((fed.bytes, fed.sha256.clone()));
-            Some(restored)
-        }
-        None => None,
+    let (bytes, sha256) = (counted.bytes, counted.sha256.clone());
+    let counts = match counted.counts {
+        Some(counts) => counts.map(|c| c.tables),
+        None => Err("counted in the test restore".to_owned()),
     };
-    for (read_bytes, read_sha) in reread {
-        if read_sha != sha256 || read_bytes != bytes {
-            return Err(BackupError::ChecksumMismatch {
-                file: dump_path.to_owned(),
-                expected: sha256,
-                actual: read_sha,
-                expected_bytes: bytes,
-                actual_bytes: read_bytes,
-            });
-        }
-    }
-    let counts = counted.counts.expect("counted").map(|c| c.tables);
     Ok((vec![FileEntry { name: String::new(), bytes, sha256 }], counts, restored))
+}
+
+/// What reads the custom-format file back while it is written.
+enum Follower<'a> {
+    Count(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Followed, BackupError>> + Send + 'a>>),
+    Restore(
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = (Restored, Result<Followed, BackupError>)> + Send + 'a>,
+        >,
+    ),
+}
+
+/// The bytes read back (and restored) are the bytes hashed on the way in;
+/// otherwise the disk holds other bytes than pg_dump wrote: corrupt.
+fn check_reread(dump_path: &Path, written: (u64, String), read: Followed) -> Result<Followed, BackupError> {
+    let (bytes, sha256) = written;
+    if read.sha256 != sha256 || read.bytes != bytes {
+        return Err(BackupError::ChecksumMismatch {
+            file: dump_path.to_owned(),
+            expected: sha256,
+            actual: read.sha256,
+            expected_bytes: bytes,
+            actual_bytes: read.bytes,
+        });
+    }
+    Ok(read)
+}
+
+/// Feeds the growing file to the pre-data pg_restore (schema; it stops
+/// reading once it has the table of contents at the front), then, once
+/// the scratch tables are ready, all of it from the start to the data
+/// pg_restore sent over `next` (none: read back and hashed only).
+fn feed_in_two_phases(
+    path: &Path,
+    written: &Written,
+    pre_data: std::fs::File,
+    next: &std::sync::mpsc::Receiver<std::fs::File>,
+) -> Result<Followed, BackupError> {
+    // Phase 1 needs only the front of the file; a reader that has what it
+    // needs closes its end, and the write fails: that is its end.
+    let _ = follow(path, written, Follow { feed: Some(pre_data), ..Follow::default() }.until_feed_closes());
+    let feed = next.recv().ok();
+    follow(path, written, Follow { feed, ..Follow::default() })
+}
+
+/// The streamed test restore: the schema (pre-data), the scratch tables
+/// made unlogged (a scratch copy needs no WAL: the same rows, parsed and
+/// checked the same way, for less work), then the data read as it is written.
+async fn stream_restore(
+    config: &BackupConfig,
+    scratch: &Scratch,
+    pre_data: tokio::process::Child,
+    next: std::sync::mpsc::Sender<std::fs::File>,
+    tables: u64,
+    progress: &Progress,
+) -> Result<(), BackupError> {
+    pgrestore::wait(pre_data, &scratch.target, 0, progress, "").await?;
+    pgrestore::unlogged(&scratch.target, &scratch.name).await?;
+    let (data, stdin) = pgrestore::spawn_from_stdin(config, &scratch.target, pgrestore::Sections::Data)?;
+    // A feeder that is gone (failed) leaves pg_restore with an empty input: it fails.
+    let _ = next.send(stdin);
+    pgrestore::wait(data, &scratch.target, tables, progress, "").await
 }
 
 /// A scratch database for a test restore, on the server of the database
@@ -479,16 +536,19 @@ impl Scratch {
     }
 }
 
-/// After a streamed test restore of pre-data and data: post-data by policy
-/// (from the complete file, parallel jobs), the scratch database's row
-/// counts against the manifest's.
-async fn finish_streamed_proof(
+/// After a streamed test restore of schema and data: post-data by policy
+/// (from the complete file, parallel jobs) while the scratch database's
+/// rows are counted; every table of the snapshot must be there. Returns the
+/// counts (the manifest's) and the proof (its `sha256` filled in by the
+/// caller).
+async fn prove_streamed(
     job: &DumpJob<'_>,
     scratch: &Scratch,
-    manifest: &Manifest,
+    session: &mut SnapshotSession,
+    listed: &[(String, String)],
     restored: Restored,
     started: Instant,
-) -> Result<Verification, BackupError> {
+) -> Result<(Vec<TableRows>, Verification), BackupError> {
     let (config, progress) = (job.config, job.progress);
     let restored_at = restored?;
     progress.emit(
@@ -514,24 +574,43 @@ async fn finish_streamed_proof(
     };
     posted?;
     let counts = counts?;
-    let diffs = snapshot::compare_counts(&manifest.tables, &counts);
-    if !diffs.is_empty() {
+    let mut tables = Vec::with_capacity(listed.len());
+    let mut missing = Vec::new();
+    for (schema, table) in listed {
+        match counts.iter().find(|t| &t.schema == schema && &t.table == table) {
+            Some(t) => tables.push(t.clone()),
+            None => missing.push((schema.clone(), table.clone())),
+        }
+    }
+    if !missing.is_empty() {
+        // Exact figures for the message: the snapshot is still open.
+        let expected = session.count(&missing).await?;
+        let diffs = expected
+            .into_iter()
+            .map(|t| TableDiff { table: t.qualified(), expected: Some(t.rows), actual: None })
+            .collect();
         return Err(BackupError::RowCountMismatch {
             database: scratch.name.clone(),
-            backup: manifest.id.clone(),
+            backup: "being written".into(),
             diffs,
         });
     }
-    Ok(Verification {
+    let rows: i64 = tables.iter().map(|t| t.rows).sum();
+    progress.emit(
+        "count",
+        format!("{} tables, {rows} rows in the dump (counted in the test restore)", tables.len()),
+    );
+    let verification = Verification {
         when: "overlapped".into(),
         post_data: if post { "restored" } else { "skipped" }.into(),
         scratch_database: scratch.name.clone(),
-        tables: counts.len(),
-        rows: counts.iter().map(|t| t.rows).sum(),
-        sha256: manifest.sha256.clone(),
+        tables: tables.len(),
+        rows,
+        sha256: String::new(),
         verified_at: Utc::now(),
         seconds: started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((tables, verification))
 }
 
 /// Fsyncs a folder so a rename in it is durable.

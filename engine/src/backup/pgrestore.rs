@@ -58,8 +58,10 @@ pub async fn pg_restore(
 /// Which parts of the archive a streamed test restore runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sections {
-    /// Schema and data, without indexes, constraints and triggers (post-data).
-    PreDataAndData,
+    /// Schema only: tables, types, functions (no indexes or constraints).
+    PreData,
+    /// Rows only (and sequence values, large objects).
+    Data,
     /// Indexes, constraints and triggers only.
     PostData,
 }
@@ -106,8 +108,11 @@ pub async fn post_data(
 
 fn section_args(cmd: &mut tokio::process::Command, sections: Sections) {
     match sections {
-        Sections::PreDataAndData => {
-            cmd.args(["--section=pre-data", "--section=data"]);
+        Sections::PreData => {
+            cmd.arg("--section=pre-data");
+        }
+        Sections::Data => {
+            cmd.arg("--section=data");
         }
         Sections::PostData => {
             cmd.arg("--section=post-data");
@@ -166,6 +171,26 @@ pub async fn wait(
         Some(target),
         hint,
     )
+}
+
+/// Makes every ordinary table of the scratch database `target` unlogged
+/// before its rows arrive: a copy that is dropped afterwards needs no WAL.
+/// Best effort per table (a table this user does not own stays logged).
+pub async fn unlogged(target: &Database, name: &str) -> Result<(), BackupError> {
+    let mut db = snapshot::connect(target).await?;
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT format('ALTER TABLE %I.%I SET UNLOGGED', n.nspname, c.relname)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .map_err(|e| BackupError::db(name, "listing the scratch tables", e))?;
+    for statement in statements {
+        let _ = sqlx::Executor::execute(&mut db, sqlx::raw_sql(&statement)).await;
+    }
+    Ok(())
 }
 
 /// Quotes an identifier for SQL.

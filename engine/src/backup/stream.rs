@@ -195,6 +195,15 @@ pub struct Follow {
     pub counter: Option<ArchiveCounter>,
     /// Writes every byte here (a test restore's `pg_restore` stdin); closed at the end.
     pub feed: Option<File>,
+    /// Stop reading once the feed's reader went away.
+    pub until_feed_closes: bool,
+}
+
+impl Follow {
+    /// Stops once the feed's reader has closed its end (it had what it needed).
+    pub fn until_feed_closes(self) -> Self {
+        Self { until_feed_closes: true, ..self }
+    }
 }
 
 /// What a follower saw.
@@ -238,6 +247,10 @@ pub fn follow(path: &Path, written: &Written, mut what: Follow) -> Result<Follow
                 && feed.write_all(data).is_err()
             {
                 what.feed = None;
+                if what.until_feed_closes {
+                    let (bytes, sha256) = hashed.finish();
+                    return Ok(Followed { bytes, sha256, counts: None });
+                }
             }
         }
         if done {

@@ -536,9 +536,10 @@ impl Scratch {
     }
 }
 
-/// After a streamed test restore of schema and data: post-data by policy
-/// (from the complete file, parallel jobs) while the scratch database's
-/// rows are counted; every table of the snapshot must be there. Returns the
+/// After a streamed test restore of schema and data: the scratch
+/// database's rows (the server's count of the rows loaded; `count(*)` where
+/// that is not exact), then post-data by policy (from the complete file,
+/// parallel jobs); every table of the snapshot must be there. Returns the
 /// counts (the manifest's) and the proof (its `sha256` filled in by the
 /// caller).
 async fn prove_streamed(
@@ -562,18 +563,17 @@ async fn prove_streamed(
     let post = config.test_restore_post_data == PostData::Restore;
     let counting = async {
         let mut db = snapshot::connect(&scratch.target).await?;
-        snapshot::count_tables(&mut db, &scratch.name).await
+        match snapshot::restored_counts(&mut db, &scratch.name).await? {
+            Some(counts) => Ok(counts),
+            None => snapshot::count_tables(&mut db, &scratch.name).await,
+        }
     };
-    let (posted, counts) = if post {
-        tokio::join!(
-            pgrestore::post_data(config, job.dump_path, &scratch.target, config.jobs, progress),
-            counting
-        )
-    } else {
-        (Ok(()), counting.await)
-    };
-    posted?;
-    let counts = counts?;
+    // Counted before post-data: the server's counts of the rows loaded are
+    // read once the loading sessions have ended.
+    let counts = counting.await?;
+    if post {
+        pgrestore::post_data(config, job.dump_path, &scratch.target, config.jobs, progress).await?;
+    }
     let mut tables = Vec::with_capacity(listed.len());
     let mut missing = Vec::new();
     for (schema, table) in listed {

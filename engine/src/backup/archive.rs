@@ -172,6 +172,10 @@ pub struct ArchiveCounter {
     /// are fed through without copying), from `pos` on.
     pending: Vec<u8>,
     pos: usize,
+    /// Offset in the archive of `pending[0]`.
+    offset: u64,
+    /// Where the data blocks start (the header and TOC end), once known.
+    toc_end: Option<u64>,
     int_size: usize,
     off_size: usize,
     minor: u8,
@@ -247,6 +251,8 @@ impl ArchiveCounter {
             state: State::Header,
             pending: Vec::new(),
             pos: 0,
+            offset: 0,
+            toc_end: None,
             int_size: 4,
             off_size: 8,
             minor: 0,
@@ -273,7 +279,11 @@ impl ArchiveCounter {
                     self.pos += n;
                     &self.pending[self.pos - n..self.pos]
                 } else if !data.is_empty() {
+                    self.pending.clear();
+                    self.offset += self.pos as u64;
+                    self.pos = 0;
                     let n = remaining.min(data.len());
+                    self.offset += n as u64;
                     let (payload, rest) = data.split_at(n);
                     data = rest;
                     payload
@@ -301,6 +311,7 @@ impl ArchiveCounter {
             }
             // The next field is incomplete: gather more bytes.
             self.pending.drain(..self.pos);
+            self.offset += self.pos as u64;
             self.pos = 0;
             if data.is_empty() {
                 return;
@@ -415,6 +426,7 @@ impl ArchiveCounter {
         self.state = State::Toc { remaining: entries as u64 };
         if entries == 0 {
             self.state = State::BlockHeader;
+            self.toc_end = Some(self.offset + f.pos as u64);
         }
         Ok(Ok(()))
     }
@@ -426,8 +438,12 @@ impl ArchiveCounter {
         if entry.desc == "TABLE DATA" {
             self.tables.insert(entry.dump_id, TableEntry { schema: entry.namespace, table: entry.tag });
         }
-        self.state =
-            if remaining <= 1 { State::BlockHeader } else { State::Toc { remaining: remaining - 1 } };
+        self.state = if remaining <= 1 {
+            self.toc_end = Some(self.offset + f.pos as u64);
+            State::BlockHeader
+        } else {
+            State::Toc { remaining: remaining - 1 }
+        };
         Ok(Ok(()))
     }
 
@@ -465,6 +481,12 @@ impl ArchiveCounter {
         }
         self.state = State::BlockHeader;
         Ok(Ok(()))
+    }
+
+    /// Where the archive's data blocks start: the header and table of
+    /// contents are the bytes before. Known once they were fed.
+    pub fn toc_end(&self) -> Option<u64> {
+        self.toc_end
     }
 
     /// Every table whose data block was read to its end. `Err` says why the
@@ -678,6 +700,19 @@ mod tests {
                     "piece {piece}, compressed {compressed}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn knows_where_the_table_of_contents_ends() {
+        let data = archive(true);
+        let first_block = data.windows(6).position(|w| w == [BLK_DATA, 0, 11, 0, 0, 0]).expect("block 11");
+        for piece in [1, 7, 4096] {
+            let mut counter = ArchiveCounter::new();
+            for chunk in data.chunks(piece) {
+                counter.push(chunk);
+            }
+            assert_eq!(counter.toc_end(), Some(first_block as u64), "piece {piece}");
         }
     }
 

@@ -18,7 +18,8 @@ use super::manifest::{
 };
 use super::snapshot::{self, SnapshotSession};
 use super::stream::{
-    ByteMeter, DirFollower, Follow, Followed, Written, follow, low_priority, pipe_to_file, sync_dir_tree,
+    ByteMeter, DirFollower, Follow, Followed, Written, feed_toc, follow, low_priority, pipe_to_file,
+    sync_dir_tree,
 };
 use super::{pgrestore, retention, space, tools};
 use crate::database::Database;
@@ -487,9 +488,8 @@ fn feed_in_two_phases(
     pre_data: std::fs::File,
     next: &std::sync::mpsc::Receiver<std::fs::File>,
 ) -> Result<Followed, BackupError> {
-    // Phase 1 needs only the front of the file; a reader that has what it
-    // needs closes its end, and the write fails: that is its end.
-    let _ = follow(path, written, Follow { feed: Some(pre_data), ..Follow::default() }.until_feed_closes());
+    // Phase 1 needs only the front of the file (header and table of contents).
+    feed_toc(path, written, pre_data)?;
     let feed = next.recv().ok();
     follow(path, written, Follow { feed, ..Follow::default() })
 }

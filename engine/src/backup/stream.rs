@@ -195,15 +195,6 @@ pub struct Follow {
     pub counter: Option<ArchiveCounter>,
     /// Writes every byte here (a test restore's `pg_restore` stdin); closed at the end.
     pub feed: Option<File>,
-    /// Stop reading once the feed's reader went away.
-    pub until_feed_closes: bool,
-}
-
-impl Follow {
-    /// Stops once the feed's reader has closed its end (it had what it needed).
-    pub fn until_feed_closes(self) -> Self {
-        Self { until_feed_closes: true, ..self }
-    }
 }
 
 /// What a follower saw.
@@ -247,10 +238,6 @@ pub fn follow(path: &Path, written: &Written, mut what: Follow) -> Result<Follow
                 && feed.write_all(data).is_err()
             {
                 what.feed = None;
-                if what.until_feed_closes {
-                    let (bytes, sha256) = hashed.finish();
-                    return Ok(Followed { bytes, sha256, counts: None });
-                }
             }
         }
         if done {
@@ -261,6 +248,41 @@ pub fn follow(path: &Path, written: &Written, mut what: Follow) -> Result<Follow
     let counts = what.counter.map(ArchiveCounter::finish);
     let (bytes, sha256) = hashed.finish();
     Ok(Followed { bytes, sha256, counts })
+}
+
+/// Feeds `feed` the front of the growing custom-format archive at `path`:
+/// its header and table of contents, all a schema-only (pre-data)
+/// pg_restore needs; then closes it. An archive runway cannot parse is fed
+/// whole. Returns the bytes fed.
+pub fn feed_toc(path: &Path, written: &Written, mut feed: File) -> Result<u64, BackupError> {
+    let mut file = File::open(path).map_err(|e| BackupError::io("opening", path, e))?;
+    let mut counter = ArchiveCounter::new();
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let (len, done) = written.wait_beyond(pos);
+        while pos < len {
+            let want = (len - pos).min(buf.len() as u64) as usize;
+            let n = match file.read(&mut buf[..want]) {
+                Ok(0) => return Ok(pos),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BackupError::io("reading back", path, e)),
+            };
+            counter.push(&buf[..n]);
+            let upto = counter.toc_end().map_or(n, |end| (end.saturating_sub(pos) as usize).min(n));
+            if feed.write_all(&buf[..upto]).is_err() {
+                return Ok(pos);
+            }
+            pos += upto as u64;
+            if counter.toc_end().is_some_and(|end| pos >= end) {
+                return Ok(pos);
+            }
+        }
+        if done {
+            return Ok(pos);
+        }
+    }
 }
 
 /// Runs `work` on a thread of its own at the lowest CPU priority (nice 19),

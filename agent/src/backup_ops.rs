@@ -73,10 +73,12 @@ impl BackupSummary {
 }
 
 /// Runs one of the operator's backup actions; the value is the result detail.
+/// `rollout_id` is set when a rollout asks (its proof after the window).
 pub async fn run(
     action: &Action,
     config: &BackupConfig,
     database_url: &str,
+    rollout_id: &str,
     progress: &Progress,
 ) -> Result<serde_json::Value, BackupError> {
     let value = match action {
@@ -84,7 +86,8 @@ pub async fn run(
         Action::ShowBackup(show_) => serde_json::to_value(show(config, &show_.name).await?),
         Action::VerifyBackup(v) => {
             let test_restore = v.test_restore.then_some(database_url);
-            serde_json::to_value(verify(config, &v.name, test_restore, progress).await?)
+            let when = if rollout_id.is_empty() { "on_demand" } else { "background" };
+            serde_json::to_value(verify(config, &v.name, test_restore, when, progress).await?)
         }
         Action::RestoreBackup(r) => {
             let mode = if r.replace { RestoreMode::Replace } else { RestoreMode::Clean };
@@ -133,11 +136,13 @@ pub async fn show(config: &BackupConfig, name: &str) -> Result<Manifest, BackupE
 
 /// Verifies backup `name`; a copy only in object storage is downloaded into
 /// the backup dir first (checksums checked while downloading). With
-/// `test_restore_url`, also restores it into a scratch database there.
+/// `test_restore_url`, also restores it into a scratch database there and
+/// records the proof in its manifest as `when` (`on_demand`, `background`).
 pub async fn verify(
     config: &BackupConfig,
     name: &str,
     test_restore_url: Option<&str>,
+    when: &str,
     progress: &Progress,
 ) -> Result<VerifyReport, BackupError> {
     check_name(config, name)?;
@@ -149,7 +154,7 @@ pub async fn verify(
     } else {
         return Err(not_found(config, name));
     };
-    backup::verify(&dir, config, test_restore_url, progress).await
+    backup::verify_as(&dir, config, test_restore_url, when, progress).await
 }
 
 /// Restores backup `name` into `database_url`, replacing its contents

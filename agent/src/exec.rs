@@ -230,6 +230,7 @@ impl Executor {
                         "refused: fencing token {token} is lower than {highest}, already seen from a newer leader"
                     ),
                     detail_json: String::new(),
+                    work_ms: 0,
                 });
             }
             Err(e) => {
@@ -239,6 +240,7 @@ impl Executor {
                     outcome: CommandOutcome::Refused as i32,
                     error: format!("refused: {e}"),
                     detail_json: String::new(),
+                    work_ms: 0,
                 });
             }
         }
@@ -258,6 +260,7 @@ impl Executor {
                 outcome: CommandOutcome::Succeeded as i32,
                 error: String::new(),
                 detail_json: self.redactor.redact(&detail.to_string()),
+                work_ms: started.elapsed().as_millis() as u64,
             },
             Err(e) => {
                 let error = self.redactor.redact(&e.to_string());
@@ -269,6 +272,7 @@ impl Executor {
                         as i32,
                     error,
                     detail_json: e.detail().map(|d| self.redactor.redact(&d.to_string())).unwrap_or_default(),
+                    work_ms: started.elapsed().as_millis() as u64,
                 }
             }
         };
@@ -306,7 +310,7 @@ impl Executor {
             | command::Action::RestoreBackup(_) => {
                 let url = self.db_url()?;
                 let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
-                Ok(backup_ops::run(action, config, url, progress).await?)
+                Ok(backup_ops::run(action, config, url, &cmd.rollout_id, progress).await?)
             }
             command::Action::ReleaseBackup(r) => {
                 let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
@@ -350,8 +354,13 @@ impl Executor {
                 let app = self.app()?;
                 let version =
                     if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
+                let hook_started = std::time::Instant::now();
                 self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
                     .await?;
+                let hook_ms = hook_started.elapsed().as_millis() as u64;
+                // The checks' own time (health, then smoke), for the overhead
+                // figures: what the window spent waiting on the app itself.
+                let checks_started = std::time::Instant::now();
                 let deadline = match r.healthy_deadline_ms {
                     0 => Duration::from_secs(app.health_timeout_secs),
                     ms => Duration::from_millis(ms),
@@ -364,7 +373,10 @@ impl Executor {
                     .instrument(tracing::info_span!("smoke", otel.name = "smoke checks"))
                     .await?;
                 *self.app_version.lock().expect("app version lock") = version.clone();
-                Ok(serde_json::json!({ "app_version": version, "health": health, "smoke": smoke }))
+                let health_ms = checks_started.elapsed().as_millis() as u64;
+                Ok(serde_json::json!({
+                    "app_version": version, "health": health, "smoke": smoke, "hook_ms": hook_ms, "health_ms": health_ms
+                }))
             }
             command::Action::Smoke(s) => {
                 let app = self.app()?;

@@ -13,8 +13,9 @@ use hyper_util::rt::TokioExecutor;
 
 use runway_engine::progress::Progress;
 
-/// Time between two probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Time between two probes: a probe is one local HTTP GET, and every
+/// interval the app is healthy but not yet probed is maintenance time.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// Time one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -59,7 +60,8 @@ pub async fn wait_healthy(url: &str, timeout: Duration, progress: &Progress) -> 
     })
     .retry(ConstantBuilder::new().with_delay(PROBE_INTERVAL).without_max_times())
     .notify(|why: &String, _| {
-        if attempts.load(Ordering::Relaxed) % 8 == 1 {
+        // About once a second.
+        if attempts.load(Ordering::Relaxed) % 20 == 1 {
             progress.emit("health", format!("waiting for {url}: {why}"));
         }
         *last.lock().expect("health poll lock") = why.clone();

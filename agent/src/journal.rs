@@ -68,6 +68,9 @@ impl Entry {
             outcome: self.outcome.unwrap_or(CommandOutcome::Interrupted as i32),
             error: self.error.clone(),
             detail_json: self.detail_json.clone(),
+            work_ms: self
+                .finished_unix_ms
+                .map_or(0, |end| u64::try_from(end - self.started_unix_ms).unwrap_or(0)),
         }
     }
 }
@@ -308,10 +311,11 @@ mod tests {
             outcome: CommandOutcome::Succeeded as i32,
             error: String::new(),
             detail_json: "{}".into(),
+            work_ms: 0,
         };
         journal.finish(&result).await.unwrap();
         match journal.admit(incoming("a", 6)).await.unwrap() {
-            Admission::Finished(r) => assert_eq!(r, result),
+            Admission::Finished(r) => assert_eq!(CommandResult { work_ms: 0, ..r }, result),
             other => panic!("expected the recorded result, got {other:?}"),
         }
     }

@@ -327,6 +327,10 @@ pub enum StepKind {
     /// smoke): health and smoke checks for the `watch` window. Only where
     /// `watch` is configured.
     Watch,
+    /// The DB host, after the maintenance window: prove the rollout's backup
+    /// restorable by a test restore. Added when the backup step reports that
+    /// its proof runs after the window (`test_restore = "background"`).
+    VerifyBackup,
 }
 
 impl StepKind {
@@ -343,6 +347,7 @@ impl StepKind {
             Self::Approval => "approval",
             Self::Smoke => "smoke",
             Self::Watch => "watch",
+            Self::VerifyBackup => "verify_backup",
         }
     }
 

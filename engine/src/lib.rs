@@ -18,6 +18,7 @@
 pub mod backup;
 pub mod database;
 pub mod errors;
+pub mod failpoint;
 pub mod migrate;
 pub mod progress;
 pub mod redact;

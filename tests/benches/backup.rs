@@ -1,30 +1,40 @@
-//! Benchmark: runway's backup against plain `pg_dump` of the same format, in
+//! Benchmark: runway's backup against plain `pg_dump` / `pg_restore`, in
 //! the same run, on the same database. Not run in CI (needs a ≥ 1 GB database).
 //!
 //! ```text
-//! cargo bench -p runway-tests --bench backup -- --scale 70 --jobs 2 --rounds 2
+//! cargo bench -p runway-tests --bench backup -- --scale 70 --rounds 5
 //! cargo bench -p runway-tests --bench backup -- \
-//!     --database-url postgres://postgres@127.0.0.1:PORT/bench --dir /tmp/bench-out --jobs 2 --rounds 2
+//!     --database-url postgres://postgres@127.0.0.1:PORT/bench --dir /tmp/bench-out --rounds 5
 //! ```
 //!
 //! Without `--database-url` it starts the test harness's throwaway cluster
 //! and fills it with `pgbench -i -s SCALE` (scale 70 ≈ 1 GB, about a minute).
 //!
-//! Prints each run's wall time and size, then the ratios the backup issue
-//! targets: runway custom ÷ plain `pg_dump -Fc > file` (goal ≤ 1.05) and
-//! runway directory ÷ plain custom (goal < 1).
+//! Each round runs, one after the other (so the variants alternate):
+//!
+//! - `pg_dump -Fc -f FILE`, then `pg_restore` of that file into an empty
+//!   database (the manual runbook's dump and test restore);
+//! - runway's backup without a test restore (custom format; row counts
+//!   read from the dump);
+//! - runway's verified backup: the test restore streamed alongside the dump
+//!   (post-data skipped, the default), and with `--post-data` also a run
+//!   that restores indexes and constraints in the scratch database.
+//!
+//! Prints every run, then the median over rounds of each round's ratios:
+//! runway backup ÷ plain dump (goal ≤ 1.05) and runway verified ÷ (plain
+//! dump + plain restore) (goal ≤ 0.7). `--directory` adds runway's
+//! directory format (`--jobs`).
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Instant;
 
 use clap::Parser;
-use runway_engine::backup::{self, BackupConfig, DumpFormat};
+use runway_engine::backup::{self, BackupConfig, DumpFormat, Manifest, PostData};
 use runway_engine::database::Database;
 use runway_engine::progress::Progress;
 use runway_tests::postgres::Postgres;
 
-/// Compare runway backups with plain pg_dump.
+/// Compare runway backups with plain pg_dump and pg_restore.
 #[derive(Parser)]
 struct Args {
     /// Database to dump (≥ 1 GB for meaningful figures). Without it, a
@@ -40,29 +50,39 @@ struct Args {
     /// Folder with pg_dump.
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     pg_bin_dir: PathBuf,
-    /// Parallel jobs for directory format.
+    /// Parallel jobs for directory format and post-data.
     #[arg(long, default_value_t = 2)]
     jobs: u32,
-    /// Each variant runs this many times, interleaved; the best time counts.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds; each runs every variant once, in turn. Medians are reported.
+    #[arg(long, default_value_t = 5)]
     rounds: u32,
+    /// Also a verified backup with post-data restored in the scratch database.
+    #[arg(long)]
+    post_data: bool,
+    /// Also runway's directory format.
+    #[arg(long)]
+    directory: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Variant {
-    PlainCustom,
-    RunwayCustom,
-    PlainDirectory,
+    PlainDump,
+    PlainRestore,
+    Runway,
+    RunwayVerified,
+    RunwayVerifiedPostData,
     RunwayDirectory,
 }
 
 impl Variant {
     fn name(self) -> &'static str {
         match self {
-            Self::PlainCustom => "pg_dump -Fc > file",
-            Self::RunwayCustom => "runway backup (custom)",
-            Self::PlainDirectory => "pg_dump -Fd -j N",
-            Self::RunwayDirectory => "runway backup (directory)",
+            Self::PlainDump => "pg_dump -Fc -f FILE",
+            Self::PlainRestore => "pg_restore -d EMPTY FILE",
+            Self::Runway => "runway backup",
+            Self::RunwayVerified => "runway backup, test restore",
+            Self::RunwayVerifiedPostData => "… with post-data",
+            Self::RunwayDirectory => "runway backup -Fd",
         }
     }
 }
@@ -86,42 +106,67 @@ async fn main() -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("runway-backup-bench-").tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| scratch.path().join("out"));
     let database = Database::parse(&database_url)?;
-    let pg_dump = args.pg_bin_dir.join("pg_dump");
-    let variants =
-        [Variant::PlainCustom, Variant::RunwayCustom, Variant::PlainDirectory, Variant::RunwayDirectory];
-    let mut best: Vec<(Variant, f64, u64)> = variants.iter().map(|v| (*v, f64::MAX, 0)).collect();
+    let mut variants =
+        vec![Variant::PlainDump, Variant::PlainRestore, Variant::Runway, Variant::RunwayVerified];
+    if args.post_data {
+        variants.push(Variant::RunwayVerifiedPostData);
+    }
+    if args.directory {
+        variants.push(Variant::RunwayDirectory);
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut last_manifest: Option<Manifest> = None;
 
     // Warm the OS cache so the first run is not penalised.
     warm(&database).await?;
 
     for round in 1..=args.rounds {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
         for (i, variant) in variants.iter().enumerate() {
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir)?;
             let started = Instant::now();
-            let bytes = match variant {
-                Variant::PlainCustom | Variant::PlainDirectory => {
-                    let mut cmd = tokio::process::Command::new(&pg_dump);
+            let note = match variant {
+                Variant::PlainDump => {
+                    let mut cmd = tokio::process::Command::new(args.pg_bin_dir.join("pg_dump"));
                     database.apply_env(&mut cmd);
-                    if *variant == Variant::PlainCustom {
-                        let out = std::fs::File::create(dir.join("plain.dump"))?;
-                        cmd.arg("-Fc").stdout(Stdio::from(out));
-                    } else {
-                        cmd.args(["-Fd", &format!("-j{}", args.jobs), "-f"]).arg(dir.join("plain.dir"));
-                    }
+                    cmd.arg("-Fc").arg("-f").arg(dir.join("plain.dump"));
                     let status = cmd.status().await?;
                     anyhow::ensure!(status.success(), "pg_dump failed: {status}");
-                    dir_bytes(&dir)
+                    format!("{} bytes", std::fs::metadata(dir.join("plain.dump"))?.len())
                 }
-                Variant::RunwayCustom | Variant::RunwayDirectory => {
-                    let mut config = BackupConfig::new(&dir);
+                Variant::PlainRestore => {
+                    let target = database.with_database("bench_plain_restore");
+                    admin(&database, "DROP DATABASE IF EXISTS bench_plain_restore").await?;
+                    admin(&database, "CREATE DATABASE bench_plain_restore").await?;
+                    let started = Instant::now();
+                    let mut cmd = tokio::process::Command::new(args.pg_bin_dir.join("pg_restore"));
+                    target.apply_env(&mut cmd);
+                    cmd.arg("-d").arg("bench_plain_restore").arg(dir.join("plain.dump"));
+                    let status = cmd.status().await?;
+                    anyhow::ensure!(status.success(), "pg_restore failed: {status}");
+                    let secs = started.elapsed().as_secs_f64();
+                    admin(&database, "DROP DATABASE bench_plain_restore").await?;
+                    times[i].push(secs);
+                    println!("round {round}: {:<30} {secs:>8.2} s", variant.name());
+                    continue;
+                }
+                _ => {
+                    let mut config = BackupConfig::new(dir.join("runway"));
                     config.pg_bin_dir = Some(args.pg_bin_dir.clone());
                     config.jobs = args.jobs;
-                    config.format = if *variant == Variant::RunwayCustom {
-                        DumpFormat::Custom
-                    } else {
+                    config.format = if *variant == Variant::RunwayDirectory {
                         DumpFormat::Directory
+                    } else {
+                        DumpFormat::Custom
                     };
+                    config.test_restore_post_data = if *variant == Variant::RunwayVerifiedPostData {
+                        PostData::Restore
+                    } else {
+                        PostData::Skip
+                    };
+                    let test_restore =
+                        matches!(variant, Variant::RunwayVerified | Variant::RunwayVerifiedPostData)
+                            .then_some(database_url.as_str());
                     let t0 = Instant::now();
                     let progress = Progress::new(move |u| {
                         if args_verbose() && u.counters.is_none() {
@@ -133,36 +178,94 @@ async fn main() -> anyhow::Result<()> {
                             );
                         }
                     });
-                    let manifest = backup::create(&database_url, &config, "bench", "", &progress).await?;
-                    manifest.bytes
+                    let manifest =
+                        backup::create_with(&database_url, &config, "bench", "", test_restore, &progress)
+                            .await?;
+                    let note = format!(
+                        "{} bytes, {} rows counted in the {}{}",
+                        manifest.bytes,
+                        manifest.tables.iter().map(|t| t.rows).sum::<i64>(),
+                        manifest.rows_counted_in,
+                        manifest.verification.as_ref().map_or(String::new(), |v| format!(
+                            ", proven ({}, post-data {})",
+                            v.when, v.post_data
+                        ))
+                    );
+                    last_manifest = Some(manifest);
+                    note
                 }
             };
             let secs = started.elapsed().as_secs_f64();
-            println!("round {round}: {:<28} {secs:>8.2} s {:>14} bytes", variant.name(), bytes);
-            if secs < best[i].1 {
-                best[i] = (*variant, secs, bytes);
-            }
+            times[i].push(secs);
+            println!("round {round}: {:<30} {secs:>8.2} s  {note}", variant.name());
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    println!("\nbest of {} round(s):", args.rounds);
-    for (variant, secs, bytes) in &best {
-        println!("  {:<28} {secs:>8.2} s {:>14} bytes", variant.name(), bytes);
+    let t = |v: Variant| variants.iter().position(|x| *x == v).map(|i| times[i].clone());
+    println!("\nmedian of {} round(s):", args.rounds);
+    for (i, variant) in variants.iter().enumerate() {
+        println!("  {:<30} {:>8.2} s", variant.name(), median(&times[i]));
     }
-    let t = |v: Variant| best.iter().find(|b| b.0 == v).map_or(f64::NAN, |b| b.1);
-    let custom_ratio = t(Variant::RunwayCustom) / t(Variant::PlainCustom);
-    let dir_ratio = t(Variant::RunwayDirectory) / t(Variant::PlainCustom);
-    let dir_vs_plain_dir = t(Variant::RunwayDirectory) / t(Variant::PlainDirectory);
+    let dump = t(Variant::PlainDump).expect("plain dump");
+    let restore = t(Variant::PlainRestore).expect("plain restore");
+    let ratios = |runs: &[f64], base: &dyn Fn(usize) -> f64| -> Vec<f64> {
+        runs.iter().enumerate().map(|(r, secs)| secs / base(r)).collect()
+    };
+    let runway = ratios(&t(Variant::Runway).expect("runway"), &|r| dump[r]);
+    let verified = ratios(&t(Variant::RunwayVerified).expect("verified"), &|r| dump[r] + restore[r]);
+    let show = |v: &[f64]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!("ratios per round, then their median:");
     println!(
-        "ratio runway custom / plain custom     = {custom_ratio:.3} (goal ≤ 1.05: {})",
-        if custom_ratio <= 1.05 { "met" } else { "MISSED" }
+        "  runway backup / pg_dump -Fc                         {}  median {:.3} (goal ≤ 1.05: {})",
+        show(&runway),
+        median(&runway),
+        verdict(median(&runway) <= 1.05)
     );
     println!(
-        "ratio runway directory / plain custom  = {dir_ratio:.3} (goal < 1: {})",
-        if dir_ratio < 1.0 { "met" } else { "MISSED" }
+        "  runway verified / (pg_dump -Fc + pg_restore)        {}  median {:.3} (goal ≤ 0.7: {})",
+        show(&verified),
+        median(&verified),
+        verdict(median(&verified) <= 0.7)
     );
-    println!("ratio runway directory / plain dir     = {dir_vs_plain_dir:.3}");
+    if let Some(runs) = t(Variant::RunwayVerifiedPostData) {
+        let with_post = ratios(&runs, &|r| dump[r] + restore[r]);
+        println!(
+            "  … with post-data / (pg_dump -Fc + pg_restore)       {}  median {:.3}",
+            show(&with_post),
+            median(&with_post)
+        );
+    }
+    if let Some(runs) = t(Variant::RunwayDirectory) {
+        let dir_ratio = ratios(&runs, &|r| dump[r]);
+        println!(
+            "  runway -Fd -j{} / pg_dump -Fc                       {}  median {:.3}",
+            args.jobs,
+            show(&dir_ratio),
+            median(&dir_ratio)
+        );
+    }
+    if let Some(m) = last_manifest {
+        println!("\nlast manifest: {} tables, rows counted in the {}", m.tables.len(), m.rows_counted_in);
+    }
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Runs one statement in the `postgres` database of `database`'s server.
+async fn admin(database: &Database, sql: &str) -> anyhow::Result<()> {
+    let mut db = database.with_database("postgres").connect().await?;
+    sqlx::raw_sql(sql).execute(&mut db).await?;
     Ok(())
 }
 
@@ -185,17 +288,4 @@ async fn warm(database: &Database) -> anyhow::Result<()> {
         let _: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {name}")).fetch_one(&mut db).await?;
     }
     Ok(())
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let meta = entry.metadata().ok();
-        if meta.as_ref().is_some_and(|m| m.is_dir()) {
-            total += dir_bytes(&entry.path());
-        } else {
-            total += meta.map_or(0, |m| m.len());
-        }
-    }
-    total
 }

@@ -65,8 +65,10 @@ pub struct DbHost {
     pub host: Host,
     pub state_dir: PathBuf,
     pub backup_dir: PathBuf,
-    config: PathBuf,
-    env: Vec<(String, String)>,
+    /// Its config file; [`Cluster::restart_db_agent`] reads it again.
+    pub config: PathBuf,
+    /// Extra environment it runs with (failpoints); used again on restart.
+    pub env: Vec<(String, String)>,
     pub agent: Proc,
     /// The port of its plain-HTTP `/metrics` on `host.ip`, with [`Options::metrics`].
     pub metrics: Option<u16>,

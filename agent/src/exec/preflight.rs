@@ -117,6 +117,15 @@ impl Executor {
                 ),
             );
             detail.insert("space".into(), serde_json::to_value(&space).expect("space report serializes"));
+            let database = Database::parse(url).map(|d| d.name().to_owned()).unwrap_or_default();
+            let estimate = backup::estimate::estimate(
+                backup,
+                &self.config.environment,
+                &database,
+                space.database_bytes,
+            )?;
+            progress.emit("backup", estimate_line(&estimate));
+            detail.insert("backup".into(), serde_json::to_value(&estimate).expect("estimate serializes"));
         }
         if let Some(app) = self.config.app.as_ref().filter(|_| self.config.has_role(Role::App)) {
             let line = health::probe(&app.health_url).await.map_err(|why| {
@@ -130,6 +139,23 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// One line about the backup step to expect.
+fn estimate_line(e: &backup::estimate::Estimate) -> String {
+    let secs = |s: Option<f64>| s.map_or_else(|| "unknown".to_owned(), |s| format!("{s:.1} s"));
+    let proof = match e.proof {
+        backup::Proof::InWindow => "test restore in the window, alongside the dump",
+        backup::Proof::Background => "test restore after the window (the rollout waits for it)",
+        backup::Proof::None => "no test restore",
+    };
+    let based = e.based_on.as_deref().map_or_else(|| "no earlier backup".to_owned(), |b| format!("from {b}"));
+    format!(
+        "backup: {proof}; expected dump {}, test restore {}, in the window {} ({based})",
+        secs(e.backup_secs),
+        secs(e.verify_secs),
+        secs(e.window_secs)
+    )
 }
 
 async fn server_version(url: &str) -> Result<String, String> {

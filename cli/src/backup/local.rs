@@ -38,10 +38,13 @@ pub async fn run(output: Output, cmd: BackupCommand) -> Result<Exit, Failure> {
             config.compress_level = compress;
             config.max_bytes = max_bytes;
             config.keep = keep.map(|k| k as usize);
-            let manifest = backup::create(&database_url, &config, &label, "", &engine).await?;
+            // --verify: the test restore streams alongside the dump.
+            let test_restore = verify.then_some(database_url.as_str());
+            let manifest =
+                backup::create_with(&database_url, &config, &label, "", test_restore, &engine).await?;
             let verified = if verify {
                 let folder = config.dir.join(&manifest.id);
-                Some(backup::verify(&folder, &config, Some(&database_url), &engine).await?)
+                Some(backup::verify::written(&folder, &config, &manifest, &engine).await?)
             } else {
                 None
             };

@@ -74,7 +74,8 @@ pub enum BackupCommand {
         /// Keep only the newest N backups of this database in DIR.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         keep: Option<u64>,
-        /// Verify right after, including a test restore into a scratch database.
+        /// Prove it restorable: a test restore into a scratch database on the
+        /// same server, streamed alongside the dump (custom format).
         #[arg(long)]
         verify: bool,
         #[command(flatten)]

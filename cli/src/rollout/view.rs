@@ -54,6 +54,7 @@ pub fn event_json(e: &RolloutEvent) -> Value {
         "counters": e.counters.as_ref().map(|c| json!({"done": c.done, "total": c.total, "unit": c.unit})),
         "terminal": e.terminal,
         "detail": serde_json::from_str::<Value>(&e.detail_json).unwrap_or(Value::Null),
+        "work_ms": e.work_ms,
         "rollout_state": state_name(e.rollout_state),
     })
 }
@@ -374,6 +375,24 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
     for line in &p.policies {
         text.push_str(&format!("policy       {line}\n"));
     }
+    let backup = &detail["backup"];
+    if !backup.is_null() {
+        let secs = |v: &Value| v.as_f64().map_or_else(|| "unknown".to_owned(), |s| format!("{s:.1} s"));
+        let proof = match backup["proof"].as_str() {
+            Some("in_window") => "test restore in the window, alongside the dump",
+            Some("background") => "test restore after the window (the rollout waits for it)",
+            _ => "no test restore",
+        };
+        let based = backup["based_on"]
+            .as_str()
+            .map_or_else(|| "no earlier backup".to_owned(), |b| format!("last backup {b}"));
+        text.push_str(&format!(
+            "backup       {proof}; expected dump {}, test restore {}, in the window {} ({based})\n",
+            secs(&backup["backup_secs"]),
+            secs(&backup["verify_secs"]),
+            secs(&backup["window_secs"])
+        ));
+    }
     let verdict = PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified);
     let headline = match verdict {
         PlanVerdict::Safe => "safe: runs without maintenance mode, nothing refused",
@@ -418,6 +437,7 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "maintenance_needed": plan["safe_without_maintenance"].as_bool().map(|safe| !safe),
         "plan": plan,
         "space": detail["space"],
+        "backup": detail["backup"],
         "unaccepted_dangers": detail["unaccepted_dangers"],
         "verdict": verdict_name(PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified)),
         "reasons": p.reasons,
@@ -519,6 +539,7 @@ mod tests {
                     outcome: CommandOutcome::Refused as i32,
                     error: "1 dangerous statement(s) need an explicit decision before anything changes:\n  2_drop line 2: drop-column on User (3 MiB): drops data".into(),
                     detail_json: detail.to_string(),
+                    work_ms: 0,
                 }),
                 error: String::new(),
             }],

@@ -190,6 +190,7 @@ mod tests {
                 outcome: outcome as i32,
                 error: error.into(),
                 detail_json: if detail.is_null() { String::new() } else { detail.to_string() },
+                work_ms: 0,
             }),
             error: String::new(),
         }

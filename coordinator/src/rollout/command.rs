@@ -111,6 +111,11 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
         // them (see `rollout::restart::complete`).
         StepKind::Smoke => command::Action::Smoke(v1::Smoke::default()),
         StepKind::Watch => command::Action::Watch(v1::Watch::default()),
+        // After the window: a full test restore of this rollout's backup.
+        StepKind::VerifyBackup => command::Action::VerifyBackup(v1::VerifyBackup {
+            name: record.backup.clone(),
+            test_restore: true,
+        }),
         StepKind::Approval => unreachable!("the approval step has no hosts, so it never sends a command"),
     }
 }

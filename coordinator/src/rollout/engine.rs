@@ -263,6 +263,18 @@ impl Engine {
                     {
                         record.backup = id.to_owned();
                     }
+                    // Proven after the window: the rollout ends only once it is.
+                    if result.detail("proof").and_then(|p| p.as_str()) == Some("background") {
+                        let hosts = record.steps[index].hosts.clone();
+                        record.steps.push(StepRecord {
+                            kind: StepKind::VerifyBackup,
+                            hosts,
+                            state: StepState::Pending,
+                            attempt: 0,
+                            error: String::new(),
+                            recovery: false,
+                        });
+                    }
                 }
                 _ => {}
             }
@@ -272,7 +284,16 @@ impl Engine {
         let step = &mut record.steps[index];
         step.state = StepState::Failed;
         step.error = error.clone();
-        if record.error.is_empty() {
+        if record.error.is_empty() && kind == StepKind::VerifyBackup {
+            // Nothing to undo: the migration ran and maintenance is off. Loud.
+            record.error = format!(
+                "verify_backup failed: BACKUP {} IS NOT PROVEN RESTORABLE: the test restore after the \
+                 maintenance window failed ({error}); the migration ran and the app is up, but this \
+                 backup cannot be trusted for a rollback: take and verify a new backup now \
+                 (`runway backup verify NAME --env {} --test-restore`)",
+                record.backup, record.environment
+            );
+        } else if record.error.is_empty() {
             record.error = format!("{} failed: {error}", kind.name());
             record.refused = kind == StepKind::Preflight && result.refused();
             let policy = self.config.environments.policy(&record.environment);
@@ -588,7 +609,14 @@ impl Run<'_> {
         let result = loop {
             tokio::select! {
                 _ = self.term.cancel.cancelled() => return Err(Abandon::TermEnded),
-                Some(event) = in_flight.events.recv() => self.events.emit(progress(event)).await?,
+                Some(event) = in_flight.events.recv() => {
+                    // What queued up while the last write ran goes in one write.
+                    let mut batch = vec![progress(event)];
+                    while let Ok(event) = in_flight.events.try_recv() {
+                        batch.push(progress(event));
+                    }
+                    self.events.emit_all(batch).await?
+                }
                 result = &mut in_flight.result => match result {
                     Ok(result) => break result,
                     Err(_) => return Err(Abandon::TermEnded),
@@ -611,7 +639,7 @@ impl Run<'_> {
                                  step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
                                 self.engine.config.step_deadline_secs
                             );
-                            self.emit_result(step, host, &command_id, Err((&error, ""))).await?;
+                            self.emit_result(step, host, &command_id, Err((&error, "")), 0).await?;
                             metrics::get().command_ended(step.kind, "unknown", dispatched.elapsed());
                             return Ok(CommandEnd {
                                 host: host.to_owned(),
@@ -625,8 +653,9 @@ impl Run<'_> {
                 }
             }
         };
+        let mut batch = Vec::new();
         while let Ok(event) = in_flight.events.try_recv() {
-            self.events.emit(progress(event)).await?;
+            batch.push(progress(event));
         }
         if reported_away {
             // Its result is the proof it is back, even before the next check.
@@ -643,7 +672,9 @@ impl Run<'_> {
             None => Ok(result.detail_json.as_str()),
             Some(error) => Err((error.as_str(), result.detail_json.as_str())),
         };
-        self.emit_result(step, host, &command_id, emitted).await?;
+        // The last progress and the result: one write.
+        batch.push(result_event(step, host, &command_id, emitted, result.work_ms));
+        self.events.emit_all(batch).await?;
         metrics::get().command_ended(step.kind, metrics::outcome_name(outcome), dispatched.elapsed());
         if let Some(version) = restarted_to.filter(|_| error.is_none()) {
             self.engine.registry.set_app_version(host, &version);
@@ -689,31 +720,42 @@ impl Run<'_> {
         self.events.emit(event).await
     }
 
-    /// Records how one command ended: its result JSON on success, the
-    /// reason and the agent's facts about the failure (JSON, may be empty)
-    /// on failure.
+    /// Records how one command ended (see [`result_event`]).
     async fn emit_result(
         &self,
         step: &StepRecord,
         host: &str,
         command_id: &str,
         outcome: Result<&str, (&str, &str)>,
+        work_ms: u64,
     ) -> Result<(), StoreError> {
-        let (kind, message, detail_json) = match outcome {
-            Ok(detail) => ("command_succeeded", format!("{} done", step.kind.name()), detail.to_owned()),
-            Err((error, detail)) => ("command_failed", error.to_owned(), detail.to_owned()),
-        };
-        self.events
-            .emit(NewEvent {
-                kind,
-                step: step.kind.name().into(),
-                host: host.to_owned(),
-                command_id: command_id.to_owned(),
-                message,
-                detail_json,
-                ..NewEvent::default()
-            })
-            .await
+        self.events.emit(result_event(step, host, command_id, outcome, work_ms)).await
+    }
+}
+
+/// How one command ended: its result JSON on success, the reason and the
+/// agent's facts about the failure (JSON, may be empty) on failure; the
+/// agent's own work time.
+fn result_event(
+    step: &StepRecord,
+    host: &str,
+    command_id: &str,
+    outcome: Result<&str, (&str, &str)>,
+    work_ms: u64,
+) -> NewEvent {
+    let (kind, message, detail_json) = match outcome {
+        Ok(detail) => ("command_succeeded", format!("{} done", step.kind.name()), detail.to_owned()),
+        Err((error, detail)) => ("command_failed", error.to_owned(), detail.to_owned()),
+    };
+    NewEvent {
+        kind,
+        step: step.kind.name().into(),
+        host: host.to_owned(),
+        command_id: command_id.to_owned(),
+        message,
+        detail_json,
+        work_ms,
+        ..NewEvent::default()
     }
 }
 

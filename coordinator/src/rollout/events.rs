@@ -38,6 +38,8 @@ pub struct NewEvent {
     pub detail_json: String,
     /// Set on the rollout's last event.
     pub terminal: Option<RolloutState>,
+    /// On a command's result: the agent's own work time.
+    pub work_ms: u64,
 }
 
 /// Appends events of one rollout.
@@ -67,6 +69,45 @@ impl EventWriter {
         self.append(event, None, None).await
     }
 
+    /// Numbers, saves (in one transaction: one etcd write rather than one
+    /// per event) and broadcasts `events`, in order.
+    pub async fn emit_all(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        if events.len() == 1 {
+            return self.emit(events.into_iter().next().expect("one event")).await;
+        }
+        let mut next = self.next_seq.lock().await;
+        // etcd limits the operations of one transaction (128 by default).
+        for chunk in events.chunks(64) {
+            let numbered: Vec<RolloutEvent> =
+                chunk.iter().enumerate().map(|(i, e)| self.number(e.clone(), *next + i as u64)).collect();
+            self.store.append_events(&self.term, &numbered).await?;
+            *next += numbered.len() as u64;
+            for event in numbered {
+                let _ = self.bus.send(event);
+            }
+        }
+        Ok(())
+    }
+
+    fn number(&self, event: NewEvent, seq: u64) -> RolloutEvent {
+        RolloutEvent {
+            rollout_id: self.rollout_id.clone(),
+            seq,
+            unix_ms: runway_proto::unix_ms_now(),
+            step: event.step,
+            host: event.host,
+            command_id: event.command_id,
+            kind: event.kind.to_owned(),
+            phase: event.phase,
+            message: event.message,
+            counters: event.counters,
+            terminal: event.terminal.is_some(),
+            rollout_state: event.terminal.unwrap_or(RolloutState::Running) as i32,
+            detail_json: event.detail_json,
+            work_ms: event.work_ms,
+        }
+    }
+
     /// Saves `record` and appends `event` in one transaction.
     pub async fn emit_with(&self, event: NewEvent, record: &RolloutRecord) -> Result<(), StoreError> {
         self.append(event, Some(record), None).await
@@ -91,21 +132,7 @@ impl EventWriter {
         audit: Option<Put>,
     ) -> Result<(), StoreError> {
         let mut next = self.next_seq.lock().await;
-        let event = RolloutEvent {
-            rollout_id: self.rollout_id.clone(),
-            seq: *next,
-            unix_ms: runway_proto::unix_ms_now(),
-            step: event.step,
-            host: event.host,
-            command_id: event.command_id,
-            kind: event.kind.to_owned(),
-            phase: event.phase,
-            message: event.message,
-            counters: event.counters,
-            terminal: event.terminal.is_some(),
-            rollout_state: event.terminal.unwrap_or(RolloutState::Running) as i32,
-            detail_json: event.detail_json,
-        };
+        let event = self.number(event, *next);
         self.store.append_event(&self.term, &event, record, audit).await?;
         *next += 1;
         let _ = self.bus.send(event);

@@ -118,6 +118,12 @@ impl RolloutStore {
         self.store.put_fenced(term, puts).await
     }
 
+    /// Appends several events of one rollout in one fenced transaction.
+    pub async fn append_events(&self, term: &Term, events: &[RolloutEvent]) -> Result<(), StoreError> {
+        let puts = events.iter().map(|e| Put::proto(self.event_key(&e.rollout_id, e.seq), e)).collect();
+        self.store.put_fenced(term, puts).await
+    }
+
     /// Records that an operator asked to cancel rollout `id`, with their
     /// `audit` entry. Its own key, so it never races the engine's writes of
     /// the rollout record.

@@ -15,7 +15,8 @@ use super::error::BackupError;
 /// format = "auto"            # custom | directory | auto (directory from 1 GiB)
 /// jobs = 4                   # pg_dump / pg_restore -j for directory format
 /// keep = 7                   # newest backups kept per database (locally and remote)
-/// test_restore = "auto"      # always | never | auto (on in production-like environments)
+/// test_restore = "auto"      # always | never | background | auto (see [`TestRestore`])
+/// test_restore_post_data = "skip"   # skip | restore: indexes and constraints in the window's test restore
 ///
 /// [backup.object_store]
 /// bucket = "db-backups"
@@ -53,9 +54,20 @@ pub struct BackupConfig {
     /// Unset keeps everything. Backups pinned by a running rollout are never deleted.
     #[serde(default)]
     pub keep: Option<usize>,
-    /// Whether verify does a full test restore into a scratch database.
+    /// Whether and when the rollout's backup step proves the backup
+    /// restorable by a test restore into a scratch database.
     #[serde(default)]
     pub test_restore: TestRestore,
+    /// Whether the test restore in the maintenance window also runs the
+    /// archive's post-data section (indexes, constraints, triggers) in the
+    /// scratch database. Background and on-demand test restores always do.
+    #[serde(default)]
+    pub test_restore_post_data: PostData,
+    /// With `test_restore = "auto"` in a production-like environment:
+    /// databases at least this large are proven after the window
+    /// (`background`), smaller ones inside it.
+    #[serde(default = "default_background_from_bytes")]
+    pub test_restore_background_from_bytes: u64,
     /// Off-host copies; unset disables upload.
     #[serde(default)]
     pub object_store: Option<ObjectStoreConfig>,
@@ -63,6 +75,10 @@ pub struct BackupConfig {
 
 fn default_directory_from_bytes() -> u64 {
     1 << 30
+}
+
+fn default_background_from_bytes() -> u64 {
+    32 << 30
 }
 
 fn default_jobs() -> u32 {
@@ -87,6 +103,8 @@ impl BackupConfig {
             max_bytes: None,
             keep: None,
             test_restore: TestRestore::default(),
+            test_restore_post_data: PostData::default(),
+            test_restore_background_from_bytes: default_background_from_bytes(),
             object_store: None,
         }
     }
@@ -173,29 +191,79 @@ impl DumpFormat {
     }
 }
 
-/// When verify does a full test restore.
+/// When the rollout's backup step proves the backup restorable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TestRestore {
+    /// In the maintenance window, before the migration: the dump streams
+    /// into a scratch database while it is written (custom format), so the
+    /// proof costs about max(dump, restore) rather than their sum.
     Always,
+    /// No test restore (checksums and the archive's table of contents only).
     Never,
-    /// On for production-like environments (see [`TestRestore::enabled_for`]).
+    /// After the window: the migration runs once the backup is written and
+    /// checked; the rollout does not finish until a test restore proved the
+    /// backup, and fails loudly if it cannot.
+    Background,
+    /// `never` outside production-like environments (see
+    /// [`TestRestore::decide`]); inside them `always` below
+    /// `test_restore_background_from_bytes`, `background` from there on.
     #[default]
     Auto,
 }
 
+/// When a backup is proven restorable, as decided for one backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proof {
+    /// In the maintenance window, before the migration.
+    InWindow,
+    /// After the window, by a later step of the rollout.
+    Background,
+    /// Not at all.
+    None,
+}
+
 impl TestRestore {
-    /// Whether to test-restore in `environment`. `auto` is on when the name
-    /// looks production-like: contains `prod`, `live` or `stag`.
-    pub fn enabled_for(self, environment: &str) -> bool {
+    /// The proof for a backup of `database_bytes` in `environment`.
+    /// `auto` counts environments whose name contains `prod`, `live` or
+    /// `stag` as production-like.
+    pub fn decide(self, environment: &str, database_bytes: u64, background_from_bytes: u64) -> Proof {
         match self {
-            Self::Always => true,
-            Self::Never => false,
+            Self::Always => Proof::InWindow,
+            Self::Never => Proof::None,
+            Self::Background => Proof::Background,
             Self::Auto => {
                 let env = environment.to_ascii_lowercase();
-                ["prod", "live", "stag"].iter().any(|w| env.contains(w))
+                if !["prod", "live", "stag"].iter().any(|w| env.contains(w)) {
+                    Proof::None
+                } else if database_bytes >= background_from_bytes {
+                    Proof::Background
+                } else {
+                    Proof::InWindow
+                }
             }
         }
+    }
+}
+
+/// Whether the window's test restore runs the post-data section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostData {
+    /// Schema and every row are restored and counted; index and constraint
+    /// builds (which only re-run definitions the source database already
+    /// holds) are left out of the window.
+    #[default]
+    Skip,
+    /// Indexes, constraints and triggers too, after the data.
+    Restore,
+}
+
+impl BackupConfig {
+    /// The proof for a backup of `database_bytes` in `environment`.
+    pub fn proof_for(&self, environment: &str, database_bytes: u64) -> Proof {
+        self.test_restore.decide(environment, database_bytes, self.test_restore_background_from_bytes)
     }
 }
 
@@ -305,10 +373,21 @@ mod tests {
     }
 
     #[test]
-    fn auto_test_restore_for_production_like_names() {
-        assert!(TestRestore::Auto.enabled_for("production"));
-        assert!(TestRestore::Auto.enabled_for("staging-eu"));
-        assert!(!TestRestore::Auto.enabled_for("dev"));
-        assert!(TestRestore::Always.enabled_for("dev"));
+    fn auto_test_restore_by_environment_and_size() {
+        let gib = 1 << 30;
+        assert_eq!(TestRestore::Auto.decide("production", gib, 32 * gib), Proof::InWindow);
+        assert_eq!(TestRestore::Auto.decide("staging-eu", 40 * gib, 32 * gib), Proof::Background);
+        assert_eq!(TestRestore::Auto.decide("dev", gib, 32 * gib), Proof::None);
+        assert_eq!(TestRestore::Always.decide("dev", 40 * gib, 32 * gib), Proof::InWindow);
+        assert_eq!(TestRestore::Background.decide("dev", gib, 32 * gib), Proof::Background);
+        assert_eq!(TestRestore::Never.decide("production", gib, 32 * gib), Proof::None);
+        let config: BackupConfig = toml::from_str(
+            "dir = \"/b\"\ntest_restore = \"background\"\ntest_restore_post_data = \"restore\"",
+        )
+        .expect("parses");
+        assert_eq!(
+            (config.test_restore, config.test_restore_post_data),
+            (TestRestore::Background, PostData::Restore)
+        );
     }
 }

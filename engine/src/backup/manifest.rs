@@ -61,6 +61,39 @@ pub struct Manifest {
     pub migrations: Vec<AppliedMigration>,
     /// Row count of every table, in the dump's own snapshot.
     pub tables: Vec<TableRows>,
+    /// How `tables` was counted: `dump` (the rows of the dump itself, read
+    /// while it was written) or `snapshot` (`count(*)` in the dump's
+    /// snapshot). Empty in manifests written before runway recorded it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rows_counted_in: String,
+    /// The proof that this backup restores: set once a test restore of it
+    /// matched the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// A test restore that proved a backup restorable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// `overlapped`: restored while pg_dump wrote it, before the backup was
+    /// final; `after_dump`: restored once the dump was complete, in the
+    /// same step; `background`: after the rollout's maintenance window;
+    /// `on_demand`: `runway backup verify --test-restore`.
+    pub when: String,
+    /// Whether pg_restore's post-data section (indexes, constraints,
+    /// triggers) ran in the scratch database: `restored` or `skipped`
+    /// (policy `test_restore_post_data`).
+    pub post_data: String,
+    /// The scratch database (dropped afterwards).
+    pub scratch_database: String,
+    /// Tables and rows found in the scratch database, equal to the manifest's.
+    pub tables: usize,
+    pub rows: i64,
+    /// SHA-256 of the bytes pg_restore read: the manifest's own.
+    pub sha256: String,
+    pub verified_at: DateTime<Utc>,
+    /// Wall time of the test restore (for `overlapped`, from pg_dump's start).
+    pub seconds: f64,
 }
 
 /// One file of a dump.
@@ -141,6 +174,14 @@ impl Manifest {
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|e| BackupError::io("writing manifest", &path, e))
+    }
+
+    /// Records `verification` in the manifest of `backup_dir` (rewritten in place).
+    pub fn record_verification(backup_dir: &Path, verification: Verification) -> Result<Self, BackupError> {
+        let mut manifest = Self::read(backup_dir)?;
+        manifest.verification = Some(verification);
+        manifest.write(backup_dir)?;
+        Ok(manifest)
     }
 
     /// Pretty JSON with a trailing newline.

@@ -31,10 +31,12 @@
 //! A backup is one folder `<dir>/<id>/` holding `manifest.json` and `dump`
 //! (a file in custom format, a folder in directory format).
 
+pub mod archive;
 mod check;
 pub mod config;
 pub mod create;
 pub mod error;
+pub mod estimate;
 pub mod manifest;
 pub mod names;
 mod pgrestore;
@@ -48,10 +50,10 @@ mod stream;
 mod tools;
 pub mod verify;
 
-pub use config::{BackupConfig, DumpFormat, ObjectStoreConfig, TestRestore};
-pub use create::create;
+pub use config::{BackupConfig, DumpFormat, ObjectStoreConfig, PostData, Proof, TestRestore};
+pub use create::{create, create_with};
 pub use error::{BackupError, TableDiff};
-pub use manifest::{AppliedMigration, FileEntry, Manifest, TableRows};
+pub use manifest::{AppliedMigration, FileEntry, Manifest, TableRows, Verification};
 pub use restore::{RestoreMode, RestoreOptions, RestoreReport, restore, restore_named};
 pub use step::{StepReport, run_step};
-pub use verify::{VerifyReport, verify};
+pub use verify::{VerifyReport, verify, verify_as};

@@ -47,12 +47,90 @@ pub async fn pg_restore(
         }
     }
     cmd.arg(manifest.dump_path(backup_dir)).stdout(Stdio::null());
-    let mut child = tools::spawn(config, "pg_restore", &mut cmd)?;
-    let stderr = child.stderr.take().expect("stderr is piped");
+    let child = tools::spawn(config, "pg_restore", &mut cmd)?;
+    let hint = match into {
+        RestoreInto::CleanInOneTransaction => "; it ran in one transaction, so the database is as it was",
+        RestoreInto::Empty { .. } => "",
+    };
+    wait(child, target, manifest.tables.len() as u64, progress, hint).await
+}
 
-    // --verbose prints one line per item; count table data for progress and
-    // keep the other lines (errors, warnings) for the error message.
-    let total = manifest.tables.len() as u64;
+/// Which parts of the archive a streamed test restore runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sections {
+    /// Schema only: tables, types, functions (no indexes or constraints).
+    PreData,
+    /// Rows only (and sequence values, large objects).
+    Data,
+    /// Indexes, constraints and triggers only.
+    PostData,
+}
+
+/// Starts pg_restore into the empty database `target`, reading the archive
+/// from its stdin (a test restore fed while pg_dump writes); returns the
+/// child and its stdin.
+pub fn spawn_from_stdin(
+    config: &BackupConfig,
+    target: &Database,
+    sections: Sections,
+) -> Result<(tokio::process::Child, std::fs::File), BackupError> {
+    let mut cmd = tools::command(config, "pg_restore", Some(target));
+    cmd.args(["--verbose", "--exit-on-error", "--no-password"]);
+    cmd.arg(format!("--dbname={}", target.name()));
+    section_args(&mut cmd, sections);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = tools::spawn(config, "pg_restore", &mut cmd)?;
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let stdin = stdin.into_owned_fd().map_err(|e| BackupError::Internal(format!("pg_restore stdin: {e}")))?;
+    Ok((child, std::fs::File::from(stdin)))
+}
+
+/// Runs pg_restore's post-data section (indexes, constraints, triggers) of
+/// the archive `dump` into `target`, with `jobs` parallel jobs.
+pub async fn post_data(
+    config: &BackupConfig,
+    dump: &Path,
+    target: &Database,
+    jobs: u32,
+    progress: &Progress,
+) -> Result<(), BackupError> {
+    let mut cmd = tools::command(config, "pg_restore", Some(target));
+    cmd.args(["--verbose", "--exit-on-error", "--no-password"]);
+    cmd.arg(format!("--dbname={}", target.name()));
+    section_args(&mut cmd, Sections::PostData);
+    if jobs > 1 {
+        cmd.arg(format!("--jobs={jobs}"));
+    }
+    cmd.arg(dump).stdout(Stdio::null());
+    let child = tools::spawn(config, "pg_restore", &mut cmd)?;
+    wait(child, target, 0, progress, "").await
+}
+
+fn section_args(cmd: &mut tokio::process::Command, sections: Sections) {
+    match sections {
+        Sections::PreData => {
+            cmd.arg("--section=pre-data");
+        }
+        Sections::Data => {
+            cmd.arg("--section=data");
+        }
+        Sections::PostData => {
+            cmd.arg("--section=post-data");
+        }
+    }
+}
+
+/// Follows a running pg_restore to its end: `--verbose` prints one line per
+/// item; table data lines become progress (of `total` tables), the other
+/// lines (errors, warnings) are kept for the error message.
+pub async fn wait(
+    mut child: tokio::process::Child,
+    target: &Database,
+    total: u64,
+    progress: &Progress,
+    hint: &'static str,
+) -> Result<(), BackupError> {
+    let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
     let mut kept: Vec<String> = Vec::new();
     let mut tables_done = 0;
@@ -86,10 +164,6 @@ pub async fn pg_restore(
     }
     let status =
         child.wait().await.map_err(|e| BackupError::Internal(format!("waiting for pg_restore: {e}")))?;
-    let hint = match into {
-        RestoreInto::CleanInOneTransaction => "; it ran in one transaction, so the database is as it was",
-        RestoreInto::Empty { .. } => "",
-    };
     tools::check_status(
         &format!("pg_restore into {}", target.name()),
         status,
@@ -97,6 +171,26 @@ pub async fn pg_restore(
         Some(target),
         hint,
     )
+}
+
+/// Makes every ordinary table of the scratch database `target` unlogged
+/// before its rows arrive: a copy that is dropped afterwards needs no WAL.
+/// Best effort per table (a table this user does not own stays logged).
+pub async fn unlogged(target: &Database, name: &str) -> Result<(), BackupError> {
+    let mut db = snapshot::connect(target).await?;
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT format('ALTER TABLE %I.%I SET UNLOGGED', n.nspname, c.relname)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'",
+    )
+    .fetch_all(&mut db)
+    .await
+    .map_err(|e| BackupError::db(name, "listing the scratch tables", e))?;
+    for statement in statements {
+        let _ = sqlx::Executor::execute(&mut db, sqlx::raw_sql(&statement)).await;
+    }
+    Ok(())
 }
 
 /// Quotes an identifier for SQL.

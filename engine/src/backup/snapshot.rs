@@ -72,17 +72,31 @@ impl SnapshotSession {
         Ok(Self { conn, database: database.to_owned(), snapshot_id })
     }
 
-    /// Row counts of every table, in the snapshot. Runs next to pg_dump, so
-    /// it stays on one core (no parallel workers, no JIT) to leave the rest
-    /// to the dump.
-    pub async fn row_counts(&mut self) -> Result<Vec<TableRows>, BackupError> {
-        sqlx::Executor::execute(
-            &mut self.conn,
-            sqlx::raw_sql("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off"),
-        )
-        .await
-        .map_err(|e| BackupError::db(&self.database, "configuring the count session", e))?;
-        count_tables(&mut self.conn, &self.database).await
+    /// The tables whose rows the manifest lists (catalog only; no rows read).
+    pub async fn list_tables(&mut self) -> Result<Vec<(String, String)>, BackupError> {
+        let tables = sqlx::query(TABLES_SQL)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| BackupError::db(&self.database, "listing tables", e))?;
+        Ok(tables.into_iter().map(|t| (t.get("schema"), t.get("table"))).collect())
+    }
+
+    /// Row counts of `tables` in the snapshot (those the dump could not
+    /// be counted for).
+    pub async fn count(&mut self, tables: &[(String, String)]) -> Result<Vec<TableRows>, BackupError> {
+        let mut counts = Vec::with_capacity(tables.len());
+        for (schema, table) in tables {
+            let sql = format!(
+                "SELECT count(*) FROM {}.{}",
+                super::pgrestore::ident(schema),
+                super::pgrestore::ident(table)
+            );
+            let rows: i64 = sqlx::query_scalar(&sql).fetch_one(&mut self.conn).await.map_err(|e| {
+                BackupError::db(&self.database, format!("counting rows of {schema}.{table}"), e)
+            })?;
+            counts.push(TableRows { schema: schema.clone(), table: table.clone(), rows });
+        }
+        Ok(counts)
     }
 
     /// Migrations applied in the snapshot (see [`applied_migrations`]).
@@ -116,6 +130,63 @@ pub async fn count_tables(db: &mut PgConnection, database: &str) -> Result<Vec<T
         counts.push(TableRows { schema, table, rows });
     }
     Ok(counts)
+}
+
+/// Rows inserted into every table of a database nothing but one finished
+/// restore has written to (a scratch database): the server's own count of
+/// the rows COPY loaded, so no second scan of them. `None` where that count
+/// is not exact: before PostgreSQL 15 (statistics went over UDP and could be
+/// lost) or with `track_counts` off; the caller then counts with `count(*)`.
+/// Waits until the restore's sessions have ended, which flushes their
+/// counts.
+pub async fn restored_counts(
+    db: &mut PgConnection,
+    database: &str,
+) -> Result<Option<Vec<TableRows>>, BackupError> {
+    let (version, track): (i32, String) =
+        sqlx::query_as("SELECT current_setting('server_version_num')::int, current_setting('track_counts')")
+            .fetch_one(&mut *db)
+            .await
+            .map_err(|e| BackupError::db(database, "reading server settings", e))?;
+    if version < 150000 || track != "on" {
+        return Ok(None);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut *db)
+        .await
+        .map_err(|e| BackupError::db(database, "waiting for the restore's sessions to end", e))?;
+        if others == 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A fresh snapshot of the statistics, after the sessions flushed theirs.
+    let sql = format!(
+        "SELECT schema, \"table\", pg_stat_get_tuples_inserted(oid) AS rows FROM ({}) t",
+        TABLES_SQL.replace(
+            "SELECT n.nspname AS schema, c.relname AS table,",
+            "SELECT c.oid, n.nspname AS schema, c.relname AS table,"
+        )
+    );
+    sqlx::Executor::execute(&mut *db, "SELECT pg_stat_clear_snapshot()")
+        .await
+        .map_err(|e| BackupError::db(database, "reading statistics", e))?;
+    let rows = sqlx::query(&sql)
+        .fetch_all(&mut *db)
+        .await
+        .map_err(|e| BackupError::db(database, "reading rows inserted", e))?;
+    Ok(Some(
+        rows.into_iter()
+            .map(|r| TableRows { schema: r.get("schema"), table: r.get("table"), rows: r.get("rows") })
+            .collect(),
+    ))
 }
 
 /// Tables whose counts differ between the manifest and a database. Tables the

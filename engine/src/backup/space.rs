@@ -29,6 +29,13 @@ pub async fn preflight(database_url: &str, config: &BackupConfig) -> Result<Spac
     Ok(SpaceReport { database_bytes: facts.database_bytes, free_bytes, needed_bytes })
 }
 
+/// `pg_database_size` of the database of `database_url`.
+pub async fn database_size(database_url: &str) -> Result<u64, BackupError> {
+    let database = Database::parse(database_url)?;
+    let mut conn = snapshot::connect(&database).await?;
+    Ok(snapshot::facts(&mut conn, database.name()).await?.database_bytes)
+}
+
 /// Bytes available to backups in `config.dir`: the filesystem's free space
 /// for unprivileged users, capped by `max_bytes` minus what the dir already holds.
 pub fn available_bytes(config: &BackupConfig) -> Result<u64, BackupError> {

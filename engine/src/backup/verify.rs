@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::check::check_files;
 use super::config::BackupConfig;
 use super::error::BackupError;
-use super::manifest::Manifest;
+use super::manifest::{Manifest, Verification};
 use super::pgrestore::{self, RestoreInto};
 use super::{snapshot, tools};
 use crate::database::Database;
@@ -35,19 +35,35 @@ pub struct TestRestoreReport {
     pub tables: usize,
     pub rows: i64,
     pub seconds: f64,
+    /// `overlapped`, `after_dump`, `background` or `on_demand` (see [`Verification`]).
+    pub when: String,
+    /// `restored` or `skipped`.
+    pub post_data: String,
 }
 
 /// Verifies the backup in `backup_dir`.
 ///
 /// With `test_restore_url`, also restores it into a scratch database on that
 /// server (named `runway_verify_<random>`), compares every table's row count
-/// with the manifest and drops the scratch database, also on failure.
-/// Whether to test-restore is the caller's choice; see
-/// [`TestRestore::enabled_for`](super::TestRestore::enabled_for).
+/// with the manifest and drops the scratch database, also on failure. A
+/// test restore that matched is recorded in the manifest (`when` =
+/// `on_demand`). Whether to test-restore is the caller's choice; see
+/// [`BackupConfig::proof_for`].
 pub async fn verify(
     backup_dir: &Path,
     config: &BackupConfig,
     test_restore_url: Option<&str>,
+    progress: &Progress,
+) -> Result<VerifyReport, BackupError> {
+    verify_as(backup_dir, config, test_restore_url, "on_demand", progress).await
+}
+
+/// [`verify`], recording a test restore as `when` (`on_demand`, `background`).
+pub async fn verify_as(
+    backup_dir: &Path,
+    config: &BackupConfig,
+    test_restore_url: Option<&str>,
+    when: &str,
     progress: &Progress,
 ) -> Result<VerifyReport, BackupError> {
     let manifest = Manifest::read(backup_dir)?;
@@ -58,7 +74,10 @@ pub async fn verify(
 
     let test_restore = match test_restore_url {
         Some(url) => {
-            Some(test_restore(backup_dir, config, &manifest, &Database::parse(url)?, progress).await?)
+            let server = Database::parse(url)?;
+            let verification = test_restore(backup_dir, config, &manifest, &server, when, progress).await?;
+            Manifest::record_verification(backup_dir, verification.clone())?;
+            Some(TestRestoreReport::from(&verification))
         }
         None => None,
     };
@@ -66,13 +85,55 @@ pub async fn verify(
     Ok(VerifyReport { backup: manifest.id, files: manifest.files.len(), bytes, toc_entries, test_restore })
 }
 
-async fn test_restore(
+/// The check right after [`super::create_with`] in a rollout's backup step:
+/// the archive's table of contents (`pg_restore --list`), and for directory
+/// format every checksum re-read (custom format was read back while it was
+/// written). A test restore that ran is taken from the manifest.
+pub async fn written(
+    backup_dir: &Path,
+    config: &BackupConfig,
+    manifest: &Manifest,
+    progress: &Progress,
+) -> Result<VerifyReport, BackupError> {
+    let bytes = match manifest.format {
+        super::DumpFormat::Directory => check_files(backup_dir, manifest, progress).await?,
+        _ => manifest.bytes,
+    };
+    let toc_entries = tools::restore_list(config, &manifest.dump_path(backup_dir)).await?;
+    progress.emit("list", format!("pg_restore --list: {toc_entries} entries"));
+    Ok(VerifyReport {
+        backup: manifest.id.clone(),
+        files: manifest.files.len(),
+        bytes,
+        toc_entries,
+        test_restore: manifest.verification.as_ref().map(TestRestoreReport::from),
+    })
+}
+
+impl From<&Verification> for TestRestoreReport {
+    fn from(v: &Verification) -> Self {
+        Self {
+            scratch_database: v.scratch_database.clone(),
+            tables: v.tables,
+            rows: v.rows,
+            seconds: v.seconds,
+            when: v.when.clone(),
+            post_data: v.post_data.clone(),
+        }
+    }
+}
+
+/// Restores the complete backup in `backup_dir` into a new scratch database
+/// on `server` (everything, post-data included; parallel jobs for
+/// directory format), compares row counts, drops it.
+pub(super) async fn test_restore(
     backup_dir: &Path,
     config: &BackupConfig,
     manifest: &Manifest,
     server: &Database,
+    when: &str,
     progress: &Progress,
-) -> Result<TestRestoreReport, BackupError> {
+) -> Result<Verification, BackupError> {
     let started = std::time::Instant::now();
     let scratch = format!("runway_verify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let mut admin = snapshot::connect(server).await?;
@@ -112,10 +173,14 @@ async fn test_restore(
         "test-restore",
         format!("{} tables, {rows} rows match the manifest; dropped {scratch}", counts.len()),
     );
-    Ok(TestRestoreReport {
+    Ok(Verification {
+        when: when.to_owned(),
+        post_data: "restored".into(),
         scratch_database: scratch,
         tables: counts.len(),
         rows,
+        sha256: manifest.sha256.clone(),
+        verified_at: chrono::Utc::now(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -298,6 +298,7 @@ fn wire_seeds(bundle: &v1::Bundle) -> Vec<Vec<u8>> {
             outcome: 1,
             error: String::new(),
             detail_json: r#"{"applied":["a"],"durations_ms":[3]}"#.into(),
+            work_ms: 3,
         })),
     };
     vec![

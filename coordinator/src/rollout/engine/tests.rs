@@ -244,6 +244,7 @@ fn result(command_id: &str, outcome: Result<(), &str>) -> CommandResult {
             Ok(()) => "{}".into(),
             Err(_) => String::new(),
         },
+        work_ms: 0,
     }
 }
 

@@ -452,14 +452,13 @@ async fn run_custom_dump(
     Ok((vec![FileEntry { name: String::new(), bytes, sha256 }], counts, restored))
 }
 
+/// A future on this task.
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// What reads the custom-format file back while it is written.
 enum Follower<'a> {
-    Count(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Followed, BackupError>> + Send + 'a>>),
-    Restore(
-        std::pin::Pin<
-            Box<dyn std::future::Future<Output = (Restored, Result<Followed, BackupError>)> + Send + 'a>,
-        >,
-    ),
+    Count(Boxed<'a, Result<Followed, BackupError>>),
+    Restore(Boxed<'a, (Restored, Result<Followed, BackupError>)>),
 }
 
 /// The bytes read back (and restored) are the bytes hashed on the way in;

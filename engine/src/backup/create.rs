@@ -402,7 +402,9 @@ async fn run_custom_dump(
                 pgrestore::spawn_from_stdin(config, &scratch.target, pgrestore::Sections::PreData)?;
             let (next_tx, next_rx) = std::sync::mpsc::channel();
             let (path, w) = (dump_path.to_owned(), written.clone());
-            let feed = tokio::task::spawn_blocking(move || feed_in_two_phases(&path, &w, stdin, &next_rx));
+            let report = progress.clone();
+            let feed =
+                tokio::task::spawn_blocking(move || feed_in_two_phases(&path, &w, stdin, &next_rx, &report));
             progress.emit(
                 "test-restore",
                 format!("pg_restore into {} reads the dump as it is written", scratch.name),
@@ -452,7 +454,7 @@ async fn run_custom_dump(
     Ok((vec![FileEntry { name: String::new(), bytes, sha256 }], counts, restored))
 }
 
-/// A boxed future of the reading back.
+/// A future on this task.
 type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What reads the custom-format file back while it is written.
@@ -486,9 +488,14 @@ fn feed_in_two_phases(
     written: &Written,
     pre_data: std::fs::File,
     next: &std::sync::mpsc::Receiver<std::fs::File>,
+    progress: &Progress,
 ) -> Result<Followed, BackupError> {
     // Phase 1 needs only the front of the file (header and table of contents).
-    feed_toc(path, written, pre_data)?;
+    let front = feed_toc(path, written, pre_data)?;
+    progress.emit(
+        "test-restore",
+        format!("schema restored from the first {front} bytes of the dump (its table of contents)"),
+    );
     let feed = next.recv().ok();
     follow(path, written, Follow { feed, ..Follow::default() })
 }

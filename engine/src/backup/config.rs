@@ -155,7 +155,17 @@ impl BackupConfig {
 
     /// The format to use for a database of `database_bytes`.
     pub fn format_for(&self, database_bytes: u64) -> DumpFormat {
+        self.format_with_proof(database_bytes, false)
+    }
+
+    /// The format to use, knowing whether the test restore streams
+    /// alongside the dump: only the custom format can be restored while it
+    /// is written (a directory dump's table of contents comes last), so
+    /// `auto` picks it then, at any size: the restore takes the second core
+    /// that `pg_dump -j` would have used.
+    pub fn format_with_proof(&self, database_bytes: u64, streamed_proof: bool) -> DumpFormat {
         match self.format {
+            DumpFormat::Auto if streamed_proof => DumpFormat::Custom,
             DumpFormat::Auto if database_bytes >= self.directory_from_bytes => DumpFormat::Directory,
             DumpFormat::Auto => DumpFormat::Custom,
             other => other,
@@ -349,6 +359,7 @@ mod tests {
         assert_eq!(config.free_space_factor, 2.0);
         assert_eq!(config.format_for(10), DumpFormat::Custom);
         assert_eq!(config.format_for(2 << 30), DumpFormat::Directory);
+        assert_eq!(config.format_with_proof(2 << 30, true), DumpFormat::Custom);
         config.validate().expect("valid");
     }
 

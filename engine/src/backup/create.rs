@@ -95,7 +95,7 @@ pub async fn create_with(
     let mut db = snapshot::connect(&conn).await?;
     let facts = snapshot::facts(&mut db, &database).await?;
     let free = space::check(config, &database, facts.database_bytes)?;
-    let format = config.format_for(facts.database_bytes);
+    let format = config.format_with_proof(facts.database_bytes, scratch_server.is_some());
     let pg_dump_version = tools::version(config, "pg_dump").await?;
     progress.emit(
         "check",

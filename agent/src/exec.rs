@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
-use crate::{backup_ops, health, service};
+use crate::{backup_ops, service};
 use runway_engine::progress::Progress;
 use runway_engine::redact::Redactor;
 use runway_engine::{backup, migrate};
@@ -68,8 +68,6 @@ enum ExecError {
     Backup(#[from] backup::BackupError),
     #[error(transparent)]
     Hook(#[from] service::HookError),
-    #[error(transparent)]
-    Health(#[from] health::HealthError),
     #[error(transparent)]
     Smoke(#[from] smoke::SmokeError),
     #[error("{0}")]

@@ -31,21 +31,30 @@ pub enum HealthError {
 
 /// Probes `url` once: `Ok(status line)` on 2xx, `Err(why)` otherwise.
 pub async fn probe(url: &str) -> Result<String, String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let (status, body) = get(url, PROBE_TIMEOUT).await?;
+    let line = format!("HTTP {status} {}", body.chars().take(200).collect::<String>().trim());
+    if (200..300).contains(&status) { Ok(line) } else { Err(line) }
+}
+
+/// The most of a body kept.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// `GET url`: `(status, body)` within `timeout` (the body cut at 64 KiB).
+/// What health probes and smoke checks send.
+pub async fn get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let response = tokio::time::timeout(PROBE_TIMEOUT, client.get(uri))
+    let request = async {
+        let response = client.get(uri).await.map_err(|e| format!("GET {url} failed: {e}"))?;
+        let status = response.status().as_u16();
+        let body =
+            response.into_body().collect().await.map_err(|e| format!("reading {url}: {e}"))?.to_bytes();
+        let body = String::from_utf8_lossy(&body[..body.len().min(BODY_LIMIT)]).into_owned();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, request)
         .await
-        .map_err(|_| format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = response.status();
-    let body = tokio::time::timeout(PROBE_TIMEOUT, response.into_body().collect())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).chars().take(200).collect::<String>())
-        .unwrap_or_default();
-    let line = format!("HTTP {} {}", status.as_u16(), body.trim());
-    if status.is_success() { Ok(line) } else { Err(line) }
+        .map_err(|_| format!("GET {url}: no answer within {} ms", timeout.as_millis()))?
 }
 
 /// Polls `url` until it answers 2xx or `timeout` passes.

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         default_filter: "info,sqlx=warn",
         service: "runway-agent",
         host: &config.name,
-        export: runway_telemetry::Export::choose(config.telemetry.otlp_endpoint.as_deref()),
+        export: config.telemetry.export(),
     })
     .context("cannot set up trace export (`[telemetry] otlp_endpoint`)")?;
     let shutdown = CancellationToken::new();

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         default_filter: "info",
         service: "runway-coordinator",
         host: &config.name,
-        export: runway_telemetry::Export::choose(config.telemetry.otlp_endpoint.as_deref()),
+        export: config.telemetry.export(),
     })
     .context("cannot set up trace export (`[telemetry] otlp_endpoint`)")?;
     let listener = tokio::net::TcpListener::bind(config.listen)

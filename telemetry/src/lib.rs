@@ -45,3 +45,10 @@ pub struct Config {
     /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` applies; neither: no export.
     pub otlp_endpoint: Option<String>,
 }
+
+impl Config {
+    /// Where spans go: `otlp_endpoint`, else the standard variables.
+    pub fn export(&self) -> Export {
+        Export::choose(self.otlp_endpoint.as_deref())
+    }
+}

@@ -12,10 +12,6 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use runway_engine::progress::Progress;
 use runway_proto::v1::{self, smoke_check};
 use tokio::time::Instant;
@@ -27,8 +23,6 @@ use crate::{health, service};
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// Time between two tries of a smoke check.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Bytes of a smoke check's answer kept to check and to quote.
-const BODY_LIMIT: usize = 64 * 1024;
 
 /// The app is not well. Retrying the restart may help; the message says
 /// what was seen last.
@@ -149,7 +143,7 @@ async fn run_once(
     match &check.check {
         Some(smoke_check::Check::Http(http)) => {
             let url = format!("{}{}", origin(&app.health_url)?, http.path);
-            let (status, body) = get(&url, timeout).await.map_err(failed)?;
+            let (status, body) = health::get(&url, timeout).await.map_err(failed)?;
             judge(http, status, &body).map_err(|why| failed(format!("GET {url}: {why}")))?;
             Ok(format!("GET {url}: HTTP {status}"))
         }
@@ -205,23 +199,6 @@ fn origin(url: &str) -> Result<String, SmokeError> {
         (Some(scheme), Some(authority)) => Ok(format!("{scheme}://{authority}")),
         _ => Err(SmokeError::BadOrigin(url.to_owned())),
     }
-}
-
-/// `GET url`: `(status, body)` within `timeout`.
-async fn get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = async {
-        let response = client.get(uri).await.map_err(|e| format!("GET {url} failed: {e}"))?;
-        let status = response.status().as_u16();
-        let body =
-            response.into_body().collect().await.map_err(|e| format!("reading {url}: {e}"))?.to_bytes();
-        let body = String::from_utf8_lossy(&body[..body.len().min(BODY_LIMIT)]).into_owned();
-        Ok((status, body))
-    };
-    tokio::time::timeout(timeout, request)
-        .await
-        .map_err(|_| format!("GET {url}: no answer within {} ms", timeout.as_millis()))?
 }
 
 /// The watch window: every `interval_ms` the health URL and `checks`, for

@@ -1,7 +1,8 @@
 //! The fuzz targets in the test suite: the seeds are valid inputs (so the
-//! campaigns start from somewhere meaningful), every crash case a campaign
-//! ever saved under `tests/fuzz/<target>/` runs clean now, and a short
-//! campaign per target finds nothing new. The long campaign is
+//! campaigns start from somewhere meaningful), every case saved under
+//! `tests/fuzz/<target>/` runs clean now (the crash cases a campaign ever
+//! saved, and `edge-*` inputs kept by hand: empty, all NUL, all 0xff), and
+//! a short campaign per target finds nothing new. The long campaign is
 //! `cargo bench -p runway-tests --bench fuzz`.
 
 use std::time::Duration;
@@ -19,11 +20,14 @@ fn the_seeds_are_valid_inputs() {
 }
 
 #[test]
-fn saved_crash_cases_run_clean() {
+fn saved_cases_run_clean() {
     let scratch = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for target in fuzz::all() {
-        let Ok(entries) = std::fs::read_dir(crash_dir(target.name)) else { continue };
+        let entries: Vec<_> = std::fs::read_dir(crash_dir(target.name))
+            .unwrap_or_else(|e| panic!("{}: no saved cases: {e}", target.name))
+            .collect();
+        assert!(!entries.is_empty(), "{}: no saved cases", target.name);
         for entry in entries {
             let path = entry.unwrap().path();
             let input = std::fs::read(&path).unwrap();
@@ -33,6 +37,24 @@ fn saved_crash_cases_run_clean() {
         }
     }
     assert!(failures.is_empty(), "crash cases that still panic:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn a_panicking_reader_is_reported_and_its_case_saved() {
+    fn panics_on_x(input: &[u8], _: &std::path::Path) {
+        assert!(!input.contains(&b'x'), "found an x");
+    }
+    let target =
+        fuzz::Target { name: "self_check", seeds: vec![b"abc".to_vec()], tokens: &["x"], run: panics_on_x };
+    let scratch = tempfile::tempdir().unwrap();
+    assert_eq!(run_case(&target, b"abc", scratch.path()), Ok(()));
+    assert!(run_case(&target, b"axc", scratch.path()).unwrap_err().contains("found an x"));
+    let found = campaign(&target, 2_000, Duration::from_secs(10), 1);
+    let dir = crash_dir("self_check");
+    let cleanup = std::fs::remove_dir_all(&dir);
+    assert!(!found.crashes.is_empty(), "the campaign never inserted the token");
+    assert!(found.crashes.iter().all(|p| p.starts_with(&dir)));
+    cleanup.unwrap();
 }
 
 #[test]

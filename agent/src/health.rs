@@ -93,14 +93,14 @@ pub async fn wait_healthy(url: &str, timeout: Duration, progress: &Progress) -> 
     }
 }
 
+/// A fake app for unit tests of health probes and smoke checks.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake_app {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    use super::*;
-
-    /// An HTTP server on a free port that answers 503 `unhealthy_first` times, then 200.
-    async fn app(unhealthy_first: usize) -> String {
+    /// An app on a free port whose answers are `answers` in turn (the last
+    /// repeats): `(status line, body)`. Returns its health URL.
+    pub async fn app(answers: Vec<(&'static str, &'static str)>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -108,11 +108,7 @@ mod tests {
                 let Ok((mut socket, _)) = listener.accept().await else { return };
                 let mut request = [0u8; 1024];
                 let _ = socket.read(&mut request).await;
-                let (status, body) = if served < unhealthy_first {
-                    ("503 Service Unavailable", "starting")
-                } else {
-                    ("200 OK", "ok")
-                };
+                let (status, body) = answers[served.min(answers.len() - 1)];
                 let response = format!(
                     "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -122,17 +118,25 @@ mod tests {
         });
         format!("http://{addr}/health")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake_app::app;
+    use super::*;
+
+    const STARTING: (&str, &str) = ("503 Service Unavailable", "starting");
 
     #[tokio::test]
     async fn waits_through_unhealthy_answers() {
-        let url = app(3).await;
+        let url = app(vec![STARTING, STARTING, STARTING, ("200 OK", "ok")]).await;
         let line = wait_healthy(&url, Duration::from_secs(10), &Progress::discard()).await.expect("healthy");
         assert_eq!(line, "HTTP 200 ok");
     }
 
     #[tokio::test]
     async fn gives_up_at_the_deadline_with_the_last_answer() {
-        let url = app(usize::MAX).await;
+        let url = app(vec![STARTING]).await;
         let err = wait_healthy(&url, Duration::from_millis(800), &Progress::discard())
             .await
             .expect_err("never healthy");

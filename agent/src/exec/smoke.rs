@@ -250,30 +250,8 @@ fn millis(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use super::*;
-
-    /// An app on a free port whose answers are `answers` in turn (the last
-    /// repeats): `(status line, body)`. Returns its health URL.
-    async fn app(answers: Vec<(&'static str, &'static str)>) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            for served in 0.. {
-                let Ok((mut socket, _)) = listener.accept().await else { return };
-                let mut request = [0u8; 1024];
-                let _ = socket.read(&mut request).await;
-                let (status, body) = answers[served.min(answers.len() - 1)];
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            }
-        });
-        format!("http://{addr}/health")
-    }
+    use crate::health::fake_app::app;
 
     fn config(health_url: &str) -> Config {
         toml::from_str(&format!(

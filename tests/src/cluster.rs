@@ -236,6 +236,44 @@ impl Cluster {
         tls_toml(self.pki.as_ref().map(|pki| pki.agent(environment, name)))
     }
 
+    /// Starts one more DB agent, `name` in `environment`, over the cluster's
+    /// PostgreSQL: its `[database]` is a new database `database`, its
+    /// backups go to `<root>/<name>-backups` (returned), and `extra` is
+    /// appended to its config (e.g. `[backup.remote]` keys). Returns once
+    /// it is the only agent `runway agents --env environment` lists.
+    pub fn start_extra_db_agent(
+        &self,
+        name: &str,
+        environment: &str,
+        database: &str,
+        extra: &str,
+    ) -> (Proc, PathBuf) {
+        let root = self.path();
+        let url = self.pg.create_database(database);
+        let backup_dir = root.join(format!("{name}-backups"));
+        let config = root.join(format!("{name}.toml"));
+        let coordinators: Vec<String> = self.coordinators.iter().map(|c| c.addr.clone()).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"{name}\"\nenvironment = \"{environment}\"\ncoordinators = {}\nroles = [\"db\"]\n\
+                 state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{}\"\n{extra}\n{}",
+                toml_list(&coordinators),
+                root.join(format!("{name}-state")).display().to_string(),
+                backup_dir.display().to_string(),
+                crate::postgres::PG_BIN,
+                self.agent_tls_toml(environment, name),
+            ),
+        )
+        .expect("write agent config");
+        let agent = Proc::spawn(name, Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
+        wait_until(&format!("{name} to register with the leader"), Duration::from_secs(30), || {
+            let out = self.runway(&["agents", "--env", environment, "--output", "json"]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1).then_some(())
+        });
+        (agent, backup_dir)
+    }
+
     /// Runs the `runway` CLI as `operator`: one of [`OPERATORS`] (issued
     /// at start), or any other name, issued now and granted no role.
     pub fn runway_as(&self, operator: &str, args: &[&str]) -> Output {

@@ -3,14 +3,12 @@
 //! against a real PostgreSQL; backups come from real rollouts.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, DB, ENV, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
 use runway_tests::moto::{Moto, SECRET_ACCESS_KEY};
-use runway_tests::postgres::PG_BIN;
-use runway_tests::process::{Proc, bin, wait_until};
+use runway_tests::process::{Proc, wait_until};
 
 /// A migration on top of [`SHOP`], so a second rollout backs up seeded data.
 const CAROL: (&str, &str) = (
@@ -263,31 +261,9 @@ fn backups_are_listed_shown_verified_and_restored_through_the_coordinator() {
 /// storage (moto); its database is `prod` on the cluster's PostgreSQL.
 /// `backup_keys` go into its `[backup]` table (e.g. `keep = 2`).
 fn start_object_store_agent(cluster: &Cluster, moto: &Moto, backup_keys: &str) -> (Proc, PathBuf) {
-    let root = cluster.path();
-    let url = cluster.pg.create_database("prod");
     moto.create_bucket("runway-backups");
-    let backup_dir = root.join("db-prod-backups");
-    let config = root.join("db-prod.toml");
-    let coordinators: Vec<String> = cluster.coordinators.iter().map(|c| format!("{:?}", c.addr)).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"db-prod\"\nenvironment = \"production\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
-             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{backup_keys}\n{}\n{}",
-            coordinators.join(", "),
-            root.join("db-prod-state").display().to_string(),
-            backup_dir.display().to_string(),
-            moto.agent_config("runway-backups", "prod"),
-            cluster.agent_tls_toml("production", "db-prod"),
-        ),
-    )
-    .expect("write agent config");
-    let agent = Proc::spawn("db-prod", Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
-    wait_until("db-prod to register with the leader", Duration::from_secs(30), || {
-        let out = cluster.runway(&["agents", "--env", "production", "--output", "json"]);
-        (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1).then_some(())
-    });
-    (agent, backup_dir)
+    let extra = format!("{backup_keys}\n{}", moto.agent_config("runway-backups", "prod"));
+    cluster.start_extra_db_agent("db-prod", "production", "prod", &extra)
 }
 
 #[test]

@@ -14,13 +14,11 @@
 //!   that rewrites a table keeps it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, write_migrations};
-use runway_tests::postgres::PG_BIN;
-use runway_tests::process::{Proc, bin, wait_until};
 use runway_tests::watch::{json_lines, step_states};
 
 const SOAK_SECS: u64 = 8;
@@ -38,32 +36,6 @@ const ONLINE: &[(&str, &str)] = &[
 /// Rewrites `Order` (a column's type changes): needs maintenance mode.
 const REWRITE: (&str, &str) =
     ("20240106000000_total_bigint", "ALTER TABLE \"Order\" ALTER COLUMN \"total\" TYPE BIGINT;\n");
-
-/// A DB agent in `production`; its database is `prod` on the cluster's PostgreSQL.
-fn start_production_agent(cluster: &Cluster) -> Proc {
-    let root = cluster.path();
-    let url = cluster.pg.create_database("prod");
-    let config = root.join("db-prod.toml");
-    let coordinators: Vec<String> = cluster.coordinators.iter().map(|c| format!("{:?}", c.addr)).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"db-prod\"\nenvironment = \"production\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
-             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{}",
-            coordinators.join(", "),
-            root.join("db-prod-state").display().to_string(),
-            root.join("db-prod-backups").display().to_string(),
-            cluster.agent_tls_toml("production", "db-prod"),
-        ),
-    )
-    .expect("write agent config");
-    let agent = Proc::spawn("db-prod", Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
-    wait_until("db-prod to register with the leader", Duration::from_secs(30), || {
-        let out = cluster.runway(&["agents", "--env", "production", "--output", "json"]);
-        (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1).then_some(())
-    });
-    agent
-}
 
 /// A port of 127.0.0.1 that nothing listens on.
 fn closed_port() -> u16 {
@@ -163,7 +135,7 @@ fn staging_first_and_maintenance_only_when_needed() {
         ],
         ..Options::default()
     });
-    let _production = start_production_agent(&cluster);
+    let _production = cluster.start_extra_db_agent("db-prod", "production", "prod", "");
     let shop = folder(&cluster, "shop", SHOP);
 
     // 1. Production refuses a bundle that never ran on staging, before

@@ -69,19 +69,29 @@ pub struct Config {
 /// `[retention]`: finished rollouts (with their events and decisions) are
 /// deleted beyond the newest `keep_rollouts` or after `keep_days`, but
 /// never inside their environment's rollback window; then bundles no kept
-/// rollout refers to. The audit log is never pruned.
+/// rollout refers to. The audit log is kept longer, on bounds of its own
+/// (`keep_audit_entries`, `keep_audit_days`): export it first with
+/// `runway audit --output json` where it must outlive them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retention {
     pub keep_rollouts: usize,
     pub keep_days: u64,
+    pub keep_audit_entries: usize,
+    pub keep_audit_days: u64,
     /// How often the leader prunes.
     pub every_secs: u64,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { keep_rollouts: 1000, keep_days: 90, every_secs: 600 }
+        Self {
+            keep_rollouts: 1000,
+            keep_days: 90,
+            keep_audit_entries: 100_000,
+            keep_audit_days: 365,
+            every_secs: 600,
+        }
     }
 }
 

@@ -24,7 +24,11 @@ use runway_proto::v1::AuditEntry;
 
 use crate::fencing::Term;
 use crate::model::{RolloutRecord, RolloutState};
-use crate::store::{Put, Store, StoreError};
+use crate::store::{Delete, Put, Store, StoreError};
+
+/// Keys one pruning transaction deletes: etcd takes at most 128 operations
+/// per transaction, and the fence takes one more.
+const DELETES_PER_TXN: usize = 100;
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +214,32 @@ impl AuditLog {
         error: &str,
     ) -> Result<(), StoreError> {
         self.store.put_fenced(term, vec![self.put(entry, outcome, error)]).await
+    }
+
+    /// Deletes the oldest entries beyond the newest `keep_entries`, and
+    /// every entry recorded before `before_unix_ms`, as `term`'s leader;
+    /// returns how many went. Keys are time-ordered, so this reads keys
+    /// only and deletes in fenced batches well under etcd's per-transaction
+    /// limit.
+    pub async fn prune(
+        &self,
+        term: &Term,
+        keep_entries: usize,
+        before_unix_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let prefix = self.prefix();
+        let mut keys: Vec<String> =
+            self.store.scan_revisions(&prefix).await?.into_iter().map(|(key, _)| key).collect();
+        keys.sort();
+        let beyond_count = keys.len().saturating_sub(keep_entries);
+        let cutoff = format!("{prefix}{:020}", before_unix_ms.max(0));
+        let too_old = keys.partition_point(|key| *key < cutoff);
+        let doomed = &keys[..beyond_count.max(too_old)];
+        for batch in doomed.chunks(DELETES_PER_TXN) {
+            let deletes = batch.iter().map(|key| Delete { key: key.clone(), prefix: false }).collect();
+            self.store.delete_fenced(term, deletes, None).await?;
+        }
+        Ok(doomed.len())
     }
 
     /// Every entry recorded at or after `since_unix_ms`, oldest first.

@@ -142,10 +142,11 @@ impl Engine {
                 if pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
                     pruned_at = Some(Instant::now());
                     match retention::prune(&engine.store, &term, &engine.config).await {
-                        Ok(pruned) if pruned.rollouts + pruned.bundles > 0 => {
+                        Ok(pruned) if pruned != retention::Pruned::default() => {
                             tracing::info!(
                                 rollouts = pruned.rollouts,
                                 bundles = pruned.bundles,
+                                audit_entries = pruned.audit_entries,
                                 "retention pruned"
                             )
                         }

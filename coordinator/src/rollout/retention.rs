@@ -3,7 +3,9 @@
 //! (record, events, cancel request, decisions) beyond the newest
 //! `keep_rollouts` or older than `keep_days`, but never one still inside
 //! its environment's rollback window, then every bundle no kept rollout
-//! refers to. The audit log is kept: it is the record of who did what.
+//! refers to. The audit log, the record of who did what, is kept longer:
+//! entries go beyond the newest `keep_audit_entries` or after
+//! `keep_audit_days` (a year by default).
 //!
 //! A bundle is deleted only if nobody wrote it since it was listed: a new
 //! rollout of the same digest saves the bundle again in its own
@@ -25,6 +27,7 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 pub struct Pruned {
     pub rollouts: usize,
     pub bundles: usize,
+    pub audit_entries: usize,
 }
 
 /// The finished rollouts `policy` lets go at `now_ms`. `window_secs` gives
@@ -53,7 +56,8 @@ pub fn expired(
 pub async fn prune(store: &RolloutStore, term: &Term, config: &Config) -> Result<Pruned, StoreError> {
     let records = store.list_rollouts().await?;
     let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
-    let doomed = expired(&records, &config.retention, runway_proto::unix_ms_now(), window);
+    let now_ms = runway_proto::unix_ms_now();
+    let doomed = expired(&records, &config.retention, now_ms, window);
     let mut pruned = Pruned::default();
     for id in &doomed {
         store.delete_rollout(term, id).await?;
@@ -67,6 +71,9 @@ pub async fn prune(store: &RolloutStore, term: &Term, config: &Config) -> Result
             pruned.bundles += 1;
         }
     }
+    let policy = &config.retention;
+    let audit_before_ms = now_ms.saturating_sub((policy.keep_audit_days as i64).saturating_mul(DAY_MS));
+    pruned.audit_entries = store.audit().prune(term, policy.keep_audit_entries, audit_before_ms).await?;
     Ok(pruned)
 }
 
@@ -99,13 +106,13 @@ mod tests {
             record("waiting", now - DAY_MS, RolloutState::AwaitingApproval, "staging"),
         ];
         let window = |environment: &str| if environment == "production" { 30 * 86_400 } else { 0 };
-        let policy = Retention { keep_rollouts: 2, keep_days: 90, every_secs: 600 };
+        let policy = Retention { keep_rollouts: 2, keep_days: 90, ..Retention::default() };
         let mut gone = expired(&records, &policy, now, window);
         gone.sort();
         // Beyond the newest two finished: mid; older than 90 days: old-ok.
         // old-prod is beyond the newest two but inside production's window.
         assert_eq!(gone, ["mid", "old-ok"]);
-        let generous = Retention { keep_rollouts: 1000, keep_days: 365, every_secs: 600 };
+        let generous = Retention { keep_rollouts: 1000, keep_days: 365, ..Retention::default() };
         assert_eq!(expired(&records, &generous, now, window), ["old-ok"]);
     }
 }
@@ -125,7 +132,8 @@ mod store_tests {
 
     /// 30 finished rollouts over 3 bundles, retention 10: exactly the
     /// newest 10 remain with their events, the bundles only they use, and
-    /// the audit log; a bundle saved again after the listing is kept.
+    /// the audit log (until it passes its own bound); a bundle saved again
+    /// after the listing is kept.
     #[tokio::test]
     async fn prune_deletes_rollouts_their_events_and_unused_bundles_and_keeps_the_audit() {
         let kv = Arc::new(MemoryKv::new());
@@ -164,7 +172,7 @@ mod store_tests {
         let mut config = Config::default();
         config.retention.keep_rollouts = 10;
         let pruned = prune(&store, &term, &config).await.unwrap();
-        assert_eq!(pruned, Pruned { rollouts: 20, bundles: 2 });
+        assert_eq!(pruned, Pruned { rollouts: 20, bundles: 2, audit_entries: 0 });
         let left: Vec<String> = store.list_rollouts().await.unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(left, (20..30).map(|i| format!("r{i}")).collect::<Vec<_>>());
         let keys = kv.keys();
@@ -173,8 +181,21 @@ mod store_tests {
         );
         assert_eq!(keys.iter().filter(|k| k.starts_with("/runway/events/")).count(), 10);
         assert_eq!(store.bundle_revisions().await.unwrap().len(), 1);
-        assert_eq!(audit_keys(&kv), audits_before, "the audit log is never pruned");
+        assert_eq!(audit_keys(&kv), audits_before, "the audit log has bounds of its own");
         assert_eq!(prune(&store, &term, &config).await.unwrap(), Pruned::default());
+
+        // The audit log beyond its own bound: the oldest entries go first,
+        // in several transactions.
+        let verify = crate::rollout::audit::entry(crate::rollout::audit::Action::BackupVerify, "c1");
+        for _ in 0..200 {
+            store.audit().append(&term, &verify, crate::rollout::audit::Outcome::Accepted, "").await.unwrap();
+        }
+        let all = audits_before + 200;
+        let newest = store.audit().list(0).await.unwrap().split_off(all - 5);
+        config.retention.keep_audit_entries = 5;
+        let pruned = prune(&store, &term, &config).await.unwrap();
+        assert_eq!(pruned, Pruned { audit_entries: all - 5, ..Pruned::default() });
+        assert_eq!(store.audit().list(0).await.unwrap(), newest);
 
         // A bundle written again after it was listed is not deleted.
         let (digest, listed) = store.bundle_revisions().await.unwrap().remove(0);

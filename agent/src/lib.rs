@@ -20,6 +20,7 @@
 pub mod backup_ops;
 pub mod config;
 pub mod connection;
+pub mod databases;
 pub mod exec;
 pub mod failpoint;
 pub mod health;

@@ -94,6 +94,8 @@ async fn start(
         rollout_id: String::new(),
         issued_by: shared.config.name.clone(),
         traceparent: String::new(),
+        // The agent's only database (an agent serving several refuses it).
+        database: String::new(),
         action: Some(action),
     };
     let ended = match audited.as_mut() {

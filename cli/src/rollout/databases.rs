@@ -57,10 +57,10 @@ mod tests {
             databases: vec![db("db-1", "app", "restored", 0), db("db-2", "orders", "migrated", 2)],
             ..Rollout::default()
         };
-        let text = text(&r);
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains("db-")).collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(lines[1].contains("orders") && lines[1].contains("migrated") && lines[1].contains('2'), "{text}");
+        let shown = text(&r);
+        let lines: Vec<&str> = shown.lines().filter(|l| l.contains("db-")).collect();
+        assert_eq!(lines.len(), 2, "{shown}");
+        assert!(lines[1].contains("orders") && lines[1].contains("migrated") && lines[1].contains('2'), "{shown}");
         assert_eq!(json(&r)[1]["state"], "migrated");
         assert_eq!(text(&Rollout::default()), "");
     }

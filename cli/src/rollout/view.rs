@@ -551,6 +551,7 @@ mod tests {
             verdict: PlanVerdict::DangerRefused as i32,
             reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
             restart_policy: vec!["restart order: canary [app-1] → [app-2, app-3]".into()],
+            database_policy: Vec::new(),
             policies: vec!["maintenance: maintenance = \"always\": maintenance mode goes on".into()],
         }
     }

@@ -104,14 +104,17 @@ pub fn all_backup_configs(config: &Config) -> Vec<BackupConfig> {
 pub fn validate(config: &Config) -> Result<(), String> {
     match (&config.database, config.databases.is_empty()) {
         (None, true) => {
-            Err("the db role needs a [database] table with `url` (or [databases.NAME] tables with `url`)".into())
+            Err("the db role needs a [database] table with `url` (or [databases.NAME] tables with `url`)"
+                .into())
         }
-        (Some(_), false) => Err(
-            "give either one [database] table or [databases.NAME] tables, not both; move [database] to \
+        (Some(_), false) => {
+            Err("give either one [database] table or [databases.NAME] tables, not both; move [database] to \
              [databases.NAME]"
-                .into(),
-        ),
-        (Some(db), true) if db.url.is_empty() => Err("`database.url` is empty and DATABASE_URL is not set".into()),
+                .into())
+        }
+        (Some(db), true) if db.url.is_empty() => {
+            Err("`database.url` is empty and DATABASE_URL is not set".into())
+        }
         (Some(_), true) => Ok(()),
         (None, false) => {
             for (name, db) in &config.databases {
@@ -199,7 +202,10 @@ dir = "/var/backups/runway"
         for (tables, needle) in [
             ("[databases.\"a/b\"]\nurl = \"postgres://db/x\"\n", "a database name is"),
             ("[databases.orders]\nurl = \"\"\n", "`databases.orders.url` is empty"),
-            ("[database]\nurl = \"postgres://db/x\"\n[databases.orders]\nurl = \"postgres://db/y\"\n", "not both"),
+            (
+                "[database]\nurl = \"postgres://db/x\"\n[databases.orders]\nurl = \"postgres://db/y\"\n",
+                "not both",
+            ),
             ("", "[database] table"),
         ] {
             let error = load(&format!("{DB}{tables}")).unwrap_err();

@@ -8,12 +8,12 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
-mod duration;
 mod databases;
+mod duration;
 mod restart;
 mod runbook;
-pub use duration::{format_duration, parse_duration};
 pub use databases::DatabasePolicy;
+pub use duration::{format_duration, parse_duration};
 pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy};
 pub use runbook::{Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat};
 

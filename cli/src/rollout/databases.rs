@@ -60,7 +60,10 @@ mod tests {
         let shown = text(&r);
         let lines: Vec<&str> = shown.lines().filter(|l| l.contains("db-")).collect();
         assert_eq!(lines.len(), 2, "{shown}");
-        assert!(lines[1].contains("orders") && lines[1].contains("migrated") && lines[1].contains('2'), "{shown}");
+        assert!(
+            lines[1].contains("orders") && lines[1].contains("migrated") && lines[1].contains('2'),
+            "{shown}"
+        );
         assert_eq!(json(&r)[1]["state"], "migrated");
         assert_eq!(text(&Rollout::default()), "");
     }

@@ -145,7 +145,8 @@ fn validate(shared: &Shared, register: &Register) -> Result<(), Status> {
     if let Some(role) = register.roles.iter().find(|r| *r != "db" && *r != "app") {
         return Err(Status::invalid_argument(format!("agent {} has unknown role {role:?}", register.name)));
     }
-    crate::rollout::target::check_names(&register.name, &register.databases).map_err(Status::invalid_argument)?;
+    crate::rollout::target::check_names(&register.name, &register.databases)
+        .map_err(Status::invalid_argument)?;
     Ok(())
 }
 

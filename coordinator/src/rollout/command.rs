@@ -144,7 +144,10 @@ mod tests {
         };
         assert_eq!(command_id("r1", &step(StepKind::Restart, false), "app-1"), "r1/restart/app-1/2");
         // Two databases of one agent: two ids, and each command names its database.
-        assert_eq!(command_id("r1", &step(StepKind::Migrate, false), "db-2/orders"), "r1/migrate/db-2/orders/2");
+        assert_eq!(
+            command_id("r1", &step(StepKind::Migrate, false), "db-2/orders"),
+            "r1/migrate/db-2/orders/2"
+        );
         let record = RolloutRecord::default();
         let bundle = v1::Bundle::default();
         let migrate = step(StepKind::Migrate, false);

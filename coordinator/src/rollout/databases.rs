@@ -41,7 +41,9 @@ pub(super) fn observe(record: &mut RolloutRecord, kind: StepKind, recovery: bool
         match (kind, recovery) {
             (StepKind::Backup, false) if ok => {
                 db.state = DatabaseState::BackedUp;
-                if let Some(id) = end.detail.get("manifest").and_then(|m| m.get("id")).and_then(|i| i.as_str()) {
+                if let Some(id) =
+                    end.detail.get("manifest").and_then(|m| m.get("id")).and_then(|i| i.as_str())
+                {
                     db.backup = id.to_owned();
                 }
             }
@@ -67,7 +69,8 @@ pub(super) fn to_restore(result: &StepResult, uniform: bool) -> (Vec<String>, Ve
             && !e.refused
             && e.detail.get("database_changed").and_then(serde_json::Value::as_bool) != Some(false)
     });
-    let migrated: Vec<String> = result.ends.iter().filter(|e| e.error.is_none()).map(|e| e.host.clone()).collect();
+    let migrated: Vec<String> =
+        result.ends.iter().filter(|e| e.error.is_none()).map(|e| e.host.clone()).collect();
     let mut restore: Vec<String> = changed.map(|e| e.host.clone()).collect();
     if uniform {
         restore.extend(migrated);
@@ -141,9 +144,14 @@ mod tests {
     #[test]
     fn a_canary_first_then_batches_of_parallel() {
         let policy = DatabasePolicy { canary: 1, parallel: 2, ..DatabasePolicy::default() };
-        let order: Vec<(bool, Vec<String>)> =
-            batches(&targets(), &migrate_batching(&policy)).into_iter().map(|b| (b.canary, b.hosts)).collect();
-        assert_eq!(order, [(true, vec!["db-1".into()]), (false, vec!["db-2/billing".into(), "db-2/orders".into()])]);
+        let order: Vec<(bool, Vec<String>)> = batches(&targets(), &migrate_batching(&policy))
+            .into_iter()
+            .map(|b| (b.canary, b.hosts))
+            .collect();
+        assert_eq!(
+            order,
+            [(true, vec!["db-1".into()]), (false, vec!["db-2/billing".into(), "db-2/orders".into()])]
+        );
         let backups = batches(&targets(), &backup_batching(&policy));
         assert!(backups.iter().all(|b| !b.canary) && backups.len() == 2);
         let lines = describe(&policy, &targets()).join("\n");
@@ -182,8 +190,10 @@ mod tests {
             tolerated: 0,
         };
         observe(&mut record, StepKind::Backup, false, &backup);
-        let migrate =
-            StepResult { ends: vec![end("db-1", false, serde_json::json!({ "applied": ["a", "b"] }))], tolerated: 0 };
+        let migrate = StepResult {
+            ends: vec![end("db-1", false, serde_json::json!({ "applied": ["a", "b"] }))],
+            tolerated: 0,
+        };
         observe(&mut record, StepKind::Migrate, false, &migrate);
         assert_eq!(record.backup_of("db-2/billing"), "b-2");
         record.error = "migrate failed".into();

@@ -475,7 +475,8 @@ impl Engine {
         if !backup_started {
             return;
         }
-        let releases = target::hosts_of(&record.db_targets()).into_iter().map(|db| self.release_on(term, record, db));
+        let releases =
+            target::hosts_of(&record.db_targets()).into_iter().map(|db| self.release_on(term, record, db));
         futures::future::join_all(releases).await;
     }
 

@@ -79,7 +79,10 @@ pub fn db_targets(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<(Ta
 }
 
 /// The rollout's databases, all pending, in plan order.
-pub fn database_records(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<DatabaseRecord>, PlanError> {
+pub fn database_records(
+    environment: &str,
+    agents: &[AgentSnapshot],
+) -> Result<Vec<DatabaseRecord>, PlanError> {
     Ok(db_targets(environment, agents)?
         .into_iter()
         .map(|(target, name)| DatabaseRecord {

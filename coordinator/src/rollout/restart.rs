@@ -261,7 +261,8 @@ mod tests {
 
     #[test]
     fn canaries_first_then_batches_in_order() {
-        let batches = |hosts: &[String], policy: &RestartPolicy| batches(hosts, &Batching::of_restart(policy));
+        let batches =
+            |hosts: &[String], policy: &RestartPolicy| batches(hosts, &Batching::of_restart(policy));
         let policy = RestartPolicy { batch: Count::Hosts(2), canary: 1, ..RestartPolicy::default() };
         assert_eq!(
             names(&batches(&hosts(5), &policy)),

@@ -37,7 +37,11 @@ impl Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.database.is_empty() { f.write_str(&self.host) } else { write!(f, "{}/{}", self.host, self.database) }
+        if self.database.is_empty() {
+            f.write_str(&self.host)
+        } else {
+            write!(f, "{}/{}", self.host, self.database)
+        }
     }
 }
 
@@ -47,7 +51,9 @@ pub fn check_names(agent: &str, databases: &[String]) -> Result<(), String> {
         return Err(format!("agent name {agent:?} must not hold a `/`"));
     }
     if let Some(bad) = databases.iter().find(|d| d.is_empty() || d.contains('/')) {
-        return Err(format!("agent {agent} registered database name {bad:?}; names are non-empty, without `/`"));
+        return Err(format!(
+            "agent {agent} registered database name {bad:?}; names are non-empty, without `/`"
+        ));
     }
     Ok(())
 }

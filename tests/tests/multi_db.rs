@@ -254,4 +254,8 @@ fn three_databases_migrate_canary_first_and_a_failure_restores_per_policy() {
             "rollout show has no line for {host} {database} {state}:\n{text}"
         );
     }
+    let status = cluster.runway(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(&format!("databases of rollout {id_b}")), "{status}");
+    assert!(status.lines().any(|l| l.contains("orders") && l.contains("skipped")), "{status}");
 }

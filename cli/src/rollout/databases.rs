@@ -19,11 +19,16 @@ pub fn json(r: &Rollout) -> Value {
         .collect()
 }
 
-/// The databases table of `rollout show`; empty for a rollout saved before
-/// databases had names.
+/// The databases section of `rollout show`; empty for a rollout saved
+/// before databases had names.
 pub fn text(r: &Rollout) -> String {
+    table(r).map(|t| format!("\n\ndatabases:\n{}", t.render())).unwrap_or_default()
+}
+
+/// One row per database; `None` for a rollout saved before databases had names.
+pub fn table(r: &Rollout) -> Option<Table> {
     if r.databases.is_empty() {
-        return String::new();
+        return None;
     }
     let mut table = Table::new(["host", "database", "state", "migrations applied", "backup"]).right(&[3]);
     for d in &r.databases {
@@ -35,7 +40,7 @@ pub fn text(r: &Rollout) -> String {
             d.backup.clone(),
         ]);
     }
-    format!("\n\ndatabases:\n{}", table.render())
+    Some(table)
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 //!
 //! - A: a rollout migrates all three, the canary first (from the events),
 //!   and every database has the migrations in `_prisma_migrations`; the
-//!   app restarts only after the last database.
+//!   app restarts only after the last database. `rollout plan` shows the
+//!   order first.
 //! - B: a migration that fails on `billing` only (a table there conflicts)
 //!   after changing it: billing is restored from its backup, exactly as
 //!   before; the canary, already migrated, is restored too (uniform);
@@ -155,6 +156,20 @@ fn three_databases_migrate_canary_first_and_a_failure_restores_per_policy() {
         ..Options::default()
     });
     let _db_2 = start_db_2(&cluster);
+
+    // The plan names every database and the order the policy gives them.
+    let plan_dir = cluster.path().join("plan");
+    write_migrations(&plan_dir, SHOP);
+    let plan =
+        cluster.runway(&["rollout", "plan", "--env", ENV, "--migrations", plan_dir.to_str().expect("UTF-8")]);
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.contains("migrate order: canary [db-1] → [db-2/billing] → [db-2/orders]"), "{plan}");
+    for target in TARGETS {
+        assert!(
+            plan.lines().any(|l| l.starts_with(target) || l.contains(&format!(" {target} "))),
+            "{target}:\n{plan}"
+        );
+    }
 
     // A: every database migrates, the canary first, the app restart after the last.
     let (out, events) = roll_out(&cluster, "v2", SHOP);

@@ -45,15 +45,34 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// Most databases one agent may register.
+const MAX_DATABASES: usize = 1024;
+
+/// Longest database name (PostgreSQL's own limit is 63 bytes).
+const MAX_NAME: usize = 63;
+
 /// Why an agent's name or database names cannot be targets.
 pub fn check_names(agent: &str, databases: &[String]) -> Result<(), String> {
     if agent.contains('/') {
         return Err(format!("agent name {agent:?} must not hold a `/`"));
     }
-    if let Some(bad) = databases.iter().find(|d| d.is_empty() || d.contains('/')) {
+    if databases.len() > MAX_DATABASES {
         return Err(format!(
-            "agent {agent} registered database name {bad:?}; names are non-empty, without `/`"
+            "agent {agent} registered {} databases; at most {MAX_DATABASES}",
+            databases.len()
         ));
+    }
+    let unfit =
+        |d: &String| d.is_empty() || d.len() > MAX_NAME || d.contains('/') || d.chars().any(char::is_control);
+    if let Some(bad) = databases.iter().find(|d| unfit(d)) {
+        return Err(format!(
+            "agent {agent} registered database name {bad:?}; names are 1 to {MAX_NAME} bytes, without `/` or \
+             control characters"
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = databases.iter().find(|d| !seen.insert(d.as_str())) {
+        return Err(format!("agent {agent} registered database {twice:?} twice"));
     }
     Ok(())
 }
@@ -91,5 +110,7 @@ mod tests {
         assert!(check_names("a/b", &[]).unwrap_err().contains("\"a/b\""));
         assert!(check_names("db-1", &["x/y".into()]).unwrap_err().contains("\"x/y\""));
         assert!(check_names("db-1", &[String::new()]).is_err());
+        assert!(check_names("db-1", &["x".repeat(64)]).unwrap_err().contains("1 to 63 bytes"));
+        assert!(check_names("db-1", &["a".into(), "a".into()]).unwrap_err().contains("twice"));
     }
 }

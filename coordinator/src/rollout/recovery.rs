@@ -99,10 +99,20 @@ pub fn backward_compatible(record: &RolloutRecord) -> bool {
 /// person should check and do next.
 pub fn hold_note(record: &RolloutRecord, kind: StepKind, hosts: &[String], failure: Failure) -> String {
     let backup = &record.backup;
-    let restore = format!(
-        "restore backup {backup} (`runway backup restore {backup} --env {} --yes`)",
-        record.environment
-    );
+    let restore = if record.databases.len() > 1 {
+        let each: Vec<String> = record
+            .databases
+            .iter()
+            .filter(|d| !d.backup.is_empty())
+            .map(|d| format!("{} from {}", d.target, d.backup))
+            .collect();
+        format!("restore each changed database from this rollout's backup of it ({})", each.join(", "))
+    } else {
+        format!(
+            "restore backup {backup} (`runway backup restore {backup} --env {} --yes`)",
+            record.environment
+        )
+    };
     match (kind, failure) {
         (StepKind::Restart | StepKind::Smoke | StepKind::Watch, Failure::Reported { .. }) => format!(
             "; policy on_restart_failure = \"hold\" keeps maintenance mode on: {} may run the new version; \

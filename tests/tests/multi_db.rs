@@ -15,7 +15,8 @@
 //!   after changing it: billing is restored from its backup, exactly as
 //!   before; the canary, already migrated, is restored too (uniform);
 //!   orders is never started and stays untouched; `rollout show` gives each
-//!   database's state.
+//!   database's state, and `runway backup list --database orders` finds
+//!   orders' backups on db-2.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -269,6 +270,21 @@ fn three_databases_migrate_canary_first_and_a_failure_restores_per_policy() {
             "rollout show has no line for {host} {database} {state}:\n{text}"
         );
     }
+    // Backups through the coordinator name their database once there are several.
+    let list = cluster.runway(&["backup", "list", "--env", ENV, "--database", "orders", "--output", "json"]);
+    assert!(
+        list.status.success(),
+        "backup list --database orders: {}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).expect("backup list prints JSON");
+    assert_eq!(listed["host"], "db-2");
+    let orders = listed["result"]["backups"].as_array().expect("a list of backups");
+    assert_eq!(orders.len(), 2, "one backup of orders per rollout: {listed}");
+    assert!(orders.iter().all(|b| b["database"] == "orders"), "{listed}");
+    let unnamed = cluster.runway(&["backup", "list", "--env", ENV]);
+    let error = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(!unnamed.status.success() && error.contains("db-1, db-2"), "{error}");
     let status = cluster.runway(&["status"]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(status.contains(&format!("databases of rollout {id_b}")), "{status}");

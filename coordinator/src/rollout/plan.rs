@@ -22,6 +22,16 @@ pub enum PlanError {
         "{count} agents with the db role are connected in environment {environment:?} ({names}); this operation needs exactly one"
     )]
     SeveralDbHosts { environment: String, count: usize, names: String },
+    /// No connected DB agent serves the database an operation names.
+    #[error(
+        "no connected DB agent in environment {environment:?} serves database {database:?}; databases: {served}"
+    )]
+    UnknownDatabase { environment: String, database: String, served: String },
+    /// Several DB agents serve a database of that name.
+    #[error(
+        "database {database:?} is served by several DB agents in environment {environment:?} ({hosts}); name it HOST/{database}"
+    )]
+    AmbiguousDatabase { environment: String, database: String, hosts: String },
 }
 
 /// Builds the default plan for the agents of one environment; with
@@ -96,6 +106,42 @@ pub fn database_records(
         .collect())
 }
 
+/// Where an operation on one database goes (`runway backup … --database`):
+/// `database` is `NAME` (served by one DB agent) or `HOST/NAME`; empty, the
+/// environment's only DB agent and its only database.
+pub fn database_target(
+    environment: &str,
+    agents: &[AgentSnapshot],
+    database: &str,
+) -> Result<Target, PlanError> {
+    if database.is_empty() {
+        return db_host(environment, agents).map(|host| Target::host(&host));
+    }
+    let (host, name) = match database.split_once('/') {
+        Some((host, name)) => (Some(host), name),
+        None => (None, database),
+    };
+    let all = db_targets(environment, agents)?;
+    let serving: Vec<&str> = all
+        .iter()
+        .filter(|(target, served)| served == name && host.is_none_or(|h| target.host == h))
+        .map(|(target, _)| target.host.as_str())
+        .collect();
+    match serving.as_slice() {
+        [host] => Ok(Target::database(host, name)),
+        [] => Err(PlanError::UnknownDatabase {
+            environment: environment.to_owned(),
+            database: database.to_owned(),
+            served: all.iter().map(|(t, n)| format!("{}/{n}", t.host)).collect::<Vec<_>>().join(", "),
+        }),
+        several => Err(PlanError::AmbiguousDatabase {
+            environment: environment.to_owned(),
+            database: database.to_owned(),
+            hosts: several.join(", "),
+        }),
+    }
+}
+
 /// The one agent with the db role among an environment's connected agents.
 pub fn db_host(environment: &str, agents: &[AgentSnapshot]) -> Result<String, PlanError> {
     let db: Vec<&AgentSnapshot> = agents.iter().filter(|a| a.has_role("db")).collect();
@@ -163,6 +209,19 @@ mod tests {
         assert!(err.to_string().contains("no agent with the db role"), "{err}");
         let err = db_host("staging", &[agent("a", &["db"]), agent("b", &["db"])]).unwrap_err();
         assert!(matches!(err, PlanError::SeveralDbHosts { count: 2, .. }));
+    }
+
+    #[test]
+    fn an_operation_on_one_database_finds_its_agent() {
+        let agents = [db_agent("db-1", &["app"]), db_agent("db-2", &["app", "orders"])];
+        assert_eq!(database_target("s", &agents, "orders").unwrap(), Target::database("db-2", "orders"));
+        assert_eq!(database_target("s", &agents, "db-1/app").unwrap(), Target::database("db-1", "app"));
+        let err = database_target("s", &agents, "app").unwrap_err().to_string();
+        assert!(err.contains("db-1, db-2") && err.contains("HOST/app"), "{err}");
+        let err = database_target("s", &agents, "users").unwrap_err().to_string();
+        assert!(err.contains("\"users\"") && err.contains("db-2/orders"), "{err}");
+        assert!(matches!(database_target("s", &agents, ""), Err(PlanError::SeveralDbHosts { .. })));
+        assert_eq!(database_target("s", &agents[..1], "").unwrap(), Target::host("db-1"));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! The coordinator only chooses among the actions configured here, so a
 //! compromised coordinator cannot make a host run anything else. Loaded from
 //! TOML; `DATABASE_URL` in the environment overrides `database.url`.
+//!
+//! A DB agent serves one database (`[database] url`, named after the
+//! database in its URL) or several named ones (`[databases.NAME] url`); see
+//! [`crate::databases`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,8 +46,12 @@ pub struct Config {
     /// 7 days. Stops an old signed bundle from being replayed.
     #[serde(default = "default_signature_max_age_secs")]
     pub signature_max_age_secs: u64,
-    /// Required for the `db` role.
+    /// The one database of a DB host (or `databases`).
     pub database: Option<DatabaseConfig>,
+    /// Several named databases of a DB host: `[databases.orders] url = …`.
+    /// Names: letters, digits, `_` and `-`. Not together with `database`.
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseConfig>,
     /// Tuning of the migrations engine.
     #[serde(default)]
     pub migrate: MigrateConfig,
@@ -279,13 +287,7 @@ impl Config {
             return Err("`roles` must hold \"db\", \"app\" or both".into());
         }
         if self.has_role(Role::Db) {
-            match &self.database {
-                None => return Err("the db role needs a [database] table with `url`".into()),
-                Some(db) if db.url.is_empty() => {
-                    return Err("`database.url` is empty and DATABASE_URL is not set".into());
-                }
-                Some(_) => {}
-            }
+            crate::databases::validate(self)?;
             match &self.backup {
                 None => return Err("the db role needs a [backup] table with `dir`".into()),
                 Some(backup) => backup.validate().map_err(|e| e.to_string())?,
@@ -311,17 +313,13 @@ impl Config {
     /// form, and its object-store keys) and URL passwords in text that
     /// leaves the agent: events, results, logs.
     pub fn redactor(&self) -> Redactor {
-        let password = self
-            .database_url()
-            .and_then(|url| Database::parse(url).ok())
-            .and_then(|db| db.password().map(str::to_owned));
+        let passwords = crate::databases::served(self)
+            .into_iter()
+            .filter_map(|served| Database::parse(&served.url).ok())
+            .filter_map(|db| db.password().map(str::to_owned))
+            .collect::<Vec<_>>();
         let store = self.backup.as_ref().and_then(|b| b.object_store.as_ref()).map(|s| s.secrets());
-        Redactor::new(password.into_iter().chain(store.into_iter().flatten()))
-    }
-
-    /// The database URL of a DB host.
-    pub fn database_url(&self) -> Option<&str> {
-        self.database.as_ref().map(|d| d.url.as_str())
+        Redactor::new(passwords.into_iter().chain(store.into_iter().flatten()))
     }
 }
 

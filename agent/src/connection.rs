@@ -143,6 +143,11 @@ async fn session(
         labels: config.labels.clone().into_iter().collect(),
         runway_version: env!("CARGO_PKG_VERSION").to_owned(),
         app_version: executor.app_version(),
+        databases: if config.has_role(crate::config::Role::Db) {
+            crate::databases::names(config)
+        } else {
+            Vec::new()
+        },
     };
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Register(register)) })
         .await

@@ -72,6 +72,9 @@ enum ExecError {
     Smoke(#[from] smoke::SmokeError),
     #[error("{0}")]
     Preflight(String),
+    /// The command names a database this agent does not serve.
+    #[error(transparent)]
+    Database(#[from] crate::databases::DatabaseError),
     /// No valid operator signature over the SQL: nothing ran.
     #[error("refused: {0}")]
     Unsigned(runway_identity::signature::SignatureError),
@@ -110,6 +113,7 @@ impl ExecError {
                 other,
                 Self::WrongRole(_)
                     | Self::NoAction
+                    | Self::Database(_)
                     | Self::Dangerous(_)
                     | Self::Unsigned(_)
                     | Self::Backup(
@@ -290,14 +294,14 @@ impl Executor {
     async fn execute(&self, cmd: &v1::Command, progress: &Progress) -> Result<serde_json::Value, ExecError> {
         let action = cmd.action.as_ref().ok_or(ExecError::NoAction)?;
         match action {
-            command::Action::Preflight(p) => self.preflight(p, progress).await,
+            command::Action::Preflight(p) => self.preflight(p, &cmd.database, progress).await,
             command::Action::Backup(b) => {
-                let url = self.db_url()?;
-                let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
+                let (served, config) = self.db(&cmd.database)?;
                 let environment = &self.config.environment;
                 let started = std::time::Instant::now();
                 let report =
-                    backup::run_step(url, config, environment, &b.label, &cmd.rollout_id, progress).await?;
+                    backup::run_step(&served.url, &config, environment, &b.label, &cmd.rollout_id, progress)
+                        .await?;
                 let manifest = &report.manifest;
                 crate::metrics::get().backup_succeeded(&manifest.database, manifest.bytes, started.elapsed());
                 Ok(serde_json::to_value(report).expect("backup report serializes"))
@@ -306,14 +310,21 @@ impl Executor {
             | command::Action::ShowBackup(_)
             | command::Action::VerifyBackup(_)
             | command::Action::RestoreBackup(_) => {
-                let url = self.db_url()?;
-                let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
-                Ok(backup_ops::run(action, config, url, &cmd.rollout_id, progress).await?)
+                let (served, config) = self.db(&cmd.database)?;
+                Ok(backup_ops::run(action, &config, &served.url, &cmd.rollout_id, progress).await?)
             }
             command::Action::ReleaseBackup(r) => {
-                let config = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
                 let keep_for = Duration::from_secs(r.keep_pinned_secs);
-                backup::retention::release(config, &r.rollout_id, keep_for)?;
+                // Named: that database's pin; empty: the rollout's pins of every database.
+                let configs = if cmd.database.is_empty() {
+                    self.db_role()?;
+                    crate::databases::all_backup_configs(&self.config)
+                } else {
+                    vec![self.db(&cmd.database)?.1]
+                };
+                for config in &configs {
+                    backup::retention::release(config, &r.rollout_id, keep_for)?;
+                }
                 let message = match keep_for.as_secs() {
                     0 => format!("rollout {} ended: its backup may be pruned now", r.rollout_id),
                     secs => {
@@ -324,7 +335,8 @@ impl Executor {
                 Ok(serde_json::json!({ "rollout_id": r.rollout_id, "keep_pinned_secs": r.keep_pinned_secs }))
             }
             command::Action::Migrate(m) => {
-                let url = self.db_url()?;
+                let (served, _) = self.db(&cmd.database)?;
+                let url = served.url.as_str();
                 let bundle = m.bundle.clone().unwrap_or_default();
                 self.check_signature(
                     &bundle,
@@ -406,11 +418,21 @@ impl Executor {
             .await
     }
 
-    fn db_url(&self) -> Result<&str, ExecError> {
-        if !self.config.has_role(Role::Db) {
-            return Err(ExecError::WrongRole("db"));
-        }
-        self.config.database_url().ok_or(ExecError::WrongRole("db"))
+    fn db_role(&self) -> Result<(), ExecError> {
+        if self.config.has_role(Role::Db) { Ok(()) } else { Err(ExecError::WrongRole("db")) }
+    }
+
+    /// The database a command names (empty: the only one) and its backup
+    /// settings (see [`crate::databases`]).
+    fn db(
+        &self,
+        database: &str,
+    ) -> Result<(crate::databases::Served, runway_engine::backup::BackupConfig), ExecError> {
+        self.db_role()?;
+        let served = crate::databases::resolve(&self.config, database)?;
+        let backup =
+            crate::databases::backup_config(&self.config, &served.name).ok_or(ExecError::WrongRole("db"))?;
+        Ok((served, backup))
     }
 
     fn app(&self) -> Result<&crate::config::AppConfig, ExecError> {

@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: the agent's TOML config: who it is and what it may do.
 //! - [`connection`]: dials the coordinator, registers, keeps the stream alive.
+//! - [`databases`]: the databases a DB agent serves, by name, and their backup dirs.
 //! - [`exec`]: turns a `Command` into work on this host.
 //! - [`failpoint`]: faults the fault-injection tests switch on.
 //! - [`journal`]: on-disk record of fencing tokens and command results.
@@ -20,6 +21,7 @@
 pub mod backup_ops;
 pub mod config;
 pub mod connection;
+pub mod databases;
 pub mod exec;
 pub mod failpoint;
 pub mod health;

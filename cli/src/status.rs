@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::exit::Exit;
 use crate::output::{Failure, Output, Table};
 use crate::remote::{CallError, Remote};
-use crate::rollout::view;
+use crate::rollout::{databases, view};
 
 /// One coordinator's answer to "who leads?", or why there was none.
 type View = (String, Result<LeaderInfo, String>);
@@ -241,6 +241,13 @@ pub fn status_text(status: Option<&ClusterStatus>, views: &[View], attention: &[
             text.push('\n');
             text.push_str(&rollouts_table(&env.rollouts, now).render());
             text.push('\n');
+            // The newest rollout's databases, one line each, when it has several.
+            let newest = env.rollouts.first().and_then(|r| r.rollout.as_ref());
+            if let Some((r, table)) =
+                newest.filter(|r| r.databases.len() > 1).and_then(|r| Some((r, databases::table(r)?)))
+            {
+                text.push_str(&format!("\ndatabases of rollout {}:\n{}\n", r.id, table.render()));
+            }
         }
         if let Some(failure) = env.last_failure.as_ref().and_then(|f| f.rollout.as_ref()) {
             let when = chrono::DateTime::from_timestamp_millis(failure.updated_unix_ms)

@@ -8,9 +8,11 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
+mod databases;
 mod duration;
 mod restart;
 mod runbook;
+pub use databases::DatabasePolicy;
 pub use duration::{format_duration, parse_duration};
 pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy};
 pub use runbook::{Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat};
@@ -182,6 +184,9 @@ pub struct EnvironmentPolicy {
     pub maintenance: Maintenance,
     /// Where to tell about rollouts here (see [`Webhook`]).
     pub webhooks: Vec<Webhook>,
+    /// `[environments.NAME.databases]`: canary, parallel, max_failures,
+    /// uniform for an environment with several databases.
+    pub databases: DatabasePolicy,
 }
 
 impl Default for EnvironmentPolicy {
@@ -199,6 +204,7 @@ impl Default for EnvironmentPolicy {
             requires: None,
             maintenance: Maintenance::default(),
             webhooks: Vec::new(),
+            databases: DatabasePolicy::default(),
         }
     }
 }
@@ -322,6 +328,7 @@ impl EnvironmentPolicy {
         }
         restart::check(name, &self.restart, &self.smoke, self.watch.as_ref())
             .map_err(ConfigError::Invalid)?;
+        databases::check(name, &self.databases).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -368,7 +375,7 @@ impl<'de> Deserialize<'de> for Environments {
     /// keeps its own message and position.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }";
+        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }, databases = { canary, parallel, max_failures, uniform }";
         let value = toml::Value::deserialize(deserializer)?;
         match value {
             toml::Value::Array(names) => {

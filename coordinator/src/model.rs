@@ -73,6 +73,75 @@ pub struct RolloutRecord {
     /// Where the rollout sits in its trace.
     #[serde(default)]
     pub trace: TraceRecord,
+    /// Every database the rollout migrates, in plan order, and where each
+    /// stands (empty for rollouts saved before databases had names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseRecord>,
+}
+
+/// One database of a rollout: the DB step target that reaches it
+/// (`rollout::target`), and how far it got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// The step host entry: `host` or `host/database`.
+    pub target: String,
+    /// The DB agent serving it.
+    pub host: String,
+    /// Its name as the agent registered it.
+    pub database: String,
+    pub state: DatabaseState,
+    /// Migrations this rollout applied to it.
+    #[serde(default)]
+    pub migrations_applied: u32,
+    /// The backup this rollout took of it: what a rollback restores.
+    #[serde(default)]
+    pub backup: String,
+}
+
+/// How far one database of a rollout got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseState {
+    /// Nothing done yet.
+    #[default]
+    Pending,
+    /// This rollout's backup of it was taken.
+    BackedUp,
+    /// Its migrations ran.
+    Migrated,
+    /// Its migration (or its restore) failed.
+    Failed,
+    /// This rollout's backup of it was restored.
+    Restored,
+    /// The rollout ended before its migration started: untouched.
+    Skipped,
+}
+
+impl DatabaseState {
+    /// The name in `rollout show` and the wire form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::BackedUp => "backed_up",
+            Self::Migrated => "migrated",
+            Self::Failed => "failed",
+            Self::Restored => "restored",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl DatabaseRecord {
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::RolloutDatabase {
+        v1::RolloutDatabase {
+            host: self.host.clone(),
+            database: self.database.clone(),
+            state: self.state.name().to_owned(),
+            migrations_applied: self.migrations_applied,
+            backup: self.backup.clone(),
+        }
+    }
 }
 
 /// A rollout's trace: one trace per rollout, whichever coordinator runs it.
@@ -358,14 +427,30 @@ impl StepKind {
 }
 
 impl RolloutRecord {
-    /// The DB host of the plan: where the migrations run (and the backup
-    /// is taken, and a restore goes).
+    /// The first DB target of the plan: where the migrations run (and the
+    /// backup is taken, and a restore goes) when there is one database.
     pub fn db_host(&self) -> Option<&str> {
         self.steps
             .iter()
             .find(|s| s.kind == StepKind::Migrate)
             .and_then(|s| s.hosts.first())
             .map(String::as_str)
+    }
+
+    /// Every DB target of the plan (`host` or `host/database`, see
+    /// `rollout::target`), in order.
+    pub fn db_targets(&self) -> Vec<String> {
+        self.steps.iter().find(|s| s.kind == StepKind::Migrate).map(|s| s.hosts.clone()).unwrap_or_default()
+    }
+
+    /// The backup this rollout took of `target`'s database (the rollout's
+    /// one backup for records saved before databases had names); empty
+    /// when it took none.
+    pub fn backup_of(&self, target: &str) -> &str {
+        if self.databases.is_empty() {
+            return &self.backup;
+        }
+        self.databases.iter().find(|d| d.target == target).map_or("", |d| d.backup.as_str())
     }
 
     /// The rollout as the operator API shows it.
@@ -398,6 +483,7 @@ impl RolloutRecord {
             trace_id: self.trace.trace_id(),
             // Kept apart from the record (see `crate::notify`); GetRollout adds them.
             notifications: Vec::new(),
+            databases: self.databases.iter().map(DatabaseRecord::to_proto).collect(),
         }
     }
 }

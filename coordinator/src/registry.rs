@@ -20,6 +20,8 @@ pub struct AgentSnapshot {
     pub app_version: String,
     /// Its labels (`restart.select` chooses hosts by them).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The databases a DB agent serves (empty from an agent too old to say).
+    pub databases: Vec<String>,
 }
 
 impl AgentSnapshot {
@@ -137,6 +139,7 @@ impl Registry {
                 roles: a.roles,
                 app_version: a.app_version,
                 labels: a.labels.into_iter().collect(),
+                databases: a.databases,
             })
             .collect()
     }

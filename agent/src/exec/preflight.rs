@@ -19,10 +19,11 @@ impl Executor {
     pub(super) async fn preflight(
         &self,
         p: &v1::Preflight,
+        database: &str,
         progress: &Progress,
     ) -> Result<serde_json::Value, ExecError> {
         let mut facts = serde_json::Map::new();
-        match self.preflight_checks(p, progress, &mut facts).await {
+        match self.preflight_checks(p, database, progress, &mut facts).await {
             Ok(()) => Ok(serde_json::Value::Object(facts)),
             Err(error) if facts.is_empty() => Err(error),
             Err(error) => Err(ExecError::PreflightStopped {
@@ -37,10 +38,14 @@ impl Executor {
     async fn preflight_checks(
         &self,
         p: &v1::Preflight,
+        database: &str,
         progress: &Progress,
         detail: &mut serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), ExecError> {
         if self.config.has_role(Role::Db) {
+            let (served, backup) = self.db(database)?;
+            let url = served.url.as_str();
+            detail.insert("database".into(), served.name.clone().into());
             let bundle = p.bundle.clone().unwrap_or_default();
             self.check_signature(
                 &bundle,
@@ -54,7 +59,6 @@ impl Executor {
                 "bundle",
                 format!("bundle {} holds {} migration(s)", short(&bundle.digest), migrations.len()),
             );
-            let url = self.db_url()?;
             let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
             progress.emit("database", format!("database reachable: {version}"));
             detail.insert("server_version".into(), version.into());
@@ -103,7 +107,7 @@ impl Executor {
             if !dangers.is_empty() {
                 return Err(ExecError::Dangerous(migrate::gate::refusal(&dangers)));
             }
-            let backup = self.config.backup.as_ref().ok_or(ExecError::WrongRole("db"))?;
+            let backup = &backup;
             check_writable(&backup.dir).await.map_err(ExecError::Preflight)?;
             progress.emit("backup_dir", format!("backup dir {} is writable", backup.dir.display()));
             let space = backup::space::preflight(url, backup).await?;

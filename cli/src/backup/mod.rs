@@ -36,6 +36,9 @@ pub enum BackupCommand {
         environment: String,
         #[command(flatten)]
         coordinators: Coordinators,
+        /// With several databases: which one, `NAME` or `HOST/NAME` (default: the only one).
+        #[arg(long, value_name = "NAME|HOST/NAME")]
+        database: Option<String>,
     },
     /// Print the manifest of backup NAME on ENV's DB agent (through the coordinator).
     Show {
@@ -46,6 +49,9 @@ pub enum BackupCommand {
         environment: String,
         #[command(flatten)]
         coordinators: Coordinators,
+        /// With several databases: which one, `NAME` or `HOST/NAME` (default: the only one).
+        #[arg(long, value_name = "NAME|HOST/NAME")]
+        database: Option<String>,
     },
     /// Take a backup into a new folder under DIR (pg_dump, SHA-256 while
     /// writing, manifest with row counts from the dump's own snapshot).
@@ -101,6 +107,9 @@ pub enum BackupCommand {
         /// Run on this environment's DB agent, through the coordinator.
         #[arg(long = "env", value_name = "ENV")]
         environment: Option<String>,
+        /// With several databases: which one, `NAME` or `HOST/NAME` (default: the only one).
+        #[arg(long, value_name = "NAME|HOST/NAME", requires = "environment")]
+        database: Option<String>,
         #[command(flatten)]
         coordinators: Coordinators,
         #[command(flatten)]
@@ -121,6 +130,9 @@ pub enum BackupCommand {
         /// Restore into the database of this environment's DB agent, through the coordinator.
         #[arg(long = "env", value_name = "ENV", conflicts_with_all = ["target_url", "mode", "jobs"])]
         environment: Option<String>,
+        /// With several databases: which one, `NAME` or `HOST/NAME` (default: the only one).
+        #[arg(long, value_name = "NAME|HOST/NAME", requires = "environment")]
+        database: Option<String>,
         #[command(flatten)]
         coordinators: Coordinators,
         /// Confirm that the target's contents may be replaced.
@@ -175,6 +187,8 @@ pub async fn run(output: Output, command: BackupCommand) -> Result<Exit, Failure
 struct RemoteBackup {
     coordinators: Coordinators,
     environment: String,
+    /// `--database`: empty for the environment's only database.
+    database: String,
     action: Action,
     /// Restore only: the operator passed `--yes`.
     confirmed: bool,
@@ -193,31 +207,42 @@ impl Route {
     /// `list` and `show` always go through the coordinator, `verify` and
     /// `restore` when `--env` is given, `create` never.
     fn of(command: BackupCommand) -> Route {
-        let remote = |coordinators, environment, action, confirmed| {
-            Route::Remote(Box::new(RemoteBackup { coordinators, environment, action, confirmed }))
+        let remote = |coordinators, environment, database: Option<String>, action, confirmed| {
+            let database = database.unwrap_or_default();
+            Route::Remote(Box::new(RemoteBackup { coordinators, environment, database, action, confirmed }))
         };
         match command {
-            BackupCommand::List { environment, coordinators } => {
-                remote(coordinators, environment, Action::List(ListBackups {}), false)
+            BackupCommand::List { environment, database, coordinators } => {
+                remote(coordinators, environment, database, Action::List(ListBackups {}), false)
             }
-            BackupCommand::Show { name, environment, coordinators } => {
-                remote(coordinators, environment, Action::Show(ShowBackup { name }), false)
+            BackupCommand::Show { name, environment, database, coordinators } => {
+                remote(coordinators, environment, database, Action::Show(ShowBackup { name }), false)
             }
             BackupCommand::Verify {
                 path,
                 test_restore,
                 environment: Some(environment),
+                database,
                 coordinators,
                 ..
             } => {
                 let name = path.to_string_lossy().into_owned();
-                remote(coordinators, environment, Action::Verify(VerifyBackup { name, test_restore }), false)
+                let action = Action::Verify(VerifyBackup { name, test_restore });
+                remote(coordinators, environment, database, action, false)
             }
-            BackupCommand::Restore { path, yes, environment: Some(environment), coordinators, .. } => {
+            BackupCommand::Restore {
+                path,
+                yes,
+                environment: Some(environment),
+                database,
+                coordinators,
+                ..
+            } => {
                 let name = path.to_string_lossy().into_owned();
                 remote(
                     coordinators,
                     environment,
+                    database,
                     Action::Restore(RestoreBackup { name, confirmed: yes, replace: false }),
                     yes,
                 )

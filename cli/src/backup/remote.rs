@@ -16,7 +16,7 @@ use crate::output::{self, Failure, Output, Reporter, Table};
 
 /// Runs `command` on the DB agent.
 pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure> {
-    let RemoteBackup { coordinators, environment, action, confirmed } = command;
+    let RemoteBackup { coordinators, environment, database, action, confirmed } = command;
     if let Action::Restore(restore) = &action
         && !confirmed
     {
@@ -27,8 +27,12 @@ pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure>
         )));
     }
     let what = what(&action);
-    let request =
-        BackupCommandRequest { environment, action: Some(action), requested_by: crate::rollout::operator() };
+    let request = BackupCommandRequest {
+        environment,
+        database,
+        action: Some(action),
+        requested_by: crate::rollout::operator(),
+    };
     let mut stream = coordinators
         .remote()?
         .call(|mut c| {

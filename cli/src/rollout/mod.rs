@@ -2,6 +2,7 @@
 //!
 //! - `view`: rollouts, events and agents as text and JSON.
 
+pub(crate) mod databases;
 pub(crate) mod view;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use runway_proto::v1::{
 };
 use serde_json::{Value, json};
 
+use super::databases;
 use crate::output::Table;
 use crate::output::progress::Step;
 
@@ -164,6 +165,7 @@ pub fn rollout_json(r: &Rollout) -> Value {
             "webhook": n.webhook, "event": n.event, "outcome": n.outcome, "attempts": n.attempts,
             "error": n.error, "unix_ms": n.unix_ms,
         })).collect::<Vec<_>>(),
+        "databases": databases::json(r),
     })
 }
 
@@ -204,6 +206,7 @@ pub fn rollout_text(r: &Rollout) -> String {
     }
     text.push('\n');
     text.push_str(&steps.render());
+    text.push_str(&databases::text(r));
     if !r.notifications.is_empty() {
         let mut table = Table::new(["webhook", "event", "outcome", "attempts", "error"]);
         for n in &r.notifications {
@@ -337,7 +340,7 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
         steps.row([name, s.hosts.join(",")]);
     }
     text.push_str(&format!("\nsteps a rollout would run now:\n{}\n", steps.render()));
-    for line in &p.restart_policy {
+    for line in p.restart_policy.iter().chain(&p.database_policy) {
         text.push_str(&format!("policy       {line}\n"));
     }
     text.push('\n');
@@ -442,6 +445,7 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "verdict": verdict_name(PlanVerdict::try_from(p.verdict).unwrap_or(PlanVerdict::Unspecified)),
         "reasons": p.reasons,
         "restart_policy": p.restart_policy,
+        "database_policy": p.database_policy,
         "policies": p.policies,
         "exit_code": exit.code(),
     })
@@ -485,7 +489,7 @@ pub fn started_line(r: &Rollout) -> String {
 pub fn agent_json(a: &AgentInfo) -> Value {
     json!({
         "name": a.name, "environment": a.environment, "roles": a.roles, "labels": a.labels,
-        "runway_version": a.runway_version, "app_version": a.app_version,
+        "runway_version": a.runway_version, "app_version": a.app_version, "databases": a.databases,
         "connected_unix_ms": a.connected_unix_ms, "last_seen_unix_ms": a.last_seen_unix_ms,
     })
 }
@@ -547,6 +551,7 @@ mod tests {
             verdict: PlanVerdict::DangerRefused as i32,
             reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
             restart_policy: vec!["restart order: canary [app-1] → [app-2, app-3]".into()],
+            database_policy: Vec::new(),
             policies: vec!["maintenance: maintenance = \"always\": maintenance mode goes on".into()],
         }
     }

@@ -97,6 +97,7 @@ impl AgentChannel for AgentService {
             labels: register.labels,
             runway_version: register.runway_version,
             app_version: register.app_version,
+            databases: register.databases,
             connected_unix_ms: now,
             last_seen_unix_ms: now,
         };
@@ -144,6 +145,8 @@ fn validate(shared: &Shared, register: &Register) -> Result<(), Status> {
     if let Some(role) = register.roles.iter().find(|r| *r != "db" && *r != "app") {
         return Err(Status::invalid_argument(format!("agent {} has unknown role {role:?}", register.name)));
     }
+    crate::rollout::target::check_names(&register.name, &register.databases)
+        .map_err(Status::invalid_argument)?;
     Ok(())
 }
 

@@ -33,7 +33,7 @@ use crate::config::Role;
 use crate::dispatch::InFlight;
 use crate::fencing::Term;
 use crate::rollout::audit::{self, Action, Outcome};
-use crate::rollout::plan::db_host;
+use crate::rollout::plan::database_target;
 
 /// The stream of updates one backup command sends back.
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<BackupCommandUpdate, Status>> + Send>>;
@@ -87,13 +87,20 @@ async fn start(
     shared.authorize(&request, &request.get_ref().environment, role)?;
     let request = request.into_inner();
     let action = agent_action(request.action)?;
-    let host = db_host(&request.environment, &shared.registry.snapshot(&request.environment))?;
+    let target = database_target(
+        &request.environment,
+        &shared.registry.snapshot(&request.environment),
+        &request.database,
+    )?;
+    let host = target.host;
     let command = v1::Command {
         command_id: format!("backup-op/{}", uuid::Uuid::new_v4()),
         fencing_token: term.token.0,
         rollout_id: String::new(),
         issued_by: shared.config.name.clone(),
         traceparent: String::new(),
+        // Empty: the agent's only database (an agent serving several refuses it).
+        database: target.database,
         action: Some(action),
     };
     let ended = match audited.as_mut() {

@@ -133,6 +133,7 @@ impl OperatorService {
         let mut steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
         crate::rollout::restart::apply(&request.environment, &mut steps, &policy, &agents)
             .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+        let databases = crate::rollout::plan::database_records(&request.environment, &agents)?;
         let previous_versions = agents
             .iter()
             .filter(|a| a.has_role("app"))
@@ -161,6 +162,7 @@ impl OperatorService {
             signature,
             trace: TraceRecord::start(TraceParent::parse(&request.traceparent)),
             notify: policy.webhooks.iter().map(|w| w.name.clone()).collect(),
+            databases,
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
@@ -207,24 +209,32 @@ impl OperatorService {
         let mut reopened = record.clone();
         let requested_by = self.shared.recorded_name(&operator, &requested_by);
         crate::rollout::recovery::reopen_for_rollback(&mut reopened, &requested_by)?;
+        // The first database with a backup of this rollout stands for all.
         let db = record
-            .db_host()
+            .databases
+            .iter()
+            .find(|d| !d.backup.is_empty())
+            .map(|d| d.target.as_str())
+            .or(record.db_host())
             .map(str::to_owned)
             .ok_or_else(|| ApiError::FailedPrecondition(format!("rollout {id} has no DB host")))?;
+        let target = crate::rollout::target::Target::parse(&db);
+        let backup = record.backup_of(&db).to_owned();
         let show = v1::Command {
             command_id: format!("rollback-check/{}", uuid::Uuid::new_v4()),
             fencing_token: term.token.0,
             rollout_id: String::new(),
             issued_by: self.shared.config.name.clone(),
             traceparent: String::new(),
-            action: Some(command::Action::ShowBackup(ShowBackup { name: record.backup.clone() })),
+            database: target.database,
+            action: Some(command::Action::ShowBackup(ShowBackup { name: backup.clone() })),
         };
-        match self.shared.ask(&term, &db, show).await? {
+        match self.shared.ask(&term, &target.host, show).await? {
             Ok(result) if result.outcome == CommandOutcome::Succeeded as i32 => {}
             Ok(result) => {
                 return Err(ApiError::FailedPrecondition(format!(
-                    "backup {} of rollout {id} is not available on {db} ({}); nothing was changed",
-                    record.backup, result.error
+                    "backup {backup} of rollout {id} is not available on {db} ({}); nothing was changed",
+                    result.error
                 )));
             }
             Err(away) => {

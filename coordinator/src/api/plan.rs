@@ -26,7 +26,8 @@ use super::error::ApiError;
 use crate::config::Role;
 use crate::model::{StepKind, StepRecord};
 use crate::rollout::command;
-use crate::rollout::plan::{db_host, default_plan};
+use crate::rollout::plan::default_plan;
+use crate::rollout::target::Target;
 
 /// Asks the environment's agents for their preflight answers and judges
 /// them; the caller needs the `view` role there.
@@ -46,7 +47,11 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     let restarted: Vec<String> =
         steps.iter().find(|s| s.kind == StepKind::Restart).map(|s| s.hosts.clone()).unwrap_or_default();
     let restart_policy = crate::rollout::restart::describe(&policy, &restarted);
-    let db = db_host(&request.environment, &agents)?;
+    let targets: Vec<String> =
+        steps.iter().find(|s| s.kind == StepKind::Migrate).map(|s| s.hosts.clone()).unwrap_or_default();
+    let database_policy = crate::rollout::databases::describe(&policy.databases, &targets);
+    // The first database's plan stands for the verdict; every host's answer is judged.
+    let db = targets.first().cloned().ok_or_else(|| ApiError::FailedPrecondition("no DB target".into()))?;
     let mut preflight: StepRecord = steps
         .iter()
         .find(|s| s.kind == StepKind::Preflight)
@@ -63,18 +68,20 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     );
     let action = command::preflight(&bundle, &request.allow_danger, None);
     let asks = preflight.hosts.iter().map(|host| {
+        let Target { host: agent, database } = Target::parse(host);
         let command = v1::Command {
             command_id: command::command_id(&plan_id, &preflight, host),
             fencing_token: term.token.0,
             rollout_id: String::new(),
             issued_by: shared.config.name.clone(),
             traceparent: String::new(),
+            database,
             action: Some(action.clone()),
         };
         let shared = &shared;
         let term = &term;
         async move {
-            let answer = shared.ask(term, host, command).await?;
+            let answer = shared.ask(term, &agent, command).await?;
             let (result, error) = match answer {
                 Ok(result) => (Some(result), String::new()),
                 Err(away) => (None, format!("{away} and did not answer the preflight")),
@@ -109,6 +116,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         reasons,
         restart_policy,
         policies,
+        database_policy,
     })
 }
 

@@ -2,15 +2,19 @@
 //!
 //! The command id is stable for (rollout, step, host, attempt): a leader
 //! that resumes a running step sends the very ids the previous leader
-//! sent, and the agents' journals turn that into a re-attach.
+//! sent, and the agents' journals turn that into a re-attach. For a DB
+//! step the host is a target (see [`super::target`]): `host/database`
+//! puts the database in the id, so two databases of one agent never share
+//! a journal entry, and the command names the database.
 
 use runway_proto::v1::{self, command};
 
+use super::target::Target;
 use crate::fencing::FencingToken;
 use crate::model::{RolloutRecord, SignatureRecord, StepKind, StepRecord};
 
-/// The command that runs `step` of `record` on `host`, stamped with the
-/// leader's `token` and name (`issued_by`).
+/// The command that runs `step` of `record` on `host` (a host, or a DB
+/// target), stamped with the leader's `token` and name (`issued_by`).
 pub fn for_host(
     record: &RolloutRecord,
     step: &StepRecord,
@@ -26,6 +30,7 @@ pub fn for_host(
         issued_by: issued_by.to_owned(),
         // The engine puts its command span here when spans are exported.
         traceparent: record.trace.span.clone(),
+        database: Target::parse(host).database,
         action: Some(action(step, host, bundle, record)),
     }
 }
@@ -45,6 +50,8 @@ pub fn release_backup(
         rollout_id: record.id.clone(),
         issued_by: issued_by.to_owned(),
         traceparent: record.trace.span.clone(),
+        // Every database's pin of this rollout on that agent.
+        database: String::new(),
         action: Some(command::Action::ReleaseBackup(v1::ReleaseBackup {
             rollout_id: record.id.clone(),
             keep_pinned_secs,
@@ -103,7 +110,7 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
         // The rollback restores this rollout's own backup, exactly: the
         // coordinator's rollback is the confirmation.
         StepKind::Restore => command::Action::RestoreBackup(v1::RestoreBackup {
-            name: record.backup.clone(),
+            name: record.backup_of(host).to_owned(),
             confirmed: true,
             replace: true,
         }),
@@ -113,7 +120,7 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
         StepKind::Watch => command::Action::Watch(v1::Watch::default()),
         // After the window: a full test restore of this rollout's backup.
         StepKind::VerifyBackup => command::Action::VerifyBackup(v1::VerifyBackup {
-            name: record.backup.clone(),
+            name: record.backup_of(host).to_owned(),
             test_restore: true,
         }),
         StepKind::Approval => unreachable!("the approval step has no hosts, so it never sends a command"),
@@ -136,6 +143,17 @@ mod tests {
             recovery,
         };
         assert_eq!(command_id("r1", &step(StepKind::Restart, false), "app-1"), "r1/restart/app-1/2");
+        // Two databases of one agent: two ids, and each command names its database.
+        assert_eq!(
+            command_id("r1", &step(StepKind::Migrate, false), "db-2/orders"),
+            "r1/migrate/db-2/orders/2"
+        );
+        let record = RolloutRecord::default();
+        let bundle = v1::Bundle::default();
+        let migrate = step(StepKind::Migrate, false);
+        let command = for_host(&record, &migrate, "db-2/orders", &bundle, FencingToken(1), "c1");
+        assert_eq!(command.database, "orders");
+        assert_eq!(for_host(&record, &migrate, "db-1", &bundle, FencingToken(1), "c1").database, "");
         assert_eq!(
             command_id("r1", &step(StepKind::MaintenanceOff, true), "app-1"),
             "r1/maintenance_off-recovery/app-1/2"

@@ -39,7 +39,9 @@ use super::events::{EventBus, EventWriter, NewEvent};
 use super::outcome::{CommandEnd, StepResult};
 use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
-use super::{audit, command, restart, retention, trace};
+use super::restart::Batching;
+use super::target::{self, Target};
+use super::{audit, command, databases, restart, retention, trace};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
@@ -245,6 +247,7 @@ impl Engine {
     /// recovery chosen by what the failure changed.
     fn settle(&self, record: &mut RolloutRecord, index: usize, result: &StepResult) {
         let kind = record.steps[index].kind;
+        databases::observe(record, kind, record.steps[index].recovery, result);
         if result.succeeded() {
             record.steps[index].state = StepState::Succeeded;
             match kind {
@@ -252,6 +255,15 @@ impl Engine {
                     let failed = result.failed_hosts();
                     record.steps[index].error = format!("tolerated: {}", result.error());
                     restart::drop_failed(record, &failed);
+                }
+                // Within `databases.max_failures`: the rollout goes on, and each
+                // failed database that changed is restored right away.
+                StepKind::Migrate if result.tolerated > 0 => {
+                    record.steps[index].error = format!("tolerated: {}", result.error());
+                    let (restore, _) = databases::to_restore(result, false);
+                    if !restore.is_empty() {
+                        record.steps.insert(index + 1, recovery::recovery_step(StepKind::Restore, restore));
+                    }
                 }
                 StepKind::Preflight => {
                     if let Some(plan) = result.detail("plan") {
@@ -298,7 +310,21 @@ impl Engine {
             record.error = format!("{} failed: {error}", kind.name());
             record.refused = kind == StepKind::Preflight && result.refused();
             let policy = self.config.environments.policy(&record.environment);
-            let failure = result.failure(kind);
+            let mut failure = result.failure(kind);
+            // Several databases: restore the failed ones that changed, and
+            // the migrated ones too when the set must stay uniform.
+            let mut restore = Vec::new();
+            if kind == StepKind::Migrate && failure != recovery::Failure::OutcomeUnknown {
+                let (to_restore, left_migrated) = databases::to_restore(result, policy.databases.uniform);
+                if !left_migrated.is_empty() {
+                    record.error.push_str(&format!(
+                        "; databases already migrated stay migrated (databases.uniform = false): {}",
+                        left_migrated.join(", ")
+                    ));
+                }
+                failure = recovery::Failure::Reported { database_changed: !to_restore.is_empty() };
+                restore = to_restore;
+            }
             let way_back = recovery::choose(record, kind, failure, &policy);
             if way_back == Recovery::Hold {
                 let hosts = record.steps[index].hosts.clone();
@@ -310,6 +336,7 @@ impl Engine {
             // host the restart step changed.
             let reached = match kind {
                 StepKind::Smoke | StepKind::Watch => restart::changed_hosts(record),
+                StepKind::Migrate => restore,
                 _ => result.reached(),
             };
             recovery::plan(record, way_back, &reached);
@@ -405,6 +432,7 @@ impl Engine {
             run.transition(&mut record, event).await?;
         }
 
+        databases::finish(&mut record);
         record.state = recovery::terminal_state(&record);
         let (kind, terminal, message) = match record.state {
             RolloutState::Succeeded => {
@@ -445,7 +473,17 @@ impl Engine {
         let backup_started = record.steps.iter().any(|s| {
             s.kind == StepKind::Backup && !matches!(s.state, StepState::Pending | StepState::Skipped)
         });
-        let Some(db) = record.db_host().filter(|_| backup_started) else { return };
+        if !backup_started {
+            return;
+        }
+        let releases =
+            target::hosts_of(&record.db_targets()).into_iter().map(|db| self.release_on(term, record, db));
+        futures::future::join_all(releases).await;
+    }
+
+    /// Releases `record`'s backups on DB agent `db` (see [`Self::release_backup`]).
+    async fn release_on(&self, term: &Term, record: &RolloutRecord, db: String) {
+        let db = db.as_str();
         let window = self.config.environments.policy(&record.environment).rollback_window_secs;
         let release = command::release_backup(record, db, window, term.token, &self.config.name);
         let mut in_flight = self.dispatcher.dispatch(db, release).await;
@@ -530,7 +568,21 @@ impl Run<'_> {
             command
         };
         if step.kind == StepKind::Restart && !step.recovery {
-            return self.restart_in_batches(&step, &policy.restart, make, deadline).await;
+            return self.in_batches(&step, &Batching::of_restart(&policy.restart), make, deadline).await;
+        }
+        // Several databases: backups `parallel` at a time; migrations canary first, then batches.
+        if !step.recovery && step.hosts.len() > 1 {
+            match step.kind {
+                StepKind::Backup => {
+                    let batching = databases::backup_batching(&policy.databases);
+                    return self.in_batches(&step, &batching, make, deadline).await;
+                }
+                StepKind::Migrate => {
+                    let batching = databases::migrate_batching(&policy.databases);
+                    return self.in_batches(&step, &batching, make, deadline).await;
+                }
+                _ => {}
+            }
         }
         if step.kind == StepKind::Watch {
             return self.until_first_failure(&step, make, deadline).await;
@@ -592,7 +644,9 @@ impl Run<'_> {
             _ => None,
         };
         let dispatched = Instant::now();
-        let mut in_flight = self.engine.dispatcher.dispatch(host, command).await;
+        // `host` may be a DB target: the command goes to its agent.
+        let agent = Target::parse(host).host;
+        let mut in_flight = self.engine.dispatcher.dispatch(&agent, command).await;
         // Away is reported only after this run saw the agent connected, so
         // agents still reconnecting to a new leader are not called away.
         let (mut seen, mut reported_away) = (false, false);
@@ -623,7 +677,7 @@ impl Run<'_> {
                     Err(_) => return Err(Abandon::TermEnded),
                 },
                 _ = check.tick() => {
-                    if self.engine.registry.is_connected(host) {
+                    if self.engine.registry.is_connected(&agent) {
                         seen = true;
                         if reported_away {
                             reported_away = false;

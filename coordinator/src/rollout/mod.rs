@@ -1,6 +1,8 @@
 //! Rollouts: the runbook as a saved state machine.
 //!
 //! - [`plan`]: the default plan for an environment's agents.
+//! - [`target`]: a DB step's target, `host` or `host/database`, parsed in one place.
+//! - [`databases`]: many databases in one rollout: their order, states and restores.
 //! - [`command`]: the typed command a step sends each host, and its id.
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
@@ -24,6 +26,7 @@
 pub mod approval;
 pub mod audit;
 pub mod command;
+pub mod databases;
 pub mod engine;
 pub mod events;
 mod outcome;
@@ -32,5 +35,6 @@ pub mod recovery;
 pub mod repo;
 pub mod restart;
 pub mod retention;
+pub mod target;
 mod trace;
 pub mod validate;

@@ -1,6 +1,13 @@
 //! The default plan: the runbook as an ordered list of typed steps.
+//!
+//! Every database of the environment is a DB target (see
+//! [`super::target`]): a DB agent serving one database is one target named
+//! after the agent; one serving several gives a `host/database` target
+//! each. Preflight, backup and migrate run on every target; the engine
+//! batches backup and migrate by the environment's `databases` policy.
 
-use crate::model::{StepKind, StepRecord, StepState};
+use super::target::Target;
+use crate::model::{DatabaseRecord, DatabaseState, StepKind, StepRecord, StepState};
 use crate::registry::AgentSnapshot;
 
 /// Why no plan can be made.
@@ -9,11 +16,22 @@ pub enum PlanError {
     /// The environment has no DB agent connected; connect one and retry.
     #[error("no agent with the db role is connected in environment {environment:?}{connected}")]
     NoDbHost { environment: String, connected: String },
-    /// The environment has several DB agents connected; runway needs one.
+    /// The environment has several DB agents connected; an operation that
+    /// needs one (`runway backup … --env`) cannot choose.
     #[error(
-        "{count} agents with the db role are connected in environment {environment:?} ({names}); runway migrates one database per environment"
+        "{count} agents with the db role are connected in environment {environment:?} ({names}); this operation needs exactly one"
     )]
     SeveralDbHosts { environment: String, count: usize, names: String },
+    /// No connected DB agent serves the database an operation names.
+    #[error(
+        "no connected DB agent in environment {environment:?} serves database {database:?}; databases: {served}"
+    )]
+    UnknownDatabase { environment: String, database: String, served: String },
+    /// Several DB agents serve a database of that name.
+    #[error(
+        "database {database:?} is served by several DB agents in environment {environment:?} ({hosts}); name it HOST/{database}"
+    )]
+    AmbiguousDatabase { environment: String, database: String, hosts: String },
 }
 
 /// Builds the default plan for the agents of one environment; with
@@ -24,9 +42,9 @@ pub fn default_plan(
     agents: &[AgentSnapshot],
     approval: bool,
 ) -> Result<Vec<StepRecord>, PlanError> {
-    let db = db_host(environment, agents)?;
+    let db: Vec<String> = db_targets(environment, agents)?.iter().map(|(t, _)| t.to_string()).collect();
     let apps: Vec<String> = agents.iter().filter(|a| a.has_role("app")).map(|a| a.name.clone()).collect();
-    let mut all = vec![db.clone()];
+    let mut all = db.clone();
     all.extend(apps.iter().cloned());
     let step = |kind, hosts: Vec<String>, recovery| StepRecord {
         kind,
@@ -43,13 +61,85 @@ pub fn default_plan(
     if !apps.is_empty() {
         steps.push(step(StepKind::MaintenanceOn, apps.clone(), false));
     }
-    steps.push(step(StepKind::Backup, vec![db.clone()], false));
-    steps.push(step(StepKind::Migrate, vec![db], false));
+    steps.push(step(StepKind::Backup, db.clone(), false));
+    steps.push(step(StepKind::Migrate, db, false));
     if !apps.is_empty() {
         steps.push(step(StepKind::Restart, apps.clone(), false));
         steps.push(step(StepKind::MaintenanceOff, apps, false));
     }
     Ok(steps)
+}
+
+/// Every database of the environment's connected DB agents, in agent
+/// order: its target, and its name as the agent registered it (empty from
+/// an agent too old to name its database).
+pub fn db_targets(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<(Target, String)>, PlanError> {
+    let db: Vec<&AgentSnapshot> = agents.iter().filter(|a| a.has_role("db")).collect();
+    if db.is_empty() {
+        db_host(environment, agents)?;
+    }
+    Ok(db
+        .iter()
+        .flat_map(|agent| match agent.databases.as_slice() {
+            [] => vec![(Target::host(&agent.name), String::new())],
+            [one] => vec![(Target::host(&agent.name), one.clone())],
+            several => several.iter().map(|d| (Target::database(&agent.name, d), d.clone())).collect(),
+        })
+        .collect())
+}
+
+/// The rollout's databases, all pending, in plan order.
+pub fn database_records(
+    environment: &str,
+    agents: &[AgentSnapshot],
+) -> Result<Vec<DatabaseRecord>, PlanError> {
+    Ok(db_targets(environment, agents)?
+        .into_iter()
+        .map(|(target, name)| DatabaseRecord {
+            target: target.to_string(),
+            database: if name.is_empty() { target.database.clone() } else { name },
+            host: target.host,
+            state: DatabaseState::Pending,
+            migrations_applied: 0,
+            backup: String::new(),
+        })
+        .collect())
+}
+
+/// Where an operation on one database goes (`runway backup … --database`):
+/// `database` is `NAME` (served by one DB agent) or `HOST/NAME`; empty, the
+/// environment's only DB agent and its only database.
+pub fn database_target(
+    environment: &str,
+    agents: &[AgentSnapshot],
+    database: &str,
+) -> Result<Target, PlanError> {
+    if database.is_empty() {
+        return db_host(environment, agents).map(|host| Target::host(&host));
+    }
+    let (host, name) = match database.split_once('/') {
+        Some((host, name)) => (Some(host), name),
+        None => (None, database),
+    };
+    let all = db_targets(environment, agents)?;
+    let serving: Vec<&str> = all
+        .iter()
+        .filter(|(target, served)| served == name && host.is_none_or(|h| target.host == h))
+        .map(|(target, _)| target.host.as_str())
+        .collect();
+    match serving.as_slice() {
+        [host] => Ok(Target::database(host, name)),
+        [] => Err(PlanError::UnknownDatabase {
+            environment: environment.to_owned(),
+            database: database.to_owned(),
+            served: all.iter().map(|(t, n)| format!("{}/{n}", t.host)).collect::<Vec<_>>().join(", "),
+        }),
+        several => Err(PlanError::AmbiguousDatabase {
+            environment: environment.to_owned(),
+            database: database.to_owned(),
+            hosts: several.join(", "),
+        }),
+    }
 }
 
 /// The one agent with the db role among an environment's connected agents.
@@ -87,7 +177,12 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             app_version: "v1".into(),
             labels: Default::default(),
+            databases: Vec::new(),
         }
+    }
+
+    fn db_agent(name: &str, databases: &[&str]) -> AgentSnapshot {
+        AgentSnapshot { databases: databases.iter().map(|d| d.to_string()).collect(), ..agent(name, &["db"]) }
     }
 
     #[test]
@@ -109,10 +204,42 @@ mod tests {
     }
 
     #[test]
-    fn needs_exactly_one_db_host() {
+    fn needs_a_db_host() {
         let err = default_plan("staging", &[agent("app-1", &["app"])], false).unwrap_err();
         assert!(err.to_string().contains("no agent with the db role"), "{err}");
-        let err = default_plan("staging", &[agent("a", &["db"]), agent("b", &["db"])], false).unwrap_err();
+        let err = db_host("staging", &[agent("a", &["db"]), agent("b", &["db"])]).unwrap_err();
         assert!(matches!(err, PlanError::SeveralDbHosts { count: 2, .. }));
+    }
+
+    #[test]
+    fn an_operation_on_one_database_finds_its_agent() {
+        let agents = [db_agent("db-1", &["app"]), db_agent("db-2", &["app", "orders"])];
+        assert_eq!(database_target("s", &agents, "orders").unwrap(), Target::database("db-2", "orders"));
+        assert_eq!(database_target("s", &agents, "db-1/app").unwrap(), Target::database("db-1", "app"));
+        let err = database_target("s", &agents, "app").unwrap_err().to_string();
+        assert!(err.contains("db-1, db-2") && err.contains("HOST/app"), "{err}");
+        let err = database_target("s", &agents, "users").unwrap_err().to_string();
+        assert!(err.contains("\"users\"") && err.contains("db-2/orders"), "{err}");
+        assert!(matches!(database_target("s", &agents, ""), Err(PlanError::SeveralDbHosts { .. })));
+        assert_eq!(database_target("s", &agents[..1], "").unwrap(), Target::host("db-1"));
+    }
+
+    #[test]
+    fn every_database_of_every_db_agent_is_a_target() {
+        let agents =
+            [db_agent("db-1", &["app"]), db_agent("db-2", &["billing", "orders"]), agent("app-1", &["app"])];
+        let plan = default_plan("staging", &agents, false).unwrap();
+        let targets = ["db-1", "db-2/billing", "db-2/orders"];
+        assert_eq!(plan[0].hosts, ["db-1", "db-2/billing", "db-2/orders", "app-1"]);
+        assert_eq!(plan.iter().find(|s| s.kind == StepKind::Backup).unwrap().hosts, targets);
+        assert_eq!(plan.iter().find(|s| s.kind == StepKind::Migrate).unwrap().hosts, targets);
+        let records = database_records("staging", &agents).unwrap();
+        let shown: Vec<(&str, &str, &str)> =
+            records.iter().map(|d| (d.target.as_str(), d.host.as_str(), d.database.as_str())).collect();
+        assert_eq!(
+            shown,
+            [("db-1", "db-1", "app"), ("db-2/billing", "db-2", "billing"), ("db-2/orders", "db-2", "orders")]
+        );
+        assert!(records.iter().all(|d| d.state == DatabaseState::Pending));
     }
 }

@@ -99,10 +99,20 @@ pub fn backward_compatible(record: &RolloutRecord) -> bool {
 /// person should check and do next.
 pub fn hold_note(record: &RolloutRecord, kind: StepKind, hosts: &[String], failure: Failure) -> String {
     let backup = &record.backup;
-    let restore = format!(
-        "restore backup {backup} (`runway backup restore {backup} --env {} --yes`)",
-        record.environment
-    );
+    let restore = if record.databases.len() > 1 {
+        let each: Vec<String> = record
+            .databases
+            .iter()
+            .filter(|d| !d.backup.is_empty())
+            .map(|d| format!("{} from {}", d.target, d.backup))
+            .collect();
+        format!("restore each changed database from this rollout's backup of it ({})", each.join(", "))
+    } else {
+        format!(
+            "restore backup {backup} (`runway backup restore {backup} --env {} --yes`)",
+            record.environment
+        )
+    };
     match (kind, failure) {
         (StepKind::Restart | StepKind::Smoke | StepKind::Watch, Failure::Reported { .. }) => format!(
             "; policy on_restart_failure = \"hold\" keeps maintenance mode on: {} may run the new version; \
@@ -139,18 +149,19 @@ pub fn hold_note(record: &RolloutRecord, kind: StepKind, hosts: &[String], failu
 
 /// Appends the steps of `recovery` to `record`; `changed_hosts` are the
 /// hosts the failed step reached (for a restart: the ones restarted or
-/// tried). The caller saves it.
+/// tried; for a migrate: the DB targets to restore, see
+/// `databases::to_restore`, empty for all). The caller saves it.
 pub fn plan(record: &mut RolloutRecord, recovery: Recovery, changed_hosts: &[String]) {
     match recovery {
         Recovery::Hold => {}
         Recovery::LiftMaintenance => lift_maintenance(record),
         Recovery::Restore => {
-            restore(record);
+            restore(record, changed_hosts.to_vec());
             lift_maintenance(record);
         }
         Recovery::Revert { restore: with_restore } => {
             if with_restore {
-                restore(record);
+                restore(record, Vec::new());
             }
             record.steps.push(recovery_step(StepKind::Restart, changed_hosts.to_vec()));
             lift_maintenance(record);
@@ -210,7 +221,7 @@ pub fn reopen_for_rollback(record: &mut RolloutRecord, requested_by: &str) -> Re
     if !apps.is_empty() {
         push_again(record, StepKind::MaintenanceOn, apps.clone());
     }
-    restore(record);
+    restore(record, Vec::new());
     if !apps.is_empty() {
         push_again(record, StepKind::Restart, apps.clone());
         push_again(record, StepKind::MaintenanceOff, apps);
@@ -232,10 +243,20 @@ fn push_again(record: &mut RolloutRecord, kind: StepKind, hosts: Vec<String>) {
     record.steps.push(StepRecord { attempt, ..recovery_step(kind, hosts) });
 }
 
-/// A restore of the rollout's backup on its DB host.
-fn restore(record: &mut RolloutRecord) {
-    let db_hosts = record.db_host().map(str::to_owned).into_iter().collect();
-    push_again(record, StepKind::Restore, db_hosts);
+/// A restore of the rollout's backup of each of `targets` (empty: of every
+/// database it backed up).
+fn restore(record: &mut RolloutRecord, targets: Vec<String>) {
+    let targets = if targets.is_empty() { backed_up(record) } else { targets };
+    push_again(record, StepKind::Restore, targets);
+}
+
+/// The DB targets this rollout took a backup of (every one, for records
+/// saved before databases had names).
+fn backed_up(record: &RolloutRecord) -> Vec<String> {
+    if record.databases.is_empty() {
+        return record.db_host().map(str::to_owned).into_iter().collect();
+    }
+    record.databases.iter().filter(|d| !d.backup.is_empty()).map(|d| d.target.clone()).collect()
 }
 
 /// The hosts maintenance mode may be on: those of a maintenance-on step
@@ -265,7 +286,8 @@ fn lift_maintenance(record: &mut RolloutRecord) {
     }
 }
 
-fn recovery_step(kind: StepKind, hosts: Vec<String>) -> StepRecord {
+/// A pending recovery step of `kind` on `hosts`.
+pub fn recovery_step(kind: StepKind, hosts: Vec<String>) -> StepRecord {
     StepRecord { kind, hosts, state: StepState::Pending, attempt: 0, error: String::new(), recovery: true }
 }
 
@@ -291,7 +313,15 @@ pub fn rolled_back_summary(record: &RolloutRecord) -> String {
         record.steps.iter().any(|s| s.recovery && s.kind == kind && s.state == StepState::Succeeded)
     };
     let mut parts = Vec::new();
-    if done(StepKind::Restore) {
+    let restored: Vec<&str> = record
+        .databases
+        .iter()
+        .filter(|d| d.state == crate::model::DatabaseState::Restored)
+        .map(|d| d.target.as_str())
+        .collect();
+    if done(StepKind::Restore) && record.databases.len() > 1 {
+        parts.push(format!("restored from this rollout's backups: {}", restored.join(", ")));
+    } else if done(StepKind::Restore) {
         parts.push(format!("backup {} was restored", record.backup));
     }
     if done(StepKind::Restart) {

@@ -23,7 +23,27 @@ pub struct NothingSelected {
     pub connected: String,
 }
 
-/// One batch of restarts: run together; the next starts when all ended.
+/// How a batched step goes through its hosts: canaries first, then
+/// batches, and how many may fail. The restart step takes it from
+/// `restart`, backup and migrate from `databases` (see `rollout::databases`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Hosts run first, together; one failing stops the step.
+    pub canary: u32,
+    /// Hosts run together after the canaries.
+    pub batch: Count,
+    /// Failures tolerated; one more stops later batches.
+    pub max_failures: Count,
+}
+
+impl Batching {
+    /// The restart step's batching.
+    pub fn of_restart(policy: &RestartPolicy) -> Self {
+        Self { canary: policy.canary, batch: policy.batch, max_failures: policy.max_failures }
+    }
+}
+
+/// One batch of a batched step: run together; the next starts when all ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     pub hosts: Vec<String>,
@@ -31,9 +51,9 @@ pub struct Batch {
     pub canary: bool,
 }
 
-/// The restart order of `hosts`: the first `canary` hosts together, then
+/// The order of `hosts`: the first `canary` hosts together, then
 /// batches of `batch` hosts (a percentage counts of all `hosts`).
-pub fn batches(hosts: &[String], policy: &RestartPolicy) -> Vec<Batch> {
+pub fn batches(hosts: &[String], policy: &Batching) -> Vec<Batch> {
     let canaries = (policy.canary as usize).min(hosts.len());
     let mut batches = Vec::new();
     if canaries > 0 {
@@ -47,7 +67,7 @@ pub fn batches(hosts: &[String], policy: &RestartPolicy) -> Vec<Batch> {
 }
 
 /// How many of `total` hosts may fail before the rollout stops.
-pub fn tolerated(policy: &RestartPolicy, total: usize) -> usize {
+pub fn tolerated(policy: &Batching, total: usize) -> usize {
     policy.max_failures.failures_of(total)
 }
 
@@ -180,7 +200,7 @@ pub fn describe(policy: &EnvironmentPolicy, restarted: &[String]) -> Vec<String>
         let labels = restart.select.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
         lines.push(format!("select: app hosts labelled {labels}: {}", restarted.join(", ")));
     }
-    let order = batches(restarted, restart)
+    let order = batches(restarted, &Batching::of_restart(restart))
         .iter()
         .map(|b| format!("{}[{}]", if b.canary { "canary " } else { "" }, b.hosts.join(", ")))
         .collect::<Vec<_>>()
@@ -192,7 +212,7 @@ pub fn describe(policy: &EnvironmentPolicy, restarted: &[String]) -> Vec<String>
         .healthy_deadline
         .map_or_else(|| "the agent's app.health_timeout_secs".to_owned(), |d| d.to_string());
     let failures = match restart.max_failures {
-        Count::Percent(p) => format!("{p}% = {}", tolerated(restart, restarted.len())),
+        Count::Percent(p) => format!("{p}% = {}", tolerated(&Batching::of_restart(restart), restarted.len())),
         Count::Hosts(n) => n.to_string(),
     };
     lines.push(format!(
@@ -241,6 +261,8 @@ mod tests {
 
     #[test]
     fn canaries_first_then_batches_in_order() {
+        let batches =
+            |hosts: &[String], policy: &RestartPolicy| batches(hosts, &Batching::of_restart(policy));
         let policy = RestartPolicy { batch: Count::Hosts(2), canary: 1, ..RestartPolicy::default() };
         assert_eq!(
             names(&batches(&hosts(5), &policy)),
@@ -263,6 +285,7 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             app_version: "v1".into(),
             labels: [("region".to_owned(), region.to_owned())].into(),
+            databases: Vec::new(),
         }
     }
 

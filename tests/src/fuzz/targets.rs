@@ -276,6 +276,7 @@ fn wire_seeds(bundle: &v1::Bundle) -> Vec<Vec<u8>> {
         rollout_id: "r1".into(),
         issued_by: "coord-1".into(),
         traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        database: "orders".into(),
         action: Some(v1::command::Action::Migrate(v1::Migrate {
             bundle: Some(bundle.clone()),
             allow_danger: vec!["drop-column".into()],

@@ -1,5 +1,8 @@
-//! The restart step in batches, and the watch step that ends at the first
-//! failure.
+//! Batched steps (restart; backup and migrate over several databases), and
+//! the watch step that ends at the first failure.
+//!
+//! Backup and migrate over several databases go through the same batches
+//! with the environment's `databases` policy (see `rollout::databases`).
 //!
 //! A rollout's restart runs the canaries first, then batch after batch
 //! (see [`restart::batches`]): the hosts of one batch restart together,
@@ -24,18 +27,17 @@ use runway_proto::v1;
 use tokio::time::Instant;
 
 use super::{Abandon, Run};
-use crate::config::RestartPolicy;
 use crate::model::StepRecord;
 use crate::rollout::events::NewEvent;
 use crate::rollout::outcome::{CommandEnd, StepResult};
-use crate::rollout::restart;
+use crate::rollout::restart::{self, Batching};
 
 impl Run<'_> {
-    /// Runs a rollout's restart `step` batch by batch under `policy`.
-    pub(super) async fn restart_in_batches(
+    /// Runs `step` batch by batch under `policy`.
+    pub(super) async fn in_batches(
         &self,
         step: &StepRecord,
-        policy: &RestartPolicy,
+        policy: &Batching,
         make: impl Fn(&str) -> v1::Command,
         deadline: Option<Instant>,
     ) -> Result<StepResult, Abandon> {
@@ -45,7 +47,8 @@ impl Run<'_> {
         let mut stopped = false;
         for (i, batch) in batches.iter().enumerate() {
             let message = format!(
-                "restart batch {} of {}{}: {}",
+                "{} batch {} of {}{}: {}",
+                step.kind.name(),
                 i + 1,
                 batches.len(),
                 if batch.canary { " (canary)" } else { "" },
@@ -88,10 +91,11 @@ impl Run<'_> {
             };
             if let Some(why) = why {
                 let left = batches.len() - i - 1;
+                let kind = step.kind.name();
                 let message = if left == 0 {
-                    format!("restart stops: {why}")
+                    format!("{kind} stops: {why}")
                 } else {
-                    format!("restart stops: {why}; {left} later batch(es) not started")
+                    format!("{kind} stops: {why}; {left} later batch(es) not started")
                 };
                 let event = NewEvent {
                     kind: "batches_stopped",

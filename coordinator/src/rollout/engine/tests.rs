@@ -104,11 +104,17 @@ impl Coordinator {
 
     /// Connects a fake agent that answers as `script` says.
     async fn connect(&self, agent: &'static str, role: &str, script: Script) {
+        self.connect_serving(agent, role, &[], script).await;
+    }
+
+    /// As [`Coordinator::connect`], for an agent that registers `databases`.
+    async fn connect_serving(&self, agent: &'static str, role: &str, databases: &[&str], script: Script) {
         let (tx, mut rx) = mpsc::channel(256);
         let info = AgentInfo {
             name: agent.into(),
             environment: ENVIRONMENT.into(),
             roles: vec![role.into()],
+            databases: databases.iter().map(|d| d.to_string()).collect(),
             ..AgentInfo::default()
         };
         self.registry.register(info, tx).expect("each fake agent has its own name");
@@ -190,6 +196,7 @@ impl Coordinator {
             cancel_requested: false,
             previous_versions: [("app-1".into(), "1.0.0".into()), ("app-2".into(), "1.0.0".into())].into(),
             started_by: "alice".into(),
+            databases: crate::rollout::plan::database_records(ENVIRONMENT, &agents).unwrap(),
             ..Default::default()
         };
         self.store.create_rollout(term, &record, &bundle, None).await.unwrap();
@@ -879,4 +886,5 @@ async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
 
 mod approval;
 mod batches;
+mod databases;
 mod maintenance;

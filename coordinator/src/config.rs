@@ -77,11 +77,18 @@ pub struct Retention {
     pub keep_days: u64,
     /// How often the leader prunes.
     pub every_secs: u64,
+    /// After each prune, compact etcd's history to the revision the
+    /// previous prune started at (history younger than `every_secs` stays).
+    /// Without compaction (here or etcd's `--auto-compaction-retention`)
+    /// etcd keeps every revision of every deleted key and its database
+    /// grows until it hits its quota. Turn off only when etcd compacts by
+    /// itself.
+    pub compact: bool,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { keep_rollouts: 1000, keep_days: 90, every_secs: 600 }
+        Self { keep_rollouts: 1000, keep_days: 90, every_secs: 600, compact: true }
     }
 }
 

@@ -135,17 +135,19 @@ impl Engine {
         self.tracker.spawn(async move {
             let prune_every = Duration::from_secs(engine.config.retention.every_secs);
             let mut pruned_at: Option<Instant> = None;
+            let mut pruner = retention::Pruner::default();
             loop {
                 if let Err(e) = engine.resume_unfinished(&term).await {
                     tracing::warn!(error = %e, "cannot scan for unfinished rollouts");
                 }
                 if pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
                     pruned_at = Some(Instant::now());
-                    match retention::prune(&engine.store, &term, &engine.config).await {
+                    match pruner.prune(&engine.store, &term, &engine.config).await {
                         Ok(pruned) if pruned.rollouts + pruned.bundles > 0 => {
                             tracing::info!(
                                 rollouts = pruned.rollouts,
                                 bundles = pruned.bundles,
+                                compacted_to = pruned.compacted_to,
                                 "retention pruned"
                             )
                         }

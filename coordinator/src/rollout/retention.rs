@@ -6,11 +6,20 @@
 //! refers to. The audit log is kept: it is the record of who did what.
 //!
 //! A bundle is deleted only if nobody wrote it since it was listed: a new
-//! rollout of the same digest saves the bundle again in its own
+//! rollout of the same digest saves the bundle's meta again in its own
 //! transaction, so it never loses its bundle to a prune that ran at the
-//! same time.
+//! same time. Chunks without a meta (a save that stopped half-way) are
+//! deleted once two prunes in a row found them untouched, so a save still
+//! writing them is left alone (see [`super::bundles`]).
+//!
+//! Deleting keys does not shrink etcd: every revision of every key stays in
+//! its history until etcd compacts it. With `[retention] compact` (the
+//! default) the leader compacts after each prune, to the revision the
+//! previous prune started at: history younger than one prune interval
+//! stays for watchers, everything older goes. etcd reuses the freed pages;
+//! its file only shrinks with `etcdctl defrag`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::repo::RolloutStore;
 use crate::config::{Config, Retention};
@@ -25,6 +34,8 @@ const DAY_MS: i64 = 24 * 3600 * 1000;
 pub struct Pruned {
     pub rollouts: usize,
     pub bundles: usize,
+    /// The revision etcd's history was compacted to, if it was.
+    pub compacted_to: Option<i64>,
 }
 
 /// The finished rollouts `policy` lets go at `now_ms`. `window_secs` gives
@@ -49,25 +60,71 @@ pub fn expired(
         .collect()
 }
 
-/// Deletes what `config.retention` lets go, as `term`'s leader.
+/// Deletes what `config.retention` lets go, once, as `term`'s leader
+/// (without a previous prune to compare with: uncommitted chunks stay and
+/// nothing is compacted). The leader uses a [`Pruner`].
 pub async fn prune(store: &RolloutStore, term: &Term, config: &Config) -> Result<Pruned, StoreError> {
-    let records = store.list_rollouts().await?;
-    let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
-    let doomed = expired(&records, &config.retention, runway_proto::unix_ms_now(), window);
-    let mut pruned = Pruned::default();
-    for id in &doomed {
-        store.delete_rollout(term, id).await?;
-        pruned.rollouts += 1;
-    }
-    let gone: BTreeSet<&String> = doomed.iter().collect();
-    let referenced: BTreeSet<&str> =
-        records.iter().filter(|r| !gone.contains(&r.id)).map(|r| r.bundle_digest.as_str()).collect();
-    for (digest, revision) in store.bundle_revisions().await? {
-        if !referenced.contains(digest.as_str()) && store.delete_bundle(term, &digest, revision).await? {
-            pruned.bundles += 1;
+    Pruner::default().prune(store, term, config).await
+}
+
+/// Prunes over one leader term, remembering what the previous prune saw:
+/// the revision it started at (where the next compaction goes) and the
+/// uncommitted bundles it found.
+#[derive(Debug, Default)]
+pub struct Pruner {
+    /// The store's revision when the previous prune started.
+    started_at: Option<i64>,
+    /// Uncommitted bundles the previous prune found, with their newest
+    /// revision.
+    uncommitted: BTreeMap<String, i64>,
+}
+
+impl Pruner {
+    /// Deletes what `config.retention` lets go, as `term`'s leader, then
+    /// compacts etcd's history if `[retention] compact`.
+    pub async fn prune(
+        &mut self,
+        store: &RolloutStore,
+        term: &Term,
+        config: &Config,
+    ) -> Result<Pruned, StoreError> {
+        let started_at = store.revision().await?;
+        let records = store.list_rollouts().await?;
+        let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
+        let doomed = expired(&records, &config.retention, runway_proto::unix_ms_now(), window);
+        let mut pruned = Pruned::default();
+        for id in &doomed {
+            store.delete_rollout(term, id).await?;
+            pruned.rollouts += 1;
         }
+        let gone: BTreeSet<&String> = doomed.iter().collect();
+        let referenced: BTreeSet<&str> =
+            records.iter().filter(|r| !gone.contains(&r.id)).map(|r| r.bundle_digest.as_str()).collect();
+        let mut uncommitted = BTreeMap::new();
+        for bundle in store.stored_bundles().await? {
+            if referenced.contains(bundle.digest.as_str()) {
+                continue;
+            }
+            if bundle.is_uncommitted() {
+                uncommitted.insert(bundle.digest.clone(), bundle.newest);
+                if self.uncommitted.get(&bundle.digest) != Some(&bundle.newest) {
+                    continue;
+                }
+            }
+            if store.delete_bundle(term, &bundle).await? {
+                pruned.bundles += 1;
+            }
+        }
+        self.uncommitted = uncommitted;
+        if config.retention.compact
+            && let Some(revision) = self.started_at
+        {
+            store.compact(revision).await?;
+            pruned.compacted_to = Some(revision);
+        }
+        self.started_at = Some(started_at);
+        Ok(pruned)
     }
-    Ok(pruned)
 }
 
 #[cfg(test)]
@@ -99,13 +156,13 @@ mod tests {
             record("waiting", now - DAY_MS, RolloutState::AwaitingApproval, "staging"),
         ];
         let window = |environment: &str| if environment == "production" { 30 * 86_400 } else { 0 };
-        let policy = Retention { keep_rollouts: 2, keep_days: 90, every_secs: 600 };
+        let policy = Retention { keep_rollouts: 2, keep_days: 90, ..Retention::default() };
         let mut gone = expired(&records, &policy, now, window);
         gone.sort();
         // Beyond the newest two finished: mid; older than 90 days: old-ok.
         // old-prod is beyond the newest two but inside production's window.
         assert_eq!(gone, ["mid", "old-ok"]);
-        let generous = Retention { keep_rollouts: 1000, keep_days: 365, every_secs: 600 };
+        let generous = Retention { keep_rollouts: 1000, keep_days: 365, ..Retention::default() };
         assert_eq!(expired(&records, &generous, now, window), ["old-ok"]);
     }
 }
@@ -136,6 +193,8 @@ mod store_tests {
             cancel: CancellationToken::new(),
         };
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
+        // Named by made-up digests: the store checks a bundle against the
+        // digest it was saved under, not its content.
         let bundle = |d: &str| Bundle { files: vec![BundleFile::default()], digest: d.into() };
         let now = runway_proto::unix_ms_now();
         for i in 0..30i64 {
@@ -164,7 +223,7 @@ mod store_tests {
         let mut config = Config::default();
         config.retention.keep_rollouts = 10;
         let pruned = prune(&store, &term, &config).await.unwrap();
-        assert_eq!(pruned, Pruned { rollouts: 20, bundles: 2 });
+        assert_eq!(pruned, Pruned { rollouts: 20, bundles: 2, compacted_to: None });
         let left: Vec<String> = store.list_rollouts().await.unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(left, (20..30).map(|i| format!("r{i}")).collect::<Vec<_>>());
         let keys = kv.keys();
@@ -172,12 +231,13 @@ mod store_tests {
             !keys.iter().any(|k| k.starts_with("/runway/events/r0") || k.starts_with("/runway/events/r1"))
         );
         assert_eq!(keys.iter().filter(|k| k.starts_with("/runway/events/")).count(), 10);
-        assert_eq!(store.bundle_revisions().await.unwrap().len(), 1);
+        assert_eq!(store.stored_bundles().await.unwrap().len(), 1);
         assert_eq!(audit_keys(&kv), audits_before, "the audit log is never pruned");
         assert_eq!(prune(&store, &term, &config).await.unwrap(), Pruned::default());
 
         // A bundle written again after it was listed is not deleted.
-        let (digest, listed) = store.bundle_revisions().await.unwrap().remove(0);
+        let listed = store.stored_bundles().await.unwrap().remove(0);
+        let digest = listed.digest.clone();
         store
             .create_rollout(
                 &term,
@@ -187,7 +247,7 @@ mod store_tests {
             )
             .await
             .unwrap();
-        assert!(!store.delete_bundle(&term, &digest, listed).await.unwrap());
+        assert!(!store.delete_bundle(&term, &listed).await.unwrap());
         assert!(store.get_bundle(&digest).await.unwrap().is_some());
     }
 }

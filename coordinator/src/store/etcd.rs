@@ -84,6 +84,49 @@ impl Kv for EtcdKv {
         })
     }
 
+    fn put_fenced_if<'a>(
+        &'a self,
+        term: &'a Term,
+        puts: Vec<Put>,
+        unchanged: Vec<(String, i64)>,
+    ) -> KvFuture<'a, bool> {
+        Box::pin(async move {
+            let leads = Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64);
+            let mut when = vec![leads.clone()];
+            when.extend(
+                unchanged
+                    .into_iter()
+                    .map(|(key, revision)| Compare::mod_revision(key, CompareOp::Equal, revision)),
+            );
+            let ops: Vec<TxnOp> = puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect();
+            let txn =
+                Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
+            let response = timed("put_fenced_if", self.client.kv_client().txn(txn)).await?;
+            refused_or_fenced(term, &response)
+        })
+    }
+
+    fn revision(&self) -> KvFuture<'_, i64> {
+        Box::pin(async move {
+            // Any read answers with the store's revision in its header.
+            let options = GetOptions::new().with_count_only();
+            let response = timed("revision", self.client.kv_client().get("\0", Some(options))).await?;
+            Ok(response.header().map_or(0, |h| h.revision()))
+        })
+    }
+
+    fn compact(&self, revision: i64) -> KvFuture<'_, ()> {
+        Box::pin(async move {
+            match timed("compact", self.client.kv_client().compact(revision, None)).await {
+                Ok(_) => Ok(()),
+                // Someone (etcd's own auto-compaction, an earlier leader)
+                // compacted at or past it already: what was asked is done.
+                Err(StoreError::Etcd(e)) if e.to_string().contains("compacted") => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
         Box::pin(async move {
             let options = GetOptions::new().with_prefix().with_keys_only();
@@ -118,16 +161,23 @@ impl Kv for EtcdKv {
             let txn =
                 Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
             let response = timed("delete_fenced", self.client.kv_client().txn(txn)).await?;
-            if response.succeeded() {
-                return Ok(true);
-            }
-            let still_leads = response.op_responses().into_iter().any(|op| match op {
-                etcd_client::TxnOpResponse::Txn(inner) => inner.succeeded(),
-                _ => false,
-            });
-            if still_leads { Ok(false) } else { Err(StoreError::Fenced(term.token.0)) }
+            refused_or_fenced(term, &response)
         })
     }
+}
+
+/// The answer to a guarded transaction whose `or_else` branch re-checks
+/// leadership alone: true when it applied, false when only a guard moved,
+/// [`StoreError::Fenced`] when `term` no longer leads.
+fn refused_or_fenced(term: &Term, response: &etcd_client::TxnResponse) -> Result<bool, StoreError> {
+    if response.succeeded() {
+        return Ok(true);
+    }
+    let still_leads = response.op_responses().into_iter().any(|op| match op {
+        etcd_client::TxnOpResponse::Txn(inner) => inner.succeeded(),
+        _ => false,
+    });
+    if still_leads { Ok(false) } else { Err(StoreError::Fenced(term.token.0)) }
 }
 
 /// The first key after every key starting with `prefix`.

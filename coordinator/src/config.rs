@@ -64,6 +64,11 @@ pub struct Config {
     pub telemetry: runway_telemetry::Config,
     /// `[retention]`: which finished rollouts etcd keeps.
     pub retention: Retention,
+    /// Largest migration bundle (protobuf-encoded) a rollout or plan may
+    /// carry, in bytes; larger ones are refused with `InvalidArgument`.
+    /// At most `runway_proto::bundle::MAX_BUNDLE_BYTES` (64 MiB), the
+    /// default, which is what every gRPC hop is sized for.
+    pub max_bundle_bytes: usize,
 }
 
 /// `[retention]`: finished rollouts (with their events and decisions) are
@@ -108,6 +113,7 @@ impl Default for Config {
             tls: TlsFiles::default(),
             telemetry: runway_telemetry::Config::default(),
             retention: Retention::default(),
+            max_bundle_bytes: runway_proto::bundle::MAX_BUNDLE_BYTES,
         }
     }
 }
@@ -463,6 +469,14 @@ impl Config {
                  rollouts, 90 days, every 600 s)"
                     .into(),
             ));
+        }
+        let most = runway_proto::bundle::MAX_BUNDLE_BYTES;
+        if self.max_bundle_bytes == 0 || self.max_bundle_bytes > most {
+            return Err(ConfigError::Invalid(format!(
+                "`max_bundle_bytes` is {}; it must be between 1 and {most} (64 MiB, the default: the largest \
+                 message agents and the CLI accept)",
+                self.max_bundle_bytes
+            )));
         }
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure)?;

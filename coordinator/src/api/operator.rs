@@ -110,6 +110,7 @@ impl OperatorService {
         let bundle = request
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
+        runway_proto::bundle::check_size(&bundle, config.max_bundle_bytes)?;
         let migrations = runway_proto::bundle::migrations(&bundle)?;
         let signature = self.shared.deploy_signature(
             operator,

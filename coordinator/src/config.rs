@@ -528,6 +528,17 @@ mod tests {
     }
 
     #[test]
+    fn max_bundle_bytes_above_what_agents_accept_is_refused_by_name() {
+        let too_big = runway_proto::bundle::MAX_BUNDLE_BYTES + 1;
+        let mut config: Config = toml::from_str(&format!("max_bundle_bytes = {too_big}")).unwrap();
+        assert!(config.finish().unwrap_err().to_string().contains("max_bundle_bytes"));
+        let mut config: Config = toml::from_str("max_bundle_bytes = 3145728").unwrap();
+        config.finish().unwrap();
+        assert_eq!(config.max_bundle_bytes, 3 * 1024 * 1024);
+        assert!(Config::default().retention.compact, "compaction is on unless turned off");
+    }
+
+    #[test]
     fn environments_are_a_list_or_tables_with_policies() {
         let config: Config = toml::from_str("environments = [\"staging\"]").unwrap();
         assert!(config.environments.contains("staging"));

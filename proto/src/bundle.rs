@@ -235,6 +235,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_over_the_limit_is_refused_naming_its_size_and_the_limit() {
+        let bundle = pack(vec![file("a/migration.sql", &"x".repeat(1000))]).unwrap();
+        let size = size(&bundle);
+        assert!(size > 1000, "paths and framing count: {size}");
+        check_size(&bundle, size).unwrap();
+        let error = check_size(&bundle, size - 1).unwrap_err();
+        assert_eq!(error, BundleError::BundleTooLarge { size, limit: size - 1 });
+        assert!(error.to_string().contains(&format!("{size} bytes")), "{error}");
+    }
+
+    #[test]
     fn detects_tampering() {
         let mut bundle = pack(vec![file("a/migration.sql", "select 1;")]).unwrap();
         bundle.files[0].content = b"drop table users;".to_vec();

@@ -109,8 +109,7 @@ impl Sample {
     }
 }
 
-const HEADER: &str =
-    "rollouts  time s    keys rollouts  events  bundles  audit  dbSize MiB  inUse MiB";
+const HEADER: &str = "rollouts  time s    keys rollouts  events  bundles  audit  dbSize MiB  inUse MiB";
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -170,7 +169,8 @@ fn roll_out(cluster: &Cluster, dir: &Path, environment: &str, n: usize) {
 fn main() {
     let args = args();
     let envs = environments(args.envs);
-    let extra_envs: String = envs[1..].iter().map(|e| runway_tests::pki::environments_toml(&[e], "")).collect();
+    let extra_envs: String =
+        envs[1..].iter().map(|e| runway_tests::pki::environments_toml(&[e], "")).collect();
     let cluster = Cluster::start(Options {
         coordinators: 1,
         app_hosts: 0,

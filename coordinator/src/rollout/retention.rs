@@ -250,4 +250,37 @@ mod store_tests {
         assert!(!store.delete_bundle(&term, &listed).await.unwrap());
         assert!(store.get_bundle(&digest).await.unwrap().is_some());
     }
+
+    /// Chunks without a meta go only when a second prune finds them
+    /// untouched; compaction follows one prune behind, to where the
+    /// previous prune started.
+    #[tokio::test]
+    async fn a_pruner_deletes_uncommitted_chunks_on_the_second_sighting_and_compacts_one_prune_behind() {
+        let kv = Arc::new(MemoryKv::new());
+        kv.create_with_revision(b"/runway/leader/1", b"c1", 1);
+        let term = Term {
+            token: FencingToken(1),
+            key: b"/runway/leader/1".to_vec(),
+            cancel: CancellationToken::new(),
+        };
+        let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
+        let orphan = crate::store::Put { key: "/runway/bundles/half/chunks/00000".into(), value: vec![1] };
+        crate::store::Kv::put_fenced(kv.as_ref(), &term, vec![orphan]).await.unwrap();
+        let config = Config::default();
+        let mut pruner = Pruner::default();
+
+        let first = pruner.prune(&store, &term, &config).await.unwrap();
+        assert_eq!(first, Pruned::default(), "first sighting: kept, nothing to compact to yet");
+        let started_second = store.revision().await.unwrap();
+        let second = pruner.prune(&store, &term, &config).await.unwrap();
+        assert_eq!(second.bundles, 1, "untouched since the first prune: deleted");
+        assert!(store.stored_bundles().await.unwrap().is_empty());
+        let compacted = second.compacted_to.expect("compacted after the second prune");
+        assert!(compacted <= started_second, "never past where this prune started");
+        assert_eq!(kv.compacted(), compacted as u64);
+
+        let mut off = Config::default();
+        off.retention.compact = false;
+        assert_eq!(pruner.prune(&store, &term, &off).await.unwrap().compacted_to, None);
+    }
 }

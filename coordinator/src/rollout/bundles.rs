@@ -151,11 +151,9 @@ impl Bundles {
         if let Some(revision) = stored.get(&meta_key) {
             return Ok(Some(vec![(meta_key, *revision)]));
         }
-        let mut index = 0;
-        for chunk in encoded.chunks(CHUNK_BYTES) {
+        for (index, chunk) in (0..).zip(encoded.chunks(CHUNK_BYTES)) {
             let put = Put { key: self.chunk_key(digest, index), value: chunk.to_vec() };
             self.store.put_fenced(term, vec![put]).await?;
-            index += 1;
         }
         if encoded.is_empty() {
             let put = Put { key: self.chunk_key(digest, 0), value: Vec::new() };

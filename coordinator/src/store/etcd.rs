@@ -39,12 +39,21 @@ impl EtcdKv {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
+
+    /// The KV client, taking answers larger than tonic's 4 MiB default: a
+    /// scan of every kept rollout record (each with its plan) can be.
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES)
+    }
 }
+
+/// Largest etcd answer read (a scan of `keep_rollouts` records).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 
 impl Kv for EtcdKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            let response = timed("get", self.client.kv_client().get(key, None)).await?;
+            let response = timed("get", self.kv().get(key, None)).await?;
             Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
         })
     }
@@ -53,7 +62,7 @@ impl Kv for EtcdKv {
         Box::pin(async move {
             let from = if from < prefix { prefix } else { from };
             let options = GetOptions::new().with_range(prefix_end(prefix));
-            let response = timed("scan", self.client.kv_client().get(from, Some(options))).await?;
+            let response = timed("scan", self.kv().get(from, Some(options))).await?;
             Ok(response
                 .kvs()
                 .iter()
@@ -69,7 +78,7 @@ impl Kv for EtcdKv {
                 .with_sort(SortTarget::Key, SortOrder::Descend)
                 .with_limit(1)
                 .with_keys_only();
-            let response = timed("last_key", self.client.kv_client().get(prefix, Some(options))).await?;
+            let response = timed("last_key", self.kv().get(prefix, Some(options))).await?;
             Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()))
         })
     }
@@ -79,7 +88,7 @@ impl Kv for EtcdKv {
             let txn = Txn::new()
                 .when(vec![Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64)])
                 .and_then(puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect::<Vec<_>>());
-            let response = timed("put_fenced", self.client.kv_client().txn(txn)).await?;
+            let response = timed("put_fenced", self.kv().txn(txn)).await?;
             if response.succeeded() { Ok(()) } else { Err(StoreError::Fenced(term.token.0)) }
         })
     }
@@ -101,7 +110,7 @@ impl Kv for EtcdKv {
             let ops: Vec<TxnOp> = puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect();
             let txn =
                 Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
-            let response = timed("put_fenced_if", self.client.kv_client().txn(txn)).await?;
+            let response = timed("put_fenced_if", self.kv().txn(txn)).await?;
             refused_or_fenced(term, &response)
         })
     }
@@ -110,14 +119,14 @@ impl Kv for EtcdKv {
         Box::pin(async move {
             // Any read answers with the store's revision in its header.
             let options = GetOptions::new().with_count_only();
-            let response = timed("revision", self.client.kv_client().get("\0", Some(options))).await?;
+            let response = timed("revision", self.kv().get("\0", Some(options))).await?;
             Ok(response.header().map_or(0, |h| h.revision()))
         })
     }
 
     fn compact(&self, revision: i64) -> KvFuture<'_, ()> {
         Box::pin(async move {
-            match timed("compact", self.client.kv_client().compact(revision, None)).await {
+            match timed("compact", self.kv().compact(revision, None)).await {
                 Ok(_) => Ok(()),
                 // Someone (etcd's own auto-compaction, an earlier leader)
                 // compacted at or past it already: what was asked is done.
@@ -130,8 +139,7 @@ impl Kv for EtcdKv {
     fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
         Box::pin(async move {
             let options = GetOptions::new().with_prefix().with_keys_only();
-            let response =
-                timed("scan_revisions", self.client.kv_client().get(prefix, Some(options))).await?;
+            let response = timed("scan_revisions", self.kv().get(prefix, Some(options))).await?;
             Ok(response
                 .kvs()
                 .iter()
@@ -160,7 +168,7 @@ impl Kv for EtcdKv {
             // only `unchanged` moved.
             let txn =
                 Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
-            let response = timed("delete_fenced", self.client.kv_client().txn(txn)).await?;
+            let response = timed("delete_fenced", self.kv().txn(txn)).await?;
             refused_or_fenced(term, &response)
         })
     }

@@ -170,9 +170,18 @@ impl Engine {
             if record.state.is_terminal() || self.is_running(&record.id) {
                 continue;
             }
-            let Some(bundle) = self.store.get_bundle(&record.bundle_digest).await? else {
-                tracing::error!(rollout = %record.id, digest = %record.bundle_digest, "bundle of unfinished rollout is missing");
-                continue;
+            let bundle = match self.store.get_bundle(&record.bundle_digest).await {
+                Ok(Some(bundle)) => bundle,
+                Ok(None) => {
+                    tracing::error!(rollout = %record.id, digest = %record.bundle_digest, "bundle of unfinished rollout is missing");
+                    continue;
+                }
+                // One damaged bundle must not hold up the other rollouts.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(rollout = %record.id, error = %e, "bundle of unfinished rollout is damaged; a person must look");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             tracing::info!(rollout = %record.id, "resuming unfinished rollout");
             self.start(term.clone(), record, bundle);

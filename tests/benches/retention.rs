@@ -4,8 +4,8 @@
 //! PostgreSQL, real etcd) with `[retention] keep_rollouts = --keep`, pruning
 //! every `--every` seconds, over `--envs` DB-only environments at once (one
 //! DB agent and database each, so rollouts run side by side). Every rollout
-//! carries a bundle of its own (one new migration), so bundles come and go
-//! as often as rollouts. Every 250 rollouts it prints etcd's key count
+//! carries a bundle of its own (the environment's history plus one new
+//! migration), so bundles come and go as often as rollouts. Every 250 rollouts it prints etcd's key count
 //! (total and by kind) and database size (`dbSize` on disk, `dbSizeInUse`),
 //! and ends with a table. `--no-compact` turns the leader's compaction off
 //! (`[retention] compact = false`) to show what history alone does.
@@ -149,12 +149,14 @@ fn start_db_agent(cluster: &Cluster, environment: &str) -> Proc {
     Proc::spawn(&name, &mut command, cluster.path())
 }
 
-/// Rollout `n` of `environment`: a bundle of one migration of its own.
-fn roll_out(cluster: &Cluster, dir: &Path, environment: &str, n: usize) {
+/// Rollout `n` of `environment`: its migration history so far plus one
+/// new migration, as a release adds one; so every rollout has a bundle
+/// (digest) of its own, and each applies exactly one migration.
+fn roll_out(cluster: &Cluster, dir: &Path, environment: &str, n: usize, history: &mut Vec<(String, String)>) {
     let migrations = dir.join(format!("r{n}"));
-    let name = format!("{:014}_r{n}", 20250101000000u64 + n as u64);
-    let sql = format!("SELECT {n};\n");
-    write_migrations(&migrations, &[(name.as_str(), sql.as_str())]);
+    history.push((format!("{:014}_r{n}", 20250101000000u64 + n as u64), format!("SELECT {n};\n")));
+    let files: Vec<(&str, &str)> = history.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    write_migrations(&migrations, &files);
     let path = migrations.to_str().expect("temp paths are UTF-8");
     let out = cluster.runway(&["rollout", "start", "--env", environment, "--migrations", path, "--watch"]);
     assert!(
@@ -206,12 +208,13 @@ fn main() {
             let (cluster, next, done) = (&cluster, Arc::clone(&next), Arc::clone(&done));
             let dir = cluster.path().join(format!("bundles-{environment}"));
             scope.spawn(move || {
+                let mut history = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::SeqCst);
                     if n >= args.rollouts {
                         return;
                     }
-                    roll_out(cluster, &dir, environment, n);
+                    roll_out(cluster, &dir, environment, n, &mut history);
                     done.fetch_add(1, Ordering::SeqCst);
                 }
             });

@@ -1,8 +1,12 @@
 //! The etcd backend of the [`Store`](super::Store).
 //!
-//! [`EtcdKv::put_fenced`] is the only etcd write in the crate (the
-//! election's own campaign aside): a transaction that compares the leader
-//! key's create revision with the writer's fencing token.
+//! The fenced calls here are the only etcd writes in the crate (the
+//! election's own campaign aside): each a transaction that compares the
+//! leader key's create revision with the writer's fencing token
+//! ([`EtcdKv::put_fenced`], and `put_fenced_if` / `delete_fenced`, which
+//! also compare a key's mod revision). Compaction (retention's, after a
+//! prune) is not fenced: it only drops history, which a deposed leader
+//! doing it too cannot harm.
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 

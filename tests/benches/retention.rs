@@ -4,8 +4,9 @@
 //! PostgreSQL, real etcd) with `[retention] keep_rollouts = --keep`, pruning
 //! every `--every` seconds, over `--envs` DB-only environments at once (one
 //! DB agent and database each, so rollouts run side by side). Every rollout
-//! carries a bundle of its own (the environment's history plus one new
-//! migration), so bundles come and go as often as rollouts. Every 250 rollouts it prints etcd's key count
+//! carries a bundle of its own (the same migration, a comment of its own),
+//! so bundles come and go as often as rollouts, and every rollout leaves
+//! the same amount behind: what grows is what retention fails to delete. Every 250 rollouts it prints etcd's key count
 //! (total and by kind) and database size (`dbSize` on disk, `dbSizeInUse`),
 //! and ends with a table. `--no-compact` turns the leader's compaction off
 //! (`[retention] compact = false`) to show what history alone does.
@@ -149,14 +150,18 @@ fn start_db_agent(cluster: &Cluster, environment: &str) -> Proc {
     Proc::spawn(&name, &mut command, cluster.path())
 }
 
-/// Rollout `n` of `environment`: its migration history so far plus one
-/// new migration, as a release adds one; so every rollout has a bundle
-/// (digest) of its own, and each applies exactly one migration.
-fn roll_out(cluster: &Cluster, dir: &Path, environment: &str, n: usize, history: &mut Vec<(String, String)>) {
+/// Rollout `n` of `environment`: the same one migration every time (applied
+/// by the environment's first rollout) and a lock file with a comment of
+/// its own, so
+/// every rollout has a bundle (digest) of its own while records, events and
+/// bundles stay the same size from the first rollout to the last.
+fn roll_out(cluster: &Cluster, dir: &Path, environment: &str, n: usize) {
     let migrations = dir.join(format!("r{n}"));
-    history.push((format!("{:014}_r{n}", 20250101000000u64 + n as u64), format!("SELECT {n};\n")));
-    let files: Vec<(&str, &str)> = history.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
-    write_migrations(&migrations, &files);
+    write_migrations(&migrations, &[("20250101000000_init", "CREATE TABLE \"Bench\" (\"id\" INTEGER);\n")]);
+    // The lock file travels in the bundle (notes next to a migration do not).
+    let lock = migrations.join("migration_lock.toml");
+    std::fs::write(lock, format!("# released by rollout {n}\nprovider = \"postgresql\"\n"))
+        .expect("write the lock file");
     let path = migrations.to_str().expect("temp paths are UTF-8");
     let out = cluster.runway(&["rollout", "start", "--env", environment, "--migrations", path, "--watch"]);
     assert!(
@@ -208,13 +213,12 @@ fn main() {
             let (cluster, next, done) = (&cluster, Arc::clone(&next), Arc::clone(&done));
             let dir = cluster.path().join(format!("bundles-{environment}"));
             scope.spawn(move || {
-                let mut history = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::SeqCst);
                     if n >= args.rollouts {
                         return;
                     }
-                    roll_out(cluster, &dir, environment, n, &mut history);
+                    roll_out(cluster, &dir, environment, n);
                     done.fetch_add(1, Ordering::SeqCst);
                 }
             });

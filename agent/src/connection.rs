@@ -133,7 +133,11 @@ async fn session(
         .tcp_keepalive(Some(Duration::from_secs(10)));
     let channel =
         security.connect(endpoint).await.map_err(|e| unreachable(runway_engine::errors::chain(&e)))?;
-    let mut client = AgentChannelClient::new(channel);
+    // Commands carry whole migration bundles: accept what the coordinator
+    // may send (tonic's default would refuse anything over 4 MiB).
+    let limit = runway_proto::bundle::MAX_MESSAGE_BYTES;
+    let mut client =
+        AgentChannelClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit);
 
     let (tx, rx) = mpsc::channel::<AgentMessage>(256);
     let register = Register {

@@ -144,7 +144,8 @@ impl Remote {
             Some(tls) => Miss::Tls(format!("{addr}: {tls}")),
             None => Miss::NoLeader(vec![format!("{addr}: {}", runway_engine::errors::chain(&e))]),
         })?;
-        Ok(OperatorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+        let limit = runway_proto::bundle::MAX_MESSAGE_BYTES;
+        Ok(OperatorClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit))
     }
 
     /// Every address, as given (with its scheme).

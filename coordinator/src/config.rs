@@ -66,6 +66,11 @@ pub struct Config {
     pub telemetry: runway_telemetry::Config,
     /// `[retention]`: which finished rollouts etcd keeps.
     pub retention: Retention,
+    /// Largest migration bundle (protobuf-encoded) a rollout or plan may
+    /// carry, in bytes; larger ones are refused with `InvalidArgument`.
+    /// At most `runway_proto::bundle::MAX_BUNDLE_BYTES` (64 MiB), the
+    /// default, which is what every gRPC hop is sized for.
+    pub max_bundle_bytes: usize,
 }
 
 /// `[retention]`: finished rollouts (with their events and decisions) are
@@ -83,6 +88,13 @@ pub struct Retention {
     pub keep_audit_days: u64,
     /// How often the leader prunes.
     pub every_secs: u64,
+    /// After each prune, compact etcd's history to the revision the
+    /// previous prune started at (history younger than `every_secs` stays).
+    /// Without compaction (here or etcd's `--auto-compaction-retention`)
+    /// etcd keeps every revision of every deleted key and its database
+    /// grows until it hits its quota. Turn off only when etcd compacts by
+    /// itself.
+    pub compact: bool,
 }
 
 impl Default for Retention {
@@ -93,6 +105,7 @@ impl Default for Retention {
             keep_audit_entries: 100_000,
             keep_audit_days: 365,
             every_secs: 600,
+            compact: true,
         }
     }
 }
@@ -113,6 +126,7 @@ impl Default for Config {
             tls: TlsFiles::default(),
             telemetry: runway_telemetry::Config::default(),
             retention: Retention::default(),
+            max_bundle_bytes: runway_proto::bundle::MAX_BUNDLE_BYTES,
         }
     }
 }
@@ -474,6 +488,14 @@ impl Config {
                     .into(),
             ));
         }
+        let most = runway_proto::bundle::MAX_BUNDLE_BYTES;
+        if self.max_bundle_bytes == 0 || self.max_bundle_bytes > most {
+            return Err(ConfigError::Invalid(format!(
+                "`max_bundle_bytes` is {}; it must be between 1 and {most} (64 MiB, the default: the largest \
+                 message agents and the CLI accept)",
+                self.max_bundle_bytes
+            )));
+        }
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure)?;
             runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments)?;
@@ -521,6 +543,17 @@ mod tests {
         let mut config: Config = toml::from_str("step_deadline_secs = 3600\nagent_grace_secs = 20").unwrap();
         config.finish().unwrap();
         assert_eq!(config.step_deadline(), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn max_bundle_bytes_above_what_agents_accept_is_refused_by_name() {
+        let too_big = runway_proto::bundle::MAX_BUNDLE_BYTES + 1;
+        let mut config: Config = toml::from_str(&format!("max_bundle_bytes = {too_big}")).unwrap();
+        assert!(config.finish().unwrap_err().to_string().contains("max_bundle_bytes"));
+        let mut config: Config = toml::from_str("max_bundle_bytes = 3145728").unwrap();
+        config.finish().unwrap();
+        assert_eq!(config.max_bundle_bytes, 3 * 1024 * 1024);
+        assert!(Config::default().retention.compact, "compaction is on unless turned off");
     }
 
     #[test]

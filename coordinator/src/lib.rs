@@ -176,9 +176,20 @@ pub async fn run(
     if let Some(tls) = server_tls {
         server = server.tls_config(tls)?;
     }
+    // Bundles travel in operator requests and agent commands: both services
+    // take messages up to the size every runway hop is built for (a
+    // coordinator's smaller `max_bundle_bytes` is refused by the handler,
+    // with a clear error rather than tonic's).
+    let limit = runway_proto::bundle::MAX_MESSAGE_BYTES;
+    let operator = OperatorServer::new(api::operator::OperatorService::new(Arc::clone(&shared)))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let agents = AgentChannelServer::new(api::agents::AgentService::new(shared))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let serve = server
-        .add_service(OperatorServer::new(api::operator::OperatorService::new(Arc::clone(&shared))))
-        .add_service(AgentChannelServer::new(api::agents::AgentService::new(shared)))
+        .add_service(operator)
+        .add_service(agents)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let served = systemd::report_while(election, serve).await;
     shutdown.cancel();

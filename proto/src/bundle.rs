@@ -12,9 +12,17 @@ use crate::v1::{Bundle, BundleFile};
 
 /// Largest single file a bundle may carry.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
-/// Largest bundle in total. The coordinator keeps bundles in etcd, whose
-/// default request limit is 1.5 MiB.
-pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
+/// Largest bundle, protobuf-encoded (see [`size`]): what the CLI packs,
+/// what every gRPC hop that carries a bundle accepts (see
+/// [`MAX_MESSAGE_BYTES`]). A coordinator may accept less
+/// (`max_bundle_bytes`). The coordinator keeps bundles in etcd in chunks
+/// below etcd's request limit, so this is not bounded by it.
+pub const MAX_BUNDLE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest gRPC message any runway server or client encodes or decodes: a
+/// bundle of [`MAX_BUNDLE_BYTES`] plus the request or command around it.
+/// Set explicitly on every channel that carries a bundle (operator API,
+/// agent stream, CLI) so no hop falls back to tonic's 4 MiB default.
+pub const MAX_MESSAGE_BYTES: usize = MAX_BUNDLE_BYTES + 4 * 1024 * 1024;
 
 /// The file Prisma writes next to the migration folders.
 pub const LOCK_FILE: &str = "migration_lock.toml";
@@ -30,7 +38,9 @@ pub enum BundleError {
     BadPath { path: String, reason: &'static str },
     #[error("bundle entry {path:?} is {size} bytes; the limit is {limit} bytes")]
     TooLarge { path: String, size: usize, limit: usize },
-    #[error("bundle is {size} bytes in total; the limit is {limit} bytes")]
+    #[error(
+        "bundle is {size} bytes in total; the limit is {limit} bytes (split the migrations across rollouts, or squash old ones)"
+    )]
     BundleTooLarge { size: usize, limit: usize },
     #[error("bundle entry {path:?} is not valid UTF-8 (at byte {offset})")]
     NotUtf8 { path: String, offset: usize },
@@ -72,6 +82,21 @@ pub fn digest(files: &[BundleFile]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// A bundle's size as it travels and is stored: its protobuf encoding's
+/// length (file bytes plus paths and framing).
+pub fn size(bundle: &Bundle) -> usize {
+    prost::Message::encoded_len(bundle)
+}
+
+/// Refuses a bundle over `limit` bytes (see [`size`]).
+pub fn check_size(bundle: &Bundle, limit: usize) -> Result<(), BundleError> {
+    let size = size(bundle);
+    if size > limit {
+        return Err(BundleError::BundleTooLarge { size, limit });
+    }
+    Ok(())
+}
+
 /// Builds a bundle from files and stamps its digest, after checking it.
 pub fn pack(files: Vec<BundleFile>) -> Result<Bundle, BundleError> {
     let digest = digest(&files);
@@ -87,10 +112,7 @@ pub fn migrations(bundle: &Bundle) -> Result<Vec<MigrationFile>, BundleError> {
     if actual != bundle.digest {
         return Err(BundleError::DigestMismatch { claimed: bundle.digest.clone(), actual });
     }
-    let total: usize = bundle.files.iter().map(|f| f.content.len()).sum();
-    if total > MAX_BUNDLE_BYTES {
-        return Err(BundleError::BundleTooLarge { size: total, limit: MAX_BUNDLE_BYTES });
-    }
+    check_size(bundle, MAX_BUNDLE_BYTES)?;
 
     let mut migrations = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -125,10 +147,9 @@ pub fn migrations(bundle: &Bundle) -> Result<Vec<MigrationFile>, BundleError> {
             _ => {}
         }
     }
-    for folder in &folders {
-        if !migrations.iter().any(|m| m.name == *folder) {
-            return Err(BundleError::MissingMigrationSql { folder: (*folder).to_owned() });
-        }
+    let with_sql: std::collections::BTreeSet<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
+    if let Some(folder) = folders.iter().find(|folder| !with_sql.contains(*folder)) {
+        return Err(BundleError::MissingMigrationSql { folder: (*folder).to_owned() });
     }
     if migrations.is_empty() {
         return Err(BundleError::Empty);
@@ -211,6 +232,17 @@ mod tests {
             pack(vec![BundleFile { path: "a/migration.sql".into(), content: vec![0x66, 0xff] }]).unwrap_err();
         assert_eq!(binary, BundleError::NotUtf8 { path: "a/migration.sql".into(), offset: 1 });
         assert_eq!(pack(vec![]).unwrap_err(), BundleError::Empty);
+    }
+
+    #[test]
+    fn a_bundle_over_the_limit_is_refused_naming_its_size_and_the_limit() {
+        let bundle = pack(vec![file("a/migration.sql", &"x".repeat(1000))]).unwrap();
+        let size = size(&bundle);
+        assert!(size > 1000, "paths and framing count: {size}");
+        check_size(&bundle, size).unwrap();
+        let error = check_size(&bundle, size - 1).unwrap_err();
+        assert_eq!(error, BundleError::BundleTooLarge { size, limit: size - 1 });
+        assert!(error.to_string().contains(&format!("{size} bytes")), "{error}");
     }
 
     #[test]

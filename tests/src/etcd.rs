@@ -102,6 +102,53 @@ impl Etcd {
         String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
     }
 
+    /// The bytes stored at `key` (empty when it is absent).
+    pub fn value(&self, key: &str) -> Vec<u8> {
+        let out = self.etcdctl(&["get", key, "--print-value-only"]);
+        // etcdctl ends the value with a newline of its own.
+        let mut value = out;
+        if value.last() == Some(&b'\n') {
+            value.pop();
+        }
+        value
+    }
+
+    /// The first member's database size on disk and in use, in bytes
+    /// (`etcdctl endpoint status`: `dbSize` and, from etcd 3.4, `dbSizeInUse`).
+    pub fn db_size(&self) -> (u64, u64) {
+        let first = &self.endpoints[..1];
+        let out = Command::new(etcdctl_binary())
+            .arg(format!("--endpoints={}", first.join(",")))
+            .args(&self.etcdctl_tls)
+            .args(["endpoint", "status", "-w", "json"])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl endpoint status: {}", String::from_utf8_lossy(&out.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+        let field = |name: &str| status[0]["Status"][name].as_u64().unwrap_or(0);
+        (field("dbSize"), field("dbSizeInUse"))
+    }
+
+    /// How many keys lie under `prefix` (a count query: no keys listed).
+    pub fn count(&self, prefix: &str) -> u64 {
+        let out = self.etcdctl(&["get", "--prefix", prefix, "--keys-only", "--limit=1", "-w", "json"]);
+        let answer: serde_json::Value = serde_json::from_slice(&out).expect("count is JSON");
+        answer["count"].as_u64().unwrap_or(0)
+    }
+
+    fn etcdctl(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new(etcdctl_binary())
+            .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .args(&self.etcdctl_tls)
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("run etcdctl");
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
     pub fn oldest_value(&self, prefix: &str) -> Option<String> {
         let out = Command::new(etcdctl_binary())
             .arg(format!("--endpoints={}", self.endpoints.join(",")))

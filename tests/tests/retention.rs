@@ -35,7 +35,11 @@ fn the_leader_prunes_finished_rollouts_their_events_and_unused_bundles() {
     loop {
         let rollouts = cluster.etcd.keys(&prefix("rollouts"));
         let bundles = cluster.etcd.keys(&prefix("bundles"));
-        if rollouts.len() == 1 && bundles.len() == 1 {
+        // A bundle is its chunks and a meta under `bundles/<digest>/`.
+        let digests: std::collections::BTreeSet<&str> =
+            bundles.iter().filter_map(|k| k.strip_prefix("/runway/bundles/")?.split('/').next()).collect();
+        if rollouts.len() == 1 && digests.len() == 1 {
+            assert!(bundles.iter().any(|k| k.ends_with("/meta")), "committed by its meta: {bundles:?}");
             assert!(rollouts[0].ends_with(newest.as_str()), "the newest is kept: {rollouts:?}");
             break;
         }

@@ -110,7 +110,7 @@ impl OperatorService {
         let bundle = request
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
-        let migrations = runway_proto::bundle::migrations(&bundle)?;
+        let (bundle, migrations) = crate::rollout::validate::bundle(bundle, config.max_bundle_bytes).await?;
         let signature = self.shared.deploy_signature(
             operator,
             &request.environment,

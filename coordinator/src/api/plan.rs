@@ -38,7 +38,8 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     let bundle = request
         .bundle
         .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
-    let migrations = runway_proto::bundle::migrations(&bundle)?;
+    let (bundle, migrations) =
+        crate::rollout::validate::bundle(bundle, shared.config.max_bundle_bytes).await?;
     let agents = shared.registry.snapshot(&request.environment);
     let policy = shared.config.environments.policy(&request.environment);
     let mut steps = default_plan(&request.environment, &agents, policy.approvals.required())?;

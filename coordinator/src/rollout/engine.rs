@@ -137,18 +137,20 @@ impl Engine {
         self.tracker.spawn(async move {
             let prune_every = Duration::from_secs(engine.config.retention.every_secs);
             let mut pruned_at: Option<Instant> = None;
+            let mut pruner = retention::Pruner::default();
             loop {
                 if let Err(e) = engine.resume_unfinished(&term).await {
                     tracing::warn!(error = %e, "cannot scan for unfinished rollouts");
                 }
                 if pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
                     pruned_at = Some(Instant::now());
-                    match retention::prune(&engine.store, &term, &engine.config).await {
-                        Ok(pruned) if pruned != retention::Pruned::default() => {
+                    match pruner.prune(&engine.store, &term, &engine.config).await {
+                        Ok(pruned) if pruned.rollouts + pruned.bundles + pruned.audit_entries > 0 => {
                             tracing::info!(
                                 rollouts = pruned.rollouts,
                                 bundles = pruned.bundles,
                                 audit_entries = pruned.audit_entries,
+                                compacted_to = pruned.compacted_to,
                                 "retention pruned"
                             )
                         }
@@ -171,9 +173,18 @@ impl Engine {
             if record.state.is_terminal() || self.is_running(&record.id) {
                 continue;
             }
-            let Some(bundle) = self.store.get_bundle(&record.bundle_digest).await? else {
-                tracing::error!(rollout = %record.id, digest = %record.bundle_digest, "bundle of unfinished rollout is missing");
-                continue;
+            let bundle = match self.store.get_bundle(&record.bundle_digest).await {
+                Ok(Some(bundle)) => bundle,
+                Ok(None) => {
+                    tracing::error!(rollout = %record.id, digest = %record.bundle_digest, "bundle of unfinished rollout is missing");
+                    continue;
+                }
+                // One damaged bundle must not hold up the other rollouts.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    tracing::error!(rollout = %record.id, error = %e, "bundle of unfinished rollout is damaged; a person must look");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             tracing::info!(rollout = %record.id, "resuming unfinished rollout");
             self.start(term.clone(), record, bundle);

@@ -5,6 +5,8 @@
 //! - [`databases`]: many databases in one rollout: their order, states and restores.
 //! - [`command`]: the typed command a step sends each host, and its id.
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
+//! - [`bundles`]: bundles stored once by digest, in chunks below etcd's
+//!   value limit.
 //! - [`events`]: the numbered event log watchers follow.
 //! - [`retention`]: which finished rollouts and bundles etcd keeps.
 //! - [`recovery`]: the way back after a failed step, by what it changed.
@@ -25,6 +27,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod bundles;
 pub mod command;
 pub mod databases;
 pub mod engine;

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `leader/…` | election keys (see [`crate::leadership`]) |
 //! | `rollouts/<id>` | [`RolloutRecord`] as JSON |
-//! | `bundles/<digest>` | the bundle, protobuf-encoded |
+//! | `bundles/<digest>/…` | the bundle in chunks, committed by a meta record (see [`super::bundles`]) |
 //! | `events/<id>/<seq, 20 digits>` | [`RolloutEvent`], protobuf-encoded |
 //! | `cancels/<id>` | an operator's cancel request (JSON: when), saved before it is acknowledged |
 //! | `decisions/<id>/<operator>` | an operator's approval or rejection ([`Decision`] as JSON), saved before it is acknowledged |
@@ -21,6 +21,7 @@
 use runway_proto::v1::{Bundle, RolloutEvent};
 
 use super::audit::AuditLog;
+use super::bundles::{Bundles, StoredBundle};
 use crate::fencing::Term;
 use crate::model::{Decision, RolloutRecord};
 use crate::store::{Delete, Put, Store, StoreError};
@@ -41,8 +42,8 @@ impl RolloutStore {
         self.store.key(&format!("rollouts/{id}"))
     }
 
-    fn bundle_key(&self, digest: &str) -> String {
-        self.store.key(&format!("bundles/{digest}"))
+    fn bundles(&self) -> Bundles {
+        Bundles::new(self.store.clone())
     }
 
     fn cancel_key(&self, id: &str) -> String {
@@ -67,7 +68,8 @@ impl RolloutStore {
     }
 
     /// Records a new rollout together with its bundle (and the operator's
-    /// `audit` entry).
+    /// `audit` entry): the bundle's chunks first unless stored already,
+    /// then the rollout in the transaction that commits the bundle.
     pub async fn create_rollout(
         &self,
         term: &Term,
@@ -75,12 +77,9 @@ impl RolloutStore {
         bundle: &Bundle,
         audit: Option<Put>,
     ) -> Result<(), StoreError> {
-        let mut puts = vec![
-            Put::proto(self.bundle_key(&bundle.digest), bundle),
-            Put::json(self.rollout_key(&record.id), record),
-        ];
+        let mut puts = vec![Put::json(self.rollout_key(&record.id), record)];
         puts.extend(audit);
-        self.store.put_fenced(term, puts).await
+        self.bundles().save_with(term, bundle, puts).await
     }
 
     /// Saves a rollout's new state.
@@ -170,9 +169,10 @@ impl RolloutStore {
         Ok(records)
     }
 
-    /// The bundle with digest `digest`, if saved.
+    /// The bundle with digest `digest`, if saved; its chunks are checked
+    /// against the digest (see [`Bundles::load`]).
     pub async fn get_bundle(&self, digest: &str) -> Result<Option<Bundle>, StoreError> {
-        self.store.get_proto(&self.bundle_key(digest)).await
+        self.bundles().load(digest).await
     }
 
     /// Events of rollout `id` with `seq >= from_seq`, in order.
@@ -193,23 +193,27 @@ impl RolloutStore {
         self.store.delete_fenced(term, deletes, None).await.map(drop)
     }
 
-    /// Every saved bundle's digest with the revision it was last written at.
-    pub async fn bundle_revisions(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let prefix = self.bundle_key("");
-        let keys = self.store.scan_revisions(&prefix).await?;
-        Ok(keys
-            .into_iter()
-            .filter_map(|(key, rev)| Some((key.strip_prefix(&prefix)?.to_owned(), rev)))
-            .collect())
+    /// Every stored bundle (committed or not) with the revisions that
+    /// guard its deletion.
+    pub async fn stored_bundles(&self) -> Result<Vec<StoredBundle>, StoreError> {
+        self.bundles().list().await
     }
 
-    /// Deletes bundle `digest` unless it was written after `revision` (a
-    /// new rollout of it saves it again); false when it was kept for that.
-    pub async fn delete_bundle(&self, term: &Term, digest: &str, revision: i64) -> Result<bool, StoreError> {
-        let key = self.bundle_key(digest);
-        self.store
-            .delete_fenced(term, vec![Delete { key: key.clone(), prefix: false }], Some((key, revision)))
-            .await
+    /// Deletes every key of `bundle` unless it was written after it was
+    /// listed (a new rollout of it saves its meta again); false when it was
+    /// kept for that.
+    pub async fn delete_bundle(&self, term: &Term, bundle: &StoredBundle) -> Result<bool, StoreError> {
+        self.bundles().delete(term, bundle).await
+    }
+
+    /// The store's current revision (where a later compaction may go).
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        self.store.revision().await
+    }
+
+    /// Drops etcd's history before `revision` (see [`super::retention`]).
+    pub async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        self.store.compact(revision).await
     }
 
     /// The highest event sequence number of rollout `id` (0 if none).
@@ -275,7 +279,8 @@ mod tests {
             cancel: CancellationToken::new(),
         };
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
-        let bundle = Bundle { files: vec![BundleFile::default()], digest: "abc".into() };
+        let files = vec![BundleFile::default()];
+        let bundle = Bundle { digest: runway_proto::bundle::digest(&files), files };
         store.create_rollout(&term, &record("r2", 20), &bundle, None).await.unwrap();
         store.put_rollout(&term, &record("r1", 10)).await.unwrap();
         for seq in [1, 2, 10] {
@@ -295,13 +300,17 @@ mod tests {
         store.save_decision(&term, "r1", &decision("bob", Verdict::Reject), audit()).await.unwrap();
         store.save_decision(&term, "r10", &decision("carol", Verdict::Approve), audit()).await.unwrap();
 
+        let bundle_keys = |digest: &str| {
+            [format!("/runway/bundles/{digest}/chunks/00000"), format!("/runway/bundles/{digest}/meta")]
+        };
         let (audit, keys): (Vec<String>, Vec<String>) =
             kv.keys().into_iter().partition(|k| k.starts_with("/runway/audit/"));
         assert_eq!(audit.len(), 4, "one audit entry with each decision");
         assert_eq!(
             keys,
             [
-                "/runway/bundles/abc",
+                bundle_keys(&bundle.digest)[0].as_str(),
+                bundle_keys(&bundle.digest)[1].as_str(),
                 "/runway/decisions/r1/alice",
                 "/runway/decisions/r1/bob",
                 "/runway/decisions/r10/carol",
@@ -319,7 +328,7 @@ mod tests {
         assert_eq!(ids, ["r1", "r2", "r10"], "oldest first");
         assert_eq!(store.get_rollout("r2").await.unwrap(), Some(record("r2", 20)));
         assert_eq!(store.get_rollout("r3").await.unwrap(), None);
-        assert_eq!(store.get_bundle("abc").await.unwrap(), Some(bundle));
+        assert_eq!(store.get_bundle(&bundle.digest).await.unwrap(), Some(bundle.clone()));
         assert_eq!(store.last_event_seq("r1").await.unwrap(), 10);
         assert_eq!(store.last_event_seq("r3").await.unwrap(), 0);
         let seqs: Vec<u64> = store.events("r1", 2).await.unwrap().iter().map(|e| e.seq).collect();

@@ -8,11 +8,20 @@
 //! `keep_audit_days` (a year by default).
 //!
 //! A bundle is deleted only if nobody wrote it since it was listed: a new
-//! rollout of the same digest saves the bundle again in its own
+//! rollout of the same digest saves the bundle's meta again in its own
 //! transaction, so it never loses its bundle to a prune that ran at the
-//! same time.
+//! same time. Chunks without a meta (a save that stopped half-way) are
+//! deleted once two prunes in a row found them untouched, so a save still
+//! writing them is left alone (see [`super::bundles`]).
+//!
+//! Deleting keys does not shrink etcd: every revision of every key stays in
+//! its history until etcd compacts it. With `[retention] compact` (the
+//! default) the leader compacts after each prune, to the revision the
+//! previous prune started at: history younger than one prune interval
+//! stays for watchers, everything older goes. etcd reuses the freed pages;
+//! its file only shrinks with `etcdctl defrag`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::repo::RolloutStore;
 use crate::config::{Config, Retention};
@@ -28,6 +37,8 @@ pub struct Pruned {
     pub rollouts: usize,
     pub bundles: usize,
     pub audit_entries: usize,
+    /// The revision etcd's history was compacted to, if it was.
+    pub compacted_to: Option<i64>,
 }
 
 /// The finished rollouts `policy` lets go at `now_ms`. `window_secs` gives
@@ -52,29 +63,75 @@ pub fn expired(
         .collect()
 }
 
-/// Deletes what `config.retention` lets go, as `term`'s leader.
+/// Deletes what `config.retention` lets go, once, as `term`'s leader
+/// (without a previous prune to compare with: uncommitted chunks stay and
+/// nothing is compacted). The leader uses a [`Pruner`].
 pub async fn prune(store: &RolloutStore, term: &Term, config: &Config) -> Result<Pruned, StoreError> {
-    let records = store.list_rollouts().await?;
-    let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
-    let now_ms = runway_proto::unix_ms_now();
-    let doomed = expired(&records, &config.retention, now_ms, window);
-    let mut pruned = Pruned::default();
-    for id in &doomed {
-        store.delete_rollout(term, id).await?;
-        pruned.rollouts += 1;
-    }
-    let gone: BTreeSet<&String> = doomed.iter().collect();
-    let referenced: BTreeSet<&str> =
-        records.iter().filter(|r| !gone.contains(&r.id)).map(|r| r.bundle_digest.as_str()).collect();
-    for (digest, revision) in store.bundle_revisions().await? {
-        if !referenced.contains(digest.as_str()) && store.delete_bundle(term, &digest, revision).await? {
-            pruned.bundles += 1;
+    Pruner::default().prune(store, term, config).await
+}
+
+/// Prunes over one leader term, remembering what the previous prune saw:
+/// the revision it started at (where the next compaction goes) and the
+/// uncommitted bundles it found.
+#[derive(Debug, Default)]
+pub struct Pruner {
+    /// The store's revision when the previous prune started.
+    started_at: Option<i64>,
+    /// Uncommitted bundles the previous prune found, with their newest
+    /// revision.
+    uncommitted: BTreeMap<String, i64>,
+}
+
+impl Pruner {
+    /// Deletes what `config.retention` lets go, as `term`'s leader, then
+    /// compacts etcd's history if `[retention] compact`.
+    pub async fn prune(
+        &mut self,
+        store: &RolloutStore,
+        term: &Term,
+        config: &Config,
+    ) -> Result<Pruned, StoreError> {
+        let started_at = store.revision().await?;
+        let records = store.list_rollouts().await?;
+        let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
+        let now_ms = runway_proto::unix_ms_now();
+        let doomed = expired(&records, &config.retention, now_ms, window);
+        let mut pruned = Pruned::default();
+        for id in &doomed {
+            store.delete_rollout(term, id).await?;
+            pruned.rollouts += 1;
         }
+        let gone: BTreeSet<&String> = doomed.iter().collect();
+        let referenced: BTreeSet<&str> =
+            records.iter().filter(|r| !gone.contains(&r.id)).map(|r| r.bundle_digest.as_str()).collect();
+        let mut uncommitted = BTreeMap::new();
+        for bundle in store.stored_bundles().await? {
+            if referenced.contains(bundle.digest.as_str()) {
+                continue;
+            }
+            if bundle.is_uncommitted() {
+                uncommitted.insert(bundle.digest.clone(), bundle.newest);
+                if self.uncommitted.get(&bundle.digest) != Some(&bundle.newest) {
+                    continue;
+                }
+            }
+            if store.delete_bundle(term, &bundle).await? {
+                pruned.bundles += 1;
+            }
+        }
+        self.uncommitted = uncommitted;
+        let policy = &config.retention;
+        let audit_before_ms = now_ms.saturating_sub((policy.keep_audit_days as i64).saturating_mul(DAY_MS));
+        pruned.audit_entries = store.audit().prune(term, policy.keep_audit_entries, audit_before_ms).await?;
+        if config.retention.compact
+            && let Some(revision) = self.started_at
+        {
+            store.compact(revision).await?;
+            pruned.compacted_to = Some(revision);
+        }
+        self.started_at = Some(started_at);
+        Ok(pruned)
     }
-    let policy = &config.retention;
-    let audit_before_ms = now_ms.saturating_sub((policy.keep_audit_days as i64).saturating_mul(DAY_MS));
-    pruned.audit_entries = store.audit().prune(term, policy.keep_audit_entries, audit_before_ms).await?;
-    Ok(pruned)
 }
 
 #[cfg(test)]
@@ -144,6 +201,8 @@ mod store_tests {
             cancel: CancellationToken::new(),
         };
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
+        // Named by made-up digests: the store checks a bundle against the
+        // digest it was saved under, not its content.
         let bundle = |d: &str| Bundle { files: vec![BundleFile::default()], digest: d.into() };
         let now = runway_proto::unix_ms_now();
         for i in 0..30i64 {
@@ -172,7 +231,7 @@ mod store_tests {
         let mut config = Config::default();
         config.retention.keep_rollouts = 10;
         let pruned = prune(&store, &term, &config).await.unwrap();
-        assert_eq!(pruned, Pruned { rollouts: 20, bundles: 2, audit_entries: 0 });
+        assert_eq!(pruned, Pruned { rollouts: 20, bundles: 2, ..Pruned::default() });
         let left: Vec<String> = store.list_rollouts().await.unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(left, (20..30).map(|i| format!("r{i}")).collect::<Vec<_>>());
         let keys = kv.keys();
@@ -180,7 +239,7 @@ mod store_tests {
             !keys.iter().any(|k| k.starts_with("/runway/events/r0") || k.starts_with("/runway/events/r1"))
         );
         assert_eq!(keys.iter().filter(|k| k.starts_with("/runway/events/")).count(), 10);
-        assert_eq!(store.bundle_revisions().await.unwrap().len(), 1);
+        assert_eq!(store.stored_bundles().await.unwrap().len(), 1);
         assert_eq!(audit_keys(&kv), audits_before, "the audit log has bounds of its own");
         assert_eq!(prune(&store, &term, &config).await.unwrap(), Pruned::default());
 
@@ -198,7 +257,8 @@ mod store_tests {
         assert_eq!(store.audit().list(0).await.unwrap(), newest);
 
         // A bundle written again after it was listed is not deleted.
-        let (digest, listed) = store.bundle_revisions().await.unwrap().remove(0);
+        let listed = store.stored_bundles().await.unwrap().remove(0);
+        let digest = listed.digest.clone();
         store
             .create_rollout(
                 &term,
@@ -208,7 +268,40 @@ mod store_tests {
             )
             .await
             .unwrap();
-        assert!(!store.delete_bundle(&term, &digest, listed).await.unwrap());
+        assert!(!store.delete_bundle(&term, &listed).await.unwrap());
         assert!(store.get_bundle(&digest).await.unwrap().is_some());
+    }
+
+    /// Chunks without a meta go only when a second prune finds them
+    /// untouched; compaction follows one prune behind, to where the
+    /// previous prune started.
+    #[tokio::test]
+    async fn a_pruner_deletes_uncommitted_chunks_on_the_second_sighting_and_compacts_one_prune_behind() {
+        let kv = Arc::new(MemoryKv::new());
+        kv.create_with_revision(b"/runway/leader/1", b"c1", 1);
+        let term = Term {
+            token: FencingToken(1),
+            key: b"/runway/leader/1".to_vec(),
+            cancel: CancellationToken::new(),
+        };
+        let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
+        let orphan = crate::store::Put { key: "/runway/bundles/half/chunks/00000".into(), value: vec![1] };
+        crate::store::Kv::put_fenced(kv.as_ref(), &term, vec![orphan]).await.unwrap();
+        let config = Config::default();
+        let mut pruner = Pruner::default();
+
+        let first = pruner.prune(&store, &term, &config).await.unwrap();
+        assert_eq!(first, Pruned::default(), "first sighting: kept, nothing to compact to yet");
+        let started_second = store.revision().await.unwrap();
+        let second = pruner.prune(&store, &term, &config).await.unwrap();
+        assert_eq!(second.bundles, 1, "untouched since the first prune: deleted");
+        assert!(store.stored_bundles().await.unwrap().is_empty());
+        let compacted = second.compacted_to.expect("compacted after the second prune");
+        assert!(compacted <= started_second, "never past where this prune started");
+        assert_eq!(kv.compacted(), compacted as u64);
+
+        let mut off = Config::default();
+        off.retention.compact = false;
+        assert_eq!(pruner.prune(&store, &term, &off).await.unwrap().compacted_to, None);
     }
 }

@@ -20,8 +20,21 @@
 //!   characters (no forged log lines or terminal escapes).
 //! - `allow_danger`: lint rule names, `a-z 0-9 -`, at most
 //!   [`MAX_RULE_NAME`] bytes each.
+//! - the bundle: at most `max_bundle_bytes`, then every check of
+//!   [`runway_proto::bundle::migrations`] (see [`bundle`]).
 
-use runway_proto::v1::StartRolloutRequest;
+use runway_proto::bundle::{BundleError, MigrationFile};
+use runway_proto::v1::{Bundle, StartRolloutRequest};
+
+/// Checks a request's bundle: its size against `limit` first (cheap), then
+/// its digest and layout, off the async runtime (hashing and checking tens
+/// of MiB takes a while). Returns the bundle and its migrations in order.
+pub async fn bundle(bundle: Bundle, limit: usize) -> Result<(Bundle, Vec<MigrationFile>), BundleError> {
+    runway_proto::bundle::check_size(&bundle, limit)?;
+    tokio::task::spawn_blocking(move || runway_proto::bundle::migrations(&bundle).map(|m| (bundle, m)))
+        .await
+        .expect("checking a bundle does not panic")
+}
 
 /// Longest accepted `app_version`, in bytes.
 pub const MAX_APP_VERSION: usize = 128;
@@ -117,6 +130,27 @@ fn quote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bundle_over_the_coordinators_limit_is_refused_before_it_is_checked() {
+        let files = vec![runway_proto::v1::BundleFile {
+            path: "1_init/migration.sql".into(),
+            content: b"select 1;".to_vec(),
+        }];
+        let good = runway_proto::bundle::pack(files).unwrap();
+        let size = runway_proto::bundle::size(&good);
+        let (_, migrations) = bundle(good.clone(), size).await.unwrap();
+        assert_eq!(migrations.len(), 1);
+        let refused = bundle(good, size - 1).await.unwrap_err();
+        assert_eq!(refused, BundleError::BundleTooLarge { size, limit: size - 1 });
+        let mut tampered = runway_proto::bundle::pack(vec![runway_proto::v1::BundleFile {
+            path: "1_init/migration.sql".into(),
+            content: b"select 1;".to_vec(),
+        }])
+        .unwrap();
+        tampered.files[0].content = b"select 2;".to_vec();
+        assert!(matches!(bundle(tampered, 1 << 20).await, Err(BundleError::DigestMismatch { .. })));
+    }
 
     #[test]
     fn usual_versions_pass() {

@@ -1,8 +1,12 @@
 //! The etcd backend of the [`Store`](super::Store).
 //!
-//! [`EtcdKv::put_fenced`] is the only etcd write in the crate (the
-//! election's own campaign aside): a transaction that compares the leader
-//! key's create revision with the writer's fencing token.
+//! The fenced calls here are the only etcd writes in the crate (the
+//! election's own campaign aside): each a transaction that compares the
+//! leader key's create revision with the writer's fencing token
+//! ([`EtcdKv::put_fenced`], and `put_fenced_if` / `delete_fenced`, which
+//! also compare a key's mod revision). Compaction (retention's, after a
+//! prune) is not fenced: it only drops history, which a deposed leader
+//! doing it too cannot harm.
 
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
 
@@ -39,12 +43,21 @@ impl EtcdKv {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
+
+    /// The KV client, taking answers larger than tonic's 4 MiB default: a
+    /// scan of every kept rollout record (each with its plan) can be.
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client.kv_client().max_decoding_message_size(MAX_ANSWER_BYTES)
+    }
 }
+
+/// Largest etcd answer read (a scan of `keep_rollouts` records).
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 
 impl Kv for EtcdKv {
     fn get<'a>(&'a self, key: &'a str) -> KvFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            let response = timed("get", self.client.kv_client().get(key, None)).await?;
+            let response = timed("get", self.kv().get(key, None)).await?;
             Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
         })
     }
@@ -53,7 +66,7 @@ impl Kv for EtcdKv {
         Box::pin(async move {
             let from = if from < prefix { prefix } else { from };
             let options = GetOptions::new().with_range(prefix_end(prefix));
-            let response = timed("scan", self.client.kv_client().get(from, Some(options))).await?;
+            let response = timed("scan", self.kv().get(from, Some(options))).await?;
             Ok(response
                 .kvs()
                 .iter()
@@ -69,7 +82,7 @@ impl Kv for EtcdKv {
                 .with_sort(SortTarget::Key, SortOrder::Descend)
                 .with_limit(1)
                 .with_keys_only();
-            let response = timed("last_key", self.client.kv_client().get(prefix, Some(options))).await?;
+            let response = timed("last_key", self.kv().get(prefix, Some(options))).await?;
             Ok(response.kvs().first().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()))
         })
     }
@@ -79,16 +92,58 @@ impl Kv for EtcdKv {
             let txn = Txn::new()
                 .when(vec![Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64)])
                 .and_then(puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect::<Vec<_>>());
-            let response = timed("put_fenced", self.client.kv_client().txn(txn)).await?;
+            let response = timed("put_fenced", self.kv().txn(txn)).await?;
             if response.succeeded() { Ok(()) } else { Err(StoreError::Fenced(term.token.0)) }
+        })
+    }
+
+    fn put_fenced_if<'a>(
+        &'a self,
+        term: &'a Term,
+        puts: Vec<Put>,
+        unchanged: Vec<(String, i64)>,
+    ) -> KvFuture<'a, bool> {
+        Box::pin(async move {
+            let leads = Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64);
+            let mut when = vec![leads.clone()];
+            when.extend(
+                unchanged
+                    .into_iter()
+                    .map(|(key, revision)| Compare::mod_revision(key, CompareOp::Equal, revision)),
+            );
+            let ops: Vec<TxnOp> = puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect();
+            let txn =
+                Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
+            let response = timed("put_fenced_if", self.kv().txn(txn)).await?;
+            refused_or_fenced(term, &response)
+        })
+    }
+
+    fn revision(&self) -> KvFuture<'_, i64> {
+        Box::pin(async move {
+            // Any read answers with the store's revision in its header.
+            let options = GetOptions::new().with_count_only();
+            let response = timed("revision", self.kv().get("\0", Some(options))).await?;
+            Ok(response.header().map_or(0, |h| h.revision()))
+        })
+    }
+
+    fn compact(&self, revision: i64) -> KvFuture<'_, ()> {
+        Box::pin(async move {
+            match timed("compact", self.kv().compact(revision, None)).await {
+                Ok(_) => Ok(()),
+                // Someone (etcd's own auto-compaction, an earlier leader)
+                // compacted at or past it already: what was asked is done.
+                Err(StoreError::Etcd(e)) if e.to_string().contains("compacted") => Ok(()),
+                Err(e) => Err(e),
+            }
         })
     }
 
     fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
         Box::pin(async move {
             let options = GetOptions::new().with_prefix().with_keys_only();
-            let response =
-                timed("scan_revisions", self.client.kv_client().get(prefix, Some(options))).await?;
+            let response = timed("scan_revisions", self.kv().get(prefix, Some(options))).await?;
             Ok(response
                 .kvs()
                 .iter()
@@ -117,17 +172,24 @@ impl Kv for EtcdKv {
             // only `unchanged` moved.
             let txn =
                 Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
-            let response = timed("delete_fenced", self.client.kv_client().txn(txn)).await?;
-            if response.succeeded() {
-                return Ok(true);
-            }
-            let still_leads = response.op_responses().into_iter().any(|op| match op {
-                etcd_client::TxnOpResponse::Txn(inner) => inner.succeeded(),
-                _ => false,
-            });
-            if still_leads { Ok(false) } else { Err(StoreError::Fenced(term.token.0)) }
+            let response = timed("delete_fenced", self.kv().txn(txn)).await?;
+            refused_or_fenced(term, &response)
         })
     }
+}
+
+/// The answer to a guarded transaction whose `or_else` branch re-checks
+/// leadership alone: true when it applied, false when only a guard moved,
+/// [`StoreError::Fenced`] when `term` no longer leads.
+fn refused_or_fenced(term: &Term, response: &etcd_client::TxnResponse) -> Result<bool, StoreError> {
+    if response.succeeded() {
+        return Ok(true);
+    }
+    let still_leads = response.op_responses().into_iter().any(|op| match op {
+        etcd_client::TxnOpResponse::Txn(inner) => inner.succeeded(),
+        _ => false,
+    });
+    if still_leads { Ok(false) } else { Err(StoreError::Fenced(term.token.0)) }
 }
 
 /// The first key after every key starting with `prefix`.

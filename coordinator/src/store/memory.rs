@@ -30,6 +30,8 @@ struct State {
     entries: BTreeMap<String, Entry>,
     /// The store's revision: bumped once per write, like etcd's.
     revision: u64,
+    /// The revision history was last compacted to (0: never).
+    compacted: u64,
 }
 
 /// Keys and values in memory, with etcd's create revisions.
@@ -59,6 +61,11 @@ impl MemoryKv {
         let mut state = self.state.lock().expect("memory kv lock");
         state.entries.retain(|key, _| !key.starts_with(prefix));
         state.revision += 1;
+    }
+
+    /// The revision [`Kv::compact`] last compacted to (0: never).
+    pub fn compacted(&self) -> u64 {
+        self.locked(|state| state.compacted)
     }
 
     /// Every key, in order (for test assertions on the key layout).
@@ -126,7 +133,7 @@ impl Kv for MemoryKv {
                 return Err(StoreError::Fenced(term.token.0));
             }
             if let Some((key, revision)) = &unchanged
-                && state.entries.get(key).map(|e| e.mod_revision as i64) != Some(*revision)
+                && state.mod_revision(key) != *revision
             {
                 return Ok(false);
             }
@@ -144,12 +151,25 @@ impl Kv for MemoryKv {
     }
 
     fn put_fenced<'a>(&'a self, term: &'a Term, puts: Vec<Put>) -> KvFuture<'a, ()> {
+        let result = self.put_fenced_if(term, puts, Vec::new());
+        result.map(|written| written.map(drop)).boxed()
+    }
+
+    fn put_fenced_if<'a>(
+        &'a self,
+        term: &'a Term,
+        puts: Vec<Put>,
+        unchanged: Vec<(String, i64)>,
+    ) -> KvFuture<'a, bool> {
         let leader_key = String::from_utf8_lossy(&term.key);
         let result = self.locked(|state| {
             let leads =
                 state.entries.get(leader_key.as_ref()).map(|e| e.create_revision) == Some(term.token.0);
             if !leads {
                 return Err(StoreError::Fenced(term.token.0));
+            }
+            if unchanged.iter().any(|(key, revision)| state.mod_revision(key) != *revision) {
+                return Ok(false);
             }
             state.revision += 1;
             let revision = state.revision;
@@ -160,9 +180,26 @@ impl Kv for MemoryKv {
                     .entries
                     .insert(put.key, Entry { value: put.value, create_revision, mod_revision: revision });
             }
-            Ok(())
+            Ok(true)
         });
         futures::future::ready(result).boxed()
+    }
+
+    fn revision(&self) -> KvFuture<'_, i64> {
+        let revision = self.locked(|state| state.revision as i64);
+        futures::future::ready(Ok(revision)).boxed()
+    }
+
+    fn compact(&self, revision: i64) -> KvFuture<'_, ()> {
+        self.locked(|state| state.compacted = state.compacted.max(revision.max(0) as u64));
+        futures::future::ready(Ok(())).boxed()
+    }
+}
+
+impl State {
+    /// `key`'s mod revision, 0 when it is absent (as etcd compares it).
+    fn mod_revision(&self, key: &str) -> i64 {
+        self.entries.get(key).map_or(0, |e| e.mod_revision as i64)
     }
 }
 

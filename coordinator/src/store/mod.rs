@@ -38,6 +38,10 @@ pub enum StoreError {
     /// This coordinator is no longer the leader; it must stop acting.
     #[error("write refused: this coordinator is no longer the leader (fencing token {0} is stale)")]
     Fenced(u64),
+    /// `0` kept moving while it was written (a concurrent prune or save);
+    /// nothing is half-done that matters, and retrying is safe.
+    #[error("{0} kept changing while it was written; retry")]
+    Contended(String),
     /// A stored value cannot be decoded; a person must look.
     #[error("stored value {key} is corrupt: {message}")]
     Corrupt {
@@ -116,6 +120,26 @@ pub trait Kv: Send + Sync {
         deletes: Vec<Delete>,
         unchanged: Option<(String, i64)>,
     ) -> KvFuture<'a, bool>;
+
+    /// Applies every put atomically if `term` still leads and every key of
+    /// `unchanged` still has the given mod revision (0: the key is absent).
+    /// `Ok(false)`: one of them moved, and nothing was written. A stale
+    /// term fails with [`StoreError::Fenced`]. Callers go through
+    /// [`Store::put_fenced_if`].
+    fn put_fenced_if<'a>(
+        &'a self,
+        term: &'a Term,
+        puts: Vec<Put>,
+        unchanged: Vec<(String, i64)>,
+    ) -> KvFuture<'a, bool>;
+
+    /// The store's current revision (etcd's header revision).
+    fn revision(&self) -> KvFuture<'_, i64>;
+
+    /// Drops the history of every key before `revision` (etcd's compaction;
+    /// see `[retention] compact`). Compacting to a revision that is already
+    /// compacted is not an error.
+    fn compact(&self, revision: i64) -> KvFuture<'_, ()>;
 }
 
 /// Handle to the store under one prefix; cheap to clone.
@@ -166,6 +190,38 @@ impl Store {
             term.cancel.cancel();
         }
         result
+    }
+
+    /// Applies `puts` atomically if `term` still leads and nothing in
+    /// `unchanged` moved (see [`Kv::put_fenced_if`]); a refused term is
+    /// ended here, as in [`Self::put_fenced`].
+    pub async fn put_fenced_if(
+        &self,
+        term: &Term,
+        puts: Vec<Put>,
+        unchanged: Vec<(String, i64)>,
+    ) -> Result<bool, StoreError> {
+        let result = self.kv.put_fenced_if(term, puts, unchanged).await;
+        if let Err(StoreError::Fenced(_)) = &result {
+            tracing::warn!(token = %term.token, "a fenced write was refused; stepping down");
+            term.cancel.cancel();
+        }
+        result
+    }
+
+    /// The raw value at `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv.get(key).await
+    }
+
+    /// The store's current revision.
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        self.kv.revision().await
+    }
+
+    /// Drops history before `revision` (see [`Kv::compact`]).
+    pub async fn compact(&self, revision: i64) -> Result<(), StoreError> {
+        self.kv.compact(revision).await
     }
 
     /// Every key under `prefix` with its mod revision.

@@ -2,6 +2,7 @@
 //! plus what Prisma leaves out (statements that refuse transactions,
 //! timeouts, a clear lock error, progress per migration).
 
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use runway_proto::bundle::MigrationFile;
@@ -82,10 +83,19 @@ pub(crate) fn refuse_failed(rows: &[MigrationRow]) -> Result<(), MigrateError> {
 
 /// The migrations of `migrations` that have no row other than rolled-back ones.
 pub(crate) fn pending<'a>(migrations: &'a [MigrationFile], rows: &[MigrationRow]) -> Vec<&'a MigrationFile> {
-    migrations
-        .iter()
-        .filter(|m| !rows.iter().any(|r| r.rolled_back_at.is_none() && r.migration_name == m.name))
-        .collect()
+    // A set, not a scan per migration: histories run to thousands.
+    let recorded: HashSet<&str> =
+        rows.iter().filter(|r| r.rolled_back_at.is_none()).map(|r| r.migration_name.as_str()).collect();
+    migrations.iter().filter(|m| !recorded.contains(m.name.as_str())).collect()
+}
+
+/// The applied rows of `rows` by migration name.
+pub(crate) fn applied_by_name(rows: &[MigrationRow]) -> HashMap<&str, Vec<&MigrationRow>> {
+    let mut applied: HashMap<&str, Vec<&MigrationRow>> = HashMap::new();
+    for row in rows.iter().filter(|r| r.is_applied()) {
+        applied.entry(row.migration_name.as_str()).or_default().push(row);
+    }
+    applied
 }
 
 async fn deploy_locked(
@@ -107,11 +117,11 @@ async fn deploy_locked(
     refuse_failed(&rows)?;
 
     let mut report = DeployReport { already_applied: migrations.len(), ..Default::default() };
+    let applied = applied_by_name(&rows);
     for m in migrations {
-        let modified = rows.iter().any(|r| r.is_applied() && r.migration_name == m.name)
-            && !rows.iter().any(|r| {
-                r.is_applied() && r.migration_name == m.name && checksum::matches(&m.sql, &r.checksum)
-            });
+        let modified = applied
+            .get(m.name.as_str())
+            .is_some_and(|rows| !rows.iter().any(|r| checksum::matches(&m.sql, &r.checksum)));
         if modified {
             report.warnings.push(format!(
                 "migration {} was modified after it was applied (its checksum differs from _prisma_migrations)",

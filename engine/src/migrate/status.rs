@@ -76,12 +76,11 @@ impl StatusReport {
     pub fn compute(migrations: &[MigrationFile], rows: &[MigrationRow]) -> Self {
         let mut report = StatusReport { table_exists: true, ..Default::default() };
         report.pending = deploy::pending(migrations, rows).into_iter().map(|m| m.name.clone()).collect();
+        let applied_rows = deploy::applied_by_name(rows);
         for m in migrations {
-            let applied: Vec<&MigrationRow> =
-                rows.iter().filter(|r| r.is_applied() && r.migration_name == m.name).collect();
-            if applied.is_empty() {
+            let Some(applied) = applied_rows.get(m.name.as_str()) else {
                 continue;
-            }
+            };
             report.applied.push(m.name.clone());
             if !applied.iter().any(|r| checksum::matches(&m.sql, &r.checksum)) {
                 report.modified.push(m.name.clone());
@@ -96,10 +95,11 @@ impl StatusReport {
                 logs: r.logs.clone(),
             })
             .collect();
+        let local: std::collections::HashSet<&str> = migrations.iter().map(|m| m.name.as_str()).collect();
+        let mut missing = std::collections::HashSet::new();
         for row in rows.iter().filter(|r| r.is_applied()) {
-            if !migrations.iter().any(|m| m.name == row.migration_name)
-                && !report.missing_locally.contains(&row.migration_name)
-            {
+            let name = row.migration_name.as_str();
+            if !local.contains(name) && missing.insert(name) {
                 report.missing_locally.push(row.migration_name.clone());
             }
         }

@@ -118,9 +118,20 @@ impl RolloutStore {
         self.store.put_fenced(term, puts).await
     }
 
-    /// Appends several events of one rollout in one fenced transaction.
-    pub async fn append_events(&self, term: &Term, events: &[RolloutEvent]) -> Result<(), StoreError> {
-        let puts = events.iter().map(|e| Put::proto(self.event_key(&e.rollout_id, e.seq), e)).collect();
+    /// The put that saves `event`, for a writer that batches several
+    /// writes into one transaction (see [`super::events`]).
+    pub fn event_put(&self, event: &RolloutEvent) -> Put {
+        Put::proto(self.event_key(&event.rollout_id, event.seq), event)
+    }
+
+    /// The put that saves `record`'s state, for a batching writer.
+    pub fn rollout_put(&self, record: &RolloutRecord) -> Put {
+        Put::json(self.rollout_key(&record.id), record)
+    }
+
+    /// Applies `puts` (made by [`Self::event_put`], [`Self::rollout_put`]
+    /// and audit entries) in one fenced transaction.
+    pub async fn put_batch(&self, term: &Term, puts: Vec<Put>) -> Result<(), StoreError> {
         self.store.put_fenced(term, puts).await
     }
 

@@ -38,6 +38,11 @@ pub enum StoreError {
     /// This coordinator is no longer the leader; it must stop acting.
     #[error("write refused: this coordinator is no longer the leader (fencing token {0} is stale)")]
     Fenced(u64),
+    /// The batched write that also carried this caller's data failed
+    /// (the batch writer saw the error, here as text); nothing of the
+    /// caller's was saved. Retrying is safe.
+    #[error("the batched write failed: {0}")]
+    Batch(String),
     /// A stored value cannot be decoded; a person must look.
     #[error("stored value {key} is corrupt: {message}")]
     Corrupt {
@@ -70,6 +75,11 @@ impl Put {
     /// `value` protobuf-encoded under `key`.
     pub fn proto<M: prost::Message>(key: String, value: &M) -> Self {
         Self { key, value: value.encode_to_vec() }
+    }
+
+    /// Bytes of key and value: what counts against etcd's request limit.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.len()
     }
 }
 

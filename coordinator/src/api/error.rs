@@ -54,7 +54,9 @@ impl From<ApiError> for tonic::Status {
             ApiError::Store(StoreError::Fenced(_)) => tonic::Status::unavailable(
                 "this coordinator just lost leadership; retry against the new leader",
             ),
-            ApiError::Store(StoreError::Etcd(_) | StoreError::Timeout | StoreError::Batch(_)) => {
+            ApiError::Store(
+                StoreError::Etcd(_) | StoreError::Timeout | StoreError::Batch(_) | StoreError::WatchEnded(_),
+            ) => {
                 tracing::error!(error = %message, "etcd call failed");
                 tonic::Status::unavailable("the coordinator cannot reach etcd right now; retry shortly")
             }

@@ -4,6 +4,8 @@
 //! - [`command`]: the typed command a step sends each host, and its id.
 //! - [`repo`]: rollouts, bundles and events in the store (the key layout).
 //! - [`events`]: the numbered event log watchers follow.
+//! - [`feed`]: how the leader learns of new and changed rollouts (an etcd
+//!   watch, not a rescan).
 //! - [`retention`]: which finished rollouts and bundles etcd keeps.
 //! - [`recovery`]: the way back after a failed step, by what it changed.
 //! - [`approval`]: the approval gate's rules: how many approvals, who, what
@@ -26,6 +28,7 @@ pub mod audit;
 pub mod command;
 pub mod engine;
 pub mod events;
+pub mod feed;
 mod outcome;
 pub mod plan;
 pub mod recovery;

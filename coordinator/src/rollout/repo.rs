@@ -181,6 +181,23 @@ impl RolloutStore {
         Ok(records)
     }
 
+    /// Every rollout (in key order) and the store revision the listing
+    /// was read at, for a watch from the next revision on.
+    pub async fn list_rollouts_at(&self) -> Result<(Vec<RolloutRecord>, i64), StoreError> {
+        let prefix = self.store.key("rollouts/");
+        let (entries, revision) = self.store.scan_at(&prefix).await?;
+        let records = entries
+            .iter()
+            .map(|(key, bytes)| crate::store::decode_json(key, bytes))
+            .collect::<Result<_, _>>()?;
+        Ok((records, revision))
+    }
+
+    /// Every write of a rollout record from revision `from` on.
+    pub async fn watch_rollouts(&self, from: i64) -> Result<crate::store::ChangeStream, StoreError> {
+        self.store.watch(&self.store.key("rollouts/"), from).await
+    }
+
     /// The bundle with digest `digest`, if saved.
     pub async fn get_bundle(&self, digest: &str) -> Result<Option<Bundle>, StoreError> {
         self.store.get_proto(&self.bundle_key(digest)).await

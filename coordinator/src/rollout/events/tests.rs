@@ -35,6 +35,12 @@ impl Kv for CountingKv {
     fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
         self.inner.scan_revisions(prefix)
     }
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, (Vec<(String, Vec<u8>)>, i64)> {
+        self.inner.scan_at(prefix)
+    }
+    fn watch<'a>(&'a self, prefix: &'a str, from: i64) -> KvFuture<'a, crate::store::ChangeStream> {
+        self.inner.watch(prefix, from)
+    }
     fn delete_fenced<'a>(
         &'a self,
         term: &'a Term,

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use runway_proto::v1::{AgentInfo, CoordinatorMessage};
 use tokio::sync::mpsc;
 
-/// Messages to one agent's stream.
-pub type AgentSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
+/// Messages to one agent's stream. Boxed: a channel allocates its slots in
+/// blocks of 32, and 32 unboxed messages are 7.5 KiB per attached agent.
+pub type AgentSender = mpsc::Sender<Result<Box<CoordinatorMessage>, tonic::Status>>;
 
 /// Name and roles of a connected agent: what planning needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -340,7 +340,7 @@ pub fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     limit.current = limit.maximum;
-    setrlimit(Resource::Nofile, limit.clone()).expect("raise RLIMIT_NOFILE to its hard limit");
+    setrlimit(Resource::Nofile, limit).expect("raise RLIMIT_NOFILE to its hard limit");
     limit.current.unwrap_or(u64::MAX)
 }
 

@@ -179,10 +179,11 @@ impl EventWriter {
             let puts: Vec<Put> = numbered.iter().map(|e| self.store.event_put(e)).chain(part.with).collect();
             let ops = puts.len();
             let bytes: usize = puts.iter().map(Put::size).sum();
-            if !batch.is_empty() && !batch.fits(ops, bytes) {
-                if let Err(e) = self.flush(next, &mut batch).await {
-                    return fail(e, std::iter::once(part.done).chain(parts.map(|p| p.done)));
-                }
+            if !batch.is_empty()
+                && !batch.fits(ops, bytes)
+                && let Err(e) = self.flush(next, &mut batch).await
+            {
+                return fail(e, std::iter::once(part.done).chain(parts.map(|p| p.done)));
             }
             if batch.fits(ops, bytes) {
                 batch.add(numbered, puts, Some(part.done));
@@ -195,10 +196,11 @@ impl EventWriter {
             let mut done = Some(part.done);
             while let Some(event) = numbered.next() {
                 let put = puts.next().expect("one put per event");
-                if !batch.is_empty() && !batch.fits(1, put.size()) {
-                    if let Err(e) = self.flush(next, &mut batch).await {
-                        return fail(e, done.into_iter().chain(parts.map(|p| p.done)));
-                    }
+                if !batch.is_empty()
+                    && !batch.fits(1, put.size())
+                    && let Err(e) = self.flush(next, &mut batch).await
+                {
+                    return fail(e, done.into_iter().chain(parts.map(|p| p.done)));
                 }
                 let last = numbered.peek().is_none();
                 batch.add(vec![event], vec![put], if last { done.take() } else { None });

@@ -10,7 +10,7 @@ use etcd_client::{
 };
 use futures::StreamExt;
 
-use super::{Change, ChangeStream, Delete, Kv, KvFuture, Put, StoreError};
+use super::{Change, ChangeStream, Delete, Kv, KvFuture, Listing, Put, StoreError};
 use crate::fencing::Term;
 
 /// How long one etcd call may take. (Not a client-wide timeout: that would
@@ -88,7 +88,7 @@ impl Kv for EtcdKv {
         })
     }
 
-    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, (Vec<(String, Vec<u8>)>, i64)> {
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing> {
         Box::pin(async move {
             let options = GetOptions::new().with_prefix();
             let response = timed("scan", self.client.kv_client().get(prefix, Some(options))).await?;

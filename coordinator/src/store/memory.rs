@@ -17,7 +17,7 @@ use futures::future::FutureExt;
 use futures::stream::StreamExt;
 use tokio::sync::broadcast;
 
-use super::{Change, ChangeStream, Delete, Kv, KvFuture, Put, StoreError};
+use super::{Change, ChangeStream, Delete, Kv, KvFuture, Listing, Put, StoreError};
 use crate::fencing::Term;
 
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ impl Kv for MemoryKv {
         futures::future::ready(Ok(last)).boxed()
     }
 
-    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, (Vec<(String, Vec<u8>)>, i64)> {
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing> {
         let listed = self.locked(|state| {
             let entries = state
                 .entries

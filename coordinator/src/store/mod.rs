@@ -109,6 +109,10 @@ pub struct Change {
     pub revision: i64,
 }
 
+/// Every key under a prefix with its value, in key order, and the store
+/// revision they were read at.
+pub type Listing = (Vec<(String, Vec<u8>)>, i64);
+
 /// Changes in revision order, as they happen. An `Err` item
 /// ([`StoreError::WatchEnded`] and the like) ends the stream.
 pub type ChangeStream = BoxStream<'static, Result<Vec<Change>, StoreError>>;
@@ -136,7 +140,7 @@ pub trait Kv: Send + Sync {
     /// Every key starting with `prefix` with its value, in key order, and
     /// the store revision the listing was read at (a watch from the next
     /// revision on misses nothing and repeats nothing).
-    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, (Vec<(String, Vec<u8>)>, i64)>;
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing>;
 
     /// Every write under `prefix` from revision `from` on (inclusive).
     fn watch<'a>(&'a self, prefix: &'a str, from: i64) -> KvFuture<'a, ChangeStream>;
@@ -208,7 +212,7 @@ impl Store {
     }
 
     /// Every value under `prefix` and the revision the listing was read at.
-    pub async fn scan_at(&self, prefix: &str) -> Result<(Vec<(String, Vec<u8>)>, i64), StoreError> {
+    pub async fn scan_at(&self, prefix: &str) -> Result<Listing, StoreError> {
         self.kv.scan_at(prefix).await
     }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::fencing::FencingToken;
 use crate::store::memory::MemoryKv;
-use crate::store::{Delete, Kv, KvFuture, Store};
+use crate::store::{Delete, Kv, KvFuture, Listing, Store};
 
 /// The in-memory store, counting fenced transactions and their sizes; each
 /// write takes a little (paused) time, as an etcd round trip does, so
@@ -35,7 +35,7 @@ impl Kv for CountingKv {
     fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
         self.inner.scan_revisions(prefix)
     }
-    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, (Vec<(String, Vec<u8>)>, i64)> {
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing> {
         self.inner.scan_at(prefix)
     }
     fn watch<'a>(&'a self, prefix: &'a str, from: i64) -> KvFuture<'a, crate::store::ChangeStream> {

@@ -135,6 +135,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(args.idle_secs));
     let idle_cpu = (cpu_time(pid) - cpu_before).as_secs_f64() / idle_started.elapsed().as_secs_f64() * 100.0;
     let rss_idle = rss_kib(pid);
+    eprintln!("RSS per attached agent {per_agent:.1} KiB; idle CPU {idle_cpu:.1}% of one core");
 
     // One rollout; its preflight reaches every host.
     let migrations = cluster.path().join("migrations");
@@ -186,6 +187,11 @@ fn main() {
     latencies.sort_unstable();
     let step_events = events.iter().filter(|e| e["step"] == "preflight").count();
     assert_eq!(latencies.len(), total, "one saved result per host");
+    eprintln!(
+        "preflight: p99 {} ms from dispatch to result saved, {} fenced transactions",
+        percentile(&latencies, 0.99),
+        writes_after.saturating_sub(writes_before)
+    );
 
     // Failover: SIGKILL the leader; every agent must find the new one.
     let old_token = fleet.stats.max_token();

@@ -175,8 +175,9 @@ impl Sim {
         // agent's outbox.
         let (outbox_tx, mut outbox) = mpsc::unbounded_channel::<AgentMessage>();
         let journal: Arc<Mutex<HashMap<String, Entry>>> = Arc::default();
-        // Spread the first dials over the first second, as hosts booting do.
-        let spread = Duration::from_millis((self.index as u64 * 7919) % 1000);
+        // Spread the first dials over ten seconds, as hosts booting do (a
+        // failover, measured later, is when they all come at once).
+        let spread = Duration::from_millis((self.index as u64 * 7919) % 10_000);
         tokio::time::sleep(spread).await;
         let mut next = self.index;
         let mut hint: Option<String> = None;

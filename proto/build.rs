@@ -1,5 +1,8 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/runway/v1/runway.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/runway/v1/runway.proto"], &["proto"])?;
+    // Small first buffers per stream: see src/codec.rs.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::RunwayCodec")
+        .compile_protos(&["proto/runway/v1/runway.proto"], &["proto"])?;
     Ok(())
 }

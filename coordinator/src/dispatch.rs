@@ -90,7 +90,7 @@ impl Dispatcher {
             return;
         };
         let message = CoordinatorMessage { kind: Some(coordinator_message::Kind::Command(command)) };
-        if tx.send(Ok(message)).await.is_err() {
+        if tx.send(Ok(Box::new(message))).await.is_err() {
             tracing::info!(%host, "agent stream closed while sending; command waits for the agent to return");
         }
     }

@@ -154,8 +154,7 @@ pub async fn run(
         tracker.clone(),
     );
     tracker.spawn(engine.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
-    let notifier =
-        notify::Notifier::new(Arc::clone(&config), store.clone(), kv, bus.clone(), tracker.clone())?;
+    let notifier = notify::Notifier::new(Arc::clone(&config), store.clone(), kv, tracker.clone())?;
     tracker.spawn(notifier.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
 
     let server_tls = security.server();

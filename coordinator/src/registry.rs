@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use runway_proto::v1::{AgentInfo, CoordinatorMessage};
 use tokio::sync::mpsc;
 
-/// Messages to one agent's stream.
-pub type AgentSender = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
+/// Messages to one agent's stream. Boxed: a channel allocates its slots in
+/// blocks of 32, and 32 unboxed messages are 7.5 KiB per attached agent.
+pub type AgentSender = mpsc::Sender<Result<Box<CoordinatorMessage>, tonic::Status>>;
 
 /// Name and roles of a connected agent: what planning needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +75,13 @@ impl Registry {
         }
         let session = self.next_session.fetch_add(1, Ordering::SeqCst) + 1;
         self.departed.lock().expect("departed lock").remove(&info.name);
-        agents.insert(info.name.clone(), Connected { info, tx, session });
-        publish(&agents);
+        let metrics = crate::metrics::get();
+        let name = info.name.clone();
+        if let Some(old) = agents.insert(name.clone(), Connected { info, tx, session }) {
+            metrics.agent_left(&old.info.environment, &old.info.name, &old.info.roles);
+        }
+        let new = &agents[&name].info;
+        metrics.agent_attached(&new.environment, &new.name, &new.roles);
         Ok(session)
     }
 
@@ -85,7 +91,7 @@ impl Registry {
         if agents.get(name).is_some_and(|c| c.session == session)
             && let Some(gone) = agents.remove(name)
         {
-            publish(&agents);
+            crate::metrics::get().agent_left(&gone.info.environment, &gone.info.name, &gone.info.roles);
             let departed = Departed { info: gone.info, left_unix_ms: runway_proto::unix_ms_now() };
             self.departed.lock().expect("departed lock").insert(name.to_owned(), departed);
         }
@@ -156,17 +162,11 @@ impl Registry {
     /// agents that went away: a later term starts afresh.
     pub fn clear(&self) {
         let mut agents = self.agents.lock().expect("registry lock");
-        agents.clear();
-        publish(&agents);
+        for (_, gone) in agents.drain() {
+            crate::metrics::get().agent_left(&gone.info.environment, &gone.info.name, &gone.info.roles);
+        }
         self.departed.lock().expect("departed lock").clear();
     }
-}
-
-/// Tells the metrics who is connected now.
-fn publish(agents: &HashMap<String, Connected>) {
-    let connected =
-        agents.values().map(|c| (c.info.environment.as_str(), c.info.name.as_str(), &c.info.roles[..]));
-    crate::metrics::get().agents(connected);
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@
 //! - [`bundle`]: the migration bundle: how its digest is computed and which
 //!   bundles are valid. The CLI packs bundles, the coordinator and the agents
 //!   check them with the same rules.
+//! - [`codec`]: the prost codec the services use, with small first buffers.
 //! - [`LEADER_METADATA_KEY`]: how a follower tells a caller where the leader is.
 
 pub mod bundle;
+pub mod codec;
 
 /// The generated `runway.v1` package.
 #[allow(clippy::all, missing_docs)]

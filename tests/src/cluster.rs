@@ -109,6 +109,8 @@ pub struct Options {
     pub metrics: bool,
     /// Extra tables at the end of every coordinator's config (e.g. `[retention]`).
     pub coordinator_toml: String,
+    /// The coordinators' `heartbeat_secs` (1: failures show fast in tests).
+    pub heartbeat_secs: u64,
 }
 
 impl Default for Options {
@@ -129,6 +131,7 @@ impl Default for Options {
             environment_policies: Vec::new(),
             metrics: false,
             coordinator_toml: String::new(),
+            heartbeat_secs: 1,
         }
     }
 }
@@ -383,10 +386,11 @@ fn start_coordinator(
     let config = root.join(format!("{name}.toml"));
     let mut text = format!(
         "name = \"{name}\"\nlisten = \"{}:{port}\"\nadvertise = \"{addr}\"\netcd_endpoints = {}\n\
-         lease_ttl_secs = {}\nheartbeat_secs = 1\nagent_grace_secs = {}\n",
+         lease_ttl_secs = {}\nheartbeat_secs = {}\nagent_grace_secs = {}\n",
         host.ip,
         toml_list(etcd),
         options.lease_ttl_secs,
+        options.heartbeat_secs,
         options.agent_grace_secs,
     );
     if let Some(secs) = options.step_deadline_secs {

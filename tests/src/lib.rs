@@ -13,12 +13,14 @@
 //! - [`moto`]: an S3-compatible server for backups in object storage.
 //! - [`webhook`]: a webhook receiver that records what it gets.
 //! - [`bench`]: what the benchmarks in `benches/` share.
+//! - [`fleet`]: a simulated fleet of N agents in one process, for benchmarks.
 
 pub mod bench;
 pub mod checks;
 pub mod cluster;
 pub mod etcd;
 pub mod fixtures;
+pub mod fleet;
 pub mod fuzz;
 pub mod moto;
 pub mod netns;

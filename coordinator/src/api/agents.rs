@@ -15,14 +15,15 @@ use runway_proto::v1::{
     agent_message, coordinator_message,
 };
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use super::error::ApiError;
 use crate::fencing::Term;
 use crate::leadership::Leadership;
+use crate::registry::AgentSender;
 
 pub struct AgentService {
     shared: Arc<Shared>,
@@ -112,9 +113,11 @@ impl AgentChannel for AgentService {
             heartbeat_interval_secs: heartbeat.as_secs() as u32,
             fencing_token: term.token.0,
         };
-        tx.send(Ok(CoordinatorMessage { kind: Some(coordinator_message::Kind::Registered(registered)) }))
-            .await
-            .map_err(|_| Status::unavailable("agent stream closed during registration"))?;
+        tx.send(Ok(Box::new(CoordinatorMessage {
+            kind: Some(coordinator_message::Kind::Registered(registered)),
+        })))
+        .await
+        .map_err(|_| Status::unavailable("agent stream closed during registration"))?;
         self.shared.dispatcher.resend_for(&name).await;
 
         let shared = Arc::clone(&self.shared);
@@ -126,7 +129,7 @@ impl AgentChannel for AgentService {
                 let _ = tx.send(Err(ApiError::NotLeader { leader: None }.into())).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|message| message.map(|m| *m)))))
     }
 }
 
@@ -159,7 +162,7 @@ async fn serve_session(
     term: Term,
     heartbeat: Duration,
     mut inbound: Streaming<AgentMessage>,
-    tx: &mpsc::Sender<Result<CoordinatorMessage, Status>>,
+    tx: &AgentSender,
 ) -> String {
     let mut ticker = tokio::time::interval(heartbeat);
     let mut last_heard = Instant::now();
@@ -185,7 +188,7 @@ async fn serve_session(
                     return format!("agent silent for {} s", last_heard.elapsed().as_secs());
                 }
                 let beat = CoordinatorMessage { kind: Some(coordinator_message::Kind::Heartbeat(Heartbeat { unix_ms: runway_proto::unix_ms_now() })) };
-                if tx.send(Ok(beat)).await.is_err() {
+                if tx.send(Ok(Box::new(beat))).await.is_err() {
                     return "agent stream closed".into();
                 }
             }

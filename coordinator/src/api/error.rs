@@ -55,7 +55,9 @@ impl From<ApiError> for tonic::Status {
                 "this coordinator just lost leadership; retry against the new leader",
             ),
             ApiError::Store(StoreError::Contended(_)) => tonic::Status::unavailable(message),
-            ApiError::Store(StoreError::Etcd(_) | StoreError::Timeout) => {
+            ApiError::Store(
+                StoreError::Etcd(_) | StoreError::Timeout | StoreError::Batch(_) | StoreError::WatchEnded(_),
+            ) => {
                 tracing::error!(error = %message, "etcd call failed");
                 tonic::Status::unavailable("the coordinator cannot reach etcd right now; retry shortly")
             }

@@ -15,6 +15,9 @@
 //! leader keeps a cursor in etcd, `notify/<rollout>/<webhook>`: the last
 //! event dealt with, and every delivery's outcome. One task per pair
 //! sends the notifications after the cursor one at a time, in log order.
+//! The leader learns of transitions from the rollout feed
+//! ([`crate::rollout::feed`]: an etcd watch of the rollout records, each
+//! transition being saved with its record), not from a periodic rescan.
 //!
 //! Before each attempt the cursor is saved with `sending = SEQ` (a fenced
 //! write: only the leader sends); after it, with the outcome. A failed
@@ -46,7 +49,8 @@ use crate::config::{Config, Webhook};
 use crate::failpoint;
 use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
-use crate::rollout::events::EventBus;
+use crate::model::RolloutRecord;
+use crate::rollout::feed;
 use crate::rollout::repo::RolloutStore;
 use crate::store::{Put, Store, StoreError};
 
@@ -55,20 +59,6 @@ pub const MAX_ATTEMPTS: u32 = 8;
 
 /// How long one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often the leader looks for notifications to send without being woken.
-const SCAN_EVERY: Duration = Duration::from_secs(5);
-
-/// Event kinds that may be notifications: they wake the leader's scan.
-const WAKING_KINDS: [&str; 7] = [
-    "rollout_started",
-    "step_started",
-    "step_succeeded",
-    "rollout_failed",
-    "rollout_rolled_back",
-    "rollout_succeeded",
-    "rollout_cancelled",
-];
 
 /// How one notification ended for one webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +127,8 @@ type Pair = (String, String);
 struct Progress {
     /// Pairs a task works on now.
     active: HashSet<Pair>,
+    /// Active pairs whose rollout changed since their task started.
+    again: HashSet<Pair>,
     /// Pairs of ended rollouts with nothing left to send, by the record's
     /// `updated_unix_ms` then: skipped until the rollout changes again (a
     /// rollback reopens it).
@@ -149,7 +141,6 @@ pub struct Notifier {
     config: Arc<Config>,
     rollouts: RolloutStore,
     store: Store,
-    bus: EventBus,
     client: reqwest::Client,
     tracker: TaskTracker,
 }
@@ -161,12 +152,11 @@ pub struct ClientError(String);
 
 impl Notifier {
     /// A notifier reading rollouts from `rollouts`, keeping cursors in
-    /// `store`, woken by `bus`; its tasks run on `tracker`.
+    /// `store`; its tasks run on `tracker`.
     pub fn new(
         config: Arc<Config>,
         rollouts: RolloutStore,
         store: Store,
-        bus: EventBus,
         tracker: TaskTracker,
     ) -> Result<Self, ClientError> {
         let client = reqwest::Client::builder()
@@ -176,7 +166,7 @@ impl Notifier {
             .user_agent(concat!("runway-coordinator/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError(e.without_url().to_string()))?;
-        Ok(Self { config, rollouts, store, bus, client, tracker })
+        Ok(Self { config, rollouts, store, client, tracker })
     }
 
     /// Sends while this coordinator leads, from each new term on. Returns
@@ -200,43 +190,33 @@ impl Notifier {
         }
     }
 
-    /// Scans for notifications to send now, whenever a saved event may be
-    /// one, and every few seconds, until `term` ends.
+    /// Looks for notifications to send whenever a rollout record is
+    /// written (every transition that may be a notification is saved with
+    /// its record), from the rollout feed, until `term` ends.
     async fn lead(self, term: Term) {
         let progress = Arc::new(Mutex::new(Progress::default()));
-        let mut wake = self.bus.subscribe();
-        loop {
-            if let Err(e) = self.scan(&term, &progress).await {
-                tracing::warn!(error = %e, "cannot scan for notifications to send");
-            }
-            tokio::select! {
-                _ = term.cancel.cancelled() => return,
-                _ = tokio::time::sleep(SCAN_EVERY) => {}
-                _ = async {
-                    loop {
-                        match wake.recv().await {
-                            Ok(event) if WAKING_KINDS.contains(&event.kind.as_str()) => return,
-                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                                std::future::pending::<()>().await
-                            }
-                        }
-                    }
-                } => {}
-            }
-        }
+        feed::follow(&self.rollouts, &term, |records| {
+            self.scan(&term, &progress, records);
+            async {}
+        })
+        .await;
     }
 
-    /// Starts a task for every (rollout, webhook) pair that may have
-    /// something to send and has none yet.
-    async fn scan(&self, term: &Term, progress: &Arc<Mutex<Progress>>) -> Result<(), StoreError> {
-        for record in self.rollouts.list_rollouts().await? {
+    /// Starts a task for every (rollout, webhook) pair of `records` that
+    /// may have something to send and has none yet; a pair whose task runs
+    /// is marked, so the task looks again before it ends.
+    fn scan(&self, term: &Term, progress: &Arc<Mutex<Progress>>, records: Vec<RolloutRecord>) {
+        for record in records {
             for name in &record.notify {
                 let pair = (record.id.clone(), name.clone());
                 {
                     let mut progress = progress.lock().expect("notify lock");
                     let settled = progress.settled.get(&pair) == Some(&record.updated_unix_ms);
-                    if (record.state.is_terminal() && settled) || progress.active.contains(&pair) {
+                    if record.state.is_terminal() && settled {
+                        continue;
+                    }
+                    if progress.active.contains(&pair) {
+                        progress.again.insert(pair);
                         continue;
                     }
                     progress.active.insert(pair.clone());
@@ -252,22 +232,29 @@ impl Notifier {
                 let span = tracing::info_span!("notify", rollout_id = %record.id, webhook = %name);
                 self.tracker.spawn(tracing::Instrument::instrument(
                     async move {
-                        let caught_up = notifier.deliver(&term, &pair, webhook.as_ref()).await;
-                        let mut progress = progress.lock().expect("notify lock");
-                        progress.active.remove(&pair);
-                        match caught_up {
-                            Ok(Some(updated)) => {
-                                progress.settled.insert(pair, updated);
+                        loop {
+                            let caught_up = notifier.deliver(&term, &pair, webhook.as_ref()).await;
+                            let mut progress = progress.lock().expect("notify lock");
+                            // The rollout changed while this task sent: look again.
+                            if caught_up.is_ok() && progress.again.remove(&pair) {
+                                continue;
                             }
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(error = %e, "notifications stopped; the next scan resumes them"),
+                            progress.active.remove(&pair);
+                            progress.again.remove(&pair);
+                            match caught_up {
+                                Ok(Some(updated)) => {
+                                    progress.settled.insert(pair, updated);
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(error = %e, "notifications stopped; the next change or the feed's safety listing resumes them"),
+                            }
+                            return;
                         }
                     },
                     span,
                 ));
             }
         }
-        Ok(())
     }
 
     /// How every webhook was told about rollout `id` so far, for `rollout show`.

@@ -90,9 +90,7 @@ async fn setup() -> (Notifier, Term) {
         };
         rollouts.append_event(&term, &event, Some(&record), None).await.unwrap();
     }
-    let (bus, _) = tokio::sync::broadcast::channel(16);
-    let notifier =
-        Notifier::new(Arc::new(Config::default()), rollouts, store, bus, TaskTracker::new()).unwrap();
+    let notifier = Notifier::new(Arc::new(Config::default()), rollouts, store, TaskTracker::new()).unwrap();
     (notifier, term)
 }
 

@@ -41,7 +41,7 @@ use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
 use super::restart::Batching;
 use super::target::{self, Target};
-use super::{audit, command, databases, restart, retention, trace};
+use super::{audit, command, databases, feed, restart, retention, trace};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
@@ -55,11 +55,12 @@ use crate::store::StoreError;
 /// How long a finished rollout waits for its DB host to release the backup.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-/// How often the leader looks for unfinished rollouts it is not running.
-const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How long a run that stopped on an etcd error waits before it resumes.
+const RESUME_AFTER: Duration = Duration::from_secs(5);
 
 /// Why a run stopped before the rollout ended. The rollout stays
-/// unfinished in etcd and is resumed by the next scan or the next leader.
+/// unfinished in etcd and is resumed shortly (an etcd error) or by the
+/// next leader.
 #[derive(Debug, thiserror::Error)]
 enum Abandon {
     #[error(transparent)]
@@ -129,66 +130,81 @@ impl Engine {
         }
     }
 
-    /// Resumes unfinished rollouts now and every few seconds, and prunes
+    /// Starts every unfinished rollout it learns of from the rollout feed
+    /// (see [`feed`]: a listing now, then an etcd watch) and prunes
     /// finished ones (see [`retention`]) every `[retention] every_secs`,
     /// until the term ends.
     pub fn lead(&self, term: Term) {
         let engine = self.clone();
+        let watching = term.clone();
         self.tracker.spawn(async move {
-            let prune_every = Duration::from_secs(engine.config.retention.every_secs);
-            let mut pruned_at: Option<Instant> = None;
+            feed::follow(&engine.store.clone(), &watching, |records| {
+                let (engine, term) = (engine.clone(), watching.clone());
+                async move { engine.resume_unfinished(&term, records).await }
+            })
+            .await
+        });
+        let engine = self.clone();
+        self.tracker.spawn(async move {
+            let every = Duration::from_secs(engine.config.retention.every_secs);
             let mut pruner = retention::Pruner::default();
             loop {
-                if let Err(e) = engine.resume_unfinished(&term).await {
-                    tracing::warn!(error = %e, "cannot scan for unfinished rollouts");
-                }
-                if pruned_at.is_none_or(|at| at.elapsed() >= prune_every) {
-                    pruned_at = Some(Instant::now());
-                    match pruner.prune(&engine.store, &term, &engine.config).await {
-                        Ok(pruned) if pruned.rollouts + pruned.bundles + pruned.audit_entries > 0 => {
-                            tracing::info!(
-                                rollouts = pruned.rollouts,
-                                bundles = pruned.bundles,
-                                audit_entries = pruned.audit_entries,
-                                compacted_to = pruned.compacted_to,
-                                "retention pruned"
-                            )
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "retention could not prune; it tries again later")
-                        }
+                match pruner.prune(&engine.store, &term, &engine.config).await {
+                    Ok(pruned) if pruned.rollouts + pruned.bundles + pruned.audit_entries > 0 => {
+                        tracing::info!(
+                            rollouts = pruned.rollouts,
+                            bundles = pruned.bundles,
+                            audit_entries = pruned.audit_entries,
+                            compacted_to = pruned.compacted_to,
+                            "retention pruned"
+                        )
                     }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention could not prune; it tries again later"),
                 }
                 tokio::select! {
                     _ = term.cancel.cancelled() => return,
-                    _ = tokio::time::sleep(RESCAN_EVERY) => {}
+                    _ = tokio::time::sleep(every) => {}
                 }
             }
         });
     }
 
-    async fn resume_unfinished(&self, term: &Term) -> Result<(), StoreError> {
-        for record in self.store.list_rollouts().await? {
+    /// Starts each of `records` that is unfinished and not running here.
+    /// The record is read again first: a watch event may be older than a
+    /// run that just ended, and a stale record must never be run.
+    async fn resume_unfinished(&self, term: &Term, records: Vec<RolloutRecord>) {
+        for record in records {
             if record.state.is_terminal() || self.is_running(&record.id) {
                 continue;
             }
-            let bundle = match self.store.get_bundle(&record.bundle_digest).await {
-                Ok(Some(bundle)) => bundle,
-                Ok(None) => {
-                    tracing::error!(rollout = %record.id, digest = %record.bundle_digest, "bundle of unfinished rollout is missing");
-                    continue;
-                }
-                // One damaged bundle must not hold up the other rollouts.
-                Err(e @ StoreError::Corrupt { .. }) => {
-                    tracing::error!(rollout = %record.id, error = %e, "bundle of unfinished rollout is damaged; a person must look");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            tracing::info!(rollout = %record.id, "resuming unfinished rollout");
-            self.start(term.clone(), record, bundle);
+            if let Err(e) = self.resume(term, &record.id).await {
+                tracing::warn!(rollout = %record.id, error = %e, "cannot resume the rollout now; the feed offers it again");
+            }
         }
+    }
+
+    /// Starts rollout `id` as saved now, if it is unfinished.
+    async fn resume(&self, term: &Term, id: &str) -> Result<(), StoreError> {
+        let Some(record) = self.store.get_rollout(id).await? else { return Ok(()) };
+        if record.state.is_terminal() || self.is_running(id) {
+            return Ok(());
+        }
+        let bundle = match self.store.get_bundle(&record.bundle_digest).await {
+            Ok(Some(bundle)) => bundle,
+            Ok(None) => {
+                tracing::error!(rollout = %record.id, digest = %record.bundle_digest, "bundle of unfinished rollout is missing");
+                return Ok(());
+            }
+            // A damaged bundle holds up only its own rollout.
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(rollout = %record.id, error = %e, "bundle of unfinished rollout is damaged; a person must look");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::info!(rollout = %record.id, "resuming unfinished rollout");
+        self.start(term.clone(), record, bundle);
         Ok(())
     }
 
@@ -214,14 +230,24 @@ impl Engine {
         let span = trace::run_span(&record, &self.config.name);
         let run = async move {
             let id = record.id.clone();
-            match engine.run(term, record, bundle, control).await {
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(rollout = %id, error = %e, "rollout run stopped; it will be resumed")
-                }
-            }
+            let stopped = engine.run(term.clone(), record, bundle, control).await;
             engine.running.lock().expect("engine lock").remove(&id);
             metrics::get().rollout_stopped(&id);
+            match stopped {
+                Ok(()) | Err(Abandon::TermEnded) => {}
+                Err(e) => {
+                    // Nothing may write the record again, so the feed may not
+                    // offer it soon: resume it from here.
+                    tracing::warn!(rollout = %id, error = %e, "rollout run stopped; it resumes shortly");
+                    tokio::select! {
+                        _ = term.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(RESUME_AFTER) => {}
+                    }
+                    if let Err(e) = engine.resume(&term, &id).await {
+                        tracing::warn!(rollout = %id, error = %e, "cannot resume the rollout now; the feed's safety listing will");
+                    }
+                }
+            }
         };
         self.tracker.spawn(run.instrument(span));
     }

@@ -5,14 +5,46 @@
 //! read what is saved and then follow the broadcast, so a watcher that
 //! reconnects with its last sequence number misses nothing and sees
 //! nothing twice.
+//!
+//! # Batched writes
+//!
+//! A step on ten thousand hosts sends ten thousand results at once; one
+//! transaction each would queue them behind each other for seconds. So
+//! writes of one rollout are group-committed: every call queues its
+//! events (and the record and audit entry that must go with them) and
+//! waits for the write lock; whoever gets it writes everything queued by
+//! then, in as few fenced transactions as etcd's limits allow
+//! ([`MAX_TXN_OPS`] operations, [`MAX_TXN_BYTES`] bytes), and tells each
+//! waiter how its own part went. A caller's part is never split between
+//! transactions unless it alone is over a limit, so a record and the event
+//! that reports its change stay in one transaction.
+//!
+//! Saved before acted on still holds: a call returns `Ok` only after the
+//! transaction holding the last of its events succeeded; an event is
+//! broadcast (to watchers and the notifier) only after its transaction
+//! succeeded; and the engine decides a step, or sends the next command,
+//! only after the call that records what it acts on returned `Ok`. When a
+//! transaction fails, every caller whose part was not yet saved gets an
+//! error, nothing of theirs is broadcast, and the sequence numbers they
+//! were given are reused by the next write (nothing was saved under them).
+
+use std::sync::Mutex as SyncMutex;
 
 use runway_proto::v1::{Counters, RolloutEvent, RolloutState};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, broadcast, oneshot};
 
 use super::repo::RolloutStore;
 use crate::fencing::Term;
 use crate::model::RolloutRecord;
 use crate::store::{Put, StoreError};
+
+/// Operations one etcd transaction may hold (etcd's `--max-txn-ops`
+/// default).
+pub const MAX_TXN_OPS: usize = 128;
+
+/// Bytes of keys and values one batched transaction may hold: under
+/// etcd's default request limit of 1.5 MiB, with room for the envelope.
+pub const MAX_TXN_BYTES: usize = 1024 * 1024;
 
 /// Live events of every rollout this coordinator runs.
 pub type EventBus = broadcast::Sender<RolloutEvent>;
@@ -48,8 +80,19 @@ pub struct EventWriter {
     term: Term,
     store: RolloutStore,
     bus: EventBus,
-    /// Next sequence number; the lock also keeps appends in order.
+    /// Parts waiting to be written, in the order they were queued.
+    queue: SyncMutex<Vec<Queued>>,
+    /// The write lock, and the next sequence number.
     next_seq: Mutex<u64>,
+}
+
+/// One caller's part of a batched write.
+struct Queued {
+    events: Vec<NewEvent>,
+    /// Written in the same transaction as `events` (the rollout record, an
+    /// audit entry).
+    with: Vec<Put>,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
 impl EventWriter {
@@ -61,32 +104,143 @@ impl EventWriter {
         bus: EventBus,
     ) -> Result<Self, StoreError> {
         let last = store.last_event_seq(rollout_id).await?;
-        Ok(Self { rollout_id: rollout_id.to_owned(), term, store, bus, next_seq: Mutex::new(last + 1) })
+        Ok(Self {
+            rollout_id: rollout_id.to_owned(),
+            term,
+            store,
+            bus,
+            queue: SyncMutex::default(),
+            next_seq: Mutex::new(last + 1),
+        })
     }
 
     /// Numbers, saves and broadcasts `event`.
     pub async fn emit(&self, event: NewEvent) -> Result<(), StoreError> {
-        self.append(event, None, None).await
+        self.write(vec![event], Vec::new()).await
     }
 
-    /// Numbers, saves (in one transaction: one etcd write rather than one
-    /// per event) and broadcasts `events`, in order.
+    /// Numbers, saves and broadcasts `events`, in order, with consecutive
+    /// numbers (in one transaction unless they are over its limits).
     pub async fn emit_all(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
-        if events.len() == 1 {
-            return self.emit(events.into_iter().next().expect("one event")).await;
+        self.write(events, Vec::new()).await
+    }
+
+    /// Saves `record` and appends `event` in one transaction.
+    pub async fn emit_with(&self, event: NewEvent, record: &RolloutRecord) -> Result<(), StoreError> {
+        self.write(vec![event], vec![self.store.rollout_put(record)]).await
+    }
+
+    /// Saves `record`, appends `event` and writes `audit` (an audit log
+    /// entry) in one transaction: how a rollout ended is never saved
+    /// without its audit entry.
+    pub async fn emit_audited(
+        &self,
+        event: NewEvent,
+        record: &RolloutRecord,
+        audit: Put,
+    ) -> Result<(), StoreError> {
+        self.write(vec![event], vec![self.store.rollout_put(record), audit]).await
+    }
+
+    /// Queues a part and returns once it is saved (or its write failed);
+    /// writes what is queued when this call gets the write lock first.
+    async fn write(&self, events: Vec<NewEvent>, with: Vec<Put>) -> Result<(), StoreError> {
+        if events.is_empty() && with.is_empty() {
+            return Ok(());
         }
+        let (done, mut outcome) = oneshot::channel();
+        self.queue.lock().expect("event queue lock").push(Queued { events, with, done });
         let mut next = self.next_seq.lock().await;
-        // etcd limits the operations of one transaction (128 by default).
-        for chunk in events.chunks(64) {
-            let numbered: Vec<RolloutEvent> =
-                chunk.iter().enumerate().map(|(i, e)| self.number(e.clone(), *next + i as u64)).collect();
-            self.store.append_events(&self.term, &numbered).await?;
-            *next += numbered.len() as u64;
-            for event in numbered {
-                let _ = self.bus.send(event);
+        // A writer before us may have taken our part along.
+        if let Ok(result) = outcome.try_recv() {
+            return result;
+        }
+        let parts = std::mem::take(&mut *self.queue.lock().expect("event queue lock"));
+        self.write_parts(&mut next, parts).await;
+        outcome.await.unwrap_or_else(|_| Err(StoreError::Batch("the batch writer went away".into())))
+    }
+
+    /// Writes `parts` in order, in as few transactions as the limits
+    /// allow, and completes each part once all of it is saved.
+    async fn write_parts(&self, next: &mut u64, parts: Vec<Queued>) {
+        let mut batch = Batch::default();
+        let mut parts = parts.into_iter();
+        // Numbers given so far; `next` moves on only with each saved transaction.
+        let mut seq = *next;
+        while let Some(part) = parts.next() {
+            let numbered: Vec<RolloutEvent> = part
+                .events
+                .into_iter()
+                .map(|e| {
+                    seq += 1;
+                    self.number(e, seq - 1)
+                })
+                .collect();
+            let puts: Vec<Put> = numbered.iter().map(|e| self.store.event_put(e)).chain(part.with).collect();
+            let ops = puts.len();
+            let bytes: usize = puts.iter().map(Put::size).sum();
+            if !batch.is_empty()
+                && !batch.fits(ops, bytes)
+                && let Err(e) = self.flush(next, &mut batch).await
+            {
+                return fail(e, std::iter::once(part.done).chain(parts.map(|p| p.done)));
+            }
+            if batch.fits(ops, bytes) {
+                batch.add(numbered, puts, Some(part.done));
+                continue;
+            }
+            // Over a limit on its own (many events, none tied to a record):
+            // saved in pieces, completed with the last.
+            let mut numbered = numbered.into_iter().peekable();
+            let mut puts = puts.into_iter();
+            let mut done = Some(part.done);
+            while let Some(event) = numbered.next() {
+                let put = puts.next().expect("one put per event");
+                if !batch.is_empty()
+                    && !batch.fits(1, put.size())
+                    && let Err(e) = self.flush(next, &mut batch).await
+                {
+                    return fail(e, done.into_iter().chain(parts.map(|p| p.done)));
+                }
+                let last = numbered.peek().is_none();
+                batch.add(vec![event], vec![put], if last { done.take() } else { None });
             }
         }
-        Ok(())
+        if !batch.is_empty()
+            && let Err(e) = self.flush(next, &mut batch).await
+        {
+            fail(e, std::iter::empty());
+        }
+    }
+
+    /// One fenced transaction of `batch`; on success its events are
+    /// numbered for good, broadcast, and its finished parts told. On
+    /// failure the parts in it are told, and the error returned for the rest.
+    async fn flush(&self, next: &mut u64, batch: &mut Batch) -> Result<(), StoreError> {
+        let Batch { events, puts, done, .. } = std::mem::take(batch);
+        match self.store.put_batch(&self.term, puts).await {
+            Ok(()) => {
+                *next += events.len() as u64;
+                for event in events {
+                    let _ = self.bus.send(event);
+                }
+                for done in done {
+                    let _ = done.send(Ok(()));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let shared = shared_error(&e);
+                let mut done = done.into_iter();
+                if let Some(first) = done.next() {
+                    let _ = first.send(Err(e));
+                }
+                for other in done {
+                    let _ = other.send(Err(shared_error(&shared)));
+                }
+                Err(shared)
+            }
+        }
     }
 
     fn number(&self, event: NewEvent, seq: u64) -> RolloutEvent {
@@ -107,35 +261,57 @@ impl EventWriter {
             work_ms: event.work_ms,
         }
     }
+}
 
-    /// Saves `record` and appends `event` in one transaction.
-    pub async fn emit_with(&self, event: NewEvent, record: &RolloutRecord) -> Result<(), StoreError> {
-        self.append(event, Some(record), None).await
+/// What one transaction will hold.
+#[derive(Default)]
+struct Batch {
+    events: Vec<RolloutEvent>,
+    puts: Vec<Put>,
+    bytes: usize,
+    /// Parts whose last piece is in this transaction.
+    done: Vec<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.puts.is_empty()
     }
 
-    /// Saves `record`, appends `event` and writes `audit` (an audit log
-    /// entry) in one transaction: how a rollout ended is never saved
-    /// without its audit entry.
-    pub async fn emit_audited(
-        &self,
-        event: NewEvent,
-        record: &RolloutRecord,
-        audit: Put,
-    ) -> Result<(), StoreError> {
-        self.append(event, Some(record), Some(audit)).await
+    fn fits(&self, ops: usize, bytes: usize) -> bool {
+        self.puts.len() + ops <= MAX_TXN_OPS && self.bytes + bytes <= MAX_TXN_BYTES
     }
 
-    async fn append(
-        &self,
-        event: NewEvent,
-        record: Option<&RolloutRecord>,
-        audit: Option<Put>,
-    ) -> Result<(), StoreError> {
-        let mut next = self.next_seq.lock().await;
-        let event = self.number(event, *next);
-        self.store.append_event(&self.term, &event, record, audit).await?;
-        *next += 1;
-        let _ = self.bus.send(event);
-        Ok(())
+    fn add(
+        &mut self,
+        events: Vec<RolloutEvent>,
+        puts: Vec<Put>,
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    ) {
+        self.bytes += puts.iter().map(Put::size).sum::<usize>();
+        self.events.extend(events);
+        self.puts.extend(puts);
+        self.done.extend(done);
     }
 }
+
+/// The error every other waiter of a failed batch gets: a stale term stays
+/// [`StoreError::Fenced`] (so each run stops as the term ended); anything
+/// else is told as text.
+fn shared_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Fenced(token) => StoreError::Fenced(*token),
+        StoreError::Batch(text) => StoreError::Batch(text.clone()),
+        other => StoreError::Batch(other.to_string()),
+    }
+}
+
+/// Tells every part in `rest` that the batch failed with `e`.
+fn fail(e: StoreError, rest: impl Iterator<Item = oneshot::Sender<Result<(), StoreError>>>) {
+    for done in rest {
+        let _ = done.send(Err(shared_error(&e)));
+    }
+}
+
+#[cfg(test)]
+mod tests;

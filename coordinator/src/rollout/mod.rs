@@ -8,6 +8,8 @@
 //! - [`bundles`]: bundles stored once by digest, in chunks below etcd's
 //!   value limit.
 //! - [`events`]: the numbered event log watchers follow.
+//! - [`feed`]: how the leader learns of new and changed rollouts (an etcd
+//!   watch, not a rescan).
 //! - [`retention`]: which finished rollouts and bundles etcd keeps.
 //! - [`recovery`]: the way back after a failed step, by what it changed.
 //! - [`approval`]: the approval gate's rules: how many approvals, who, what
@@ -32,6 +34,7 @@ pub mod command;
 pub mod databases;
 pub mod engine;
 pub mod events;
+pub mod feed;
 mod outcome;
 pub mod plan;
 pub mod recovery;

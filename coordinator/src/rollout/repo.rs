@@ -117,9 +117,20 @@ impl RolloutStore {
         self.store.put_fenced(term, puts).await
     }
 
-    /// Appends several events of one rollout in one fenced transaction.
-    pub async fn append_events(&self, term: &Term, events: &[RolloutEvent]) -> Result<(), StoreError> {
-        let puts = events.iter().map(|e| Put::proto(self.event_key(&e.rollout_id, e.seq), e)).collect();
+    /// The put that saves `event`, for a writer that batches several
+    /// writes into one transaction (see [`super::events`]).
+    pub fn event_put(&self, event: &RolloutEvent) -> Put {
+        Put::proto(self.event_key(&event.rollout_id, event.seq), event)
+    }
+
+    /// The put that saves `record`'s state, for a batching writer.
+    pub fn rollout_put(&self, record: &RolloutRecord) -> Put {
+        Put::json(self.rollout_key(&record.id), record)
+    }
+
+    /// Applies `puts` (made by [`Self::event_put`], [`Self::rollout_put`]
+    /// and audit entries) in one fenced transaction.
+    pub async fn put_batch(&self, term: &Term, puts: Vec<Put>) -> Result<(), StoreError> {
         self.store.put_fenced(term, puts).await
     }
 
@@ -167,6 +178,23 @@ impl RolloutStore {
         let mut records: Vec<RolloutRecord> = self.store.list_json(&self.store.key("rollouts/")).await?;
         records.sort_by_key(|r| r.created_unix_ms);
         Ok(records)
+    }
+
+    /// Every rollout (in key order) and the store revision the listing
+    /// was read at, for a watch from the next revision on.
+    pub async fn list_rollouts_at(&self) -> Result<(Vec<RolloutRecord>, i64), StoreError> {
+        let prefix = self.store.key("rollouts/");
+        let (entries, revision) = self.store.scan_at(&prefix).await?;
+        let records = entries
+            .iter()
+            .map(|(key, bytes)| crate::store::decode_json(key, bytes))
+            .collect::<Result<_, _>>()?;
+        Ok((records, revision))
+    }
+
+    /// Every write of a rollout record from revision `from` on.
+    pub async fn watch_rollouts(&self, from: i64) -> Result<crate::store::ChangeStream, StoreError> {
+        self.store.watch(&self.store.key("rollouts/"), from).await
     }
 
     /// The bundle with digest `digest`, if saved; its chunks are checked

@@ -8,9 +8,13 @@
 //! prune) is not fenced: it only drops history, which a deposed leader
 //! doing it too cannot harm.
 
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    WatchOptions, WatchStream,
+};
+use futures::StreamExt;
 
-use super::{Delete, Kv, KvFuture, Put, StoreError};
+use super::{Change, ChangeStream, Delete, Kv, KvFuture, Listing, Put, StoreError};
 use crate::fencing::Term;
 
 /// How long one etcd call may take. (Not a client-wide timeout: that would
@@ -140,6 +144,28 @@ impl Kv for EtcdKv {
         })
     }
 
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing> {
+        Box::pin(async move {
+            let options = GetOptions::new().with_prefix();
+            let response = timed("scan", self.client.kv_client().get(prefix, Some(options))).await?;
+            let revision = response.header().map_or(0, |h| h.revision());
+            let entries = response
+                .kvs()
+                .iter()
+                .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec()))
+                .collect();
+            Ok((entries, revision))
+        })
+    }
+
+    fn watch<'a>(&'a self, prefix: &'a str, from: i64) -> KvFuture<'a, ChangeStream> {
+        Box::pin(async move {
+            let options = WatchOptions::new().with_prefix().with_start_revision(from);
+            let stream = timed("watch", self.client.watch_client().watch(prefix, Some(options))).await?;
+            Ok(changes(stream))
+        })
+    }
+
     fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
         Box::pin(async move {
             let options = GetOptions::new().with_prefix().with_keys_only();
@@ -190,6 +216,43 @@ fn refused_or_fenced(term: &Term, response: &etcd_client::TxnResponse) -> Result
         _ => false,
     });
     if still_leads { Ok(false) } else { Err(StoreError::Fenced(term.token.0)) }
+}
+
+/// etcd's watch responses as [`Change`]s; a cancelled watch (compaction
+/// included) or a broken stream is the last item, an error.
+fn changes(stream: WatchStream) -> ChangeStream {
+    futures::stream::unfold(Some(stream), |stream| async move {
+        let mut stream = stream?;
+        loop {
+            let ended = |why: String| Some((Err(StoreError::WatchEnded(why)), None));
+            return match stream.message().await {
+                Ok(Some(response)) if response.canceled() => {
+                    let why = match response.compact_revision() {
+                        0 => format!("cancelled by etcd: {}", response.cancel_reason()),
+                        compacted => format!("etcd compacted its history up to revision {compacted}"),
+                    };
+                    ended(why)
+                }
+                Ok(Some(response)) if response.events().is_empty() => continue,
+                Ok(Some(response)) => {
+                    let changes = response
+                        .events()
+                        .iter()
+                        .filter_map(|event| {
+                            let kv = event.kv()?;
+                            let value = (event.event_type() == EventType::Put).then(|| kv.value().to_vec());
+                            let key = String::from_utf8_lossy(kv.key()).into_owned();
+                            Some(Change { key, value, revision: kv.mod_revision() })
+                        })
+                        .collect();
+                    Some((Ok(changes), Some(stream)))
+                }
+                Ok(None) => ended("etcd closed the watch stream".into()),
+                Err(e) => ended(e.to_string()),
+            };
+        }
+    })
+    .boxed()
 }
 
 /// The first key after every key starting with `prefix`.

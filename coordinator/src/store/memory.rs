@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use futures::future::FutureExt;
+use futures::stream::StreamExt;
+use tokio::sync::broadcast;
 
-use super::{Delete, Kv, KvFuture, Put, StoreError};
+use super::{Change, ChangeStream, Delete, Kv, KvFuture, Listing, Put, StoreError};
 use crate::fencing::Term;
 
 #[derive(Debug, Clone)]
@@ -25,19 +27,49 @@ struct Entry {
     mod_revision: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     entries: BTreeMap<String, Entry>,
     /// The store's revision: bumped once per write, like etcd's.
     revision: u64,
     /// The revision history was last compacted to (0: never).
     compacted: u64,
+    /// Every write, for watches that start in the past.
+    history: Vec<Change>,
+    /// Writes as they happen, for watches that caught up. Sent under the
+    /// state lock, so a watch that reads `history` and subscribes under it
+    /// misses nothing.
+    live: broadcast::Sender<Change>,
 }
 
-/// Keys and values in memory, with etcd's create revisions.
-#[derive(Debug, Default)]
+/// Keys and values in memory, with etcd's create revisions and a watch.
+#[derive(Debug)]
 pub struct MemoryKv {
     state: Mutex<State>,
+}
+
+impl Default for MemoryKv {
+    fn default() -> Self {
+        let (live, _) = broadcast::channel(4096);
+        Self {
+            state: Mutex::new(State {
+                entries: BTreeMap::new(),
+                revision: 0,
+                compacted: 0,
+                history: Vec::new(),
+                live,
+            }),
+        }
+    }
+}
+
+impl State {
+    fn record(&mut self, key: &str, value: Option<&[u8]>) {
+        let change =
+            Change { key: key.to_owned(), value: value.map(<[u8]>::to_vec), revision: self.revision as i64 };
+        let _ = self.live.send(change.clone());
+        self.history.push(change);
+    }
 }
 
 impl MemoryKv {
@@ -46,21 +78,34 @@ impl MemoryKv {
         Self::default()
     }
 
+    /// Ends every watch open now, as a broken etcd stream does (tests of
+    /// the recovery: a full listing and a new watch).
+    pub fn break_watches(&self) {
+        let (live, _) = broadcast::channel(4096);
+        self.state.lock().expect("memory kv lock").live = live;
+    }
+
     /// Creates `key` with create revision `revision`, unfenced: what etcd
     /// does when a campaign wins. Later writes get higher revisions.
     pub fn create_with_revision(&self, key: &[u8], value: &[u8], revision: u64) {
         let mut state = self.state.lock().expect("memory kv lock");
         state.revision = state.revision.max(revision);
         let entry = Entry { value: value.to_vec(), create_revision: revision, mod_revision: revision };
-        state.entries.insert(String::from_utf8_lossy(key).into_owned(), entry);
+        let key = String::from_utf8_lossy(key).into_owned();
+        state.record(&key, Some(value));
+        state.entries.insert(key, entry);
     }
 
     /// Deletes every key under `prefix`, unfenced: what etcd does when the
     /// leases holding them expire or are revoked.
     pub fn delete_prefix(&self, prefix: &str) {
         let mut state = self.state.lock().expect("memory kv lock");
-        state.entries.retain(|key, _| !key.starts_with(prefix));
         state.revision += 1;
+        let gone: Vec<String> = state.entries.keys().filter(|key| key.starts_with(prefix)).cloned().collect();
+        for key in gone {
+            state.entries.remove(&key);
+            state.record(&key, None);
+        }
     }
 
     /// The revision [`Kv::compact`] last compacted to (0: never).
@@ -109,6 +154,50 @@ impl Kv for MemoryKv {
         futures::future::ready(Ok(last)).boxed()
     }
 
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing> {
+        let listed = self.locked(|state| {
+            let entries = state
+                .entries
+                .range(prefix.to_owned()..)
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .map(|(key, entry)| (key.clone(), entry.value.clone()))
+                .collect();
+            (entries, state.revision as i64)
+        });
+        futures::future::ready(Ok(listed)).boxed()
+    }
+
+    fn watch<'a>(&'a self, prefix: &'a str, from: i64) -> KvFuture<'a, ChangeStream> {
+        let (past, live) = self.locked(|state| {
+            let past: Vec<Change> = state
+                .history
+                .iter()
+                .filter(|c| c.revision >= from && c.key.starts_with(prefix))
+                .cloned()
+                .collect();
+            (past, state.live.subscribe())
+        });
+        let prefix = prefix.to_owned();
+        // Each write's changes in one item, as etcd sends them.
+        let past = futures::stream::iter(group_by_revision(past).into_iter().map(Ok));
+        let live = futures::stream::unfold(Some(live), move |live| {
+            let prefix = prefix.clone();
+            async move {
+                let mut live = live?;
+                loop {
+                    match live.recv().await {
+                        Ok(change) if change.key.starts_with(&prefix) => {
+                            return Some((Ok(vec![change]), Some(live)));
+                        }
+                        Ok(_) => continue,
+                        Err(e) => return Some((Err(StoreError::WatchEnded(e.to_string())), None)),
+                    }
+                }
+            }
+        });
+        futures::future::ready(Ok(past.chain(live).boxed())).boxed()
+    }
+
     fn scan_revisions<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Vec<(String, i64)>> {
         let entries = self.locked(|state| {
             state
@@ -139,10 +228,14 @@ impl Kv for MemoryKv {
             }
             state.revision += 1;
             for delete in deletes {
-                if delete.prefix {
-                    state.entries.retain(|key, _| !key.starts_with(&delete.key));
+                let gone: Vec<String> = if delete.prefix {
+                    state.entries.keys().filter(|key| key.starts_with(&delete.key)).cloned().collect()
                 } else {
-                    state.entries.remove(&delete.key);
+                    state.entries.contains_key(&delete.key).then(|| delete.key.clone()).into_iter().collect()
+                };
+                for key in gone {
+                    state.entries.remove(&key);
+                    state.record(&key, None);
                 }
             }
             Ok(true)
@@ -176,6 +269,7 @@ impl Kv for MemoryKv {
             for put in puts {
                 let create_revision =
                     state.entries.get(&put.key).map_or(revision, |existing| existing.create_revision);
+                state.record(&put.key, Some(&put.value));
                 state
                     .entries
                     .insert(put.key, Entry { value: put.value, create_revision, mod_revision: revision });
@@ -201,6 +295,18 @@ impl State {
     fn mod_revision(&self, key: &str) -> i64 {
         self.entries.get(key).map_or(0, |e| e.mod_revision as i64)
     }
+}
+
+/// `changes` (in revision order) grouped by revision.
+fn group_by_revision(changes: Vec<Change>) -> Vec<Vec<Change>> {
+    let mut groups: Vec<Vec<Change>> = Vec::new();
+    for change in changes {
+        match groups.last_mut() {
+            Some(group) if group[0].revision == change.revision => group.push(change),
+            _ => groups.push(vec![change]),
+        }
+    }
+    groups
 }
 
 #[cfg(test)]

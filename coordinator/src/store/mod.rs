@@ -21,6 +21,7 @@ pub mod memory;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -42,6 +43,16 @@ pub enum StoreError {
     /// nothing is half-done that matters, and retrying is safe.
     #[error("{0} kept changing while it was written; retry")]
     Contended(String),
+    /// The batched write that also carried this caller's data failed
+    /// (the batch writer saw the error, here as text); nothing of the
+    /// caller's was saved. Retrying is safe.
+    #[error("the batched write failed: {0}")]
+    Batch(String),
+    /// A watch can no longer follow: it fell behind etcd's compaction (at
+    /// this revision), was cancelled, or its stream broke. A full listing
+    /// and a new watch recover; retrying is safe.
+    #[error("the etcd watch ended: {0}")]
+    WatchEnded(String),
     /// A stored value cannot be decoded; a person must look.
     #[error("stored value {key} is corrupt: {message}")]
     Corrupt {
@@ -75,6 +86,11 @@ impl Put {
     pub fn proto<M: prost::Message>(key: String, value: &M) -> Self {
         Self { key, value: value.encode_to_vec() }
     }
+
+    /// Bytes of key and value: what counts against etcd's request limit.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.len()
+    }
 }
 
 /// What to delete: one key, or every key under a prefix.
@@ -85,6 +101,25 @@ pub struct Delete {
     /// Every key starting with `key`.
     pub prefix: bool,
 }
+
+/// One write under a watched prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Full key, prefix included.
+    pub key: String,
+    /// The value written; `None` when the key was deleted.
+    pub value: Option<Vec<u8>>,
+    /// The store revision of the write.
+    pub revision: i64,
+}
+
+/// Every key under a prefix with its value, in key order, and the store
+/// revision they were read at.
+pub type Listing = (Vec<(String, Vec<u8>)>, i64);
+
+/// Changes in revision order, as they happen. An `Err` item
+/// ([`StoreError::WatchEnded`] and the like) ends the stream.
+pub type ChangeStream = BoxStream<'static, Result<Vec<Change>, StoreError>>;
 
 /// A key/value backend. Reads are plain; writes are fenced.
 ///
@@ -105,6 +140,14 @@ pub trait Kv: Send + Sync {
     /// revision `term.token`; otherwise writes nothing and fails with
     /// [`StoreError::Fenced`]. Callers go through [`Store::put_fenced`].
     fn put_fenced<'a>(&'a self, term: &'a Term, puts: Vec<Put>) -> KvFuture<'a, ()>;
+
+    /// Every key starting with `prefix` with its value, in key order, and
+    /// the store revision the listing was read at (a watch from the next
+    /// revision on misses nothing and repeats nothing).
+    fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing>;
+
+    /// Every write under `prefix` from revision `from` on (inclusive).
+    fn watch<'a>(&'a self, prefix: &'a str, from: i64) -> KvFuture<'a, ChangeStream>;
 
     /// Every key starting with `prefix`, in key order, with its mod
     /// revision (the revision of its last write); no values.
@@ -224,6 +267,16 @@ impl Store {
         self.kv.compact(revision).await
     }
 
+    /// Every value under `prefix` and the revision the listing was read at.
+    pub async fn scan_at(&self, prefix: &str) -> Result<Listing, StoreError> {
+        self.kv.scan_at(prefix).await
+    }
+
+    /// Every write under `prefix` from revision `from` on.
+    pub async fn watch(&self, prefix: &str, from: i64) -> Result<ChangeStream, StoreError> {
+        self.kv.watch(prefix, from).await
+    }
+
     /// Every key under `prefix` with its mod revision.
     pub async fn scan_revisions(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
         self.kv.scan_revisions(prefix).await
@@ -261,7 +314,8 @@ impl Store {
     }
 }
 
-fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+/// Decodes a JSON value read at `key`.
+pub fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt { key: key.to_owned(), message: e.to_string() })
 }

@@ -1,0 +1,255 @@
+//! A simulated fleet against real coordinators: what one leader costs per
+//! attached agent, and how it copes when all of them act at once.
+//!
+//! Real etcd, two real coordinator processes (leader + follower, mTLS, the
+//! coordinators' default lease TTL and heartbeat) and N simulated app
+//! agents plus one simulated DB agent in this process (see
+//! `runway_tests::fleet`), each with its own connection and certificate.
+//! Measured, on the leader:
+//!
+//! - RSS per attached agent: (RSS with every agent attached − RSS before) / agents;
+//! - CPU at idle with heartbeats flowing, over `--idle-secs`;
+//! - a rollout whose preflight reaches every host (the DB agent then fails
+//!   it, so the rollout ends there, nothing changed): per command, the time
+//!   from the step's dispatch (its `step_started` event) to its result
+//!   saved (the result event's time, stamped just before the write that
+//!   saves it), and the fenced etcd transactions the step used (the
+//!   leader's `runway_etcd_request_duration_seconds_count{op="put_fenced"}`);
+//! - a leader SIGKILL: the time until every agent is attached to the new leader.
+//!
+//! `cargo build --release -p runway-coordinator -p runway-cli --bins &&
+//!  cargo bench -p runway-tests --bench fleet -- --agents 10000 [--work-ms 0] [--idle-secs 20]`
+
+use std::time::{Duration, Instant};
+
+use runway_tests::cluster::{Cluster, ENV, Options, http_get};
+use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::fleet::{Fleet, FleetOptions, SimAgent, cpu_time, credentials, raise_fd_limit, rss_kib};
+use runway_tests::process::wait_until;
+use runway_tests::watch::Watch;
+use serde_json::Value;
+
+/// The coordinator's defaults (see `coordinator/src/config.rs`).
+const LEASE_TTL_SECS: u64 = 5;
+const HEARTBEAT_SECS: u64 = 2;
+
+struct Args {
+    agents: usize,
+    work_ms: u64,
+    idle_secs: u64,
+    insecure: bool,
+}
+
+fn args() -> Args {
+    let mut parsed = Args { agents: 1000, work_ms: 0, idle_secs: 20, insecure: false };
+    let mut args = runway_tests::bench::args().skip(1);
+    let number = |v: Option<String>, flag: &str| -> u64 {
+        v.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{flag} N"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--agents" => parsed.agents = number(args.next(), "--agents") as usize,
+            "--work-ms" => parsed.work_ms = number(args.next(), "--work-ms"),
+            "--idle-secs" => parsed.idle_secs = number(args.next(), "--idle-secs"),
+            "--insecure" => parsed.insecure = true,
+            _ => {
+                eprintln!(
+                    "usage: cargo bench -p runway-tests --bench fleet -- [--agents N] [--work-ms MS] \
+                     [--idle-secs S] [--insecure]   (defaults 1000, 0, 20; --insecure: no mTLS)"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    parsed
+}
+
+/// The leader's count of fenced etcd writes so far.
+fn fenced_writes(cluster: &Cluster, leader: usize) -> u64 {
+    let c = &cluster.coordinators[leader];
+    let port = c.metrics.expect("coordinators serve metrics");
+    let (_, body) = http_get(&c.host.ip, port, "/metrics").expect("the leader's /metrics answers");
+    body.lines()
+        .find(|l| l.starts_with("runway_etcd_request_duration_seconds_count{op=\"put_fenced\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn main() {
+    let args = args();
+    let fds = raise_fd_limit();
+    let needed = args.agents as u64 + 200;
+    assert!(fds >= needed, "{} agents need about {needed} open files; the hard limit is {fds}", args.agents);
+
+    let mut cluster = Cluster::start(Options {
+        app_hosts: 0,
+        db_host: false,
+        lease_ttl_secs: LEASE_TTL_SECS,
+        heartbeat_secs: HEARTBEAT_SECS,
+        metrics: true,
+        tls: !args.insecure,
+        ..Options::default()
+    });
+    let leader = cluster.leader().expect("a leader");
+    let pid = cluster.coordinators[leader].proc.pid();
+    let coordinators: Vec<String> = cluster.coordinators.iter().map(|c| c.addr.clone()).collect();
+
+    let mut agents: Vec<SimAgent> = (1..=args.agents)
+        .map(|i| SimAgent { name: format!("sim-app-{i:05}"), roles: vec!["app".into()], fails: false })
+        .collect();
+    agents.push(SimAgent { name: "sim-db".into(), roles: vec!["db".into()], fails: true });
+    let total = agents.len();
+    let issuing = Instant::now();
+    let security = credentials(cluster.pki.as_ref(), ENV, &agents);
+    eprintln!("issued {total} agent certificates in {:.1} s", issuing.elapsed().as_secs_f64());
+
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_before = rss_kib(pid);
+    let attaching = Instant::now();
+    let fleet = Fleet::start(
+        FleetOptions {
+            coordinators,
+            environment: ENV.into(),
+            work: Duration::from_millis(args.work_ms),
+            threads: 2,
+        },
+        agents,
+        security,
+    );
+    wait_until("every simulated agent to attach", Duration::from_secs(60 + total as u64 / 50), || {
+        (fleet.stats.attached() == total).then_some(())
+    });
+    let attach_secs = attaching.elapsed().as_secs_f64();
+    // Let the attach burst's buffers settle before measuring.
+    std::thread::sleep(Duration::from_secs(5));
+    let rss_after = rss_kib(pid);
+    let per_agent = (rss_after.saturating_sub(rss_before)) as f64 / total as f64;
+    eprintln!("{total} agents attached in {attach_secs:.1} s");
+
+    let cpu_before = cpu_time(pid);
+    let idle_started = Instant::now();
+    std::thread::sleep(Duration::from_secs(args.idle_secs));
+    let idle_cpu = (cpu_time(pid) - cpu_before).as_secs_f64() / idle_started.elapsed().as_secs_f64() * 100.0;
+    let rss_idle = rss_kib(pid);
+    eprintln!("RSS per attached agent {per_agent:.1} KiB; idle CPU {idle_cpu:.1}% of one core");
+
+    // One rollout; its preflight reaches every host.
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+    let dir = migrations.to_str().expect("UTF-8 path");
+    let mut watch = Watch::start(
+        &cluster,
+        &["rollout", "start", "--env", ENV, "--migrations", dir, "--watch", "--output", "json"],
+    );
+    let (mut writes_before, mut writes_after) = (0, 0);
+    let step_cpu = cpu_time(pid);
+    let mut step_cpu_used = Duration::ZERO;
+    while let Some(event) = watch.next(Duration::from_secs(600)) {
+        let preflight = event["step"] == "preflight";
+        if preflight && event["kind"] == "step_started" {
+            writes_before = fenced_writes(&cluster, leader);
+        }
+        if preflight && (event["kind"] == "step_failed" || event["kind"] == "step_succeeded") {
+            writes_after = fenced_writes(&cluster, leader);
+            step_cpu_used = cpu_time(pid) - step_cpu;
+        }
+        if event["terminal"] == true {
+            break;
+        }
+    }
+    let (_, events, _) = watch.finish(Duration::from_secs(60));
+    let at = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind && e["step"] == "preflight")
+            .and_then(|e| e["unix_ms"].as_i64())
+            .unwrap_or_else(|| panic!("no preflight {kind} event"))
+    };
+    let dispatched = at("step_started");
+    let step_ended = events
+        .iter()
+        .find(|e| e["step"] == "preflight" && (e["kind"] == "step_failed" || e["kind"] == "step_succeeded"))
+        .and_then(|e| e["unix_ms"].as_i64())
+        .expect("the preflight ended");
+    let is_result = |e: &&Value| {
+        e["step"] == "preflight" && (e["kind"] == "command_succeeded" || e["kind"] == "command_failed")
+    };
+    let mut latencies: Vec<i64> = events
+        .iter()
+        .filter(is_result)
+        .filter_map(|e| e["unix_ms"].as_i64())
+        .map(|t| t - dispatched)
+        .collect();
+    latencies.sort_unstable();
+    let step_events = events.iter().filter(|e| e["step"] == "preflight").count();
+    assert_eq!(latencies.len(), total, "one saved result per host");
+    eprintln!(
+        "preflight: p99 {} ms from dispatch to result saved, {} fenced transactions",
+        percentile(&latencies, 0.99),
+        writes_after.saturating_sub(writes_before)
+    );
+
+    // Failover: SIGKILL the leader; every agent must find the new one.
+    let old_token = fleet.stats.max_token();
+    let killed = Instant::now();
+    cluster.coordinators[leader].proc.kill();
+    let first = wait_until("a new leader to accept an agent", Duration::from_secs(60), || {
+        (fleet.stats.max_token() > old_token).then(|| killed.elapsed())
+    });
+    let all = wait_until("every agent on the new leader", Duration::from_secs(120), || {
+        let token = fleet.stats.max_token();
+        (fleet.stats.attached_with(token) == total).then(|| killed.elapsed())
+    });
+    let new_leader = 1 - leader;
+    let new_rss = rss_kib(cluster.coordinators[new_leader].proc.pid());
+
+    let kib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "fleet: {total} simulated agents ({} app + 1 db), work {} ms, mTLS {}",
+        args.agents, args.work_ms, !args.insecure
+    );
+    println!(
+        "  attach: all {total} in {attach_secs:.1} s; leader RSS {} before, {} attached, {} after {} s idle",
+        kib(rss_before),
+        kib(rss_after),
+        kib(rss_idle),
+        args.idle_secs
+    );
+    println!(
+        "  RSS per attached agent: {per_agent:.1} KiB (target <= 64 KiB: {})",
+        verdict(per_agent <= 64.0)
+    );
+    println!(
+        "  idle CPU with heartbeats every {HEARTBEAT_SECS} s: {idle_cpu:.1}% of one core over {} s (target <= 25%: {})",
+        args.idle_secs,
+        verdict(idle_cpu <= 25.0)
+    );
+    println!(
+        "  preflight to all {total}: dispatch to result saved p50 {} ms, p99 {} ms, max {} ms (target p99 <= 2000 ms: {}); \
+         step saved as ended after {} ms",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+        verdict(percentile(&latencies, 0.99) <= 2000),
+        step_ended - dispatched,
+    );
+    println!(
+        "  preflight: {step_events} events saved in {} fenced etcd transactions; leader CPU {:.1} s during the step",
+        writes_after.saturating_sub(writes_before),
+        step_cpu_used.as_secs_f64()
+    );
+    println!(
+        "  leader SIGKILL (lease TTL {LEASE_TTL_SECS} s): first agent on the new leader after {:.1} s, all {total} after {:.1} s \
+         (target <= 10 s: {}); new leader RSS {}",
+        first.as_secs_f64(),
+        all.as_secs_f64(),
+        verdict(all <= Duration::from_secs(10)),
+        kib(new_rss)
+    );
+    drop(fleet);
+}

@@ -24,11 +24,14 @@ use runway_tests::fixtures::write_migrations;
 use runway_tests::process::{Proc, bin, wait_until};
 
 const USAGE: &str = "usage: cargo bench -p runway-tests --bench retention -- [--rollouts N] [--keep K] \
-                     [--envs E] [--every SECS] [--sample-every N] [--no-compact]";
+                     [--keep-audit A] [--envs E] [--every SECS] [--sample-every N] [--no-compact]";
 
 struct Args {
     rollouts: usize,
     keep: usize,
+    /// `[retention] keep_audit_entries` (default: two per kept rollout,
+    /// what a rollout writes).
+    keep_audit: Option<usize>,
     envs: usize,
     every_secs: u64,
     sample_every: usize,
@@ -36,13 +39,21 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut parsed =
-        Args { rollouts: 2000, keep: 100, envs: 4, every_secs: 2, sample_every: 250, compact: true };
+    let mut parsed = Args {
+        rollouts: 2000,
+        keep: 100,
+        keep_audit: None,
+        envs: 4,
+        every_secs: 2,
+        sample_every: 250,
+        compact: true,
+    };
     let mut args = runway_tests::bench::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rollouts" => parsed.rollouts = number(&mut args, "--rollouts"),
             "--keep" => parsed.keep = number(&mut args, "--keep"),
+            "--keep-audit" => parsed.keep_audit = Some(number(&mut args, "--keep-audit")),
             "--envs" => parsed.envs = number(&mut args, "--envs"),
             "--every" => parsed.every_secs = number(&mut args, "--every") as u64,
             "--sample-every" => parsed.sample_every = number(&mut args, "--sample-every"),
@@ -178,12 +189,13 @@ fn main() {
     let envs = environments(args.envs);
     let extra_envs: String =
         envs[1..].iter().map(|e| runway_tests::pki::environments_toml(&[e], "")).collect();
+    let keep_audit = args.keep_audit.unwrap_or(2 * args.keep);
     let cluster = Cluster::start(Options {
         coordinators: 1,
         app_hosts: 0,
         tls: false,
         coordinator_toml: format!(
-            "[retention]\nkeep_rollouts = {}\nevery_secs = {}\ncompact = {}\n{extra_envs}",
+            "[retention]\nkeep_rollouts = {}\nkeep_audit_entries = {keep_audit}\nevery_secs = {}\ncompact = {}\n{extra_envs}",
             args.keep, args.every_secs, args.compact
         ),
         ..Options::default()
@@ -194,7 +206,7 @@ fn main() {
         (String::from_utf8_lossy(&out.stdout).lines().count() == envs.len()).then_some(())
     });
     println!(
-        "{} rollouts over {} environments, keep_rollouts = {}, every_secs = {}, compact = {}",
+        "{} rollouts over {} environments, keep_rollouts = {}, keep_audit_entries = {keep_audit}, every_secs = {}, compact = {}",
         args.rollouts,
         envs.len(),
         args.keep,

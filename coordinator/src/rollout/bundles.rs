@@ -251,21 +251,14 @@ mod tests {
     use std::sync::Arc;
 
     use runway_proto::v1::BundleFile;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::fencing::FencingToken;
     use crate::store::Kv;
     use crate::store::memory::MemoryKv;
 
     fn setup() -> (Arc<MemoryKv>, Bundles, Term) {
         let kv = Arc::new(MemoryKv::new());
-        kv.create_with_revision(b"/runway/leader/1", b"c1", 1);
-        let term = Term {
-            token: FencingToken(1),
-            key: b"/runway/leader/1".to_vec(),
-            cancel: CancellationToken::new(),
-        };
+        let term = kv.lead(1);
         (kv.clone(), Bundles::new(Store::new(kv, "/runway")), term)
     }
 

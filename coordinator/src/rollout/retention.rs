@@ -179,10 +179,8 @@ mod store_tests {
     use std::sync::Arc;
 
     use runway_proto::v1::{Bundle, BundleFile, RolloutEvent};
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::fencing::FencingToken;
     use crate::model::RolloutState;
     use crate::store::Store;
     use crate::store::memory::MemoryKv;
@@ -194,12 +192,7 @@ mod store_tests {
     #[tokio::test]
     async fn prune_deletes_rollouts_their_events_and_unused_bundles_and_keeps_the_audit() {
         let kv = Arc::new(MemoryKv::new());
-        kv.create_with_revision(b"/runway/leader/1", b"c1", 1);
-        let term = Term {
-            token: FencingToken(1),
-            key: b"/runway/leader/1".to_vec(),
-            cancel: CancellationToken::new(),
-        };
+        let term = kv.lead(1);
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
         // Named by made-up digests: the store checks a bundle against the
         // digest it was saved under, not its content.
@@ -278,12 +271,7 @@ mod store_tests {
     #[tokio::test]
     async fn a_pruner_deletes_uncommitted_chunks_on_the_second_sighting_and_compacts_one_prune_behind() {
         let kv = Arc::new(MemoryKv::new());
-        kv.create_with_revision(b"/runway/leader/1", b"c1", 1);
-        let term = Term {
-            token: FencingToken(1),
-            key: b"/runway/leader/1".to_vec(),
-            cancel: CancellationToken::new(),
-        };
+        let term = kv.lead(1);
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
         let orphan = crate::store::Put { key: "/runway/bundles/half/chunks/00000".into(), value: vec![1] };
         crate::store::Kv::put_fenced(kv.as_ref(), &term, vec![orphan]).await.unwrap();

@@ -96,6 +96,19 @@ impl MemoryKv {
         state.entries.insert(key, entry);
     }
 
+    /// Makes `/runway/leader/<token>` the leader key, created at revision
+    /// `token`, and returns the term it gives: a store to write to as
+    /// leader in tests.
+    pub fn lead(&self, token: u64) -> Term {
+        let key = format!("/runway/leader/{token}");
+        self.create_with_revision(key.as_bytes(), b"c1", token);
+        Term {
+            token: crate::fencing::FencingToken(token),
+            key: key.into_bytes(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
     /// Deletes every key under `prefix`, unfenced: what etcd does when the
     /// leases holding them expire or are revoked.
     pub fn delete_prefix(&self, prefix: &str) {

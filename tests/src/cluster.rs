@@ -277,6 +277,24 @@ impl Cluster {
         (agent, backup_dir)
     }
 
+    /// `runway rollout start --watch --output json` of `history` (written
+    /// as migrations folder `version`) with app version `version` and
+    /// `extra` arguments: the run and its events.
+    pub fn roll_out(
+        &self,
+        version: &str,
+        history: &[(&str, &str)],
+        extra: &[&str],
+    ) -> (Output, Vec<serde_json::Value>) {
+        let migrations = self.path().join(version);
+        crate::fixtures::write_migrations(&migrations, history);
+        let mut args = crate::fixtures::rollout_start_args(&migrations, version);
+        args.extend_from_slice(extra);
+        let out = self.runway(&args);
+        let events = crate::watch::json_lines(&out.stdout);
+        (out, events)
+    }
+
     /// Runs the `runway` CLI as `operator`: one of [`OPERATORS`] (issued
     /// at start), or any other name, issued now and granted no role.
     pub fn runway_as(&self, operator: &str, args: &[&str]) -> Output {

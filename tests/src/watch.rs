@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
 
+/// `kind step` of each step-level event, in order.
+pub fn milestones(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["kind"].as_str().is_some_and(|k| k.starts_with("step_")))
+        .map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
+        .collect()
+}
+
 /// A finished CLI run's `--output json` stdout: one JSON value per line.
 pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(bytes)

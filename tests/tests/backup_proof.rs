@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runway_tests::cluster::{Cluster, ENV, Options};
-use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
-use runway_tests::watch::json_lines;
+use runway_tests::fixtures::{SHOP, write_migrations};
+use runway_tests::watch::{json_lines, milestones};
 
 const ADD_NOTE: (&str, &str) = ("20240111000000_note", "ALTER TABLE \"Order\" ADD COLUMN \"note\" TEXT;\n");
 
@@ -20,19 +20,8 @@ fn roll_out(
     name: &str,
     history: &[(&str, &str)],
 ) -> (Option<i32>, Vec<serde_json::Value>, String) {
-    let migrations = cluster.path().join(name);
-    write_migrations(&migrations, history);
-    let out = cluster.runway(&rollout_start_args(&migrations, name));
-    (out.status.code(), json_lines(&out.stdout), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// `kind step` of each step-level event, in order.
-fn milestones(events: &[serde_json::Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["kind"].as_str().is_some_and(|k| k.starts_with("step_")))
-        .map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
-        .collect()
+    let (out, events) = cluster.roll_out(name, history, &[]);
+    (out.status.code(), events, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// The newest backup's manifest in the DB agent's backup dir.

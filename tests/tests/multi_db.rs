@@ -18,11 +18,11 @@
 //!   database's state, and `runway backup list --database orders` finds
 //!   orders' backups on db-2.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, DB, ENV, Options};
-use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
+use runway_tests::fixtures::{SHOP, write_migrations};
 use runway_tests::process::{Proc, bin, wait_until};
 use runway_tests::watch::json_lines;
 
@@ -43,14 +43,6 @@ fn database_of(target: &str) -> &str {
         "db-1" => DB,
         other => other.trim_start_matches("db-2/"),
     }
-}
-
-fn roll_out(cluster: &Cluster, version: &str, history: &[(&str, &str)]) -> (Output, Vec<serde_json::Value>) {
-    let migrations = cluster.path().join(version);
-    write_migrations(&migrations, history);
-    let out = cluster.runway(&rollout_start_args(&migrations, version));
-    let events = json_lines(&out.stdout);
-    (out, events)
 }
 
 /// Schema (`pg_dump --schema-only`) and `_prisma_migrations` of `database`:
@@ -173,7 +165,7 @@ fn three_databases_migrate_canary_first_and_a_failure_restores_per_policy() {
     }
 
     // A: every database migrates, the canary first, the app restart after the last.
-    let (out, events) = roll_out(&cluster, "v2", SHOP);
+    let (out, events) = cluster.roll_out("v2", SHOP, &[]);
     assert!(out.status.success(), "rollout A failed: {}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     let migrate_done = |target: &'static str| {
         move |e: &serde_json::Value| {
@@ -216,7 +208,7 @@ fn three_databases_migrate_canary_first_and_a_failure_restores_per_policy() {
     let before: Vec<(String, String)> = TARGETS.iter().map(|t| state(&cluster, database_of(t))).collect();
     let mut history = SHOP.to_vec();
     history.extend([NOTE, INVOICE]);
-    let (out, events) = roll_out(&cluster, "v3", &history);
+    let (out, events) = cluster.roll_out("v3", &history, &[]);
     assert_eq!(out.status.code(), Some(1), "a rolled-back rollout exits 1: {events:#?}");
     let last = events.last().expect("events");
     assert_eq!(last["kind"], "rollout_rolled_back", "{events:#?}");

@@ -11,31 +11,11 @@
 //!   `succeeded` only after the window.
 
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::time::Duration;
 
 use runway_tests::cluster::{AppHost, Cluster, Options};
 use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
-use runway_tests::watch::{Watch, json_lines};
-
-/// `runway rollout start --watch --output json` of `history` with app
-/// version `version`; the run and its events.
-fn roll_out(cluster: &Cluster, version: &str, history: &[(&str, &str)]) -> (Output, Vec<serde_json::Value>) {
-    let migrations = cluster.path().join(version);
-    write_migrations(&migrations, history);
-    let out = cluster.runway(&rollout_start_args(&migrations, version));
-    let events = json_lines(&out.stdout);
-    (out, events)
-}
-
-/// `kind step` of the step-level events, in order.
-fn milestones(events: &[serde_json::Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["kind"].as_str().is_some_and(|k| k.starts_with("step_")))
-        .map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
-        .collect()
-}
+use runway_tests::watch::{Watch, milestones};
 
 /// The hosts of each `batch_started` event, in order.
 fn batches(events: &[serde_json::Value]) -> Vec<Vec<String>> {
@@ -110,7 +90,7 @@ fn restarts_run_in_batches_after_a_canary_and_stop_at_a_host_that_never_becomes_
     assert!(text.contains("staying healthy for 2s; failures tolerated: 0"), "{text}");
 
     // 1. All healthy: canary alone, then two batches of two, in order.
-    let (out, events) = roll_out(&cluster, "v2", SHOP);
+    let (out, events) = cluster.roll_out("v2", SHOP, &[]);
     assert!(out.status.success(), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(batches(&events), [vec!["app-1"], vec!["app-2", "app-3"], vec!["app-4", "app-5"]]);
     let spans = restart_spans(&events);
@@ -148,7 +128,7 @@ fn restarts_run_in_batches_after_a_canary_and_stop_at_a_host_that_never_becomes_
     std::fs::write(cluster.apps[2].dir.join("unhealthy-version"), "v3").unwrap();
     let mut history = SHOP.to_vec();
     history.push(("20240112000000_nickname", "ALTER TABLE \"User\" ADD COLUMN \"nickname\" TEXT;\n"));
-    let (out, events) = roll_out(&cluster, "v3", &history);
+    let (out, events) = cluster.roll_out("v3", &history, &[]);
     assert_eq!(out.status.code(), Some(1), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(events.last().unwrap()["kind"], "rollout_rolled_back", "{events:#?}");
     assert_eq!(batches(&events), [vec!["app-1"], vec!["app-2", "app-3"]], "the last batch must not start");
@@ -216,7 +196,7 @@ fn a_failing_smoke_test_and_a_failure_in_the_watch_window_roll_back() {
     // 1. v2's pages fail on app-1 (its health check passes): the smoke test
     //    after maintenance off fails and both hosts get v1 back.
     std::fs::write(cluster.apps[0].dir.join("broken-page-version"), "v2").unwrap();
-    let (out, events) = roll_out(&cluster, "v2", SHOP);
+    let (out, events) = cluster.roll_out("v2", SHOP, &[]);
     assert_eq!(out.status.code(), Some(1), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     let last = events.last().unwrap();
     assert_eq!(last["kind"], "rollout_rolled_back", "{events:#?}");
@@ -279,7 +259,7 @@ fn a_failing_smoke_test_and_a_failure_in_the_watch_window_roll_back() {
 
     // 3. v4 is well: the rollout ends succeeded, and only after the window,
     //    which counted down in the events.
-    let (out, events) = roll_out(&cluster, "v4", SHOP);
+    let (out, events) = cluster.roll_out("v4", SHOP, &[]);
     assert!(out.status.success(), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     let at = |kind: &str, step: &str| {
         events

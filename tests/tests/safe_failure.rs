@@ -6,32 +6,14 @@
 //! One cluster (real etcd, PostgreSQL, coordinator, agents and sample apps
 //! as processes) carries the whole story, rollout after rollout.
 
-use std::process::Output;
-
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{DROP_NAME, SHOP, rollout_start_args, write_migrations};
-use runway_tests::watch::json_lines;
+use runway_tests::watch::{json_lines, milestones};
 
 const BROKEN: (&str, &str) = (
     "20240111000000_broken",
     "ALTER TABLE \"Order\" ADD COLUMN \"note\" TEXT;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n",
 );
-
-/// `runway rollout start --watch --output json` of `history`; the events and the run.
-fn roll_out(
-    cluster: &Cluster,
-    name: &str,
-    history: &[(&str, &str)],
-    extra: &[&str],
-) -> (Output, Vec<serde_json::Value>) {
-    let migrations = cluster.path().join(name);
-    write_migrations(&migrations, history);
-    let mut args = rollout_start_args(&migrations, name);
-    args.extend_from_slice(extra);
-    let out = cluster.runway(&args);
-    let events = json_lines(&out.stdout);
-    (out, events)
-}
 
 fn rollout_id(events: &[serde_json::Value]) -> String {
     events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
@@ -44,21 +26,12 @@ fn backups(cluster: &Cluster) -> usize {
         .unwrap_or(0)
 }
 
-/// Kinds of the step-level events, `kind step`, in order.
-fn milestones(events: &[serde_json::Value]) -> Vec<String> {
-    events
-        .iter()
-        .filter(|e| e["kind"].as_str().is_some_and(|k| k.starts_with("step_")))
-        .map(|e| format!("{} {}", e["kind"].as_str().unwrap_or(""), e["step"].as_str().unwrap_or("")))
-        .collect()
-}
-
 #[test]
 fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
     let cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
 
     // An applied history with data.
-    let (out, _) = roll_out(&cluster, "v1", SHOP, &[]);
+    let (out, _) = cluster.roll_out("v1", SHOP, &[]);
     assert!(out.status.success(), "the first rollout failed: {}", String::from_utf8_lossy(&out.stderr));
     let before = cluster.database_state();
     let data_before = cluster.sql("SELECT id, email, name FROM \"User\" ORDER BY id");
@@ -68,7 +41,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
     // 1. A Danger finding nobody accepted: refused in preflight, exit 2, nothing touched.
     let mut dangerous = SHOP.to_vec();
     dangerous.push(DROP_NAME);
-    let (out, events) = roll_out(&cluster, "v2", &dangerous, &[]);
+    let (out, events) = cluster.roll_out("v2", &dangerous, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
@@ -97,7 +70,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
     let mut half = dangerous.clone();
     half.push(BROKEN);
     let pids_before: Vec<u32> = cluster.apps.iter().map(|a| a.pid()).collect();
-    let (out, events) = roll_out(&cluster, "v3", &half, &["--allow-danger", "drop-column"]);
+    let (out, events) = cluster.roll_out("v3", &half, &["--allow-danger", "drop-column"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "a rolled-back rollout exits 1: {stderr}\n{events:#?}");
     let last = events.last().expect("events");
@@ -153,7 +126,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
 
     // 3. The same bundle as in 1, with the rule accepted: it runs, and
     //    `rollout show` lists the accepted rule and the saved plan.
-    let (out, events) = roll_out(&cluster, "v4", &dangerous, &["--allow-danger", "drop-column"]);
+    let (out, events) = cluster.roll_out("v4", &dangerous, &["--allow-danger", "drop-column"]);
     assert!(out.status.success(), "the accepted rollout failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(cluster.sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'User' AND column_name = 'name'"), "0");
     let show = cluster.runway(&["rollout", "show", &rollout_id(&events)]);
@@ -213,7 +186,7 @@ fn dangerous_sql_is_gated_and_a_half_applied_rollout_is_restored() {
 fn a_first_migration_failing_in_its_transaction_lifts_maintenance() {
     let cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
     let broken = "CREATE TABLE \"Thing\" (id int);\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n";
-    let (out, events) = roll_out(&cluster, "v2", &[("20240105000000_broken", broken)], &[]);
+    let (out, events) = cluster.roll_out("v2", &[("20240105000000_broken", broken)], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "expected exit 1 (rollout failed): {stderr}\n{events:#?}");
     let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
@@ -301,12 +274,12 @@ fn a_leader_killed_during_the_restore_finishes_the_rollback_once() {
 #[test]
 fn an_unhealthy_restart_brings_back_the_previous_version() {
     let cluster = Cluster::start(Options { coordinators: 1, ..Options::default() });
-    let (out, _) = roll_out(&cluster, "v1", SHOP, &[]);
+    let (out, _) = cluster.roll_out("v1", SHOP, &[]);
     assert!(out.status.success(), "the first rollout failed: {}", String::from_utf8_lossy(&out.stderr));
     let revert = |version: &str, history: &[(&str, &str)], extra: &[&str]| {
         std::fs::write(cluster.apps[1].dir.join("unhealthy-version"), version)
             .expect("mark the version broken");
-        let (out, events) = roll_out(&cluster, version, history, extra);
+        let (out, events) = cluster.roll_out(version, history, extra);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(1), "{stderr}\n{events:#?}");
         assert_eq!(events.last().expect("events")["kind"], "rollout_rolled_back", "{events:#?}");

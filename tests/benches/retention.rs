@@ -259,7 +259,7 @@ fn main() {
     let per_rollout = started.elapsed().as_secs_f64() / args.rollouts as f64;
     println!(
         "\n{} rollouts in {:.0} s ({:.2} s each over {} environments); etcd keeps {} rollouts, {} event keys, \
-         {} bundle keys; {} audit entries (never pruned); dbSize {:.1} MiB, in use {:.1} MiB",
+         {} bundle keys; {} audit entries; dbSize {:.1} MiB, in use {:.1} MiB",
         args.rollouts,
         started.elapsed().as_secs_f64(),
         per_rollout,

@@ -108,17 +108,8 @@ impl Kv for EtcdKv {
         unchanged: Vec<(String, i64)>,
     ) -> KvFuture<'a, bool> {
         Box::pin(async move {
-            let leads = Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64);
-            let mut when = vec![leads.clone()];
-            when.extend(
-                unchanged
-                    .into_iter()
-                    .map(|(key, revision)| Compare::mod_revision(key, CompareOp::Equal, revision)),
-            );
-            let ops: Vec<TxnOp> = puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect();
-            let txn =
-                Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
-            let response = timed("put_fenced_if", self.kv().txn(txn)).await?;
+            let ops = puts.into_iter().map(|p| TxnOp::put(p.key, p.value, None)).collect();
+            let response = timed("put_fenced_if", self.kv().txn(guarded(term, unchanged, ops))).await?;
             refused_or_fenced(term, &response)
         })
     }
@@ -147,7 +138,7 @@ impl Kv for EtcdKv {
     fn scan_at<'a>(&'a self, prefix: &'a str) -> KvFuture<'a, Listing> {
         Box::pin(async move {
             let options = GetOptions::new().with_prefix();
-            let response = timed("scan", self.client.kv_client().get(prefix, Some(options))).await?;
+            let response = timed("scan", self.kv().get(prefix, Some(options))).await?;
             let revision = response.header().map_or(0, |h| h.revision());
             let entries = response
                 .kvs()
@@ -185,23 +176,29 @@ impl Kv for EtcdKv {
         unchanged: Option<(String, i64)>,
     ) -> KvFuture<'a, bool> {
         Box::pin(async move {
-            let leads = Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64);
-            let mut when = vec![leads.clone()];
-            if let Some((key, revision)) = &unchanged {
-                when.push(Compare::mod_revision(key.as_str(), CompareOp::Equal, *revision));
-            }
-            let ops: Vec<TxnOp> = deletes
+            let ops = deletes
                 .into_iter()
                 .map(|d| TxnOp::delete(d.key, d.prefix.then(|| DeleteOptions::new().with_prefix())))
                 .collect();
-            // On failure, learn which compare failed: still leading means
-            // only `unchanged` moved.
-            let txn =
-                Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))]);
-            let response = timed("delete_fenced", self.kv().txn(txn)).await?;
+            let response = timed("delete_fenced", self.kv().txn(guarded(term, unchanged, ops))).await?;
             refused_or_fenced(term, &response)
         })
     }
+}
+
+/// `ops` if `term` still leads and no key of `unchanged` moved from its
+/// mod revision; on failure the `or_else` branch re-checks leadership
+/// alone, so [`refused_or_fenced`] can tell which compare failed.
+fn guarded(term: &Term, unchanged: impl IntoIterator<Item = (String, i64)>, ops: Vec<TxnOp>) -> Txn {
+    let leads = Compare::create_revision(term.key.clone(), CompareOp::Equal, term.token.0 as i64);
+    let when: Vec<Compare> = std::iter::once(leads.clone())
+        .chain(
+            unchanged
+                .into_iter()
+                .map(|(key, revision)| Compare::mod_revision(key, CompareOp::Equal, revision)),
+        )
+        .collect();
+    Txn::new().when(when).and_then(ops).or_else(vec![TxnOp::txn(Txn::new().when(vec![leads]))])
 }
 
 /// The answer to a guarded transaction whose `or_else` branch re-checks

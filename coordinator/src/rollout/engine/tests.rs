@@ -73,6 +73,16 @@ struct Coordinator {
 
 impl Coordinator {
     /// A follower named `name`, following leadership like `crate::run` does.
+    /// Leads with token 7 and runs rollout `r1` to its end: the terminal
+    /// event and the saved record.
+    async fn lead_r1_to_end(&self) -> (RolloutEvent, RolloutRecord) {
+        let term = self.election.grant(FencingToken(7));
+        let mut bus = self.bus.subscribe();
+        self.start_rollout(&term).await;
+        let last = finished(&mut bus, "r1").await;
+        (last, self.store.get_rollout("r1").await.unwrap().unwrap())
+    }
+
     fn new(kv: &Arc<MemoryKv>, name: &'static str) -> Self {
         Self::configured(kv, name, Config::default())
     }
@@ -262,11 +272,7 @@ async fn run_to_end(script: Script) -> (Coordinator, RolloutEvent, RolloutRecord
     let kv = Arc::new(MemoryKv::new());
     let leader = Coordinator::new(&kv, "coordinator-a");
     leader.connect_all(script).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-    let last = finished(&mut bus, "r1").await;
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    let (last, saved) = leader.lead_r1_to_end().await;
     (leader, last, saved)
 }
 

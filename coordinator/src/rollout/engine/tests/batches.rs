@@ -17,11 +17,7 @@ async fn run_with(policy: &str, script: Script) -> (RolloutRecord, Vec<(String, 
     for app in ["app-1", "app-2", "app-3", "app-4"] {
         leader.connect(app, "app", script).await;
     }
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-    finished(&mut bus, "r1").await;
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    let (_, saved) = leader.lead_r1_to_end().await;
     let received = leader.received.borrow().iter().map(|(a, c)| (a.clone(), c.command_id.clone())).collect();
     (saved, received)
 }

@@ -16,11 +16,7 @@ async fn run_with(policy: &str) -> (RolloutRecord, Vec<(String, String)>) {
     let leader = Coordinator::configured(&kv, "coordinator-a", config);
     leader.connect_serving("db-2", "db", &["a", "b", "c"], b_fails).await;
     leader.connect("app-1", "app", b_fails).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-    finished(&mut bus, "r1").await;
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    let (_, saved) = leader.lead_r1_to_end().await;
     let received = leader
         .received
         .borrow()

@@ -29,11 +29,7 @@ async fn run(policy: &str, script: Script) -> (Coordinator, RolloutEvent, Rollou
             .expect("a policy");
     let leader = Coordinator::configured(&kv, "coordinator-a", config);
     leader.connect_all(script).await;
-    let term = leader.election.grant(FencingToken(7));
-    let mut bus = leader.bus.subscribe();
-    leader.start_rollout(&term).await;
-    let last = finished(&mut bus, "r1").await;
-    let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
+    let (last, saved) = leader.lead_r1_to_end().await;
     let events = leader.store.events("r1", 1).await.unwrap();
     (leader, last, saved, events)
 }

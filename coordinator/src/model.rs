@@ -443,6 +443,14 @@ impl RolloutRecord {
         self.steps.iter().find(|s| s.kind == StepKind::Migrate).map(|s| s.hosts.clone()).unwrap_or_default()
     }
 
+    /// Whether `host` is one of the rollout's DB targets.
+    pub fn is_db_target(&self, host: &str) -> bool {
+        self.steps
+            .iter()
+            .find(|s| s.kind == StepKind::Migrate)
+            .is_some_and(|s| s.hosts.iter().any(|h| h == host))
+    }
+
     /// The backup this rollout took of `target`'s database (the rollout's
     /// one backup for records saved before databases had names); empty
     /// when it took none.

@@ -67,8 +67,9 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         hosts = %preflight.hosts.join(","),
         "rollout plan requested by an operator"
     );
-    let action = command::preflight(&bundle, &request.allow_danger, None);
     let asks = preflight.hosts.iter().map(|host| {
+        let action =
+            command::preflight(targets.contains(host).then_some(&bundle), &request.allow_danger, None);
         let Target { host: agent, database } = Target::parse(host);
         let command = v1::Command {
             command_id: command::command_id(&plan_id, &preflight, host),
@@ -77,7 +78,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
             issued_by: shared.config.name.clone(),
             traceparent: String::new(),
             database,
-            action: Some(action.clone()),
+            action: Some(action),
         };
         let shared = &shared;
         let term = &term;

@@ -72,13 +72,17 @@ pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
 /// The preflight every host of a rollout gets, and `runway rollout plan`
 /// sends outside any rollout: the same checks, the same danger gate.
 /// `signature` is the operator's, for a rollout; `None` for a plan.
+///
+/// Only a DB target's preflight carries the bundle (`bundle` is `None` for
+/// app hosts, which never read it): a step on ten thousand app hosts must
+/// not copy and send a bundle of tens of MiB ten thousand times.
 pub fn preflight(
-    bundle: &v1::Bundle,
+    bundle: Option<&v1::Bundle>,
     allow_danger: &[String],
     signature: Option<v1::DeploySignature>,
 ) -> command::Action {
     command::Action::Preflight(v1::Preflight {
-        bundle: Some(bundle.clone()),
+        bundle: bundle.cloned(),
         allow_danger: allow_danger.to_vec(),
         signature,
     })
@@ -87,9 +91,11 @@ pub fn preflight(
 /// The typed action of `step` of `record` on `host`.
 fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRecord) -> command::Action {
     match step.kind {
-        StepKind::Preflight => {
-            preflight(bundle, &record.allow_danger, record.signature.as_ref().map(SignatureRecord::to_proto))
-        }
+        StepKind::Preflight => preflight(
+            record.is_db_target(host).then_some(bundle),
+            &record.allow_danger,
+            record.signature.as_ref().map(SignatureRecord::to_proto),
+        ),
         StepKind::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
         StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{}", record.id) }),
         StepKind::Migrate => command::Action::Migrate(v1::Migrate {
@@ -158,5 +164,34 @@ mod tests {
             command_id("r1", &step(StepKind::MaintenanceOff, true), "app-1"),
             "r1/maintenance_off-recovery/app-1/2"
         );
+    }
+
+    #[test]
+    fn only_db_targets_get_the_bundle_in_their_preflight() {
+        let step = |kind, hosts: &[&str]| StepRecord {
+            kind,
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            state: StepState::Running,
+            attempt: 1,
+            error: String::new(),
+            recovery: false,
+        };
+        let record = RolloutRecord {
+            steps: vec![
+                step(StepKind::Preflight, &["db-1", "db-2/orders", "app-1"]),
+                step(StepKind::Migrate, &["db-1", "db-2/orders"]),
+            ],
+            ..RolloutRecord::default()
+        };
+        let bundle = v1::Bundle { digest: "d1".into(), ..v1::Bundle::default() };
+        let preflight = &record.steps[0];
+        let carried =
+            |host: &str| match for_host(&record, preflight, host, &bundle, FencingToken(1), "c1").action {
+                Some(command::Action::Preflight(p)) => p.bundle.map(|b| b.digest),
+                other => panic!("not a preflight: {other:?}"),
+            };
+        assert_eq!(carried("db-1"), Some("d1".into()));
+        assert_eq!(carried("db-2/orders"), Some("d1".into()));
+        assert_eq!(carried("app-1"), None, "an app host never reads the bundle");
     }
 }

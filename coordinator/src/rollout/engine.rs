@@ -36,11 +36,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::events::{EventBus, EventWriter, NewEvent};
-use super::outcome::{CommandEnd, StepResult};
+use super::outcome::StepResult;
 use super::recovery::{self, Recovery};
 use super::repo::RolloutStore;
 use super::restart::Batching;
-use super::target::{self, Target};
+use super::target;
 use super::{audit, command, databases, feed, restart, retention, trace};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -397,8 +397,9 @@ impl Engine {
         bundle: v1::Bundle,
         control: Arc<RunControl>,
     ) -> Result<(), Abandon> {
-        let events =
-            EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?;
+        let events = Arc::new(
+            EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?,
+        );
         let run = Run { engine: self, term: &term, events: &events, bundle: &bundle };
         metrics::get().rollout_resumed(&record);
         if self.store.cancel_requested(&record.id).await? {
@@ -542,7 +543,7 @@ impl Engine {
 struct Run<'a> {
     engine: &'a Engine,
     term: &'a Term,
-    events: &'a EventWriter,
+    events: &'a Arc<EventWriter>,
     bundle: &'a v1::Bundle,
 }
 
@@ -624,230 +625,20 @@ impl Run<'_> {
         if step.kind == StepKind::Watch {
             return self.until_first_failure(&step, make, deadline).await;
         }
+        if !step.kind.one_host_at_a_time() {
+            let ends = self.start_commands(&step, &step.hosts, make, deadline).all().await?;
+            return Ok(StepResult { ends, tolerated: 0 });
+        }
         let mut ends = Vec::with_capacity(step.hosts.len());
-        if step.kind.one_host_at_a_time() {
-            for host in &step.hosts {
-                let end = self.command_on(&step, host, make(host), deadline).await?;
-                let failed = end.error.is_some();
-                ends.push(end);
-                if failed {
-                    break;
-                }
-            }
-        } else {
-            let results = futures::future::join_all(
-                step.hosts.iter().map(|host| self.command_on(&step, host, make(host), deadline)),
-            )
-            .await;
-            for result in results {
-                ends.push(result?);
+        for host in &step.hosts {
+            let end = self.command_on(&step, host, make(host), deadline).await?;
+            let failed = end.error.is_some();
+            ends.push(end);
+            if failed {
+                break;
             }
         }
         Ok(StepResult { ends, tolerated: 0 })
-    }
-
-    /// Dispatches one command and follows it to its result.
-    ///
-    /// While the agent is away the command waits for it (the dispatcher
-    /// re-sends it when the agent registers again; the agent's journal
-    /// answers). The operator sees `agent_away` and `agent_back` events.
-    /// Only once `deadline` has passed *and* the agent is away does the
-    /// command end without a result, its outcome unknown.
-    ///
-    /// In the trace, the command is a span under the step's, and the agent's
-    /// spans for it hang under that span (its context travels in the command).
-    async fn command_on(
-        &self,
-        step: &StepRecord,
-        host: &str,
-        mut command: v1::Command,
-        deadline: Option<Instant>,
-    ) -> Result<CommandEnd, Abandon> {
-        let span = trace::command_span(&mut command, host);
-        self.follow(step, host, command, deadline).instrument(span).await
-    }
-
-    async fn follow(
-        &self,
-        step: &StepRecord,
-        host: &str,
-        command: v1::Command,
-        deadline: Option<Instant>,
-    ) -> Result<CommandEnd, Abandon> {
-        let step_name = step.kind.name().to_owned();
-        let command_id = command.command_id.clone();
-        let restarted_to = match &command.action {
-            Some(v1::command::Action::Restart(r)) => Some(r.app_version.clone()),
-            _ => None,
-        };
-        let dispatched = Instant::now();
-        // `host` may be a DB target: the command goes to its agent.
-        let agent = Target::parse(host).host;
-        let mut in_flight = self.engine.dispatcher.dispatch(&agent, command).await;
-        // Away is reported only after this run saw the agent connected, so
-        // agents still reconnecting to a new leader are not called away.
-        let (mut seen, mut reported_away) = (false, false);
-        let mut check = tokio::time::interval(Duration::from_millis(500));
-        let progress = |event: v1::CommandEvent| NewEvent {
-            kind: "progress",
-            step: step_name.clone(),
-            host: host.to_owned(),
-            command_id: command_id.clone(),
-            phase: event.phase,
-            message: event.message,
-            counters: event.counters,
-            ..NewEvent::default()
-        };
-        let result = loop {
-            tokio::select! {
-                _ = self.term.cancel.cancelled() => return Err(Abandon::TermEnded),
-                Some(event) = in_flight.events.recv() => {
-                    // What queued up while the last write ran goes in one write.
-                    let mut batch = vec![progress(event)];
-                    while let Ok(event) = in_flight.events.try_recv() {
-                        batch.push(progress(event));
-                    }
-                    self.events.emit_all(batch).await?
-                }
-                result = &mut in_flight.result => match result {
-                    Ok(result) => break result,
-                    Err(_) => return Err(Abandon::TermEnded),
-                },
-                _ = check.tick() => {
-                    if self.engine.registry.is_connected(&agent) {
-                        seen = true;
-                        if reported_away {
-                            reported_away = false;
-                            self.emit_link(step, host, &command_id, true).await?;
-                        }
-                    } else {
-                        if seen && !reported_away {
-                            reported_away = true;
-                            self.emit_link(step, host, &command_id, false).await?;
-                        }
-                        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                            let error = format!(
-                                "{host}: agent is away and the outcome is unknown: no result within \
-                                 step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
-                                self.engine.config.step_deadline_secs
-                            );
-                            self.emit_result(step, host, &command_id, Err((&error, "")), 0).await?;
-                            metrics::get().command_ended(step.kind, "unknown", dispatched.elapsed());
-                            return Ok(CommandEnd {
-                                host: host.to_owned(),
-                                error: Some(error),
-                                refused: false,
-                                detail: serde_json::Value::Null,
-                                outcome_unknown: true,
-                            });
-                        }
-                    }
-                }
-            }
-        };
-        let mut batch = Vec::new();
-        while let Ok(event) = in_flight.events.try_recv() {
-            batch.push(progress(event));
-        }
-        if reported_away {
-            // Its result is the proof it is back, even before the next check.
-            self.emit_link(step, host, &command_id, true).await?;
-        }
-        let outcome = CommandOutcome::try_from(result.outcome);
-        let error = match outcome {
-            Ok(CommandOutcome::Succeeded) => None,
-            Ok(CommandOutcome::Interrupted) => Some(format!("{host}: interrupted: {}", result.error)),
-            Ok(CommandOutcome::Refused) => Some(format!("{host}: refused: {}", result.error)),
-            _ => Some(format!("{host}: {}", result.error)),
-        };
-        let emitted = match &error {
-            None => Ok(result.detail_json.as_str()),
-            Some(error) => Err((error.as_str(), result.detail_json.as_str())),
-        };
-        // The last progress and the result: one write.
-        batch.push(result_event(step, host, &command_id, emitted, result.work_ms));
-        self.events.emit_all(batch).await?;
-        metrics::get().command_ended(step.kind, metrics::outcome_name(outcome), dispatched.elapsed());
-        if let Some(version) = restarted_to.filter(|_| error.is_none()) {
-            self.engine.registry.set_app_version(host, &version);
-        }
-        Ok(CommandEnd {
-            host: host.to_owned(),
-            error,
-            refused: outcome == Ok(CommandOutcome::Refused),
-            detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
-            outcome_unknown: false,
-        })
-    }
-
-    /// Tells the operator that `host` went away while its command runs
-    /// (`connected` false) or came back (true).
-    async fn emit_link(
-        &self,
-        step: &StepRecord,
-        host: &str,
-        command_id: &str,
-        connected: bool,
-    ) -> Result<(), StoreError> {
-        let (kind, message) = if connected {
-            ("agent_back", format!("agent {host} is back; its journal answers for {command_id}"))
-        } else {
-            (
-                "agent_away",
-                format!(
-                    "agent {host} is away; the step waits for its result (the command may still run on the host; \
-                     at most {} s after the step's dispatch)",
-                    self.engine.config.step_deadline_secs
-                ),
-            )
-        };
-        let event = NewEvent {
-            kind,
-            step: step.kind.name().into(),
-            host: host.to_owned(),
-            command_id: command_id.to_owned(),
-            message,
-            ..NewEvent::default()
-        };
-        self.events.emit(event).await
-    }
-
-    /// Records how one command ended (see [`result_event`]).
-    async fn emit_result(
-        &self,
-        step: &StepRecord,
-        host: &str,
-        command_id: &str,
-        outcome: Result<&str, (&str, &str)>,
-        work_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.events.emit(result_event(step, host, command_id, outcome, work_ms)).await
-    }
-}
-
-/// How one command ended: its result JSON on success, the reason and the
-/// agent's facts about the failure (JSON, may be empty) on failure; the
-/// agent's own work time.
-fn result_event(
-    step: &StepRecord,
-    host: &str,
-    command_id: &str,
-    outcome: Result<&str, (&str, &str)>,
-    work_ms: u64,
-) -> NewEvent {
-    let (kind, message, detail_json) = match outcome {
-        Ok(detail) => ("command_succeeded", format!("{} done", step.kind.name()), detail.to_owned()),
-        Err((error, detail)) => ("command_failed", error.to_owned(), detail.to_owned()),
-    };
-    NewEvent {
-        kind,
-        step: step.kind.name().into(),
-        host: host.to_owned(),
-        command_id: command_id.to_owned(),
-        message,
-        detail_json,
-        work_ms,
-        ..NewEvent::default()
     }
 }
 
@@ -856,6 +647,7 @@ fn short(digest: &str) -> &str {
 }
 
 mod batches;
+mod follow;
 mod gate;
 mod maintenance;
 #[cfg(test)]

@@ -82,8 +82,10 @@ pub struct EventWriter {
     bus: EventBus,
     /// Parts waiting to be written, in the order they were queued.
     queue: SyncMutex<Vec<Queued>>,
-    /// The write lock, and the next sequence number.
-    next_seq: Mutex<u64>,
+    /// The write lock, and the next sequence number: `None` after a write
+    /// was cut off half-way (its caller's future dropped during the
+    /// transaction), when only etcd knows whether it was saved.
+    next_seq: Mutex<Option<u64>>,
 }
 
 /// One caller's part of a batched write.
@@ -110,7 +112,7 @@ impl EventWriter {
             store,
             bus,
             queue: SyncMutex::default(),
-            next_seq: Mutex::new(last + 1),
+            next_seq: Mutex::new(Some(last + 1)),
         })
     }
 
@@ -150,14 +152,32 @@ impl EventWriter {
         }
         let (done, mut outcome) = oneshot::channel();
         self.queue.lock().expect("event queue lock").push(Queued { events, with, done });
-        let mut next = self.next_seq.lock().await;
-        // A writer before us may have taken our part along.
+        // A writer before us may take our part along: then we are done
+        // without ever holding the lock (with thousands of callers, taking
+        // it in turn only to find their part written would be a long queue).
+        let mut next = tokio::select! {
+            biased;
+            result = &mut outcome => return result.unwrap_or_else(|_| Err(writer_gone())),
+            next = self.next_seq.lock() => next,
+        };
         if let Ok(result) = outcome.try_recv() {
             return result;
         }
         let parts = std::mem::take(&mut *self.queue.lock().expect("event queue lock"));
-        self.write_parts(&mut next, parts).await;
-        outcome.await.unwrap_or_else(|_| Err(StoreError::Batch("the batch writer went away".into())))
+        let known = match *next {
+            Some(seq) => Ok(seq),
+            None => self.store.last_event_seq(&self.rollout_id).await.map(|last| last + 1),
+        };
+        match known {
+            Ok(mut seq) => {
+                // Unknown until this write ends; a caller dropped half-way leaves it so.
+                *next = None;
+                self.write_parts(&mut seq, parts).await;
+                *next = Some(seq);
+            }
+            Err(e) => fail(e, parts.into_iter().map(|p| p.done)),
+        }
+        outcome.await.unwrap_or_else(|_| Err(writer_gone()))
     }
 
     /// Writes `parts` in order, in as few transactions as the limits
@@ -304,6 +324,10 @@ fn shared_error(e: &StoreError) -> StoreError {
         StoreError::Batch(text) => StoreError::Batch(text.clone()),
         other => StoreError::Batch(other.to_string()),
     }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Batch("the batch writer went away".into())
 }
 
 /// Tells every part in `rest` that the batch failed with `e`.

@@ -21,8 +21,6 @@
 //! On a failover the step is resumed from its first batch with the same
 //! command ids: hosts that ended answer from their journals at once.
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use runway_proto::v1;
 use tokio::time::Instant;
 
@@ -65,13 +63,9 @@ impl Run<'_> {
                 ..NewEvent::default()
             };
             self.events.emit(event).await?;
-            let results = futures::future::join_all(
-                batch.hosts.iter().map(|host| self.command_on(step, host, make(host), deadline)),
-            )
-            .await;
+            let results = self.start_commands(step, &batch.hosts, &make, deadline).all().await?;
             let mut canary_failed = false;
-            for result in results {
-                let end = result?;
+            for end in results {
                 canary_failed |= batch.canary && end.error.is_some();
                 stopped |= end.outcome_unknown;
                 ends.push(end);
@@ -122,11 +116,9 @@ impl Run<'_> {
         make: impl Fn(&str) -> v1::Command,
         deadline: Option<Instant>,
     ) -> Result<StepResult, Abandon> {
-        let mut running: FuturesUnordered<_> =
-            step.hosts.iter().map(|host| self.command_on(step, host, make(host), deadline)).collect();
+        let mut running = self.start_commands(step, &step.hosts, make, deadline);
         let mut ends = Vec::with_capacity(step.hosts.len());
-        while let Some(result) = running.next().await {
-            let end = result?;
+        while let Some(end) = running.next().await? {
             let failed = end.error.is_some();
             ends.push(end);
             if failed {

@@ -20,6 +20,9 @@ struct CountingKv {
     txns: AtomicUsize,
     max_ops: AtomicUsize,
     max_bytes: AtomicUsize,
+    /// Commit before the round trip's delay instead of after: a caller
+    /// dropped during the delay has been saved without knowing it.
+    commit_first: std::sync::atomic::AtomicBool,
 }
 
 impl Kv for CountingKv {
@@ -54,6 +57,11 @@ impl Kv for CountingKv {
             self.txns.fetch_add(1, Ordering::SeqCst);
             self.max_ops.fetch_max(puts.len(), Ordering::SeqCst);
             self.max_bytes.fetch_max(puts.iter().map(Put::size).sum(), Ordering::SeqCst);
+            if self.commit_first.load(Ordering::SeqCst) {
+                self.inner.put_fenced(term, puts).await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                return Ok(());
+            }
             tokio::time::sleep(Duration::from_millis(2)).await;
             self.inner.put_fenced(term, puts).await
         })
@@ -202,4 +210,24 @@ async fn a_refused_write_fails_every_waiter_and_broadcasts_nothing() {
     assert!(watcher.try_recv().is_err(), "nothing unsaved is broadcast");
     assert!(s.store.events("r1", 1).await.unwrap().is_empty());
     assert!(s.term.cancel.is_cancelled(), "the refused write ended the term");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_cut_off_after_etcd_saved_it_is_not_overwritten_by_the_next() {
+    let s = setup();
+    let writer = EventWriter::resume("r1", s.term.clone(), s.store.clone(), s.bus.clone()).await.unwrap();
+    s.kv.commit_first.store(true, Ordering::SeqCst);
+    // The caller goes away while the saved transaction's answer is on its way.
+    let cut = tokio::time::timeout(Duration::from_millis(1), writer.emit(progress(1))).await;
+    assert!(cut.is_err(), "the write was cut off");
+    assert_eq!(s.store.last_event_seq("r1").await.unwrap(), 1, "etcd saved it anyway");
+
+    writer.emit(result(1)).await.unwrap();
+    let saved: Vec<(u64, String)> =
+        s.store.events("r1", 1).await.unwrap().into_iter().map(|e| (e.seq, e.kind)).collect();
+    assert_eq!(
+        saved,
+        [(1, "progress".to_owned()), (2, "command_succeeded".to_owned())],
+        "numbered after what etcd holds"
+    );
 }

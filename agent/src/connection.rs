@@ -11,6 +11,10 @@
 //! leads. If one names a leader with a higher fencing token, the coordinator
 //! the agent is attached to was deposed without noticing; the agent raises
 //! its highest token (refusing the old leader from then on) and moves.
+//!
+//! Sessions and probes share one connection per coordinator (see
+//! [`crate::channels`]): after a failover the agent reattaches over the
+//! connection its probes already hold to the new leader.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use runway_identity::tls::Security;
 
+use crate::channels::{self, Channels};
 use crate::config::Config;
 use crate::exec::Executor;
 
@@ -36,6 +41,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How long a stopping agent waits for the coordinator to close the stream.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a probe waits for a coordinator to say who leads.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +80,7 @@ pub async fn run(
     let mut hint: Option<String> = None;
     // Whether the last dial followed a hint without waiting.
     let mut hopped = false;
+    let channels = Channels::new(security);
     while !shutdown.is_cancelled() {
         let addr = hint.take().unwrap_or_else(|| {
             let addr = config.coordinators[next % config.coordinators.len()].clone();
@@ -79,7 +88,7 @@ pub async fn run(
             addr
         });
         let started = Instant::now();
-        let ended = session(&addr, &config, &security, &executor, &mut outbox, &shutdown).await;
+        let ended = session(&addr, &config, &channels, &executor, &mut outbox, &shutdown).await;
         if let Err(e) = &ended {
             crate::systemd::reconnecting(e);
         }
@@ -120,19 +129,25 @@ pub async fn run(
 async fn session(
     addr: &str,
     config: &Config,
-    security: &Security,
+    channels: &Channels,
     executor: &Executor,
     outbox: &mut mpsc::UnboundedReceiver<AgentMessage>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let unreachable = |message: String| SessionError::Unreachable { addr: addr.to_owned(), message };
-    let endpoint = security
-        .endpoint(addr)
-        .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_keepalive(Some(Duration::from_secs(10)));
-    let channel =
-        security.connect(endpoint).await.map_err(|e| unreachable(runway_engine::errors::chain(&e)))?;
+    // A status that never came from a coordinator: the connection failed.
+    let failed = |status: tonic::Status| {
+        if channels::unreachable(&status) {
+            unreachable(runway_engine::errors::chain(&status))
+        } else {
+            SessionError::Refused {
+                addr: addr.to_owned(),
+                message: status.message().to_owned(),
+                leader: runway_proto::leader_hint(&status),
+            }
+        }
+    };
+    let channel = channels.get(addr).map_err(|e| unreachable(e.to_string()))?;
     // Commands carry whole migration bundles: accept what the coordinator
     // may send (tonic's default would refuse anything over 4 MiB).
     let limit = runway_proto::bundle::MAX_MESSAGE_BYTES;
@@ -156,16 +171,7 @@ async fn session(
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Register(register)) })
         .await
         .expect("fresh channel has room");
-    let mut inbound = match client.attach(ReceiverStream::new(rx)).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            return Err(SessionError::Refused {
-                addr: addr.to_owned(),
-                message: status.message().to_owned(),
-                leader: runway_proto::leader_hint(&status),
-            });
-        }
-    };
+    let mut inbound = client.attach(ReceiverStream::new(rx)).await.map_err(failed)?.into_inner();
 
     // The config's interval until the coordinator says which it uses.
     let mut interval = Duration::from_secs(config.heartbeat_secs.max(1));
@@ -210,20 +216,14 @@ async fn session(
                                 ticker = tokio::time::interval(interval);
                             }
                             let peers = config.coordinators.iter().filter(|a| *a != addr).cloned().collect();
-                            tokio::spawn(watch_for_newer_leader(security.clone(), peers, token, interval * 3, newer_tx.clone(), probing.clone()));
+                            tokio::spawn(watch_for_newer_leader(channels.clone(), peers, token, interval * 3, newer_tx.clone(), probing.clone()));
                         }
                         Some(coordinator_message::Kind::Command(cmd)) => executor.submit(cmd).await,
                         Some(coordinator_message::Kind::Heartbeat(_)) | None => {}
                     }
                 }
                 Ok(None) => return Err(SessionError::Closed { addr: addr.to_owned() }),
-                Err(status) => {
-                    return Err(SessionError::Refused {
-                        addr: addr.to_owned(),
-                        message: status.message().to_owned(),
-                        leader: runway_proto::leader_hint(&status),
-                    });
-                }
+                Err(status) => return Err(failed(status)),
             },
             Some(message) = outbox.recv() => {
                 if tx.send(message).await.is_err() {
@@ -274,25 +274,23 @@ async fn leave(
 /// this agent is attached to was deposed without noticing (a paused
 /// process), and only the agents can tell it from outside.
 async fn watch_for_newer_leader(
-    security: Security,
+    channels: Channels,
     peers: Vec<String>,
     token: u64,
     every: Duration,
     found: mpsc::Sender<(String, LeaderInfo)>,
     stop: CancellationToken,
 ) {
-    // One lazily (re)connected channel per peer for the whole session; a
-    // peer that does not answer within a second is skipped this round.
+    // The agent's channel to each peer (kept open for the next failover);
+    // a peer that does not answer within a second is skipped this round.
     let mut clients: Vec<(String, AgentChannelClient<tonic::transport::Channel>)> = peers
         .into_iter()
         .filter_map(|peer| {
-            let endpoint = security
-                .endpoint(&peer)
+            let channel = channels
+                .get(&peer)
                 .inspect_err(|e| tracing::warn!(error = %e, "not asking this coordinator who leads"))
-                .ok()?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(1));
-            Some((peer, AgentChannelClient::new(security.connect_lazy(endpoint))))
+                .ok()?;
+            Some((peer, AgentChannelClient::new(channel)))
         })
         .collect();
     loop {
@@ -303,9 +301,9 @@ async fn watch_for_newer_leader(
         for (peer, client) in &mut clients {
             let asked = tokio::select! {
                 _ = stop.cancelled() => return,
-                answer = client.leader(LeaderRequest {}) => answer.map(tonic::Response::into_inner),
+                answer = tokio::time::timeout(PROBE_TIMEOUT, client.leader(LeaderRequest {})) => answer,
             };
-            if let Ok(info) = asked
+            if let Ok(Ok(info)) = asked.map(|answer| answer.map(tonic::Response::into_inner))
                 && info.fencing_token > token
             {
                 let _ = found.send((peer.clone(), info)).await;

@@ -19,6 +19,7 @@
 //! - [`systemd`]: readiness, link status and watchdog pings for systemd.
 
 pub mod backup_ops;
+pub mod channels;
 pub mod config;
 pub mod connection;
 pub mod databases;

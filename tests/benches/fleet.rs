@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use runway_tests::cluster::{Cluster, ENV, Options, http_get};
 use runway_tests::fixtures::{SHOP, write_migrations};
-use runway_tests::fleet::{Fleet, FleetOptions, SimAgent, cpu_time, credentials, raise_fd_limit, rss_kib};
+use runway_tests::fleet::{
+    Fleet, FleetOptions, SimAgent, cpu_time, raise_fd_limit, rss_kib, serve_part_if_asked,
+};
 use runway_tests::process::wait_until;
 use runway_tests::watch::Watch;
 use serde_json::Value;
@@ -83,10 +85,14 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 fn main() {
+    // This binary is also each process of the simulated fleet.
+    serve_part_if_asked();
     let args = args();
-    let fds = raise_fd_limit();
+    // A coordinator holds a socket per agent; each fleet process two per agent.
     let needed = args.agents as u64 + 200;
-    assert!(fds >= needed, "{} agents need about {needed} open files; the hard limit is {fds}", args.agents);
+    let fds = raise_fd_limit(needed);
+    assert!(fds >= needed, "{} agents need about {needed} open files; the limit is {fds}", args.agents);
+    let parts = (2 * args.agents as u64 + 200).div_ceil(fds) as usize;
 
     let mut cluster = Cluster::start(Options {
         app_hosts: 0,
@@ -106,27 +112,25 @@ fn main() {
         .collect();
     agents.push(SimAgent { name: "sim-db".into(), roles: vec!["db".into()], fails: true });
     let total = agents.len();
+    let options = FleetOptions {
+        coordinators,
+        environment: ENV.into(),
+        work: Duration::from_millis(args.work_ms),
+        threads: (2 / parts).max(1),
+    };
     let issuing = Instant::now();
-    let security = credentials(cluster.pki.as_ref(), ENV, &agents);
+    let prepared = Fleet::prepare(cluster.path(), &options, &agents, cluster.pki.as_ref(), parts);
     eprintln!("issued {total} agent certificates in {:.1} s", issuing.elapsed().as_secs_f64());
-
     std::thread::sleep(Duration::from_secs(2));
     let rss_before = rss_kib(pid);
     let attaching = Instant::now();
-    let fleet = Fleet::start(
-        FleetOptions {
-            coordinators,
-            environment: ENV.into(),
-            work: Duration::from_millis(args.work_ms),
-            threads: 2,
-        },
-        agents,
-        security,
-    );
+    let fleet = prepared.start();
     wait_until("every simulated agent to attach", Duration::from_secs(60 + total as u64 / 50), || {
-        (fleet.stats.attached() == total).then_some(())
+        (fleet.summary().attached() == total).then_some(())
     });
     let attach_secs = attaching.elapsed().as_secs_f64();
+    let ended = || fleet.summary().sessions_ended;
+    let ended_attaching = ended();
     // Let the attach burst's buffers settle before measuring.
     std::thread::sleep(Duration::from_secs(5));
     let rss_after = rss_kib(pid);
@@ -138,6 +142,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(args.idle_secs));
     let idle_cpu = (cpu_time(pid) - cpu_before).as_secs_f64() / idle_started.elapsed().as_secs_f64() * 100.0;
     let rss_idle = rss_kib(pid);
+    let ended_idle = ended() - ended_attaching;
     eprintln!("RSS per attached agent {per_agent:.1} KiB; idle CPU {idle_cpu:.1}% of one core");
 
     // One rollout; its preflight reaches every host.
@@ -149,8 +154,10 @@ fn main() {
         &["rollout", "start", "--env", ENV, "--migrations", dir, "--watch", "--output", "json"],
     );
     let (mut writes_before, mut writes_after) = (0, 0);
-    let step_cpu = cpu_time(pid);
-    let mut step_cpu_used = Duration::ZERO;
+    let etcd_pid = cluster.etcd.members[0].pid();
+    let fleet_cpu = || fleet.pids().into_iter().map(cpu_time).sum::<Duration>();
+    let step_cpu = [cpu_time(pid), cpu_time(etcd_pid), fleet_cpu()];
+    let mut step_cpu_used = [Duration::ZERO; 3];
     while let Some(event) = watch.next(Duration::from_secs(600)) {
         let preflight = event["step"] == "preflight";
         if preflight && event["kind"] == "step_started" {
@@ -158,7 +165,8 @@ fn main() {
         }
         if preflight && (event["kind"] == "step_failed" || event["kind"] == "step_succeeded") {
             writes_after = fenced_writes(&cluster, leader);
-            step_cpu_used = cpu_time(pid) - step_cpu;
+            step_cpu_used =
+                [cpu_time(pid) - step_cpu[0], cpu_time(etcd_pid) - step_cpu[1], fleet_cpu() - step_cpu[2]];
         }
         if event["terminal"] == true {
             break;
@@ -196,16 +204,18 @@ fn main() {
         writes_after.saturating_sub(writes_before)
     );
 
+    let ended_step = ended() - ended_attaching - ended_idle;
+
     // Failover: SIGKILL the leader; every agent must find the new one.
-    let old_token = fleet.stats.max_token();
+    let old_token = fleet.summary().max_token();
     let killed = Instant::now();
     cluster.coordinators[leader].proc.kill();
     let first = wait_until("a new leader to accept an agent", Duration::from_secs(60), || {
-        (fleet.stats.max_token() > old_token).then(|| killed.elapsed())
+        (fleet.summary().max_token() > old_token).then(|| killed.elapsed())
     });
     let all = wait_until("every agent on the new leader", Duration::from_secs(120), || {
-        let token = fleet.stats.max_token();
-        (fleet.stats.attached_with(token) == total).then(|| killed.elapsed())
+        let now = fleet.summary();
+        (now.attached_with(now.max_token()) == total).then(|| killed.elapsed())
     });
     let new_leader = 1 - leader;
     let new_rss = rss_kib(cluster.coordinators[new_leader].proc.pid());
@@ -213,7 +223,7 @@ fn main() {
     let kib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
-        "fleet: {total} simulated agents ({} app + 1 db), work {} ms, mTLS {}",
+        "fleet: {total} simulated agents ({} app + 1 db) in {parts} process(es), work {} ms, mTLS {}",
         args.agents, args.work_ms, !args.insecure
     );
     println!(
@@ -243,9 +253,12 @@ fn main() {
         step_ended - dispatched,
     );
     println!(
-        "  preflight: {step_events} events saved in {} fenced etcd transactions; leader CPU {:.1} s during the step",
+        "  preflight: {step_events} events saved in {} fenced etcd transactions; CPU during the step: leader {:.1} s, \
+         etcd {:.1} s, simulated fleet {:.1} s",
         writes_after.saturating_sub(writes_before),
-        step_cpu_used.as_secs_f64()
+        step_cpu_used[0].as_secs_f64(),
+        step_cpu_used[1].as_secs_f64(),
+        step_cpu_used[2].as_secs_f64()
     );
     println!(
         "  leader SIGKILL (lease TTL {LEASE_TTL_SECS} s): first agent on the new leader after {:.1} s, all {total} after {:.1} s \
@@ -254,6 +267,10 @@ fn main() {
         all.as_secs_f64(),
         verdict(all <= Duration::from_secs(10)),
         kib(new_rss)
+    );
+    println!(
+        "  agent sessions ended (refusals by the follower included): {ended_attaching} while attaching, \
+         {ended_idle} at idle, {ended_step} during the rollout"
     );
     drop(fleet);
 }

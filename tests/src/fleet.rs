@@ -11,26 +11,32 @@
 //! than running twice. When the stream ends it redials like the real
 //! agent: the leader a follower named, at once and only once in a row,
 //! else the configured addresses in turn, with backoff from 200 ms to 1 s.
-//! What it leaves out: the real executor (nothing runs), the on-disk
-//! journal, and the probing of other coordinators for a newer leader (a
-//! safety net for a paused leader, not needed when the leader dies).
+//! Like the real agent it keeps one connection per coordinator
+//! (`runway_agent::channels`) and, while attached, asks the other
+//! coordinators every three heartbeats who leads, over those connections;
+//! an answer naming a newer leader moves it there. What it leaves out: the
+//! real executor (nothing runs) and the on-disk journal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runway_identity::tls::{Security, TlsFiles};
+use runway_agent::channels::Channels;
+use runway_identity::tls::Security;
 use runway_proto::v1::agent_channel_client::AgentChannelClient;
 use runway_proto::v1::{
-    AgentMessage, CommandEvent, CommandOutcome, CommandResult, Heartbeat, Register, agent_message,
-    coordinator_message,
+    AgentMessage, CommandEvent, CommandOutcome, CommandResult, Heartbeat, LeaderRequest, Register,
+    agent_message, coordinator_message,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::pki::Pki;
+mod processes;
+
+pub use processes::{Fleet, Summary, serve_part_if_asked};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -71,29 +77,27 @@ pub struct FleetStats {
 }
 
 impl FleetStats {
-    /// Agents attached now to a leader with fencing token `token`.
-    pub fn attached_with(&self, token: u64) -> usize {
-        self.tokens.iter().filter(|t| t.load(Ordering::Relaxed) == token).count()
-    }
-
-    /// Agents attached now, to any coordinator.
-    pub fn attached(&self) -> usize {
-        self.tokens.iter().filter(|t| t.load(Ordering::Relaxed) != 0).count()
-    }
-
-    /// The highest fencing token any agent is attached with.
-    pub fn max_token(&self) -> u64 {
-        self.tokens.iter().map(|t| t.load(Ordering::Relaxed)).max().unwrap_or(0)
+    /// What the fleet looks like now.
+    pub fn summary(&self) -> Summary {
+        let mut tokens = BTreeMap::new();
+        for token in &self.tokens {
+            *tokens.entry(token.load(Ordering::Relaxed)).or_default() += 1;
+        }
+        Summary {
+            tokens,
+            results: self.results.load(Ordering::Relaxed),
+            sessions_ended: self.sessions_ended.load(Ordering::Relaxed),
+        }
     }
 }
 
-/// A running simulated fleet; dropping it stops every agent.
-pub struct Fleet {
+/// A simulated fleet running in this process; dropping it stops every agent.
+pub struct LocalFleet {
     pub stats: Arc<FleetStats>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
-impl Drop for Fleet {
+impl Drop for LocalFleet {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
@@ -101,32 +105,10 @@ impl Drop for Fleet {
     }
 }
 
-/// Each agent's TLS credentials: issued by `pki` (one certificate per
-/// agent, since the coordinator checks that the certificate names the
-/// agent that registers), or insecure mode without a CA.
-pub fn credentials(pki: Option<&Pki>, environment: &str, agents: &[SimAgent]) -> Vec<Security> {
-    agents
-        .iter()
-        .map(|agent| match pki {
-            None => Security::Insecure,
-            Some(pki) => {
-                let paths = pki.agent(environment, &agent.name);
-                let files = TlsFiles {
-                    ca: Some(paths.ca),
-                    cert: Some(paths.cert),
-                    key: Some(paths.key),
-                    insecure: false,
-                };
-                files.load("the simulated agent's certificate").expect("load a freshly issued certificate")
-            }
-        })
-        .collect()
-}
-
-impl Fleet {
+impl LocalFleet {
     /// Starts every agent of `agents` (with `security[i]` for agent `i`)
     /// on a runtime of its own.
-    pub fn start(options: FleetOptions, agents: Vec<SimAgent>, security: Vec<Security>) -> Fleet {
+    pub fn start(options: FleetOptions, agents: Vec<SimAgent>, security: Vec<Security>) -> LocalFleet {
         assert_eq!(agents.len(), security.len(), "one set of credentials per agent");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.threads.max(1))
@@ -139,11 +121,12 @@ impl Fleet {
         });
         let options = Arc::new(options);
         for (index, (agent, security)) in agents.into_iter().zip(security).enumerate() {
+            let channels = Channels::new(security);
             let sim =
-                Sim { index, agent, security, options: Arc::clone(&options), stats: Arc::clone(&stats) };
+                Sim { index, agent, channels, options: Arc::clone(&options), stats: Arc::clone(&stats) };
             runtime.spawn(sim.run());
         }
-        Fleet { stats, runtime: Some(runtime) }
+        LocalFleet { stats, runtime: Some(runtime) }
     }
 }
 
@@ -156,7 +139,7 @@ enum Entry {
 struct Sim {
     index: usize,
     agent: SimAgent,
-    security: Security,
+    channels: Channels,
     options: Arc<FleetOptions>,
     stats: Arc<FleetStats>,
 }
@@ -216,10 +199,7 @@ impl Sim {
         outbox: &mut mpsc::UnboundedReceiver<AgentMessage>,
         journal: &Arc<Mutex<HashMap<String, Entry>>>,
     ) -> Ended {
-        let Ok(endpoint) = self.security.endpoint(addr) else { return Ended::Other };
-        let endpoint =
-            endpoint.connect_timeout(Duration::from_secs(3)).tcp_keepalive(Some(Duration::from_secs(10)));
-        let Ok(channel) = self.security.connect(endpoint).await else { return Ended::Other };
+        let Ok(channel) = self.channels.get(addr) else { return Ended::Other };
         let mut client = AgentChannelClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(16);
         let register = Register {
@@ -241,8 +221,13 @@ impl Sim {
         let mut interval = Duration::from_secs(2);
         let mut ticker = tokio::time::interval(interval);
         let mut last_heard = Instant::now();
+        // Who leads, as the other coordinators say it (after Registered).
+        let (newer_tx, mut newer) = mpsc::channel::<String>(1);
+        // Aborted when the session ends.
+        let mut probing: Option<AbortOnDropHandle<()>> = None;
         loop {
             tokio::select! {
+                Some(leader) = newer.recv() => return Ended::Hint(leader),
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         last_heard = Instant::now();
@@ -253,6 +238,10 @@ impl Sim {
                                     interval = Duration::from_secs(u64::from(r.heartbeat_interval_secs));
                                     ticker = tokio::time::interval(interval);
                                 }
+                                let peers: Vec<String> = self.options.coordinators.iter().filter(|a| *a != addr).cloned().collect();
+                                let probe = probe(self.channels.clone(), peers, r.fencing_token, interval * 3, newer_tx.clone());
+                                // A second Registered replaces (aborts) the first probe.
+                                drop(probing.replace(AbortOnDropHandle::new(tokio::spawn(probe))));
                             }
                             Some(coordinator_message::Kind::Command(command)) => {
                                 self.accept(command.command_id, outbox_tx, journal);
@@ -334,21 +323,56 @@ impl Sim {
     }
 }
 
-/// Raises this process's open-file limit to its hard limit (children
-/// started afterwards, such as the coordinators, inherit it): every
-/// simulated agent holds a socket, and so does the coordinator per agent.
-/// Returns the new soft limit.
-pub fn raise_fd_limit() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    limit.current = limit.maximum;
-    setrlimit(Resource::Nofile, limit).expect("raise RLIMIT_NOFILE to its hard limit");
-    limit.current.unwrap_or(u64::MAX)
+/// Asks `peers` every `every` who leads, over the agent's own channels (as
+/// `agent/src/connection.rs` does), and sends the address of the first
+/// leader named with a token above `token`.
+async fn probe(
+    channels: Channels,
+    peers: Vec<String>,
+    token: u64,
+    every: Duration,
+    found: mpsc::Sender<String>,
+) {
+    let clients: Vec<_> =
+        peers.iter().filter_map(|peer| channels.get(peer).ok()).map(AgentChannelClient::new).collect();
+    loop {
+        tokio::time::sleep(every).await;
+        for mut client in clients.iter().cloned() {
+            let asked = tokio::time::timeout(Duration::from_secs(1), client.leader(LeaderRequest {})).await;
+            if let Ok(Ok(info)) = asked.map(|answer| answer.map(tonic::Response::into_inner))
+                && info.fencing_token > token
+                && !info.address.is_empty()
+            {
+                let _ = found.send(info.address).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Raises this process's open-file limit to at least `needed` if it may
+/// (root may raise the hard limit too), else to the hard limit; children
+/// started afterwards, such as the coordinators, inherit it. Every
+/// simulated agent holds a socket per coordinator, and a coordinator one
+/// per agent. Returns the new soft limit.
+pub fn raise_fd_limit(needed: u64) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if hard < needed
+        && setrlimit(Resource::Nofile, Rlimit { current: Some(needed), maximum: Some(needed) }).is_ok()
+    {
+        return needed;
+    }
+    setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum })
+        .expect("raise RLIMIT_NOFILE to its hard limit");
+    hard
 }
 
 /// Resident memory of process `pid` in KiB (`VmRSS` in /proc/PID/status).
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -359,7 +383,8 @@ pub fn rss_kib(pid: u32) -> u64 {
 /// CPU time process `pid` has used so far, user plus system (fields 14
 /// and 15 of /proc/PID/stat, in clock ticks).
 pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     // The command name (field 2) may hold spaces: count from its ')'.
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();

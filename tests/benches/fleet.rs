@@ -2,9 +2,10 @@
 //! attached agent, and how it copes when all of them act at once.
 //!
 //! Real etcd, two real coordinator processes (leader + follower, mTLS, the
-//! coordinators' default lease TTL and heartbeat) and N simulated app
-//! agents plus one simulated DB agent in this process (see
-//! `runway_tests::fleet`), each with its own connection and certificate.
+//! coordinators' default lease TTL) and N simulated app agents plus one
+//! simulated DB agent (see `runway_tests::fleet`), each with its own
+//! connection to each coordinator and its own certificate, in child
+//! processes of this binary (as many as the open-file limit needs).
 //! Measured, on the leader:
 //!
 //! - RSS per attached agent: (RSS with every agent attached − RSS before) / agents;
@@ -14,7 +15,8 @@
 //!   from the step's dispatch (its `step_started` event) to its result
 //!   saved (the result event's time, stamped just before the write that
 //!   saves it), and the fenced etcd transactions the step used (the
-//!   leader's `runway_etcd_request_duration_seconds_count{op="put_fenced"}`);
+//!   leader's `runway_etcd_request_duration_seconds_count{op="put_fenced"}`),
+//!   and the CPU the leader, etcd and the simulated fleet used meanwhile;
 //! - a leader SIGKILL: the time until every agent is attached to the new leader.
 //!
 //! `cargo build --release -p runway-coordinator -p runway-cli --bins &&

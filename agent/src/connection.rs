@@ -177,6 +177,9 @@ async fn session(
     let mut interval = Duration::from_secs(config.heartbeat_secs.max(1));
     let mut ticker = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
+    // Any message tells the coordinator we are alive: a heartbeat goes only
+    // when nothing else went within the last half interval.
+    let mut last_sent = Instant::now();
     // Set once registered: the leader's token, and the other coordinators
     // asking who leads now (stopped when the session ends).
     let mut token = 0u64;
@@ -229,11 +232,16 @@ async fn session(
                 if tx.send(message).await.is_err() {
                     return Err(SessionError::Closed { addr: addr.to_owned() });
                 }
+                last_sent = Instant::now();
             }
             _ = ticker.tick() => {
                 if last_heard.elapsed() > interval * 3 {
                     return Err(SessionError::Silent { addr: addr.to_owned(), secs: last_heard.elapsed().as_secs() });
                 }
+                if last_sent.elapsed() < interval / 2 {
+                    continue;
+                }
+                last_sent = Instant::now();
                 let beat = AgentMessage { kind: Some(agent_message::Kind::Heartbeat(Heartbeat { unix_ms: runway_proto::unix_ms_now() })) };
                 if tx.send(beat).await.is_err() {
                     return Err(SessionError::Closed { addr: addr.to_owned() });

@@ -221,6 +221,8 @@ impl Sim {
         let mut interval = Duration::from_secs(2);
         let mut ticker = tokio::time::interval(interval);
         let mut last_heard = Instant::now();
+        // As the real agent: a heartbeat only after half an interval without sending.
+        let mut last_sent = Instant::now();
         // Who leads, as the other coordinators say it (after Registered).
         let (newer_tx, mut newer) = mpsc::channel::<String>(1);
         // Aborted when the session ends.
@@ -256,11 +258,16 @@ impl Sim {
                     if tx.send(message).await.is_err() {
                         return Ended::Other;
                     }
+                    last_sent = Instant::now();
                 }
                 _ = ticker.tick() => {
                     if last_heard.elapsed() > interval * 3 {
                         return Ended::Other;
                     }
+                    if last_sent.elapsed() < interval / 2 {
+                        continue;
+                    }
+                    last_sent = Instant::now();
                     let beat = Heartbeat { unix_ms: runway_proto::unix_ms_now() };
                     if tx.send(AgentMessage { kind: Some(agent_message::Kind::Heartbeat(beat)) }).await.is_err() {
                         return Ended::Other;

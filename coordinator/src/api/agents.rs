@@ -23,7 +23,7 @@ use super::Shared;
 use super::error::ApiError;
 use crate::fencing::Term;
 use crate::leadership::Leadership;
-use crate::registry::AgentSender;
+use crate::registry::{AgentSender, Session};
 
 pub struct AgentService {
     shared: Arc<Shared>,
@@ -89,6 +89,7 @@ impl AgentChannel for AgentService {
         }
 
         let (tx, rx) = mpsc::channel(256);
+        let tx = AgentSender::new(tx);
         let now = runway_proto::unix_ms_now();
         let name = register.name.clone();
         let info = AgentInfo {
@@ -122,9 +123,9 @@ impl AgentChannel for AgentService {
 
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let reason = serve_session(&shared, &name, session, term, heartbeat, inbound, &tx).await;
+            let reason = serve_session(&shared, &name, &session, term, heartbeat, inbound, &tx).await;
             tracing::info!(agent = %name, %reason, "agent session ended");
-            shared.registry.unregister(&name, session);
+            shared.registry.unregister(&name, session.id);
             if reason.starts_with("leadership") {
                 let _ = tx.send(Err(ApiError::NotLeader { leader: None }.into())).await;
             }
@@ -158,7 +159,7 @@ fn validate(shared: &Shared, register: &Register) -> Result<(), Status> {
 async fn serve_session(
     shared: &Shared,
     name: &str,
-    session: u64,
+    session: &Session,
     term: Term,
     heartbeat: Duration,
     mut inbound: Streaming<AgentMessage>,
@@ -172,7 +173,7 @@ async fn serve_session(
             message = inbound.message() => match message {
                 Ok(Some(message)) => {
                     last_heard = Instant::now();
-                    shared.registry.touch(name, session);
+                    session.heard();
                     match message.kind {
                         Some(agent_message::Kind::Event(event)) => shared.dispatcher.on_event(name, event),
                         Some(agent_message::Kind::Result(result)) => shared.dispatcher.on_result(name, result),
@@ -186,6 +187,11 @@ async fn serve_session(
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {
                     return format!("agent silent for {} s", last_heard.elapsed().as_secs());
+                }
+                // A command went down within the last half interval: the
+                // agent heard from us (the gap stays under 1.5 intervals).
+                if tx.quiet_for() < heartbeat / 2 {
+                    continue;
                 }
                 let beat = CoordinatorMessage { kind: Some(coordinator_message::Kind::Heartbeat(Heartbeat { unix_ms: runway_proto::unix_ms_now() })) };
                 if tx.send(Ok(Box::new(beat))).await.is_err() {

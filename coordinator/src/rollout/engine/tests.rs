@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::*;
 use crate::fencing::FencingToken;
 use crate::leadership::memory::MemoryElection;
+use crate::registry::AgentSender;
 use crate::rollout::plan::default_plan;
 use crate::store::Store;
 use crate::store::memory::MemoryKv;
@@ -127,7 +128,7 @@ impl Coordinator {
             databases: databases.iter().map(|d| d.to_string()).collect(),
             ..AgentInfo::default()
         };
-        self.registry.register(info, tx).expect("each fake agent has its own name");
+        self.registry.register(info, AgentSender::new(tx)).expect("each fake agent has its own name");
         let (dispatcher, received) = (self.dispatcher.clone(), Arc::clone(&self.received));
         tokio::spawn(async move {
             while let Some(Ok(message)) = rx.recv().await {

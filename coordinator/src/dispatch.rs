@@ -6,7 +6,7 @@
 //! commands by id: a re-sent command attaches to the running one or
 //! returns the recorded result.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use runway_proto::v1::{self, CommandEvent, CommandResult, CoordinatorMessage, coordinator_message};
@@ -37,11 +37,48 @@ impl Drop for InFlight {
     }
 }
 
+/// Pending commands by id, and their ids by host: an agent that registers
+/// finds its own without a scan of every command (ten thousand agents
+/// coming back to a new leader mid-step would otherwise scan ten thousand
+/// commands each).
+#[derive(Default)]
+struct PendingCommands {
+    by_id: HashMap<String, Pending>,
+    by_host: HashMap<String, HashSet<String>>,
+}
+
+impl PendingCommands {
+    fn insert(&mut self, id: String, pending: Pending) {
+        self.remove(&id);
+        self.by_host.entry(pending.host.clone()).or_default().insert(id.clone());
+        self.by_id.insert(id, pending);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Pending> {
+        let pending = self.by_id.remove(id)?;
+        self.forget(&pending.host, id);
+        Some(pending)
+    }
+
+    fn forget(&mut self, host: &str, id: &str) {
+        if let Some(ids) = self.by_host.get_mut(host) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_host.remove(host);
+            }
+        }
+    }
+
+    fn of_host(&self, host: &str) -> impl Iterator<Item = &Pending> {
+        self.by_host.get(host).into_iter().flatten().filter_map(|id| self.by_id.get(id))
+    }
+}
+
 /// Shared dispatcher; cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
     registry: Registry,
-    pending: Arc<Mutex<HashMap<String, Pending>>>,
+    pending: Arc<Mutex<PendingCommands>>,
 }
 
 impl Dispatcher {
@@ -70,14 +107,8 @@ impl Dispatcher {
 
     /// Re-sends every pending command of `host` (it just registered).
     pub async fn resend_for(&self, host: &str) {
-        let commands: Vec<v1::Command> = self
-            .pending
-            .lock()
-            .expect("dispatch lock")
-            .values()
-            .filter(|p| p.host == host)
-            .map(|p| p.command.clone())
-            .collect();
+        let commands: Vec<v1::Command> =
+            self.pending.lock().expect("dispatch lock").of_host(host).map(|p| p.command.clone()).collect();
         for command in commands {
             tracing::info!(%host, command_id = %command.command_id, "re-sending pending command");
             self.send(host, command).await;
@@ -98,7 +129,7 @@ impl Dispatcher {
     /// Routes a progress event from `host` to its command.
     pub fn on_event(&self, host: &str, event: CommandEvent) {
         let mut pending = self.pending.lock().expect("dispatch lock");
-        match pending.get_mut(&event.command_id) {
+        match pending.by_id.get_mut(&event.command_id) {
             Some(p) if p.host == host && event.seq > p.last_seq => {
                 p.last_seq = event.seq;
                 let _ = p.events.send(event);
@@ -113,11 +144,47 @@ impl Dispatcher {
     /// Routes a result from `host` to its command.
     pub fn on_result(&self, host: &str, result: CommandResult) {
         let mut pending = self.pending.lock().expect("dispatch lock");
-        if pending.get(&result.command_id).is_some_and(|p| p.host == host) {
+        if pending.by_id.get(&result.command_id).is_some_and(|p| p.host == host) {
             let p = pending.remove(&result.command_id).expect("just checked");
             let _ = p.result.send(result);
         } else {
             tracing::debug!(%host, command_id = %result.command_id, "result for a command nobody waits for");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(host: &str) -> Pending {
+        let (events, _) = mpsc::unbounded_channel();
+        let (result, _) = oneshot::channel();
+        Pending { host: host.into(), command: v1::Command::default(), events, result, last_seq: 0 }
+    }
+
+    fn ids(commands: &PendingCommands, host: &str) -> Vec<String> {
+        let mut ids: Vec<String> = commands.by_host.get(host).into_iter().flatten().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn pending_commands_are_found_by_host_and_forgotten_with_their_command() {
+        let mut commands = PendingCommands::default();
+        commands.insert("r1/preflight/app-1/1".into(), pending("app-1"));
+        commands.insert("r1/preflight/app-2/1".into(), pending("app-2"));
+        commands.insert("r1/restart/app-1/1".into(), pending("app-1"));
+        assert_eq!(commands.of_host("app-1").count(), 2);
+        assert_eq!(ids(&commands, "app-1"), ["r1/preflight/app-1/1", "r1/restart/app-1/1"]);
+        // Sent again under the same id: still one.
+        commands.insert("r1/restart/app-1/1".into(), pending("app-1"));
+        assert_eq!(commands.of_host("app-1").count(), 2);
+        assert!(commands.remove("r1/preflight/app-1/1").is_some());
+        assert!(commands.remove("r1/preflight/app-1/1").is_none());
+        assert_eq!(ids(&commands, "app-1"), ["r1/restart/app-1/1"]);
+        commands.remove("r1/restart/app-1/1");
+        assert!(!commands.by_host.contains_key("app-1"), "no empty entries left behind");
+        assert_eq!(commands.of_host("app-2").count(), 1);
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! The agent dials out (so it works through NAT and firewalls and holds no
 //! etcd credentials), registers, then keeps one bidirectional stream open:
-//! commands come down, events and results go up. Heartbeats flow both ways;
-//! a coordinator silent for three intervals is treated as dead. When the
+//! commands come down, events and results go up. Heartbeats flow both ways
+//! (each side sends one only when it sent nothing else for half an
+//! interval: any message proves it alive); a coordinator silent for three
+//! intervals is treated as dead. When the
 //! stream ends the agent redials with backoff, trying the leader a follower
 //! named first, then the configured addresses in turn.
 //!

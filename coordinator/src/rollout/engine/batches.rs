@@ -125,6 +125,7 @@ impl Run<'_> {
                 break;
             }
         }
+        running.stop().await;
         Ok(StepResult { ends, tolerated: 0 })
     }
 }

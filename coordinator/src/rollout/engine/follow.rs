@@ -56,6 +56,14 @@ impl Commands {
         Ok(self.next_indexed().await?.map(|(_, end)| end))
     }
 
+    /// Aborts the commands still followed and waits until their tasks are
+    /// gone, so none of them is still writing events (and taking along the
+    /// caller's next ones) when the step moves on.
+    pub(super) async fn stop(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
     async fn next_indexed(&mut self) -> Result<Option<(usize, CommandEnd)>, Abandon> {
         match self.tasks.join_next().await {
             None => Ok(None),

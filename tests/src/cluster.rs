@@ -243,7 +243,9 @@ impl Cluster {
     /// PostgreSQL: its `[database]` is a new database `database`, its
     /// backups go to `<root>/<name>-backups` (returned), and `extra` is
     /// appended to its config (e.g. `[backup.remote]` keys). Returns once
-    /// it is the only agent `runway agents --env environment` lists.
+    /// it is the only agent `runway agents --env environment` lists and it
+    /// has recorded the leader's fencing token (its journal exists), so no
+    /// file it writes later comes from registering.
     pub fn start_extra_db_agent(
         &self,
         name: &str,
@@ -273,6 +275,10 @@ impl Cluster {
         wait_until(&format!("{name} to register with the leader"), Duration::from_secs(30), || {
             let out = self.runway(&["agents", "--env", environment, "--output", "json"]);
             (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1).then_some(())
+        });
+        let journal = root.join(format!("{name}-state")).join("journal.json");
+        wait_until(&format!("{name} to record the leader's token"), Duration::from_secs(30), || {
+            journal.exists().then_some(())
         });
         (agent, backup_dir)
     }

@@ -338,10 +338,11 @@ fn parse_error(text: &str, error: &toml::de::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn load(text: &str) -> Result<Config, ConfigError> {
+    /// `text` as an agent config file, loaded.
+    pub(crate) fn load(text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();

@@ -282,8 +282,9 @@ async fn leave(
 /// Asks the other coordinators every `every` who leads, and reports the
 /// first answer naming a leader with a token above `token`: the coordinator
 /// this agent is attached to was deposed without noticing (a paused
-/// process), and only the agents can tell it from outside.
-async fn watch_for_newer_leader(
+/// process), and only the agents can tell it from outside. Returns when
+/// `stop` fires. (The benchmarks' simulated agents probe with it too.)
+pub async fn watch_for_newer_leader(
     channels: Channels,
     peers: Vec<String>,
     token: u64,

@@ -162,10 +162,7 @@ dir = "/var/backups/runway"
 "#;
 
     fn load(text: &str) -> Result<Config, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(&path, text).unwrap();
-        Config::load(&path).map_err(|e| e.to_string())
+        crate::config::tests::load(text).map_err(|e| e.to_string())
     }
 
     #[test]

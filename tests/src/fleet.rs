@@ -23,15 +23,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runway_agent::channels::Channels;
+use runway_agent::connection::watch_for_newer_leader;
 use runway_identity::tls::Security;
 use runway_proto::v1::agent_channel_client::AgentChannelClient;
 use runway_proto::v1::{
-    AgentMessage, CommandEvent, CommandOutcome, CommandResult, Heartbeat, LeaderRequest, Register,
+    AgentMessage, CommandEvent, CommandOutcome, CommandResult, Heartbeat, LeaderInfo, Register,
     agent_message, coordinator_message,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 mod processes;
@@ -224,12 +226,14 @@ impl Sim {
         // As the real agent: a heartbeat only after half an interval without sending.
         let mut last_sent = Instant::now();
         // Who leads, as the other coordinators say it (after Registered).
-        let (newer_tx, mut newer) = mpsc::channel::<String>(1);
+        let (newer_tx, mut newer) = mpsc::channel::<(String, LeaderInfo)>(1);
         // Aborted when the session ends.
         let mut probing: Option<AbortOnDropHandle<()>> = None;
         loop {
             tokio::select! {
-                Some(leader) = newer.recv() => return Ended::Hint(leader),
+                Some((_, leader)) = newer.recv() => {
+                    return if leader.address.is_empty() { Ended::Other } else { Ended::Hint(leader.address) };
+                }
                 message = inbound.message() => match message {
                     Ok(Some(message)) => {
                         last_heard = Instant::now();
@@ -241,7 +245,7 @@ impl Sim {
                                     ticker = tokio::time::interval(interval);
                                 }
                                 let peers: Vec<String> = self.options.coordinators.iter().filter(|a| *a != addr).cloned().collect();
-                                let probe = probe(self.channels.clone(), peers, r.fencing_token, interval * 3, newer_tx.clone());
+                                let probe = watch_for_newer_leader(self.channels.clone(), peers, r.fencing_token, interval * 3, newer_tx.clone(), CancellationToken::new());
                                 // A second Registered replaces (aborts) the first probe.
                                 drop(probing.replace(AbortOnDropHandle::new(tokio::spawn(probe))));
                             }
@@ -327,33 +331,6 @@ impl Sim {
             let _ = outbox.send(AgentMessage { kind: Some(agent_message::Kind::Result(result)) });
             stats.results.fetch_add(1, Ordering::Relaxed);
         });
-    }
-}
-
-/// Asks `peers` every `every` who leads, over the agent's own channels (as
-/// `agent/src/connection.rs` does), and sends the address of the first
-/// leader named with a token above `token`.
-async fn probe(
-    channels: Channels,
-    peers: Vec<String>,
-    token: u64,
-    every: Duration,
-    found: mpsc::Sender<String>,
-) {
-    let clients: Vec<_> =
-        peers.iter().filter_map(|peer| channels.get(peer).ok()).map(AgentChannelClient::new).collect();
-    loop {
-        tokio::time::sleep(every).await;
-        for mut client in clients.iter().cloned() {
-            let asked = tokio::time::timeout(Duration::from_secs(1), client.leader(LeaderRequest {})).await;
-            if let Ok(Ok(info)) = asked.map(|answer| answer.map(tonic::Response::into_inner))
-                && info.fencing_token > token
-                && !info.address.is_empty()
-            {
-                let _ = found.send(info.address).await;
-                return;
-            }
-        }
     }
 }
 

@@ -212,12 +212,7 @@ impl Store {
     /// the term is ended here, before the error is returned: someone else
     /// leads, so stop acting now, not at the next lease renewal.
     pub async fn put_fenced(&self, term: &Term, puts: Vec<Put>) -> Result<(), StoreError> {
-        let result = self.kv.put_fenced(term, puts).await;
-        if let Err(StoreError::Fenced(_)) = &result {
-            tracing::warn!(token = %term.token, "a fenced write was refused; stepping down");
-            term.cancel.cancel();
-        }
-        result
+        step_down_if_fenced(term, "write", self.kv.put_fenced(term, puts).await)
     }
 
     /// Deletes atomically if `term` still leads (see [`Kv::delete_fenced`]).
@@ -227,12 +222,7 @@ impl Store {
         deletes: Vec<Delete>,
         unchanged: Option<(String, i64)>,
     ) -> Result<bool, StoreError> {
-        let result = self.kv.delete_fenced(term, deletes, unchanged).await;
-        if let Err(StoreError::Fenced(_)) = &result {
-            tracing::warn!(token = %term.token, "a fenced delete was refused; stepping down");
-            term.cancel.cancel();
-        }
-        result
+        step_down_if_fenced(term, "delete", self.kv.delete_fenced(term, deletes, unchanged).await)
     }
 
     /// Applies `puts` atomically if `term` still leads and nothing in
@@ -244,12 +234,7 @@ impl Store {
         puts: Vec<Put>,
         unchanged: Vec<(String, i64)>,
     ) -> Result<bool, StoreError> {
-        let result = self.kv.put_fenced_if(term, puts, unchanged).await;
-        if let Err(StoreError::Fenced(_)) = &result {
-            tracing::warn!(token = %term.token, "a fenced write was refused; stepping down");
-            term.cancel.cancel();
-        }
-        result
+        step_down_if_fenced(term, "write", self.kv.put_fenced_if(term, puts, unchanged).await)
     }
 
     /// The raw value at `key`.
@@ -322,4 +307,14 @@ pub fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, St
 
 fn decode_proto<M: prost::Message + Default>(key: &str, bytes: &[u8]) -> Result<M, StoreError> {
     M::decode(bytes).map_err(|e| StoreError::Corrupt { key: key.to_owned(), message: e.to_string() })
+}
+
+/// A fenced operation refused because `term` no longer leads ends the
+/// term here, whichever operation it was (`what`: write or delete).
+fn step_down_if_fenced<T>(term: &Term, what: &str, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if let Err(StoreError::Fenced(_)) = &result {
+        tracing::warn!(token = %term.token, "a fenced {what} was refused; stepping down");
+        term.cancel.cancel();
+    }
+    result
 }

@@ -37,14 +37,14 @@ pub(super) struct Follower {
 /// The commands of one step, each on its own task; aborted when dropped.
 pub(super) struct Commands {
     tasks: JoinSet<(usize, Result<CommandEnd, Abandon>)>,
-    count: usize,
 }
 
 impl Commands {
     /// Every command's end, in the order the commands were started; the
     /// first error stops the wait (and aborts the rest).
     pub(super) async fn all(mut self) -> Result<Vec<CommandEnd>, Abandon> {
-        let mut ends: Vec<Option<CommandEnd>> = (0..self.count).map(|_| None).collect();
+        // Fresh from `start_commands`: none has been joined yet.
+        let mut ends: Vec<Option<CommandEnd>> = (0..self.tasks.len()).map(|_| None).collect();
         while let Some((index, end)) = self.next_indexed().await? {
             ends[index] = Some(end);
         }
@@ -90,16 +90,14 @@ impl Run<'_> {
         deadline: Option<Instant>,
     ) -> Commands {
         let mut tasks = JoinSet::new();
-        let mut count = 0;
         for (index, host) in hosts.into_iter().enumerate() {
             let mut command = make(host);
             let span = trace::command_span(&mut command, host);
             let (follower, kind, host) = (self.follower(), step.kind, host.clone());
             let follow = async move { (index, follower.follow(kind, &host, command, deadline).await) };
             tasks.spawn(follow.instrument(span));
-            count += 1;
         }
-        Commands { tasks, count }
+        Commands { tasks }
     }
 
     /// Follows one command on this task (steps that run one host at a time).

@@ -314,7 +314,10 @@ impl Sim {
                 unix_ms: runway_proto::unix_ms_now(),
             };
             let _ = outbox.send(AgentMessage { kind: Some(agent_message::Kind::Event(event)) });
-            tokio::time::sleep(work).await;
+            // A no-op answers at once: its progress and result leave together.
+            if !work.is_zero() {
+                tokio::time::sleep(work).await;
+            }
             let (outcome, error) = if fails {
                 (CommandOutcome::Failed, "simulated failure: this host fails every command".to_owned())
             } else {
@@ -351,6 +354,22 @@ pub fn raise_fd_limit(needed: u64) -> u64 {
     setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum })
         .expect("raise RLIMIT_NOFILE to its hard limit");
     hard
+}
+
+/// Established TCP connections in this process's network namespace whose
+/// remote end is `port` (`/proc/self/net/tcp`): with the coordinators
+/// elsewhere, the fleet's connections to the coordinator on that port.
+pub fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/self/net/tcp").expect("read /proc/self/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields.get(2).and_then(|r| r.rsplit_once(':')).map(|(_, p)| p);
+            fields.get(3) == Some(&"01") && remote_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+        })
+        .count()
 }
 
 /// Resident memory of process `pid` in KiB (`VmRSS` in /proc/PID/status).

@@ -70,6 +70,11 @@ impl Watch {
         Watch { child, lines, stderr: Some(stderr), events: Vec::new() }
     }
 
+    /// The CLI's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The next event, or `None` when the CLI ended or `timeout` passed.
     pub fn next(&mut self, timeout: Duration) -> Option<serde_json::Value> {
         let line = self.lines.recv_timeout(timeout).ok()?;

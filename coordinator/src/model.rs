@@ -13,8 +13,12 @@ use runway_proto::v1;
 use runway_telemetry::TraceParent;
 use serde::{Deserialize, Serialize};
 
+mod record_wire;
+
 /// A rollout as saved in etcd. Written before each transition is acted on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Its JSON names every host once (see [`record_wire`], which also says
+/// which fields may be absent from what is read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RolloutRecord {
     /// Short, unique, roughly time-ordered id.
     pub id: String,
@@ -39,43 +43,32 @@ pub struct RolloutRecord {
     /// An operator asked to cancel; honoured between steps.
     pub cancel_requested: bool,
     /// Danger lint rules the operator accepted for this rollout.
-    #[serde(default)]
     pub allow_danger: Vec<String>,
     /// Who started it.
-    #[serde(default)]
     pub started_by: String,
     /// The DB agent's preflight plan (JSON), saved when preflight succeeds.
-    #[serde(default)]
     pub plan_json: String,
     /// The backup this rollout took (its name): what a rollback restores.
-    #[serde(default)]
     pub backup: String,
     /// Ended before anything changed because a check refused it.
-    #[serde(default)]
     pub refused: bool,
     /// The app version each app host ran when the rollout started: what a
     /// restart-phase rollback brings back.
-    #[serde(default)]
     pub previous_versions: BTreeMap<String, String>,
     /// The approval gate, once the rollout reached its `approval` step:
     /// how many approvals it needs and why, who approved or rejected, and
     /// how it ended. `None` before, and where no approvals are configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalGate>,
     /// The operator's signature over the bundle, carried to the DB agent
     /// (absent in insecure mode).
-    #[serde(default)]
     pub signature: Option<SignatureRecord>,
     /// The environment's webhooks (by name) when the rollout was accepted:
     /// the leader tells each about this rollout (see `crate::notify`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<String>,
     /// Where the rollout sits in its trace.
-    #[serde(default)]
     pub trace: TraceRecord,
     /// Every database the rollout migrates, in plan order, and where each
     /// stands (empty for rollouts saved before databases had names).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub databases: Vec<DatabaseRecord>,
 }
 
@@ -552,8 +545,11 @@ impl StepState {
 mod tests {
     use super::*;
 
-    /// The JSON saved in etcd must not change shape: running rollouts are
-    /// resumed by coordinators of another version.
+    /// The JSON saved in etcd keeps its shape, and every earlier shape
+    /// still loads: running rollouts are resumed by coordinators of a
+    /// later version. (Since hosts are named once, through the record's
+    /// host table, a coordinator older than that cannot read what a newer
+    /// one wrote: upgrade every coordinator before starting rollouts.)
     #[test]
     fn saved_json_keeps_its_shape() {
         let record = RolloutRecord {
@@ -580,8 +576,11 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{},"signature":null,"trace":{"span":"","parent":"","started_unix_ms":0}}"#
+            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","hosts":["app-1"],"steps":[{"kind":"maintenance_off","host_ids":"0","state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"signature":null,"trace":{"span":"","parent":"","started_unix_ms":0}}"#
         );
+        // As written before the host table.
+        let untabled = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{},"signature":null,"trace":{"span":"","parent":"","started_unix_ms":0}}"#;
+        assert_eq!(serde_json::from_str::<RolloutRecord>(untabled).unwrap(), record);
         assert_eq!(serde_json::from_str::<RolloutRecord>(&json).unwrap(), record);
         // A record saved before the safe-failure fields existed still loads.
         let older = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false}"#;

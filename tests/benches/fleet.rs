@@ -33,6 +33,11 @@ use runway_tests::process::wait_until;
 use runway_tests::watch::Watch;
 use serde_json::Value;
 
+/// The simulated fleet allocates as the coordinator does: glibc's malloc
+/// took a tenth of the fleet's CPU, CPU the coordinator under test shares.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The coordinator's default lease TTL (see `coordinator/src/config.rs`).
 const LEASE_TTL_SECS: u64 = 5;
 
@@ -143,9 +148,12 @@ fn main() {
         .iter()
         .map(|c| c.addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("address with a port"))
         .collect();
-    wait_until("every simulated agent to connect to every coordinator", Duration::from_secs(120), || {
-        ports.iter().all(|port| connections_to(*port) >= total).then_some(())
-    });
+    // Polled once a second: the kernel writes a line per socket.
+    let settling = Instant::now();
+    while !ports.iter().all(|port| connections_to(*port) >= total) {
+        assert!(settling.elapsed() < Duration::from_secs(120), "agents never connected to every coordinator");
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let settle_secs = attaching.elapsed().as_secs_f64() - attach_secs;
     let ended = || fleet.summary().sessions_ended;
     let ended_attaching = ended();
@@ -188,6 +196,8 @@ fn main() {
     while let Some(event) = watch.next(Duration::from_secs(600)) {
         let preflight = event["step"] == "preflight";
         if preflight && event["kind"] == "step_started" {
+            // For a profiler attached from outside: who works now.
+            eprintln!("preflight dispatched; leader pid {pid}, fleet pids {:?}", fleet.pids());
             writes_before = fenced_writes(&cluster, leader);
         }
         if preflight && (event["kind"] == "step_failed" || event["kind"] == "step_succeeded") {

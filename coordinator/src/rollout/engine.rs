@@ -576,7 +576,7 @@ impl Run<'_> {
                     "{}{} on {}",
                     step.kind.name(),
                     if step.recovery { " (recovery)" } else { "" },
-                    step.hosts.join(", ")
+                    host_list(&step.hosts)
                 ),
                 ..NewEvent::default()
             };
@@ -639,6 +639,17 @@ impl Run<'_> {
             }
         }
         Ok(StepResult { ends, tolerated: 0 })
+    }
+}
+
+/// Hosts named in an event, for people: ten at most (a step on ten
+/// thousand hosts would otherwise save a 150 KB line, and print it).
+fn host_list(hosts: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let named = hosts[..hosts.len().min(SHOWN)].join(", ");
+    match hosts.len().saturating_sub(SHOWN) {
+        0 => named,
+        more => format!("{named} and {more} more ({} hosts)", hosts.len()),
     }
 }
 

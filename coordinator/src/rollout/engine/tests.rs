@@ -895,3 +895,13 @@ mod approval;
 mod batches;
 mod databases;
 mod maintenance;
+
+#[test]
+fn a_step_event_names_ten_hosts_at_most() {
+    let hosts = |n: usize| (1..=n).map(|i| format!("app-{i}")).collect::<Vec<_>>();
+    assert_eq!(host_list(&hosts(2)), "app-1, app-2");
+    assert_eq!(host_list(&hosts(10)).matches(", ").count(), 9);
+    let many = host_list(&hosts(10_000));
+    assert!(many.starts_with("app-1, app-2, "), "{many}");
+    assert!(many.ends_with("app-10 and 9990 more (10000 hosts)"), "{many}");
+}

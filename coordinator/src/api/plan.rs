@@ -64,12 +64,12 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         %plan_id,
         environment = %request.environment,
         migrations = migrations.len(),
-        hosts = %preflight.hosts.join(","),
+        hosts = preflight.hosts.len(),
         "rollout plan requested by an operator"
     );
     let asks = preflight.hosts.iter().map(|host| {
         let action =
-            command::preflight(targets.contains(host).then_some(&bundle), &request.allow_danger, None);
+            command::preflight(targets.contains(host).then(|| (&bundle, request.allow_danger.as_slice(), None)));
         let Target { host: agent, database } = Target::parse(host);
         let command = v1::Command {
             command_id: command::command_id(&plan_id, &preflight, host),

@@ -69,33 +69,32 @@ pub fn command_id(rollout_id: &str, step: &StepRecord, host: &str) -> String {
     )
 }
 
+/// What a DB target's preflight checks besides the database: the bundle,
+/// the danger lint rules the operator accepted, and the operator's
+/// signature (`None` outside a rollout, for a plan).
+pub type DbChecks<'a> = (&'a v1::Bundle, &'a [String], Option<v1::DeploySignature>);
+
 /// The preflight every host of a rollout gets, and `runway rollout plan`
 /// sends outside any rollout: the same checks, the same danger gate.
-/// `signature` is the operator's, for a rollout; `None` for a plan.
 ///
-/// Only a DB target's preflight carries the bundle (`bundle` is `None` for
-/// app hosts, which never read it): a step on ten thousand app hosts must
-/// not copy and send a bundle of tens of MiB ten thousand times.
-pub fn preflight(
-    bundle: Option<&v1::Bundle>,
-    allow_danger: &[String],
-    signature: Option<v1::DeploySignature>,
-) -> command::Action {
-    command::Action::Preflight(v1::Preflight {
-        bundle: bundle.cloned(),
-        allow_danger: allow_danger.to_vec(),
-        signature,
-    })
+/// Only a DB target's preflight carries `db` (`None` for app hosts, which
+/// check their health and nothing of the bundle): a step on ten thousand
+/// app hosts must not copy and send a bundle of tens of MiB, or even its
+/// signature, ten thousand times.
+pub fn preflight(db: Option<DbChecks<'_>>) -> command::Action {
+    let (bundle, allow_danger, signature) = match db {
+        Some((bundle, allow_danger, signature)) => (Some(bundle.clone()), allow_danger.to_vec(), signature),
+        None => (None, Vec::new(), None),
+    };
+    command::Action::Preflight(v1::Preflight { bundle, allow_danger, signature })
 }
 
 /// The typed action of `step` of `record` on `host`.
 fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRecord) -> command::Action {
     match step.kind {
-        StepKind::Preflight => preflight(
-            record.is_db_target(host).then_some(bundle),
-            &record.allow_danger,
-            record.signature.as_ref().map(SignatureRecord::to_proto),
-        ),
+        StepKind::Preflight => preflight(record.is_db_target(host).then(|| {
+            (bundle, record.allow_danger.as_slice(), record.signature.as_ref().map(SignatureRecord::to_proto))
+        })),
         StepKind::MaintenanceOn => command::Action::MaintenanceOn(v1::MaintenanceOn {}),
         StepKind::Backup => command::Action::Backup(v1::Backup { label: format!("rollout-{}", record.id) }),
         StepKind::Migrate => command::Action::Migrate(v1::Migrate {
@@ -167,7 +166,7 @@ mod tests {
     }
 
     #[test]
-    fn only_db_targets_get_the_bundle_in_their_preflight() {
+    fn only_db_targets_get_the_bundle_its_signature_and_the_accepted_dangers_in_their_preflight() {
         let step = |kind, hosts: &[&str]| StepRecord {
             kind,
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
@@ -181,17 +180,22 @@ mod tests {
                 step(StepKind::Preflight, &["db-1", "db-2/orders", "app-1"]),
                 step(StepKind::Migrate, &["db-1", "db-2/orders"]),
             ],
+            allow_danger: vec!["drop-table".into()],
+            signature: Some(SignatureRecord { certificate: "00".into(), signature: "01".into(), signed_at: 7 }),
             ..RolloutRecord::default()
         };
         let bundle = v1::Bundle { digest: "d1".into(), ..v1::Bundle::default() };
         let preflight = &record.steps[0];
         let carried =
             |host: &str| match for_host(&record, preflight, host, &bundle, FencingToken(1), "c1").action {
-                Some(command::Action::Preflight(p)) => p.bundle.map(|b| b.digest),
+                Some(command::Action::Preflight(p)) => {
+                    (p.bundle.map(|b| b.digest), p.allow_danger, p.signature.map(|s| s.signed_at))
+                }
                 other => panic!("not a preflight: {other:?}"),
             };
-        assert_eq!(carried("db-1"), Some("d1".into()));
-        assert_eq!(carried("db-2/orders"), Some("d1".into()));
-        assert_eq!(carried("app-1"), None, "an app host never reads the bundle");
+        let db_checks = (Some("d1".to_owned()), vec!["drop-table".to_owned()], Some(7));
+        assert_eq!(carried("db-1"), db_checks);
+        assert_eq!(carried("db-2/orders"), db_checks);
+        assert_eq!(carried("app-1"), (None, Vec::new(), None), "an app host checks nothing of the bundle");
     }
 }

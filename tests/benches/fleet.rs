@@ -161,7 +161,9 @@ fn main() {
     std::thread::sleep(Duration::from_secs(5));
     let rss_after = rss_kib(pid);
     let per_agent = (rss_after.saturating_sub(rss_before)) as f64 / total as f64;
-    eprintln!("{total} agents attached in {attach_secs:.1} s, connected to every coordinator {settle_secs:.1} s later");
+    eprintln!(
+        "{total} agents attached in {attach_secs:.1} s, connected to every coordinator {settle_secs:.1} s later"
+    );
 
     let cpu_before = cpu_time(pid);
     let idle_started = Instant::now();

@@ -367,7 +367,8 @@ pub fn connections_to(port: u16) -> usize {
         .filter(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let remote_port = fields.get(2).and_then(|r| r.rsplit_once(':')).map(|(_, p)| p);
-            fields.get(3) == Some(&"01") && remote_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+            fields.get(3) == Some(&"01")
+                && remote_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
         })
         .count()
 }

@@ -68,8 +68,11 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         "rollout plan requested by an operator"
     );
     let asks = preflight.hosts.iter().map(|host| {
-        let action =
-            command::preflight(targets.contains(host).then(|| (&bundle, request.allow_danger.as_slice(), None)));
+        let action = command::preflight(targets.contains(host).then_some((
+            &bundle,
+            request.allow_danger.as_slice(),
+            None,
+        )));
         let Target { host: agent, database } = Target::parse(host);
         let command = v1::Command {
             command_id: command::command_id(&plan_id, &preflight, host),

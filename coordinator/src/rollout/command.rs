@@ -181,7 +181,11 @@ mod tests {
                 step(StepKind::Migrate, &["db-1", "db-2/orders"]),
             ],
             allow_danger: vec!["drop-table".into()],
-            signature: Some(SignatureRecord { certificate: "00".into(), signature: "01".into(), signed_at: 7 }),
+            signature: Some(SignatureRecord {
+                certificate: "00".into(),
+                signature: "01".into(),
+                signed_at: 7,
+            }),
             ..RolloutRecord::default()
         };
         let bundle = v1::Bundle { digest: "d1".into(), ..v1::Bundle::default() };

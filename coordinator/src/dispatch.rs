@@ -26,6 +26,9 @@ struct Pending {
 /// A command on its way: its progress events and, at the end, its result.
 pub struct InFlight {
     pub command_id: String,
+    /// The agent was connected when the command was dispatched (it went
+    /// out at once rather than waiting for the agent).
+    pub sent: bool,
     pub events: mpsc::UnboundedReceiver<CommandEvent>,
     pub result: oneshot::Receiver<CommandResult>,
     dispatcher: Dispatcher,
@@ -101,8 +104,8 @@ impl Dispatcher {
                 last_seq: 0,
             },
         );
-        self.send(host, command).await;
-        InFlight { command_id, events, result, dispatcher: self.clone() }
+        let sent = self.send(host, command).await;
+        InFlight { command_id, sent, events, result, dispatcher: self.clone() }
     }
 
     /// Re-sends every pending command of `host` (it just registered).
@@ -115,15 +118,19 @@ impl Dispatcher {
         }
     }
 
-    async fn send(&self, host: &str, command: v1::Command) {
+    /// Sends `command` down `host`'s stream; `false` when the agent is not
+    /// connected (the command waits for it to register).
+    async fn send(&self, host: &str, command: v1::Command) -> bool {
         let Some(tx) = self.registry.sender(host) else {
             tracing::info!(%host, command_id = %command.command_id, "agent not connected; command waits for it");
-            return;
+            return false;
         };
         let message = CoordinatorMessage { kind: Some(coordinator_message::Kind::Command(command)) };
         if tx.send(Ok(Box::new(message))).await.is_err() {
             tracing::info!(%host, "agent stream closed while sending; command waits for the agent to return");
+            return false;
         }
+        true
     }
 
     /// Routes a progress event from `host` to its command.

@@ -26,6 +26,9 @@ use crate::rollout::target::Target;
 use crate::rollout::trace;
 use crate::store::StoreError;
 
+/// How often a followed command looks whether its agent is still connected.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+
 /// What following a command needs, owned, so it can run as its own task.
 #[derive(Clone)]
 pub(super) struct Follower {
@@ -143,8 +146,11 @@ impl Follower {
         let mut in_flight = self.engine.dispatcher.dispatch(&agent, command).await;
         // Away is reported only after this run saw the agent connected, so
         // agents still reconnecting to a new leader are not called away.
-        let (mut seen, mut reported_away) = (false, false);
-        let mut check = tokio::time::interval(Duration::from_millis(500));
+        let (mut seen, mut reported_away) = (in_flight.sent, false);
+        // The first look is one period after the dispatch, not at once: ten
+        // thousand commands dispatched together would otherwise each take
+        // the registry's lock again before any result could arrive.
+        let mut check = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
         let progress = |event: v1::CommandEvent| NewEvent {
             kind: "progress",
             step: step_name.clone(),

@@ -6,7 +6,8 @@
 //! simulated DB agent (see `runway_tests::fleet`), each with its own
 //! connection to each coordinator and its own certificate, in child
 //! processes of this binary (as many as the open-file limit needs).
-//! Measured, on the leader:
+//! Measurement starts once the fleet has settled: every agent attached and
+//! holding its connection to the follower too. Measured, on the leader:
 //!
 //! - RSS per attached agent: (RSS with every agent attached − RSS before) / agents;
 //! - CPU at idle with heartbeats flowing, over `--idle-secs`;
@@ -15,12 +16,17 @@
 //!   from the step's dispatch (its `step_started` event) to its result
 //!   saved (the result event's time, stamped just before the write that
 //!   saves it), and the fenced etcd transactions the step used (the
-//!   leader's `runway_etcd_request_duration_seconds_count{op="put_fenced"}`),
-//!   and the CPU the leader, etcd and the simulated fleet used meanwhile;
+//!   leader's `runway_etcd_request_duration_seconds{op="put_fenced"}`),
+//!   and the CPU each process on this machine used meanwhile. A CLI
+//!   watches the rollout (`--watch --output json`); it and the thread of
+//!   this benchmark that reads it run at the lowest priority;
 //! - a leader SIGKILL: the time until every agent is attached to the new leader.
 //!
+//! The whole fleet shares this machine's two cores with what it measures;
+//! real agents bring their own.
+//!
 //! `cargo build --release -p runway-coordinator -p runway-cli --bins &&
-//!  cargo bench -p runway-tests --bench fleet -- --agents 10000 [--work-ms 0] [--idle-secs 20]`
+//!  cargo bench -p runway-tests --bench fleet -- --agents 10000 --heartbeat-secs 5 [--work-ms 0] [--idle-secs 20]`
 
 use std::time::{Duration, Instant};
 

@@ -128,7 +128,7 @@ pub fn all() -> Vec<Target> {
         Target { name: "wire", seeds: wire_seeds(&bundle), tokens: WIRE_TOKENS, run: wire },
         Target {
             name: "rollout_record",
-            seeds: vec![RECORD.as_bytes().to_vec()],
+            seeds: vec![RECORD.as_bytes().to_vec(), RECORD_BEFORE_HOST_TABLE.as_bytes().to_vec()],
             tokens: JSON_TOKENS,
             run: rollout_record,
         },
@@ -313,12 +313,20 @@ fn wire_seeds(bundle: &v1::Bundle) -> Vec<Vec<u8>> {
 /// A backup manifest as runway writes it.
 pub const MANIFEST: &str = r#"{"manifest_version":1,"id":"app-20240101T000000Z-rollout-r1","database":"app","path":"/var/lib/runway/backups/app-20240101T000000Z-rollout-r1","dump":"dump","format":"directory","sha256":"22","bytes":1024,"files":[{"name":"toc.dat","bytes":512,"sha256":"00"},{"name":"3001.dat.gz","bytes":512,"sha256":"11"}],"database_bytes":8192,"server_version":"15.4","pg_dump_version":"15.4","jobs":2,"started_at":"2024-01-01T00:00:00Z","finished_at":"2024-01-01T00:00:05Z","rollout_id":"r1","label":"rollout-r1","migrations":[{"name":"20240101000000_init","checksum":"ab","finished_at":"2024-01-01T00:00:00Z"}],"tables":[{"schema":"public","table":"User","rows":3}]}"#;
 
-/// A rollout record as saved in etcd.
-pub const RECORD: &str = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"v2","state":"running","steps":[{"kind":"migrate","hosts":["db-1"],"state":"running","attempt":1,"error":"","recovery":false}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"ops","plan_json":"{}","backup":"","refused":false,"previous_versions":{"app-1":"v1"},"signature":null,"trace":{"span":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","parent":"","started_unix_ms":1}}"#;
+/// A rollout record as saved in etcd: each host named once, in `hosts`.
+pub const RECORD: &str = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"v2","state":"running","hosts":["app-1","app-2","db-1"],"steps":[{"kind":"preflight","host_ids":"0-2","state":"succeeded","attempt":1,"error":"","recovery":false},{"kind":"migrate","host_ids":"2","state":"running","attempt":1,"error":"","recovery":false}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"ops","plan_json":"{}","backup":"","refused":false,"previous_version_hosts":{"v1":"0-1"},"signature":null,"trace":{"span":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","parent":"","started_unix_ms":1}}"#;
 
+/// A rollout record as saved before the host table.
+pub const RECORD_BEFORE_HOST_TABLE: &str = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"v2","state":"running","steps":[{"kind":"migrate","hosts":["db-1"],"state":"running","attempt":1,"error":"","recovery":false}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"ops","plan_json":"{}","backup":"","refused":false,"previous_versions":{"app-1":"v1"},"signature":null,"trace":{"span":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","parent":"","started_unix_ms":1}}"#;
+
+/// Whatever reads as a record is written and read back the same.
 fn rollout_record(input: &[u8], _: &Path) {
-    if let Ok(record) = serde_json::from_slice::<runway_coordinator::model::RolloutRecord>(input) {
+    use runway_coordinator::model::RolloutRecord;
+    if let Ok(record) = serde_json::from_slice::<RolloutRecord>(input) {
         let _ = record.to_proto();
         let _ = record.db_host();
+        let written = serde_json::to_vec(&record).expect("a record always serializes");
+        let read = serde_json::from_slice::<RolloutRecord>(&written).expect("a written record reads back");
+        assert_eq!(read, record, "a record changed on its way through JSON");
     }
 }

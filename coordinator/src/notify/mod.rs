@@ -50,7 +50,7 @@ use crate::failpoint;
 use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
 use crate::model::RolloutRecord;
-use crate::rollout::feed;
+use crate::rollout::feed::{self, Batch};
 use crate::rollout::repo::RolloutStore;
 use crate::store::{Put, Store, StoreError};
 
@@ -135,6 +135,15 @@ struct Progress {
     settled: HashMap<Pair, i64>,
 }
 
+impl Progress {
+    /// Forgets the settled pairs of rollouts no longer saved (retention
+    /// pruned them), `kept` being every rollout that is: the memory of
+    /// settled pairs stays as small as what etcd keeps.
+    fn forget_deleted(&mut self, kept: &HashSet<&str>) {
+        self.settled.retain(|(rollout, _), _| kept.contains(rollout.as_str()));
+    }
+}
+
 /// Sends notifications while this coordinator leads. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifier {
@@ -195,7 +204,11 @@ impl Notifier {
     /// its record), from the rollout feed, until `term` ends.
     async fn lead(self, term: Term) {
         let progress = Arc::new(Mutex::new(Progress::default()));
-        feed::follow(&self.rollouts, &term, |records| {
+        feed::follow(&self.rollouts, &term, |records, batch| {
+            if batch == Batch::Every {
+                let kept: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+                progress.lock().expect("notify lock").forget_deleted(&kept);
+            }
             self.scan(&term, &progress, records);
             async {}
         })

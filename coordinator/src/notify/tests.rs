@@ -145,3 +145,14 @@ async fn a_webhook_gets_only_its_events_and_a_deposed_leader_sends_nothing() {
     notifier.deliver(&term, &pair(), Some(&hook)).await.unwrap();
     assert_eq!(*got.lock().unwrap(), ["succeeded"]);
 }
+
+#[test]
+fn settled_pairs_of_deleted_rollouts_are_forgotten_at_the_next_listing() {
+    let mut progress = Progress::default();
+    progress.settled.insert(("r1".into(), "w".into()), 1);
+    progress.settled.insert(("r1".into(), "chat".into()), 1);
+    progress.settled.insert(("r2".into(), "w".into()), 2);
+    progress.forget_deleted(&HashSet::from(["r2", "r3"]));
+    let left: Vec<&Pair> = progress.settled.keys().collect();
+    assert_eq!(left, [&("r2".to_owned(), "w".to_owned())], "r1 was pruned from etcd");
+}

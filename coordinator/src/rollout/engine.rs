@@ -138,7 +138,7 @@ impl Engine {
         let engine = self.clone();
         let watching = term.clone();
         self.tracker.spawn(async move {
-            feed::follow(&engine.store.clone(), &watching, |records| {
+            feed::follow(&engine.store.clone(), &watching, |records, _| {
                 let (engine, term) = (engine.clone(), watching.clone());
                 async move { engine.resume_unfinished(&term, records).await }
             })

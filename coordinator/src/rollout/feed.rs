@@ -29,12 +29,22 @@ pub const SAFETY_RESCAN: Duration = Duration::from_secs(180);
 /// How long to wait before listing again after etcd could not be read.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
-/// Calls `changed` with every rollout (a listing), then with each rollout
-/// record as it is written, until `term` ends. Deleted records are not
-/// reported. `changed` runs in line: the feed waits for it.
+/// What one call of a feed's callback holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// Every rollout saved (a listing): one missing from it was deleted.
+    Every,
+    /// Rollouts written since the last call.
+    Changed,
+}
+
+/// Calls `changed` with every rollout (a listing, [`Batch::Every`]), then
+/// with each rollout record as it is written ([`Batch::Changed`]), until
+/// `term` ends. Deleted records are not reported, but are missing from the
+/// next listing. `changed` runs in line: the feed waits for it.
 pub async fn follow<F, Fut>(store: &RolloutStore, term: &Term, mut changed: F)
 where
-    F: FnMut(Vec<RolloutRecord>) -> Fut,
+    F: FnMut(Vec<RolloutRecord>, Batch) -> Fut,
     Fut: Future<Output = ()>,
 {
     loop {
@@ -44,7 +54,7 @@ where
         };
         let ended = match listed {
             Ok((records, revision)) => {
-                changed(records).await;
+                changed(records, Batch::Every).await;
                 watch(store, term, revision + 1, &mut changed).await
             }
             Err(e) => Err(e),
@@ -74,7 +84,7 @@ async fn watch<F, Fut>(
     changed: &mut F,
 ) -> Result<(), StoreError>
 where
-    F: FnMut(Vec<RolloutRecord>) -> Fut,
+    F: FnMut(Vec<RolloutRecord>, Batch) -> Fut,
     Fut: Future<Output = ()>,
 {
     let mut changes = store.watch_rollouts(from).await?;
@@ -102,7 +112,7 @@ where
             })
             .collect();
         if !records.is_empty() {
-            changed(records).await;
+            changed(records, Batch::Changed).await;
         }
     }
 }
@@ -118,6 +128,10 @@ mod tests {
     use crate::fencing::FencingToken;
     use crate::store::Store;
     use crate::store::memory::MemoryKv;
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
 
     fn record(id: &str) -> RolloutRecord {
         RolloutRecord { id: id.into(), ..Default::default() }
@@ -135,35 +149,43 @@ mod tests {
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway"));
         store.put_rollout(&term, &record("r1")).await.unwrap();
 
-        let (tx, mut seen) = mpsc::unbounded_channel::<Vec<String>>();
+        let (tx, mut seen) = mpsc::unbounded_channel::<(Vec<String>, Batch)>();
         let feed = {
             let (store, term) = (store.clone(), term.clone());
             tokio::spawn(async move {
-                follow(&store, &term, |records| {
-                    let _ = tx.send(records.into_iter().map(|r| r.id).collect());
+                follow(&store, &term, |records, batch| {
+                    let _ = tx.send((records.into_iter().map(|r| r.id).collect(), batch));
                     async {}
                 })
                 .await
             })
         };
-        assert_eq!(seen.recv().await.unwrap(), ["r1"], "the listing");
+        assert_eq!(seen.recv().await.unwrap(), (ids(&["r1"]), Batch::Every), "the listing");
         store.put_rollout(&term, &record("r2")).await.unwrap();
-        assert_eq!(seen.recv().await.unwrap(), ["r2"], "a new rollout, from the watch");
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            (ids(&["r2"]), Batch::Changed),
+            "a new rollout, from the watch"
+        );
         store.put_rollout(&term, &record("r1")).await.unwrap();
-        assert_eq!(seen.recv().await.unwrap(), ["r1"], "a changed rollout");
+        assert_eq!(seen.recv().await.unwrap(), (ids(&["r1"]), Batch::Changed), "a changed rollout");
         store.delete_rollout(&term, "r2").await.unwrap();
 
         // A broken watch: one full listing, then the watch again.
         kv.break_watches();
-        assert_eq!(seen.recv().await.unwrap(), ["r1"], "listed again after the watch broke");
+        assert_eq!(
+            seen.recv().await.unwrap(),
+            (ids(&["r1"]), Batch::Every),
+            "listed again after the watch broke"
+        );
         store.put_rollout(&term, &record("r3")).await.unwrap();
-        assert_eq!(seen.recv().await.unwrap(), ["r3"]);
+        assert_eq!(seen.recv().await.unwrap(), (ids(&["r3"]), Batch::Changed));
 
         // Nothing else in between: no periodic listing before SAFETY_RESCAN.
         tokio::time::sleep(SAFETY_RESCAN - Duration::from_secs(10)).await;
         assert!(seen.try_recv().is_err(), "no listing before the safety rescan is due");
         tokio::time::sleep(Duration::from_secs(20)).await;
-        assert_eq!(seen.recv().await.unwrap(), ["r1", "r3"], "the safety rescan");
+        assert_eq!(seen.recv().await.unwrap(), (ids(&["r1", "r3"]), Batch::Every), "the safety rescan");
 
         term.cancel.cancel();
         feed.await.unwrap();

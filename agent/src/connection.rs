@@ -179,8 +179,7 @@ async fn session(
     let mut interval = Duration::from_secs(config.heartbeat_secs.max(1));
     let mut ticker = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
-    // Any message tells the coordinator we are alive: a heartbeat goes only
-    // when nothing else went within the last half interval.
+    // Any message tells the coordinator we are alive (`heartbeat_due`).
     let mut last_sent = Instant::now();
     // Set once registered: the leader's token, and the other coordinators
     // asking who leads now (stopped when the session ends).
@@ -240,7 +239,7 @@ async fn session(
                 if last_heard.elapsed() > interval * 3 {
                     return Err(SessionError::Silent { addr: addr.to_owned(), secs: last_heard.elapsed().as_secs() });
                 }
-                if last_sent.elapsed() < interval / 2 {
+                if !runway_proto::heartbeat_due(last_sent.elapsed(), interval) {
                     continue;
                 }
                 last_sent = Instant::now();

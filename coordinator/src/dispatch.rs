@@ -59,17 +59,13 @@ impl PendingCommands {
 
     fn remove(&mut self, id: &str) -> Option<Pending> {
         let pending = self.by_id.remove(id)?;
-        self.forget(&pending.host, id);
-        Some(pending)
-    }
-
-    fn forget(&mut self, host: &str, id: &str) {
-        if let Some(ids) = self.by_host.get_mut(host) {
+        if let Some(ids) = self.by_host.get_mut(&pending.host) {
             ids.remove(id);
             if ids.is_empty() {
-                self.by_host.remove(host);
+                self.by_host.remove(&pending.host);
             }
         }
+        Some(pending)
     }
 
     fn of_host(&self, host: &str) -> impl Iterator<Item = &Pending> {

@@ -15,8 +15,9 @@ pub type Outgoing = Result<Box<CoordinatorMessage>, tonic::Status>;
 
 /// One agent's stream, as the coordinator writes to it; cheap to clone.
 /// It remembers when it last carried a message, so the session's
-/// heartbeat goes only down a stream that was quiet for a whole interval:
-/// any message tells the agent that its coordinator is alive.
+/// heartbeat goes only down a stream that was quiet for half an interval
+/// (`runway_proto::heartbeat_due`): any message tells the agent that its
+/// coordinator is alive.
 #[derive(Clone)]
 pub struct AgentSender {
     tx: mpsc::Sender<Outgoing>,

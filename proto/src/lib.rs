@@ -33,10 +33,32 @@ pub fn leader_hint(status: &tonic::Status) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Whether a side of an agent stream that sent nothing for `quiet` owes
+/// the other a heartbeat, at `interval`: any message proves the sender
+/// alive, so a heartbeat goes only after half an interval without one. The
+/// gap between messages stays under 1.5 intervals, well inside the three
+/// silent intervals after which either side ends the session.
+pub fn heartbeat_due(quiet: std::time::Duration, interval: std::time::Duration) -> bool {
+    quiet >= interval / 2
+}
+
 /// Current time as milliseconds since the Unix epoch, as carried on the wire.
 pub fn unix_ms_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_heartbeat_is_due_after_half_an_interval_without_a_message() {
+        let interval = Duration::from_secs(5);
+        assert!(!super::heartbeat_due(Duration::from_millis(2_499), interval));
+        assert!(super::heartbeat_due(Duration::from_millis(2_500), interval));
+        assert!(super::heartbeat_due(Duration::from_secs(60), interval));
+    }
 }

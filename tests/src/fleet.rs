@@ -223,7 +223,7 @@ impl Sim {
         let mut interval = Duration::from_secs(2);
         let mut ticker = tokio::time::interval(interval);
         let mut last_heard = Instant::now();
-        // As the real agent: a heartbeat only after half an interval without sending.
+        // As the real agent: a heartbeat only when one is due.
         let mut last_sent = Instant::now();
         // Who leads, as the other coordinators say it (after Registered).
         let (newer_tx, mut newer) = mpsc::channel::<(String, LeaderInfo)>(1);
@@ -268,7 +268,7 @@ impl Sim {
                     if last_heard.elapsed() > interval * 3 {
                         return Ended::Other;
                     }
-                    if last_sent.elapsed() < interval / 2 {
+                    if !runway_proto::heartbeat_due(last_sent.elapsed(), interval) {
                         continue;
                     }
                     last_sent = Instant::now();

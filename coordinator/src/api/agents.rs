@@ -188,9 +188,8 @@ async fn serve_session(
                 if last_heard.elapsed() > heartbeat * 3 {
                     return format!("agent silent for {} s", last_heard.elapsed().as_secs());
                 }
-                // A command went down within the last half interval: the
-                // agent heard from us (the gap stays under 1.5 intervals).
-                if tx.quiet_for() < heartbeat / 2 {
+                // Whatever else went down tells the agent we are alive.
+                if !runway_proto::heartbeat_due(tx.quiet_for(), heartbeat) {
                     continue;
                 }
                 let beat = CoordinatorMessage { kind: Some(coordinator_message::Kind::Heartbeat(Heartbeat { unix_ms: runway_proto::unix_ms_now() })) };

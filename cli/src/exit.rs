@@ -190,13 +190,18 @@ impl From<&MigrateError> for Exit {
             | MigrateError::Bundle(_)
             | MigrateError::NotFound { .. }
             | MigrateError::AlreadyApplied { .. }
-            | MigrateError::NotFailed { .. } => Exit::Invalid,
+            | MigrateError::NotFailed { .. }
+            | MigrateError::CannotUndo(_) => Exit::Invalid,
             MigrateError::LockTimeout { .. } => Exit::Busy,
             // The same conditions `status` and `plan` report as blocked.
             MigrateError::FailedMigrationsPresent { .. } | MigrateError::SchemaNotEmpty { .. } => {
                 Exit::Blocked
             }
-            MigrateError::Failed { .. } | MigrateError::Database { .. } => Exit::Failed,
+            MigrateError::Failed { .. }
+            | MigrateError::DownFailed { .. }
+            | MigrateError::SchemaDiffers { .. }
+            | MigrateError::Database { .. }
+            | MigrateError::Tool { .. } => Exit::Failed,
         }
     }
 }

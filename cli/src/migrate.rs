@@ -161,7 +161,8 @@ pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
         }
         MigrateCommand::Plan { target } => {
             let migrations = load(&target.migrations)?;
-            let report = migrate::plan(&target.database_url, &migrations).await?;
+            let report =
+                migrate::plan(&target.database_url, &migrations, std::path::Path::new("pg_dump")).await?;
             output.result(plan_text(&report), &report);
             Ok(report.verdict().into())
         }

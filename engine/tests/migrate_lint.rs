@@ -33,7 +33,7 @@ fn parses_every_statement_of_every_fixture() {
     assert_eq!(report.statements, 3 + 5 + 1 + 7 + 4 + 2 + 2 + 1 + 1);
 
     let (sql, _) = dangerous_file();
-    let file = MigrationFile { name: "danger".into(), sql };
+    let file = MigrationFile { name: "danger".into(), sql, down: None };
     let report = lint::lint_files(&[&file]);
     assert!(report.parse_errors.is_empty(), "{:?}", report.parse_errors);
     assert_eq!(report.statements, DANGEROUS.len());
@@ -42,7 +42,7 @@ fn parses_every_statement_of_every_fixture() {
 #[test]
 fn each_dangerous_statement_yields_exactly_its_rule() {
     let (sql, lines) = dangerous_file();
-    let file = MigrationFile { name: "danger".into(), sql };
+    let file = MigrationFile { name: "danger".into(), sql, down: None };
     let report = lint::lint_files(&[&file]);
     for ((stmt, expected), line) in DANGEROUS.iter().zip(lines) {
         let mut got: Vec<&str> = report.findings.iter().filter(|f| f.line == line).map(|f| f.rule).collect();
@@ -65,7 +65,8 @@ fn each_dangerous_statement_yields_exactly_its_rule() {
 
 #[test]
 fn reports_statements_that_do_not_parse_with_their_line() {
-    let file = MigrationFile { name: "bad".into(), sql: "SELECT 1;\nCREATE TABEL x (id int);\n".into() };
+    let file =
+        MigrationFile { name: "bad".into(), sql: "SELECT 1;\nCREATE TABEL x (id int);\n".into(), down: None };
     let report = lint::lint_files(&[&file]);
     assert_eq!(report.parse_errors.len(), 1);
     assert_eq!((report.parse_errors[0].migration.as_str(), report.parse_errors[0].line), ("bad", 2));
@@ -105,7 +106,8 @@ async fn with_a_database_it_adds_sizes_downtime_and_plans() {
         report.downtime.reason
     );
 
-    let plan = migrate::plan(&url, &migrations).await.unwrap();
+    let plan =
+        migrate::plan(&url, &migrations, &runway_tests::postgres::pg_bin().join("pg_dump")).await.unwrap();
     assert_eq!(plan.pending, ["1_risky"]);
     assert!(!plan.safe_without_maintenance);
     assert!(plan.reasons.iter().any(|r| r.contains("rename-column")), "{:?}", plan.reasons);
@@ -118,7 +120,8 @@ async fn with_a_database_it_adds_sizes_downtime_and_plans() {
         ("2_index/migration.sql", b"CREATE INDEX CONCURRENTLY orders_sku_idx ON orders (sku);\n"),
     ]);
     let migrations = bundle::migrations(&read_folder(dir2.path()).unwrap()).unwrap();
-    let plan = migrate::plan(&url, &migrations).await.unwrap();
+    let plan =
+        migrate::plan(&url, &migrations, &runway_tests::postgres::pg_bin().join("pg_dump")).await.unwrap();
     assert_eq!(plan.pending, ["2_index"]);
     assert!(plan.safe_without_maintenance, "{:?}", plan.reasons);
     assert_eq!(plan.lint.downtime.class, DowntimeClass::Small);

@@ -1,7 +1,10 @@
 //! The migration bundle: a Prisma migrations folder packed as paths and bytes.
 //!
-//! A bundle holds `<migration>/migration.sql` files and optionally a
-//! top-level `migration_lock.toml`. Migrations are ordered by the byte order
+//! A bundle holds `<migration>/migration.sql` files, optionally a
+//! `<migration>/down.sql` beside each (the script that undoes it, as
+//! Prisma's documented recipe writes it) and a top-level
+//! `migration_lock.toml`. The digest covers every file, so an operator's
+//! signature over it covers the downs too. Migrations are ordered by the byte order
 //! of their folder names, the way Prisma orders them. The same checks run in
 //! the CLI (when packing), the coordinator (when a rollout starts) and the
 //! agent (before it touches a database).
@@ -28,6 +31,9 @@ pub const MAX_MESSAGE_BYTES: usize = MAX_BUNDLE_BYTES + 4 * 1024 * 1024;
 pub const LOCK_FILE: &str = "migration_lock.toml";
 /// The one file every migration folder must hold.
 pub const MIGRATION_FILE: &str = "migration.sql";
+/// The optional file that undoes a migration (`prisma migrate diff
+/// --from-migrations … --to-schema-datamodel … --script` writes one).
+pub const DOWN_FILE: &str = "down.sql";
 
 /// Why a bundle was rejected. Never worth retrying: the input must change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,6 +71,8 @@ pub struct MigrationFile {
     pub name: String,
     /// The file's exact bytes (checksums are computed over these).
     pub sql: String,
+    /// `down.sql` of the same folder: the SQL that undoes `sql`, if any.
+    pub down: Option<String>,
 }
 
 /// Digest naming a bundle: lowercase hex SHA-256 over every file sorted by
@@ -115,6 +123,7 @@ pub fn migrations(bundle: &Bundle) -> Result<Vec<MigrationFile>, BundleError> {
     check_size(bundle, MAX_BUNDLE_BYTES)?;
 
     let mut migrations = Vec::new();
+    let mut downs = std::collections::BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut folders = std::collections::BTreeSet::new();
     for file in &bundle.files {
@@ -137,7 +146,15 @@ pub fn migrations(bundle: &Bundle) -> Result<Vec<MigrationFile>, BundleError> {
             [LOCK_FILE] => check_lock_file(text)?,
             [folder, MIGRATION_FILE] => {
                 folders.insert(*folder);
-                migrations.push(MigrationFile { name: (*folder).to_owned(), sql: text.to_owned() });
+                migrations.push(MigrationFile {
+                    name: (*folder).to_owned(),
+                    sql: text.to_owned(),
+                    down: None,
+                });
+            }
+            [folder, DOWN_FILE] => {
+                folders.insert(*folder);
+                downs.insert(*folder, text.to_owned());
             }
             [folder, ..] if parts.len() >= 2 => {
                 // Other files inside a migration folder (READMEs, down
@@ -153,6 +170,9 @@ pub fn migrations(bundle: &Bundle) -> Result<Vec<MigrationFile>, BundleError> {
     }
     if migrations.is_empty() {
         return Err(BundleError::Empty);
+    }
+    for m in &mut migrations {
+        m.down = downs.remove(m.name.as_str());
     }
     migrations.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(migrations)

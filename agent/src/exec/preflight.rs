@@ -62,7 +62,7 @@ impl Executor {
             let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
             progress.emit("database", format!("database reachable: {version}"));
             detail.insert("server_version".into(), version.into());
-            let plan = migrate::plan(url, &migrations).await?;
+            let plan = migrate::plan(url, &migrations, &backup.tool("pg_dump")).await?;
             let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
             crate::metrics::get().lint_findings(plan.lint.findings.iter().map(|f| &f.rule));
             detail.insert("pending".into(), plan.status.pending.clone().into());

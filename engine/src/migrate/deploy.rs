@@ -219,19 +219,19 @@ async fn apply(
 }
 
 /// How one pending file will be sent.
-struct FilePlan {
-    segments: Vec<Segment>,
+pub(crate) struct FilePlan {
+    pub(crate) segments: Vec<Segment>,
     /// The whole file runs in one transaction: when it fails, nothing of
     /// it stays. False when it is sent in parts or has its own
     /// transaction control (a COMMIT inside the file keeps what came before).
-    atomic: bool,
+    pub(crate) atomic: bool,
 }
 
 /// Splits a file into what to send, refusing files that leave a
 /// transaction open. Files the grammar cannot parse go as one script, the
 /// way Prisma sends them; the server then reports the error (before running
 /// any of it: the server parses the whole script first).
-fn plan_file(m: &MigrationFile) -> Result<FilePlan, MigrateError> {
+pub(crate) fn plan_file(m: &MigrationFile) -> Result<FilePlan, MigrateError> {
     let Ok(stmts) = parse::parse(&m.sql) else {
         return Ok(FilePlan { segments: vec![Segment { range: 0..m.sql.len(), alone: None }], atomic: true });
     };
@@ -270,7 +270,7 @@ pub(crate) async fn set_timeouts(
 }
 
 /// A failed script, with enough to point at the statement.
-struct ScriptFailure {
+pub(crate) struct ScriptFailure {
     code: String,
     /// Severity, message, detail, hint.
     text: String,
@@ -279,19 +279,19 @@ struct ScriptFailure {
     /// Byte offset where the failing segment starts.
     segment_start: usize,
     /// Segments that committed before the failing one.
-    committed_before: usize,
+    pub(crate) committed_before: usize,
     /// Why the file was split, when it was.
     split_reason: Option<&'static str>,
 }
 
 impl ScriptFailure {
-    fn line(&self, sql: &str) -> Option<usize> {
+    pub(crate) fn line(&self, sql: &str) -> Option<usize> {
         self.offset
             .map(|o| line_of(sql, o))
             .or((self.committed_before > 0).then(|| line_of(sql, self.segment_start)))
     }
 
-    fn error_text(&self) -> String {
+    pub(crate) fn error_text(&self) -> String {
         format!("{} (SQLSTATE {})", self.text, self.code)
     }
 
@@ -322,7 +322,11 @@ impl ScriptFailure {
     }
 }
 
-async fn run_segments(conn: &mut PgConnection, sql: &str, segments: &[Segment]) -> Result<(), ScriptFailure> {
+pub(crate) async fn run_segments(
+    conn: &mut PgConnection,
+    sql: &str,
+    segments: &[Segment],
+) -> Result<(), ScriptFailure> {
     let split_reason = segments.iter().find_map(|s| s.alone);
     for (i, segment) in segments.iter().enumerate() {
         let text = &sql[segment.range.clone()];

@@ -106,6 +106,50 @@ pub enum MigrateError {
         reason: &'static str,
     },
 
+    /// A down script (`down.sql`) failed while undoing a migration. The
+    /// migration stays applied in `_prisma_migrations`; the downs undone
+    /// before it are marked rolled back. Retry is NOT safe until someone
+    /// looks: restore the backup, or fix the down and undo again.
+    #[error(
+        "the down of migration {name} failed{at}: {error}",
+        at = line.map(|l| format!(" at line {l} of down.sql")).unwrap_or_default()
+    )]
+    DownFailed {
+        /// The migration whose down failed.
+        name: String,
+        /// 1-based line in `down.sql`, when known.
+        line: Option<usize>,
+        /// The database's error text.
+        error: String,
+        /// Whether the database changed before it failed (earlier downs
+        /// ran, or part of this one committed).
+        database_changed: bool,
+    },
+
+    /// Undoing by migration was refused before anything ran: a migration
+    /// has no down, its down is not proven, or it cannot be undone safely.
+    /// Retry is pointless as is: write or fix the down, or restore.
+    #[error("cannot roll back by migration: {0}")]
+    CannotUndo(String),
+
+    /// After the downs ran, the schema is not the one before the rollout.
+    /// The downs are marked rolled back; the database needs the restore.
+    #[error("the schema after the downs is not the schema before the rollout: {diff}")]
+    SchemaDiffers {
+        /// The objects that differ, e.g. `missing TABLE public.Post`.
+        diff: String,
+    },
+
+    /// A PostgreSQL tool (`pg_dump`) failed or could not be started. Retry
+    /// is safe: the tools only read.
+    #[error("{tool}: {error}")]
+    Tool {
+        /// The tool's path.
+        tool: String,
+        /// Its error output, passwords removed.
+        error: String,
+    },
+
     /// The migrations bundle is malformed. Retry is pointless: fix the input.
     #[error(transparent)]
     Bundle(#[from] BundleError),
@@ -126,7 +170,10 @@ impl MigrateError {
     /// Whether running the same command again, unchanged, may succeed
     /// without anyone touching the database or the migrations.
     pub fn retry_is_safe(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::LockTimeout { .. } | Self::Database { .. })
+        matches!(
+            self,
+            Self::Connect(_) | Self::LockTimeout { .. } | Self::Database { .. } | Self::Tool { .. }
+        )
     }
 
     /// Whether the failed command changed the database: `Some(false)` when
@@ -136,7 +183,10 @@ impl MigrateError {
     /// possibly after migrations were applied). What a rollback decides on.
     pub fn database_changed(&self) -> Option<bool> {
         match self {
-            Self::Failed { database_changed, .. } => Some(*database_changed),
+            Self::Failed { database_changed, .. } | Self::DownFailed { database_changed, .. } => {
+                Some(*database_changed)
+            }
+            Self::SchemaDiffers { .. } => Some(true),
             Self::Database { .. } => None,
             _ => Some(false),
         }

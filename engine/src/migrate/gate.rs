@@ -70,7 +70,7 @@ mod tests {
     use runway_proto::bundle::MigrationFile;
 
     fn report(sql: &str) -> LintReport {
-        let file = MigrationFile { name: "2_drop".into(), sql: sql.into() };
+        let file = MigrationFile { name: "2_drop".into(), sql: sql.into(), down: None };
         lint::lint_files(&[&file])
     }
 

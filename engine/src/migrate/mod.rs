@@ -11,7 +11,9 @@
 //! - [`deploy`]: apply pending migrations of a bundle.
 //! - [`status`]: compare a bundle with the database.
 //! - [`resolve`]: Prisma's `migrate resolve --applied/--rolled-back`.
-//! - [`lint`] and [`plan`]: what the pending SQL will do, before it runs.
+//! - [`lint`] and [`plan`]: what the pending SQL will do, before it runs,
+//!   and whether each pending migration's `down.sql` is proven.
+//! - [`down::undo`]: roll back applied migrations by their proven downs.
 //! - [`source::read_folder`]: a migrations folder on disk as a bundle.
 //!
 //! # Layout
@@ -25,6 +27,8 @@
 //!   around statements that cannot run in a transaction.
 //! - `deploy`, `status`, `resolve`: the commands.
 //! - `lint` (rules, table sizes, downtime class) and `plan`.
+//! - `schema`: `pg_dump --schema-only`, normalised and compared by object.
+//! - `prove`: downs tried on a scratch schema-only copy; `down`: running them.
 //! - `gate`: Danger findings a rollout needs an operator to accept.
 
 use std::time::Duration;
@@ -34,13 +38,16 @@ use serde::{Deserialize, Serialize};
 pub mod checksum;
 mod connect;
 mod deploy;
+pub mod down;
 mod error;
 pub mod gate;
 pub mod lint;
 mod lock;
 pub mod parse;
 pub mod plan;
+pub mod prove;
 pub mod resolve;
+pub mod schema;
 pub mod script;
 pub mod source;
 pub mod status;
@@ -51,6 +58,7 @@ pub use error::MigrateError;
 pub use lint::{LintReport, lint};
 pub use lock::PRISMA_LOCK_KEY;
 pub use plan::{PlanReport, plan};
+pub use prove::{DownProof, DownState, DownsReport};
 pub use resolve::{ResolveAction, resolve};
 pub use status::{StatusReport, status};
 

@@ -1,9 +1,12 @@
 //! `plan`: what a deploy would do, before it does it.
 
+use std::path::Path;
+
 use runway_proto::bundle::MigrationFile;
 use serde::Serialize;
 
 use super::lint::{self, DowntimeClass, LintReport, Severity};
+use super::prove::{self, Direction, DownsReport};
 use super::{MigrateError, StatusReport, status};
 
 /// Pending migrations, lint, downtime, and whether maintenance mode is needed.
@@ -23,6 +26,9 @@ pub struct PlanReport {
     pub reasons: Vec<String>,
     /// Whether deploy would refuse to run (failed migrations, missing baseline).
     pub blocked: Option<String>,
+    /// Each pending migration's down, proven on a schema-only copy of the
+    /// database: whether a rollback by migration is possible.
+    pub downs: DownsReport,
 }
 
 impl PlanReport {
@@ -54,15 +60,28 @@ pub enum Verdict {
 /// Seconds of lock time from which a blocking statement needs maintenance mode.
 const NOTICEABLE_SECS: f64 = 1.0;
 
-/// Builds the plan for deploying `migrations` to `database_url`.
-pub async fn plan(database_url: &str, migrations: &[MigrationFile]) -> Result<PlanReport, MigrateError> {
+/// Builds the plan for deploying `migrations` to `database_url`, proving
+/// the pending migrations' downs with `pg_dump` (the tool's path).
+pub async fn plan(
+    database_url: &str,
+    migrations: &[MigrationFile],
+    pg_dump: &Path,
+) -> Result<PlanReport, MigrateError> {
     let status = status(database_url, migrations).await?;
-    let lint = lint::lint(Some(database_url), migrations).await?;
-    Ok(build(status, lint))
+    let mut lint = lint::lint(Some(database_url), migrations).await?;
+    let pending: Vec<&MigrationFile> =
+        migrations.iter().filter(|m| status.pending.iter().any(|p| p == &m.name)).collect();
+    let downs = if status.failed.is_empty() && !status.needs_baseline {
+        prove::prove(database_url, &pending, Direction::Forward, pg_dump).await
+    } else {
+        DownsReport::default()
+    };
+    lint.findings.extend(downs.findings());
+    Ok(build(status, lint, downs))
 }
 
 /// The decision, separated from I/O.
-pub fn build(status: StatusReport, lint: LintReport) -> PlanReport {
+pub fn build(status: StatusReport, lint: LintReport, downs: DownsReport) -> PlanReport {
     let mut reasons = Vec::new();
     for f in &lint.findings {
         let breaks_code = f.rule.starts_with("rename-") || f.rule.starts_with("drop-");
@@ -96,5 +115,6 @@ pub fn build(status: StatusReport, lint: LintReport) -> PlanReport {
         lint,
         reasons,
         blocked,
+        downs,
     }
 }

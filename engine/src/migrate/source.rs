@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use runway_proto::bundle::{self, BundleError, LOCK_FILE, MAX_FILE_BYTES, MIGRATION_FILE};
+use runway_proto::bundle::{self, BundleError, DOWN_FILE, LOCK_FILE, MAX_FILE_BYTES, MIGRATION_FILE};
 use runway_proto::v1::{Bundle, BundleFile};
 
 /// Why a migrations folder could not be read. Never worth retrying as is:
@@ -39,7 +39,8 @@ pub enum SourceError {
 /// Reads `dir` (e.g. `prisma/migrations`) and returns it as a checked,
 /// digest-stamped bundle.
 ///
-/// Takes `migration_lock.toml` and every `<folder>/migration.sql`; other
+/// Takes `migration_lock.toml`, every `<folder>/migration.sql` and its
+/// `down.sql` when there is one; other
 /// files and names starting with `.` are left out. Symlinks are followed
 /// only while they stay inside `dir`.
 pub fn read_folder(dir: &Path) -> Result<Bundle, SourceError> {
@@ -78,6 +79,16 @@ pub fn read_folder(dir: &Path) -> Result<Bundle, SourceError> {
                     path: format!("{name}/{MIGRATION_FILE}"),
                     content: read_limited(&sql)?,
                 });
+                let down = path.join(DOWN_FILE);
+                if fs::symlink_metadata(&down).is_ok() {
+                    if resolve(&root, &down)? != Kind::File {
+                        return Err(SourceError::NotRegular(down));
+                    }
+                    files.push(BundleFile {
+                        path: format!("{name}/{DOWN_FILE}"),
+                        content: read_limited(&down)?,
+                    });
+                }
             }
         }
     }

@@ -217,6 +217,7 @@ fn lint(input: &[u8], _: &Path) {
     let m = MigrationFile {
         name: "20240101000000_fuzz".into(),
         sql: String::from_utf8_lossy(input).into_owned(),
+        down: None,
     };
     let _ = runway_engine::migrate::lint::lint_files(&[&m]);
 }

@@ -77,7 +77,8 @@ pub fn range_var_name(rv: &protobuf::RangeVar) -> String {
     if rv.schemaname.is_empty() { rv.relname.clone() } else { format!("{}.{}", rv.schemaname, rv.relname) }
 }
 
-fn object_name(node: &pg_query::Node) -> String {
+/// A dropped object's name as written: `schema.name` or `name`.
+pub fn object_name(node: &pg_query::Node) -> String {
     match &node.node {
         Some(NodeEnum::List(l)) => l.items.iter().map(object_name).collect::<Vec<_>>().join("."),
         Some(NodeEnum::String(s)) => s.sval.clone(),

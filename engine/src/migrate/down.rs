@@ -1,0 +1,282 @@
+//! `down`: roll back applied migrations with their `down.sql`, the
+//! runbook's preferred way back: it keeps every row written since, and
+//! takes as long as the DDL, not as long as the database is big.
+//!
+//! [`undo`] does it safely: the downs are proven first on a schema-only
+//! copy of the live database ([`super::prove`], backward), then run on the
+//! live database newest first under Prisma's advisory lock, each marked
+//! `rolled_back_at` in `_prisma_migrations` as soon as it ran (Prisma then
+//! treats it as not applied, so a later deploy applies the fixed
+//! migration), and finally the live schema is compared with the schema
+//! the downs must give.
+
+use std::path::Path;
+use std::time::Instant;
+
+use runway_proto::bundle::MigrationFile;
+use serde::{Deserialize, Serialize};
+
+use super::connect::{self, Session};
+use super::prove::{self, Direction, DownsReport};
+use super::schema::{self, Schema};
+use super::table::{self, MigrationRow};
+use super::{MigrateConfig, MigrateError, deploy, lock};
+use crate::progress::Progress;
+
+/// Which applied migrations to roll back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The last `n` applied migrations of the folder.
+    Count(usize),
+    /// Every applied migration after this one (it stays applied).
+    To(String),
+    /// These migrations, where applied (a rollout's own: what it applied).
+    Names(Vec<String>),
+}
+
+/// What to roll back, chosen from the folder and `_prisma_migrations`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection<'a> {
+    /// Applied migrations whose downs run, newest first.
+    pub undo: Vec<&'a MigrationFile>,
+    /// Failed migrations of the target (a rollout's migration that failed
+    /// in its own transaction): nothing of them is left to undo, their
+    /// rows are marked rolled back, as `migrate resolve --rolled-back` does.
+    pub failed: Vec<String>,
+}
+
+/// What [`undo`] did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UndoReport {
+    /// The proof made just before, against the live schema.
+    pub proof: DownsReport,
+    /// Migrations rolled back, in the order their downs ran (newest first).
+    pub undone: Vec<String>,
+    /// How long each down of `undone` took, in milliseconds.
+    pub durations_ms: Vec<u64>,
+    /// Failed rows marked rolled back.
+    pub resolved_failed: Vec<String>,
+    /// Whether the live schema was compared after the downs, and with what.
+    pub schema_checked: String,
+}
+
+/// The migrations of `migrations` (the folder, in apply order) to roll
+/// back for `target`, given the rows of `_prisma_migrations`.
+pub fn select<'a>(
+    migrations: &'a [MigrationFile],
+    rows: &[MigrationRow],
+    target: &Target,
+) -> Result<Selection<'a>, MigrateError> {
+    let applied = deploy::applied_by_name(rows);
+    let failed: Vec<&str> =
+        rows.iter().filter(|r| r.is_failed()).map(|r| r.migration_name.as_str()).collect();
+    let in_folder: Vec<&MigrationFile> =
+        migrations.iter().filter(|m| applied.contains_key(m.name.as_str())).collect();
+    let mut selection = Selection::default();
+    match target {
+        Target::Count(n) => {
+            if !failed.is_empty() {
+                return Err(MigrateError::CannotUndo(format!(
+                    "failed migration(s) {} must be resolved first",
+                    failed.join(", ")
+                )));
+            }
+            selection.undo = in_folder.iter().rev().take(*n).copied().collect();
+        }
+        Target::To(name) => {
+            let Some(at) = in_folder.iter().position(|m| &m.name == name) else {
+                return Err(MigrateError::CannotUndo(format!(
+                    "migration {name} is not applied (or not in the folder)"
+                )));
+            };
+            if !failed.is_empty() {
+                return Err(MigrateError::CannotUndo(format!(
+                    "failed migration(s) {} must be resolved first",
+                    failed.join(", ")
+                )));
+            }
+            selection.undo = in_folder[at + 1..].iter().rev().copied().collect();
+        }
+        Target::Names(names) => {
+            selection.undo = in_folder.iter().rev().filter(|m| names.contains(&m.name)).copied().collect();
+            selection.failed =
+                failed.iter().filter(|f| names.iter().any(|n| n == *f)).map(|f| (*f).to_owned()).collect();
+            for name in &selection.failed {
+                let file = migrations.iter().find(|m| &m.name == name);
+                if !file.is_some_and(|m| deploy::plan_file(m).is_ok_and(|plan| plan.atomic)) {
+                    return Err(MigrateError::CannotUndo(format!(
+                        "migration {name} failed part-way (it ran in parts or has its own COMMIT): \
+                         what it left is unknown, so its down cannot be trusted"
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(m) = selection.undo.iter().find(|m| m.down.is_none()) {
+        return Err(MigrateError::CannotUndo(format!("migration {} has no down.sql", m.name)));
+    }
+    Ok(selection)
+}
+
+/// Rolls back `target` on `database_url` by migration: proves the downs on
+/// a schema-only copy, runs them, marks them rolled back, and compares the
+/// schema with `expected` (the schema before the migrations ran, when the
+/// caller kept it) or else with what the downs gave on the copy.
+/// Nothing runs on the live database unless every down is proven.
+pub async fn undo(
+    database_url: &str,
+    migrations: &[MigrationFile],
+    target: &Target,
+    expected: Option<&Schema>,
+    pg_dump: &Path,
+    config: &MigrateConfig,
+    progress: &Progress,
+) -> Result<UndoReport, MigrateError> {
+    let database = connect::parse(database_url)?;
+    let mut session = connect::open(&database).await?;
+    progress.emit("lock", "waiting for the migrations advisory lock");
+    lock::acquire(&mut session.conn, config.advisory_lock_timeout()).await?;
+    let result = async {
+        let rows = table::load(&mut session.conn, &session.schema).await?;
+        let selection = select(migrations, &rows, target)?;
+        let total = selection.undo.len();
+        progress.emit("prove", format!("proving {total} down(s) on a schema-only copy of the database"));
+        let proof = prove::prove(database_url, &selection.undo, Direction::Backward, pg_dump).await;
+        if !proof.all_proven() {
+            let why: Vec<String> = proof
+                .downs
+                .iter()
+                .filter(|d| d.state != prove::DownState::Proven)
+                .map(|d| format!("{}: {} ({})", d.migration, d.state.name(), d.detail))
+                .collect();
+            return Err(MigrateError::CannotUndo(format!("not every down is proven: {}", why.join("; "))));
+        }
+        progress.emit("prove", format!("{total} down(s) proven in {} ms", proof.ms));
+        let mut report = UndoReport { proof, ..UndoReport::default() };
+        deploy::set_timeouts(&mut session.conn, config).await?;
+        run_downs(&mut session, &selection, &rows, progress, &mut report).await?;
+        for name in &selection.failed {
+            for row in rows.iter().filter(|r| &r.migration_name == name && r.is_failed()) {
+                table::mark_rolled_back(&mut session.conn, &session.schema, &row.id).await?;
+            }
+            report.resolved_failed.push(name.clone());
+        }
+        let want = expected.or(report.proof.after.as_ref());
+        if let Some(want) = want {
+            let diff = schema::dump(&database, pg_dump).await?.diff(want);
+            if !diff.is_empty() {
+                return Err(MigrateError::SchemaDiffers { diff: schema::summary(&diff, 8) });
+            }
+            report.schema_checked = if expected.is_some() {
+                "equal to the schema before the migrations ran".into()
+            } else {
+                "equal to the proof's".into()
+            };
+            progress.emit("verify", format!("schema {}", report.schema_checked));
+        }
+        Ok(report)
+    }
+    .await;
+    if result.is_ok() {
+        lock::release(&mut session.conn).await?;
+    }
+    session.close().await;
+    result
+}
+
+/// Runs each down of `selection`, newest first, marking its rows rolled
+/// back as soon as it ran.
+async fn run_downs(
+    session: &mut Session,
+    selection: &Selection<'_>,
+    rows: &[MigrationRow],
+    progress: &Progress,
+    report: &mut UndoReport,
+) -> Result<(), MigrateError> {
+    let total = selection.undo.len() as u64;
+    for (done, m) in selection.undo.iter().enumerate() {
+        let done = done as u64;
+        let down = m.down.as_deref().expect("select keeps only migrations with a down");
+        progress.emit_counted(
+            "down",
+            format!("rolling back {} ({}/{total})", m.name, done + 1),
+            done,
+            total,
+            "migrations",
+        );
+        let started = Instant::now();
+        let file = MigrationFile { name: m.name.clone(), sql: down.to_owned(), down: None };
+        let plan = deploy::plan_file(&file)?;
+        if let Err(failure) = deploy::run_segments(&mut session.conn, down, &plan.segments).await {
+            let _ = sqlx::Executor::execute(&mut session.conn, sqlx::raw_sql("ROLLBACK")).await;
+            return Err(MigrateError::DownFailed {
+                name: m.name.clone(),
+                line: failure.line(down),
+                error: failure.error_text(),
+                database_changed: done > 0 || failure.committed_before > 0 || !plan.atomic,
+            });
+        }
+        for row in rows.iter().filter(|r| r.migration_name == m.name && r.is_applied()) {
+            table::mark_rolled_back(&mut session.conn, &session.schema, &row.id).await?;
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(migration = %m.name, ms, "migration rolled back by its down");
+        progress.emit_counted(
+            "down",
+            format!("rolled back {} ({}/{total}) in {ms} ms", m.name, done + 1),
+            done + 1,
+            total,
+            "migrations",
+        );
+        report.undone.push(m.name.clone());
+        report.durations_ms.push(ms);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, down: bool) -> MigrationFile {
+        MigrationFile { name: name.into(), sql: "SELECT 1;".into(), down: down.then(|| "SELECT 2;".into()) }
+    }
+
+    fn row(name: &str, finished: bool) -> MigrationRow {
+        MigrationRow {
+            id: name.into(),
+            checksum: String::new(),
+            finished_at: finished.then(chrono::Utc::now),
+            migration_name: name.into(),
+            logs: None,
+            rolled_back_at: None,
+            started_at: chrono::Utc::now(),
+            applied_steps_count: 1,
+        }
+    }
+
+    #[test]
+    fn selects_the_newest_applied_first() {
+        let folder = [file("1_a", true), file("2_b", true), file("3_c", true)];
+        let rows = [row("1_a", true), row("2_b", true), row("3_c", true)];
+        let names = |s: Selection<'_>| s.undo.iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(select(&folder, &rows, &Target::Count(2)).unwrap()), ["3_c", "2_b"]);
+        assert_eq!(names(select(&folder, &rows, &Target::To("1_a".into())).unwrap()), ["3_c", "2_b"]);
+        let own = Target::Names(vec!["2_b".into(), "3_c".into()]);
+        assert_eq!(names(select(&folder, &rows[..2], &own).unwrap()), ["2_b"]);
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_undone() {
+        let folder = [file("1_a", true), file("2_b", false)];
+        let rows = [row("1_a", true), row("2_b", true)];
+        let err = select(&folder, &rows, &Target::Count(1)).unwrap_err();
+        assert!(err.to_string().contains("2_b has no down.sql"), "{err}");
+        let err = select(&folder, &rows, &Target::To("9_z".into())).unwrap_err();
+        assert!(err.to_string().contains("9_z is not applied"), "{err}");
+        let failed = [row("1_a", true), row("2_b", false)];
+        let own = select(&folder, &failed, &Target::Names(vec!["2_b".into()])).unwrap();
+        assert_eq!(own.failed, ["2_b"], "a failed atomic migration is only marked rolled back");
+        assert!(select(&folder, &failed, &Target::Count(1)).is_err());
+    }
+}

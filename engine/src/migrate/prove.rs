@@ -1,0 +1,423 @@
+//! `prove`: whether each migration's `down.sql` returns the schema exactly
+//! to where it was, tried before production is touched.
+//!
+//! The proof runs on a scratch database (`runway_prove_<random>`) on the
+//! same server, holding a schema-only copy of the live database (never its
+//! data), and is dropped afterwards whatever happens. For each migration,
+//! in turn:
+//!
+//! - [`Direction::Forward`] (pending migrations, before a deploy): dump the
+//!   schema, apply the migration, run its down, dump again: the two dumps
+//!   must be equal; then apply the migration again and go on to the next.
+//! - [`Direction::Backward`] (applied migrations, newest first, before a
+//!   rollback): dump, run the down, apply the migration again, dump: equal;
+//!   then run the down again and go on.
+//!
+//! A down that fails or does not come back is reported with the database's
+//! error or the objects that differ; the scratch schema is then rebuilt
+//! from the dump taken before it, so the migrations after it are still
+//! proven on their own. Proving never fails the caller: what could not be
+//! tried is [`DownState::Unproven`], with the reason.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Instant;
+
+use pg_query::NodeEnum;
+use pg_query::protobuf::{AlterTableType, ObjectType};
+use runway_proto::bundle::MigrationFile;
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+use super::lint::{Finding, Severity, Work, rules};
+use super::schema::{self, Schema};
+use super::{MigrateError, connect, deploy, parse};
+use crate::database::Database;
+
+/// What proving found about one migration's down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownState {
+    /// The schema came back exactly.
+    Proven,
+    /// The migration has no `down.sql`.
+    Missing,
+    /// The down failed with an error (in `detail`).
+    Fails,
+    /// The down ran but the schema did not come back (`detail` names the objects).
+    Differs,
+    /// Not tried, or not decidable (`detail` says why): never counts as proven.
+    Unproven,
+}
+
+impl DownState {
+    /// The name used in output and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Proven => "proven",
+            Self::Missing => "missing",
+            Self::Fails => "fails",
+            Self::Differs => "differs",
+            Self::Unproven => "unproven",
+        }
+    }
+}
+
+/// One migration's down and what proving found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownProof {
+    /// The migration (folder) name.
+    pub migration: String,
+    pub state: DownState,
+    /// The error, the objects that differ, or why it was not tried.
+    pub detail: String,
+}
+
+/// Every down of a set of migrations, proven together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DownsReport {
+    /// In the order the migrations were given.
+    pub downs: Vec<DownProof>,
+    /// Downs that drop tables or columns which existed before their
+    /// migration: rolling back would delete data (Danger findings, rule
+    /// [`DROPS_EXISTING`]).
+    #[serde(default)]
+    pub dangers: Vec<DownDanger>,
+    /// How long proving took, in milliseconds (0 when nothing needed a scratch database).
+    pub ms: u64,
+    /// [`Direction::Backward`] with every down proven: the schema the
+    /// copy had after all the downs, which the live database must have
+    /// after them too.
+    #[serde(skip)]
+    pub after: Option<Schema>,
+}
+
+/// A down that drops an object which existed before its migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownDanger {
+    pub migration: String,
+    /// 1-based line in `down.sql`.
+    pub line: usize,
+    pub table: String,
+    /// The column, for a dropped column.
+    pub column: Option<String>,
+}
+
+/// The lint rule of a down that drops what existed before its migration.
+pub const DROPS_EXISTING: &str = "down-drops-existing";
+
+impl DownsReport {
+    /// Whether every down is [`DownState::Proven`] (true for no migrations).
+    pub fn all_proven(&self) -> bool {
+        self.downs.iter().all(|d| d.state == DownState::Proven)
+    }
+
+    /// The dangers as lint findings, so the danger gate treats them like any other.
+    pub fn findings(&self) -> Vec<Finding> {
+        self.dangers
+            .iter()
+            .map(|d| {
+                let what = match &d.column {
+                    Some(column) => format!("column {}.{column}", d.table),
+                    None => format!("table {}", d.table),
+                };
+                Finding {
+                    migration: d.migration.clone(),
+                    line: d.line,
+                    statement: format!("down.sql line {}", d.line),
+                    rule: DROPS_EXISTING,
+                    severity: Severity::Danger,
+                    lock: "ACCESS EXCLUSIVE",
+                    table: Some(d.table.clone()),
+                    work: Work::Instant,
+                    message: format!(
+                        "the down of {} drops {what}, which existed before the migration: rolling back by \
+                         migration would delete its data",
+                        d.migration
+                    ),
+                    estimated_seconds: None,
+                }
+            })
+            .collect()
+    }
+
+    fn push(&mut self, migration: &MigrationFile, state: DownState, detail: impl Into<String>) {
+        self.downs.push(DownProof { migration: migration.name.clone(), state, detail: detail.into() });
+    }
+
+    /// Marks every migration from `rest` on unproven, for `why`.
+    fn give_up(&mut self, rest: &[&MigrationFile], why: &str) {
+        for m in rest {
+            self.push(m, DownState::Unproven, format!("not tried: {why}"));
+        }
+    }
+}
+
+/// Which way the migrations are proven (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Pending migrations, in apply order: up, down, compare.
+    Forward,
+    /// Applied migrations, newest first: down, up, compare.
+    Backward,
+}
+
+/// Proves the downs of `migrations` against a schema-only copy of the
+/// database at `database_url`; `pg_dump` is the tool's path.
+pub async fn prove(
+    database_url: &str,
+    migrations: &[&MigrationFile],
+    direction: Direction,
+    pg_dump: &Path,
+) -> DownsReport {
+    let mut report = DownsReport::default();
+    if migrations.iter().all(|m| m.down.is_none()) {
+        for m in migrations {
+            report.push(m, DownState::Missing, "no down.sql");
+        }
+        return report;
+    }
+    let started = Instant::now();
+    let outcome = async {
+        let database = connect::parse(database_url)?;
+        let live = schema::dump(&database, pg_dump).await?;
+        let mut scratch = Scratch::create(&database).await?;
+        let proven = async {
+            scratch.load(&live).await?;
+            run(&mut scratch, migrations, direction, pg_dump, &mut report).await
+        }
+        .await;
+        scratch.drop().await;
+        proven
+    }
+    .await;
+    if let Err(e) = outcome {
+        let done = report.downs.len();
+        report.give_up(&migrations[done..], &format!("the scratch database failed: {e}"));
+    }
+    report.ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+async fn run(
+    scratch: &mut Scratch,
+    migrations: &[&MigrationFile],
+    direction: Direction,
+    pg_dump: &Path,
+    report: &mut DownsReport,
+) -> Result<(), MigrateError> {
+    for (i, m) in migrations.iter().enumerate() {
+        let rest = &migrations[i + 1..];
+        let Some(down) = m.down.as_deref() else {
+            report.push(m, DownState::Missing, "no down.sql");
+            if direction == Direction::Backward {
+                report.give_up(
+                    rest,
+                    &format!("{} has no down.sql, so nothing before it can be undone", m.name),
+                );
+                return Ok(());
+            }
+            if let Err(e) = scratch.run(&m.name, &m.sql).await {
+                report.give_up(rest, &format!("{} fails on a schema-only copy: {e}", m.name));
+                return Ok(());
+            }
+            continue;
+        };
+        let before = schema::dump(&scratch.database, pg_dump).await?;
+        let existing = if direction == Direction::Forward { columns(scratch).await? } else { HashSet::new() };
+        let (first, second) = match direction {
+            Direction::Forward => (m.sql.as_str(), down),
+            Direction::Backward => (down, m.sql.as_str()),
+        };
+        if let Err(e) = scratch.run(&m.name, first).await {
+            match direction {
+                Direction::Forward => report.push(
+                    m,
+                    DownState::Unproven,
+                    format!("the migration itself fails on a schema-only copy: {e}"),
+                ),
+                Direction::Backward => report.push(m, DownState::Fails, e),
+            }
+            report.give_up(rest, &format!("{} could not be tried", m.name));
+            return Ok(());
+        }
+        if direction == Direction::Forward {
+            report.dangers.extend(drops_existing(m, down, &existing));
+        }
+        let came_back = match scratch.run(&m.name, second).await {
+            Err(e) if direction == Direction::Forward => {
+                report.push(m, DownState::Fails, e);
+                false
+            }
+            Err(e) => {
+                report.push(
+                    m,
+                    DownState::Unproven,
+                    format!("the migration does not apply again after its down: {e}"),
+                );
+                false
+            }
+            Ok(()) => {
+                let diff = schema::dump(&scratch.database, pg_dump).await?.diff(&before);
+                if diff.is_empty() {
+                    report.push(m, DownState::Proven, "");
+                } else {
+                    report.push(m, DownState::Differs, schema::summary(&diff, 5));
+                }
+                diff.is_empty()
+            }
+        };
+        if !came_back {
+            scratch.reset(&before).await?;
+        }
+        // On to the state the next migration starts from.
+        if let Err(e) = scratch.run(&m.name, first).await {
+            report.give_up(rest, &format!("{} did not apply again on the scratch copy: {e}", m.name));
+            return Ok(());
+        }
+    }
+    if direction == Direction::Backward && report.all_proven() {
+        report.after = Some(schema::dump(&scratch.database, pg_dump).await?);
+    }
+    Ok(())
+}
+
+/// `(schema, table, column)` of every column of every table now.
+async fn columns(scratch: &mut Scratch) -> Result<HashSet<(String, String, String)>, MigrateError> {
+    let mut conn = scratch.connect().await?;
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, a.attname::text FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .map_err(|e| MigrateError::db("listing the scratch schema's columns", e))?;
+    Ok(rows.into_iter().map(|(s, t, c)| (s, t, c.unwrap_or_default())).collect())
+}
+
+/// The tables and columns `down` drops that are in `existing` (the schema
+/// before `m` ran).
+fn drops_existing(
+    m: &MigrationFile,
+    down: &str,
+    existing: &HashSet<(String, String, String)>,
+) -> Vec<DownDanger> {
+    let Ok(stmts) = parse::parse(down) else { return Vec::new() };
+    let has = |table: &str, column: Option<&str>| {
+        let (schema, name) = table.split_once('.').map_or((None, table), |(s, n)| (Some(s), n));
+        existing.iter().any(|(s, t, c)| {
+            schema.is_none_or(|schema| schema == s) && t == name && column.is_none_or(|column| column == c)
+        })
+    };
+    let mut out = Vec::new();
+    for stmt in &stmts {
+        let mut dropped: Vec<(String, Option<String>)> = Vec::new();
+        match &stmt.node {
+            NodeEnum::DropStmt(s) if s.remove_type == ObjectType::ObjectTable as i32 => {
+                dropped.extend(s.objects.iter().map(|o| (rules::object_name(o), None)));
+            }
+            NodeEnum::AlterTableStmt(s) => {
+                let table = s.relation.as_ref().map(rules::range_var_name).unwrap_or_default();
+                for cmd in &s.cmds {
+                    if let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node
+                        && cmd.subtype == AlterTableType::AtDropColumn as i32
+                    {
+                        dropped.push((table.clone(), Some(cmd.name.clone())));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (table, column) in dropped {
+            if has(&table, column.as_deref()) {
+                out.push(DownDanger { migration: m.name.clone(), line: stmt.line, table, column });
+            }
+        }
+    }
+    out
+}
+
+/// The scratch database of one proof.
+struct Scratch {
+    /// A session on the server's `postgres` database, to create and drop it.
+    admin: PgConnection,
+    name: String,
+    /// The scratch database, with the live URL's settings (`?schema=`).
+    database: Database,
+}
+
+impl Scratch {
+    async fn create(live: &Database) -> Result<Self, MigrateError> {
+        let admin = live
+            .with_database("postgres")
+            .connect()
+            .await
+            .map_err(|e| MigrateError::Connect(e.to_string()))?;
+        let name = format!("runway_prove_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut scratch = Self { admin, database: live.with_database(&name), name };
+        scratch.create_database().await?;
+        Ok(scratch)
+    }
+
+    async fn create_database(&mut self) -> Result<(), MigrateError> {
+        let sql = format!("CREATE DATABASE {} TEMPLATE template0", connect::quote_ident(&self.name));
+        sqlx::Executor::execute(&mut self.admin, sqlx::raw_sql(&sql))
+            .await
+            .map_err(|e| MigrateError::db(format!("creating scratch database {}", self.name), e))?;
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<PgConnection, MigrateError> {
+        self.database.connect().await.map_err(|e| MigrateError::Connect(e.to_string()))
+    }
+
+    /// Loads a schema-only dump into the (empty) scratch database.
+    async fn load(&mut self, schema: &Schema) -> Result<(), MigrateError> {
+        let mut conn = self.connect().await?;
+        sqlx::Executor::execute(&mut conn, sqlx::raw_sql(schema.text())).await.map_err(|e| {
+            MigrateError::db(format!("copying the schema into scratch database {}", self.name), e)
+        })?;
+        let _ = sqlx::Connection::close(conn).await;
+        Ok(())
+    }
+
+    /// Empties the scratch database and loads `schema` again.
+    async fn reset(&mut self, schema: &Schema) -> Result<(), MigrateError> {
+        self.drop_database().await?;
+        self.create_database().await?;
+        self.load(schema).await
+    }
+
+    /// Runs one migration file's SQL (`name` for messages) as deploy runs
+    /// it; the error names the line.
+    async fn run(&self, name: &str, sql: &str) -> Result<(), String> {
+        let file = MigrationFile { name: name.to_owned(), sql: sql.to_owned(), down: None };
+        let plan = deploy::plan_file(&file).map_err(|e| e.to_string())?;
+        let mut session = connect::open(&self.database).await.map_err(|e| e.to_string())?;
+        let outcome = deploy::run_segments(&mut session.conn, sql, &plan.segments).await;
+        session.close().await;
+        outcome.map_err(|failure| match failure.line(sql) {
+            Some(line) => format!("line {line}: {}", failure.error_text()),
+            None => failure.error_text(),
+        })
+    }
+
+    async fn drop_database(&mut self) -> Result<(), MigrateError> {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", connect::quote_ident(&self.name));
+        sqlx::Executor::execute(&mut self.admin, sqlx::raw_sql(&sql))
+            .await
+            .map_err(|e| MigrateError::db(format!("dropping scratch database {}", self.name), e))?;
+        Ok(())
+    }
+
+    /// Drops the scratch database; a failure is logged (it is named
+    /// `runway_prove_*`, so it cannot be mistaken for a user's database).
+    async fn drop(mut self) {
+        if let Err(e) = self.drop_database().await {
+            tracing::warn!(scratch = %self.name, error = %e, "cannot drop the proof's scratch database");
+        }
+        let _ = sqlx::Connection::close(self.admin).await;
+    }
+}

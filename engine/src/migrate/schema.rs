@@ -1,0 +1,173 @@
+//! `schema`: a database's schema as `pg_dump --schema-only` writes it, and
+//! the difference between two of them by object.
+//!
+//! This is the comparison a person makes before and after undoing a
+//! migration by hand (`pg_dump --schema-only` twice, then `diff`), made
+//! comparable: the per-dump `\restrict` key and the tool's version lines
+//! are dropped, owners are left out (a scratch copy belongs to whoever
+//! made it). Everything else, grants included, must match byte for byte.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use super::MigrateError;
+use crate::database::Database;
+
+/// A schema-only dump, normalised so that two dumps of the same schema are
+/// equal byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema {
+    text: String,
+}
+
+impl Schema {
+    /// Normalises the output of `pg_dump --schema-only --no-owner`.
+    pub fn from_dump(dump: &str) -> Self {
+        let text = dump
+            .lines()
+            .filter(|line| {
+                !(line.starts_with("\\restrict ")
+                    || line.starts_with("\\unrestrict ")
+                    || line.starts_with("-- Dumped from database version")
+                    || line.starts_with("-- Dumped by pg_dump version"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Self { text }
+    }
+
+    /// The normalised dump, loadable with a plain SQL session.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Each object's definition, keyed by `TYPE schema.name` from the
+    /// `-- Name: …; Type: …; Schema: …` header pg_dump writes above it.
+    fn objects(&self) -> BTreeMap<String, String> {
+        let mut objects = BTreeMap::new();
+        let mut current: Option<(String, String)> = None;
+        for line in self.text.lines() {
+            if let Some(header) = line.strip_prefix("-- Name: ") {
+                if let Some((key, body)) = current.take() {
+                    objects.insert(key, body);
+                }
+                current = Some((object_key(header), String::new()));
+            } else if let Some((_, body)) = current.as_mut()
+                && !line.starts_with("--")
+                && !line.trim().is_empty()
+            {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        if let Some((key, body)) = current {
+            objects.insert(key, body);
+        }
+        objects
+    }
+
+    /// What differs from `expected`, one entry per object:
+    /// `missing TABLE public.Post`, `extra INDEX public.Post_slug_key`,
+    /// `changed TABLE public.User`. Empty when the dumps are equal.
+    pub fn diff(&self, expected: &Schema) -> Vec<String> {
+        if self.text == expected.text {
+            return Vec::new();
+        }
+        let (have, want) = (self.objects(), expected.objects());
+        let mut out = Vec::new();
+        for (key, body) in &want {
+            match have.get(key) {
+                None => out.push(format!("missing {key}")),
+                Some(other) if other != body => out.push(format!("changed {key}")),
+                Some(_) => {}
+            }
+        }
+        out.extend(have.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("extra {k}")));
+        if out.is_empty() {
+            // Same objects, same definitions: the settings or order differ.
+            out.push("the dumps differ outside any object (settings or order)".into());
+        }
+        out
+    }
+}
+
+/// `User_pkey; Type: CONSTRAINT; Schema: public; Owner: -` as
+/// `CONSTRAINT public.User_pkey`.
+fn object_key(header: &str) -> String {
+    let mut parts = header.split("; ");
+    let name = parts.next().unwrap_or_default();
+    let mut kind = "";
+    let mut schema = "-";
+    for part in parts {
+        if let Some(k) = part.strip_prefix("Type: ") {
+            kind = k;
+        } else if let Some(s) = part.strip_prefix("Schema: ") {
+            schema = s;
+        }
+    }
+    if schema == "-" { format!("{kind} {name}") } else { format!("{kind} {schema}.{name}") }
+}
+
+/// A short form of a diff for messages: the first `limit` entries and how
+/// many more.
+pub fn summary(diff: &[String], limit: usize) -> String {
+    let mut text = diff.iter().take(limit).cloned().collect::<Vec<_>>().join(", ");
+    if diff.len() > limit {
+        text.push_str(&format!(" and {} more", diff.len() - limit));
+    }
+    text
+}
+
+/// `pg_dump --schema-only --no-owner` of `database`, normalised.
+pub async fn dump(database: &Database, pg_dump: &Path) -> Result<Schema, MigrateError> {
+    let mut cmd = tokio::process::Command::new(pg_dump);
+    database.apply_env(&mut cmd);
+    cmd.args(["--schema-only", "--no-owner"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = cmd.output().await.map_err(|e| MigrateError::Tool {
+        tool: pg_dump.display().to_string(),
+        error: format!("cannot start it: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(MigrateError::Tool {
+            tool: pg_dump.display().to_string(),
+            error: database.redact(String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    Ok(Schema::from_dump(&String::from_utf8_lossy(&out.stdout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\n-- Dumped from database version 15.18\n-- Dumped by pg_dump version 15.18\n\nSET lock_timeout = 0;\n\n--\n-- Name: User; Type: TABLE; Schema: public; Owner: -\n--\n\nCREATE TABLE public.\"User\" (\n    id integer NOT NULL\n);\n\n--\n-- Name: User User_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n--\n\nALTER TABLE ONLY public.\"User\"\n    ADD CONSTRAINT \"User_pkey\" PRIMARY KEY (id);\n\n\\unrestrict abc\n";
+
+    #[test]
+    fn two_dumps_of_one_schema_are_equal_whatever_their_restrict_keys() {
+        let other = DUMP.replace("abc", "xyz").replace("15.18", "15.19");
+        assert_eq!(Schema::from_dump(DUMP), Schema::from_dump(&other));
+        assert!(Schema::from_dump(DUMP).diff(&Schema::from_dump(&other)).is_empty());
+    }
+
+    #[test]
+    fn a_diff_names_each_object_missing_extra_or_changed() {
+        let expected = Schema::from_dump(DUMP);
+        let changed = DUMP.replace("id integer NOT NULL", "id integer NOT NULL,\n    slug text");
+        let without_pkey = DUMP.split("--\n-- Name: User User_pkey").next().unwrap().to_owned();
+        let with_index = format!(
+            "{DUMP}\n--\n-- Name: User_slug_key; Type: INDEX; Schema: public; Owner: -\n--\n\nCREATE INDEX x;\n"
+        );
+        assert_eq!(Schema::from_dump(&changed).diff(&expected), ["changed TABLE public.User"]);
+        assert_eq!(
+            Schema::from_dump(&without_pkey).diff(&expected),
+            ["missing CONSTRAINT public.User User_pkey"]
+        );
+        assert_eq!(Schema::from_dump(&with_index).diff(&expected), ["extra INDEX public.User_slug_key"]);
+        assert_eq!(summary(&["a".into(), "b".into(), "c".into()], 2), "a, b and 1 more");
+    }
+}

@@ -11,6 +11,7 @@
 mod preflight;
 mod signed;
 mod smoke;
+mod undo;
 
 use std::sync::Arc;
 
@@ -85,7 +86,7 @@ enum ExecError {
     /// found before it (server version, the plan, the unaccepted Danger
     /// findings), so the operator sees why (`runway rollout plan`).
     #[error("{error}")]
-    PreflightStopped { error: Box<ExecError>, facts: serde_json::Value },
+    PreflightStopped { error: Box<ExecError>, facts: serde_json::Value, plan: Option<Box<v1::MigrationPlan>> },
 }
 
 impl ExecError {
@@ -99,6 +100,14 @@ impl ExecError {
             // another backup is needed, not a retry.
             Self::Backup(e) if e.is_integrity_failure() => Some(serde_json::json!({ "integrity": true })),
             Self::PreflightStopped { facts, .. } => Some(facts.clone()),
+            _ => None,
+        }
+    }
+
+    /// The plan a preflight computed before a check stopped it.
+    fn plan(&self) -> Option<v1::MigrationPlan> {
+        match self {
+            Self::PreflightStopped { plan, .. } => plan.as_deref().cloned(),
             _ => None,
         }
     }
@@ -231,8 +240,7 @@ impl Executor {
                     error: format!(
                         "refused: fencing token {token} is lower than {highest}, already seen from a newer leader"
                     ),
-                    detail_json: String::new(),
-                    work_ms: 0,
+                    ..CommandResult::default()
                 });
             }
             Err(e) => {
@@ -241,8 +249,7 @@ impl Executor {
                     command_id: cmd.command_id,
                     outcome: CommandOutcome::Refused as i32,
                     error: format!("refused: {e}"),
-                    detail_json: String::new(),
-                    work_ms: 0,
+                    ..CommandResult::default()
                 });
             }
         }
@@ -251,17 +258,21 @@ impl Executor {
     async fn run(&self, cmd: v1::Command) {
         let progress = self.progress_for(&cmd.command_id);
         let started = std::time::Instant::now();
-        let outcome = self.execute(&cmd, &progress).await;
+        let outcome = match &cmd.action {
+            Some(command::Action::Preflight(p)) => self.preflight(p, &cmd.database, &progress).await,
+            _ => self.execute(&cmd, &progress).await.map(|detail| (detail, None)),
+        };
         if let Some(hold) = crate::failpoint::hold_result() {
             progress.emit("failpoint", format!("holding the result for {} ms", hold.as_millis()));
             tokio::time::sleep(hold).await;
         }
         let result = match outcome {
-            Ok(detail) => CommandResult {
+            Ok((detail, plan)) => CommandResult {
                 command_id: cmd.command_id.clone(),
                 outcome: CommandOutcome::Succeeded as i32,
                 error: String::new(),
                 detail_json: self.redactor.redact(&detail.to_string()),
+                plan,
                 work_ms: started.elapsed().as_millis() as u64,
             },
             Err(e) => {
@@ -274,6 +285,7 @@ impl Executor {
                         as i32,
                     error,
                     detail_json: e.detail().map(|d| self.redactor.redact(&d.to_string())).unwrap_or_default(),
+                    plan: e.plan(),
                     work_ms: started.elapsed().as_millis() as u64,
                 }
             }
@@ -294,7 +306,8 @@ impl Executor {
     async fn execute(&self, cmd: &v1::Command, progress: &Progress) -> Result<serde_json::Value, ExecError> {
         let action = cmd.action.as_ref().ok_or(ExecError::NoAction)?;
         match action {
-            command::Action::Preflight(p) => self.preflight(p, &cmd.database, progress).await,
+            // Run by `run` itself: its result carries the typed plan.
+            command::Action::Preflight(p) => Ok(self.preflight(p, &cmd.database, progress).await?.0),
             command::Action::Backup(b) => {
                 let (served, config) = self.db(&cmd.database)?;
                 let environment = &self.config.environment;
@@ -335,7 +348,7 @@ impl Executor {
                 Ok(serde_json::json!({ "rollout_id": r.rollout_id, "keep_pinned_secs": r.keep_pinned_secs }))
             }
             command::Action::Migrate(m) => {
-                let (served, _) = self.db(&cmd.database)?;
+                let (served, backup) = self.db(&cmd.database)?;
                 let url = served.url.as_str();
                 let bundle = m.bundle.clone().unwrap_or_default();
                 self.check_signature(
@@ -346,9 +359,44 @@ impl Executor {
                     progress,
                 )?;
                 let migrations = runway_proto::bundle::migrations(&bundle)?;
+                let pg_dump = backup.tool("pg_dump");
+                let state_dir = &self.config.state_dir;
+                undo::save_before(state_dir, &cmd.rollout_id, &served.name, url, &migrations, &pg_dump, progress)
+                    .await?;
                 let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
                 crate::metrics::get().migrations_applied(&report.durations_ms);
                 Ok(serde_json::to_value(report).expect("report serializes"))
+            }
+            command::Action::MigrateDown(m) => {
+                let (served, backup) = self.db(&cmd.database)?;
+                let bundle = m.bundle.clone().unwrap_or_default();
+                // The downs change the database: signed like an up.
+                self.check_signature(
+                    &bundle,
+                    &m.allow_danger,
+                    m.signature.as_ref(),
+                    signed::Need::Required,
+                    progress,
+                )?;
+                let migrations = runway_proto::bundle::migrations(&bundle)?;
+                let report = undo::undo(
+                    &self.config.state_dir,
+                    &cmd.rollout_id,
+                    &served.name,
+                    &served.url,
+                    &migrations,
+                    &backup.tool("pg_dump"),
+                    &self.config.migrate,
+                    progress,
+                )
+                .await?;
+                Ok(serde_json::json!({
+                    "undone": report.undone,
+                    "durations_ms": report.durations_ms,
+                    "resolved_failed": report.resolved_failed,
+                    "proof_ms": report.proof.ms,
+                    "schema_checked": report.schema_checked,
+                }))
             }
             command::Action::MaintenanceOn(_) => {
                 let app = self.app()?;
@@ -476,6 +524,7 @@ pub fn action_name(cmd: &v1::Command) -> &'static str {
         Some(command::Action::Preflight(_)) => "preflight",
         Some(command::Action::Backup(_)) => "backup",
         Some(command::Action::Migrate(_)) => "migrate",
+        Some(command::Action::MigrateDown(_)) => "migrate_down",
         Some(command::Action::MaintenanceOn(_)) => "maintenance_on",
         Some(command::Action::MaintenanceOff(_)) => "maintenance_off",
         Some(command::Action::Restart(_)) => "restart",

@@ -48,6 +48,10 @@ pub struct Entry {
     pub outcome: Option<i32>,
     pub error: String,
     pub detail_json: String,
+    /// A preflight's typed plan (`CommandResult.plan`), protobuf as hex;
+    /// empty when there is none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan: String,
     pub started_unix_ms: i64,
     pub finished_unix_ms: Option<i64>,
     /// Insertion order, to forget the oldest first.
@@ -68,6 +72,9 @@ impl Entry {
             outcome: self.outcome.unwrap_or(CommandOutcome::Interrupted as i32),
             error: self.error.clone(),
             detail_json: self.detail_json.clone(),
+            // Written by `finish` from a valid message; a damaged one is
+            // reported as no plan rather than a refused result.
+            plan: hex::decode(&self.plan).ok().and_then(|b| prost::Message::decode(b.as_slice()).ok()),
             work_ms: self
                 .finished_unix_ms
                 .map_or(0, |end| u64::try_from(end - self.started_unix_ms).unwrap_or(0)),
@@ -177,6 +184,7 @@ impl Journal {
                 outcome: None,
                 error: String::new(),
                 detail_json: String::new(),
+                plan: String::new(),
                 started_unix_ms: runway_proto::unix_ms_now(),
                 finished_unix_ms: None,
                 order,
@@ -226,6 +234,7 @@ impl Journal {
             entry.outcome = Some(result.outcome);
             entry.error = result.error.clone();
             entry.detail_json = result.detail_json.clone();
+            entry.plan = result.plan.as_ref().map(|p| hex::encode(prost::Message::encode_to_vec(p))).unwrap_or_default();
             entry.finished_unix_ms = Some(runway_proto::unix_ms_now());
         }
         self.persist(&state).await
@@ -291,6 +300,7 @@ pub fn read_entries(state_dir: &Path) -> Result<Vec<Entry>, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runway_proto::v1;
 
     fn incoming<'a>(id: &'a str, token: u64) -> Incoming<'a> {
         Incoming { command_id: id, rollout_id: "r1", token, issued_by: "c1", action: "backup" }
@@ -311,6 +321,7 @@ mod tests {
             outcome: CommandOutcome::Succeeded as i32,
             error: String::new(),
             detail_json: "{}".into(),
+            plan: Some(v1::MigrationPlan { pending: vec!["2_add".into()], ..Default::default() }),
             work_ms: 0,
         };
         journal.finish(&result).await.unwrap();

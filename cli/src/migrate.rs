@@ -3,14 +3,17 @@
 //!
 //! `status`, `lint` and `plan` end with the verdict's exit code (see
 //! [`crate::exit::Exit`]); the report goes to stdout, progress to stderr.
+//! `down` rolls applied migrations back by their `down.sql`, once each is
+//! proven on a schema-only copy of the database.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use runway_engine::migrate::down::{self, UndoReport};
 use runway_engine::migrate::lint::LintReport;
 use runway_engine::migrate::source::read_folder;
 use runway_engine::migrate::status::StatusReport;
-use runway_engine::migrate::{self, DeployReport, MigrateConfig, PlanReport, ResolveAction};
+use runway_engine::migrate::{self, DeployReport, DownsReport, MigrateConfig, PlanReport, ResolveAction};
 use runway_proto::bundle::{self, MigrationFile};
 
 use crate::exit::Exit;
@@ -49,6 +52,41 @@ impl Timeouts {
             statement_timeout_ms: self.statement_timeout,
         }
     }
+}
+
+/// Where the PostgreSQL tools are, for the commands that prove downs.
+#[derive(Debug, Clone, Args)]
+pub struct PgBin {
+    /// Folder with pg_dump (default: PATH).
+    #[arg(long, env = "RUNWAY_PG_BIN_DIR", value_name = "DIR")]
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+impl PgBin {
+    /// `pg_dump` in `--pg-bin-dir`, else as found on PATH.
+    fn pg_dump(&self) -> PathBuf {
+        self.pg_bin_dir.as_ref().map_or_else(|| PathBuf::from("pg_dump"), |dir| dir.join("pg_dump"))
+    }
+}
+
+/// `runway migrate down`: which migrations to roll back, and the consent.
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Roll back every migration applied after NAME (NAME stays applied).
+    #[arg(long, value_name = "NAME", conflicts_with = "count", required_unless_present = "count")]
+    pub to: Option<String>,
+    /// Roll back the last N applied migrations of the folder.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Confirm that the downs may run against the database.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub timeouts: Timeouts,
+    #[command(flatten)]
+    pub pg: PgBin,
 }
 
 /// `runway migrate`: Prisma-compatible migrations against one database.
@@ -105,10 +143,25 @@ pub enum MigrateCommand {
     /// Show what deploy would do: pending migrations, lint findings, downtime
     /// class, and whether it is safe without maintenance mode. Exit 0 safe,
     /// 7 needs maintenance mode, 8 deploy would refuse.
+    ///
+    /// Each pending migration's `down.sql` is proven on a scratch
+    /// schema-only copy of the database (created on the same server and
+    /// dropped after): proven, missing, fails, differs or unproven.
     Plan {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        pg: PgBin,
     },
+    /// Roll back applied migrations by their `down.sql`, newest first,
+    /// keeping every row written since. The downs are proven first on a
+    /// scratch schema-only copy of the database; nothing runs unless each
+    /// is proven. Each migration rolled back is marked so in
+    /// `_prisma_migrations` (deploy applies it again), and the schema is
+    /// then compared with the one the downs gave on the copy. Exit 0 done,
+    /// 1 a down failed or the schema differs after, 2 refused (no --yes, a
+    /// down missing or not proven), 5 lock held.
+    Down(DownArgs),
 }
 
 /// Runs one `runway migrate` command: the report on stdout, the verdict
@@ -118,7 +171,7 @@ pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
         MigrateCommand::Status { target } => {
             let migrations = load(&target.migrations)?;
             let report = migrate::status(&target.database_url, &migrations).await?;
-            output.result(status_text(&report, migrations.len()), &report);
+            output.result(status_text(&report, &migrations), &report);
             Ok(report.verdict().into())
         }
         MigrateCommand::Deploy { target, timeouts } => {
@@ -159,14 +212,49 @@ pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
             output.result(lint_text(&report), &report);
             Ok(report.verdict().into())
         }
-        MigrateCommand::Plan { target } => {
+        MigrateCommand::Plan { target, pg } => {
             let migrations = load(&target.migrations)?;
-            let report =
-                migrate::plan(&target.database_url, &migrations, std::path::Path::new("pg_dump")).await?;
+            let report = migrate::plan(&target.database_url, &migrations, &pg.pg_dump()).await?;
             output.result(plan_text(&report), &report);
             Ok(report.verdict().into())
         }
+        MigrateCommand::Down(args) => undo(output, args).await,
     }
+}
+
+/// `runway migrate down`: refused without `--yes`, then the engine's
+/// proven undo, its progress on stderr.
+async fn undo(output: Output, args: DownArgs) -> Result<Exit, Failure> {
+    let DownArgs { target, to, count, yes, timeouts, pg } = args;
+    if !yes {
+        return Err(Failure::invalid(
+            "rolling back by migration runs each down.sql against the database; add --yes to confirm \
+             (nothing was changed)",
+        ));
+    }
+    let undo_target = match (to, count) {
+        (Some(name), None) => down::Target::To(name),
+        (None, Some(n)) => down::Target::Count(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => {
+            return Err(Failure::invalid("give exactly one of --to NAME or --count N (nothing was changed)"));
+        }
+    };
+    let migrations = load(&target.migrations)?;
+    let progress = Reporter::stderr();
+    let report = down::undo(
+        &target.database_url,
+        &migrations,
+        &undo_target,
+        None,
+        &pg.pg_dump(),
+        &timeouts.config(),
+        &progress.engine(),
+    )
+    .await;
+    progress.finish();
+    let report = report?;
+    output.result(undo_text(&report), &report);
+    Ok(Exit::Success)
 }
 
 /// The folder as migrations; a folder that cannot be read is bad input.
@@ -183,9 +271,12 @@ macro_rules! push_line {
     }};
 }
 
-fn status_text(r: &StatusReport, total: usize) -> String {
+fn status_text(r: &StatusReport, migrations: &[MigrationFile]) -> String {
     let mut text = String::new();
-    push_line!(text, "{total} migration(s) in the folder, {} applied.", r.applied.len());
+    push_line!(text, "{} migration(s) in the folder, {} applied.", migrations.len(), r.applied.len());
+    if !migrations.is_empty() {
+        push_line!(text, "{}", folder_table(r, migrations));
+    }
     if !r.table_exists {
         push_line!(text, "_prisma_migrations does not exist yet.");
     }
@@ -214,6 +305,27 @@ fn status_text(r: &StatusReport, total: usize) -> String {
         push_line!(text, "Database schema is up to date.");
     }
     text
+}
+
+/// Each migration of the folder: where it stands, and whether it has a
+/// `down.sql` (what `runway migrate down` needs).
+fn folder_table(r: &StatusReport, migrations: &[MigrationFile]) -> Table {
+    let has = |names: &[String], name: &str| names.iter().any(|n| n == name);
+    let mut table = Table::new(["migration", "state", "down"]);
+    for m in migrations {
+        let state = if has(&r.modified, &m.name) {
+            "modified"
+        } else if has(&r.applied, &m.name) {
+            "applied"
+        } else if r.failed.iter().any(|f| f.name == m.name) {
+            "failed"
+        } else {
+            "pending"
+        };
+        let down = if has(&r.has_down, &m.name) { "yes" } else { "no" };
+        table.row([m.name.as_str(), state, down]);
+    }
+    table
 }
 
 fn deploy_text(r: &DeployReport) -> String {
@@ -278,6 +390,9 @@ fn plan_text(r: &PlanReport) -> String {
         r.pending.iter().for_each(|n| push_line!(text, "  {n}"));
     }
     text.push_str(&lint_text(&r.lint));
+    if !r.downs.downs.is_empty() {
+        text.push_str(&downs_text(&r.downs));
+    }
     if let Some(blocked) = &r.blocked {
         push_line!(text, "Deploy would refuse: {blocked}");
     } else if r.safe_without_maintenance {
@@ -285,6 +400,39 @@ fn plan_text(r: &PlanReport) -> String {
     } else {
         push_line!(text, "Needs maintenance mode:");
         r.reasons.iter().for_each(|why| push_line!(text, "  - {why}"));
+    }
+    text
+}
+
+/// Each down's state and detail, and how long proving took.
+fn downs_text(r: &DownsReport) -> String {
+    let mut downs = Table::new(["migration", "state", "detail"]);
+    for d in &r.downs {
+        downs.row([d.migration.as_str(), d.state.name(), d.detail.as_str()]);
+    }
+    let mut text = String::new();
+    push_line!(text, "Downs, proven on a schema-only copy of the database in {} ms:\n{downs}", r.ms);
+    text
+}
+
+/// The proof, each down that ran, then the schema check.
+fn undo_text(r: &UndoReport) -> String {
+    if r.undone.is_empty() && r.resolved_failed.is_empty() {
+        return "Nothing to roll back: no applied migration matches.".into();
+    }
+    let mut text = downs_text(&r.proof);
+    let mut undone = Table::new(["migration", "took"]).right(&[1]);
+    for (name, ms) in r.undone.iter().zip(&r.durations_ms) {
+        undone.row([name.clone(), format!("{ms} ms")]);
+    }
+    push_line!(text, "Rolled back {} migration(s), newest first:\n{undone}", r.undone.len());
+    for name in &r.resolved_failed {
+        push_line!(text, "Marked failed migration {name} as rolled back.");
+    }
+    if r.schema_checked.is_empty() {
+        push_line!(text, "Schema: not compared (no schema to compare with).");
+    } else {
+        push_line!(text, "Schema: {}.", r.schema_checked);
     }
     text
 }

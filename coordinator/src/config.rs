@@ -158,6 +158,48 @@ pub enum OnRestartFailure {
     Hold,
 }
 
+/// How a rollout is rolled back once the database changed
+/// (`rollback = "auto" | "migration" | "restore"`): the runbook's order is
+/// by migration first, the backup restore only as the nuclear option.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollback {
+    /// By the proven downs of the migrations the rollout applied (writes
+    /// made since are kept); by restoring its backup when they are not all
+    /// proven.
+    #[default]
+    Auto,
+    /// By migration only: a rollout whose pending migrations do not all
+    /// have proven downs is refused in preflight (for teams that require
+    /// downs).
+    Migration,
+    /// Always by restoring the rollout's backup.
+    Restore,
+}
+
+impl Rollback {
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Migration => "migration",
+            Self::Restore => "restore",
+        }
+    }
+}
+
+/// What happens when a rollback by migration fails (a down errors, or the
+/// schema does not come back): `on_down_failure = "restore" | "hold"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDownFailure {
+    /// Restore the rollout's backup, still in maintenance mode.
+    #[default]
+    Restore,
+    /// Stay in maintenance mode and stop: a person decides.
+    Hold,
+}
+
 /// `approval_timeout_secs` unless configured: a day.
 pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
@@ -167,6 +209,10 @@ pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 pub struct EnvironmentPolicy {
     pub on_migrate_failure: OnMigrateFailure,
     pub on_restart_failure: OnRestartFailure,
+    /// By migration or by restore (see [`Rollback`]).
+    pub rollback: Rollback,
+    /// When a rollback by migration fails (see [`OnDownFailure`]).
+    pub on_down_failure: OnDownFailure,
     /// Seconds a rollout's backup stays pinned (never pruned by `keep`)
     /// after the rollout ended; 0 releases it at once.
     pub rollback_window_secs: u64,
@@ -208,6 +254,8 @@ impl Default for EnvironmentPolicy {
         Self {
             on_migrate_failure: OnMigrateFailure::default(),
             on_restart_failure: OnRestartFailure::default(),
+            rollback: Rollback::default(),
+            on_down_failure: OnDownFailure::default(),
             rollback_window_secs: 0,
             roles: BTreeMap::new(),
             approvals: Approvals::default(),
@@ -389,7 +437,7 @@ impl<'de> Deserialize<'de> for Environments {
     /// keeps its own message and position.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }, databases = { canary, parallel, max_failures, uniform }";
+        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback = \"auto\" | \"migration\" | \"restore\", on_down_failure = \"restore\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }, databases = { canary, parallel, max_failures, uniform }";
         let value = toml::Value::deserialize(deserializer)?;
         match value {
             toml::Value::Array(names) => {

@@ -275,7 +275,7 @@ impl Metrics {
     }
 
     fn maintenance_on(&self, record: &RolloutRecord) {
-        let (class, allowed) = allowed_maintenance(&record.plan_json);
+        let (class, allowed) = allowed_maintenance(record.plan.as_ref());
         let labels = Maintenance {
             environment: record.environment.clone(),
             rollout: record.id.clone(),
@@ -336,16 +336,16 @@ pub fn outcome_name<E>(outcome: Result<runway_proto::v1::CommandOutcome, E>) -> 
 /// 2 min; `medium` ≤ 5 min: 10 min); `large` and `unknown` have no upper
 /// bound: twice the lint's estimate, at least 30 min (30 min when there is
 /// no estimate).
-pub fn allowed_maintenance(plan_json: &str) -> (String, Duration) {
-    let plan: serde_json::Value = serde_json::from_str(plan_json).unwrap_or_default();
-    let downtime = &plan["lint"]["downtime"];
-    let class = downtime["class"].as_str().unwrap_or("unknown").to_owned();
-    let secs = match class.as_str() {
-        "small" => 120.0,
-        "medium" => 600.0,
-        _ => (downtime["estimated_seconds"].as_f64().unwrap_or(0.0) * 2.0).max(1800.0),
+pub fn allowed_maintenance(plan: Option<&runway_proto::v1::MigrationPlan>) -> (String, Duration) {
+    use runway_proto::v1::{self, DowntimeClass};
+    let class = plan.map_or(DowntimeClass::Unknown, v1::MigrationPlan::downtime_class);
+    let estimate = plan.and_then(|p| p.downtime.as_ref()).and_then(|d| d.estimated_seconds).unwrap_or(0.0);
+    let secs = match class {
+        DowntimeClass::Small => 120.0,
+        DowntimeClass::Medium => 600.0,
+        _ => (estimate * 2.0).max(1800.0),
     };
-    (class, Duration::from_secs_f64(secs))
+    (runway_proto::plan::downtime_class_name(class).to_owned(), Duration::from_secs_f64(secs))
 }
 
 #[cfg(test)]
@@ -354,13 +354,16 @@ mod tests {
 
     #[test]
     fn maintenance_allowance_follows_the_downtime_class() {
-        let plan = |class: &str, est: f64| {
-            serde_json::json!({"lint": {"downtime": {"class": class, "estimated_seconds": est}}}).to_string()
+        use runway_proto::v1;
+        let plan = |class: v1::DowntimeClass, est: f64| v1::MigrationPlan {
+            downtime: Some(v1::Downtime { class: class as i32, estimated_seconds: Some(est), reason: String::new() }),
+            ..v1::MigrationPlan::default()
         };
-        assert_eq!(allowed_maintenance(&plan("small", 1.0)), ("small".into(), Duration::from_secs(120)));
-        assert_eq!(allowed_maintenance(&plan("medium", 100.0)).1, Duration::from_secs(600));
-        assert_eq!(allowed_maintenance(&plan("large", 3600.0)).1, Duration::from_secs(7200));
-        assert_eq!(allowed_maintenance(""), ("unknown".into(), Duration::from_secs(1800)));
+        let small = plan(v1::DowntimeClass::Small, 1.0);
+        assert_eq!(allowed_maintenance(Some(&small)), ("small".into(), Duration::from_secs(120)));
+        assert_eq!(allowed_maintenance(Some(&plan(v1::DowntimeClass::Medium, 100.0))).1, Duration::from_secs(600));
+        assert_eq!(allowed_maintenance(Some(&plan(v1::DowntimeClass::Large, 3600.0))).1, Duration::from_secs(7200));
+        assert_eq!(allowed_maintenance(None), ("unknown".into(), Duration::from_secs(1800)));
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod record_wire;
 /// A rollout as saved in etcd. Written before each transition is acted on.
 /// Its JSON names every host once (see [`record_wire`], which also says
 /// which fields may be absent from what is read).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RolloutRecord {
     /// Short, unique, roughly time-ordered id.
     pub id: String,
@@ -46,8 +46,8 @@ pub struct RolloutRecord {
     pub allow_danger: Vec<String>,
     /// Who started it.
     pub started_by: String,
-    /// The DB agent's preflight plan (JSON), saved when preflight succeeds.
-    pub plan_json: String,
+    /// The DB agent's preflight plan, saved when preflight answers with one.
+    pub plan: Option<v1::MigrationPlan>,
     /// The backup this rollout took (its name): what a rollback restores.
     pub backup: String,
     /// Ended before anything changed because a check refused it.
@@ -106,6 +106,8 @@ pub enum DatabaseState {
     Failed,
     /// This rollout's backup of it was restored.
     Restored,
+    /// This rollout's migrations of it were rolled back by their downs.
+    RolledBack,
     /// The rollout ended before its migration started: untouched.
     Skipped,
 }
@@ -119,6 +121,7 @@ impl DatabaseState {
             Self::Migrated => "migrated",
             Self::Failed => "failed",
             Self::Restored => "restored",
+            Self::RolledBack => "rolled_back",
             Self::Skipped => "skipped",
         }
     }
@@ -379,6 +382,10 @@ pub enum StepKind {
     /// The DB host, recovery only: restore this rollout's backup exactly
     /// (a new database swapped in), checked against its manifest.
     Restore,
+    /// The DB host, recovery only: roll back by migration what this
+    /// rollout applied (its proven downs, newest first), then check the
+    /// schema is the one from before: the way back that keeps every write.
+    MigrateDown,
     /// No host: wait for operators to approve (after preflight, before
     /// maintenance mode). Only in environments that configure `approvals`.
     Approval,
@@ -406,6 +413,7 @@ impl StepKind {
             Self::Restart => "restart",
             Self::MaintenanceOff => "maintenance_off",
             Self::Restore => "restore",
+            Self::MigrateDown => "migrate_down",
             Self::Approval => "approval",
             Self::Smoke => "smoke",
             Self::Watch => "watch",
@@ -469,7 +477,7 @@ impl RolloutRecord {
             coordinator: self.coordinator.clone(),
             allow_danger: self.allow_danger.clone(),
             started_by: self.started_by.clone(),
-            plan_json: self.plan_json.clone(),
+            plan: self.plan.clone(),
             backup: self.backup.clone(),
             refused: self.refused,
             approvals_needed: self.approval.as_ref().map_or(0, |a| a.needed),
@@ -576,7 +584,7 @@ mod tests {
         let json = serde_json::to_string(&record).unwrap();
         assert_eq!(
             json,
-            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","hosts":["app-1"],"steps":[{"kind":"maintenance_off","host_ids":"0","state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"signature":null,"trace":{"span":"","parent":"","started_unix_ms":0}}"#
+            r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","hosts":["app-1"],"steps":[{"kind":"maintenance_off","host_ids":"0","state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","backup":"","refused":false,"signature":null,"trace":{"span":"","parent":"","started_unix_ms":0}}"#
         );
         // As written before the host table.
         let untabled = r#"{"id":"r1","environment":"staging","bundle_digest":"d","app_version":"","state":"running","steps":[{"kind":"maintenance_off","hosts":["app-1"],"state":"skipped","attempt":2,"error":"","recovery":true}],"error":"","created_unix_ms":1,"updated_unix_ms":2,"coordinator":"c1","cancel_requested":false,"allow_danger":[],"started_by":"","plan_json":"","backup":"","refused":false,"previous_versions":{},"signature":null,"trace":{"span":"","parent":"","started_unix_ms":0}}"#;

@@ -8,10 +8,13 @@
 //!   bundles are valid. The CLI packs bundles, the coordinator and the agents
 //!   check them with the same rules.
 //! - [`codec`]: the prost codec the services use, with small first buffers.
+//! - [`plan`]: what a DB agent's typed `MigrationPlan` says (downs proven,
+//!   backward compatible, dangers), answered once for every reader.
 //! - [`LEADER_METADATA_KEY`]: how a follower tells a caller where the leader is.
 
 pub mod bundle;
 pub mod codec;
+pub mod plan;
 
 /// The generated `runway.v1` package.
 #[allow(clippy::all, missing_docs)]

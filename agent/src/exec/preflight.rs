@@ -21,14 +21,16 @@ impl Executor {
         p: &v1::Preflight,
         database: &str,
         progress: &Progress,
-    ) -> Result<serde_json::Value, ExecError> {
+    ) -> Result<(serde_json::Value, Option<v1::MigrationPlan>), ExecError> {
         let mut facts = serde_json::Map::new();
-        match self.preflight_checks(p, database, progress, &mut facts).await {
-            Ok(()) => Ok(serde_json::Value::Object(facts)),
+        let mut plan = None;
+        match self.preflight_checks(p, database, progress, &mut facts, &mut plan).await {
+            Ok(()) => Ok((serde_json::Value::Object(facts), plan)),
             Err(error) if facts.is_empty() => Err(error),
             Err(error) => Err(ExecError::PreflightStopped {
                 error: Box::new(error),
                 facts: serde_json::Value::Object(facts),
+                plan: plan.map(Box::new),
             }),
         }
     }
@@ -41,6 +43,7 @@ impl Executor {
         database: &str,
         progress: &Progress,
         detail: &mut serde_json::Map<String, serde_json::Value>,
+        typed_plan: &mut Option<v1::MigrationPlan>,
     ) -> Result<(), ExecError> {
         if self.config.has_role(Role::Db) {
             let (served, backup) = self.db(database)?;
@@ -66,7 +69,8 @@ impl Executor {
             let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
             crate::metrics::get().lint_findings(plan.lint.findings.iter().map(|f| &f.rule));
             detail.insert("pending".into(), plan.status.pending.clone().into());
-            detail.insert("plan".into(), serde_json::to_value(&plan).expect("plan serializes"));
+            *typed_plan = Some(v1::MigrationPlan::from(&plan));
+            progress.emit("downs", downs_line(&plan.downs));
             detail.insert(
                 "unaccepted_dangers".into(),
                 serde_json::to_value(&dangers).expect("findings serialize"),
@@ -143,6 +147,22 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// One line about the pending migrations' downs and what proving them cost.
+fn downs_line(downs: &migrate::DownsReport) -> String {
+    if downs.downs.is_empty() {
+        return "no pending migration, no down to prove".into();
+    }
+    let proven = downs.downs.iter().filter(|d| d.state == migrate::DownState::Proven).count();
+    let mut line = format!("{proven} of {} down(s) proven in {} ms", downs.downs.len(), downs.ms);
+    for d in downs.downs.iter().filter(|d| d.state != migrate::DownState::Proven) {
+        line.push_str(&format!("; {}: {}", d.migration, d.state.name()));
+        if !d.detail.is_empty() {
+            line.push_str(&format!(" ({})", d.detail));
+        }
+    }
+    line
 }
 
 /// One line about the backup step to expect.

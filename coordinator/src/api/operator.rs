@@ -46,6 +46,7 @@ use crate::fencing::Term;
 use crate::model::{RolloutRecord, RolloutState, TraceRecord};
 use crate::rollout::audit::{self, Action, Outcome};
 use crate::rollout::plan::default_plan;
+use crate::rollout::recovery::Way;
 use runway_telemetry::TraceParent;
 
 pub struct OperatorService {
@@ -154,7 +155,7 @@ impl OperatorService {
             cancel_requested: false,
             allow_danger: request.allow_danger,
             started_by: self.shared.recorded_name(operator, &request.started_by),
-            plan_json: String::new(),
+            plan: None,
             backup: String::new(),
             refused: false,
             previous_versions,
@@ -196,19 +197,51 @@ impl OperatorService {
     ) -> Result<RollbackRolloutResponse, ApiError> {
         let term = self.shared.leader_term()?;
         self.shared.operator(request)?;
-        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by } = request.get_ref().clone();
+        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by, restore } =
+            request.get_ref().clone();
         let mut record = self.shared.rollout(&id).await?;
         entry.environment = record.environment.clone();
-        parameters(entry, [("backup", record.backup.clone())]);
+        let policy = self.shared.config.environments.policy(&record.environment);
+        let (way, why) = if restore {
+            (Way::Restore, "--restore asked for it".to_owned())
+        } else {
+            crate::rollout::recovery::way(&record, &policy)
+        };
+        parameters(entry, [("backup", record.backup.clone()), ("way", way.name().to_owned()), ("why", why.clone())]);
         let operator = self.shared.authorize(request, &record.environment, Role::Restore)?;
         if !confirmed {
-            return Err(ApiError::InvalidArgument(format!(
-                "rolling back {id} replaces the database's contents with its backup; confirm with --yes"
-            )));
+            let loses = match way {
+                Way::Migration => "runs the downs of its migrations (the objects they created are dropped)",
+                Way::Restore => "replaces the database's contents with its backup",
+            };
+            return Err(ApiError::InvalidArgument(format!("rolling back {id} {loses}; confirm with --yes")));
         }
         let mut reopened = record.clone();
         let requested_by = self.shared.recorded_name(&operator, &requested_by);
-        crate::rollout::recovery::reopen_for_rollback(&mut reopened, &requested_by)?;
+        crate::rollout::recovery::reopen_for_rollback(&mut reopened, &requested_by, (way, why.clone()))?;
+        if way == Way::Restore {
+            self.backup_still_kept(&term, &record).await?;
+        }
+        let bundle = self.shared.store.get_bundle(&record.bundle_digest).await?.ok_or_else(|| {
+            ApiError::FailedPrecondition(format!("the bundle of rollout {id} is no longer stored"))
+        })?;
+        let first_seq = self.shared.store.last_event_seq(&id).await? + 1;
+        record = reopened;
+        record.updated_unix_ms = runway_proto::unix_ms_now();
+        // Saved before it is acted on: a new leader resumes the rollback.
+        let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
+        self.shared.store.put_rollout_audited(&term, &record, audit).await?;
+        tracing::info!(rollout = %id, %requested_by, way = way.name(), %why, "rollback requested");
+        let rollout = record.to_proto();
+        self.shared.engine.start(term, record, bundle);
+        Ok(RollbackRolloutResponse { rollout: Some(rollout), first_seq, way: way.name().to_owned(), why })
+    }
+
+    /// Asks the DB host whether the backup `record` took is still kept:
+    /// a rollback by restore touches nothing (not even maintenance mode)
+    /// when it is not.
+    async fn backup_still_kept(&self, term: &Term, record: &RolloutRecord) -> Result<(), ApiError> {
+        let id = &record.id;
         // The first database with a backup of this rollout stands for all.
         let db = record
             .databases
@@ -241,19 +274,7 @@ impl OperatorService {
                 return Err(ApiError::FailedPrecondition(format!("{away}; nothing was changed")));
             }
         }
-        let bundle = self.shared.store.get_bundle(&record.bundle_digest).await?.ok_or_else(|| {
-            ApiError::FailedPrecondition(format!("the bundle of rollout {id} is no longer stored"))
-        })?;
-        let first_seq = self.shared.store.last_event_seq(&id).await? + 1;
-        record = reopened;
-        record.updated_unix_ms = runway_proto::unix_ms_now();
-        // Saved before it is acted on: a new leader resumes the rollback.
-        let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
-        self.shared.store.put_rollout_audited(&term, &record, audit).await?;
-        tracing::info!(rollout = %id, %requested_by, backup = %record.backup, "rollback requested");
-        let rollout = record.to_proto();
-        self.shared.engine.start(term, record, bundle);
-        Ok(RollbackRolloutResponse { rollout: Some(rollout), first_seq })
+        Ok(())
     }
 
     /// `CancelRollout`: the `deploy` role.

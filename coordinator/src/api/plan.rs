@@ -96,13 +96,12 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     });
     let hosts = futures::future::join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let (mut verdict, mut reasons) = judge(&db, &hosts);
-    let plan_json = db_detail(&db, &hosts).map(|d| d["plan"].clone()).filter(|p| !p.is_null());
-    let plan_text = plan_json.as_ref().map(|p| p.to_string()).unwrap_or_default();
+    let plan = hosts.iter().find(|h| h.host == db).and_then(|h| h.result.as_ref()).and_then(|r| r.plan.clone());
     let policies = super::policy::plan_lines(
         &shared,
         &request.environment,
         &bundle.digest,
-        &plan_text,
+        plan.as_ref(),
         &mut steps,
         &mut verdict,
         &mut reasons,
@@ -116,7 +115,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         allow_danger: request.allow_danger,
         steps: steps.iter().map(StepRecord::to_proto).collect(),
         hosts,
-        plan_json: plan_text,
+        plan,
         verdict: verdict as i32,
         reasons,
         restart_policy,
@@ -203,6 +202,7 @@ mod tests {
                 outcome: outcome as i32,
                 error: error.into(),
                 detail_json: if detail.is_null() { String::new() } else { detail.to_string() },
+                plan: None,
                 work_ms: 0,
             }),
             error: String::new(),

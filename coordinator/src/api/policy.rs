@@ -48,7 +48,7 @@ pub async fn plan_lines(
     shared: &Shared,
     environment: &str,
     digest: &str,
-    plan_json: &str,
+    plan: Option<&runway_proto::v1::MigrationPlan>,
     steps: &mut [StepRecord],
     verdict: &mut PlanVerdict,
     reasons: &mut Vec<String>,
@@ -71,7 +71,7 @@ pub async fn plan_lines(
     let has_maintenance = steps.iter().any(|s| s.kind == StepKind::MaintenanceOn);
     let judged = matches!(*verdict, PlanVerdict::Safe | PlanVerdict::NeedsMaintenance);
     if has_maintenance && judged {
-        match decide(policy.maintenance, plan_json) {
+        match decide(policy.maintenance, plan) {
             Decision::TurnOn(why) => lines.push(format!("maintenance: {why}")),
             Decision::Skip(why) => {
                 for step in steps

@@ -103,7 +103,9 @@ struct RecordOut<'a> {
     cancel_requested: bool,
     allow_danger: &'a [String],
     started_by: &'a str,
-    plan_json: &'a str,
+    /// The typed plan, protobuf as hex.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    plan: String,
     backup: &'a str,
     refused: bool,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -135,7 +137,7 @@ impl Serialize for RolloutRecord {
             cancel_requested,
             allow_danger,
             started_by,
-            plan_json,
+            plan,
             backup,
             refused,
             previous_versions,
@@ -178,7 +180,7 @@ impl Serialize for RolloutRecord {
             cancel_requested: *cancel_requested,
             allow_danger,
             started_by,
-            plan_json,
+            plan: plan.as_ref().map(|p| hex::encode(prost::Message::encode_to_vec(p))).unwrap_or_default(),
             backup,
             refused: *refused,
             previous_version_hosts,
@@ -226,8 +228,10 @@ struct RecordIn {
     allow_danger: Vec<String>,
     #[serde(default)]
     started_by: String,
+    /// The typed plan, protobuf as hex. (Records written before it had a
+    /// JSON `plan_json`, read as no plan.)
     #[serde(default)]
-    plan_json: String,
+    plan: String,
     #[serde(default)]
     backup: String,
     #[serde(default)]
@@ -266,7 +270,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             cancel_requested,
             allow_danger,
             started_by,
-            plan_json,
+            plan,
             backup,
             refused,
             mut previous_versions,
@@ -299,6 +303,13 @@ impl<'de> Deserialize<'de> for RolloutRecord {
                 previous_versions.insert(host, version.clone());
             }
         }
+        let plan = match plan.as_str() {
+            "" => None,
+            text => {
+                let bytes = hex::decode(text).map_err(|e| D::Error::custom(format!("plan: {e}")))?;
+                Some(prost::Message::decode(bytes.as_slice()).map_err(|e| D::Error::custom(format!("plan: {e}")))?)
+            }
+        };
         Ok(RolloutRecord {
             id,
             environment,
@@ -313,7 +324,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             cancel_requested,
             allow_danger,
             started_by,
-            plan_json,
+            plan,
             backup,
             refused,
             previous_versions,

@@ -5,7 +5,7 @@
 //! (`safe_without_maintenance`) and, if not, why (`reasons`). The policy
 //! turns that into one decision, taken where maintenance mode would go on.
 
-use serde_json::Value;
+use runway_proto::v1::MigrationPlan;
 
 use crate::config::Maintenance;
 
@@ -20,18 +20,13 @@ pub enum Decision {
     Refuse(String),
 }
 
-/// The decision for `policy` and the preflight plan `plan_json` (empty
-/// when the DB agent computed none).
-pub fn decide(policy: Maintenance, plan_json: &str) -> Decision {
-    let plan: Value = serde_json::from_str(plan_json).unwrap_or(Value::Null);
-    let reasons = plan["reasons"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
-        .unwrap_or_default();
-    let needs = match plan["safe_without_maintenance"].as_bool() {
-        Some(true) => None,
-        Some(false) if reasons.is_empty() => Some("the plan says maintenance mode is needed".to_owned()),
-        Some(false) => Some(format!("the plan says maintenance mode is needed: {reasons}")),
+/// The decision for `policy` and the preflight plan (`None` when the DB
+/// agent computed none).
+pub fn decide(policy: Maintenance, plan: Option<&MigrationPlan>) -> Decision {
+    let needs = match plan {
+        Some(plan) if plan.safe_without_maintenance => None,
+        Some(plan) if plan.reasons.is_empty() => Some("the plan says maintenance mode is needed".to_owned()),
+        Some(plan) => Some(format!("the plan says maintenance mode is needed: {}", plan.reasons.join("; "))),
         None => Some("there is no preflight plan to judge by".to_owned()),
     };
     let rule = format!("maintenance = \"{}\"", policy.as_str());
@@ -54,28 +49,37 @@ pub fn decide(policy: Maintenance, plan_json: &str) -> Decision {
 mod tests {
     use super::*;
 
-    const SAFE: &str = r#"{"safe_without_maintenance": true, "reasons": []}"#;
-    const REWRITE: &str = r#"{"safe_without_maintenance": false, "reasons": ["m line 1: ALTER COLUMN TYPE rewrites \"User\""]}"#;
+    fn safe() -> MigrationPlan {
+        MigrationPlan { safe_without_maintenance: true, ..MigrationPlan::default() }
+    }
+
+    fn rewrite() -> MigrationPlan {
+        MigrationPlan {
+            safe_without_maintenance: false,
+            reasons: vec!["m line 1: ALTER COLUMN TYPE rewrites \"User\"".into()],
+            ..MigrationPlan::default()
+        }
+    }
 
     #[test]
     fn auto_skips_only_a_safe_plan() {
         assert!(
-            matches!(decide(Maintenance::Auto, SAFE), Decision::Skip(why) if why.contains("every pending statement is safe"))
+            matches!(decide(Maintenance::Auto, Some(&safe())), Decision::Skip(why) if why.contains("every pending statement is safe"))
         );
-        let Decision::TurnOn(why) = decide(Maintenance::Auto, REWRITE) else {
+        let Decision::TurnOn(why) = decide(Maintenance::Auto, Some(&rewrite())) else {
             panic!("a rewrite needs maintenance")
         };
         assert!(why.contains("rewrites \"User\""), "{why}");
         assert!(
-            matches!(decide(Maintenance::Auto, ""), Decision::TurnOn(why) if why.contains("no preflight plan"))
+            matches!(decide(Maintenance::Auto, None), Decision::TurnOn(why) if why.contains("no preflight plan"))
         );
     }
 
     #[test]
     fn always_turns_it_on_and_never_refuses_what_needs_it() {
-        assert!(matches!(decide(Maintenance::Always, SAFE), Decision::TurnOn(_)));
-        assert!(matches!(decide(Maintenance::Never, SAFE), Decision::Skip(_)));
-        let Decision::Refuse(why) = decide(Maintenance::Never, REWRITE) else { panic!("never refuses") };
+        assert!(matches!(decide(Maintenance::Always, Some(&safe())), Decision::TurnOn(_)));
+        assert!(matches!(decide(Maintenance::Never, Some(&safe())), Decision::Skip(_)));
+        let Decision::Refuse(why) = decide(Maintenance::Never, Some(&rewrite())) else { panic!("never refuses") };
         assert!(why.starts_with("refused by maintenance = \"never\"") && why.contains("rewrites"), "{why}");
     }
 }

@@ -16,7 +16,7 @@
 //! Needing maintenance mode alone is not riskier: nearly every change that
 //! drops or renames something needs it, and the default count covers it.
 
-use serde_json::Value;
+use runway_proto::v1::DowntimeClass;
 
 use crate::config::{EnvironmentPolicy, Role};
 use crate::model::{ApprovalGate, Decision, RolloutRecord, Verdict};
@@ -34,29 +34,25 @@ pub fn needed(policy: &EnvironmentPolicy, record: &RolloutRecord) -> (u32, Strin
 
 /// What makes `record`'s plan riskier than an ordinary one, if anything.
 fn riskier(record: &RolloutRecord) -> Option<String> {
-    let Ok(plan) = serde_json::from_str::<Value>(&record.plan_json) else {
+    let Some(plan) = record.plan.as_ref() else {
         return Some("no preflight plan to judge the risk by".into());
     };
-    let dangers: Vec<&str> = plan["lint"]["findings"]
-        .as_array()
-        .map(|findings| {
-            findings.iter().filter(|f| f["severity"] == "danger").filter_map(|f| f["rule"].as_str()).collect()
-        })
-        .unwrap_or_default();
-    if !dangers.is_empty() {
-        let mut rules = dangers;
+    let mut rules: Vec<&str> = plan.dangers().map(|f| f.rule.as_str()).collect();
+    if !rules.is_empty() {
         rules.sort_unstable();
         rules.dedup();
         return Some(format!("it accepts Danger finding(s) {} (--allow-danger)", rules.join(", ")));
     }
-    let downtime = &plan["lint"]["downtime"];
-    match downtime["class"].as_str() {
-        Some(class @ ("large" | "unknown")) => Some(format!(
-            "downtime class {class}{}",
-            downtime["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+    let Some(downtime) = plan.downtime.as_ref() else {
+        return Some("the plan has no downtime class".into());
+    };
+    match plan.downtime_class() {
+        class @ (DowntimeClass::Large | DowntimeClass::Unknown) => Some(format!(
+            "downtime class {}{}",
+            runway_proto::plan::downtime_class_name(class),
+            if downtime.reason.is_empty() { String::new() } else { format!(" ({})", downtime.reason) }
         )),
-        Some(_) => None,
-        None => Some("the plan has no downtime class".into()),
+        _ => None,
     }
 }
 
@@ -117,24 +113,29 @@ pub fn merge(gate: &mut ApprovalGate, decisions: &[Decision], started_by: &str) 
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use runway_proto::v1::{self, Severity};
 
     use super::*;
     use crate::config::Approvals;
 
-    fn record(plan: Value) -> RolloutRecord {
-        RolloutRecord {
-            plan_json: if plan.is_null() { String::new() } else { plan.to_string() },
-            started_by: "alice".into(),
-            ..RolloutRecord::default()
-        }
+    fn record(plan: Option<v1::MigrationPlan>) -> RolloutRecord {
+        RolloutRecord { plan, started_by: "alice".into(), ..RolloutRecord::default() }
     }
 
-    fn plan(severity: &str, class: &str) -> Value {
-        json!({ "lint": {
-            "findings": [{ "rule": "drop-column", "severity": severity }],
-            "downtime": { "class": class, "reason": "about an hour for 40 GiB" },
-        }})
+    fn plan(severity: Severity, class: DowntimeClass) -> Option<v1::MigrationPlan> {
+        Some(v1::MigrationPlan {
+            findings: vec![v1::LintFinding {
+                rule: "drop-column".into(),
+                severity: severity as i32,
+                ..v1::LintFinding::default()
+            }],
+            downtime: Some(v1::Downtime {
+                class: class as i32,
+                estimated_seconds: None,
+                reason: "about an hour for 40 GiB".into(),
+            }),
+            ..v1::MigrationPlan::default()
+        })
     }
 
     fn policy(default: u32, danger: u32) -> EnvironmentPolicy {
@@ -143,24 +144,24 @@ mod tests {
 
     #[test]
     fn an_ordinary_plan_needs_the_default_count() {
-        assert_eq!(needed(&policy(1, 2), &record(plan("warning", "small"))), (1, "approvals.default".into()));
-        assert_eq!(needed(&policy(1, 2), &record(plan("info", "medium"))).0, 1);
-        assert_eq!(needed(&policy(0, 2), &record(plan("info", "small"))).0, 0, "no approval needed");
+        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Warning, DowntimeClass::Small))), (1, "approvals.default".into()));
+        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Medium))).0, 1);
+        assert_eq!(needed(&policy(0, 2), &record(plan(Severity::Info, DowntimeClass::Small))).0, 0, "no approval needed");
     }
 
     #[test]
     fn an_accepted_danger_a_large_or_unknown_downtime_or_no_plan_needs_the_danger_count() {
-        let (count, rule) = needed(&policy(1, 2), &record(plan("danger", "small")));
+        let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Danger, DowntimeClass::Small)));
         assert_eq!(count, 2);
         assert_eq!(rule, "approvals.danger: it accepts Danger finding(s) drop-column (--allow-danger)");
-        let (count, rule) = needed(&policy(1, 2), &record(plan("info", "large")));
+        let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Large)));
         assert_eq!(count, 2);
         assert!(rule.contains("downtime class large (about an hour for 40 GiB)"), "{rule}");
-        assert_eq!(needed(&policy(1, 2), &record(plan("info", "unknown"))).0, 2);
-        let (count, rule) = needed(&policy(1, 2), &record(Value::Null));
+        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Unknown))).0, 2);
+        let (count, rule) = needed(&policy(1, 2), &record(None));
         assert_eq!((count, rule.as_str()), (2, "approvals.danger: no preflight plan to judge the risk by"));
         // `approvals = 1`: the same count, and the rule still says why.
-        let (count, rule) = needed(&policy(1, 1), &record(plan("danger", "small")));
+        let (count, rule) = needed(&policy(1, 1), &record(plan(Severity::Danger, DowntimeClass::Small)));
         assert_eq!(count, 1);
         assert!(rule.starts_with("approvals: it accepts Danger"), "{rule}");
     }

@@ -112,6 +112,12 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
             ..v1::Restart::default()
         }),
         StepKind::MaintenanceOff => command::Action::MaintenanceOff(v1::MaintenanceOff {}),
+        // The downs come from the rollout's own signed bundle.
+        StepKind::MigrateDown => command::Action::MigrateDown(v1::MigrateDown {
+            bundle: Some(bundle.clone()),
+            allow_danger: record.allow_danger.clone(),
+            signature: record.signature.as_ref().map(SignatureRecord::to_proto),
+        }),
         // The rollback restores this rollout's own backup, exactly: the
         // coordinator's rollback is the confirmation.
         StepKind::Restore => command::Action::RestoreBackup(v1::RestoreBackup {

@@ -55,6 +55,8 @@ pub(super) fn observe(record: &mut RolloutRecord, kind: StepKind, recovery: bool
             (StepKind::Restore, true) => {
                 db.state = if ok { DatabaseState::Restored } else { DatabaseState::Failed };
             }
+            // A failed one stays as it was: the restore that follows decides.
+            (StepKind::MigrateDown, true) if ok => db.state = DatabaseState::RolledBack,
             _ => {}
         }
     }
@@ -133,6 +135,7 @@ mod tests {
             error: error.then(|| format!("{host}: boom")),
             refused: false,
             detail,
+            plan: None,
             outcome_unknown: false,
         }
     }

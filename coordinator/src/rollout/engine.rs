@@ -303,8 +303,16 @@ impl Engine {
                     }
                 }
                 StepKind::Preflight => {
-                    if let Some(plan) = result.detail("plan") {
-                        record.plan_json = plan.to_string();
+                    if let Some(plan) = result.plan() {
+                        record.plan = Some(plan.clone());
+                    }
+                    let policy = self.config.environments.policy(&record.environment);
+                    if let Some(why) = recovery::refused_by_rollback_policy(record, &policy) {
+                        let step = &mut record.steps[index];
+                        step.state = StepState::Failed;
+                        step.error = why.clone();
+                        record.error = format!("preflight refused: {why}");
+                        record.refused = true;
                     }
                 }
                 StepKind::Backup => {
@@ -377,6 +385,23 @@ impl Engine {
                 _ => result.reached(),
             };
             recovery::plan(record, way_back, &reached);
+        } else if kind == StepKind::MigrateDown {
+            let policy = self.config.environments.policy(&record.environment);
+            let failed = record.steps[index].clone();
+            match recovery::fall_back_to_restore(record, &failed, &policy) {
+                Some(restore) => {
+                    record.error.push_str(&format!(
+                        "; rolling back by migration failed ({error}): restoring this rollout's backup instead, \
+                         still in maintenance mode (on_down_failure = \"restore\")"
+                    ));
+                    record.steps.insert(index + 1, restore);
+                }
+                None => record.error.push_str(&format!(
+                    "; ROLLING BACK BY MIGRATION FAILED ({error}): on_down_failure = \"hold\" keeps maintenance \
+                     mode on; restore backup {} or finish the downs by hand",
+                    record.backup
+                )),
+            }
         } else if kind == StepKind::Restore {
             record.error.push_str(&format!(
                 "; RESTORING BACKUP {} FAILED ({error}): maintenance mode stays on and the database needs a person",

@@ -15,6 +15,8 @@ pub(super) struct CommandEnd {
     pub refused: bool,
     /// The agent's result detail (JSON; `null` when there is none).
     pub detail: serde_json::Value,
+    /// A DB agent's preflight plan.
+    pub plan: Option<runway_proto::v1::MigrationPlan>,
     /// No result: the agent was still away at the step deadline, and the
     /// command may have finished, failed, or still run on the host.
     pub outcome_unknown: bool,
@@ -78,5 +80,10 @@ impl StepResult {
     /// The detail of the first command whose detail has `key`.
     pub fn detail(&self, key: &str) -> Option<&serde_json::Value> {
         self.ends.iter().find_map(|e| e.detail.get(key))
+    }
+
+    /// The (first) DB agent's preflight plan.
+    pub fn plan(&self) -> Option<&runway_proto::v1::MigrationPlan> {
+        self.ends.iter().find_map(|e| e.plan.as_ref())
     }
 }

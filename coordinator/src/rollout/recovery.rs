@@ -4,12 +4,19 @@
 //! |---|---|---|
 //! | preflight, maintenance on, backup | no | lift maintenance mode (if it was turned on) |
 //! | migrate, nothing changed (a first migration failed in its own transaction) | no | lift maintenance mode |
-//! | migrate, after a change (or unknown) | yes | policy `restore`: restore this rollout's backup exactly, then lift maintenance mode; policy `hold`: stay in maintenance mode and stop |
+//! | migrate, after a change (or unknown) | yes | policy `restore`: put the database back (below), then lift maintenance mode; policy `hold`: stay in maintenance mode and stop |
 //! | restart (a host does not become healthy) | yes, backward compatible | policy `revert`: restart the hosts already changed with their previous version, then lift maintenance mode; `hold`: stop |
-//! | restart | yes, not backward compatible (the plan found destructive or breaking changes) | policy `revert`: restore the backup first, then as above |
+//! | restart | yes, not backward compatible (the plan found destructive or breaking changes) | policy `revert`: put the database back first, then as above |
 //! | smoke (after maintenance off) | as restart | as restart: the hosts the restart step changed get their previous version |
-//! | watch window | yes | as restart, but the backup is restored only when `watch.restore` is set and the migrations were not backward compatible (traffic ran against the migrated database) |
+//! | watch window | yes | as restart; traffic ran against the migrated database, so it is put back by migration (the writes stay) when the downs are proven, and restored only when they are not and `watch.restore` is set |
+//! | the way back by migration | yes | policy `on_down_failure = "restore"`: restore the backup, still in maintenance mode; `hold`: stop |
 //! | the recovery restore or revert itself | unknown | stop; maintenance mode stays on |
+//!
+//! **Putting the database back** follows the runbook's order ([`Way`]):
+//! by migration first — the proven downs of the migrations the rollout
+//! applied, which keep every row written since and take as long as the
+//! DDL — and by restoring the rollout's backup only when a down is not
+//! proven (or the environment says `rollback = "restore"`).
 //! | any step whose agent is still away at the step deadline | unknown | hold: stop; maintenance mode stays on (if it was turned on); a person decides |
 //!
 //! An agent that is away does not fail its step by itself: the step waits,
@@ -21,19 +28,40 @@
 //! Recovery steps are ordinary saved steps (marked `recovery`), so a new
 //! leader resumes a rollback like any other step, with the same command ids.
 
-use crate::config::{EnvironmentPolicy, OnMigrateFailure, OnRestartFailure};
-use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord};
+use crate::config::{EnvironmentPolicy, OnMigrateFailure, OnRestartFailure, Rollback};
+use crate::model::{DatabaseState, RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord};
+
+/// How a changed database is put back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The proven downs of the migrations the rollout applied: every write
+    /// made since is kept.
+    Migration,
+    /// The rollout's backup: every write made since the backup is lost.
+    Restore,
+}
+
+impl Way {
+    /// `migration` or `restore`, as events, audit and the API name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Migration => "migration",
+            Self::Restore => "restore",
+        }
+    }
+}
 
 /// What a recovery does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
     /// Turn maintenance mode off again where it was turned on.
     LiftMaintenance,
-    /// Restore the rollout's backup on the DB host, then lift maintenance mode.
-    Restore,
+    /// Put the database back, then lift maintenance mode.
+    PutBack(Way),
     /// Restart the app hosts already changed with their previous version,
-    /// restoring the backup first when `restore`; then lift maintenance mode.
-    Revert { restore: bool },
+    /// putting the database back first when `put_back`; then lift
+    /// maintenance mode.
+    Revert { put_back: Option<Way> },
     /// Keep maintenance mode on and stop: a person decides.
     Hold,
 }
@@ -62,19 +90,26 @@ pub fn choose(
         (_, Failure::OutcomeUnknown) => Recovery::Hold,
         (StepKind::Migrate, Failure::Reported { database_changed: true }) => {
             match policy.on_migrate_failure {
-                OnMigrateFailure::Restore => Recovery::Restore,
+                OnMigrateFailure::Restore => Recovery::PutBack(way(record, policy).0),
                 OnMigrateFailure::Hold => Recovery::Hold,
             }
         }
         (StepKind::Restart | StepKind::Smoke, Failure::Reported { .. }) => match policy.on_restart_failure {
-            OnRestartFailure::Revert => Recovery::Revert { restore: !backward_compatible(record) },
+            OnRestartFailure::Revert => Recovery::Revert {
+                put_back: (!backward_compatible(record)).then(|| way(record, policy).0),
+            },
             OnRestartFailure::Hold => Recovery::Hold,
         },
-        // Traffic ran against the migrated database in the window: restore
-        // it only when the policy says so (and the old version needs it).
+        // Traffic ran against the migrated database in the window: by
+        // migration its writes stay; a restore would lose them, so it runs
+        // only when the policy says so.
         (StepKind::Watch, Failure::Reported { .. }) => match policy.on_restart_failure {
             OnRestartFailure::Revert => Recovery::Revert {
-                restore: policy.watch.is_some_and(|w| w.restore) && !backward_compatible(record),
+                put_back: match way(record, policy).0 {
+                    _ if backward_compatible(record) => None,
+                    Way::Migration => Some(Way::Migration),
+                    Way::Restore => policy.watch.is_some_and(|w| w.restore).then_some(Way::Restore),
+                },
             },
             OnRestartFailure::Hold => Recovery::Hold,
         },
@@ -82,16 +117,52 @@ pub fn choose(
     }
 }
 
+/// How `record`'s database is put back under `policy`, and why: by
+/// migration when every migration it applies has a proven down (the plan
+/// saved at preflight), else by restoring its backup.
+pub fn way(record: &RolloutRecord, policy: &EnvironmentPolicy) -> (Way, String) {
+    if policy.rollback == Rollback::Restore {
+        return (Way::Restore, "rollback = \"restore\" in this environment".into());
+    }
+    match &record.plan {
+        Some(plan) if plan.pending.is_empty() => {
+            (Way::Restore, "the plan had no pending migration to roll back".into())
+        }
+        Some(plan) if plan.downs_proven() => (
+            Way::Migration,
+            format!("each of its {} migration(s) has a proven down", plan.pending.len()),
+        ),
+        Some(plan) => (
+            Way::Restore,
+            format!("not every migration has a proven down: {}", plan.unproven_downs().join(", ")),
+        ),
+        None => (Way::Restore, "there is no preflight plan with proven downs".into()),
+    }
+}
+
+/// Why `rollback = "migration"` refuses `record` before anything changes:
+/// a pending migration whose down is not proven. `None` when it does not.
+pub fn refused_by_rollback_policy(record: &RolloutRecord, policy: &EnvironmentPolicy) -> Option<String> {
+    if policy.rollback != Rollback::Migration {
+        return None;
+    }
+    let unproven = match &record.plan {
+        Some(plan) if plan.downs_proven() => return None,
+        Some(plan) => plan.unproven_downs().join(", "),
+        None => "the DB agent sent no plan".to_owned(),
+    };
+    Some(format!(
+        "rollback = \"migration\" in {} requires a proven down for every pending migration; not proven: \
+         {unproven}. Nothing was changed; add or fix the down.sql files (`runway migrate plan` proves them)",
+        record.environment
+    ))
+}
+
 /// Whether the old app version can run against the migrated database: the
 /// preflight plan found nothing destructive or breaking (no Danger finding,
 /// no `drop-*` or `rename-*`). Without a saved plan, assume it cannot.
 pub fn backward_compatible(record: &RolloutRecord) -> bool {
-    let Ok(plan) = serde_json::from_str::<serde_json::Value>(&record.plan_json) else { return false };
-    let Some(findings) = plan["lint"]["findings"].as_array() else { return false };
-    !findings.iter().any(|f| {
-        let rule = f["rule"].as_str().unwrap_or_default();
-        f["severity"] == "danger" || rule.starts_with("drop-") || rule.starts_with("rename-")
-    })
+    record.plan.as_ref().is_some_and(runway_proto::v1::MigrationPlan::backward_compatible)
 }
 
 /// What the rollout's error adds when it holds after a failure of a
@@ -155,18 +226,72 @@ pub fn plan(record: &mut RolloutRecord, recovery: Recovery, changed_hosts: &[Str
     match recovery {
         Recovery::Hold => {}
         Recovery::LiftMaintenance => lift_maintenance(record),
-        Recovery::Restore => {
-            restore(record, changed_hosts.to_vec());
+        Recovery::PutBack(way) => {
+            put_back(record, way, changed_hosts.to_vec());
             lift_maintenance(record);
         }
-        Recovery::Revert { restore: with_restore } => {
-            if with_restore {
-                restore(record, Vec::new());
+        Recovery::Revert { put_back: database } => {
+            if let Some(way) = database {
+                put_back(record, way, Vec::new());
             }
             record.steps.push(recovery_step(StepKind::Restart, changed_hosts.to_vec()));
             lift_maintenance(record);
         }
     }
+}
+
+/// Puts the database of each of `targets` back `way` (empty: every
+/// database the rollout changed).
+fn put_back(record: &mut RolloutRecord, way: Way, targets: Vec<String>) {
+    match way {
+        Way::Restore => restore(record, targets),
+        Way::Migration => {
+            let targets = if targets.is_empty() { migrated(record) } else { targets };
+            push_again(record, StepKind::MigrateDown, targets);
+        }
+    }
+}
+
+/// The DB targets this rollout migrated (every DB target, for records
+/// saved before databases had names).
+fn migrated(record: &RolloutRecord) -> Vec<String> {
+    if record.databases.is_empty() {
+        return record.db_host().map(str::to_owned).into_iter().collect();
+    }
+    record
+        .databases
+        .iter()
+        .filter(|d| matches!(d.state, DatabaseState::Migrated | DatabaseState::Failed))
+        .map(|d| d.target.clone())
+        .collect()
+}
+
+/// After `failed` (a failed `migrate_down` step of `record`): the restore
+/// that takes its place, per `on_down_failure`, inserted right after it so
+/// it runs before the app hosts come back; `None` to hold.
+pub fn fall_back_to_restore(record: &RolloutRecord, failed: &StepRecord, policy: &EnvironmentPolicy) -> Option<StepRecord> {
+    match policy.on_down_failure {
+        crate::config::OnDownFailure::Hold => None,
+        crate::config::OnDownFailure::Restore => {
+            let attempt = record
+                .steps
+                .iter()
+                .filter(|s| s.kind == StepKind::Restore && s.recovery)
+                .map(|s| s.attempt)
+                .max()
+                .unwrap_or(0);
+            Some(StepRecord { attempt, ..recovery_step(StepKind::Restore, failed.hosts.clone()) })
+        }
+    }
+}
+
+/// Whether step `index` of `record` is a failed `migrate_down` that a
+/// restore took over (see [`fall_back_to_restore`]).
+fn fallen_back(record: &RolloutRecord, index: usize) -> bool {
+    let step = &record.steps[index];
+    step.kind == StepKind::MigrateDown
+        && step.state == StepState::Failed
+        && record.steps[index + 1..].iter().any(|s| s.recovery && s.kind == StepKind::Restore)
 }
 
 /// Why an ended rollout cannot be rolled back on demand.
@@ -178,8 +303,8 @@ pub enum RollbackRefused {
     AlreadyRolledBack { id: String },
     #[error("rollout {id} was refused before anything changed; there is nothing to roll back")]
     NothingChanged { id: String },
-    #[error("rollout {id} took no backup; there is nothing to restore")]
-    NoBackup { id: String },
+    #[error("rollout {id} took no backup; there is nothing to restore, and {why}")]
+    NoBackup { id: String, why: String },
     #[error(
         "rollout {id} ended with its own way back failed or on hold ({error}); a person has to finish it by hand"
     )]
@@ -187,10 +312,14 @@ pub enum RollbackRefused {
 }
 
 /// Reopens an ended rollout for an operator's rollback: maintenance on,
-/// restore its backup, the app hosts' previous version, maintenance off;
-/// each a recovery step of the same saved state machine. The caller saves
-/// the record before it runs it.
-pub fn reopen_for_rollback(record: &mut RolloutRecord, requested_by: &str) -> Result<(), RollbackRefused> {
+/// the database put back `way` (see [`way`]), the app hosts' previous
+/// version, maintenance off; each a recovery step of the same saved state
+/// machine. The caller saves the record before it runs it.
+pub fn reopen_for_rollback(
+    record: &mut RolloutRecord,
+    requested_by: &str,
+    (way, why): (Way, String),
+) -> Result<(), RollbackRefused> {
     let id = record.id.clone();
     match record.state {
         RolloutState::Succeeded | RolloutState::Failed | RolloutState::Cancelled => {}
@@ -204,8 +333,8 @@ pub fn reopen_for_rollback(record: &mut RolloutRecord, requested_by: &str) -> Re
     if record.refused {
         return Err(RollbackRefused::NothingChanged { id });
     }
-    if record.backup.is_empty() {
-        return Err(RollbackRefused::NoBackup { id });
+    if way == Way::Restore && record.backup.is_empty() {
+        return Err(RollbackRefused::NoBackup { id, why });
     }
     if record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded) {
         return Err(RollbackRefused::Held { id, error: record.error.clone() });
@@ -221,14 +350,14 @@ pub fn reopen_for_rollback(record: &mut RolloutRecord, requested_by: &str) -> Re
     if !apps.is_empty() {
         push_again(record, StepKind::MaintenanceOn, apps.clone());
     }
-    restore(record, Vec::new());
+    put_back(record, way, Vec::new());
     if !apps.is_empty() {
         push_again(record, StepKind::Restart, apps.clone());
         push_again(record, StepKind::MaintenanceOff, apps);
     }
     let before =
         if record.error.is_empty() { String::new() } else { format!(" (it had ended: {})", record.error) };
-    record.error = format!("rollback requested by {requested_by}{before}");
+    record.error = format!("rollback by {} requested by {requested_by} ({why}){before}", way.name());
     record.state = RolloutState::Running;
     record.cancel_requested = false;
     Ok(())
@@ -296,13 +425,14 @@ pub fn recovery_step(kind: StepKind, hosts: Vec<String>) -> StepRecord {
 /// (maintenance mode stays on over a state nobody checked).
 pub fn skips(record: &RolloutRecord, step: &StepRecord) -> bool {
     let failing = !record.error.is_empty();
-    let way_back_failed = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Failed);
+    let way_back_failed = (0..record.steps.len())
+        .any(|i| rolls_back(&record.steps[i]) && record.steps[i].state == StepState::Failed && !fallen_back(record, i));
     (failing && !step.recovery) || way_back_failed
 }
 
 /// A recovery step that undoes the rollout (rather than only lifting maintenance).
 fn rolls_back(step: &StepRecord) -> bool {
-    step.recovery && matches!(step.kind, StepKind::Restore | StepKind::Restart)
+    step.recovery && matches!(step.kind, StepKind::Restore | StepKind::Restart | StepKind::MigrateDown)
 }
 
 /// What the way back did, for the message of a rolled-back rollout:
@@ -313,6 +443,14 @@ pub fn rolled_back_summary(record: &RolloutRecord) -> String {
         record.steps.iter().any(|s| s.recovery && s.kind == kind && s.state == StepState::Succeeded)
     };
     let mut parts = Vec::new();
+    if done(StepKind::MigrateDown) {
+        parts.push(
+            "rolled back by migration (the proven downs of its migrations ran; rows written since are kept)"
+                .to_owned(),
+        );
+    } else if record.steps.iter().any(|s| s.recovery && s.kind == StepKind::MigrateDown) {
+        parts.push("rolling back by migration failed".to_owned());
+    }
     let restored: Vec<&str> = record
         .databases
         .iter()
@@ -337,7 +475,8 @@ pub fn rolled_back_summary(record: &RolloutRecord) -> String {
 /// its approval gate stopped it (rejected, or expired).
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
     let restored = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Succeeded);
-    let unfinished_recovery = record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded);
+    let unfinished_recovery = (0..record.steps.len())
+        .any(|i| record.steps[i].recovery && record.steps[i].state != StepState::Succeeded && !fallen_back(record, i));
     let gate_stopped = record.approval.as_ref().is_some_and(|gate| gate.stopped());
     if record.error.is_empty() {
         RolloutState::Succeeded
@@ -352,6 +491,8 @@ pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
 
 #[cfg(test)]
 mod tests {
+    use runway_proto::v1;
+
     use super::*;
 
     fn step(kind: StepKind, state: StepState) -> StepRecord {
@@ -392,7 +533,7 @@ mod tests {
         let hold =
             EnvironmentPolicy { on_migrate_failure: OnMigrateFailure::Hold, ..EnvironmentPolicy::default() };
         let record = record_failed_in_migrate();
-        assert_eq!(choose(&record, StepKind::Migrate, CHANGED, &restore), Recovery::Restore);
+        assert_eq!(choose(&record, StepKind::Migrate, CHANGED, &restore), Recovery::PutBack(Way::Restore));
         assert_eq!(choose(&record, StepKind::Migrate, CHANGED, &hold), Recovery::Hold);
         assert_eq!(choose(&record, StepKind::Migrate, UNCHANGED, &restore), Recovery::LiftMaintenance);
         assert_eq!(choose(&record, StepKind::Backup, CHANGED, &restore), Recovery::LiftMaintenance);
@@ -436,7 +577,7 @@ mod tests {
     #[test]
     fn restore_runs_on_the_db_host_before_maintenance_is_lifted() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Restore, &[]);
+        plan(&mut record, Recovery::PutBack(Way::Restore), &[]);
         let added: Vec<(StepKind, &str)> =
             record.steps[6..].iter().map(|s| (s.kind, s.hosts[0].as_str())).collect();
         assert_eq!(added, [(StepKind::Restore, "db-1"), (StepKind::MaintenanceOff, "app-1")]);
@@ -455,7 +596,7 @@ mod tests {
     #[test]
     fn a_failed_restore_keeps_maintenance_on_and_ends_failed() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Restore, &[]);
+        plan(&mut record, Recovery::PutBack(Way::Restore), &[]);
         record.steps[6].state = StepState::Failed;
         let lift = record.steps[7].clone();
         assert!(skips(&record, &lift), "maintenance_off must be skipped after a failed restore");
@@ -466,7 +607,7 @@ mod tests {
     #[test]
     fn a_restored_rollout_ends_rolled_back() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Restore, &[]);
+        plan(&mut record, Recovery::PutBack(Way::Restore), &[]);
         record.steps[6].state = StepState::Succeeded;
         assert!(!skips(&record, &record.steps[7].clone()));
         record.steps[7].state = StepState::Succeeded;
@@ -475,7 +616,15 @@ mod tests {
 
     fn with_plan(findings: serde_json::Value) -> RolloutRecord {
         let mut record = record_failed_in_migrate();
-        record.plan_json = serde_json::json!({ "lint": { "findings": findings } }).to_string();
+        let finding = |f: &serde_json::Value| v1::LintFinding {
+            rule: f["rule"].as_str().unwrap_or_default().to_owned(),
+            severity: if f["severity"] == "danger" { v1::Severity::Danger } else { v1::Severity::Info } as i32,
+            ..v1::LintFinding::default()
+        };
+        record.plan = Some(v1::MigrationPlan {
+            findings: findings.as_array().map(|a| a.iter().map(finding).collect()).unwrap_or_default(),
+            ..v1::MigrationPlan::default()
+        });
         record
     }
 
@@ -485,15 +634,15 @@ mod tests {
         let additive = with_plan(serde_json::json!([{ "rule": "add-column-default", "severity": "info" }]));
         assert_eq!(
             choose(&additive, StepKind::Restart, CHANGED, &policy),
-            Recovery::Revert { restore: false }
+            Recovery::Revert { put_back: None }
         );
         let destructive = with_plan(serde_json::json!([{ "rule": "drop-column", "severity": "danger" }]));
         assert_eq!(
             choose(&destructive, StepKind::Restart, CHANGED, &policy),
-            Recovery::Revert { restore: true }
+            Recovery::Revert { put_back: Some(Way::Restore) }
         );
         let unknown = record_failed_in_migrate();
-        assert_eq!(choose(&unknown, StepKind::Restart, CHANGED, &policy), Recovery::Revert { restore: true });
+        assert_eq!(choose(&unknown, StepKind::Restart, CHANGED, &policy), Recovery::Revert { put_back: Some(Way::Restore) });
         let hold =
             EnvironmentPolicy { on_restart_failure: OnRestartFailure::Hold, ..EnvironmentPolicy::default() };
         assert_eq!(choose(&additive, StepKind::Restart, CHANGED, &hold), Recovery::Hold);
@@ -506,11 +655,11 @@ mod tests {
         let mut policy = EnvironmentPolicy::default();
         assert_eq!(
             choose(&destructive, StepKind::Watch, UNCHANGED, &policy),
-            Recovery::Revert { restore: false }
+            Recovery::Revert { put_back: None }
         );
         assert_eq!(
             choose(&destructive, StepKind::Smoke, UNCHANGED, &policy),
-            Recovery::Revert { restore: true }
+            Recovery::Revert { put_back: Some(Way::Restore) }
         );
         policy.watch = Some(crate::config::WatchPolicy {
             duration: crate::config::Span::secs(60),
@@ -519,18 +668,18 @@ mod tests {
         });
         assert_eq!(
             choose(&destructive, StepKind::Watch, UNCHANGED, &policy),
-            Recovery::Revert { restore: true }
+            Recovery::Revert { put_back: Some(Way::Restore) }
         );
         assert_eq!(
             choose(&additive, StepKind::Watch, UNCHANGED, &policy),
-            Recovery::Revert { restore: false }
+            Recovery::Revert { put_back: None }
         );
     }
 
     #[test]
     fn revert_restarts_the_changed_hosts_before_maintenance_is_lifted() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Revert { restore: true }, &["app-1".into(), "app-2".into()]);
+        plan(&mut record, Recovery::Revert { put_back: Some(Way::Restore) }, &["app-1".into(), "app-2".into()]);
         let added: Vec<(StepKind, Vec<String>)> =
             record.steps[6..].iter().map(|s| (s.kind, s.hosts.clone())).collect();
         assert_eq!(
@@ -559,7 +708,7 @@ mod tests {
         record.steps[6].state = StepState::Succeeded;
         record.steps[6].attempt = 1;
         record.state = RolloutState::Failed;
-        reopen_for_rollback(&mut record, "ada@ops").expect("reopens");
+        reopen_for_rollback(&mut record, "ada@ops", (Way::Restore, "test".into())).expect("reopens");
         let added: Vec<(StepKind, u32)> = record.steps[7..].iter().map(|s| (s.kind, s.attempt)).collect();
         // maintenance_off continues after the earlier recovery's attempt 1.
         assert_eq!(
@@ -573,7 +722,7 @@ mod tests {
         );
         assert!(record.steps[7..].iter().all(|s| s.recovery && s.state == StepState::Pending));
         assert_eq!(record.state, RolloutState::Running);
-        assert!(record.error.starts_with("rollback requested by ada@ops"), "{}", record.error);
+        assert!(record.error.starts_with("rollback by restore requested by ada@ops"), "{}", record.error);
         for step in 7..11 {
             record.steps[step].state = StepState::Succeeded;
         }
@@ -583,15 +732,105 @@ mod tests {
     #[test]
     fn a_rollback_is_refused_when_there_is_nothing_safe_to_do() {
         let mut running = record_failed_in_migrate();
-        assert!(matches!(reopen_for_rollback(&mut running, "x"), Err(RollbackRefused::NotEnded { .. })));
+        assert!(matches!(reopen_for_rollback(&mut running, "x", (Way::Restore, "test".into())), Err(RollbackRefused::NotEnded { .. })));
         let mut no_backup = record_failed_in_migrate();
         no_backup.state = RolloutState::Succeeded;
         no_backup.backup.clear();
-        assert!(matches!(reopen_for_rollback(&mut no_backup, "x"), Err(RollbackRefused::NoBackup { .. })));
+        assert!(matches!(reopen_for_rollback(&mut no_backup, "x", (Way::Restore, "test".into())), Err(RollbackRefused::NoBackup { .. })));
         let mut held = record_failed_in_migrate();
         held.state = RolloutState::Failed;
-        plan(&mut held, Recovery::Restore, &[]);
+        plan(&mut held, Recovery::PutBack(Way::Restore), &[]);
         held.steps[6].state = StepState::Failed;
-        assert!(matches!(reopen_for_rollback(&mut held, "x"), Err(RollbackRefused::Held { .. })));
+        assert!(matches!(reopen_for_rollback(&mut held, "x", (Way::Restore, "test".into())), Err(RollbackRefused::Held { .. })));
+    }
+
+    fn with_downs(states: &[v1::DownState]) -> RolloutRecord {
+        let mut record = record_failed_in_migrate();
+        let names: Vec<String> = (0..states.len()).map(|i| format!("{i}_m")).collect();
+        record.plan = Some(v1::MigrationPlan {
+            pending: names.clone(),
+            downs: names
+                .iter()
+                .zip(states)
+                .map(|(n, s)| v1::DownProof { migration: n.clone(), state: *s as i32, detail: String::new() })
+                .collect(),
+            ..v1::MigrationPlan::default()
+        });
+        record
+    }
+
+    #[test]
+    fn a_changed_database_is_put_back_by_migration_when_every_down_is_proven() {
+        use crate::config::Rollback;
+        let policy = EnvironmentPolicy::default();
+        let proven = with_downs(&[v1::DownState::Proven, v1::DownState::Proven]);
+        assert_eq!(choose(&proven, StepKind::Migrate, CHANGED, &policy), Recovery::PutBack(Way::Migration));
+        let one_missing = with_downs(&[v1::DownState::Proven, v1::DownState::Missing]);
+        assert_eq!(choose(&one_missing, StepKind::Migrate, CHANGED, &policy), Recovery::PutBack(Way::Restore));
+        assert!(way(&one_missing, &policy).1.contains("1_m (missing)"), "{}", way(&one_missing, &policy).1);
+        let restore = EnvironmentPolicy { rollback: Rollback::Restore, ..EnvironmentPolicy::default() };
+        assert_eq!(choose(&proven, StepKind::Migrate, CHANGED, &restore), Recovery::PutBack(Way::Restore));
+        // In the watch window writes happened: by migration even without `watch.restore`.
+        let mut watched = proven.clone();
+        watched.plan.as_mut().unwrap().findings.push(v1::LintFinding {
+            rule: "drop-column".into(),
+            severity: v1::Severity::Danger as i32,
+            ..v1::LintFinding::default()
+        });
+        assert_eq!(
+            choose(&watched, StepKind::Watch, UNCHANGED, &policy),
+            Recovery::Revert { put_back: Some(Way::Migration) }
+        );
+    }
+
+    #[test]
+    fn rollback_migration_refuses_a_plan_with_an_unproven_down() {
+        use crate::config::Rollback;
+        let strict = EnvironmentPolicy { rollback: Rollback::Migration, ..EnvironmentPolicy::default() };
+        let proven = with_downs(&[v1::DownState::Proven]);
+        assert_eq!(refused_by_rollback_policy(&proven, &strict), None);
+        let differs = with_downs(&[v1::DownState::Differs]);
+        let why = refused_by_rollback_policy(&differs, &strict).expect("refused");
+        assert!(why.contains("0_m (differs)") && why.contains("Nothing was changed"), "{why}");
+        assert_eq!(refused_by_rollback_policy(&differs, &EnvironmentPolicy::default()), None);
+    }
+
+    #[test]
+    fn a_failed_down_falls_back_to_the_restore_before_maintenance_is_lifted() {
+        let mut record = with_downs(&[v1::DownState::Proven]);
+        plan(&mut record, Recovery::PutBack(Way::Migration), &["db-1".into()]);
+        let added: Vec<StepKind> = record.steps[6..].iter().map(|s| s.kind).collect();
+        assert_eq!(added, [StepKind::MigrateDown, StepKind::MaintenanceOff]);
+        record.steps[6].state = StepState::Failed;
+        // Without a fallback, the failed down holds everything.
+        assert!(skips(&record, &record.steps[7].clone()));
+        let fallback = fall_back_to_restore(&record, &record.steps[6], &EnvironmentPolicy::default()).expect("restore");
+        record.steps.insert(7, fallback);
+        assert_eq!(record.steps[7].kind, StepKind::Restore);
+        assert!(!skips(&record, &record.steps[8].clone()), "maintenance off runs after the restore");
+        record.steps[7].state = StepState::Succeeded;
+        record.steps[8].state = StepState::Succeeded;
+        assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+        assert!(rolled_back_summary(&record).starts_with("rolling back by migration failed, backup b1 was restored"));
+        let hold = EnvironmentPolicy { on_down_failure: crate::config::OnDownFailure::Hold, ..EnvironmentPolicy::default() };
+        assert_eq!(fall_back_to_restore(&record, &record.steps[6], &hold), None);
+    }
+
+    #[test]
+    fn an_on_demand_rollback_by_migration_needs_no_backup() {
+        let mut record = with_downs(&[v1::DownState::Proven]);
+        record.state = RolloutState::Succeeded;
+        record.backup.clear();
+        reopen_for_rollback(&mut record, "ada", (Way::Migration, "proven".into())).expect("reopens");
+        let added: Vec<StepKind> = record.steps[6..].iter().map(|s| s.kind).collect();
+        assert_eq!(
+            added,
+            [StepKind::MaintenanceOn, StepKind::MigrateDown, StepKind::Restart, StepKind::MaintenanceOff]
+        );
+        for step in 6..10 {
+            record.steps[step].state = StepState::Succeeded;
+        }
+        assert_eq!(terminal_state(&record), RolloutState::RolledBack);
+        assert!(rolled_back_summary(&record).starts_with("rolled back by migration"));
     }
 }

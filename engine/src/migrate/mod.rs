@@ -52,6 +52,7 @@ pub mod script;
 pub mod source;
 pub mod status;
 pub mod table;
+mod wire;
 
 pub use deploy::deploy;
 pub use error::MigrateError;

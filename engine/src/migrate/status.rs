@@ -51,6 +51,9 @@ pub struct StatusReport {
     pub modified: Vec<String>,
     /// Recorded as applied in the database, not in the folder.
     pub missing_locally: Vec<String>,
+    /// In the folder with a `down.sql` beside `migration.sql`, in folder
+    /// order: the migrations `runway migrate down` may roll back.
+    pub has_down: Vec<String>,
 }
 
 impl StatusReport {
@@ -74,7 +77,8 @@ impl StatusReport {
 
     /// Compares a folder with the table's rows.
     pub fn compute(migrations: &[MigrationFile], rows: &[MigrationRow]) -> Self {
-        let mut report = StatusReport { table_exists: true, ..Default::default() };
+        let mut report =
+            StatusReport { table_exists: true, has_down: with_down(migrations), ..Default::default() };
         report.pending = deploy::pending(migrations, rows).into_iter().map(|m| m.name.clone()).collect();
         let applied_rows = deploy::applied_by_name(rows);
         for m in migrations {
@@ -107,6 +111,11 @@ impl StatusReport {
     }
 }
 
+/// The names of the migrations that have a `down.sql`.
+fn with_down(migrations: &[MigrationFile]) -> Vec<String> {
+    migrations.iter().filter(|m| m.down.is_some()).map(|m| m.name.clone()).collect()
+}
+
 /// Reads `_prisma_migrations` (without taking the advisory lock, like
 /// `prisma migrate status`) and compares it with `migrations`.
 pub async fn status(database_url: &str, migrations: &[MigrationFile]) -> Result<StatusReport, MigrateError> {
@@ -119,6 +128,7 @@ pub async fn status(database_url: &str, migrations: &[MigrationFile]) -> Result<
                 table_exists: false,
                 needs_baseline: !tables.is_empty(),
                 pending: migrations.iter().map(|m| m.name.clone()).collect(),
+                has_down: with_down(migrations),
                 ..Default::default()
             });
         }
@@ -128,4 +138,21 @@ pub async fn status(database_url: &str, migrations: &[MigrationFile]) -> Result<
     .await;
     session.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, down: Option<&str>) -> MigrationFile {
+        MigrationFile { name: name.into(), sql: "SELECT 1;".into(), down: down.map(str::to_owned) }
+    }
+
+    #[test]
+    fn lists_the_migrations_that_have_a_down_in_folder_order() {
+        let folder = [file("1_a", Some("SELECT 2;")), file("2_b", None), file("3_c", Some(""))];
+        let report = StatusReport::compute(&folder, &[]);
+        assert_eq!(report.has_down, ["1_a", "3_c"]);
+        assert_eq!(report.pending, ["1_a", "2_b", "3_c"]);
+    }
 }

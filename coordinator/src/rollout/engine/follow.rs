@@ -201,6 +201,7 @@ impl Follower {
                                 error: Some(error),
                                 refused: false,
                                 detail: serde_json::Value::Null,
+                                plan: None,
                                 outcome_unknown: true,
                             });
                         }
@@ -239,6 +240,7 @@ impl Follower {
             error,
             refused: outcome == Ok(CommandOutcome::Refused),
             detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
+            plan: result.plan,
             outcome_unknown: false,
         })
     }

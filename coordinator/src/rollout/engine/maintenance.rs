@@ -21,7 +21,7 @@ impl Run<'_> {
     ) -> Result<bool, Abandon> {
         let policy = self.engine.config.environments.policy(&record.environment).maintenance;
         let step = StepKind::MaintenanceOn.name().to_owned();
-        match decide(policy, &record.plan_json) {
+        match decide(policy, record.plan.as_ref()) {
             Decision::TurnOn(why) => {
                 if policy != crate::config::Maintenance::Always {
                     let event =

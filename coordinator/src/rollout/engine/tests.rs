@@ -36,8 +36,11 @@ const OLD_GRACE: Duration = Duration::from_secs(60);
 enum Answer {
     /// One progress event, then success.
     Succeed,
-    /// Success with this result detail (JSON), e.g. a preflight's plan.
+    /// Success with this result detail (JSON).
+    #[allow(dead_code)]
     SucceedWith(&'static str),
+    /// A DB agent's preflight: success with this plan.
+    Plan(fn() -> v1::MigrationPlan),
     /// Failure with this error, and the agent's facts about it (JSON).
     Fail(&'static str, &'static str),
     /// Refused before anything ran, with this error.
@@ -148,6 +151,11 @@ impl Coordinator {
                     Answer::SucceedWith(detail) => {
                         let mut succeeded = result(&command.command_id, Ok(()));
                         succeeded.detail_json = detail.into();
+                        dispatcher.on_result(agent, succeeded)
+                    }
+                    Answer::Plan(plan) => {
+                        let mut succeeded = result(&command.command_id, Ok(()));
+                        succeeded.plan = Some(plan());
                         dispatcher.on_result(agent, succeeded)
                     }
                     Answer::Fail(error, detail) => {
@@ -262,6 +270,7 @@ fn result(command_id: &str, outcome: Result<(), &str>) -> CommandResult {
             Ok(()) => "{}".into(),
             Err(_) => String::new(),
         },
+        plan: None,
         work_ms: 0,
     }
 }

@@ -8,24 +8,35 @@ use super::*;
 use crate::model::{Decision, GateOutcome, Verdict};
 use crate::rollout::audit::{self, Action, Outcome};
 
-/// The DB agent's preflight detail with an ordinary plan: nothing Danger,
-/// small downtime.
-const ORDINARY: &str =
-    r#"{"plan":{"lint":{"findings":[],"downtime":{"class":"small","reason":"under a minute"}}}}"#;
+/// The DB agent's preflight plan: nothing Danger, small downtime.
+fn ordinary() -> v1::MigrationPlan {
+    v1::MigrationPlan {
+        downtime: Some(v1::Downtime {
+            class: v1::DowntimeClass::Small as i32,
+            estimated_seconds: None,
+            reason: "under a minute".into(),
+        }),
+        ..v1::MigrationPlan::default()
+    }
+}
 
 /// With a Danger finding the operator accepted (`--allow-danger drop-column`).
-const DANGEROUS: &str = r#"{"plan":{"lint":{"findings":[{"rule":"drop-column","severity":"danger"}],"downtime":{"class":"small","reason":"under a minute"}}}}"#;
+fn dangerous() -> v1::MigrationPlan {
+    let finding =
+        v1::LintFinding { rule: "drop-column".into(), severity: v1::Severity::Danger as i32, ..Default::default() };
+    v1::MigrationPlan { findings: vec![finding], ..ordinary() }
+}
 
 fn ordinary_preflight(agent: &str, command: &v1::Command) -> Answer {
     match (agent, step_of(command)) {
-        ("db", "preflight") => Answer::SucceedWith(ORDINARY),
+        ("db", "preflight") => Answer::Plan(ordinary),
         _ => Answer::Succeed,
     }
 }
 
 fn dangerous_preflight(agent: &str, command: &v1::Command) -> Answer {
     match (agent, step_of(command)) {
-        ("db", "preflight") => Answer::SucceedWith(DANGEROUS),
+        ("db", "preflight") => Answer::Plan(dangerous),
         _ => Answer::Succeed,
     }
 }
@@ -110,7 +121,7 @@ async fn a_rollout_waits_after_preflight_and_runs_once_approved() {
     tokio::time::sleep(Duration::from_secs(3600)).await;
     let record = saved(&leader).await;
     assert_eq!(record.state, RolloutState::AwaitingApproval);
-    assert!(!record.plan_json.is_empty(), "the plan is saved with the waiting rollout");
+    assert!(record.plan.is_some(), "the plan is saved with the waiting rollout");
     let gate = record.approval.clone().expect("the gate is saved");
     assert_eq!(
         (gate.needed, gate.rule.as_str(), gate.outcome),

@@ -3,19 +3,28 @@
 
 use super::*;
 
-const SAFE: &str = r#"{"plan":{"safe_without_maintenance":true,"reasons":[]}}"#;
-const REWRITE: &str = r#"{"plan":{"safe_without_maintenance":false,"reasons":["m line 1: alter-column-type (rewrites Order)"]}}"#;
+fn safe() -> v1::MigrationPlan {
+    v1::MigrationPlan { safe_without_maintenance: true, ..v1::MigrationPlan::default() }
+}
+
+fn rewrite() -> v1::MigrationPlan {
+    v1::MigrationPlan {
+        safe_without_maintenance: false,
+        reasons: vec!["m line 1: alter-column-type (rewrites Order)".into()],
+        ..v1::MigrationPlan::default()
+    }
+}
 
 fn safe_preflight(agent: &str, command: &v1::Command) -> Answer {
     match (agent, step_of(command)) {
-        ("db", "preflight") => Answer::SucceedWith(SAFE),
+        ("db", "preflight") => Answer::Plan(safe),
         _ => Answer::Succeed,
     }
 }
 
 fn rewrite_preflight(agent: &str, command: &v1::Command) -> Answer {
     match (agent, step_of(command)) {
-        ("db", "preflight") => Answer::SucceedWith(REWRITE),
+        ("db", "preflight") => Answer::Plan(rewrite),
         _ => Answer::Succeed,
     }
 }

@@ -1,0 +1,90 @@
+//! Rolling a rollout back by migration on this DB host.
+//!
+//! Before a rollout's migrate step changes a database, the agent saves
+//! what it is about to do next to its journal: the migrations pending then
+//! and the schema (`pg_dump --schema-only`). The rollout's `migrate_down`
+//! reads it back: it rolls back exactly those of them that are applied
+//! now (or failed inside their own transaction), with the bundle's downs,
+//! and requires the schema to equal the saved one afterwards. The file is
+//! written once per rollout and database, so a second migrate attempt or
+//! a re-sent command never overwrites the schema from before the first.
+
+use std::path::{Path, PathBuf};
+
+use runway_engine::migrate::{self, down, schema};
+use runway_engine::progress::Progress;
+use serde::{Deserialize, Serialize};
+
+use super::ExecError;
+
+/// What a rollout's migrate step found before it changed the database.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BeforeMigrate {
+    /// The migrations pending when the step began, in apply order.
+    pub pending: Vec<String>,
+    /// The normalised schema-only dump from before.
+    pub schema: String,
+}
+
+/// `<state_dir>/rollouts/<rollout>/<database>.json`.
+fn path(state_dir: &Path, rollout_id: &str, database: &str) -> PathBuf {
+    let safe = |s: &str| s.replace(['/', '\\'], "_");
+    state_dir.join("rollouts").join(safe(rollout_id)).join(format!("{}.json", safe(database)))
+}
+
+/// Saves the state before `rollout_id` migrates `database` (at `url`),
+/// unless an earlier attempt saved it already.
+pub async fn save_before(
+    state_dir: &Path,
+    rollout_id: &str,
+    database: &str,
+    url: &str,
+    migrations: &[runway_proto::bundle::MigrationFile],
+    pg_dump: &Path,
+    progress: &Progress,
+) -> Result<(), ExecError> {
+    let file = path(state_dir, rollout_id, database);
+    if rollout_id.is_empty() || file.exists() {
+        return Ok(());
+    }
+    let status = migrate::status(url, migrations).await?;
+    let database_info = runway_engine::database::Database::parse(url)
+        .map_err(|e| ExecError::Preflight(format!("invalid database URL: {e}")))?;
+    let schema = schema::dump(&database_info, pg_dump).await?;
+    let before = BeforeMigrate { pending: status.pending, schema: schema.text().to_owned() };
+    let text = serde_json::to_vec(&before).expect("the state serializes");
+    let io = |e: std::io::Error| ExecError::Preflight(format!("cannot save the schema before migrating in {}: {e}", file.display()));
+    let dir = file.parent().expect("the path has a folder");
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let tmp = file.with_extension("json.partial");
+    tokio::fs::write(&tmp, text).await.map_err(io)?;
+    tokio::fs::rename(&tmp, &file).await.map_err(io)?;
+    progress.emit("schema", format!("saved the schema before migrating ({} pending)", before.pending.len()));
+    Ok(())
+}
+
+/// Rolls back by migration what `rollout_id` applied to `database`.
+pub async fn undo(
+    state_dir: &Path,
+    rollout_id: &str,
+    database: &str,
+    url: &str,
+    migrations: &[runway_proto::bundle::MigrationFile],
+    pg_dump: &Path,
+    config: &migrate::MigrateConfig,
+    progress: &Progress,
+) -> Result<down::UndoReport, ExecError> {
+    let file = path(state_dir, rollout_id, database);
+    let text = tokio::fs::read(&file).await.map_err(|e| {
+        ExecError::Migrate(migrate::MigrateError::CannotUndo(format!(
+            "this agent has no record of what rollout {rollout_id} applied to {database} ({}: {e})",
+            file.display()
+        )))
+    })?;
+    let before: BeforeMigrate = serde_json::from_slice(&text).map_err(|e| {
+        ExecError::Migrate(migrate::MigrateError::CannotUndo(format!("{} is damaged: {e}", file.display())))
+    })?;
+    let expected = schema::Schema::from_dump(&before.schema);
+    let target = down::Target::Names(before.pending);
+    Ok(down::undo(url, migrations, &target, Some(&expected), pg_dump, config, progress).await?)
+}

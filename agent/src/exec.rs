@@ -361,8 +361,16 @@ impl Executor {
                 let migrations = runway_proto::bundle::migrations(&bundle)?;
                 let pg_dump = backup.tool("pg_dump");
                 let state_dir = &self.config.state_dir;
-                undo::save_before(state_dir, &cmd.rollout_id, &served.name, url, &migrations, &pg_dump, progress)
-                    .await?;
+                undo::save_before(
+                    state_dir,
+                    &cmd.rollout_id,
+                    &served.name,
+                    url,
+                    &migrations,
+                    &pg_dump,
+                    progress,
+                )
+                .await?;
                 let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
                 crate::metrics::get().migrations_applied(&report.durations_ms);
                 Ok(serde_json::to_value(report).expect("report serializes"))

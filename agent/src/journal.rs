@@ -234,7 +234,11 @@ impl Journal {
             entry.outcome = Some(result.outcome);
             entry.error = result.error.clone();
             entry.detail_json = result.detail_json.clone();
-            entry.plan = result.plan.as_ref().map(|p| hex::encode(prost::Message::encode_to_vec(p))).unwrap_or_default();
+            entry.plan = result
+                .plan
+                .as_ref()
+                .map(|p| hex::encode(prost::Message::encode_to_vec(p)))
+                .unwrap_or_default();
             entry.finished_unix_ms = Some(runway_proto::unix_ms_now());
         }
         self.persist(&state).await

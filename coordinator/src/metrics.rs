@@ -356,13 +356,23 @@ mod tests {
     fn maintenance_allowance_follows_the_downtime_class() {
         use runway_proto::v1;
         let plan = |class: v1::DowntimeClass, est: f64| v1::MigrationPlan {
-            downtime: Some(v1::Downtime { class: class as i32, estimated_seconds: Some(est), reason: String::new() }),
+            downtime: Some(v1::Downtime {
+                class: class as i32,
+                estimated_seconds: Some(est),
+                reason: String::new(),
+            }),
             ..v1::MigrationPlan::default()
         };
         let small = plan(v1::DowntimeClass::Small, 1.0);
         assert_eq!(allowed_maintenance(Some(&small)), ("small".into(), Duration::from_secs(120)));
-        assert_eq!(allowed_maintenance(Some(&plan(v1::DowntimeClass::Medium, 100.0))).1, Duration::from_secs(600));
-        assert_eq!(allowed_maintenance(Some(&plan(v1::DowntimeClass::Large, 3600.0))).1, Duration::from_secs(7200));
+        assert_eq!(
+            allowed_maintenance(Some(&plan(v1::DowntimeClass::Medium, 100.0))).1,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            allowed_maintenance(Some(&plan(v1::DowntimeClass::Large, 3600.0))).1,
+            Duration::from_secs(7200)
+        );
         assert_eq!(allowed_maintenance(None), ("unknown".into(), Duration::from_secs(1800)));
     }
 

@@ -15,7 +15,9 @@ impl MigrationPlan {
     /// finding, no `drop-*` or `rename-*`).
     pub fn backward_compatible(&self) -> bool {
         !self.findings.iter().any(|f| {
-            f.severity == Severity::Danger as i32 || f.rule.starts_with("drop-") || f.rule.starts_with("rename-")
+            f.severity == Severity::Danger as i32
+                || f.rule.starts_with("drop-")
+                || f.rule.starts_with("rename-")
         })
     }
 
@@ -90,7 +92,11 @@ mod tests {
             pending: downs.iter().map(|(n, _)| (*n).to_owned()).collect(),
             downs: downs
                 .iter()
-                .map(|(n, s)| DownProof { migration: (*n).to_owned(), state: *s as i32, detail: String::new() })
+                .map(|(n, s)| DownProof {
+                    migration: (*n).to_owned(),
+                    state: *s as i32,
+                    detail: String::new(),
+                })
                 .collect(),
             ..MigrationPlan::default()
         }
@@ -115,7 +121,8 @@ mod tests {
             severity: severity as i32,
             ..LintFinding::default()
         };
-        let mut p = MigrationPlan { findings: vec![finding("add-column", Severity::Info)], ..Default::default() };
+        let mut p =
+            MigrationPlan { findings: vec![finding("add-column", Severity::Info)], ..Default::default() };
         assert!(p.backward_compatible());
         p.findings.push(finding("drop-index-non-concurrent", Severity::Warning));
         assert!(!p.backward_compatible());

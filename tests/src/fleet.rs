@@ -328,6 +328,7 @@ impl Sim {
                 outcome: outcome as i32,
                 error,
                 detail_json: String::new(),
+                plan: None,
                 work_ms: started.elapsed().as_millis() as u64,
             };
             journal.lock().expect("journal lock").insert(command_id, Entry::Done(result.clone()));

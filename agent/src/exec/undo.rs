@@ -53,7 +53,9 @@ pub async fn save_before(
     let schema = schema::dump(&database_info, pg_dump).await?;
     let before = BeforeMigrate { pending: status.pending, schema: schema.text().to_owned() };
     let text = serde_json::to_vec(&before).expect("the state serializes");
-    let io = |e: std::io::Error| ExecError::Preflight(format!("cannot save the schema before migrating in {}: {e}", file.display()));
+    let io = |e: std::io::Error| {
+        ExecError::Preflight(format!("cannot save the schema before migrating in {}: {e}", file.display()))
+    };
     let dir = file.parent().expect("the path has a folder");
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let tmp = file.with_extension("json.partial");

@@ -3,6 +3,7 @@
 //! - `view`: rollouts, events and agents as text and JSON.
 
 pub(crate) mod databases;
+pub(crate) mod plan_view;
 pub(crate) mod view;
 
 use std::path::PathBuf;
@@ -142,20 +143,30 @@ pub enum RolloutCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Roll an ended rollout back while its backup is kept: maintenance
-    /// mode on, restore the backup it took (the database's contents are
-    /// replaced), the app hosts' previous version, maintenance mode off.
+    /// Roll an ended rollout back: maintenance mode on, the database put
+    /// back, the app hosts' previous version, maintenance mode off.
+    ///
+    /// The database is put back the runbook's way: by migration (the proven
+    /// downs of the migrations the rollout applied, proven again against the
+    /// live schema first) when every one has a proven down, which keeps
+    /// every row written since; else by restoring the backup it took, which
+    /// loses every write since the backup. `--restore` forces the restore.
     ///
     /// Refused (exit 2, nothing changed) without --yes, for a rollout that
-    /// still runs, was refused, took no backup, or whose backup is no longer
-    /// kept on the DB host. With --watch, exits 1 once rolled back (the
+    /// still runs or was refused, or, by restore, one that took no backup
+    /// or whose backup is no longer kept on the DB host. With --watch, exits 1 once rolled back (the
     /// rollout's outcome stays a failure), 1 if the rollback itself failed.
     Rollback {
         /// Rollout id.
         id: String,
-        /// Confirm that the database's contents are replaced by the backup.
+        /// Confirm the rollback. Without it, nothing is sent: it says which
+        /// way it would roll back and what each way would lose.
         #[arg(long)]
         yes: bool,
+        /// Roll back by restoring the rollout's backup even when its
+        /// migrations have proven downs: every write since the backup is lost.
+        #[arg(long)]
+        restore: bool,
         /// Follow the rollback until it ends.
         #[arg(long)]
         watch: bool,
@@ -300,15 +311,19 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             output.json_line(&view::rollout_json(&rollout));
             Ok(Exit::Success)
         }
-        RolloutCommand::Rollback { id, yes, watch } => {
+        RolloutCommand::Rollback { id, yes, restore, watch } => {
             if !yes {
                 return Err(Failure::invalid(format!(
-                    "rolling back {id} replaces the database's contents with the backup it took; \
-                     confirm with --yes (nothing was sent)"
+                    "rolling back {id} runs the downs of its migrations when they are proven, else replaces the \
+                     database's contents with the backup it took; confirm with --yes (nothing was sent)"
                 )));
             }
-            let request =
-                RollbackRolloutRequest { rollout_id: id.clone(), confirmed: true, requested_by: operator() };
+            let request = RollbackRolloutRequest {
+                rollout_id: id.clone(),
+                confirmed: true,
+                requested_by: operator(),
+                restore,
+            };
             let answer = remote
                 .call(|mut c| {
                     let r = request.clone();
@@ -316,8 +331,9 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 })
                 .await?;
             output.note(format!(
-                "rollback of rollout {id} started (events from #{}); `runway rollout watch {id} --from-seq {}` follows it",
-                answer.first_seq, answer.first_seq
+                "rollback of rollout {id} by {} started ({}; events from #{}); `runway rollout watch {id} --from-seq {}` \
+                 follows it",
+                answer.way, answer.why, answer.first_seq, answer.first_seq
             ));
             if watch {
                 watch_rollout(remote, output, &id, answer.first_seq).await

@@ -7,7 +7,7 @@ use runway_proto::v1::{
 };
 use serde_json::{Value, json};
 
-use super::databases;
+use super::{databases, plan_view};
 use crate::output::Table;
 use crate::output::progress::Step;
 
@@ -156,7 +156,7 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "allow_danger": r.allow_danger,
         "backup": r.backup,
         "refused": r.refused,
-        "plan": serde_json::from_str::<Value>(&r.plan_json).unwrap_or(Value::Null),
+        "plan": r.plan.as_ref().map(plan_view::json),
         "approval": approval_json(r),
         "steps": r.steps.iter().map(|s| json!({
             "name": s.name, "state": step_state_name(s.state), "hosts": s.hosts, "error": s.error, "attempt": s.attempt,
@@ -191,8 +191,8 @@ pub fn rollout_text(r: &Rollout) -> String {
     if !r.backup.is_empty() {
         text.push_str(&format!("backup       {}\n", r.backup));
     }
-    if let Ok(plan) = serde_json::from_str::<Value>(&r.plan_json) {
-        text.push_str(&plan_text(&plan));
+    if let Some(plan) = &r.plan {
+        text.push_str(&plan_view::text(plan));
     }
     let mut steps = Table::new(["step", "state", "attempt", "hosts", "error"]).right(&[2]);
     for s in &r.steps {
@@ -219,73 +219,6 @@ pub fn rollout_text(r: &Rollout) -> String {
             ]);
         }
         text.push_str(&format!("\n\nnotifications:\n{}", table.render()));
-    }
-    text
-}
-
-/// The DB agent's preflight plan (saved with a rollout, or answered to
-/// `rollout plan`): pending migrations, findings with table sizes, downtime
-/// class, and whether maintenance mode is needed.
-fn plan_text(plan: &Value) -> String {
-    let list = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default()
-    };
-    let pending = list(&plan["pending"]);
-    let mut text = format!(
-        "plan         {} pending migration(s){}\n",
-        pending.len(),
-        if pending.is_empty() { String::new() } else { format!(": {}", pending.join(", ")) }
-    );
-    let lint = &plan["lint"];
-    if let Some(class) = lint["downtime"]["class"].as_str() {
-        text.push_str(&format!(
-            "downtime     {class}: {}\n",
-            lint["downtime"]["reason"].as_str().unwrap_or("")
-        ));
-    }
-    let maintenance =
-        if plan["safe_without_maintenance"].as_bool() == Some(true) { "not needed" } else { "needed" };
-    text.push_str(&format!("maintenance  {maintenance}\n"));
-    let status = &plan["status"];
-    for name in list(&status["modified"]) {
-        text.push_str(&format!("warning      applied migration {name} was modified since it was applied\n"));
-    }
-    for name in list(&status["missing_locally"]) {
-        text.push_str(&format!("warning      applied migration {name} is missing from the bundle\n"));
-    }
-    let findings = lint["findings"].as_array().cloned().unwrap_or_default();
-    if !findings.is_empty() {
-        let sizes = lint["tables"].as_array().cloned().unwrap_or_default();
-        // As `migrate lint` shows them: total size, or `new` for a table
-        // the bundle creates.
-        let size_of = |table: &Value| match sizes.iter().find(|t| t["table"] == *table) {
-            Some(t) if t["exists"] == true => crate::output::bytes(t["total_bytes"].as_u64().unwrap_or(0)),
-            Some(_) => "new".to_owned(),
-            None => String::new(),
-        };
-        let mut table =
-            Table::new(["migration", "line", "severity", "rule", "table", "size", "finding"]).right(&[1, 5]);
-        for f in &findings {
-            let cell = |k: &str| match &f[k] {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
-            };
-            table.row([
-                cell("migration"),
-                cell("line"),
-                cell("severity"),
-                cell("rule"),
-                cell("table"),
-                size_of(&f["table"]),
-                cell("message"),
-            ]);
-        }
-        text.push_str("findings:\n");
-        text.push_str(&table.render());
-        text.push('\n');
     }
     text
 }
@@ -360,8 +293,8 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
     }
     text.push_str(&format!("{}\n\n", hosts.render()));
     let detail = db_detail(p);
-    if let Ok(plan) = serde_json::from_str::<Value>(&p.plan_json) {
-        text.push_str(&plan_text(&plan));
+    if let Some(plan) = &p.plan {
+        text.push_str(&plan_view::text(plan));
     } else {
         text.push_str("plan         none: the DB agent's preflight stopped before it had one\n");
     }
@@ -418,7 +351,7 @@ pub fn rollout_plan_text(p: &RolloutPlan) -> String {
 /// `rollout plan --output json`: one object.
 pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
     let detail = db_detail(p);
-    let plan = serde_json::from_str::<Value>(&p.plan_json).unwrap_or(Value::Null);
+    let plan = p.plan.as_ref();
     json!({
         "plan_id": p.plan_id,
         "environment": p.environment,
@@ -436,9 +369,10 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
             "error": h.result.as_ref().map(|r| r.error.as_str()).unwrap_or(&h.error),
             "detail": host_detail(h),
         })).collect::<Vec<_>>(),
-        "pending": plan["pending"],
-        "maintenance_needed": plan["safe_without_maintenance"].as_bool().map(|safe| !safe),
-        "plan": plan,
+        "pending": plan.map(|p| p.pending.clone()),
+        "maintenance_needed": plan.map(|p| !p.safe_without_maintenance),
+        "downs": plan.map(plan_view::downs_json),
+        "plan": plan.map(plan_view::json),
         "space": detail["space"],
         "backup": detail["backup"],
         "unaccepted_dangers": detail["unaccepted_dangers"],
@@ -518,18 +452,38 @@ mod tests {
     use crate::exit::Exit;
 
     fn refused_plan() -> RolloutPlan {
-        let plan = json!({
-            "pending": ["2_drop"],
-            "safe_without_maintenance": false,
-            "status": { "modified": [], "missing_locally": [] },
-            "lint": {
-                "findings": [{ "migration": "2_drop", "line": 2, "severity": "danger", "rule": "drop-column",
-                               "table": "User", "message": "drops data" }],
-                "tables": [{ "table": "User", "exists": true, "total_bytes": 3 * 1024 * 1024 }],
-                "downtime": { "class": "small", "reason": "under a minute" },
-            },
-        });
-        let detail = json!({ "plan": plan, "unaccepted_dangers": [{ "rule": "drop-column" }] });
+        use runway_proto::v1;
+        let plan = v1::MigrationPlan {
+            pending: vec!["2_drop".into()],
+            safe_without_maintenance: false,
+            findings: vec![v1::LintFinding {
+                migration: "2_drop".into(),
+                line: 2,
+                severity: v1::Severity::Danger as i32,
+                rule: "drop-column".into(),
+                table: "User".into(),
+                message: "drops data".into(),
+                ..v1::LintFinding::default()
+            }],
+            tables: vec![v1::TableSize {
+                table: "User".into(),
+                exists: true,
+                total_bytes: 3 * 1024 * 1024,
+                ..v1::TableSize::default()
+            }],
+            downtime: Some(v1::Downtime {
+                class: v1::DowntimeClass::Small as i32,
+                estimated_seconds: None,
+                reason: "under a minute".into(),
+            }),
+            downs: vec![v1::DownProof {
+                migration: "2_drop".into(),
+                state: v1::DownState::Differs as i32,
+                detail: "missing COLUMN".into(),
+            }],
+            ..v1::MigrationPlan::default()
+        };
+        let detail = json!({ "unaccepted_dangers": [{ "rule": "drop-column" }] });
         RolloutPlan {
             plan_id: "plan-1".into(),
             environment: "staging".into(),
@@ -543,11 +497,12 @@ mod tests {
                     outcome: CommandOutcome::Refused as i32,
                     error: "1 dangerous statement(s) need an explicit decision before anything changes:\n  2_drop line 2: drop-column on User (3 MiB): drops data".into(),
                     detail_json: detail.to_string(),
+                    plan: Some(plan.clone()),
                     work_ms: 0,
                 }),
                 error: String::new(),
             }],
-            plan_json: plan.to_string(),
+            plan: Some(plan),
             verdict: PlanVerdict::DangerRefused as i32,
             reasons: vec!["1 dangerous statement(s) …\n  2_drop line 2: drop-column on User".into()],
             restart_policy: vec!["restart order: canary [app-1] → [app-2, app-3]".into()],
@@ -619,6 +574,7 @@ mod tests {
             "drop-column",
             &crate::output::bytes(3 * 1024 * 1024),
             "maintenance  needed",
+            "rollback     by restore only: not proven: 2_drop (differs)",
             "disk         not checked",
             "verdict      the danger gate would refuse the rollout:",
             "  2_drop line 2: drop-column on User",
@@ -631,6 +587,10 @@ mod tests {
         assert_eq!(json["exit_code"], 2);
         assert_eq!(json["pending"], json!(["2_drop"]));
         assert_eq!(json["maintenance_needed"], true);
+        assert_eq!(
+            json["downs"],
+            json!([{ "migration": "2_drop", "state": "differs", "detail": "missing COLUMN" }])
+        );
         assert_eq!(json["hosts"][0]["answer"], "refused");
         assert_eq!(json["unaccepted_dangers"][0]["rule"], "drop-column");
         assert_eq!(json["restart_policy"][0], "restart order: canary [app-1] → [app-2, app-3]");

@@ -207,7 +207,10 @@ impl OperatorService {
         } else {
             crate::rollout::recovery::way(&record, &policy)
         };
-        parameters(entry, [("backup", record.backup.clone()), ("way", way.name().to_owned()), ("why", why.clone())]);
+        parameters(
+            entry,
+            [("backup", record.backup.clone()), ("way", way.name().to_owned()), ("why", why.clone())],
+        );
         let operator = self.shared.authorize(request, &record.environment, Role::Restore)?;
         if !confirmed {
             let loses = match way {

@@ -96,7 +96,8 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     });
     let hosts = futures::future::join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let (mut verdict, mut reasons) = judge(&db, &hosts);
-    let plan = hosts.iter().find(|h| h.host == db).and_then(|h| h.result.as_ref()).and_then(|r| r.plan.clone());
+    let plan =
+        hosts.iter().find(|h| h.host == db).and_then(|h| h.result.as_ref()).and_then(|r| r.plan.clone());
     let policies = super::policy::plan_lines(
         &shared,
         &request.environment,

@@ -307,7 +307,10 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             "" => None,
             text => {
                 let bytes = hex::decode(text).map_err(|e| D::Error::custom(format!("plan: {e}")))?;
-                Some(prost::Message::decode(bytes.as_slice()).map_err(|e| D::Error::custom(format!("plan: {e}")))?)
+                Some(
+                    prost::Message::decode(bytes.as_slice())
+                        .map_err(|e| D::Error::custom(format!("plan: {e}")))?,
+                )
             }
         };
         Ok(RolloutRecord {

@@ -79,7 +79,9 @@ mod tests {
     fn always_turns_it_on_and_never_refuses_what_needs_it() {
         assert!(matches!(decide(Maintenance::Always, Some(&safe())), Decision::TurnOn(_)));
         assert!(matches!(decide(Maintenance::Never, Some(&safe())), Decision::Skip(_)));
-        let Decision::Refuse(why) = decide(Maintenance::Never, Some(&rewrite())) else { panic!("never refuses") };
+        let Decision::Refuse(why) = decide(Maintenance::Never, Some(&rewrite())) else {
+            panic!("never refuses")
+        };
         assert!(why.starts_with("refused by maintenance = \"never\"") && why.contains("rewrites"), "{why}");
     }
 }

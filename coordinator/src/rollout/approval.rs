@@ -144,9 +144,16 @@ mod tests {
 
     #[test]
     fn an_ordinary_plan_needs_the_default_count() {
-        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Warning, DowntimeClass::Small))), (1, "approvals.default".into()));
+        assert_eq!(
+            needed(&policy(1, 2), &record(plan(Severity::Warning, DowntimeClass::Small))),
+            (1, "approvals.default".into())
+        );
         assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Medium))).0, 1);
-        assert_eq!(needed(&policy(0, 2), &record(plan(Severity::Info, DowntimeClass::Small))).0, 0, "no approval needed");
+        assert_eq!(
+            needed(&policy(0, 2), &record(plan(Severity::Info, DowntimeClass::Small))).0,
+            0,
+            "no approval needed"
+        );
     }
 
     #[test]

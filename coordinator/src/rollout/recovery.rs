@@ -29,7 +29,9 @@
 //! leader resumes a rollback like any other step, with the same command ids.
 
 use crate::config::{EnvironmentPolicy, OnMigrateFailure, OnRestartFailure, Rollback};
-use crate::model::{DatabaseState, RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord};
+use crate::model::{
+    DatabaseState, RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord,
+};
 
 /// How a changed database is put back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,9 +97,9 @@ pub fn choose(
             }
         }
         (StepKind::Restart | StepKind::Smoke, Failure::Reported { .. }) => match policy.on_restart_failure {
-            OnRestartFailure::Revert => Recovery::Revert {
-                put_back: (!backward_compatible(record)).then(|| way(record, policy).0),
-            },
+            OnRestartFailure::Revert => {
+                Recovery::Revert { put_back: (!backward_compatible(record)).then(|| way(record, policy).0) }
+            }
             OnRestartFailure::Hold => Recovery::Hold,
         },
         // Traffic ran against the migrated database in the window: by
@@ -128,10 +130,9 @@ pub fn way(record: &RolloutRecord, policy: &EnvironmentPolicy) -> (Way, String) 
         Some(plan) if plan.pending.is_empty() => {
             (Way::Restore, "the plan had no pending migration to roll back".into())
         }
-        Some(plan) if plan.downs_proven() => (
-            Way::Migration,
-            format!("each of its {} migration(s) has a proven down", plan.pending.len()),
-        ),
+        Some(plan) if plan.downs_proven() => {
+            (Way::Migration, format!("each of its {} migration(s) has a proven down", plan.pending.len()))
+        }
         Some(plan) => (
             Way::Restore,
             format!("not every migration has a proven down: {}", plan.unproven_downs().join(", ")),
@@ -269,7 +270,11 @@ fn migrated(record: &RolloutRecord) -> Vec<String> {
 /// After `failed` (a failed `migrate_down` step of `record`): the restore
 /// that takes its place, per `on_down_failure`, inserted right after it so
 /// it runs before the app hosts come back; `None` to hold.
-pub fn fall_back_to_restore(record: &RolloutRecord, failed: &StepRecord, policy: &EnvironmentPolicy) -> Option<StepRecord> {
+pub fn fall_back_to_restore(
+    record: &RolloutRecord,
+    failed: &StepRecord,
+    policy: &EnvironmentPolicy,
+) -> Option<StepRecord> {
     match policy.on_down_failure {
         crate::config::OnDownFailure::Hold => None,
         crate::config::OnDownFailure::Restore => {
@@ -425,8 +430,9 @@ pub fn recovery_step(kind: StepKind, hosts: Vec<String>) -> StepRecord {
 /// (maintenance mode stays on over a state nobody checked).
 pub fn skips(record: &RolloutRecord, step: &StepRecord) -> bool {
     let failing = !record.error.is_empty();
-    let way_back_failed = (0..record.steps.len())
-        .any(|i| rolls_back(&record.steps[i]) && record.steps[i].state == StepState::Failed && !fallen_back(record, i));
+    let way_back_failed = (0..record.steps.len()).any(|i| {
+        rolls_back(&record.steps[i]) && record.steps[i].state == StepState::Failed && !fallen_back(record, i)
+    });
     (failing && !step.recovery) || way_back_failed
 }
 
@@ -475,8 +481,9 @@ pub fn rolled_back_summary(record: &RolloutRecord) -> String {
 /// its approval gate stopped it (rejected, or expired).
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
     let restored = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Succeeded);
-    let unfinished_recovery = (0..record.steps.len())
-        .any(|i| record.steps[i].recovery && record.steps[i].state != StepState::Succeeded && !fallen_back(record, i));
+    let unfinished_recovery = (0..record.steps.len()).any(|i| {
+        record.steps[i].recovery && record.steps[i].state != StepState::Succeeded && !fallen_back(record, i)
+    });
     let gate_stopped = record.approval.as_ref().is_some_and(|gate| gate.stopped());
     if record.error.is_empty() {
         RolloutState::Succeeded
@@ -618,7 +625,8 @@ mod tests {
         let mut record = record_failed_in_migrate();
         let finding = |f: &serde_json::Value| v1::LintFinding {
             rule: f["rule"].as_str().unwrap_or_default().to_owned(),
-            severity: if f["severity"] == "danger" { v1::Severity::Danger } else { v1::Severity::Info } as i32,
+            severity: if f["severity"] == "danger" { v1::Severity::Danger } else { v1::Severity::Info }
+                as i32,
             ..v1::LintFinding::default()
         };
         record.plan = Some(v1::MigrationPlan {
@@ -642,7 +650,10 @@ mod tests {
             Recovery::Revert { put_back: Some(Way::Restore) }
         );
         let unknown = record_failed_in_migrate();
-        assert_eq!(choose(&unknown, StepKind::Restart, CHANGED, &policy), Recovery::Revert { put_back: Some(Way::Restore) });
+        assert_eq!(
+            choose(&unknown, StepKind::Restart, CHANGED, &policy),
+            Recovery::Revert { put_back: Some(Way::Restore) }
+        );
         let hold =
             EnvironmentPolicy { on_restart_failure: OnRestartFailure::Hold, ..EnvironmentPolicy::default() };
         assert_eq!(choose(&additive, StepKind::Restart, CHANGED, &hold), Recovery::Hold);
@@ -679,7 +690,11 @@ mod tests {
     #[test]
     fn revert_restarts_the_changed_hosts_before_maintenance_is_lifted() {
         let mut record = record_failed_in_migrate();
-        plan(&mut record, Recovery::Revert { put_back: Some(Way::Restore) }, &["app-1".into(), "app-2".into()]);
+        plan(
+            &mut record,
+            Recovery::Revert { put_back: Some(Way::Restore) },
+            &["app-1".into(), "app-2".into()],
+        );
         let added: Vec<(StepKind, Vec<String>)> =
             record.steps[6..].iter().map(|s| (s.kind, s.hosts.clone())).collect();
         assert_eq!(
@@ -732,16 +747,25 @@ mod tests {
     #[test]
     fn a_rollback_is_refused_when_there_is_nothing_safe_to_do() {
         let mut running = record_failed_in_migrate();
-        assert!(matches!(reopen_for_rollback(&mut running, "x", (Way::Restore, "test".into())), Err(RollbackRefused::NotEnded { .. })));
+        assert!(matches!(
+            reopen_for_rollback(&mut running, "x", (Way::Restore, "test".into())),
+            Err(RollbackRefused::NotEnded { .. })
+        ));
         let mut no_backup = record_failed_in_migrate();
         no_backup.state = RolloutState::Succeeded;
         no_backup.backup.clear();
-        assert!(matches!(reopen_for_rollback(&mut no_backup, "x", (Way::Restore, "test".into())), Err(RollbackRefused::NoBackup { .. })));
+        assert!(matches!(
+            reopen_for_rollback(&mut no_backup, "x", (Way::Restore, "test".into())),
+            Err(RollbackRefused::NoBackup { .. })
+        ));
         let mut held = record_failed_in_migrate();
         held.state = RolloutState::Failed;
         plan(&mut held, Recovery::PutBack(Way::Restore), &[]);
         held.steps[6].state = StepState::Failed;
-        assert!(matches!(reopen_for_rollback(&mut held, "x", (Way::Restore, "test".into())), Err(RollbackRefused::Held { .. })));
+        assert!(matches!(
+            reopen_for_rollback(&mut held, "x", (Way::Restore, "test".into())),
+            Err(RollbackRefused::Held { .. })
+        ));
     }
 
     fn with_downs(states: &[v1::DownState]) -> RolloutRecord {
@@ -766,7 +790,10 @@ mod tests {
         let proven = with_downs(&[v1::DownState::Proven, v1::DownState::Proven]);
         assert_eq!(choose(&proven, StepKind::Migrate, CHANGED, &policy), Recovery::PutBack(Way::Migration));
         let one_missing = with_downs(&[v1::DownState::Proven, v1::DownState::Missing]);
-        assert_eq!(choose(&one_missing, StepKind::Migrate, CHANGED, &policy), Recovery::PutBack(Way::Restore));
+        assert_eq!(
+            choose(&one_missing, StepKind::Migrate, CHANGED, &policy),
+            Recovery::PutBack(Way::Restore)
+        );
         assert!(way(&one_missing, &policy).1.contains("1_m (missing)"), "{}", way(&one_missing, &policy).1);
         let restore = EnvironmentPolicy { rollback: Rollback::Restore, ..EnvironmentPolicy::default() };
         assert_eq!(choose(&proven, StepKind::Migrate, CHANGED, &restore), Recovery::PutBack(Way::Restore));
@@ -804,15 +831,22 @@ mod tests {
         record.steps[6].state = StepState::Failed;
         // Without a fallback, the failed down holds everything.
         assert!(skips(&record, &record.steps[7].clone()));
-        let fallback = fall_back_to_restore(&record, &record.steps[6], &EnvironmentPolicy::default()).expect("restore");
+        let fallback =
+            fall_back_to_restore(&record, &record.steps[6], &EnvironmentPolicy::default()).expect("restore");
         record.steps.insert(7, fallback);
         assert_eq!(record.steps[7].kind, StepKind::Restore);
         assert!(!skips(&record, &record.steps[8].clone()), "maintenance off runs after the restore");
         record.steps[7].state = StepState::Succeeded;
         record.steps[8].state = StepState::Succeeded;
         assert_eq!(terminal_state(&record), RolloutState::RolledBack);
-        assert!(rolled_back_summary(&record).starts_with("rolling back by migration failed, backup b1 was restored"));
-        let hold = EnvironmentPolicy { on_down_failure: crate::config::OnDownFailure::Hold, ..EnvironmentPolicy::default() };
+        assert!(
+            rolled_back_summary(&record)
+                .starts_with("rolling back by migration failed, backup b1 was restored")
+        );
+        let hold = EnvironmentPolicy {
+            on_down_failure: crate::config::OnDownFailure::Hold,
+            ..EnvironmentPolicy::default()
+        };
         assert_eq!(fall_back_to_restore(&record, &record.steps[6], &hold), None);
     }
 

@@ -56,6 +56,8 @@ impl From<&PlanReport> for v1::MigrationPlan {
             downs_ms: plan.downs.ms,
             applied: plan.status.applied.len() as u32,
             failed: plan.status.failed.iter().map(|f| f.name.clone()).collect(),
+            modified: plan.status.modified.clone(),
+            missing_locally: plan.status.missing_locally.clone(),
         }
     }
 }
@@ -69,7 +71,10 @@ fn finding(f: &Finding) -> v1::LintFinding {
         severity: severity(f.severity) as i32,
         lock: f.lock.to_owned(),
         table: f.table.clone().unwrap_or_default(),
-        work: serde_json::to_value(f.work).ok().and_then(|w| w.as_str().map(str::to_owned)).unwrap_or_default(),
+        work: serde_json::to_value(f.work)
+            .ok()
+            .and_then(|w| w.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         message: f.message.clone(),
         estimated_seconds: f.estimated_seconds,
     }

@@ -300,6 +300,7 @@ fn wire_seeds(bundle: &v1::Bundle) -> Vec<Vec<u8>> {
             outcome: 1,
             error: String::new(),
             detail_json: r#"{"applied":["a"],"durations_ms":[3]}"#.into(),
+            plan: None,
             work_ms: 3,
         })),
     };

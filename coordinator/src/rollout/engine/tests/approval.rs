@@ -22,8 +22,11 @@ fn ordinary() -> v1::MigrationPlan {
 
 /// With a Danger finding the operator accepted (`--allow-danger drop-column`).
 fn dangerous() -> v1::MigrationPlan {
-    let finding =
-        v1::LintFinding { rule: "drop-column".into(), severity: v1::Severity::Danger as i32, ..Default::default() };
+    let finding = v1::LintFinding {
+        rule: "drop-column".into(),
+        severity: v1::Severity::Danger as i32,
+        ..Default::default()
+    };
     v1::MigrationPlan { findings: vec![finding], ..ordinary() }
 }
 

@@ -71,14 +71,15 @@ impl PgBin {
 
 /// `runway migrate down`: which migrations to roll back, and the consent.
 #[derive(Debug, Clone, Args)]
+#[group(id = "which", required = true, multiple = false)]
 pub struct DownArgs {
     #[command(flatten)]
     pub target: Target,
     /// Roll back every migration applied after NAME (NAME stays applied).
-    #[arg(long, value_name = "NAME", conflicts_with = "count", required_unless_present = "count")]
+    #[arg(long, value_name = "NAME", group = "which")]
     pub to: Option<String>,
     /// Roll back the last N applied migrations of the folder.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", group = "which", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Confirm that the downs may run against the database.
     #[arg(long)]
@@ -154,13 +155,14 @@ pub enum MigrateCommand {
         pg: PgBin,
     },
     /// Roll back applied migrations by their `down.sql`, newest first,
-    /// keeping every row written since. The downs are proven first on a
-    /// scratch schema-only copy of the database; nothing runs unless each
-    /// is proven. Each migration rolled back is marked so in
-    /// `_prisma_migrations` (deploy applies it again), and the schema is
-    /// then compared with the one the downs gave on the copy. Exit 0 done,
-    /// 1 a down failed or the schema differs after, 2 refused (no --yes, a
-    /// down missing or not proven), 5 lock held.
+    /// keeping every row written since. Exit 0 done, 1 a down failed or
+    /// the schema differs after, 2 refused (no --yes, a down missing or
+    /// not proven), 5 lock held.
+    ///
+    /// The downs are proven first on a scratch schema-only copy of the
+    /// database; nothing runs unless each is proven. Each migration rolled
+    /// back is marked so in `_prisma_migrations` (deploy applies it again),
+    /// and the schema is then compared with the one the downs gave on the copy.
     Down(DownArgs),
 }
 
@@ -435,4 +437,97 @@ fn undo_text(r: &UndoReport) -> String {
         push_line!(text, "Schema: {}.", r.schema_checked);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use runway_engine::migrate::{DownProof, DownState};
+
+    use super::*;
+    use crate::output::Format;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: MigrateCommand,
+    }
+
+    fn parse(args: &[&str]) -> Result<MigrateCommand, clap::Error> {
+        let mut argv = vec!["runway", args[0], "--database-url", "postgres://x@127.0.0.1:1/db"];
+        argv.extend_from_slice(&args[1..]);
+        Cli::try_parse_from(argv).map(|cli| cli.cmd)
+    }
+
+    #[test]
+    fn down_takes_exactly_one_of_to_and_count() {
+        let Ok(MigrateCommand::Down(args)) = parse(&["down", "--to", "1_a", "--yes"]) else { panic!("--to") };
+        assert_eq!((args.to.as_deref(), args.count, args.yes), (Some("1_a"), None, true));
+        let Ok(MigrateCommand::Down(args)) = parse(&["down", "--count", "2"]) else { panic!("--count") };
+        assert_eq!((args.to, args.count, args.yes), (None, Some(2), false));
+        assert!(parse(&["down", "--yes"]).is_err(), "neither");
+        assert!(parse(&["down", "--to", "1_a", "--count", "1", "--yes"]).is_err(), "both");
+        assert!(parse(&["down", "--count", "0", "--yes"]).is_err(), "nothing to roll back");
+    }
+
+    #[test]
+    fn pg_dump_comes_from_the_bin_dir_else_from_path() {
+        let Ok(MigrateCommand::Plan { pg, .. }) = parse(&["plan", "--pg-bin-dir", "/opt/pg/bin"]) else {
+            panic!("plan")
+        };
+        assert_eq!(pg.pg_dump(), Path::new("/opt/pg/bin/pg_dump"));
+        assert_eq!(PgBin { pg_bin_dir: None }.pg_dump(), Path::new("pg_dump"));
+    }
+
+    #[tokio::test]
+    async fn down_without_yes_is_refused_before_anything_is_read() {
+        // Neither the folder nor the database exists: the refusal comes first.
+        let cmd = parse(&["down", "--migrations", "/nonexistent", "--count", "1"]).expect("parses");
+        let failure = run(Output::new(Format::Text), cmd).await.expect_err("refused");
+        assert_eq!(failure.exit, Exit::Invalid);
+        assert!(failure.message.contains("--yes") && failure.message.contains("nothing was changed"));
+    }
+
+    #[test]
+    fn the_downs_table_shows_each_state_and_detail() {
+        let proof = |migration: &str, state, detail: &str| DownProof {
+            migration: migration.into(),
+            state,
+            detail: detail.into(),
+        };
+        let report = DownsReport {
+            downs: vec![
+                proof("1_a", DownState::Proven, ""),
+                proof("2_b", DownState::Differs, "extra INDEX public.b_idx"),
+            ],
+            ms: 42,
+            ..DownsReport::default()
+        };
+        assert_eq!(
+            downs_text(&report),
+            "Downs, proven on a schema-only copy of the database in 42 ms:\n\
+             MIGRATION  STATE    DETAIL\n\
+             1_a        proven\n\
+             2_b        differs  extra INDEX public.b_idx\n"
+        );
+    }
+
+    #[test]
+    fn status_marks_each_migration_with_or_without_a_down() {
+        let file = |name: &str, down: bool| MigrationFile {
+            name: name.into(),
+            sql: "SELECT 1;".into(),
+            down: down.then(|| "SELECT 2;".into()),
+        };
+        let folder = [file("1_a", true), file("2_b", false)];
+        let report = StatusReport {
+            table_exists: true,
+            applied: vec!["1_a".into()],
+            pending: vec!["2_b".into()],
+            has_down: vec!["1_a".into()],
+            ..StatusReport::default()
+        };
+        let text = status_text(&report, &folder);
+        assert!(text.contains("1_a        applied  yes\n2_b        pending  no"), "{text}");
+    }
 }

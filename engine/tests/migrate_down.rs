@@ -166,7 +166,13 @@ async fn plan_proves_every_down_of_a_realistic_history() {
     assert!(!plan.lint.findings.iter().any(|f| f.rule == DROPS_EXISTING), "{:?}", plan.lint.findings);
     assert_eq!(scratch_databases(&pg), "", "the proof's scratch database is left behind");
     // Proving touched neither the schema nor the bookkeeping of the live database.
-    assert_eq!(pg.psql("app", "SELECT count(*) FROM pg_class WHERE relname IN ('User', 'Post')"), "0");
+    assert_eq!(
+        pg.psql(
+            "app",
+            "SELECT count(*) FROM pg_class WHERE relname IN ('User', 'Post', '_prisma_migrations')"
+        ),
+        "0"
+    );
 
     // Part applied: the copy holds the live schema, the rest is proven on it.
     deploy(&url, &history[..2]).await;
@@ -237,7 +243,8 @@ async fn a_down_with_an_sql_error_fails_and_the_next_is_still_proven() {
     assert_eq!(got[0], ("1_init", DownState::Proven, ""));
     let (name, state, detail) = got[1];
     assert_eq!((name, state), ("2_posts", DownState::Fails), "{detail}");
-    assert!(detail.contains("line 2") && detail.contains("\"Posts\" does not exist"), "{detail}");
+    // The database's own error (the server gives no position for it, so no line).
+    assert!(detail.contains("table \"Posts\" does not exist (SQLSTATE 42P01)"), "{detail}");
     // The copy was rebuilt from the dump before the failed down.
     assert_eq!(got[2], ("3_user_name", DownState::Proven, ""));
     assert_eq!(scratch_databases(&pg), "");
@@ -398,7 +405,10 @@ async fn undo_keeps_rows_written_since_and_restores_the_schema() {
     assert_eq!(report.schema_checked, "equal to the proof's");
     assert_eq!(pg.psql("app", "SELECT count(*) FROM pg_type WHERE typname = 'Status'"), "0");
     assert_eq!(
-        pg.psql("app", "SELECT count(*) FROM information_schema.columns WHERE column_name = 'status'"),
+        pg.psql(
+            "app",
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'Post' AND column_name = 'status'"
+        ),
         "0"
     );
     let status = migrate::status(&url, &history).await.expect("status");
@@ -497,9 +507,8 @@ async fn a_down_that_fails_on_live_rows_leaves_the_migration_applied() {
     .await
     .expect_err("the down cannot set NOT NULL over a NULL");
     match &err {
-        MigrateError::DownFailed { name, line, error, database_changed } => {
+        MigrateError::DownFailed { name, error, database_changed, .. } => {
             assert_eq!(name, "2_name_optional");
-            assert_eq!(*line, Some(1));
             assert!(error.contains("null values"), "{error}");
             assert!(!database_changed, "the down ran alone in its transaction");
         }
@@ -543,4 +552,67 @@ async fn the_quickstart_downs_are_proven_and_undo_the_sample_rollout() {
     // The seeded users are data: they stay.
     assert_eq!(pg.psql("app", "SELECT count(*) FROM \"User\""), "2");
     assert_eq!(scratch_databases(&pg), "");
+}
+
+// Known gaps of the engine's proof (engine/src/migrate/prove.rs), kept as
+// the failing cases for whoever fixes them: `cargo test -- --ignored`.
+
+#[tokio::test]
+#[ignore = "engine gap: a forward proof re-applies a seeding migration after its down; the seed's \
+            duplicate key leaves every later down unproven"]
+async fn a_seeding_migration_leaves_the_next_downs_proven() {
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("app");
+    let history = migrations(&[
+        ("1_init", INIT, Some(INIT_DOWN)),
+        // The rows are data: the down leaves them, like the quickstart's seed.
+        ("2_seed", "INSERT INTO \"User\" (email) VALUES ('ada@example.com');\n", Some("SELECT 1;\n")),
+        ("3_user_name", USER_NAME, Some(USER_NAME_DOWN)),
+    ]);
+    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    assert_eq!(
+        states(&plan.downs),
+        [
+            ("1_init", DownState::Proven, ""),
+            ("2_seed", DownState::Proven, ""),
+            ("3_user_name", DownState::Proven, "")
+        ],
+        "{:#?}",
+        plan.downs
+    );
+}
+
+#[tokio::test]
+#[ignore = "engine gap: a backward proof (down, then up) cannot see a down that forgets part of an \
+            idempotent migration; undo without a saved schema then reports success"]
+async fn undo_never_reports_success_with_the_schema_not_restored() {
+    let pg = common::Cluster::start_temp();
+    let url = pg.create_database("app");
+    let history = migrations(&[
+        ("1_init", INIT, Some(INIT_DOWN)),
+        // The down forgets to set the default back (a forward proof says differs).
+        ("2_no_default", "ALTER TABLE \"User\" ALTER COLUMN \"role\" DROP DEFAULT;\n", Some("SELECT 1;\n")),
+    ]);
+    deploy(&url, &history[..1]).await;
+    let before = dump(&url).await;
+    deploy(&url, &history).await;
+    let undone = down::undo(
+        &url,
+        &history,
+        &Target::Count(1),
+        None,
+        &pg_dump(),
+        &MigrateConfig::default(),
+        &Progress::discard(),
+    )
+    .await;
+    if let Ok(report) = &undone {
+        assert_eq!(
+            dump(&url).await.diff(&before),
+            Vec::<String>::new(),
+            "undo reported {:?} for {:?}",
+            report.schema_checked,
+            report.undone
+        );
+    }
 }

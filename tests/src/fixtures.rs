@@ -69,3 +69,33 @@ pub fn folder(files: &[(&str, &[u8])]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A migration with its hand-written `down.sql`: `(name, up, down)`.
+pub type WithDown = (&'static str, &'static str, &'static str);
+
+/// Writes each migration of `history` and its `down.sql` under `dir`
+/// (after the plain migrations `base`, which have no downs).
+pub fn write_with_downs(dir: &Path, base: &[(&str, &str)], history: &[WithDown]) {
+    let ups: Vec<(&str, &str)> =
+        base.iter().copied().chain(history.iter().map(|(n, up, _)| (*n, *up))).collect();
+    write_migrations(dir, &ups);
+    for (name, _, down) in history {
+        std::fs::write(dir.join(name).join("down.sql"), down).expect("write down.sql");
+    }
+}
+
+/// On top of [`SHOP`], as `prisma migrate dev` writes them, with the downs
+/// `prisma migrate diff --from-schema-datamodel … --script` writes: a
+/// column and a table with an index and a foreign key.
+pub const PROFILE: WithDown = (
+    "20240201000000_profile",
+    "-- AlterTable\nALTER TABLE \"User\" ADD COLUMN \"bio\" TEXT;\n\n-- CreateTable\nCREATE TABLE \"Profile\" (\n    \"id\" SERIAL NOT NULL,\n    \"userId\" INTEGER NOT NULL,\n    \"avatar\" TEXT,\n\n    CONSTRAINT \"Profile_pkey\" PRIMARY KEY (\"id\")\n);\n\n-- CreateIndex\nCREATE UNIQUE INDEX \"Profile_userId_key\" ON \"Profile\"(\"userId\");\n\n-- AddForeignKey\nALTER TABLE \"Profile\" ADD CONSTRAINT \"Profile_userId_fkey\" FOREIGN KEY (\"userId\") REFERENCES \"User\"(\"id\") ON DELETE RESTRICT ON UPDATE CASCADE;\n",
+    "-- DropForeignKey\nALTER TABLE \"Profile\" DROP CONSTRAINT \"Profile_userId_fkey\";\n\n-- DropTable\nDROP TABLE \"Profile\";\n\n-- AlterTable\nALTER TABLE \"User\" DROP COLUMN \"bio\";\n",
+);
+
+/// On top of [`PROFILE`]: an enum and a column of it with a default.
+pub const ORDER_STATUS: WithDown = (
+    "20240202000000_order_status",
+    "-- CreateEnum\nCREATE TYPE \"OrderStatus\" AS ENUM ('OPEN', 'PAID');\n\n-- AlterTable\nALTER TABLE \"Order\" ADD COLUMN \"status\" \"OrderStatus\" NOT NULL DEFAULT 'OPEN';\n",
+    "-- AlterTable\nALTER TABLE \"Order\" DROP COLUMN \"status\";\n\n-- DropEnum\nDROP TYPE \"OrderStatus\";\n",
+);

@@ -121,7 +121,7 @@ fn rollout_plan_shows_the_preflight_plan_and_changes_nothing() {
     assert_eq!(json["verdict"], "danger_refused", "{json:#}");
     assert_eq!(names(&json["pending"]), [DROP_NAME.0]);
     assert_eq!(json["unaccepted_dangers"][0]["rule"], "drop-column", "{json:#}");
-    let findings = json["plan"]["lint"]["findings"].as_array().expect("findings");
+    let findings = json["plan"]["findings"].as_array().expect("findings");
     assert!(
         findings
             .iter()

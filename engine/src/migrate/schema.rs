@@ -22,7 +22,8 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// Normalises the output of `pg_dump --schema-only --no-owner`.
+    /// Normalises the output of `pg_dump --schema-only --no-owner`; a
+    /// normalised dump stays as it is (the agent saves one and reads it back).
     pub fn from_dump(dump: &str) -> Self {
         let text = dump
             .lines()
@@ -32,8 +33,8 @@ impl Schema {
                     || line.starts_with("-- Dumped from database version")
                     || line.starts_with("-- Dumped by pg_dump version"))
             })
-            .collect::<Vec<_>>()
-            .join("\n");
+            .map(|line| format!("{line}\n"))
+            .collect();
         Self { text }
     }
 
@@ -86,7 +87,16 @@ impl Schema {
         out.extend(have.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("extra {k}")));
         if out.is_empty() {
             // Same objects, same definitions: the settings or order differ.
-            out.push("the dumps differ outside any object (settings or order)".into());
+            let mut lines = self.text.lines().zip(expected.text.lines()).enumerate();
+            let first = lines.find(|(_, (have, want))| have != want);
+            out.push(match first {
+                Some((n, (have, want))) => format!("line {}: {want:?} became {have:?}", n + 1),
+                None => format!(
+                    "the dumps differ in length ({} lines, expected {})",
+                    self.text.lines().count(),
+                    expected.text.lines().count()
+                ),
+            });
         }
         out
     }
@@ -152,6 +162,8 @@ mod tests {
         let other = DUMP.replace("abc", "xyz").replace("15.18", "15.19");
         assert_eq!(Schema::from_dump(DUMP), Schema::from_dump(&other));
         assert!(Schema::from_dump(DUMP).diff(&Schema::from_dump(&other)).is_empty());
+        let once = Schema::from_dump(DUMP);
+        assert_eq!(Schema::from_dump(once.text()), once, "normalising twice changes nothing");
     }
 
     #[test]

@@ -406,6 +406,26 @@ impl Executor {
                     "schema_checked": report.schema_checked,
                 }))
             }
+            command::Action::PreviewRollback(p) => {
+                let (served, config) = self.db(&cmd.database)?;
+                let bundle = p.bundle.clone().unwrap_or_default();
+                let migrations = runway_proto::bundle::migrations(&bundle)?;
+                let manifest = if p.backup.is_empty() {
+                    None
+                } else {
+                    crate::backup_ops::show(&config, &p.backup).await.ok()
+                };
+                let state_dir = &self.config.state_dir;
+                Ok(undo::preview(
+                    state_dir,
+                    &cmd.rollout_id,
+                    &served.name,
+                    &served.url,
+                    &migrations,
+                    manifest.as_ref(),
+                )
+                .await)
+            }
             command::Action::MaintenanceOn(_) => {
                 let app = self.app()?;
                 self.hook(app, "maintenance_on", &app.maintenance_on, &[], progress).await?;
@@ -533,6 +553,7 @@ pub fn action_name(cmd: &v1::Command) -> &'static str {
         Some(command::Action::Backup(_)) => "backup",
         Some(command::Action::Migrate(_)) => "migrate",
         Some(command::Action::MigrateDown(_)) => "migrate_down",
+        Some(command::Action::PreviewRollback(_)) => "preview_rollback",
         Some(command::Action::MaintenanceOn(_)) => "maintenance_on",
         Some(command::Action::MaintenanceOff(_)) => "maintenance_off",
         Some(command::Action::Restart(_)) => "restart",

@@ -89,6 +89,10 @@ pub struct DatabaseRecord {
     /// The backup this rollout took of it: what a rollback restores.
     #[serde(default)]
     pub backup: String,
+    /// The migrations its rollback by migration undid, in the order the
+    /// downs ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub undone: Vec<String>,
 }
 
 /// How far one database of a rollout got.
@@ -136,6 +140,7 @@ impl DatabaseRecord {
             state: self.state.name().to_owned(),
             migrations_applied: self.migrations_applied,
             backup: self.backup.clone(),
+            undone: self.undone.clone(),
         }
     }
 }

@@ -118,9 +118,22 @@ fn downs_are_proven_before_anything_changes_and_a_rollback_by_migration_keeps_ev
     cluster.sql("INSERT INTO \"Profile\" (\"userId\", avatar) VALUES (1, 'a.png')");
     let writes = cluster.sql("SELECT email, name FROM \"User\" ORDER BY id");
 
-    // 3. Without --yes nothing is sent; with it, the rollback runs the downs.
+    // 3. Without --yes nothing changes: it says which way, and what each
+    //    way would lose, with counts. With --yes, the rollback runs the downs.
     let unconfirmed = cluster.runway(&["rollout", "rollback", &id]);
     assert_eq!(unconfirmed.status.code(), Some(2), "{}", String::from_utf8_lossy(&unconfirmed.stderr));
+    let preview = String::from_utf8_lossy(&unconfirmed.stdout);
+    for needle in [
+        "would be rolled back by migration (each of its 2 migration(s) has a proven down)",
+        &format!("table Profile with 1 row(s) (dropped by the down of {})", PROFILE.0),
+        "column User.bio with 0 value(s)",
+        "column Order.status with 2 value(s)",
+        "public.User: 1 row(s) more than in the backup (3 now, 2 then) would be lost",
+        "public.Profile: created since the backup, dropped with its 1 row(s)",
+    ] {
+        assert!(preview.contains(needle), "the preview does not say {needle:?}:\n{preview}");
+    }
+    assert_eq!(cluster.sql("SELECT count(*) FROM \"Profile\""), "1", "the preview changed data");
     let back = cluster.runway(&["rollout", "rollback", &id, "--yes", "--watch", "--output", "json"]);
     let back_events = json_lines(&back.stdout);
     assert_eq!(back.status.code(), Some(1), "{}\n{back_events:#?}", String::from_utf8_lossy(&back.stderr));
@@ -167,6 +180,13 @@ fn downs_are_proven_before_anything_changes_and_a_rollback_by_migration_keeps_ev
     let show = json(&cluster.runway(&["rollout", "show", &id, "--output", "json"]));
     assert_eq!(show["state"], "rolled_back");
     assert!(show["error"].as_str().unwrap_or_default().contains("rollback by migration"), "{show:#}");
+    assert_eq!(show["databases"][0]["undone"], serde_json::json!([ORDER_STATUS.0, PROFILE.0]), "{show:#}");
+    let audit = cluster.runway(&["audit", "--output", "json"]);
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.lines().any(|l| l.contains("\"rollback\"") && l.contains("\"way\":\"migration\"")),
+        "the audit log does not say the rollback went by migration:\n{audit}"
+    );
 
     // 4. The fixed history deploys again; then a down that fails on the
     //    data at rollback time falls back to the restore, in maintenance.

@@ -65,6 +65,86 @@ pub async fn save_before(
     Ok(())
 }
 
+/// The saved state before `rollout_id` migrated `database`.
+async fn load_before(state_dir: &Path, rollout_id: &str, database: &str) -> Result<BeforeMigrate, ExecError> {
+    let file = path(state_dir, rollout_id, database);
+    let text = tokio::fs::read(&file).await.map_err(|e| {
+        ExecError::Migrate(migrate::MigrateError::CannotUndo(format!(
+            "this agent has no record of what rollout {rollout_id} applied to {database} ({}: {e})",
+            file.display()
+        )))
+    })?;
+    serde_json::from_slice(&text).map_err(|e| {
+        ExecError::Migrate(migrate::MigrateError::CannotUndo(format!("{} is damaged: {e}", file.display())))
+    })
+}
+
+/// What rolling back `rollout_id` on `database` would lose each way, as
+/// lines for a person: by migration, what the downs drop with its rows
+/// now; by restore (when the rollout took `backup`), per table, rows now
+/// against the backup's. Reads only.
+pub async fn preview(
+    state_dir: &Path,
+    rollout_id: &str,
+    database: &str,
+    url: &str,
+    migrations: &[runway_proto::bundle::MigrationFile],
+    backup: Option<&runway_engine::backup::Manifest>,
+) -> serde_json::Value {
+    let mut errors = Vec::new();
+    let mut by_migration = Vec::new();
+    match load_before(state_dir, rollout_id, database).await {
+        Ok(before) => match down::losses(url, migrations, &down::Target::Names(before.pending)).await {
+            Ok(losses) => by_migration.extend(losses.iter().map(|l| match &l.column {
+                Some(column) => format!(
+                    "column {}.{column} with {} value(s) (dropped by the down of {})",
+                    l.table, l.rows, l.migration
+                ),
+                None => format!(
+                    "table {} with {} row(s) (dropped by the down of {})",
+                    l.table, l.rows, l.migration
+                ),
+            })),
+            Err(e) => errors.push(format!("by migration: {e}")),
+        },
+        Err(e) => errors.push(format!("by migration: {e}")),
+    }
+    let mut by_restore = Vec::new();
+    match backup {
+        None => errors.push("by restore: the rollout took no backup of this database".into()),
+        Some(manifest) => match runway_engine::backup::loss::restore_loss(manifest, url).await {
+            Ok(diffs) => by_restore.extend(diffs.iter().map(restore_line)),
+            Err(e) => errors.push(format!("by restore: {e}")),
+        },
+    }
+    serde_json::json!({ "by_migration": by_migration, "by_restore": by_restore, "errors": errors })
+}
+
+/// `public.User: 1 row more than in the backup (3 now, 2 then)`.
+fn restore_line(d: &runway_engine::backup::TableDiff) -> String {
+    match (d.expected, d.actual) {
+        (Some(then), Some(now)) if now > then => {
+            format!(
+                "{}: {} row(s) more than in the backup ({now} now, {then} then) would be lost",
+                d.table,
+                now - then
+            )
+        }
+        (Some(then), Some(now)) => {
+            format!(
+                "{}: {} row(s) fewer than in the backup ({now} now, {then} then) would come back",
+                d.table,
+                then - now
+            )
+        }
+        (None, Some(now)) => format!("{}: created since the backup, dropped with its {now} row(s)", d.table),
+        (Some(then), None) => {
+            format!("{}: gone since the backup, would come back with {then} row(s)", d.table)
+        }
+        (None, None) => d.table.clone(),
+    }
+}
+
 /// Rolls back by migration what `rollout_id` applied to `database`.
 pub async fn undo(
     state_dir: &Path,
@@ -76,16 +156,7 @@ pub async fn undo(
     config: &migrate::MigrateConfig,
     progress: &Progress,
 ) -> Result<down::UndoReport, ExecError> {
-    let file = path(state_dir, rollout_id, database);
-    let text = tokio::fs::read(&file).await.map_err(|e| {
-        ExecError::Migrate(migrate::MigrateError::CannotUndo(format!(
-            "this agent has no record of what rollout {rollout_id} applied to {database} ({}: {e})",
-            file.display()
-        )))
-    })?;
-    let before: BeforeMigrate = serde_json::from_slice(&text).map_err(|e| {
-        ExecError::Migrate(migrate::MigrateError::CannotUndo(format!("{} is damaged: {e}", file.display())))
-    })?;
+    let before = load_before(state_dir, rollout_id, database).await?;
     let expected = schema::Schema::from_dump(&before.schema);
     let target = down::Target::Names(before.pending);
     Ok(down::undo(url, migrations, &target, Some(&expected), pg_dump, config, progress).await?)

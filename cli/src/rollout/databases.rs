@@ -13,7 +13,7 @@ pub fn json(r: &Rollout) -> Value {
         .map(|d| {
             json!({
                 "host": d.host, "database": d.database, "state": d.state,
-                "migrations_applied": d.migrations_applied, "backup": d.backup,
+                "migrations_applied": d.migrations_applied, "backup": d.backup, "undone": d.undone,
             })
         })
         .collect()
@@ -43,6 +43,15 @@ pub fn table(r: &Rollout) -> Option<Table> {
     Some(table)
 }
 
+/// `rolled back by migration: db-1/app: 2_b, 1_a` lines for `rollout show`.
+pub fn undone_text(r: &Rollout) -> String {
+    r.databases
+        .iter()
+        .filter(|d| !d.undone.is_empty())
+        .map(|d| format!("\nrolled back by migration on {}/{}: {}", d.host, d.database, d.undone.join(", ")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use runway_proto::v1::RolloutDatabase;
@@ -57,6 +66,7 @@ mod tests {
             state: state.into(),
             migrations_applied: applied,
             backup: String::new(),
+            undone: Vec::new(),
         };
         let r = Rollout {
             databases: vec![db("db-1", "app", "restored", 0), db("db-2", "orders", "migrated", 2)],

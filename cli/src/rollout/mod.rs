@@ -313,9 +313,27 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
         }
         RolloutCommand::Rollback { id, yes, restore, watch } => {
             if !yes {
+                // Nothing changes: say which way, and what each way loses.
+                let request = RollbackRolloutRequest {
+                    rollout_id: id.clone(),
+                    confirmed: false,
+                    requested_by: operator(),
+                    restore,
+                    preview: true,
+                };
+                let preview = remote
+                    .call(|mut c| {
+                        let r = request.clone();
+                        async move { c.rollback_rollout(r).await.map(|r| r.into_inner()) }
+                    })
+                    .await?;
+                output.result(
+                    view::rollback_preview_text(&id, &preview),
+                    &view::rollback_preview_json(&preview),
+                );
                 return Err(Failure::invalid(format!(
-                    "rolling back {id} runs the downs of its migrations when they are proven, else replaces the \
-                     database's contents with the backup it took; confirm with --yes (nothing was sent)"
+                    "rolling back {id} needs --yes{}; nothing was changed",
+                    if preview.way == "migration" { " (--restore for the restore instead)" } else { "" }
                 )));
             }
             let request = RollbackRolloutRequest {
@@ -323,6 +341,7 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 confirmed: true,
                 requested_by: operator(),
                 restore,
+                preview: false,
             };
             let answer = remote
                 .call(|mut c| {

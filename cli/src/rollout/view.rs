@@ -2,8 +2,8 @@
 //! are a contract with scripts: add fields, never rename them.
 
 use runway_proto::v1::{
-    AgentInfo, ApprovalDecision, CommandOutcome, HostPreflight, PlanVerdict, Rollout, RolloutEvent,
-    RolloutPlan, RolloutState, StepState,
+    AgentInfo, ApprovalDecision, CommandOutcome, HostPreflight, PlanVerdict, RollbackRolloutResponse,
+    Rollout, RolloutEvent, RolloutPlan, RolloutState, StepState,
 };
 use serde_json::{Value, json};
 
@@ -207,6 +207,7 @@ pub fn rollout_text(r: &Rollout) -> String {
     text.push('\n');
     text.push_str(&steps.render());
     text.push_str(&databases::text(r));
+    text.push_str(&databases::undone_text(r));
     if !r.notifications.is_empty() {
         let mut table = Table::new(["webhook", "event", "outcome", "attempts", "error"]);
         for n in &r.notifications {
@@ -382,6 +383,47 @@ pub fn rollout_plan_json(p: &RolloutPlan, exit: crate::exit::Exit) -> Value {
         "database_policy": p.database_policy,
         "policies": p.policies,
         "exit_code": exit.code(),
+    })
+}
+
+/// `rollout rollback` without `--yes`: which way it would roll back, and
+/// what each way would lose on each database.
+pub fn rollback_preview_text(id: &str, p: &RollbackRolloutResponse) -> String {
+    let mut text = format!("rollout {id} would be rolled back by {} ({}).\n", p.way, p.why);
+    for loss in &p.losses {
+        text.push_str(&format!("\n{}:\n", loss.database));
+        text.push_str("  by migration, the rows written since stay; what the rollout created goes:\n");
+        if loss.by_migration.is_empty() {
+            text.push_str("    nothing that holds data\n");
+        }
+        for line in &loss.by_migration {
+            text.push_str(&format!("    {line}\n"));
+        }
+        text.push_str("  by restore, every write since the backup is lost (updates too):\n");
+        if loss.by_restore.is_empty() {
+            text.push_str("    no table's row count changed since the backup\n");
+        }
+        for line in &loss.by_restore {
+            text.push_str(&format!("    {line}\n"));
+        }
+        for line in &loss.errors {
+            text.push_str(&format!("  unknown: {line}\n"));
+        }
+    }
+    text
+}
+
+/// `rollout rollback --output json` without `--yes`.
+pub fn rollback_preview_json(p: &RollbackRolloutResponse) -> Value {
+    json!({
+        "way": p.way,
+        "why": p.why,
+        "losses": p.losses.iter().map(|l| json!({
+            "database": l.database,
+            "by_migration": l.by_migration,
+            "by_restore": l.by_restore,
+            "errors": l.errors,
+        })).collect::<Vec<_>>(),
     })
 }
 

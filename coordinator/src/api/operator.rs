@@ -180,11 +180,75 @@ impl OperatorService {
         request: Request<RollbackRolloutRequest>,
     ) -> Result<RollbackRolloutResponse, ApiError> {
         let r = request.get_ref();
+        if r.preview {
+            return self.preview_rollback(&request).await;
+        }
         let mut entry = audit::entry(Action::Rollback, &self.shared.config.name);
         entry.actor = self.shared.actor(&request, &r.requested_by);
         entry.rollout_id = r.rollout_id.clone();
         let result = self.accept_rollback(&request, &mut entry).await;
         self.shared.audited(&entry, result).await
+    }
+
+    /// `RollbackRollout` with `preview`: which way it would roll back, and
+    /// what each way would lose on each database of the rollout, as its DB
+    /// agents count it now. Changes nothing and records nothing.
+    async fn preview_rollback(
+        &self,
+        request: &Request<RollbackRolloutRequest>,
+    ) -> Result<RollbackRolloutResponse, ApiError> {
+        let term = self.shared.leader_term()?;
+        self.shared.operator(request)?;
+        let r = request.get_ref();
+        let record = self.shared.rollout(&r.rollout_id).await?;
+        self.shared.authorize(request, &record.environment, Role::Restore)?;
+        let policy = self.shared.config.environments.policy(&record.environment);
+        let (way, why) = crate::rollout::recovery::rollback_way(&record, &policy, r.restore);
+        let bundle = self.shared.store.get_bundle(&record.bundle_digest).await?.ok_or_else(|| {
+            ApiError::FailedPrecondition(format!("the bundle of rollout {} is no longer stored", record.id))
+        })?;
+        let mut losses = Vec::new();
+        for db in record.db_targets() {
+            let target = crate::rollout::target::Target::parse(&db);
+            let ask = v1::Command {
+                command_id: format!("rollback-preview/{}", uuid::Uuid::new_v4()),
+                fencing_token: term.token.0,
+                rollout_id: record.id.clone(),
+                issued_by: self.shared.config.name.clone(),
+                traceparent: String::new(),
+                database: target.database,
+                action: Some(command::Action::PreviewRollback(v1::PreviewRollback {
+                    bundle: Some(bundle.clone()),
+                    backup: record.backup_of(&db).to_owned(),
+                })),
+            };
+            let mut loss = v1::RollbackLoss { database: db.clone(), ..v1::RollbackLoss::default() };
+            match self.shared.ask(&term, &target.host, ask).await? {
+                Ok(result) if result.outcome == CommandOutcome::Succeeded as i32 => {
+                    let detail: serde_json::Value =
+                        serde_json::from_str(&result.detail_json).unwrap_or_default();
+                    let lines = |key: &str| -> Vec<String> {
+                        detail[key]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect())
+                            .unwrap_or_default()
+                    };
+                    loss.by_migration = lines("by_migration");
+                    loss.by_restore = lines("by_restore");
+                    loss.errors = lines("errors");
+                }
+                Ok(result) => loss.errors.push(format!("{db} could not tell: {}", result.error)),
+                Err(away) => loss.errors.push(format!("{away}")),
+            }
+            losses.push(loss);
+        }
+        Ok(RollbackRolloutResponse {
+            rollout: Some(record.to_proto()),
+            first_seq: 0,
+            way: way.name().to_owned(),
+            why,
+            losses,
+        })
     }
 
     /// Reopens an ended rollout for an operator's rollback, after checking
@@ -197,16 +261,12 @@ impl OperatorService {
     ) -> Result<RollbackRolloutResponse, ApiError> {
         let term = self.shared.leader_term()?;
         self.shared.operator(request)?;
-        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by, restore } =
+        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by, restore, preview: _ } =
             request.get_ref().clone();
         let mut record = self.shared.rollout(&id).await?;
         entry.environment = record.environment.clone();
         let policy = self.shared.config.environments.policy(&record.environment);
-        let (way, why) = if restore {
-            (Way::Restore, "--restore asked for it".to_owned())
-        } else {
-            crate::rollout::recovery::way(&record, &policy)
-        };
+        let (way, why) = crate::rollout::recovery::rollback_way(&record, &policy, restore);
         parameters(
             entry,
             [("backup", record.backup.clone()), ("way", way.name().to_owned()), ("why", why.clone())],
@@ -237,7 +297,13 @@ impl OperatorService {
         tracing::info!(rollout = %id, %requested_by, way = way.name(), %why, "rollback requested");
         let rollout = record.to_proto();
         self.shared.engine.start(term, record, bundle);
-        Ok(RollbackRolloutResponse { rollout: Some(rollout), first_seq, way: way.name().to_owned(), why })
+        Ok(RollbackRolloutResponse {
+            rollout: Some(rollout),
+            first_seq,
+            way: way.name().to_owned(),
+            why,
+            losses: Vec::new(),
+        })
     }
 
     /// Asks the DB host whether the backup `record` took is still kept:

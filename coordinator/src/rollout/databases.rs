@@ -56,7 +56,15 @@ pub(super) fn observe(record: &mut RolloutRecord, kind: StepKind, recovery: bool
                 db.state = if ok { DatabaseState::Restored } else { DatabaseState::Failed };
             }
             // A failed one stays as it was: the restore that follows decides.
-            (StepKind::MigrateDown, true) if ok => db.state = DatabaseState::RolledBack,
+            (StepKind::MigrateDown, true) if ok => {
+                db.state = DatabaseState::RolledBack;
+                db.undone = end
+                    .detail
+                    .get("undone")
+                    .and_then(|u| u.as_array())
+                    .map(|u| u.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+            }
             _ => {}
         }
     }

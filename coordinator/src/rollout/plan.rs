@@ -102,6 +102,7 @@ pub fn database_records(
             state: DatabaseState::Pending,
             migrations_applied: 0,
             backup: String::new(),
+            undone: Vec::new(),
         })
         .collect())
 }

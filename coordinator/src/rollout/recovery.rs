@@ -141,6 +141,12 @@ pub fn way(record: &RolloutRecord, policy: &EnvironmentPolicy) -> (Way, String) 
     }
 }
 
+/// How an operator's rollback of `record` puts the database back, and why:
+/// by restore when `restore` (`--restore`) asks for it, else as [`way`].
+pub fn rollback_way(record: &RolloutRecord, policy: &EnvironmentPolicy, restore: bool) -> (Way, String) {
+    if restore { (Way::Restore, "--restore asked for it".to_owned()) } else { way(record, policy) }
+}
+
 /// Why `rollback = "migration"` refuses `record` before anything changes:
 /// a pending migration whose down is not proven. `None` when it does not.
 pub fn refused_by_rollback_policy(record: &RolloutRecord, policy: &EnvironmentPolicy) -> Option<String> {

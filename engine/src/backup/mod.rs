@@ -37,6 +37,7 @@ pub mod config;
 pub mod create;
 pub mod error;
 pub mod estimate;
+pub mod loss;
 pub mod manifest;
 pub mod names;
 mod pgrestore;

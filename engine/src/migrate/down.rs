@@ -234,6 +234,58 @@ async fn run_downs(
     Ok(())
 }
 
+/// What rolling back by migration would drop that holds data now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    /// The migration whose down drops it.
+    pub migration: String,
+    pub table: String,
+    /// The column, for a dropped column.
+    pub column: Option<String>,
+    /// Rows of the table, or values (non-NULL) of the column, now.
+    pub rows: i64,
+}
+
+/// What the downs of `target` would drop, with the rows (or non-NULL
+/// values) each object holds now: the data a rollback by migration loses,
+/// which the rollout itself created.
+pub async fn losses(
+    database_url: &str,
+    migrations: &[MigrationFile],
+    target: &Target,
+) -> Result<Vec<Loss>, MigrateError> {
+    let database = connect::parse(database_url)?;
+    let mut session = connect::open(&database).await?;
+    let result = async {
+        let rows = table::load(&mut session.conn, &session.schema).await?;
+        let selection = select(migrations, &rows, target)?;
+        let mut out = Vec::new();
+        for m in &selection.undo {
+            for dropped in prove::dropped_objects(m.down.as_deref().unwrap_or_default()) {
+                let name = dropped.table.split('.').map(connect::quote_ident).collect::<Vec<_>>().join(".");
+                let sql = match &dropped.column {
+                    Some(column) => format!("SELECT count({}) FROM {name}", connect::quote_ident(column)),
+                    None => format!("SELECT count(*) FROM {name}"),
+                };
+                // An object that is not there (an earlier down drops it, or
+                // it never was) loses nothing.
+                if let Ok(count) = sqlx::query_scalar::<_, i64>(&sql).fetch_one(&mut session.conn).await {
+                    out.push(Loss {
+                        migration: m.name.clone(),
+                        table: dropped.table,
+                        column: dropped.column,
+                        rows: count,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    session.close().await;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

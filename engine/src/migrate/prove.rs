@@ -304,19 +304,43 @@ fn drops_existing(
     down: &str,
     existing: &HashSet<(String, String, String)>,
 ) -> Vec<DownDanger> {
-    let Ok(stmts) = parse::parse(down) else { return Vec::new() };
     let has = |table: &str, column: Option<&str>| {
         let (schema, name) = table.split_once('.').map_or((None, table), |(s, n)| (Some(s), n));
         existing.iter().any(|(s, t, c)| {
             schema.is_none_or(|schema| schema == s) && t == name && column.is_none_or(|column| column == c)
         })
     };
+    dropped_objects(down)
+        .into_iter()
+        .filter(|d| has(&d.table, d.column.as_deref()))
+        .map(|d| DownDanger { migration: m.name.clone(), line: d.line, table: d.table, column: d.column })
+        .collect()
+}
+
+/// A table or column a script drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// 1-based line of the statement.
+    pub line: usize,
+    /// As written: `schema.name` or `name`.
+    pub table: String,
+    /// The column, for a dropped column.
+    pub column: Option<String>,
+}
+
+/// The tables (`DROP TABLE`) and columns (`ALTER TABLE … DROP COLUMN`)
+/// `sql` drops, from PostgreSQL's parse tree; none when it does not parse.
+pub fn dropped_objects(sql: &str) -> Vec<Dropped> {
+    let Ok(stmts) = parse::parse(sql) else { return Vec::new() };
     let mut out = Vec::new();
     for stmt in &stmts {
-        let mut dropped: Vec<(String, Option<String>)> = Vec::new();
         match &stmt.node {
             NodeEnum::DropStmt(s) if s.remove_type == ObjectType::ObjectTable as i32 => {
-                dropped.extend(s.objects.iter().map(|o| (rules::object_name(o), None)));
+                out.extend(s.objects.iter().map(|o| Dropped {
+                    line: stmt.line,
+                    table: rules::object_name(o),
+                    column: None,
+                }));
             }
             NodeEnum::AlterTableStmt(s) => {
                 let table = s.relation.as_ref().map(rules::range_var_name).unwrap_or_default();
@@ -324,16 +348,15 @@ fn drops_existing(
                     if let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node
                         && cmd.subtype == AlterTableType::AtDropColumn as i32
                     {
-                        dropped.push((table.clone(), Some(cmd.name.clone())));
+                        out.push(Dropped {
+                            line: stmt.line,
+                            table: table.clone(),
+                            column: Some(cmd.name.clone()),
+                        });
                     }
                 }
             }
             _ => {}
-        }
-        for (table, column) in dropped {
-            if has(&table, column.as_deref()) {
-                out.push(DownDanger { migration: m.name.clone(), line: stmt.line, table, column });
-            }
         }
     }
     out

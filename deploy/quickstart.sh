@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # runway quick start: on one machine, starts etcd, a throwaway PostgreSQL,
 # two coordinators, one DB agent and two app agents (each fronting a tiny
-# sample HTTP app), then runs a sample rollout with live progress. Every
+# sample HTTP app), then runs a sample rollout with live progress (after a
+# first rollout that lays down the sample app's existing schema). Every
 # hop is mutual TLS, etcd included: `runway certs` makes a throwaway CA and
 # a certificate for each part (in the work dir's pki/).
 #
@@ -180,7 +181,20 @@ done
 "$bin/runway" agents
 
 echo
-echo "==> what the rollout would do (runway rollout plan: changes nothing)"
+echo "==> the sample app's existing schema: the first two migrations, rolled out as v1"
+baseline="$work/migrations-v1"
+mkdir -p "$baseline"
+cp -r deploy/quickstart/migrations/migration_lock.toml deploy/quickstart/migrations/20240101000000_init \
+    deploy/quickstart/migrations/20240115093000_posts "$baseline/"
+if ! "$bin/runway" rollout start --env staging --migrations "$baseline" --app-version v1 --watch \
+    >"$work/rollout-v1.log" 2>&1; then
+    echo "the first rollout failed; its output is in $work/rollout-v1.log"
+    exit 1
+fi
+echo "rolled out: User and Post exist, the apps run v1"
+
+echo
+echo "==> what the rollout would do (runway rollout plan: changes nothing; each down is proven)"
 set +e
 "$bin/runway" rollout plan --env staging --migrations deploy/quickstart/migrations
 set -e
@@ -203,7 +217,8 @@ cat <<TEXT
   $bin/runway status                             # on call: leader, coordinators, agents, rollouts
   $bin/runway rollout list                       # the rollout and its state
   $bin/runway rollout show <id>                  # its steps, plan and backup
-  $bin/runway rollout rollback <id> --yes --watch   # restore its backup, bring back v1
+  $bin/runway rollout rollback <id>              # which way back, and what each way would lose
+  $bin/runway rollout rollback <id> --yes --watch   # by its proven downs: rows written since stay; v1 back
   $bin/runway agents                             # the connected agents
   psql -h 127.0.0.1 -p $pg_port -U postgres app -c 'select migration_name, finished_at from _prisma_migrations'
   ls $work/backups/*                             # the backup: dump + manifest.json

@@ -113,7 +113,9 @@ pub async fn preview(
     match backup {
         None => errors.push("by restore: the rollout took no backup of this database".into()),
         Some(manifest) => match runway_engine::backup::loss::restore_loss(manifest, url).await {
-            Ok(diffs) => by_restore.extend(diffs.iter().map(restore_line)),
+            // Prisma's bookkeeping goes back with the schema; say what users lose.
+            Ok(diffs) => by_restore
+                .extend(diffs.iter().filter(|d| !d.table.ends_with("._prisma_migrations")).map(restore_line)),
             Err(e) => errors.push(format!("by restore: {e}")),
         },
     }

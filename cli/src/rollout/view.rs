@@ -254,7 +254,8 @@ fn host_detail(h: &HostPreflight) -> Value {
 
 /// The DB agent's detail: the first with a plan.
 fn db_detail(p: &RolloutPlan) -> Value {
-    p.hosts.iter().map(host_detail).find(|d| !d["plan"].is_null()).unwrap_or(Value::Null)
+    let db = p.hosts.iter().find(|h| h.result.as_ref().is_some_and(|r| r.plan.is_some()));
+    db.map(host_detail).unwrap_or(Value::Null)
 }
 
 /// `rollout plan`: steps and hosts, each host's answer, the DB agent's

@@ -96,8 +96,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     });
     let hosts = futures::future::join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
     let (mut verdict, mut reasons) = judge(&db, &hosts);
-    let plan =
-        hosts.iter().find(|h| h.host == db).and_then(|h| h.result.as_ref()).and_then(|r| r.plan.clone());
+    let plan = db_plan(&db, &hosts).cloned();
     let policies = super::policy::plan_lines(
         &shared,
         &request.environment,
@@ -125,10 +124,9 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
     })
 }
 
-/// The DB host's result detail, when it answered with one.
-fn db_detail(db: &str, hosts: &[HostPreflight]) -> Option<Value> {
-    let result = hosts.iter().find(|h| h.host == db)?.result.as_ref()?;
-    serde_json::from_str(&result.detail_json).ok()
+/// The DB host's typed plan, when it answered with one.
+fn db_plan<'a>(db: &str, hosts: &'a [HostPreflight]) -> Option<&'a v1::MigrationPlan> {
+    hosts.iter().find(|h| h.host == db)?.result.as_ref()?.plan.as_ref()
 }
 
 /// The danger gate refused this answer: the DB agent refused the preflight
@@ -148,9 +146,9 @@ fn gate_refused(db: &str, host: &HostPreflight) -> bool {
 /// failing host fail the rollout in preflight; the gate alone refuses it
 /// before anything changes; otherwise it runs.
 pub fn judge(db: &str, hosts: &[HostPreflight]) -> (PlanVerdict, Vec<String>) {
-    let plan = db_detail(db, hosts).map(|d| d["plan"].clone()).unwrap_or(Value::Null);
-    if let Some(blocked) = plan["blocked"].as_str() {
-        return (PlanVerdict::Blocked, vec![blocked.to_owned()]);
+    let plan = db_plan(db, hosts);
+    if let Some(plan) = plan.filter(|p| !p.blocked.is_empty()) {
+        return (PlanVerdict::Blocked, vec![plan.blocked.clone()]);
     }
     let failed: Vec<String> = hosts
         .iter()
@@ -170,15 +168,9 @@ pub fn judge(db: &str, hosts: &[HostPreflight]) -> (PlanVerdict, Vec<String>) {
     if let Some(refused) = hosts.iter().find(|h| gate_refused(db, h)).and_then(|h| h.result.as_ref()) {
         return (PlanVerdict::DangerRefused, vec![refused.error.clone()]);
     }
-    match plan["safe_without_maintenance"].as_bool() {
-        Some(true) => (PlanVerdict::Safe, Vec::new()),
-        Some(false) => {
-            let reasons = plan["reasons"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
-            (PlanVerdict::NeedsMaintenance, reasons)
-        }
+    match plan {
+        Some(plan) if plan.safe_without_maintenance => (PlanVerdict::Safe, Vec::new()),
+        Some(plan) => (PlanVerdict::NeedsMaintenance, plan.reasons.clone()),
         None => (
             PlanVerdict::PreflightFailed,
             vec![format!(
@@ -210,16 +202,27 @@ mod tests {
         }
     }
 
-    fn db(outcome: CommandOutcome, error: &str, plan: Value, dangers: Value) -> HostPreflight {
-        answered("db", outcome, error, json!({ "plan": plan, "unaccepted_dangers": dangers }))
+    fn db(
+        outcome: CommandOutcome,
+        error: &str,
+        plan: Option<v1::MigrationPlan>,
+        dangers: Value,
+    ) -> HostPreflight {
+        let mut host = answered("db", outcome, error, json!({ "unaccepted_dangers": dangers }));
+        host.result.as_mut().expect("answered").plan = plan;
+        host
     }
 
     fn app_ok() -> HostPreflight {
         answered("app-1", CommandOutcome::Succeeded, "", json!({ "health": "ok" }))
     }
 
-    fn plan(safe: bool) -> Value {
-        json!({ "blocked": null, "safe_without_maintenance": safe, "reasons": if safe { json!([]) } else { json!(["m line 2: drop-column (x)"]) } })
+    fn plan(safe: bool) -> Option<v1::MigrationPlan> {
+        Some(v1::MigrationPlan {
+            safe_without_maintenance: safe,
+            reasons: if safe { Vec::new() } else { vec!["m line 2: drop-column (x)".into()] },
+            ..v1::MigrationPlan::default()
+        })
     }
 
     #[test]
@@ -243,7 +246,7 @@ mod tests {
             (PlanVerdict::DangerRefused, vec!["1 dangerous statement(s) …".into()])
         );
         // Refused for another reason (e.g. a stale token): the preflight failed.
-        let hosts = [db(CommandOutcome::Refused, "fencing token 1 is lower than 2", Value::Null, json!([]))];
+        let hosts = [db(CommandOutcome::Refused, "fencing token 1 is lower than 2", None, json!([]))];
         assert_eq!(judge("db", &hosts).0, PlanVerdict::PreflightFailed);
     }
 
@@ -259,7 +262,10 @@ mod tests {
         let silent = HostPreflight { host: "app-1".into(), result: None, error: "disconnected".into() };
         let hosts = [db(CommandOutcome::Succeeded, "", plan(true), json!([])), silent];
         assert_eq!(judge("db", &hosts), (PlanVerdict::PreflightFailed, vec!["app-1: disconnected".into()]));
-        let blocked = json!({ "blocked": "failed migration(s) 2_x must be resolved first", "safe_without_maintenance": false });
+        let blocked = Some(v1::MigrationPlan {
+            blocked: "failed migration(s) 2_x must be resolved first".into(),
+            ..v1::MigrationPlan::default()
+        });
         let hosts = [db(CommandOutcome::Failed, "migration 2_x failed earlier", blocked, dangers), app_ok()];
         assert_eq!(
             judge("db", &hosts),

@@ -6,4 +6,4 @@ INSERT INTO "Post" ("title", "authorId") SELECT 'Hello from ' || "name", "id" FR
 
 -- AlterTable
 ALTER TABLE "Post" ADD COLUMN "slug" TEXT;
-UPDATE "Post" SET "slug" = lower(replace("title", ' ', '-'));
+UPDATE "Post" SET "slug" = lower(replace("title", ' ', '-')) WHERE "slug" IS NULL;

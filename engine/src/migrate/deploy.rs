@@ -98,12 +98,9 @@ pub(crate) fn applied_by_name(rows: &[MigrationRow]) -> HashMap<&str, Vec<&Migra
     applied
 }
 
-async fn deploy_locked(
-    session: &mut Session,
-    migrations: &[MigrationFile],
-    config: &MigrateConfig,
-    progress: &Progress,
-) -> Result<DeployReport, MigrateError> {
+/// The URL's schema (`?schema=`) and `_prisma_migrations` in it, created
+/// when missing, as `prisma migrate deploy` does.
+pub(crate) async fn ensure_schema(session: &mut Session) -> Result<(), MigrateError> {
     if session.schema != "public" {
         sqlx::Executor::execute(
             &mut session.conn,
@@ -112,7 +109,16 @@ async fn deploy_locked(
         .await
         .map_err(|e| MigrateError::db(format!("creating schema {}", session.schema), e))?;
     }
-    ensure_table(session).await?;
+    ensure_table(session).await
+}
+
+async fn deploy_locked(
+    session: &mut Session,
+    migrations: &[MigrationFile],
+    config: &MigrateConfig,
+    progress: &Progress,
+) -> Result<DeployReport, MigrateError> {
+    ensure_schema(session).await?;
     let rows = table::load(&mut session.conn, &session.schema).await?;
     refuse_failed(&rows)?;
 

@@ -152,6 +152,34 @@ pub async fn undo(
             return Err(MigrateError::CannotUndo(format!("not every down is proven: {}", why.join("; "))));
         }
         progress.emit("prove", format!("{total} down(s) proven in {} ms", proof.ms));
+        // Nobody saved the schema from before: replay the folder's history
+        // to know it, when that history is exactly what the database is.
+        let replayed = match expected {
+            Some(_) => None,
+            None => reference(&database, migrations, &rows, selection.undo.len(), pg_dump).await?,
+        };
+        let (want, checked) = match expected {
+            Some(schema) => (Some(schema.clone()), "equal to the schema before the migrations ran"),
+            None => match replayed {
+                Some(schema) => (Some(schema), "equal to the folder's history replayed up to what stays applied"),
+                None => (
+                    proof.after.clone(),
+                    "equal to the proof's only: the live schema is not the folder's history replayed, so there \
+                     is no exact reference for it",
+                ),
+            },
+        };
+        // Tried on the copy first: downs that do not give back the schema
+        // from before are refused before the live database is touched.
+        if let (Some(want), Some(after)) = (&want, &proof.after) {
+            let diff = after.diff(want);
+            if !diff.is_empty() {
+                return Err(MigrateError::CannotUndo(format!(
+                    "the downs, run on a schema-only copy, do not give back the schema from before: {}",
+                    schema::summary(&diff, 8)
+                )));
+            }
+        }
         let mut report = UndoReport { proof, ..UndoReport::default() };
         deploy::set_timeouts(&mut session.conn, config).await?;
         run_downs(&mut session, &selection, &rows, progress, &mut report).await?;
@@ -161,17 +189,12 @@ pub async fn undo(
             }
             report.resolved_failed.push(name.clone());
         }
-        let want = expected.or(report.proof.after.as_ref());
         if let Some(want) = want {
-            let diff = schema::dump(&database, pg_dump).await?.diff(want);
+            let diff = schema::dump(&database, pg_dump).await?.diff(&want);
             if !diff.is_empty() {
                 return Err(MigrateError::SchemaDiffers { diff: schema::summary(&diff, 8) });
             }
-            report.schema_checked = if expected.is_some() {
-                "equal to the schema before the migrations ran".into()
-            } else {
-                "equal to the proof's".into()
-            };
+            report.schema_checked = checked.into();
             progress.emit("verify", format!("schema {}", report.schema_checked));
         }
         Ok(report)
@@ -182,6 +205,25 @@ pub async fn undo(
     }
     session.close().await;
     result
+}
+
+/// The schema the database must have once its newest `undone` applied
+/// migrations are rolled back: the folder's applied history replayed up to
+/// them, when replaying all of it gives the live schema exactly.
+async fn reference(
+    database: &crate::database::Database,
+    migrations: &[MigrationFile],
+    rows: &[MigrationRow],
+    undone: usize,
+    pg_dump: &Path,
+) -> Result<Option<Schema>, MigrateError> {
+    let applied = deploy::applied_by_name(rows);
+    let history: Vec<&MigrationFile> =
+        migrations.iter().filter(|m| applied.contains_key(m.name.as_str())).collect();
+    let keep = history.len().saturating_sub(undone);
+    let Some((kept, all)) = prove::replay(database, &history, keep, pg_dump).await? else { return Ok(None) };
+    let live = schema::dump(database, pg_dump).await?;
+    Ok(live.diff(&all).is_empty().then_some(kept))
 }
 
 /// Runs each down of `selection`, newest first, marking its rows rolled

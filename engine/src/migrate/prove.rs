@@ -208,73 +208,67 @@ async fn run(
 ) -> Result<(), MigrateError> {
     for (i, m) in migrations.iter().enumerate() {
         let rest = &migrations[i + 1..];
-        let Some(down) = m.down.as_deref() else {
+        let down = m.down.as_deref();
+        if down.is_none() && direction == Direction::Backward {
             report.push(m, DownState::Missing, "no down.sql");
-            if direction == Direction::Backward {
-                report.give_up(
-                    rest,
-                    &format!("{} has no down.sql, so nothing before it can be undone", m.name),
-                );
-                return Ok(());
-            }
-            if let Err(e) = scratch.run(&m.name, &m.sql).await {
-                report.give_up(rest, &format!("{} fails on a schema-only copy: {e}", m.name));
-                return Ok(());
-            }
-            continue;
+            report.give_up(rest, &format!("{} has no down.sql, so nothing before it can be undone", m.name));
+            return Ok(());
+        }
+        let before = match down {
+            Some(_) => Some(schema::dump(&scratch.database, pg_dump).await?),
+            None => None,
         };
-        let before = schema::dump(&scratch.database, pg_dump).await?;
-        let existing = if direction == Direction::Forward { columns(scratch).await? } else { HashSet::new() };
-        let (first, second) = match direction {
-            Direction::Forward => (m.sql.as_str(), down),
-            Direction::Backward => (down, m.sql.as_str()),
+        let existing = match down {
+            Some(_) if direction == Direction::Forward => columns(&scratch.database).await?,
+            _ => HashSet::new(),
         };
-        if let Err(e) = scratch.run(&m.name, first).await {
-            match direction {
-                Direction::Forward => report.push(
+        // The copy moves one migration on: up forward, down backward.
+        let (step, check) = match (direction, down) {
+            (Direction::Forward, _) => (m.sql.as_str(), down),
+            (Direction::Backward, Some(down)) => (down, Some(m.sql.as_str())),
+            (Direction::Backward, None) => unreachable!("returned above"),
+        };
+        if let Err(e) = run_sql(&scratch.database, &m.name, step).await {
+            match (direction, down) {
+                (Direction::Forward, None) => report.push(m, DownState::Missing, "no down.sql"),
+                (Direction::Forward, Some(_)) => report.push(
                     m,
                     DownState::Unproven,
                     format!("the migration itself fails on a schema-only copy: {e}"),
                 ),
-                Direction::Backward => report.push(m, DownState::Fails, e),
+                (Direction::Backward, _) => report.push(m, DownState::Fails, e),
             }
             report.give_up(rest, &format!("{} could not be tried", m.name));
             return Ok(());
         }
-        if direction == Direction::Forward {
+        let (Some(check), Some(before)) = (check, before) else {
+            report.push(m, DownState::Missing, "no down.sql");
+            continue;
+        };
+        if let Some(down) = down.filter(|_| direction == Direction::Forward) {
             report.dangers.extend(drops_existing(m, down, &existing));
         }
-        let came_back = match scratch.run(&m.name, second).await {
-            Err(e) if direction == Direction::Forward => {
-                report.push(m, DownState::Fails, e);
-                false
-            }
+        // The check (the down forward, the migration again backward) runs
+        // on a copy of the copy, so the copy keeps its state and any rows
+        // the migration seeded for the migrations after it.
+        let fork = scratch.fork().await?;
+        let checked = match run_sql(&fork, &m.name, check).await {
+            Err(e) if direction == Direction::Forward => Ok((DownState::Fails, e)),
             Err(e) => {
-                report.push(
-                    m,
-                    DownState::Unproven,
-                    format!("the migration does not apply again after its down: {e}"),
-                );
-                false
+                Ok((DownState::Unproven, format!("the migration does not apply again after its down: {e}")))
             }
-            Ok(()) => {
-                let diff = schema::dump(&scratch.database, pg_dump).await?.diff(&before);
+            Ok(()) => schema::dump(&fork, pg_dump).await.map(|after| {
+                let diff = after.diff(&before);
                 if diff.is_empty() {
-                    report.push(m, DownState::Proven, "");
+                    (DownState::Proven, String::new())
                 } else {
-                    report.push(m, DownState::Differs, schema::summary(&diff, 5));
+                    (DownState::Differs, schema::summary(&diff, 5))
                 }
-                diff.is_empty()
-            }
+            }),
         };
-        if !came_back {
-            scratch.reset(&before).await?;
-        }
-        // On to the state the next migration starts from.
-        if let Err(e) = scratch.run(&m.name, first).await {
-            report.give_up(rest, &format!("{} did not apply again on the scratch copy: {e}", m.name));
-            return Ok(());
-        }
+        scratch.drop_fork(&fork).await?;
+        let (state, detail) = checked?;
+        report.push(m, state, detail);
     }
     if direction == Direction::Backward && report.all_proven() {
         report.after = Some(schema::dump(&scratch.database, pg_dump).await?);
@@ -282,10 +276,44 @@ async fn run(
     Ok(())
 }
 
+/// The folder's history replayed on an empty scratch database, with
+/// Prisma's table: the schema after `history[..keep]` and after all of
+/// `history`. `None` when a migration of it fails on an empty database.
+/// What `migrate down` compares with when nobody saved the schema from
+/// before: exact whenever replaying everything gives the live schema.
+pub async fn replay(
+    live: &Database,
+    history: &[&MigrationFile],
+    keep: usize,
+    pg_dump: &Path,
+) -> Result<Option<(Schema, Schema)>, MigrateError> {
+    let scratch = Scratch::create(live).await?;
+    let replayed = async {
+        let mut session = connect::open(&scratch.database).await?;
+        let ready = super::deploy::ensure_schema(&mut session).await;
+        session.close().await;
+        ready?;
+        let mut kept = None;
+        for (i, m) in history.iter().enumerate() {
+            if i == keep {
+                kept = Some(schema::dump(&scratch.database, pg_dump).await?);
+            }
+            if run_sql(&scratch.database, &m.name, &m.sql).await.is_err() {
+                return Ok(None);
+            }
+        }
+        let all = schema::dump(&scratch.database, pg_dump).await?;
+        Ok(Some((kept.unwrap_or_else(|| all.clone()), all)))
+    }
+    .await;
+    scratch.drop().await;
+    replayed
+}
+
 /// `(schema, table, column)` of every column of every table now.
-async fn columns(scratch: &mut Scratch) -> Result<HashSet<(String, String, String)>, MigrateError> {
-    let mut conn = scratch.connect().await?;
-    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+async fn columns(database: &Database) -> Result<HashSet<(String, String, String)>, MigrateError> {
+    let mut conn = database.connect().await.map_err(|e| MigrateError::Connect(e.to_string()))?;
+    let rows: Result<Vec<(String, String, Option<String>)>, _> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, a.attname::text FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -293,8 +321,11 @@ async fn columns(scratch: &mut Scratch) -> Result<HashSet<(String, String, Strin
     )
     .fetch_all(&mut conn)
     .await
-    .map_err(|e| MigrateError::db("listing the scratch schema's columns", e))?;
-    Ok(rows.into_iter().map(|(s, t, c)| (s, t, c.unwrap_or_default())).collect())
+    .map_err(|e| MigrateError::db("listing the scratch schema's columns", e));
+    // Closed, not dropped: a session still open would keep the copy from
+    // serving as a template.
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(rows?.into_iter().map(|(s, t, c)| (s, t, c.unwrap_or_default())).collect())
 }
 
 /// The tables and columns `down` drops that are in `existing` (the schema
@@ -362,13 +393,29 @@ pub fn dropped_objects(sql: &str) -> Vec<Dropped> {
     out
 }
 
-/// The scratch database of one proof.
+/// Runs one migration file's SQL (`name` for messages) on `database` as
+/// deploy runs it; the error names the line.
+async fn run_sql(database: &Database, name: &str, sql: &str) -> Result<(), String> {
+    let file = MigrationFile { name: name.to_owned(), sql: sql.to_owned(), down: None };
+    let plan = deploy::plan_file(&file).map_err(|e| e.to_string())?;
+    let mut session = connect::open(database).await.map_err(|e| e.to_string())?;
+    let outcome = deploy::run_segments(&mut session.conn, sql, &plan.segments).await;
+    session.close().await;
+    outcome.map_err(|failure| match failure.line(sql) {
+        Some(line) => format!("line {line}: {}", failure.error_text()),
+        None => failure.error_text(),
+    })
+}
+
+/// The scratch database of one proof, and the copies of it each check runs on.
 struct Scratch {
-    /// A session on the server's `postgres` database, to create and drop it.
+    /// A session on the server's `postgres` database, to create and drop them.
     admin: PgConnection,
     name: String,
     /// The scratch database, with the live URL's settings (`?schema=`).
     database: Database,
+    /// Copies made so far (for their names).
+    forks: u32,
 }
 
 impl Scratch {
@@ -379,66 +426,53 @@ impl Scratch {
             .await
             .map_err(|e| MigrateError::Connect(e.to_string()))?;
         let name = format!("runway_prove_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut scratch = Self { admin, database: live.with_database(&name), name };
-        scratch.create_database().await?;
+        let mut scratch = Self { admin, database: live.with_database(&name), name, forks: 0 };
+        let sql = format!("CREATE DATABASE {} TEMPLATE template0", connect::quote_ident(&scratch.name));
+        scratch.admin_sql(&sql, "creating scratch database").await?;
         Ok(scratch)
     }
 
-    async fn create_database(&mut self) -> Result<(), MigrateError> {
-        let sql = format!("CREATE DATABASE {} TEMPLATE template0", connect::quote_ident(&self.name));
-        sqlx::Executor::execute(&mut self.admin, sqlx::raw_sql(&sql))
+    async fn admin_sql(&mut self, sql: &str, what: &str) -> Result<(), MigrateError> {
+        sqlx::Executor::execute(&mut self.admin, sqlx::raw_sql(sql))
             .await
-            .map_err(|e| MigrateError::db(format!("creating scratch database {}", self.name), e))?;
+            .map_err(|e| MigrateError::db(format!("{what} (scratch database {})", self.name), e))?;
         Ok(())
-    }
-
-    async fn connect(&self) -> Result<PgConnection, MigrateError> {
-        self.database.connect().await.map_err(|e| MigrateError::Connect(e.to_string()))
     }
 
     /// Loads a schema-only dump into the (empty) scratch database.
     async fn load(&mut self, schema: &Schema) -> Result<(), MigrateError> {
-        let mut conn = self.connect().await?;
-        sqlx::Executor::execute(&mut conn, sqlx::raw_sql(schema.text())).await.map_err(|e| {
+        let mut conn = self.database.connect().await.map_err(|e| MigrateError::Connect(e.to_string()))?;
+        let loaded = sqlx::Executor::execute(&mut conn, sqlx::raw_sql(schema.text())).await.map_err(|e| {
             MigrateError::db(format!("copying the schema into scratch database {}", self.name), e)
-        })?;
+        });
         let _ = sqlx::Connection::close(conn).await;
-        Ok(())
+        loaded.map(|_| ())
     }
 
-    /// Empties the scratch database and loads `schema` again.
-    async fn reset(&mut self, schema: &Schema) -> Result<(), MigrateError> {
-        self.drop_database().await?;
-        self.create_database().await?;
-        self.load(schema).await
+    /// A copy of the scratch database as it is now (rows included), named
+    /// after it so a leftover is recognisable.
+    async fn fork(&mut self) -> Result<Database, MigrateError> {
+        self.forks += 1;
+        let name = format!("{}_{}", self.name, self.forks);
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            connect::quote_ident(&name),
+            connect::quote_ident(&self.name)
+        );
+        self.admin_sql(&sql, "copying").await?;
+        Ok(self.database.with_database(&name))
     }
 
-    /// Runs one migration file's SQL (`name` for messages) as deploy runs
-    /// it; the error names the line.
-    async fn run(&self, name: &str, sql: &str) -> Result<(), String> {
-        let file = MigrationFile { name: name.to_owned(), sql: sql.to_owned(), down: None };
-        let plan = deploy::plan_file(&file).map_err(|e| e.to_string())?;
-        let mut session = connect::open(&self.database).await.map_err(|e| e.to_string())?;
-        let outcome = deploy::run_segments(&mut session.conn, sql, &plan.segments).await;
-        session.close().await;
-        outcome.map_err(|failure| match failure.line(sql) {
-            Some(line) => format!("line {line}: {}", failure.error_text()),
-            None => failure.error_text(),
-        })
-    }
-
-    async fn drop_database(&mut self) -> Result<(), MigrateError> {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", connect::quote_ident(&self.name));
-        sqlx::Executor::execute(&mut self.admin, sqlx::raw_sql(&sql))
-            .await
-            .map_err(|e| MigrateError::db(format!("dropping scratch database {}", self.name), e))?;
-        Ok(())
+    async fn drop_fork(&mut self, fork: &Database) -> Result<(), MigrateError> {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", connect::quote_ident(fork.name()));
+        self.admin_sql(&sql, "dropping a copy").await
     }
 
     /// Drops the scratch database; a failure is logged (it is named
     /// `runway_prove_*`, so it cannot be mistaken for a user's database).
     async fn drop(mut self) {
-        if let Err(e) = self.drop_database().await {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", connect::quote_ident(&self.name));
+        if let Err(e) = self.admin_sql(&sql, "dropping").await {
             tracing::warn!(scratch = %self.name, error = %e, "cannot drop the proof's scratch database");
         }
         let _ = sqlx::Connection::close(self.admin).await;

@@ -272,7 +272,7 @@ impl Executor {
                 outcome: CommandOutcome::Succeeded as i32,
                 error: String::new(),
                 detail_json: self.redactor.redact(&detail.to_string()),
-                plan,
+                plan: plan.map(Box::new),
                 work_ms: started.elapsed().as_millis() as u64,
             },
             Err(e) => {
@@ -285,7 +285,7 @@ impl Executor {
                         as i32,
                     error,
                     detail_json: e.detail().map(|d| self.redactor.redact(&d.to_string())).unwrap_or_default(),
-                    plan: e.plan(),
+                    plan: e.plan().map(Box::new),
                     work_ms: started.elapsed().as_millis() as u64,
                 }
             }
@@ -360,17 +360,8 @@ impl Executor {
                 )?;
                 let migrations = runway_proto::bundle::migrations(&bundle)?;
                 let pg_dump = backup.tool("pg_dump");
-                let state_dir = &self.config.state_dir;
-                undo::save_before(
-                    state_dir,
-                    &cmd.rollout_id,
-                    &served.name,
-                    url,
-                    &migrations,
-                    &pg_dump,
-                    progress,
-                )
-                .await?;
+                undo::save_before(&self.rollout_database(cmd, &served, &pg_dump), &migrations, progress)
+                    .await?;
                 let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
                 crate::metrics::get().migrations_applied(&report.durations_ms);
                 Ok(serde_json::to_value(report).expect("report serializes"))
@@ -387,17 +378,9 @@ impl Executor {
                     progress,
                 )?;
                 let migrations = runway_proto::bundle::migrations(&bundle)?;
-                let report = undo::undo(
-                    &self.config.state_dir,
-                    &cmd.rollout_id,
-                    &served.name,
-                    &served.url,
-                    &migrations,
-                    &backup.tool("pg_dump"),
-                    &self.config.migrate,
-                    progress,
-                )
-                .await?;
+                let pg_dump = backup.tool("pg_dump");
+                let at = self.rollout_database(cmd, &served, &pg_dump);
+                let report = undo::undo(&at, &migrations, &self.config.migrate, progress).await?;
                 Ok(serde_json::json!({
                     "undone": report.undone,
                     "durations_ms": report.durations_ms,
@@ -415,12 +398,9 @@ impl Executor {
                 } else {
                     crate::backup_ops::show(&config, &p.backup).await.ok()
                 };
-                let state_dir = &self.config.state_dir;
+                let pg_dump = config.tool("pg_dump");
                 Ok(undo::preview(
-                    state_dir,
-                    &cmd.rollout_id,
-                    &served.name,
-                    &served.url,
+                    &self.rollout_database(cmd, &served, &pg_dump),
                     &migrations,
                     manifest.as_ref(),
                 )
@@ -509,6 +489,22 @@ impl Executor {
         let backup =
             crate::databases::backup_config(&self.config, &served.name).ok_or(ExecError::WrongRole("db"))?;
         Ok((served, backup))
+    }
+
+    /// Where `cmd`'s rollout keeps its state for `served`.
+    fn rollout_database<'a>(
+        &'a self,
+        cmd: &'a v1::Command,
+        served: &'a crate::databases::Served,
+        pg_dump: &'a std::path::Path,
+    ) -> undo::RolloutDatabase<'a> {
+        undo::RolloutDatabase {
+            state_dir: &self.config.state_dir,
+            rollout_id: &cmd.rollout_id,
+            database: &served.name,
+            url: &served.url,
+            pg_dump,
+        }
     }
 
     fn app(&self) -> Result<&crate::config::AppConfig, ExecError> {

@@ -325,7 +325,7 @@ mod tests {
             outcome: CommandOutcome::Succeeded as i32,
             error: String::new(),
             detail_json: "{}".into(),
-            plan: Some(v1::MigrationPlan { pending: vec!["2_add".into()], ..Default::default() }),
+            plan: Some(Box::new(v1::MigrationPlan { pending: vec!["2_add".into()], ..Default::default() })),
             work_ms: 0,
         };
         journal.finish(&result).await.unwrap();

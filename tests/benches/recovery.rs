@@ -149,6 +149,9 @@ struct Recovery {
 struct Round {
     database_bytes: u64,
     backup_secs: f64,
+    /// One `pg_dump --schema-only` of the live database (the proof makes
+    /// several, on the live database and on its scratch copy).
+    schema_dump_secs: f64,
     by_migration: Recovery,
     by_restore: Recovery,
 }
@@ -249,7 +252,9 @@ impl Bench<'_> {
         .await
         .context("the backup step")?;
         let backup_secs = started.elapsed().as_secs_f64();
+        let started = Instant::now();
         let before = schema::dump(&self.database, &self.pg_dump).await?;
+        let schema_dump_secs = started.elapsed().as_secs_f64();
 
         let migration_first = n % 2 == 1;
         let mut deploys = Vec::new();
@@ -266,14 +271,15 @@ impl Bench<'_> {
         };
         std::fs::remove_dir_all(self.backup.backup_dir(&step.manifest.id))?;
 
-        let round = Round { database_bytes, backup_secs, by_migration, by_restore };
+        let round = Round { database_bytes, backup_secs, schema_dump_secs, by_migration, by_restore };
         println!(
-            "  round {n} ({} first): database {}, backup step {:.2} s ({} bytes, proof {:?}), failed deploys {}",
+            "  round {n} ({} first): database {}, backup step {:.2} s ({} bytes, proof {:?}), schema dump {:.2} s, failed deploys {}",
             if migration_first { "migration" } else { "restore" },
             size(database_bytes),
             backup_secs,
             step.manifest.bytes,
             step.proof,
+            schema_dump_secs,
             deploys.iter().map(|s| format!("{s:.2} s")).collect::<Vec<_>>().join(", "),
         );
         for (name, r) in [("by migration", &round.by_migration), ("by restore", &round.by_restore)] {
@@ -423,17 +429,18 @@ impl Timeline {
 fn print_summary(summary: &[(String, Vec<Round>)]) {
     println!("\nmedians over rounds (ratio: median of each round's restore ÷ migration):");
     println!(
-        "  {:<10} {:>10} {:>12} {:>14} {:>10} {:>12} {:>11}",
-        "size", "database", "backup step", "by migration", "(proof)", "by restore", "ratio"
+        "  {:<10} {:>10} {:>12} {:>14} {:>10} {:>13} {:>12} {:>8}",
+        "size", "database", "backup step", "by migration", "(proof)", "(schema dump)", "by restore", "ratio"
     );
     let med = |rounds: &[Round], f: &dyn Fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
     for (label, rounds) in summary {
         println!(
-            "  {label:<10} {:>10} {:>10.2} s {:>12.2} s {:>8.2} s {:>10.2} s {:>10.1}×",
+            "  {label:<10} {:>10} {:>10.2} s {:>12.2} s {:>8.2} s {:>11.2} s {:>10.2} s {:>7.1}×",
             size(med(rounds, &|r| r.database_bytes as f64) as u64),
             med(rounds, &|r| r.backup_secs),
             med(rounds, &|r| r.by_migration.secs),
             med(rounds, &|r| part(&r.by_migration, "proof")),
+            med(rounds, &|r| r.schema_dump_secs),
             med(rounds, &|r| r.by_restore.secs),
             med(rounds, &Round::ratio),
         );

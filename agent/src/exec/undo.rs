@@ -26,31 +26,45 @@ pub struct BeforeMigrate {
     pub schema: String,
 }
 
-/// `<state_dir>/rollouts/<rollout>/<database>.json`.
-fn path(state_dir: &Path, rollout_id: &str, database: &str) -> PathBuf {
-    let safe = |s: &str| s.replace(['/', '\\'], "_");
-    state_dir.join("rollouts").join(safe(rollout_id)).join(format!("{}.json", safe(database)))
+/// One rollout's database on this host: where its saved state lives and
+/// how to reach it.
+pub struct RolloutDatabase<'a> {
+    /// The agent's state dir (beside the journal).
+    pub state_dir: &'a Path,
+    pub rollout_id: &'a str,
+    /// The database's name in the agent config.
+    pub database: &'a str,
+    pub url: &'a str,
+    /// The `pg_dump` to compare schemas with.
+    pub pg_dump: &'a Path,
+}
+
+impl RolloutDatabase<'_> {
+    /// `<state_dir>/rollouts/<rollout>/<database>.json`.
+    fn path(&self) -> PathBuf {
+        let safe = |s: &str| s.replace(['/', '\\'], "_");
+        self.state_dir
+            .join("rollouts")
+            .join(safe(self.rollout_id))
+            .join(format!("{}.json", safe(self.database)))
+    }
 }
 
 /// Saves the state before `rollout_id` migrates `database` (at `url`),
 /// unless an earlier attempt saved it already.
 pub async fn save_before(
-    state_dir: &Path,
-    rollout_id: &str,
-    database: &str,
-    url: &str,
+    at: &RolloutDatabase<'_>,
     migrations: &[runway_proto::bundle::MigrationFile],
-    pg_dump: &Path,
     progress: &Progress,
 ) -> Result<(), ExecError> {
-    let file = path(state_dir, rollout_id, database);
-    if rollout_id.is_empty() || file.exists() {
+    let file = at.path();
+    if at.rollout_id.is_empty() || file.exists() {
         return Ok(());
     }
-    let status = migrate::status(url, migrations).await?;
-    let database_info = runway_engine::database::Database::parse(url)
+    let status = migrate::status(at.url, migrations).await?;
+    let database_info = runway_engine::database::Database::parse(at.url)
         .map_err(|e| ExecError::Preflight(format!("invalid database URL: {e}")))?;
-    let schema = schema::dump(&database_info, pg_dump).await?;
+    let schema = schema::dump(&database_info, at.pg_dump).await?;
     let before = BeforeMigrate { pending: status.pending, schema: schema.text().to_owned() };
     let text = serde_json::to_vec(&before).expect("the state serializes");
     let io = |e: std::io::Error| {
@@ -65,12 +79,14 @@ pub async fn save_before(
     Ok(())
 }
 
-/// The saved state before `rollout_id` migrated `database`.
-async fn load_before(state_dir: &Path, rollout_id: &str, database: &str) -> Result<BeforeMigrate, ExecError> {
-    let file = path(state_dir, rollout_id, database);
+/// The saved state before the rollout migrated the database.
+async fn load_before(at: &RolloutDatabase<'_>) -> Result<BeforeMigrate, ExecError> {
+    let file = at.path();
     let text = tokio::fs::read(&file).await.map_err(|e| {
         ExecError::Migrate(migrate::MigrateError::CannotUndo(format!(
-            "this agent has no record of what rollout {rollout_id} applied to {database} ({}: {e})",
+            "this agent has no record of what rollout {} applied to {} ({}: {e})",
+            at.rollout_id,
+            at.database,
             file.display()
         )))
     })?;
@@ -84,17 +100,14 @@ async fn load_before(state_dir: &Path, rollout_id: &str, database: &str) -> Resu
 /// now; by restore (when the rollout took `backup`), per table, rows now
 /// against the backup's. Reads only.
 pub async fn preview(
-    state_dir: &Path,
-    rollout_id: &str,
-    database: &str,
-    url: &str,
+    at: &RolloutDatabase<'_>,
     migrations: &[runway_proto::bundle::MigrationFile],
     backup: Option<&runway_engine::backup::Manifest>,
 ) -> serde_json::Value {
     let mut errors = Vec::new();
     let mut by_migration = Vec::new();
-    match load_before(state_dir, rollout_id, database).await {
-        Ok(before) => match down::losses(url, migrations, &down::Target::Names(before.pending)).await {
+    match load_before(at).await {
+        Ok(before) => match down::losses(at.url, migrations, &down::Target::Names(before.pending)).await {
             Ok(losses) => by_migration.extend(losses.iter().map(|l| match &l.column {
                 Some(column) => format!(
                     "column {}.{column} with {} value(s) (dropped by the down of {})",
@@ -112,7 +125,7 @@ pub async fn preview(
     let mut by_restore = Vec::new();
     match backup {
         None => errors.push("by restore: the rollout took no backup of this database".into()),
-        Some(manifest) => match runway_engine::backup::loss::restore_loss(manifest, url).await {
+        Some(manifest) => match runway_engine::backup::loss::restore_loss(manifest, at.url).await {
             // Prisma's bookkeeping goes back with the schema; say what users lose.
             Ok(diffs) => by_restore
                 .extend(diffs.iter().filter(|d| !d.table.ends_with("._prisma_migrations")).map(restore_line)),
@@ -149,17 +162,13 @@ fn restore_line(d: &runway_engine::backup::TableDiff) -> String {
 
 /// Rolls back by migration what `rollout_id` applied to `database`.
 pub async fn undo(
-    state_dir: &Path,
-    rollout_id: &str,
-    database: &str,
-    url: &str,
+    at: &RolloutDatabase<'_>,
     migrations: &[runway_proto::bundle::MigrationFile],
-    pg_dump: &Path,
     config: &migrate::MigrateConfig,
     progress: &Progress,
 ) -> Result<down::UndoReport, ExecError> {
-    let before = load_before(state_dir, rollout_id, database).await?;
+    let before = load_before(at).await?;
     let expected = schema::Schema::from_dump(&before.schema);
     let target = down::Target::Names(before.pending);
-    Ok(down::undo(url, migrations, &target, Some(&expected), pg_dump, config, progress).await?)
+    Ok(down::undo(at.url, migrations, &target, Some(&expected), at.pg_dump, config, progress).await?)
 }

@@ -540,7 +540,7 @@ mod tests {
                     outcome: CommandOutcome::Refused as i32,
                     error: "1 dangerous statement(s) need an explicit decision before anything changes:\n  2_drop line 2: drop-column on User (3 MiB): drops data".into(),
                     detail_json: detail.to_string(),
-                    plan: Some(plan.clone()),
+                    plan: Some(Box::new(plan.clone())),
                     work_ms: 0,
                 }),
                 error: String::new(),

@@ -238,7 +238,7 @@ impl OperatorService {
                     loss.errors = lines("errors");
                 }
                 Ok(result) => loss.errors.push(format!("{db} could not tell: {}", result.error)),
-                Err(away) => loss.errors.push(format!("{away}")),
+                Err(away) => loss.errors.push(away.to_string()),
             }
             losses.push(loss);
         }
@@ -331,7 +331,7 @@ impl OperatorService {
             database: target.database,
             action: Some(command::Action::ShowBackup(ShowBackup { name: backup.clone() })),
         };
-        match self.shared.ask(&term, &target.host, show).await? {
+        match self.shared.ask(term, &target.host, show).await? {
             Ok(result) if result.outcome == CommandOutcome::Succeeded as i32 => {}
             Ok(result) => {
                 return Err(ApiError::FailedPrecondition(format!(

@@ -126,7 +126,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
 
 /// The DB host's typed plan, when it answered with one.
 fn db_plan<'a>(db: &str, hosts: &'a [HostPreflight]) -> Option<&'a v1::MigrationPlan> {
-    hosts.iter().find(|h| h.host == db)?.result.as_ref()?.plan.as_ref()
+    hosts.iter().find(|h| h.host == db)?.result.as_ref()?.plan.as_deref()
 }
 
 /// The danger gate refused this answer: the DB agent refused the preflight
@@ -209,7 +209,7 @@ mod tests {
         dangers: Value,
     ) -> HostPreflight {
         let mut host = answered("db", outcome, error, json!({ "unaccepted_dangers": dangers }));
-        host.result.as_mut().expect("answered").plan = plan;
+        host.result.as_mut().expect("answered").plan = plan.map(Box::new);
         host
     }
 

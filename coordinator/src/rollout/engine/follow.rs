@@ -240,7 +240,7 @@ impl Follower {
             error,
             refused: outcome == Ok(CommandOutcome::Refused),
             detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
-            plan: result.plan,
+            plan: result.plan.map(|p| *p),
             outcome_unknown: false,
         })
     }

@@ -155,7 +155,7 @@ impl Coordinator {
                     }
                     Answer::Plan(plan) => {
                         let mut succeeded = result(&command.command_id, Ok(()));
-                        succeeded.plan = Some(plan());
+                        succeeded.plan = Some(Box::new(plan()));
                         dispatcher.on_result(agent, succeeded)
                     }
                     Answer::Fail(error, detail) => {

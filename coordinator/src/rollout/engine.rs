@@ -385,10 +385,17 @@ impl Engine {
                 _ => result.reached(),
             };
             recovery::plan(record, way_back, &reached);
+        } else if kind == StepKind::MigrateDown && result.failure(kind) == recovery::Failure::OutcomeUnknown {
+            // A down may still be running: no restore over it.
+            record.error.push_str(&format!(
+                "; THE OUTCOME OF ROLLING BACK BY MIGRATION IS UNKNOWN ({error}): runway does not guess: \
+                 maintenance mode stays on; check `runway migrate status` on the DB host, then finish the downs \
+                 or restore backup {} by hand",
+                record.backup
+            ));
         } else if kind == StepKind::MigrateDown {
             let policy = self.config.environments.policy(&record.environment);
-            let failed = record.steps[index].clone();
-            match recovery::fall_back_to_restore(record, &failed, &policy) {
+            match recovery::fall_back_to_restore(record, result.failed_hosts(), &policy) {
                 Some(restore) => {
                     record.error.push_str(&format!(
                         "; rolling back by migration failed ({error}): restoring this rollout's backup instead, \

@@ -273,12 +273,14 @@ fn migrated(record: &RolloutRecord) -> Vec<String> {
         .collect()
 }
 
-/// After `failed` (a failed `migrate_down` step of `record`): the restore
-/// that takes its place, per `on_down_failure`, inserted right after it so
-/// it runs before the app hosts come back; `None` to hold.
+/// After a failed `migrate_down` step of `record` (its targets `failed`
+/// failed; the others were rolled back by migration and keep their
+/// writes): the restore of those that takes its place, per
+/// `on_down_failure`, to insert right after it so it runs before the app
+/// hosts come back; `None` to hold.
 pub fn fall_back_to_restore(
     record: &RolloutRecord,
-    failed: &StepRecord,
+    failed: Vec<String>,
     policy: &EnvironmentPolicy,
 ) -> Option<StepRecord> {
     match policy.on_down_failure {
@@ -291,7 +293,7 @@ pub fn fall_back_to_restore(
                 .map(|s| s.attempt)
                 .max()
                 .unwrap_or(0);
-            Some(StepRecord { attempt, ..recovery_step(StepKind::Restore, failed.hosts.clone()) })
+            Some(StepRecord { attempt, ..recovery_step(StepKind::Restore, failed) })
         }
     }
 }
@@ -838,7 +840,8 @@ mod tests {
         // Without a fallback, the failed down holds everything.
         assert!(skips(&record, &record.steps[7].clone()));
         let fallback =
-            fall_back_to_restore(&record, &record.steps[6], &EnvironmentPolicy::default()).expect("restore");
+            fall_back_to_restore(&record, record.steps[6].hosts.clone(), &EnvironmentPolicy::default())
+                .expect("restore");
         record.steps.insert(7, fallback);
         assert_eq!(record.steps[7].kind, StepKind::Restore);
         assert!(!skips(&record, &record.steps[8].clone()), "maintenance off runs after the restore");
@@ -853,7 +856,7 @@ mod tests {
             on_down_failure: crate::config::OnDownFailure::Hold,
             ..EnvironmentPolicy::default()
         };
-        assert_eq!(fall_back_to_restore(&record, &record.steps[6], &hold), None);
+        assert_eq!(fall_back_to_restore(&record, record.steps[6].hosts.clone(), &hold), None);
     }
 
     #[test]

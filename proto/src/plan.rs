@@ -2,7 +2,7 @@
 //! plan asks (the coordinator's policies and recovery, the CLI), answered
 //! once.
 
-use crate::v1::{DownState, DowntimeClass, LintFinding, MigrationPlan, Severity};
+use crate::v1::{Certainty, DataFinding, DownState, DowntimeClass, LintFinding, MigrationPlan, Severity};
 
 impl MigrationPlan {
     /// The findings of severity Danger.
@@ -41,6 +41,11 @@ impl MigrationPlan {
             .collect()
     }
 
+    /// The data findings that make deploy fail for certain.
+    pub fn will_fail(&self) -> impl Iterator<Item = &DataFinding> {
+        self.data.iter().filter(|f| f.certainty == Certainty::WillFail as i32)
+    }
+
     /// The downtime class, `Unknown` when absent.
     pub fn downtime_class(&self) -> DowntimeClass {
         self.downtime
@@ -60,6 +65,15 @@ pub fn down_state_name(state: i32) -> &'static str {
         DownState::Fails => "fails",
         DownState::Differs => "differs",
         DownState::Unproven | DownState::Unspecified => "unproven",
+    }
+}
+
+/// `will fail`, `may fail`, `unknown`.
+pub fn certainty_name(certainty: i32) -> &'static str {
+    match Certainty::try_from(certainty).unwrap_or(Certainty::Unspecified) {
+        Certainty::WillFail => "will fail",
+        Certainty::MayFail => "may fail",
+        Certainty::Unknown | Certainty::Unspecified => "unknown",
     }
 }
 

@@ -451,6 +451,12 @@ async fn watch_rollout(remote: &Remote, output: Output, id: &str, from_seq: u64)
             Exit::Failed
         }
         _ => match get(remote, id).await {
+            // The live data makes a migration fail for certain: the same
+            // verdict as `rollout plan`'s "deploy would refuse".
+            Ok(r) if r.refused && r.plan.as_ref().is_some_and(|p| p.will_fail().next().is_some()) => {
+                output.note(format!("rollout {id} was refused before anything changed: {}", r.error));
+                Exit::Blocked
+            }
             // Refused by a check before anything changed: bad input, not a failure.
             Ok(r) if r.refused => {
                 output.note(format!("rollout {id} was refused before anything changed: {}", r.error));

@@ -2,7 +2,7 @@
 //! to `rollout plan`) as text and as JSON: pending migrations, findings
 //! with table sizes, downtime class, maintenance, and each down's proof.
 
-use runway_proto::plan::{down_state_name, downtime_class_name, severity_name};
+use runway_proto::plan::{certainty_name, down_state_name, downtime_class_name, severity_name};
 use runway_proto::v1::MigrationPlan;
 use serde_json::{Value, json};
 
@@ -30,6 +30,7 @@ pub fn text(plan: &MigrationPlan) -> String {
     for name in &plan.missing_locally {
         text.push_str(&format!("warning      applied migration {name} is missing from the bundle\n"));
     }
+    text.push_str(&data_text(plan));
     text.push_str(&downs_text(plan));
     if !plan.findings.is_empty() {
         // As `migrate lint` shows them: total size, or `new` for a table
@@ -55,6 +56,45 @@ pub fn text(plan: &MigrationPlan) -> String {
         text.push_str("findings:\n");
         text.push_str(&table.render());
         text.push('\n');
+    }
+    text
+}
+
+/// `data`: what the live data says about the pending statements, then
+/// each finding with its count, example keys and the query that lists the rows.
+fn data_text(plan: &MigrationPlan) -> String {
+    if plan.pending.is_empty() && plan.data.is_empty() {
+        return String::new();
+    }
+    let failing = plan.will_fail().count();
+    let mut text = format!(
+        "data         {} check(s) on the live data in {} ms: {}\n",
+        plan.data_checks,
+        plan.data_ms,
+        match failing {
+            0 if plan.data.is_empty() => "nothing will fail".to_owned(),
+            0 => "nothing will fail for certain".to_owned(),
+            n => format!("{n} statement(s) WILL FAIL"),
+        }
+    );
+    for f in &plan.data {
+        let count = f.count.map(|c| format!(", {c} row(s)")).unwrap_or_default();
+        text.push_str(&format!(
+            "  {}: {} line {}: {} on {}{}{count}: {}\n",
+            certainty_name(f.certainty),
+            f.migration,
+            f.line,
+            f.kind,
+            f.table,
+            if f.columns.is_empty() { String::new() } else { format!(" ({})", f.columns.join(", ")) },
+            f.message
+        ));
+        if !f.examples.is_empty() {
+            text.push_str(&format!("    e.g. {}\n", f.examples.join(", ")));
+        }
+        if !f.query.is_empty() {
+            text.push_str(&format!("    find them: {}\n", f.query));
+        }
     }
     text
 }
@@ -119,6 +159,20 @@ pub fn json(plan: &MigrationPlan) -> Value {
             "total_bytes": t.total_bytes,
             "estimated_rows": t.estimated_rows,
         })).collect::<Vec<_>>(),
+        "data": plan.data.iter().map(|f| json!({
+            "certainty": certainty_name(f.certainty).replace(' ', "_"),
+            "kind": f.kind,
+            "migration": f.migration,
+            "line": f.line,
+            "table": f.table,
+            "columns": f.columns,
+            "count": f.count,
+            "examples": f.examples,
+            "query": f.query,
+            "message": f.message,
+        })).collect::<Vec<_>>(),
+        "data_checks": plan.data_checks,
+        "data_ms": plan.data_ms,
         "downs": downs_json(plan),
         "downs_ms": plan.downs_ms,
         "rollback_by_migration": plan.downs_proven(),

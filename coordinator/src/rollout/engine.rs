@@ -285,6 +285,11 @@ impl Engine {
     fn settle(&self, record: &mut RolloutRecord, index: usize, result: &StepResult) {
         let kind = record.steps[index].kind;
         databases::observe(record, kind, record.steps[index].recovery, result);
+        // Kept also when preflight refused: `rollout show` lists why (the
+        // Danger findings, what the data says).
+        if let Some(plan) = result.plan().filter(|_| kind == StepKind::Preflight) {
+            record.plan = Some(plan.clone());
+        }
         if result.succeeded() {
             record.steps[index].state = StepState::Succeeded;
             match kind {
@@ -303,9 +308,6 @@ impl Engine {
                     }
                 }
                 StepKind::Preflight => {
-                    if let Some(plan) = result.plan() {
-                        record.plan = Some(plan.clone());
-                    }
                     let policy = self.config.environments.policy(&record.environment);
                     if let Some(why) = recovery::refused_by_rollback_policy(record, &policy) {
                         let step = &mut record.steps[index];

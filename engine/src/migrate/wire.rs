@@ -58,6 +58,9 @@ impl From<&PlanReport> for v1::MigrationPlan {
             failed: plan.status.failed.iter().map(|f| f.name.clone()).collect(),
             modified: plan.status.modified.clone(),
             missing_locally: plan.status.missing_locally.clone(),
+            data: Vec::new(),
+            data_checks: 0,
+            data_ms: 0,
         }
     }
 }

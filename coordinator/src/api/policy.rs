@@ -94,6 +94,24 @@ pub async fn plan_lines(
             policy.maintenance.as_str()
         ));
     }
+    match crate::rollout::recovery::rollback_policy_refusal(environment, plan, &policy) {
+        Some(refusal) => {
+            lines.push(format!("rollback: NOT met: {refusal}"));
+            if judged {
+                *verdict = PlanVerdict::PolicyRefused;
+                reasons.insert(0, refusal);
+            }
+        }
+        None => lines.push(format!(
+            "rollback: rollback = \"{}\": {}",
+            policy.rollback.as_str(),
+            match (policy.rollback, plan.is_some_and(runway_proto::v1::MigrationPlan::downs_proven)) {
+                (crate::config::Rollback::Restore, _) => "by restoring the rollout's backup",
+                (_, true) => "by migration (every pending down is proven); the backup only if a down fails",
+                (_, false) => "by restoring the rollout's backup (not every pending down is proven)",
+            }
+        )),
+    }
     if !policy.webhooks.is_empty() {
         let hooks: Vec<String> = policy
             .webhooks

@@ -150,18 +150,27 @@ pub fn rollback_way(record: &RolloutRecord, policy: &EnvironmentPolicy, restore:
 /// Why `rollback = "migration"` refuses `record` before anything changes:
 /// a pending migration whose down is not proven. `None` when it does not.
 pub fn refused_by_rollback_policy(record: &RolloutRecord, policy: &EnvironmentPolicy) -> Option<String> {
+    rollback_policy_refusal(&record.environment, record.plan.as_ref(), policy)
+}
+
+/// [`refused_by_rollback_policy`] for a `plan` of `environment` (also
+/// before any rollout exists: `rollout plan`).
+pub fn rollback_policy_refusal(
+    environment: &str,
+    plan: Option<&runway_proto::v1::MigrationPlan>,
+    policy: &EnvironmentPolicy,
+) -> Option<String> {
     if policy.rollback != Rollback::Migration {
         return None;
     }
-    let unproven = match &record.plan {
+    let unproven = match plan {
         Some(plan) if plan.downs_proven() => return None,
         Some(plan) => plan.unproven_downs().join(", "),
         None => "the DB agent sent no plan".to_owned(),
     };
     Some(format!(
-        "rollback = \"migration\" in {} requires a proven down for every pending migration; not proven: \
-         {unproven}. Nothing was changed; add or fix the down.sql files (`runway migrate plan` proves them)",
-        record.environment
+        "rollback = \"migration\" in {environment} requires a proven down for every pending migration; not \
+         proven: {unproven}. Nothing was changed; add or fix the down.sql files (`runway migrate plan` proves them)"
     ))
 }
 

@@ -38,8 +38,10 @@
 //!    checked, swapped in).
 //!
 //! The two recoveries swap order every round (each after its own failed
-//! deploy), and after each one the schema must equal the one from before
-//! the deploy, so both figures are of a recovery that worked.
+//! deploy). Before each, the server checkpoints and the OS flushes its
+//! dirty pages (not timed), so neither pays for the writeback of the step
+//! before it. After each, the schema must equal the one from before the
+//! deploy, so both figures are of a recovery that worked.
 //!
 //! Prints every round, then per size the medians and the ratio restore ÷
 //! migration. By migration should stay flat across sizes (DDL on the live
@@ -308,6 +310,7 @@ impl Bench<'_> {
     /// Recovery A: the rollout's migrations undone by their proven downs.
     async fn by_migration(&self, before: &Schema) -> anyhow::Result<Recovery> {
         let names = ROLLOUT.iter().map(|(name, _, _)| (*name).to_owned()).collect();
+        self.settle().await;
         let timeline = Timeline::start();
         let report = down::undo(
             &self.subject.url,
@@ -358,6 +361,7 @@ impl Bench<'_> {
             rollback_of: None,
             mode: RestoreMode::Replace,
         };
+        self.settle().await;
         let timeline = Timeline::start();
         let report = backup::restore_named(backup_id, &self.backup, &options, &timeline.progress())
             .await
@@ -375,6 +379,18 @@ impl Bench<'_> {
                 ("swap + checks", secs - swapping),
             ],
         })
+    }
+
+    /// Lets the writes of the step before settle (a `CHECKPOINT`, then the
+    /// OS's `sync`), so a recovery does not pay for the writeback of the
+    /// backup's test restore or of the other recovery's restore. Best
+    /// effort: `CHECKPOINT` needs a superuser.
+    async fn settle(&self) {
+        if let Ok(mut db) = self.database.connect().await {
+            let _ = sqlx::raw_sql("CHECKPOINT").execute(&mut db).await;
+            let _ = sqlx::Connection::close(db).await;
+        }
+        let _ = tokio::process::Command::new("sync").status().await;
     }
 
     /// The schema must be the one from before the deploy again.

@@ -3,21 +3,23 @@
 //!
 //! The proof runs on a scratch database (`runway_prove_<random>`) on the
 //! same server, holding a schema-only copy of the live database (never its
-//! data), and is dropped afterwards whatever happens. For each migration,
-//! in turn:
+//! data), and is dropped afterwards whatever happens:
 //!
-//! - [`Direction::Forward`] (pending migrations, before a deploy): dump the
-//!   schema, apply the migration, run its down, dump again: the two dumps
-//!   must be equal; then apply the migration again and go on to the next.
+//! - [`Direction::Forward`] (pending migrations, before a deploy): apply
+//!   every migration in order, dumping the schema before each; then run
+//!   the downs newest first: after each, the schema must equal the dump
+//!   from before its migration, byte for byte.
 //! - [`Direction::Backward`] (applied migrations, newest first, before a
-//!   rollback): dump, run the down, apply the migration again, dump: equal;
-//!   then run the down again and go on.
+//!   rollback): run every down, dumping the schema before each; then apply
+//!   the migrations again oldest first: after each, the schema must equal
+//!   the dump from before its down.
 //!
 //! A down that fails or does not come back is reported with the database's
-//! error or the objects that differ; the scratch schema is then rebuilt
-//! from the dump taken before it, so the migrations after it are still
-//! proven on their own. Proving never fails the caller: what could not be
-//! tried is [`DownState::Unproven`], with the reason.
+//! error or the objects that differ; the scratch database is then loaded
+//! again from the dump the next check starts from, so every down is judged
+//! on its own. One scratch database and two schema dumps per migration,
+//! whatever the size of the data. Proving never fails the caller: what
+//! could not be tried is [`DownState::Unproven`], with the reason.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -206,74 +208,122 @@ async fn run(
     pg_dump: &Path,
     report: &mut DownsReport,
 ) -> Result<(), MigrateError> {
-    for (i, m) in migrations.iter().enumerate() {
-        let rest = &migrations[i + 1..];
-        let down = m.down.as_deref();
-        if down.is_none() && direction == Direction::Backward {
-            report.push(m, DownState::Missing, "no down.sql");
-            report.give_up(rest, &format!("{} has no down.sql, so nothing before it can be undone", m.name));
-            return Ok(());
-        }
-        let before = match down {
-            Some(_) => Some(schema::dump(&scratch.database, pg_dump).await?),
-            None => None,
-        };
-        let existing = match down {
-            Some(_) if direction == Direction::Forward => columns(&scratch.database).await?,
-            _ => HashSet::new(),
-        };
-        // The copy moves one migration on: up forward, down backward.
-        let (step, check) = match (direction, down) {
-            (Direction::Forward, _) => (m.sql.as_str(), down),
-            (Direction::Backward, Some(down)) => (down, Some(m.sql.as_str())),
-            (Direction::Backward, None) => unreachable!("returned above"),
-        };
-        if let Err(e) = run_sql(&scratch.database, &m.name, step).await {
-            match (direction, down) {
-                (Direction::Forward, None) => report.push(m, DownState::Missing, "no down.sql"),
-                (Direction::Forward, Some(_)) => report.push(
-                    m,
-                    DownState::Unproven,
-                    format!("the migration itself fails on a schema-only copy: {e}"),
-                ),
-                (Direction::Backward, _) => report.push(m, DownState::Fails, e),
-            }
-            report.give_up(rest, &format!("{} could not be tried", m.name));
-            return Ok(());
-        }
-        let (Some(check), Some(before)) = (check, before) else {
-            report.push(m, DownState::Missing, "no down.sql");
-            continue;
-        };
-        if let Some(down) = down.filter(|_| direction == Direction::Forward) {
-            report.dangers.extend(drops_existing(m, down, &existing));
-        }
-        // The check (the down forward, the migration again backward) runs
-        // on a copy of the copy, so the copy keeps its state and any rows
-        // the migration seeded for the migrations after it.
-        let fork = scratch.fork().await?;
-        let checked = match run_sql(&fork, &m.name, check).await {
-            Err(e) if direction == Direction::Forward => Ok((DownState::Fails, e)),
-            Err(e) => {
-                Ok((DownState::Unproven, format!("the migration does not apply again after its down: {e}")))
-            }
-            Ok(()) => schema::dump(&fork, pg_dump).await.map(|after| {
-                let diff = after.diff(&before);
-                if diff.is_empty() {
-                    (DownState::Proven, String::new())
-                } else {
-                    (DownState::Differs, schema::summary(&diff, 5))
-                }
-            }),
-        };
-        scratch.drop_fork(&fork).await?;
-        let (state, detail) = checked?;
-        report.push(m, state, detail);
+    let mut found: Vec<Option<(DownState, String)>> = vec![None; migrations.len()];
+    match direction {
+        Direction::Forward => forward(scratch, migrations, pg_dump, &mut found, report).await?,
+        Direction::Backward => backward(scratch, migrations, pg_dump, &mut found, report).await?,
     }
-    if direction == Direction::Backward && report.all_proven() {
-        report.after = Some(schema::dump(&scratch.database, pg_dump).await?);
+    for (m, found) in migrations.iter().zip(found) {
+        match found {
+            Some((state, detail)) => report.push(m, state, detail),
+            None => {
+                report.push(m, DownState::Unproven, "not tried: a migration before it could not be tried")
+            }
+        }
     }
     Ok(())
+}
+
+/// Every migration up, in order, dumping the schema before each; then
+/// every down, newest first, each compared with the dump from before its
+/// migration. A down that fails or differs is followed by that dump
+/// loaded again, so each down is judged on its own.
+async fn forward(
+    scratch: &mut Scratch,
+    migrations: &[&MigrationFile],
+    pg_dump: &Path,
+    found: &mut [Option<(DownState, String)>],
+    report: &mut DownsReport,
+) -> Result<(), MigrateError> {
+    let mut before = Vec::with_capacity(migrations.len());
+    for (i, m) in migrations.iter().enumerate() {
+        let schema = schema::dump(&scratch.database, pg_dump).await?;
+        let existing = if m.down.is_some() { columns(&scratch.database).await? } else { HashSet::new() };
+        if let Err(e) = run_sql(&scratch.database, &m.name, &m.sql).await {
+            found[i] = Some(match m.down {
+                Some(_) => {
+                    (DownState::Unproven, format!("the migration itself fails on a schema-only copy: {e}"))
+                }
+                None => (DownState::Missing, "no down.sql".to_owned()),
+            });
+            break;
+        }
+        if let Some(down) = m.down.as_deref() {
+            report.dangers.extend(drops_existing(m, down, &existing));
+        }
+        before.push(schema);
+    }
+    for i in (0..before.len()).rev() {
+        let m = migrations[i];
+        let Some(down) = m.down.as_deref() else {
+            found[i] = Some((DownState::Missing, "no down.sql".to_owned()));
+            scratch.reset(&before[i]).await?;
+            continue;
+        };
+        let judged = match run_sql(&scratch.database, &m.name, down).await {
+            Err(e) => (DownState::Fails, e),
+            Ok(()) => judge(&schema::dump(&scratch.database, pg_dump).await?, &before[i]),
+        };
+        if judged.0 != DownState::Proven {
+            scratch.reset(&before[i]).await?;
+        }
+        found[i] = Some(judged);
+    }
+    Ok(())
+}
+
+/// Every down, newest first, dumping the schema before each; then every
+/// migration again, oldest first, each compared with the dump from before
+/// its down. What the copy holds after all the downs is what the live
+/// database must hold after them ([`DownsReport::after`]).
+async fn backward(
+    scratch: &mut Scratch,
+    migrations: &[&MigrationFile],
+    pg_dump: &Path,
+    found: &mut [Option<(DownState, String)>],
+    report: &mut DownsReport,
+) -> Result<(), MigrateError> {
+    let mut before = Vec::with_capacity(migrations.len());
+    for (i, m) in migrations.iter().enumerate() {
+        let schema = schema::dump(&scratch.database, pg_dump).await?;
+        let Some(down) = m.down.as_deref() else {
+            found[i] = Some((DownState::Missing, "no down.sql: nothing before it can be undone".to_owned()));
+            break;
+        };
+        if let Err(e) = run_sql(&scratch.database, &m.name, down).await {
+            found[i] = Some((DownState::Fails, e));
+            break;
+        }
+        before.push(schema);
+    }
+    let after = schema::dump(&scratch.database, pg_dump).await?;
+    for i in (0..before.len()).rev() {
+        let m = migrations[i];
+        let judged = match run_sql(&scratch.database, &m.name, &m.sql).await {
+            Err(e) => {
+                (DownState::Unproven, format!("the migration does not apply again after its down: {e}"))
+            }
+            Ok(()) => judge(&schema::dump(&scratch.database, pg_dump).await?, &before[i]),
+        };
+        if judged.0 != DownState::Proven {
+            scratch.reset(&before[i]).await?;
+        }
+        found[i] = Some(judged);
+    }
+    if found.iter().all(|f| f.as_ref().is_some_and(|(state, _)| *state == DownState::Proven)) {
+        report.after = Some(after);
+    }
+    Ok(())
+}
+
+/// `proven` when `now` is `expected`, else `differs` naming the objects.
+fn judge(now: &Schema, expected: &Schema) -> (DownState, String) {
+    let diff = now.diff(expected);
+    if diff.is_empty() {
+        (DownState::Proven, String::new())
+    } else {
+        (DownState::Differs, schema::summary(&diff, 5))
+    }
 }
 
 /// The folder's history replayed on an empty scratch database, with
@@ -407,15 +457,13 @@ async fn run_sql(database: &Database, name: &str, sql: &str) -> Result<(), Strin
     })
 }
 
-/// The scratch database of one proof, and the copies of it each check runs on.
+/// The scratch database of one proof.
 struct Scratch {
     /// A session on the server's `postgres` database, to create and drop them.
     admin: PgConnection,
     name: String,
     /// The scratch database, with the live URL's settings (`?schema=`).
     database: Database,
-    /// Copies made so far (for their names).
-    forks: u32,
 }
 
 impl Scratch {
@@ -426,7 +474,7 @@ impl Scratch {
             .await
             .map_err(|e| MigrateError::Connect(e.to_string()))?;
         let name = format!("runway_prove_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut scratch = Self { admin, database: live.with_database(&name), name, forks: 0 };
+        let mut scratch = Self { admin, database: live.with_database(&name), name };
         let sql = format!("CREATE DATABASE {} TEMPLATE template0", connect::quote_ident(&scratch.name));
         scratch.admin_sql(&sql, "creating scratch database").await?;
         Ok(scratch)
@@ -449,23 +497,14 @@ impl Scratch {
         loaded.map(|_| ())
     }
 
-    /// A copy of the scratch database as it is now (rows included), named
-    /// after it so a leftover is recognisable.
-    async fn fork(&mut self) -> Result<Database, MigrateError> {
-        self.forks += 1;
-        let name = format!("{}_{}", self.name, self.forks);
-        let sql = format!(
-            "CREATE DATABASE {} TEMPLATE {}",
-            connect::quote_ident(&name),
-            connect::quote_ident(&self.name)
-        );
-        self.admin_sql(&sql, "copying").await?;
-        Ok(self.database.with_database(&name))
-    }
-
-    async fn drop_fork(&mut self, fork: &Database) -> Result<(), MigrateError> {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", connect::quote_ident(fork.name()));
-        self.admin_sql(&sql, "dropping a copy").await
+    /// Empties the scratch database and loads `schema` again: the state
+    /// before a down that failed or differed, so the next one is judged on
+    /// its own.
+    async fn reset(&mut self, schema: &Schema) -> Result<(), MigrateError> {
+        let name = connect::quote_ident(&self.name);
+        self.admin_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), "emptying").await?;
+        self.admin_sql(&format!("CREATE DATABASE {name} TEMPLATE template0"), "creating again").await?;
+        self.load(schema).await
     }
 
     /// Drops the scratch database; a failure is logged (it is named

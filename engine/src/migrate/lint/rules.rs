@@ -27,7 +27,26 @@ pub mod locks {
     pub const SHARE_ROW_EXCLUSIVE: &str = "SHARE ROW EXCLUSIVE";
     pub const SHARE_UPDATE_EXCLUSIVE: &str = "SHARE UPDATE EXCLUSIVE";
     pub const ROW_EXCLUSIVE: &str = "ROW EXCLUSIVE";
+    pub const EXCLUSIVE: &str = "EXCLUSIVE";
     pub const DATABASE: &str = "exclusive use of the database";
+    /// No table lock: the statement fails before taking one, or the finding
+    /// is about the file or a new table (printed as "no lock").
+    pub const NONE: &str = "no";
+
+    /// The name of lock mode `mode` as numbered in PostgreSQL's `lockdefs.h`
+    /// (the parse tree of `LOCK TABLE` carries the number).
+    pub fn by_number(mode: i32) -> &'static str {
+        match mode {
+            1 => "ACCESS SHARE",
+            2 => "ROW SHARE",
+            3 => ROW_EXCLUSIVE,
+            4 => SHARE_UPDATE_EXCLUSIVE,
+            5 => SHARE,
+            6 => SHARE_ROW_EXCLUSIVE,
+            7 => EXCLUSIVE,
+            _ => ACCESS_EXCLUSIVE,
+        }
+    }
 }
 
 /// What the statement makes the server do to the table, for the downtime estimate.
@@ -85,6 +104,11 @@ pub fn object_name(node: &pg_query::Node) -> String {
         Some(NodeEnum::RangeVar(rv)) => range_var_name(rv),
         _ => "?".into(),
     }
+}
+
+/// Whether a statement's `(option, …)` list holds `name` (`full`, `concurrently`).
+fn has_option(options: &[pg_query::Node], name: &str) -> bool {
+    options.iter().any(|o| matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == name))
 }
 
 /// Functions whose value differs per row: a column default calling one
@@ -179,6 +203,11 @@ pub fn check(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Vec<Hit> {
                     format!("TRUNCATE {name} deletes every row"),
                 ));
             }
+            if s.behavior == protobuf::DropBehavior::DropCascade as i32 {
+                let names: Vec<String> = s.relations.iter().map(object_name).collect();
+                out.push(hit("truncate-cascade", Danger, ACCESS_EXCLUSIVE, names.first().cloned(), Work::Instant,
+                    format!("TRUNCATE {} CASCADE also empties every table with a foreign key to it, and the tables referencing those, none of which the statement names; truncate the tables you mean by name and drop CASCADE", names.join(", "))));
+            }
         }
         NodeEnum::DeleteStmt(s) if s.where_clause.is_none() => {
             let name = s.relation.as_ref().map(range_var_name);
@@ -216,19 +245,43 @@ pub fn check(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Vec<Hit> {
                 _ => {}
             }
         }
+        NodeEnum::CreateStmt(s) => {
+            let table = s.relation.as_ref().map(range_var_name).unwrap_or_default();
+            let columns = s.table_elts.iter().filter_map(|e| match &e.node {
+                Some(NodeEnum::ColumnDef(c)) => Some((c.colname.as_str(), c.type_name.as_ref()?)),
+                _ => None,
+            });
+            column_types(&table, columns.collect(), NONE, &mut out);
+        }
         NodeEnum::AlterTableStmt(s) => {
             let table = s.relation.as_ref().map(range_var_name).unwrap_or_default();
             let new = is_new(&table);
+            let mut columns = Vec::new();
             for cmd in &s.cmds {
                 let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else { continue };
                 alter_table_cmd(&table, new, cmd, &mut out);
+                if let Some(NodeEnum::ColumnDef(c)) = cmd.def.as_deref().and_then(|d| d.node.as_ref())
+                    && let Some(type_name) = &c.type_name
+                {
+                    // ADD COLUMN names the column in the definition, ALTER COLUMN … TYPE in the command.
+                    columns.push((
+                        if c.colname.is_empty() { cmd.name.as_str() } else { c.colname.as_str() },
+                        type_name,
+                    ));
+                }
+            }
+            column_types(&table, columns, if new { NONE } else { ACCESS_EXCLUSIVE }, &mut out);
+        }
+        NodeEnum::AlterDomainStmt(s) if s.subtype == "C" => {
+            let domain = s.type_name.iter().map(object_name).collect::<Vec<_>>().join(".");
+            if let Some(NodeEnum::Constraint(c)) = s.def.as_deref().and_then(|d| d.node.as_ref())
+                && !c.skip_validation
+            {
+                out.push(hit("alter-domain-add-constraint", Warning, SHARE, None, Work::Scan,
+                    format!("ALTER DOMAIN {domain} ADD CONSTRAINT checks every value of every column of type {domain}, in every table, holding a {SHARE} lock (no writes) on each table until it is done; add it NOT VALID, then ALTER DOMAIN {domain} VALIDATE CONSTRAINT, which does not block writes")));
             }
         }
-        NodeEnum::VacuumStmt(s)
-            if s.options
-                .iter()
-                .any(|o| matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == "full")) =>
-        {
+        NodeEnum::VacuumStmt(s) if has_option(&s.options, "full") => {
             for rel in &s.rels {
                 let name = match &rel.node {
                     Some(NodeEnum::VacuumRelation(v)) => {
@@ -276,6 +329,8 @@ fn alter_table_cmd(table: &str, new: bool, cmd: &protobuf::AlterTableCmd, out: &
         _ if new => {}
         AlterTableType::AtAlterColumnType => out.push(hit("alter-column-type", Danger, ACCESS_EXCLUSIVE, t, Work::Rewrite,
             format!("changing the type of {table}.{} rewrites the table and its indexes under an ACCESS EXCLUSIVE lock (unless the change is binary-compatible, e.g. varchar(n) to text or a longer varchar)", cmd.name))),
+        AlterTableType::AtDropNotNull => out.push(hit("not-null-dropped", Warning, ACCESS_EXCLUSIVE, t, Work::Instant,
+            format!("DROP NOT NULL on {table}.{}: app code (and reports, other services) written when the column could not be NULL may fail on the first NULL the new code writes; make sure every reader handles NULL before anything writes one", cmd.name))),
         AlterTableType::AtSetNotNull => out.push(hit("set-not-null", Warning, ACCESS_EXCLUSIVE, t, Work::Scan,
             format!("SET NOT NULL on {table}.{} scans the whole table under an ACCESS EXCLUSIVE lock; add CHECK ({} IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL", cmd.name, cmd.name))),
         AlterTableType::AtAddColumn => {
@@ -356,10 +411,192 @@ fn constraint(table: &str, c: &protobuf::Constraint, out: &mut Vec<Hit>) {
         }
         Ok(ConstrType::ConstrCheck) if !c.skip_validation => out.push(hit("check-without-not-valid", Warning, ACCESS_EXCLUSIVE, t, Work::Scan,
             format!("CHECK constraint{named} on {table} is validated at once, scanning the table under an ACCESS EXCLUSIVE lock; add it NOT VALID, then VALIDATE CONSTRAINT (which only takes {SHARE_UPDATE_EXCLUSIVE})"))),
-        Ok(ConstrType::ConstrPrimary | ConstrType::ConstrUnique | ConstrType::ConstrExclusion) if c.indexname.is_empty() => {
+        Ok(ConstrType::ConstrPrimary | ConstrType::ConstrUnique) if c.indexname.is_empty() => {
             out.push(hit("constraint-builds-index", Warning, ACCESS_EXCLUSIVE, t, Work::IndexBuild,
-                format!("adding constraint{named} on {table} builds its index under an ACCESS EXCLUSIVE lock; CREATE UNIQUE INDEX CONCURRENTLY first, then ADD CONSTRAINT … USING INDEX")))
+                format!("adding constraint{named} on {table} builds its index under an ACCESS EXCLUSIVE lock: no reads or writes until the build ends; CREATE UNIQUE INDEX CONCURRENTLY first, then ADD CONSTRAINT … USING INDEX")))
+        }
+        Ok(ConstrType::ConstrExclusion) => {
+            out.push(hit("constraint-builds-index", Warning, ACCESS_EXCLUSIVE, t, Work::IndexBuild,
+                format!("adding exclusion constraint{named} on {table} builds its index under an ACCESS EXCLUSIVE lock: no reads or writes until the build ends, and there is no concurrent way to add one; run it in a maintenance window")))
         }
         _ => {}
+    }
+}
+
+/// Whether `type_name` is the built-in type `name` (as the grammar spells
+/// it: `timestamp(3)` is `pg_catalog.timestamp`, `char(2)` is `bpchar`).
+fn type_is(type_name: &protobuf::TypeName, name: &str) -> bool {
+    type_name.names.last().is_some_and(|n| object_name(n) == name)
+}
+
+/// Type choices that are legal but regretted: `timestamp` without time
+/// zone and `char(n)`. One finding per statement, naming the columns.
+fn column_types(
+    table: &str,
+    columns: Vec<(&str, &protobuf::TypeName)>,
+    lock: &'static str,
+    out: &mut Vec<Hit>,
+) {
+    use Severity::*;
+    let of_type = |ty: &str| {
+        columns.iter().filter(|(_, t)| type_is(t, ty)).map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+    };
+    let naive = of_type("timestamp");
+    if !naive.is_empty() {
+        out.push(hit("prefer-timestamptz", Info, lock, Some(table.to_owned()), Work::Instant,
+            format!("{table}.({naive}): timestamp without time zone stores no zone, so a value means whatever zone its writer assumed and shifts when a server or client TimeZone changes; prefer timestamptz (Prisma: @db.Timestamptz(3))")));
+    }
+    let padded = of_type("bpchar");
+    if !padded.is_empty() {
+        out.push(hit("char-field", Info, lock, Some(table.to_owned()), Work::Instant,
+            format!("{table}.({padded}): char(n) pads every value with blanks to n characters and ignores trailing blanks in comparisons, and n can only grow by a table rewrite; prefer text (or varchar(n))")));
+    }
+}
+
+/// CONCURRENTLY and the other statements PostgreSQL refuses inside a
+/// transaction block, every time: `(rule, what)`. Statements that refuse
+/// only sometimes (`ALTER TYPE … ADD VALUE` before PostgreSQL 12, `CALL`,
+/// subscriptions with a slot) are left out.
+pub fn refused_in_block(node: &NodeEnum) -> Option<(&'static str, &'static str)> {
+    let what = crate::migrate::script::must_run_alone(node)?;
+    let concurrently = match node {
+        NodeEnum::IndexStmt(_) | NodeEnum::DropStmt(_) | NodeEnum::AlterTableStmt(_) => true,
+        NodeEnum::ReindexStmt(s) => has_option(&s.params, "concurrently"),
+        NodeEnum::AlterEnumStmt(_)
+        | NodeEnum::CallStmt(_)
+        | NodeEnum::CreateSubscriptionStmt(_)
+        | NodeEnum::DropSubscriptionStmt(_) => return None,
+        _ => false,
+    };
+    Some((if concurrently { "concurrently-in-transaction" } else { "in-transaction-block" }, what))
+}
+
+/// The table a statement refused in a transaction block works on, if it names one.
+pub fn statement_table(node: &NodeEnum) -> Option<String> {
+    match node {
+        NodeEnum::IndexStmt(s) => s.relation.as_ref().map(range_var_name),
+        NodeEnum::AlterTableStmt(s) => s.relation.as_ref().map(range_var_name),
+        NodeEnum::ReindexStmt(s) => s.relation.as_ref().map(range_var_name),
+        NodeEnum::DropStmt(s) => s.objects.first().map(object_name),
+        _ => None,
+    }
+}
+
+/// The first existing table `node` locks in a mode that blocks writes
+/// (SHARE or stronger), with that mode: while such a lock request waits
+/// behind another transaction, every later query on the table waits
+/// behind it. `is_new`: the table was created by this migration set.
+pub fn write_blocking_lock(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Option<(&'static str, String)> {
+    use locks::*;
+    let existing = |rv: Option<&protobuf::RangeVar>| rv.map(range_var_name).filter(|t| !is_new(t));
+    let first_existing = |names: &[pg_query::Node]| names.iter().map(object_name).find(|t| !is_new(t));
+    let referenced = |c: &protobuf::Constraint| {
+        (c.contype == ConstrType::ConstrForeign as i32).then(|| existing(c.pktable.as_ref())).flatten()
+    };
+    match node {
+        NodeEnum::AlterTableStmt(s) if s.objtype == ObjectType::ObjectTable as i32 => {
+            let own = existing(s.relation.as_ref());
+            let mut referenced_hit: Option<(&'static str, String)> = None;
+            for cmd in &s.cmds {
+                let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else { continue };
+                let def = cmd.def.as_deref().and_then(|d| d.node.as_ref());
+                let constraints: Vec<&protobuf::Constraint> = match def {
+                    Some(NodeEnum::Constraint(c)) => vec![c.as_ref()],
+                    Some(NodeEnum::ColumnDef(c)) => c
+                        .constraints
+                        .iter()
+                        .filter_map(|n| match &n.node {
+                            Some(NodeEnum::Constraint(c)) => Some(c.as_ref()),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let subtype = AlterTableType::try_from(cmd.subtype).unwrap_or(AlterTableType::Undefined);
+                let lock = match subtype {
+                    // SHARE UPDATE EXCLUSIVE or weaker: reads and writes go on.
+                    AlterTableType::AtValidateConstraint
+                    | AlterTableType::AtSetStatistics
+                    | AlterTableType::AtSetOptions
+                    | AlterTableType::AtResetOptions
+                    | AlterTableType::AtClusterOn
+                    | AlterTableType::AtDropCluster
+                    | AlterTableType::AtAttachPartition
+                    | AlterTableType::AtDetachPartition => None,
+                    AlterTableType::AtAddConstraint
+                        if constraints.iter().all(|c| c.contype == ConstrType::ConstrForeign as i32) =>
+                    {
+                        Some(SHARE_ROW_EXCLUSIVE)
+                    }
+                    _ => Some(ACCESS_EXCLUSIVE),
+                };
+                if let (Some(lock), Some(table)) = (lock, &own) {
+                    return Some((lock, table.clone()));
+                }
+                if referenced_hit.is_none()
+                    && let Some(target) = constraints.iter().find_map(|c| referenced(c))
+                {
+                    referenced_hit = Some((SHARE_ROW_EXCLUSIVE, target));
+                }
+            }
+            referenced_hit
+        }
+        NodeEnum::CreateStmt(s) => s
+            .table_elts
+            .iter()
+            .find_map(|e| match &e.node {
+                Some(NodeEnum::Constraint(c)) => referenced(c),
+                Some(NodeEnum::ColumnDef(col)) => col.constraints.iter().find_map(|n| match &n.node {
+                    Some(NodeEnum::Constraint(c)) => referenced(c),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .map(|t| (SHARE_ROW_EXCLUSIVE, t))
+            .or_else(|| {
+                // CREATE TABLE … PARTITION OF locks the parent.
+                s.partbound.as_ref()?;
+                s.inh_relations
+                    .iter()
+                    .find_map(|n| match &n.node {
+                        Some(NodeEnum::RangeVar(rv)) => existing(Some(rv)),
+                        _ => None,
+                    })
+                    .map(|t| (ACCESS_EXCLUSIVE, t))
+            }),
+        NodeEnum::RenameStmt(s)
+            if matches!(
+                ObjectType::try_from(s.rename_type),
+                Ok(ObjectType::ObjectTable | ObjectType::ObjectColumn | ObjectType::ObjectTabconstraint)
+            ) =>
+        {
+            existing(s.relation.as_ref()).map(|t| (ACCESS_EXCLUSIVE, t))
+        }
+        NodeEnum::DropStmt(s)
+            if s.remove_type == ObjectType::ObjectTable as i32
+                || (s.remove_type == ObjectType::ObjectIndex as i32 && !s.concurrent) =>
+        {
+            first_existing(&s.objects).map(|t| (ACCESS_EXCLUSIVE, t))
+        }
+        NodeEnum::IndexStmt(s) if !s.concurrent => existing(s.relation.as_ref()).map(|t| (SHARE, t)),
+        NodeEnum::ReindexStmt(s) if !has_option(&s.params, "concurrently") => {
+            existing(s.relation.as_ref()).map(|t| (SHARE, t))
+        }
+        NodeEnum::TruncateStmt(s) => first_existing(&s.relations).map(|t| (ACCESS_EXCLUSIVE, t)),
+        NodeEnum::VacuumStmt(s) if has_option(&s.options, "full") => s
+            .rels
+            .iter()
+            .find_map(|r| match &r.node {
+                Some(NodeEnum::VacuumRelation(v)) => existing(v.relation.as_ref()),
+                _ => None,
+            })
+            .map(|t| (ACCESS_EXCLUSIVE, t)),
+        NodeEnum::ClusterStmt(s) => existing(s.relation.as_ref()).map(|t| (ACCESS_EXCLUSIVE, t)),
+        NodeEnum::RefreshMatViewStmt(s) if !s.concurrent => {
+            existing(s.relation.as_ref()).map(|t| (ACCESS_EXCLUSIVE, t))
+        }
+        NodeEnum::CreateTrigStmt(s) => existing(s.relation.as_ref()).map(|t| (SHARE_ROW_EXCLUSIVE, t)),
+        NodeEnum::LockStmt(s) if s.mode >= 5 => first_existing(&s.relations).map(|t| (by_number(s.mode), t)),
+        _ => None,
     }
 }

@@ -82,6 +82,9 @@ enum ExecError {
     /// The pending SQL has Danger findings the operator did not accept.
     #[error("{0}")]
     Dangerous(String),
+    /// A pending statement will certainly fail on the live data.
+    #[error("{0}")]
+    WillFail(String),
     /// A preflight check stopped the command; `facts` holds what preflight
     /// found before it (server version, the plan, the unaccepted Danger
     /// findings), so the operator sees why (`runway rollout plan`).
@@ -124,6 +127,7 @@ impl ExecError {
                     | Self::NoAction
                     | Self::Database(_)
                     | Self::Dangerous(_)
+                    | Self::WillFail(_)
                     | Self::Unsigned(_)
                     | Self::Backup(
                         backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }

@@ -50,6 +50,7 @@ impl Timeouts {
             advisory_lock_timeout_secs: self.advisory_lock_timeout,
             lock_timeout_ms: self.lock_timeout,
             statement_timeout_ms: self.statement_timeout,
+            ..MigrateConfig::default()
         }
     }
 }
@@ -153,6 +154,10 @@ pub enum MigrateCommand {
         target: Target,
         #[command(flatten)]
         pg: PgBin,
+        /// How long each read-only check of the live data may take, in
+        /// milliseconds; a check that takes longer is reported unknown.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        data_check_timeout: u64,
     },
     /// Roll back applied migrations by their `down.sql`, newest first,
     /// keeping every row written since. Exit 0 done, 1 a down failed or
@@ -214,9 +219,12 @@ pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
             output.result(lint_text(&report), &report);
             Ok(report.verdict().into())
         }
-        MigrateCommand::Plan { target, pg } => {
+        MigrateCommand::Plan { target, pg, data_check_timeout } => {
             let migrations = load(&target.migrations)?;
-            let report = migrate::plan(&target.database_url, &migrations, &pg.pg_dump()).await?;
+            let data =
+                MigrateConfig { data_check_timeout_ms: data_check_timeout, ..MigrateConfig::default() };
+            let options = migrate::PlanOptions { pg_dump: &pg.pg_dump(), data: &data.predict() };
+            let report = migrate::plan(&target.database_url, &migrations, options).await?;
             output.result(plan_text(&report), &report);
             Ok(report.verdict().into())
         }
@@ -392,6 +400,7 @@ fn plan_text(r: &PlanReport) -> String {
         r.pending.iter().for_each(|n| push_line!(text, "  {n}"));
     }
     text.push_str(&lint_text(&r.lint));
+    text.push_str(&data_text(&r.data));
     if !r.downs.downs.is_empty() {
         text.push_str(&downs_text(&r.downs));
     }
@@ -402,6 +411,39 @@ fn plan_text(r: &PlanReport) -> String {
     } else {
         push_line!(text, "Needs maintenance mode:");
         r.reasons.iter().for_each(|why| push_line!(text, "  - {why}"));
+    }
+    text
+}
+
+/// What the live data says about the pending statements: each finding
+/// with its certainty, count, example keys and the query that finds the rows.
+fn data_text(r: &migrate::DataReport) -> String {
+    let mut text = String::new();
+    let failing = r.findings.iter().filter(|f| f.certainty == migrate::predict::Certainty::WillFail).count();
+    push_line!(
+        text,
+        "Live data: {} check(s) in {} ms{}",
+        r.checks,
+        r.ms,
+        match failing {
+            0 if r.findings.is_empty() => ", nothing will fail".to_owned(),
+            0 => String::new(),
+            n => format!(", {n} statement(s) WILL FAIL"),
+        }
+    );
+    for f in &r.findings {
+        let certainty = match f.certainty {
+            migrate::predict::Certainty::WillFail => "will fail",
+            migrate::predict::Certainty::MayFail => "may fail",
+            migrate::predict::Certainty::Unknown => "unknown",
+        };
+        push_line!(text, "  {certainty}: {} line {}: {}", f.migration, f.line, f.message);
+        if !f.examples.is_empty() {
+            push_line!(text, "    e.g. {}", f.examples.join(", "));
+        }
+        if !f.query.is_empty() {
+            push_line!(text, "    find them: {}", f.query);
+        }
     }
     text
 }

@@ -86,6 +86,11 @@ fn pg_dump() -> PathBuf {
 
 /// Writes `(name, migration.sql, down.sql)` as a Prisma folder and reads it
 /// back as the CLI does.
+fn plan_options(pg_dump: &Path) -> migrate::PlanOptions<'_> {
+    static DATA: std::sync::LazyLock<migrate::PredictConfig> = std::sync::LazyLock::new(Default::default);
+    migrate::PlanOptions { pg_dump, data: &DATA }
+}
+
 fn migrations(history: &[(&str, &str, Option<&str>)]) -> Vec<MigrationFile> {
     let mut files: Vec<(String, Vec<u8>)> =
         vec![("migration_lock.toml".into(), b"provider = \"postgresql\"\n".to_vec())];
@@ -151,7 +156,7 @@ async fn plan_proves_every_down_of_a_realistic_history() {
     let history = migrations(HISTORY);
 
     // Everything pending on an empty database.
-    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &history, plan_options(&pg_dump())).await.expect("plan");
     assert_eq!(plan.pending.len(), 4);
     let names: Vec<&str> = HISTORY.iter().map(|(n, ..)| *n).collect();
     assert_eq!(
@@ -177,7 +182,7 @@ async fn plan_proves_every_down_of_a_realistic_history() {
     // Part applied: the copy holds the live schema, the rest is proven on it.
     deploy(&url, &history[..2]).await;
     pg.psql("app", "INSERT INTO \"User\" (email) VALUES ('ada@example.com')");
-    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &history, plan_options(&pg_dump())).await.expect("plan");
     assert_eq!(plan.pending, names[2..]);
     assert_eq!(
         states(&plan.downs),
@@ -211,7 +216,7 @@ async fn a_down_that_forgets_an_object_differs_and_names_it() {
         // Proven on its own, from where the two before it left the copy.
         ("4_user_name", USER_NAME, Some(USER_NAME_DOWN)),
     ]);
-    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &history, plan_options(&pg_dump())).await.expect("plan");
     assert_eq!(
         states(&plan.downs),
         [
@@ -237,7 +242,7 @@ async fn a_down_with_an_sql_error_fails_and_the_next_is_still_proven() {
         ("2_posts", POSTS, Some(typo)),
         ("3_user_name", USER_NAME, Some(USER_NAME_DOWN)),
     ]);
-    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &history, plan_options(&pg_dump())).await.expect("plan");
     let got = states(&plan.downs);
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[0], ("1_init", DownState::Proven, ""));
@@ -259,7 +264,7 @@ async fn a_migration_without_a_down_is_missing() {
         ("2_posts", POSTS, None),
         ("3_user_name", USER_NAME, Some(USER_NAME_DOWN)),
     ]);
-    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &history, plan_options(&pg_dump())).await.expect("plan");
     assert_eq!(
         states(&plan.downs),
         [
@@ -274,7 +279,7 @@ async fn a_migration_without_a_down_is_missing() {
 
     // No down at all: nothing to prove, no scratch database.
     let bare = migrations(&[("1_init", INIT, None), ("2_posts", POSTS, None)]);
-    let plan = migrate::plan(&url, &bare, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &bare, plan_options(&pg_dump())).await.expect("plan");
     assert_eq!(
         states(&plan.downs),
         [("1_init", DownState::Missing, "no down.sql"), ("2_posts", DownState::Missing, "no down.sql")]
@@ -301,7 +306,7 @@ async fn a_down_that_drops_an_existing_column_is_a_danger() {
         ),
         ("3_user_name", USER_NAME, Some(USER_NAME_DOWN)),
     ]);
-    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &history, plan_options(&pg_dump())).await.expect("plan");
     assert!(plan.downs.all_proven(), "{:#?}", plan.downs);
     // Only the lazy down: 1_init's DROP TABLE and 3_user_name's DROP
     // COLUMN drop what their own migration created.
@@ -528,7 +533,7 @@ async fn the_quickstart_downs_are_proven_and_undo_the_sample_rollout() {
     let sample = load(&dir);
     assert_eq!(sample.len(), 3);
     assert!(sample.iter().all(|m| m.down.is_some()), "every sample migration has a down.sql");
-    let plan = migrate::plan(&url, &sample, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &sample, plan_options(&pg_dump())).await.expect("plan");
     let proven: Vec<(&str, DownState, &str)> =
         sample.iter().map(|m| (m.name.as_str(), DownState::Proven, "")).collect();
     assert_eq!(states(&plan.downs), proven, "{:#?}", plan.downs);
@@ -565,7 +570,7 @@ async fn a_seeding_migration_leaves_the_next_downs_proven() {
         ("2_seed", "INSERT INTO \"User\" (email) VALUES ('ada@example.com');\n", Some("SELECT 1;\n")),
         ("3_user_name", USER_NAME, Some(USER_NAME_DOWN)),
     ]);
-    let plan = migrate::plan(&url, &history, &pg_dump()).await.expect("plan");
+    let plan = migrate::plan(&url, &history, plan_options(&pg_dump())).await.expect("plan");
     assert_eq!(
         states(&plan.downs),
         [

@@ -111,8 +111,16 @@ async fn with_a_database_it_adds_sizes_downtime_and_plans() {
         report.downtime.reason
     );
 
-    let plan =
-        migrate::plan(&url, &migrations, &runway_tests::postgres::pg_bin().join("pg_dump")).await.unwrap();
+    let plan = migrate::plan(
+        &url,
+        &migrations,
+        migrate::PlanOptions {
+            pg_dump: &runway_tests::postgres::pg_bin().join("pg_dump"),
+            data: &Default::default(),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(plan.pending, ["1_risky"]);
     assert!(!plan.safe_without_maintenance);
     assert!(plan.reasons.iter().any(|r| r.contains("rename-column")), "{:?}", plan.reasons);
@@ -125,8 +133,16 @@ async fn with_a_database_it_adds_sizes_downtime_and_plans() {
         ("2_index/migration.sql", b"CREATE INDEX CONCURRENTLY orders_sku_idx ON orders (sku);\n"),
     ]);
     let migrations = bundle::migrations(&read_folder(dir2.path()).unwrap()).unwrap();
-    let plan =
-        migrate::plan(&url, &migrations, &runway_tests::postgres::pg_bin().join("pg_dump")).await.unwrap();
+    let plan = migrate::plan(
+        &url,
+        &migrations,
+        migrate::PlanOptions {
+            pg_dump: &runway_tests::postgres::pg_bin().join("pg_dump"),
+            data: &Default::default(),
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(plan.pending, ["2_index"]);
     assert!(plan.safe_without_maintenance, "{:?}", plan.reasons);
     assert_eq!(plan.lint.downtime.class, DowntimeClass::Small);

@@ -53,11 +53,11 @@ fn a_migration_the_data_makes_fail_is_refused_in_preflight_with_keys_only() {
     let plan_text = String::from_utf8_lossy(&plan.stdout).into_owned();
     assert_eq!(plan.status.code(), Some(8), "{plan_text}{}", String::from_utf8_lossy(&plan.stderr));
     for needle in [
-        &format!("will fail: {} line 2: not-null on User (name), 1 row(s)", NAME_REQUIRED.0),
-        &format!("e.g. id={id}"),
-        "find them: SELECT",
+        format!("will fail: {} line 2: not-null on User (name), 1 row(s)", NAME_REQUIRED.0),
+        format!("e.g. id={id}"),
+        "find them: SELECT".to_owned(),
     ] {
-        assert!(plan_text.contains(needle.as_str()), "the plan does not say {needle:?}:\n{plan_text}");
+        assert!(plan_text.contains(&needle), "the plan does not say {needle:?}:\n{plan_text}");
     }
 
     // The rollout is refused in preflight: exit 8, no approval asked, no

@@ -65,11 +65,16 @@ impl Executor {
             let version = server_version(url).await.map_err(|e| ExecError::Preflight(redact_urls(&e)))?;
             progress.emit("database", format!("database reachable: {version}"));
             detail.insert("server_version".into(), version.into());
-            let plan = migrate::plan(url, &migrations, &backup.tool("pg_dump")).await?;
+            let pg_dump = backup.tool("pg_dump");
+            let data = self.config.migrate.predict();
+            let plan =
+                migrate::plan(url, &migrations, migrate::PlanOptions { pg_dump: &pg_dump, data: &data })
+                    .await?;
             let dangers = migrate::gate::unaccepted(&plan.lint, &p.allow_danger);
             crate::metrics::get().lint_findings(plan.lint.findings.iter().map(|f| &f.rule));
             detail.insert("pending".into(), plan.status.pending.clone().into());
             *typed_plan = Some(v1::MigrationPlan::from(&plan));
+            progress.emit("data", data_line(&plan.data));
             progress.emit("downs", downs_line(&plan.downs));
             detail.insert(
                 "unaccepted_dangers".into(),
@@ -100,6 +105,11 @@ impl Executor {
                 migrations.len() as u64,
                 "migrations",
             );
+            // Certain to fail on the live data: refused before any downtime,
+            // whatever was accepted (the fix is the data or the migration).
+            if plan.data.will_fail() {
+                return Err(ExecError::WillFail(migrate::plan::will_fail(&plan.data)));
+            }
             progress.emit(
                 "lint",
                 format!(
@@ -147,6 +157,26 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// One line about the checks of the live data: how many, how long, and
+/// what will fail (counts and keys only: the findings never carry values).
+fn data_line(data: &migrate::DataReport) -> String {
+    let mut line = format!("{} check(s) of the live data in {} ms", data.checks, data.ms);
+    if data.findings.is_empty() {
+        line.push_str(": nothing will fail");
+    }
+    for f in &data.findings {
+        let certainty = serde_json::to_value(f.certainty).ok().and_then(|c| c.as_str().map(str::to_owned));
+        line.push_str(&format!(
+            "; {} line {}: {} ({})",
+            f.migration,
+            f.line,
+            f.message,
+            certainty.unwrap_or_default()
+        ));
+    }
+    line
 }
 
 /// One line about the pending migrations' downs and what proving them cost.

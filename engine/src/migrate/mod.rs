@@ -45,6 +45,7 @@ pub mod lint;
 mod lock;
 pub mod parse;
 pub mod plan;
+pub mod predict;
 pub mod prove;
 pub mod resolve;
 pub mod schema;
@@ -58,7 +59,8 @@ pub use deploy::deploy;
 pub use error::MigrateError;
 pub use lint::{LintReport, lint};
 pub use lock::PRISMA_LOCK_KEY;
-pub use plan::{PlanReport, plan};
+pub use plan::{PlanOptions, PlanReport, plan};
+pub use predict::{DataReport, PredictConfig};
 pub use prove::{DownProof, DownState, DownsReport};
 pub use resolve::{ResolveAction, resolve};
 pub use status::{StatusReport, status};
@@ -73,15 +75,28 @@ pub struct MigrateConfig {
     pub lock_timeout_ms: u64,
     /// `statement_timeout` for migration statements, in milliseconds (0 = server default).
     pub statement_timeout_ms: u64,
+    /// How long each read-only check of the live data may take in a plan,
+    /// in milliseconds; a check that takes longer is reported unknown.
+    pub data_check_timeout_ms: u64,
 }
 
 impl Default for MigrateConfig {
     fn default() -> Self {
-        Self { advisory_lock_timeout_secs: 10, lock_timeout_ms: 0, statement_timeout_ms: 0 }
+        Self {
+            advisory_lock_timeout_secs: 10,
+            lock_timeout_ms: 0,
+            statement_timeout_ms: 0,
+            data_check_timeout_ms: 10_000,
+        }
     }
 }
 
 impl MigrateConfig {
+    /// How the plan's data checks run.
+    pub fn predict(&self) -> PredictConfig {
+        PredictConfig { statement_timeout: Duration::from_millis(self.data_check_timeout_ms.max(1)) }
+    }
+
     /// [`Self::advisory_lock_timeout_secs`] as a duration.
     pub fn advisory_lock_timeout(&self) -> Duration {
         Duration::from_secs(self.advisory_lock_timeout_secs)

@@ -6,6 +6,7 @@ use runway_proto::bundle::MigrationFile;
 use serde::Serialize;
 
 use super::lint::{self, DowntimeClass, LintReport, Severity};
+use super::predict::{self, DataReport, PredictConfig};
 use super::prove::{self, Direction, DownsReport};
 use super::{MigrateError, StatusReport, status};
 
@@ -29,6 +30,18 @@ pub struct PlanReport {
     /// Each pending migration's down, proven on a schema-only copy of the
     /// database: whether a rollback by migration is possible.
     pub downs: DownsReport,
+    /// What the live data says about the pending statements that can fail
+    /// on existing rows; a `will_fail` finding blocks the deploy.
+    pub data: DataReport,
+}
+
+/// What [`plan`] needs besides the database and the bundle.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions<'a> {
+    /// `pg_dump`, to prove the downs.
+    pub pg_dump: &'a Path,
+    /// How the data checks run.
+    pub data: &'a PredictConfig,
 }
 
 impl PlanReport {
@@ -60,28 +73,31 @@ pub enum Verdict {
 /// Seconds of lock time from which a blocking statement needs maintenance mode.
 const NOTICEABLE_SECS: f64 = 1.0;
 
-/// Builds the plan for deploying `migrations` to `database_url`, proving
-/// the pending migrations' downs with `pg_dump` (the tool's path).
+/// Builds the plan for deploying `migrations` to `database_url`: the
+/// lint, the pending statements checked against the live data, and the
+/// pending migrations' downs proven.
 pub async fn plan(
     database_url: &str,
     migrations: &[MigrationFile],
-    pg_dump: &Path,
+    options: PlanOptions<'_>,
 ) -> Result<PlanReport, MigrateError> {
     let status = status(database_url, migrations).await?;
     let mut lint = lint::lint(Some(database_url), migrations).await?;
     let pending: Vec<&MigrationFile> =
         migrations.iter().filter(|m| status.pending.iter().any(|p| p == &m.name)).collect();
-    let downs = if status.failed.is_empty() && !status.needs_baseline {
-        prove::prove(database_url, &pending, Direction::Forward, pg_dump).await
+    let (data, downs) = if status.failed.is_empty() && !status.needs_baseline {
+        let data = predict::predict(database_url, &pending, options.data).await?;
+        let downs = prove::prove(database_url, &pending, Direction::Forward, options.pg_dump).await;
+        (data, downs)
     } else {
-        DownsReport::default()
+        (DataReport::default(), DownsReport::default())
     };
     lint.findings.extend(downs.findings());
-    Ok(build(status, lint, downs))
+    Ok(build(status, lint, downs, data))
 }
 
 /// The decision, separated from I/O.
-pub fn build(status: StatusReport, lint: LintReport, downs: DownsReport) -> PlanReport {
+pub fn build(status: StatusReport, lint: LintReport, downs: DownsReport, data: DataReport) -> PlanReport {
     let mut reasons = Vec::new();
     for f in &lint.findings {
         let breaks_code = f.rule.starts_with("rename-") || f.rule.starts_with("drop-");
@@ -105,6 +121,8 @@ pub fn build(status: StatusReport, lint: LintReport, downs: DownsReport) -> Plan
         ))
     } else if status.needs_baseline {
         Some("the schema is not empty but has no _prisma_migrations: baseline with resolve --applied".into())
+    } else if data.will_fail() {
+        Some(will_fail(&data))
     } else {
         None
     };
@@ -116,5 +134,24 @@ pub fn build(status: StatusReport, lint: LintReport, downs: DownsReport) -> Plan
         reasons,
         blocked,
         downs,
+        data,
     }
+}
+
+/// Why deploy would refuse because of the data: each statement that will
+/// fail, with its count and where to find the rows. There is no flag to
+/// accept it: the fix is the data or the migration.
+pub fn will_fail(data: &DataReport) -> String {
+    let mut text =
+        String::from("the live data makes these statements fail; fix the rows or the migration first:");
+    for f in data.findings.iter().filter(|f| f.certainty == predict::Certainty::WillFail) {
+        text.push_str(&format!("\n  {} line {}: {}", f.migration, f.line, f.message));
+        if !f.examples.is_empty() {
+            text.push_str(&format!(" (e.g. {})", f.examples.join(", ")));
+        }
+        if !f.query.is_empty() {
+            text.push_str(&format!("\n    find them: {}", f.query));
+        }
+    }
+    text
 }

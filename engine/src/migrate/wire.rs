@@ -7,6 +7,7 @@ use runway_proto::v1;
 
 use super::lint::{DowntimeClass, Finding, Severity};
 use super::plan::PlanReport;
+use super::predict::{Certainty, DataFinding};
 use super::prove::DownState;
 
 impl From<&PlanReport> for v1::MigrationPlan {
@@ -58,10 +59,29 @@ impl From<&PlanReport> for v1::MigrationPlan {
             failed: plan.status.failed.iter().map(|f| f.name.clone()).collect(),
             modified: plan.status.modified.clone(),
             missing_locally: plan.status.missing_locally.clone(),
-            data: Vec::new(),
-            data_checks: 0,
-            data_ms: 0,
+            data: plan.data.findings.iter().map(data_finding).collect(),
+            data_checks: plan.data.checks as u32,
+            data_ms: plan.data.ms,
         }
+    }
+}
+
+fn data_finding(f: &DataFinding) -> v1::DataFinding {
+    v1::DataFinding {
+        certainty: match f.certainty {
+            Certainty::WillFail => v1::Certainty::WillFail,
+            Certainty::MayFail => v1::Certainty::MayFail,
+            Certainty::Unknown => v1::Certainty::Unknown,
+        } as i32,
+        kind: f.kind.clone(),
+        migration: f.migration.clone(),
+        line: f.line as u32,
+        table: f.table.clone(),
+        columns: f.columns.clone(),
+        count: f.count,
+        examples: f.examples.clone(),
+        query: f.query.clone(),
+        message: f.message.clone(),
     }
 }
 

@@ -132,8 +132,10 @@ pub enum MigrateCommand {
         advisory_lock_timeout: u64,
     },
     /// Check pending SQL for dangerous statements with PostgreSQL's grammar;
-    /// with a database, add table sizes and the downtime class. Exit 0
-    /// clean, 7 warnings, 8 dangerous statements or SQL that does not parse.
+    /// with a database, add table sizes, the downtime class and the checks
+    /// of its rows (statements the data makes fail). Exit 0 clean, 7
+    /// warnings, 8 dangerous statements, SQL that does not parse, or a
+    /// statement the data makes fail.
     Lint {
         /// The Prisma migrations folder.
         #[arg(long, value_name = "DIR", default_value = "prisma/migrations")]
@@ -144,7 +146,15 @@ pub enum MigrateCommand {
     },
     /// Show what deploy would do: pending migrations, lint findings, downtime
     /// class, and whether it is safe without maintenance mode. Exit 0 safe,
-    /// 7 needs maintenance mode, 8 deploy would refuse.
+    /// 7 needs maintenance mode, 8 deploy would refuse (a failed migration
+    /// to resolve, or a statement the live data makes fail).
+    ///
+    /// The pending statements that can fail on existing rows are checked
+    /// against them with read-only queries (NULLs under SET NOT NULL,
+    /// duplicates under a unique index, orphans under a foreign key, rows a
+    /// CHECK or a type change rejects): each finding names the migration,
+    /// line, table, columns, the count, up to five primary keys and the
+    /// query that lists the rows.
     ///
     /// Each pending migration's `down.sql` is proven on a scratch
     /// schema-only copy of the database (created on the same server and
@@ -213,9 +223,23 @@ pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
             output.result(text, &report);
             Ok(Exit::Success)
         }
-        MigrateCommand::Lint { migrations, database_url } => {
+        MigrateCommand::Lint { migrations, database_url: Some(url) } => {
+            // With the database, the pending statements are also checked
+            // against its rows: a certain failure is blocked (exit 8).
             let files = load(&migrations)?;
-            let report = migrate::lint(database_url.as_deref(), &files).await?;
+            let report = migrate::lint(Some(&url), &files).await?;
+            let pending = migrate::status(&url, &files).await?.pending;
+            let pending: Vec<&MigrationFile> = files.iter().filter(|m| pending.contains(&m.name)).collect();
+            let data = migrate::predict::predict(&url, &pending, &MigrateConfig::default().predict()).await?;
+            let text = format!("{}{}", lint_text(&report), data_text(&data));
+            let mut json = serde_json::to_value(&report).expect("a lint report serializes");
+            json["data"] = serde_json::to_value(&data).expect("a data report serializes");
+            output.result(text, &json);
+            if data.will_fail() { Ok(Exit::Blocked) } else { Ok(report.verdict().into()) }
+        }
+        MigrateCommand::Lint { migrations, database_url: None } => {
+            let files = load(&migrations)?;
+            let report = migrate::lint(None, &files).await?;
             output.result(lint_text(&report), &report);
             Ok(report.verdict().into())
         }

@@ -222,3 +222,42 @@ async fn exit_codes_and_output_for_scripts() {
     assert_eq!(code, 3);
     assert!(!stderr.contains("s3cret"), "{stderr}");
 }
+
+/// `migrate plan` and `migrate lint --database-url` read the rows a pending
+/// statement would trip over: NULLs under `SET NOT NULL` block the deploy
+/// (exit 8) naming the migration, line, table, column, count and keys; the
+/// statement really fails; once the rows are fixed the same bundle passes.
+#[tokio::test]
+async fn plan_and_lint_refuse_what_the_data_makes_fail() {
+    let pg = Postgres::start_temp();
+    let url = pg.create_database("nulls");
+    let dir =
+        folder(&[("1_init/migration.sql", b"CREATE TABLE \"User\" (id SERIAL PRIMARY KEY, name TEXT);\n")]);
+    let (code, _, stderr) = run(&["deploy", "--migrations", dir.path().to_str().unwrap()], &url);
+    assert_eq!(code, 0, "{stderr}");
+    pg.psql("nulls", "INSERT INTO \"User\" (name) VALUES ('Ada'), (NULL), (NULL)");
+    std::fs::create_dir_all(dir.path().join("2_required")).unwrap();
+    std::fs::write(
+        dir.path().join("2_required/migration.sql"),
+        "-- AlterTable\nALTER TABLE \"User\" ALTER COLUMN \"name\" SET NOT NULL;\n",
+    )
+    .unwrap();
+    let folder = dir.path().to_str().unwrap();
+    for args in [vec!["plan", "--migrations", folder], vec!["lint", "--migrations", folder]] {
+        let (code, stdout, stderr) = run(&args, &url);
+        assert_eq!(code, 8, "{args:?}: {stdout}{stderr}");
+        for needle in [
+            "will fail: 2_required line 2: SET NOT NULL on User.name will fail: 2 row(s) have NULL",
+            "e.g. id=2, id=3",
+            "find them: SELECT",
+        ] {
+            assert!(stdout.contains(needle), "{args:?} does not say {needle:?}:\n{stdout}");
+        }
+    }
+    let failed = pg.try_psql("nulls", "ALTER TABLE \"User\" ALTER COLUMN \"name\" SET NOT NULL");
+    assert!(failed.is_err(), "the statement the plan refuses must really fail");
+    pg.psql("nulls", "UPDATE \"User\" SET name = 'Anonymous' WHERE name IS NULL");
+    let (code, stdout, stderr) = run(&["plan", "--migrations", folder], &url);
+    assert_ne!(code, 8, "clean data is not refused: {stdout}{stderr}");
+    assert!(stdout.contains("nothing will fail"), "{stdout}");
+}

@@ -95,7 +95,10 @@ impl<'p> Walk<'p> {
             Ok(stmts) => stmts,
             Err(e) => {
                 self.line = e.line;
-                let message = format!("{} line {} does not parse: {}", m.name, e.line, e.message);
+                let message = format!(
+                    "the SQL does not parse, so the migration fails before it changes anything: {}",
+                    e.message
+                );
                 self.finding(Certainty::WillFail, "does-not-parse", String::new(), Vec::new(), message);
                 return;
             }

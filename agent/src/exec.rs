@@ -354,15 +354,12 @@ impl Executor {
             command::Action::Migrate(m) => {
                 let (served, backup) = self.db(&cmd.database)?;
                 let url = served.url.as_str();
-                let bundle = m.bundle.clone().unwrap_or_default();
-                self.check_signature(
-                    &bundle,
+                let migrations = self.signed_migrations(
+                    m.bundle.as_ref(),
                     &m.allow_danger,
                     m.signature.as_ref(),
-                    signed::Need::Required,
                     progress,
                 )?;
-                let migrations = runway_proto::bundle::migrations(&bundle)?;
                 let pg_dump = backup.tool("pg_dump");
                 undo::save_before(&self.rollout_database(cmd, &served, &pg_dump), &migrations, progress)
                     .await?;
@@ -372,16 +369,13 @@ impl Executor {
             }
             command::Action::MigrateDown(m) => {
                 let (served, backup) = self.db(&cmd.database)?;
-                let bundle = m.bundle.clone().unwrap_or_default();
                 // The downs change the database: signed like an up.
-                self.check_signature(
-                    &bundle,
+                let migrations = self.signed_migrations(
+                    m.bundle.as_ref(),
                     &m.allow_danger,
                     m.signature.as_ref(),
-                    signed::Need::Required,
                     progress,
                 )?;
-                let migrations = runway_proto::bundle::migrations(&bundle)?;
                 let pg_dump = backup.tool("pg_dump");
                 let at = self.rollout_database(cmd, &served, &pg_dump);
                 let report = undo::undo(&at, &migrations, &self.config.migrate, progress).await?;
@@ -493,6 +487,20 @@ impl Executor {
         let backup =
             crate::databases::backup_config(&self.config, &served.name).ok_or(ExecError::WrongRole("db"))?;
         Ok((served, backup))
+    }
+
+    /// The migrations of a bundle that changes the database, once the
+    /// operator's signature over it and the accepted Danger rules checks out.
+    fn signed_migrations(
+        &self,
+        bundle: Option<&v1::Bundle>,
+        allow_danger: &[String],
+        signature: Option<&v1::DeploySignature>,
+        progress: &Progress,
+    ) -> Result<Vec<runway_proto::bundle::MigrationFile>, ExecError> {
+        let bundle = bundle.cloned().unwrap_or_default();
+        self.check_signature(&bundle, allow_danger, signature, signed::Need::Required, progress)?;
+        Ok(runway_proto::bundle::migrations(&bundle)?)
     }
 
     /// Where `cmd`'s rollout keeps its state for `served`.

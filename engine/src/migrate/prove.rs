@@ -253,23 +253,7 @@ async fn forward(
         }
         before.push(schema);
     }
-    for i in (0..before.len()).rev() {
-        let m = migrations[i];
-        let Some(down) = m.down.as_deref() else {
-            found[i] = Some((DownState::Missing, "no down.sql".to_owned()));
-            scratch.reset(&before[i]).await?;
-            continue;
-        };
-        let judged = match run_sql(&scratch.database, &m.name, down).await {
-            Err(e) => (DownState::Fails, e),
-            Ok(()) => judge(&schema::dump(&scratch.database, pg_dump).await?, &before[i]),
-        };
-        if judged.0 != DownState::Proven {
-            scratch.reset(&before[i]).await?;
-        }
-        found[i] = Some(judged);
-    }
-    Ok(())
+    back_again(scratch, migrations, &before, Direction::Forward, pg_dump, found).await
 }
 
 /// Every down, newest first, dumping the schema before each; then every
@@ -297,21 +281,46 @@ async fn backward(
         before.push(schema);
     }
     let after = schema::dump(&scratch.database, pg_dump).await?;
+    back_again(scratch, migrations, &before, Direction::Backward, pg_dump, found).await?;
+    if found.iter().all(|f| f.as_ref().is_some_and(|(state, _)| *state == DownState::Proven)) {
+        report.after = Some(after);
+    }
+    Ok(())
+}
+
+/// The second half of a proof, the last step first: for each migration
+/// `before` has a dump for, the step back (forward: its down; backward:
+/// the migration again), judged against that dump. After a step that
+/// fails or differs, the dump is loaded again so the next is judged on
+/// its own.
+async fn back_again(
+    scratch: &mut Scratch,
+    migrations: &[&MigrationFile],
+    before: &[Schema],
+    direction: Direction,
+    pg_dump: &Path,
+    found: &mut [Option<(DownState, String)>],
+) -> Result<(), MigrateError> {
     for i in (0..before.len()).rev() {
         let m = migrations[i];
-        let judged = match run_sql(&scratch.database, &m.name, &m.sql).await {
-            Err(e) => {
-                (DownState::Unproven, format!("the migration does not apply again after its down: {e}"))
-            }
-            Ok(()) => judge(&schema::dump(&scratch.database, pg_dump).await?, &before[i]),
+        let step = match direction {
+            Direction::Forward => m.down.as_deref(),
+            Direction::Backward => Some(m.sql.as_str()),
+        };
+        let judged = match step {
+            None => (DownState::Missing, "no down.sql".to_owned()),
+            Some(sql) => match run_sql(&scratch.database, &m.name, sql).await {
+                Err(e) if direction == Direction::Forward => (DownState::Fails, e),
+                Err(e) => {
+                    (DownState::Unproven, format!("the migration does not apply again after its down: {e}"))
+                }
+                Ok(()) => judge(&schema::dump(&scratch.database, pg_dump).await?, &before[i]),
+            },
         };
         if judged.0 != DownState::Proven {
             scratch.reset(&before[i]).await?;
         }
         found[i] = Some(judged);
-    }
-    if found.iter().all(|f| f.as_ref().is_some_and(|(state, _)| *state == DownState::Proven)) {
-        report.after = Some(after);
     }
     Ok(())
 }

@@ -128,14 +128,20 @@ fn a_rollout_backs_up_migrates_and_restarts_every_host() {
     assert!(!follower.proc.log_text().contains("became leader"), "the follower also led");
 }
 
+/// A cancel is honoured between steps. Asked while the migration runs, the
+/// migration finishes, and since the database changed the cancel puts it
+/// back (here by the proven downs) before lifting maintenance mode: the old
+/// app version never runs on the new schema.
 #[test]
-fn a_cancelled_rollout_stops_after_its_current_step_and_lifts_maintenance() {
+fn a_cancel_during_migrate_puts_the_database_back_before_lifting_maintenance() {
     let cluster = Cluster::start(Options { coordinators: 1, app_hosts: 1, ..Options::default() });
     let migrations = cluster.path().join("migrations");
     write_migrations(
         &migrations,
         &[SHOP[0], ("20240104000000_slow", "SELECT pg_sleep(3);\nCREATE TABLE \"Slow\" (id int);\n")],
     );
+    std::fs::write(migrations.join(SHOP[0].0).join("down.sql"), "DROP TABLE \"User\";\n").unwrap();
+    std::fs::write(migrations.join("20240104000000_slow/down.sql"), "DROP TABLE \"Slow\";\n").unwrap();
     let started = cluster.runway(&[
         "rollout",
         "start",
@@ -172,7 +178,8 @@ fn a_cancelled_rollout_stops_after_its_current_step_and_lifts_maintenance() {
     let rollout: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(rollout["state"], "cancelled");
     let states = step_states(&rollout);
-    // The running migration was not cut off; what follows it was skipped.
+    // The running migration was not cut off; what follows it was skipped,
+    // and the database was rolled back by migration before maintenance off.
     assert_eq!(
         states,
         [
@@ -182,9 +189,19 @@ fn a_cancelled_rollout_stops_after_its_current_step_and_lifts_maintenance() {
             ("migrate", "succeeded"),
             ("restart", "skipped"),
             ("maintenance_off", "skipped"),
+            ("migrate_down", "succeeded"),
             ("maintenance_off", "succeeded"),
         ]
     );
+    assert!(
+        rollout["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("after the database changed: rolling it back by migration"),
+        "{rollout:#}"
+    );
+    let tables = cluster.sql("SELECT count(*) FROM pg_tables WHERE tablename IN ('User', 'Slow')");
+    assert_eq!(tables, "0", "the cancelled rollout's tables are still there");
     assert!(!cluster.apps[0].in_maintenance());
     // Cancelling a finished rollout is refused as bad input.
     assert_eq!(cluster.runway(&["rollout", "cancel", &id]).status.code(), Some(2));

@@ -463,11 +463,19 @@ impl Engine {
         {
             let failing = !record.error.is_empty();
             if !failing && control.cancel_requested.load(Ordering::SeqCst) && !record.cancel_requested {
+                let policy = self.config.environments.policy(&record.environment);
+                let (way_back, why) = recovery::on_cancel(&record, &policy);
                 record.cancel_requested = true;
                 record.state = RolloutState::Running;
-                record.error = "cancelled by an operator".into();
-                recovery::plan(&mut record, Recovery::LiftMaintenance, &[]);
-                run.save(&mut record).await?;
+                record.error = format!("cancelled by an operator{why}");
+                let restarted = recovery::restarted_hosts(&record);
+                recovery::plan(&mut record, way_back, &restarted);
+                let event = NewEvent {
+                    kind: "cancel_honoured",
+                    message: record.error.clone(),
+                    ..NewEvent::default()
+                };
+                run.transition(&mut record, event).await?;
                 continue;
             }
             if recovery::skips(&record, &record.steps[index]) {

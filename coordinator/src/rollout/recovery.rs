@@ -141,6 +141,43 @@ pub fn way(record: &RolloutRecord, policy: &EnvironmentPolicy) -> (Way, String) 
     }
 }
 
+/// What an operator's cancel does to `record`, honoured between steps, and
+/// why (appended to the rollout's message; empty before the database
+/// changed): before the database changed, lift
+/// maintenance mode and stop; after, put it back (by migration when
+/// proven, else by restore) and bring back the previous app version on the
+/// hosts already restarted: never the old app over a new schema.
+pub fn on_cancel(record: &RolloutRecord, policy: &EnvironmentPolicy) -> (Recovery, String) {
+    let migrated = record
+        .steps
+        .iter()
+        .any(|s| s.kind == StepKind::Migrate && !s.recovery && s.state == StepState::Succeeded);
+    if !migrated {
+        return (Recovery::LiftMaintenance, String::new());
+    }
+    let (way, why) = way(record, policy);
+    let recovery = if restarted_hosts(record).is_empty() {
+        Recovery::PutBack(way)
+    } else {
+        Recovery::Revert { put_back: Some(way) }
+    };
+    (recovery, format!(" after the database changed: rolling it back by {} ({why})", way.name()))
+}
+
+/// The app hosts the rollout's restart step reached so far (none before it ran).
+pub fn restarted_hosts(record: &RolloutRecord) -> Vec<String> {
+    record
+        .steps
+        .iter()
+        .find(|s| {
+            s.kind == StepKind::Restart
+                && !s.recovery
+                && !matches!(s.state, StepState::Pending | StepState::Skipped)
+        })
+        .map(|s| s.hosts.clone())
+        .unwrap_or_default()
+}
+
 /// How an operator's rollback of `record` puts the database back, and why:
 /// by restore when `restore` (`--restore`) asks for it, else as [`way`].
 pub fn rollback_way(record: &RolloutRecord, policy: &EnvironmentPolicy, restore: bool) -> (Way, String) {
@@ -504,7 +541,9 @@ pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
     let gate_stopped = record.approval.as_ref().is_some_and(|gate| gate.stopped());
     if record.error.is_empty() {
         RolloutState::Succeeded
-    } else if record.cancel_requested || gate_stopped {
+    } else if (record.cancel_requested || gate_stopped) && !unfinished_recovery {
+        // Also after a cancel that rolled the database back: the operator
+        // stopped it, and the way back finished.
         RolloutState::Cancelled
     } else if restored && !unfinished_recovery {
         RolloutState::RolledBack
@@ -866,6 +905,34 @@ mod tests {
             ..EnvironmentPolicy::default()
         };
         assert_eq!(fall_back_to_restore(&record, record.steps[6].hosts.clone(), &hold), None);
+    }
+
+    #[test]
+    fn a_cancel_after_the_migration_rolls_the_database_back_before_lifting_maintenance() {
+        let mut record = with_downs(&[v1::DownState::Proven]);
+        record.error.clear();
+        record.steps[3].state = StepState::Succeeded; // migrate
+        let (recovery, why) = on_cancel(&record, &EnvironmentPolicy::default());
+        assert_eq!(recovery, Recovery::PutBack(Way::Migration), "{why}");
+        assert!(why.starts_with(" after the database changed: rolling it back by migration"), "{why}");
+        let mut before_migrate = record.clone();
+        before_migrate.steps[3].state = StepState::Pending;
+        assert_eq!(on_cancel(&before_migrate, &EnvironmentPolicy::default()).0, Recovery::LiftMaintenance);
+        // Once hosts restarted, they get their previous version back too.
+        record.steps[4].state = StepState::Succeeded;
+        assert_eq!(
+            on_cancel(&record, &EnvironmentPolicy::default()).0,
+            Recovery::Revert { put_back: Some(Way::Migration) }
+        );
+        // A cancel whose way back failed is a failure, not a cancel.
+        record.error = "cancelled by an operator".into();
+        record.cancel_requested = true;
+        plan(&mut record, Recovery::PutBack(Way::Restore), &[]);
+        record.steps[6].state = StepState::Failed;
+        assert_eq!(terminal_state(&record), RolloutState::Failed);
+        record.steps[6].state = StepState::Succeeded;
+        record.steps[7].state = StepState::Succeeded;
+        assert_eq!(terminal_state(&record), RolloutState::Cancelled);
     }
 
     #[test]

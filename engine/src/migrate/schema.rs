@@ -5,7 +5,9 @@
 //! migration by hand (`pg_dump --schema-only` twice, then `diff`), made
 //! comparable: the per-dump `\restrict` key and the tool's version lines
 //! are dropped, owners are left out (a scratch copy belongs to whoever
-//! made it). Everything else, grants included, must match byte for byte.
+//! made it), and so is `_prisma_migrations` (the first deploy creates it;
+//! no down drops it). Everything else, grants included, must match byte
+//! for byte.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,8 +16,11 @@ use std::process::Stdio;
 use super::MigrateError;
 use crate::database::Database;
 
+/// Prisma's bookkeeping table: not part of the schema a down must give back.
+const BOOKKEEPING: &str = "_prisma_migrations";
+
 /// A schema-only dump, normalised so that two dumps of the same schema are
-/// equal byte for byte.
+/// equal byte for byte (`_prisma_migrations` left out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schema {
     text: String,
@@ -25,17 +30,37 @@ impl Schema {
     /// Normalises the output of `pg_dump --schema-only --no-owner`; a
     /// normalised dump stays as it is (the agent saves one and reads it back).
     pub fn from_dump(dump: &str) -> Self {
-        let text = dump
-            .lines()
-            .filter(|line| {
-                !(line.starts_with("\\restrict ")
-                    || line.starts_with("\\unrestrict ")
-                    || line.starts_with("-- Dumped from database version")
-                    || line.starts_with("-- Dumped by pg_dump version"))
-            })
-            .map(|line| format!("{line}\n"))
-            .collect();
-        Self { text }
+        let mut kept: Vec<&str> = Vec::new();
+        // Inside the objects of Prisma's bookkeeping table: the first
+        // deploy creates it, and no down removes it.
+        let mut bookkeeping = false;
+        for line in dump.lines() {
+            if line.starts_with("\\restrict ")
+                || line.starts_with("\\unrestrict ")
+                || line.starts_with("-- Dumped from database version")
+                || line.starts_with("-- Dumped by pg_dump version")
+            {
+                continue;
+            }
+            let next_object =
+                line.starts_with("-- Name: ") || line.starts_with("-- PostgreSQL database dump complete");
+            if next_object && line.contains(BOOKKEEPING) {
+                if !bookkeeping && kept.last() == Some(&"--") {
+                    kept.pop();
+                }
+                bookkeeping = true;
+                continue;
+            }
+            if next_object && bookkeeping {
+                // The `--` above this header was skipped with the table.
+                kept.push("--");
+                bookkeeping = false;
+            }
+            if !bookkeeping {
+                kept.push(line);
+            }
+        }
+        Self { text: kept.iter().map(|line| format!("{line}\n")).collect() }
     }
 
     /// The normalised dump, loadable with a plain SQL session.
@@ -164,6 +189,17 @@ mod tests {
         assert!(Schema::from_dump(DUMP).diff(&Schema::from_dump(&other)).is_empty());
         let once = Schema::from_dump(DUMP);
         assert_eq!(Schema::from_dump(once.text()), once, "normalising twice changes nothing");
+        let with_bookkeeping = DUMP.replace(
+            "\\unrestrict abc",
+            "--\n-- Name: _prisma_migrations; Type: TABLE; Schema: public; Owner: -\n--\n\nCREATE TABLE public._prisma_migrations (\n    id character varying(36) NOT NULL\n);\n\n--\n-- Name: _prisma_migrations _prisma_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n--\n\nALTER TABLE ONLY public._prisma_migrations\n    ADD CONSTRAINT _prisma_migrations_pkey PRIMARY KEY (id);\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc",
+        );
+        let without = DUMP
+            .replace("\\unrestrict abc", "--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc");
+        assert_eq!(
+            Schema::from_dump(&with_bookkeeping),
+            Schema::from_dump(&without),
+            "Prisma's table is left out"
+        );
     }
 
     #[test]

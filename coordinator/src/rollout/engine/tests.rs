@@ -523,6 +523,7 @@ async fn a_cancel_is_honoured_between_steps() {
         [
             "step_started backup",
             "step_succeeded backup",
+            "cancel_honoured",
             "step_started maintenance_off",
             "step_succeeded maintenance_off",
             "rollout_cancelled",

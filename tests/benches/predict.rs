@@ -76,6 +76,12 @@ struct Args {
 /// The tables the checks read: the baseline scans each once.
 const TABLES: [&str; 2] = ["pgbench_accounts", "pgbench_branches"];
 
+/// The baseline's session: a sequential scan, never the primary key's
+/// index (`count(*)` over a vacuumed table would read the index only).
+/// Parallel workers stay as the server sets them, for both sides.
+const SEQ_SCAN_ONLY: &str =
+    "SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off";
+
 /// One statement of the bundle.
 struct Statement {
     /// A few words for the output.
@@ -344,10 +350,27 @@ impl Bench {
         Ok(format!(
             "database {} (pgbench_accounts {} with its index); cache: warm, every table read once \
              before round 1 (shared_buffers {buffers}, the rest from the OS page cache); \
-             max_parallel_workers_per_gather {workers}",
+             max_parallel_workers_per_gather {workers}; baseline plan: {}",
             size(database),
-            size(accounts)
+            size(accounts),
+            self.baseline_plan().await?
         ))
+    }
+
+    /// The scan nodes of the baseline's plan on `pgbench_accounts`, in a few words.
+    async fn baseline_plan(&mut self) -> anyhow::Result<String> {
+        let mut db = self.database.connect().await?;
+        sqlx::raw_sql(SEQ_SCAN_ONLY).execute(&mut db).await?;
+        let lines: Vec<String> =
+            sqlx::query_scalar("EXPLAIN SELECT count(*) FROM pgbench_accounts").fetch_all(&mut db).await?;
+        db.close().await?;
+        let nodes: Vec<&str> = lines
+            .iter()
+            .map(|l| l.trim().trim_start_matches("-> ").trim())
+            .filter(|l| l.contains("Scan") || l.starts_with("Workers Planned"))
+            .map(|l| l.split("  (").next().unwrap_or(l))
+            .collect();
+        Ok(nodes.join(", "))
     }
 
     /// Reads every table once so both sides start from the same warm cache.
@@ -360,6 +383,7 @@ impl Bench {
     /// The baseline: `count(*)` of each table the checks read.
     async fn scan(&mut self) -> anyhow::Result<Scan> {
         let mut db = self.database.connect().await?;
+        sqlx::raw_sql(SEQ_SCAN_ONLY).execute(&mut db).await?;
         let mut secs = Vec::new();
         for table in TABLES {
             let started = Instant::now();
@@ -376,7 +400,7 @@ impl Bench {
         let scan = self.scan().await?;
         let parts: Vec<String> =
             TABLES.iter().zip(&scan.secs).map(|(t, s)| format!("{t} {s:.3} s")).collect();
-        println!("  {:<34} {:>7.3} s  ({})", "seq scan, count(*)", scan.total(), parts.join(", "));
+        println!("  {:<38} {:>7.3} s  ({})", "seq scan, count(*)", scan.total(), parts.join(", "));
         let bundle = self.predict("whole bundle", &bundle(), &expected(&STATEMENTS, failing), &scan).await?;
         let no_checks = migration("20250400000000_no_checks", NO_CHECKS.into());
         let no_checks = self.predict("no data checks", &[no_checks], &[], &scan).await?;
@@ -408,7 +432,7 @@ impl Bench {
         let certain = report.findings.iter().filter(|f| f.certainty == Certainty::WillFail).count();
         let run = Run { secs, checks: report.checks, failing: certain, unknown: unknown.len(), io };
         println!(
-            "  predict, {label:<25} {secs:>7.3} s  {:>5.2}× scan  checks {:>2}, failing {}, unknown {}, {}",
+            "  predict, {label:<29} {secs:>7.3} s  {:>5.2}× scan  checks {:>2}, failing {}, unknown {}, {}",
             secs / scan.total(),
             run.checks,
             run.failing,

@@ -191,7 +191,8 @@ fn a_cancel_during_migrate_puts_the_database_back_before_lifting_maintenance() {
             ("maintenance_off", "skipped"),
             ("migrate_down", "succeeded"),
             ("maintenance_off", "succeeded"),
-        ]
+        ],
+        "{rollout:#}"
     );
     assert!(
         rollout["error"]

@@ -21,7 +21,7 @@ const BOOKKEEPING: &str = "_prisma_migrations";
 
 /// A schema-only dump, normalised so that two dumps of the same schema are
 /// equal byte for byte (`_prisma_migrations` left out).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Schema {
     text: String,
 }
@@ -70,10 +70,23 @@ impl Schema {
 
     /// Each object's definition, keyed by `TYPE schema.name` from the
     /// `-- Name: …; Type: …; Schema: …` header pg_dump writes above it.
+    /// The lines that say what the schema is: not blank lines, nor the
+    /// session settings pg_dump writes for loading it (`SET …`,
+    /// `set_config`), which it emits only where needed
+    /// (`default_tablespace` before the first table), so they differ
+    /// between schemas that are the same.
+    fn comparable(&self) -> impl Iterator<Item = &str> {
+        self.text.lines().filter(|line| {
+            !(line.trim().is_empty()
+                || line.starts_with("SET ")
+                || line.starts_with("SELECT pg_catalog.set_config("))
+        })
+    }
+
     fn objects(&self) -> BTreeMap<String, String> {
         let mut objects = BTreeMap::new();
         let mut current: Option<(String, String)> = None;
-        for line in self.text.lines() {
+        for line in self.comparable() {
             if let Some(header) = line.strip_prefix("-- Name: ") {
                 if let Some((key, body)) = current.take() {
                     objects.insert(key, body);
@@ -97,7 +110,7 @@ impl Schema {
     /// `missing TABLE public.Post`, `extra INDEX public.Post_slug_key`,
     /// `changed TABLE public.User`. Empty when the dumps are equal.
     pub fn diff(&self, expected: &Schema) -> Vec<String> {
-        if self.text == expected.text {
+        if self.comparable().eq(expected.comparable()) {
             return Vec::new();
         }
         let (have, want) = (self.objects(), expected.objects());
@@ -112,20 +125,29 @@ impl Schema {
         out.extend(have.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("extra {k}")));
         if out.is_empty() {
             // Same objects, same definitions: the settings or order differ.
-            let mut lines = self.text.lines().zip(expected.text.lines()).enumerate();
+            let mut lines = self.comparable().zip(expected.comparable()).enumerate();
             let first = lines.find(|(_, (have, want))| have != want);
             out.push(match first {
                 Some((n, (have, want))) => format!("line {}: {want:?} became {have:?}", n + 1),
                 None => format!(
                     "the dumps differ in length ({} lines, expected {})",
-                    self.text.lines().count(),
-                    expected.text.lines().count()
+                    self.comparable().count(),
+                    expected.comparable().count()
                 ),
             });
         }
         out
     }
 }
+
+/// Two schemas are equal when [`Schema::diff`] finds nothing.
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.comparable().eq(other.comparable())
+    }
+}
+
+impl Eq for Schema {}
 
 /// `User_pkey; Type: CONSTRAINT; Schema: public; Owner: -` as
 /// `CONSTRAINT public.User_pkey`.
@@ -188,7 +210,10 @@ mod tests {
         assert_eq!(Schema::from_dump(DUMP), Schema::from_dump(&other));
         assert!(Schema::from_dump(DUMP).diff(&Schema::from_dump(&other)).is_empty());
         let once = Schema::from_dump(DUMP);
-        assert_eq!(Schema::from_dump(once.text()), once, "normalising twice changes nothing");
+        assert_eq!(Schema::from_dump(once.text()).text(), once.text(), "normalising twice changes nothing");
+        let settings = DUMP
+            .replace("SET lock_timeout = 0;\n", "SET lock_timeout = 0;\n\nSET default_tablespace = '';\n\n");
+        assert!(Schema::from_dump(&settings).diff(&once).is_empty(), "session settings are not the schema");
         let with_bookkeeping = DUMP.replace(
             "\\unrestrict abc",
             "--\n-- Name: _prisma_migrations; Type: TABLE; Schema: public; Owner: -\n--\n\nCREATE TABLE public._prisma_migrations (\n    id character varying(36) NOT NULL\n);\n\n--\n-- Name: _prisma_migrations _prisma_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -\n--\n\nALTER TABLE ONLY public._prisma_migrations\n    ADD CONSTRAINT _prisma_migrations_pkey PRIMARY KEY (id);\n\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc",

@@ -21,12 +21,13 @@ const TOTAL_OPTIONAL: WithDown = (
     "-- AlterTable\nALTER TABLE \"Order\" ALTER COLUMN \"total\" SET NOT NULL;\n",
 );
 
-/// `User.name` becomes required: on the schema-only copy it (and its down)
-/// run fine; on the live data it fails when a user has no name.
-const NAME_REQUIRED: WithDown = (
-    "20240204000000_name_required",
-    "-- AlterTable\nALTER TABLE \"User\" ALTER COLUMN \"name\" SET NOT NULL;\n",
-    "-- AlterTable\nALTER TABLE \"User\" ALTER COLUMN \"name\" DROP NOT NULL;\n",
+/// A data assertion a team writes before a cleanup: on the schema-only
+/// copy it (and its down) run fine, and no read-only check can predict a
+/// `DO` block; on the live data it fails when a user has no name.
+const NAMES_GUARD: WithDown = (
+    "20240204000000_names_guard",
+    "DO $$\nBEGIN\n  IF (SELECT count(*) FROM \"User\" WHERE \"name\" IS NULL) > 0 THEN\n    RAISE EXCEPTION 'users without a name: fix them first';\n  END IF;\nEND $$;\n",
+    "SELECT 1;\n",
 );
 
 fn folder(cluster: &Cluster, name: &str, history: &[WithDown]) -> std::path::PathBuf {
@@ -232,10 +233,10 @@ fn a_failed_migration_is_rolled_back_by_the_downs_exactly_once_across_a_leader_k
     });
     let (out, _) = cluster.roll_out("v1", SHOP, &[]);
     assert!(out.status.success(), "the first rollout failed: {}", String::from_utf8_lossy(&out.stderr));
-    // A customer without a name: NAME_REQUIRED will fail on it.
+    // A customer without a name: NAMES_GUARD fails on it.
     cluster.sql("INSERT INTO \"User\" (email) VALUES ('anonymous@example.com')");
     let before = cluster.database_state();
-    let dir = folder(&cluster, "v2", &[PROFILE, ORDER_STATUS, NAME_REQUIRED]);
+    let dir = folder(&cluster, "v2", &[PROFILE, ORDER_STATUS, NAMES_GUARD]);
     let mut args = rollout_start_args(&dir, "v2");
     args.extend(["--leader-timeout", "60"]);
     let mut watch = Watch::start(&cluster, &args);
@@ -275,7 +276,7 @@ fn a_failed_migration_is_rolled_back_by_the_downs_exactly_once_across_a_leader_k
     assert_eq!(cluster.sql("SELECT count(*) FROM \"User\" WHERE name IS NULL"), "1", "the data stays");
     assert_eq!(
         rolled_back_rows(&cluster),
-        format!("{}\n{}\n{}", PROFILE.0, ORDER_STATUS.0, NAME_REQUIRED.0),
+        format!("{}\n{}\n{}", PROFILE.0, ORDER_STATUS.0, NAMES_GUARD.0),
         "the downs and the failed migration are marked rolled back, so a fixed bundle deploys"
     );
     apps_run(&cluster, "v1");

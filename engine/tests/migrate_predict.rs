@@ -570,3 +570,30 @@ async fn a_check_that_exceeds_its_timeout_is_unknown_never_passing() {
     let report = run(&url, &bundle).await;
     assert_eq!(only(&report).count, Some(150000));
 }
+
+/// What cannot fail is not read: a unique key that contains a live unique
+/// key's columns, and a widening type change. Proven with a timeout no
+/// scan of the table meets: neither check is unknown.
+#[tokio::test]
+async fn keys_implied_by_a_live_unique_key_and_widening_casts_read_nothing() {
+    let (pg, url) = app();
+    pg.psql("app", "CREATE TABLE \"Event\" (\"id\" INT PRIMARY KEY, \"tenant\" INT, \"kind\" VARCHAR(20))");
+    pg.psql("app", "INSERT INTO \"Event\" SELECT g, g % 7, 'a' FROM generate_series(1, 2000000) g");
+    let bundle = [migration(
+        "1_widen",
+        "CREATE UNIQUE INDEX \"Event_id_tenant_key\" ON \"Event\" (\"id\", \"tenant\");\n\
+         ALTER TABLE \"Event\" ALTER COLUMN \"id\" TYPE BIGINT;\n\
+         ALTER TABLE \"Event\" ALTER COLUMN \"kind\" TYPE TEXT;\n",
+    )];
+    // Catalog lookups take a few ms; a scan of two million rows, far more.
+    let config = PredictConfig { statement_timeout: Duration::from_millis(60) };
+    let report = run_with(&url, &bundle, &config).await;
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    // The same timeout does catch a key that is not implied: it must scan.
+    let scanned =
+        [migration("1_tenant", "CREATE UNIQUE INDEX \"Event_tenant_key\" ON \"Event\" (\"tenant\");\n")];
+    let report = run_with(&url, &scanned, &config).await;
+    assert_eq!(only(&report).certainty, Certainty::Unknown, "{:#?}", report.findings);
+    let report = run(&url, &scanned).await;
+    assert_eq!((only(&report).certainty, only(&report).count), (Certainty::WillFail, Some(7)));
+}

@@ -33,7 +33,49 @@ pub(super) struct Cast {
     pub not_null: bool,
 }
 
+/// `int8` as `format_type` names it (`bigint`); other names as they are.
+fn canonical(type_sql: &str) -> String {
+    let lower = type_sql.trim().trim_matches('"').to_lowercase();
+    let name = match lower.as_str() {
+        "int2" => "smallint",
+        "int" | "int4" => "integer",
+        "int8" => "bigint",
+        "float4" => "real",
+        "float8" | "float" => "double precision",
+        "varchar" => "character varying",
+        "timestamptz" => "timestamp with time zone",
+        "pg_catalog.int8" => "bigint",
+        "pg_catalog.int4" => "integer",
+        "pg_catalog.int2" => "smallint",
+        other => other,
+    };
+    name.to_owned()
+}
+
 impl Cast {
+    /// A widening conversion no value can fail (`integer` to `bigint`,
+    /// `varchar(n)` to `text`, …): nothing to read. Only without USING and
+    /// without a length to enforce.
+    pub fn cannot_fail(&self) -> bool {
+        if self.using.is_some() || self.length.is_some() {
+            return false;
+        }
+        let (old, new) = (canonical(&self.old_type), canonical(&self.new_type));
+        let text_like =
+            |t: &str| t == "text" || t == "character varying" || t.starts_with("character varying(");
+        old == new
+            || matches!(
+                (old.as_str(), new.as_str()),
+                ("smallint", "integer" | "bigint" | "numeric" | "real" | "double precision")
+                    | ("integer", "bigint" | "numeric" | "real" | "double precision")
+                    | ("bigint", "numeric" | "real" | "double precision")
+                    | ("real", "double precision")
+                    | ("timestamp without time zone", "timestamp with time zone")
+            )
+            || (text_like(&old) || old.starts_with("character("))
+                && (new == "text" || new == "character varying")
+    }
+
     /// The offending-rows condition over the rows when the
     /// whole-table conversion succeeded (lengths and NULLs only).
     pub fn fast_predicate(&self) -> String {

@@ -32,6 +32,7 @@ use clap::Parser;
 use runway_engine::backup::{self, BackupConfig, DumpFormat, Manifest, PostData};
 use runway_engine::database::Database;
 use runway_engine::progress::Progress;
+use runway_tests::bench::{median, pgbench_database};
 use runway_tests::postgres::Postgres;
 
 /// Compare runway backups with plain pg_dump and pg_restore.
@@ -94,12 +95,8 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => (None, url.clone()),
         None => {
             let pg = Postgres::start_temp();
-            let url = pg.create_database("bench");
-            eprintln!("filling a throwaway database with pgbench -i -s {} …", args.scale);
-            let status = std::process::Command::new(args.pg_bin_dir.join("pgbench"))
-                .args(["-i", "-q", "-s", &args.scale.to_string(), &url])
-                .status()?;
-            anyhow::ensure!(status.success(), "pgbench -i failed: {status}");
+            let url =
+                pgbench_database(&pg, "bench", &args.pg_bin_dir, args.scale).map_err(anyhow::Error::msg)?;
             (Some(pg), url)
         }
     };
@@ -250,16 +247,6 @@ async fn main() -> anyhow::Result<()> {
         println!("\nlast manifest: {} tables, rows counted in the {}", m.tables.len(), m.rows_counted_in);
     }
     Ok(())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
 }
 
 /// Runs one statement in the `postgres` database of `database`'s server.

@@ -48,6 +48,7 @@ use clap::Parser;
 use runway_engine::database::Database;
 use runway_engine::migrate::predict::{self, Certainty, DataReport, PredictConfig};
 use runway_proto::bundle::MigrationFile;
+use runway_tests::bench::{median, pgbench_database, size};
 use runway_tests::postgres::Postgres;
 use sqlx::{Connection, PgConnection};
 
@@ -312,16 +313,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// A database of the throwaway cluster filled by `pgbench -i -s scale`.
 fn fill(pg: &Postgres, args: &Args) -> anyhow::Result<String> {
-    let url = pg.create_database("bench");
-    eprintln!("filling a throwaway database with pgbench -i -s {} …", args.scale);
-    let started = Instant::now();
-    let status = std::process::Command::new(args.pg_bin_dir.join("pgbench"))
-        .args(["-i", "-q", "-s", &args.scale.to_string(), &url])
-        .status()
-        .context("starting pgbench")?;
-    ensure!(status.success(), "pgbench -i failed: {status}");
-    eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(url)
+    pgbench_database(pg, "bench", &args.pg_bin_dir, args.scale).map_err(anyhow::Error::msg)
 }
 
 impl Bench {
@@ -351,8 +343,8 @@ impl Bench {
             "database {} (pgbench_accounts {} with its index); cache: warm, every table read once \
              before round 1 (shared_buffers {buffers}, the rest from the OS page cache); \
              max_parallel_workers_per_gather {workers}; baseline plan: {}",
-            size(database),
-            size(accounts),
+            size(u64::try_from(database).unwrap_or(0)),
+            size(u64::try_from(accounts).unwrap_or(0)),
             self.baseline_plan().await?
         ))
     }
@@ -565,22 +557,4 @@ fn print_breakdown(rounds: &[Round]) {
 /// The median over rounds of `f` of the clean or the failing phase.
 fn median_of(rounds: &[Round], failing: bool, f: &dyn Fn(&Phase) -> f64) -> f64 {
     median(&rounds.iter().map(|r| f(if failing { &r.failing } else { &r.clean })).collect::<Vec<_>>())
-}
-
-fn size(bytes: i64) -> String {
-    if bytes >= 1 << 30 {
-        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
 }

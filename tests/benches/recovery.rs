@@ -61,6 +61,7 @@ use runway_engine::migrate::schema::{self, Schema};
 use runway_engine::migrate::{self, MigrateConfig, MigrateError, ResolveAction};
 use runway_engine::progress::Progress;
 use runway_proto::bundle::MigrationFile;
+use runway_tests::bench::{median, pgbench_database, size};
 use runway_tests::postgres::Postgres;
 
 /// Time to recover from a failed rollout: by migration against by restore.
@@ -199,15 +200,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// A database of the throwaway cluster filled by `pgbench -i -s scale`.
 fn fill(pg: &Postgres, pg_bin_dir: &Path, scale: u32) -> anyhow::Result<Subject> {
-    let url = pg.create_database(&format!("bench_s{scale}"));
-    eprintln!("filling a throwaway database with pgbench -i -s {scale} …");
-    let started = Instant::now();
-    let status = std::process::Command::new(pg_bin_dir.join("pgbench"))
-        .args(["-i", "-q", "-s", &scale.to_string(), &url])
-        .status()
-        .context("starting pgbench")?;
-    ensure!(status.success(), "pgbench -i failed: {status}");
-    eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
+    let url =
+        pgbench_database(pg, &format!("bench_s{scale}"), pg_bin_dir, scale).map_err(anyhow::Error::msg)?;
     Ok(Subject { label: format!("scale {scale}"), url })
 }
 
@@ -482,22 +476,4 @@ fn part(recovery: &Recovery, name: &str) -> f64 {
 
 fn parts(parts: &[(&str, f64)]) -> String {
     parts.iter().map(|(name, secs)| format!("{name} {secs:.2} s")).collect::<Vec<_>>().join(", ")
-}
-
-fn size(bytes: u64) -> String {
-    if bytes >= 1 << 30 {
-        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
 }

@@ -68,3 +68,45 @@ pub fn side_by_side(clusters: [(&str, &crate::cluster::Cluster, &[&str]); 2], ro
         v[v.len() / 2]
     })
 }
+
+/// The median of `values` (NaN for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// `1.03 GiB`, or `157 MiB` below a GiB.
+pub fn size(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+/// A new database `name` of the throwaway cluster `pg`, filled by
+/// `pgbench -i -s scale` (scale 70 ≈ 1 GB): its URL.
+pub fn pgbench_database(
+    pg: &crate::postgres::Postgres,
+    name: &str,
+    pg_bin_dir: &std::path::Path,
+    scale: u32,
+) -> Result<String, String> {
+    let url = pg.create_database(name);
+    eprintln!("filling a throwaway database with pgbench -i -s {scale} …");
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new(pg_bin_dir.join("pgbench"))
+        .args(["-i", "-q", "-s", &scale.to_string(), &url])
+        .status()
+        .map_err(|e| format!("starting pgbench: {e}"))?;
+    if !status.success() {
+        return Err(format!("pgbench -i failed: {status}"));
+    }
+    eprintln!("filled in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(url)
+}

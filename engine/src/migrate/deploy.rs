@@ -30,9 +30,8 @@ pub async fn deploy(
     progress: &Progress,
 ) -> Result<DeployReport, MigrateError> {
     let database = connect::parse(database_url)?;
-    let mut session = connect::open(&database).await?;
     progress.emit("lock", "waiting for the migrations advisory lock");
-    lock::acquire(&mut session.conn, config.advisory_lock_timeout()).await?;
+    let mut session = lock::locked(&database, config.advisory_lock_timeout()).await?;
     let result = deploy_locked(&mut session, migrations, config, progress).await;
     if result.is_ok() {
         lock::release(&mut session.conn).await?;

@@ -21,6 +21,7 @@ use super::prove::{self, Direction, DownsReport};
 use super::schema::{self, Schema};
 use super::table::{self, MigrationRow};
 use super::{MigrateConfig, MigrateError, deploy, lock};
+use crate::database::Database;
 use crate::progress::Progress;
 
 /// Which applied migrations to roll back.
@@ -133,41 +134,41 @@ pub async fn undo(
     progress: &Progress,
 ) -> Result<UndoReport, MigrateError> {
     let database = connect::parse(database_url)?;
-    let mut session = connect::open(&database).await?;
     progress.emit("lock", "waiting for the migrations advisory lock");
-    lock::acquire(&mut session.conn, config.advisory_lock_timeout()).await?;
-    let result = async {
+    let mut session = lock::locked(&database, config.advisory_lock_timeout()).await?;
+    let undo = Undo { database: &database, migrations, pg_dump, config, progress };
+    let result = undo.locked(&mut session, target, expected).await;
+    if result.is_ok() {
+        lock::release(&mut session.conn).await?;
+    }
+    session.close().await;
+    result
+}
+
+/// What an undo works with, besides the locked session.
+struct Undo<'a> {
+    database: &'a Database,
+    migrations: &'a [MigrationFile],
+    pg_dump: &'a Path,
+    config: &'a MigrateConfig,
+    progress: &'a Progress,
+}
+
+impl Undo<'_> {
+    /// The undo once the lock is held: select, prove, check the proof's
+    /// result against the schema from before, run, check the live schema.
+    async fn locked(
+        &self,
+        session: &mut Session,
+        target: &Target,
+        expected: Option<&Schema>,
+    ) -> Result<UndoReport, MigrateError> {
         let rows = table::load(&mut session.conn, &session.schema).await?;
-        let selection = select(migrations, &rows, target)?;
-        let total = selection.undo.len();
-        progress.emit("prove", format!("proving {total} down(s) on a schema-only copy of the database"));
-        let proof = prove::prove(database_url, &selection.undo, Direction::Backward, pg_dump).await;
-        if !proof.all_proven() {
-            let why: Vec<String> = proof
-                .downs
-                .iter()
-                .filter(|d| d.state != prove::DownState::Proven)
-                .map(|d| format!("{}: {} ({})", d.migration, d.state.name(), d.detail))
-                .collect();
-            return Err(MigrateError::CannotUndo(format!("not every down is proven: {}", why.join("; "))));
-        }
-        progress.emit("prove", format!("{total} down(s) proven in {} ms", proof.ms));
-        // Nobody saved the schema from before: replay the folder's history
-        // to know it, when that history is exactly what the database is.
-        let replayed = match expected {
-            Some(_) => None,
-            None => reference(&database, migrations, &rows, selection.undo.len(), pg_dump).await?,
-        };
+        let selection = select(self.migrations, &rows, target)?;
+        let proof = self.prove(&selection).await?;
         let (want, checked) = match expected {
             Some(schema) => (Some(schema.clone()), "equal to the schema before the migrations ran"),
-            None => match replayed {
-                Some(schema) => (Some(schema), "equal to the folder's history replayed up to what stays applied"),
-                None => (
-                    proof.after.clone(),
-                    "equal to the proof's only: the live schema is not the folder's history replayed, so there \
-                     is no exact reference for it",
-                ),
-            },
+            None => self.reference(&rows, &proof, selection.undo.len()).await?,
         };
         // Tried on the copy first: downs that do not give back the schema
         // from before are refused before the live database is touched.
@@ -181,8 +182,8 @@ pub async fn undo(
             }
         }
         let mut report = UndoReport { proof, ..UndoReport::default() };
-        deploy::set_timeouts(&mut session.conn, config).await?;
-        run_downs(&mut session, &selection, &rows, progress, &mut report).await?;
+        deploy::set_timeouts(&mut session.conn, self.config).await?;
+        run_downs(session, &selection, &rows, self.progress, &mut report).await?;
         for name in &selection.failed {
             for row in rows.iter().filter(|r| &r.migration_name == name && r.is_failed()) {
                 table::mark_rolled_back(&mut session.conn, &session.schema, &row.id).await?;
@@ -190,40 +191,62 @@ pub async fn undo(
             report.resolved_failed.push(name.clone());
         }
         if let Some(want) = want {
-            let diff = schema::dump(&database, pg_dump).await?.diff(&want);
+            let diff = schema::dump(self.database, self.pg_dump).await?.diff(&want);
             if !diff.is_empty() {
                 return Err(MigrateError::SchemaDiffers { diff: schema::summary(&diff, 8) });
             }
             report.schema_checked = checked.into();
-            progress.emit("verify", format!("schema {}", report.schema_checked));
+            self.progress.emit("verify", format!("schema {}", report.schema_checked));
         }
         Ok(report)
     }
-    .await;
-    if result.is_ok() {
-        lock::release(&mut session.conn).await?;
-    }
-    session.close().await;
-    result
-}
 
-/// The schema the database must have once its newest `undone` applied
-/// migrations are rolled back: the folder's applied history replayed up to
-/// them, when replaying all of it gives the live schema exactly.
-async fn reference(
-    database: &crate::database::Database,
-    migrations: &[MigrationFile],
-    rows: &[MigrationRow],
-    undone: usize,
-    pg_dump: &Path,
-) -> Result<Option<Schema>, MigrateError> {
-    let applied = deploy::applied_by_name(rows);
-    let history: Vec<&MigrationFile> =
-        migrations.iter().filter(|m| applied.contains_key(m.name.as_str())).collect();
-    let keep = history.len().saturating_sub(undone);
-    let Some((kept, all)) = prove::replay(database, &history, keep, pg_dump).await? else { return Ok(None) };
-    let live = schema::dump(database, pg_dump).await?;
-    Ok(live.diff(&all).is_empty().then_some(kept))
+    /// The selection's downs proven backward on a schema-only copy; an
+    /// error naming each one that is not.
+    async fn prove(&self, selection: &Selection<'_>) -> Result<DownsReport, MigrateError> {
+        let total = selection.undo.len();
+        self.progress.emit("prove", format!("proving {total} down(s) on a schema-only copy of the database"));
+        let proof = prove::prove_on(self.database, &selection.undo, Direction::Backward, self.pg_dump).await;
+        if !proof.all_proven() {
+            let why: Vec<String> = proof
+                .downs
+                .iter()
+                .filter(|d| d.state != prove::DownState::Proven)
+                .map(|d| format!("{}: {} ({})", d.migration, d.state.name(), d.detail))
+                .collect();
+            return Err(MigrateError::CannotUndo(format!("not every down is proven: {}", why.join("; "))));
+        }
+        self.progress.emit("prove", format!("{total} down(s) proven in {} ms", proof.ms));
+        Ok(proof)
+    }
+
+    /// Nobody saved the schema from before: the schema the database must
+    /// have once its newest `undone` applied migrations are rolled back is
+    /// the folder's applied history replayed up to them, when replaying all
+    /// of it gives the live schema (the proof's copy of it) exactly. Else
+    /// only the proof's result, and the report says so.
+    async fn reference(
+        &self,
+        rows: &[MigrationRow],
+        proof: &DownsReport,
+        undone: usize,
+    ) -> Result<(Option<Schema>, &'static str), MigrateError> {
+        let applied = deploy::applied_by_name(rows);
+        let history: Vec<&MigrationFile> =
+            self.migrations.iter().filter(|m| applied.contains_key(m.name.as_str())).collect();
+        let keep = history.len().saturating_sub(undone);
+        let replayed = prove::replay(self.database, &history, keep, self.pg_dump).await?;
+        match (replayed, &proof.live) {
+            (Some((kept, all)), Some(live)) if live.diff(&all).is_empty() => {
+                Ok((Some(kept), "equal to the folder's history replayed up to what stays applied"))
+            }
+            _ => Ok((
+                proof.after.clone(),
+                "equal to the proof's only: the live schema is not the folder's history replayed, so there is \
+                 no exact reference for it",
+            )),
+        }
+    }
 }
 
 /// Runs each down of `selection`, newest first, marking its rows rolled

@@ -6,12 +6,22 @@ use std::time::Duration;
 use sqlx::PgConnection;
 
 use super::MigrateError;
+use super::connect::{self, Session};
+use crate::database::Database;
 
 /// The key Prisma's schema engine locks (`pg_advisory_lock(72707369)`).
 pub const PRISMA_LOCK_KEY: i64 = 72707369;
 
 /// SQLSTATE `lock_not_available`, raised when `lock_timeout` expires.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// A session on `database` that holds the lock, waited for at most
+/// `timeout`; closing the session releases it.
+pub(crate) async fn locked(database: &Database, timeout: Duration) -> Result<Session, MigrateError> {
+    let mut session = connect::open(database).await?;
+    acquire(&mut session.conn, timeout).await?;
+    Ok(session)
+}
 
 /// Takes the session-level advisory lock, waiting at most `timeout`
 /// (0 = try once). The wait is server-side (`lock_timeout`), so we get the

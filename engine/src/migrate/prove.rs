@@ -92,6 +92,9 @@ pub struct DownsReport {
     /// after them too.
     #[serde(skip)]
     pub after: Option<Schema>,
+    /// The live schema the copy was made from.
+    #[serde(skip)]
+    pub live: Option<Schema>,
 }
 
 /// A down that drops an object which existed before its migration.
@@ -172,6 +175,23 @@ pub async fn prove(
     direction: Direction,
     pg_dump: &Path,
 ) -> DownsReport {
+    match connect::parse(database_url) {
+        Ok(database) => prove_on(&database, migrations, direction, pg_dump).await,
+        Err(e) => {
+            let mut report = DownsReport::default();
+            report.give_up(migrations, &format!("the scratch database failed: {e}"));
+            report
+        }
+    }
+}
+
+/// [`prove`] for a parsed database.
+pub async fn prove_on(
+    database: &Database,
+    migrations: &[&MigrationFile],
+    direction: Direction,
+    pg_dump: &Path,
+) -> DownsReport {
     let mut report = DownsReport::default();
     if migrations.iter().all(|m| m.down.is_none()) {
         for m in migrations {
@@ -181,15 +201,15 @@ pub async fn prove(
     }
     let started = Instant::now();
     let outcome = async {
-        let database = connect::parse(database_url)?;
-        let live = schema::dump(&database, pg_dump).await?;
-        let mut scratch = Scratch::create(&database).await?;
+        let live = schema::dump(database, pg_dump).await?;
+        let mut scratch = Scratch::create(database).await?;
         let proven = async {
             scratch.load(&live).await?;
             run(&mut scratch, migrations, direction, pg_dump, &mut report).await
         }
         .await;
         scratch.drop().await;
+        report.live = Some(live);
         proven
     }
     .await;

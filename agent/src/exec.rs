@@ -379,13 +379,7 @@ impl Executor {
                 let pg_dump = backup.tool("pg_dump");
                 let at = self.rollout_database(cmd, &served, &pg_dump);
                 let report = undo::undo(&at, &migrations, &self.config.migrate, progress).await?;
-                Ok(serde_json::json!({
-                    "undone": report.undone,
-                    "durations_ms": report.durations_ms,
-                    "resolved_failed": report.resolved_failed,
-                    "proof_ms": report.proof.ms,
-                    "schema_checked": report.schema_checked,
-                }))
+                Ok(serde_json::to_value(report).expect("an undo report serializes"))
             }
             command::Action::PreviewRollback(p) => {
                 let (served, config) = self.db(&cmd.database)?;

@@ -128,6 +128,34 @@ fn trim_end(sql: &str, end: usize) -> usize {
     trimmed.len()
 }
 
+/// The last name part of the `list` field of every `kind` node anywhere
+/// inside `node`, in order of appearance: `("ColumnRef", "fields")` for the
+/// columns an expression reads, `("FuncCall", "funcname")` for the
+/// functions it calls. Walks the tree through its serde form, so no node
+/// type is missed.
+pub fn names_inside(node: &pg_query::Node, kind: &str, list: &str) -> Vec<String> {
+    fn walk(v: &serde_json::Value, kind: &str, list: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(names) = map.get(kind).and_then(|c| c.get(list)).and_then(|n| n.as_array())
+                    && let Some(last) = names.iter().rev().find_map(|n| n.pointer("/node/String/sval"))
+                    && let Some(last) = last.as_str()
+                {
+                    out.push(last.to_owned());
+                }
+                map.values().for_each(|v| walk(v, kind, list, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, kind, list, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::to_value(node) {
+        walk(&value, kind, list, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -138,26 +138,10 @@ const NOT_VOLATILE: &[&str] = &[
 
 /// Function names called anywhere inside `node`.
 fn called_functions(node: &pg_query::Node) -> Vec<String> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                if let Some(names) =
-                    map.get("FuncCall").and_then(|c| c.get("funcname")).and_then(|n| n.as_array())
-                    && let Some(last) = names.iter().rev().find_map(|n| n.pointer("/node/String/sval"))
-                {
-                    out.push(last.as_str().unwrap_or_default().to_lowercase());
-                }
-                map.values().for_each(|v| walk(v, out));
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(value) = serde_json::to_value(node) {
-        walk(&value, &mut out);
-    }
-    out
+    crate::migrate::parse::names_inside(node, "FuncCall", "funcname")
+        .iter()
+        .map(|n| n.to_lowercase())
+        .collect()
 }
 
 /// Findings for one statement. `is_new` says whether a table was created

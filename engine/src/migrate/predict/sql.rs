@@ -85,26 +85,11 @@ pub(super) fn is_null_const(node: &Node) -> bool {
 /// Column names referenced anywhere inside `node` (the last part of each
 /// reference), in order of first appearance.
 pub(super) fn column_refs(node: &Node) -> Vec<String> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(map) => {
-                if let Some(fields) =
-                    map.get("ColumnRef").and_then(|c| c.get("fields")).and_then(|f| f.as_array())
-                    && let Some(name) = fields.iter().rev().find_map(|n| n.pointer("/node/String/sval"))
-                    && let Some(name) = name.as_str()
-                    && !out.iter().any(|o| o == name)
-                {
-                    out.push(name.to_owned());
-                }
-                map.values().for_each(|v| walk(v, out));
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            _ => {}
+    let mut out: Vec<String> = Vec::new();
+    for name in crate::migrate::parse::names_inside(node, "ColumnRef", "fields") {
+        if !out.contains(&name) {
+            out.push(name);
         }
-    }
-    let mut out = Vec::new();
-    if let Ok(value) = serde_json::to_value(node) {
-        walk(&value, &mut out);
     }
     out
 }

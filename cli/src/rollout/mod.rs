@@ -312,57 +312,54 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             Ok(Exit::Success)
         }
         RolloutCommand::Rollback { id, yes, restore, watch } => {
-            if !yes {
-                // Nothing changes: say which way, and what each way loses.
-                let request = RollbackRolloutRequest {
-                    rollout_id: id.clone(),
-                    confirmed: false,
-                    requested_by: operator(),
-                    restore,
-                    preview: true,
-                };
-                let preview = remote
-                    .call(|mut c| {
-                        let r = request.clone();
-                        async move { c.rollback_rollout(r).await.map(|r| r.into_inner()) }
-                    })
-                    .await?;
-                output.result(
-                    view::rollback_preview_text(&id, &preview),
-                    &view::rollback_preview_json(&preview),
-                );
-                return Err(Failure::invalid(format!(
-                    "rolling back {id} needs --yes{}; nothing was changed",
-                    if preview.way == "migration" { " (--restore for the restore instead)" } else { "" }
-                )));
-            }
-            let request = RollbackRolloutRequest {
-                rollout_id: id.clone(),
-                confirmed: true,
-                requested_by: operator(),
-                restore,
-                preview: false,
-            };
-            let answer = remote
-                .call(|mut c| {
-                    let r = request.clone();
-                    async move { c.rollback_rollout(r).await.map(|r| r.into_inner()) }
-                })
-                .await?;
-            output.note(format!(
-                "rollback of rollout {id} by {} started ({}; events from #{}); `runway rollout watch {id} --from-seq {}` \
-                 follows it",
-                answer.way, answer.why, answer.first_seq, answer.first_seq
-            ));
-            if watch {
-                watch_rollout(remote, output, &id, answer.first_seq).await
-            } else {
-                if let Some(rollout) = &answer.rollout {
-                    output.json_line(&view::rollout_json(rollout));
-                }
-                Ok(Exit::Success)
-            }
+            rollback(remote, output, &id, yes, restore, watch).await
         }
+    }
+}
+
+/// `rollout rollback`: without `--yes` the coordinator only says which
+/// way it would go and what each way loses (nothing changes; exit 2); with
+/// it, the rollback starts (and is followed with `--watch`).
+async fn rollback(
+    remote: &Remote,
+    output: Output,
+    id: &str,
+    yes: bool,
+    restore: bool,
+    watch: bool,
+) -> Result<Exit, Failure> {
+    let request = RollbackRolloutRequest {
+        rollout_id: id.to_owned(),
+        confirmed: yes,
+        requested_by: operator(),
+        restore,
+        preview: !yes,
+    };
+    let answer = remote
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.rollback_rollout(r).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    if !yes {
+        output.result(view::rollback_preview_text(id, &answer), &view::rollback_preview_json(&answer));
+        return Err(Failure::invalid(format!(
+            "rolling back {id} needs --yes{}; nothing was changed",
+            if answer.way == "migration" { " (--restore for the restore instead)" } else { "" }
+        )));
+    }
+    output.note(format!(
+        "rollback of rollout {id} by {} started ({}; events from #{}); `runway rollout watch {id} --from-seq {}` \
+         follows it",
+        answer.way, answer.why, answer.first_seq, answer.first_seq
+    ));
+    if watch {
+        watch_rollout(remote, output, id, answer.first_seq).await
+    } else {
+        if let Some(rollout) = &answer.rollout {
+            output.json_line(&view::rollout_json(rollout));
+        }
+        Ok(Exit::Success)
     }
 }
 

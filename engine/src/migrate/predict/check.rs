@@ -185,7 +185,9 @@ pub(super) struct Check {
 impl Check {
     /// For tests that are a condition on one row: that condition (rows
     /// qualified by [`Target::alias`]). Such checks on the same rows share
-    /// one scan.
+    /// one scan. A foreign key's is one too: its parent's keys are read
+    /// once by the server (a hashed subplan) when they fit in memory, which
+    /// `run` checks before merging it.
     pub fn row_predicate(&self) -> Option<String> {
         match &self.test {
             Test::NotNull { column } => Some(format!("{} IS NULL", ident(column))),
@@ -205,8 +207,15 @@ impl Check {
                     ),
                 })
             }
-            Test::Unique { .. } | Test::ForeignKey { .. } | Test::Cast(_) => None,
+            Test::ForeignKey { .. } => Some(self.orphan_condition(&self.target.alias(), Lookup::In)),
+            Test::Unique { .. } | Test::Cast(_) => None,
         }
+    }
+
+    /// Whether this is a foreign key check with a live parent (its row
+    /// predicate holds a subquery).
+    pub fn reads_a_parent(&self) -> bool {
+        matches!(&self.test, Test::ForeignKey { parent: Some(_), .. })
     }
 
     /// The FROM item row tests, unique and cast checks read.
@@ -226,7 +235,7 @@ impl Check {
             Test::ForeignKey { .. } => Some(format!(
                 "SELECT count(*) FROM {} WHERE {}",
                 self.target.from("c"),
-                self.orphan_condition()
+                self.orphan_condition("c", Lookup::Exists)
             )),
             _ => None,
         }
@@ -243,20 +252,38 @@ impl Check {
         if parts.is_empty() { String::new() } else { format!(" WHERE {}", parts.join(" AND ")) }
     }
 
-    /// Child rows (alias `c`) that break a foreign key.
-    fn orphan_condition(&self) -> String {
+    /// Child rows (alias `child`) that break a foreign key.
+    fn orphan_condition(&self, child: &str, lookup: Lookup) -> String {
         let Test::ForeignKey { columns, parent, full } = &self.test else { return "false".into() };
-        let cols: Vec<String> = columns.iter().map(|c| format!("c.{}", ident(c))).collect();
+        let cols: Vec<String> = columns.iter().map(|c| format!("{child}.{}", ident(c))).collect();
         let all_set = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
         let any_set = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" OR ");
         let any_null = cols.iter().map(|c| format!("{c} IS NULL")).collect::<Vec<_>>().join(" OR ");
         let missing = match parent {
             None => None,
-            Some((parent, keys)) => {
-                let join: Vec<String> =
-                    keys.iter().zip(&cols).map(|(k, c)| format!("p.{} = {c}", ident(k))).collect();
-                Some(format!("NOT EXISTS (SELECT 1 FROM {} WHERE {})", parent.from("p"), join.join(" AND ")))
-            }
+            Some((parent, keys)) => Some(match lookup {
+                Lookup::Exists => {
+                    let join: Vec<String> =
+                        keys.iter().zip(&cols).map(|(k, c)| format!("p.{} = {c}", ident(k))).collect();
+                    format!("NOT EXISTS (SELECT 1 FROM {} WHERE {})", parent.from("p"), join.join(" AND "))
+                }
+                Lookup::In => {
+                    // NULL parent keys are left out: `x NOT IN (…, NULL)` is
+                    // never true. The child's columns are all set here.
+                    let keys: Vec<String> = keys.iter().map(|k| format!("p.{}", ident(k))).collect();
+                    let set =
+                        keys.iter().map(|k| format!("{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+                    let row = |items: &[String]| {
+                        if items.len() == 1 { items[0].clone() } else { format!("({})", items.join(", ")) }
+                    };
+                    format!(
+                        "{} NOT IN (SELECT {} FROM {} WHERE {set})",
+                        row(&cols),
+                        keys.join(", "),
+                        parent.from("p")
+                    )
+                }
+            }),
         };
         match (full, missing) {
             (false, Some(missing)) => format!("{all_set} AND {missing}"),
@@ -288,7 +315,7 @@ impl Check {
                 "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {EXAMPLES}",
                 keys.as_text(Some("c")),
                 self.target.from("c"),
-                self.orphan_condition(),
+                self.orphan_condition("c", Lookup::Exists),
                 keys.sql(Some("c")).join(", ")
             ),
             Test::Cast(cast) => {
@@ -334,7 +361,7 @@ impl Check {
                     "SELECT {} FROM {} WHERE {}",
                     select.join(", "),
                     self.target.from("c"),
-                    self.orphan_condition()
+                    self.orphan_condition("c", Lookup::Exists)
                 )
             }
             Test::Cast(cast) => {
@@ -391,6 +418,17 @@ impl Check {
             Test::Cast(cast) => format!("{count} row(s) do not convert to {}", cast.new_type),
         }
     }
+}
+
+/// How a foreign key check finds a child row's parent.
+#[derive(Clone, Copy)]
+enum Lookup {
+    /// A correlated `NOT EXISTS`: the planner makes it an anti-join, for a
+    /// query of its own.
+    Exists,
+    /// `NOT IN (SELECT …)`: inside an expression (a merged scan's filter)
+    /// the server hashes the parent's keys once.
+    In,
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {

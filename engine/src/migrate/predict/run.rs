@@ -3,6 +3,7 @@
 //! functions of the cast checks are created in a read-write one, in
 //! `pg_temp`), row checks on the same rows merged into one scan.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Executor, Row};
 
 use super::cast::Cast;
-use super::check::{Check, Keys, Test};
+use super::check::{Check, EXAMPLES, Keys, Test};
 use crate::migrate::MigrateError;
 use crate::migrate::connect::{self, Session};
 
@@ -296,14 +297,14 @@ impl Probe {
 
 /// Runs `checks`; one outcome per check, in order.
 pub(super) async fn run(probe: &mut Probe, checks: &[Check]) -> Vec<Outcome> {
-    let mut counts: Vec<Option<Result<i64, Failure>>> = vec![None; checks.len()];
-    row_counts(probe, checks, &mut counts).await;
+    let mut found: Vec<Option<Found>> = vec![None; checks.len()];
+    scan_rows(probe, checks, &mut found).await;
     let mut functions: Vec<Option<String>> = vec![None; checks.len()];
     for (i, check) in checks.iter().enumerate() {
-        if counts[i].is_some() {
+        if found[i].is_some() {
             continue;
         }
-        counts[i] = Some(match &check.test {
+        let count = match &check.test {
             // Nothing to read: no row can fail.
             Test::Cast(cast) if cast.cannot_fail() => Ok(0),
             Test::Unique { exprs, nulls_not_distinct, .. }
@@ -320,19 +321,24 @@ pub(super) async fn run(probe: &mut Probe, checks: &[Check]) -> Vec<Outcome> {
                 Some(sql) => probe.count(&sql).await,
                 None => Err(Failure::Other("no query for this check".into())),
             },
-        });
+        };
+        found[i] = Some(Found { count, examples: None });
     }
     let mut out = Vec::with_capacity(checks.len());
-    for ((check, count), function) in checks.iter().zip(counts).zip(functions) {
-        let count = count.unwrap_or_else(|| Err(Failure::Other("not run".into())));
+    for ((check, found), function) in checks.iter().zip(found).zip(functions) {
+        let Found { count, examples } =
+            found.unwrap_or_else(|| Found { count: Err(Failure::Other("not run".into())), examples: None });
         let live = check.target.live.clone().unwrap_or_default();
         let keys = probe.keys(&live).await;
         let call = function.as_deref().map(|f| match &check.test {
             Test::Cast(cast) => cast.call(f, &check.target.alias()),
             _ => String::new(),
         });
-        let examples = match count {
-            Ok(n) if n > 0 => probe.examples(&keys, &check.examples_sql(&keys, call.as_deref())).await,
+        let examples = match (&count, examples) {
+            (Ok(n), Some(examples)) if *n > 0 => examples,
+            (Ok(n), None) if *n > 0 => {
+                probe.examples(&keys, &check.examples_sql(&keys, call.as_deref())).await
+            }
             _ => Vec::new(),
         };
         let query = match (&check.test, &function) {
@@ -348,6 +354,14 @@ pub(super) async fn run(probe: &mut Probe, checks: &[Check]) -> Vec<Outcome> {
     out
 }
 
+/// One check's answer.
+#[derive(Debug, Clone)]
+struct Found {
+    count: Result<i64, Failure>,
+    /// Examples the same scan read (`None`: ask for them separately).
+    examples: Option<Vec<String>>,
+}
+
 /// Whether a new unique key over `exprs` is unique already: its columns
 /// include every column of a live unique index whose rows cannot collide
 /// (NULLs distinct, or the index's columns all NOT NULL). The check's scan
@@ -360,11 +374,20 @@ async fn implied(probe: &mut Probe, check: &Check, exprs: &[String], nulls_not_d
     })
 }
 
-/// Counts every row test, one scan per set of rows: `count(*) FILTER
-/// (WHERE …)` per check. When a merged scan fails for another reason than
-/// its timeout, its checks run one by one (so one bad expression does not
-/// hide the others).
-async fn row_counts(probe: &mut Probe, checks: &[Check], counts: &mut [Option<Result<i64, Failure>>]) {
+/// Offending rows a merged scan lists before it gives up listing them and
+/// counts instead.
+const LISTED_ROWS: usize = 10_000;
+
+/// Every row test, one scan per set of rows: the scan lists the keys of
+/// the rows that fail any test (`WHERE t1 OR t2 …`), so the count and the
+/// examples come from one pass. Past [`LISTED_ROWS`] rows it stops (the
+/// `LIMIT`) and counts with `count(*) FILTER (WHERE …)` per test instead.
+/// A foreign key joins its table's scan only when the server hashes the
+/// parent's keys (they fit in `work_mem`); otherwise it is counted alone,
+/// as an anti-join. When a merged scan fails for another reason than its
+/// timeout, its checks run one by one (one bad expression does not hide
+/// the others).
+async fn scan_rows(probe: &mut Probe, checks: &[Check], found: &mut [Option<Found>]) {
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, check) in checks.iter().enumerate() {
         if check.row_predicate().is_none() {
@@ -376,38 +399,144 @@ async fn row_counts(probe: &mut Probe, checks: &[Check], counts: &mut [Option<Re
             None => groups.push((from, vec![i])),
         }
     }
-    for (from, members) in groups {
-        let sql = merged_sql(&from, members.iter().map(|&i| &checks[i]));
-        match probe.fetch(&sql, &[]).await {
-            Ok(rows) => {
-                for (column, &i) in members.iter().enumerate() {
-                    counts[i] = Some(
-                        rows.first()
-                            .and_then(|r| r.try_get::<i64, _>(column).ok())
-                            .ok_or_else(|| Failure::Other("no count returned".into())),
-                    );
+    for (from, mut members) in groups {
+        if members.iter().any(|&i| checks[i].reads_a_parent())
+            && !parents_hashed(probe, &from, members.iter().map(|&i| &checks[i])).await
+        {
+            members.retain(|&i| !checks[i].reads_a_parent());
+        }
+        if members.is_empty() {
+            continue;
+        }
+        let live = checks[members[0]].target.live.clone().unwrap_or_default();
+        let keys = probe.keys(&live).await;
+        match scan(probe, &keys, &from, &members, checks).await {
+            Ok(answers) => {
+                for (&i, answer) in members.iter().zip(answers) {
+                    found[i] = Some(answer);
                 }
             }
             Err(failure) if members.len() == 1 || matches!(failure, Failure::Timeout) => {
                 for &i in &members {
-                    counts[i] = Some(Err(failure.clone()));
+                    found[i] = Some(Found { count: Err(failure.clone()), examples: None });
                 }
             }
             Err(_) => {
                 for &i in &members {
-                    let sql = merged_sql(&from, std::iter::once(&checks[i]));
-                    counts[i] = Some(probe.count(&sql).await);
+                    found[i] = Some(match scan(probe, &keys, &from, &[i], checks).await {
+                        Ok(mut answers) => answers.remove(0),
+                        Err(failure) => Found { count: Err(failure), examples: None },
+                    });
                 }
             }
         }
     }
 }
 
-fn merged_sql<'a>(from: &str, checks: impl Iterator<Item = &'a Check>) -> String {
-    let columns: Vec<String> = checks
-        .map(|c| format!("count(*) FILTER (WHERE {})", c.row_predicate().unwrap_or_else(|| "false".into())))
+/// One merged scan of `from` for the row tests of `members`.
+async fn scan(
+    probe: &mut Probe,
+    keys: &Keys,
+    from: &str,
+    members: &[usize],
+    checks: &[Check],
+) -> Result<Vec<Found>, Failure> {
+    let tests: Vec<String> = members
+        .iter()
+        .map(|&i| format!("({})", checks[i].row_predicate().unwrap_or_else(|| "false".into())))
         .collect();
-    format!("SELECT {} FROM {from}", columns.join(", "))
+    let key_sql = keys.sql(None);
+    let select: Vec<String> = key_sql
+        .iter()
+        .map(|k| format!("{k}::text"))
+        .chain(tests.iter().map(|t| format!("{t} IS TRUE")))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {from} WHERE {} LIMIT {}",
+        select.join(", "),
+        tests.join(" OR "),
+        LISTED_ROWS + 1
+    );
+    let rows = probe.fetch(&sql, &[]).await?;
+    let width = key_sql.len();
+    let mut failing: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new(); members.len()];
+    for row in &rows {
+        let key: Vec<Option<String>> =
+            (0..width).map(|c| row.try_get::<Option<String>, _>(c).ok().flatten()).collect();
+        for (t, list) in failing.iter_mut().enumerate() {
+            if row.try_get::<bool, _>(width + t).unwrap_or(false) {
+                list.push(key.clone());
+            }
+        }
+    }
+    let counts: Vec<Result<i64, Failure>> = if rows.len() > LISTED_ROWS {
+        let columns: Vec<String> = tests.iter().map(|t| format!("count(*) FILTER (WHERE {t})")).collect();
+        let row = probe.fetch(&format!("SELECT {} FROM {from}", columns.join(", ")), &[]).await?;
+        (0..members.len())
+            .map(|t| {
+                row.first()
+                    .and_then(|r| r.try_get::<i64, _>(t).ok())
+                    .ok_or_else(|| Failure::Other("no count returned".into()))
+            })
+            .collect()
+    } else {
+        failing.iter().map(|list| Ok(list.len() as i64)).collect()
+    };
+    Ok(counts
+        .into_iter()
+        .zip(failing)
+        .map(|(count, mut list)| {
+            list.sort_by(|a, b| key_order(a, b));
+            let examples = (!list.is_empty())
+                .then(|| list.iter().take(EXAMPLES).map(|values| keys.render(values)).collect());
+            Found { count, examples }
+        })
+        .collect())
+}
+
+/// Whether the server hashes every parent a merged scan's foreign keys
+/// read (`hashed SubPlan` in its plan): a subplan run per row over a big
+/// parent would cost far more than an anti-join of its own.
+async fn parents_hashed<'a>(probe: &mut Probe, from: &str, checks: impl Iterator<Item = &'a Check>) -> bool {
+    let tests: Vec<String> = checks.filter_map(|c| c.row_predicate()).map(|t| format!("({t})")).collect();
+    let sql = format!("EXPLAIN SELECT 1 FROM {from} WHERE {}", tests.join(" OR "));
+    let Ok(rows) = probe.fetch(&sql, &[]).await else { return false };
+    let plan: Vec<String> = rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
+    every_subplan_hashed(&plan)
+}
+
+/// Whether every subplan an EXPLAIN's expressions call is hashed (the
+/// subplans' own header lines aside).
+fn every_subplan_hashed(plan: &[String]) -> bool {
+    plan.iter()
+        .filter(|line| !line.trim_start().starts_with("SubPlan"))
+        .all(|line| line.match_indices("SubPlan ").all(|(at, _)| line[..at].ends_with("hashed ")))
+}
+
+/// Key order for keys read back as text: numbers as numbers, `ctid`s as
+/// (block, row), NULL last, anything else as text.
+fn key_order(a: &[Option<String>], b: &[Option<String>]) -> Ordering {
+    a.iter().zip(b).map(|(x, y)| key_part_order(x, y)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+}
+
+fn key_part_order(a: &Option<String>, b: &Option<String>) -> Ordering {
+    let (Some(a), Some(b)) = (a, b) else {
+        return a.is_none().cmp(&b.is_none());
+    };
+    if let (Ok(x), Ok(y)) = (a.parse::<i128>(), b.parse::<i128>()) {
+        return x.cmp(&y);
+    }
+    let ctid = |s: &str| {
+        let (block, row) = s.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+        Some((block.parse::<u64>().ok()?, row.parse::<u64>().ok()?))
+    };
+    if let (Some(x), Some(y)) = (ctid(a), ctid(b)) {
+        return x.cmp(&y);
+    }
+    if let (Ok(x), Ok(y)) = (a.parse::<f64>(), b.parse::<f64>()) {
+        return x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+    }
+    a.cmp(b)
 }
 
 /// A cast's failing rows: one whole-table scan with an explicit cast (it
@@ -433,5 +562,45 @@ async fn cast_count(probe: &mut Probe, check: &Check, cast: &Cast) -> (Result<i6
             (probe.count(&sql).await, Some(name))
         }
         Err(failure) => (Err(failure), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_plan_is_hashed_only_when_every_subplan_call_is() {
+        let hashed = lines(
+            "Seq Scan on pgbench_accounts  (cost=0.00..1.00 rows=1 width=4)\n  \
+             Filter: ((filler IS NULL) OR ((bid IS NOT NULL) AND (NOT (hashed SubPlan 1))))\n  \
+             SubPlan 1\n    ->  Seq Scan on pgbench_branches p",
+        );
+        assert!(every_subplan_hashed(&hashed));
+        let per_row = lines(
+            "Seq Scan on a  (cost=0.00..1.00 rows=1 width=4)\n  \
+             Filter: ((NOT (hashed SubPlan 1)) OR (NOT (SubPlan 2)))\n  SubPlan 1\n  SubPlan 2",
+        );
+        assert!(!every_subplan_hashed(&per_row));
+    }
+
+    #[test]
+    fn examples_sort_in_key_order() {
+        let key = |v: &[Option<&str>]| v.iter().map(|s| s.map(str::to_owned)).collect::<Vec<_>>();
+        let mut keys = vec![key(&[Some("10")]), key(&[None]), key(&[Some("9")]), key(&[Some("-3")])];
+        keys.sort_by(|a, b| key_order(a, b));
+        assert_eq!(keys, vec![key(&[Some("-3")]), key(&[Some("9")]), key(&[Some("10")]), key(&[None])]);
+        let mut ctids = vec![key(&[Some("(0,10)")]), key(&[Some("(0,9)")]), key(&[Some("(1,1)")])];
+        ctids.sort_by(|a, b| key_order(a, b));
+        assert_eq!(ctids, vec![key(&[Some("(0,9)")]), key(&[Some("(0,10)")]), key(&[Some("(1,1)")])]);
+        let mut pairs =
+            vec![key(&[Some("b"), Some("2")]), key(&[Some("a"), Some("10")]), key(&[Some("a"), Some("2")])];
+        pairs.sort_by(|a, b| key_order(a, b));
+        assert_eq!(pairs[0], key(&[Some("a"), Some("2")]));
+        assert_eq!(pairs[2], key(&[Some("b"), Some("2")]));
     }
 }

@@ -242,11 +242,11 @@ async fn foreign_key_over_orphans_will_fail_match_simple_and_full() {
     pg.psql("app", &format!("{ADD_FK}{full}{simple}"));
 }
 
-/// The two ways out of the one merged scan: more offending rows than it
-/// lists (it counts instead), and a parent too big to hash in `work_mem`
-/// (the foreign key is counted alone, as an anti-join). Both stay exact.
+/// More offending rows than the merged scan lists (it counts instead),
+/// and a parent bigger than `work_mem` (its join spills to disk): both
+/// stay exact.
 #[tokio::test]
-async fn many_offending_rows_and_a_parent_too_big_to_hash_are_still_counted_exactly() {
+async fn many_offending_rows_and_a_parent_bigger_than_work_mem_are_still_counted_exactly() {
     let (pg, url) = app();
     pg.psql(
         "app",
@@ -269,9 +269,10 @@ async fn many_offending_rows_and_a_parent_too_big_to_hash_are_still_counted_exac
     assert_eq!(report.findings[0].examples.len(), 5, "{:#?}", report.findings[0]);
     assert_will_fail(&report.findings[1], "foreign-key", "1_player", 2, "Player", &["teamId"], 2);
     assert_eq!(report.findings[1].examples, ["id=11500", "id=11700"]);
-    // The plan, the key, the listing scan and the count past it; then the
-    // foreign key alone: its count and its examples.
-    assert_eq!(report.checks, 6, "{report:#?}");
+    // The key, the listing scan (both statements, the parent joined), the
+    // count past it, and at most the foreign key's examples (its rows may
+    // come after the listing's end).
+    assert!((3..=4).contains(&report.checks), "{report:#?}");
     assert!(fails(&pg, sql).contains("contains null values"));
 }
 

@@ -184,10 +184,7 @@ pub(super) struct Check {
 
 impl Check {
     /// For tests that are a condition on one row: that condition (rows
-    /// qualified by [`Target::alias`]). Such checks on the same rows share
-    /// one scan. A foreign key's is one too: its parent's keys are read
-    /// once by the server (a hashed subplan) when they fit in memory, which
-    /// `run` checks before merging it.
+    /// qualified by [`Target::alias`]).
     pub fn row_predicate(&self) -> Option<String> {
         match &self.test {
             Test::NotNull { column } => Some(format!("{} IS NULL", ident(column))),
@@ -207,15 +204,49 @@ impl Check {
                     ),
                 })
             }
-            Test::ForeignKey { .. } => Some(self.orphan_condition(&self.target.alias(), Lookup::In)),
-            Test::Unique { .. } | Test::Cast(_) => None,
+            Test::Unique { .. } | Test::ForeignKey { .. } | Test::Cast(_) => None,
         }
     }
 
-    /// Whether this is a foreign key check with a live parent (its row
-    /// predicate holds a subquery).
-    pub fn reads_a_parent(&self) -> bool {
-        matches!(&self.test, Test::ForeignKey { parent: Some(_), .. })
+    /// What a merged scan of the target's rows tests for this check, as
+    /// `(join, test)`: a row test, or a foreign key's (its parent's
+    /// distinct keys joined as `runway_parent_{n}`: a child row without a
+    /// match is an orphan). Such checks on the same rows share one scan,
+    /// which the server can run in parallel (a subquery per row could not
+    /// be). `None` for unique and cast checks.
+    pub fn scan_test(&self, n: usize) -> Option<(Option<String>, String)> {
+        let Test::ForeignKey { columns, parent, full } = &self.test else {
+            return self.row_predicate().map(|test| (None, test));
+        };
+        let alias = self.target.alias();
+        let cols: Vec<String> = columns.iter().map(|c| format!("{alias}.{}", ident(c))).collect();
+        let Some((parent, keys)) = parent else {
+            return Some((None, self.orphan_condition(&alias)));
+        };
+        let joined = format!("runway_parent_{n}");
+        let names: Vec<String> = (1..=keys.len()).map(|i| format!("runway_key_{i}")).collect();
+        let select: Vec<String> =
+            keys.iter().zip(&names).map(|(k, name)| format!("p.{} AS {name}", ident(k))).collect();
+        let on: Vec<String> =
+            names.iter().zip(&cols).map(|(name, c)| format!("{joined}.{name} = {c}")).collect();
+        // DISTINCT: a parent whose keys are not unique yet must not repeat
+        // child rows (the other tests of the scan count them).
+        let join = format!(
+            "LEFT JOIN (SELECT DISTINCT {} FROM {}) AS {joined} ON {}",
+            select.join(", "),
+            parent.from("p"),
+            on.join(" AND ")
+        );
+        let missing = format!("{joined}.{} IS NULL", names[0]);
+        let all_set = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
+        let test = if *full {
+            let any_set = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" OR ");
+            let any_null = cols.iter().map(|c| format!("{c} IS NULL")).collect::<Vec<_>>().join(" OR ");
+            format!("({any_set}) AND ({any_null} OR {missing})")
+        } else {
+            format!("{all_set} AND {missing}")
+        };
+        Some((Some(join), test))
     }
 
     /// The FROM item row tests, unique and cast checks read.
@@ -235,7 +266,7 @@ impl Check {
             Test::ForeignKey { .. } => Some(format!(
                 "SELECT count(*) FROM {} WHERE {}",
                 self.target.from("c"),
-                self.orphan_condition("c", Lookup::Exists)
+                self.orphan_condition("c")
             )),
             _ => None,
         }
@@ -253,38 +284,17 @@ impl Check {
     }
 
     /// Child rows (alias `child`) that break a foreign key.
-    fn orphan_condition(&self, child: &str, lookup: Lookup) -> String {
+    fn orphan_condition(&self, child: &str) -> String {
         let Test::ForeignKey { columns, parent, full } = &self.test else { return "false".into() };
         let cols: Vec<String> = columns.iter().map(|c| format!("{child}.{}", ident(c))).collect();
         let all_set = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
         let any_set = cols.iter().map(|c| format!("{c} IS NOT NULL")).collect::<Vec<_>>().join(" OR ");
         let any_null = cols.iter().map(|c| format!("{c} IS NULL")).collect::<Vec<_>>().join(" OR ");
-        let missing = match parent {
-            None => None,
-            Some((parent, keys)) => Some(match lookup {
-                Lookup::Exists => {
-                    let join: Vec<String> =
-                        keys.iter().zip(&cols).map(|(k, c)| format!("p.{} = {c}", ident(k))).collect();
-                    format!("NOT EXISTS (SELECT 1 FROM {} WHERE {})", parent.from("p"), join.join(" AND "))
-                }
-                Lookup::In => {
-                    // NULL parent keys are left out: `x NOT IN (…, NULL)` is
-                    // never true. The child's columns are all set here.
-                    let keys: Vec<String> = keys.iter().map(|k| format!("p.{}", ident(k))).collect();
-                    let set =
-                        keys.iter().map(|k| format!("{k} IS NOT NULL")).collect::<Vec<_>>().join(" AND ");
-                    let row = |items: &[String]| {
-                        if items.len() == 1 { items[0].clone() } else { format!("({})", items.join(", ")) }
-                    };
-                    format!(
-                        "{} NOT IN (SELECT {} FROM {} WHERE {set})",
-                        row(&cols),
-                        keys.join(", "),
-                        parent.from("p")
-                    )
-                }
-            }),
-        };
+        let missing = parent.as_ref().map(|(parent, keys)| {
+            let join: Vec<String> =
+                keys.iter().zip(&cols).map(|(k, c)| format!("p.{} = {c}", ident(k))).collect();
+            format!("NOT EXISTS (SELECT 1 FROM {} WHERE {})", parent.from("p"), join.join(" AND "))
+        });
         match (full, missing) {
             (false, Some(missing)) => format!("{all_set} AND {missing}"),
             (false, None) => all_set,
@@ -315,7 +325,7 @@ impl Check {
                 "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {EXAMPLES}",
                 keys.as_text(Some("c")),
                 self.target.from("c"),
-                self.orphan_condition("c", Lookup::Exists),
+                self.orphan_condition("c"),
                 keys.sql(Some("c")).join(", ")
             ),
             Test::Cast(cast) => {
@@ -361,7 +371,7 @@ impl Check {
                     "SELECT {} FROM {} WHERE {}",
                     select.join(", "),
                     self.target.from("c"),
-                    self.orphan_condition("c", Lookup::Exists)
+                    self.orphan_condition("c")
                 )
             }
             Test::Cast(cast) => {
@@ -418,17 +428,6 @@ impl Check {
             Test::Cast(cast) => format!("{count} row(s) do not convert to {}", cast.new_type),
         }
     }
-}
-
-/// How a foreign key check finds a child row's parent.
-#[derive(Clone, Copy)]
-enum Lookup {
-    /// A correlated `NOT EXISTS`: the planner makes it an anti-join, for a
-    /// query of its own.
-    Exists,
-    /// `NOT IN (SELECT …)`: inside an expression (a merged scan's filter)
-    /// the server hashes the parent's keys once.
-    In,
 }
 
 fn push_unique(list: &mut Vec<String>, item: String) {

@@ -378,19 +378,17 @@ async fn implied(probe: &mut Probe, check: &Check, exprs: &[String], nulls_not_d
 /// counts instead.
 const LISTED_ROWS: usize = 10_000;
 
-/// Every row test, one scan per set of rows: the scan lists the keys of
-/// the rows that fail any test (`WHERE t1 OR t2 …`), so the count and the
-/// examples come from one pass. Past [`LISTED_ROWS`] rows it stops (the
-/// `LIMIT`) and counts with `count(*) FILTER (WHERE …)` per test instead.
-/// A foreign key joins its table's scan only when the server hashes the
-/// parent's keys (they fit in `work_mem`); otherwise it is counted alone,
-/// as an anti-join. When a merged scan fails for another reason than its
+/// Every row test and foreign key, one scan per set of rows: the scan
+/// lists the keys of the rows that fail any test (`WHERE t1 OR t2 …`), so
+/// the count and the examples come from one pass. Past [`LISTED_ROWS`]
+/// rows it stops (the `LIMIT`) and counts with `count(*) FILTER (WHERE …)`
+/// per test instead. When a merged scan fails for another reason than its
 /// timeout, its checks run one by one (one bad expression does not hide
 /// the others).
 async fn scan_rows(probe: &mut Probe, checks: &[Check], found: &mut [Option<Found>]) {
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, check) in checks.iter().enumerate() {
-        if check.row_predicate().is_none() {
+        if check.scan_test(0).is_none() {
             continue;
         }
         let from = check.from();
@@ -399,15 +397,7 @@ async fn scan_rows(probe: &mut Probe, checks: &[Check], found: &mut [Option<Foun
             None => groups.push((from, vec![i])),
         }
     }
-    for (from, mut members) in groups {
-        if members.iter().any(|&i| checks[i].reads_a_parent())
-            && !parents_hashed(probe, &from, members.iter().map(|&i| &checks[i])).await
-        {
-            members.retain(|&i| !checks[i].reads_a_parent());
-        }
-        if members.is_empty() {
-            continue;
-        }
+    for (from, members) in groups {
         let live = checks[members[0]].target.live.clone().unwrap_or_default();
         let keys = probe.keys(&live).await;
         match scan(probe, &keys, &from, &members, checks).await {
@@ -433,7 +423,8 @@ async fn scan_rows(probe: &mut Probe, checks: &[Check], found: &mut [Option<Foun
     }
 }
 
-/// One merged scan of `from` for the row tests of `members`.
+/// One merged scan of `from` (with the parents its foreign keys join) for
+/// the checks `members`.
 async fn scan(
     probe: &mut Probe,
     keys: &Keys,
@@ -441,10 +432,14 @@ async fn scan(
     members: &[usize],
     checks: &[Check],
 ) -> Result<Vec<Found>, Failure> {
-    let tests: Vec<String> = members
-        .iter()
-        .map(|&i| format!("({})", checks[i].row_predicate().unwrap_or_else(|| "false".into())))
-        .collect();
+    let mut joins = Vec::new();
+    let mut tests = Vec::new();
+    for (n, &i) in members.iter().enumerate() {
+        let (join, test) = checks[i].scan_test(n).unwrap_or_else(|| (None, "false".into()));
+        joins.extend(join);
+        tests.push(format!("({test})"));
+    }
+    let from = std::iter::once(from.to_owned()).chain(joins).collect::<Vec<_>>().join(" ");
     let key_sql = keys.sql(None);
     let select: Vec<String> = key_sql
         .iter()
@@ -487,30 +482,14 @@ async fn scan(
         .zip(failing)
         .map(|(count, mut list)| {
             list.sort_by(|a, b| key_order(a, b));
-            let examples = (!list.is_empty())
-                .then(|| list.iter().take(EXAMPLES).map(|values| keys.render(values)).collect());
+            // Past the listing, a test may have fewer examples listed than
+            // it has rows: its examples are asked for on their own.
+            let enough = matches!(count, Ok(n) if list.len() as i64 >= n.min(EXAMPLES as i64));
+            let examples =
+                enough.then(|| list.iter().take(EXAMPLES).map(|values| keys.render(values)).collect());
             Found { count, examples }
         })
         .collect())
-}
-
-/// Whether the server hashes every parent a merged scan's foreign keys
-/// read (`hashed SubPlan` in its plan): a subplan run per row over a big
-/// parent would cost far more than an anti-join of its own.
-async fn parents_hashed<'a>(probe: &mut Probe, from: &str, checks: impl Iterator<Item = &'a Check>) -> bool {
-    let tests: Vec<String> = checks.filter_map(|c| c.row_predicate()).map(|t| format!("({t})")).collect();
-    let sql = format!("EXPLAIN SELECT 1 FROM {from} WHERE {}", tests.join(" OR "));
-    let Ok(rows) = probe.fetch(&sql, &[]).await else { return false };
-    let plan: Vec<String> = rows.iter().filter_map(|r| r.try_get::<String, _>(0).ok()).collect();
-    every_subplan_hashed(&plan)
-}
-
-/// Whether every subplan an EXPLAIN's expressions call is hashed (the
-/// subplans' own header lines aside).
-fn every_subplan_hashed(plan: &[String]) -> bool {
-    plan.iter()
-        .filter(|line| !line.trim_start().starts_with("SubPlan"))
-        .all(|line| line.match_indices("SubPlan ").all(|(at, _)| line[..at].ends_with("hashed ")))
 }
 
 /// Key order for keys read back as text: numbers as numbers, `ctid`s as
@@ -568,25 +547,6 @@ async fn cast_count(probe: &mut Probe, check: &Check, cast: &Cast) -> (Result<i6
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(str::to_owned).collect()
-    }
-
-    #[test]
-    fn a_plan_is_hashed_only_when_every_subplan_call_is() {
-        let hashed = lines(
-            "Seq Scan on pgbench_accounts  (cost=0.00..1.00 rows=1 width=4)\n  \
-             Filter: ((filler IS NULL) OR ((bid IS NOT NULL) AND (NOT (hashed SubPlan 1))))\n  \
-             SubPlan 1\n    ->  Seq Scan on pgbench_branches p",
-        );
-        assert!(every_subplan_hashed(&hashed));
-        let per_row = lines(
-            "Seq Scan on a  (cost=0.00..1.00 rows=1 width=4)\n  \
-             Filter: ((NOT (hashed SubPlan 1)) OR (NOT (SubPlan 2)))\n  SubPlan 1\n  SubPlan 2",
-        );
-        assert!(!every_subplan_hashed(&per_row));
-    }
 
     #[test]
     fn examples_sort_in_key_order() {

@@ -26,13 +26,16 @@ pub enum Exit {
     /// error before retrying.
     Failed = 1,
     /// 2: bad input, or refused before anything changed: usage (clap exits
-    /// 2 too), migrations folder, URL, unknown environment or backup, no
+    /// 2 too), migrations folder, URL, unknown environment or backup,
+    /// another change holding the environment (`--queue` waits), no
     /// suitable agent, restore without `--yes`, not enough free space, a
     /// Danger finding without `--allow-danger` (`rollout start`, and
     /// `rollout plan` when the danger gate would refuse).
     Invalid = 2,
-    /// 3: unreachable: no coordinator answered as leader, or the database
-    /// could not be reached. Nothing was changed; retry when it is back.
+    /// 3: unreachable: no coordinator answered as leader, the database
+    /// could not be reached, or an agent the environment is known to have
+    /// is away (`rollout start`; `--skip-host` leaves it out). Nothing was
+    /// changed; retry when it is back.
     /// `runway status` still shows what each coordinator answered.
     Unreachable = 3,
     /// 4: the rollout was cancelled.
@@ -228,6 +231,11 @@ impl From<&CallError> for Exit {
     fn from(error: &CallError) -> Self {
         match error {
             CallError::Unreachable(_) => Exit::Unreachable,
+            CallError::Status(s)
+                if runway_proto::refusal_reason(s) == Some(runway_proto::REASON_AGENTS_AWAY) =>
+            {
+                Exit::Unreachable
+            }
             CallError::Tls(_) => Exit::Denied,
             CallError::Status(s)
                 if matches!(s.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound) =>

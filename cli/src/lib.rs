@@ -56,8 +56,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List the agents connected to the leader.
+    /// List the agents connected to the leader, and the known agents that
+    /// are away (each environment's inventory: every agent that ever
+    /// registered, until `runway agents forget` removes it).
     Agents {
+        #[command(subcommand)]
+        command: Option<rollout::AgentsCommand>,
         /// Only this environment.
         #[arg(long = "env")]
         environment: Option<String>,
@@ -164,8 +168,11 @@ pub async fn run(cli: Cli) -> Exit {
         },
     };
     let result = match cli.command {
-        Command::Agents { environment, coordinators } => {
+        Command::Agents { command: None, environment, coordinators } => {
             async { rollout::agents(&coordinators.remote()?, output, environment).await }.await
+        }
+        Command::Agents { command: Some(command), coordinators, .. } => {
+            async { rollout::agents_command(&coordinators.remote()?, output, command).await }.await
         }
         Command::Rollout { command, coordinators } => {
             async { rollout::run(&coordinators.remote()?, output, command).await }.await

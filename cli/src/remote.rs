@@ -21,6 +21,10 @@ use tonic::{Code, Status};
 
 /// Pause between two search rounds while no leader answers.
 const ROUND_PAUSE: Duration = Duration::from_millis(300);
+
+/// How often a queued call (`--queue`) asks again while another change
+/// holds the environment.
+const QUEUE_PAUSE: Duration = Duration::from_secs(2);
 /// Leader hints followed in one round, so that two coordinators pointing at
 /// each other during an election cannot keep the CLI busy.
 const MAX_HOPS: usize = 5;
@@ -218,6 +222,39 @@ impl Remote {
                 ))
             }
         })
+    }
+
+    /// As [`Self::call`]; with `queue`, a refusal because another change
+    /// holds the environment is waited out: `note` says what it waits for
+    /// (each time the holder changes), and the call is made again every
+    /// [`QUEUE_PAUSE`] until it is accepted or refused for another reason.
+    pub async fn call_queued<T, F, Fut>(
+        &self,
+        queue: bool,
+        note: impl Fn(&str),
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: Fn(OperatorClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let mut last = String::new();
+        loop {
+            match self.call(&call).await {
+                Err(CallError::Status(status))
+                    if queue
+                        && runway_proto::refusal_reason(&status)
+                            == Some(runway_proto::REASON_ENVIRONMENT_BUSY) =>
+                {
+                    if status.message() != last {
+                        last = status.message().to_owned();
+                        note(&format!("queued: {last}"));
+                    }
+                    tokio::time::sleep(QUEUE_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// One search round: every address in turn, each follower's hint right away.

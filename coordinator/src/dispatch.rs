@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use runway_proto::v1::{self, CommandEvent, CommandResult, CoordinatorMessage, coordinator_message};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::registry::Registry;
+use crate::registry::{AgentKey, Registry};
 
 struct Pending {
-    host: String,
+    host: AgentKey,
     command: v1::Command,
     events: mpsc::UnboundedSender<CommandEvent>,
     result: oneshot::Sender<CommandResult>,
@@ -47,7 +47,7 @@ impl Drop for InFlight {
 #[derive(Default)]
 struct PendingCommands {
     by_id: HashMap<String, Pending>,
-    by_host: HashMap<String, HashSet<String>>,
+    by_host: HashMap<AgentKey, HashSet<String>>,
 }
 
 impl PendingCommands {
@@ -68,7 +68,7 @@ impl PendingCommands {
         Some(pending)
     }
 
-    fn of_host(&self, host: &str) -> impl Iterator<Item = &Pending> {
+    fn of_host(&self, host: &AgentKey) -> impl Iterator<Item = &Pending> {
         self.by_host.get(host).into_iter().flatten().filter_map(|id| self.by_id.get(id))
     }
 }
@@ -86,14 +86,14 @@ impl Dispatcher {
     }
 
     /// Sends `command` to `host` now if it is connected, else when it is.
-    pub async fn dispatch(&self, host: &str, command: v1::Command) -> InFlight {
+    pub async fn dispatch(&self, host: &AgentKey, command: v1::Command) -> InFlight {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (result_tx, result) = oneshot::channel();
         let command_id = command.command_id.clone();
         self.pending.lock().expect("dispatch lock").insert(
             command_id.clone(),
             Pending {
-                host: host.to_owned(),
+                host: host.clone(),
                 command: command.clone(),
                 events: events_tx,
                 result: result_tx,
@@ -105,7 +105,7 @@ impl Dispatcher {
     }
 
     /// Re-sends every pending command of `host` (it just registered).
-    pub async fn resend_for(&self, host: &str) {
+    pub async fn resend_for(&self, host: &AgentKey) {
         let commands: Vec<v1::Command> =
             self.pending.lock().expect("dispatch lock").of_host(host).map(|p| p.command.clone()).collect();
         for command in commands {
@@ -116,7 +116,7 @@ impl Dispatcher {
 
     /// Sends `command` down `host`'s stream; `false` when the agent is not
     /// connected (the command waits for it to register).
-    async fn send(&self, host: &str, command: v1::Command) -> bool {
+    async fn send(&self, host: &AgentKey, command: v1::Command) -> bool {
         let Some(tx) = self.registry.sender(host) else {
             tracing::info!(%host, command_id = %command.command_id, "agent not connected; command waits for it");
             return false;
@@ -130,10 +130,10 @@ impl Dispatcher {
     }
 
     /// Routes a progress event from `host` to its command.
-    pub fn on_event(&self, host: &str, event: CommandEvent) {
+    pub fn on_event(&self, host: &AgentKey, event: CommandEvent) {
         let mut pending = self.pending.lock().expect("dispatch lock");
         match pending.by_id.get_mut(&event.command_id) {
-            Some(p) if p.host == host && event.seq > p.last_seq => {
+            Some(p) if p.host == *host && event.seq > p.last_seq => {
                 p.last_seq = event.seq;
                 let _ = p.events.send(event);
             }
@@ -145,9 +145,9 @@ impl Dispatcher {
     }
 
     /// Routes a result from `host` to its command.
-    pub fn on_result(&self, host: &str, result: CommandResult) {
+    pub fn on_result(&self, host: &AgentKey, result: CommandResult) {
         let mut pending = self.pending.lock().expect("dispatch lock");
-        if pending.by_id.get(&result.command_id).is_some_and(|p| p.host == host) {
+        if pending.by_id.get(&result.command_id).is_some_and(|p| p.host == *host) {
             let p = pending.remove(&result.command_id).expect("just checked");
             let _ = p.result.send(result);
         } else {
@@ -160,14 +160,18 @@ impl Dispatcher {
 mod tests {
     use super::*;
 
+    fn key(host: &str) -> AgentKey {
+        AgentKey::new("staging", host)
+    }
+
     fn pending(host: &str) -> Pending {
         let (events, _) = mpsc::unbounded_channel();
         let (result, _) = oneshot::channel();
-        Pending { host: host.into(), command: v1::Command::default(), events, result, last_seq: 0 }
+        Pending { host: key(host), command: v1::Command::default(), events, result, last_seq: 0 }
     }
 
     fn ids(commands: &PendingCommands, host: &str) -> Vec<String> {
-        let mut ids: Vec<String> = commands.by_host.get(host).into_iter().flatten().cloned().collect();
+        let mut ids: Vec<String> = commands.by_host.get(&key(host)).into_iter().flatten().cloned().collect();
         ids.sort();
         ids
     }
@@ -178,16 +182,16 @@ mod tests {
         commands.insert("r1/preflight/app-1/1".into(), pending("app-1"));
         commands.insert("r1/preflight/app-2/1".into(), pending("app-2"));
         commands.insert("r1/restart/app-1/1".into(), pending("app-1"));
-        assert_eq!(commands.of_host("app-1").count(), 2);
+        assert_eq!(commands.of_host(&key("app-1")).count(), 2);
         assert_eq!(ids(&commands, "app-1"), ["r1/preflight/app-1/1", "r1/restart/app-1/1"]);
         // Sent again under the same id: still one.
         commands.insert("r1/restart/app-1/1".into(), pending("app-1"));
-        assert_eq!(commands.of_host("app-1").count(), 2);
+        assert_eq!(commands.of_host(&key("app-1")).count(), 2);
         assert!(commands.remove("r1/preflight/app-1/1").is_some());
         assert!(commands.remove("r1/preflight/app-1/1").is_none());
         assert_eq!(ids(&commands, "app-1"), ["r1/restart/app-1/1"]);
         commands.remove("r1/restart/app-1/1");
-        assert!(!commands.by_host.contains_key("app-1"), "no empty entries left behind");
-        assert_eq!(commands.of_host("app-2").count(), 1);
+        assert!(!commands.by_host.contains_key(&key("app-1")), "no empty entries left behind");
+        assert_eq!(commands.of_host(&key("app-2")).count(), 1);
     }
 }

@@ -70,6 +70,9 @@ pub struct RolloutRecord {
     /// Every database the rollout migrates, in plan order, and where each
     /// stands (empty for rollouts saved before databases had names).
     pub databases: Vec<DatabaseRecord>,
+    /// Known agents the operator left out of this rollout (`--skip-host`):
+    /// they were away, or were excluded on purpose.
+    pub skipped_hosts: Vec<String>,
 }
 
 /// One database of a rollout: the DB step target that reaches it
@@ -498,6 +501,7 @@ impl RolloutRecord {
             // Kept apart from the record (see `crate::notify`); GetRollout adds them.
             notifications: Vec::new(),
             databases: self.databases.iter().map(DatabaseRecord::to_proto).collect(),
+            skipped_hosts: self.skipped_hosts.clone(),
         }
     }
 }

@@ -1,13 +1,51 @@
 //! The agents connected to this (leader) coordinator, and those that went
 //! away while it led (for `runway status`).
+//!
+//! An agent is known by its environment and its name ([`AgentKey`]):
+//! `staging/app-1` and `production/app-1` are two agents. One agent has at
+//! most one session: a second registration under the same key (a cloned
+//! host, a unit started twice, or the same agent reconnecting before its
+//! old stream was noticed gone) replaces the first, whose stream is then
+//! closed ([`Session::closed`]), so the process behind it reconnects
+//! rather than running on unheard.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use runway_proto::v1::{AgentInfo, CoordinatorMessage};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Replacements of one agent's session within this window, past
+/// [`FLAPPING_AFTER`], mean two processes hold its identity.
+const FLAPPING_WINDOW: Duration = Duration::from_secs(60);
+const FLAPPING_AFTER: usize = 3;
+
+/// An agent's identity: its name is unique within its environment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentKey {
+    pub environment: String,
+    pub name: String,
+}
+
+impl AgentKey {
+    pub fn new(environment: &str, name: &str) -> Self {
+        Self { environment: environment.to_owned(), name: name.to_owned() }
+    }
+
+    fn of(info: &AgentInfo) -> Self {
+        Self::new(&info.environment, &info.name)
+    }
+}
+
+impl fmt::Display for AgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.environment, self.name)
+    }
+}
 
 /// What goes down one agent's stream. Boxed: a channel allocates its slots
 /// in blocks of 32, and 32 unboxed messages are 7.5 KiB per attached agent.
@@ -75,6 +113,13 @@ struct Connected {
     /// The last message heard, in Unix ms: written by the session on every
     /// message without taking the registry's lock.
     last_seen: Arc<AtomicI64>,
+    /// Where the session comes from (the peer's address).
+    peer: String,
+    /// Cancelled when another session replaces this one.
+    closed: CancellationToken,
+    /// When this agent's earlier sessions were replaced, within
+    /// [`FLAPPING_WINDOW`].
+    replacements: Vec<Instant>,
 }
 
 impl Connected {
@@ -87,6 +132,22 @@ impl Connected {
 pub struct Session {
     pub id: u64,
     last_seen: Arc<AtomicI64>,
+    /// Cancelled when a newer session of the same agent replaces this one:
+    /// the session then ends and its stream is closed.
+    pub closed: CancellationToken,
+    /// The session this one replaced, if any.
+    pub replaced: Option<Replaced>,
+}
+
+/// A session that a new registration of the same agent replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    /// Where the replaced session came from.
+    pub peer: String,
+    /// The agent's sessions were replaced [`FLAPPING_AFTER`] times within
+    /// [`FLAPPING_WINDOW`]: two processes hold its identity and keep
+    /// taking it from each other.
+    pub flapping: bool,
 }
 
 impl Session {
@@ -108,60 +169,68 @@ pub struct Departed {
 /// Shared registry; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Registry {
-    agents: Arc<Mutex<HashMap<String, Connected>>>,
+    agents: Arc<Mutex<HashMap<AgentKey, Connected>>>,
     /// Agents whose session ended and that have not come back, kept in
     /// memory only: a new leader (or a restarted one) knows only agents
     /// that left while it led. Never pruned: the set of hosts is small.
-    departed: Arc<Mutex<HashMap<String, Departed>>>,
+    departed: Arc<Mutex<HashMap<AgentKey, Departed>>>,
     next_session: Arc<AtomicU64>,
 }
 
 impl Registry {
     /// Adds an agent's session, or replaces the session of the same agent
-    /// (same name and environment: it reconnected before its old stream was
-    /// noticed gone); returns the session id. Another agent with a name
-    /// that is attached is refused (`Err` says who holds it).
-    pub fn register(&self, info: AgentInfo, tx: AgentSender) -> Result<Session, String> {
+    /// (same environment and name), closing the old one. `peer` is where
+    /// the new session comes from.
+    pub fn register(&self, info: AgentInfo, tx: AgentSender, peer: &str) -> Session {
+        let key = AgentKey::of(&info);
         let mut agents = self.agents.lock().expect("registry lock");
-        if let Some(attached) = agents.get(&info.name) {
-            if attached.info.environment != info.environment {
-                return Err(format!(
-                    "agent name {} is taken: agent {} ({}) is attached; refusing agent {} ({})",
-                    info.name, info.name, attached.info.environment, info.name, info.environment
-                ));
-            }
-            tracing::info!(agent = %info.name, "agent reconnected; replacing its old session");
-        }
         let session = self.next_session.fetch_add(1, Ordering::SeqCst) + 1;
-        self.departed.lock().expect("departed lock").remove(&info.name);
+        self.departed.lock().expect("departed lock").remove(&key);
         let metrics = crate::metrics::get();
-        let name = info.name.clone();
         let last_seen = Arc::new(AtomicI64::new(info.last_seen_unix_ms));
-        let connected = Connected { info, tx, session, last_seen: Arc::clone(&last_seen) };
-        if let Some(old) = agents.insert(name.clone(), connected) {
+        let closed = CancellationToken::new();
+        let mut replacements = Vec::new();
+        let mut replaced = None;
+        if let Some(old) = agents.remove(&key) {
+            old.closed.cancel();
             metrics.agent_left(&old.info.environment, &old.info.name, &old.info.roles);
+            let now = Instant::now();
+            replacements = old.replacements;
+            replacements.retain(|at| now.duration_since(*at) < FLAPPING_WINDOW);
+            replacements.push(now);
+            replaced = Some(Replaced { peer: old.peer, flapping: replacements.len() >= FLAPPING_AFTER });
         }
-        let new = &agents[&name].info;
-        metrics.agent_attached(&new.environment, &new.name, &new.roles);
-        Ok(Session { id: session, last_seen })
+        metrics.agent_attached(&info.environment, &info.name, &info.roles);
+        let connected = Connected {
+            info,
+            tx,
+            session,
+            last_seen: Arc::clone(&last_seen),
+            peer: peer.to_owned(),
+            closed: closed.clone(),
+            replacements,
+        };
+        agents.insert(key, connected);
+        Session { id: session, last_seen, closed, replaced }
     }
 
-    /// Removes the agent if `session` is still its current one.
-    pub fn unregister(&self, name: &str, session: u64) {
+    /// Removes the agent if `session` is still its current one: only a
+    /// session's own end removes it, never an older session's.
+    pub fn unregister(&self, key: &AgentKey, session: u64) {
         let mut agents = self.agents.lock().expect("registry lock");
-        if agents.get(name).is_some_and(|c| c.session == session)
-            && let Some(gone) = agents.remove(name)
+        if agents.get(key).is_some_and(|c| c.session == session)
+            && let Some(gone) = agents.remove(key)
         {
             crate::metrics::get().agent_left(&gone.info.environment, &gone.info.name, &gone.info.roles);
             let departed = Departed { info: gone.info(), left_unix_ms: runway_proto::unix_ms_now() };
-            self.departed.lock().expect("departed lock").insert(name.to_owned(), departed);
+            self.departed.lock().expect("departed lock").insert(key.clone(), departed);
         }
     }
 
-    /// Records that `name` now runs app version `version` (after a restart
+    /// Records that `key` now runs app version `version` (after a restart
     /// it reported as done), so the next rollout knows what to bring back.
-    pub fn set_app_version(&self, name: &str, version: &str) {
-        if let Some(c) = self.agents.lock().expect("registry lock").get_mut(name) {
+    pub fn set_app_version(&self, key: &AgentKey, version: &str) {
+        if let Some(c) = self.agents.lock().expect("registry lock").get_mut(key) {
             c.info.app_version = version.to_owned();
         }
     }
@@ -174,7 +243,7 @@ impl Registry {
             .filter(|c| environment.is_none_or(|e| c.info.environment == e))
             .map(Connected::info)
             .collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list.sort_by(|a, b| (&a.environment, &a.name).cmp(&(&b.environment, &b.name)));
         list
     }
 
@@ -187,7 +256,7 @@ impl Registry {
             .filter(|d| environment.is_none_or(|e| d.info.environment == e))
             .cloned()
             .collect();
-        list.sort_by(|a, b| a.info.name.cmp(&b.info.name));
+        list.sort_by(|a, b| (&a.info.environment, &a.info.name).cmp(&(&b.info.environment, &b.info.name)));
         list
     }
 
@@ -204,12 +273,12 @@ impl Registry {
             .collect()
     }
 
-    pub fn sender(&self, name: &str) -> Option<AgentSender> {
-        self.agents.lock().expect("registry lock").get(name).map(|c| c.tx.clone())
+    pub fn sender(&self, key: &AgentKey) -> Option<AgentSender> {
+        self.agents.lock().expect("registry lock").get(key).map(|c| c.tx.clone())
     }
 
-    pub fn is_connected(&self, name: &str) -> bool {
-        self.agents.lock().expect("registry lock").contains_key(name)
+    pub fn is_connected(&self, key: &AgentKey) -> bool {
+        self.agents.lock().expect("registry lock").contains_key(key)
     }
 
     /// Drops every session (the leader stepped down), and the memory of
@@ -217,6 +286,7 @@ impl Registry {
     pub fn clear(&self) {
         let mut agents = self.agents.lock().expect("registry lock");
         for (_, gone) in agents.drain() {
+            gone.closed.cancel();
             crate::metrics::get().agent_left(&gone.info.environment, &gone.info.name, &gone.info.roles);
         }
         self.departed.lock().expect("departed lock").clear();
@@ -227,40 +297,76 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn agent(name: &str) -> AgentInfo {
-        AgentInfo { name: name.into(), environment: "staging".into(), ..AgentInfo::default() }
+    fn agent(environment: &str, name: &str) -> AgentInfo {
+        AgentInfo { name: name.into(), environment: environment.into(), ..AgentInfo::default() }
+    }
+
+    fn sender() -> AgentSender {
+        AgentSender::new(mpsc::channel(1).0)
     }
 
     #[test]
     fn an_agent_that_leaves_is_remembered_until_it_comes_back() {
         let registry = Registry::default();
-        let (tx, _rx) = mpsc::channel(1);
-        let tx = AgentSender::new(tx);
-        let session = registry.register(agent("db-1"), tx.clone()).unwrap().id;
+        let key = AgentKey::new("staging", "db-1");
+        let session = registry.register(agent("staging", "db-1"), sender(), "10.0.0.1:1").id;
         assert!(registry.departed(None).is_empty());
         // A stale session ending changes nothing.
-        registry.unregister("db-1", session + 100);
-        assert!(registry.is_connected("db-1"));
-        registry.unregister("db-1", session);
+        registry.unregister(&key, session + 100);
+        assert!(registry.is_connected(&key));
+        registry.unregister(&key, session);
         let departed = registry.departed(Some("staging"));
         assert_eq!(departed.len(), 1);
         assert_eq!(departed[0].info.name, "db-1");
         assert!(departed[0].left_unix_ms > 0);
         assert!(registry.departed(Some("production")).is_empty());
-        registry.register(agent("db-1"), tx).unwrap();
+        registry.register(agent("staging", "db-1"), sender(), "10.0.0.1:2");
         assert!(registry.departed(None).is_empty(), "back again");
+    }
+
+    #[test]
+    fn the_same_name_in_two_environments_is_two_agents() {
+        let registry = Registry::default();
+        registry.register(agent("staging", "app-1"), sender(), "a");
+        let production = registry.register(agent("production", "app-1"), sender(), "b");
+        assert!(production.replaced.is_none());
+        assert!(registry.is_connected(&AgentKey::new("staging", "app-1")));
+        assert!(registry.is_connected(&AgentKey::new("production", "app-1")));
+        assert_eq!(registry.list(Some("production")).len(), 1);
+        registry.unregister(&AgentKey::new("staging", "app-1"), 1);
+        assert!(registry.is_connected(&AgentKey::new("production", "app-1")));
+    }
+
+    #[test]
+    fn a_replaced_session_is_closed_and_its_end_removes_nothing() {
+        let registry = Registry::default();
+        let key = AgentKey::new("production", "db-1");
+        let first = registry.register(agent("production", "db-1"), sender(), "10.0.0.1:5000");
+        let second = registry.register(agent("production", "db-1"), sender(), "10.0.0.2:6000");
+        assert!(first.closed.is_cancelled(), "the replaced session is told to close");
+        assert!(!second.closed.is_cancelled());
+        assert_eq!(second.replaced, Some(Replaced { peer: "10.0.0.1:5000".into(), flapping: false }));
+        // The replaced session ends: the agent stays listed under its new one.
+        registry.unregister(&key, first.id);
+        assert!(registry.is_connected(&key));
+        // The two keep taking the identity from each other: reported as flapping.
+        let third = registry.register(agent("production", "db-1"), sender(), "10.0.0.1:5001");
+        assert_eq!(third.replaced.as_ref().map(|r| r.flapping), Some(false));
+        let fourth = registry.register(agent("production", "db-1"), sender(), "10.0.0.2:6001");
+        assert_eq!(fourth.replaced, Some(Replaced { peer: "10.0.0.1:5001".into(), flapping: true }));
     }
 
     #[tokio::test]
     async fn a_stream_is_quiet_since_its_last_message_and_last_seen_needs_no_lock() {
         let registry = Registry::default();
+        let key = AgentKey::new("staging", "app-1");
         let (tx, mut rx) = mpsc::channel(4);
         let tx = AgentSender::new(tx);
-        let session = registry.register(agent("app-1"), tx.clone()).unwrap();
+        let session = registry.register(agent("staging", "app-1"), tx.clone(), "peer");
         std::thread::sleep(Duration::from_millis(30));
         assert!(tx.quiet_for() >= Duration::from_millis(30));
         // What the dispatcher sends through its clone counts for the session's heartbeat.
-        let sender = registry.sender("app-1").unwrap();
+        let sender = registry.sender(&key).unwrap();
         sender.send(Ok(Box::default())).await.unwrap();
         assert!(tx.quiet_for() < Duration::from_millis(30), "{:?}", tx.quiet_for());
         assert!(rx.recv().await.is_some());
@@ -268,7 +374,7 @@ mod tests {
         assert_eq!(registry.list(None)[0].last_seen_unix_ms, 0);
         session.heard();
         assert!(registry.list(None)[0].last_seen_unix_ms > 0);
-        registry.unregister("app-1", session.id);
+        registry.unregister(&key, session.id);
         assert!(registry.departed(None)[0].info.last_seen_unix_ms > 0, "kept when it leaves");
     }
 }

@@ -36,6 +36,20 @@ pub fn leader_hint(status: &tonic::Status) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Metadata key on a refusal that names why in a word scripts and the CLI
+/// can act on (the message says it for people): [`REASON_ENVIRONMENT_BUSY`]
+/// or [`REASON_AGENTS_AWAY`].
+pub const REASON_METADATA_KEY: &str = "runway-reason";
+/// Another change holds the environment (exit 2; `--queue` waits for it).
+pub const REASON_ENVIRONMENT_BUSY: &str = "environment-busy";
+/// A known agent of the environment is away (exit 3).
+pub const REASON_AGENTS_AWAY: &str = "agents-away";
+
+/// The reason word a refusal carries, if any.
+pub fn refusal_reason(status: &tonic::Status) -> Option<&str> {
+    status.metadata().get(REASON_METADATA_KEY).and_then(|v| v.to_str().ok())
+}
+
 /// Whether a side of an agent stream that sent nothing for `quiet` owes
 /// the other a heartbeat, at `interval`: any message proves the sender
 /// alive, so a heartbeat goes only after half an interval without one. The

@@ -241,7 +241,7 @@ impl Cluster {
 
     /// Starts one more DB agent, `name` in `environment`, over the cluster's
     /// PostgreSQL: its `[database]` is a new database `database`, its
-    /// backups go to `<root>/<name>-backups` (returned), and `extra` is
+    /// backups go to `<root>/<environment>-<name>-backups` (returned), and `extra` is
     /// appended to its config (e.g. `[backup.remote]` keys). Returns once
     /// it is the only agent `runway agents --env environment` lists and it
     /// has recorded the leader's fencing token (its journal exists), so no
@@ -255,8 +255,10 @@ impl Cluster {
     ) -> (Proc, PathBuf) {
         let root = self.path();
         let url = self.pg.create_database(database);
-        let backup_dir = root.join(format!("{name}-backups"));
-        let config = root.join(format!("{name}.toml"));
+        // Files by environment too: names are unique only within one.
+        let stem = format!("{environment}-{name}");
+        let backup_dir = root.join(format!("{stem}-backups"));
+        let config = root.join(format!("{stem}.toml"));
         let coordinators: Vec<String> = self.coordinators.iter().map(|c| c.addr.clone()).collect();
         std::fs::write(
             &config,
@@ -264,19 +266,19 @@ impl Cluster {
                 "name = \"{name}\"\nenvironment = \"{environment}\"\ncoordinators = {}\nroles = [\"db\"]\n\
                  state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{}\"\n{extra}\n{}",
                 toml_list(&coordinators),
-                root.join(format!("{name}-state")).display().to_string(),
+                root.join(format!("{stem}-state")).display().to_string(),
                 backup_dir.display().to_string(),
                 crate::postgres::PG_BIN,
                 self.agent_tls_toml(environment, name),
             ),
         )
         .expect("write agent config");
-        let agent = Proc::spawn(name, Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
+        let agent = Proc::spawn(&stem, Command::new(bin("runway-agent")).arg("--config").arg(&config), root);
         wait_until(&format!("{name} to register with the leader"), Duration::from_secs(30), || {
             let out = self.runway(&["agents", "--env", environment, "--output", "json"]);
             (out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 1).then_some(())
         });
-        let journal = root.join(format!("{name}-state")).join("journal.json");
+        let journal = root.join(format!("{stem}-state")).join("journal.json");
         wait_until(&format!("{name} to record the leader's token"), Duration::from_secs(30), || {
             journal.exists().then_some(())
         });

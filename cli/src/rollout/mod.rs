@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use runway_identity::signature::DeployClaim;
 use runway_proto::v1::{
-    ApproveRolloutRequest, CancelRolloutRequest, DeploySignature, GetRolloutRequest, ListAgentsRequest,
-    ListRolloutsRequest, PlanRolloutRequest, PlanVerdict, RejectRolloutRequest, RollbackRolloutRequest,
-    Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
+    ApproveRolloutRequest, CancelRolloutRequest, DeploySignature, ForgetAgentRequest, GetRolloutRequest,
+    ListAgentsRequest, ListRolloutsRequest, PlanRolloutRequest, PlanVerdict, RejectRolloutRequest,
+    RollbackRolloutRequest, Rollout, RolloutState, StartRolloutRequest, WatchRolloutRequest,
 };
 use runway_telemetry::TraceParent;
 
@@ -66,6 +66,17 @@ pub enum RolloutCommand {
         /// log. Without it such a rollout is refused (exit 2).
         #[arg(long)]
         override_requires: bool,
+        /// Leave this known agent out of the rollout (repeatable): without
+        /// it, a rollout refuses to start while an agent the environment is
+        /// known to have is away (exit 3). Recorded in the rollout and the
+        /// audit log. `runway agents forget` removes a host for good.
+        #[arg(long = "skip-host", value_name = "NAME")]
+        skip_hosts: Vec<String>,
+        /// When another rollout, rollback, restore or verify holds the
+        /// environment (one change at a time), wait for it instead of being
+        /// refused (exit 2).
+        #[arg(long)]
+        queue: bool,
     },
     /// Show what a rollout would do, without changing anything.
     ///
@@ -170,6 +181,11 @@ pub enum RolloutCommand {
         /// Follow the rollback until it ends.
         #[arg(long)]
         watch: bool,
+        /// When another rollout, rollback, restore or verify holds the
+        /// environment (one change at a time), wait for it instead of being
+        /// refused (exit 2).
+        #[arg(long)]
+        queue: bool,
     },
 }
 
@@ -201,6 +217,8 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             watch,
             allow_danger,
             override_requires,
+            skip_hosts,
+            queue,
         } => {
             let bundle = runway_engine::migrate::source::read_folder(&migrations)
                 .map_err(|e| Failure::invalid(e.to_string()))?;
@@ -220,12 +238,17 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 signature,
                 traceparent: TraceParent::of(&span).map(|t| t.to_string()).unwrap_or_default(),
                 override_requires,
+                skip_hosts,
             };
             let rollout = remote
-                .call(|mut c| {
-                    let r = request.clone();
-                    async move { c.start_rollout(r).await.map(|r| r.into_inner()) }
-                })
+                .call_queued(
+                    queue,
+                    |note| eprintln!("{note}"),
+                    |mut c| {
+                        let r = request.clone();
+                        async move { c.start_rollout(r).await.map(|r| r.into_inner()) }
+                    },
+                )
                 .instrument(span.clone())
                 .await?;
             span.record("runway.rollout.id", rollout.id.as_str());
@@ -311,23 +334,25 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             output.json_line(&view::rollout_json(&rollout));
             Ok(Exit::Success)
         }
-        RolloutCommand::Rollback { id, yes, restore, watch } => {
-            rollback(remote, output, &id, yes, restore, watch).await
+        RolloutCommand::Rollback { id, yes, restore, watch, queue } => {
+            rollback(remote, output, &id, Rollback { yes, restore, watch, queue }).await
         }
     }
+}
+
+/// The flags of `rollout rollback`.
+struct Rollback {
+    yes: bool,
+    restore: bool,
+    watch: bool,
+    queue: bool,
 }
 
 /// `rollout rollback`: without `--yes` the coordinator only says which
 /// way it would go and what each way loses (nothing changes; exit 2); with
 /// it, the rollback starts (and is followed with `--watch`).
-async fn rollback(
-    remote: &Remote,
-    output: Output,
-    id: &str,
-    yes: bool,
-    restore: bool,
-    watch: bool,
-) -> Result<Exit, Failure> {
+async fn rollback(remote: &Remote, output: Output, id: &str, flags: Rollback) -> Result<Exit, Failure> {
+    let Rollback { yes, restore, watch, queue } = flags;
     let request = RollbackRolloutRequest {
         rollout_id: id.to_owned(),
         confirmed: yes,
@@ -336,10 +361,14 @@ async fn rollback(
         preview: !yes,
     };
     let answer = remote
-        .call(|mut c| {
-            let r = request.clone();
-            async move { c.rollback_rollout(r).await.map(|r| r.into_inner()) }
-        })
+        .call_queued(
+            queue,
+            |note| eprintln!("{note}"),
+            |mut c| {
+                let r = request.clone();
+                async move { c.rollback_rollout(r).await.map(|r| r.into_inner()) }
+            },
+        )
         .await?;
     if !yes {
         output.result(view::rollback_preview_text(id, &answer), &view::rollback_preview_json(&answer));
@@ -481,6 +510,53 @@ pub(crate) fn operator() -> String {
     if host.is_empty() { user } else { format!("{user}@{host}") }
 }
 
+/// `runway agents …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum AgentsCommand {
+    /// Remove an agent from its environment's inventory: a host retired
+    /// for good, so rollouts no longer refuse to start while it is away.
+    /// Refused while it is connected (exit 2). Needs the deploy role;
+    /// recorded in the audit log. An agent that registers again is known
+    /// again.
+    Forget {
+        /// The agent's name.
+        name: String,
+        /// Its environment.
+        #[arg(long = "env")]
+        environment: String,
+    },
+}
+
+/// Runs one `runway agents` subcommand.
+pub async fn agents_command(
+    remote: &Remote,
+    output: Output,
+    command: AgentsCommand,
+) -> Result<Exit, Failure> {
+    match command {
+        AgentsCommand::Forget { name, environment } => {
+            let request = ForgetAgentRequest { environment, name, requested_by: operator() };
+            let forgotten = remote
+                .call(|mut c| {
+                    let r = request.clone();
+                    async move { c.forget_agent(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            let agent = forgotten.agent.unwrap_or_default();
+            output.result(
+                format!(
+                    "forgot agent {} of {} ({})\n",
+                    agent.name,
+                    agent.environment,
+                    agent.roles.join(", ")
+                ),
+                &view::agent_json(&agent),
+            );
+            Ok(Exit::Success)
+        }
+    }
+}
+
 /// `runway agents`.
 pub async fn agents(remote: &Remote, output: Output, environment: Option<String>) -> Result<Exit, Failure> {
     let request = ListAgentsRequest { environment: environment.unwrap_or_default() };
@@ -491,11 +567,25 @@ pub async fn agents(remote: &Remote, output: Output, environment: Option<String>
         })
         .await?;
     if output.is_json() {
+        // Connected agents only: scripts wait for agents by these lines.
         list.agents.iter().for_each(|a| output.json_line(&view::agent_json(a)));
-    } else if list.agents.is_empty() {
+        return Ok(Exit::Success);
+    }
+    if list.agents.is_empty() {
         output.note("no agents connected");
     } else {
         output.text(view::agents_table(&list.agents));
+    }
+    if !list.away.is_empty() {
+        output.note(format!(
+            "known but away (a rollout of their environment refuses to start until they are back, \
+             or --skip-host leaves them out): {}",
+            list.away
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.environment))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     Ok(Exit::Success)
 }

@@ -154,6 +154,7 @@ pub fn rollout_json(r: &Rollout) -> Value {
         "trace_id": r.trace_id,
         "started_by": r.started_by,
         "allow_danger": r.allow_danger,
+        "skipped_hosts": r.skipped_hosts,
         "backup": r.backup,
         "refused": r.refused,
         "plan": r.plan.as_ref().map(plan_view::json),
@@ -186,6 +187,9 @@ pub fn rollout_text(r: &Rollout) -> String {
     text.push_str(&approval_text(r));
     if !r.allow_danger.is_empty() {
         text.push_str(&format!("accepted     {} (--allow-danger)\n", r.allow_danger.join(", ")));
+    }
+    if !r.skipped_hosts.is_empty() {
+        text.push_str(&format!("skipped      {} (--skip-host)\n", r.skipped_hosts.join(", ")));
     }
     text.push_str(&format!("coordinator  {}\n", r.coordinator));
     if !r.backup.is_empty() {

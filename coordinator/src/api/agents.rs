@@ -23,7 +23,7 @@ use super::Shared;
 use super::error::ApiError;
 use crate::fencing::Term;
 use crate::leadership::Leadership;
-use crate::registry::{AgentSender, Session};
+use crate::registry::{AgentKey, AgentSender, Session};
 
 pub struct AgentService {
     shared: Arc<Shared>,
@@ -63,6 +63,7 @@ impl AgentChannel for AgentService {
     async fn attach(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Outbound>, Status> {
         let term = self.shared.leader_term()?;
         let certified = super::auth::peer_identity(&self.shared.security, &request)?;
+        let peer = request.remote_addr().map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
         let mut inbound = request.into_inner();
         let register = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
             Ok(Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Register(r)) }))) => r,
@@ -91,7 +92,7 @@ impl AgentChannel for AgentService {
         let (tx, rx) = mpsc::channel(256);
         let tx = AgentSender::new(tx);
         let now = runway_proto::unix_ms_now();
-        let name = register.name.clone();
+        let key = AgentKey::new(&register.environment, &register.name);
         let info = AgentInfo {
             name: register.name,
             environment: register.environment,
@@ -103,11 +104,23 @@ impl AgentChannel for AgentService {
             connected_unix_ms: now,
             last_seen_unix_ms: now,
         };
-        tracing::info!(agent = %name, environment = %info.environment, roles = ?info.roles, "agent registered");
-        let session = self.shared.registry.register(info, tx.clone()).map_err(|taken| {
-            tracing::warn!(agent = %name, %taken, "refused a second agent with the same name");
-            Status::already_exists(taken)
-        })?;
+        tracing::info!(agent = %key, roles = ?info.roles, %peer, "agent registered");
+        if let Err(e) = self.shared.store.record_agent(&term, &info).await {
+            tracing::warn!(agent = %key, error = %e, "cannot record the agent in the environment's inventory");
+        }
+        let session = self.shared.registry.register(info, tx.clone(), &peer);
+        match &session.replaced {
+            Some(old) if old.flapping => tracing::error!(
+                agent = %key,
+                peers = %format!("{} and {peer}", old.peer),
+                "two processes hold this agent's identity and keep replacing each other's session \
+                 ({} and {peer}): a cloned host or a unit started twice? Stop one of them",
+                old.peer
+            ),
+            Some(old) => tracing::warn!(agent = %key, old_peer = %old.peer, new_peer = %peer,
+                "agent registered again; closing its older session"),
+            None => {}
+        }
         let heartbeat = Duration::from_secs(self.shared.config.heartbeat_secs.max(1));
         let registered = Registered {
             coordinator: self.shared.config.name.clone(),
@@ -119,15 +132,22 @@ impl AgentChannel for AgentService {
         })))
         .await
         .map_err(|_| Status::unavailable("agent stream closed during registration"))?;
-        self.shared.dispatcher.resend_for(&name).await;
+        self.shared.dispatcher.resend_for(&key).await;
 
         let shared = Arc::clone(&self.shared);
         tokio::spawn(async move {
-            let reason = serve_session(&shared, &name, &session, term, heartbeat, inbound, &tx).await;
-            tracing::info!(agent = %name, %reason, "agent session ended");
-            shared.registry.unregister(&name, session.id);
-            if reason.starts_with("leadership") {
-                let _ = tx.send(Err(ApiError::NotLeader { leader: None }.into())).await;
+            let end = serve_session(&shared, &key, &session, term, heartbeat, inbound, &tx).await;
+            tracing::info!(agent = %key, reason = %end, "agent session ended");
+            shared.registry.unregister(&key, session.id);
+            let status = match end {
+                SessionEnd::LeadershipEnded => Some(ApiError::NotLeader { leader: None }.into()),
+                SessionEnd::Replaced => Some(Status::aborted(format!(
+                    "another process registered as agent {key}: this session is closed"
+                ))),
+                _ => None,
+            };
+            if let Some(status) = status {
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|message| message.map(|m| *m)))))
@@ -154,39 +174,64 @@ fn validate(shared: &Shared, register: &Register) -> Result<(), Status> {
     Ok(())
 }
 
+/// Why an agent's session ended.
+enum SessionEnd {
+    LeadershipEnded,
+    /// A newer session of the same agent replaced it.
+    Replaced,
+    /// The agent closed its stream, or it broke.
+    Closed(String),
+    /// Nothing heard for three heartbeat intervals.
+    Silent(Duration),
+    RegisteredTwice,
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::LeadershipEnded => write!(f, "leadership ended"),
+            Self::Replaced => write!(f, "replaced by a newer session of the same agent"),
+            Self::Closed(why) => write!(f, "{why}"),
+            Self::Silent(for_) => write!(f, "agent silent for {} s", for_.as_secs()),
+            Self::RegisteredTwice => write!(f, "agent registered twice on one stream"),
+        }
+    }
+}
+
 /// Relays one agent's messages until the stream ends, the agent goes
-/// silent, or leadership ends. Returns why it ended.
+/// silent, a newer session replaces it, or leadership ends.
 async fn serve_session(
     shared: &Shared,
-    name: &str,
+    key: &AgentKey,
     session: &Session,
     term: Term,
     heartbeat: Duration,
     mut inbound: Streaming<AgentMessage>,
     tx: &AgentSender,
-) -> String {
+) -> SessionEnd {
     let mut ticker = tokio::time::interval(heartbeat);
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {
-            _ = term.cancel.cancelled() => return "leadership ended".into(),
+            _ = term.cancel.cancelled() => return SessionEnd::LeadershipEnded,
+            _ = session.closed.cancelled() => return SessionEnd::Replaced,
             message = inbound.message() => match message {
                 Ok(Some(message)) => {
                     last_heard = Instant::now();
                     session.heard();
                     match message.kind {
-                        Some(agent_message::Kind::Event(event)) => shared.dispatcher.on_event(name, event),
-                        Some(agent_message::Kind::Result(result)) => shared.dispatcher.on_result(name, result),
+                        Some(agent_message::Kind::Event(event)) => shared.dispatcher.on_event(key, event),
+                        Some(agent_message::Kind::Result(result)) => shared.dispatcher.on_result(key, result),
                         Some(agent_message::Kind::Heartbeat(_)) | None => {}
-                        Some(agent_message::Kind::Register(_)) => return "agent registered twice on one stream".into(),
+                        Some(agent_message::Kind::Register(_)) => return SessionEnd::RegisteredTwice,
                     }
                 }
-                Ok(None) => return "agent closed the stream".into(),
-                Err(status) => return format!("stream error: {}", status.message()),
+                Ok(None) => return SessionEnd::Closed("agent closed the stream".into()),
+                Err(status) => return SessionEnd::Closed(format!("stream error: {}", status.message())),
             },
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {
-                    return format!("agent silent for {} s", last_heard.elapsed().as_secs());
+                    return SessionEnd::Silent(last_heard.elapsed());
                 }
                 // Whatever else went down tells the agent we are alive.
                 if !runway_proto::heartbeat_due(tx.quiet_for(), heartbeat) {
@@ -194,7 +239,7 @@ async fn serve_session(
                 }
                 let beat = CoordinatorMessage { kind: Some(coordinator_message::Kind::Heartbeat(Heartbeat { unix_ms: runway_proto::unix_ms_now() })) };
                 if tx.send(Ok(Box::new(beat))).await.is_err() {
-                    return "agent stream closed".into();
+                    return SessionEnd::Closed("agent stream closed".into());
                 }
             }
         }

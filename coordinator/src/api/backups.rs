@@ -32,7 +32,9 @@ use super::{Shared, Waited};
 use crate::config::Role;
 use crate::dispatch::InFlight;
 use crate::fencing::Term;
+use crate::registry::AgentKey;
 use crate::rollout::audit::{self, Action, Outcome};
+use crate::rollout::exclusive::Operation;
 use crate::rollout::plan::database_target;
 
 /// The stream of updates one backup command sends back.
@@ -93,6 +95,7 @@ async fn start(
         &request.database,
     )?;
     let host = target.host;
+    let agent = AgentKey::new(&request.environment, &host);
     let command = v1::Command {
         command_id: format!("backup-op/{}", uuid::Uuid::new_v4()),
         fencing_token: term.token.0,
@@ -103,10 +106,28 @@ async fn start(
         database: target.database,
         action: Some(action),
     };
+    let mut operation = None;
     let ended = match audited.as_mut() {
         Some(entry) => {
             entry.parameters.insert("command_id".into(), command.command_id.clone());
             entry.parameters.insert("host".into(), host.clone());
+            // A restore or verify holds the environment while it runs.
+            let held = Operation {
+                id: command.command_id.clone(),
+                kind: action_name(&command).to_owned(),
+                backup: entry.parameters.get("backup").cloned().unwrap_or_default(),
+                host: host.clone(),
+                requested_by: entry.actor.clone(),
+                started_unix_ms: runway_proto::unix_ms_now(),
+                token: term.token.0,
+            };
+            loop {
+                let claim = shared.free_claim(&term, &request.environment, None).await?;
+                if shared.store.begin_operation(&term, &claim, &held).await? {
+                    break;
+                }
+            }
+            operation = Some(held);
             // Recorded before the agent is asked: no restore without its entry.
             shared.store.audit().append(&term, entry, Outcome::Accepted, "").await?;
             let mut ended = audit::entry(Action::BackupEnded, &shared.config.name);
@@ -126,11 +147,17 @@ async fn start(
         action = action_name(&command),
         "backup command requested by an operator"
     );
-    let in_flight = shared.dispatcher.dispatch(&host, command).await;
+    let in_flight = shared.dispatcher.dispatch(&agent, command).await;
     let (tx, rx) = mpsc::channel(256);
+    let environment = request.environment;
     tokio::spawn(async move {
-        if let Err(status) = relay(&shared, &term, &host, in_flight, ended, &tx).await {
+        if let Err(status) = relay(&shared, &term, &agent, in_flight, ended, &tx).await {
             let _ = tx.send(Err(status)).await;
+        }
+        if let Some(operation) = operation
+            && let Err(e) = shared.store.end_operation(&term, &environment, &operation).await
+        {
+            tracing::warn!(operation = %operation.id, error = %e, "cannot release the environment after a backup operation");
         }
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
@@ -183,11 +210,12 @@ fn action_name(command: &v1::Command) -> &'static str {
 async fn relay(
     shared: &Shared,
     term: &Term,
-    host: &str,
+    agent: &AgentKey,
     mut in_flight: InFlight,
     ended: Option<AuditEntry>,
     tx: &mpsc::Sender<Result<BackupCommandUpdate, Status>>,
 ) -> Result<(), Status> {
+    let host = agent.name.as_str();
     let update = |kind| Ok(BackupCommandUpdate { kind: Some(kind) });
     let started = BackupCommandStarted { command_id: in_flight.command_id.clone(), host: host.to_owned() };
     if tx.send(update(backup_command_update::Kind::Started(started))).await.is_err() {
@@ -197,7 +225,14 @@ async fn relay(
         let tx = tx.clone();
         async move { tx.send(update(backup_command_update::Kind::Event(event))).await.is_ok() }
     };
-    let result = match shared.follow(term, host, &mut in_flight, forward).await? {
+    let mut waited = shared.follow(term, agent, &mut in_flight, forward).await?;
+    if let Waited::CallerLeft = waited {
+        // The agent goes on; so does following it, for the audit log and
+        // for the environment it holds until it ends.
+        tracing::info!(command_id = %in_flight.command_id, %host, "caller left; the agent finishes the backup command on its own");
+        waited = shared.follow(term, agent, &mut in_flight, |_| std::future::ready(true)).await?;
+    }
+    let result = match waited {
         Waited::Done(result) => result,
         Waited::Away(why) => {
             return Err(Status::unavailable(format!(
@@ -205,10 +240,7 @@ async fn relay(
                 in_flight.command_id
             )));
         }
-        Waited::CallerLeft => {
-            tracing::info!(command_id = %in_flight.command_id, %host, "caller left; the agent finishes the backup command on its own");
-            return Ok(());
-        }
+        Waited::CallerLeft => unreachable!("every event is taken"),
     };
     let succeeded = result.outcome == CommandOutcome::Succeeded as i32;
     if !succeeded {

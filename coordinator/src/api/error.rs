@@ -31,6 +31,28 @@ pub enum ApiError {
     Rollback(#[from] crate::rollout::recovery::RollbackRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Another change holds the environment (see [`crate::rollout::exclusive`]).
+    #[error(
+        "environment {environment} is busy: {} holds it (one change per environment at a time); \
+         wait for it to end, or pass --queue to wait for it",
+        holder.what
+    )]
+    EnvironmentBusy { environment: String, holder: crate::rollout::exclusive::Holder },
+    /// Agents the environment's inventory knows are not connected.
+    #[error(
+        "{environment}: known agent(s) away: {}; start them, leave them out of this rollout with \
+         --skip-host NAME, or remove one for good with `runway agents forget NAME --env {environment}`",
+        away.join(", ")
+    )]
+    AgentsAway { environment: String, away: Vec<String> },
+}
+
+/// `status` with its reason word in the metadata.
+fn refusal(mut status: tonic::Status, reason: &'static str) -> tonic::Status {
+    status
+        .metadata_mut()
+        .insert(runway_proto::REASON_METADATA_KEY, tonic::metadata::MetadataValue::from_static(reason));
+    status
 }
 
 impl From<ApiError> for tonic::Status {
@@ -47,6 +69,12 @@ impl From<ApiError> for tonic::Status {
             ApiError::InvalidArgument(_) | ApiError::Bundle(_) => tonic::Status::invalid_argument(message),
             ApiError::FailedPrecondition(_) | ApiError::Plan(_) | ApiError::Rollback(_) => {
                 tonic::Status::failed_precondition(message)
+            }
+            ApiError::EnvironmentBusy { .. } => {
+                refusal(tonic::Status::failed_precondition(message), runway_proto::REASON_ENVIRONMENT_BUSY)
+            }
+            ApiError::AgentsAway { .. } => {
+                refusal(tonic::Status::failed_precondition(message), runway_proto::REASON_AGENTS_AWAY)
             }
             ApiError::NotFound(_) => tonic::Status::not_found(message),
             ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),

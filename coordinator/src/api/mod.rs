@@ -23,9 +23,10 @@ use crate::dispatch::{Dispatcher, InFlight};
 use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
 use crate::model::RolloutRecord;
-use crate::registry::Registry;
+use crate::registry::{AgentKey, Registry};
 use crate::rollout::engine::Engine;
 use crate::rollout::events::EventBus;
+use crate::rollout::exclusive::Claim;
 use crate::rollout::repo::RolloutStore;
 use error::ApiError;
 
@@ -71,13 +72,30 @@ impl Shared {
         }
     }
 
+    /// A claim on `environment` for one change, once no other change holds
+    /// it (refused with the holder otherwise); `except` is a rollout being
+    /// reopened. The caller writes its change with the claim, and asks
+    /// again when that write finds the claim moved (another change won).
+    pub(crate) async fn free_claim(
+        &self,
+        term: &Term,
+        environment: &str,
+        except: Option<&str>,
+    ) -> Result<Claim, ApiError> {
+        let claim = self.store.claim(environment).await?;
+        match self.store.holder(&claim, term, except).await? {
+            Some(holder) => Err(ApiError::EnvironmentBusy { environment: environment.to_owned(), holder }),
+            None => Ok(claim),
+        }
+    }
+
     /// Sends one command outside any rollout and waits for its result.
     /// `Ok(Err(why))` when the agent stayed away longer than
     /// `agent_grace_secs`; `Err` only when leadership ends.
     pub(crate) async fn ask(
         &self,
         term: &Term,
-        host: &str,
+        host: &AgentKey,
         command: v1::Command,
     ) -> Result<Result<CommandResult, String>, ApiError> {
         let mut in_flight = self.dispatcher.dispatch(host, command).await;
@@ -95,7 +113,7 @@ impl Shared {
     pub(crate) async fn follow<F, Fut>(
         &self,
         term: &Term,
-        host: &str,
+        host: &AgentKey,
         in_flight: &mut InFlight,
         mut on_event: F,
     ) -> Result<Waited, ApiError>

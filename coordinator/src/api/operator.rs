@@ -27,11 +27,11 @@ use std::sync::Arc;
 use runway_proto::v1::operator_server::Operator;
 use runway_proto::v1::{self, CommandOutcome, command};
 use runway_proto::v1::{
-    ApproveRolloutRequest, AuditEntry, BackupCommandRequest, CancelRolloutRequest, ClusterStatus,
-    GetRolloutRequest, GetStatusRequest, ListAgentsRequest, ListAgentsResponse, ListAuditRequest,
-    ListAuditResponse, ListRolloutsRequest, ListRolloutsResponse, PlanRolloutRequest, RejectRolloutRequest,
-    RollbackRolloutRequest, RollbackRolloutResponse, Rollout, RolloutEvent, RolloutPlan, ShowBackup,
-    StartRolloutRequest, WatchRolloutRequest,
+    AgentInfo, ApproveRolloutRequest, AuditEntry, BackupCommandRequest, CancelRolloutRequest, ClusterStatus,
+    ForgetAgentRequest, ForgetAgentResponse, GetRolloutRequest, GetStatusRequest, ListAgentsRequest,
+    ListAgentsResponse, ListAuditRequest, ListAuditResponse, ListRolloutsRequest, ListRolloutsResponse,
+    PlanRolloutRequest, RejectRolloutRequest, RollbackRolloutRequest, RollbackRolloutResponse, Rollout,
+    RolloutEvent, RolloutPlan, ShowBackup, StartRolloutRequest, WatchRolloutRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -44,6 +44,7 @@ use super::error::ApiError;
 use crate::config::Role;
 use crate::fencing::Term;
 use crate::model::{RolloutRecord, RolloutState, TraceRecord};
+use crate::registry::{AgentKey, AgentSnapshot};
 use crate::rollout::audit::{self, Action, Outcome};
 use crate::rollout::plan::default_plan;
 use crate::rollout::recovery::Way;
@@ -72,6 +73,7 @@ impl OperatorService {
                 ("bundle_digest", digest),
                 ("app_version", r.app_version.clone()),
                 ("allow_danger", r.allow_danger.join(",")),
+                ("skip_hosts", r.skip_hosts.join(",")),
             ],
         );
         if r.override_requires {
@@ -129,7 +131,7 @@ impl OperatorService {
         .await?;
         let mut bundle = bundle;
         crate::failpoint::tamper_bundle(&mut bundle);
-        let agents = self.shared.registry.snapshot(&request.environment);
+        let agents = self.present_agents(&request.environment, &request.skip_hosts).await?;
         let policy = config.environments.policy(&request.environment);
         let mut steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
         crate::rollout::restart::apply(&request.environment, &mut steps, &policy, &agents)
@@ -164,14 +166,92 @@ impl OperatorService {
             trace: TraceRecord::start(TraceParent::parse(&request.traceparent)),
             notify: policy.webhooks.iter().map(|w| w.name.clone()).collect(),
             databases,
+            skipped_hosts: request.skip_hosts,
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
-        self.shared.store.create_rollout(&term, &record, &bundle, Some(audit)).await?;
+        // Another change that claimed the environment meanwhile is found by
+        // the next claim, which refuses.
+        loop {
+            let claim = self.shared.free_claim(&term, &record.environment, None).await?;
+            if self
+                .shared
+                .store
+                .create_rollout(
+                    &term,
+                    &record,
+                    &bundle,
+                    Some(audit.clone()),
+                    (&claim.marker, claim.put(&record.id)),
+                )
+                .await?
+            {
+                break;
+            }
+        }
         tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), requires = requires.as_deref().unwrap_or("none"), "rollout accepted");
         let wire = record.to_proto();
         self.shared.engine.start(term, record, bundle);
         Ok(wire)
+    }
+
+    /// The connected agents of `environment` a rollout runs on: refused
+    /// while an agent its inventory knows is away, unless `skip` names it;
+    /// the agents `skip` names are left out even when connected.
+    async fn present_agents(
+        &self,
+        environment: &str,
+        skip: &[String],
+    ) -> Result<Vec<AgentSnapshot>, ApiError> {
+        let connected = self.shared.registry.snapshot(environment);
+        let known = self.shared.store.known_agents(environment).await?;
+        if let Some(unknown) = skip
+            .iter()
+            .find(|s| !known.iter().any(|k| k.name == **s) && !connected.iter().any(|a| a.name == **s))
+        {
+            return Err(ApiError::InvalidArgument(format!(
+                "--skip-host {unknown}: {environment} has no agent of that name"
+            )));
+        }
+        let away: Vec<String> = known
+            .iter()
+            .filter(|k| !skip.contains(&k.name) && !connected.iter().any(|a| a.name == k.name))
+            .map(|k| format!("{} ({})", k.name, k.roles.join(", ")))
+            .collect();
+        if !away.is_empty() {
+            return Err(ApiError::AgentsAway { environment: environment.to_owned(), away });
+        }
+        Ok(connected.into_iter().filter(|a| !skip.contains(&a.name)).collect())
+    }
+
+    /// `ForgetAgent`: the `deploy` role; refused while the agent is connected.
+    async fn forget(&self, request: Request<ForgetAgentRequest>) -> Result<ForgetAgentResponse, ApiError> {
+        let r = request.get_ref();
+        let mut entry = audit::entry(Action::ForgetAgent, &self.shared.config.name);
+        entry.actor = self.shared.actor(&request, &r.requested_by);
+        entry.environment = r.environment.clone();
+        entry.parameters.insert("agent".into(), r.name.clone());
+        let result = async {
+            let term = self.shared.leader_term()?;
+            self.shared.authorize(&request, &r.environment, Role::Deploy)?;
+            if self.shared.registry.is_connected(&AgentKey::new(&r.environment, &r.name)) {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "agent {} is connected to {}; stop it before forgetting it",
+                    r.name, r.environment
+                )));
+            }
+            let audit = self.shared.store.audit().put(&entry, Outcome::Accepted, "");
+            match self.shared.store.forget_agent(&term, &r.environment, &r.name, audit).await? {
+                Some(known) => {
+                    tracing::info!(environment = %r.environment, agent = %r.name, "agent forgotten");
+                    Ok(ForgetAgentResponse { agent: Some(known.to_info()) })
+                }
+                None => Err(ApiError::NotFound(format!("{} knows no agent {}", r.environment, r.name))),
+            }
+        }
+        .await;
+        // A removal is recorded with the removal itself; a refusal here.
+        self.shared.audited(&entry, result).await
     }
 
     /// `RollbackRollout`: the `restore` role.
@@ -223,7 +303,7 @@ impl OperatorService {
                 })),
             };
             let mut loss = v1::RollbackLoss { database: db.clone(), ..v1::RollbackLoss::default() };
-            match self.shared.ask(&term, &target.host, ask).await? {
+            match self.shared.ask(&term, &AgentKey::new(&record.environment, &target.host), ask).await? {
                 Ok(result) if result.outcome == CommandOutcome::Succeeded as i32 => {
                     let detail: serde_json::Value =
                         serde_json::from_str(&result.detail_json).unwrap_or_default();
@@ -293,7 +373,17 @@ impl OperatorService {
         record.updated_unix_ms = runway_proto::unix_ms_now();
         // Saved before it is acted on: a new leader resumes the rollback.
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
-        self.shared.store.put_rollout_audited(&term, &record, audit).await?;
+        loop {
+            let claim = self.shared.free_claim(&term, &record.environment, Some(&id)).await?;
+            if self
+                .shared
+                .store
+                .reopen_rollout(&term, &record, audit.clone(), (&claim.marker, claim.put(&id)))
+                .await?
+            {
+                break;
+            }
+        }
         tracing::info!(rollout = %id, %requested_by, way = way.name(), %why, "rollback requested");
         let rollout = record.to_proto();
         self.shared.engine.start(term, record, bundle);
@@ -331,7 +421,7 @@ impl OperatorService {
             database: target.database,
             action: Some(command::Action::ShowBackup(ShowBackup { name: backup.clone() })),
         };
-        match self.shared.ask(term, &target.host, show).await? {
+        match self.shared.ask(term, &AgentKey::new(&record.environment, &target.host), show).await? {
             Ok(result) if result.outcome == CommandOutcome::Succeeded as i32 => {}
             Ok(result) => {
                 return Err(ApiError::FailedPrecondition(format!(
@@ -507,14 +597,36 @@ impl Operator for OperatorService {
         self.shared.leader_term()?;
         let environment = &request.get_ref().environment;
         let caller = self.list_caller(&request, environment)?;
-        let agents = self
+        let agents: Vec<AgentInfo> = self
             .shared
             .registry
             .list((!environment.is_empty()).then_some(environment.as_str()))
             .into_iter()
             .filter(|a| self.shared.allows(&caller, &a.environment, Role::View))
             .collect();
-        Ok(Response::new(ListAgentsResponse { agents }))
+        let environments: Vec<String> = if environment.is_empty() {
+            self.shared.config.environments.iter().map(|(name, _)| name.to_owned()).collect()
+        } else {
+            vec![environment.clone()]
+        };
+        let mut away = Vec::new();
+        for environment in environments.iter().filter(|e| self.shared.allows(&caller, e, Role::View)) {
+            let known = self.shared.store.known_agents(environment).await.map_err(ApiError::from)?;
+            away.extend(
+                known
+                    .iter()
+                    .filter(|k| !agents.iter().any(|a| a.environment == k.environment && a.name == k.name))
+                    .map(|k| k.to_info()),
+            );
+        }
+        Ok(Response::new(ListAgentsResponse { agents, away }))
+    }
+
+    async fn forget_agent(
+        &self,
+        request: Request<ForgetAgentRequest>,
+    ) -> Result<Response<ForgetAgentResponse>, Status> {
+        Ok(Response::new(self.forget(request).await?))
     }
 
     type RunBackupCommandStream = super::backups::UpdateStream;

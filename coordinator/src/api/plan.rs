@@ -25,6 +25,7 @@ use super::Shared;
 use super::error::ApiError;
 use crate::config::Role;
 use crate::model::{StepKind, StepRecord};
+use crate::registry::AgentKey;
 use crate::rollout::command;
 use crate::rollout::plan::default_plan;
 use crate::rollout::target::Target;
@@ -74,6 +75,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
             None,
         )));
         let Target { host: agent, database } = Target::parse(host);
+        let agent = AgentKey::new(&request.environment, &agent);
         let command = v1::Command {
             command_id: command::command_id(&plan_id, &preflight, host),
             fencing_token: term.token.0,

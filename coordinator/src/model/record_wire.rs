@@ -118,6 +118,8 @@ struct RecordOut<'a> {
     trace: &'a TraceRecord,
     #[serde(skip_serializing_if = "<[DatabaseRecord]>::is_empty")]
     databases: &'a [DatabaseRecord],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    skipped_hosts: &'a [String],
 }
 
 impl Serialize for RolloutRecord {
@@ -146,6 +148,7 @@ impl Serialize for RolloutRecord {
             notify,
             trace,
             databases,
+            skipped_hosts,
         } = self;
         let mut table = HostTable::default();
         let steps = steps
@@ -189,6 +192,7 @@ impl Serialize for RolloutRecord {
             notify,
             trace,
             databases,
+            skipped_hosts,
         }
         .serialize(serializer)
     }
@@ -251,6 +255,8 @@ struct RecordIn {
     trace: TraceRecord,
     #[serde(default)]
     databases: Vec<DatabaseRecord>,
+    #[serde(default)]
+    skipped_hosts: Vec<String>,
 }
 
 impl<'de> Deserialize<'de> for RolloutRecord {
@@ -280,6 +286,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             notify,
             trace,
             databases,
+            skipped_hosts,
         } = RecordIn::deserialize(deserializer)?;
         let steps = steps
             .into_iter()
@@ -336,6 +343,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             notify,
             trace,
             databases,
+            skipped_hosts,
         })
     }
 }

@@ -51,6 +51,8 @@ pub enum Action {
     RolloutEnded,
     /// A backup restore or verify ended on its DB agent.
     BackupEnded,
+    /// `runway agents forget`.
+    ForgetAgent,
 }
 
 impl Action {
@@ -66,6 +68,7 @@ impl Action {
             Action::BackupVerify => "backup_verify",
             Action::RolloutEnded => "rollout_ended",
             Action::BackupEnded => "backup_ended",
+            Action::ForgetAgent => "forget_agent",
         }
     }
 }

@@ -118,19 +118,39 @@ impl Bundles {
     }
 
     /// Saves `bundle` (unless stored already) and, in the transaction that
-    /// commits it, `puts`: the rollout that refers to it.
-    pub async fn save_with(&self, term: &Term, bundle: &Bundle, puts: Vec<Put>) -> Result<(), StoreError> {
+    /// commits it, `puts`: the rollout that refers to it, if the key of
+    /// `unchanged` still has its revision. `false`: it moved, and nothing
+    /// but the bundle's chunks was written.
+    pub async fn save_with(
+        &self,
+        term: &Term,
+        bundle: &Bundle,
+        puts: Vec<Put>,
+        unchanged: (String, i64),
+    ) -> Result<bool, StoreError> {
         let encoded = bundle.encode_to_vec();
         let meta = BundleMeta::of(&encoded);
         let meta_key = self.meta_key(&bundle.digest);
         for _ in 0..SAVE_ATTEMPTS {
-            let Some(guards) = self.stage(term, &bundle.digest, &encoded).await? else {
+            let Some(mut guards) = self.stage(term, &bundle.digest, &encoded).await? else {
                 continue;
             };
+            guards.push(unchanged.clone());
             let mut commit = vec![Put::json(meta_key.clone(), &meta)];
             commit.extend(puts.iter().cloned());
             if self.store.put_fenced_if(term, commit, guards).await? {
-                return Ok(());
+                return Ok(true);
+            }
+            let (key, revision) = &unchanged;
+            let now = self
+                .store
+                .scan_revisions(key)
+                .await?
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map_or(0, |(_, r)| r);
+            if now != *revision {
+                return Ok(false);
             }
         }
         Err(StoreError::Contended(meta_key))
@@ -279,7 +299,15 @@ mod tests {
     async fn a_large_bundle_is_saved_as_chunks_then_a_meta_and_reads_back_whole() {
         let (kv, bundles, term) = setup();
         let big = bundle(3 * CHUNK_BYTES + 10);
-        bundles.save_with(&term, &big, vec![Put::json("/runway/rollouts/r1".into(), &1)]).await.unwrap();
+        bundles
+            .save_with(
+                &term,
+                &big,
+                vec![Put::json("/runway/rollouts/r1".into(), &1)],
+                ("/runway/envs/test/changes".into(), 0),
+            )
+            .await
+            .unwrap();
         let keys = keys_under(&kv, &big.digest);
         let chunks: Vec<&String> = keys.iter().filter(|k| k.contains("/chunks/")).collect();
         assert_eq!(chunks.len(), 4, "{keys:?}");
@@ -296,11 +324,11 @@ mod tests {
     async fn a_stored_bundle_is_not_written_again_but_its_meta_moves() {
         let (kv, bundles, term) = setup();
         let small = bundle(100);
-        bundles.save_with(&term, &small, Vec::new()).await.unwrap();
+        bundles.save_with(&term, &small, Vec::new(), ("/runway/envs/test/changes".into(), 0)).await.unwrap();
         let chunk = format!("/runway/bundles/{}/chunks/00000", small.digest);
         let before = kv.scan_revisions(&chunk).await.unwrap();
         let listed = bundles.list().await.unwrap();
-        bundles.save_with(&term, &small, Vec::new()).await.unwrap();
+        bundles.save_with(&term, &small, Vec::new(), ("/runway/envs/test/changes".into(), 0)).await.unwrap();
         assert_eq!(kv.scan_revisions(&chunk).await.unwrap(), before, "the chunk was not rewritten");
         assert!(!bundles.delete(&term, &listed[0]).await.unwrap(), "a resave moves the meta: no delete");
         assert!(bundles.load(&small.digest).await.unwrap().is_some());
@@ -313,7 +341,7 @@ mod tests {
     async fn a_missing_or_changed_chunk_is_an_error_naming_the_digest() {
         let (kv, bundles, term) = setup();
         let big = bundle(2 * CHUNK_BYTES); // 3 chunks with its encoding
-        bundles.save_with(&term, &big, Vec::new()).await.unwrap();
+        bundles.save_with(&term, &big, Vec::new(), ("/runway/envs/test/changes".into(), 0)).await.unwrap();
         let chunk = |i: u32| format!("/runway/bundles/{}/chunks/{i:05}", big.digest);
         let put = |key: String, value: Vec<u8>| kv.put_fenced(&term, vec![Put { key, value }]);
         put(chunk(1), b"tampered".to_vec()).await.unwrap();
@@ -339,7 +367,7 @@ mod tests {
         assert!(listed[0].is_uncommitted());
         assert_eq!(bundles.load(&big.digest).await.unwrap(), None, "no meta: not a bundle yet");
 
-        bundles.save_with(&term, &big, Vec::new()).await.unwrap();
+        bundles.save_with(&term, &big, Vec::new(), ("/runway/envs/test/changes".into(), 0)).await.unwrap();
         assert_eq!(bundles.load(&big.digest).await.unwrap(), Some(big.clone()));
         assert!(!bundles.list().await.unwrap()[0].is_uncommitted());
         // A prune that listed the orphan finds a meta now: nothing deleted.

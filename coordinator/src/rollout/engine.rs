@@ -49,7 +49,7 @@ use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
 use crate::metrics;
 use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState};
-use crate::registry::Registry;
+use crate::registry::{AgentKey, Registry};
 use crate::store::StoreError;
 
 /// How long a finished rollout waits for its DB host to release the backup.
@@ -434,7 +434,9 @@ impl Engine {
         let events = Arc::new(
             EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?,
         );
-        let run = Run { engine: self, term: &term, events: &events, bundle: &bundle };
+        let environment = record.environment.clone();
+        let run =
+            Run { engine: self, environment: &environment, term: &term, events: &events, bundle: &bundle };
         metrics::get().rollout_resumed(&record);
         if self.store.cancel_requested(&record.id).await? {
             control.cancel_requested.store(true, Ordering::SeqCst);
@@ -566,7 +568,7 @@ impl Engine {
         let db = db.as_str();
         let window = self.config.environments.policy(&record.environment).rollback_window_secs;
         let release = command::release_backup(record, db, window, term.token, &self.config.name);
-        let mut in_flight = self.dispatcher.dispatch(db, release).await;
+        let mut in_flight = self.dispatcher.dispatch(&AgentKey::new(&record.environment, db), release).await;
         match tokio::time::timeout(RELEASE_WAIT, &mut in_flight.result).await {
             Ok(Ok(result)) if result.outcome == CommandOutcome::Succeeded as i32 => {
                 tracing::info!(rollout = %record.id, host = %db, window_secs = window, "backup released");
@@ -584,6 +586,8 @@ impl Engine {
 /// One run of one rollout on one leadership term.
 struct Run<'a> {
     engine: &'a Engine,
+    /// The rollout's environment.
+    environment: &'a str,
     term: &'a Term,
     events: &'a Arc<EventWriter>,
     bundle: &'a v1::Bundle,

@@ -8,6 +8,8 @@
 //! - [`bundles`]: bundles stored once by digest, in chunks below etcd's
 //!   value limit.
 //! - [`events`]: the numbered event log watchers follow.
+//! - [`exclusive`]: one change per environment at a time (who holds it).
+//! - [`inventory`]: each environment's known agents.
 //! - [`feed`]: how the leader learns of new and changed rollouts (an etcd
 //!   watch, not a rescan).
 //! - [`retention`]: which finished rollouts and bundles etcd keeps.
@@ -34,7 +36,9 @@ pub mod command;
 pub mod databases;
 pub mod engine;
 pub mod events;
+pub mod exclusive;
 pub mod feed;
+pub mod inventory;
 mod outcome;
 pub mod plan;
 pub mod recovery;

@@ -12,6 +12,9 @@
 //! | `cancels/<id>` | an operator's cancel request (JSON: when), saved before it is acknowledged |
 //! | `decisions/<id>/<operator>` | an operator's approval or rejection ([`Decision`] as JSON), saved before it is acknowledged |
 //! | `audit/…` | the audit log (see [`super::audit`]) |
+//! | `inventory/<env>/<name>` | a known agent (see [`super::inventory`]) |
+//! | `envs/<env>/changes` | bumped by every claim of the environment (see [`super::exclusive`]) |
+//! | `envs/<env>/operation` | the backup operation holding the environment while it runs |
 //! | `notify/<id>/<webhook>` | where a webhook stands with a rollout's notifications (see [`crate::notify`]) |
 //!
 //! Every write is fenced by the writer's [`Term`] (see [`Store::put_fenced`]).
@@ -24,12 +27,12 @@ use super::audit::AuditLog;
 use super::bundles::{Bundles, StoredBundle};
 use crate::fencing::Term;
 use crate::model::{Decision, RolloutRecord};
-use crate::store::{Delete, Put, Store, StoreError};
+use crate::store::{Delete, Marker, Put, Store, StoreError};
 
 /// Typed access to saved rollouts; cheap to clone.
 #[derive(Clone)]
 pub struct RolloutStore {
-    store: Store,
+    pub(super) store: Store,
 }
 
 impl RolloutStore {
@@ -70,16 +73,22 @@ impl RolloutStore {
     /// Records a new rollout together with its bundle (and the operator's
     /// `audit` entry): the bundle's chunks first unless stored already,
     /// then the rollout in the transaction that commits the bundle.
+    /// `claim` is the environment's marker with its new value (see
+    /// [`super::exclusive`]): `false` when the marker moved (another
+    /// change claimed the environment first), and nothing of the rollout
+    /// was saved.
     pub async fn create_rollout(
         &self,
         term: &Term,
         record: &RolloutRecord,
         bundle: &Bundle,
         audit: Option<Put>,
-    ) -> Result<(), StoreError> {
-        let mut puts = vec![Put::json(self.rollout_key(&record.id), record)];
+        claim: (&Marker, Put),
+    ) -> Result<bool, StoreError> {
+        let (marker, bump) = claim;
+        let mut puts = vec![Put::json(self.rollout_key(&record.id), record), bump];
         puts.extend(audit);
-        self.bundles().save_with(term, bundle, puts).await
+        self.bundles().save_with(term, bundle, puts, marker.unchanged()).await
     }
 
     /// Saves a rollout's new state.
@@ -87,15 +96,19 @@ impl RolloutStore {
         self.store.put_fenced(term, vec![Put::json(self.rollout_key(&record.id), record)]).await
     }
 
-    /// Saves a rollout an operator changed (a rollback reopens it) with
-    /// that operator's `audit` entry.
-    pub async fn put_rollout_audited(
+    /// Saves a rollout an operator reopened (for a rollback) with that
+    /// operator's `audit` entry, if the environment's marker of `claim` did
+    /// not move (`false`: nothing was saved).
+    pub async fn reopen_rollout(
         &self,
         term: &Term,
         record: &RolloutRecord,
         audit: Put,
-    ) -> Result<(), StoreError> {
-        self.store.put_fenced(term, vec![Put::json(self.rollout_key(&record.id), record), audit]).await
+        claim: (&Marker, Put),
+    ) -> Result<bool, StoreError> {
+        let (marker, bump) = claim;
+        let puts = vec![Put::json(self.rollout_key(&record.id), record), audit, bump];
+        self.store.put_fenced_if(term, puts, vec![marker.unchanged()]).await
     }
 
     /// Appends one event to a rollout's log, together with the rollout's
@@ -309,7 +322,11 @@ mod tests {
         let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
         let files = vec![BundleFile::default()];
         let bundle = Bundle { digest: runway_proto::bundle::digest(&files), files };
-        store.create_rollout(&term, &record("r2", 20), &bundle, None).await.unwrap();
+        let claim = store.claim("staging").await.unwrap();
+        store
+            .create_rollout(&term, &record("r2", 20), &bundle, None, (&claim.marker, claim.put("r2")))
+            .await
+            .unwrap();
         store.put_rollout(&term, &record("r1", 10)).await.unwrap();
         for seq in [1, 2, 10] {
             store.append_event(&term, &event("r1", seq), None, None).await.unwrap();
@@ -342,6 +359,7 @@ mod tests {
                 "/runway/decisions/r1/alice",
                 "/runway/decisions/r1/bob",
                 "/runway/decisions/r10/carol",
+                "/runway/envs/staging/changes",
                 "/runway/events/r1/00000000000000000001",
                 "/runway/events/r1/00000000000000000002",
                 "/runway/events/r1/00000000000000000010",

@@ -214,7 +214,17 @@ mod store_tests {
                 crate::rollout::audit::Outcome::Accepted,
                 "",
             );
-            store.create_rollout(&term, &record, &bundle(digest), Some(audit)).await.unwrap();
+            let claim = store.claim(&record.environment).await.unwrap();
+            store
+                .create_rollout(
+                    &term,
+                    &record,
+                    &bundle(digest),
+                    Some(audit),
+                    (&claim.marker, claim.put(&record.id)),
+                )
+                .await
+                .unwrap();
             let event = RolloutEvent { rollout_id: record.id.clone(), seq: 1, ..Default::default() };
             store.append_event(&term, &event, None, None).await.unwrap();
         }
@@ -258,6 +268,10 @@ mod store_tests {
                 &RolloutRecord { id: "again".into(), bundle_digest: digest.clone(), ..Default::default() },
                 &bundle(&digest),
                 None,
+                (
+                    &store.claim("").await.unwrap().marker,
+                    crate::store::Put::json("/runway/envs//changes".into(), &1),
+                ),
             )
             .await
             .unwrap();

@@ -199,6 +199,7 @@ mod tests {
             signature: None,
             traceparent: String::new(),
             override_requires: false,
+            skip_hosts: vec!["app-2".into()],
         };
         assert_eq!(start_request(&ok), Ok(()));
         let bad = |f: &dyn Fn(&mut StartRolloutRequest)| {

@@ -93,6 +93,29 @@ impl Put {
     }
 }
 
+/// A key every writer of some set of changes bumps, and the revision it
+/// had when read: a write conditioned on [`Marker::unchanged`] applies only
+/// if no other such write came in between (optimistic concurrency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// Full key, prefix included.
+    pub key: String,
+    /// Its mod revision when read (0: absent).
+    pub revision: i64,
+}
+
+impl Marker {
+    /// The marker's new value, `value` as JSON, written with the change.
+    pub fn put<T: Serialize>(&self, value: &T) -> Put {
+        Put::json(self.key.clone(), value)
+    }
+
+    /// The write's condition: the marker did not move since it was read.
+    pub fn unchanged(&self) -> (String, i64) {
+        (self.key.clone(), self.revision)
+    }
+}
+
 /// What to delete: one key, or every key under a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delete {
@@ -235,6 +258,13 @@ impl Store {
         unchanged: Vec<(String, i64)>,
     ) -> Result<bool, StoreError> {
         step_down_if_fenced(term, "write", self.kv.put_fenced_if(term, puts, unchanged).await)
+    }
+
+    /// `key` as a [`Marker`], with its current mod revision.
+    pub async fn marker(&self, key: String) -> Result<Marker, StoreError> {
+        let revision =
+            self.kv.scan_revisions(&key).await?.into_iter().find(|(k, _)| *k == key).map_or(0, |(_, r)| r);
+        Ok(Marker { key, revision })
     }
 
     /// The raw value at `key`.

@@ -293,6 +293,7 @@ fn wire_seeds(bundle: &v1::Bundle) -> Vec<Vec<u8>> {
         signature: None,
         traceparent: String::new(),
         override_requires: false,
+        skip_hosts: Vec::new(),
     };
     let result = v1::AgentMessage {
         kind: Some(v1::agent_message::Kind::Result(v1::CommandResult {

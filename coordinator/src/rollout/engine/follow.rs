@@ -20,6 +20,7 @@ use super::{Abandon, Engine, Run};
 use crate::fencing::Term;
 use crate::metrics;
 use crate::model::{StepKind, StepRecord};
+use crate::registry::AgentKey;
 use crate::rollout::events::{EventWriter, NewEvent};
 use crate::rollout::outcome::CommandEnd;
 use crate::rollout::target::Target;
@@ -33,6 +34,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub(super) struct Follower {
     engine: Engine,
+    /// The rollout's environment: agent names are unique only within it.
+    environment: String,
     term: Term,
     events: Arc<EventWriter>,
 }
@@ -80,7 +83,12 @@ impl Commands {
 
 impl Run<'_> {
     fn follower(&self) -> Follower {
-        Follower { engine: self.engine.clone(), term: self.term.clone(), events: Arc::clone(self.events) }
+        Follower {
+            engine: self.engine.clone(),
+            environment: self.environment.to_owned(),
+            term: self.term.clone(),
+            events: Arc::clone(self.events),
+        }
     }
 
     /// Starts `make(host)` on each of `hosts`, each followed on its own
@@ -142,7 +150,7 @@ impl Follower {
         };
         let dispatched = Instant::now();
         // `host` may be a DB target: the command goes to its agent.
-        let agent = Target::parse(host).host;
+        let agent = AgentKey::new(&self.environment, &Target::parse(host).host);
         let mut in_flight = self.engine.dispatcher.dispatch(&agent, command).await;
         // Away is reported only after this run saw the agent connected, so
         // agents still reconnecting to a new leader are not called away.
@@ -233,7 +241,7 @@ impl Follower {
         self.events.emit_all(batch).await?;
         metrics::get().command_ended(kind, metrics::outcome_name(outcome), dispatched.elapsed());
         if let Some(version) = restarted_to.filter(|_| error.is_none()) {
-            self.engine.registry.set_app_version(host, &version);
+            self.engine.registry.set_app_version(&AgentKey::new(&self.environment, host), &version);
         }
         Ok(CommandEnd {
             host: host.to_owned(),

@@ -17,12 +17,17 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::*;
 use crate::fencing::FencingToken;
 use crate::leadership::memory::MemoryElection;
-use crate::registry::AgentSender;
+use crate::registry::{AgentKey, AgentSender};
 use crate::rollout::plan::default_plan;
 use crate::store::Store;
 use crate::store::memory::MemoryKv;
 
 const ENVIRONMENT: &str = "staging";
+
+/// A fake agent's key in [`ENVIRONMENT`].
+fn key(agent: &str) -> AgentKey {
+    AgentKey::new(ENVIRONMENT, agent)
+}
 
 /// The coordinators' `step_deadline_secs`: one hour.
 const STEP_DEADLINE: Duration = Duration::from_secs(3600);
@@ -131,8 +136,9 @@ impl Coordinator {
             databases: databases.iter().map(|d| d.to_string()).collect(),
             ..AgentInfo::default()
         };
-        self.registry.register(info, AgentSender::new(tx)).expect("each fake agent has its own name");
+        self.registry.register(info, AgentSender::new(tx), "test");
         let (dispatcher, received) = (self.dispatcher.clone(), Arc::clone(&self.received));
+        let agent_key = key(agent);
         tokio::spawn(async move {
             while let Some(Ok(message)) = rx.recv().await {
                 let Some(coordinator_message::Kind::Command(command)) = message.kind else { continue };
@@ -145,35 +151,35 @@ impl Coordinator {
                             phase: "working".into(),
                             ..CommandEvent::default()
                         };
-                        dispatcher.on_event(agent, event);
-                        dispatcher.on_result(agent, result(&command.command_id, Ok(())));
+                        dispatcher.on_event(&agent_key, event);
+                        dispatcher.on_result(&agent_key, result(&command.command_id, Ok(())));
                     }
                     Answer::SucceedWith(detail) => {
                         let mut succeeded = result(&command.command_id, Ok(()));
                         succeeded.detail_json = detail.into();
-                        dispatcher.on_result(agent, succeeded)
+                        dispatcher.on_result(&agent_key, succeeded)
                     }
                     Answer::Plan(plan) => {
                         let mut succeeded = result(&command.command_id, Ok(()));
                         succeeded.plan = Some(Box::new(plan()));
-                        dispatcher.on_result(agent, succeeded)
+                        dispatcher.on_result(&agent_key, succeeded)
                     }
                     Answer::Fail(error, detail) => {
                         let mut failed = result(&command.command_id, Err(error));
                         failed.detail_json = detail.into();
-                        dispatcher.on_result(agent, failed)
+                        dispatcher.on_result(&agent_key, failed)
                     }
                     Answer::Refuse(error) => {
                         let mut refused = result(&command.command_id, Err(error));
                         refused.outcome = CommandOutcome::Refused as i32;
-                        dispatcher.on_result(agent, refused)
+                        dispatcher.on_result(&agent_key, refused)
                     }
                     Answer::Hold => {}
                 }
             }
         });
         // As `api::agents` does for an agent that (re)registers.
-        self.dispatcher.resend_for(agent).await;
+        self.dispatcher.resend_for(&key(agent)).await;
     }
 
     /// The usual staging environment: one DB host, two app hosts.
@@ -218,7 +224,13 @@ impl Coordinator {
             databases: crate::rollout::plan::database_records(ENVIRONMENT, &agents).unwrap(),
             ..Default::default()
         };
-        self.store.create_rollout(term, &record, &bundle, None).await.unwrap();
+        let claim = self.store.claim(&record.environment).await.unwrap();
+        assert!(
+            self.store
+                .create_rollout(term, &record, &bundle, None, (&claim.marker, claim.put(&record.id)))
+                .await
+                .unwrap()
+        );
         self.engine.start(term.clone(), record.clone(), bundle);
         record
     }
@@ -496,7 +508,7 @@ async fn a_cancel_is_honoured_between_steps() {
     leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "backup")).await;
     assert!(leader.engine.request_cancel("r1"));
     assert!(!leader.engine.request_cancel("no-such-rollout"));
-    leader.dispatcher.on_result("db", result("r1/backup/db/1", Ok(())));
+    leader.dispatcher.on_result(&key("db"), result("r1/backup/db/1", Ok(())));
 
     let last = finished(&mut bus, "r1").await;
     assert_eq!(last.kind, "rollout_cancelled");
@@ -546,7 +558,7 @@ async fn a_new_term_resumes_the_running_step_with_the_same_command_ids() {
     // One agent reports progress, saved by the first leader.
     let mut bus = first.bus.subscribe();
     let progress = CommandEvent { command_id: "r1/preflight/db/1".into(), seq: 1, ..CommandEvent::default() };
-    first.dispatcher.on_event("db", progress);
+    first.dispatcher.on_event(&key("db"), progress);
     while bus.recv().await.unwrap().kind != "progress" {}
 
     // The first leader loses its lease and steps down mid-step.
@@ -610,7 +622,7 @@ async fn a_deposed_leader_that_has_not_noticed_cannot_write() {
     assert!(!old_term.cancel.is_cancelled(), "nobody told the first leader");
 
     // Its agent answers late; the first leader's write of it is fenced.
-    first.dispatcher.on_result("db", result("r1/preflight/db/1", Ok(())));
+    first.dispatcher.on_result(&key("db"), result("r1/preflight/db/1", Ok(())));
     first.wait_stopped("r1").await;
     assert!(old_term.cancel.is_cancelled(), "the fenced write ended the term");
     assert!(matches!(first.election.current(), Leadership::Follower { .. }));
@@ -636,7 +648,7 @@ async fn an_agent_away_longer_than_the_old_grace_is_waited_for_and_its_result_de
     leader.start_rollout(&term).await;
     leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "migrate")).await;
     let session = 1; // db registered first
-    leader.registry.unregister("db", session);
+    leader.registry.unregister(&key("db"), session);
 
     // Away for ten times the old grace: nothing is decided, nothing lifted.
     tokio::time::sleep(OLD_GRACE * 10).await;
@@ -695,7 +707,7 @@ async fn an_agent_away_past_the_step_deadline_holds_maintenance_on_for_a_person(
     leader.start_rollout(&term).await;
     leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "migrate")).await;
     let dispatched = tokio::time::Instant::now();
-    leader.registry.unregister("db", 1);
+    leader.registry.unregister(&key("db"), 1);
 
     let last = finished(&mut bus, "r1").await;
     assert!(
@@ -770,7 +782,7 @@ async fn a_connected_agent_still_working_at_the_deadline_is_waited_for() {
     let saved = leader.store.get_rollout("r1").await.unwrap().unwrap();
     assert_eq!((saved.state, saved.steps[3].state), (RolloutState::Running, StepState::Running));
 
-    leader.dispatcher.on_result("db", result("r1/migrate/db/1", Ok(())));
+    leader.dispatcher.on_result(&key("db"), result("r1/migrate/db/1", Ok(())));
     assert_eq!(finished(&mut bus, "r1").await.kind, "rollout_succeeded");
 }
 

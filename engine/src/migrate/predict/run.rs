@@ -558,7 +558,7 @@ mod tests {
         ctids.sort_by(|a, b| key_order(a, b));
         assert_eq!(ctids, vec![key(&[Some("(0,9)")]), key(&[Some("(0,10)")]), key(&[Some("(1,1)")])]);
         let mut pairs =
-            vec![key(&[Some("b"), Some("2")]), key(&[Some("a"), Some("10")]), key(&[Some("a"), Some("2")])];
+            [key(&[Some("b"), Some("2")]), key(&[Some("a"), Some("10")]), key(&[Some("a"), Some("2")])];
         pairs.sort_by(|a, b| key_order(a, b));
         assert_eq!(pairs[0], key(&[Some("a"), Some("2")]));
         assert_eq!(pairs[2], key(&[Some("b"), Some("2")]));

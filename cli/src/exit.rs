@@ -29,7 +29,10 @@ pub enum Exit {
     /// 2 too), migrations folder, URL, unknown environment or backup, no
     /// suitable agent, restore without `--yes`, not enough free space, a
     /// Danger finding without `--allow-danger` (`rollout start`, and
-    /// `rollout plan` when the danger gate would refuse).
+    /// `rollout plan` when the danger gate would refuse), a config file
+    /// `config check` refuses. The agent and the coordinator exit 2 too
+    /// when they refuse their config at start-up
+    /// ([`runway_daemon::config_check::EXIT_INVALID_CONFIG`]).
     Invalid = 2,
     /// 3: unreachable: no coordinator answered as leader, or the database
     /// could not be reached. Nothing was changed; retry when it is back.
@@ -94,7 +97,8 @@ impl Exit {
             Exit::Invalid => {
                 "bad input or refused before anything changed (usage, migrations folder, URL, unknown \
                  environment or backup, no suitable agent, restore without --yes, not enough free space, \
-                 a Danger finding without --allow-danger, an environment policy such as staging first)"
+                 a Danger finding without --allow-danger, an environment policy such as staging first, a \
+                 config file `config check` refuses; runway-agent and runway-coordinator exit 2 for theirs)"
             }
             Exit::Unreachable => {
                 "unreachable: no coordinator answered as leader, or the database could not be reached"
@@ -251,6 +255,11 @@ mod tests {
         for (i, exit) in Exit::ALL.into_iter().enumerate() {
             assert_eq!(usize::from(exit.code()), i, "{exit:?}");
         }
+    }
+
+    #[test]
+    fn the_daemons_refuse_their_config_with_the_bad_input_code() {
+        assert_eq!(Exit::Invalid.code(), runway_daemon::config_check::EXIT_INVALID_CONFIG);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! The coordinator only chooses among the actions configured here, so a
 //! compromised coordinator cannot make a host run anything else. Loaded from
-//! TOML; `DATABASE_URL` in the environment overrides `database.url`.
+//! TOML; `DATABASE_URL` in the environment overrides `database.url`. Checked
+//! at start-up, files and hooks included ([`check`]), before the agent
+//! connects anywhere.
 //!
 //! A DB agent serves one database (`[database] url`, named after the
 //! database in its URL) or several named ones (`[databases.NAME] url`); see
@@ -13,10 +15,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use runway_daemon::config_check::{Files, Problems};
 use runway_engine::backup::BackupConfig;
 use runway_engine::database::Database;
 use runway_engine::migrate::MigrateConfig;
 use runway_engine::redact::{Redactor, redact_urls};
+
+mod check;
+pub use check::names_this_agent;
 
 /// The whole agent config file. See `deploy/agent-db.toml` and
 /// `deploy/agent-app.toml` for commented examples.
@@ -97,6 +103,9 @@ pub struct DatabaseConfig {
     /// environment file so the password is not in this file.
     #[serde(default)]
     pub url: String,
+    /// Whether `url` came from `DATABASE_URL` (a problem then names that).
+    #[serde(skip)]
+    pub from_env: bool,
 }
 
 /// `[app]`: how to drive the application on an app host. Hooks are argv
@@ -193,42 +202,6 @@ impl AppConfig {
         }
         env.into_iter().collect()
     }
-
-    /// Checks the hooks and their environment; errors name the key.
-    fn validate(&self) -> Result<(), String> {
-        for (key, hook) in [
-            ("maintenance_on", &self.maintenance_on),
-            ("maintenance_off", &self.maintenance_off),
-            ("restart", &self.restart),
-        ] {
-            if hook.first().is_none_or(|program| program.trim().is_empty()) {
-                return Err(format!(
-                    "`app.{key}` must be a command as an argv array, e.g. [\"/usr/local/bin/hook\"]"
-                ));
-            }
-        }
-        for (name, argv) in &self.smoke_commands {
-            if argv.first().is_none_or(|program| program.trim().is_empty()) {
-                return Err(format!(
-                    "`app.smoke_commands.{name}` must be a command as an argv array, e.g. [\"/usr/local/bin/check\"]"
-                ));
-            }
-        }
-        for (key, value) in &self.hook_env {
-            if key.is_empty() || key.contains(['=', '\0']) {
-                return Err(format!("`app.hook_env` has an invalid variable name {key:?}"));
-            }
-            if key.starts_with(RUNWAY_PREFIX) {
-                return Err(format!(
-                    "`app.hook_env.{key}`: variables starting with {RUNWAY_PREFIX} are set by runway itself"
-                ));
-            }
-            if value.contains('\0') {
-                return Err(format!("`app.hook_env.{key}` holds a NUL character"));
-            }
-        }
-        Ok(())
-    }
 }
 
 fn default_heartbeat_secs() -> u64 {
@@ -251,13 +224,17 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("agent config {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("agent config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    /// Keys that cannot be used: every one found, each named.
+    #[error("{0}")]
+    Invalid(Problems),
 }
 
 impl Config {
-    /// Reads, applies environment overrides, and validates.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads `path`, applies `DATABASE_URL`, and checks every key, and with
+    /// [`Files::Check`] every file, program and directory the config names:
+    /// what the agent does at start-up, and `runway config check --agent`
+    /// does alone.
+    pub fn load(path: &Path, files: Files) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config: Config = toml::from_str(&text)
@@ -266,43 +243,10 @@ impl Config {
             && let Some(db) = config.database.as_mut()
         {
             db.url = url;
+            db.from_env = true;
         }
-        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        check::validate(&config, path, files).map_err(ConfigError::Invalid)?;
         Ok(config)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        if self.name.trim().is_empty() {
-            return Err("`name` must not be empty".into());
-        }
-        if self.environment.trim().is_empty() {
-            return Err("`environment` must not be empty".into());
-        }
-        if self.coordinators.is_empty() {
-            return Err(
-                "`coordinators` must list at least one address, e.g. [\"http://10.0.0.5:7400\"]".into()
-            );
-        }
-        if self.roles.is_empty() {
-            return Err("`roles` must hold \"db\", \"app\" or both".into());
-        }
-        if self.has_role(Role::Db) {
-            crate::databases::validate(self)?;
-            match &self.backup {
-                None => return Err("the db role needs a [backup] table with `dir`".into()),
-                Some(backup) => backup.validate().map_err(|e| e.to_string())?,
-            }
-        }
-        if self.has_role(Role::App) {
-            let Some(app) = &self.app else {
-                return Err("the app role needs an [app] table (maintenance_on, maintenance_off, restart, health_url)".into());
-            };
-            app.validate()?;
-            if !app.health_url.starts_with("http://") {
-                return Err(format!("`app.health_url` must be an http:// URL, got {:?}", app.health_url));
-            }
-        }
-        Ok(())
     }
 
     pub fn has_role(&self, role: Role) -> bool {
@@ -346,7 +290,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, text).unwrap();
-        Config::load(&path)
+        Config::load(&path, Files::Skip)
     }
 
     const APP: &str = r#"
@@ -355,6 +299,7 @@ environment = "staging"
 coordinators = ["http://127.0.0.1:7400"]
 roles = ["app"]
 state_dir = "/tmp/x"
+tls = { insecure = true }
 [app]
 maintenance_on = ["/bin/true"]
 maintenance_off = ["/bin/true"]
@@ -387,7 +332,7 @@ health_url = "http://127.0.0.1:8080/health"
     fn an_empty_hook_is_refused_at_start_up() {
         for empty in ["restart = []", "restart = [\"\"]"] {
             let err = load(&APP.replace("restart = [\"/bin/true\"]", empty)).unwrap_err().to_string();
-            assert!(err.contains("`app.restart` must be a command"), "{empty}: {err}");
+            assert!(err.contains("[app] restart: must be a command"), "{empty}: {err}");
         }
     }
 
@@ -416,7 +361,7 @@ health_url = "http://127.0.0.1:8080/health"
     fn hook_env_may_not_set_runways_variables() {
         let err =
             load(&format!("{APP}hook_env = {{ RUNWAY_APP_VERSION = \"x\" }}\n")).unwrap_err().to_string();
-        assert!(err.contains("app.hook_env.RUNWAY_APP_VERSION"), "{err}");
+        assert!(err.contains("[app] hook_env.RUNWAY_APP_VERSION"), "{err}");
     }
 
     #[test]
@@ -424,7 +369,7 @@ health_url = "http://127.0.0.1:8080/health"
         let err = load(&format!("{APP}[database]\nurl = \"postgres://app:hunter2@db/app\" junk\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 13"), "{err}");
+        assert!(err.contains("line 14"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
 
@@ -443,7 +388,7 @@ health_url = "http://127.0.0.1:8080/health"
     fn the_example_configs_in_deploy_load() {
         for name in ["agent-db.toml", "agent-app.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
-            let config = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let config = Config::load(&path, Files::Skip).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!config.roles.is_empty(), "{name}");
         }
     }

@@ -15,6 +15,7 @@
 //! prefix, so names, retention and pins of two databases never mix; all
 //! share the other `[backup]` settings. With one, `backup.dir` as before.
 
+use runway_daemon::config_check::{Files, Problems};
 use runway_engine::backup::BackupConfig;
 use runway_engine::database::Database;
 
@@ -100,30 +101,56 @@ pub fn all_backup_configs(config: &Config) -> Vec<BackupConfig> {
     served(config).iter().filter_map(|s| backup_config(config, &s.name)).collect()
 }
 
-/// Checks the databases of a DB agent; errors name the key.
-pub fn validate(config: &Config) -> Result<(), String> {
+/// Checks the databases of a DB agent: the tables, their names, and that
+/// every URL parses as the engine will parse it to connect (and, with
+/// [`Files::Check`], that the certificate files it names are readable).
+pub fn validate(config: &Config, files: Files, problems: &mut Problems) {
     match (&config.database, config.databases.is_empty()) {
-        (None, true) => {
-            Err("the db role needs a [database] table with `url` (or [databases.NAME] tables with `url`)"
-                .into())
-        }
-        (Some(_), false) => {
-            Err("give either one [database] table or [databases.NAME] tables, not both; move [database] to \
-             [databases.NAME]"
-                .into())
-        }
+        (None, true) => problems.add(
+            "[database]",
+            "the db role needs a [database] table with `url` (or [databases.NAME] tables with `url`)",
+        ),
+        (Some(_), false) => problems.add(
+            "[database]",
+            "give either one [database] table or [databases.NAME] tables, not both; move [database] to \
+             [databases.NAME]",
+        ),
         (Some(db), true) if db.url.is_empty() => {
-            Err("`database.url` is empty and DATABASE_URL is not set".into())
+            problems.add("[database] url", "is empty and DATABASE_URL is not set")
         }
-        (Some(_), true) => Ok(()),
+        (Some(db), true) => {
+            let key = if db.from_env { "DATABASE_URL (over [database] url)" } else { "[database] url" };
+            check_url(key, &db.url, files, problems);
+        }
         (None, false) => {
             for (name, db) in &config.databases {
-                check_name(name)?;
-                if db.url.is_empty() {
-                    return Err(format!("`databases.{name}.url` is empty"));
+                if let Err(problem) = check_name(name) {
+                    problems.add(format_args!("[databases.{name:?}]"), problem);
+                } else if db.url.is_empty() {
+                    problems.add(format_args!("[databases.{name}] url"), "is empty");
+                } else {
+                    check_url(&format!("[databases.{name}] url"), &db.url, files, problems);
                 }
             }
-            Ok(())
+        }
+    }
+}
+
+/// `url` parses the way [`Database::parse`] reads it to connect; the
+/// files its `sslrootcert`, `sslcert` and `sslkey` name are readable.
+/// Problems never quote the URL (it may hold a password).
+fn check_url(key: &str, url: &str, files: Files, problems: &mut Problems) {
+    if problems.check(key, Database::parse(url)).is_none() || files == Files::Skip {
+        return;
+    }
+    let Ok(parsed) = url::Url::parse(url) else { return };
+    for (param, value) in parsed.query_pairs() {
+        // libpq's `sslrootcert=system` means the system's roots, no file.
+        if matches!(param.as_ref(), "sslrootcert" | "sslcert" | "sslkey") && value != "system" {
+            problems.check(
+                format_args!("{key} ?{param}"),
+                runway_daemon::config_check::readable_file(std::path::Path::new(value.as_ref())),
+            );
         }
     }
 }
@@ -136,8 +163,8 @@ fn check_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "[databases.{name:?}]: a database name is 1 to {MAX_NAME} letters, digits, `_` or `-` (it appears in \
-             command ids, targets `host/NAME` and backup paths)"
+            "a database name is 1 to {MAX_NAME} letters, digits, `_` or `-` (it appears in command ids, targets \
+             `host/NAME` and backup paths)"
         ))
     }
 }
@@ -157,6 +184,7 @@ environment = "staging"
 coordinators = ["http://127.0.0.1:7400"]
 roles = ["db"]
 state_dir = "/tmp/x"
+tls = { insecure = true }
 [backup]
 dir = "/var/backups/runway"
 "#;
@@ -198,7 +226,7 @@ dir = "/var/backups/runway"
     fn bad_database_tables_are_refused_naming_the_key() {
         for (tables, needle) in [
             ("[databases.\"a/b\"]\nurl = \"postgres://db/x\"\n", "a database name is"),
-            ("[databases.orders]\nurl = \"\"\n", "`databases.orders.url` is empty"),
+            ("[databases.orders]\nurl = \"\"\n", "[databases.orders] url: is empty"),
             (
                 "[database]\nurl = \"postgres://db/x\"\n[databases.orders]\nurl = \"postgres://db/y\"\n",
                 "not both",

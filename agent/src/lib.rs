@@ -33,7 +33,6 @@ pub mod systemd;
 
 use std::sync::Arc;
 
-use runway_identity::Identity;
 use runway_identity::tls::Security;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,27 +49,20 @@ pub enum StartError {
     Metrics(std::io::Error),
 }
 
-/// Loads `[tls]` and checks the certificate names this agent: the
-/// coordinator refuses a registration that does not match it, so a
-/// mismatch is better caught here, with the config at hand.
+/// Loads `[tls]` and checks the certificate names this agent (see
+/// [`config::names_this_agent`]); [`config::Config::load`] has checked
+/// the same already.
 pub fn load_security(config: &config::Config) -> Result<Security, StartError> {
     let security = config
         .tls
         .load("`[tls] ca, cert and key` in the agent config")
         .map_err(|e| StartError::Tls(e.to_string()))?;
-    match security.credentials().map(|c| c.identity()) {
+    match security.credentials() {
         None => tracing::warn!(
             "INSECURE MODE: [tls] insecure = true; this agent takes commands from anyone who answers at its coordinator addresses"
         ),
-        Some(Identity::Agent { environment, name })
-            if *environment == config.environment && *name == config.name => {}
-        Some(other) => {
-            return Err(StartError::Tls(format!(
-                "the certificate in [tls] cert names {other}, but this agent is configured as {} in {}; \
-                 it needs a certificate naming runway://agent/{}/{}",
-                config.name, config.environment, config.environment, config.name
-            )));
-        }
+        Some(credentials) => config::names_this_agent(config, credentials.identity())
+            .map_err(|e| StartError::Tls(format!("[tls] cert: {e}")))?,
     }
     // An http:// coordinator with TLS on (or the reverse) would only fail
     // on every dial; say so now.

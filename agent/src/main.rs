@@ -1,7 +1,10 @@
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use runway_agent::config::{Config, Files};
+use runway_daemon::config_check::refuse;
 use tokio_util::sync::CancellationToken;
 
 /// runway's agent: runs backups, migrations, maintenance and restarts on
@@ -20,9 +23,25 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = runway_agent::config::Config::load(&args.config)?;
+    // Every key, file and hook, before connecting anywhere.
+    let config = match Config::load(&args.config, Files::Check) {
+        Ok(config) => config,
+        Err(error) => {
+            return refuse("runway-agent", &error, &format!("--agent {}", args.config.display()));
+        }
+    };
+    match serve(&args, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: &Args, config: Config) -> anyhow::Result<()> {
     let _telemetry = runway_telemetry::init(runway_telemetry::Setup {
         format: args.log_format,
         default_filter: "info,sqlx=warn",

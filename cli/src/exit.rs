@@ -30,7 +30,10 @@ pub enum Exit {
     /// another change holding the environment (`--queue` waits), no
     /// suitable agent, restore without `--yes`, not enough free space, a
     /// Danger finding without `--allow-danger` (`rollout start`, and
-    /// `rollout plan` when the danger gate would refuse).
+    /// `rollout plan` when the danger gate would refuse), a config file
+    /// `config check` refuses. The agent and the coordinator exit 2 too
+    /// when they refuse their config at start-up
+    /// ([`runway_daemon::config_check::EXIT_INVALID_CONFIG`]).
     Invalid = 2,
     /// 3: unreachable: no coordinator answered as leader, the database
     /// could not be reached, or an agent the environment is known to have
@@ -97,7 +100,8 @@ impl Exit {
             Exit::Invalid => {
                 "bad input or refused before anything changed (usage, migrations folder, URL, unknown \
                  environment or backup, no suitable agent, restore without --yes, not enough free space, \
-                 a Danger finding without --allow-danger, an environment policy such as staging first)"
+                 a Danger finding without --allow-danger, an environment policy such as staging first, a \
+                 config file `config check` refuses; runway-agent and runway-coordinator exit 2 for theirs)"
             }
             Exit::Unreachable => {
                 "unreachable: no coordinator answered as leader, or the database could not be reached"
@@ -259,6 +263,11 @@ mod tests {
         for (i, exit) in Exit::ALL.into_iter().enumerate() {
             assert_eq!(usize::from(exit.code()), i, "{exit:?}");
         }
+    }
+
+    #[test]
+    fn the_daemons_refuse_their_config_with_the_bad_input_code() {
+        assert_eq!(Exit::Invalid.code(), runway_daemon::config_check::EXIT_INVALID_CONFIG);
     }
 
     #[test]

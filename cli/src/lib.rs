@@ -16,12 +16,15 @@
 //! - [`migrate`]: `runway migrate …` against a database, no coordinator.
 //! - [`backup`]: `runway backup …`, locally or on an environment's DB agent.
 //! - [`certs`]: `runway certs …`, a small CA for the quick start.
+//! - [`config_check`]: `runway config check`, the daemons' start-up checks
+//!   of their config files, alone.
 //! - [`audit`]: `runway audit`, the coordinators' audit log.
 //! - [`status`]: `runway status`, the on-call view.
 
 pub mod audit;
 pub mod backup;
 pub mod certs;
+pub mod config_check;
 pub mod exit;
 pub mod migrate;
 pub mod output;
@@ -121,6 +124,12 @@ pub enum Command {
         #[command(subcommand)]
         command: certs::CertsCommand,
     },
+    /// Check agent and coordinator config files as the daemons check them
+    /// at start-up (every key, URL, file and hook), without starting anything.
+    Config {
+        #[command(subcommand)]
+        command: config_check::ConfigCommand,
+    },
 }
 
 /// The command line, with the exit-code table at the end of every
@@ -180,6 +189,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Migrate { command } => migrate::run(output, command).await,
         Command::Backup { command } => backup::run(output, command).await,
         Command::Certs { command } => certs::run(output, command),
+        Command::Config { command } => config_check::run(output, command),
         Command::Status { environment, coordinators } => {
             async { status::run(&coordinators.remote()?, output, environment).await }.await
         }
@@ -222,6 +232,8 @@ mod tests {
             &["migrate", "plan"],
             &["backup"],
             &["backup", "restore"],
+            &["config"],
+            &["config", "check"],
         ];
         for path in paths {
             let help = help_of(path);

@@ -1,4 +1,7 @@
-//! The coordinator's config: defaults ← TOML file ← environment.
+//! The coordinator's config: defaults ← TOML file ← environment ← command
+//! line, then checked as a whole before the coordinator binds or connects
+//! anywhere ([`Config::check`]; `runway config check --coordinator` runs
+//! the same checks alone).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -8,14 +11,17 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
+mod check;
 mod databases;
 mod duration;
 mod restart;
 mod runbook;
+pub use check::names_a_coordinator;
 pub use databases::DatabasePolicy;
 pub use duration::{format_duration, parse_duration};
 pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy};
 pub use runbook::{Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat};
+pub use runway_daemon::config_check::{Files, Problems};
 
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
 /// migration should take, so only an agent that is really gone reaches it.
@@ -362,36 +368,48 @@ impl EnvironmentPolicy {
         self.roles.iter().filter(|(_, roles)| roles.contains(&role)).map(|(who, _)| who.as_str()).collect()
     }
 
-    /// Checks the approval keys of environment `name`. With TLS on
-    /// (`check_approvers`), a count that the named approvers cannot reach
-    /// is refused: such a rollout could never run.
-    fn check(&self, name: &str, check_approvers: bool) -> Result<(), ConfigError> {
+    /// Checks the keys of environment `name`. With TLS on
+    /// (`check_approvers`), an approval count that the named approvers
+    /// cannot reach is refused: such a rollout could never run.
+    fn check(&self, name: &str, check_approvers: bool, problems: &mut Problems) {
+        let key = |key: &str| format!("[environments.{name}] {key}");
         let Approvals { default, danger } = self.approvals;
         if danger < default {
-            return Err(ConfigError::Invalid(format!(
-                "[environments.{name}] approvals: danger = {danger} is lower than default = {default}; \
-                 the danger count is for riskier plans and must be at least the default"
-            )));
+            problems.add(
+                key("approvals"),
+                format_args!(
+                    "danger = {danger} is lower than default = {default}; the danger count is for riskier plans \
+                     and must be at least the default"
+                ),
+            );
         }
         if self.approval_timeout_secs == 0 {
-            return Err(ConfigError::Invalid(format!(
-                "[environments.{name}] approval_timeout_secs must be at least 1 (seconds a rollout waits for \
-                 its approvals); the default is {DEFAULT_APPROVAL_TIMEOUT_SECS}"
-            )));
+            problems.add(
+                key("approval_timeout_secs"),
+                format_args!(
+                    "must be at least 1 (seconds a rollout waits for its approvals); the default is \
+                     {DEFAULT_APPROVAL_TIMEOUT_SECS}"
+                ),
+            );
         }
         let approvers = self.holders(Role::Approve);
         if check_approvers && !approvers.contains(&"*") && (approvers.len() as u64) < u64::from(danger) {
-            return Err(ConfigError::Invalid(format!(
-                "[environments.{name}] approvals needs up to {danger} approver(s) but roles grant \"approve\" to {} \
-                 ({}); a rollout there could never be approved. Grant it in [environments.{name}] roles",
-                approvers.len(),
-                if approvers.is_empty() { "nobody".to_owned() } else { approvers.join(", ") }
-            )));
+            problems.add(
+                key("approvals"),
+                format_args!(
+                    "needs up to {danger} approver(s) but roles grant \"approve\" to {} ({}); a rollout there \
+                     could never be approved. Grant it in [environments.{name}] roles",
+                    approvers.len(),
+                    if approvers.is_empty() { "nobody".to_owned() } else { approvers.join(", ") }
+                ),
+            );
         }
-        restart::check(name, &self.restart, &self.smoke, self.watch.as_ref())
-            .map_err(ConfigError::Invalid)?;
-        databases::check(name, &self.databases).map_err(ConfigError::Invalid)?;
-        Ok(())
+        if let Err(problem) = restart::check(name, &self.restart, &self.smoke, self.watch.as_ref()) {
+            problems.add_named(problem);
+        }
+        if let Err(problem) = databases::check(name, &self.databases) {
+            problems.add_named(problem);
+        }
     }
 }
 
@@ -468,21 +486,32 @@ impl<'de> Deserialize<'de> for Environments {
     }
 }
 
-/// A config that cannot be used; names the key.
+/// A config that cannot be used; names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read coordinator config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("coordinator config {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("coordinator config: {0}")]
-    Invalid(String),
+    /// Keys that cannot be used: every one found, each named.
+    #[error("{0}")]
+    Invalid(Problems),
 }
 
 impl Config {
-    /// Loads `path` (if given) over the defaults, then applies
-    /// `RUNWAY_ETCD_ENDPOINTS` (comma-separated) and validates.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+    /// Reads `path` (if given) over the defaults, applies
+    /// `RUNWAY_ETCD_ENDPOINTS` (comma-separated) and checks it all (see
+    /// [`Config::check`]): what `runway config check --coordinator` runs.
+    pub fn load(path: Option<&Path>, files: Files) -> Result<Self, ConfigError> {
+        let mut config = Self::read(path)?;
+        config.check(path, files)?;
+        Ok(config)
+    }
+
+    /// Reads `path` (if given) over the defaults and applies
+    /// `RUNWAY_ETCD_ENDPOINTS`, checking nothing yet: the coordinator
+    /// applies its command line, then [`Config::check`]s.
+    pub fn read(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut config = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -495,68 +524,82 @@ impl Config {
         if let Ok(endpoints) = std::env::var("RUNWAY_ETCD_ENDPOINTS") {
             config.etcd_endpoints = endpoints.split(',').map(|s| s.trim().to_owned()).collect();
         }
-        config.finish()?;
         Ok(config)
     }
 
-    /// Fills derived defaults and checks every key.
-    pub fn finish(&mut self) -> Result<(), ConfigError> {
+    /// Fills derived defaults and checks the keys of its own (policies,
+    /// limits), not the addresses and files it names: for configs built
+    /// in code.
+    #[cfg(test)]
+    pub(crate) fn finish(&mut self) -> Result<(), ConfigError> {
+        let mut problems = Problems::new("coordinator config");
+        self.check_keys(&mut problems);
+        problems.into_result().map_err(ConfigError::Invalid)
+    }
+
+    /// Fills derived defaults (`advertise`) and checks every key, and with
+    /// [`Files::Check`] the files they name. Every problem is reported,
+    /// each naming its key, in lines that start with `file` (the config
+    /// file; `None`: the defaults).
+    pub fn check(&mut self, file: Option<&Path>, files: Files) -> Result<(), ConfigError> {
+        let mut problems = Problems::new(file.unwrap_or(Path::new("coordinator config (defaults)")));
+        self.check_keys(&mut problems);
+        check::addresses_and_files(self, files, &mut problems);
+        problems.into_result().map_err(ConfigError::Invalid)
+    }
+
+    /// Fills `advertise` unless set; checks the keys of its own.
+    fn check_keys(&mut self, problems: &mut Problems) {
         if self.advertise.is_empty() {
             let scheme = if self.tls.insecure { "http" } else { "https" };
             self.advertise = format!("{scheme}://{}", self.listen);
         }
         if self.name.trim().is_empty() {
-            return Err(ConfigError::Invalid("`name` must not be empty".into()));
-        }
-        if self.etcd_endpoints.is_empty() {
-            return Err(ConfigError::Invalid("`etcd_endpoints` must list at least one endpoint".into()));
+            problems.add("name", "must not be empty");
         }
         if self.lease_ttl_secs < 2 {
-            return Err(ConfigError::Invalid(format!(
-                "`lease_ttl_secs` is {}; etcd's minimum lease TTL is 2",
-                self.lease_ttl_secs
-            )));
+            problems.add(
+                "lease_ttl_secs",
+                format_args!("is {}; etcd's minimum lease TTL is 2", self.lease_ttl_secs),
+            );
         }
         if self.step_deadline_secs == 0 {
-            return Err(ConfigError::Invalid(format!(
-                "`step_deadline_secs` must be at least 1 (seconds a rollout step waits for an agent that is \
-                 away before the rollout holds in maintenance mode); the default is {DEFAULT_STEP_DEADLINE_SECS}"
-            )));
+            problems.add(
+                "step_deadline_secs",
+                format_args!(
+                    "must be at least 1 (seconds a rollout step waits for an agent that is away before the \
+                     rollout holds in maintenance mode); the default is {DEFAULT_STEP_DEADLINE_SECS}"
+                ),
+            );
         }
         if self.environments.is_empty() {
-            return Err(ConfigError::Invalid("`environments` must name at least one environment".into()));
+            problems.add("environments", "must name at least one environment");
         }
         if self.retention.keep_rollouts == 0
             || self.retention.keep_days == 0
             || self.retention.every_secs == 0
         {
-            return Err(ConfigError::Invalid(
-                "`[retention]` keep_rollouts, keep_days and every_secs must each be at least 1 (defaults: 1000 \
-                 rollouts, 90 days, every 600 s)"
-                    .into(),
-            ));
+            problems.add(
+                "[retention]",
+                "keep_rollouts, keep_days and every_secs must each be at least 1 (defaults: 1000 rollouts, 90 \
+                 days, every 600 s)",
+            );
         }
         let most = runway_proto::bundle::MAX_BUNDLE_BYTES;
         if self.max_bundle_bytes == 0 || self.max_bundle_bytes > most {
-            return Err(ConfigError::Invalid(format!(
-                "`max_bundle_bytes` is {}; it must be between 1 and {most} (64 MiB, the default: the largest \
-                 message agents and the CLI accept)",
-                self.max_bundle_bytes
-            )));
+            problems.add(
+                "max_bundle_bytes",
+                format_args!(
+                    "is {}; it must be between 1 and {most} (64 MiB, the default: the largest message agents \
+                     and the CLI accept)",
+                    self.max_bundle_bytes
+                ),
+            );
         }
         for (name, policy) in self.environments.iter() {
-            policy.check(name, !self.tls.insecure)?;
-            runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments)?;
+            policy.check(name, !self.tls.insecure, problems);
+            runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments, problems);
         }
-        let scheme = if self.tls.insecure { "http://" } else { "https://" };
-        if !self.advertise.starts_with(scheme) {
-            return Err(ConfigError::Invalid(format!(
-                "`advertise` must be an {scheme} URL {}, got {:?}",
-                if self.tls.insecure { "in insecure mode" } else { "with TLS on" },
-                self.advertise
-            )));
-        }
-        Ok(())
     }
 
     pub fn lease_ttl(&self) -> Duration {
@@ -576,7 +619,7 @@ mod tests {
     #[test]
     fn the_example_config_in_deploy_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
-        let config = Config::load(Some(&path)).unwrap();
+        let config = Config::load(Some(&path), Files::Skip).unwrap();
         assert_eq!(config.lease_ttl(), Duration::from_secs(5));
         assert_eq!(config.step_deadline(), Duration::from_secs(DEFAULT_STEP_DEADLINE_SECS));
         let production = config.environments.policy("production");
@@ -696,7 +739,7 @@ mod tests {
     #[test]
     fn restart_policies_load_and_bad_ones_are_refused_naming_the_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
-        let production = Config::load(Some(&path)).unwrap().environments.policy("production");
+        let production = Config::load(Some(&path), Files::Skip).unwrap().environments.policy("production");
         assert_eq!(production.restart.canary, 1);
         assert_eq!(production.restart.batch, Count::Percent(25));
         assert_eq!(production.smoke.len(), 3);

@@ -76,9 +76,10 @@ pub enum StartError {
 }
 
 /// Loads `[tls]`: a coordinator's certificate must name a coordinator
-/// identity, or agents would refuse it.
+/// identity, or agents would refuse it ([`config::names_a_coordinator`];
+/// [`config::Config::check`] has checked the same already).
 fn load_security(config: &config::Config) -> Result<runway_identity::tls::Security, StartError> {
-    use runway_identity::{Identity, tls::Security};
+    use runway_identity::tls::Security;
     let security = config
         .tls
         .load("`[tls] ca, cert and key` in the coordinator config")
@@ -87,14 +88,11 @@ fn load_security(config: &config::Config) -> Result<runway_identity::tls::Securi
         Security::Insecure => tracing::warn!(
             "INSECURE MODE: [tls] insecure = true; anyone who reaches this port can drive rollouts. Use only for throwaway test setups"
         ),
-        Security::Mutual(credentials) => match credentials.identity() {
-            Identity::Coordinator { name } => tracing::info!(identity = %name, "mTLS on"),
-            other => {
-                return Err(StartError::Tls(format!(
-                    "the certificate in [tls] cert names {other}; a coordinator needs one naming runway://coordinator/NAME"
-                )));
-            }
-        },
+        Security::Mutual(credentials) => {
+            config::names_a_coordinator(credentials.identity())
+                .map_err(|e| StartError::Tls(format!("[tls] cert: {e}")))?;
+            tracing::info!(identity = %credentials.identity(), "mTLS on");
+        }
     }
     if !matches!(security, Security::Insecure)
         && config.etcd_endpoints.iter().any(|e| !e.starts_with("https://"))

@@ -1,7 +1,10 @@
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use runway_coordinator::config::{Config, ConfigError, Files};
+use runway_daemon::config_check::refuse;
 use tokio_util::sync::CancellationToken;
 
 /// With ten thousand agents the coordinator makes and frees millions of
@@ -33,17 +36,40 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let mut config = runway_coordinator::config::Config::load(args.config.as_deref())?;
+    let config = match config(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            let file = args.config.as_ref().map_or("FILE".into(), |path| path.display().to_string());
+            return refuse("runway-coordinator", &error, &format!("--coordinator {file}"));
+        }
+    };
+    match serve(&args, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config file with the command line's overrides, every key, address
+/// and file checked: before binding or connecting anywhere.
+fn config(args: &Args) -> Result<Config, ConfigError> {
+    let mut config = Config::read(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
         config.advertise.clear();
     }
-    if let Some(name) = args.name {
-        config.name = name;
+    if let Some(name) = &args.name {
+        config.name = name.clone();
     }
-    config.finish()?;
+    config.check(args.config.as_deref(), Files::Check)?;
+    Ok(config)
+}
+
+async fn serve(args: &Args, config: Config) -> anyhow::Result<()> {
     let _telemetry = runway_telemetry::init(runway_telemetry::Setup {
         format: args.log_format,
         default_filter: "info",

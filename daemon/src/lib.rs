@@ -1,9 +1,12 @@
 //! What every runway daemon (coordinator, agent) does for its host, apart
 //! from its own job:
 //!
+//! - [`config_check`]: the start-up checks of a config (also run by
+//!   `runway config check`): every problem, each naming its key.
 //! - [`notify`]: the sd_notify protocol, for `Type=notify` units with a
 //!   watchdog.
 //! - [`metrics_endpoint`]: an opt-in HTTP listener answering `GET /metrics`.
 
+pub mod config_check;
 pub mod metrics_endpoint;
 pub mod notify;

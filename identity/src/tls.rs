@@ -91,6 +91,13 @@ pub enum TlsError {
 }
 
 impl TlsFiles {
+    /// Checks `addr` as a coordinator address in this mode without reading
+    /// any file: whether [`Security::endpoint`] will take it once the files
+    /// are loaded (the scheme matches the mode, the rest is `HOST:PORT`).
+    pub fn check_address(&self, addr: &str) -> Result<(), TlsError> {
+        endpoint(if self.insecure { "http" } else { "https" }, addr).map(drop)
+    }
+
     /// Loads and checks the files. `hint` names where they are set
     /// (e.g. "`[tls] ca, cert and key`"), for the error when they are not.
     pub fn load(&self, hint: &str) -> Result<Security, TlsError> {
@@ -145,6 +152,41 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
 }
 
+/// `addr` with `scheme` added when it has none (see [`Security::address`]).
+fn address(scheme: &'static str, addr: &str) -> Result<String, TlsError> {
+    let addr = addr.trim();
+    let wrong = |why: String| TlsError::Address { address: addr.to_owned(), why };
+    match addr.split_once("://") {
+        None => Ok(format!("{scheme}://{addr}")),
+        Some((given, _)) if given == scheme => Ok(addr.to_owned()),
+        Some(("http", _)) => Err(wrong(
+            "TLS is on, so coordinators are reached over https://; plain http:// needs insecure mode".into(),
+        )),
+        Some(("https", _)) => Err(wrong(
+            "insecure mode talks plain text, so an https:// address cannot work; configure TLS instead"
+                .into(),
+        )),
+        Some((given, _)) => Err(wrong(format!("unknown scheme {given:?}; use https://HOST:PORT"))),
+    }
+}
+
+/// A plain endpoint for `addr` in the mode of `scheme` (see [`Security::endpoint`]).
+fn endpoint(scheme: &'static str, addr: &str) -> Result<Endpoint, TlsError> {
+    let addr = address(scheme, addr)?;
+    let plain = format!("http://{}", &addr[scheme.len() + "://".len()..]);
+    let endpoint = Endpoint::from_shared(plain)
+        .map_err(|e| TlsError::Address { address: addr.clone(), why: e.to_string() })?;
+    // The URI parser takes any port text (`HOST:notaport`); dialing it fails later.
+    let authority = endpoint.uri().authority().map_or("", |a| a.as_str());
+    if let Some((_, port)) = authority.rsplit_once(':')
+        && !port.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(TlsError::Address { address: addr, why: format!("invalid port number {port:?}") });
+    }
+    Ok(endpoint)
+}
+
 impl Credentials {
     /// Who these credentials say we are.
     pub fn identity(&self) -> &Identity {
@@ -188,33 +230,14 @@ impl Security {
     /// whose scheme disagrees with the mode is refused rather than
     /// silently downgraded or upgraded.
     pub fn address(&self, addr: &str) -> Result<String, TlsError> {
-        let addr = addr.trim();
-        let wrong = |why: String| TlsError::Address { address: addr.to_owned(), why };
-        match addr.split_once("://") {
-            None => Ok(format!("{}://{addr}", self.scheme())),
-            Some((scheme, _)) if scheme == self.scheme() => Ok(addr.to_owned()),
-            Some(("http", _)) => Err(wrong(
-                "TLS is on, so coordinators are reached over https://; plain http:// needs insecure mode"
-                    .into(),
-            )),
-            Some(("https", _)) => Err(wrong(
-                "insecure mode talks plain text, so an https:// address cannot work; configure TLS instead"
-                    .into(),
-            )),
-            Some((scheme, _)) => Err(wrong(format!("unknown scheme {scheme:?}; use https://HOST:PORT"))),
-        }
+        address(self.scheme(), addr)
     }
 
     /// An endpoint for a coordinator at `addr` (see [`Security::address`]).
     /// With TLS the endpoint itself is plain: [`Security::connect`] runs TLS
     /// in its own connector, which checks the coordinator identity.
     pub fn endpoint(&self, addr: &str) -> Result<Endpoint, TlsError> {
-        let addr = self.address(addr)?;
-        let plain = match self {
-            Security::Insecure => addr.clone(),
-            Security::Mutual(_) => format!("http://{}", &addr["https://".len()..]),
-        };
-        Endpoint::from_shared(plain).map_err(|e| TlsError::Address { address: addr, why: e.to_string() })
+        endpoint(self.scheme(), addr)
     }
 
     /// Connects to a coordinator (see [`Security::endpoint`]).
@@ -345,4 +368,25 @@ pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<St
         next = current.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_addresses_are_checked_without_reading_a_file() {
+        let tls = TlsFiles::default();
+        for good in ["https://10.0.0.5:7400", "10.0.0.5:7400", "https://[::1]:7400", "https://coord-1"] {
+            tls.check_address(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        let wrong_scheme = tls.check_address("http://10.0.0.5:7400").unwrap_err().to_string();
+        assert!(wrong_scheme.contains("TLS is on"), "{wrong_scheme}");
+        let bad_port = tls.check_address("https://10.0.0.5:notaport").unwrap_err().to_string();
+        assert!(bad_port.contains("invalid port number \"notaport\""), "{bad_port}");
+        let insecure = TlsFiles { insecure: true, ..TlsFiles::default() };
+        insecure.check_address("http://127.0.0.1:7400").unwrap();
+        assert!(insecure.check_address("https://127.0.0.1:7400").is_err());
+        assert_eq!(Security::Insecure.address("127.0.0.1:7400").unwrap(), "http://127.0.0.1:7400");
+    }
 }

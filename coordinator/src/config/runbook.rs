@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, Environments, parse_duration};
+use super::{Environments, Problems, parse_duration};
 
 /// `requires = { environment = "staging", soak = "24h" }`: a rollout of a
 /// bundle here is refused unless a rollout of the same bundle digest
@@ -231,109 +231,126 @@ pub const PLACEHOLDERS: [&str; 12] = [
     "unix_ms",
 ];
 
-/// Checks the runbook keys of environment `name` against every environment.
+/// Checks the runbook keys of environment `name` against every
+/// environment: `requires`, and each webhook on its own.
 pub(super) fn check(
     name: &str,
     requires: Option<&Requires>,
     webhooks: &[Webhook],
     all: &Environments,
-) -> Result<(), ConfigError> {
-    let invalid = |message: String| Err(ConfigError::Invalid(format!("[environments.{name}] {message}")));
-    if let Some(requires) = requires {
-        if requires.environment == name {
-            return invalid(format!(
-                "requires.environment = {:?} names this environment itself; name the one a bundle must succeed \
-                 in first (e.g. \"staging\")",
-                requires.environment
-            ));
-        }
-        if !all.contains(&requires.environment) {
-            return invalid(format!(
-                "requires.environment = {:?} is not a configured environment (configured: {})",
-                requires.environment,
-                all.list()
-            ));
-        }
-        // A circle of requirements could never be met.
-        let mut seen = vec![name.to_owned()];
-        let mut next = Some(requires.environment.clone());
-        while let Some(env) = next {
-            if seen.contains(&env) {
-                seen.push(env);
-                return invalid(format!(
-                    "requires forms a circle ({}); no bundle could ever roll out there",
-                    seen.join(" → ")
-                ));
-            }
-            next = all.policy(&env).requires.map(|r| r.environment);
-            seen.push(env);
-        }
+    problems: &mut Problems,
+) {
+    let at = format!("[environments.{name}]");
+    if let Some(requires) = requires
+        && let Err(problem) = check_requires(name, requires, all)
+    {
+        problems.add_named(format_args!("{at} {problem}"));
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, hook) in webhooks.iter().enumerate() {
         let which =
             if hook.name.is_empty() { format!("webhooks[{i}]") } else { format!("webhook {:?}", hook.name) };
-        if hook.name.trim().is_empty() {
-            return invalid(format!("{which}: `name` must not be empty (it names the webhook in logs)"));
-        }
-        if !hook.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-            return invalid(format!(
-                "{which}: `name` may hold only letters, digits, '-', '_' and '.' (it is part of an etcd key)"
-            ));
-        }
-        if !names.insert(hook.name.as_str()) {
-            return invalid(format!("{which}: two webhooks share this name; names must be unique"));
+        if !hook.name.trim().is_empty() && !names.insert(hook.name.as_str()) {
+            problems
+                .add_named(format_args!("{at} {which}: two webhooks share this name; names must be unique"));
         }
         // Never echo the URL: it is a secret.
         match url::Url::parse(hook.url.expose()) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-            _ => {
-                return invalid(format!(
-                    "{which}: `url` is not an http:// or https:// URL (value not shown: secret)"
+            _ => problems.add_named(format_args!(
+                "{at} {which}: `url` is not an http:// or https:// URL (value not shown: secret)"
+            )),
+        }
+        if let Err(problem) = check_webhook(&which, hook) {
+            problems.add_named(format_args!("{at} {problem}"));
+        }
+    }
+}
+
+/// `requires` names another configured environment, without a circle.
+fn check_requires(name: &str, requires: &Requires, all: &Environments) -> Result<(), String> {
+    if requires.environment == name {
+        return Err(format!(
+            "requires.environment = {:?} names this environment itself; name the one a bundle must succeed \
+             in first (e.g. \"staging\")",
+            requires.environment
+        ));
+    }
+    if !all.contains(&requires.environment) {
+        return Err(format!(
+            "requires.environment = {:?} is not a configured environment (configured: {})",
+            requires.environment,
+            all.list()
+        ));
+    }
+    // A circle of requirements could never be met.
+    let mut seen = vec![name.to_owned()];
+    let mut next = Some(requires.environment.clone());
+    while let Some(env) = next {
+        if seen.contains(&env) {
+            seen.push(env);
+            return Err(format!(
+                "requires forms a circle ({}); no bundle could ever roll out there",
+                seen.join(" → ")
+            ));
+        }
+        next = all.policy(&env).requires.map(|r| r.environment);
+        seen.push(env);
+    }
+    Ok(())
+}
+
+/// One webhook's name, format keys and placeholders (its URL and the
+/// uniqueness of its name are checked by the caller).
+fn check_webhook(which: &str, hook: &Webhook) -> Result<(), String> {
+    if hook.name.trim().is_empty() {
+        return Err(format!("{which}: `name` must not be empty (it names the webhook in logs)"));
+    }
+    if !hook.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(format!(
+            "{which}: `name` may hold only letters, digits, '-', '_' and '.' (it is part of an etcd key)"
+        ));
+    }
+    let template_only = [
+        ("method", hook.method.is_some()),
+        ("headers", !hook.headers.is_empty()),
+        ("body", hook.body.is_some()),
+        ("content_type", hook.content_type.is_some()),
+        ("status", !hook.status.is_empty()),
+    ];
+    match hook.format {
+        WebhookFormat::Template => {
+            let Some(body) = &hook.body else {
+                return Err(format!(
+                    "{which}: format = \"template\" needs a `body` (placeholders: {})",
+                    PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", ")
+                ));
+            };
+            check_placeholders(which, "body", body)?;
+            if let Some(method) = &hook.method
+                && reqwest::Method::from_bytes(method.as_bytes()).is_err()
+            {
+                return Err(format!("{which}: method {method:?} is not an HTTP method"));
+            }
+            for header in hook.headers.keys() {
+                if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    return Err(format!("{which}: header {header:?} is not a valid header name"));
+                }
+            }
+        }
+        WebhookFormat::Slack | WebhookFormat::Json => {
+            if let Some((key, _)) = template_only.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{which}: `{key}` is only for format = \"template\" (this one is {:?})",
+                    hook.format.as_str()
                 ));
             }
         }
-        let template_only = [
-            ("method", hook.method.is_some()),
-            ("headers", !hook.headers.is_empty()),
-            ("body", hook.body.is_some()),
-            ("content_type", hook.content_type.is_some()),
-            ("status", !hook.status.is_empty()),
-        ];
-        match hook.format {
-            WebhookFormat::Template => {
-                let Some(body) = &hook.body else {
-                    return invalid(format!(
-                        "{which}: format = \"template\" needs a `body` (placeholders: {})",
-                        PLACEHOLDERS.map(|p| format!("{{{{{p}}}}}")).join(", ")
-                    ));
-                };
-                check_placeholders(&which, "body", body).or_else(&invalid)?;
-                if let Some(method) = &hook.method
-                    && reqwest::Method::from_bytes(method.as_bytes()).is_err()
-                {
-                    return invalid(format!("{which}: method {method:?} is not an HTTP method"));
-                }
-                for header in hook.headers.keys() {
-                    if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                        return invalid(format!("{which}: header {header:?} is not a valid header name"));
-                    }
-                }
-            }
-            WebhookFormat::Slack | WebhookFormat::Json => {
-                if let Some((key, _)) = template_only.iter().find(|(_, set)| *set) {
-                    return invalid(format!(
-                        "{which}: `{key}` is only for format = \"template\" (this one is {:?})",
-                        hook.format.as_str()
-                    ));
-                }
-            }
-        }
-        if let Some(link) = &hook.link {
-            check_placeholders(&which, "link", link).or_else(&invalid)?;
-        }
     }
-    Ok(())
+    match &hook.link {
+        Some(link) => check_placeholders(which, "link", link),
+        None => Ok(()),
+    }
 }
 
 /// Every `{{name}}` in `text` is a known placeholder.

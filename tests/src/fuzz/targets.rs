@@ -229,13 +229,14 @@ fn manifest(input: &[u8], _: &Path) {
 fn agent_config(input: &[u8], scratch: &Path) {
     let path = scratch.join("agent.toml");
     std::fs::write(&path, input).expect("write the config");
-    let _ = runway_agent::config::Config::load(&path);
+    // Not `Files::Check`: hostile input must not make the fuzzer read whatever files it names.
+    let _ = runway_agent::config::Config::load(&path, runway_agent::config::Files::Skip);
 }
 
 fn coordinator_config(input: &[u8], scratch: &Path) {
     let path = scratch.join("coordinator.toml");
     std::fs::write(&path, input).expect("write the config");
-    let _ = runway_coordinator::config::Config::load(Some(&path));
+    let _ = runway_coordinator::config::Config::load(Some(&path), runway_coordinator::config::Files::Skip);
 }
 
 /// Every message a coordinator or an agent accepts, tried on the same

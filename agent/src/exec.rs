@@ -98,6 +98,11 @@ impl ExecError {
     /// unknown), which chooses between lifting maintenance and restoring.
     fn detail(&self) -> Option<serde_json::Value> {
         match self {
+            // What the preflight's facts name too, for `rollout show`.
+            Self::Migrate(migrate::MigrateError::Dangerous { findings }) => Some(serde_json::json!({
+                "database_changed": false,
+                "unaccepted_dangers": findings,
+            })),
             Self::Migrate(e) => Some(serde_json::json!({ "database_changed": e.database_changed() })),
             // The backup itself is corrupt or does not match its manifest:
             // another backup is needed, not a retry.
@@ -129,6 +134,7 @@ impl ExecError {
                     | Self::Dangerous(_)
                     | Self::WillFail(_)
                     | Self::Unsigned(_)
+                    | Self::Migrate(migrate::MigrateError::Dangerous { .. })
                     | Self::Backup(
                         backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
                     )
@@ -363,7 +369,17 @@ impl Executor {
                 let pg_dump = backup.tool("pg_dump");
                 undo::save_before(&self.rollout_database(cmd, &served, &pg_dump), &migrations, progress)
                     .await?;
-                let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
+                // The danger gate again, over what is pending now: the
+                // preflight that checked it may have been skipped, or the
+                // database may have changed since.
+                let report = migrate::deploy_accepted(
+                    url,
+                    &migrations,
+                    &m.allow_danger,
+                    &self.config.migrate,
+                    progress,
+                )
+                .await?;
                 crate::metrics::get().migrations_applied(&report.durations_ms);
                 Ok(serde_json::to_value(report).expect("report serializes"))
             }
@@ -376,6 +392,15 @@ impl Executor {
                     m.signature.as_ref(),
                     progress,
                 )?;
+                // No lint gate over the downs: their Danger statements
+                // (a DROP COLUMN of what the up added) are what a down is
+                // for, and no preflight gates them. The Danger of a down
+                // that preflight does gate, `down-drops-existing`, is held
+                // here by the proof: `undo` runs the downs only when, on a
+                // copy, they give back the schema this agent saved before
+                // the rollout migrated, so a table or column that existed
+                // then cannot go (one dropped and created again, empty,
+                // still could: the proof compares schemas, not rows).
                 let pg_dump = backup.tool("pg_dump");
                 let at = self.rollout_database(cmd, &served, &pg_dump);
                 let report = undo::undo(&at, &migrations, &self.config.migrate, progress).await?;

@@ -140,6 +140,20 @@ impl Follower {
             Some(v1::command::Action::Restart(r)) => Some(r.app_version.clone()),
             _ => None,
         };
+        // Only a DB target's preflight carries the bundle.
+        if crate::failpoint::skip_db_preflight()
+            && matches!(&command.action, Some(v1::command::Action::Preflight(p)) if p.bundle.is_some())
+        {
+            tracing::warn!(%host, "FAILPOINT: counting the DB preflight as passed without sending it");
+            return Ok(CommandEnd {
+                host: host.to_owned(),
+                error: None,
+                refused: false,
+                detail: serde_json::Value::Null,
+                plan: None,
+                outcome_unknown: false,
+            });
+        }
         let dispatched = Instant::now();
         // `host` may be a DB target: the command goes to its agent.
         let agent = Target::parse(host).host;

@@ -46,7 +46,8 @@ pub struct Executor {
     journal: Journal,
     outbox: Outbox,
     tracker: TaskTracker,
-    /// The app version running now (changes after a restart).
+    /// The app version deployed now (changes when a restart hook deploys
+    /// one; see [`crate::deployed`]).
     app_version: Arc<std::sync::Mutex<String>>,
     /// Set when the agent is stopping: running commands finish, new ones do not start.
     stopping: Arc<AtomicBool>,
@@ -144,20 +145,22 @@ impl ExecError {
 }
 
 impl Executor {
+    /// `app_version`: the version to report until a restart deploys
+    /// another (see [`crate::deployed::at_start`]).
     pub fn new(
         config: Arc<Config>,
         security: Security,
         journal: Journal,
         outbox: Outbox,
         tracker: TaskTracker,
+        app_version: String,
     ) -> Self {
-        let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
         Self {
             security,
             journal,
             outbox,
             tracker,
-            app_version: Arc::new(std::sync::Mutex::new(version)),
+            app_version: Arc::new(std::sync::Mutex::new(app_version)),
             stopping: Arc::default(),
             redactor: Arc::new(config.redactor()),
             config,
@@ -440,6 +443,7 @@ impl Executor {
                 let hook_started = std::time::Instant::now();
                 self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
                     .await?;
+                self.deployed(&version, progress).await;
                 let hook_ms = hook_started.elapsed().as_millis() as u64;
                 // The checks' own time (health, then smoke), for the overhead
                 // figures: what the window spent waiting on the app itself.
@@ -455,7 +459,6 @@ impl Executor {
                 let smoke = smoke::run_checks(&r.smoke, &self.config, app, progress)
                     .instrument(tracing::info_span!("smoke", otel.name = "smoke checks"))
                     .await?;
-                *self.app_version.lock().expect("app version lock") = version.clone();
                 let health_ms = checks_started.elapsed().as_millis() as u64;
                 Ok(serde_json::json!({
                     "app_version": version, "health": health, "smoke": smoke, "hook_ms": hook_ms, "health_ms": health_ms
@@ -470,6 +473,23 @@ impl Executor {
                 let app = self.app()?;
                 Ok(smoke::watch(w, &self.config, app, progress).await?)
             }
+        }
+    }
+
+    /// Records that the restart hook deployed `version`: what this agent
+    /// reports from now on, also after it restarts, healthy or not (it is
+    /// what the host runs). A record that cannot be written fails nothing
+    /// (the app already runs `version`) but is reported: after an agent
+    /// restart the host would report what it deployed before.
+    async fn deployed(&self, version: &str, progress: &Progress) {
+        if version.is_empty() {
+            return;
+        }
+        *self.app_version.lock().expect("app version lock") = version.to_owned();
+        if let Err(e) = crate::deployed::save(&self.config.state_dir, version).await {
+            tracing::error!(error = %e, version, "cannot record the deployed app version");
+            progress
+                .emit("version", format!("warning: cannot record that version {version} was deployed: {e}"));
         }
     }
 

@@ -246,14 +246,21 @@ impl Follower {
         batch.push(result_event(kind, host, &command_id, emitted, result.work_ms));
         self.events.emit_all(batch).await?;
         metrics::get().command_ended(kind, metrics::outcome_name(outcome), dispatched.elapsed());
+        let detail = serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null);
         if let Some(version) = restarted_to.filter(|_| error.is_none()) {
-            self.engine.registry.set_app_version(host, &version);
+            // What the agent says it started (an empty request restarts its
+            // current version); never an empty version over a known one.
+            let reported = detail.get("app_version").and_then(serde_json::Value::as_str);
+            let version = reported.filter(|v| !v.is_empty()).unwrap_or(&version);
+            if !version.is_empty() {
+                self.engine.registry.set_app_version(host, version);
+            }
         }
         Ok(CommandEnd {
             host: host.to_owned(),
             error,
             refused: outcome == Ok(CommandOutcome::Refused),
-            detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
+            detail,
             plan: result.plan.map(|p| *p),
             outcome_unknown: false,
         })

@@ -137,9 +137,18 @@ pub struct AppConfig {
     /// Keys starting with `RUNWAY_` are runway's and refused.
     #[serde(default)]
     pub hook_env: BTreeMap<String, String>,
-    /// The version running now; updated after each successful restart.
+    /// The version running before runway first deploys to this host
+    /// (optional). Once a restart hook deployed a version, the agent
+    /// reports that one instead, also after it restarts (see
+    /// [`crate::deployed`]). Unknown (empty), a revert to it is refused.
     #[serde(default)]
     pub version: String,
+    /// Prints the app version running now (its last non-empty line of
+    /// output), as an argv array run like a hook; optional. Asked at start
+    /// when runway has not deployed to this host yet, before falling back
+    /// to `version`.
+    #[serde(default)]
+    pub version_command: Vec<String>,
     /// Commands the coordinator's smoke checks may name (`smoke = [{ name
     /// = "queue", command = "check-queue" }]`), as argv arrays run like
     /// hooks (no shell, `hook_env`, plus `RUNWAY_SMOKE_CHECK`), with the
@@ -165,6 +174,7 @@ impl std::fmt::Debug for AppConfig {
             .field("hook_timeout_secs", &self.hook_timeout_secs)
             .field("hook_env", &self.hook_env.keys().collect::<Vec<_>>())
             .field("version", &self.version)
+            .field("version_command", &self.version_command)
             .field("smoke_commands", &self.smoke_commands)
             .finish()
     }

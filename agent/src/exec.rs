@@ -46,7 +46,8 @@ pub struct Executor {
     journal: Journal,
     outbox: Outbox,
     tracker: TaskTracker,
-    /// The app version running now (changes after a restart).
+    /// The app version deployed now (changes when a restart hook deploys
+    /// one; see [`crate::deployed`]).
     app_version: Arc<std::sync::Mutex<String>>,
     /// Set when the agent is stopping: running commands finish, new ones do not start.
     stopping: Arc<AtomicBool>,
@@ -98,6 +99,11 @@ impl ExecError {
     /// unknown), which chooses between lifting maintenance and restoring.
     fn detail(&self) -> Option<serde_json::Value> {
         match self {
+            // What the preflight's facts name too, for `rollout show`.
+            Self::Migrate(migrate::MigrateError::Dangerous { findings }) => Some(serde_json::json!({
+                "database_changed": false,
+                "unaccepted_dangers": findings,
+            })),
             Self::Migrate(e) => Some(serde_json::json!({ "database_changed": e.database_changed() })),
             // The backup itself is corrupt or does not match its manifest:
             // another backup is needed, not a retry.
@@ -129,6 +135,7 @@ impl ExecError {
                     | Self::Dangerous(_)
                     | Self::WillFail(_)
                     | Self::Unsigned(_)
+                    | Self::Migrate(migrate::MigrateError::Dangerous { .. })
                     | Self::Backup(
                         backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
                     )
@@ -138,20 +145,22 @@ impl ExecError {
 }
 
 impl Executor {
+    /// `app_version`: the version to report until a restart deploys
+    /// another (see [`crate::deployed::at_start`]).
     pub fn new(
         config: Arc<Config>,
         security: Security,
         journal: Journal,
         outbox: Outbox,
         tracker: TaskTracker,
+        app_version: String,
     ) -> Self {
-        let version = config.app.as_ref().map(|a| a.version.clone()).unwrap_or_default();
         Self {
             security,
             journal,
             outbox,
             tracker,
-            app_version: Arc::new(std::sync::Mutex::new(version)),
+            app_version: Arc::new(std::sync::Mutex::new(app_version)),
             stopping: Arc::default(),
             redactor: Arc::new(config.redactor()),
             config,
@@ -363,7 +372,17 @@ impl Executor {
                 let pg_dump = backup.tool("pg_dump");
                 undo::save_before(&self.rollout_database(cmd, &served, &pg_dump), &migrations, progress)
                     .await?;
-                let report = migrate::deploy(url, &migrations, &self.config.migrate, progress).await?;
+                // The danger gate again, over what is pending now: the
+                // preflight that checked it may have been skipped, or the
+                // database may have changed since.
+                let report = migrate::deploy_accepted(
+                    url,
+                    &migrations,
+                    &m.allow_danger,
+                    &self.config.migrate,
+                    progress,
+                )
+                .await?;
                 crate::metrics::get().migrations_applied(&report.durations_ms);
                 Ok(serde_json::to_value(report).expect("report serializes"))
             }
@@ -376,6 +395,15 @@ impl Executor {
                     m.signature.as_ref(),
                     progress,
                 )?;
+                // No lint gate over the downs: their Danger statements
+                // (a DROP COLUMN of what the up added) are what a down is
+                // for, and no preflight gates them. The Danger of a down
+                // that preflight does gate, `down-drops-existing`, is held
+                // here by the proof: `undo` runs the downs only when, on a
+                // copy, they give back the schema this agent saved before
+                // the rollout migrated, so a table or column that existed
+                // then cannot go (one dropped and created again, empty,
+                // still could: the proof compares schemas, not rows).
                 let pg_dump = backup.tool("pg_dump");
                 let at = self.rollout_database(cmd, &served, &pg_dump);
                 let report = undo::undo(&at, &migrations, &self.config.migrate, progress).await?;
@@ -415,6 +443,7 @@ impl Executor {
                 let hook_started = std::time::Instant::now();
                 self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
                     .await?;
+                self.deployed(&version, progress).await;
                 let hook_ms = hook_started.elapsed().as_millis() as u64;
                 // The checks' own time (health, then smoke), for the overhead
                 // figures: what the window spent waiting on the app itself.
@@ -430,7 +459,6 @@ impl Executor {
                 let smoke = smoke::run_checks(&r.smoke, &self.config, app, progress)
                     .instrument(tracing::info_span!("smoke", otel.name = "smoke checks"))
                     .await?;
-                *self.app_version.lock().expect("app version lock") = version.clone();
                 let health_ms = checks_started.elapsed().as_millis() as u64;
                 Ok(serde_json::json!({
                     "app_version": version, "health": health, "smoke": smoke, "hook_ms": hook_ms, "health_ms": health_ms
@@ -445,6 +473,23 @@ impl Executor {
                 let app = self.app()?;
                 Ok(smoke::watch(w, &self.config, app, progress).await?)
             }
+        }
+    }
+
+    /// Records that the restart hook deployed `version`: what this agent
+    /// reports from now on, also after it restarts, healthy or not (it is
+    /// what the host runs). A record that cannot be written fails nothing
+    /// (the app already runs `version`) but is reported: after an agent
+    /// restart the host would report what it deployed before.
+    async fn deployed(&self, version: &str, progress: &Progress) {
+        if version.is_empty() {
+            return;
+        }
+        *self.app_version.lock().expect("app version lock") = version.to_owned();
+        if let Err(e) = crate::deployed::save(&self.config.state_dir, version).await {
+            tracing::error!(error = %e, version, "cannot record the deployed app version");
+            progress
+                .emit("version", format!("warning: cannot record that version {version} was deployed: {e}"));
         }
     }
 

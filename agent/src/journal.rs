@@ -277,7 +277,8 @@ fn forget_oldest(state: &mut State) {
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `bytes`: write a temp file, fsync, rename, fsync the dir.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp)?;

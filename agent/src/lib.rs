@@ -9,6 +9,7 @@
 //! - [`config`]: the agent's TOML config: who it is and what it may do.
 //! - [`connection`]: dials the coordinator, registers, keeps the stream alive.
 //! - [`databases`]: the databases a DB agent serves, by name, and their backup dirs.
+//! - [`deployed`]: the app version this host last deployed, kept across restarts.
 //! - [`exec`]: turns a `Command` into work on this host.
 //! - [`failpoint`]: faults the fault-injection tests switch on.
 //! - [`journal`]: on-disk record of fencing tokens and command results.
@@ -23,6 +24,7 @@ pub mod channels;
 pub mod config;
 pub mod connection;
 pub mod databases;
+pub mod deployed;
 pub mod exec;
 pub mod failpoint;
 pub mod health;
@@ -91,8 +93,15 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
     )
     .await
     .map_err(StartError::Metrics)?;
-    let executor =
-        exec::Executor::new(Arc::clone(&config), security.clone(), journal, outbox_tx, tracker.clone());
+    let app_version = deployed::at_start(&config).await;
+    let executor = exec::Executor::new(
+        Arc::clone(&config),
+        security.clone(),
+        journal,
+        outbox_tx,
+        tracker.clone(),
+        app_version,
+    );
     tracing::info!(name = %config.name, environment = %config.environment, "agent starting");
     let link = CancellationToken::new();
     let drain = async {

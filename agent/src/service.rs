@@ -81,6 +81,17 @@ impl Drop for GroupGuard {
 
 /// Runs `hook`, reporting each output line (redacted) as progress.
 pub async fn run_hook(hook: &Hook<'_>, progress: &Progress) -> Result<(), HookError> {
+    run(hook, progress).await.map(drop)
+}
+
+/// Runs `hook` for what it prints: its last lines of output (redacted),
+/// stdout and stderr together.
+pub async fn hook_output(hook: &Hook<'_>) -> Result<Vec<String>, HookError> {
+    run(hook, &Progress::discard()).await
+}
+
+/// Runs `hook`; on success, the tail of its output.
+async fn run(hook: &Hook<'_>, progress: &Progress) -> Result<Vec<String>, HookError> {
     let name = hook.name;
     let Some((program, args)) = hook.argv.split_first() else {
         return Err(HookError::Empty { name: name.to_owned() });
@@ -152,7 +163,7 @@ pub async fn run_hook(hook: &Hook<'_>, progress: &Progress) -> Result<(), HookEr
         }
     };
     if status.success() {
-        Ok(())
+        Ok(Vec::from(tail))
     } else {
         Err(HookError::Failed {
             name: name.to_owned(),

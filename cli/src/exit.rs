@@ -198,7 +198,8 @@ impl From<&MigrateError> for Exit {
             | MigrateError::NotFound { .. }
             | MigrateError::AlreadyApplied { .. }
             | MigrateError::NotFailed { .. }
-            | MigrateError::CannotUndo(_) => Exit::Invalid,
+            | MigrateError::CannotUndo(_)
+            | MigrateError::Dangerous { .. } => Exit::Invalid,
             MigrateError::LockTimeout { .. } => Exit::Busy,
             // The same conditions `status` and `plan` report as blocked.
             MigrateError::FailedMigrationsPresent { .. } | MigrateError::SchemaNotEmpty { .. } => {

@@ -16,6 +16,10 @@
 //!   delivery is saved, the leader waits this long before the next one to
 //!   the same webhook: a window with no request on its way, for a test
 //!   that kills the leader between two notifications.
+//! - `RUNWAY_FAILPOINT_SKIP_DB_PREFLIGHT=1`: the leader never sends a DB
+//!   target its preflight and counts it as passed, as a compromised or
+//!   buggy coordinator could: the danger gate there never runs. Only the
+//!   DB agent's own gate at migrate stands in the way.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -37,6 +41,11 @@ pub fn stall_main_loop_after() -> Option<Duration> {
 pub fn pause_after_notification() -> Option<Duration> {
     static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
     *PAUSE.get_or_init(|| millis("RUNWAY_FAILPOINT_PAUSE_AFTER_NOTIFICATION_MS"))
+}
+
+pub fn skip_db_preflight() -> bool {
+    static SKIP: OnceLock<bool> = OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var("RUNWAY_FAILPOINT_SKIP_DB_PREFLIGHT").is_ok_and(|v| v == "1"))
 }
 
 pub fn ignore_lease_loss() -> bool {

@@ -6,6 +6,7 @@
 #   hook.sh maintenance-on  DIR   turn maintenance mode on (idempotent)
 #   hook.sh maintenance-off DIR   turn it off (idempotent)
 #   hook.sh restart         DIR   deploy $RUNWAY_APP_VERSION and restart
+#   hook.sh version         DIR   print the version running now (version_command)
 #
 # DIR holds the app's state: `bin` (path of runway-sample-app), `port`,
 # optionally `addr` (default 127.0.0.1), `pid` (the running app),
@@ -41,10 +42,14 @@ restart)
     setsid "$(cat "$dir/bin")" --addr "$addr" --port "$(cat "$dir/port")" --dir "$dir" --version "$version" \
         >>"$dir/app.log" 2>&1 </dev/null &
     echo $! >"$dir/pid"
+    echo "$version" >"$dir/version"
     echo "started app version $version as pid $!"
     ;;
+version)
+    cat "$dir/version"
+    ;;
 *)
-    echo "unknown action $action (maintenance-on, maintenance-off, restart)" >&2
+    echo "unknown action $action (maintenance-on, maintenance-off, restart, version)" >&2
     exit 2
     ;;
 esac

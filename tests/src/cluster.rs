@@ -34,6 +34,10 @@ pub struct AppHost {
     pub dir: PathBuf,
     pub port: u16,
     pub state_dir: PathBuf,
+    /// Its agent's config file; [`Cluster::restart_app_agent`] reads it again.
+    pub config: PathBuf,
+    /// Extra environment its agent runs with (failpoints); used again on restart.
+    pub env: Vec<(String, String)>,
     pub agent: Proc,
 }
 
@@ -377,6 +381,14 @@ impl Cluster {
         db.agent = spawn_agent(self.dir.path(), "db-1", &db.host, &db.config, &db.env);
     }
 
+    /// Starts app agent `i` again (after a kill), with its config as it is
+    /// on disk now.
+    pub fn restart_app_agent(&mut self, i: usize) {
+        let app = &mut self.apps[i];
+        app.agent.kill();
+        app.agent = spawn_agent(self.dir.path(), &app.name, &app.host, &app.config, &app.env);
+    }
+
     /// The journal entries of every agent, as JSON.
     pub fn journals(&self) -> Vec<(String, serde_json::Value)> {
         let dirs = self
@@ -546,7 +558,7 @@ fn start_app_host(
     )
     .expect("write app agent config");
     let agent = spawn_agent(root, name, &host, &config, env);
-    AppHost { name: name.to_owned(), host, dir, port, state_dir, agent }
+    AppHost { name: name.to_owned(), host, dir, port, state_dir, config, env: env.to_vec(), agent }
 }
 
 /// A minimal HTTP GET: `(status code, body)`.

@@ -284,6 +284,19 @@ pub fn plan(record: &mut RolloutRecord, recovery: Recovery, changed_hosts: &[Str
             lift_maintenance(record);
         }
         Recovery::Revert { put_back: database } => {
+            let unknown = unknown_versions(record, changed_hosts);
+            if !unknown.is_empty() {
+                // Reverting would restart what they run now: hold instead.
+                let note = format!(
+                    "; CANNOT REVERT {}: {}; maintenance mode stays on: restart them with their previous \
+                     version by hand (and restore backup {} if it cannot run against the migrated database)",
+                    unknown.join(", "),
+                    UNKNOWN_VERSION,
+                    record.backup
+                );
+                record.error.push_str(&note);
+                return;
+            }
             if let Some(way) = database {
                 put_back(record, way, Vec::new());
             }
@@ -291,6 +304,17 @@ pub fn plan(record: &mut RolloutRecord, recovery: Recovery, changed_hosts: &[Str
             lift_maintenance(record);
         }
     }
+}
+
+/// Why a host with no recorded previous version is not reverted.
+const UNKNOWN_VERSION: &str = "the app version they ran before this rollout is unknown (their agents \
+    reported none when it started: no `version` under [app] in their config, and runway had not deployed \
+    to them), and restarting them without one would start the version this rollout deployed";
+
+/// The hosts of `hosts` whose version before `record` is not known: a
+/// revert has nothing to bring back on them.
+fn unknown_versions(record: &RolloutRecord, hosts: &[String]) -> Vec<String> {
+    hosts.iter().filter(|h| record.previous_versions.get(*h).is_none_or(String::is_empty)).cloned().collect()
 }
 
 /// Puts the database of each of `targets` back `way` (empty: every
@@ -368,6 +392,8 @@ pub enum RollbackRefused {
         "rollout {id} ended with its own way back failed or on hold ({error}); a person has to finish it by hand"
     )]
     Held { id: String, error: String },
+    #[error("rollout {id} cannot be rolled back on {hosts}: {UNKNOWN_VERSION}; nothing was changed")]
+    UnknownVersion { id: String, hosts: String },
 }
 
 /// Reopens an ended rollout for an operator's rollback: maintenance on,
@@ -398,14 +424,18 @@ pub fn reopen_for_rollback(
     if record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded) {
         return Err(RollbackRefused::Held { id, error: record.error.clone() });
     }
-    // The rollback is a span of its own under the rollout's, on its trace.
-    record.trace = TraceRecord::start(record.trace.span());
     let apps: Vec<String> = record
         .steps
         .iter()
         .find(|s| s.kind == StepKind::Restart)
         .map(|s| s.hosts.clone())
         .unwrap_or_default();
+    let unknown = unknown_versions(record, &apps);
+    if !unknown.is_empty() {
+        return Err(RollbackRefused::UnknownVersion { id, hosts: unknown.join(", ") });
+    }
+    // The rollback is a span of its own under the rollout's, on its trace.
+    record.trace = TraceRecord::start(record.trace.span());
     if !apps.is_empty() {
         push_again(record, StepKind::MaintenanceOn, apps.clone());
     }
@@ -574,6 +604,7 @@ mod tests {
             "id": "r1", "environment": "production", "bundle_digest": "d", "app_version": "v2",
             "state": "running", "error": "migrate failed: boom", "created_unix_ms": 0, "updated_unix_ms": 0,
             "coordinator": "c1", "cancel_requested": false, "steps": [], "backup": "b1",
+            "previous_versions": { "app-1": "v1", "app-2": "v1" },
         });
         let mut record: RolloutRecord = serde_json::from_value(json).expect("a record");
         record.steps = vec![
@@ -822,6 +853,36 @@ mod tests {
             reopen_for_rollback(&mut held, "x", (Way::Restore, "test".into())),
             Err(RollbackRefused::Held { .. })
         ));
+    }
+
+    #[test]
+    fn a_host_whose_previous_version_is_unknown_is_never_reverted() {
+        // app-2 registered with no version when the rollout started.
+        let mut record = record_failed_in_migrate();
+        record.previous_versions.insert("app-2".into(), String::new());
+        assert!(record.previous_versions.get("app-1").is_some_and(|v| v == "v1"));
+        let steps = record.steps.len();
+        plan(
+            &mut record,
+            Recovery::Revert { put_back: Some(Way::Restore) },
+            &["app-1".into(), "app-2".into()],
+        );
+        assert_eq!(record.steps.len(), steps, "a revert was planned: {:?}", &record.steps[steps..]);
+        for needle in ["CANNOT REVERT app-2", "unknown", "maintenance mode stays on", "restore backup b1"] {
+            assert!(record.error.contains(needle), "{needle:?} missing from {:?}", record.error);
+        }
+        assert!(!record.error.contains("app-1,"), "{}", record.error);
+
+        // An operator's rollback: refused before anything is planned.
+        let mut ended = record_failed_in_migrate();
+        ended.state = RolloutState::Succeeded;
+        ended.previous_versions.clear();
+        let before = ended.steps.len();
+        let refused = reopen_for_rollback(&mut ended, "x", (Way::Restore, "test".into())).unwrap_err();
+        assert!(matches!(&refused, RollbackRefused::UnknownVersion { hosts, .. } if hosts == "app-1"));
+        let text = refused.to_string();
+        assert!(text.contains("app-1") && text.contains("nothing was changed"), "{text}");
+        assert_eq!((ended.steps.len(), ended.state), (before, RolloutState::Succeeded));
     }
 
     fn with_downs(states: &[v1::DownState]) -> RolloutRecord {

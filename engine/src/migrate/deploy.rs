@@ -14,7 +14,7 @@ use super::connect::{self, Session, quote_ident};
 use super::parse::{self, line_of};
 use super::script::{self, Segment};
 use super::table::{self, MigrationRow};
-use super::{DeployReport, MigrateConfig, MigrateError, checksum, lock};
+use super::{DeployReport, MigrateConfig, MigrateError, checksum, gate, lint, lock};
 use crate::progress::Progress;
 use crate::redact::redact_urls;
 
@@ -29,10 +29,38 @@ pub async fn deploy(
     config: &MigrateConfig,
     progress: &Progress,
 ) -> Result<DeployReport, MigrateError> {
+    deploy_gated(database_url, migrations, None, config, progress).await
+}
+
+/// [`deploy`] that applies only what an operator accepted: once the lock is
+/// held and before anything is written (`_prisma_migrations` included),
+/// the pending migrations — exactly those about to run — are linted, and
+/// any Danger statement whose rule is not in `accepted` refuses the whole
+/// deploy ([`MigrateError::Dangerous`]). The same gate as a preflight's
+/// (see [`super::gate`]), over what the database says is pending now
+/// rather than what it said then.
+pub async fn deploy_accepted(
+    database_url: &str,
+    migrations: &[MigrationFile],
+    accepted: &[String],
+    config: &MigrateConfig,
+    progress: &Progress,
+) -> Result<DeployReport, MigrateError> {
+    deploy_gated(database_url, migrations, Some(accepted), config, progress).await
+}
+
+/// [`deploy`], gated by `accepted` when there is one.
+async fn deploy_gated(
+    database_url: &str,
+    migrations: &[MigrationFile],
+    accepted: Option<&[String]>,
+    config: &MigrateConfig,
+    progress: &Progress,
+) -> Result<DeployReport, MigrateError> {
     let database = connect::parse(database_url)?;
     progress.emit("lock", "waiting for the migrations advisory lock");
     let mut session = lock::locked(&database, config.advisory_lock_timeout()).await?;
-    let result = deploy_locked(&mut session, migrations, config, progress).await;
+    let result = deploy_locked(&mut session, migrations, accepted, config, progress).await;
     if result.is_ok() {
         lock::release(&mut session.conn).await?;
     }
@@ -80,6 +108,27 @@ pub(crate) fn refuse_failed(rows: &[MigrationRow]) -> Result<(), MigrateError> {
     })
 }
 
+/// Refuses `pending` when the lint finds a Danger statement in it whose
+/// rule is not in `accepted`.
+fn refuse_unaccepted(
+    pending: &[&MigrationFile],
+    accepted: &[String],
+    progress: &Progress,
+) -> Result<(), MigrateError> {
+    let findings = gate::unaccepted(&lint::lint_files(pending), accepted);
+    if findings.is_empty() {
+        progress.emit(
+            "danger",
+            format!(
+                "no Danger statement in the {} pending migration(s) beyond those accepted",
+                pending.len()
+            ),
+        );
+        return Ok(());
+    }
+    Err(MigrateError::Dangerous { findings })
+}
+
 /// The migrations of `migrations` that have no row other than rolled-back ones.
 pub(crate) fn pending<'a>(migrations: &'a [MigrationFile], rows: &[MigrationRow]) -> Vec<&'a MigrationFile> {
     // A set, not a scan per migration: histories run to thousands.
@@ -114,11 +163,27 @@ pub(crate) async fn ensure_schema(session: &mut Session) -> Result<(), MigrateEr
 async fn deploy_locked(
     session: &mut Session,
     migrations: &[MigrationFile],
+    accepted: Option<&[String]>,
     config: &MigrateConfig,
     progress: &Progress,
 ) -> Result<DeployReport, MigrateError> {
-    ensure_schema(session).await?;
-    let rows = table::load(&mut session.conn, &session.schema).await?;
+    let rows = match accepted {
+        None => {
+            ensure_schema(session).await?;
+            table::load(&mut session.conn, &session.schema).await?
+        }
+        Some(accepted) => {
+            // Read first, so that a refusal writes nothing at all.
+            let exists = table::exists(&mut session.conn, &session.schema).await?;
+            let rows =
+                if exists { table::load(&mut session.conn, &session.schema).await? } else { Vec::new() };
+            refuse_unaccepted(&pending(migrations, &rows), accepted, progress)?;
+            if !exists {
+                ensure_schema(session).await?;
+            }
+            rows
+        }
+    };
     refuse_failed(&rows)?;
 
     let mut report = DeployReport { already_applied: migrations.len(), ..Default::default() };

@@ -126,6 +126,16 @@ pub enum MigrateError {
         database_changed: bool,
     },
 
+    /// The pending migrations hold Danger statements whose rules the
+    /// operator did not accept (see [`super::gate`]); nothing was applied
+    /// or written. Retry is pointless as is: accept the rules when starting
+    /// the rollout (`--allow-danger`), or change the migration.
+    #[error("{}", super::gate::refusal(findings))]
+    Dangerous {
+        /// Each unaccepted finding: migration, line, statement, rule.
+        findings: Vec<super::gate::Unaccepted>,
+    },
+
     /// Undoing by migration was refused before anything ran: a migration
     /// has no down, its down is not proven, or it cannot be undone safely.
     /// Retry is pointless as is: write or fix the down, or restore.

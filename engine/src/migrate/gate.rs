@@ -10,6 +10,8 @@ use super::lint::{Finding, LintReport, Severity, TableStats};
 pub struct Unaccepted {
     pub migration: String,
     pub line: usize,
+    /// The statement's first line, shortened (see [`Finding::statement`]).
+    pub statement: String,
     pub rule: String,
     pub table: Option<String>,
     /// `11.8 MiB`, when the table exists and its size is known.
@@ -25,6 +27,7 @@ pub fn unaccepted(lint: &LintReport, accepted: &[String]) -> Vec<Unaccepted> {
         .map(|f| Unaccepted {
             migration: f.migration.clone(),
             line: f.line,
+            statement: f.statement.clone(),
             rule: f.rule.to_owned(),
             table: f.table.clone(),
             table_size: size_of(f, &lint.tables),
@@ -54,6 +57,9 @@ pub fn refusal(findings: &[Unaccepted]) -> String {
             _ => String::new(),
         };
         text.push_str(&format!("\n  {} line {}: {}{table}: {}", f.migration, f.line, f.rule, f.message));
+        if !f.statement.is_empty() {
+            text.push_str(&format!("\n    {}", f.statement));
+        }
     }
     let mut rules: Vec<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
     rules.sort_unstable();
@@ -83,6 +89,7 @@ mod tests {
         assert_eq!(open[0].line, 1);
         let text = refusal(&open);
         assert!(text.contains("2_drop line 1: drop-column on"), "{text}");
+        assert!(text.contains("\n    ALTER TABLE \"Post\" DROP COLUMN \"title\"\n"), "{text}");
         assert!(text.contains("--allow-danger drop-column"), "{text}");
         assert!(unaccepted(&lint, &["drop-column".into()]).is_empty());
     }

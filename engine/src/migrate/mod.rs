@@ -8,7 +8,8 @@
 //!
 //! INTERFACE CONTRACT (the rest of the agent and the CLI call only these):
 //! - [`MigrateConfig`]: the `[migrate]` table of the agent config.
-//! - [`deploy`]: apply pending migrations of a bundle.
+//! - [`deploy`]: apply pending migrations of a bundle ([`deploy_accepted`]:
+//!   only when their Danger statements were accepted).
 //! - [`status`]: compare a bundle with the database.
 //! - [`resolve`]: Prisma's `migrate resolve --applied/--rolled-back`.
 //! - [`lint`] and [`plan`]: what the pending SQL will do, before it runs,
@@ -55,7 +56,7 @@ pub mod status;
 pub mod table;
 mod wire;
 
-pub use deploy::deploy;
+pub use deploy::{deploy, deploy_accepted};
 pub use error::MigrateError;
 pub use lint::{LintReport, lint};
 pub use lock::PRISMA_LOCK_KEY;

@@ -148,6 +148,20 @@ impl Follower {
             Some(v1::command::Action::Restart(r)) => Some(r.app_version.clone()),
             _ => None,
         };
+        // Only a DB target's preflight carries the bundle.
+        if crate::failpoint::skip_db_preflight()
+            && matches!(&command.action, Some(v1::command::Action::Preflight(p)) if p.bundle.is_some())
+        {
+            tracing::warn!(%host, "FAILPOINT: counting the DB preflight as passed without sending it");
+            return Ok(CommandEnd {
+                host: host.to_owned(),
+                error: None,
+                refused: false,
+                detail: serde_json::Value::Null,
+                plan: None,
+                outcome_unknown: false,
+            });
+        }
         let dispatched = Instant::now();
         // `host` may be a DB target: the command goes to its agent.
         let agent = AgentKey::new(&self.environment, &Target::parse(host).host);
@@ -240,14 +254,21 @@ impl Follower {
         batch.push(result_event(kind, host, &command_id, emitted, result.work_ms));
         self.events.emit_all(batch).await?;
         metrics::get().command_ended(kind, metrics::outcome_name(outcome), dispatched.elapsed());
+        let detail = serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null);
         if let Some(version) = restarted_to.filter(|_| error.is_none()) {
-            self.engine.registry.set_app_version(&AgentKey::new(&self.environment, host), &version);
+            // What the agent says it started (an empty request restarts its
+            // current version); never an empty version over a known one.
+            let reported = detail.get("app_version").and_then(serde_json::Value::as_str);
+            let version = reported.filter(|v| !v.is_empty()).unwrap_or(&version);
+            if !version.is_empty() {
+                self.engine.registry.set_app_version(&AgentKey::new(&self.environment, host), version);
+            }
         }
         Ok(CommandEnd {
             host: host.to_owned(),
             error,
             refused: outcome == Ok(CommandOutcome::Refused),
-            detail: serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null),
+            detail,
             plan: result.plan.map(|p| *p),
             outcome_unknown: false,
         })

@@ -219,7 +219,12 @@ impl Coordinator {
             updated_unix_ms: now,
             coordinator: self.name.into(),
             cancel_requested: false,
-            previous_versions: [("app-1".into(), "1.0.0".into()), ("app-2".into(), "1.0.0".into())].into(),
+            // As the operator API records them: each app agent's version.
+            previous_versions: agents
+                .iter()
+                .filter(|a| a.has_role("app"))
+                .map(|a| (a.name.clone(), "1.0.0".to_owned()))
+                .collect(),
             started_by: "alice".into(),
             databases: crate::rollout::plan::database_records(ENVIRONMENT, &agents).unwrap(),
             ..Default::default()

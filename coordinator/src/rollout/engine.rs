@@ -288,7 +288,7 @@ impl Engine {
         // Kept also when preflight refused: `rollout show` lists why (the
         // Danger findings, what the data says).
         if let Some(plan) = result.plan().filter(|_| kind == StepKind::Preflight) {
-            record.plan = Some(plan.clone());
+            record.plan = Some(plan);
         }
         if result.succeeded() {
             record.steps[index].state = StepState::Succeeded;

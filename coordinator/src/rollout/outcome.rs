@@ -82,8 +82,11 @@ impl StepResult {
         self.ends.iter().find_map(|e| e.detail.get(key))
     }
 
-    /// The (first) DB agent's preflight plan.
-    pub fn plan(&self) -> Option<&runway_proto::v1::MigrationPlan> {
-        self.ends.iter().find_map(|e| e.plan.as_ref())
+    /// The DB agents' preflight plans as one: every target's findings,
+    /// proofs and downtime (see [`runway_proto::v1::MigrationPlan::merge`]).
+    pub fn plan(&self) -> Option<runway_proto::v1::MigrationPlan> {
+        runway_proto::v1::MigrationPlan::merge(
+            self.ends.iter().filter_map(|e| e.plan.as_ref().map(|p| (e.host.as_str(), p))),
+        )
     }
 }

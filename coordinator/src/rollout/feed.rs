@@ -169,7 +169,9 @@ mod tests {
         );
         store.put_rollout(&term, &record("r1")).await.unwrap();
         assert_eq!(seen.recv().await.unwrap(), (ids(&["r1"]), Batch::Changed), "a changed rollout");
-        store.delete_rollout(&term, "r2").await.unwrap();
+        let revision =
+            store.rollout_revisions().await.unwrap().into_iter().find(|(id, _)| id == "r2").unwrap().1;
+        assert!(store.delete_rollout(&term, "r2", revision).await.unwrap());
 
         // A broken watch: one full listing, then the watch again.
         kv.break_watches();

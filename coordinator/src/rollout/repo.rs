@@ -186,23 +186,34 @@ impl RolloutStore {
         self.store.get_json(&self.rollout_key(id)).await
     }
 
-    /// Every rollout, oldest first.
+    /// Every rollout, oldest first. A record that cannot be decoded is
+    /// left out, loudly (see [`decodable`]).
     pub async fn list_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        let mut records: Vec<RolloutRecord> = self.store.list_json(&self.store.key("rollouts/")).await?;
+        let (mut records, _) = self.list_rollouts_at().await?;
         records.sort_by_key(|r| r.created_unix_ms);
         Ok(records)
     }
 
     /// Every rollout (in key order) and the store revision the listing
-    /// was read at, for a watch from the next revision on.
+    /// was read at, for a watch from the next revision on. A record that
+    /// cannot be decoded is left out, loudly.
     pub async fn list_rollouts_at(&self) -> Result<(Vec<RolloutRecord>, i64), StoreError> {
         let prefix = self.store.key("rollouts/");
         let (entries, revision) = self.store.scan_at(&prefix).await?;
-        let records = entries
-            .iter()
-            .map(|(key, bytes)| crate::store::decode_json(key, bytes))
-            .collect::<Result<_, _>>()?;
-        Ok((records, revision))
+        Ok((decodable(&entries), revision))
+    }
+
+    /// Each rollout's id and the mod revision of its record: a prune
+    /// deletes a rollout only if its record was not written since.
+    pub async fn rollout_revisions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let prefix = self.store.key("rollouts/");
+        Ok(self
+            .store
+            .scan_revisions(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(key, revision)| Some((key.strip_prefix(&prefix)?.to_owned(), revision)))
+            .collect())
     }
 
     /// Every write of a rollout record from revision `from` on.
@@ -223,7 +234,10 @@ impl RolloutStore {
 
     /// Deletes rollout `id` with its events, cancel request, decisions and
     /// notification cursors (its audit entries stay), if `term` still leads.
-    pub async fn delete_rollout(&self, term: &Term, id: &str) -> Result<(), StoreError> {
+    /// `revision` is the record's mod revision when the caller decided:
+    /// `false` when it was written since (a rollback reopened it), and
+    /// nothing was deleted.
+    pub async fn delete_rollout(&self, term: &Term, id: &str, revision: i64) -> Result<bool, StoreError> {
         let deletes = vec![
             Delete { key: self.rollout_key(id), prefix: false },
             Delete { key: self.events_prefix(id), prefix: true },
@@ -231,7 +245,7 @@ impl RolloutStore {
             Delete { key: self.decisions_prefix(id), prefix: true },
             Delete { key: self.store.key(&format!("notify/{id}/")), prefix: true },
         ];
-        self.store.delete_fenced(term, deletes, None).await.map(drop)
+        self.store.delete_fenced(term, deletes, Some((self.rollout_key(id), revision))).await
     }
 
     /// Every stored bundle (committed or not) with the revisions that
@@ -267,6 +281,23 @@ impl RolloutStore {
             .and_then(|key| key.strip_prefix(&prefix).and_then(|s| s.parse().ok()))
             .unwrap_or(0))
     }
+}
+
+/// The records of `entries` that decode. One that does not is logged as
+/// an error and skipped: a single corrupt record must not stall every
+/// resume, listing and prune (a person must look at it; `rollout show`
+/// of its id still reports the error).
+fn decodable(entries: &[(String, Vec<u8>)]) -> Vec<RolloutRecord> {
+    entries
+        .iter()
+        .filter_map(|(key, bytes)| match crate::store::decode_json(key, bytes) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                tracing::error!(%key, error = %e, "skipping a rollout record that cannot be decoded");
+                None
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -393,9 +424,31 @@ mod tests {
     async fn a_corrupt_record_names_its_key() {
         let kv = Arc::new(MemoryKv::new());
         kv.create_with_revision(b"/runway/rollouts/r1", b"{not json", 1);
+        kv.create_with_revision(b"/runway/rollouts/r2", &serde_json::to_vec(&record("r2", 20)).unwrap(), 2);
         let store = RolloutStore::new(Store::new(kv, "/runway"));
         let error = store.get_rollout("r1").await.unwrap_err();
         assert!(matches!(&error, StoreError::Corrupt { key, .. } if key == "/runway/rollouts/r1"), "{error}");
-        assert!(store.list_rollouts().await.is_err());
+        // The listing skips it (loudly) and goes on with the others.
+        let listed: Vec<String> = store.list_rollouts().await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(listed, ["r2"]);
+    }
+
+    /// A prune decided on a record's revision: a write since (a rollback
+    /// reopened it) keeps the rollout.
+    #[tokio::test]
+    async fn a_rollout_written_since_its_listing_is_not_deleted() {
+        let kv = Arc::new(MemoryKv::new());
+        let term = kv.lead(1);
+        let store = RolloutStore::new(Store::new(kv.clone(), "/runway/"));
+        store.put_rollout(&term, &record("r1", 10)).await.unwrap();
+        let listed = store.rollout_revisions().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        let reopened = RolloutRecord { state: RolloutState::Running, ..record("r1", 10) };
+        store.put_rollout(&term, &reopened).await.unwrap();
+        assert!(!store.delete_rollout(&term, "r1", listed[0].1).await.unwrap());
+        assert!(store.get_rollout("r1").await.unwrap().is_some());
+        let now = store.rollout_revisions().await.unwrap();
+        assert!(store.delete_rollout(&term, "r1", now[0].1).await.unwrap());
+        assert!(store.get_rollout("r1").await.unwrap().is_none());
     }
 }

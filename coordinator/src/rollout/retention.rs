@@ -92,20 +92,31 @@ impl Pruner {
         config: &Config,
     ) -> Result<Pruned, StoreError> {
         let started_at = store.revision().await?;
+        // Bundles are listed before rollouts: a rollout created after the
+        // rollouts were listed saved its bundle's meta after this listing,
+        // so the bundle's guarded delete below fails; one created before is
+        // in `records` and keeps its bundle.
+        let bundles = store.stored_bundles().await?;
+        let revisions: BTreeMap<String, i64> = store.rollout_revisions().await?.into_iter().collect();
         let records = store.list_rollouts().await?;
         let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
         let now_ms = runway_proto::unix_ms_now();
         let doomed = expired(&records, &config.retention, now_ms, window);
         let mut pruned = Pruned::default();
+        let mut gone = BTreeSet::new();
         for id in &doomed {
-            store.delete_rollout(term, id).await?;
-            pruned.rollouts += 1;
+            // Listed before the records: a record written since (a rollback
+            // reopened it) has a newer revision, and is kept.
+            let Some(&revision) = revisions.get(id) else { continue };
+            if store.delete_rollout(term, id, revision).await? {
+                pruned.rollouts += 1;
+                gone.insert(id);
+            }
         }
-        let gone: BTreeSet<&String> = doomed.iter().collect();
         let referenced: BTreeSet<&str> =
             records.iter().filter(|r| !gone.contains(&r.id)).map(|r| r.bundle_digest.as_str()).collect();
         let mut uncommitted = BTreeMap::new();
-        for bundle in store.stored_bundles().await? {
+        for bundle in bundles {
             if referenced.contains(bundle.digest.as_str()) {
                 continue;
             }

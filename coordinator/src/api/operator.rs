@@ -400,18 +400,18 @@ impl OperatorService {
     /// a rollback by restore touches nothing (not even maintenance mode)
     /// when it is not.
     async fn backup_still_kept(&self, term: &Term, record: &RolloutRecord) -> Result<(), ApiError> {
+        // Every database the rollback restores, before anything changes.
+        for db in crate::rollout::recovery::migrated(record) {
+            self.backup_of_kept(term, record, &db).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks `db`'s agent whether `record`'s backup of it is still kept.
+    async fn backup_of_kept(&self, term: &Term, record: &RolloutRecord, db: &str) -> Result<(), ApiError> {
         let id = &record.id;
-        // The first database with a backup of this rollout stands for all.
-        let db = record
-            .databases
-            .iter()
-            .find(|d| !d.backup.is_empty())
-            .map(|d| d.target.as_str())
-            .or(record.db_host())
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::FailedPrecondition(format!("rollout {id} has no DB host")))?;
-        let target = crate::rollout::target::Target::parse(&db);
-        let backup = record.backup_of(&db).to_owned();
+        let target = crate::rollout::target::Target::parse(db);
+        let backup = record.backup_of(db).to_owned();
         let show = v1::Command {
             command_id: format!("rollback-check/{}", uuid::Uuid::new_v4()),
             fencing_token: term.token.0,

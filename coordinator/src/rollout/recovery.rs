@@ -331,7 +331,7 @@ fn put_back(record: &mut RolloutRecord, way: Way, targets: Vec<String>) {
 
 /// The DB targets this rollout migrated (every DB target, for records
 /// saved before databases had names).
-fn migrated(record: &RolloutRecord) -> Vec<String> {
+pub fn migrated(record: &RolloutRecord) -> Vec<String> {
     if record.databases.is_empty() {
         return record.db_host().map(str::to_owned).into_iter().collect();
     }
@@ -439,7 +439,12 @@ pub fn reopen_for_rollback(
     if !apps.is_empty() {
         push_again(record, StepKind::MaintenanceOn, apps.clone());
     }
-    put_back(record, way, Vec::new());
+    // Only the databases this rollout changed: a database it never
+    // migrated keeps its writes (a restore would lose them for nothing).
+    let changed = migrated(record);
+    if !changed.is_empty() {
+        put_back(record, way, changed);
+    }
     if !apps.is_empty() {
         push_again(record, StepKind::Restart, apps.clone());
         push_again(record, StepKind::MaintenanceOff, apps);
@@ -1012,5 +1017,29 @@ mod tests {
         }
         assert_eq!(terminal_state(&record), RolloutState::RolledBack);
         assert!(rolled_back_summary(&record).starts_with("rolled back by migration"));
+    }
+
+    /// Two databases, only one of them migrated: the rollback restores that
+    /// one; the other keeps every write since.
+    #[test]
+    fn an_on_demand_rollback_puts_back_only_the_databases_the_rollout_changed() {
+        let mut record = record_failed_in_migrate();
+        record.state = RolloutState::Succeeded;
+        record.steps.iter_mut().for_each(|s| s.state = StepState::Succeeded);
+        let database = |target: &str, state: DatabaseState| crate::model::DatabaseRecord {
+            target: target.into(),
+            state,
+            backup: format!("{target}-backup"),
+            ..crate::model::DatabaseRecord::default()
+        };
+        record.databases = vec![
+            database("db-1/orders", DatabaseState::Migrated),
+            database("db-1/billing", DatabaseState::Skipped),
+        ];
+        assert_eq!(migrated(&record), ["db-1/orders"]);
+        reopen_for_rollback(&mut record, "ada", (Way::Restore, "test".into())).expect("reopens");
+        let restore =
+            record.steps.iter().find(|s| s.recovery && s.kind == StepKind::Restore).expect("a restore");
+        assert_eq!(restore.hosts, ["db-1/orders"]);
     }
 }

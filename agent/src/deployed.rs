@@ -154,7 +154,7 @@ mod tests {
             "name = \"app-1\"\nenvironment = \"staging\"\ncoordinators = [\"http://127.0.0.1:7400\"]\n\
              roles = [\"app\"]\nstate_dir = {dir:?}\n[app]\nmaintenance_on = [\"/bin/true\"]\n\
              maintenance_off = [\"/bin/true\"]\nrestart = [\"/bin/true\"]\n\
-             health_url = \"http://127.0.0.1:8080/health\"\n{app_lines}\n"
+             health_url = \"http://127.0.0.1:8080/health\"\n{app_lines}\n[tls]\ninsecure = true\n"
         ))
         .unwrap()
     }

@@ -157,7 +157,7 @@ pub async fn connect(admin: &Database) -> Result<PgConnection, BackupError> {
 }
 
 /// `DROP DATABASE IF EXISTS name WITH (FORCE)` on a connection opened now
-/// from `admin`, tried [`DROP_ATTEMPTS`] times (a server restarting, a
+/// from `admin`, tried three times (a server restarting, a
 /// connection refused once). The error names the database and how it goes
 /// away later.
 pub async fn drop_fresh(admin: &Database, name: &str) -> Result<(), BackupError> {

@@ -7,6 +7,9 @@
 //!
 //! Backup names arrive over the network, so a name that could leave the
 //! backup dir (`..`, `/`) is treated as unknown before any path is built.
+//!
+//! [`sweep_at_start`] removes what backups that did not finish left behind
+//! (the agent killed mid-backup), before the agent takes commands.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +71,45 @@ impl BackupSummary {
             rows: manifest.tables.iter().map(|t| t.rows).sum(),
             local: false,
             remote: false,
+        }
+    }
+}
+
+/// Longest a start-up sweep of one database may take (a server that does
+/// not answer must not keep the agent from its coordinator for long).
+const SWEEP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// At DB agent start, before any command runs: for every database served,
+/// removes abandoned `.partial-*` folders from its backup dir and drops the
+/// scratch databases this agent made and did not get to drop (see
+/// [`backup::sweep()`], which logs each removal). Failures are logged and
+/// do not stop the agent: the next start tries again.
+pub async fn sweep_at_start(config: &crate::config::Config, shutdown: &tokio_util::sync::CancellationToken) {
+    for served in crate::databases::served(config) {
+        let Some(backup) = crate::databases::backup_config(config, &served.name) else { continue };
+        let swept = tokio::select! {
+            swept = tokio::time::timeout(SWEEP_DEADLINE, backup::sweep(&backup, &served.url)) => swept,
+            () = shutdown.cancelled() => return,
+        };
+        match swept {
+            Ok(Ok(report)) => {
+                if !(report.folders.is_empty() && report.databases.is_empty()) {
+                    tracing::info!(
+                        database = %served.name,
+                        folders = report.folders.len(),
+                        scratch_databases = report.databases.len(),
+                        "removed what backups that did not finish left behind"
+                    );
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(database = %served.name, error = %e, "sweeping backup leftovers failed")
+            }
+            Err(_) => tracing::warn!(
+                database = %served.name,
+                "sweeping backup leftovers took longer than {}s; going on, the next start tries again",
+                SWEEP_DEADLINE.as_secs()
+            ),
         }
     }
 }

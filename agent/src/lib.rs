@@ -121,6 +121,10 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
         metrics.wait().await;
     };
     systemd::report_while(async {
+        // Leftovers of backups killed mid-way, before any command can start a new one.
+        if config.has_role(config::Role::Db) {
+            backup_ops::sweep_at_start(&config, &shutdown).await;
+        }
         tokio::join!(connection::run(config, security, executor.clone(), outbox_rx, link.clone()), drain)
     })
     .await;

@@ -65,7 +65,8 @@ pub enum BackupCommand {
         /// Free text stored in the manifest and folder name.
         #[arg(long, default_value = "")]
         label: String,
-        /// custom (one file), directory (parallel jobs), or auto (directory from 1 GiB).
+        /// custom (one file), directory (parallel jobs), or auto: directory only
+        /// from 1 GiB with 4+ cores here and no table holding half the data, else custom.
         #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
         format: FormatArg,
         /// Parallel pg_dump jobs for directory format (default: CPUs, 2–8).

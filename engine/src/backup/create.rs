@@ -2,7 +2,7 @@
 //! rows counted from its bytes, optionally restored into a scratch database
 //! while it is written) → manifest → atomic rename into place.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +11,13 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::archive::{self, ArchiveCounter};
-use super::config::{BackupConfig, DumpFormat, PostData};
+use super::config::{BackupConfig, DumpFormat, FormatInputs, PostData};
 use super::error::{BackupError, TableDiff, human};
 use super::manifest::{
     DUMP_NAME, FileEntry, MANIFEST_VERSION, Manifest, TableRows, Verification, backup_id, files_digest,
 };
+use super::partial::PartialDir;
+use super::scratch::{Kind, ScratchDb};
 use super::snapshot::{self, SnapshotSession};
 use super::stream::{
     ByteMeter, DirFollower, Follow, Followed, Written, feed_toc, follow, low_priority, pipe_to_file,
@@ -24,20 +26,6 @@ use super::stream::{
 use super::{pgrestore, retention, space, tools};
 use crate::database::Database;
 use crate::progress::Progress;
-
-/// Prefix of a backup folder still being written; never listed as a backup.
-pub const PARTIAL_PREFIX: &str = ".partial-";
-
-/// Removes a half-written backup folder unless disarmed.
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
 
 /// Takes a backup of `database_url` into a new folder under `config.dir`.
 /// The same as [`create_with`] without a test restore.
@@ -95,16 +83,23 @@ pub async fn create_with(
     let mut db = snapshot::connect(&conn).await?;
     let facts = snapshot::facts(&mut db, &database).await?;
     let free = space::check(config, &database, facts.database_bytes)?;
-    let format = config.format_with_proof(facts.database_bytes, scratch_server.is_some());
+    if let Some(server) = &scratch_server {
+        // The dump and its test restore at once: both must fit.
+        let backup_bytes = (facts.database_bytes as f64 * config.free_space_factor).ceil() as u64;
+        space::check_server(config, server, &database, facts.database_bytes, backup_bytes, progress).await?;
+    }
+    let choice = choose_format(config, &mut db, &facts, &database, scratch_server.is_some()).await;
+    let format = choice.format;
     let pg_dump_version = tools::version(config, "pg_dump").await?;
     progress.emit(
         "check",
         format!(
-            "database {database} is {}, {} free; PostgreSQL {}; {} format",
+            "database {database} is {}, {} free; PostgreSQL {}; {} format ({})",
             human(facts.database_bytes),
             human(free),
             facts.server_version,
-            format_name(format)
+            format_name(format),
+            choice.why
         ),
     );
 
@@ -112,9 +107,8 @@ pub async fn create_with(
     let clock = Instant::now();
     let id = backup_id(&database, started_at, label);
     let final_dir = config.backup_dir(&id);
-    let work_dir = config.dir.join(format!("{PARTIAL_PREFIX}{id}"));
-    std::fs::create_dir(&work_dir).map_err(|e| BackupError::io("creating", &work_dir, e))?;
-    let mut cleanup = RemoveOnDrop(Some(work_dir.clone()));
+    let partial = PartialDir::create(&config.dir, &id)?;
+    let work_dir = partial.path().to_owned();
 
     let mut session = SnapshotSession::open(db, &database).await?;
     let snapshot_id = session.snapshot_id.clone();
@@ -127,7 +121,14 @@ pub async fn create_with(
         DumpJob { config, conn: &conn, format, snapshot_id: &snapshot_id, dump_path: &dump_path, progress };
     // Custom format proves while it dumps; directory format after.
     let streamed = match (&scratch_server, format) {
-        (Some(server), DumpFormat::Custom) => Some(Scratch::create(server, progress).await?),
+        (Some(server), DumpFormat::Custom) => {
+            let scratch = ScratchDb::create(server, Kind::Verify, config).await?;
+            progress.emit(
+                "test-restore",
+                format!("scratch database {} created for the test restore", scratch.name),
+            );
+            Some(scratch)
+        }
         _ => None,
     };
     let dumped = match format {
@@ -138,8 +139,10 @@ pub async fn create_with(
         Ok(dumped) => dumped,
         Err(e) => {
             session.close().await;
-            if let Some(scratch) = streamed {
-                let _ = scratch.drop_it().await;
+            if let Some(scratch) = streamed
+                && let Err(left) = scratch.drop_it().await
+            {
+                progress.emit("test-restore", format!("warning: {left}"));
             }
             return Err(e);
         }
@@ -238,7 +241,7 @@ pub async fn create_with(
     manifest.write(&work_dir)?;
     std::fs::rename(&work_dir, &final_dir)
         .map_err(|e| BackupError::io("moving backup into place at", &final_dir, e))?;
-    cleanup.0 = None;
+    partial.keep();
     sync_path(&config.dir)?;
 
     if !rollout_id.is_empty() {
@@ -250,6 +253,29 @@ pub async fn create_with(
         Some(e) => Err(e),
         None => Ok(manifest),
     }
+}
+
+/// The format of this backup (see [`BackupConfig::choose_format`]): the
+/// largest table's share is read only when it can still decide.
+async fn choose_format(
+    config: &BackupConfig,
+    db: &mut sqlx::PgConnection,
+    facts: &snapshot::DatabaseFacts,
+    database: &str,
+    streamed_proof: bool,
+) -> super::config::FormatChoice {
+    let mut inputs = FormatInputs {
+        database_bytes: facts.database_bytes,
+        largest_table_share: None,
+        cores: FormatInputs::cores_here(),
+        streamed_proof,
+    };
+    let undecided =
+        config.choose_format(&inputs).format == DumpFormat::Directory && config.format == DumpFormat::Auto;
+    if undecided {
+        inputs.largest_table_share = snapshot::largest_table_share(db, database).await.ok().flatten();
+    }
+    config.choose_format(&inputs)
 }
 
 fn format_name(format: DumpFormat) -> &'static str {
@@ -371,7 +397,7 @@ fn dump_command(job: &DumpJob<'_>) -> tokio::process::Command {
 /// `scratch` fed to pg_restore there at the same time.
 async fn run_custom_dump(
     job: &DumpJob<'_>,
-    scratch: Option<&Scratch>,
+    scratch: Option<&ScratchDb>,
     tables: u64,
 ) -> Result<(Vec<FileEntry>, StreamCounts, Option<Restored>), BackupError> {
     let (config, conn, dump_path, progress) = (job.config, job.conn, job.dump_path, job.progress);
@@ -505,7 +531,7 @@ fn feed_in_two_phases(
 /// checked the same way, for less work), then the data read as it is written.
 async fn stream_restore(
     config: &BackupConfig,
-    scratch: &Scratch,
+    scratch: &ScratchDb,
     pre_data: tokio::process::Child,
     next: std::sync::mpsc::Sender<std::fs::File>,
     tables: u64,
@@ -519,29 +545,6 @@ async fn stream_restore(
     pgrestore::wait(data, &scratch.target, tables, progress, "").await
 }
 
-/// A scratch database for a test restore, on the server of the database
-/// backed up; dropped by [`Scratch::drop_it`].
-pub(super) struct Scratch {
-    admin: tokio::sync::Mutex<sqlx::PgConnection>,
-    pub name: String,
-    pub target: Database,
-}
-
-impl Scratch {
-    pub async fn create(server: &Database, progress: &Progress) -> Result<Self, BackupError> {
-        let name = format!("runway_verify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut admin = snapshot::connect(server).await?;
-        pgrestore::create_database(&mut admin, &name).await?;
-        progress.emit("test-restore", format!("scratch database {name} created for the test restore"));
-        Ok(Self { admin: tokio::sync::Mutex::new(admin), target: server.with_database(&name), name })
-    }
-
-    pub async fn drop_it(self) -> Result<(), BackupError> {
-        let mut admin = self.admin.into_inner();
-        pgrestore::drop_database(&mut admin, &self.name).await
-    }
-}
-
 /// After a streamed test restore of schema and data: the scratch
 /// database's rows (the server's count of the rows loaded; `count(*)` where
 /// that is not exact), then post-data by policy (from the complete file,
@@ -550,7 +553,7 @@ impl Scratch {
 /// caller).
 async fn prove_streamed(
     job: &DumpJob<'_>,
-    scratch: &Scratch,
+    scratch: &ScratchDb,
     session: &mut SnapshotSession,
     listed: &[(String, String)],
     restored: Restored,

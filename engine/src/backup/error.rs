@@ -57,6 +57,44 @@ pub enum BackupError {
         needed: u64,
     },
 
+    /// Not enough room on the database server for a test restore's scratch
+    /// database; refused before it was created.
+    #[error(
+        "not enough free space on the database server for a restored copy of database {database}: \
+         {} (its data directory) has {free} bytes free ({}), need {factor} × database size {database_bytes} \
+         bytes{} = {needed} bytes ({}); free space on the server, lower `backup.scratch_free_space_factor`, \
+         or verify on another server; no scratch database was created (safe to retry)",
+        dir.display(), human(*free), if *also_needed > 0 {
+            format!(" + {} for the backup on the same file system", human(*also_needed))
+        } else { String::new() }, human(*needed)
+    )]
+    ServerSpace {
+        database: String,
+        dir: PathBuf,
+        free: u64,
+        database_bytes: u64,
+        factor: f64,
+        /// Bytes the backup itself needs on the same file system (else 0).
+        also_needed: u64,
+        needed: u64,
+    },
+
+    /// A scratch database could not be dropped after its work ended (or failed).
+    #[error(
+        "scratch database {database} could not be dropped: {error}; the DB agent drops it when it next starts \
+         (or drop it by hand: DROP DATABASE \"{database}\") (safe to retry)"
+    )]
+    ScratchLeft { database: String, error: String },
+
+    /// A replace-mode restore's swap failed half-way: the original is under
+    /// another name and so is the restored copy; both are kept.
+    #[error(
+        "restore into database {target} stopped half-way: the original database is now named {old} and the \
+         restored copy {restored}; {error}; rename one of them to {target} by hand (ALTER DATABASE … RENAME TO …) \
+         before anything else (retry is not safe until then)"
+    )]
+    Stranded { target: String, old: String, restored: String, error: String },
+
     /// Connecting to or querying PostgreSQL failed.
     #[error("database {database}: {what} failed: {error} (safe to retry)")]
     Database { database: String, what: String, error: String },
@@ -148,6 +186,7 @@ impl BackupError {
                 | Self::MigrationsMismatch { .. }
                 | Self::NotConfirmed { .. }
                 | Self::NotFound { .. }
+                | Self::Stranded { .. }
         )
     }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use super::config::{BackupConfig, DumpFormat};
 use super::error::BackupError;
 use super::manifest::Manifest;
-use super::{snapshot, tools};
+use super::{scratch, snapshot, tools};
 use crate::database::Database;
 use crate::progress::Progress;
 
@@ -198,9 +198,10 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Connects to the maintenance database (`postgres`) of `target`'s server.
-pub async fn maintenance(target: &Database) -> Result<PgConnection, BackupError> {
-    snapshot::connect(&target.with_database("postgres")).await
+/// The maintenance database (`postgres`) of `target`'s server: where a
+/// restore creates, renames and drops databases.
+pub fn maintenance(target: &Database) -> Database {
+    target.with_database("postgres")
 }
 
 /// `CREATE DATABASE name TEMPLATE template0`.
@@ -225,37 +226,78 @@ pub async fn drop_database(admin: &mut PgConnection, name: &str) -> Result<(), B
     Ok(())
 }
 
-/// Renames `target` away and `restored` into its place, ending the sessions
-/// of both (the application is expected to be in maintenance), then drops
-/// the old database. Runs in one transaction-free sequence; if a rename
-/// fails, the old database keeps its name.
-pub async fn swap_in(admin: &mut PgConnection, restored: &str, target: &str) -> Result<(), BackupError> {
-    let old = format!("{target}_runway_old");
-    drop_database(admin, &old).await?;
+/// Why [`swap_in`] failed, and so what the caller must do with the copy.
+#[derive(Debug)]
+pub enum SwapFailed {
+    /// The target is as it was, under its name; the restored copy is still
+    /// there under its own: drop it.
+    Untouched(BackupError),
+    /// The target was renamed away and neither the copy nor the original
+    /// could be renamed to its name: both are kept for the operator.
+    Stranded(BackupError),
+}
+
+/// Swaps the restored copy `restored` in as `target`, on a connection
+/// opened now from `admin` (the restore before it may have taken hours):
+/// the copy takes over the target's comment (from here on it is the user's
+/// database, never a sweep's), the target's sessions end (the application
+/// is expected to be in maintenance), the target is renamed away
+/// (`runway_old_…`), the copy renamed into place, and the old database
+/// marked as runway's scratch and dropped. A failure to drop it is a
+/// warning: the restore is done, and the sweep at the agent's next start
+/// drops it.
+pub async fn swap_in(
+    admin: &Database,
+    restored: &str,
+    target: &str,
+    owner: &str,
+    progress: &Progress,
+) -> Result<(), SwapFailed> {
+    use SwapFailed::{Stranded, Untouched};
+    let mut conn = scratch::connect(admin).await.map_err(Untouched)?;
+    let comment = scratch::comment(&mut conn, target).await.map_err(Untouched)?;
+    scratch::set_comment(&mut conn, restored, comment.as_deref()).await.map_err(Untouched)?;
+    let old = scratch::new_name(scratch::Kind::Old);
     let terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()";
     sqlx::query(terminate)
         .bind(target)
-        .execute(&mut *admin)
+        .execute(&mut conn)
         .await
-        .map_err(|e| BackupError::db(target, "ending sessions", e))?;
-    sqlx::Executor::execute(
-        &mut *admin,
-        sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(target), ident(&old))),
-    )
-    .await
-    .map_err(|e| BackupError::db(target, "renaming the old database away", e))?;
-    if let Err(e) = sqlx::Executor::execute(
-        &mut *admin,
-        sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(restored), ident(target))),
-    )
-    .await
-    {
-        let _ = sqlx::Executor::execute(
-            &mut *admin,
-            sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(&old), ident(target))),
-        )
-        .await;
-        return Err(BackupError::db(target, "renaming the restored database into place", e));
+        .map_err(|e| Untouched(BackupError::db(target, "ending sessions", e)))?;
+    rename(&mut conn, target, &old)
+        .await
+        .map_err(|e| Untouched(BackupError::db(target, "renaming the old database away", e)))?;
+    if let Err(e) = rename(&mut conn, restored, target).await {
+        let error = BackupError::db(target, "renaming the restored database into place", e);
+        return match rename(&mut conn, &old, target).await {
+            Ok(()) => Err(Untouched(error)),
+            Err(back) => Err(Stranded(BackupError::Stranded {
+                target: target.to_owned(),
+                old,
+                restored: restored.to_owned(),
+                error: format!(
+                    "{error}; renaming the original back: {}",
+                    crate::redact::redact_urls(&back.to_string())
+                ),
+            })),
+        };
     }
-    drop_database(admin, &old).await
+    // Marked first: if the drop below does not happen, the sweep finds it.
+    let marker = scratch::marker(scratch::Kind::Old, owner, chrono::Utc::now());
+    let _ = scratch::set_comment(&mut conn, &old, Some(&marker)).await;
+    let _ = sqlx::Connection::close(conn).await;
+    if let Err(e) = scratch::drop_fresh(admin, &old).await {
+        progress.emit("restore", format!("warning: the replaced database was kept: {e}"));
+    }
+    Ok(())
+}
+
+/// `ALTER DATABASE from RENAME TO to`.
+async fn rename(conn: &mut PgConnection, from: &str, to: &str) -> Result<(), sqlx::Error> {
+    sqlx::Executor::execute(
+        &mut *conn,
+        sqlx::raw_sql(&format!("ALTER DATABASE {} RENAME TO {}", ident(from), ident(to))),
+    )
+    .await
+    .map(|_| ())
 }

@@ -17,9 +17,9 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::config::{BackupConfig, ObjectStoreConfig};
-use super::create::PARTIAL_PREFIX;
 use super::error::BackupError;
 use super::manifest::{MANIFEST_NAME, Manifest};
+use super::partial::PartialDir;
 use super::retention;
 use super::stream::{ByteMeter, Hashed};
 use crate::progress::Progress;
@@ -297,9 +297,9 @@ pub async fn download(config: &BackupConfig, id: &str, progress: &Progress) -> R
             error: "a folder of that name already exists; delete it or restore from it".into(),
         });
     }
-    let work = config.dir.join(format!("{PARTIAL_PREFIX}{id}"));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| BackupError::io("creating", &work, e))?;
+    std::fs::create_dir_all(&config.dir).map_err(|e| BackupError::io("creating", &config.dir, e))?;
+    let partial = PartialDir::create(&config.dir, id)?;
+    let work = partial.path().to_owned();
     let result = async {
         if manifest.format == super::DumpFormat::Directory {
             let dump = manifest.dump_path(&work);
@@ -325,12 +325,11 @@ pub async fn download(config: &BackupConfig, id: &str, progress: &Progress) -> R
         manifest.write(&work)
     }
     .await;
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&work);
-        return Err(e);
-    }
+    // On an error the partial folder goes when `partial` drops.
+    result?;
     std::fs::rename(&work, &final_dir)
         .map_err(|e| BackupError::io("moving download into place at", &final_dir, e))?;
+    partial.keep();
     progress.emit("download", format!("backup {id} downloaded to {}", final_dir.display()));
     Ok(final_dir)
 }

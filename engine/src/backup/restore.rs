@@ -10,8 +10,9 @@ use super::check::check_files;
 use super::config::BackupConfig;
 use super::error::BackupError;
 use super::manifest::Manifest;
-use super::pgrestore::{self, RestoreInto};
-use super::{remote, snapshot, tools};
+use super::pgrestore::{self, RestoreInto, SwapFailed};
+use super::scratch::{self, Kind, ScratchDb};
+use super::{remote, snapshot, space, tools};
 use crate::database::Database;
 use crate::progress::Progress;
 
@@ -24,11 +25,13 @@ pub enum RestoreMode {
     /// not in the backup (e.g. tables created later) stay.
     #[default]
     Clean,
-    /// Restore into a new database next to the target, check its row counts,
-    /// then end the target's sessions and swap the new database in by
-    /// renaming (the old one is dropped). The result is exactly the backup;
-    /// needs CREATEDB and ownership of the target. Parallel jobs for
-    /// directory format.
+    /// Restore into a new database next to the target (`runway_restore_…`),
+    /// check its row counts, then end the target's sessions and swap the
+    /// new database in by renaming (the old one is dropped). The result is
+    /// exactly the backup; needs CREATEDB and ownership of the target, and
+    /// room on the server for the copy (`scratch_free_space_factor`).
+    /// A failure before the swap completes drops the copy. Parallel jobs
+    /// for directory format.
     Replace,
 }
 
@@ -194,7 +197,9 @@ fn confirm(options: &RestoreOptions, backup: &str) -> Result<(), BackupError> {
     }
 }
 
-/// Restores into `<target>_runway_restore`, checks counts there, swaps it in.
+/// Restores into a scratch database (`runway_restore_…`, marked as
+/// runway's), checks counts there, swaps it in. Every failure before the
+/// swap completes drops the copy, on a connection opened for that.
 async fn replace(
     backup_dir: &Path,
     config: &BackupConfig,
@@ -203,27 +208,26 @@ async fn replace(
     progress: &Progress,
 ) -> Result<Vec<super::manifest::TableRows>, BackupError> {
     let database = target.name().to_owned();
-    let side = format!("{database}_runway_restore");
-    let mut admin = pgrestore::maintenance(target).await?;
-    pgrestore::drop_database(&mut admin, &side).await?;
-    pgrestore::create_database(&mut admin, &side).await?;
-    let side_conn = target.with_database(&side);
+    let admin = pgrestore::maintenance(target);
+    space::check_server(config, &admin, &manifest.database, manifest.database_bytes, 0, progress).await?;
+    let side = ScratchDb::create(&admin, Kind::Restore, config).await?;
+    progress.emit("restore", format!("restoring into {}, to be swapped in as {database}", side.name));
     let restored = async {
         pgrestore::pg_restore(
             config,
             backup_dir,
             manifest,
-            &side_conn,
+            &side.target,
             RestoreInto::Empty { jobs: config.jobs },
             progress,
         )
         .await?;
-        let mut db = snapshot::connect(&side_conn).await?;
-        let counts = snapshot::count_tables(&mut db, &side).await?;
+        let mut db = snapshot::connect(&side.target).await?;
+        let counts = snapshot::count_tables(&mut db, &side.name).await?;
         let diffs = snapshot::compare_counts(&manifest.tables, &counts);
         if !diffs.is_empty() {
             return Err(BackupError::RowCountMismatch {
-                database: side.clone(),
+                database: side.name.clone(),
                 backup: manifest.id.clone(),
                 diffs,
             });
@@ -233,14 +237,25 @@ async fn replace(
     .await;
     let counts = match restored {
         Ok(counts) => counts,
-        Err(e) => {
-            let _ = pgrestore::drop_database(&mut admin, &side).await;
-            return Err(e);
-        }
+        Err(e) => return Err(drop_after(side, e, progress).await),
     };
     progress.emit("restore", format!("swapping the restored copy into place as {database}"));
-    pgrestore::swap_in(&mut admin, &side, &database).await?;
-    Ok(counts)
+    match pgrestore::swap_in(&admin, &side.name, &database, &scratch::owner(config), progress).await {
+        Ok(()) => Ok(counts),
+        Err(SwapFailed::Untouched(e)) => Err(drop_after(side, e, progress).await),
+        Err(SwapFailed::Stranded(e)) => Err(e),
+    }
+}
+
+/// Drops the restore's copy after `error`; returns `error` (a copy that
+/// cannot be dropped is reported, and its error named in the progress).
+async fn drop_after(side: ScratchDb, error: BackupError, progress: &Progress) -> BackupError {
+    let name = side.name.clone();
+    match side.drop_it().await {
+        Ok(()) => progress.emit("restore", format!("dropped {name}; the target database is as it was")),
+        Err(e) => progress.emit("restore", format!("warning: {e}")),
+    }
+    error
 }
 
 /// Where a backup named on the command line lives: a folder path, or an id

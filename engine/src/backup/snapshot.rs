@@ -44,6 +44,24 @@ pub async fn connect(conn: &Database) -> Result<PgConnection, BackupError> {
     PgConnection::connect_with(conn.options()).await.map_err(|e| BackupError::db(database, "connecting", e))
 }
 
+/// The largest table's share of all table data (table and TOAST bytes,
+/// indexes left out: pg_dump writes rows, not indexes) in the connected
+/// database; `None` when it holds no table data.
+pub async fn largest_table_share(db: &mut PgConnection, database: &str) -> Result<Option<f64>, BackupError> {
+    let row = sqlx::query(
+        "SELECT coalesce(max(pg_table_size(c.oid)), 0)::int8 AS largest,
+                coalesce(sum(pg_table_size(c.oid)), 0)::int8 AS total
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 't'
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'",
+    )
+    .fetch_one(&mut *db)
+    .await
+    .map_err(|e| BackupError::db(database, "reading table sizes", e))?;
+    let (largest, total): (i64, i64) = (row.get("largest"), row.get("total"));
+    Ok((total > 0).then(|| largest as f64 / total as f64))
+}
+
 /// `pg_database_size` and `server_version` of the connected database.
 pub async fn facts(db: &mut PgConnection, database: &str) -> Result<DatabaseFacts, BackupError> {
     let row = sqlx::query(

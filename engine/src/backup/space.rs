@@ -1,6 +1,9 @@
-//! The free-space check that runs before pg_dump starts.
+//! Free-space checks: where backups go, before pg_dump starts, and on the
+//! database server, before a scratch database (a test restore, a
+//! replace-mode restore) fills its disk.
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -63,6 +66,111 @@ pub fn check(config: &BackupConfig, database: &str, database_bytes: u64) -> Resu
         });
     }
     Ok(free)
+}
+
+/// Free space where the database server keeps a new database, as far as
+/// this host can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerFree {
+    /// The server's data directory is on this host: its file system's free bytes.
+    Known { dir: PathBuf, free: u64 },
+    /// Why it cannot be known from here.
+    Unknown(String),
+}
+
+/// The free space of `server`'s data directory (where `CREATE DATABASE …
+/// TEMPLATE template0` puts a database), when the server runs on this
+/// host (a socket directory or a loopback address) and this user may read
+/// `data_directory` (superuser or `pg_read_all_settings`).
+pub async fn server_free(server: &Database) -> ServerFree {
+    if !is_local(server) {
+        return ServerFree::Unknown(format!("the server {} is not on this host", server.server()));
+    }
+    let dir = async {
+        let mut conn = super::scratch::connect(server).await?;
+        let dir: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| BackupError::db(server.name(), "reading data_directory", e))?;
+        Ok::<_, BackupError>(PathBuf::from(dir))
+    };
+    let dir = match dir.await {
+        Ok(dir) => dir,
+        Err(e) => {
+            return ServerFree::Unknown(format!(
+                "{e}; reading data_directory needs superuser or pg_read_all_settings"
+            ));
+        }
+    };
+    // statvfs needs search permission on the parents only, not on the
+    // (postgres-owned, 0700) data directory itself.
+    match rustix::fs::statvfs(&dir) {
+        Ok(stat) => ServerFree::Known { free: stat.f_bavail.saturating_mul(stat.f_frsize), dir },
+        Err(e) => ServerFree::Unknown(format!("cannot read the free space of {}: {e}", dir.display())),
+    }
+}
+
+/// Whether `server` is reached over a Unix socket or a loopback address.
+fn is_local(server: &Database) -> bool {
+    let options = server.options();
+    if options.get_socket().is_some() {
+        return true;
+    }
+    let host = options.get_host().trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses with [`BackupError::ServerSpace`] unless the server's data
+/// directory has room for a restored copy of `database` (`database_bytes`
+/// × `scratch_free_space_factor`), plus `also_needed` when the backup dir
+/// is on the same file system (a backup written while its test restore
+/// runs). Where the free space cannot be known, says why and goes on.
+pub async fn check_server(
+    config: &BackupConfig,
+    server: &Database,
+    database: &str,
+    database_bytes: u64,
+    also_needed: u64,
+    progress: &crate::progress::Progress,
+) -> Result<(), BackupError> {
+    if config.scratch_free_space_factor == 0.0 {
+        return Ok(());
+    }
+    let (dir, free) = match server_free(server).await {
+        ServerFree::Known { dir, free } => (dir, free),
+        ServerFree::Unknown(why) => {
+            progress.emit("check", format!("free space on the database server not checked: {why}"));
+            return Ok(());
+        }
+    };
+    let factor = config.scratch_free_space_factor;
+    let same_fs = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    };
+    let also_needed = if same_fs(&dir, &config.dir) { also_needed } else { 0 };
+    let needed = ((database_bytes as f64 * factor).ceil() as u64).saturating_add(also_needed);
+    if free < needed {
+        return Err(BackupError::ServerSpace {
+            database: database.to_owned(),
+            dir,
+            free,
+            database_bytes,
+            factor,
+            also_needed,
+            needed,
+        });
+    }
+    progress.emit(
+        "check",
+        format!(
+            "database server: {} free in {}, a restored copy needs about {}",
+            super::error::human(free),
+            dir.display(),
+            super::error::human(needed)
+        ),
+    );
+    Ok(())
 }
 
 /// Total size of the files under `dir`.

@@ -11,7 +11,8 @@ use super::config::BackupConfig;
 use super::error::BackupError;
 use super::manifest::{Manifest, Verification};
 use super::pgrestore::{self, RestoreInto};
-use super::{snapshot, tools};
+use super::scratch::{Kind, ScratchDb};
+use super::{snapshot, space, tools};
 use crate::database::Database;
 use crate::progress::Progress;
 
@@ -44,8 +45,11 @@ pub struct TestRestoreReport {
 /// Verifies the backup in `backup_dir`.
 ///
 /// With `test_restore_url`, also restores it into a scratch database on that
-/// server (named `runway_verify_<random>`), compares every table's row count
-/// with the manifest and drops the scratch database, also on failure. A
+/// server (named `runway_verify_<random>`, marked as runway's: see
+/// [`super::scratch`]), compares every table's row count with the manifest
+/// and drops the scratch database on a connection opened for that, also on
+/// failure. Refuses before creating it when the server's disk has no room
+/// for the copy ([`super::space::check_server`]). A
 /// test restore that matched is recorded in the manifest (`when` =
 /// `on_demand`). Whether to test-restore is the caller's choice; see
 /// [`BackupConfig::proof_for`].
@@ -135,29 +139,27 @@ pub(super) async fn test_restore(
     progress: &Progress,
 ) -> Result<Verification, BackupError> {
     let started = std::time::Instant::now();
-    let scratch = format!("runway_verify_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut admin = snapshot::connect(server).await?;
-    pgrestore::create_database(&mut admin, &scratch).await?;
-    progress.emit("test-restore", format!("restoring into scratch database {scratch}"));
+    space::check_server(config, server, &manifest.database, manifest.database_bytes, 0, progress).await?;
+    let scratch = ScratchDb::create(server, Kind::Verify, config).await?;
+    progress.emit("test-restore", format!("restoring into scratch database {}", scratch.name));
     let outcome = async {
-        let target = server.with_database(&scratch);
         pgrestore::pg_restore(
             config,
             backup_dir,
             manifest,
-            &target,
+            &scratch.target,
             RestoreInto::Empty { jobs: config.jobs },
             progress,
         )
         .await?;
-        let mut db = snapshot::connect(&target).await?;
-        let counts = snapshot::count_tables(&mut db, &scratch).await;
+        let mut db = snapshot::connect(&scratch.target).await?;
+        let counts = snapshot::count_tables(&mut db, &scratch.name).await;
         drop(db);
         let counts = counts?;
         let diffs = snapshot::compare_counts(&manifest.tables, &counts);
         if !diffs.is_empty() {
             return Err(BackupError::RowCountMismatch {
-                database: scratch.clone(),
+                database: scratch.name.clone(),
                 backup: manifest.id.clone(),
                 diffs,
             });
@@ -165,9 +167,20 @@ pub(super) async fn test_restore(
         Ok(counts)
     }
     .await;
-    let dropped = pgrestore::drop_database(&mut admin, &scratch).await;
-    let counts = outcome?;
-    dropped?;
+    let scratch_name = scratch.name.clone();
+    // On a connection opened now: the restore may have taken hours.
+    let dropped = scratch.drop_it().await;
+    let counts = match (outcome, dropped) {
+        (Ok(counts), Ok(())) => counts,
+        (Ok(_), Err(e)) => return Err(e),
+        (Err(e), dropped) => {
+            if let Err(left) = dropped {
+                progress.emit("test-restore", format!("warning: {left}"));
+            }
+            return Err(e);
+        }
+    };
+    let scratch = scratch_name;
     let rows = counts.iter().map(|t| t.rows).sum();
     progress.emit(
         "test-restore",

@@ -111,6 +111,11 @@ pub enum BackupCommand {
         /// With several databases: which one, `NAME` or `HOST/NAME` (default: the only one).
         #[arg(long, value_name = "NAME|HOST/NAME", requires = "environment")]
         database: Option<String>,
+        /// With --env: when a rollout, rollback or another restore or
+        /// verify holds the environment, wait for it instead of being
+        /// refused (exit 2).
+        #[arg(long, requires = "environment")]
+        queue: bool,
         #[command(flatten)]
         coordinators: Coordinators,
         #[command(flatten)]
@@ -139,6 +144,12 @@ pub enum BackupCommand {
         /// Confirm that the target's contents may be replaced.
         #[arg(long)]
         yes: bool,
+        /// With --env: when a rollout, rollback or another restore or
+        /// verify holds the environment, wait for it instead of being
+        /// refused (exit 2).
+        #[arg(long, requires = "environment")]
+        queue: bool,
+
         /// clean: drop and restore the backup's objects in one transaction
         /// (objects not in the backup stay). replace: restore into a new
         /// database and swap it in (exactly the backup; ends the target's sessions).
@@ -193,6 +204,8 @@ struct RemoteBackup {
     action: Action,
     /// Restore only: the operator passed `--yes`.
     confirmed: bool,
+    /// `--queue`: wait while another change holds the environment.
+    queue: bool,
 }
 
 /// Where a `runway backup …` command runs.
@@ -208,34 +221,43 @@ impl Route {
     /// `list` and `show` always go through the coordinator, `verify` and
     /// `restore` when `--env` is given, `create` never.
     fn of(command: BackupCommand) -> Route {
-        let remote = |coordinators, environment, database: Option<String>, action, confirmed| {
+        let remote = |coordinators, environment, database: Option<String>, action, confirmed, queue| {
             let database = database.unwrap_or_default();
-            Route::Remote(Box::new(RemoteBackup { coordinators, environment, database, action, confirmed }))
+            Route::Remote(Box::new(RemoteBackup {
+                coordinators,
+                environment,
+                database,
+                action,
+                confirmed,
+                queue,
+            }))
         };
         match command {
             BackupCommand::List { environment, database, coordinators } => {
-                remote(coordinators, environment, database, Action::List(ListBackups {}), false)
+                remote(coordinators, environment, database, Action::List(ListBackups {}), false, false)
             }
             BackupCommand::Show { name, environment, database, coordinators } => {
-                remote(coordinators, environment, database, Action::Show(ShowBackup { name }), false)
+                remote(coordinators, environment, database, Action::Show(ShowBackup { name }), false, false)
             }
             BackupCommand::Verify {
                 path,
                 test_restore,
                 environment: Some(environment),
                 database,
+                queue,
                 coordinators,
                 ..
             } => {
                 let name = path.to_string_lossy().into_owned();
                 let action = Action::Verify(VerifyBackup { name, test_restore });
-                remote(coordinators, environment, database, action, false)
+                remote(coordinators, environment, database, action, false, queue)
             }
             BackupCommand::Restore {
                 path,
                 yes,
                 environment: Some(environment),
                 database,
+                queue,
                 coordinators,
                 ..
             } => {
@@ -246,6 +268,7 @@ impl Route {
                     database,
                     Action::Restore(RestoreBackup { name, confirmed: yes, replace: false }),
                     yes,
+                    queue,
                 )
             }
             local => Route::Local(Box::new(local)),

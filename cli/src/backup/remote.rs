@@ -16,7 +16,7 @@ use crate::output::{self, Failure, Output, Reporter, Table};
 
 /// Runs `command` on the DB agent.
 pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure> {
-    let RemoteBackup { coordinators, environment, database, action, confirmed } = command;
+    let RemoteBackup { coordinators, environment, database, action, confirmed, queue } = command;
     if let Action::Restore(restore) = &action
         && !confirmed
     {
@@ -35,10 +35,14 @@ pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure>
     };
     let mut stream = coordinators
         .remote()?
-        .call(|mut c| {
-            let r = request.clone();
-            async move { c.run_backup_command(r).await.map(|r| r.into_inner()) }
-        })
+        .call_queued(
+            queue,
+            |note| eprintln!("{note}"),
+            |mut c| {
+                let r = request.clone();
+                async move { c.run_backup_command(r).await.map(|r| r.into_inner()) }
+            },
+        )
         .await?;
     let progress = Reporter::stderr();
     let mut host = String::new();

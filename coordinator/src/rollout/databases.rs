@@ -70,6 +70,14 @@ pub(super) fn observe(record: &mut RolloutRecord, kind: StepKind, recovery: bool
     }
 }
 
+/// Whether a stopped rollout may leave its migrated databases migrated:
+/// only with `databases.uniform = false` and a plan the running (old) app
+/// version can serve (backward compatible: the app hosts are not
+/// restarted when migrate fails, so they keep their version over it).
+pub(super) fn may_stay_migrated(uniform: bool, plan: Option<&runway_proto::v1::MigrationPlan>) -> bool {
+    !uniform && plan.is_some_and(runway_proto::v1::MigrationPlan::backward_compatible)
+}
+
 /// After a failed migrate step: the targets to restore (each failed one
 /// that may have changed; the migrated ones too when `uniform`) and those
 /// left migrated (when not).
@@ -215,5 +223,26 @@ mod tests {
             states,
             [(DatabaseState::Migrated, 2), (DatabaseState::Skipped, 0), (DatabaseState::Skipped, 0)]
         );
+    }
+
+    #[test]
+    fn migrated_databases_stay_only_where_the_old_app_can_serve_them() {
+        use runway_proto::v1::{LintFinding, MigrationPlan, Severity};
+        let compatible = MigrationPlan::default();
+        let breaking = MigrationPlan {
+            findings: vec![LintFinding {
+                rule: "drop-column".into(),
+                severity: Severity::Danger as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(may_stay_migrated(false, Some(&compatible)));
+        assert!(
+            !may_stay_migrated(false, Some(&breaking)),
+            "the old app would run on a schema it cannot use"
+        );
+        assert!(!may_stay_migrated(false, None), "without a plan nothing is known");
+        assert!(!may_stay_migrated(true, Some(&compatible)));
     }
 }

@@ -362,7 +362,14 @@ impl Engine {
             // the migrated ones too when the set must stay uniform.
             let mut restore = Vec::new();
             if kind == StepKind::Migrate && failure != recovery::Failure::OutcomeUnknown {
-                let (to_restore, left_migrated) = databases::to_restore(result, policy.databases.uniform);
+                let stay = databases::may_stay_migrated(policy.databases.uniform, record.plan.as_ref());
+                let (to_restore, left_migrated) = databases::to_restore(result, !stay);
+                if !policy.databases.uniform && !stay {
+                    record.error.push_str(
+                        "; the databases already migrated are restored too although databases.uniform = false: \
+                         the plan is not backward compatible, and the app hosts keep their old version",
+                    );
+                }
                 if !left_migrated.is_empty() {
                     record.error.push_str(&format!(
                         "; databases already migrated stay migrated (databases.uniform = false): {}",

@@ -10,12 +10,17 @@ use crate::model::DatabaseState;
 /// and one app agent; the saved record and the commands received, as
 /// `(step, database)`.
 async fn run_with(policy: &str) -> (RolloutRecord, Vec<(String, String)>) {
+    run_scripted(policy, b_fails).await
+}
+
+/// As [`run_with`], with the agents answering by `script`.
+async fn run_scripted(policy: &str, script: Script) -> (RolloutRecord, Vec<(String, String)>) {
     let kv = Arc::new(MemoryKv::new());
     let config: Config = toml::from_str(&format!("[environments.{ENVIRONMENT}]\ndatabases = {policy}\n"))
         .expect("a valid policy");
     let leader = Coordinator::configured(&kv, "coordinator-a", config);
-    leader.connect_serving("db-2", "db", &["a", "b", "c"], b_fails).await;
-    leader.connect("app-1", "app", b_fails).await;
+    leader.connect_serving("db-2", "db", &["a", "b", "c"], script).await;
+    leader.connect("app-1", "app", script).await;
     let (_, saved) = leader.lead_r1_to_end().await;
     let received = leader
         .received
@@ -27,7 +32,33 @@ async fn run_with(policy: &str) -> (RolloutRecord, Vec<(String, String)>) {
     (saved, received)
 }
 
-fn b_fails(_: &str, command: &v1::Command) -> Answer {
+/// `b` fails; preflight's plan is one the old app version can serve.
+fn b_fails(agent: &str, command: &v1::Command) -> Answer {
+    match step_of(command) {
+        "preflight" if agent == "db-2" => Answer::Plan(v1::MigrationPlan::default),
+        _ => b_fails_with_any_plan(agent, command),
+    }
+}
+
+/// As [`b_fails`], with a plan that drops a column the old version reads.
+fn b_fails_breaking(agent: &str, command: &v1::Command) -> Answer {
+    fn breaking() -> v1::MigrationPlan {
+        v1::MigrationPlan {
+            findings: vec![v1::LintFinding {
+                rule: "drop-column".into(),
+                severity: v1::Severity::Warning as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+    match step_of(command) {
+        "preflight" if agent == "db-2" => Answer::Plan(breaking),
+        _ => b_fails_with_any_plan(agent, command),
+    }
+}
+
+fn b_fails_with_any_plan(_: &str, command: &v1::Command) -> Answer {
     match (step_of(command), command.database.as_str()) {
         ("migrate", "b") => Answer::Fail("b: relation \"x\" already exists", r#"{"database_changed":true}"#),
         ("backup", _) => Answer::SucceedWith(r#"{"manifest":{"id":"backup-of-one"}}"#),
@@ -57,6 +88,19 @@ async fn not_uniform_restores_only_the_failed_database_and_reports_the_migrated_
     let kinds: Vec<(&str, bool)> = saved.steps.iter().map(|s| (s.kind.name(), s.recovery)).collect();
     assert_eq!(kinds[kinds.len() - 2..], [("restore", true), ("maintenance_off", true)]);
     assert!(saved.steps.iter().any(|s| s.kind == StepKind::Restart && s.state == StepState::Skipped));
+}
+
+/// Not uniform, but the old app version cannot serve the migrated
+/// schema (the app hosts are not restarted when migrate fails): the
+/// migrated databases are restored too, and the error says why.
+#[tokio::test(start_paused = true)]
+async fn not_uniform_still_restores_what_the_old_version_cannot_serve() {
+    let (saved, received) =
+        run_scripted("{ canary = 1, parallel = 1, max_failures = 0, uniform = false }", b_fails_breaking)
+            .await;
+    assert_eq!(saved.state, RolloutState::RolledBack, "{}", saved.error);
+    assert_eq!(of_step(&received, "restore-recovery"), ["b", "a"]);
+    assert!(saved.error.contains("not backward compatible"), "{}", saved.error);
 }
 
 #[tokio::test(start_paused = true)]

@@ -306,8 +306,30 @@ impl Notifier {
         self.store.key(&format!("notify/{rollout}/{webhook}"))
     }
 
+    /// Saves `cursor` at `key` (`notify/<rollout>/<webhook>`) while its
+    /// rollout's record exists: the write is conditioned on the record's
+    /// revision, so a prune that deleted the rollout (and its cursors)
+    /// meanwhile is not undone by an orphan cursor. A record written in
+    /// between (the engine moved on) only makes it read the revision again.
     async fn save(&self, term: &Term, key: &str, cursor: &Cursor) -> Result<(), StoreError> {
-        self.store.put_fenced(term, vec![Put::json(key.to_owned(), cursor)]).await
+        let rollout = key
+            .strip_prefix(&self.store.key("notify/"))
+            .and_then(|rest| rest.split_once('/'))
+            .map(|(rollout, _)| self.store.key(&format!("rollouts/{rollout}")));
+        let Some(rollout) = rollout else {
+            return self.store.put_fenced(term, vec![Put::json(key.to_owned(), cursor)]).await;
+        };
+        loop {
+            let record = self.store.marker(rollout.clone()).await?;
+            if record.revision == 0 {
+                tracing::info!(%key, "the rollout was pruned; its notification cursor is not saved");
+                return Ok(());
+            }
+            let put = Put::json(key.to_owned(), cursor);
+            if self.store.put_fenced_if(term, vec![put], vec![record.unchanged()]).await? {
+                return Ok(());
+            }
+        }
     }
 
     /// Sends `pair`'s notifications after its cursor, in order, until none

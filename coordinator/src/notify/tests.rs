@@ -146,6 +146,20 @@ async fn a_webhook_gets_only_its_events_and_a_deposed_leader_sends_nothing() {
     assert_eq!(*got.lock().unwrap(), ["succeeded"]);
 }
 
+/// A prune deleted the rollout (and its cursors) while its notifications
+/// were on their way: the cursor is not written back as an orphan.
+#[tokio::test]
+async fn a_pruned_rollout_gets_no_orphan_cursor() {
+    let (notifier, term) = setup().await;
+    let cursor = Cursor { done_seq: 1, ..Cursor::default() };
+    notifier.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
+    assert!(notifier.store.get("/runway/notify/r1/w").await.unwrap().is_some(), "saved while r1 exists");
+    let revision = notifier.rollouts.rollout_revisions().await.unwrap()[0].1;
+    assert!(notifier.rollouts.delete_rollout(&term, "r1", revision).await.unwrap());
+    notifier.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
+    assert!(notifier.store.get("/runway/notify/r1/w").await.unwrap().is_none(), "no orphan");
+}
+
 #[test]
 fn settled_pairs_of_deleted_rollouts_are_forgotten_at_the_next_listing() {
     let mut progress = Progress::default();

@@ -101,19 +101,14 @@ impl Proc {
     /// Sends `signal` (e.g. "QUIT") and waits up to `timeout` for exit.
     /// Returns how it exited, or `None` when it had to be SIGKILLed.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
-        if let Some(child) = self.child.as_mut() {
+        if let Some(child) = self.child.as_ref() {
             let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
-            let start = Instant::now();
-            while start.elapsed() < timeout {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Some(status);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
         }
-        self.kill();
-        None
+        let status = self.wait_for_exit(timeout);
+        if status.is_none() {
+            self.kill();
+        }
+        status
     }
 
     /// Waits up to `timeout` for it to exit by itself: how it exited, or

@@ -42,5 +42,9 @@ fn main() -> std::process::ExitCode {
     eprintln!("nemesis soak: {soak:?}");
     let report = soak.run();
     println!("{report}");
-    if report.violation_count() > 0 { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS }
+    if report.violation_count() > 0 {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
 }

@@ -71,7 +71,8 @@ impl Etcd {
             .collect();
         let members = (0..hosts.len()).map(|i| spawn_member(dir, i, &hosts[i], &specs[i])).collect();
         let endpoints: Vec<String> = urls.into_iter().map(|(client, _)| client).collect();
-        let etcd = Etcd { endpoints, hosts: hosts.to_vec(), members, etcdctl_tls, specs, dir: dir.to_path_buf() };
+        let etcd =
+            Etcd { endpoints, hosts: hosts.to_vec(), members, etcdctl_tls, specs, dir: dir.to_path_buf() };
         wait_until("etcd to be healthy", Duration::from_secs(30), || etcd.healthy().then_some(()));
         etcd
     }

@@ -134,7 +134,8 @@ impl Soak {
         let cli = Cli::new(&cluster);
         let stop = AtomicBool::new(false);
         let deadline = Instant::now() + self.duration;
-        let ops = ops::Ops::new(cli.clone(), self.seed ^ 0x6f70_73, cluster.path().join("ops"), &environments);
+        let ops =
+            ops::Ops::new(cli.clone(), self.seed ^ 0x006f_7073, cluster.path().join("ops"), &environments);
         let (ops_log, fault_log) = std::thread::scope(|s| {
             let ops = s.spawn(|| ops.run(&stop, deadline));
             let faults = faults::run(&mut cluster, &self.faults, self.seed, self.fault_pause, deadline);
@@ -150,8 +151,10 @@ impl Soak {
         let (unended, holding) = invariants::terminal_or_holding(&evidence);
         violations.insert("every rollout terminal or holding with a reason", unended);
         violations.insert("event sequences without gaps", invariants::event_sequences(&evidence));
-        violations.insert("the audit log has every operation", invariants::audit_complete(&evidence, &ops_log));
-        violations.insert("one change per environment at a time", invariants::one_change_at_a_time(&evidence));
+        violations
+            .insert("the audit log has every operation", invariants::audit_complete(&evidence, &ops_log));
+        violations
+            .insert("one change per environment at a time", invariants::one_change_at_a_time(&evidence));
         violations.insert(
             "maintenance on while the database is changed",
             invariants::maintenance_covers_changes(&evidence, "db-1"),
@@ -179,7 +182,8 @@ fn settle(cli: &Cli) {
         let out = cli.run(&["rollout", "list", "--output", "json"], Duration::from_secs(60));
         (out.status.code() == Some(0)
             && Cli::json(&out).iter().all(|r| {
-                !matches!(r["state"].as_str(), Some("pending" | "running")) || !r["error"].as_str().unwrap_or("").is_empty()
+                !matches!(r["state"].as_str(), Some("pending" | "running"))
+                    || !r["error"].as_str().unwrap_or("").is_empty()
             }))
         .then_some(())
     };
@@ -218,7 +222,11 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "nemesis soak, seed {}: operations for {:.0?}, {:.0?} in all", self.seed, self.operations_ended, self.elapsed)?;
+        writeln!(
+            f,
+            "nemesis soak, seed {}: operations for {:.0?}, {:.0?} in all",
+            self.seed, self.operations_ended, self.elapsed
+        )?;
         let section = |f: &mut fmt::Formatter<'_>, title: &str, map: &BTreeMap<String, u64>| -> fmt::Result {
             writeln!(f, "{title}:")?;
             if map.is_empty() {
@@ -228,7 +236,8 @@ impl fmt::Display for Report {
         };
         section(f, "runs by kind", &self.ops.runs)?;
         section(f, "outcomes", &self.ops.outcomes)?;
-        let faults: BTreeMap<String, u64> = self.faults.injected.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+        let faults: BTreeMap<String, u64> =
+            self.faults.injected.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
         section(f, "faults injected by kind", &faults)?;
         if !self.faults.skipped.is_empty() {
             section(f, "faults skipped", &self.faults.skipped)?;

@@ -64,11 +64,7 @@ impl Cli {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        Output {
-            status,
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
-        }
+        Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
     }
 
     /// `--output json` lines of a run's stdout that parse (a killed run

@@ -3,7 +3,7 @@
 //! member started again), so the cluster is whole when the soak ends.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::rng::Rng;
 use crate::cluster::Cluster;
@@ -160,6 +160,3 @@ fn cut_link(cluster: &mut Cluster, rng: &mut Rng) -> Result<String, &'static str
 
 /// A pause between faults that a test can pass as `pause`.
 pub const CI_PAUSE: (u64, u64) = (4000, 9000);
-
-/// How long, at most, one fault keeps something away.
-pub const LONGEST_FAULT: Duration = Duration::from_secs(6);

@@ -48,6 +48,9 @@ impl Command {
     }
 }
 
+/// An app host's hook calls: `(unix ms, "start" | "end", action)`.
+pub type HookLog = Vec<(i64, String, String)>;
+
 /// Everything the checks read, gathered once the cluster is quiet.
 pub struct Evidence {
     pub rollouts: Vec<Value>,
@@ -55,11 +58,11 @@ pub struct Evidence {
     pub events: BTreeMap<String, Vec<Value>>,
     pub audit: Vec<Value>,
     pub commands: Vec<Command>,
-    /// Per app host (all in the first environment): its name, hook log and journal.
-    pub apps: Vec<(String, Vec<(i64, String, String)>)>,
+    /// Per app host (all in the first environment): its name and hook log.
+    pub apps: Vec<(String, HookLog)>,
     /// Per database: (environment, migration names finished and not rolled back, with their count).
     pub migrations: Vec<(String, Vec<(String, u64)>)>,
-    /// The agents' environment of the DB agent whose journal is the first environment's.
+    /// The environment of the app hosts (the first one).
     pub first_environment: String,
 }
 
@@ -67,7 +70,13 @@ pub struct Evidence {
 pub type Journals = Vec<(String, String, PathBuf)>;
 
 impl Evidence {
-    pub fn gather(cluster: &Cluster, cli: &Cli, journals: &Journals, databases: &[(&str, &str)], ops: &OpsLog) -> Evidence {
+    pub fn gather(
+        cluster: &Cluster,
+        cli: &Cli,
+        journals: &Journals,
+        databases: &[(&str, &str)],
+        ops: &OpsLog,
+    ) -> Evidence {
         let rollouts = Cli::json(&cli.run(&["rollout", "list", "--output", "json"], Duration::from_secs(60)));
         let rolled_back: BTreeSet<&str> = ops.rolled_back.iter().map(String::as_str).collect();
         let events = rollouts
@@ -115,13 +124,10 @@ impl Evidence {
     }
 
     fn environment_of(&self) -> BTreeMap<&str, &str> {
-        self.rollouts
-            .iter()
-            .filter_map(|r| Some((r["id"].as_str()?, r["environment"].as_str()?)))
-            .collect()
+        self.rollouts.iter().filter_map(|r| Some((r["id"].as_str()?, r["environment"].as_str()?))).collect()
     }
 
-    /// The commands of the first environment's DB agent and of app host `app`.
+    /// The journaled commands of `agent` in `environment`.
     fn of_agent<'a>(&'a self, agent: &'a str, environment: &'a str) -> impl Iterator<Item = &'a Command> {
         self.commands.iter().filter(move |c| c.agent == agent && c.environment == environment)
     }
@@ -156,7 +162,11 @@ pub fn at_most_once(ev: &Evidence) -> Vec<String> {
     let mut holders: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for c in &ev.commands {
         if c.text("command_id") != c.key {
-            violations.push(format!("{} is filed under another id than its own ({})", c.label(), c.text("command_id")));
+            violations.push(format!(
+                "{} is filed under another id than its own ({})",
+                c.label(),
+                c.text("command_id")
+            ));
         }
         holders.entry(c.key.as_str()).or_default().push(c.agent.as_str());
     }
@@ -164,14 +174,16 @@ pub fn at_most_once(ev: &Evidence) -> Vec<String> {
         violations.push(format!("command {id} is in the journals of {agents:?}"));
     }
     let mut succeeded: BTreeMap<(&str, &str, &str), Vec<&str>> = BTreeMap::new();
-    for c in ev.commands.iter().filter(|c| c.outcome() == Some(SUCCEEDED) && !c.text("rollout_id").is_empty()) {
+    for c in ev.commands.iter().filter(|c| c.outcome() == Some(SUCCEEDED) && !c.text("rollout_id").is_empty())
+    {
         let action = c.text("action");
         if action == "migrate" || action == "backup" {
             succeeded.entry((c.text("rollout_id"), c.agent.as_str(), action)).or_default().push(&c.key);
         }
     }
     for ((rollout, agent, action), ids) in succeeded.iter().filter(|(_, ids)| ids.len() > 1) {
-        violations.push(format!("rollout {rollout}: {action} succeeded {} times on {agent}: {ids:?}", ids.len()));
+        violations
+            .push(format!("rollout {rollout}: {action} succeeded {} times on {agent}: {ids:?}", ids.len()));
     }
     for (environment, rows) in &ev.migrations {
         for (name, n) in rows.iter().filter(|(_, n)| *n > 1) {
@@ -191,7 +203,9 @@ pub fn environments_apart(ev: &Evidence) -> Vec<String> {
     for c in ev.commands.iter().filter(|c| !c.text("rollout_id").is_empty()) {
         match env_of.get(c.text("rollout_id")) {
             Some(env) if *env == c.environment => {}
-            Some(env) => violations.push(format!("{} ran in {} but the rollout is {env}'s", c.label(), c.environment)),
+            Some(env) => {
+                violations.push(format!("{} ran in {} but the rollout is {env}'s", c.label(), c.environment))
+            }
             None => violations.push(format!("{} belongs to no known rollout", c.label())),
         }
     }
@@ -200,7 +214,8 @@ pub fn environments_apart(ev: &Evidence) -> Vec<String> {
         for (name, _) in rows {
             let own = name.rsplit_once('_').is_some_and(|(_, suffix)| suffix.starts_with(tag));
             if !own {
-                violations.push(format!("{environment}'s database has another environment's migration {name}"));
+                violations
+                    .push(format!("{environment}'s database has another environment's migration {name}"));
             }
         }
     }
@@ -213,13 +228,17 @@ pub fn terminal_or_holding(ev: &Evidence) -> (Vec<String>, Vec<String>) {
     let mut violations = Vec::new();
     let mut holding = Vec::new();
     for r in &ev.rollouts {
-        let (id, state, error) =
-            (r["id"].as_str().unwrap_or(""), r["state"].as_str().unwrap_or(""), r["error"].as_str().unwrap_or(""));
+        let (id, state, error) = (
+            r["id"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["error"].as_str().unwrap_or(""),
+        );
         if TERMINAL.contains(&state) {
             continue;
         }
         if error.is_empty() {
-            violations.push(format!("rollout {id} is {state} with no error saying why, after the soak settled"));
+            violations
+                .push(format!("rollout {id} is {state} with no error saying why, after the soak settled"));
         } else {
             holding.push(format!("{id} {state}: {error}"));
         }
@@ -240,7 +259,8 @@ pub fn event_sequences(ev: &Evidence) -> Vec<String> {
         }
         let state = r["state"].as_str().unwrap_or("");
         if TERMINAL.contains(&state) && events.last().is_none_or(|e| e["terminal"] != true) {
-            violations.push(format!("rollout {id} is {state} but its event stream has no terminal event last"));
+            violations
+                .push(format!("rollout {id} is {state} but its event stream has no terminal event last"));
         }
     }
     violations
@@ -268,10 +288,14 @@ pub fn audit_complete(ev: &Evidence, ops: &OpsLog) -> Vec<String> {
     for r in &ev.rollouts {
         let id = r["id"].as_str().unwrap_or("");
         if starts.get(id) != Some(&1) {
-            violations.push(format!("rollout {id}: {} accepted start entries in the audit log", starts.get(id).unwrap_or(&0)));
+            violations.push(format!(
+                "rollout {id}: {} accepted start entries in the audit log",
+                starts.get(id).unwrap_or(&0)
+            ));
         }
         if TERMINAL.contains(&r["state"].as_str().unwrap_or("")) && !ended.contains_key(id) {
-            violations.push(format!("rollout {id} ended ({}) without a rollout_ended audit entry", r["state"]));
+            violations
+                .push(format!("rollout {id} ended ({}) without a rollout_ended audit entry", r["state"]));
         }
         let terminals = ev.events.get(id).map_or(0, |es| es.iter().filter(|e| e["terminal"] == true).count());
         if (terminals > 1 || r["state"] == "rolled_back") && !rollbacks.contains_key(id) {
@@ -282,11 +306,17 @@ pub fn audit_complete(ev: &Evidence, ops: &OpsLog) -> Vec<String> {
         violations.push(format!("the audit log has an accepted start of {id}, which no rollout record has"));
     }
     for id in ops.rolled_back.iter().filter(|id| !rollbacks.contains_key(id.as_str())) {
-        violations.push(format!("the CLI saw the rollback of {id} accepted; the audit log has no accepted rollback"));
+        violations.push(format!(
+            "the CLI saw the rollback of {id} accepted; the audit log has no accepted rollback"
+        ));
     }
-    let verifies = ev.audit.iter().filter(|e| e["action"] == "backup_verify" && e["outcome"] == "accepted").count();
+    let verifies =
+        ev.audit.iter().filter(|e| e["action"] == "backup_verify" && e["outcome"] == "accepted").count();
     if (verifies as u64) < ops.verifies_ran {
-        violations.push(format!("{} backup verifies ran but the audit log has {verifies} accepted", ops.verifies_ran));
+        violations.push(format!(
+            "{} backup verifies ran but the audit log has {verifies} accepted",
+            ops.verifies_ran
+        ));
     }
     violations
 }
@@ -312,7 +342,11 @@ pub fn one_change_at_a_time(ev: &Evidence) -> Vec<String> {
                 .iter()
                 .filter(|e| e["terminal"] == true && e["unix_ms"].as_i64().unwrap_or(0) < c.started())
                 .count();
-            if segment == 0 { format!("rollout {rollout}") } else { format!("rollout {rollout} (change #{})", segment + 1) }
+            if segment == 0 {
+                format!("rollout {rollout}")
+            } else {
+                format!("rollout {rollout} (change #{})", segment + 1)
+            }
         };
         let window = windows.entry((c.environment.as_str(), change)).or_insert((i64::MAX, i64::MIN));
         window.0 = window.0.min(c.started());
@@ -365,7 +399,9 @@ pub fn maintenance_covers_changes(ev: &Evidence, db_agent: &str) -> Vec<String> 
         let mut timeline: Vec<(i64, Ev)> = Vec::new();
         for c in ev.of_agent(db_agent, &ev.first_environment) {
             let action = c.text("action");
-            if !matches!(action, "migrate" | "migrate_down" | "restore_backup") || c.outcome() == Some(REFUSED) {
+            if !matches!(action, "migrate" | "migrate_down" | "restore_backup")
+                || c.outcome() == Some(REFUSED)
+            {
                 continue;
             }
             let detail: Value = serde_json::from_str(c.text("detail_json")).unwrap_or(Value::Null);
@@ -403,7 +439,9 @@ pub fn maintenance_covers_changes(ev: &Evidence, db_agent: &str) -> Vec<String> 
                 }
                 Ev::Change { label, settles_after } => {
                     if !maintenance {
-                        violations.push(format!("{label} changed the database at {ms} while {app} was not in maintenance"));
+                        violations.push(format!(
+                            "{label} changed the database at {ms} while {app} was not in maintenance"
+                        ));
                     }
                     unsettled = Some((label, ms, settles_after));
                 }

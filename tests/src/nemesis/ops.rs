@@ -63,7 +63,9 @@ impl History {
         let table = self.table();
         let (up, down) = if k == 1 {
             (
-                format!("CREATE TABLE \"{table}\" (\"id\" SERIAL NOT NULL, CONSTRAINT \"{table}_pkey\" PRIMARY KEY (\"id\"));\n"),
+                format!(
+                    "CREATE TABLE \"{table}\" (\"id\" SERIAL NOT NULL, CONSTRAINT \"{table}_pkey\" PRIMARY KEY (\"id\"));\n"
+                ),
                 format!("DROP TABLE \"{table}\";\n"),
             )
         } else {
@@ -74,7 +76,8 @@ impl History {
         };
         self.migrations.push((name, up, down));
         let dir = root.join(format!("{}-{k}", self.environment));
-        let ups: Vec<(&str, &str)> = self.migrations.iter().map(|(n, u, _)| (n.as_str(), u.as_str())).collect();
+        let ups: Vec<(&str, &str)> =
+            self.migrations.iter().map(|(n, u, _)| (n.as_str(), u.as_str())).collect();
         crate::fixtures::write_migrations(&dir, &ups);
         for (name, _, down) in &self.migrations {
             std::fs::write(dir.join(name).join("down.sql"), down).expect("write down.sql");
@@ -221,7 +224,8 @@ impl Ops {
     fn verify(&mut self, env: usize) {
         Self::count(&mut self.log.runs, "backup verify");
         let environment = self.histories[env].environment.clone();
-        let list = self.cli.run(&["backup", "list", "--env", &environment, "--output", "json"], START_TIMEOUT);
+        let list =
+            self.cli.run(&["backup", "list", "--env", &environment, "--output", "json"], START_TIMEOUT);
         let names: Vec<String> = Cli::json(&list)
             .iter()
             .flat_map(|l| {

@@ -323,13 +323,19 @@ pub fn audit_complete(ev: &Evidence, ops: &OpsLog) -> Vec<String> {
 
 /// One change per environment at a time: the agents' commands of each
 /// rollout (split at its terminal events, so a later rollback is a change
-/// of its own) and each backup restore or verify outside a rollout span
-/// windows [first start, last finish]; no two windows of one environment
-/// overlap.
+/// of its own; without the backup release sent after the end) and each
+/// backup restore or verify outside a rollout span windows [first start,
+/// last finish]; no two windows of one environment overlap.
 pub fn one_change_at_a_time(ev: &Evidence) -> Vec<String> {
     let mut windows: BTreeMap<(&str, String), (i64, i64)> = BTreeMap::new();
     let now = crate::process::now_ms();
-    for c in ev.commands.iter().filter(|c| c.outcome() != Some(REFUSED)) {
+    // `release_backup` unpins a rollout's backup once it ended (sent after
+    // its terminal event; it changes no database), reads change nothing.
+    let changes = ev.commands.iter().filter(|c| {
+        c.outcome() != Some(REFUSED)
+            && !matches!(c.text("action"), "release_backup" | "list_backups" | "show_backup")
+    });
+    for c in changes {
         let rollout = c.text("rollout_id");
         let change = if rollout.is_empty() {
             if !matches!(c.text("action"), "verify_backup" | "restore_backup") {

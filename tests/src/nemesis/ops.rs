@@ -231,7 +231,7 @@ impl Ops {
             .flat_map(|l| {
                 let result = &l["result"];
                 let items = result["backups"].as_array().or(result.as_array()).cloned().unwrap_or_default();
-                items.into_iter().filter_map(|b| b["name"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+                items.into_iter().filter_map(|b| b["id"].as_str().map(str::to_owned)).collect::<Vec<_>>()
             })
             .collect();
         if names.is_empty() {

@@ -46,6 +46,19 @@ impl AppHost {
         std::fs::read_to_string(self.dir.join("pid")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 
+    /// With [`Options::log_hooks`]: `(unix ms, "start" | "end", action)`
+    /// of every hook call so far.
+    pub fn hook_log(&self) -> Vec<(i64, String, String)> {
+        let text = std::fs::read_to_string(self.dir.join("hooks.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                let ms = words.next()?.parse().ok()?;
+                Some((ms, words.next()?.to_owned(), words.next()?.to_owned()))
+            })
+            .collect()
+    }
+
     pub fn in_maintenance(&self) -> bool {
         self.dir.join("maintenance").exists()
     }
@@ -115,6 +128,10 @@ pub struct Options {
     pub coordinator_toml: String,
     /// The coordinators' `heartbeat_secs` (1: failures show fast in tests).
     pub heartbeat_secs: u64,
+    /// The app agents run the sample hook through a wrapper that appends
+    /// `<unix ms> start|end <action> [exit code]` to `<app dir>/hooks.log`
+    /// (see [`AppHost::hook_log`]).
+    pub log_hooks: bool,
 }
 
 impl Default for Options {
@@ -136,6 +153,7 @@ impl Default for Options {
             metrics: false,
             coordinator_toml: String::new(),
             heartbeat_secs: 1,
+            log_hooks: false,
         }
     }
 }
@@ -185,7 +203,7 @@ impl Cluster {
         let apps = (1..=options.app_hosts)
             .map(|i| {
                 let name = format!("app-{i}");
-                start_app_host(&root, &name, host(&name), &addrs, &options.agent_env, pki.as_ref())
+                start_app_host(&root, &name, host(&name), &addrs, &options, pki.as_ref())
             })
             .collect();
         // Every operator's certificate, issued once (`ops` is the default).
@@ -517,9 +535,10 @@ fn start_app_host(
     name: &str,
     host: Host,
     coordinators: &[String],
-    env: &[(String, String)],
+    options: &Options,
     pki: Option<&Pki>,
 ) -> AppHost {
+    let env = &options.agent_env;
     let dir = root.join(format!("{name}-app"));
     std::fs::create_dir_all(&dir).expect("create app dir");
     let port = free_port();
@@ -538,6 +557,7 @@ fn start_app_host(
     assert!(status.success(), "sample app did not start");
     wait_until("sample app to answer", Duration::from_secs(10), || http_get(&host.ip, port, "/health"));
 
+    let hook = if options.log_hooks { logged_hook(root, &hook) } else { hook };
     let argv =
         |action: &str| toml_list(&[hook.display().to_string(), action.to_owned(), dir.display().to_string()]);
     let config = root.join(format!("{name}.toml"));
@@ -559,6 +579,21 @@ fn start_app_host(
     .expect("write app agent config");
     let agent = spawn_agent(root, name, &host, &config, env);
     AppHost { name: name.to_owned(), host, dir, port, state_dir, config, env: env.to_vec(), agent }
+}
+
+/// A wrapper around `hook` that logs each call's start and end, with the
+/// time in Unix ms, to `hooks.log` in the app dir (the hook's second argument).
+fn logged_hook(root: &Path, hook: &Path) -> PathBuf {
+    let wrapper = root.join("hook-logged.sh");
+    let script = format!(
+        "#!/bin/sh\nlog=\"$2/hooks.log\"\necho \"$(date +%s%3N) start $1\" >>\"$log\"\n\"{}\" \"$@\"\nrc=$?\n\
+         echo \"$(date +%s%3N) end $1 $rc\" >>\"$log\"\nexit $rc\n",
+        hook.display()
+    );
+    std::fs::write(&wrapper, script).expect("write hook wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod hook wrapper");
+    wrapper
 }
 
 /// A minimal HTTP GET: `(status code, body)`.

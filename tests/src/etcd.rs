@@ -1,6 +1,6 @@
 //! A throwaway etcd: one member on loopback, or one member per host.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,6 +16,10 @@ pub struct Etcd {
     pub members: Vec<Proc>,
     /// etcdctl's TLS flags (empty for plain text).
     etcdctl_tls: Vec<String>,
+    /// Each member's command-line flags, to start it again.
+    specs: Vec<Vec<String>>,
+    /// Where the members' data dirs and logs are.
+    dir: PathBuf,
 }
 
 impl Etcd {
@@ -39,41 +43,56 @@ impl Etcd {
             .map(|(i, (_, peer))| format!("etcd-{i}={peer}"))
             .collect::<Vec<_>>()
             .join(",");
-        let members = hosts
+        let specs: Vec<Vec<String>> = urls
             .iter()
-            .zip(&urls)
             .enumerate()
-            .map(|(i, (host, (client, peer)))| {
+            .map(|(i, (client, peer))| {
                 let name = format!("etcd-{i}");
-                let mut command = host.command(etcd_binary());
+                let mut args = Vec::new();
                 if let Some(server) = &server {
-                    command
-                        .arg(format!("--cert-file={}", server.cert.display()))
-                        .arg(format!("--key-file={}", server.key.display()))
-                        .arg(format!("--trusted-ca-file={}", server.ca.display()))
-                        .arg("--client-cert-auth");
+                    args.push(format!("--cert-file={}", server.cert.display()));
+                    args.push(format!("--key-file={}", server.key.display()));
+                    args.push(format!("--trusted-ca-file={}", server.ca.display()));
+                    args.push("--client-cert-auth".to_owned());
                 }
-                Proc::spawn(
-                    &name,
-                    command
-                        .arg(format!("--name={name}"))
-                        .arg(format!("--data-dir={}", dir.join(format!("{name}-data")).display()))
-                        .arg(format!("--listen-client-urls={client}"))
-                        .arg(format!("--advertise-client-urls={client}"))
-                        .arg(format!("--listen-peer-urls={peer}"))
-                        .arg(format!("--initial-advertise-peer-urls={peer}"))
-                        .arg(format!("--initial-cluster={initial_cluster}"))
-                        .arg("--initial-cluster-state=new")
-                        .arg("--unsafe-no-fsync")
-                        .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH),
-                    dir,
-                )
+                args.extend([
+                    format!("--name={name}"),
+                    format!("--data-dir={}", dir.join(format!("{name}-data")).display()),
+                    format!("--listen-client-urls={client}"),
+                    format!("--advertise-client-urls={client}"),
+                    format!("--listen-peer-urls={peer}"),
+                    format!("--initial-advertise-peer-urls={peer}"),
+                    format!("--initial-cluster={initial_cluster}"),
+                    "--initial-cluster-state=new".to_owned(),
+                    "--unsafe-no-fsync".to_owned(),
+                ]);
+                args
             })
             .collect();
+        let members = (0..hosts.len()).map(|i| spawn_member(dir, i, &hosts[i], &specs[i])).collect();
         let endpoints: Vec<String> = urls.into_iter().map(|(client, _)| client).collect();
-        let etcd = Etcd { endpoints, hosts: hosts.to_vec(), members, etcdctl_tls };
+        let etcd =
+            Etcd { endpoints, hosts: hosts.to_vec(), members, etcdctl_tls, specs, dir: dir.to_path_buf() };
         wait_until("etcd to be healthy", Duration::from_secs(30), || etcd.healthy().then_some(()));
         etcd
+    }
+
+    /// SIGKILLs member `i` and starts it again over its data dir (it
+    /// rejoins the cluster); `down` is how long it stays away.
+    pub fn restart_member(&mut self, i: usize, down: Duration) {
+        self.stop_member(i);
+        std::thread::sleep(down);
+        self.start_member(i);
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn stop_member(&mut self, i: usize) {
+        self.members[i].kill();
+    }
+
+    /// Starts member `i` again over its data dir, after [`Etcd::stop_member`].
+    pub fn start_member(&mut self, i: usize) {
+        self.members[i] = spawn_member(&self.dir, i, &self.hosts[i], &self.specs[i]);
     }
 
     /// Whether the cluster has a leader and answers on every member.
@@ -161,6 +180,13 @@ impl Etcd {
         let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         (out.status.success() && !value.is_empty()).then_some(value)
     }
+}
+
+/// Starts member `i` with its flags; its log `etcd-<i>.log` starts afresh.
+fn spawn_member(dir: &Path, i: usize, host: &Host, args: &[String]) -> Proc {
+    let mut command = host.command(etcd_binary());
+    command.args(args).env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+    Proc::spawn(&format!("etcd-{i}"), &mut command, dir)
 }
 
 fn etcd_binary() -> String {

@@ -14,6 +14,7 @@
 //! - [`webhook`]: a webhook receiver that records what it gets.
 //! - [`bench`]: what the benchmarks in `benches/` share.
 //! - [`fleet`]: a simulated fleet of N agents in one process, for benchmarks.
+//! - [`nemesis`]: a soak of rollouts under faults, and the invariants checked after.
 
 pub mod bench;
 pub mod checks;
@@ -23,6 +24,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod fuzz;
 pub mod moto;
+pub mod nemesis;
 pub mod netns;
 pub mod otlp;
 pub mod pki;

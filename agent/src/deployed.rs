@@ -148,9 +148,17 @@ mod tests {
         assert_eq!(names, [FILE]);
     }
 
+    /// `text` as an agent config file, loaded without checking its files.
+    fn config_from(text: &str) -> Result<Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path, runway_daemon::config_check::Files::Skip)
+    }
+
     /// An app agent's config with state dir `dir` and `app_lines` under `[app]`.
     fn config(dir: &Path, app_lines: &str) -> Config {
-        crate::config::tests::load(&format!(
+        config_from(&format!(
             "name = \"app-1\"\nenvironment = \"staging\"\ncoordinators = [\"http://127.0.0.1:7400\"]\n\
              roles = [\"app\"]\nstate_dir = {dir:?}\n[app]\nmaintenance_on = [\"/bin/true\"]\n\
              maintenance_off = [\"/bin/true\"]\nrestart = [\"/bin/true\"]\n\

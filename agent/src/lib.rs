@@ -21,9 +21,9 @@
 
 pub mod backup_ops;
 pub mod channels;
-pub mod config;
+pub use runway_engine::agent_config as config;
 pub mod connection;
-pub mod databases;
+pub use runway_engine::agent_config::databases;
 pub mod deployed;
 pub mod exec;
 pub mod failpoint;

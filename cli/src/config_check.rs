@@ -4,7 +4,7 @@
 //! Each file gets one result: `FILE: OK`, or one line per problem, each
 //! naming its key (`agent.toml: [databases.app] url: invalid port
 //! number`). The same functions the daemons call do the checking
-//! (`runway_agent::config::Config::load`,
+//! (`runway_engine::agent_config::Config::load`,
 //! `runway_coordinator::config::Config::load`), so a config this command
 //! passes is one the daemon starts with, on this host, as this user.
 
@@ -95,7 +95,7 @@ fn check(
 
 /// An agent config's problems, each `key: what`.
 fn agent(path: &Path, files: Files) -> Vec<String> {
-    use runway_agent::config::{Config, ConfigError};
+    use runway_engine::agent_config::{Config, ConfigError};
     match Config::load(path, files) {
         Ok(_) => Vec::new(),
         Err(ConfigError::Invalid(problems)) => problems.iter().map(str::to_owned).collect(),

@@ -14,7 +14,10 @@
 //! - [`progress`]: the handle long work reports through.
 //! - [`redact`]: keeping secrets out of what leaves the process.
 //! - [`errors`]: printing an error with its causes.
+//! - [`agent_config`]: the agent's config file and its start-up checks (the
+//!   agent and `runway config check` both load it from here).
 
+pub mod agent_config;
 pub mod backup;
 pub mod database;
 pub mod errors;

@@ -1,4 +1,6 @@
-//! The agent's config: who this host is and what it may do.
+//! The agent's config: who this host is and what it may do. Here rather
+//! than in the agent so that `runway config check` runs the agent's own
+//! checks without linking the agent.
 //!
 //! The coordinator only chooses among the actions configured here, so a
 //! compromised coordinator cannot make a host run anything else. Loaded from
@@ -8,20 +10,21 @@
 //!
 //! A DB agent serves one database (`[database] url`, named after the
 //! database in its URL) or several named ones (`[databases.NAME] url`); see
-//! [`crate::databases`].
+//! [`databases`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::backup::BackupConfig;
+use crate::database::Database;
+use crate::migrate::MigrateConfig;
+use crate::redact::{Redactor, redact_urls};
 pub use runway_daemon::config_check::{Files, Problems};
-use runway_engine::backup::BackupConfig;
-use runway_engine::database::Database;
-use runway_engine::migrate::MigrateConfig;
-use runway_engine::redact::{Redactor, redact_urls};
 
 mod check;
+pub mod databases;
 pub use check::names_this_agent;
 
 /// The whole agent config file. See `deploy/agent-db.toml` and
@@ -140,7 +143,7 @@ pub struct AppConfig {
     /// The version running before runway first deploys to this host
     /// (optional). Once a restart hook deployed a version, the agent
     /// reports that one instead, also after it restarts (see
-    /// [`crate::deployed`]). Unknown (empty), a revert to it is refused.
+    /// the agent's `deployed` module). Unknown (empty), a revert to it is refused.
     #[serde(default)]
     pub version: String,
     /// Prints the app version running now (its last non-empty line of
@@ -267,7 +270,7 @@ impl Config {
     /// form, and its object-store keys) and URL passwords in text that
     /// leaves the agent: events, results, logs.
     pub fn redactor(&self) -> Redactor {
-        let passwords = crate::databases::served(self)
+        let passwords = databases::served(self)
             .into_iter()
             .filter_map(|served| Database::parse(&served.url).ok())
             .filter_map(|db| db.password().map(str::to_owned))

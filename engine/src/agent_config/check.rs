@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use crate::backup::{BackupConfig, BackupError};
 use runway_daemon::config_check::{self, Files, Problems};
-use runway_engine::backup::{BackupConfig, BackupError};
 use runway_identity::Identity;
 use runway_identity::tls::Security;
 
@@ -35,7 +35,7 @@ pub(super) fn validate(config: &Config, file: &Path, files: Files) -> Result<(),
         problems.check("state_dir", config_check::writable_dir(&config.state_dir));
     }
     if config.has_role(Role::Db) {
-        crate::databases::validate(config, files, &mut problems);
+        super::databases::validate(config, files, &mut problems);
         match &config.backup {
             None => problems.add("[backup]", "the db role needs a [backup] table with `dir`"),
             Some(backup) => check_backup(backup, files, &mut problems),

@@ -15,11 +15,11 @@
 //! prefix, so names, retention and pins of two databases never mix; all
 //! share the other `[backup]` settings. With one, `backup.dir` as before.
 
+use crate::backup::BackupConfig;
+use crate::database::Database;
 use runway_daemon::config_check::{Files, Problems};
-use runway_engine::backup::BackupConfig;
-use runway_engine::database::Database;
 
-use crate::config::{Config, DatabaseConfig};
+use super::{Config, DatabaseConfig};
 
 /// Longest database name accepted in `[databases.NAME]`.
 const MAX_NAME: usize = 63;
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Served {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Served")
             .field("name", &self.name)
-            .field("url", &runway_engine::redact::redact_urls(&self.url))
+            .field("url", &crate::redact::redact_urls(&self.url))
             .finish()
     }
 }
@@ -190,7 +190,7 @@ dir = "/var/backups/runway"
 "#;
 
     fn load(text: &str) -> Result<Config, String> {
-        crate::config::tests::load(text).map_err(|e| e.to_string())
+        crate::agent_config::tests::load(text).map_err(|e| e.to_string())
     }
 
     #[test]

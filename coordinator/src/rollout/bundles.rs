@@ -142,14 +142,7 @@ impl Bundles {
                 return Ok(true);
             }
             let (key, revision) = &unchanged;
-            let now = self
-                .store
-                .scan_revisions(key)
-                .await?
-                .into_iter()
-                .find(|(k, _)| k == key)
-                .map_or(0, |(_, r)| r);
-            if now != *revision {
+            if self.store.marker(key.clone()).await?.revision != *revision {
                 return Ok(false);
             }
         }

@@ -69,7 +69,7 @@ certs agent db-1 --env staging
 certs agent app-1 --env staging
 certs agent app-2 --env staging
 # You: an operator who may sign migrations for staging.
-certs operator quickstart --deploy staging
+certs operator quickstart --deploy staging --restore staging
 tls_toml() { printf '[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\n' "$pki/ca.pem" "$pki/$1.pem" "$pki/$1.key"; }
 
 echo "==> starting etcd (client certificates required)"

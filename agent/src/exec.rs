@@ -29,6 +29,8 @@ use tracing::Instrument;
 
 use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
+use crate::signed_uses::SignedUses;
+use runway_identity::signature::Operation;
 use crate::{backup_ops, service};
 use runway_engine::progress::Progress;
 use runway_engine::redact::Redactor;
@@ -53,6 +55,8 @@ pub struct Executor {
     stopping: Arc<AtomicBool>,
     /// Masks this agent's secrets in every event and result it sends.
     redactor: Arc<Redactor>,
+    /// What was done under each operator signature (one use each).
+    uses: SignedUses,
 }
 
 /// Why a command failed. Rendered into the result's `error` field.
@@ -80,6 +84,13 @@ enum ExecError {
     /// No valid operator signature over the SQL: nothing ran.
     #[error("refused: {0}")]
     Unsigned(runway_identity::signature::SignatureError),
+    /// The signature was used before, or its journal cannot be read.
+    #[error("refused: {0}")]
+    Uses(#[from] crate::signed_uses::UseError),
+    /// A signature that holds, but not for this (another rollout's backup,
+    /// a rollout that has ended): nothing ran.
+    #[error("refused: {0}")]
+    Unauthorized(String),
     /// The pending SQL has Danger findings the operator did not accept.
     #[error("{0}")]
     Dangerous(String),
@@ -135,6 +146,8 @@ impl ExecError {
                     | Self::Dangerous(_)
                     | Self::WillFail(_)
                     | Self::Unsigned(_)
+                    | Self::Uses(_)
+                    | Self::Unauthorized(_)
                     | Self::Migrate(migrate::MigrateError::Dangerous { .. })
                     | Self::Backup(
                         backup::BackupError::NotFound { .. } | backup::BackupError::NotConfirmed { .. }
@@ -163,6 +176,7 @@ impl Executor {
             app_version: Arc::new(std::sync::Mutex::new(app_version)),
             stopping: Arc::default(),
             redactor: Arc::new(config.redactor()),
+            uses: SignedUses::new(&config.state_dir, config.signature_max_age_secs),
             config,
         }
     }
@@ -272,7 +286,7 @@ impl Executor {
         let progress = self.progress_for(&cmd.command_id);
         let started = std::time::Instant::now();
         let outcome = match &cmd.action {
-            Some(command::Action::Preflight(p)) => self.preflight(p, &cmd.database, &progress).await,
+            Some(command::Action::Preflight(p)) => self.preflight(p, &cmd, &progress).await,
             _ => self.execute(&cmd, &progress).await.map(|detail| (detail, None)),
         };
         if let Some(hold) = crate::failpoint::hold_result() {
@@ -320,7 +334,7 @@ impl Executor {
         let action = cmd.action.as_ref().ok_or(ExecError::NoAction)?;
         match action {
             // Run by `run` itself: its result carries the typed plan.
-            command::Action::Preflight(p) => Ok(self.preflight(p, &cmd.database, progress).await?.0),
+            command::Action::Preflight(p) => Ok(self.preflight(p, cmd, progress).await?.0),
             command::Action::Backup(b) => {
                 let (served, config) = self.db(&cmd.database)?;
                 let environment = &self.config.environment;
@@ -337,6 +351,24 @@ impl Executor {
             | command::Action::VerifyBackup(_)
             | command::Action::RestoreBackup(_) => {
                 let (served, config) = self.db(&cmd.database)?;
+                let op = match action {
+                    command::Action::VerifyBackup(v) => Some(signed::BackupOp {
+                        operation: Operation::Verify,
+                        name: &v.name,
+                        signature: v.signature.as_ref(),
+                        rollout_claim: v.rollout_claim.as_ref(),
+                    }),
+                    command::Action::RestoreBackup(r) => Some(signed::BackupOp {
+                        operation: Operation::Restore,
+                        name: &r.name,
+                        signature: r.signature.as_ref(),
+                        rollout_claim: r.rollout_claim.as_ref(),
+                    }),
+                    _ => None,
+                };
+                if let Some(op) = op {
+                    self.authorize_backup_op(cmd, op, (&config, &served.name), progress).await?;
+                }
                 Ok(backup_ops::run(action, &config, &served.url, &cmd.rollout_id, progress).await?)
             }
             command::Action::ReleaseBackup(r) => {
@@ -351,6 +383,9 @@ impl Executor {
                 for config in &configs {
                     backup::retention::release(config, &r.rollout_id, keep_for)?;
                 }
+                // From now on the rollout's own signature no longer covers
+                // its way back.
+                self.uses.mark_ended(&r.rollout_id, chrono::Utc::now().timestamp()).await?;
                 let message = match keep_for.as_secs() {
                     0 => format!("rollout {} ended: its backup may be pruned now", r.rollout_id),
                     secs => {
@@ -364,11 +399,12 @@ impl Executor {
                 let (served, backup) = self.db(&cmd.database)?;
                 let url = served.url.as_str();
                 let migrations = self.signed_migrations(
-                    m.bundle.as_ref(),
+                    (m.bundle.as_ref(), &cmd.rollout_id),
                     &m.allow_danger,
                     m.signature.as_ref(),
                     progress,
                 )?;
+                self.once_per_rollout(cmd, &served.name).await?;
                 let pg_dump = backup.tool("pg_dump");
                 undo::save_before(&self.rollout_database(cmd, &served, &pg_dump), &migrations, progress)
                     .await?;
@@ -390,11 +426,12 @@ impl Executor {
                 let (served, backup) = self.db(&cmd.database)?;
                 // The downs change the database: signed like an up.
                 let migrations = self.signed_migrations(
-                    m.bundle.as_ref(),
+                    (m.bundle.as_ref(), &cmd.rollout_id),
                     &m.allow_danger,
                     m.signature.as_ref(),
                     progress,
                 )?;
+                self.authorize_downs(cmd, m, &served.name, progress).await?;
                 // No lint gate over the downs: their Danger statements
                 // (a DROP COLUMN of what the up added) are what a down is
                 // for, and no preflight gates them. The Danger of a down
@@ -532,13 +569,13 @@ impl Executor {
     /// operator's signature over it and the accepted Danger rules checks out.
     fn signed_migrations(
         &self,
-        bundle: Option<&v1::Bundle>,
+        (bundle, rollout_id): (Option<&v1::Bundle>, &str),
         allow_danger: &[String],
         signature: Option<&v1::DeploySignature>,
         progress: &Progress,
     ) -> Result<Vec<runway_proto::bundle::MigrationFile>, ExecError> {
         let bundle = bundle.cloned().unwrap_or_default();
-        self.check_signature(&bundle, allow_danger, signature, signed::Need::Required, progress)?;
+        self.check_signature((&bundle, rollout_id), allow_danger, signature, signed::Need::Required, progress)?;
         Ok(runway_proto::bundle::migrations(&bundle)?)
     }
 

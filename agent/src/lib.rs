@@ -31,6 +31,7 @@ pub mod health;
 pub mod journal;
 pub mod metrics;
 pub mod service;
+pub mod signed_uses;
 pub mod systemd;
 
 use std::sync::Arc;

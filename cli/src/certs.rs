@@ -45,12 +45,18 @@ pub enum CertsCommand {
     },
     /// Issue an operator's certificate (runway://operator/NAME). Roles come
     /// from the coordinator config; --deploy ENV lets the certificate sign
-    /// migrations for ENV, which DB agents check before running any SQL.
+    /// migrations for ENV, which DB agents check before running any SQL;
+    /// --restore ENV lets it sign restores, rollbacks and backup verifies
+    /// there, which DB agents check before acting on them.
     Operator {
         name: String,
         /// An environment this operator may sign migrations for (repeatable).
         #[arg(long = "deploy")]
         deploy: Vec<String>,
+        /// An environment this operator may sign restores, rollbacks and
+        /// backup verifies for (repeatable).
+        #[arg(long = "restore")]
+        restore: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -102,9 +108,10 @@ pub fn run(output: Output, command: CertsCommand) -> Result<Exit, Failure> {
             let issued = authority(&common.dir)?.issue(&identity, &[], common.days).map_err(fail)?;
             (common, format!("agent-{environment}-{name}"), issued, identity.uris().join(" "))
         }
-        CertsCommand::Operator { name, deploy, common } => {
-            checked(&std::iter::once(&name).chain(&deploy).map(String::as_str).collect::<Vec<_>>())?;
-            let identity = Identity::Operator { name: name.clone(), deploy };
+        CertsCommand::Operator { name, deploy, restore, common } => {
+            let names = std::iter::once(&name).chain(&deploy).chain(&restore);
+            checked(&names.map(String::as_str).collect::<Vec<_>>())?;
+            let identity = Identity::Operator { name: name.clone(), deploy, restore };
             let issued = authority(&common.dir)?.issue(&identity, &[], common.days).map_err(fail)?;
             (common, format!("operator-{name}"), issued, identity.uris().join(" "))
         }

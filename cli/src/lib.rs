@@ -30,6 +30,7 @@ pub mod migrate;
 pub mod output;
 pub mod remote;
 pub mod rollout;
+pub mod signing;
 pub mod status;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

@@ -287,6 +287,11 @@ pub struct Approvals {
     /// (`--allow-danger`), or the plan's downtime class is `large` or
     /// unknown, or there is no plan to judge by. At least `default`.
     pub danger: u32,
+    /// For an operator's rollback (`runway rollout rollback`), before it
+    /// touches anything: `approvals = { default = 1, rollback = 1 }`.
+    /// 0 (the default, also for `approvals = N`): an emergency rollback is
+    /// never held up unless a team asks for it.
+    pub rollback: u32,
 }
 
 impl Approvals {
@@ -304,6 +309,8 @@ impl<'de> Deserialize<'de> for Approvals {
             #[serde(default)]
             default: u32,
             danger: Option<u32>,
+            #[serde(default)]
+            rollback: u32,
         }
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -313,13 +320,14 @@ impl<'de> Deserialize<'de> for Approvals {
         }
         let form = Form::deserialize(deserializer).map_err(|_| {
             serde::de::Error::custom(
-                "`approvals` must be a count (`approvals = 1`) or a table (`approvals = { default = 1, danger = 2 }`)",
+                "`approvals` must be a count (`approvals = 1`) or a table \
+                 (`approvals = { default = 1, danger = 2, rollback = 1 }`)",
             )
         })?;
         Ok(match form {
-            Form::Count(n) => Approvals { default: n, danger: n },
-            Form::Counts(Counts { default, danger }) => {
-                Approvals { default, danger: danger.unwrap_or(default) }
+            Form::Count(n) => Approvals { default: n, danger: n, rollback: 0 },
+            Form::Counts(Counts { default, danger, rollback }) => {
+                Approvals { default, danger: danger.unwrap_or(default), rollback }
             }
         })
     }
@@ -373,7 +381,7 @@ impl EnvironmentPolicy {
     /// cannot reach is refused: such a rollout could never run.
     fn check(&self, name: &str, check_approvers: bool, problems: &mut Problems) {
         let key = |key: &str| format!("[environments.{name}] {key}");
-        let Approvals { default, danger } = self.approvals;
+        let Approvals { default, danger, rollback } = self.approvals;
         if danger < default {
             problems.add(
                 key("approvals"),
@@ -393,12 +401,13 @@ impl EnvironmentPolicy {
             );
         }
         let approvers = self.holders(Role::Approve);
-        if check_approvers && !approvers.contains(&"*") && (approvers.len() as u64) < u64::from(danger) {
+        let most = danger.max(rollback);
+        if check_approvers && !approvers.contains(&"*") && (approvers.len() as u64) < u64::from(most) {
             problems.add(
                 key("approvals"),
                 format_args!(
-                    "needs up to {danger} approver(s) but roles grant \"approve\" to {} ({}); a rollout there \
-                     could never be approved. Grant it in [environments.{name}] roles",
+                    "needs up to {most} approver(s) but roles grant \"approve\" to {} ({}); a rollout or \
+                     rollback there could never be approved. Grant it in [environments.{name}] roles",
                     approvers.len(),
                     if approvers.is_empty() { "nobody".to_owned() } else { approvers.join(", ") }
                 ),
@@ -623,7 +632,7 @@ mod tests {
         assert_eq!(config.lease_ttl(), Duration::from_secs(5));
         assert_eq!(config.step_deadline(), Duration::from_secs(DEFAULT_STEP_DEADLINE_SECS));
         let production = config.environments.policy("production");
-        assert_eq!(production.approvals, Approvals { default: 1, danger: 2 });
+        assert_eq!(production.approvals, Approvals { default: 1, danger: 2, rollback: 0 });
         assert!(production.allows("carol", Role::Approve) && !production.allows("carol", Role::Deploy));
     }
 
@@ -693,17 +702,22 @@ mod tests {
 
     #[test]
     fn approvals_are_a_count_or_a_default_and_a_danger_count() {
-        assert_eq!(policy("").approvals, Approvals { default: 0, danger: 0 });
+        assert_eq!(policy("").approvals, Approvals { default: 0, danger: 0, rollback: 0 });
         assert!(!policy("").approvals.required());
         assert_eq!(policy("").approval_timeout_secs, DEFAULT_APPROVAL_TIMEOUT_SECS);
-        assert_eq!(policy("approvals = 1").approvals, Approvals { default: 1, danger: 1 });
+        assert_eq!(policy("approvals = 1").approvals, Approvals { default: 1, danger: 1, rollback: 0 });
         assert_eq!(
             policy("approvals = { default = 1, danger = 2 }\napproval_timeout_secs = 600").approvals,
-            Approvals { default: 1, danger: 2 }
+            Approvals { default: 1, danger: 2, rollback: 0 }
         );
-        assert_eq!(policy("approvals = { danger = 2 }").approvals, Approvals { default: 0, danger: 2 });
+        assert_eq!(policy("approvals = { danger = 2 }").approvals, Approvals { default: 0, danger: 2, rollback: 0 });
         assert!(policy("approvals = { danger = 2 }").approvals.required());
-        assert_eq!(policy("approvals = { default = 2 }").approvals, Approvals { default: 2, danger: 2 });
+        assert_eq!(policy("approvals = { default = 2 }").approvals, Approvals { default: 2, danger: 2, rollback: 0 });
+        assert_eq!(
+            policy("approvals = { rollback = 1 }").approvals,
+            Approvals { default: 0, danger: 0, rollback: 1 },
+            "a rollback can need approval where rollouts need none"
+        );
         assert!(toml::from_str::<Config>("[environments.production]\napprovals = { dflt = 1 }").is_err());
     }
 

@@ -79,3 +79,14 @@ pub fn tamper_bundle(bundle: &mut runway_proto::v1::Bundle) {
     tracing::warn!(path = %file.path, "FAILPOINT: changed one byte of the bundle after the operator signed it");
     bundle.digest = runway_proto::bundle::digest(&bundle.files);
 }
+
+/// `RUNWAY_FAILPOINT_FORWARD_UNCHECKED_SIGNATURES=1`: the coordinator does
+/// not check operators' signatures on rollbacks, restores and verifies
+/// (nor that one is there) and passes on whatever the request carries, as
+/// a compromised coordinator could. Only the DB agent's checks stand in
+/// the way.
+pub fn forward_unchecked_signatures() -> bool {
+    static FORWARD: OnceLock<bool> = OnceLock::new();
+    *FORWARD
+        .get_or_init(|| std::env::var("RUNWAY_FAILPOINT_FORWARD_UNCHECKED_SIGNATURES").is_ok_and(|v| v == "1"))
+}

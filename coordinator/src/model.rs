@@ -73,6 +73,10 @@ pub struct RolloutRecord {
     /// Known agents the operator left out of this rollout (`--skip-host`):
     /// they were away, or were excluded on purpose.
     pub skipped_hosts: Vec<String>,
+    /// An operator's signed rollback of this rollout (`runway rollout
+    /// rollback`), carried to the DB agents with the rollback's commands
+    /// (absent in insecure mode and before any rollback was asked for).
+    pub rollback_signature: Option<SignatureRecord>,
 }
 
 /// One database of a rollout: the DB step target that reaches it
@@ -210,6 +214,22 @@ pub struct ApprovalGate {
     pub rejection: Option<Decision>,
     /// How the wait ended, or that it goes on.
     pub outcome: GateOutcome,
+    /// 0: the rollout's own gate; 1 and up: the gate of an operator's
+    /// rollback of it (`approvals.rollback`). Decisions count for the
+    /// round they were given in.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
+    /// Who asked for a rollback gate's rollback: they cannot approve it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub asked_by: String,
+    /// A rollback gate: the state the rollout had ended in, which it ends
+    /// in again when the rollback is rejected or expires (nothing changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<RolloutState>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One operator's approval or rejection of a rollout.
@@ -224,6 +244,9 @@ pub struct Decision {
     pub verdict: Verdict,
     /// The approver's comment, or the reason for a rejection.
     pub comment: String,
+    /// The gate's round it was given in (see [`ApprovalGate::round`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
 }
 
 /// What an operator decided about a rollout awaiting approval.
@@ -258,18 +281,28 @@ impl ApprovalGate {
         matches!(self.outcome, GateOutcome::Rejected | GateOutcome::Expired)
     }
 
+    /// Who may not decide: the operator who asked for what the gate holds
+    /// (the rollout's starter, or the rollback's requester).
+    pub fn asker<'a>(&'a self, record: &'a RolloutRecord) -> &'a str {
+        if self.asked_by.is_empty() { &record.started_by } else { &self.asked_by }
+    }
+
     /// Who approved, `alice, bob`.
     pub fn approvers(&self) -> String {
         self.approvals.iter().map(|d| d.operator.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
-/// An operator's deploy signature as saved (hex), see `v1::DeploySignature`.
+/// An operator's signature as saved (hex): a deploy signature (see
+/// `v1::DeploySignature`) or, with a nonce, an operation signature (see
+/// `v1::OperationSignature`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureRecord {
     pub certificate: String,
     pub signature: String,
     pub signed_at: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
 }
 
 impl SignatureRecord {
@@ -278,6 +311,16 @@ impl SignatureRecord {
             certificate: hex::encode(&signature.certificate),
             signature: hex::encode(&signature.signature),
             signed_at: signature.signed_at,
+            nonce: String::new(),
+        }
+    }
+
+    pub fn from_operation(signature: &v1::OperationSignature) -> Self {
+        Self {
+            certificate: hex::encode(&signature.certificate),
+            signature: hex::encode(&signature.signature),
+            signed_at: signature.signed_at,
+            nonce: signature.nonce.clone(),
         }
     }
 
@@ -288,6 +331,16 @@ impl SignatureRecord {
             certificate: hex::decode(&self.certificate).unwrap_or_default(),
             signature: hex::decode(&self.signature).unwrap_or_default(),
             signed_at: self.signed_at,
+        }
+    }
+
+    /// The wire form of an operation signature (as [`Self::to_proto`]).
+    pub fn to_operation(&self) -> v1::OperationSignature {
+        v1::OperationSignature {
+            certificate: hex::decode(&self.certificate).unwrap_or_default(),
+            signature: hex::decode(&self.signature).unwrap_or_default(),
+            signed_at: self.signed_at,
+            nonce: self.nonce.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | agent `db-1` in `production` | `runway://agent/production/db-1` |
 //! | operator `alice` | `runway://operator/alice` |
 //! | ... who may sign SQL for `production` | `runway://deploy/production` (on the operator's certificate) |
+//! | ... who may sign restores, rollbacks and verifies there | `runway://restore/production` (likewise) |
 //!
 //! - [`Identity`]: that name, read from a certificate.
 //! - [`tls`]: the mTLS settings every binary loads, the server config and
@@ -37,8 +38,9 @@ pub enum Identity {
     /// An agent, bound to one environment.
     Agent { environment: String, name: String },
     /// A person (or a CI job) driving runway; `deploy` lists the
-    /// environments the certificate lets them sign SQL for.
-    Operator { name: String, deploy: Vec<String> },
+    /// environments the certificate lets them sign SQL for, `restore` those
+    /// where it lets them sign restores, rollbacks and backup verifies.
+    Operator { name: String, deploy: Vec<String>, restore: Vec<String> },
 }
 
 /// A certificate that names no runway identity, or names it wrongly.
@@ -69,8 +71,9 @@ impl Identity {
         match self {
             Identity::Coordinator { name } => vec![format!("{SCHEME}coordinator/{name}")],
             Identity::Agent { environment, name } => vec![format!("{SCHEME}agent/{environment}/{name}")],
-            Identity::Operator { name, deploy } => std::iter::once(format!("{SCHEME}operator/{name}"))
+            Identity::Operator { name, deploy, restore } => std::iter::once(format!("{SCHEME}operator/{name}"))
                 .chain(deploy.iter().map(|env| format!("{SCHEME}deploy/{env}")))
+                .chain(restore.iter().map(|env| format!("{SCHEME}restore/{env}")))
                 .collect(),
         }
     }
@@ -100,6 +103,7 @@ impl Identity {
     pub fn from_uris(uris: &[String]) -> Result<Identity, IdentityError> {
         let mut holder = None;
         let mut deploy = Vec::new();
+        let mut restore = Vec::new();
         for uri in uris {
             let path = uri.strip_prefix(SCHEME).unwrap_or(uri);
             let parts: Vec<&str> = path.split('/').collect();
@@ -112,14 +116,20 @@ impl Identity {
                 ["agent", environment, name] => {
                     Identity::Agent { environment: (*environment).into(), name: (*name).into() }
                 }
-                ["operator", name] => Identity::Operator { name: (*name).into(), deploy: Vec::new() },
+                ["operator", name] => {
+                    Identity::Operator { name: (*name).into(), deploy: Vec::new(), restore: Vec::new() }
+                }
                 ["deploy", environment] => {
                     deploy.push((*environment).to_string());
                     continue;
                 }
+                ["restore", environment] => {
+                    restore.push((*environment).to_string());
+                    continue;
+                }
                 _ => {
                     return Err(malformed(
-                        "expected coordinator/NAME, agent/ENV/NAME, operator/NAME or deploy/ENV",
+                        "expected coordinator/NAME, agent/ENV/NAME, operator/NAME, deploy/ENV or restore/ENV",
                     ));
                 }
             };
@@ -128,10 +138,13 @@ impl Identity {
             }
         }
         match holder {
-            Some(Identity::Operator { name, .. }) => Ok(Identity::Operator { name, deploy }),
-            Some(_) if !deploy.is_empty() => Err(IdentityError::Malformed {
-                uri: format!("{SCHEME}deploy/{}", deploy[0]),
-                why: "only operator certificates carry deploy grants".into(),
+            Some(Identity::Operator { name, .. }) => Ok(Identity::Operator { name, deploy, restore }),
+            Some(_) if !deploy.is_empty() || !restore.is_empty() => Err(IdentityError::Malformed {
+                uri: match deploy.first() {
+                    Some(env) => format!("{SCHEME}deploy/{env}"),
+                    None => format!("{SCHEME}restore/{}", restore[0]),
+                },
+                why: "only operator certificates carry deploy and restore grants".into(),
             }),
             Some(identity) => Ok(identity),
             None => Err(IdentityError::Missing),
@@ -177,7 +190,11 @@ mod tests {
         for identity in [
             Identity::Coordinator { name: "c1".into() },
             Identity::Agent { environment: "production".into(), name: "db-1".into() },
-            Identity::Operator { name: "alice".into(), deploy: vec!["staging".into(), "production".into()] },
+            Identity::Operator {
+                name: "alice".into(),
+                deploy: vec!["staging".into(), "production".into()],
+                restore: vec!["production".into()],
+            },
         ] {
             assert_eq!(Identity::from_uris(&identity.uris()), Ok(identity));
         }

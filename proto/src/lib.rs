@@ -67,6 +67,16 @@ pub fn unix_ms_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A new rollout id: short, unique, roughly time-ordered (seconds since
+/// the epoch in hex, then six random hex digits). The CLI chooses it so the
+/// operator's signature binds it; the coordinator only when nobody signs.
+pub fn new_rollout_id() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{secs:x}-{}", &random[..6])
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

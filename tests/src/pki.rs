@@ -96,10 +96,18 @@ impl Pki {
         )
     }
 
-    /// An operator who may sign SQL for `deploy` environments.
+    /// An operator who may sign SQL for `deploy` environments and, when
+    /// [`OPERATORS`] gives them the restore role, sign restores, rollbacks
+    /// and verifies there too.
     pub fn operator(&self, name: &str, deploy: &[&str]) -> TlsPaths {
-        let identity =
-            Identity::Operator { name: name.into(), deploy: deploy.iter().map(|e| e.to_string()).collect() };
+        let restores = OPERATORS.iter().any(|(who, roles)| *who == name && roles.contains(&"restore"));
+        self.operator_with(name, deploy, if restores { deploy } else { &[] })
+    }
+
+    /// An operator whose certificate grants exactly `deploy` and `restore`.
+    pub fn operator_with(&self, name: &str, deploy: &[&str], restore: &[&str]) -> TlsPaths {
+        let list = |envs: &[&str]| envs.iter().map(|e| e.to_string()).collect();
+        let identity = Identity::Operator { name: name.into(), deploy: list(deploy), restore: list(restore) };
         self.issue(&format!("operator-{name}"), &identity, &[])
     }
 

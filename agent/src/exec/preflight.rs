@@ -19,12 +19,12 @@ impl Executor {
     pub(super) async fn preflight(
         &self,
         p: &v1::Preflight,
-        database: &str,
+        cmd: &v1::Command,
         progress: &Progress,
     ) -> Result<(serde_json::Value, Option<v1::MigrationPlan>), ExecError> {
         let mut facts = serde_json::Map::new();
         let mut plan = None;
-        match self.preflight_checks(p, database, progress, &mut facts, &mut plan).await {
+        match self.preflight_checks(p, cmd, progress, &mut facts, &mut plan).await {
             Ok(()) => Ok((serde_json::Value::Object(facts), plan)),
             Err(error) if facts.is_empty() => Err(error),
             Err(error) => Err(ExecError::PreflightStopped {
@@ -40,18 +40,18 @@ impl Executor {
     async fn preflight_checks(
         &self,
         p: &v1::Preflight,
-        database: &str,
+        cmd: &v1::Command,
         progress: &Progress,
         detail: &mut serde_json::Map<String, serde_json::Value>,
         typed_plan: &mut Option<v1::MigrationPlan>,
     ) -> Result<(), ExecError> {
         if self.config.has_role(Role::Db) {
-            let (served, backup) = self.db(database)?;
+            let (served, backup) = self.db(&cmd.database)?;
             let url = served.url.as_str();
             detail.insert("database".into(), served.name.clone().into());
             let bundle = p.bundle.clone().unwrap_or_default();
             self.check_signature(
-                &bundle,
+                (&bundle, &cmd.rollout_id),
                 &p.allow_danger,
                 p.signature.as_ref(),
                 super::signed::Need::IfPresent,

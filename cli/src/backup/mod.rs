@@ -249,7 +249,7 @@ impl Route {
                 ..
             } => {
                 let name = path.to_string_lossy().into_owned();
-                let action = Action::Verify(VerifyBackup { name, test_restore });
+                let action = Action::Verify(VerifyBackup { name, test_restore, ..VerifyBackup::default() });
                 remote(coordinators, environment, database, action, false, queue)
             }
             BackupCommand::Restore {
@@ -266,7 +266,7 @@ impl Route {
                     coordinators,
                     environment,
                     database,
-                    Action::Restore(RestoreBackup { name, confirmed: yes, replace: false }),
+                    Action::Restore(RestoreBackup { name, confirmed: yes, ..RestoreBackup::default() }),
                     yes,
                     queue,
                 )

@@ -4,6 +4,7 @@
 //! The agent's progress is relayed to stderr; the result goes to stdout
 //! (JSON: `{"ok":true,"host":…,"command_id":…,"result":…}`).
 
+use runway_identity::signature::Operation;
 use runway_proto::v1::{
     BackupCommandRequest, CommandOutcome, CommandResult, backup_command_request::Action,
     backup_command_update::Kind,
@@ -16,7 +17,7 @@ use crate::output::{self, Failure, Output, Reporter, Table};
 
 /// Runs `command` on the DB agent.
 pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure> {
-    let RemoteBackup { coordinators, environment, database, action, confirmed, queue } = command;
+    let RemoteBackup { coordinators, environment, database, mut action, confirmed, queue } = command;
     if let Action::Restore(restore) = &action
         && !confirmed
     {
@@ -27,14 +28,27 @@ pub async fn run(output: Output, command: RemoteBackup) -> Result<Exit, Failure>
         )));
     }
     let what = what(&action);
+    let remote = coordinators.remote()?;
+    // A verify or restore carries the operator's signature over it: the
+    // DB agent acts on nothing less (and on each signature once).
+    match &mut action {
+        Action::Verify(verify) => {
+            verify.signature =
+                crate::signing::operation(&remote, Operation::Verify, &environment, &verify.name)?;
+        }
+        Action::Restore(restore) => {
+            restore.signature =
+                crate::signing::operation(&remote, Operation::Restore, &environment, &restore.name)?;
+        }
+        _ => {}
+    }
     let request = BackupCommandRequest {
         environment,
         database,
         action: Some(action),
         requested_by: crate::rollout::operator(),
     };
-    let mut stream = coordinators
-        .remote()?
+    let mut stream = remote
         .call_queued(
             queue,
             |note| eprintln!("{note}"),

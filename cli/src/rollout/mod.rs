@@ -9,7 +9,7 @@ pub(crate) mod view;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use runway_identity::signature::DeployClaim;
+use runway_identity::signature::{DeployClaim, Operation};
 use runway_proto::v1::{
     ApproveRolloutRequest, CancelRolloutRequest, DeploySignature, ForgetAgentRequest, GetRolloutRequest,
     ListAgentsRequest, ListRolloutsRequest, PlanRolloutRequest, PlanVerdict, RejectRolloutRequest,
@@ -190,20 +190,21 @@ pub enum RolloutCommand {
 }
 
 /// Runs one `runway rollout` command against the leader.
-/// Signs what this rollout changes in the database with the operator's key
-/// (see `runway_identity::signature`); nothing to sign with in insecure mode.
+/// Signs what rollout `rollout_id` changes in the database with the
+/// operator's key (see `runway_identity::signature`); nothing to sign with
+/// in insecure mode.
 fn sign(
     remote: &Remote,
     environment: &str,
     bundle: &runway_proto::v1::Bundle,
-    allow_danger: &[String],
+    (allow_danger, rollout_id): (&[String], &str),
 ) -> Result<Option<DeploySignature>, Failure> {
     let Some(credentials) = remote.credentials() else {
         return Ok(None);
     };
     let signed_at = chrono::Utc::now().timestamp();
-    let claim = DeployClaim::new(environment, &bundle.digest, allow_danger, signed_at);
-    let signature = runway_identity::signature::sign(credentials.key_pem(), &claim)
+    let claim = DeployClaim::new(environment, &bundle.digest, allow_danger, rollout_id, signed_at);
+    let signature = runway_identity::signature::sign(credentials.key_pem(), &claim.message())
         .map_err(|e| Failure::invalid(format!("cannot sign the rollout with --key: {e}")))?;
     Ok(Some(DeploySignature { certificate: credentials.certificate().to_vec(), signature, signed_at }))
 }
@@ -222,7 +223,9 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
         } => {
             let bundle = runway_engine::migrate::source::read_folder(&migrations)
                 .map_err(|e| Failure::invalid(e.to_string()))?;
-            let signature = sign(remote, &environment, &bundle, &allow_danger)?;
+            // Chosen here so the signature binds it: one signature, one rollout.
+            let rollout_id = runway_proto::new_rollout_id();
+            let signature = sign(remote, &environment, &bundle, (&allow_danger, &rollout_id))?;
             // The rollout's trace starts here when this CLI sends spans.
             let span = tracing::info_span!(
                 "rollout start",
@@ -239,6 +242,7 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
                 traceparent: TraceParent::of(&span).map(|t| t.to_string()).unwrap_or_default(),
                 override_requires,
                 skip_hosts,
+                rollout_id,
             };
             let rollout = remote
                 .call_queued(
@@ -353,12 +357,27 @@ struct Rollback {
 /// it, the rollback starts (and is followed with `--watch`).
 async fn rollback(remote: &Remote, output: Output, id: &str, flags: Rollback) -> Result<Exit, Failure> {
     let Rollback { yes, restore, watch, queue } = flags;
+    // The DB agents act on the operator's signed rollback of this rollout,
+    // in its environment; a preview changes nothing and needs none.
+    let signature = match (yes, remote.credentials()) {
+        (true, Some(_)) => {
+            let rollout = remote
+                .call(|mut c| {
+                    let r = GetRolloutRequest { rollout_id: id.to_owned() };
+                    async move { c.get_rollout(r).await.map(|r| r.into_inner()) }
+                })
+                .await?;
+            crate::signing::operation(remote, Operation::Rollback, &rollout.environment, id)?
+        }
+        _ => None,
+    };
     let request = RollbackRolloutRequest {
         rollout_id: id.to_owned(),
         confirmed: yes,
         requested_by: operator(),
         restore,
         preview: !yes,
+        signature,
     };
     let answer = remote
         .call_queued(

@@ -85,9 +85,12 @@ async fn accept<T>(
             "the comment or reason must be at most {MAX_COMMENT_CHARS} printable characters on one line"
         )));
     }
-    if name == record.started_by {
+    let round = record.approval.as_ref().map_or(0, |gate| gate.round);
+    let asker = record.approval.as_ref().map_or(record.started_by.as_str(), |gate| gate.asker(&record));
+    if name == asker {
+        let asked = if round == 0 { "started rollout" } else { "asked for the rollback of" };
         return Err(ApiError::PermissionDenied(format!(
-            "operator {name} started rollout {id} and cannot {verb} it; another operator with the approve role \
+            "operator {name} {asked} {id} and cannot {verb} it; another operator with the approve role \
              in {} must",
             record.environment
         )));
@@ -98,22 +101,22 @@ async fn accept<T>(
             record.state.name()
         )));
     }
-    let earlier = shared.store.decisions(id).await?.into_iter().find(|d| d.operator == name);
+    let earlier = shared.store.decisions(id).await?.into_iter().find(|d| d.operator == name && d.round == round);
     if verdict == Verdict::Approve && earlier.is_some_and(|d| d.verdict == Verdict::Reject) {
         return Err(ApiError::FailedPrecondition(format!(
             "operator {name} already rejected rollout {id}; it ends cancelled"
         )));
     }
-    let decision = Decision { operator: name, unix_ms: runway_proto::unix_ms_now(), verdict, comment };
+    let decision = Decision { operator: name, unix_ms: runway_proto::unix_ms_now(), verdict, comment, round };
     let audit = shared.store.audit().put(entry, Outcome::Accepted, "");
     // Saved before it is acknowledged: a leader that takes over counts it.
     shared.store.save_decision(&term, id, &decision, audit).await?;
     shared.engine.wake(id);
     tracing::info!(rollout = %id, operator = %decision.operator, verdict = verb, "approval decision saved");
     // The answer shows the decision as the engine counts it.
-    let started_by = record.started_by.clone();
+    let asker = record.approval.as_ref().map(|gate| gate.asker(&record).to_owned()).unwrap_or_default();
     if let Some(gate) = record.approval.as_mut() {
-        approval::merge(gate, &[decision], &started_by);
+        approval::merge(gate, &[decision], &asker);
     }
     Ok(record.to_proto())
 }

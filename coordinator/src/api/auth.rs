@@ -94,7 +94,7 @@ impl Shared {
         operator: &Operator,
         environment: &str,
         bundle: &Bundle,
-        allow_danger: &[String],
+        (allow_danger, rollout_id): (&[String], &str),
         signature: Option<&DeploySignature>,
     ) -> Result<Option<SignatureRecord>, ApiError> {
         let Some(credentials) = self.security.credentials() else {
@@ -106,7 +106,7 @@ impl Shared {
             )
         })?;
         let digest = runway_proto::bundle::digest(&bundle.files);
-        let claim = DeployClaim::new(environment, &digest, allow_danger, signature.signed_at);
+        let claim = DeployClaim::new(environment, &digest, allow_danger, rollout_id, signature.signed_at);
         let signer =
             signature::verify(credentials.roots(), &signature.certificate, &signature.signature, &claim)
                 .map_err(|e| ApiError::PermissionDenied(format!("the deploy signature is refused: {e}")))?;

@@ -11,7 +11,8 @@
 //! agent finishes it (a restore is never abandoned half-way).
 //!
 //! `list` and `show` need the `view` role in the environment, `verify` and
-//! `restore` the `restore` role. A verify or restore is recorded in the
+//! `restore` the `restore` role and, with TLS, the operator's signature
+//! over the operation (checked here, and again by the DB agent). A verify or restore is recorded in the
 //! audit log before it is dispatched (accepted, or refused with why), and
 //! again with the agent's result when it ends (`backup_ended`).
 
@@ -36,6 +37,7 @@ use crate::registry::AgentKey;
 use crate::rollout::audit::{self, Action, Outcome};
 use crate::rollout::exclusive::Operation;
 use crate::rollout::plan::database_target;
+use runway_identity::signature::Operation as Signed;
 
 /// The stream of updates one backup command sends back.
 pub type UpdateStream = Pin<Box<dyn Stream<Item = Result<BackupCommandUpdate, Status>> + Send>>;
@@ -86,9 +88,19 @@ async fn start(
     mut audited: Option<&mut AuditEntry>,
 ) -> Result<UpdateStream, ApiError> {
     let term = shared.leader_term()?;
-    shared.authorize(&request, &request.get_ref().environment, role)?;
+    let operator = shared.authorize(&request, &request.get_ref().environment, role)?;
     let request = request.into_inner();
     let action = agent_action(request.action)?;
+    // A verify or restore goes to the DB agent with the operator's
+    // signature over it, checked here first.
+    let signed = match &action {
+        command::Action::VerifyBackup(v) => Some((Signed::Verify, &v.name, v.signature.as_ref())),
+        command::Action::RestoreBackup(r) => Some((Signed::Restore, &r.name, r.signature.as_ref())),
+        _ => None,
+    };
+    if let Some((operation, name, signature)) = signed {
+        shared.operation_signature(&operator, (operation, &request.environment, name), signature)?;
+    }
     let target = database_target(
         &request.environment,
         &shared.registry.snapshot(&request.environment),

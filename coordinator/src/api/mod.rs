@@ -9,6 +9,7 @@ pub mod error;
 pub mod operator;
 pub mod plan;
 pub mod policy;
+mod signed;
 pub mod status;
 
 use std::sync::Arc;

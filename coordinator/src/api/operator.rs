@@ -43,11 +43,12 @@ use super::auth::Operator as Caller;
 use super::error::ApiError;
 use crate::config::Role;
 use crate::fencing::Term;
-use crate::model::{RolloutRecord, RolloutState, TraceRecord};
+use crate::model::{RolloutRecord, RolloutState, SignatureRecord, TraceRecord};
 use crate::registry::{AgentKey, AgentSnapshot};
 use crate::rollout::audit::{self, Action, Outcome};
 use crate::rollout::plan::default_plan;
 use crate::rollout::recovery::Way;
+use runway_identity::signature::Operation;
 use runway_telemetry::TraceParent;
 
 pub struct OperatorService {
@@ -114,11 +115,29 @@ impl OperatorService {
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let (bundle, migrations) = crate::rollout::validate::bundle(bundle, config.max_bundle_bytes).await?;
+        let id = match request.rollout_id.as_str() {
+            "" if self.shared.security.credentials().is_some() => {
+                return Err(ApiError::InvalidArgument(
+                    "the request names no rollout id; with TLS the CLI chooses it and signs it with the bundle \
+                     (update runway)"
+                        .into(),
+                ));
+            }
+            "" => runway_proto::new_rollout_id(),
+            id => id.to_owned(),
+        };
+        // One signature starts one rollout: an id that was used is refused
+        // here, and a DB agent refuses a second migrate under it.
+        if self.shared.store.get_rollout(&id).await?.is_some() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "rollout {id} exists already; a signed start is good for one rollout: start a new one"
+            )));
+        }
         let signature = self.shared.deploy_signature(
             operator,
             &request.environment,
             &bundle,
-            &request.allow_danger,
+            (&request.allow_danger, &id),
             request.signature.as_ref(),
         )?;
         let requires = super::policy::staging_first(
@@ -144,7 +163,7 @@ impl OperatorService {
             .collect();
         let now = runway_proto::unix_ms_now();
         let record = RolloutRecord {
-            id: new_rollout_id(),
+            id,
             environment: request.environment,
             bundle_digest: bundle.digest.clone(),
             app_version: request.app_version,
@@ -167,6 +186,7 @@ impl OperatorService {
             notify: policy.webhooks.iter().map(|w| w.name.clone()).collect(),
             databases,
             skipped_hosts: request.skip_hosts,
+            rollback_signature: None,
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
@@ -341,7 +361,7 @@ impl OperatorService {
     ) -> Result<RollbackRolloutResponse, ApiError> {
         let term = self.shared.leader_term()?;
         self.shared.operator(request)?;
-        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by, restore, preview: _ } =
+        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by, restore, preview: _, signature } =
             request.get_ref().clone();
         let mut record = self.shared.rollout(&id).await?;
         entry.environment = record.environment.clone();
@@ -359,9 +379,19 @@ impl OperatorService {
             };
             return Err(ApiError::InvalidArgument(format!("rolling back {id} {loses}; confirm with --yes")));
         }
+        let signature = self.shared.operation_signature(
+            &operator,
+            (Operation::Rollback, &record.environment, &id),
+            signature.as_ref(),
+        )?;
         let mut reopened = record.clone();
+        reopened.rollback_signature = signature.as_ref().map(SignatureRecord::from_operation);
         let requested_by = self.shared.recorded_name(&operator, &requested_by);
+        let first = reopened.steps.len();
         crate::rollout::recovery::reopen_for_rollback(&mut reopened, &requested_by, (way, why.clone()))?;
+        if policy.approvals.rollback > 0 {
+            crate::rollout::recovery::gate_rollback(&mut reopened, first, record.state, &operator.name);
+        }
         if way == Way::Restore {
             self.backup_still_kept(&term, &record).await?;
         }
@@ -505,14 +535,6 @@ fn parameters<const N: usize>(entry: &mut AuditEntry, values: [(&str, String); N
             entry.parameters.insert(key.to_owned(), value);
         }
     }
-}
-
-/// Short, unique, roughly time-ordered rollout ids.
-fn new_rollout_id() -> String {
-    let secs =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{secs:x}-{}", &random[..6])
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<RolloutEvent, Status>> + Send>>;

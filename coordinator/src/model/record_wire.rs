@@ -120,6 +120,8 @@ struct RecordOut<'a> {
     databases: &'a [DatabaseRecord],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     skipped_hosts: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_signature: &'a Option<SignatureRecord>,
 }
 
 impl Serialize for RolloutRecord {
@@ -149,6 +151,7 @@ impl Serialize for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            rollback_signature,
         } = self;
         let mut table = HostTable::default();
         let steps = steps
@@ -193,6 +196,7 @@ impl Serialize for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            rollback_signature,
         }
         .serialize(serializer)
     }
@@ -257,6 +261,8 @@ struct RecordIn {
     databases: Vec<DatabaseRecord>,
     #[serde(default)]
     skipped_hosts: Vec<String>,
+    #[serde(default)]
+    rollback_signature: Option<SignatureRecord>,
 }
 
 impl<'de> Deserialize<'de> for RolloutRecord {
@@ -287,6 +293,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            rollback_signature,
         } = RecordIn::deserialize(deserializer)?;
         let steps = steps
             .into_iter()
@@ -344,6 +351,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            rollback_signature,
         })
     }
 }

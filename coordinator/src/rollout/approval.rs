@@ -22,9 +22,13 @@ use crate::config::{EnvironmentPolicy, Role};
 use crate::model::{ApprovalGate, Decision, RolloutRecord, Verdict};
 
 /// How many approvals `record` needs in an environment with `policy`, and
-/// why (for people: the gate's `rule`).
-pub fn needed(policy: &EnvironmentPolicy, record: &RolloutRecord) -> (u32, String) {
+/// why (for people: the gate's `rule`). A rollback's gate needs
+/// `approvals.rollback`, whatever the plan.
+pub fn needed(policy: &EnvironmentPolicy, record: &RolloutRecord, rollback: bool) -> (u32, String) {
     let counts = policy.approvals;
+    if rollback {
+        return (counts.rollback, "approvals.rollback".to_owned());
+    }
     match riskier(record) {
         Some(why) if counts.danger > counts.default => (counts.danger, format!("approvals.danger: {why}")),
         Some(why) => (counts.default, format!("approvals: {why}")),
@@ -84,15 +88,16 @@ pub enum Change {
     Rejected(Decision),
 }
 
-/// Takes the saved `decisions` into `gate`: approvals it has not counted
-/// (one per operator, never the starter's), then the first rejection.
-/// Returns what changed, in order.
-pub fn merge(gate: &mut ApprovalGate, decisions: &[Decision], started_by: &str) -> Vec<Change> {
-    let mut decisions = decisions.to_vec();
+/// Takes the saved `decisions` of the gate's round into `gate`: approvals
+/// it has not counted (one per operator, never the asker's: the starter,
+/// or who asked for the rollback), then the first rejection. Returns what
+/// changed, in order.
+pub fn merge(gate: &mut ApprovalGate, decisions: &[Decision], asker: &str) -> Vec<Change> {
+    let mut decisions: Vec<Decision> = decisions.iter().filter(|d| d.round == gate.round).cloned().collect();
     decisions.sort_by_key(|d| d.unix_ms);
     let mut changes = Vec::new();
     for decision in &decisions {
-        if decision.operator == started_by {
+        if decision.operator == asker {
             // The API refuses these; a record is never the place to trust it.
             continue;
         }
@@ -139,18 +144,34 @@ mod tests {
     }
 
     fn policy(default: u32, danger: u32) -> EnvironmentPolicy {
-        EnvironmentPolicy { approvals: Approvals { default, danger }, ..EnvironmentPolicy::default() }
+        EnvironmentPolicy { approvals: Approvals { default, danger, rollback: 0 }, ..EnvironmentPolicy::default() }
+    }
+
+    #[test]
+    fn a_rollback_needs_the_rollback_count_and_counts_only_its_own_rounds_decisions() {
+        let mut with_rollback = policy(1, 2);
+        with_rollback.approvals.rollback = 1;
+        let plan = record(plan(Severity::Danger, DowntimeClass::Large));
+        assert_eq!(needed(&with_rollback, &plan, true), (1, "approvals.rollback".into()));
+        assert_eq!(needed(&policy(1, 2), &plan, true).0, 0, "by default a rollback needs none");
+
+        let mut gate = ApprovalGate { needed: 1, round: 1, asked_by: "bob".into(), ..ApprovalGate::default() };
+        let start = decision("carol", 10, Verdict::Approve);
+        let own = Decision { round: 1, ..decision("bob", 20, Verdict::Approve) };
+        assert!(merge(&mut gate, &[start, own], "bob").is_empty(), "the start's approval and the asker's never count");
+        let dave = Decision { round: 1, ..decision("dave", 30, Verdict::Approve) };
+        assert_eq!(merge(&mut gate, std::slice::from_ref(&dave), "bob"), [Change::Approved(dave)]);
     }
 
     #[test]
     fn an_ordinary_plan_needs_the_default_count() {
         assert_eq!(
-            needed(&policy(1, 2), &record(plan(Severity::Warning, DowntimeClass::Small))),
+            needed(&policy(1, 2), &record(plan(Severity::Warning, DowntimeClass::Small)), false),
             (1, "approvals.default".into())
         );
-        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Medium))).0, 1);
+        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Medium)), false).0, 1);
         assert_eq!(
-            needed(&policy(0, 2), &record(plan(Severity::Info, DowntimeClass::Small))).0,
+            needed(&policy(0, 2), &record(plan(Severity::Info, DowntimeClass::Small)), false).0,
             0,
             "no approval needed"
         );
@@ -158,17 +179,17 @@ mod tests {
 
     #[test]
     fn an_accepted_danger_a_large_or_unknown_downtime_or_no_plan_needs_the_danger_count() {
-        let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Danger, DowntimeClass::Small)));
+        let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Danger, DowntimeClass::Small)), false);
         assert_eq!(count, 2);
         assert_eq!(rule, "approvals.danger: it accepts Danger finding(s) drop-column (--allow-danger)");
-        let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Large)));
+        let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Large)), false);
         assert_eq!(count, 2);
         assert!(rule.contains("downtime class large (about an hour for 40 GiB)"), "{rule}");
-        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Unknown))).0, 2);
-        let (count, rule) = needed(&policy(1, 2), &record(None));
+        assert_eq!(needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Unknown)), false).0, 2);
+        let (count, rule) = needed(&policy(1, 2), &record(None), false);
         assert_eq!((count, rule.as_str()), (2, "approvals.danger: no preflight plan to judge the risk by"));
         // `approvals = 1`: the same count, and the rule still says why.
-        let (count, rule) = needed(&policy(1, 1), &record(plan(Severity::Danger, DowntimeClass::Small)));
+        let (count, rule) = needed(&policy(1, 1), &record(plan(Severity::Danger, DowntimeClass::Small)), false);
         assert_eq!(count, 1);
         assert!(rule.starts_with("approvals: it accepts Danger"), "{rule}");
     }
@@ -187,7 +208,7 @@ mod tests {
     }
 
     fn decision(operator: &str, unix_ms: i64, verdict: Verdict) -> Decision {
-        Decision { operator: operator.into(), unix_ms, verdict, comment: String::new() }
+        Decision { operator: operator.into(), unix_ms, verdict, comment: String::new(), round: 0 }
     }
 
     #[test]

@@ -117,13 +117,18 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
             bundle: Some(bundle.clone()),
             allow_danger: record.allow_danger.clone(),
             signature: record.signature.as_ref().map(SignatureRecord::to_proto),
+            operation: record.rollback_signature.as_ref().map(SignatureRecord::to_operation),
         }),
-        // The rollback restores this rollout's own backup, exactly: the
-        // coordinator's rollback is the confirmation.
+        // The rollback restores this rollout's own backup, exactly. What
+        // the DB agent acts on is the operator's word, not ours: their
+        // signed rollback, or inside the rollout's own recovery the
+        // rollout's signature (its starter accepted a restore of its backup).
         StepKind::Restore => command::Action::RestoreBackup(v1::RestoreBackup {
             name: record.backup_of(host).to_owned(),
             confirmed: true,
             replace: true,
+            signature: record.rollback_signature.as_ref().map(SignatureRecord::to_operation),
+            rollout_claim: rollout_claim(record),
         }),
         // The checks come from the environment's policy: the engine adds
         // them (see `rollout::restart::complete`).
@@ -133,9 +138,21 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
         StepKind::VerifyBackup => command::Action::VerifyBackup(v1::VerifyBackup {
             name: record.backup_of(host).to_owned(),
             test_restore: true,
+            signature: None,
+            rollout_claim: rollout_claim(record),
         }),
         StepKind::Approval => unreachable!("the approval step has no hosts, so it never sends a command"),
     }
+}
+
+/// The rollout's deploy signature with what it covers: a DB agent's
+/// authority for what the rollout does to its own backup.
+fn rollout_claim(record: &RolloutRecord) -> Option<v1::RolloutClaim> {
+    record.signature.as_ref().map(|signature| v1::RolloutClaim {
+        signature: Some(signature.to_proto()),
+        bundle_digest: record.bundle_digest.clone(),
+        allow_danger: record.allow_danger.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -191,6 +208,7 @@ mod tests {
                 certificate: "00".into(),
                 signature: "01".into(),
                 signed_at: 7,
+                nonce: String::new(),
             }),
             ..RolloutRecord::default()
         };

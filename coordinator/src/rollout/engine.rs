@@ -537,6 +537,11 @@ impl Engine {
             ),
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
+        // A rollback that was not approved: the rollout ends as it had.
+        let message = match record.approval.as_ref() {
+            Some(gate) if gate.stopped() && gate.before.is_some() => format!("{message}: {}", record.error),
+            _ => message,
+        };
         record.updated_unix_ms = runway_proto::unix_ms_now();
         let (entry, outcome) = audit::rollout_ended(&record, &self.config.name);
         let audit = self.store.audit().put(&entry, outcome, &record.error);

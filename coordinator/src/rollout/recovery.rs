@@ -30,7 +30,7 @@
 
 use crate::config::{EnvironmentPolicy, OnMigrateFailure, OnRestartFailure, Rollback};
 use crate::model::{
-    DatabaseState, RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord,
+    ApprovalGate, DatabaseState, RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord,
 };
 
 /// How a changed database is put back.
@@ -421,7 +421,12 @@ pub fn reopen_for_rollback(
     if way == Way::Restore && record.backup.is_empty() {
         return Err(RollbackRefused::NoBackup { id, why });
     }
-    if record.steps.iter().any(|s| s.recovery && s.state != StepState::Succeeded) {
+    // A way back that did not finish holds; a rollback that was not
+    // approved (its gate failed, the rest skipped) changed nothing.
+    let unfinished = |s: &StepRecord| {
+        s.recovery && s.kind != StepKind::Approval && !matches!(s.state, StepState::Succeeded | StepState::Skipped)
+    };
+    if record.steps.iter().any(unfinished) {
         return Err(RollbackRefused::Held { id, error: record.error.clone() });
     }
     let apps: Vec<String> = record
@@ -455,6 +460,25 @@ pub fn reopen_for_rollback(
     record.state = RolloutState::Running;
     record.cancel_requested = false;
     Ok(())
+}
+
+/// Holds an operator's rollback (the steps from `first` on, just added by
+/// [`reopen_for_rollback`]) at an approval gate of its own, before it
+/// touches anything: `approvals.rollback` in the environment's policy.
+/// `before` is the state the rollout had ended in, which it ends in again
+/// if the rollback is rejected or expires.
+pub fn gate_rollback(record: &mut RolloutRecord, first: usize, before: RolloutState, asked_by: &str) {
+    let round = record.approval.as_ref().map_or(0, |gate| gate.round) + 1;
+    let attempt =
+        record.steps.iter().filter(|s| s.kind == StepKind::Approval && s.recovery).map(|s| s.attempt).max();
+    let step = StepRecord { attempt: attempt.unwrap_or(0), ..recovery_step(StepKind::Approval, Vec::new()) };
+    record.steps.insert(first.min(record.steps.len()), step);
+    record.approval = Some(ApprovalGate {
+        round,
+        asked_by: asked_by.to_owned(),
+        before: Some(before),
+        ..ApprovalGate::default()
+    });
 }
 
 /// A recovery step of `kind` whose attempt continues after any earlier
@@ -569,6 +593,10 @@ pub fn rolled_back_summary(record: &RolloutRecord) -> String {
 /// The state a rollout ends in once no step is left: `cancelled` also when
 /// its approval gate stopped it (rejected, or expired).
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
+    // An operator's rollback that was not approved changed nothing.
+    if let Some(before) = record.approval.as_ref().filter(|gate| gate.stopped()).and_then(|gate| gate.before) {
+        return before;
+    }
     let restored = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Succeeded);
     let unfinished_recovery = (0..record.steps.len()).any(|i| {
         record.steps[i].recovery && record.steps[i].state != StepState::Succeeded && !fallen_back(record, i)

@@ -20,6 +20,9 @@
 //!   characters (no forged log lines or terminal escapes).
 //! - `allow_danger`: lint rule names, `a-z 0-9 -`, at most
 //!   [`MAX_RULE_NAME`] bytes each.
+//! - `rollout_id` (chosen by the CLI, bound by the signature): empty, or a
+//!   name (`A-Z a-z 0-9 . _ -`, 1–64 characters: it becomes an etcd key
+//!   and a path segment of the agents' state).
 //! - the bundle: at most `max_bundle_bytes`, then every check of
 //!   [`runway_proto::bundle::migrations`] (see [`bundle`]).
 
@@ -61,6 +64,8 @@ pub enum InvalidRequest {
         "--allow-danger {value} is not a lint rule name (a-z, 0-9 and -, at most {MAX_RULE_NAME} characters)"
     )]
     AllowDanger { value: String },
+    #[error("rollout id {value} is not a name: {why}")]
+    RolloutId { value: String, why: String },
 }
 
 /// The message, for an API error that carries text (`INVALID_ARGUMENT`).
@@ -74,6 +79,10 @@ impl From<InvalidRequest> for String {
 pub fn start_request(request: &StartRolloutRequest) -> Result<(), InvalidRequest> {
     app_version(&request.app_version)?;
     started_by(&request.started_by)?;
+    if !request.rollout_id.is_empty() {
+        runway_identity::check_name(&request.rollout_id)
+            .map_err(|why| InvalidRequest::RolloutId { value: quote(&request.rollout_id), why })?;
+    }
     request.allow_danger.iter().try_for_each(|rule| rule_name(rule))
 }
 

@@ -295,6 +295,7 @@ fn wire_seeds(bundle: &v1::Bundle) -> Vec<Vec<u8>> {
         traceparent: String::new(),
         override_requires: false,
         skip_hosts: Vec::new(),
+        rollout_id: String::new(),
     };
     let result = v1::AgentMessage {
         kind: Some(v1::agent_message::Kind::Result(v1::CommandResult {

@@ -45,12 +45,12 @@ impl Run<'_> {
         let left = Duration::from_millis(u64::try_from(expires - runway_proto::unix_ms_now()).unwrap_or(0));
         // `None`: too far away to represent, so never.
         let deadline = Instant::now().checked_add(left);
-        let started_by = record.started_by.clone();
+        let asker = record.approval.as_ref().map(|g| g.asker(record).to_owned()).unwrap_or_default();
         let mut expired = false;
         loop {
             let decisions = self.engine.store.decisions(&record.id).await?;
             let gate = record.approval.as_mut().expect("saved when the approval step started");
-            let changes = approval::merge(gate, &decisions, &started_by);
+            let changes = approval::merge(gate, &decisions, &asker);
             let (needed, given) = (gate.needed, gate.approvals.clone());
             for change in changes {
                 let (kind, message) = match change {
@@ -117,7 +117,14 @@ impl Run<'_> {
     async fn open_gate(&self, record: &mut RolloutRecord, index: usize) -> Result<bool, Abandon> {
         let config = &self.engine.config;
         let policy = config.environments.policy(&record.environment);
-        let (needed, rule) = approval::needed(&policy, record);
+        // A recovery approval step is an operator's rollback's gate: the
+        // API saved its round, asker and the state to go back to.
+        let rollback = record.steps[index].recovery;
+        let (needed, rule) = approval::needed(&policy, record, rollback);
+        let (round, asked_by, before) = match record.approval.as_ref() {
+            Some(gate) if rollback => (gate.round, gate.asked_by.clone(), gate.before),
+            _ => (0, String::new(), None),
+        };
         let now = runway_proto::unix_ms_now();
         let timeout_ms = i64::try_from(policy.approval_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let mut gate = ApprovalGate {
@@ -125,6 +132,9 @@ impl Run<'_> {
             rule,
             requested_unix_ms: now,
             expires_unix_ms: now.saturating_add(timeout_ms),
+            round,
+            asked_by,
+            before,
             ..ApprovalGate::default()
         };
         let step = &mut record.steps[index];
@@ -142,10 +152,11 @@ impl Run<'_> {
         step.state = StepState::Running;
         record.state = RolloutState::AwaitingApproval;
         let message = format!(
-            "awaiting {needed} approval(s) ({}) by {}, within {} s: `runway rollout approve {}` \
+            "awaiting {needed} approval(s) ({}{}) by {}, within {} s: `runway rollout approve {}` \
              (or `runway rollout reject {} --reason …`)",
             gate.rule,
-            approval::who_may_approve(&policy, &record.started_by, config.tls.insecure),
+            if rollback { " before the rollback touches anything" } else { "" },
+            approval::who_may_approve(&policy, gate.asker(record), config.tls.insecure),
             policy.approval_timeout_secs,
             record.id,
             record.id,
@@ -172,6 +183,17 @@ impl Run<'_> {
         step.state = StepState::Failed;
         step.error = why.clone();
         record.state = RolloutState::Running;
+        if record.steps[index].recovery {
+            // A rollback nobody approved: none of it runs, and the rollout
+            // ends as it had (see `recovery::terminal_state`).
+            for step in &mut record.steps[index + 1..] {
+                step.state = StepState::Skipped;
+            }
+            record.error = format!("the rollback was not approved ({why}); nothing was changed");
+            let message = format!("approval failed: {why}");
+            let event = NewEvent { kind: "step_failed", step: STEP.into(), message, ..NewEvent::default() };
+            return Ok(self.transition(record, event).await?);
+        }
         record.error = format!("{why}; nothing was changed (maintenance mode was never turned on)");
         // Adds nothing before maintenance mode; keeps the rule in one place.
         recovery::plan(record, Recovery::LiftMaintenance, &[]);

@@ -666,9 +666,11 @@ mod tests {
                 unix_ms: 1,
                 verdict: Verdict::Approve,
                 comment: "ok".into(),
+                round: 0,
             }],
             rejection: None,
             outcome: GateOutcome::Waiting,
+            ..ApprovalGate::default()
         };
         let waiting = RolloutRecord { state: RolloutState::AwaitingApproval, approval: Some(gate), ..record };
         let json = serde_json::to_string(&waiting).unwrap();

@@ -319,8 +319,11 @@ mod tests {
             Err(SignatureError::Mismatch(_))
         ));
         let staging = DeployClaim { environment: "staging".into(), ..claim() };
+        assert!(matches!(verify(&roots(&ca), &cert, &signature, &staging), Err(SignatureError::Mismatch(_))));
+        // Signed for staging by a certificate that grants production only.
+        let signed_for_staging = sign(issued.key_pem.as_bytes(), &staging.message()).unwrap();
         assert!(matches!(
-            verify(&roots(&ca), &cert, &signature, &staging),
+            verify(&roots(&ca), &cert, &signed_for_staging, &staging),
             Err(SignatureError::NoDeployGrant { .. })
         ));
         assert_eq!(verify(&roots(&ca), &cert, &[], &claim()), Err(SignatureError::Missing));

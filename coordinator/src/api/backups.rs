@@ -280,7 +280,7 @@ mod tests {
         let unconfirmed = agent_action(Some(Action::Restore(RestoreBackup {
             name: "app-1".into(),
             confirmed: false,
-            replace: false,
+            ..RestoreBackup::default()
         })));
         assert!(
             matches!(&unconfirmed, Err(ApiError::InvalidArgument(m)) if m.contains("--yes")),
@@ -289,7 +289,7 @@ mod tests {
         let confirmed = agent_action(Some(Action::Restore(RestoreBackup {
             name: "app-1".into(),
             confirmed: true,
-            replace: false,
+            ..RestoreBackup::default()
         })));
         assert!(
             matches!(confirmed, Ok(command::Action::RestoreBackup(r)) if r.name == "app-1" && r.confirmed)

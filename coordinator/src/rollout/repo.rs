@@ -368,6 +368,7 @@ mod tests {
             unix_ms: 1,
             verdict,
             comment: String::new(),
+            round: 0,
         };
         let audit =
             || store.audit().put(&crate::rollout::audit::entry(Action::Approve, "c1"), Outcome::Accepted, "");

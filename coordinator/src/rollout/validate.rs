@@ -209,6 +209,7 @@ mod tests {
             traceparent: String::new(),
             override_requires: false,
             skip_hosts: vec!["app-2".into()],
+            rollout_id: "19a2b3c4-abc123".into(),
         };
         assert_eq!(start_request(&ok), Ok(()));
         let bad = |f: &dyn Fn(&mut StartRolloutRequest)| {
@@ -223,5 +224,6 @@ mod tests {
             bad(&|r| r.allow_danger = vec!["Drop Column".into()]),
             InvalidRequest::AllowDanger { .. }
         ));
+        assert!(matches!(bad(&|r| r.rollout_id = "../r1".into()), InvalidRequest::RolloutId { .. }));
     }
 }

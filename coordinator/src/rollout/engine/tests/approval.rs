@@ -91,6 +91,7 @@ async fn decide(coordinator: &Coordinator, term: &Term, operator: &str, verdict:
         unix_ms: runway_proto::unix_ms_now(),
         verdict,
         comment: comment.into(),
+        round: 0,
     };
     let entry = audit::entry(Action::Approve, coordinator.name);
     let audit = coordinator.store.audit().put(&entry, Outcome::Accepted, "");

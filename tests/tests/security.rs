@@ -308,7 +308,7 @@ fn a_bundle_changed_after_the_operator_signed_it_runs_no_sql() {
     let events = String::from_utf8_lossy(&out.stdout);
     assert_ne!(out.status.code(), Some(0), "a tampered bundle must not roll out:\n{events}");
     assert!(
-        events.contains("signature does not match this bundle"),
+        events.contains("signature does not match this request"),
         "the DB agent says why: {events}\n{}",
         stderr(&out)
     );

@@ -30,11 +30,11 @@ use tracing::Instrument;
 use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
 use crate::signed_uses::SignedUses;
-use runway_identity::signature::Operation;
 use crate::{backup_ops, service};
 use runway_engine::progress::Progress;
 use runway_engine::redact::Redactor;
 use runway_engine::{backup, migrate};
+use runway_identity::signature::Operation;
 
 /// Where messages for the coordinator go.
 pub type Outbox = mpsc::UnboundedSender<AgentMessage>;
@@ -575,7 +575,13 @@ impl Executor {
         progress: &Progress,
     ) -> Result<Vec<runway_proto::bundle::MigrationFile>, ExecError> {
         let bundle = bundle.cloned().unwrap_or_default();
-        self.check_signature((&bundle, rollout_id), allow_danger, signature, signed::Need::Required, progress)?;
+        self.check_signature(
+            (&bundle, rollout_id),
+            allow_danger,
+            signature,
+            signed::Need::Required,
+            progress,
+        )?;
         Ok(runway_proto::bundle::migrations(&bundle)?)
     }
 

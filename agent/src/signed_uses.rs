@@ -128,7 +128,8 @@ impl SignedUses {
 
     fn save(&self, saved: &Saved) -> Result<(), UseError> {
         let bytes = serde_json::to_vec(saved).expect("the signature journal serializes");
-        write_atomically(&self.path, &bytes).map_err(|source| UseError::Io { path: self.path.clone(), source })
+        write_atomically(&self.path, &bytes)
+            .map_err(|source| UseError::Io { path: self.path.clone(), source })
     }
 }
 

@@ -710,9 +710,15 @@ mod tests {
             policy("approvals = { default = 1, danger = 2 }\napproval_timeout_secs = 600").approvals,
             Approvals { default: 1, danger: 2, rollback: 0 }
         );
-        assert_eq!(policy("approvals = { danger = 2 }").approvals, Approvals { default: 0, danger: 2, rollback: 0 });
+        assert_eq!(
+            policy("approvals = { danger = 2 }").approvals,
+            Approvals { default: 0, danger: 2, rollback: 0 }
+        );
         assert!(policy("approvals = { danger = 2 }").approvals.required());
-        assert_eq!(policy("approvals = { default = 2 }").approvals, Approvals { default: 2, danger: 2, rollback: 0 });
+        assert_eq!(
+            policy("approvals = { default = 2 }").approvals,
+            Approvals { default: 2, danger: 2, rollback: 0 }
+        );
         assert_eq!(
             policy("approvals = { rollback = 1 }").approvals,
             Approvals { default: 0, danger: 0, rollback: 1 },

@@ -87,6 +87,7 @@ pub fn tamper_bundle(bundle: &mut runway_proto::v1::Bundle) {
 /// the way.
 pub fn forward_unchecked_signatures() -> bool {
     static FORWARD: OnceLock<bool> = OnceLock::new();
-    *FORWARD
-        .get_or_init(|| std::env::var("RUNWAY_FAILPOINT_FORWARD_UNCHECKED_SIGNATURES").is_ok_and(|v| v == "1"))
+    *FORWARD.get_or_init(|| {
+        std::env::var("RUNWAY_FAILPOINT_FORWARD_UNCHECKED_SIGNATURES").is_ok_and(|v| v == "1")
+    })
 }

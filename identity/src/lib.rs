@@ -71,10 +71,12 @@ impl Identity {
         match self {
             Identity::Coordinator { name } => vec![format!("{SCHEME}coordinator/{name}")],
             Identity::Agent { environment, name } => vec![format!("{SCHEME}agent/{environment}/{name}")],
-            Identity::Operator { name, deploy, restore } => std::iter::once(format!("{SCHEME}operator/{name}"))
-                .chain(deploy.iter().map(|env| format!("{SCHEME}deploy/{env}")))
-                .chain(restore.iter().map(|env| format!("{SCHEME}restore/{env}")))
-                .collect(),
+            Identity::Operator { name, deploy, restore } => {
+                std::iter::once(format!("{SCHEME}operator/{name}"))
+                    .chain(deploy.iter().map(|env| format!("{SCHEME}deploy/{env}")))
+                    .chain(restore.iter().map(|env| format!("{SCHEME}restore/{env}")))
+                    .collect()
+            }
         }
     }
 

@@ -141,7 +141,9 @@ pub fn new_nonce() -> String {
 /// A signature that must not be trusted, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    #[error("the request carries no operator signature; send it with a TLS-configured `runway` (--cert, --key)")]
+    #[error(
+        "the request carries no operator signature; send it with a TLS-configured `runway` (--cert, --key)"
+    )]
     Missing,
     #[error("the signer's certificate does not chain to the runway CA: {0}")]
     Untrusted(String),
@@ -268,8 +270,9 @@ fn verified(
         Ok(other) => return Err(SignatureError::NotOperator(other.to_string())),
         Err(e) => return Err(SignatureError::Identity(e.to_string())),
     };
-    let valid =
-        webpki::ALL_VERIFICATION_ALGS.iter().any(|alg| cert.verify_signature(*alg, message, signature).is_ok());
+    let valid = webpki::ALL_VERIFICATION_ALGS
+        .iter()
+        .any(|alg| cert.verify_signature(*alg, message, signature).is_ok());
     if valid { Ok((operator, deploy, restore)) } else { Err(SignatureError::Mismatch(operator)) }
 }
 

@@ -10,6 +10,10 @@
 //!    every refusal, the start, the approval and the end with identities.
 //! 2. In insecure mode, the audit log records the start (under the name
 //!    the CLI claims, marked `insecure:`) and the end.
+//! 3. With `approvals = { rollback = 1 }` an operator's rollback waits at
+//!    a gate of its own before it touches anything; its asker cannot
+//!    approve it; rejected, it changes nothing and the rollout stays
+//!    `succeeded`; asked again and approved by another operator, it runs.
 
 use std::time::Duration;
 
@@ -187,4 +191,53 @@ fn in_insecure_mode_the_audit_log_records_the_start_and_the_end() {
     assert!(text.starts_with("TIME") && text.contains("rollout_ended"), "{text}");
     let bad = cluster.runway(&["audit", "--since", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+/// The state `rollout show` gives, once it is not `running`.
+fn settled(cluster: &Cluster, id: &str) -> String {
+    wait_until("the rollout to settle", Duration::from_secs(60), || {
+        let state = show(cluster, id)?["state"].as_str()?.to_owned();
+        (state != "running" && state != "pending").then_some(state)
+    })
+}
+
+#[test]
+fn a_rollback_waits_for_its_own_approval_and_a_rejected_one_changes_nothing() {
+    let cluster = Cluster::start(Options {
+        coordinators: 1,
+        app_hosts: 1,
+        environment_policy: "approvals = { rollback = 1 }".into(),
+        ..Options::default()
+    });
+    // Rollouts here need no approval; their rollbacks need one.
+    let (out, events) = cluster.roll_out("v2", SHOP, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = events[0]["rollout_id"].as_str().expect("a rollout id").to_owned();
+    let migrated = cluster.database_state();
+
+    let rollback = ["rollout", "rollback", id.as_str(), "--yes", "--output", "json"];
+    let out = cluster.runway(&rollback);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(settled(&cluster, &id), "awaiting_approval");
+    assert_eq!(cluster.database_state(), migrated, "the rollback touched the database before its approval");
+    assert!(!cluster.apps[0].in_maintenance(), "the rollback turned maintenance on before its approval");
+    let own = cluster.runway(&["rollout", "approve", &id]);
+    assert_eq!(own.status.code(), Some(10), "{}", stderr(&own));
+    assert!(stderr(&own).contains("asked for the rollback of"), "{}", stderr(&own));
+
+    // Rejected: nothing changed, and the rollout is as it was.
+    let no = cluster.runway_as("approver", &["rollout", "reject", &id, "--reason", "the bug is in the app"]);
+    assert!(no.status.success(), "{}", stderr(&no));
+    assert_eq!(settled(&cluster, &id), "succeeded");
+    assert_eq!(cluster.database_state(), migrated, "a rejected rollback changed the database");
+
+    // Asked again, approved by another operator: it runs.
+    let out = cluster.runway(&rollback);
+    assert!(out.status.success(), "a rejected rollback can be asked for again: {}", stderr(&out));
+    assert_eq!(settled(&cluster, &id), "awaiting_approval");
+    let yes = cluster.runway_as("approver", &["rollout", "approve", &id]);
+    assert!(yes.status.success(), "{}", stderr(&yes));
+    assert_eq!(settled(&cluster, &id), "rolled_back", "{:#}", show(&cluster, &id).unwrap_or_default());
+    let tables = cluster.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
+    assert_eq!(tables, "0", "the approved rollback restored the backup, taken before anything migrated");
 }

@@ -23,8 +23,9 @@ use runway_identity::signature::{self, Operation, OperationClaim};
 use runway_identity::tls::{Security, TlsFiles};
 use runway_proto::v1::operator_client::OperatorClient;
 use runway_proto::v1::{
-    BackupCommandRequest, CommandOutcome, CommandResult, GetRolloutRequest, OperationSignature, RestoreBackup,
-    RollbackRolloutRequest, RolloutState, VerifyBackup, backup_command_request, backup_command_update,
+    BackupCommandRequest, CommandOutcome, CommandResult, GetRolloutRequest, OperationSignature,
+    RestoreBackup, RollbackRolloutRequest, RolloutState, VerifyBackup, backup_command_request,
+    backup_command_update,
 };
 use runway_tests::cluster::{Cluster, ENV, Options};
 use runway_tests::fixtures::{PROFILE, SHOP, rollout_start_args, write_with_downs};
@@ -32,9 +33,14 @@ use runway_tests::pki::{Pki, TlsPaths};
 use runway_tests::watch::json_lines;
 
 fn security(tls: &TlsPaths) -> Security {
-    TlsFiles { ca: Some(tls.ca.clone()), cert: Some(tls.cert.clone()), key: Some(tls.key.clone()), insecure: false }
-        .load("test")
-        .expect("test certificates load")
+    TlsFiles {
+        ca: Some(tls.ca.clone()),
+        cert: Some(tls.cert.clone()),
+        key: Some(tls.key.clone()),
+        insecure: false,
+    }
+    .load("test")
+    .expect("test certificates load")
 }
 
 /// `operation` of `subject` in `environment`, signed with `signer`'s key.
@@ -104,7 +110,13 @@ impl Client {
     }
 
     fn restore(&mut self, name: &str, signature: Option<OperationSignature>) -> CommandResult {
-        let restore = RestoreBackup { name: name.into(), confirmed: true, replace: true, signature, ..RestoreBackup::default() };
+        let restore = RestoreBackup {
+            name: name.into(),
+            confirmed: true,
+            replace: true,
+            signature,
+            ..RestoreBackup::default()
+        };
         self.backup(backup_command_request::Action::Restore(restore))
     }
 
@@ -155,15 +167,27 @@ fn restores_and_rollbacks_run_only_on_a_fresh_operator_signature_of_their_own() 
     let deployer = pki.operator_with("deployer", &[ENV], &[]);
     let cases: [(&str, Option<OperationSignature>, &str); 5] = [
         ("missing", None, "no operator signature"),
-        ("forged", Some(signed(&forger, Operation::Restore, ENV, &backup)), "does not chain to the runway CA"),
+        (
+            "forged",
+            Some(signed(&forger, Operation::Restore, ENV, &backup)),
+            "does not chain to the runway CA",
+        ),
         ("another backup", Some(signed(&ops, Operation::Restore, ENV, "not-this-backup")), "does not match"),
         ("another operation", Some(signed(&ops, Operation::Verify, ENV, &backup)), "does not match"),
-        ("no restore grant", Some(signed(&deployer, Operation::Restore, ENV, &backup)), "grants restore to []"),
+        (
+            "no restore grant",
+            Some(signed(&deployer, Operation::Restore, ENV, &backup)),
+            "grants restore to []",
+        ),
     ];
     for (case, signature, why) in cases {
         let result = client.restore(&backup, signature);
         refused(&result, why);
-        assert_eq!(cluster.database_state(), written, "a restore with a {case} signature touched the database");
+        assert_eq!(
+            cluster.database_state(),
+            written,
+            "a restore with a {case} signature touched the database"
+        );
     }
     let verify = VerifyBackup { name: backup.clone(), ..VerifyBackup::default() };
     refused(&client.backup(backup_command_request::Action::Verify(verify)), "no operator signature");
@@ -175,7 +199,11 @@ fn restores_and_rollbacks_run_only_on_a_fresh_operator_signature_of_their_own() 
     assert_eq!(cluster.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0");
     cluster.sql("CREATE TABLE written_since (note text); INSERT INTO written_since VALUES ('kept')");
     refused(&client.restore(&backup, Some(legitimate)), "replayed signature");
-    assert_eq!(cluster.sql("SELECT note FROM written_since"), "kept", "the replayed restore touched the database");
+    assert_eq!(
+        cluster.sql("SELECT note FROM written_since"),
+        "kept",
+        "the replayed restore touched the database"
+    );
     cluster.sql("DROP TABLE written_since");
 
     // 2. Rollbacks: one signed for another rollout runs nothing on the
@@ -195,13 +223,19 @@ fn restores_and_rollbacks_run_only_on_a_fresh_operator_signature_of_their_own() 
         signature: Some(signed(&ops, Operation::Rollback, ENV, &first)),
         ..RollbackRolloutRequest::default()
     };
-    let answer = client.rt.block_on(client.operator.rollback_rollout(request)).expect("forwarded").into_inner();
-    let ended = runway_tests::process::wait_until("the forged rollback to end", Duration::from_secs(90), || {
-        let state = client.state(&second);
-        (!matches!(state, RolloutState::Running | RolloutState::Pending)).then_some(state)
-    });
+    let answer =
+        client.rt.block_on(client.operator.rollback_rollout(request)).expect("forwarded").into_inner();
+    let ended =
+        runway_tests::process::wait_until("the forged rollback to end", Duration::from_secs(90), || {
+            let state = client.state(&second);
+            (!matches!(state, RolloutState::Running | RolloutState::Pending)).then_some(state)
+        });
     assert_ne!(ended, RolloutState::RolledBack, "a rollback signed for another rollout ran");
-    assert_eq!(cluster.database_state(), written, "a rollback signed for another rollout touched the database");
+    assert_eq!(
+        cluster.database_state(),
+        written,
+        "a rollback signed for another rollout touched the database"
+    );
     let from = answer.first_seq.to_string();
     let watched = cluster.runway(&["rollout", "watch", &second, "--from-seq", &from, "--output", "json"]);
     let text = String::from_utf8_lossy(&watched.stdout);

@@ -64,7 +64,10 @@ impl Executor {
         let operator = self.deploy_claim_holds(&digest, allow_danger, rollout_id, signature)?;
         progress.emit(
             "signature",
-            format!("bundle signed by operator {operator} for rollout {rollout_id} in {}", self.config.environment),
+            format!(
+                "bundle signed by operator {operator} for rollout {rollout_id} in {}",
+                self.config.environment
+            ),
         );
         Ok(())
     }
@@ -90,7 +93,10 @@ impl Executor {
         progress: &Progress,
     ) -> Result<(), ExecError> {
         if matches!(self.security, Security::Insecure) {
-            progress.emit("signature", format!("insecure mode: the {} is not checked for a signature", op.operation));
+            progress.emit(
+                "signature",
+                format!("insecure mode: the {} is not checked for a signature", op.operation),
+            );
             return Ok(());
         }
         // A rollback restores the backup of the rollout it rolls back, and
@@ -102,7 +108,11 @@ impl Executor {
                 return Err(ExecError::Unauthorized(format!(
                     "backup {} was taken by {}, not by rollout {}: a rollout's way back restores its own backup",
                     op.name,
-                    if manifest.rollout_id.is_empty() { "hand".to_owned() } else { format!("rollout {}", manifest.rollout_id) },
+                    if manifest.rollout_id.is_empty() {
+                        "hand".to_owned()
+                    } else {
+                        format!("rollout {}", manifest.rollout_id)
+                    },
                     cmd.rollout_id
                 )));
             }
@@ -112,7 +122,9 @@ impl Executor {
                 (Operation::Restore, true) => (Operation::Rollback, cmd.rollout_id.as_str()),
                 (operation, _) => (operation, op.name),
             };
-            return self.operation_holds(cmd, (operation, subject), signature, (database, op.operation), progress).await;
+            return self
+                .operation_holds(cmd, (operation, subject), signature, (database, op.operation), progress)
+                .await;
         }
         match op.rollout_claim.filter(|_| in_rollout) {
             Some(claim) => self.rollout_claim_holds(cmd, claim, (database, op.operation), progress).await,
@@ -170,9 +182,13 @@ impl Executor {
             nonce: nonce.clone(),
             signed_at: signature.signed_at,
         };
-        let operator =
-            signature::verify_operation(credentials.roots(), &signature.certificate, &signature.signature, &claim)
-                .map_err(ExecError::Unsigned)?;
+        let operator = signature::verify_operation(
+            credentials.roots(),
+            &signature.certificate,
+            &signature.signature,
+            &claim,
+        )
+        .map_err(ExecError::Unsigned)?;
         let key = format!("nonce/{nonce}/{database}/{action}");
         self.uses.claim(&key, &cmd.command_id, now()).await?;
         progress.emit(
@@ -202,7 +218,10 @@ impl Executor {
         }
         progress.emit(
             "signature",
-            format!("{action} of rollout {}'s backup, under its start signed by operator {operator}", cmd.rollout_id),
+            format!(
+                "{action} of rollout {}'s backup, under its start signed by operator {operator}",
+                cmd.rollout_id
+            ),
         );
         Ok(())
     }

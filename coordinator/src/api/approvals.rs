@@ -101,7 +101,8 @@ async fn accept<T>(
             record.state.name()
         )));
     }
-    let earlier = shared.store.decisions(id).await?.into_iter().find(|d| d.operator == name && d.round == round);
+    let earlier =
+        shared.store.decisions(id).await?.into_iter().find(|d| d.operator == name && d.round == round);
     if verdict == Verdict::Approve && earlier.is_some_and(|d| d.verdict == Verdict::Reject) {
         return Err(ApiError::FailedPrecondition(format!(
             "operator {name} already rejected rollout {id}; it ends cancelled"

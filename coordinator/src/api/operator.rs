@@ -361,8 +361,14 @@ impl OperatorService {
     ) -> Result<RollbackRolloutResponse, ApiError> {
         let term = self.shared.leader_term()?;
         self.shared.operator(request)?;
-        let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by, restore, preview: _, signature } =
-            request.get_ref().clone();
+        let RollbackRolloutRequest {
+            rollout_id: id,
+            confirmed,
+            requested_by,
+            restore,
+            preview: _,
+            signature,
+        } = request.get_ref().clone();
         let mut record = self.shared.rollout(&id).await?;
         entry.environment = record.environment.clone();
         let policy = self.shared.config.environments.policy(&record.environment);

@@ -144,7 +144,10 @@ mod tests {
     }
 
     fn policy(default: u32, danger: u32) -> EnvironmentPolicy {
-        EnvironmentPolicy { approvals: Approvals { default, danger, rollback: 0 }, ..EnvironmentPolicy::default() }
+        EnvironmentPolicy {
+            approvals: Approvals { default, danger, rollback: 0 },
+            ..EnvironmentPolicy::default()
+        }
     }
 
     #[test]
@@ -155,10 +158,14 @@ mod tests {
         assert_eq!(needed(&with_rollback, &plan, true), (1, "approvals.rollback".into()));
         assert_eq!(needed(&policy(1, 2), &plan, true).0, 0, "by default a rollback needs none");
 
-        let mut gate = ApprovalGate { needed: 1, round: 1, asked_by: "bob".into(), ..ApprovalGate::default() };
+        let mut gate =
+            ApprovalGate { needed: 1, round: 1, asked_by: "bob".into(), ..ApprovalGate::default() };
         let start = decision("carol", 10, Verdict::Approve);
         let own = Decision { round: 1, ..decision("bob", 20, Verdict::Approve) };
-        assert!(merge(&mut gate, &[start, own], "bob").is_empty(), "the start's approval and the asker's never count");
+        assert!(
+            merge(&mut gate, &[start, own], "bob").is_empty(),
+            "the start's approval and the asker's never count"
+        );
         let dave = Decision { round: 1, ..decision("dave", 30, Verdict::Approve) };
         assert_eq!(merge(&mut gate, std::slice::from_ref(&dave), "bob"), [Change::Approved(dave)]);
     }
@@ -179,7 +186,8 @@ mod tests {
 
     #[test]
     fn an_accepted_danger_a_large_or_unknown_downtime_or_no_plan_needs_the_danger_count() {
-        let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Danger, DowntimeClass::Small)), false);
+        let (count, rule) =
+            needed(&policy(1, 2), &record(plan(Severity::Danger, DowntimeClass::Small)), false);
         assert_eq!(count, 2);
         assert_eq!(rule, "approvals.danger: it accepts Danger finding(s) drop-column (--allow-danger)");
         let (count, rule) = needed(&policy(1, 2), &record(plan(Severity::Info, DowntimeClass::Large)), false);
@@ -189,7 +197,8 @@ mod tests {
         let (count, rule) = needed(&policy(1, 2), &record(None), false);
         assert_eq!((count, rule.as_str()), (2, "approvals.danger: no preflight plan to judge the risk by"));
         // `approvals = 1`: the same count, and the rule still says why.
-        let (count, rule) = needed(&policy(1, 1), &record(plan(Severity::Danger, DowntimeClass::Small)), false);
+        let (count, rule) =
+            needed(&policy(1, 1), &record(plan(Severity::Danger, DowntimeClass::Small)), false);
         assert_eq!(count, 1);
         assert!(rule.starts_with("approvals: it accepts Danger"), "{rule}");
     }

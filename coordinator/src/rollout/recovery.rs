@@ -424,7 +424,9 @@ pub fn reopen_for_rollback(
     // A way back that did not finish holds; a rollback that was not
     // approved (its gate failed, the rest skipped) changed nothing.
     let unfinished = |s: &StepRecord| {
-        s.recovery && s.kind != StepKind::Approval && !matches!(s.state, StepState::Succeeded | StepState::Skipped)
+        s.recovery
+            && s.kind != StepKind::Approval
+            && !matches!(s.state, StepState::Succeeded | StepState::Skipped)
     };
     if record.steps.iter().any(unfinished) {
         return Err(RollbackRefused::Held { id, error: record.error.clone() });
@@ -594,12 +596,20 @@ pub fn rolled_back_summary(record: &RolloutRecord) -> String {
 /// its approval gate stopped it (rejected, or expired).
 pub fn terminal_state(record: &RolloutRecord) -> RolloutState {
     // An operator's rollback that was not approved changed nothing.
-    if let Some(before) = record.approval.as_ref().filter(|gate| gate.stopped()).and_then(|gate| gate.before) {
+    if let Some(before) = record.approval.as_ref().filter(|gate| gate.stopped()).and_then(|gate| gate.before)
+    {
         return before;
     }
     let restored = record.steps.iter().any(|s| rolls_back(s) && s.state == StepState::Succeeded);
+    // A rollback gate and the steps it skipped belong to a rollback that
+    // was not approved: it changed nothing (a stopped gate of the current
+    // rollback ended the rollout above).
     let unfinished_recovery = (0..record.steps.len()).any(|i| {
-        record.steps[i].recovery && record.steps[i].state != StepState::Succeeded && !fallen_back(record, i)
+        let step = &record.steps[i];
+        step.recovery
+            && step.kind != StepKind::Approval
+            && !matches!(step.state, StepState::Succeeded | StepState::Skipped)
+            && !fallen_back(record, i)
     });
     let gate_stopped = record.approval.as_ref().is_some_and(|gate| gate.stopped());
     if record.error.is_empty() {

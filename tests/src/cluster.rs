@@ -185,15 +185,14 @@ impl Cluster {
         assert!(options.etcd_members == 1 || net.is_some(), "several etcd members need netns");
         let etcd_hosts: Vec<Host> = (0..options.etcd_members).map(|i| host(&format!("etcd{i}"))).collect();
         let pki = options.tls.then(|| Pki::create(&root));
-        let etcd = Etcd::start_on(&root, &etcd_hosts, pki.as_ref());
+        let names: Vec<String> = (1..=options.coordinators).map(|i| format!("coord-{i}")).collect();
+        let etcd = Etcd::start_on(&root, &etcd_hosts, pki.as_ref(), &names);
         let pg = Postgres::start_on(&root, &host("pg"));
         pg.create_database(DB);
 
-        let coordinators: Vec<Coordinator> = (1..=options.coordinators)
-            .map(|i| {
-                let name = format!("coord-{i}");
-                start_coordinator(&root, &name, host(&name), &etcd.endpoints, &options, pki.as_ref())
-            })
+        let coordinators: Vec<Coordinator> = names
+            .iter()
+            .map(|name| start_coordinator(&root, name, host(name), &etcd.endpoints, &options, pki.as_ref()))
             .collect();
         let addrs: Vec<String> = coordinators.iter().map(|c| c.addr.clone()).collect();
 

@@ -198,7 +198,11 @@ async fn connect(args: &InitAuth) -> Result<Client, Failure> {
 /// authentication is on, only root may change it) is denied; anything
 /// else is etcd being unreachable or failing.
 fn failure(what: &str, error: etcd_client::Error) -> Failure {
-    let text = error.to_string();
+    // etcd's own words, without the gRPC wrapping around them.
+    let text = match &error {
+        etcd_client::Error::GRpcStatus(status) if !status.message().is_empty() => status.message().to_owned(),
+        other => other.to_string(),
+    };
     if text.contains("permission denied") || text.contains("user name not found") {
         Failure::new(
             Exit::Denied,

@@ -17,8 +17,9 @@
 //!    the DB agent refuses it (`security.rs`). It does not warn that it is
 //!    a test build; the test build's coordinator does.
 //!
-//! Step 2 is a debug build of two packages from nothing: minutes on two
-//! cores the first time (see the README's "Testing"), seconds afterwards.
+//! Step 2 is a debug build of two packages from nothing the first time
+//! (measured 2026-12-07: 4 min 37 s user + 43 s system CPU, 2.1 GB in
+//! `target/production-check`; a second run takes under a second).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

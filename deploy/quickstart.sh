@@ -9,6 +9,9 @@
 #   deploy/quickstart.sh         set up and run the sample rollout
 #   deploy/quickstart.sh stop    stop everything the last run started
 #
+# etcd serves the coordinators only: `runway etcd init-auth` turns on its
+# own authentication (agent and operator certificates get nothing).
+#
 # Installs what is missing (etcd, protoc, PostgreSQL 15) with apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +73,8 @@ certs agent app-1 --env staging
 certs agent app-2 --env staging
 # You: an operator who may sign migrations for staging.
 certs operator quickstart --deploy staging --restore staging
+# etcd's administrator (common name root), for `runway etcd init-auth`.
+certs etcd-root
 tls_toml() { printf '[tls]\nca = "%s"\ncert = "%s"\nkey = "%s"\n' "$pki/ca.pem" "$pki/$1.pem" "$pki/$1.key"; }
 
 echo "==> starting etcd (client certificates required)"
@@ -82,6 +87,10 @@ ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name quickstart --data-dir "$work/etcd"
     --initial-cluster "quickstart=http://127.0.0.1:$etcd_peer" >"$work/etcd.log" 2>&1 &
 pids+=($!)
 wait_for_port "$etcd_port"
+echo "==> etcd for the coordinators only (runway etcd init-auth)"
+"$bin/runway" etcd init-auth --endpoints "https://127.0.0.1:$etcd_port" --ca "$pki/ca.pem" \
+    --cert "$pki/etcd-root.pem" --key "$pki/etcd-root.key" --prefix /runway \
+    --coordinator coord-1 --coordinator coord-2
 
 echo "==> starting a throwaway PostgreSQL 15"
 pg_port=$(free_port)
@@ -223,6 +232,8 @@ cat <<TEXT
   psql -h 127.0.0.1 -p $pg_port -U postgres app -c 'select migration_name, finished_at from _prisma_migrations'
   ls $work/backups/*                             # the backup: dump + manifest.json
   curl http://127.0.0.1:$(cat "$work/app-1/port")/health   # app-1 now runs v2
+  # refused (permission denied): etcd serves the coordinators only, not your certificate
+  ETCDCTL_API=3 etcdctl --endpoints https://127.0.0.1:$etcd_port --cacert $pki/ca.pem --cert $pki/operator-quickstart.pem --key $pki/operator-quickstart.key get --prefix /runway/
   tail $work/*.log                               # every process's log
   deploy/quickstart.sh stop                      # stop everything
 TEXT

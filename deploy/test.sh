@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
+# The end-to-end tests run these binaries; a workspace build includes
+# runway-tests and with it the test-only `failpoints` feature.
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -11,7 +11,7 @@
 //! - [`databases`]: the databases a DB agent serves, by name, and their backup dirs.
 //! - [`deployed`]: the app version this host last deployed, kept across restarts.
 //! - [`exec`]: turns a `Command` into work on this host.
-//! - [`failpoint`]: faults the fault-injection tests switch on.
+//! - [`failpoint`]: faults the fault-injection tests switch on (test builds only: the `failpoints` feature).
 //! - [`journal`]: on-disk record of fencing tokens and command results.
 //! - [`metrics`]: Prometheus metrics and the opt-in `/metrics` endpoint.
 //! - [`backup_ops`]: list, show, verify and restore backups for an operator.
@@ -79,6 +79,11 @@ pub fn load_security(config: &config::Config) -> Result<Security, StartError> {
 /// already running finish and their results reach the coordinator over the
 /// still-open link before the link closes; new commands are not started.
 pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    if failpoint::BUILT_IN {
+        tracing::warn!(
+            "this is a test build: it has failpoints (the `failpoints` feature); never run it in production"
+        );
+    }
     let security = load_security(&config)?;
     let config = Arc::new(config);
     let journal = journal::Journal::open(&config.state_dir).await?;

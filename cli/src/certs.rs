@@ -60,6 +60,12 @@ pub enum CertsCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Issue etcd's administrator certificate (common name root, client
+    /// only) for `runway etcd init-auth`; keep it off the servers.
+    EtcdRoot {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Issue a plain server certificate (no runway identity), e.g. for etcd.
     Server {
         name: String,
@@ -114,6 +120,10 @@ pub fn run(output: Output, command: CertsCommand) -> Result<Exit, Failure> {
             let identity = Identity::Operator { name: name.clone(), deploy, restore };
             let issued = authority(&common.dir)?.issue(&identity, &[], common.days).map_err(fail)?;
             (common, format!("operator-{name}"), issued, identity.uris().join(" "))
+        }
+        CertsCommand::EtcdRoot { common } => {
+            let issued = authority(&common.dir)?.issue_client("root", common.days).map_err(fail)?;
+            (common, "etcd-root".to_owned(), issued, "etcd user root".to_owned())
         }
         CertsCommand::Server { name, hosts, common } => {
             checked(&[&name])?;

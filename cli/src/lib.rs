@@ -16,6 +16,7 @@
 //! - [`migrate`]: `runway migrate …` against a database, no coordinator.
 //! - [`backup`]: `runway backup …`, locally or on an environment's DB agent.
 //! - [`certs`]: `runway certs …`, a small CA for the quick start.
+//! - [`etcd_auth`]: `runway etcd init-auth`, etcd for coordinators only.
 //! - [`config_check`]: `runway config check`, the daemons' start-up checks
 //!   of their config files, alone.
 //! - [`audit`]: `runway audit`, the coordinators' audit log.
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod backup;
 pub mod certs;
 pub mod config_check;
+pub mod etcd_auth;
 pub mod exit;
 pub mod migrate;
 pub mod output;
@@ -125,6 +127,12 @@ pub enum Command {
         #[command(subcommand)]
         command: certs::CertsCommand,
     },
+    /// Set up etcd for runway: its own authentication, so that only
+    /// coordinators can read and write runway's keys.
+    Etcd {
+        #[command(subcommand)]
+        command: etcd_auth::EtcdCommand,
+    },
     /// Check agent and coordinator config files as the daemons check them
     /// at start-up (every key, URL, file and hook), without starting anything.
     Config {
@@ -191,6 +199,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Backup { command } => backup::run(output, command).await,
         Command::Certs { command } => certs::run(output, command),
         Command::Config { command } => config_check::run(output, command),
+        Command::Etcd { command } => etcd_auth::run(output, command).await,
         Command::Status { environment, coordinators } => {
             async { status::run(&coordinators.remote()?, output, environment).await }.await
         }

@@ -1,6 +1,12 @@
 //! Failpoints: faults the fault-injection tests switch on through
-//! environment variables. Unset (the default) they cost one lookup at
-//! first use and change nothing.
+//! environment variables.
+//!
+//! They exist only in builds with the `failpoints` feature, which only the
+//! test crate (`runway-tests`) turns on; a production build (`cargo build
+//! --release -p runway-coordinator`) has no such switch: every function
+//! here is then a constant "off" and the variables' names are not even in
+//! the binary. With the feature, an unset variable (the default) costs one
+//! lookup at first use and changes nothing.
 //!
 //! - `RUNWAY_FAILPOINT_PAUSE_BEFORE_DISPATCH_MS`: after a step is saved as
 //!   running and before its commands go out, the leader stalls this long,
@@ -20,49 +26,79 @@
 //!   target its preflight and counts it as passed, as a compromised or
 //!   buggy coordinator could: the danger gate there never runs. Only the
 //!   DB agent's own gate at migrate stands in the way.
+//! - `RUNWAY_FAILPOINT_TAMPER_BUNDLE=1`: see [`tamper_bundle`].
+//! - `RUNWAY_FAILPOINT_FORWARD_UNCHECKED_SIGNATURES=1`: see
+//!   [`forward_unchecked_signatures`].
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-fn millis(var: &str) -> Option<Duration> {
-    std::env::var(var).ok()?.parse().ok().filter(|ms| *ms > 0).map(Duration::from_millis)
+/// Whether this build has failpoints (the `failpoints` feature); the
+/// coordinator says so in a warning at start.
+pub const BUILT_IN: bool = cfg!(feature = "failpoints");
+
+/// The value of failpoint variable `$var`, read once; `None` without the
+/// `failpoints` feature, where `$var` does not even appear in the binary.
+macro_rules! switch {
+    ($var:literal, $parse:expr) => {{
+        #[cfg(feature = "failpoints")]
+        {
+            static VALUE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+            VALUE.get_or_init(|| std::env::var($var).ok()).as_deref().and_then($parse)
+        }
+        #[cfg(not(feature = "failpoints"))]
+        {
+            None::<&str>.and_then($parse)
+        }
+    }};
+}
+
+/// A positive number of milliseconds.
+fn millis(value: &str) -> Option<Duration> {
+    value.parse().ok().filter(|ms| *ms > 0).map(Duration::from_millis)
+}
+
+/// `1` switches it on.
+fn on(value: &str) -> Option<()> {
+    (value == "1").then_some(())
 }
 
 pub fn pause_before_dispatch() -> Option<Duration> {
-    static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
-    *PAUSE.get_or_init(|| millis("RUNWAY_FAILPOINT_PAUSE_BEFORE_DISPATCH_MS"))
+    switch!("RUNWAY_FAILPOINT_PAUSE_BEFORE_DISPATCH_MS", millis)
 }
 
 pub fn stall_main_loop_after() -> Option<Duration> {
-    static STALL: OnceLock<Option<Duration>> = OnceLock::new();
-    *STALL.get_or_init(|| millis("RUNWAY_FAILPOINT_STALL_MAIN_LOOP_AFTER_MS"))
+    switch!("RUNWAY_FAILPOINT_STALL_MAIN_LOOP_AFTER_MS", millis)
 }
 
 pub fn pause_after_notification() -> Option<Duration> {
-    static PAUSE: OnceLock<Option<Duration>> = OnceLock::new();
-    *PAUSE.get_or_init(|| millis("RUNWAY_FAILPOINT_PAUSE_AFTER_NOTIFICATION_MS"))
+    switch!("RUNWAY_FAILPOINT_PAUSE_AFTER_NOTIFICATION_MS", millis)
 }
 
 pub fn skip_db_preflight() -> bool {
-    static SKIP: OnceLock<bool> = OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var("RUNWAY_FAILPOINT_SKIP_DB_PREFLIGHT").is_ok_and(|v| v == "1"))
+    switch!("RUNWAY_FAILPOINT_SKIP_DB_PREFLIGHT", on).is_some()
 }
 
 pub fn ignore_lease_loss() -> bool {
-    static IGNORE: OnceLock<bool> = OnceLock::new();
-    *IGNORE.get_or_init(|| std::env::var("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS").is_ok_and(|v| v == "1"))
+    switch!("RUNWAY_FAILPOINT_IGNORE_LEASE_LOSS", on).is_some()
 }
 
 /// `RUNWAY_FAILPOINT_TAMPER_BUNDLE=1`: after checking the operator's
 /// signature, the coordinator changes one byte of the first migration of
 /// every rollout it accepts and restamps the bundle's digest, as a
 /// compromised or buggy coordinator could. Only the DB agent's signature
-/// check stands in the way.
+/// check stands in the way. Without the feature the tampering code is not
+/// compiled at all.
 pub fn tamper_bundle(bundle: &mut runway_proto::v1::Bundle) {
-    static TAMPER: OnceLock<bool> = OnceLock::new();
-    if !*TAMPER.get_or_init(|| std::env::var("RUNWAY_FAILPOINT_TAMPER_BUNDLE").is_ok_and(|v| v == "1")) {
-        return;
+    #[cfg(feature = "failpoints")]
+    if switch!("RUNWAY_FAILPOINT_TAMPER_BUNDLE", on).is_some() {
+        tamper(bundle);
     }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = bundle;
+}
+
+#[cfg(feature = "failpoints")]
+fn tamper(bundle: &mut runway_proto::v1::Bundle) {
     let Some(file) = bundle
         .files
         .iter_mut()
@@ -86,8 +122,5 @@ pub fn tamper_bundle(bundle: &mut runway_proto::v1::Bundle) {
 /// a compromised coordinator could. Only the DB agent's checks stand in
 /// the way.
 pub fn forward_unchecked_signatures() -> bool {
-    static FORWARD: OnceLock<bool> = OnceLock::new();
-    *FORWARD.get_or_init(|| {
-        std::env::var("RUNWAY_FAILPOINT_FORWARD_UNCHECKED_SIGNATURES").is_ok_and(|v| v == "1")
-    })
+    switch!("RUNWAY_FAILPOINT_FORWARD_UNCHECKED_SIGNATURES", on).is_some()
 }

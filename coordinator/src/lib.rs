@@ -7,7 +7,7 @@
 //! this list (a unit test, `module_graph`, checks that there is no cycle).
 //!
 //! - [`config`]: the coordinator's config.
-//! - [`failpoint`]: faults the fault-injection tests switch on.
+//! - [`failpoint`]: faults the fault-injection tests switch on (test builds only: the `failpoints` feature).
 //! - [`fencing`]: a leader's [`fencing::Term`] and its [`fencing::FencingToken`].
 //! - [`model`]: the saved rollout record, step kinds and states, their wire form.
 //! - [`metrics`]: Prometheus metrics and the opt-in `/metrics` endpoint.
@@ -109,6 +109,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
     let config = Arc::new(config);
+    if failpoint::BUILT_IN {
+        tracing::warn!(
+            "this is a test build: it has failpoints (the `failpoints` feature); never run it in production"
+        );
+    }
     let security = load_security(&config)?;
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
@@ -129,7 +134,8 @@ pub async fn run(
     )
     .await
     .map_err(StartError::Metrics)?;
-    let store = store::Store::new(Arc::new(EtcdKv::new(client.clone())), &config.etcd_prefix);
+    let store =
+        store::Store::new(Arc::new(EtcdKv::new(client.clone(), &config.etcd_prefix)), &config.etcd_prefix);
     let election: Arc<dyn Election> = Arc::new(EtcdElection::start(
         client,
         store.election_name(),

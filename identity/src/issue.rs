@@ -94,6 +94,16 @@ impl Authority {
         self.sign(params, days)
     }
 
+    /// A client-only certificate whose common name is `name` and that names
+    /// no runway identity: etcd's `root` user (etcd takes the CN as the
+    /// user name).
+    pub fn issue_client(&self, name: &str, days: u32) -> Result<Issued, IssueError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(params, days)
+    }
+
     fn sign(&self, mut params: CertificateParams, days: u32) -> Result<Issued, IssueError> {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;

@@ -22,6 +22,8 @@ pub struct Coordinator {
     pub host: Host,
     config: PathBuf,
     env: Vec<(String, String)>,
+    /// The binary it runs ([`Options::coordinator_bin`]).
+    bin: PathBuf,
     pub proc: Proc,
     /// The port of its plain-HTTP `/metrics` on `host.ip`, with [`Options::metrics`].
     pub metrics: Option<u16>,
@@ -132,6 +134,9 @@ pub struct Options {
     /// `<unix ms> start|end <action> [exit code]` to `<app dir>/hooks.log`
     /// (see [`AppHost::hook_log`]).
     pub log_hooks: bool,
+    /// The coordinators run this binary instead of the workspace's
+    /// `runway-coordinator` (e.g. one built without the test switches).
+    pub coordinator_bin: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -154,6 +159,7 @@ impl Default for Options {
             coordinator_toml: String::new(),
             heartbeat_secs: 1,
             log_hooks: false,
+            coordinator_bin: None,
         }
     }
 }
@@ -185,15 +191,14 @@ impl Cluster {
         assert!(options.etcd_members == 1 || net.is_some(), "several etcd members need netns");
         let etcd_hosts: Vec<Host> = (0..options.etcd_members).map(|i| host(&format!("etcd{i}"))).collect();
         let pki = options.tls.then(|| Pki::create(&root));
-        let etcd = Etcd::start_on(&root, &etcd_hosts, pki.as_ref());
+        let names: Vec<String> = (1..=options.coordinators).map(|i| format!("coord-{i}")).collect();
+        let etcd = Etcd::start_on(&root, &etcd_hosts, pki.as_ref(), &names);
         let pg = Postgres::start_on(&root, &host("pg"));
         pg.create_database(DB);
 
-        let coordinators: Vec<Coordinator> = (1..=options.coordinators)
-            .map(|i| {
-                let name = format!("coord-{i}");
-                start_coordinator(&root, &name, host(&name), &etcd.endpoints, &options, pki.as_ref())
-            })
+        let coordinators: Vec<Coordinator> = names
+            .iter()
+            .map(|name| start_coordinator(&root, name, host(name), &etcd.endpoints, &options, pki.as_ref()))
             .collect();
         let addrs: Vec<String> = coordinators.iter().map(|c| c.addr.clone()).collect();
 
@@ -389,7 +394,7 @@ impl Cluster {
     pub fn restart_coordinator(&mut self, i: usize) {
         let c = &mut self.coordinators[i];
         c.proc.kill();
-        c.proc = spawn_coordinator(self.dir.path(), &c.name, &c.host, &c.config, &c.env);
+        c.proc = spawn_coordinator(self.dir.path(), &c.name, &c.host, &c.config, &c.env, &c.bin);
     }
 
     /// Starts the DB agent again (after a kill), with its old config.
@@ -465,12 +470,20 @@ fn start_coordinator(
     text.push_str(&options.coordinator_toml);
     std::fs::write(&config, text).expect("write coordinator config");
     let env = options.coordinator_env.clone();
-    let proc = spawn_coordinator(root, name, &host, &config, &env);
-    Coordinator { name: name.to_owned(), addr, host, config, env, proc, metrics }
+    let bin = options.coordinator_bin.clone().unwrap_or_else(|| bin("runway-coordinator"));
+    let proc = spawn_coordinator(root, name, &host, &config, &env, &bin);
+    Coordinator { name: name.to_owned(), addr, host, config, env, bin, proc, metrics }
 }
 
-fn spawn_coordinator(root: &Path, name: &str, host: &Host, config: &Path, env: &[(String, String)]) -> Proc {
-    let mut command = host.command(bin("runway-coordinator"));
+fn spawn_coordinator(
+    root: &Path,
+    name: &str,
+    host: &Host,
+    config: &Path,
+    env: &[(String, String)],
+    bin: &Path,
+) -> Proc {
+    let mut command = host.command(bin);
     command.arg("--config").arg(config).env("RUST_LOG", "info").envs(env.iter().cloned());
     Proc::spawn(name, &mut command, root)
 }

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::netns::Host;
-use crate::pki::Pki;
-use crate::process::{Proc, free_port, wait_until};
+use crate::pki::{Pki, TlsPaths};
+use crate::process::{Proc, bin, free_port, wait_until};
 
 pub struct Etcd {
     /// Client URLs, one per member.
@@ -24,9 +24,12 @@ pub struct Etcd {
 
 impl Etcd {
     /// One member per host, as one cluster. With `pki`, clients must
-    /// present a certificate from its CA (`--client-cert-auth`) over https;
-    /// peers talk plain text among themselves.
-    pub fn start_on(dir: &Path, hosts: &[Host], pki: Option<&Pki>) -> Etcd {
+    /// present a certificate from its CA (`--client-cert-auth`) over https,
+    /// and etcd's authentication is on as the quick start sets it up
+    /// (`runway etcd init-auth`): only `coordinators` (by name) may use
+    /// `/runway/`, and etcdctl here acts as root. Peers talk plain text
+    /// among themselves.
+    pub fn start_on(dir: &Path, hosts: &[Host], pki: Option<&Pki>, coordinators: &[String]) -> Etcd {
         let scheme = if pki.is_some() { "https" } else { "http" };
         let urls: Vec<(String, String)> = hosts
             .iter()
@@ -36,7 +39,8 @@ impl Etcd {
             .collect();
         let ips: Vec<String> = hosts.iter().map(|h| h.ip.clone()).collect();
         let server = pki.map(|pki| pki.server("etcd", &ips));
-        let etcdctl_tls = pki.map(|pki| pki.server("etcdctl", &[]).etcdctl_args()).unwrap_or_default();
+        let root = pki.map(Pki::etcd_root);
+        let etcdctl_tls = root.as_ref().map(TlsPaths::etcdctl_args).unwrap_or_default();
         let initial_cluster = urls
             .iter()
             .enumerate()
@@ -74,7 +78,34 @@ impl Etcd {
         let etcd =
             Etcd { endpoints, hosts: hosts.to_vec(), members, etcdctl_tls, specs, dir: dir.to_path_buf() };
         wait_until("etcd to be healthy", Duration::from_secs(30), || etcd.healthy().then_some(()));
+        if let Some(root) = &root {
+            etcd.init_auth(root, coordinators);
+        }
         etcd
+    }
+
+    /// `runway etcd init-auth` as root, for `coordinators` on `/runway`.
+    fn init_auth(&self, root: &TlsPaths, coordinators: &[String]) {
+        let mut command = Command::new(bin("runway"));
+        command
+            .args(["etcd", "init-auth", "--prefix", "/runway"])
+            .arg(format!("--endpoints={}", self.endpoints.join(",")))
+            .arg("--ca")
+            .arg(&root.ca)
+            .arg("--cert")
+            .arg(&root.cert)
+            .arg("--key")
+            .arg(&root.key);
+        for name in coordinators {
+            command.args(["--coordinator", name]);
+        }
+        let out = command.output().expect("run runway etcd init-auth");
+        assert!(
+            out.status.success(),
+            "runway etcd init-auth: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// SIGKILLs member `i` and starts it again over its data dir (it

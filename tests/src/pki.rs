@@ -1,5 +1,6 @@
 //! A throwaway runway CA and the certificates a test installation needs:
-//! etcd's server certificate, one per coordinator and agent, and operators.
+//! etcd's server certificate and its root user's, one per coordinator and
+//! agent, and operators.
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,13 @@ impl Pki {
     pub fn server(&self, stem: &str, hosts: &[String]) -> TlsPaths {
         let issued = self.ca.issue_server(stem, hosts, DAYS).expect("issue server certificate");
         self.write(stem, &issued.cert_pem, &issued.key_pem)
+    }
+
+    /// etcd's administrator (`runway certs etcd-root`: common name `root`),
+    /// what `runway etcd init-auth` and the tests' etcdctl act as.
+    pub fn etcd_root(&self) -> TlsPaths {
+        let issued = self.ca.issue_client("root", DAYS).expect("issue etcd root certificate");
+        self.write("etcd-root", &issued.cert_pem, &issued.key_pem)
     }
 
     pub fn coordinator(&self, name: &str, ip: &str) -> TlsPaths {

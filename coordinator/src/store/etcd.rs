@@ -40,12 +40,16 @@ async fn timed<T>(
 #[derive(Clone)]
 pub struct EtcdKv {
     client: Client,
+    /// A key under the store's prefix, read (count only) for the store's
+    /// revision: with etcd's authentication on (`runway etcd init-auth`) a
+    /// coordinator may read nothing outside its prefix.
+    probe: String,
 }
 
 impl EtcdKv {
-    /// A backend over `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// A backend over `client` for keys under `prefix` (the store's).
+    pub fn new(client: Client, prefix: &str) -> Self {
+        Self { client, probe: format!("{}/", prefix.trim_end_matches('/')) }
     }
 
     /// The KV client, taking answers larger than tonic's 4 MiB default: a
@@ -118,7 +122,7 @@ impl Kv for EtcdKv {
         Box::pin(async move {
             // Any read answers with the store's revision in its header.
             let options = GetOptions::new().with_count_only();
-            let response = timed("revision", self.kv().get("\0", Some(options))).await?;
+            let response = timed("revision", self.kv().get(self.probe.as_str(), Some(options))).await?;
             Ok(response.header().map_or(0, |h| h.revision()))
         })
     }

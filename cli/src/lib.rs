@@ -182,7 +182,10 @@ pub async fn run(cli: Cli) -> Exit {
             "--otlp-client-cert-file",
             cli.otlp_client_cert_file.as_deref(),
         ),
-        client_key: runway_telemetry::FileSetting::named("--otlp-client-key-file", cli.otlp_client_key_file.as_deref()),
+        client_key: runway_telemetry::FileSetting::named(
+            "--otlp-client-key-file",
+            cli.otlp_client_key_file.as_deref(),
+        ),
     };
     let _telemetry = match runway_telemetry::Export::choose(cli.otlp_endpoint.as_deref(), tls) {
         runway_telemetry::Export::Off => None,

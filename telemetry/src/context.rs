@@ -70,7 +70,8 @@ impl TraceParent {
         let mut id = [0; 8];
         id.copy_from_slice(&digest[..8]);
         // The all-zero id is invalid; one digest in 2^64 would give it.
-        let span_id = if id == [0; 8] { SpanId::from_bytes([0, 0, 0, 0, 0, 0, 0, 1]) } else { SpanId::from_bytes(id) };
+        let span_id =
+            if id == [0; 8] { SpanId::from_bytes([0, 0, 0, 0, 0, 0, 0, 1]) } else { SpanId::from_bytes(id) };
         Self { trace_id: self.trace_id, span_id }
     }
 

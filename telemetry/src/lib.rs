@@ -84,8 +84,54 @@ impl Config {
                 "[telemetry] otlp_client_cert_file",
                 self.otlp_client_cert_file.as_deref(),
             ),
-            client_key: FileSetting::named("[telemetry] otlp_client_key_file", self.otlp_client_key_file.as_deref()),
+            client_key: FileSetting::named(
+                "[telemetry] otlp_client_key_file",
+                self.otlp_client_key_file.as_deref(),
+            ),
         };
         Export::choose(self.otlp_endpoint.as_deref(), tls)
+    }
+
+    /// Whether the `otlp_*_file` settings are usable with `otlp_endpoint`
+    /// (files readable and PEM, an `https://` endpoint, a client key with
+    /// the client certificate); the error names the key to fix. Nothing to
+    /// check when the endpoint comes from the environment.
+    pub fn check_tls(&self) -> Result<(), Error> {
+        match self.export() {
+            Export::Otlp { endpoint, tls } if self.otlp_endpoint.is_some() => {
+                tls.client_config(&endpoint).map(|_| ())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_tls_errors_name_the_config_key() {
+        let config = Config {
+            otlp_endpoint: Some("https://collector:4317".into()),
+            otlp_ca_file: Some("/nonexistent/runway-ca.pem".into()),
+            ..Config::default()
+        };
+        let error = config.check_tls().unwrap_err().to_string();
+        assert!(
+            error.starts_with("[telemetry] otlp_ca_file: cannot read /nonexistent/runway-ca.pem"),
+            "{error}"
+        );
+        let half = Config {
+            otlp_endpoint: Some("https://collector:4317".into()),
+            otlp_client_key_file: Some("/k.pem".into()),
+            ..Config::default()
+        };
+        let error = half.check_tls().unwrap_err().to_string();
+        assert!(
+            error.contains("[telemetry] otlp_client_key_file is set but no client certificate is"),
+            "{error}"
+        );
+        assert!(Config::default().check_tls().is_ok());
     }
 }

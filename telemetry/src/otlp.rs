@@ -26,7 +26,9 @@ pub enum Error {
     NotPem { key: String, path: std::path::PathBuf, label: &'static str },
     #[error("{set} is set but no {missing} is: a client certificate and its key go together")]
     HalfIdentity { set: String, missing: &'static str },
-    #[error("{key} is set, but the OTLP endpoint {endpoint:?} is not https://: use https:// (or unset {key})")]
+    #[error(
+        "{key} is set, but the OTLP endpoint {endpoint:?} is not https://: use https:// (or unset {key})"
+    )]
     NotHttps { key: String, endpoint: String },
     #[error(transparent)]
     Build(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -48,7 +50,10 @@ pub enum Export {
     Off,
     /// OTLP/gRPC to this endpoint (e.g. `http://127.0.0.1:4317`; over
     /// TLS with these files for `https://`).
-    Otlp { endpoint: String, tls: TlsFiles },
+    Otlp {
+        endpoint: String,
+        tls: TlsFiles,
+    },
 }
 
 impl Export {

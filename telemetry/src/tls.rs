@@ -66,7 +66,9 @@ impl TlsFiles {
             })
         };
         Self {
-            ca: self.ca.or_else(|| env(["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"])),
+            ca: self
+                .ca
+                .or_else(|| env(["OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"])),
             client_cert: self.client_cert.or_else(|| {
                 env(["OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"])
             }),
@@ -98,7 +100,8 @@ impl TlsFiles {
         };
         match (&self.client_cert, &self.client_key) {
             (Some(cert), Some(key)) => {
-                let identity = Identity::from_pem(cert.read_pem("CERTIFICATE")?, key.read_pem("PRIVATE KEY")?);
+                let identity =
+                    Identity::from_pem(cert.read_pem("CERTIFICATE")?, key.read_pem("PRIVATE KEY")?);
                 tls = tls.identity(identity);
             }
             (Some(set), None) => {
@@ -150,12 +153,19 @@ mod tests {
         let cert = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
         let half = TlsFiles { client_cert: file(&dir, "otlp_client_cert_file", cert), ..TlsFiles::default() };
         let error = half.client_config("https://collector:4317").unwrap_err().to_string();
-        assert!(error.contains("[telemetry] otlp_client_cert_file") && error.contains("client key"), "{error}");
+        assert!(
+            error.contains("[telemetry] otlp_client_cert_file") && error.contains("client key"),
+            "{error}"
+        );
 
         let whole = TlsFiles {
             ca: file(&dir, "ca.pem", cert),
             client_cert: file(&dir, "client.pem", cert),
-            client_key: file(&dir, "client.key", "-----BEGIN PRIVATE KEY-----\nMA==\n-----END PRIVATE KEY-----\n"),
+            client_key: file(
+                &dir,
+                "client.key",
+                "-----BEGIN PRIVATE KEY-----\nMA==\n-----END PRIVATE KEY-----\n",
+            ),
         };
         assert!(whole.client_config("HTTPS://collector:4317").unwrap().is_some());
         std::fs::remove_dir_all(&dir).expect("clean up");

@@ -249,7 +249,8 @@ fn a_leader_killed_as_migrate_starts_leaves_no_span_without_its_parent() {
     assert_ne!(migrate.host, killed, "the new leader ends the migrate command");
     let backup = by_id(&spans, &agent("backup").parent).expect("the backup command's span");
     assert_eq!(backup.host, killed, "the dead leader ended the backup and sent its span before it died");
-    let under_migrate = spans.iter().filter(|s| s.name == "migration" && s.parent == agent("migrate").span_id);
+    let under_migrate =
+        spans.iter().filter(|s| s.name == "migration" && s.parent == agent("migrate").span_id);
     assert_eq!(under_migrate.count(), SHOP.len(), "each migration under the DB agent's migrate span");
     for step in ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"] {
         assert!(spans.iter().any(|s| s.name == "step" && s.attribute("step") == step), "no span for {step}");

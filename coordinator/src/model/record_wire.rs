@@ -436,13 +436,18 @@ mod tests {
         old["trace"].as_object_mut().unwrap().remove("steps");
         assert!(serde_json::from_value::<RolloutRecord>(old).unwrap().trace.steps.is_empty());
         // Hostile input is an error, never a panic; an unreadable span is no span.
-        for bad in [serde_json::json!("x"), serde_json::json!({"migrate/1": 3}), serde_json::json!({"a": {"span": 1}})] {
+        for bad in [
+            serde_json::json!("x"),
+            serde_json::json!({"migrate/1": 3}),
+            serde_json::json!({"a": {"span": 1}}),
+        ] {
             let mut hostile = json.clone();
             hostile["trace"]["steps"] = bad;
             assert!(serde_json::from_value::<RolloutRecord>(hostile).is_err());
         }
         let mut garbage = json;
-        garbage["trace"]["steps"]["migrate/1"] = serde_json::json!({"span": "00-zz", "started_unix_ms": i64::MAX});
+        garbage["trace"]["steps"]["migrate/1"] =
+            serde_json::json!({"span": "00-zz", "started_unix_ms": i64::MAX});
         let read = serde_json::from_value::<RolloutRecord>(garbage).unwrap();
         assert_eq!(read.trace.steps["migrate/1"].context(), None);
         let _ = read.trace.steps["migrate/1"].started();

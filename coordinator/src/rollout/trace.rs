@@ -279,7 +279,10 @@ mod tests {
     #[test]
     fn a_hand_edited_span_is_replaced_and_a_record_without_trace_gets_none() {
         let mut record = record();
-        record.trace.steps.insert("migrate/1".into(), SpanRecord { span: "garbage".into(), started_unix_ms: -5 });
+        record
+            .trace
+            .steps
+            .insert("migrate/1".into(), SpanRecord { span: "garbage".into(), started_unix_ms: -5 });
         assert_eq!(record.trace.steps["migrate/1"].started(), std::time::UNIX_EPOCH);
         assert_eq!(command_context(&record, &record.steps[0], "db-1"), record.trace.span);
         assert!(start_step(&mut record, 0));

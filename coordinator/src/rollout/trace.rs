@@ -150,7 +150,10 @@ impl CommandSpans {
 /// over running, so its commands may have run since the step started.
 pub async fn end_step(record: &RolloutRecord, index: usize, commands: &CommandSpans, resumed: bool) {
     let step = &record.steps[index];
-    let Some((own, started)) = saved_step(record, step) else { return };
+    let Some((own, started)) = saved_step(record, step).filter(|_| runway_telemetry::exporting()) else {
+        commands.clear();
+        return;
+    };
     let now = SystemTime::now();
     for (command_id, times) in commands.take() {
         // Not ours: a command that went out without the step's span.

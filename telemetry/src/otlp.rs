@@ -160,7 +160,7 @@ fn provider(setup: &Setup<'_>, endpoint: &str, tls: &TlsFiles) -> Result<SdkTrac
         .build())
 }
 
-/// A span that has ended, with ids chosen ahead of time (see [`crate::ids`]):
+/// A span that has ended, with ids chosen ahead of time (see `ids`):
 /// one whose start and end may be seen by different processes, like a
 /// rollout's, a step's or a command's across a leader failover.
 pub struct Ended {

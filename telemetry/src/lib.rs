@@ -25,10 +25,12 @@ pub use logs::LogFormat;
 pub use otlp::{Ended, Error, Export, Telemetry, emit, exporting, flush};
 pub use tls::{FileSetting, TlsFiles};
 
-/// The target of spans that only give log lines their fields: they are
-/// never exported (their place in the trace is an [`emit`]ted span with
-/// saved ids, which no killed process can lose half of).
-pub const LOG_ONLY: &str = "runway::log_only";
+/// How the target of a span that only gives log lines their fields ends
+/// (e.g. `runway_coordinator::log_only`, which `RUST_LOG` directives for
+/// the crate still reach): such spans are never exported (their place in
+/// the trace is an [`emit`]ted span with saved ids, which no killed process
+/// can lose half of).
+pub const LOG_ONLY: &str = "::log_only";
 
 /// What a binary sets up at start-up.
 pub struct Setup<'a> {

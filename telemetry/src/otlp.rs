@@ -107,7 +107,7 @@ pub(crate) fn init(setup: Setup<'_>) -> Result<Telemetry, Error> {
     // Spans that only carry fields for log lines stay out of the trace
     // (their trace spans are emitted by `emit`, with saved ids).
     let spans = provider.as_ref().map(|p| {
-        let exported = tracing_subscriber::filter::filter_fn(|meta| meta.target() != LOG_ONLY);
+        let exported = tracing_subscriber::filter::filter_fn(|meta| !meta.target().ends_with(LOG_ONLY));
         tracing_opentelemetry::layer().with_tracer(p.tracer("runway")).with_filter(exported).boxed()
     });
     tracing_subscriber::registry()

@@ -12,7 +12,8 @@
 //! waits until it is sent before saving the end. A leader SIGKILLed at any
 //! point leaves no span without its parent: what it had ended is sent, what
 //! it had not is ended and emitted, once, by the leader that resumes.
-//! The `step` and `command` tracing spans only give log lines their fields.
+//! The `step` and `command` tracing spans only give log lines their fields
+//! (their target ends in `runway_telemetry::LOG_ONLY`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::KeyValue;
 use runway_proto::v1;
-use runway_telemetry::{Ended, LOG_ONLY, TraceParent};
+use runway_telemetry::{Ended, TraceParent};
 
 use crate::model::{RolloutRecord, SpanRecord, StepRecord, StepState, unix_ms_time};
 
@@ -46,7 +47,7 @@ pub fn run_span(record: &RolloutRecord, coordinator: &str) -> tracing::Span {
 pub fn step_span(record: &RolloutRecord, index: usize) -> tracing::Span {
     let step = &record.steps[index];
     tracing::info_span!(
-        target: LOG_ONLY,
+        target: "runway_coordinator::log_only",
         "step",
         step = step.kind.name(),
         recovery = step.recovery,
@@ -95,7 +96,12 @@ pub fn command_context(record: &RolloutRecord, step: &StepRecord, host: &str) ->
 
 /// The fields of every line logged while `command` runs on `host`.
 pub fn command_span(command: &v1::Command, host: &str) -> tracing::Span {
-    tracing::info_span!(target: LOG_ONLY, "command", command_id = %command.command_id, "host.name" = %host)
+    tracing::info_span!(
+        target: "runway_coordinator::log_only",
+        "command",
+        command_id = %command.command_id,
+        "host.name" = %host,
+    )
 }
 
 /// When each command of the current step was dispatched and how it

@@ -29,6 +29,10 @@ use crate::model::{RolloutRecord, SpanRecord, StepRecord, StepState, unix_ms_tim
 /// saved: a receiver that is down costs a step this much, no more.
 const SEND_WAIT: Duration = Duration::from_secs(3);
 
+/// Command spans emitted between two waits for them to be sent: half the
+/// exporter's default queue, so none is dropped for want of room.
+const SEND_IN_PARTS_OF: usize = 1024;
+
 /// This leader's run of `record`, under the rollout's span; its fields
 /// are on every line logged while it runs.
 pub fn run_span(record: &RolloutRecord, coordinator: &str) -> tracing::Span {
@@ -161,7 +165,12 @@ pub async fn end_step(record: &RolloutRecord, index: usize, commands: &CommandSp
         return;
     };
     let now = SystemTime::now();
-    for (command_id, times) in commands.take() {
+    for (sent_before, (command_id, times)) in commands.take().into_iter().enumerate() {
+        // The exporter's queue holds 2048 spans unless configured otherwise:
+        // a step on thousands of hosts sends its spans in parts.
+        if sent_before > 0 && sent_before % SEND_IN_PARTS_OF == 0 {
+            sent().await;
+        }
         // Not ours: a command that went out without the step's span.
         let Some(command) = times.own.filter(|c| *c == own.derived(&times.host)) else { continue };
         runway_telemetry::emit(Ended {

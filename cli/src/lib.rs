@@ -55,6 +55,19 @@ pub struct Cli {
     /// id is printed either way).
     #[arg(long, global = true, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// For an https:// OTLP endpoint: the CA certificates (PEM) the
+    /// receiver's certificate must chain to. Default:
+    /// OTEL_EXPORTER_OTLP_CERTIFICATE, else the system's roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub otlp_ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for a receiver that asks for one (mTLS),
+    /// with --otlp-client-key-file. Default: OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub otlp_client_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM). Default:
+    /// OTEL_EXPORTER_OTLP_CLIENT_KEY.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub otlp_client_key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -172,7 +185,18 @@ fn hostname() -> String {
 pub async fn run(cli: Cli) -> Exit {
     let output = Output::new(cli.output);
     // Kept until the command ends: dropping it sends the spans.
-    let _telemetry = match runway_telemetry::Export::choose(cli.otlp_endpoint.as_deref()) {
+    let tls = runway_telemetry::TlsFiles {
+        ca: runway_telemetry::FileSetting::named("--otlp-ca-file", cli.otlp_ca_file.as_deref()),
+        client_cert: runway_telemetry::FileSetting::named(
+            "--otlp-client-cert-file",
+            cli.otlp_client_cert_file.as_deref(),
+        ),
+        client_key: runway_telemetry::FileSetting::named(
+            "--otlp-client-key-file",
+            cli.otlp_client_key_file.as_deref(),
+        ),
+    };
+    let _telemetry = match runway_telemetry::Export::choose(cli.otlp_endpoint.as_deref(), tls) {
         runway_telemetry::Export::Off => None,
         export => match runway_telemetry::init(runway_telemetry::Setup {
             format: runway_telemetry::LogFormat::Text,

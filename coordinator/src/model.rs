@@ -154,8 +154,9 @@ impl DatabaseRecord {
 
 /// A rollout's trace: one trace per rollout, whichever coordinator runs it.
 /// The rollout's own span is emitted by the coordinator that ends it, with
-/// the id chosen when it was accepted; every leader hangs its step spans
-/// under that id (see `runway_telemetry::context`).
+/// the id chosen when it was accepted; each step's span likewise, with the
+/// id and start saved when the step started; each command's span id follows
+/// from its step's (see `rollout::trace` and `runway_telemetry::context`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceRecord {
     /// The rollout span's W3C `traceparent`; empty for rollouts accepted
@@ -167,6 +168,40 @@ pub struct TraceRecord {
     /// When the rollout span started.
     #[serde(default)]
     pub started_unix_ms: i64,
+    /// Each started step's span, by the step's key (`migrate/1`,
+    /// `maintenance_off-recovery/2`: kind, recovery and attempt, as in its
+    /// command ids); saved before the step's commands are dispatched.
+    /// Absent from records saved before step spans were.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, SpanRecord>,
+}
+
+/// A span started by one leader that any leader may end: its context and
+/// its start, saved before anything under it is dispatched.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanRecord {
+    /// Its W3C `traceparent`.
+    pub span: String,
+    pub started_unix_ms: i64,
+}
+
+impl SpanRecord {
+    /// Its context; `None` when what was read is not a `traceparent`.
+    pub fn context(&self) -> Option<TraceParent> {
+        TraceParent::parse(&self.span)
+    }
+
+    /// When it started; the epoch for a negative or unrepresentable time.
+    pub fn started(&self) -> std::time::SystemTime {
+        unix_ms_time(self.started_unix_ms)
+    }
+}
+
+/// `ms` since the epoch as a time; the epoch itself when `ms` is negative
+/// or too far away to represent (a hand-edited record).
+pub fn unix_ms_time(ms: i64) -> std::time::SystemTime {
+    let since = std::time::Duration::from_millis(ms.max(0) as u64);
+    std::time::UNIX_EPOCH.checked_add(since).unwrap_or(std::time::UNIX_EPOCH)
 }
 
 impl TraceRecord {
@@ -177,6 +212,7 @@ impl TraceRecord {
             span: span.to_string(),
             parent: parent.map(|p| p.to_string()).unwrap_or_default(),
             started_unix_ms: runway_proto::unix_ms_now(),
+            steps: BTreeMap::new(),
         }
     }
 

@@ -5,6 +5,9 @@
 //! - the coordinator gives the rollout a span of its own under it and saves
 //!   that span's context with the rollout in etcd, so a new leader hangs its
 //!   step spans under the same rollout span;
+//! - each step's span id is chosen when the step starts and saved with
+//!   the rollout; each command's span id follows from its step's and its
+//!   host ([`TraceParent::derived`]), so any leader knows it;
 //! - each `Command` carries the context of the coordinator's command span,
 //!   under which the agent's spans hang.
 //!
@@ -52,6 +55,24 @@ impl TraceParent {
     /// A new span on the same trace.
     pub fn child(&self) -> Self {
         Self { trace_id: self.trace_id, span_id: RandomIdGenerator::default().new_span_id() }
+    }
+
+    /// A span on the same trace whose id follows from this span's id and
+    /// `name` alone: every process that knows this span names the same
+    /// child, without saving its id (a step's commands, one per host).
+    pub fn derived(&self, name: &str) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"runway derived span\0")
+            .chain_update(self.span_id.to_bytes())
+            .chain_update(name.as_bytes())
+            .finalize();
+        let mut id = [0; 8];
+        id.copy_from_slice(&digest[..8]);
+        // The all-zero id is invalid; one digest in 2^64 would give it.
+        let span_id =
+            if id == [0; 8] { SpanId::from_bytes([0, 0, 0, 0, 0, 0, 0, 1]) } else { SpanId::from_bytes(id) };
+        Self { trace_id: self.trace_id, span_id }
     }
 
     /// `span`'s place in its trace; `None` when spans are not exported
@@ -121,4 +142,18 @@ mod tests {
             assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
         }
     }
+
+    #[test]
+    fn a_derived_span_is_the_same_for_everyone_and_differs_by_name() {
+        let step = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let db = step.derived("db-1");
+        assert_eq!(db.trace_id, step.trace_id);
+        assert_eq!(db, step.derived("db-1"), "any process derives the same id");
+        assert_ne!(db.span_id, step.derived("app-1").span_id);
+        assert_ne!(db.span_id, step.child().derived("db-1").span_id, "another step, other ids");
+        // Pinned: coordinators of different builds must agree on it.
+        assert_eq!(db.to_string(), DERIVED_DB_1);
+    }
+
+    const DERIVED_DB_1: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-350c3e185316362b-01";
 }

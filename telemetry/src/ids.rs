@@ -1,7 +1,7 @@
-//! Span ids chosen ahead of time. A rollout's span is started by one
-//! leader and may be ended by another; its id is chosen when the rollout
-//! is accepted and saved with it, and whoever ends the rollout emits the
-//! span under that id (see [`crate::emit_span`]). The SDK takes ids from
+//! Span ids chosen ahead of time. A rollout's, step's or command's span is
+//! started by one leader and may be ended by another; its id is chosen
+//! before anything under it is dispatched and saved with the rollout, and
+//! whoever ends it emits the span under that id (see [`crate::emit`]). The SDK takes ids from
 //! its id generator only, so this generator hands out a preset pair when
 //! one is set on the current thread, and random ids otherwise.
 

@@ -1,6 +1,7 @@
 //! A real OTLP/gRPC trace receiver for the tests: the collector's own
 //! `TraceService` (from `opentelemetry-proto`) served by tonic on loopback,
-//! keeping every span it is sent.
+//! keeping every span it is sent; in plain gRPC, or over TLS (and mTLS)
+//! with certificates from [`crate::pki`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,7 +38,8 @@ type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
 
 /// The receiver; stops when dropped.
 pub struct OtlpReceiver {
-    /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// `http://127.0.0.1:PORT` (`https://` over TLS), for
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub endpoint: String,
     received: Received,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -86,11 +88,29 @@ fn text(value: AnyValue) -> String {
 }
 
 impl OtlpReceiver {
-    /// Listens on a free loopback port, on a thread of its own.
+    /// Listens on a free loopback port, on a thread of its own, in plain gRPC.
     pub fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// Listens over TLS with `server`'s certificate (issued for
+    /// `127.0.0.1`); with `client_ca`, only clients whose certificate
+    /// chains to it are served (mTLS).
+    pub fn start_tls(server: &crate::pki::TlsPaths, client_ca: Option<&std::path::Path>) -> Self {
+        let read = |path: &std::path::Path| std::fs::read(path).expect("read a receiver TLS file");
+        let mut tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(read(&server.cert), read(&server.key)));
+        if let Some(ca) = client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)));
+        }
+        Self::serve(Some(tls))
+    }
+
+    fn serve(tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the OTLP receiver");
         listener.set_nonblocking(true).expect("non-blocking listener");
-        let endpoint = format!("http://{}", listener.local_addr().expect("receiver address"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = format!("{scheme}://{}", listener.local_addr().expect("receiver address"));
         let received = Received::default();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let service = TraceServiceServer::new(Collector(Arc::clone(&received)));
@@ -100,7 +120,11 @@ impl OtlpReceiver {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                tonic::transport::Server::builder()
+                let mut server = tonic::transport::Server::builder();
+                if let Some(tls) = tls {
+                    server = server.tls_config(tls).expect("receiver TLS config");
+                }
+                server
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = stopped.await;

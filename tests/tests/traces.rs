@@ -3,7 +3,10 @@
 //! with spans from the CLI, the coordinator and all three agents, parented
 //! as the rollout ran (CLI → rollout → step → command on the coordinator →
 //! command on the agent → each migration). After a leader SIGKILL, the new
-//! leader's spans continue the same trace under the same rollout span.
+//! leader's spans continue the same trace under the same rollout span, and
+//! no span is left without its parent, even when the leader dies with a
+//! migration running. Spans also reach a receiver that requires (mutual)
+//! TLS, and an exporter that does not trust its certificate sends none.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
 use runway_tests::otlp::{OtlpReceiver, ReceivedSpan};
+use runway_tests::pki::Pki;
 use runway_tests::watch::Watch;
 
 /// Every span of `trace` once the rollout span has arrived (the last one a
@@ -43,6 +47,31 @@ fn start_traced<'a>(receiver: &'a OtlpReceiver, migrations: &'a std::path::Path)
     let mut args = rollout_start_args(migrations, "v2");
     args.extend(["--leader-timeout", "60", "--otlp-endpoint", &receiver.endpoint]);
     args
+}
+
+/// Every span of the trace hangs under a span of the trace, but its one
+/// root (the CLI's); no span of the rollout (its own, a step's, a
+/// coordinator's command span) was sent twice.
+fn assert_no_orphan_and_each_once(spans: &[ReceivedSpan]) {
+    let roots: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.parent.is_empty()).collect();
+    assert_eq!(roots.len(), 1, "one root: {roots:#?}");
+    assert_eq!(roots[0].service, "runway-cli");
+    let orphans: Vec<&ReceivedSpan> =
+        spans.iter().filter(|s| !s.parent.is_empty() && by_id(spans, &s.parent).is_none()).collect();
+    assert!(orphans.is_empty(), "spans whose parent never arrived: {orphans:#?}");
+    let mut seen = BTreeSet::new();
+    for span in spans.iter().filter(|s| s.service == "runway-coordinator" && s.name != "rollout.run") {
+        assert!(seen.insert(&span.span_id), "sent twice: {span:#?}");
+    }
+    let mut steps = BTreeSet::new();
+    for step in spans.iter().filter(|s| s.name == "step") {
+        let key = (step.attribute("step"), step.attribute("recovery"), step.attribute("attempt"));
+        assert!(steps.insert(key), "two spans for step {key:?}");
+    }
+    let mut commands = BTreeSet::new();
+    for command in spans.iter().filter(|s| s.service == "runway-coordinator" && s.name == "command") {
+        assert!(commands.insert(command.attribute("command_id")), "two spans for {command:#?}");
+    }
 }
 
 #[test]
@@ -172,4 +201,131 @@ fn one_rollout_is_one_trace_across_every_process_and_a_failover() {
     assert_eq!(agents.len(), 3, "all three agents' spans are on the trace after the failover: {agents:?}");
     let migration = spans.iter().find(|s| s.name == "migration").expect("the new migration's span");
     assert_eq!(migration.attribute("runway.migration"), "20240301000000_notes");
+    assert_no_orphan_and_each_once(&spans);
+}
+
+/// The leader is SIGKILLed as the migrate step starts: the DB agent is
+/// applying the migrations the dead leader sent, the backup step has just
+/// ended. The new leader re-attaches to the migration and ends the step;
+/// every span of the trace arrives with its parent, each step and command
+/// span once.
+#[test]
+fn a_leader_killed_as_migrate_starts_leaves_no_span_without_its_parent() {
+    let receiver = OtlpReceiver::start();
+    let otlp = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), receiver.endpoint.clone())];
+    let mut agent_env = otlp.clone();
+    // The migration is still running on the DB host when its leader dies.
+    agent_env.push(("RUNWAY_FAILPOINT_HOLD_MS".to_owned(), "1500".to_owned()));
+    let mut cluster =
+        Cluster::start(Options { lease_ttl_secs: 2, coordinator_env: otlp, agent_env, ..Options::default() });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+    let mut watch = Watch::start(&cluster, &start_traced(&receiver, &migrations));
+    let mut killed = None;
+    while let Some(event) = watch.next(Duration::from_secs(120)) {
+        if killed.is_none() && event["step"] == "migrate" && event["kind"] == "progress" {
+            killed = Some(cluster.kill_and_restart_leader());
+        }
+        if event["terminal"] == true {
+            break;
+        }
+    }
+    let (status, events, stderr) = watch.finish(Duration::from_secs(30));
+    assert!(status.success(), "rollout failed ({status}): {stderr}\n{events:#?}");
+    let killed = killed.expect("the leader was killed as migrate started");
+    let spans = trace_of(&receiver, &printed_trace_id(&events));
+    assert_no_orphan_and_each_once(&spans);
+
+    // The DB agent's migrate command hangs under the coordinator's span for
+    // it, which the new leader ended; the backup's, under the dead leader's.
+    let agent = |step: &str| {
+        spans
+            .iter()
+            .find(|s| s.service == "runway-agent" && s.attribute("command_id").contains(&format!("/{step}/")))
+            .unwrap_or_else(|| panic!("the DB agent's {step} span: {spans:#?}"))
+    };
+    let migrate = by_id(&spans, &agent("migrate").parent).expect("the migrate command's span");
+    assert_eq!((migrate.name.as_str(), migrate.service.as_str()), ("command", "runway-coordinator"));
+    assert_ne!(migrate.host, killed, "the new leader ends the migrate command");
+    let backup = by_id(&spans, &agent("backup").parent).expect("the backup command's span");
+    assert_eq!(backup.host, killed, "the dead leader ended the backup and sent its span before it died");
+    let under_migrate =
+        spans.iter().filter(|s| s.name == "migration" && s.parent == agent("migrate").span_id);
+    assert_eq!(under_migrate.count(), SHOP.len(), "each migration under the DB agent's migrate span");
+    for step in ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"] {
+        assert!(spans.iter().any(|s| s.name == "step" && s.attribute("step") == step), "no span for {step}");
+    }
+}
+
+/// Every binary sends its spans to a receiver that requires mutual TLS:
+/// the coordinators through `[telemetry] otlp_*` keys, the agents through
+/// the standard variables, the CLI through its flags. A CLI that trusts
+/// another CA sends nothing, and the rollout runs all the same.
+#[test]
+fn spans_reach_a_receiver_that_requires_tls_and_a_wrong_ca_sends_none() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::create(dir.path());
+    let other = Pki::create(&dir.path().join("other"));
+    let server = pki.server("otlp-receiver", &["127.0.0.1".to_owned()]);
+    let client = pki.server("otlp-client", &["otlp-client".to_owned()]);
+    let receiver = OtlpReceiver::start_tls(&server, Some(&pki.ca_path()));
+    assert!(receiver.endpoint.starts_with("https://"), "{}", receiver.endpoint);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let coordinator_toml = format!(
+        "[telemetry]\notlp_endpoint = {:?}\notlp_ca_file = {:?}\notlp_client_cert_file = {:?}\notlp_client_key_file = {:?}\n",
+        receiver.endpoint,
+        path(&pki.ca_path()),
+        path(&client.cert),
+        path(&client.key),
+    );
+    let agent_env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), receiver.endpoint.clone()),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE".to_owned(), path(&pki.ca_path())),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE".to_owned(), path(&client.cert)),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY".to_owned(), path(&client.key)),
+    ];
+    let cluster = Cluster::start(Options { coordinator_toml, agent_env, ..Options::default() });
+    let migrations = cluster.path().join("migrations");
+    write_migrations(&migrations, SHOP);
+    let cli_tls = |ca: &std::path::Path| {
+        vec![
+            "--otlp-ca-file".to_owned(),
+            path(ca),
+            "--otlp-client-cert-file".to_owned(),
+            path(&client.cert),
+            "--otlp-client-key-file".to_owned(),
+            path(&client.key),
+        ]
+    };
+
+    let trusted = cli_tls(&pki.ca_path());
+    let mut args = start_traced(&receiver, &migrations);
+    args.extend(trusted.iter().map(String::as_str));
+    let (status, events, stderr) = Watch::start(&cluster, &args).finish(Duration::from_secs(120));
+    assert!(status.success(), "rollout failed ({status}): {stderr}\n{events:#?}");
+    let spans = trace_of(&receiver, &printed_trace_id(&events));
+    let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(services, BTreeSet::from(["runway-agent", "runway-cli", "runway-coordinator"]), "over TLS");
+    let agents: BTreeSet<&str> =
+        spans.iter().filter(|s| s.service == "runway-agent").map(|s| s.host.as_str()).collect();
+    assert_eq!(agents.len(), 3, "all three agents' spans arrive over TLS: {agents:?}");
+    assert_no_orphan_and_each_once(&spans);
+
+    // The CLI trusts another CA: its span never arrives; the others do.
+    write_migrations(
+        &migrations,
+        &[("20240301000000_notes", "CREATE TABLE \"Note\" (\"id\" SERIAL PRIMARY KEY);\n")],
+    );
+    let untrusting = cli_tls(&other.ca_path());
+    let mut args = start_traced(&receiver, &migrations);
+    args.extend(untrusting.iter().map(String::as_str));
+    let (status, events, stderr) = Watch::start(&cluster, &args).finish(Duration::from_secs(120));
+    assert!(status.success(), "rollout failed ({status}): {stderr}\n{events:#?}");
+    let spans = trace_of(&receiver, &printed_trace_id(&events));
+    let rollout = spans.iter().find(|s| s.name == "rollout").expect("the coordinator's rollout span");
+    assert!(!rollout.parent.is_empty(), "the rollout continues the CLI's trace");
+    assert!(
+        spans.iter().all(|s| s.service != "runway-cli"),
+        "a CLI that does not trust the receiver's CA delivered a span: {spans:#?}"
+    );
 }

@@ -431,6 +431,37 @@ mod tests {
     }
 
     #[test]
+    fn step_spans_read_back_and_records_without_them_still_read() {
+        let mut record = fleet(2);
+        record.trace = TraceRecord::start(None);
+        let span = super::super::SpanRecord { span: record.trace.span.clone(), started_unix_ms: 7 };
+        record.trace.steps.insert("migrate/1".into(), span);
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["trace"]["steps"]["migrate/1"]["started_unix_ms"], 7);
+        assert_eq!(serde_json::from_value::<RolloutRecord>(json.clone()).unwrap(), record);
+        // Saved before step spans were: no `steps` in the trace.
+        let mut old = json.clone();
+        old["trace"].as_object_mut().unwrap().remove("steps");
+        assert!(serde_json::from_value::<RolloutRecord>(old).unwrap().trace.steps.is_empty());
+        // Hostile input is an error, never a panic; an unreadable span is no span.
+        for bad in [
+            serde_json::json!("x"),
+            serde_json::json!({"migrate/1": 3}),
+            serde_json::json!({"a": {"span": 1}}),
+        ] {
+            let mut hostile = json.clone();
+            hostile["trace"]["steps"] = bad;
+            assert!(serde_json::from_value::<RolloutRecord>(hostile).is_err());
+        }
+        let mut garbage = json;
+        garbage["trace"]["steps"]["migrate/1"] =
+            serde_json::json!({"span": "00-zz", "started_unix_ms": i64::MAX});
+        let read = serde_json::from_value::<RolloutRecord>(garbage).unwrap();
+        assert_eq!(read.trace.steps["migrate/1"].context(), None);
+        let _ = read.trace.steps["migrate/1"].started();
+    }
+
+    #[test]
     fn a_range_outside_the_table_is_an_error_not_a_panic() {
         let mut value = serde_json::to_value(fleet(3)).unwrap();
         value["steps"][0]["host_ids"] = "0-40".into();

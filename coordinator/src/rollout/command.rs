@@ -28,8 +28,8 @@ pub fn for_host(
         fencing_token: token.0,
         rollout_id: record.id.clone(),
         issued_by: issued_by.to_owned(),
-        // The engine puts its command span here when spans are exported.
-        traceparent: record.trace.span.clone(),
+        // The command's own span, under which the agent's spans hang.
+        traceparent: super::trace::command_context(record, step, host),
         database: Target::parse(host).database,
         action: Some(action(step, host, bundle, record)),
     }

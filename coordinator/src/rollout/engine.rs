@@ -442,8 +442,14 @@ impl Engine {
             EventWriter::resume(&record.id, term.clone(), self.store.clone(), self.bus.clone()).await?,
         );
         let environment = record.environment.clone();
-        let run =
-            Run { engine: self, environment: &environment, term: &term, events: &events, bundle: &bundle };
+        let run = Run {
+            engine: self,
+            environment: &environment,
+            term: &term,
+            events: &events,
+            bundle: &bundle,
+            commands: trace::CommandSpans::default(),
+        };
         metrics::get().rollout_resumed(&record);
         if self.store.cancel_requested(&record.id).await? {
             control.cancel_requested.store(true, Ordering::SeqCst);
@@ -505,13 +511,14 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
+            let resumed = record.steps[index].state == StepState::Running;
+            run.commands.clear();
             let span = trace::step_span(&record, index);
-            let result = run.step(&mut record, index).instrument(span.clone()).await?;
+            let result = run.step(&mut record, index).instrument(span).await?;
             self.settle(&mut record, index, &result);
-            if let StepState::Failed = record.steps[index].state {
-                span.record("otel.status_code", "ERROR").record("error", record.steps[index].error.as_str());
-            }
             metrics::get().step_ended(&record, index, started.elapsed());
+            // Sent before the end is saved: no leader ends the step again.
+            trace::end_step(&record, index, &run.commands, resumed).await;
             let step = &record.steps[index];
             let (kind, message) = match step.state {
                 StepState::Succeeded => ("step_succeeded", format!("{} succeeded", step.kind.name())),
@@ -543,6 +550,8 @@ impl Engine {
             _ => message,
         };
         record.updated_unix_ms = runway_proto::unix_ms_now();
+        // Sent before the end is saved: no leader ends the rollout again.
+        trace::end_rollout(&record).await;
         let (entry, outcome) = audit::rollout_ended(&record, &self.config.name);
         let audit = self.store.audit().put(&entry, outcome, &record.error);
         events
@@ -553,7 +562,6 @@ impl Engine {
             )
             .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
-        trace::emit_rollout_span(&record);
         metrics::get().rollout_ended(&record);
         self.release_backup(&term, &record).await;
         Ok(())
@@ -603,6 +611,8 @@ struct Run<'a> {
     term: &'a Term,
     events: &'a Arc<EventWriter>,
     bundle: &'a v1::Bundle,
+    /// The current step's commands, for their spans.
+    commands: trace::CommandSpans,
 }
 
 impl Run<'_> {
@@ -638,6 +648,8 @@ impl Run<'_> {
                 ),
                 ..NewEvent::default()
             };
+            // Its span is saved with it, before anything is dispatched.
+            trace::start_step(record, index);
             self.transition(record, event).await?;
             if let Some(pause) = failpoint::pause_before_dispatch() {
                 // Deliberately blind to the term: this stands for a leader
@@ -647,6 +659,10 @@ impl Run<'_> {
             }
         } else {
             tracing::info!(rollout = %record.id, step = step.kind.name(), "re-attaching to a step that was running");
+            // Started by a leader that saved no span for it.
+            if trace::start_step(record, index) {
+                self.save(record).await?;
+            }
         }
         let step = record.steps[index].clone();
         // Counted from this dispatch: a new leader that resumes the step

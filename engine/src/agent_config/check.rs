@@ -56,6 +56,9 @@ pub(super) fn validate(config: &Config, file: &Path, files: Files) -> Result<(),
     if let Some(endpoint) = config.telemetry.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
         problems.check("[telemetry] otlp_endpoint", config_check::http_url(endpoint));
     }
+    if files == Files::Check {
+        problems.check("[telemetry]", config.telemetry.check_tls());
+    }
     problems.into_result()
 }
 

@@ -102,10 +102,19 @@ impl Run<'_> {
     ) -> Commands {
         let mut tasks = JoinSet::new();
         for (index, host) in hosts.into_iter().enumerate() {
-            let mut command = make(host);
-            let span = trace::command_span(&mut command, host);
+            let command = make(host);
+            let span = trace::command_span(&command, host);
+            self.commands.dispatched(&command, host);
             let (follower, kind, host) = (self.follower(), step.kind, host.clone());
-            let follow = async move { (index, follower.follow(kind, &host, command, deadline).await) };
+            let spans = self.commands.clone();
+            let follow = async move {
+                let command_id = command.command_id.clone();
+                let end = follower.follow(kind, &host, command, deadline).await;
+                if let Ok(end) = &end {
+                    spans.ended(&command_id, end.error.as_deref());
+                }
+                (index, end)
+            };
             tasks.spawn(follow.instrument(span));
         }
         Commands { tasks }
@@ -116,11 +125,15 @@ impl Run<'_> {
         &self,
         step: &StepRecord,
         host: &str,
-        mut command: v1::Command,
+        command: v1::Command,
         deadline: Option<Instant>,
     ) -> Result<CommandEnd, Abandon> {
-        let span = trace::command_span(&mut command, host);
-        self.follower().follow(step.kind, host, command, deadline).instrument(span).await
+        let span = trace::command_span(&command, host);
+        self.commands.dispatched(&command, host);
+        let command_id = command.command_id.clone();
+        let end = self.follower().follow(step.kind, host, command, deadline).instrument(span).await?;
+        self.commands.ended(&command_id, end.error.as_deref());
+        Ok(end)
     }
 }
 
@@ -133,8 +146,9 @@ impl Follower {
     /// Only once `deadline` has passed *and* the agent is away does the
     /// command end without a result, its outcome unknown.
     ///
-    /// In the trace, the command is a span under the step's, and the agent's
-    /// spans for it hang under that span (its context travels in the command).
+    /// In the trace, the command is a span under the step's (emitted when
+    /// the step ends, see `rollout::trace`), and the agent's spans for it
+    /// hang under that span (its context travels in the command).
     async fn follow(
         &self,
         kind: StepKind,

@@ -34,6 +34,18 @@ pub struct TlsPaths {
 }
 
 impl TlsPaths {
+    /// These files loaded as a client or server loads them.
+    pub fn security(&self) -> runway_identity::tls::Security {
+        runway_identity::tls::TlsFiles {
+            ca: Some(self.ca.clone()),
+            cert: Some(self.cert.clone()),
+            key: Some(self.key.clone()),
+            insecure: false,
+        }
+        .load("test")
+        .expect("test certificates load")
+    }
+
     /// A `[tls]` table for a config file.
     pub fn toml(&self) -> String {
         format!("[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n", self.ca, self.cert, self.key)

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::process::Command;
 use std::time::Duration;
 
-use runway_identity::tls::{Security, TlsFiles, handshake_failure};
+use runway_identity::tls::handshake_failure;
 use runway_proto::v1::agent_channel_client::AgentChannelClient;
 use runway_proto::v1::agent_channel_server::{AgentChannel, AgentChannelServer};
 use runway_proto::v1::operator_client::OperatorClient;
@@ -33,17 +33,6 @@ use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
 use runway_tests::pki::{Pki, TlsPaths};
 use runway_tests::process::{Proc, bin, free_port, wait_until};
 use tonic::{Request, Response, Status};
-
-fn security(tls: &TlsPaths) -> Security {
-    TlsFiles {
-        ca: Some(tls.ca.clone()),
-        cert: Some(tls.cert.clone()),
-        key: Some(tls.key.clone()),
-        insecure: false,
-    }
-    .load("test")
-    .expect("test certificates load")
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
@@ -57,7 +46,7 @@ fn leader_addr(cluster: &Cluster) -> String {
 /// Registers as agent `name` in `environment` with `tls`'s certificate;
 /// `Ok` once the coordinator says Registered.
 async fn register(addr: &str, tls: &TlsPaths, name: &str, environment: &str) -> Result<(), Status> {
-    let security = security(tls);
+    let security = tls.security();
     let channel = security
         .connect(security.endpoint(addr).unwrap())
         .await
@@ -224,7 +213,7 @@ impl AgentChannel for Impostor {
 fn serve_impostor(rt: &tokio::runtime::Runtime, tls: &TlsPaths) -> String {
     let port = free_port();
     let addr = format!("https://127.0.0.1:{port}");
-    let server = security(tls).server().expect("TLS server config");
+    let server = tls.security().server().expect("TLS server config");
     let impostor = Impostor { addr: addr.clone() };
     rt.spawn(async move {
         tonic::transport::Server::builder()

@@ -20,7 +20,6 @@
 use std::time::Duration;
 
 use runway_identity::signature::{self, Operation, OperationClaim};
-use runway_identity::tls::{Security, TlsFiles};
 use runway_proto::v1::operator_client::OperatorClient;
 use runway_proto::v1::{
     BackupCommandRequest, CommandOutcome, CommandResult, GetRolloutRequest, OperationSignature,
@@ -32,20 +31,9 @@ use runway_tests::fixtures::{PROFILE, SHOP, rollout_start_args, write_with_downs
 use runway_tests::pki::{Pki, TlsPaths};
 use runway_tests::watch::json_lines;
 
-fn security(tls: &TlsPaths) -> Security {
-    TlsFiles {
-        ca: Some(tls.ca.clone()),
-        cert: Some(tls.cert.clone()),
-        key: Some(tls.key.clone()),
-        insecure: false,
-    }
-    .load("test")
-    .expect("test certificates load")
-}
-
 /// `operation` of `subject` in `environment`, signed with `signer`'s key.
 fn signed(signer: &TlsPaths, operation: Operation, environment: &str, subject: &str) -> OperationSignature {
-    let security = security(signer);
+    let security = signer.security();
     let credentials = security.credentials().expect("TLS credentials");
     let claim = OperationClaim {
         operation,
@@ -75,7 +63,7 @@ impl Client {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let leader = cluster.leader().expect("a leader");
         let addr = cluster.coordinators[leader].addr.clone();
-        let security = security(caller);
+        let security = caller.security();
         let channel = rt.block_on(security.connect(security.endpoint(&addr).unwrap())).expect("connect");
         Client { rt, operator: OperatorClient::new(channel) }
     }

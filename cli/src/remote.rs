@@ -67,6 +67,7 @@ impl Coordinators {
             cert: self.cert.clone(),
             key: self.key.clone(),
             insecure: self.insecure,
+            ..TlsFiles::default()
         };
         let security = files
             .load("--ca, --cert and --key (or RUNWAY_CA, RUNWAY_CERT, RUNWAY_KEY)")

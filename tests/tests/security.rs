@@ -39,7 +39,7 @@ fn security(tls: &TlsPaths) -> Security {
         ca: Some(tls.ca.clone()),
         cert: Some(tls.cert.clone()),
         key: Some(tls.key.clone()),
-        insecure: false,
+        ..TlsFiles::default()
     }
     .load("test")
     .expect("test certificates load")

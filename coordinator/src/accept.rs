@@ -1,0 +1,489 @@
+//! The coordinator's side of a connection, before gRPC sees it: accepting
+//! TCP, the connection caps, the TLS handshake and its deadline, and
+//! closing the connections of a peer whose certificate a reload revoked.
+//!
+//! - Caps: at most `[server] max_connections` open at once, and
+//!   `max_connections_per_peer` from one IP address. A connection over a
+//!   cap is closed at once (a metric, and a warning at most every few
+//!   seconds): a flood of idle sockets cannot take the slots of agents and
+//!   operators from other addresses.
+//! - Every handshake runs in its own task with `handshake_timeout`, so a
+//!   client that stalls mid-handshake holds one slot for a bounded time and
+//!   never blocks the accept loop.
+//! - [`Acceptor::reload`] swaps the TLS config for new handshakes and
+//!   closes every open connection whose client certificate the new config
+//!   refuses (revoked, or no longer from a trusted CA): every call and
+//!   stream on it ends, an agent's session among them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use runway_identity::Identity;
+use runway_identity::tls::ServerTls;
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::Connected;
+
+use crate::config::ServerLimits;
+
+/// A client's certificate chain, end entity first.
+type Chain = Arc<Vec<CertificateDer<'static>>>;
+
+/// Accepts connections within the caps; holds the TLS config and the open
+/// connections. Cheap to clone.
+#[derive(Clone)]
+pub struct Acceptor {
+    limits: ServerLimits,
+    /// `None` in insecure mode.
+    tls: Arc<RwLock<Option<ServerTls>>>,
+    open: Arc<Mutex<Open>>,
+    warn: Arc<Mutex<Throttle>>,
+}
+
+/// The open connections.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    /// Connections past their handshake that carry a client certificate.
+    certified: HashMap<u64, Certified>,
+    next_id: u64,
+}
+
+struct Certified {
+    chain: Chain,
+    peer: SocketAddr,
+    close: CancellationToken,
+}
+
+/// One connection's place under the caps; given back on drop.
+struct Slot {
+    id: u64,
+    ip: IpAddr,
+    open: Arc<Mutex<Open>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("connections lock");
+        open.total -= 1;
+        if let Some(count) = open.per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.per_ip.remove(&self.ip);
+            }
+        }
+        open.certified.remove(&self.id);
+        crate::metrics::get().connections_open(-1);
+    }
+}
+
+/// Which cap a connection was over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Total,
+    Peer,
+}
+
+impl Acceptor {
+    /// `tls` is `None` in insecure mode.
+    pub fn new(limits: ServerLimits, tls: Option<ServerTls>) -> Acceptor {
+        Acceptor {
+            limits,
+            tls: Arc::new(RwLock::new(tls)),
+            open: Arc::default(),
+            warn: Arc::default(),
+        }
+    }
+
+    /// Connections open now (handshaking or established).
+    pub fn open_connections(&self) -> usize {
+        self.open.lock().expect("connections lock").total
+    }
+
+    fn admit(&self, ip: IpAddr) -> Result<Slot, Over> {
+        let mut open = self.open.lock().expect("connections lock");
+        if open.total >= self.limits.max_connections {
+            return Err(Over::Total);
+        }
+        let from_ip = open.per_ip.entry(ip).or_default();
+        if *from_ip >= self.limits.max_connections_per_peer {
+            return Err(Over::Peer);
+        }
+        *from_ip += 1;
+        open.total += 1;
+        open.next_id += 1;
+        crate::metrics::get().connections_open(1);
+        Ok(Slot { id: open.next_id, ip, open: Arc::clone(&self.open) })
+    }
+
+    /// Uses `tls` for handshakes from now on and closes the open
+    /// connections whose client certificate it refuses; returns how many.
+    pub fn reload(&self, tls: ServerTls) -> usize {
+        let mut closed = 0;
+        {
+            let open = self.open.lock().expect("connections lock");
+            for certified in open.certified.values() {
+                if certified.close.is_cancelled() {
+                    continue;
+                }
+                if let Err(why) = tls.admits(&certified.chain) {
+                    let holder = Identity::from_der(&certified.chain[0])
+                        .map_or_else(|e| e.to_string(), |identity| identity.to_string());
+                    tracing::warn!(%holder, peer = %certified.peer, %why, "closing a connection whose certificate is no longer accepted");
+                    certified.close.cancel();
+                    closed += 1;
+                }
+            }
+        }
+        *self.tls.write().expect("tls lock") = Some(tls);
+        closed
+    }
+
+    /// Accepts on `listener` until `shutdown`, handing on each connection
+    /// once its TLS handshake is done (at once in insecure mode). The
+    /// stream ends when `shutdown` fires.
+    pub fn serve_tls(
+        &self,
+        listener: TcpListener,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> ReceiverStream<io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>> {
+        let tls = Arc::clone(&self.tls);
+        let timeout = self.limits.handshake_timeout;
+        self.serve(listener, tracker, shutdown, move |tcp: TcpStream| {
+            let config = tls.read().expect("tls lock").as_ref().map(|tls| Arc::clone(&tls.config));
+            async move {
+                let config = config.ok_or_else(|| io::Error::other("TLS is not configured"))?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                let stream = tokio::time::timeout(timeout, acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                let chain = stream.get_ref().1.peer_certificates().map(|certs| Arc::new(certs.to_vec()));
+                Ok((stream, chain))
+            }
+        })
+    }
+
+    /// Like [`Acceptor::serve_tls`], without TLS (insecure mode).
+    pub fn serve_plain(
+        &self,
+        listener: TcpListener,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> ReceiverStream<io::Result<Conn<TcpStream>>> {
+        self.serve(listener, tracker, shutdown, |tcp| async move { Ok((tcp, None)) })
+    }
+
+    fn serve<IO, H, Fut>(
+        &self,
+        listener: TcpListener,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+        handshake: H,
+    ) -> ReceiverStream<io::Result<Conn<IO>>>
+    where
+        IO: Send + 'static,
+        H: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = io::Result<(IO, Option<Chain>)>> + Send + 'static,
+    {
+        // Handshaken connections wait here for the server to take them.
+        let (tx, rx) = mpsc::channel(64);
+        let this = self.clone();
+        let handshakes = tracker.clone();
+        tracker.spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait for some to close.
+                        this.warn(format_args!("cannot accept a connection: {e}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let slot = match this.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(over) => {
+                        drop(tcp);
+                        this.refused(over, peer);
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let handshake = handshake(tcp);
+                let (this, tx, shutdown) = (this.clone(), tx.clone(), shutdown.clone());
+                handshakes.spawn(async move {
+                    let (io, chain) = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        done = handshake => match done {
+                            Ok(done) => done,
+                            Err(e) => {
+                                let reason = if e.kind() == io::ErrorKind::TimedOut { "handshake_timeout" } else { "handshake_failed" };
+                                crate::metrics::get().connection_refused(reason);
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                        },
+                    };
+                    let close = CancellationToken::new();
+                    if let Some(chain) = chain.filter(|chain| !chain.is_empty()) {
+                        let mut open = this.open.lock().expect("connections lock");
+                        open.certified.insert(slot.id, Certified { chain, peer, close: close.clone() });
+                    }
+                    let conn = Conn { io, _slot: slot, closed: Box::pin(close.cancelled_owned()), gone: false };
+                    let _ = tx.send(Ok(conn)).await;
+                });
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+
+    fn refused(&self, over: Over, peer: SocketAddr) {
+        let (reason, cap, key) = match over {
+            Over::Total => ("total_cap", self.limits.max_connections, "max_connections"),
+            Over::Peer => ("peer_cap", self.limits.max_connections_per_peer, "max_connections_per_peer"),
+        };
+        crate::metrics::get().connection_refused(reason);
+        let scope = if over == Over::Total { "in total".to_owned() } else { format!("from {}", peer.ip()) };
+        self.warn(format_args!(
+            "closed a connection from {peer}: {cap} connections are open {scope} (`[server] {key}`)"
+        ));
+    }
+
+    /// A warning, at most one per [`WARN_EVERY`]; the ones held back are
+    /// counted in the next.
+    fn warn(&self, message: std::fmt::Arguments<'_>) {
+        let held_back = {
+            let mut throttle = self.warn.lock().expect("warn lock");
+            match throttle.admit(Instant::now()) {
+                Some(held_back) => held_back,
+                None => return,
+            }
+        };
+        if held_back > 0 {
+            tracing::warn!("{message} ({held_back} more like it not logged)");
+        } else {
+            tracing::warn!("{message}");
+        }
+    }
+}
+
+/// How often [`Acceptor`] warns about refused connections at most.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets one message through per [`WARN_EVERY`].
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    /// `Some(held back since the last one)` when a message may go now.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now.duration_since(last) < WARN_EVERY) {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
+/// An accepted connection as the gRPC server sees it: it holds its slot
+/// under the caps while open, and reads end (as if the peer closed) once
+/// [`Acceptor::reload`] closes it.
+pub struct Conn<IO> {
+    io: IO,
+    _slot: Slot,
+    closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    gone: bool,
+}
+
+impl<IO> Conn<IO> {
+    /// Whether the connection was closed; registers the waker.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.gone && self.closed.as_mut().poll(cx).is_ready() {
+            self.gone = true;
+        }
+        self.gone
+    }
+}
+
+impl<IO: Connected> Connected for Conn<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.poll_gone(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.poll_gone(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.poll_gone(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    fn limits(total: usize, per_peer: usize) -> ServerLimits {
+        ServerLimits {
+            handshake_timeout: Duration::from_millis(200),
+            max_connections: total,
+            max_connections_per_peer: per_peer,
+        }
+    }
+
+    /// Whether the server closed `tcp` (within a second).
+    async fn closed_by_server(tcp: &mut TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(tokio::time::timeout(Duration::from_secs(1), tcp.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+    }
+
+    #[tokio::test]
+    async fn connections_past_a_cap_are_closed_at_once_and_slots_come_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = Acceptor::new(limits(3, 2), None);
+        let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let mut incoming = acceptor.serve_plain(listener, &tracker, shutdown.clone());
+
+        let from = |ip: &str| {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            socket.connect(addr)
+        };
+        let mut a1 = from("127.0.0.1").await.unwrap();
+        let a1_conn = incoming.next().await.unwrap().unwrap();
+        let mut a2 = from("127.0.0.1").await.unwrap();
+        let _a2_conn = incoming.next().await.unwrap().unwrap();
+        let mut a3 = from("127.0.0.1").await.unwrap();
+        assert!(closed_by_server(&mut a3).await, "the third from one address is over the per-peer cap");
+        let mut b1 = from("127.0.0.2").await.unwrap();
+        let _b1_conn = incoming.next().await.unwrap().unwrap();
+        let mut b2 = from("127.0.0.2").await.unwrap();
+        assert!(closed_by_server(&mut b2).await, "the fourth in all is over the total cap");
+        assert_eq!(acceptor.open_connections(), 3);
+
+        // A connection that ends gives its slot back.
+        drop(a1_conn);
+        assert!(closed_by_server(&mut a1).await);
+        assert_eq!(acceptor.open_connections(), 2);
+        let mut a4 = from("127.0.0.1").await.unwrap();
+        let mut a4_conn = incoming.next().await.unwrap().unwrap();
+        a4.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        a4_conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        drop((a2, b1));
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_stalled_handshake_holds_its_slot_only_until_the_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pki = runway_identity::issue::Authority::create(1).unwrap();
+        let coordinator = pki.issue(&Identity::Coordinator { name: "c1".into() }, &[], 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Some(path)
+        };
+        let files = runway_identity::tls::TlsFiles {
+            ca: write("ca.pem", &pki.own().cert_pem),
+            cert: write("c1.pem", &coordinator.cert_pem),
+            key: write("c1.key", &coordinator.key_pem),
+            ..Default::default()
+        };
+        let security = files.load("test").unwrap();
+        let tls = security.credentials().unwrap().server_tls().unwrap();
+        let acceptor = Acceptor::new(limits(10, 10), Some(tls));
+        let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let _incoming = acceptor.serve_tls(listener, &tracker, shutdown.clone());
+
+        let started = Instant::now();
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        // The first bytes of a ClientHello, and nothing more.
+        stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(acceptor.open_connections(), 2);
+        assert!(closed_by_server(&mut idle).await);
+        assert!(closed_by_server(&mut stalled).await);
+        assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
+        assert_eq!(acceptor.open_connections(), 0);
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[test]
+    fn warnings_are_throttled_and_count_what_they_held_back() {
+        let mut throttle = Throttle::default();
+        let start = Instant::now();
+        assert_eq!(throttle.admit(start), Some(0));
+        assert_eq!(throttle.admit(start + Duration::from_secs(1)), None);
+        assert_eq!(throttle.admit(start + Duration::from_secs(2)), None);
+        assert_eq!(throttle.admit(start + WARN_EVERY), Some(2));
+    }
+}

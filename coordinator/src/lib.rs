@@ -222,6 +222,7 @@ pub async fn run(
         engine,
         bus,
         notifier,
+        refusals: api::refusals::RefusalLimiter::default(),
     });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
     // TLS runs in `accept`, one task per handshake, before tonic sees a connection.

@@ -517,4 +517,45 @@ mod tests {
         assert!(insecure.check_address("https://127.0.0.1:7400").is_err());
         assert_eq!(Security::Insecure.address("127.0.0.1:7400").unwrap(), "http://127.0.0.1:7400");
     }
+
+    #[test]
+    fn a_revoked_client_is_refused_after_a_reload_and_the_others_are_not() {
+        use crate::issue::{Authority, Revoked, serial_number};
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            Some(path)
+        };
+        let ca = Authority::create(1).unwrap();
+        let server = ca.issue(&Identity::Coordinator { name: "c1".into() }, &[], 1).unwrap();
+        let alice = ca.issue(&Identity::Operator { name: "alice".into(), deploy: vec![] }, &[], 1).unwrap();
+        let bob = ca.issue(&Identity::Operator { name: "bob".into(), deploy: vec![] }, &[], 1).unwrap();
+        let chain = |pem: &str| vec![CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
+        let files = TlsFiles {
+            ca: write("ca.pem", &ca.own().cert_pem),
+            cert: write("c1.pem", &server.cert_pem),
+            key: write("c1.key", &server.key_pem),
+            crl: write("ca.crl", &ca.revocation_list(&[], 30).unwrap()),
+            ..TlsFiles::default()
+        };
+        let before = files.load("test").unwrap().credentials().unwrap().server_tls().unwrap();
+        before.admits(&chain(&alice.cert_pem)).unwrap();
+
+        let revoked = Revoked {
+            serial: serial_number(alice.cert_pem.as_bytes()).unwrap(),
+            at: time::OffsetDateTime::now_utc(),
+        };
+        write("ca.crl", &ca.revocation_list(&[revoked], 30).unwrap());
+        let after = files.load("test").unwrap().credentials().unwrap().server_tls().unwrap();
+        let why = after.admits(&chain(&alice.cert_pem)).unwrap_err();
+        assert!(why.contains("Revoked"), "{why}");
+        after.admits(&chain(&bob.cert_pem)).unwrap();
+
+        write("ca.crl", "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n");
+        let garbled = files.load("test").unwrap_err().to_string();
+        assert!(garbled.contains("ca.crl holds no usable certificate revocation list"), "{garbled}");
+        write("ca.crl", "");
+        assert!(files.load("test").is_err(), "an empty file is not an empty list");
+    }
 }

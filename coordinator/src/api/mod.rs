@@ -9,6 +9,7 @@ pub mod error;
 pub mod operator;
 pub mod plan;
 pub mod policy;
+pub mod refusals;
 pub mod status;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub bus: EventBus,
     /// Tells webhooks about rollouts; `rollout show` reads its records.
     pub notifier: crate::notify::Notifier,
+    /// Which refused calls are written to the audit log.
+    pub refusals: refusals::RefusalLimiter,
 }
 
 impl Shared {

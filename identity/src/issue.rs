@@ -120,6 +120,13 @@ pub struct Revoked {
     pub at: OffsetDateTime,
 }
 
+impl Revoked {
+    /// `serial`, revoked now.
+    pub fn now(serial: Vec<u8>) -> Revoked {
+        Revoked { serial, at: OffsetDateTime::now_utc() }
+    }
+}
+
 impl Authority {
     /// A revocation list (PEM) of `revoked`, signed by this CA, valid for
     /// `days` (checkers that enforce the CRL's next update need it signed

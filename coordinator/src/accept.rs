@@ -49,6 +49,9 @@ pub struct Acceptor {
     tls: Arc<RwLock<Option<ServerTls>>>,
     open: Arc<Mutex<Open>>,
     warn: Arc<Mutex<Throttle>>,
+    /// Failed handshakes are logged on a throttle of their own, so a flood
+    /// of them never hides a warning about the caps, nor the reverse.
+    warn_handshake: Arc<Mutex<Throttle>>,
 }
 
 /// The open connections.
@@ -104,6 +107,7 @@ impl Acceptor {
             tls: Arc::new(RwLock::new(tls)),
             open: Arc::default(),
             warn: Arc::default(),
+            warn_handshake: Arc::default(),
         }
     }
 
@@ -167,11 +171,19 @@ impl Acceptor {
             async move {
                 let config = config.ok_or_else(|| io::Error::other("TLS is not configured"))?;
                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let stream = tokio::time::timeout(timeout, acceptor.accept(tcp))
+                let accepted = tokio::time::timeout(timeout, acceptor.accept(tcp).into_fallible())
                     .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-                let chain = stream.get_ref().1.peer_certificates().map(|certs| Arc::new(certs.to_vec()));
-                Ok((stream, chain))
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?;
+                match accepted {
+                    Ok(stream) => {
+                        let chain = stream.get_ref().1.peer_certificates().map(|certs| Arc::new(certs.to_vec()));
+                        Ok((stream, chain))
+                    }
+                    Err((error, tcp)) => {
+                        linger(tcp).await;
+                        Err(error)
+                    }
+                }
             }
         })
     }
@@ -212,7 +224,7 @@ impl Acceptor {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors, most likely: wait for some to close.
-                        this.warn(format_args!("cannot accept a connection: {e}"));
+                        Self::warn(&this.warn, format_args!("cannot accept a connection: {e}"));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -233,10 +245,13 @@ impl Acceptor {
                         _ = shutdown.cancelled() => return,
                         done = handshake => match done {
                             Ok(done) => done,
+                            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                                crate::metrics::get().connection_refused("handshake_timeout");
+                                return;
+                            }
                             Err(e) => {
-                                let reason = if e.kind() == io::ErrorKind::TimedOut { "handshake_timeout" } else { "handshake_failed" };
-                                crate::metrics::get().connection_refused(reason);
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                crate::metrics::get().connection_refused("handshake_failed");
+                                Self::warn(&this.warn_handshake, format_args!("TLS handshake with {peer} failed: {e}"));
                                 return;
                             }
                         },
@@ -261,16 +276,16 @@ impl Acceptor {
         };
         crate::metrics::get().connection_refused(reason);
         let scope = if over == Over::Total { "in total".to_owned() } else { format!("from {}", peer.ip()) };
-        self.warn(format_args!(
+        Self::warn(&self.warn, format_args!(
             "closed a connection from {peer}: {cap} connections are open {scope} (`[server] {key}`)"
         ));
     }
 
     /// A warning, at most one per [`WARN_EVERY`]; the ones held back are
     /// counted in the next.
-    fn warn(&self, message: std::fmt::Arguments<'_>) {
+    fn warn(throttle: &Mutex<Throttle>, message: std::fmt::Arguments<'_>) {
         let held_back = {
-            let mut throttle = self.warn.lock().expect("warn lock");
+            let mut throttle = throttle.lock().expect("warn lock");
             match throttle.admit(Instant::now()) {
                 Some(held_back) => held_back,
                 None => return,
@@ -282,6 +297,21 @@ impl Acceptor {
             tracing::warn!("{message}");
         }
     }
+}
+
+/// Closes a connection whose handshake failed so that the client reads
+/// the alert saying why (a revoked or unknown certificate): with TLS 1.3
+/// the client has sent its first request by then, and closing with that
+/// unread would reset the connection, and the alert with it. So: our
+/// side closed, what the client sent read and dropped, for a second at most.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(1..) = tcp.read(&mut sink).await {}
+    })
+    .await;
 }
 
 /// How often [`Acceptor`] warns about refused connections at most.
@@ -411,11 +441,11 @@ mod tests {
         };
         let mut a1 = from("127.0.0.1").await.unwrap();
         let a1_conn = incoming.next().await.unwrap().unwrap();
-        let mut a2 = from("127.0.0.1").await.unwrap();
+        let a2 = from("127.0.0.1").await.unwrap();
         let _a2_conn = incoming.next().await.unwrap().unwrap();
         let mut a3 = from("127.0.0.1").await.unwrap();
         assert!(closed_by_server(&mut a3).await, "the third from one address is over the per-peer cap");
-        let mut b1 = from("127.0.0.2").await.unwrap();
+        let b1 = from("127.0.0.2").await.unwrap();
         let _b1_conn = incoming.next().await.unwrap().unwrap();
         let mut b2 = from("127.0.0.2").await.unwrap();
         assert!(closed_by_server(&mut b2).await, "the fourth in all is over the total cap");

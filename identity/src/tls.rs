@@ -465,11 +465,16 @@ impl tower_service::Service<Uri> for CoordinatorConnector {
 /// the same certificates against the same coordinator cannot help.
 pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::{AlertDescription, CertificateError, Error as Tls};
+    fn in_io(io: &std::io::Error) -> Option<&rustls::Error> {
+        io.get_ref()?.downcast_ref::<rustls::Error>()
+    }
     let mut next = Some(error);
     while let Some(current) = next {
-        let tls = current.downcast_ref::<Tls>().or_else(|| {
-            current.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<Tls>())
-        });
+        // h2's error hides the I/O error it wraps from `source()`.
+        let tls = current
+            .downcast_ref::<Tls>()
+            .or_else(|| current.downcast_ref::<std::io::Error>().and_then(in_io))
+            .or_else(|| current.downcast_ref::<h2::Error>()?.get_io().and_then(in_io));
         if let Some(tls) = tls {
             return Some(match tls {
                 Tls::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
@@ -479,6 +484,11 @@ pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<St
                     "TLS: the coordinator's certificate has expired".into()
                 }
                 Tls::InvalidCertificate(other) => format!("TLS: the coordinator's certificate is refused: {other}"),
+                Tls::AlertReceived(AlertDescription::CertificateRevoked) => {
+                    "TLS: the coordinator refused our client certificate: it is revoked (on the revocation list \
+                     in the coordinator's [tls] crl); ask for a new one"
+                        .into()
+                }
                 Tls::AlertReceived(
                     alert @ (AlertDescription::CertificateRequired
                     | AlertDescription::BadCertificate

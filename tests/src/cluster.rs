@@ -132,6 +132,9 @@ pub struct Options {
     /// `<unix ms> start|end <action> [exit code]` to `<app dir>/hooks.log`
     /// (see [`AppHost::hook_log`]).
     pub log_hooks: bool,
+    /// With TLS: the CA keeps a revocation list (`pki/ca.crl`) that every
+    /// coordinator and agent config names (see [`Pki::with_revocation`]).
+    pub revocation: bool,
 }
 
 impl Default for Options {
@@ -154,6 +157,7 @@ impl Default for Options {
             coordinator_toml: String::new(),
             heartbeat_secs: 1,
             log_hooks: false,
+            revocation: false,
         }
     }
 }
@@ -184,7 +188,9 @@ impl Cluster {
         let host = |name: &str| net.as_ref().map_or_else(Host::loopback, |net| net.host(name));
         assert!(options.etcd_members == 1 || net.is_some(), "several etcd members need netns");
         let etcd_hosts: Vec<Host> = (0..options.etcd_members).map(|i| host(&format!("etcd{i}"))).collect();
-        let pki = options.tls.then(|| Pki::create(&root));
+        let pki = options
+            .tls
+            .then(|| if options.revocation { Pki::with_revocation(&root) } else { Pki::create(&root) });
         let etcd = Etcd::start_on(&root, &etcd_hosts, pki.as_ref());
         let pg = Postgres::start_on(&root, &host("pg"));
         pg.create_database(DB);

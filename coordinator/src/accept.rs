@@ -176,7 +176,8 @@ impl Acceptor {
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?;
                 match accepted {
                     Ok(stream) => {
-                        let chain = stream.get_ref().1.peer_certificates().map(|certs| Arc::new(certs.to_vec()));
+                        let chain =
+                            stream.get_ref().1.peer_certificates().map(|certs| Arc::new(certs.to_vec()));
                         Ok((stream, chain))
                     }
                     Err((error, tcp)) => {
@@ -276,9 +277,12 @@ impl Acceptor {
         };
         crate::metrics::get().connection_refused(reason);
         let scope = if over == Over::Total { "in total".to_owned() } else { format!("from {}", peer.ip()) };
-        Self::warn(&self.warn, format_args!(
-            "closed a connection from {peer}: {cap} connections are open {scope} (`[server] {key}`)"
-        ));
+        Self::warn(
+            &self.warn,
+            format_args!(
+                "closed a connection from {peer}: {cap} connections are open {scope} (`[server] {key}`)"
+            ),
+        );
     }
 
     /// A warning, at most one per [`WARN_EVERY`]; the ones held back are
@@ -365,7 +369,11 @@ impl<IO: Connected> Connected for Conn<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.poll_gone(cx) {
             return Poll::Ready(Ok(()));
         }

@@ -21,9 +21,9 @@ pub use check::names_a_coordinator;
 pub use databases::DatabasePolicy;
 pub use duration::{format_duration, parse_duration};
 pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy};
-pub use server::ServerLimits;
 pub use runbook::{Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat};
 pub use runway_daemon::config_check::{Files, Problems};
+pub use server::ServerLimits;
 
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
 /// migration should take, so only an agent that is really gone reaches it.

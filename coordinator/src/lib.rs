@@ -142,7 +142,9 @@ fn reload_certificates(config: &config::Config, acceptor: &accept::Acceptor) -> 
     config::names_a_coordinator(credentials.identity()).map_err(|e| format!("[tls] cert: {e}"))?;
     let tls = credentials.server_tls().map_err(|e| e.to_string())?;
     let closed = acceptor.reload(tls);
-    Ok(format!("new connections use them; closed {closed} connection(s) whose certificate is no longer accepted"))
+    Ok(format!(
+        "new connections use them; closed {closed} connection(s) whose certificate is no longer accepted"
+    ))
 }
 
 /// Runs a coordinator on `listener` until `shutdown` fires.
@@ -156,8 +158,11 @@ pub async fn run(
     // Every connection is a file; the caps mean nothing under a lower limit.
     let files = runway_daemon::limits::raise_open_files(config.server.max_connections as u64 + 1024);
     if files < config.server.max_connections as u64 {
-        tracing::warn!(open_files = files, max_connections = config.server.max_connections,
-            "the open-files limit is below `[server] max_connections`; raise LimitNOFILE");
+        tracing::warn!(
+            open_files = files,
+            max_connections = config.server.max_connections,
+            "the open-files limit is below `[server] max_connections`; raise LimitNOFILE"
+        );
     }
     let server_tls = match security.credentials() {
         Some(credentials) => Some(credentials.server_tls().map_err(|e| StartError::Tls(e.to_string()))?),

@@ -164,7 +164,10 @@ pub fn read_revocation_list(pem: &[u8]) -> Result<Vec<Revoked>, IssueError> {
         let (_, crl) = x509_parser::parse_x509_crl(&der)
             .map_err(|e| IssueError(format!("the revocation list cannot be parsed: {e}")))?;
         for entry in crl.iter_revoked_certificates() {
-            revoked.push(Revoked { serial: entry.raw_serial().to_vec(), at: entry.revocation_date.to_datetime() });
+            revoked.push(Revoked {
+                serial: entry.raw_serial().to_vec(),
+                at: entry.revocation_date.to_datetime(),
+            });
         }
     }
     Ok(revoked)
@@ -174,7 +177,8 @@ pub fn read_revocation_list(pem: &[u8]) -> Result<Vec<Revoked>, IssueError> {
 pub fn serial_number(pem: &[u8]) -> Result<Vec<u8>, IssueError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let der = CertificateDer::from_pem_slice(pem).map_err(|e| IssueError(format!("not a PEM certificate: {e}")))?;
+    let der =
+        CertificateDer::from_pem_slice(pem).map_err(|e| IssueError(format!("not a PEM certificate: {e}")))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
         .map_err(|e| IssueError(format!("the certificate cannot be parsed: {e}")))?;
     Ok(cert.raw_serial().to_vec())

@@ -174,13 +174,18 @@ impl TlsFiles {
 
 /// The CRLs in `path`: at least one, each parseable (an empty or garbled
 /// file is an error, never "nothing revoked").
-fn read_crls(path: &Path, roots: &RootCertStore) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+fn read_crls(
+    path: &Path,
+    roots: &RootCertStore,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let wrong = |why: String| TlsError::Crl { path: path.to_owned(), why };
     let crls = CertificateRevocationListDer::pem_slice_iter(&read(path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| wrong(e.to_string()))?;
     if crls.is_empty() {
-        return Err(wrong("no PEM `X509 CRL` block (`runway certs revoke --dir DIR` writes an empty one)".into()));
+        return Err(wrong(
+            "no PEM `X509 CRL` block (`runway certs revoke --dir DIR` writes an empty one)".into(),
+        ));
     }
     // The verifier parses them; building one here reports a bad CRL now
     // rather than at the first handshake.
@@ -255,7 +260,8 @@ impl Credentials {
     /// certificate required, chaining to the CA and not revoked.
     pub fn server_tls(&self) -> Result<ServerTls, TlsError> {
         let verifier = client_verifier(&self.roots, &self.crls)?;
-        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| TlsError::Server(e.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| TlsError::Server(e.to_string()))?;
         let mut config = rustls::ServerConfig::builder()
             .with_client_cert_verifier(Arc::clone(&verifier))
             .with_single_cert(self.chain.clone(), key)

@@ -29,7 +29,11 @@ fn runway_certs_revoke(cluster: &Cluster, name: &str) {
         .output()
         .expect("run runway certs revoke");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "runway certs revoke {name}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "runway certs revoke {name}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("1 certificate(s) revoked now"), "{stdout}");
 }
 
@@ -62,15 +66,19 @@ fn a_revoked_operator_is_refused_and_a_revoked_agent_disconnected_without_a_rest
     let before = cluster.runway_as("viewer", &["agents", "--env", ENV]);
     assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
     runway_certs_revoke(&cluster, "operator-viewer");
-    let reloads_before: Vec<usize> =
-        cluster.coordinators.iter().map(|c| c.proc.log_text().matches("reloaded certificates").count()).collect();
+    let reloads_before: Vec<usize> = cluster
+        .coordinators
+        .iter()
+        .map(|c| c.proc.log_text().matches("reloaded certificates").count())
+        .collect();
     for coordinator in &cluster.coordinators {
         coordinator.proc.signal("HUP");
     }
     for (coordinator, before) in cluster.coordinators.iter().zip(reloads_before) {
         wait_until(&format!("{} to reload on SIGHUP", coordinator.name), Duration::from_secs(10), || {
             let log = coordinator.proc.log_text();
-            let by_signal = log.lines().filter(|l| l.contains("reloaded certificates") && l.contains("SIGHUP"));
+            let by_signal =
+                log.lines().filter(|l| l.contains("reloaded certificates") && l.contains("SIGHUP"));
             (log.matches("reloaded certificates").count() > before && by_signal.count() >= 1).then_some(())
         });
     }
@@ -81,7 +89,10 @@ fn a_revoked_operator_is_refused_and_a_revoked_agent_disconnected_without_a_rest
     // closes; the coordinator always does.
     eprintln!("a revoked operator's call: {stderr}");
     wait_until("a coordinator to log the revoked certificate it refused", Duration::from_secs(5), || {
-        let said = cluster.coordinators.iter().any(|c| c.proc.log_text().contains("invalid peer certificate: Revoked"));
+        let said = cluster
+            .coordinators
+            .iter()
+            .any(|c| c.proc.log_text().contains("invalid peer certificate: Revoked"));
         said.then_some(())
     });
     let others = cluster.runway_as("approver", &["agents", "--env", ENV]);
@@ -94,7 +105,10 @@ fn a_revoked_operator_is_refused_and_a_revoked_agent_disconnected_without_a_rest
     wait_until("app-2 to be disconnected", Duration::from_secs(15), || {
         (connected_agents(&cluster) == ["app-1"]).then_some(())
     });
-    println!("app-2 disconnected {:?} after its certificate was revoked, without a signal", revoked_at.elapsed());
+    println!(
+        "app-2 disconnected {:?} after its certificate was revoked, without a signal",
+        revoked_at.elapsed()
+    );
     let text = cluster.runway(&["agents", "--env", ENV]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned() + &String::from_utf8_lossy(&text.stderr);
     assert!(text.contains("known but away") && text.contains("app-2"), "{text}");

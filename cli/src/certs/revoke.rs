@@ -64,7 +64,11 @@ pub fn run(output: Output, args: Revoke) -> Result<Exit, Failure> {
     for name in &args.names {
         let cert = certificate_path(&args.dir, name);
         let pem = std::fs::read(&cert).map_err(|e| {
-            fail(format!("cannot read {}: {e}; name a certificate `runway certs` wrote in {}", cert.display(), args.dir.display()))
+            fail(format!(
+                "cannot read {}: {e}; name a certificate `runway certs` wrote in {}",
+                cert.display(),
+                args.dir.display()
+            ))
         })?;
         let serial = serial_number(&pem).map_err(|e| fail(format!("{}: {e}", cert.display())))?;
         if listed.iter().any(|r| r.serial == serial) {
@@ -100,7 +104,8 @@ fn certificate_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Writes `path` whole or not at all.
 fn write_atomically(path: &Path, content: &[u8]) -> Result<(), Failure> {
-    let failed = |e: std::io::Error| Failure::new(Exit::Failed, format!("cannot write {}: {e}", path.display()));
+    let failed =
+        |e: std::io::Error| Failure::new(Exit::Failed, format!("cannot write {}: {e}", path.display()));
     let temporary = path.with_extension("crl.new");
     std::fs::write(&temporary, content).map_err(failed)?;
     std::fs::rename(&temporary, path).map_err(failed)

@@ -90,12 +90,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn many_distinct_callers_stay_bounded() {
         let limiter = RefusalLimiter::default();
-        let written = (0..TRACKED * 2)
-            .filter(|i| limiter.refused(&format!("caller-{i}")) != Verdict::Skip)
-            .count();
+        let written =
+            (0..TRACKED * 2).filter(|i| limiter.refused(&format!("caller-{i}")) != Verdict::Skip).count();
         assert_eq!(written, TRACKED, "past the table's size, nothing more is written in the window");
         assert!(limiter.callers.lock().unwrap().len() <= TRACKED);
         tokio::time::advance(REFUSALS_EVERY).await;
-        assert_eq!(limiter.refused("newcomer"), Verdict::Write { held_back: 0 }, "idle callers are forgotten");
+        assert_eq!(
+            limiter.refused("newcomer"),
+            Verdict::Write { held_back: 0 },
+            "idle callers are forgotten"
+        );
     }
 }

@@ -25,7 +25,11 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { handshake_timeout: Duration::from_secs(10), max_connections: 4096, max_connections_per_peer: 512 }
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_peer: 512,
+        }
     }
 }
 
@@ -37,7 +41,9 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
 impl ServerLimits {
     /// Every key within its bounds.
     pub fn check(&self, problems: &mut Problems) {
-        if self.handshake_timeout < Duration::from_millis(100) || self.handshake_timeout > Duration::from_secs(300) {
+        if self.handshake_timeout < Duration::from_millis(100)
+            || self.handshake_timeout > Duration::from_secs(300)
+        {
             problems.add(
                 "[server] handshake_timeout",
                 format_args!(
@@ -82,7 +88,8 @@ mod tests {
         file.server.check(&mut problems);
         let error = problems.into_result().unwrap_err().to_string();
         assert!(error.contains("[server] max_connections_per_peer: is 20"), "{error}");
-        let bad = toml::from_str::<File>("[server]\nhandshake_timeout = \"soon\"\n").err().unwrap().to_string();
+        let bad =
+            toml::from_str::<File>("[server]\nhandshake_timeout = \"soon\"\n").err().unwrap().to_string();
         assert!(bad.contains("is not a duration"), "{bad}");
         let mut problems = Problems::new(Path::new("c.toml"));
         ServerLimits::default().check(&mut problems);

@@ -7,7 +7,8 @@
 //! a full rollout succeeds, and the coordinator's resident memory grows
 //! by a bounded amount (printed). Then the per-address cap closes new
 //! connections from a flooding address at once, and the handshake
-//! deadline closes every flood connection by itself.
+//! deadline closes every flood connection by itself. Ten refused calls by
+//! one operator leave one audit entry, not ten.
 //!
 //! Addresses: the flood comes from 127.0.0.2 to 127.0.0.5 (all loopback),
 //! 500 connections each, under the default per-address cap of 512; the
@@ -143,6 +144,20 @@ fn two_thousand_idle_and_stalled_connections_leave_agents_attached_and_rollouts_
     );
     let open = metric(&cluster, "runway_connections_open", "");
     assert!(open >= flood.len() as f64, "the flood was held throughout: {open} open");
+
+    // Refused calls do not fill etcd: one audit entry per caller and
+    // action a minute, however many calls.
+    let id = events.iter().find_map(|e| e["rollout_id"].as_str()).expect("rollout id").to_owned();
+    for _ in 0..10 {
+        let out = cluster.runway_as("viewer", &["rollout", "approve", &id]);
+        assert!(!out.status.success(), "viewer may not approve");
+    }
+    let audit = cluster.runway(&["audit", "--env", ENV, "--since", "1h", "--output", "json"]);
+    let recorded = runway_tests::watch::json_lines(&audit.stdout)
+        .iter()
+        .filter(|e| e["actor"] == "viewer" && e["action"] == "approve" && e["outcome"] == "refused")
+        .count();
+    assert_eq!(recorded, 1, "10 refused calls, one audit entry: {}", String::from_utf8_lossy(&audit.stdout));
 
     // The per-address cap: more from a flooding address are closed at once.
     let (admitted, refused) = rt.block_on(async {

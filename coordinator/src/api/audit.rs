@@ -64,7 +64,7 @@ impl Shared {
 
     /// Records in the audit log that `entry`'s action was refused when
     /// `result` is an error, then hands `result` back; one refusal per
-    /// caller per minute, counting the others (see [`super::refusals`]).
+    /// caller and action a minute, counting the others (see [`super::refusals`]).
     /// Best effort: a
     /// follower's refusal (the caller retries against the leader) and a
     /// refusal that cannot be written are not recorded; the latter is logged.
@@ -75,11 +75,11 @@ impl Shared {
         }
         let Ok(term) = self.leader_term() else { return result };
         let mut entry = entry.clone();
-        match self.refusals.refused(&entry.actor) {
+        match self.refusals.refused(&entry.actor, &entry.action) {
             Verdict::Skip => return result,
             Verdict::Write { held_back: 0 } => {}
             Verdict::Write { held_back } => {
-                tracing::warn!(actor = %entry.actor, held_back, "refused calls of this caller were not written to the audit log, one per minute is");
+                tracing::warn!(actor = %entry.actor, held_back, "refused calls of this caller were not written to the audit log: one per action a minute is");
                 entry.parameters.insert("refusals_not_recorded".into(), held_back.to_string());
             }
         }

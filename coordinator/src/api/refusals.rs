@@ -1,8 +1,11 @@
 //! How many refused calls reach the audit log: the first refusal of each
-//! caller per [`REFUSALS_EVERY`] is written; the ones after it in that
-//! window are counted, and the count goes into that caller's next entry
+//! caller's action (`start`, `approve`, …) per [`REFUSALS_EVERY`] is
+//! written; the ones after it in that window are counted, and the count
+//! goes into the next entry of that caller and action
 //! (`refusals_not_recorded`). A caller who holds a certificate but no role
-//! could otherwise write an etcd key per call until etcd is full.
+//! could otherwise write an etcd key per call until etcd is full; now it
+//! writes at most one per action a minute, and a person reading the log
+//! still sees each kind of thing that was refused.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +22,7 @@ const TRACKED: usize = 4096;
 /// Per-caller windows of refusals; see the module docs.
 #[derive(Default)]
 pub struct RefusalLimiter {
+    /// By caller and action.
     callers: Mutex<HashMap<String, Window>>,
 }
 
@@ -39,11 +43,12 @@ pub enum Verdict {
 }
 
 impl RefusalLimiter {
-    /// Decides about a refusal of `actor`'s call now.
-    pub fn refused(&self, actor: &str) -> Verdict {
+    /// Decides about a refusal of `actor`'s `action` now.
+    pub fn refused(&self, actor: &str, action: &str) -> Verdict {
         let now = Instant::now();
+        let key = format!("{actor}\n{action}");
         let mut callers = self.callers.lock().expect("refusals lock");
-        if let Some(window) = callers.get_mut(actor) {
+        if let Some(window) = callers.get_mut(&key) {
             if now.duration_since(window.written) < REFUSALS_EVERY {
                 window.held_back += 1;
                 return Verdict::Skip;
@@ -60,7 +65,7 @@ impl RefusalLimiter {
                 return Verdict::Skip;
             }
         }
-        callers.insert(actor.to_owned(), Window { written: now, held_back: 0 });
+        callers.insert(key, Window { written: now, held_back: 0 });
         Verdict::Write { held_back: 0 }
     }
 }
@@ -72,31 +77,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_entry_per_caller_per_window_and_the_rest_counted_in_the_next() {
         let limiter = RefusalLimiter::default();
-        assert_eq!(limiter.refused("mallory"), Verdict::Write { held_back: 0 });
+        assert_eq!(limiter.refused("mallory", "start"), Verdict::Write { held_back: 0 });
         for _ in 0..1000 {
-            assert_eq!(limiter.refused("mallory"), Verdict::Skip);
+            assert_eq!(limiter.refused("mallory", "start"), Verdict::Skip);
         }
-        // Another caller has a window of its own.
-        assert_eq!(limiter.refused("bob"), Verdict::Write { held_back: 0 });
+        // Another caller, or another action, has a window of its own.
+        assert_eq!(limiter.refused("bob", "start"), Verdict::Write { held_back: 0 });
+        assert_eq!(limiter.refused("mallory", "approve"), Verdict::Write { held_back: 0 });
         tokio::time::advance(REFUSALS_EVERY - Duration::from_secs(1)).await;
-        assert_eq!(limiter.refused("mallory"), Verdict::Skip);
+        assert_eq!(limiter.refused("mallory", "start"), Verdict::Skip);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(limiter.refused("mallory"), Verdict::Write { held_back: 1001 });
-        assert_eq!(limiter.refused("mallory"), Verdict::Skip);
+        assert_eq!(limiter.refused("mallory", "start"), Verdict::Write { held_back: 1001 });
+        assert_eq!(limiter.refused("mallory", "start"), Verdict::Skip);
         tokio::time::advance(REFUSALS_EVERY).await;
-        assert_eq!(limiter.refused("mallory"), Verdict::Write { held_back: 1 });
+        assert_eq!(limiter.refused("mallory", "start"), Verdict::Write { held_back: 1 });
     }
 
     #[tokio::test(start_paused = true)]
     async fn many_distinct_callers_stay_bounded() {
         let limiter = RefusalLimiter::default();
-        let written =
-            (0..TRACKED * 2).filter(|i| limiter.refused(&format!("caller-{i}")) != Verdict::Skip).count();
+        let written = (0..TRACKED * 2)
+            .filter(|i| limiter.refused(&format!("caller-{i}"), "start") != Verdict::Skip)
+            .count();
         assert_eq!(written, TRACKED, "past the table's size, nothing more is written in the window");
         assert!(limiter.callers.lock().unwrap().len() <= TRACKED);
         tokio::time::advance(REFUSALS_EVERY).await;
         assert_eq!(
-            limiter.refused("newcomer"),
+            limiter.refused("newcomer", "start"),
             Verdict::Write { held_back: 0 },
             "idle callers are forgotten"
         );

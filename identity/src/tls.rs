@@ -535,6 +535,44 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_rotates_the_connector_of_the_same_identity_only() {
+        use crate::issue::Authority;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::create(1).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.own().cert_pem).unwrap();
+        let load = |stem: &str, identity: &Identity| {
+            let issued = ca.issue(identity, &[], 1).unwrap();
+            let (cert, key) =
+                (dir.path().join(format!("{stem}.pem")), dir.path().join(format!("{stem}.key")));
+            std::fs::write(&cert, &issued.cert_pem).unwrap();
+            std::fs::write(&key, &issued.key_pem).unwrap();
+            let files = TlsFiles {
+                ca: Some(dir.path().join("ca.pem")),
+                cert: Some(cert),
+                key: Some(key),
+                ..TlsFiles::default()
+            };
+            files.load("test").unwrap()
+        };
+        let agent = Identity::Agent { environment: "staging".into(), name: "db-1".into() };
+        let running = load("db-1", &agent);
+        let clone = running.clone();
+        let rotated = load("db-1-rotated", &agent);
+        let connector = |security: &Security| security.credentials().unwrap().connector.current();
+        assert!(!Arc::ptr_eq(&connector(&running), &connector(&rotated)));
+        running.adopt(&rotated).unwrap();
+        assert!(
+            Arc::ptr_eq(&connector(&clone), &connector(&rotated)),
+            "every clone dials with the new files"
+        );
+        let other = load("db-2", &Identity::Agent { environment: "staging".into(), name: "db-2".into() });
+        let why = running.adopt(&other).unwrap_err();
+        assert!(why.contains("a different identity needs a restart"), "{why}");
+        assert!(running.adopt(&Security::Insecure).is_err());
+        assert!(Arc::ptr_eq(&connector(&running), &connector(&rotated)), "a refused reload changes nothing");
+    }
+
+    #[test]
     fn a_revoked_client_is_refused_after_a_reload_and_the_others_are_not() {
         use crate::issue::{Authority, Revoked, serial_number};
         let dir = tempfile::tempdir().unwrap();

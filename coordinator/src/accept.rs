@@ -40,6 +40,9 @@ use crate::config::ServerLimits;
 /// A client's certificate chain, end entity first.
 type Chain = Arc<Vec<CertificateDer<'static>>>;
 
+/// A client's chain and the config whose handshake accepted it.
+type Checked = (Chain, Arc<tokio_rustls::rustls::ServerConfig>);
+
 /// Accepts connections within the caps; holds the TLS config and the open
 /// connections. Cheap to clone.
 #[derive(Clone)]
@@ -135,23 +138,27 @@ impl Acceptor {
     /// Uses `tls` for handshakes from now on and closes the open
     /// connections whose client certificate it refuses; returns how many.
     pub fn reload(&self, tls: ServerTls) -> usize {
-        let mut closed = 0;
-        {
+        // New handshakes first, so nothing revoked gets in while the open
+        // connections are checked (outside the lock: accepting goes on).
+        *self.tls.write().expect("tls lock") = Some(tls.clone());
+        let open: Vec<(Chain, SocketAddr, CancellationToken)> = {
             let open = self.open.lock().expect("connections lock");
-            for certified in open.certified.values() {
-                if certified.close.is_cancelled() {
-                    continue;
-                }
-                if let Err(why) = tls.admits(&certified.chain) {
-                    let holder = Identity::from_der(&certified.chain[0])
-                        .map_or_else(|e| e.to_string(), |identity| identity.to_string());
-                    tracing::warn!(%holder, peer = %certified.peer, %why, "closing a connection whose certificate is no longer accepted");
-                    certified.close.cancel();
-                    closed += 1;
-                }
+            open.certified
+                .values()
+                .filter(|c| !c.close.is_cancelled())
+                .map(|c| (Arc::clone(&c.chain), c.peer, c.close.clone()))
+                .collect()
+        };
+        let mut closed = 0;
+        for (chain, peer, close) in open {
+            if let Err(why) = tls.admits(&chain) {
+                let holder = Identity::from_der(&chain[0])
+                    .map_or_else(|e| e.to_string(), |identity| identity.to_string());
+                tracing::warn!(%holder, %peer, %why, "closing a connection whose certificate is no longer accepted");
+                close.cancel();
+                closed += 1;
             }
         }
-        *self.tls.write().expect("tls lock") = Some(tls);
         closed
     }
 
@@ -170,7 +177,7 @@ impl Acceptor {
             let config = tls.read().expect("tls lock").as_ref().map(|tls| Arc::clone(&tls.config));
             async move {
                 let config = config.ok_or_else(|| io::Error::other("TLS is not configured"))?;
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&config));
                 let accepted = tokio::time::timeout(timeout, acceptor.accept(tcp).into_fallible())
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?;
@@ -178,7 +185,7 @@ impl Acceptor {
                     Ok(stream) => {
                         let chain =
                             stream.get_ref().1.peer_certificates().map(|certs| Arc::new(certs.to_vec()));
-                        Ok((stream, chain))
+                        Ok((stream, chain.map(|chain| (chain, config))))
                     }
                     Err((error, tcp)) => {
                         linger(tcp).await;
@@ -209,7 +216,7 @@ impl Acceptor {
     where
         IO: Send + 'static,
         H: Fn(TcpStream) -> Fut + Send + 'static,
-        Fut: Future<Output = io::Result<(IO, Option<Chain>)>> + Send + 'static,
+        Fut: Future<Output = io::Result<(IO, Option<Checked>)>> + Send + 'static,
     {
         // Handshaken connections wait here for the server to take them.
         let (tx, rx) = mpsc::channel(64);
@@ -242,7 +249,7 @@ impl Acceptor {
                 let handshake = handshake(tcp);
                 let (this, tx, shutdown) = (this.clone(), tx.clone(), shutdown.clone());
                 handshakes.spawn(async move {
-                    let (io, chain) = tokio::select! {
+                    let (io, checked) = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         done = handshake => match done {
                             Ok(done) => done,
@@ -258,8 +265,17 @@ impl Acceptor {
                         },
                     };
                     let close = CancellationToken::new();
-                    if let Some(chain) = chain.filter(|chain| !chain.is_empty()) {
+                    if let Some((chain, config)) = checked.filter(|(chain, _)| !chain.is_empty()) {
                         let mut open = this.open.lock().expect("connections lock");
+                        // A reload during the handshake swept the connections
+                        // before this one was listed: check it as the sweep would.
+                        if let Some(now) = this.tls.read().expect("tls lock").as_ref()
+                            && !Arc::ptr_eq(&now.config, &config)
+                            && let Err(why) = now.admits(&chain)
+                        {
+                            tracing::warn!(%peer, %why, "closing a connection whose certificate a reload during its handshake refused");
+                            return;
+                        }
                         open.certified.insert(slot.id, Certified { chain, peer, close: close.clone() });
                     }
                     let conn = Conn { io, _slot: slot, closed: Box::pin(close.cancelled_owned()), gone: false };

@@ -11,7 +11,7 @@
 //!    coordinators notice the changed file by themselves, the leader
 //!    closes app-2's connection, `runway agents` shows app-2 away, and it
 //!    stays away (each reconnect is refused at the handshake) while app-1
-//!    stays attached.
+//!    stays attached. The agents reload the changed list too.
 //!
 //! No process is restarted: the test checks every PID is the one it
 //! started.
@@ -121,6 +121,12 @@ fn a_revoked_operator_is_refused_and_a_revoked_agent_disconnected_without_a_rest
         leader.proc.log_text().contains("closing a connection whose certificate is no longer accepted"),
         "the leader closed app-2's connection"
     );
+
+    // The agents read the changed list too (for the coordinators' certificates).
+    wait_until("app-1 to reload its certificates", Duration::from_secs(10), || {
+        let log = cluster.apps[0].agent.log_text();
+        log.lines().any(|l| l.contains("reloaded certificates") && l.contains("ca.crl changed")).then_some(())
+    });
 
     // It keeps trying, and every try is refused at the handshake.
     std::thread::sleep(Duration::from_secs(5));

@@ -126,6 +126,26 @@ fn two_thousand_idle_and_stalled_connections_leave_agents_attached_and_rollouts_
     });
     let rss_flooded = rss_kib(pid);
 
+    // The per-address cap: more from a flooding address are closed at once.
+    let (admitted, refused) = rt.block_on(async {
+        let mut extra = Vec::new();
+        for _ in 0..20 {
+            extra.push(connect_from(FLOOD_ADDRESSES[0], addr).await);
+        }
+        let mut refused = 0;
+        for tcp in &mut extra {
+            if closed(tcp, Duration::from_millis(300)).await {
+                refused += 1;
+            }
+        }
+        (extra.len() - refused, refused)
+    });
+    assert_eq!(
+        (admitted, refused),
+        (DEFAULT_PER_PEER_CAP - PER_ADDRESS, 20 - (DEFAULT_PER_PEER_CAP - PER_ADDRESS))
+    );
+    assert!(metric(&cluster, "runway_connections_refused_total", "peer_cap") >= refused as f64);
+
     // While held: agents attached, a rollout runs through.
     assert_eq!(attached(&cluster), agents, "agents stayed attached");
     let rollout_started = Instant::now();
@@ -158,26 +178,6 @@ fn two_thousand_idle_and_stalled_connections_leave_agents_attached_and_rollouts_
         .filter(|e| e["actor"] == "viewer" && e["action"] == "approve" && e["outcome"] == "refused")
         .count();
     assert_eq!(recorded, 1, "10 refused calls, one audit entry: {}", String::from_utf8_lossy(&audit.stdout));
-
-    // The per-address cap: more from a flooding address are closed at once.
-    let (admitted, refused) = rt.block_on(async {
-        let mut extra = Vec::new();
-        for _ in 0..20 {
-            extra.push(connect_from(FLOOD_ADDRESSES[0], addr).await);
-        }
-        let mut refused = 0;
-        for tcp in &mut extra {
-            if closed(tcp, Duration::from_millis(300)).await {
-                refused += 1;
-            }
-        }
-        (extra.len() - refused, refused)
-    });
-    assert_eq!(
-        (admitted, refused),
-        (DEFAULT_PER_PEER_CAP - PER_ADDRESS, 20 - (DEFAULT_PER_PEER_CAP - PER_ADDRESS))
-    );
-    assert!(metric(&cluster, "runway_connections_refused_total", "peer_cap") >= refused as f64);
 
     // The deadline: every flood connection is closed by the coordinator.
     rt.block_on(async {

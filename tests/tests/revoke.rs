@@ -13,6 +13,10 @@
 //!    stays away (each reconnect is refused at the handshake) while app-1
 //!    stays attached. The agents reload the changed list too.
 //!
+//! 3. A revocation list that cannot be read: every coordinator logs the
+//!    failed reload and keeps the old list (`viewer` is still refused,
+//!    others are not).
+//!
 //! No process is restarted: the test checks every PID is the one it
 //! started.
 
@@ -138,4 +142,29 @@ fn a_revoked_operator_is_refused_and_a_revoked_agent_disconnected_without_a_rest
         let log = coordinator.proc.log_text();
         assert!(!log.contains("cannot reload certificates"), "{}: {log}", coordinator.name);
     }
+
+    // 3. A list that cannot be read (a half-copied file, a wrong one):
+    // the reload fails, the old list stays, nothing else changes.
+    let crl = cluster.pki.as_ref().expect("a TLS cluster").dir().join("ca.crl");
+    std::fs::write(&crl, "-----BEGIN X509 CRL-----\nnot a list\n-----END X509 CRL-----\n")
+        .expect("spoil the CRL");
+    for coordinator in &cluster.coordinators {
+        wait_until(
+            &format!("{} to refuse the spoiled list", coordinator.name),
+            Duration::from_secs(10),
+            || {
+                coordinator
+                    .proc
+                    .log_text()
+                    .contains("cannot reload certificates, keeping the old ones")
+                    .then_some(())
+            },
+        );
+    }
+    let still = cluster.runway_as("viewer", &["agents", "--env", ENV]);
+    assert!(!still.status.success(), "the old list, which revokes viewer, still holds");
+    let others = cluster.runway_as("approver", &["agents", "--env", ENV]);
+    assert!(others.status.success(), "{}", String::from_utf8_lossy(&others.stderr));
+    assert_eq!(connected_agents(&cluster), ["app-1"]);
+    assert_eq!(pids(&cluster), started, "no process was restarted");
 }

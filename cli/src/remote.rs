@@ -284,6 +284,12 @@ impl Remote {
                         if let Some(tls) = handshake_failure(&status) {
                             return Err(Miss::Tls(format!("{addr}: {tls}")));
                         }
+                        // The connection broke without a reason: ask TLS once more.
+                        if std::error::Error::source(&status).is_some()
+                            && let Some(tls) = self.security.diagnose(&addr).await
+                        {
+                            return Err(Miss::Tls(format!("{addr}: {tls}")));
+                        }
                         if status.code() != Code::Unavailable {
                             return Err(Miss::Refused(status));
                         }

@@ -386,6 +386,31 @@ impl Security {
         }
     }
 
+    /// Why the coordinator at `addr` refuses our TLS, if that is what it
+    /// does: for a call that failed on a connection that broke without
+    /// saying why. With TLS 1.3 a server refuses a client certificate
+    /// after the client thinks the handshake is done, and the alert that
+    /// says why (revoked, unknown CA) can be lost with the connection; this
+    /// dials once more and reads that alert, waiting a few seconds at most.
+    pub async fn diagnose(&self, addr: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        use tower_service::Service;
+        let Security::Mutual(credentials) = self else { return None };
+        let uri = self.endpoint(addr).ok()?.uri().clone();
+        let mut connector = credentials.connector.clone();
+        let wait = std::time::Duration::from_secs(3);
+        let mut tls = match tokio::time::timeout(wait, connector.call(uri)).await {
+            Ok(Ok(io)) => io.into_inner(),
+            Ok(Err(e)) => return handshake_failure(e.as_ref()),
+            Err(_) => return None,
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(std::time::Duration::from_secs(1), tls.read(&mut byte)).await {
+            Ok(Err(e)) => handshake_failure(&e),
+            _ => None,
+        }
+    }
+
     /// The gRPC server's TLS: our certificate, client certificates required
     /// and checked against the CA. Which identity may call what is the
     /// services' business.

@@ -284,8 +284,10 @@ impl Remote {
                         if let Some(tls) = handshake_failure(&status) {
                             return Err(Miss::Tls(format!("{addr}: {tls}")));
                         }
-                        // The connection broke without a reason: ask TLS once more.
+                        // The connection broke after connecting, without a
+                        // reason (not Unavailable: nothing answered): ask TLS once more.
                         if std::error::Error::source(&status).is_some()
+                            && matches!(status.code(), Code::Unknown | Code::Cancelled)
                             && let Some(tls) = self.security.diagnose(&addr).await
                         {
                             return Err(Miss::Tls(format!("{addr}: {tls}")));

@@ -50,6 +50,38 @@ pub enum StartError {
     /// `[telemetry] metrics_listen` cannot be bound.
     #[error("cannot serve metrics at `[telemetry] metrics_listen`: {0}")]
     Metrics(std::io::Error),
+    /// `SIGHUP` cannot be listened for.
+    #[error("cannot listen for SIGHUP (certificate reloads): {0}")]
+    Signal(std::io::Error),
+}
+
+/// Reads `[tls]` again on `SIGHUP` and when one of its files changes: the
+/// connections the agent opens from then on use the new certificate, key,
+/// CA and revocation list (a coordinator whose certificate is revoked is
+/// refused). A failed reload keeps the old files; the CA that checks
+/// deploy signatures stays the one loaded at start.
+fn watch_certificates(
+    config: &Arc<config::Config>,
+    security: &Security,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    if security.credentials().is_none() {
+        return Ok(());
+    }
+    let tls = &config.tls;
+    let files = [&tls.ca, &tls.cert, &tls.key, &tls.crl].into_iter().flatten().cloned().collect();
+    let trigger = runway_daemon::reload::Trigger::new(files, runway_daemon::reload::POLL_EVERY)
+        .map_err(StartError::Signal)?;
+    let (config, security) = (Arc::clone(config), security.clone());
+    runway_daemon::reload::spawn(tracker, shutdown, trigger, "certificates", move || {
+        let reloaded = load_security(&config).map_err(|e| e.to_string()).and_then(|fresh| {
+            security.adopt(&fresh)?;
+            Ok("connections opened from now on use them".to_owned())
+        });
+        std::future::ready(reloaded)
+    });
+    Ok(())
 }
 
 /// Loads `[tls]` and checks the certificate names this agent (see
@@ -99,6 +131,7 @@ pub async fn run(config: config::Config, shutdown: CancellationToken) -> Result<
     )
     .await
     .map_err(StartError::Metrics)?;
+    watch_certificates(&config, &security, &metrics, shutdown.clone())?;
     let app_version = deployed::at_start(&config).await;
     let executor = exec::Executor::new(
         Arc::clone(&config),

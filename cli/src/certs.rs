@@ -11,6 +11,8 @@ use serde::Serialize;
 use crate::exit::Exit;
 use crate::output::{Failure, Output};
 
+mod revoke;
+
 /// `runway certs <command>`.
 #[derive(clap::Subcommand, Debug)]
 pub enum CertsCommand {
@@ -75,6 +77,10 @@ pub enum CertsCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Revoke certificates: add them to the CA's revocation list DIR/ca.crl
+    /// (point `[tls] crl` at it); coordinators and agents refuse them from
+    /// their next reload on, without a restart.
+    Revoke(revoke::Revoke),
 }
 
 /// Flags every `certs` command takes.
@@ -98,6 +104,7 @@ struct Written {
 
 pub fn run(output: Output, command: CertsCommand) -> Result<Exit, Failure> {
     let (common, stem, issued, identity) = match command {
+        CertsCommand::Revoke(args) => return revoke::run(output, args),
         CertsCommand::Init { dir, days } => {
             let issued = Authority::create(days).map_err(fail)?.own().clone();
             (Common { dir, days }, "ca".to_owned(), issued, "runway CA".to_owned())

@@ -67,6 +67,7 @@ impl Coordinators {
             cert: self.cert.clone(),
             key: self.key.clone(),
             insecure: self.insecure,
+            ..TlsFiles::default()
         };
         let security = files
             .load("--ca, --cert and --key (or RUNWAY_CA, RUNWAY_CERT, RUNWAY_KEY)")
@@ -281,6 +282,14 @@ impl Remote {
                         // A certificate refused on the first call (TLS 1.3
                         // reports the client's only then) is final.
                         if let Some(tls) = handshake_failure(&status) {
+                            return Err(Miss::Tls(format!("{addr}: {tls}")));
+                        }
+                        // The connection broke after connecting, without a
+                        // reason (not Unavailable: nothing answered): ask TLS once more.
+                        if std::error::Error::source(&status).is_some()
+                            && matches!(status.code(), Code::Unknown | Code::Cancelled)
+                            && let Some(tls) = self.security.diagnose(&addr).await
+                        {
                             return Err(Miss::Tls(format!("{addr}: {tls}")));
                         }
                         if status.code() != Code::Unavailable {

@@ -16,12 +16,14 @@ mod databases;
 mod duration;
 mod restart;
 mod runbook;
+mod server;
 pub use check::names_a_coordinator;
 pub use databases::DatabasePolicy;
 pub use duration::{format_duration, parse_duration};
 pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy};
 pub use runbook::{Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat};
 pub use runway_daemon::config_check::{Files, Problems};
+pub use server::ServerLimits;
 
 /// `step_deadline_secs` unless configured: 6 hours, longer than any
 /// migration should take, so only an agent that is really gone reaches it.
@@ -77,6 +79,8 @@ pub struct Config {
     /// At most `runway_proto::bundle::MAX_BUNDLE_BYTES` (64 MiB), the
     /// default, which is what every gRPC hop is sized for.
     pub max_bundle_bytes: usize,
+    /// `[server]`: connection caps and the TLS handshake deadline.
+    pub server: ServerLimits,
 }
 
 /// `[retention]`: finished rollouts (with their events and decisions) are
@@ -133,6 +137,7 @@ impl Default for Config {
             telemetry: runway_telemetry::Config::default(),
             retention: Retention::default(),
             max_bundle_bytes: runway_proto::bundle::MAX_BUNDLE_BYTES,
+            server: ServerLimits::default(),
         }
     }
 }
@@ -605,6 +610,7 @@ impl Config {
                 ),
             );
         }
+        self.server.check(problems);
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure, problems);
             runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments, problems);

@@ -15,6 +15,8 @@
 //! - [`leadership`]: the [`leadership::Election`] trait; campaigning in etcd, or
 //!   leadership a test hands out.
 //! - [`registry`]: the agents connected to the leader.
+//! - [`accept`]: connections before gRPC: caps, TLS handshakes with a
+//!   deadline, closing those of revoked certificates after a reload.
 //! - [`systemd`]: readiness, leadership status and watchdog pings for systemd.
 //! - [`dispatch`]: commands to agents, events and results back.
 //! - [`policy`]: the runbook's policies (staging first, maintenance) as
@@ -23,6 +25,7 @@
 //! - [`notify`]: webhooks told about rollouts, from the saved event log.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
 
+pub mod accept;
 pub mod api;
 pub mod config;
 pub mod dispatch;
@@ -41,6 +44,8 @@ pub mod systemd;
 #[cfg(test)]
 mod module_graph;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +75,9 @@ pub enum StartError {
     /// The webhook client cannot be set up.
     #[error(transparent)]
     Notify(#[from] notify::ClientError),
+    /// `SIGHUP` cannot be listened for.
+    #[error("cannot listen for SIGHUP (certificate reloads): {0}")]
+    Signal(std::io::Error),
     /// `[telemetry] metrics_listen` cannot be bound.
     #[error("cannot serve metrics at `[telemetry] metrics_listen`: {0}")]
     Metrics(std::io::Error),
@@ -102,6 +110,43 @@ fn load_security(config: &config::Config) -> Result<runway_identity::tls::Securi
     Ok(security)
 }
 
+/// Calls one client connection may have open at once (an agent holds one
+/// or two; a CLI a few).
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Reads `[tls]` again on `SIGHUP` and when one of its files changes: new
+/// handshakes use the new files, and connections whose certificate the
+/// new CA or revocation list refuses are closed. A failed reload keeps
+/// the old config. (etcd's client keeps the certificate it started with.)
+fn watch_certificates(
+    config: &Arc<config::Config>,
+    acceptor: &accept::Acceptor,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let tls = &config.tls;
+    let files = [&tls.ca, &tls.cert, &tls.key, &tls.crl].into_iter().flatten().cloned().collect();
+    let trigger = runway_daemon::reload::Trigger::new(files, runway_daemon::reload::POLL_EVERY)
+        .map_err(StartError::Signal)?;
+    let (config, acceptor) = (Arc::clone(config), acceptor.clone());
+    runway_daemon::reload::spawn(tracker, shutdown, trigger, "certificates", move || {
+        let reloaded = reload_certificates(&config, &acceptor);
+        std::future::ready(reloaded)
+    });
+    Ok(())
+}
+
+fn reload_certificates(config: &config::Config, acceptor: &accept::Acceptor) -> Result<String, String> {
+    let security = config.tls.load("`[tls] ca, cert and key`").map_err(|e| e.to_string())?;
+    let credentials = security.credentials().ok_or("[tls] insecure cannot change without a restart")?;
+    config::names_a_coordinator(credentials.identity()).map_err(|e| format!("[tls] cert: {e}"))?;
+    let tls = credentials.server_tls().map_err(|e| e.to_string())?;
+    let closed = acceptor.reload(tls);
+    Ok(format!(
+        "new connections use them; closed {closed} connection(s) whose certificate is no longer accepted"
+    ))
+}
+
 /// Runs a coordinator on `listener` until `shutdown` fires.
 pub async fn run(
     config: config::Config,
@@ -115,6 +160,20 @@ pub async fn run(
         );
     }
     let security = load_security(&config)?;
+    // Every connection is a file; the caps mean nothing under a lower limit.
+    let files = runway_daemon::limits::raise_open_files(config.server.max_connections as u64 + 1024);
+    if files < config.server.max_connections as u64 {
+        tracing::warn!(
+            open_files = files,
+            max_connections = config.server.max_connections,
+            "the open-files limit is below `[server] max_connections`; raise LimitNOFILE"
+        );
+    }
+    let server_tls = match security.credentials() {
+        Some(credentials) => Some(credentials.server_tls().map_err(|e| StartError::Tls(e.to_string()))?),
+        None => None,
+    };
+    let acceptor = accept::Acceptor::new(config.server, server_tls);
     let mut options = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
@@ -161,7 +220,9 @@ pub async fn run(
     let notifier = notify::Notifier::new(Arc::clone(&config), store.clone(), kv, tracker.clone())?;
     tracker.spawn(notifier.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
 
-    let server_tls = security.server();
+    if !config.tls.insecure {
+        watch_certificates(&config, &acceptor, &tracker, shutdown.clone())?;
+    }
     let shared = Arc::new(api::Shared {
         config: Arc::clone(&config),
         security,
@@ -172,13 +233,14 @@ pub async fn run(
         engine,
         bus,
         notifier,
+        refusals: api::refusals::RefusalLimiter::default(),
     });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
-    let incoming = systemd::ready_when_accepting(tokio_stream::wrappers::TcpListenerStream::new(listener));
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = server_tls {
-        server = server.tls_config(tls)?;
-    }
+    // TLS runs in `accept`, one task per handshake, before tonic sees a connection.
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     // Bundles travel in operator requests and agent commands: both services
     // take messages up to the size every runway hop is built for (a
     // coordinator's smaller `max_bundle_bytes` is refused by the handler,
@@ -190,10 +252,16 @@ pub async fn run(
     let agents = AgentChannelServer::new(api::agents::AgentService::new(shared))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let serve = server
-        .add_service(operator)
-        .add_service(agents)
-        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let router = server.add_service(operator).add_service(agents);
+    let stop = shutdown.clone().cancelled_owned();
+    let serve: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        if config.tls.insecure {
+            let incoming = acceptor.serve_plain(listener, &tracker, shutdown.clone());
+            Box::pin(router.serve_with_incoming_shutdown(systemd::ready_when_accepting(incoming), stop))
+        } else {
+            let incoming = acceptor.serve_tls(listener, &tracker, shutdown.clone());
+            Box::pin(router.serve_with_incoming_shutdown(systemd::ready_when_accepting(incoming), stop))
+        };
     let served = systemd::report_while(election, serve).await;
     shutdown.cancel();
     tracker.close();

@@ -68,6 +68,12 @@ struct Env {
     environment: String,
 }
 
+/// Why a connection was closed before it carried a call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
 /// One rollout in maintenance mode now.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Maintenance {
@@ -92,6 +98,8 @@ pub struct Metrics {
     maintenance_duration: HistogramFamily<Env>,
     maintenance_started: Family<Maintenance, Gauge>,
     maintenance_allowed: Family<Maintenance, Gauge>,
+    connections_open: Gauge,
+    connections_refused: Family<Reason, Counter>,
     /// Rollouts this leader runs: id → labels of their `runway_rollouts` series.
     running: Mutex<HashMap<String, EnvState>>,
     /// Rollouts in maintenance mode: id → labels and when it went on.
@@ -122,6 +130,8 @@ impl Metrics {
             maintenance_duration: Family::new_with_constructor(long_buckets),
             maintenance_started: Family::default(),
             maintenance_allowed: Family::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Family::default(),
             running: Mutex::default(),
             in_maintenance: Mutex::default(),
             registry: Registry::default(),
@@ -142,6 +152,17 @@ impl Metrics {
             "agent_connected",
             "1 while the agent is connected to this leader, 0 once it left",
             m.agent_connected.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Client connections open now, handshaking or established",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed before their first call: over a connection cap, or a TLS handshake that \
+             timed out or failed",
+            m.connections_refused.clone(),
         );
         r.register("rollouts", "Rollouts this leader runs now, by environment and state", m.rollouts.clone());
         r.register(
@@ -199,6 +220,16 @@ impl Metrics {
     /// Agent `name` of `environment` with `roles` attached to this leader.
     /// Constant time: with ten thousand agents, recounting everyone at
     /// each attach would cost more than the attach itself.
+    /// A client connection opened (`+1`) or closed (`-1`).
+    pub fn connections_open(&self, delta: i64) {
+        self.connections_open.inc_by(delta);
+    }
+
+    /// A connection was closed for `reason` before it carried a call.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&Reason { reason }).inc();
+    }
+
     pub fn agent_attached(&self, environment: &str, name: &str, roles: &[String]) {
         self.agent_connected
             .get_or_create(&EnvAgent { environment: environment.into(), agent: name.into() })

@@ -182,7 +182,7 @@ pub fn writable_dir(dir: &Path) -> Result<(), String> {
 }
 
 /// Checks `[tls]`: nothing in insecure mode; else `ca`, `cert` and `key`
-/// are set and, with [`Files::Check`], readable, and they load (PEM, the
+/// are set and, with [`Files::Check`], readable (and `crl` when set), and they load (PEM, the
 /// certificate chains to the CA, the key is the certificate's). Returns
 /// what loaded, for the caller to check the identity it names.
 pub fn tls(tls: &TlsFiles, files: Files, problems: &mut Problems) -> Option<Security> {
@@ -211,6 +211,9 @@ pub fn tls(tls: &TlsFiles, files: Files, problems: &mut Problems) -> Option<Secu
             problems.check(format_args!("[tls] {key}"), readable_file(path));
         }
     }
+    if let Some(crl) = &tls.crl {
+        problems.check("[tls] crl", readable_file(crl));
+    }
     if problems.found.len() > before {
         return None;
     }
@@ -224,6 +227,7 @@ pub fn tls(tls: &TlsFiles, files: Files, problems: &mut Problems) -> Option<Secu
                 TlsError::Read { path, .. }
                 | TlsError::NoPem { path, .. }
                 | TlsError::Identity { path, .. } => key_of(path),
+                TlsError::Crl { .. } => "crl",
                 TlsError::NotFromCa { .. } => "cert",
                 TlsError::KeyMismatch { .. } => "key",
                 _ => "",

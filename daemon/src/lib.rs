@@ -6,7 +6,11 @@
 //! - [`notify`]: the sd_notify protocol, for `Type=notify` units with a
 //!   watchdog.
 //! - [`metrics_endpoint`]: an opt-in HTTP listener answering `GET /metrics`.
+//! - [`reload`]: `SIGHUP` and changed files trigger reading certificates again.
+//! - [`limits`]: process limits (open files) a daemon raises for itself.
 
 pub mod config_check;
+pub mod limits;
 pub mod metrics_endpoint;
 pub mod notify;
+pub mod reload;

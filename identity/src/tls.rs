@@ -7,18 +7,27 @@
 //! the runway CA does not vouch for, but the `runway://coordinator/NAME`
 //! SAN. An agent's or operator's certificate cannot pose as a coordinator
 //! even though the same CA issued it.
+//!
+//! A revocation list (`[tls] crl`, PEM CRLs from any CA tool, or the one
+//! `runway certs revoke` keeps) is checked on both sides: a server refuses
+//! a revoked client at the handshake, a client refuses a revoked
+//! coordinator. Long-running holders load the files again when told to
+//! ([`Security::adopt`] for clients, [`ServerTls`] for the coordinator's
+//! server), so revoking or rotating a certificate needs no restart.
 
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, ServerTlsConfig, Uri};
@@ -36,6 +45,10 @@ pub struct TlsFiles {
     pub cert: Option<PathBuf>,
     /// PEM file with this holder's private key (PKCS#8, SEC1 or PKCS#1).
     pub key: Option<PathBuf>,
+    /// PEM file with certificate revocation lists (one per CA, any
+    /// number): a certificate listed there is refused at the handshake.
+    /// Read again on reload, like the other files.
+    pub crl: Option<PathBuf>,
     /// Plain-text gRPC without certificates: for throwaway test setups only.
     pub insecure: bool,
 }
@@ -55,6 +68,8 @@ pub struct Credentials {
     cert_pem: Vec<u8>,
     key_pem: Vec<u8>,
     roots: Arc<RootCertStore>,
+    /// From `[tls] crl`; empty without one.
+    crls: Vec<CertificateRevocationListDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     identity: Identity,
     /// The client side, built once: every dial to a coordinator reuses it.
@@ -86,6 +101,10 @@ pub enum TlsError {
     NotFromCa { cert: PathBuf, ca: PathBuf, why: String },
     #[error("{} is not the key of {}: {why}", key.display(), cert.display())]
     KeyMismatch { key: PathBuf, cert: PathBuf, why: String },
+    #[error("{} holds no usable certificate revocation list: {why}", path.display())]
+    Crl { path: PathBuf, why: String },
+    #[error("cannot build the TLS server config: {0}")]
+    Server(String),
     #[error("bad address {address:?}: {why}")]
     Address { address: String, why: String },
 }
@@ -133,19 +152,48 @@ impl TlsFiles {
             ca: ca.clone(),
             why,
         })?;
+        let crls = match &self.crl {
+            Some(path) => read_crls(path, &roots)?,
+            None => Vec::new(),
+        };
         let roots = Arc::new(roots);
-        let connector = CoordinatorConnector::new(&roots, chain.clone(), key_der)
+        let connector = CoordinatorConnector::new(&roots, &crls, chain.clone(), key_der)
             .map_err(|why| TlsError::KeyMismatch { key: key.clone(), cert: cert.clone(), why })?;
         Ok(Security::Mutual(Arc::new(Credentials {
             ca_pem,
             cert_pem,
             key_pem,
             roots,
+            crls,
             chain,
             identity,
             connector,
         })))
     }
+}
+
+/// The CRLs in `path`: at least one, each parseable (an empty or garbled
+/// file is an error, never "nothing revoked").
+fn read_crls(
+    path: &Path,
+    roots: &RootCertStore,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let wrong = |why: String| TlsError::Crl { path: path.to_owned(), why };
+    let crls = CertificateRevocationListDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| wrong(e.to_string()))?;
+    if crls.is_empty() {
+        return Err(wrong(
+            "no PEM `X509 CRL` block (`runway certs revoke --dir DIR` writes an empty one)".into(),
+        ));
+    }
+    // The verifier parses them; building one here reports a bad CRL now
+    // rather than at the first handshake.
+    WebPkiClientVerifier::builder(Arc::new(roots.clone()))
+        .with_crls(crls.iter().cloned())
+        .build()
+        .map_err(|e| wrong(e.to_string()))?;
+    Ok(crls)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -207,6 +255,62 @@ impl Credentials {
     pub fn key_pem(&self) -> &[u8] {
         &self.key_pem
     }
+
+    /// The server side of these credentials: our certificate, a client
+    /// certificate required, chaining to the CA and not revoked.
+    pub fn server_tls(&self) -> Result<ServerTls, TlsError> {
+        let verifier = client_verifier(&self.roots, &self.crls)?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| TlsError::Server(e.to_string()))?;
+        let mut config = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(Arc::clone(&verifier))
+            .with_single_cert(self.chain.clone(), key)
+            .map_err(|e| TlsError::Server(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(ServerTls { config: Arc::new(config), verifier })
+    }
+}
+
+/// Client certificates from `roots`, checked against `crls`. A CA
+/// without a CRL in the file is not an error (its certificates' status is
+/// unknown, and accepted), so one CRL need not cover every CA.
+fn client_verifier(
+    roots: &Arc<RootCertStore>,
+    crls: &[CertificateRevocationListDer<'static>],
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder(Arc::clone(roots))
+        .with_crls(crls.iter().cloned())
+        .allow_unknown_revocation_status()
+        .build()
+        .map_err(|e| TlsError::Server(e.to_string()))
+}
+
+/// A TLS server's config, and the check it makes of client certificates,
+/// so a server that reloads can ask whether the peers of its open
+/// connections would still be let in ([`ServerTls::admits`]).
+#[derive(Clone)]
+pub struct ServerTls {
+    /// For `tokio_rustls::TlsAcceptor`: ALPN `h2`, client certificates required.
+    pub config: Arc<rustls::ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls").finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// `Err(why)` when a handshake with `chain` (end entity first) would be
+    /// refused now: not from the CA, revoked, expired.
+    pub fn admits(&self, chain: &[CertificateDer<'_>]) -> Result<(), String> {
+        let (end_entity, intermediates) = chain.split_first().ok_or("no client certificate")?;
+        self.verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Security {
@@ -260,6 +364,53 @@ impl Security {
         }
     }
 
+    /// Makes connections opened from now on use `fresh`'s certificate, key,
+    /// CA and CRLs (connections already open keep theirs). `fresh` must be
+    /// in the same mode and name the same identity: a reload rotates
+    /// credentials, it does not turn one holder into another. What else
+    /// these credentials hold (the CA for signatures, the signing key)
+    /// stays as loaded.
+    pub fn adopt(&self, fresh: &Security) -> Result<(), String> {
+        match (self, fresh) {
+            (Security::Insecure, Security::Insecure) => Ok(()),
+            (Security::Mutual(old), Security::Mutual(new)) if old.identity == new.identity => {
+                let config = new.connector.current();
+                *old.connector.config.write().expect("connector lock") = config;
+                Ok(())
+            }
+            (Security::Mutual(old), Security::Mutual(new)) => Err(format!(
+                "the new certificate names {}, not {}: a different identity needs a restart",
+                new.identity, old.identity
+            )),
+            _ => Err("TLS cannot be switched on or off without a restart".into()),
+        }
+    }
+
+    /// Why the coordinator at `addr` refuses our TLS, if that is what it
+    /// does: for a call that failed on a connection that broke without
+    /// saying why. With TLS 1.3 a server refuses a client certificate
+    /// after the client thinks the handshake is done, and the alert that
+    /// says why (revoked, unknown CA) can be lost with the connection; this
+    /// dials once more and reads that alert, waiting a few seconds at most.
+    pub async fn diagnose(&self, addr: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        use tower_service::Service;
+        let Security::Mutual(credentials) = self else { return None };
+        let uri = self.endpoint(addr).ok()?.uri().clone();
+        let mut connector = credentials.connector.clone();
+        let wait = std::time::Duration::from_secs(3);
+        let mut tls = match tokio::time::timeout(wait, connector.call(uri)).await {
+            Ok(Ok(io)) => io.into_inner(),
+            Ok(Err(e)) => return handshake_failure(e.as_ref()),
+            Err(_) => return None,
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(std::time::Duration::from_secs(1), tls.read(&mut byte)).await {
+            Ok(Err(e)) => handshake_failure(&e),
+            _ => None,
+        }
+    }
+
     /// The gRPC server's TLS: our certificate, client certificates required
     /// and checked against the CA. Which identity may call what is the
     /// services' business.
@@ -284,26 +435,34 @@ impl Security {
     }
 }
 
-/// TCP, then TLS that accepts only a coordinator's certificate.
+/// TCP, then TLS that accepts only a coordinator's certificate. Clones
+/// share the config, which [`Security::adopt`] replaces for the
+/// connections made after it.
 #[derive(Clone)]
 struct CoordinatorConnector {
-    config: Arc<rustls::ClientConfig>,
+    config: Arc<RwLock<Arc<rustls::ClientConfig>>>,
 }
 
 impl CoordinatorConnector {
     /// `Err` when the key does not match the certificate.
     fn new(
         roots: &Arc<RootCertStore>,
+        crls: &[CertificateRevocationListDer<'static>],
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, String> {
+        let verifier = CoordinatorsOnly::new(Arc::clone(roots), crls).map_err(|e| e.to_string())?;
         let mut config = rustls::ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(CoordinatorsOnly::new(Arc::clone(roots))))
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_auth_cert(chain, key)
             .map_err(|e| e.to_string())?;
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Self { config: Arc::new(config) })
+        Ok(Self { config: Arc::new(RwLock::new(Arc::new(config))) })
+    }
+
+    fn current(&self) -> Arc<rustls::ClientConfig> {
+        Arc::clone(&self.config.read().expect("connector lock"))
     }
 }
 
@@ -319,7 +478,7 @@ impl tower_service::Service<Uri> for CoordinatorConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let config = Arc::clone(&self.config);
+        let config = self.current();
         Box::pin(async move {
             let host = uri.host().ok_or("address without a host")?.trim_matches(['[', ']']).to_owned();
             let port = uri.port_u16().unwrap_or(443);
@@ -337,11 +496,16 @@ impl tower_service::Service<Uri> for CoordinatorConnector {
 /// the same certificates against the same coordinator cannot help.
 pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::{AlertDescription, CertificateError, Error as Tls};
+    fn in_io(io: &std::io::Error) -> Option<&rustls::Error> {
+        io.get_ref()?.downcast_ref::<rustls::Error>()
+    }
     let mut next = Some(error);
     while let Some(current) = next {
-        let tls = current.downcast_ref::<Tls>().or_else(|| {
-            current.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<Tls>())
-        });
+        // h2's error hides the I/O error it wraps from `source()`.
+        let tls = current
+            .downcast_ref::<Tls>()
+            .or_else(|| current.downcast_ref::<std::io::Error>().and_then(in_io))
+            .or_else(|| current.downcast_ref::<h2::Error>()?.get_io().and_then(in_io));
         if let Some(tls) = tls {
             return Some(match tls {
                 Tls::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
@@ -351,6 +515,11 @@ pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<St
                     "TLS: the coordinator's certificate has expired".into()
                 }
                 Tls::InvalidCertificate(other) => format!("TLS: the coordinator's certificate is refused: {other}"),
+                Tls::AlertReceived(AlertDescription::CertificateRevoked) => {
+                    "TLS: the coordinator refused our client certificate: it is revoked (on the revocation list \
+                     in the coordinator's [tls] crl); ask for a new one"
+                        .into()
+                }
                 Tls::AlertReceived(
                     alert @ (AlertDescription::CertificateRequired
                     | AlertDescription::BadCertificate
@@ -371,22 +540,4 @@ pub fn handshake_failure(error: &(dyn std::error::Error + 'static)) -> Option<St
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coordinator_addresses_are_checked_without_reading_a_file() {
-        let tls = TlsFiles::default();
-        for good in ["https://10.0.0.5:7400", "10.0.0.5:7400", "https://[::1]:7400", "https://coord-1"] {
-            tls.check_address(good).unwrap_or_else(|e| panic!("{good}: {e}"));
-        }
-        let wrong_scheme = tls.check_address("http://10.0.0.5:7400").unwrap_err().to_string();
-        assert!(wrong_scheme.contains("TLS is on"), "{wrong_scheme}");
-        let bad_port = tls.check_address("https://10.0.0.5:notaport").unwrap_err().to_string();
-        assert!(bad_port.contains("invalid port number \"notaport\""), "{bad_port}");
-        let insecure = TlsFiles { insecure: true, ..TlsFiles::default() };
-        insecure.check_address("http://127.0.0.1:7400").unwrap();
-        assert!(insecure.check_address("https://127.0.0.1:7400").is_err());
-        assert_eq!(Security::Insecure.address("127.0.0.1:7400").unwrap(), "http://127.0.0.1:7400");
-    }
-}
+mod tests;

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 
 use crate::Identity;
 
@@ -23,10 +23,18 @@ pub(crate) struct CoordinatorsOnly {
 struct NotACoordinator(String);
 
 impl CoordinatorsOnly {
-    pub(crate) fn new(roots: Arc<RootCertStore>) -> Self {
-        let webpki =
-            WebPkiServerVerifier::builder(roots).build().expect("a CA was loaded, so roots are not empty");
-        Self { webpki }
+    /// Checks the coordinator's certificate against `crls` too (a CA
+    /// without a CRL there is not an error). `Err` only for a CRL that
+    /// cannot be parsed.
+    pub(crate) fn new(
+        roots: Arc<RootCertStore>,
+        crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<Self, VerifierBuilderError> {
+        let webpki = WebPkiServerVerifier::builder(roots)
+            .with_crls(crls.iter().cloned())
+            .allow_unknown_revocation_status()
+            .build()?;
+        Ok(Self { webpki })
     }
 }
 

@@ -118,6 +118,10 @@ fn main() {
         heartbeat_secs: args.heartbeat_secs,
         metrics: true,
         tls: !args.insecure,
+        // Every simulated agent connects from 127.0.0.1: the caps must fit the fleet.
+        coordinator_toml: format!(
+            "[server]\nmax_connections = {needed}\nmax_connections_per_peer = {needed}\n"
+        ),
         ..Options::default()
     });
     let leader = cluster.leader().expect("a leader");

@@ -137,6 +137,9 @@ pub struct Options {
     /// The coordinators run this binary instead of the workspace's
     /// `runway-coordinator` (e.g. one built without the test switches).
     pub coordinator_bin: Option<PathBuf>,
+    /// With TLS: the CA keeps a revocation list (`pki/ca.crl`) that every
+    /// coordinator and agent config names (see [`Pki::with_revocation`]).
+    pub revocation: bool,
 }
 
 impl Default for Options {
@@ -160,6 +163,7 @@ impl Default for Options {
             heartbeat_secs: 1,
             log_hooks: false,
             coordinator_bin: None,
+            revocation: false,
         }
     }
 }
@@ -190,7 +194,9 @@ impl Cluster {
         let host = |name: &str| net.as_ref().map_or_else(Host::loopback, |net| net.host(name));
         assert!(options.etcd_members == 1 || net.is_some(), "several etcd members need netns");
         let etcd_hosts: Vec<Host> = (0..options.etcd_members).map(|i| host(&format!("etcd{i}"))).collect();
-        let pki = options.tls.then(|| Pki::create(&root));
+        let pki = options
+            .tls
+            .then(|| if options.revocation { Pki::with_revocation(&root) } else { Pki::create(&root) });
         let names: Vec<String> = (1..=options.coordinators).map(|i| format!("coord-{i}")).collect();
         let etcd = Etcd::start_on(&root, &etcd_hosts, pki.as_ref(), &names);
         let pg = Postgres::start_on(&root, &host("pg"));

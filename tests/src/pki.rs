@@ -23,6 +23,8 @@ pub const OPERATORS: &[(&str, &[&str])] = &[
 pub struct Pki {
     dir: PathBuf,
     ca: Authority,
+    /// The revocation list every holder's `[tls] crl` names, when on.
+    crl: Option<PathBuf>,
 }
 
 /// The three files of one holder.
@@ -31,6 +33,8 @@ pub struct TlsPaths {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The revocation list, when the PKI keeps one ([`Pki::with_revocation`]).
+    pub crl: Option<PathBuf>,
 }
 
 impl TlsPaths {
@@ -40,7 +44,7 @@ impl TlsPaths {
             ca: Some(self.ca.clone()),
             cert: Some(self.cert.clone()),
             key: Some(self.key.clone()),
-            insecure: false,
+            ..runway_identity::tls::TlsFiles::default()
         }
         .load("test")
         .expect("test certificates load")
@@ -48,7 +52,8 @@ impl TlsPaths {
 
     /// A `[tls]` table for a config file.
     pub fn toml(&self) -> String {
-        format!("[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n", self.ca, self.cert, self.key)
+        let crl = self.crl.as_ref().map(|crl| format!("crl = {crl:?}\n")).unwrap_or_default();
+        format!("[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{crl}", self.ca, self.cert, self.key)
     }
 
     /// `RUNWAY_CA`, `RUNWAY_CERT`, `RUNWAY_KEY` for the CLI.
@@ -77,7 +82,24 @@ impl Pki {
         std::fs::create_dir_all(&dir).expect("create pki dir");
         let ca = Authority::create(DAYS).expect("create CA");
         std::fs::write(dir.join("ca.pem"), &ca.own().cert_pem).expect("write CA");
-        Pki { dir, ca }
+        Pki { dir, ca, crl: None }
+    }
+
+    /// Like [`Pki::create`], laid out as `runway certs` keeps its CA (the
+    /// key in `ca.key`, so `runway certs revoke --dir` works on it) with
+    /// an empty revocation list `ca.crl` that every config names.
+    pub fn with_revocation(dir: &Path) -> Pki {
+        let mut pki = Pki::create(dir);
+        std::fs::write(pki.dir.join("ca.key"), &pki.ca.own().key_pem).expect("write CA key");
+        let crl = pki.dir.join("ca.crl");
+        std::fs::write(&crl, pki.ca.revocation_list(&[], DAYS).expect("sign a CRL")).expect("write CRL");
+        pki.crl = Some(crl);
+        pki
+    }
+
+    /// Where the CA and the certificates are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The CA certificate file.
@@ -136,7 +158,7 @@ impl Pki {
         let key = self.dir.join(format!("{stem}.key"));
         std::fs::write(&cert, cert_pem).expect("write certificate");
         std::fs::write(&key, key_pem).expect("write key");
-        TlsPaths { ca: self.ca_path(), cert, key }
+        TlsPaths { ca: self.ca_path(), cert, key, crl: self.crl.clone() }
     }
 }
 

@@ -43,6 +43,7 @@ fn holder(cluster: &Cluster, stem: &str) -> TlsPaths {
         ca: dir.join("ca.pem"),
         cert: dir.join(format!("{stem}.pem")),
         key: dir.join(format!("{stem}.key")),
+        crl: None,
     };
     assert!(Path::new(&paths.cert).exists(), "{} exists", paths.cert.display());
     paths

@@ -19,6 +19,7 @@ use tonic::Request;
 use super::Shared;
 use super::auth::Operator;
 use super::error::ApiError;
+use super::refusals::Verdict;
 use crate::config::Role;
 use crate::rollout::audit::Outcome;
 use crate::store::StoreError;
@@ -62,7 +63,9 @@ impl Shared {
     }
 
     /// Records in the audit log that `entry`'s action was refused when
-    /// `result` is an error, then hands `result` back. Best effort: a
+    /// `result` is an error, then hands `result` back; one refusal per
+    /// caller and action a minute, counting the others (see [`super::refusals`]).
+    /// Best effort: a
     /// follower's refusal (the caller retries against the leader) and a
     /// refusal that cannot be written are not recorded; the latter is logged.
     pub async fn audited<T>(&self, entry: &AuditEntry, result: Result<T, ApiError>) -> Result<T, ApiError> {
@@ -71,7 +74,16 @@ impl Shared {
             return result;
         }
         let Ok(term) = self.leader_term() else { return result };
-        if let Err(e) = self.store.audit().append(&term, entry, Outcome::Refused, &refusal(error)).await {
+        let mut entry = entry.clone();
+        match self.refusals.refused(&entry.actor, &entry.action) {
+            Verdict::Skip => return result,
+            Verdict::Write { held_back: 0 } => {}
+            Verdict::Write { held_back } => {
+                tracing::warn!(actor = %entry.actor, held_back, "refused calls of this caller were not written to the audit log: one per action a minute is");
+                entry.parameters.insert("refusals_not_recorded".into(), held_back.to_string());
+            }
+        }
+        if let Err(e) = self.store.audit().append(&term, &entry, Outcome::Refused, &refusal(error)).await {
             tracing::warn!(action = %entry.action, actor = %entry.actor, error = %e, "cannot record a refused action in the audit log");
         }
         result

@@ -9,6 +9,7 @@ pub mod error;
 pub mod operator;
 pub mod plan;
 pub mod policy;
+pub mod refusals;
 mod signed;
 pub mod status;
 
@@ -61,6 +62,8 @@ pub struct Shared {
     pub bus: EventBus,
     /// Tells webhooks about rollouts; `rollout show` reads its records.
     pub notifier: crate::notify::Notifier,
+    /// Which refused calls are written to the audit log.
+    pub refusals: refusals::RefusalLimiter,
 }
 
 impl Shared {

@@ -229,7 +229,7 @@ pub fn serve_part_if_asked() {
             tls => {
                 let path = |k: &str| Some(PathBuf::from(tls[k].as_str().unwrap_or_default()));
                 let files =
-                    TlsFiles { ca: path("ca"), cert: path("cert"), key: path("key"), insecure: false };
+                    TlsFiles { ca: path("ca"), cert: path("cert"), key: path("key"), ..TlsFiles::default() };
                 files.load("the simulated agent's certificate").expect("load a freshly issued certificate")
             }
         });

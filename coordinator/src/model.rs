@@ -13,7 +13,10 @@ use runway_proto::v1;
 use runway_telemetry::TraceParent;
 use serde::{Deserialize, Serialize};
 
+mod analysis;
 mod record_wire;
+
+pub use analysis::{AnalysisRecord, AnalysisTally, MonitorRecord, MonitorState};
 
 /// A rollout as saved in etcd. Written before each transition is acted on.
 /// Its JSON names every host once (see [`record_wire`], which also says
@@ -73,6 +76,8 @@ pub struct RolloutRecord {
     /// Known agents the operator left out of this rollout (`--skip-host`):
     /// they were away, or were excluded on purpose.
     pub skipped_hosts: Vec<String>,
+    /// What the Prometheus analysis counted, and the `monitor` phase.
+    pub analysis: AnalysisRecord,
 }
 
 /// One database of a rollout: the DB step target that reaches it

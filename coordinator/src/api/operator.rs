@@ -167,6 +167,7 @@ impl OperatorService {
             notify: policy.webhooks.iter().map(|w| w.name.clone()).collect(),
             databases,
             skipped_hosts: request.skip_hosts,
+            analysis: Default::default(),
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");

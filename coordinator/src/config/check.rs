@@ -22,6 +22,9 @@ pub(super) fn addresses_and_files(config: &Config, files: Files, problems: &mut 
     if let Some(endpoint) = config.telemetry.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
         problems.check("[telemetry] otlp_endpoint", config_check::http_url(endpoint));
     }
+    if let Some(prometheus) = &config.prometheus {
+        super::analysis::check_prometheus(prometheus, files, problems);
+    }
     if let Some(Security::Mutual(credentials)) = config_check::tls(&config.tls, files, problems) {
         problems.check("[tls] cert", names_a_coordinator(credentials.identity()));
     }

@@ -18,8 +18,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    ApprovalGate, DatabaseRecord, RolloutRecord, RolloutState, SignatureRecord, StepKind, StepRecord,
-    StepState, TraceRecord,
+    AnalysisRecord, ApprovalGate, DatabaseRecord, RolloutRecord, RolloutState, SignatureRecord, StepKind,
+    StepRecord, StepState, TraceRecord,
 };
 
 /// Host names in first-seen order, and each one's index.
@@ -120,6 +120,8 @@ struct RecordOut<'a> {
     databases: &'a [DatabaseRecord],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     skipped_hosts: &'a [String],
+    #[serde(skip_serializing_if = "AnalysisRecord::is_empty")]
+    analysis: &'a AnalysisRecord,
 }
 
 impl Serialize for RolloutRecord {
@@ -149,6 +151,7 @@ impl Serialize for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            analysis,
         } = self;
         let mut table = HostTable::default();
         let steps = steps
@@ -193,6 +196,7 @@ impl Serialize for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            analysis,
         }
         .serialize(serializer)
     }
@@ -257,6 +261,8 @@ struct RecordIn {
     databases: Vec<DatabaseRecord>,
     #[serde(default)]
     skipped_hosts: Vec<String>,
+    #[serde(default)]
+    analysis: AnalysisRecord,
 }
 
 impl<'de> Deserialize<'de> for RolloutRecord {
@@ -287,6 +293,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            analysis,
         } = RecordIn::deserialize(deserializer)?;
         let steps = steps
             .into_iter()
@@ -344,6 +351,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             trace,
             databases,
             skipped_hosts,
+            analysis,
         })
     }
 }

@@ -68,6 +68,22 @@ struct Env {
     environment: String,
 }
 
+/// One analysis check in one phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Analysis {
+    environment: String,
+    check: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnalysisOutcome {
+    environment: String,
+    check: String,
+    phase: &'static str,
+    outcome: &'static str,
+}
+
 /// One rollout in maintenance mode now.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Maintenance {
@@ -92,6 +108,8 @@ pub struct Metrics {
     maintenance_duration: HistogramFamily<Env>,
     maintenance_started: Family<Maintenance, Gauge>,
     maintenance_allowed: Family<Maintenance, Gauge>,
+    analysis_measurements: Family<AnalysisOutcome, Counter>,
+    analysis_value: Family<Analysis, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Rollouts this leader runs: id → labels of their `runway_rollouts` series.
     running: Mutex<HashMap<String, EnvState>>,
     /// Rollouts in maintenance mode: id → labels and when it went on.
@@ -122,6 +140,8 @@ impl Metrics {
             maintenance_duration: Family::new_with_constructor(long_buckets),
             maintenance_started: Family::default(),
             maintenance_allowed: Family::default(),
+            analysis_measurements: Family::default(),
+            analysis_value: Family::default(),
             running: Mutex::default(),
             in_maintenance: Mutex::default(),
             registry: Registry::default(),
@@ -184,7 +204,34 @@ impl Metrics {
             "How long the rollout's downtime class allows maintenance mode to stay on",
             m.maintenance_allowed.clone(),
         );
+        r.register(
+            "analysis_measurements",
+            "Prometheus analysis measurements this leader saved, by check, phase and outcome",
+            m.analysis_measurements.clone(),
+        );
+        r.register(
+            "analysis_value",
+            "The last value an analysis check measured, by check and phase",
+            m.analysis_value.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// An analysis measurement of `check` in `phase` was saved.
+    pub fn analysis_measured(
+        &self,
+        environment: &str,
+        check: &str,
+        phase: &'static str,
+        outcome: &'static str,
+        value: Option<f64>,
+    ) {
+        let labels = AnalysisOutcome { environment: environment.into(), check: check.into(), phase, outcome };
+        self.analysis_measurements.get_or_create(&labels).inc();
+        if let Some(value) = value {
+            let labels = Analysis { environment: environment.into(), check: check.into(), phase };
+            self.analysis_value.get_or_create(&labels).set(value);
+        }
     }
 
     /// This coordinator leads (with `token`) or follows (the leader's

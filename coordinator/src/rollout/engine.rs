@@ -659,24 +659,49 @@ impl Run<'_> {
             command
         };
         if step.kind == StepKind::Restart && !step.recovery {
-            return self.in_batches(&step, &Batching::of_restart(&policy.restart), make, deadline).await;
+            let batching = Batching::of_restart(&policy.restart);
+            let mut analysis = analysis::Analysis::for_canary(&self.engine.config, record, &step, &batching);
+            let result = self.in_batches(&step, &batching, make, deadline, analysis.as_mut()).await;
+            if let Some(analysis) = analysis {
+                record.analysis = analysis.into_counts();
+            }
+            return result;
         }
         // Several databases: backups `parallel` at a time; migrations canary first, then batches.
         if !step.recovery && step.hosts.len() > 1 {
             match step.kind {
                 StepKind::Backup => {
                     let batching = databases::backup_batching(&policy.databases);
-                    return self.in_batches(&step, &batching, make, deadline).await;
+                    return self.in_batches(&step, &batching, make, deadline, None).await;
                 }
                 StepKind::Migrate => {
                     let batching = databases::migrate_batching(&policy.databases);
-                    return self.in_batches(&step, &batching, make, deadline).await;
+                    return self.in_batches(&step, &batching, make, deadline, None).await;
                 }
                 _ => {}
             }
         }
         if step.kind == StepKind::Watch {
-            return self.until_first_failure(&step, make, deadline).await;
+            let changed = restart::changed_hosts(record);
+            let mut analysis = analysis::Analysis::new(
+                &self.engine.config,
+                record,
+                analysis::Phase::Watch,
+                step.kind.name(),
+                step.hosts.clone(),
+                changed
+                    .iter()
+                    .filter(|h| step.hosts.contains(h))
+                    .take(policy.restart.canary as usize)
+                    .cloned()
+                    .collect(),
+                Vec::new(),
+            );
+            let result = self.until_first_failure(&step, make, deadline, analysis.as_mut()).await;
+            if let Some(analysis) = analysis {
+                record.analysis = analysis.into_counts();
+            }
+            return result;
         }
         if !step.kind.one_host_at_a_time() {
             let ends = self.start_commands(&step, &step.hosts, make, deadline).all().await?;
@@ -710,6 +735,7 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
+mod analysis;
 mod batches;
 mod follow;
 mod gate;

@@ -85,7 +85,7 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
         coordinator_toml: Prometheus::coordinator_toml(port),
         ..Options::default()
     });
-    let prometheus = prometheus_for(&cluster, port);
+    let _prometheus = prometheus_for(&cluster, port);
     let _load = Load::start(&cluster.apps, 40, Duration::from_secs(150));
 
     // `rollout plan` shows the checks and where they run.
@@ -170,14 +170,16 @@ fn a_canary_twice_as_slow_as_the_baseline_is_rolled_back_and_one_within_the_marg
             "restart = { batch = 2, canary = 1, min_healthy = \"8s\", healthy_deadline = \"15s\" }".into(),
             format!(
                 "analysis = [{}]",
-                check("p99", P99, "compare = \"baseline\", factor = 1.5, margin = 0.01")
+                check("p99", P99, "compare = \"baseline\", factor = 1.5, margin = 0.01, failure_limit = 1")
             ),
         ]
         .join("\n"),
         coordinator_toml: Prometheus::coordinator_toml(port),
         ..Options::default()
     });
-    // v1 (running now) takes 100 ms a page; v2 twice that; v3 110 ms.
+    // v1 (running now) takes 100 ms a page; v2 twice that; v3 110 ms. One
+    // failed measurement is tolerated: a page delayed by a busy machine
+    // can move a P99 over 50 pages, a slower release moves every one.
     for app in &cluster.apps {
         std::fs::write(app.dir.join("slow-version"), "v1 100\nv2 200\nv3 110\n").unwrap();
     }
@@ -223,7 +225,7 @@ fn the_count_of_failed_measurements_continues_across_a_leader_sigkill() {
         app_hosts: 2,
         environment_policy: [
             "maintenance = \"auto\"".to_owned(),
-            "restart = { canary = 1, min_healthy = \"40s\", healthy_deadline = \"15s\" }".into(),
+            "restart = { canary = 1, min_healthy = \"40s\", healthy_deadline = \"60s\" }".into(),
             format!("analysis = [{}]", check("errors", ERRORS, "max = 0.01, failure_limit = 4")),
         ]
         .join("\n"),

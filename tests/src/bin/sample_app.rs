@@ -54,7 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
 }
 
 /// Latency buckets, in seconds.
-const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5];
+const BUCKETS: [f64; 13] = [0.01, 0.05, 0.1, 0.125, 0.15, 0.175, 0.2, 0.225, 0.25, 0.3, 0.5, 1.0, 2.5];
 
 /// What `/metrics` reports.
 #[derive(Default)]

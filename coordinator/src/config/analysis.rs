@@ -147,6 +147,11 @@ pub struct AnalysisCheck {
     /// Time between measurements.
     #[serde(default = "default_interval")]
     pub interval: Span,
+    /// How long after a phase begins its first measurement is taken
+    /// (Argo's `initialDelay`): time for restarted canaries to serve
+    /// traffic. One `interval` unless set.
+    #[serde(default)]
+    pub initial_delay: Option<Span>,
     /// Failed measurements tolerated; one more fails the analysis (Argo's `failureLimit`).
     #[serde(default)]
     pub failure_limit: u32,

@@ -121,7 +121,7 @@ impl Analysis {
                 let tally = record.analysis.tally(phase.name(), &c.name);
                 let since = u64::try_from(now_ms - tally.last_unix_ms).unwrap_or(0);
                 let wait = if tally.measurements == 0 {
-                    interval
+                    c.initial_delay.map_or(interval, |d| d.0)
                 } else {
                     interval.saturating_sub(Duration::from_millis(since))
                 };

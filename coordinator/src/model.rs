@@ -507,6 +507,9 @@ impl RolloutRecord {
             notifications: Vec::new(),
             databases: self.databases.iter().map(DatabaseRecord::to_proto).collect(),
             skipped_hosts: self.skipped_hosts.clone(),
+            monitor: self.analysis.monitor.as_ref().map(|m| m.state.name().to_owned()).unwrap_or_default(),
+            monitor_until_unix_ms: self.analysis.monitor.as_ref().map_or(0, |m| m.until_unix_ms),
+            monitor_reason: self.analysis.monitor.as_ref().map(|m| m.reason.clone()).unwrap_or_default(),
         }
     }
 }

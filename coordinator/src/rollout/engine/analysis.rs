@@ -159,11 +159,6 @@ impl Analysis {
         self.record.analysis
     }
 
-    /// The record as the analysis saved it last.
-    pub fn record(&self) -> &RolloutRecord {
-        &self.record
-    }
-
     /// The check measured next, and when.
     fn next_due(&self) -> (usize, Instant) {
         self.next.iter().copied().enumerate().min_by_key(|(_, at)| *at).expect("an analysis has a check")

@@ -359,3 +359,112 @@ fn a_hung_prometheus_is_inconclusive_and_the_policy_decides() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = holder.join();
 }
+
+fn show(cluster: &Cluster, id: &str) -> serde_json::Value {
+    let out = cluster.runway(&["rollout", "show", id, "--output", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn rollout_id(events: &[serde_json::Value]) -> String {
+    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
+}
+
+#[test]
+fn a_regression_after_success_notifies_and_rolls_back_by_migration_and_a_new_rollout_ends_the_monitor() {
+    use runway_tests::fixtures::{PROFILE, SHOP, write_with_downs};
+    let port = Prometheus::pick_port();
+    let hook = runway_tests::webhook::Receiver::start();
+    let cluster = Cluster::start(Options {
+        coordinators: 1,
+        app_hosts: 2,
+        environment_policy: [
+            "restart = { canary = 1, min_healthy = \"2s\", healthy_deadline = \"15s\" }".to_owned(),
+            "monitor = \"90s\"".into(),
+            "on_monitor_failure = \"rollback\"".into(),
+            format!("webhooks = [{{ name = \"hook\", format = \"json\", url = \"{}\" }}]", hook.url("/hook")),
+            format!("analysis = [{}]", check("errors", ERRORS, "max = 0.01")),
+        ]
+        .join("\n"),
+        coordinator_toml: Prometheus::coordinator_toml(port),
+        ..Options::default()
+    });
+    let _prometheus = prometheus_for(&cluster, port);
+    let _load = Load::start(&cluster.apps, 40, Duration::from_secs(170));
+
+    // 1. v2 succeeds and is monitored.
+    let (out, events) = cluster.roll_out("v2", SHOP, &[]);
+    assert!(out.status.success(), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
+    let first = rollout_id(&events);
+    assert_eq!(show(&cluster, &first)["monitor"]["state"], "monitoring");
+    let text = cluster.runway(&["rollout", "show", &first]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("state        monitoring"), "{text:?}");
+
+    // 2. v3 (a column and a table, with proven downs) starts: v2's monitor
+    //    ends, superseded; v3 succeeds and is monitored in turn.
+    let dir = cluster.path().join("v3");
+    write_with_downs(&dir, SHOP, &[PROFILE]);
+    let out = cluster.runway(&runway_tests::fixtures::rollout_start_args(&dir, "v3"));
+    let events = runway_tests::watch::json_lines(&out.stdout);
+    assert!(out.status.success(), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
+    let second = rollout_id(&events);
+    wait_until("v2's monitor to end, superseded", Duration::from_secs(20), || {
+        (show(&cluster, &first)["monitor"]["state"] == "superseded").then_some(())
+    });
+    assert_eq!(show(&cluster, &first)["state"], "succeeded");
+    assert_eq!(show(&cluster, &second)["monitor"]["state"], "monitoring");
+
+    // 3. Traffic writes to the new schema; then v3 regresses: half its
+    //    pages fail. The monitor notices, tells the webhook, and rolls back
+    //    by migration: the downs run, the write is kept, v2 runs again.
+    cluster
+        .sql("INSERT INTO \"User\" (\"email\", \"name\", \"bio\") VALUES ('late@example.com', 'Late', 'hi')");
+    let regressed = Instant::now();
+    for app in &cluster.apps {
+        std::fs::write(app.dir.join("error-share-version"), "v3 50\n").unwrap();
+    }
+    let rollout = wait_until("the monitor to roll v3 back", Duration::from_secs(90), || {
+        let rollout = show(&cluster, &second);
+        (rollout["state"] == "rolled_back").then_some(rollout)
+    });
+    assert!(regressed.elapsed() < Duration::from_secs(60), "{:?}", regressed.elapsed());
+    assert_eq!(rollout["monitor"]["state"], "degraded", "{rollout:#}");
+    let reason = rollout["monitor"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("analysis errors failed during the monitor")
+            && reason.contains("rolling back by migration"),
+        "{reason}"
+    );
+    let steps: Vec<(&str, &str)> = rollout["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert!(steps.contains(&("migrate_down", "succeeded")), "{steps:?}");
+    assert!(
+        !steps.iter().any(|(name, _)| *name == "restore"),
+        "never a restore after traffic wrote: {steps:?}"
+    );
+    assert_eq!(
+        cluster.sql("SELECT email FROM \"User\" WHERE email = 'late@example.com'").trim(),
+        "late@example.com"
+    );
+    let bio = cluster.sql(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'User' AND column_name = 'bio'",
+    );
+    assert_eq!(bio.trim(), "0", "the down dropped the column");
+    for app in &cluster.apps {
+        assert!(health(app).contains("version=v2"), "{}", health(app));
+    }
+    let degraded = wait_until("the degraded notification", Duration::from_secs(20), || {
+        hook.on("/hook").into_iter().find(|r| r.json()["event"] == "degraded")
+    });
+    let body = degraded.json();
+    assert_eq!(body["rollout_id"], second.as_str(), "{body:#}");
+}

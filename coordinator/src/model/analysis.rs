@@ -98,3 +98,45 @@ impl AnalysisRecord {
         self.tallies.is_empty() && self.monitor.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{AnalysisTally, MonitorRecord, MonitorState, RolloutRecord};
+
+    /// The counts are saved with the rollout; a record written before
+    /// analysis existed reads with none.
+    #[test]
+    fn counts_and_the_monitor_survive_a_save() {
+        let mut record =
+            RolloutRecord { id: "r1".into(), environment: "prod".into(), ..RolloutRecord::default() };
+        let before = serde_json::to_string(&record).unwrap();
+        assert!(!before.contains("analysis"), "nothing written without analysis: {before}");
+        *record.analysis.tally("canary", "errors") = AnalysisTally {
+            phase: "canary".into(),
+            check: "errors".into(),
+            measurements: 3,
+            failed: 2,
+            ..AnalysisTally::default()
+        };
+        record.analysis.tally("canary", "errors").measurements += 1;
+        assert_eq!(record.analysis.tallies.len(), 1, "one tally per phase and check");
+        record.analysis.monitor = Some(MonitorRecord {
+            state: MonitorState::Monitoring,
+            started_unix_ms: 1,
+            until_unix_ms: 2,
+            reason: String::new(),
+        });
+        let json = serde_json::to_string(&record).unwrap();
+        let read: RolloutRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, record);
+        assert!(read.analysis.monitoring());
+        assert_eq!(read.analysis.tallies[0].measurements, 4);
+        let old: RolloutRecord = serde_json::from_str(&before).unwrap();
+        assert!(old.analysis.is_empty());
+        let hostile = json.replace("\"failed\":2", "\"failed\":\"two\"");
+        assert!(
+            serde_json::from_str::<RolloutRecord>(&hostile).is_err(),
+            "a bad count is an error, not a panic"
+        );
+    }
+}

@@ -532,7 +532,7 @@ impl Engine {
                 continue;
             }
             if record.steps[index].kind == StepKind::Approval {
-                run.gate(record, index, &control).await?;
+                run.gate(record, index, control).await?;
                 continue;
             }
             let step = &record.steps[index];
@@ -591,7 +591,7 @@ impl Engine {
         run.events
             .emit_audited(
                 NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() },
-                &record,
+                record,
                 audit,
             )
             .await?;

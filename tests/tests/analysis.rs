@@ -20,11 +20,11 @@ use runway_tests::process::wait_until;
 use runway_tests::prometheus::{Load, Prometheus};
 use runway_tests::watch::Watch;
 
-/// The share of `{{hosts}}`' pages that failed over the last 5 s.
-const ERRORS: &str = r#"(sum(rate(http_requests_total{host=~"{{hosts}}",code="500"}[5s])) or vector(0)) / sum(rate(http_requests_total{host=~"{{hosts}}"}[5s]))"#;
+/// The share of `{{hosts}}`' pages that failed over the last 10 s.
+const ERRORS: &str = r#"(sum(rate(http_requests_total{host=~"{{hosts}}",code="500"}[10s])) or vector(0)) / sum(rate(http_requests_total{host=~"{{hosts}}"}[10s]))"#;
 
-/// The P99 page latency of `{{hosts}}` over the last 5 s.
-const P99: &str = r#"histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{host=~"{{hosts}}"}[5s])))"#;
+/// The P99 page latency of `{{hosts}}` over the last 10 s.
+const P99: &str = r#"histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{host=~"{{hosts}}"}[10s])))"#;
 
 /// `n` migrations that only create tables: safe with the app serving, so
 /// `maintenance = "auto"` leaves the pages up and the analysis sees traffic.
@@ -143,7 +143,7 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
     assert!(message.starts_with("analysis errors failed during the canary: 1 failed measurement(s), more than failure_limit = 0; last value "), "{message}");
     assert!(
         message.contains(
-            "limit ≤ 0.01; query: (sum(rate(http_requests_total{host=~\"app-1\",code=\"500\"}[5s]))"
+            "limit ≤ 0.01; query: (sum(rate(http_requests_total{host=~\"app-1\",code=\"500\"}[10s]))"
         ),
         "{message}"
     );
@@ -204,7 +204,7 @@ fn a_canary_twice_as_slow_as_the_baseline_is_rolled_back_and_one_within_the_marg
     assert!(health(&cluster.apps[0]).contains("version=v1"));
 
     // v3 is 10 % slower: within the margin, the rollout passes. (Once
-    // app-1's pages at v2 speed have left the 5 s window.)
+    // app-1's pages at v2 speed have left the 10 s window.)
     wait_until("app-1 back at v1 speed", Duration::from_secs(30), || {
         prometheus.query(&P99.replace("{{hosts}}", "app-1")).filter(|p| *p < 0.15)
     });

@@ -345,6 +345,12 @@ impl OperatorService {
         let RollbackRolloutRequest { rollout_id: id, confirmed, requested_by, restore, preview: _ } =
             request.get_ref().clone();
         let mut record = self.shared.rollout(&id).await?;
+        if record.analysis.monitoring() && confirmed {
+            // Its monitor writes the record: end it first, then read again.
+            self.shared.authorize(request, &record.environment, Role::Restore)?;
+            self.shared.engine.end_monitor(&id).await;
+            record = self.shared.rollout(&id).await?;
+        }
         entry.environment = record.environment.clone();
         let policy = self.shared.config.environments.policy(&record.environment);
         let (way, why) = crate::rollout::recovery::rollback_way(&record, &policy, restore);

@@ -220,6 +220,25 @@ impl Engine {
         self.running.lock().expect("engine lock").contains_key(id)
     }
 
+    /// Ends the `monitor` phase of rollout `id` if this coordinator runs
+    /// one, and waits (up to `RELEASE_WAIT`) until that run has stopped: an
+    /// operator's rollback reopens the record only once nothing else
+    /// writes it.
+    pub async fn end_monitor(&self, id: &str) {
+        let control = self.running.lock().expect("engine lock").get(id).cloned();
+        let Some(control) = control else { return };
+        control.superseded.store(true, Ordering::SeqCst);
+        control.wake.notify_one();
+        let gone = async {
+            while self.is_running(id) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(RELEASE_WAIT, gone).await.is_err() {
+            tracing::warn!(rollout = %id, "the run did not stop in time for the rollback");
+        }
+    }
+
     /// Tells the runs of other rollouts of `newer`'s environment that it
     /// exists: one in its `monitor` phase ends it (superseded).
     fn supersede(&self, newer: &RolloutRecord) {

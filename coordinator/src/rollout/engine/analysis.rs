@@ -259,6 +259,16 @@ impl Run<'_> {
         };
         analysis.record.updated_unix_ms = now_ms;
         self.events.emit_with(event, &analysis.record).await?;
+        // An event on the step's span, so the trace shows every measurement.
+        tracing::info!(
+            check = %check.name,
+            phase,
+            value = ?measurement.value,
+            outcome = measurement.outcome.name(),
+            failed = tally.failed,
+            query_ms,
+            "analysis measured"
+        );
         metrics::get().analysis_measured(
             &analysis.environment,
             &check.name,

@@ -78,7 +78,10 @@ impl Run<'_> {
         let wait = async {
             loop {
                 if control.superseded.load(Ordering::SeqCst) {
-                    return Ok(Ended::Superseded("a newer rollout of the environment started".to_owned()));
+                    return Ok(Ended::Superseded(
+                        "a newer rollout of the environment started, or an operator rolled it back"
+                            .to_owned(),
+                    ));
                 }
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return Ok(Ended::TimeUp),

@@ -615,7 +615,14 @@ impl Config {
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure, problems);
             runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments, problems);
-            analysis::check(name, &policy.analysis, self.prometheus.as_ref(), policy.monitor, problems);
+            let runs = policy.restart.canary > 0 || policy.watch.is_some() || policy.monitor.is_some();
+            analysis::check(
+                name,
+                &policy.analysis,
+                self.prometheus.as_ref(),
+                (policy.monitor, runs),
+                problems,
+            );
         }
     }
 

@@ -240,10 +240,17 @@ pub(super) fn check(
     name: &str,
     checks: &[AnalysisCheck],
     prometheus: Option<&PrometheusConfig>,
-    monitor: Option<Span>,
+    (monitor, runs): (Option<Span>, bool),
     problems: &mut Problems,
 ) {
     let key = |i: usize, key: &str| format!("[[environments.{name}.analysis]] #{} {key}", i + 1);
+    if !checks.is_empty() && !runs {
+        problems.add(
+            format!("[environments.{name}] analysis"),
+            "never runs: it runs during the canaries' min_healthy (restart.canary), the watch window (watch) \
+             and monitor; set at least one",
+        );
+    }
     if !checks.is_empty() && prometheus.is_none() {
         problems.add(
             format!("[environments.{name}] analysis"),
@@ -381,7 +388,7 @@ mod tests {
             timeout: Span::secs(1),
         });
         let mut problems = Problems::new("c.toml");
-        check("prod", &checks, prometheus.as_ref(), None, &mut problems);
+        check("prod", &checks, prometheus.as_ref(), (None, true), &mut problems);
         problems.into_result().err().map(|p| p.to_string()).unwrap_or_default()
     }
 

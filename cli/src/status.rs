@@ -310,7 +310,7 @@ fn rollouts_table(rollouts: &[RolloutStatus], now: i64) -> Table {
         let step = if r.current_step.is_empty() { "-".to_owned() } else { r.current_step.clone() };
         table.row([
             rollout.id.clone(),
-            view::state_name(rollout.state).to_owned(),
+            view::shown_state(&rollout).to_owned(),
             step,
             maintenance,
             rollout.started_by.clone(),

@@ -11,12 +11,14 @@ use std::time::Duration;
 use runway_identity::tls::TlsFiles;
 use serde::Deserialize;
 
+mod analysis;
 mod check;
 mod databases;
 mod duration;
 mod restart;
 mod runbook;
 mod server;
+pub use analysis::{AnalysisCheck, Compare, Inconclusive, Number, OnMonitorFailure, PrometheusConfig};
 pub use check::names_a_coordinator;
 pub use databases::DatabasePolicy;
 pub use duration::{format_duration, parse_duration};
@@ -81,6 +83,8 @@ pub struct Config {
     pub max_bundle_bytes: usize,
     /// `[server]`: connection caps and the TLS handshake deadline.
     pub server: ServerLimits,
+    /// `[prometheus]`: where the environments' `analysis` queries go.
+    pub prometheus: Option<PrometheusConfig>,
 }
 
 /// `[retention]`: finished rollouts (with their events and decisions) are
@@ -138,6 +142,7 @@ impl Default for Config {
             retention: Retention::default(),
             max_bundle_bytes: runway_proto::bundle::MAX_BUNDLE_BYTES,
             server: ServerLimits::default(),
+            prometheus: None,
         }
     }
 }
@@ -258,6 +263,14 @@ pub struct EnvironmentPolicy {
     /// `[environments.NAME.databases]`: canary, parallel, max_failures,
     /// uniform for an environment with several databases.
     pub databases: DatabasePolicy,
+    /// `[[environments.NAME.analysis]]`: Prometheus checks during the
+    /// canaries' `min_healthy`, the watch window and `monitor`.
+    pub analysis: Vec<AnalysisCheck>,
+    /// `monitor = "24h"`: keep running the analysis this long after the
+    /// rollout succeeded.
+    pub monitor: Option<Span>,
+    /// What a failed analysis during `monitor` does (see [`OnMonitorFailure`]).
+    pub on_monitor_failure: OnMonitorFailure,
 }
 
 impl Default for EnvironmentPolicy {
@@ -278,6 +291,9 @@ impl Default for EnvironmentPolicy {
             maintenance: Maintenance::default(),
             webhooks: Vec::new(),
             databases: DatabasePolicy::default(),
+            analysis: Vec::new(),
+            monitor: None,
+            on_monitor_failure: OnMonitorFailure::default(),
         }
     }
 }
@@ -469,7 +485,7 @@ impl<'de> Deserialize<'de> for Environments {
     /// keeps its own message and position.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback = \"auto\" | \"migration\" | \"restore\", on_down_failure = \"restore\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }, databases = { canary, parallel, max_failures, uniform }";
+        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback = \"auto\" | \"migration\" | \"restore\", on_down_failure = \"restore\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }, databases = { canary, parallel, max_failures, uniform }, analysis = [{ name, query, max | min | compare, interval, failure_limit, inconclusive }], monitor = \"24h\", on_monitor_failure = \"notify\" | \"rollback\"";
         let value = toml::Value::deserialize(deserializer)?;
         match value {
             toml::Value::Array(names) => {
@@ -614,6 +630,14 @@ impl Config {
         for (name, policy) in self.environments.iter() {
             policy.check(name, !self.tls.insecure, problems);
             runbook::check(name, policy.requires.as_ref(), &policy.webhooks, &self.environments, problems);
+            let runs = policy.restart.canary > 0 || policy.watch.is_some() || policy.monitor.is_some();
+            analysis::check(
+                name,
+                &policy.analysis,
+                self.prometheus.as_ref(),
+                (policy.monitor, runs),
+                problems,
+            );
         }
     }
 

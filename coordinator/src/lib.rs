@@ -10,6 +10,7 @@
 //! - [`failpoint`]: faults the fault-injection tests switch on (test builds only: the `failpoints` feature).
 //! - [`fencing`]: a leader's [`fencing::Term`] and its [`fencing::FencingToken`].
 //! - [`model`]: the saved rollout record, step kinds and states, their wire form.
+//! - [`analysis`]: Prometheus queries and their verdicts (canary, watch, monitor).
 //! - [`metrics`]: Prometheus metrics and the opt-in `/metrics` endpoint.
 //! - [`store`]: a fenced key/value store ([`store::Kv`]): etcd, or memory for tests.
 //! - [`leadership`]: the [`leadership::Election`] trait; campaigning in etcd, or
@@ -26,6 +27,7 @@
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
 
 pub mod accept;
+pub mod analysis;
 pub mod api;
 pub mod config;
 pub mod dispatch;

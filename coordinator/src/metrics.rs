@@ -74,6 +74,22 @@ struct Reason {
     reason: &'static str,
 }
 
+/// One analysis check in one phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Analysis {
+    environment: String,
+    check: String,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AnalysisOutcome {
+    environment: String,
+    check: String,
+    phase: &'static str,
+    outcome: &'static str,
+}
+
 /// One rollout in maintenance mode now.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Maintenance {
@@ -100,6 +116,8 @@ pub struct Metrics {
     maintenance_allowed: Family<Maintenance, Gauge>,
     connections_open: Gauge,
     connections_refused: Family<Reason, Counter>,
+    analysis_measurements: Family<AnalysisOutcome, Counter>,
+    analysis_value: Family<Analysis, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Rollouts this leader runs: id → labels of their `runway_rollouts` series.
     running: Mutex<HashMap<String, EnvState>>,
     /// Rollouts in maintenance mode: id → labels and when it went on.
@@ -132,6 +150,8 @@ impl Metrics {
             maintenance_allowed: Family::default(),
             connections_open: Gauge::default(),
             connections_refused: Family::default(),
+            analysis_measurements: Family::default(),
+            analysis_value: Family::default(),
             running: Mutex::default(),
             in_maintenance: Mutex::default(),
             registry: Registry::default(),
@@ -205,7 +225,34 @@ impl Metrics {
             "How long the rollout's downtime class allows maintenance mode to stay on",
             m.maintenance_allowed.clone(),
         );
+        r.register(
+            "analysis_measurements",
+            "Prometheus analysis measurements this leader saved, by check, phase and outcome",
+            m.analysis_measurements.clone(),
+        );
+        r.register(
+            "analysis_value",
+            "The last value an analysis check measured, by check and phase",
+            m.analysis_value.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// An analysis measurement of `check` in `phase` was saved.
+    pub fn analysis_measured(
+        &self,
+        environment: &str,
+        check: &str,
+        phase: &'static str,
+        outcome: &'static str,
+        value: Option<f64>,
+    ) {
+        let labels = AnalysisOutcome { environment: environment.into(), check: check.into(), phase, outcome };
+        self.analysis_measurements.get_or_create(&labels).inc();
+        if let Some(value) = value {
+            let labels = Analysis { environment: environment.into(), check: check.into(), phase };
+            self.analysis_value.get_or_create(&labels).set(value);
+        }
     }
 
     /// This coordinator leads (with `token`) or follows (the leader's

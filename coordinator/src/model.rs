@@ -13,7 +13,10 @@ use runway_proto::v1;
 use runway_telemetry::TraceParent;
 use serde::{Deserialize, Serialize};
 
+mod analysis;
 mod record_wire;
+
+pub use analysis::{AnalysisRecord, AnalysisTally, MonitorRecord, MonitorState};
 
 /// A rollout as saved in etcd. Written before each transition is acted on.
 /// Its JSON names every host once (see [`record_wire`], which also says
@@ -77,6 +80,8 @@ pub struct RolloutRecord {
     /// rollback`), carried to the DB agents with the rollback's commands
     /// (absent in insecure mode and before any rollback was asked for).
     pub rollback_signature: Option<SignatureRecord>,
+    /// What the Prometheus analysis counted, and the `monitor` phase.
+    pub analysis: AnalysisRecord,
 }
 
 /// One database of a rollout: the DB step target that reaches it
@@ -591,6 +596,9 @@ impl RolloutRecord {
             notifications: Vec::new(),
             databases: self.databases.iter().map(DatabaseRecord::to_proto).collect(),
             skipped_hosts: self.skipped_hosts.clone(),
+            monitor: self.analysis.monitor.as_ref().map(|m| m.state.name().to_owned()).unwrap_or_default(),
+            monitor_until_unix_ms: self.analysis.monitor.as_ref().map_or(0, |m| m.until_unix_ms),
+            monitor_reason: self.analysis.monitor.as_ref().map(|m| m.reason.clone()).unwrap_or_default(),
         }
     }
 }

@@ -396,6 +396,14 @@ impl Cluster {
         self.coordinators[leader].name.clone()
     }
 
+    /// Changes coordinator `i`'s config file with `edit` (read again by
+    /// [`Cluster::restart_coordinator`]).
+    pub fn edit_coordinator_config(&self, i: usize, edit: impl FnOnce(String) -> String) {
+        let path = &self.coordinators[i].config;
+        let text = std::fs::read_to_string(path).expect("read coordinator config");
+        std::fs::write(path, edit(text)).expect("write coordinator config");
+    }
+
     /// SIGKILLs coordinator `i` and starts it again with its old config.
     pub fn restart_coordinator(&mut self, i: usize) {
         let c = &mut self.coordinators[i];

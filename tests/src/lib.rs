@@ -12,6 +12,7 @@
 //! - [`checks`]: what failover tests assert: complete events, exactly once.
 //! - [`moto`]: an S3-compatible server for backups in object storage.
 //! - [`webhook`]: a webhook receiver that records what it gets.
+//! - [`prometheus`]: a real Prometheus scraping the sample apps, and a bounded load generator.
 //! - [`bench`]: what the benchmarks in `benches/` share.
 //! - [`fleet`]: a simulated fleet of N agents in one process, for benchmarks.
 //! - [`nemesis`]: a soak of rollouts under faults, and the invariants checked after.
@@ -30,5 +31,6 @@ pub mod otlp;
 pub mod pki;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod watch;
 pub mod webhook;

@@ -140,6 +140,15 @@ fn step_state_name(state: i32) -> &'static str {
     }
 }
 
+/// The state people read: `succeeded` becomes `monitoring` while the
+/// analysis' `monitor` phase runs after success.
+pub fn shown_state(r: &Rollout) -> &'static str {
+    if r.monitor == "monitoring" && r.state == RolloutState::Succeeded as i32 {
+        return "monitoring";
+    }
+    state_name(r.state)
+}
+
 pub fn rollout_json(r: &Rollout) -> Value {
     json!({
         "id": r.id,
@@ -167,6 +176,9 @@ pub fn rollout_json(r: &Rollout) -> Value {
             "error": n.error, "unix_ms": n.unix_ms,
         })).collect::<Vec<_>>(),
         "databases": databases::json(r),
+        "monitor": (!r.monitor.is_empty()).then(|| json!({
+            "state": r.monitor, "until_unix_ms": r.monitor_until_unix_ms, "reason": r.monitor_reason,
+        })),
     })
 }
 
@@ -177,7 +189,14 @@ pub fn rollout_text(r: &Rollout) -> String {
     if !r.app_version.is_empty() {
         text.push_str(&format!("app version  {}\n", r.app_version));
     }
-    text.push_str(&format!("state        {}\n", state_name(r.state)));
+    text.push_str(&format!("state        {}\n", shown_state(r)));
+    if !r.monitor.is_empty() {
+        let until = chrono::DateTime::from_timestamp_millis(r.monitor_until_unix_ms)
+            .map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+        let reason =
+            if r.monitor_reason.is_empty() { String::new() } else { format!(": {}", r.monitor_reason) };
+        text.push_str(&format!("monitor      {} (until {until}){reason}\n", r.monitor));
+    }
     if !r.error.is_empty() {
         text.push_str(&format!("error        {}\n", r.error));
     }
@@ -439,7 +458,7 @@ pub fn rollouts_table(rollouts: &[Rollout]) -> Table {
         table.row([
             r.id.as_str(),
             r.environment.as_str(),
-            state_name(r.state),
+            shown_state(r),
             short(&r.bundle_digest),
             r.app_version.as_str(),
             r.error.as_str(),

@@ -187,6 +187,7 @@ impl OperatorService {
             databases,
             skipped_hosts: request.skip_hosts,
             rollback_signature: None,
+            analysis: Default::default(),
         };
         entry.rollout_id = record.id.clone();
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
@@ -370,6 +371,12 @@ impl OperatorService {
             signature,
         } = request.get_ref().clone();
         let mut record = self.shared.rollout(&id).await?;
+        if record.analysis.monitoring() && confirmed {
+            // Its monitor writes the record: end it first, then read again.
+            self.shared.authorize(request, &record.environment, Role::Restore)?;
+            self.shared.engine.end_monitor(&id).await;
+            record = self.shared.rollout(&id).await?;
+        }
         entry.environment = record.environment.clone();
         let policy = self.shared.config.environments.policy(&record.environment);
         let (way, why) = crate::rollout::recovery::rollback_way(&record, &policy, restore);

@@ -25,6 +25,9 @@ pub(super) fn addresses_and_files(config: &Config, files: Files, problems: &mut 
     if files == Files::Check {
         problems.check("[telemetry]", config.telemetry.check_tls());
     }
+    if let Some(prometheus) = &config.prometheus {
+        super::analysis::check_prometheus(prometheus, files, problems);
+    }
     if let Some(Security::Mutual(credentials)) = config_check::tls(&config.tls, files, problems) {
         problems.check("[tls] cert", names_a_coordinator(credentials.identity()));
     }

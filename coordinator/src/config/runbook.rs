@@ -74,10 +74,12 @@ pub enum NotifyEvent {
     Succeeded,
     /// The rollout ended `cancelled` (also: rejected, approval expired).
     Cancelled,
+    /// A succeeded rollout's `monitor` analysis failed.
+    Degraded,
 }
 
 impl NotifyEvent {
-    pub const ALL: [NotifyEvent; 8] = [
+    pub const ALL: [NotifyEvent; 9] = [
         Self::Started,
         Self::AwaitingApproval,
         Self::MaintenanceOn,
@@ -86,6 +88,7 @@ impl NotifyEvent {
         Self::RolledBack,
         Self::Succeeded,
         Self::Cancelled,
+        Self::Degraded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +101,7 @@ impl NotifyEvent {
             Self::RolledBack => "rolled_back",
             Self::Succeeded => "succeeded",
             Self::Cancelled => "cancelled",
+            Self::Degraded => "degraded",
         }
     }
 
@@ -112,6 +116,7 @@ impl NotifyEvent {
             Self::Succeeded | Self::Cancelled => "completed",
             Self::Failed => "identified",
             Self::RolledBack => "resolved",
+            Self::Degraded => "investigating",
         }
     }
 }

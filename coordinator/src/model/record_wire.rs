@@ -18,8 +18,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    ApprovalGate, DatabaseRecord, RolloutRecord, RolloutState, SignatureRecord, StepKind, StepRecord,
-    StepState, TraceRecord,
+    AnalysisRecord, ApprovalGate, DatabaseRecord, RolloutRecord, RolloutState, SignatureRecord, StepKind,
+    StepRecord, StepState, TraceRecord,
 };
 
 /// Host names in first-seen order, and each one's index.
@@ -122,6 +122,8 @@ struct RecordOut<'a> {
     skipped_hosts: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     rollback_signature: &'a Option<SignatureRecord>,
+    #[serde(skip_serializing_if = "AnalysisRecord::is_empty")]
+    analysis: &'a AnalysisRecord,
 }
 
 impl Serialize for RolloutRecord {
@@ -152,6 +154,7 @@ impl Serialize for RolloutRecord {
             databases,
             skipped_hosts,
             rollback_signature,
+            analysis,
         } = self;
         let mut table = HostTable::default();
         let steps = steps
@@ -197,6 +200,7 @@ impl Serialize for RolloutRecord {
             databases,
             skipped_hosts,
             rollback_signature,
+            analysis,
         }
         .serialize(serializer)
     }
@@ -263,6 +267,7 @@ struct RecordIn {
     skipped_hosts: Vec<String>,
     #[serde(default)]
     rollback_signature: Option<SignatureRecord>,
+    analysis: AnalysisRecord,
 }
 
 impl<'de> Deserialize<'de> for RolloutRecord {
@@ -294,6 +299,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             databases,
             skipped_hosts,
             rollback_signature,
+            analysis,
         } = RecordIn::deserialize(deserializer)?;
         let steps = steps
             .into_iter()
@@ -352,6 +358,7 @@ impl<'de> Deserialize<'de> for RolloutRecord {
             databases,
             skipped_hosts,
             rollback_signature,
+            analysis,
         })
     }
 }

@@ -44,6 +44,7 @@ pub fn notification_of(record: &RolloutRecord, event: &RolloutEvent) -> Option<N
         ("rollout_rolled_back", _) => NotifyEvent::RolledBack,
         ("rollout_succeeded", _) => NotifyEvent::Succeeded,
         ("rollout_cancelled", _) => NotifyEvent::Cancelled,
+        ("monitor_degraded", _) => NotifyEvent::Degraded,
         _ => return None,
     };
     let ended_badly = matches!(kind, NotifyEvent::Failed | NotifyEvent::RolledBack | NotifyEvent::Cancelled);
@@ -138,6 +139,7 @@ impl Notification {
             NotifyEvent::Failed => format!("FAILED in {}: {}", self.step, self.error),
             NotifyEvent::RolledBack => format!("was ROLLED BACK after {} failed: {}", self.step, self.error),
             NotifyEvent::Cancelled => format!("was cancelled: {}", self.error),
+            NotifyEvent::Degraded => format!("is DEGRADED after it succeeded: {}", self.message),
         };
         format!(
             "runway: rollout {} of bundle {} to {} {what}",

@@ -72,8 +72,13 @@ enum Abandon {
 struct RunControl {
     cancel_requested: AtomicBool,
     /// Wakes a run that waits at the approval gate: a decision or a
-    /// cancel request was saved.
+    /// cancel request was saved. (Also a run in its `monitor` phase, when
+    /// it was superseded.)
     wake: tokio::sync::Notify,
+    /// The rollout's environment.
+    environment: String,
+    /// A newer rollout of the environment exists: a `monitor` phase ends.
+    superseded: AtomicBool,
 }
 
 /// Runs rollouts while this coordinator leads. Cheap to clone.
@@ -174,8 +179,11 @@ impl Engine {
     /// The record is read again first: a watch event may be older than a
     /// run that just ended, and a stale record must never be run.
     async fn resume_unfinished(&self, term: &Term, records: Vec<RolloutRecord>) {
+        for record in records.iter().filter(|r| !r.state.is_terminal()) {
+            self.supersede(record);
+        }
         for record in records {
-            if record.state.is_terminal() || self.is_running(&record.id) {
+            if (record.state.is_terminal() && !record.analysis.monitoring()) || self.is_running(&record.id) {
                 continue;
             }
             if let Err(e) = self.resume(term, &record.id).await {
@@ -187,7 +195,7 @@ impl Engine {
     /// Starts rollout `id` as saved now, if it is unfinished.
     async fn resume(&self, term: &Term, id: &str) -> Result<(), StoreError> {
         let Some(record) = self.store.get_rollout(id).await? else { return Ok(()) };
-        if record.state.is_terminal() || self.is_running(id) {
+        if (record.state.is_terminal() && !record.analysis.monitoring()) || self.is_running(id) {
             return Ok(());
         }
         let bundle = match self.store.get_bundle(&record.bundle_digest).await {
@@ -212,11 +220,43 @@ impl Engine {
         self.running.lock().expect("engine lock").contains_key(id)
     }
 
+    /// Ends the `monitor` phase of rollout `id` if this coordinator runs
+    /// one, and waits (up to `RELEASE_WAIT`) until that run has stopped: an
+    /// operator's rollback reopens the record only once nothing else
+    /// writes it.
+    pub async fn end_monitor(&self, id: &str) {
+        let control = self.running.lock().expect("engine lock").get(id).cloned();
+        let Some(control) = control else { return };
+        control.superseded.store(true, Ordering::SeqCst);
+        control.wake.notify_one();
+        let gone = async {
+            while self.is_running(id) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if tokio::time::timeout(RELEASE_WAIT, gone).await.is_err() {
+            tracing::warn!(rollout = %id, "the run did not stop in time for the rollback");
+        }
+    }
+
+    /// Tells the runs of other rollouts of `newer`'s environment that it
+    /// exists: one in its `monitor` phase ends it (superseded).
+    fn supersede(&self, newer: &RolloutRecord) {
+        for (id, control) in self.running.lock().expect("engine lock").iter() {
+            if *id != newer.id && control.environment == newer.environment {
+                control.superseded.store(true, Ordering::SeqCst);
+                control.wake.notify_one();
+            }
+        }
+    }
+
     /// Runs `record` in the background unless it runs already.
     pub fn start(&self, term: Term, record: RolloutRecord, bundle: v1::Bundle) {
         let control = Arc::new(RunControl {
             cancel_requested: AtomicBool::new(record.cancel_requested),
             wake: tokio::sync::Notify::new(),
+            environment: record.environment.clone(),
+            superseded: AtomicBool::new(false),
         });
         {
             let mut running = self.running.lock().expect("engine lock");
@@ -459,6 +499,31 @@ impl Engine {
             record.coordinator = self.config.name.clone();
             run.save(&mut record).await?;
         }
+        loop {
+            if !record.state.is_terminal() {
+                self.run_steps(&run, &mut record, &control).await?;
+            }
+            // Released (the rollout ended, for the DB agents) once its
+            // monitor is over too: until then its own signature covers the
+            // way back a failed analysis takes (see `agent/src/exec/signed.rs`).
+            if !record.analysis.monitoring() {
+                self.release_backup(&term, &record).await;
+                return Ok(());
+            }
+            if !run.monitor(&mut record, &control).await? {
+                self.release_backup(&term, &record).await;
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs `record`'s steps from where it stands to its end, and ends it.
+    async fn run_steps(
+        &self,
+        run: &Run<'_>,
+        record: &mut RolloutRecord,
+        control: &RunControl,
+    ) -> Result<(), Abandon> {
         if record.state == RolloutState::Pending {
             record.state = RolloutState::Running;
             let message = format!(
@@ -469,7 +534,7 @@ impl Engine {
                 self.config.name,
                 record.trace.trace_id(),
             );
-            run.transition(&mut record, NewEvent { kind: "rollout_started", message, ..NewEvent::default() })
+            run.transition(record, NewEvent { kind: "rollout_started", message, ..NewEvent::default() })
                 .await?;
         }
 
@@ -479,68 +544,77 @@ impl Engine {
             let failing = !record.error.is_empty();
             if !failing && control.cancel_requested.load(Ordering::SeqCst) && !record.cancel_requested {
                 let policy = self.config.environments.policy(&record.environment);
-                let (way_back, why) = recovery::on_cancel(&record, &policy);
+                let (way_back, why) = recovery::on_cancel(record, &policy);
                 record.cancel_requested = true;
                 record.state = RolloutState::Running;
                 record.error = format!("cancelled by an operator{why}");
-                let restarted = recovery::restarted_hosts(&record);
-                recovery::plan(&mut record, way_back, &restarted);
+                let restarted = recovery::restarted_hosts(record);
+                recovery::plan(record, way_back, &restarted);
                 let event = NewEvent {
                     kind: "cancel_honoured",
                     message: record.error.clone(),
                     ..NewEvent::default()
                 };
-                run.transition(&mut record, event).await?;
+                run.transition(record, event).await?;
                 continue;
             }
-            if recovery::skips(&record, &record.steps[index]) {
+            if recovery::skips(record, &record.steps[index]) {
                 record.steps[index].state = StepState::Skipped;
-                run.save(&mut record).await?;
+                run.save(record).await?;
                 continue;
             }
             if record.steps[index].kind == StepKind::Approval {
-                run.gate(&mut record, index, &control).await?;
+                run.gate(record, index, control).await?;
                 continue;
             }
             let step = &record.steps[index];
             if step.kind == StepKind::MaintenanceOn
                 && !step.recovery
                 && step.state == StepState::Pending
-                && !run.maintenance_policy(&mut record, index).await?
+                && !run.maintenance_policy(record, index).await?
             {
                 continue;
             }
             let started = Instant::now();
             let resumed = record.steps[index].state == StepState::Running;
             run.commands.clear();
-            let span = trace::step_span(&record, index);
-            let result = run.step(&mut record, index).instrument(span).await?;
-            self.settle(&mut record, index, &result);
-            metrics::get().step_ended(&record, index, started.elapsed());
+            let span = trace::step_span(record, index);
+            let result = run.step(record, index).instrument(span).await?;
+            self.settle(record, index, &result);
+            metrics::get().step_ended(record, index, started.elapsed());
             // Sent before the end is saved: no leader ends the step again.
-            trace::end_step(&record, index, &run.commands, resumed).await;
+            trace::end_step(record, index, &run.commands, resumed).await;
             let step = &record.steps[index];
             let (kind, message) = match step.state {
                 StepState::Succeeded => ("step_succeeded", format!("{} succeeded", step.kind.name())),
                 _ => ("step_failed", format!("{} failed: {}", step.kind.name(), step.error)),
             };
             let event = NewEvent { kind, step: step.kind.name().into(), message, ..NewEvent::default() };
-            run.transition(&mut record, event).await?;
+            run.transition(record, event).await?;
         }
 
-        databases::finish(&mut record);
-        record.state = recovery::terminal_state(&record);
+        databases::finish(record);
+        record.state = recovery::terminal_state(record);
+        monitor::begin(record, &self.config.environments.policy(&record.environment));
         let (kind, terminal, message) = match record.state {
-            RolloutState::Succeeded => {
-                ("rollout_succeeded", WireState::Succeeded, "rollout succeeded".to_owned())
-            }
+            RolloutState::Succeeded => match &record.analysis.monitor {
+                Some(m) if record.analysis.monitoring() => (
+                    "rollout_succeeded",
+                    WireState::Succeeded,
+                    format!(
+                        "rollout succeeded; monitoring its analysis for {} s",
+                        (m.until_unix_ms - m.started_unix_ms) / 1000
+                    ),
+                ),
+                _ => ("rollout_succeeded", WireState::Succeeded, "rollout succeeded".to_owned()),
+            },
             RolloutState::Cancelled => {
                 ("rollout_cancelled", WireState::Cancelled, format!("rollout cancelled: {}", record.error))
             }
             RolloutState::RolledBack => (
                 "rollout_rolled_back",
                 WireState::RolledBack,
-                format!("rollout rolled back: {}; {}", record.error, recovery::rolled_back_summary(&record)),
+                format!("rollout rolled back: {}; {}", record.error, recovery::rolled_back_summary(record)),
             ),
             _ => ("rollout_failed", WireState::Failed, format!("rollout failed: {}", record.error)),
         };
@@ -551,19 +625,18 @@ impl Engine {
         };
         record.updated_unix_ms = runway_proto::unix_ms_now();
         // Sent before the end is saved: no leader ends the rollout again.
-        trace::end_rollout(&record).await;
-        let (entry, outcome) = audit::rollout_ended(&record, &self.config.name);
+        trace::end_rollout(record).await;
+        let (entry, outcome) = audit::rollout_ended(record, &self.config.name);
         let audit = self.store.audit().put(&entry, outcome, &record.error);
-        events
+        run.events
             .emit_audited(
                 NewEvent { kind, message, terminal: Some(terminal), ..NewEvent::default() },
-                &record,
+                record,
                 audit,
             )
             .await?;
         tracing::info!(rollout = %record.id, state = ?record.state, "rollout finished");
-        metrics::get().rollout_ended(&record);
-        self.release_backup(&term, &record).await;
+        metrics::get().rollout_ended(record);
         Ok(())
     }
 
@@ -680,24 +753,49 @@ impl Run<'_> {
             command
         };
         if step.kind == StepKind::Restart && !step.recovery {
-            return self.in_batches(&step, &Batching::of_restart(&policy.restart), make, deadline).await;
+            let batching = Batching::of_restart(&policy.restart);
+            let mut analysis = analysis::Analysis::for_canary(&self.engine.config, record, &step, &batching);
+            let result = self.in_batches(&step, &batching, make, deadline, analysis.as_mut()).await;
+            if let Some(analysis) = analysis {
+                record.analysis = analysis.into_counts();
+            }
+            return result;
         }
         // Several databases: backups `parallel` at a time; migrations canary first, then batches.
         if !step.recovery && step.hosts.len() > 1 {
             match step.kind {
                 StepKind::Backup => {
                     let batching = databases::backup_batching(&policy.databases);
-                    return self.in_batches(&step, &batching, make, deadline).await;
+                    return self.in_batches(&step, &batching, make, deadline, None).await;
                 }
                 StepKind::Migrate => {
                     let batching = databases::migrate_batching(&policy.databases);
-                    return self.in_batches(&step, &batching, make, deadline).await;
+                    return self.in_batches(&step, &batching, make, deadline, None).await;
                 }
                 _ => {}
             }
         }
         if step.kind == StepKind::Watch {
-            return self.until_first_failure(&step, make, deadline).await;
+            let changed = restart::changed_hosts(record);
+            let mut analysis = analysis::Analysis::new(
+                &self.engine.config,
+                record,
+                analysis::Phase::Watch,
+                step.kind.name(),
+                step.hosts.clone(),
+                changed
+                    .iter()
+                    .filter(|h| step.hosts.contains(h))
+                    .take(policy.restart.canary as usize)
+                    .cloned()
+                    .collect(),
+                Vec::new(),
+            );
+            let result = self.until_first_failure(&step, make, deadline, analysis.as_mut()).await;
+            if let Some(analysis) = analysis {
+                record.analysis = analysis.into_counts();
+            }
+            return result;
         }
         if !step.kind.one_host_at_a_time() {
             let ends = self.start_commands(&step, &step.hosts, make, deadline).all().await?;
@@ -731,9 +829,11 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
+mod analysis;
 mod batches;
 mod follow;
 mod gate;
 mod maintenance;
+mod monitor;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,21 @@ pub(super) struct CommandEnd {
     pub outcome_unknown: bool,
 }
 
+impl CommandEnd {
+    /// A command on `host` that was sent and not (or not yet) failed: a
+    /// phase that ended early still counts its host as reached.
+    pub fn reached(host: &str) -> Self {
+        Self {
+            host: host.to_owned(),
+            error: None,
+            refused: false,
+            detail: serde_json::Value::Null,
+            plan: None,
+            outcome_unknown: false,
+        }
+    }
+}
+
 /// How a step's commands ended.
 pub(super) struct StepResult {
     pub ends: Vec<CommandEnd>,

@@ -30,7 +30,8 @@
 
 use crate::config::{EnvironmentPolicy, OnMigrateFailure, OnRestartFailure, Rollback};
 use crate::model::{
-    ApprovalGate, DatabaseState, RolloutRecord, RolloutState, StepKind, StepRecord, StepState, TraceRecord,
+    ApprovalGate, DatabaseState, MonitorState, RolloutRecord, RolloutState, StepKind, StepRecord, StepState,
+    TraceRecord,
 };
 
 /// How a changed database is put back.
@@ -459,6 +460,11 @@ pub fn reopen_for_rollback(
     let before =
         if record.error.is_empty() { String::new() } else { format!(" (it had ended: {})", record.error) };
     record.error = format!("rollback by {} requested by {requested_by} ({why}){before}", way.name());
+    // A rollback ends the `monitor` phase: the run rolls back, then stops.
+    if let Some(monitor) = record.analysis.monitor.as_mut().filter(|m| m.state == MonitorState::Monitoring) {
+        monitor.state = MonitorState::Superseded;
+        monitor.reason = format!("rolled back by {requested_by}");
+    }
     record.state = RolloutState::Running;
     record.cancel_requested = false;
     Ok(())

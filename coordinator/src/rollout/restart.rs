@@ -243,7 +243,36 @@ pub fn describe(policy: &EnvironmentPolicy, restarted: &[String]) -> Vec<String>
             }
         ));
     }
+    lines.extend(describe_analysis(policy));
     lines
+}
+
+/// The analysis checks and where they run, one line each.
+fn describe_analysis(policy: &EnvironmentPolicy) -> Vec<String> {
+    if policy.analysis.is_empty() {
+        return Vec::new();
+    }
+    let mut phases = Vec::new();
+    if policy.restart.canary > 0 {
+        phases.push(format!("the canaries' min_healthy ({})", policy.restart.min_healthy));
+    }
+    if let Some(watch) = &policy.watch {
+        phases.push(format!("the watch window ({})", watch.duration));
+    }
+    if let Some(monitor) = policy.monitor {
+        phases.push(format!(
+            "monitor for {monitor} after success (on failure: {})",
+            policy.on_monitor_failure.as_str()
+        ));
+    }
+    let phases = if phases.is_empty() {
+        "never: no canary, watch or monitor is configured".to_owned()
+    } else {
+        phases.join(", ")
+    };
+    std::iter::once(format!("analysis runs during {phases}; a failure rolls back like a failed smoke check"))
+        .chain(policy.analysis.iter().map(|c| c.describe()))
+        .collect()
 }
 
 #[cfg(test)]

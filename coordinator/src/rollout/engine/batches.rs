@@ -24,6 +24,7 @@
 use runway_proto::v1;
 use tokio::time::Instant;
 
+use super::analysis::{Analysed, Analysis};
 use super::{Abandon, Run};
 use crate::model::StepRecord;
 use crate::rollout::events::NewEvent;
@@ -38,6 +39,7 @@ impl Run<'_> {
         policy: &Batching,
         make: impl Fn(&str) -> v1::Command,
         deadline: Option<Instant>,
+        mut analysis: Option<&mut Analysis>,
     ) -> Result<StepResult, Abandon> {
         let batches = restart::batches(&step.hosts, policy);
         let tolerated = restart::tolerated(policy, step.hosts.len());
@@ -63,7 +65,10 @@ impl Run<'_> {
                 ..NewEvent::default()
             };
             self.events.emit(event).await?;
-            let results = self.start_commands(step, &batch.hosts, &make, deadline).all().await?;
+            let results = match analysis.as_deref_mut().filter(|_| batch.canary) {
+                Some(analysis) => self.canary_analysed(step, &batch.hosts, &make, deadline, analysis).await?,
+                None => self.start_commands(step, &batch.hosts, &make, deadline).all().await?,
+            };
             let mut canary_failed = false;
             for end in results {
                 canary_failed |= batch.canary && end.error.is_some();
@@ -110,22 +115,77 @@ impl Run<'_> {
     /// (the watch window: one host failing is enough to roll back, no need
     /// to wait out the others' windows). Commands still running are left to
     /// their agents; their results are not waited for.
+    ///
+    /// With `analysis`, a failed check also ends it (see `super::analysis`).
     pub(super) async fn until_first_failure(
         &self,
         step: &StepRecord,
         make: impl Fn(&str) -> v1::Command,
         deadline: Option<Instant>,
+        analysis: Option<&mut Analysis>,
     ) -> Result<StepResult, Abandon> {
         let mut running = self.start_commands(step, &step.hosts, make, deadline);
         let mut ends = Vec::with_capacity(step.hosts.len());
-        while let Some(end) = running.next().await? {
-            let failed = end.error.is_some();
-            ends.push(end);
-            if failed {
-                break;
+        let watch = async {
+            while let Some(end) = running.next().await? {
+                let failed = end.error.is_some();
+                ends.push(end);
+                if failed {
+                    break;
+                }
             }
+            Ok(())
+        };
+        let failed = match analysis {
+            Some(analysis) => match self.analysed(analysis, watch).await? {
+                Analysed::Done(()) => None,
+                Analysed::Failed { why, .. } => Some(why),
+            },
+            None => {
+                watch.await?;
+                None
+            }
+        };
+        if let Some(why) = failed {
+            let host = step.hosts.first().cloned().unwrap_or_default();
+            ends.push(CommandEnd { error: Some(why), ..CommandEnd::reached(&host) });
         }
         running.stop().await;
         Ok(StepResult { ends, tolerated: 0 })
+    }
+
+    /// Runs the canary batch on `hosts` with `analysis` beside it. A failed
+    /// check ends the batch at once: the canaries' commands are left to
+    /// their agents, and the canaries count as reached (they are rolled
+    /// back), the first one carrying the analysis's error.
+    async fn canary_analysed(
+        &self,
+        step: &StepRecord,
+        hosts: &[String],
+        make: impl Fn(&str) -> v1::Command,
+        deadline: Option<Instant>,
+        analysis: &mut Analysis,
+    ) -> Result<Vec<CommandEnd>, Abandon> {
+        let mut running = self.start_commands(step, hosts, make, deadline);
+        let collect = async {
+            let mut ends = Vec::with_capacity(hosts.len());
+            while let Some(end) = running.next().await? {
+                ends.push(end);
+            }
+            Ok(ends)
+        };
+        let (why, done) = match self.analysed(analysis, collect).await? {
+            Analysed::Done(ends) => return Ok(ends),
+            Analysed::Failed { why, done } => (why, done),
+        };
+        running.stop().await;
+        let mut ends = done.unwrap_or_else(|| hosts.iter().map(|h| CommandEnd::reached(h)).collect());
+        if let Some(first) = ends.first_mut() {
+            first.error = Some(match first.error.take() {
+                Some(error) => format!("{error}; {why}"),
+                None => why,
+            });
+        }
+        Ok(ends)
     }
 }

@@ -918,6 +918,7 @@ async fn a_host_that_never_becomes_healthy_brings_back_the_previous_version() {
     );
 }
 
+mod analysis;
 mod approval;
 mod batches;
 mod databases;

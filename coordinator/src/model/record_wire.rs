@@ -267,6 +267,7 @@ struct RecordIn {
     skipped_hosts: Vec<String>,
     #[serde(default)]
     rollback_signature: Option<SignatureRecord>,
+    #[serde(default)]
     analysis: AnalysisRecord,
 }
 

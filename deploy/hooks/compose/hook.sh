@@ -124,7 +124,7 @@ wait_healthy() {
 up() {
     say "docker compose up -d ${services:-(all services)}"
     # shellcheck disable=SC2086
-    compose up -d --remove-orphans $services || die "docker compose up -d failed in $dir"
+    compose up -d $services || die "docker compose up -d failed in $dir"
     wait_healthy
 }
 

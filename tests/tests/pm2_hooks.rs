@@ -250,7 +250,7 @@ fn the_pm2_hooks_roll_a_node_app_out_to_a_tag_and_back() {
     let hook = workspace_root().join("deploy/hooks/pm2/hook.sh");
     let argv = |action: &str| vec![hook.display().to_string(), action.to_owned()];
     let health_url = format!("http://127.0.0.1:{port}/health");
-    let hook_env = [
+    let hook_env_pairs = [
         ("PATH", pm2.path.clone()),
         ("HOME", pm2.user_home.display().to_string()),
         ("PM2_HOME", pm2.home.display().to_string()),
@@ -260,11 +260,9 @@ fn the_pm2_hooks_roll_a_node_app_out_to_a_tag_and_back() {
         ("HOOK_HEALTH_TIMEOUT", "20".to_owned()),
         ("GIT_CONFIG_NOSYSTEM", "1".to_owned()),
         ("NPM_CONFIG_UPDATE_NOTIFIER", "false".to_owned()),
-    ]
-    .iter()
-    .map(|(k, v)| format!("{k} = {}", toml_str(v)))
-    .collect::<Vec<_>>()
-    .join(", ");
+    ];
+    let hook_env =
+        hook_env_pairs.iter().map(|(k, v)| format!("{k} = {}", toml_str(v))).collect::<Vec<_>>().join(", ");
     let hooks = AppHooks {
         maintenance_on: argv("maintenance-on"),
         maintenance_off: argv("maintenance-off"),
@@ -337,5 +335,26 @@ fn the_pm2_hooks_roll_a_node_app_out_to_a_tag_and_back() {
     let described = pm2.run(&["jlist"]);
     let described = String::from_utf8_lossy(&described.stdout);
     assert!(described.contains("\"MAINTENANCE_MODE\":\"false\""), "pm2's env of the app: {described}");
+
+    // Run as the agent runs it: a tag that does not exist fails with the
+    // reason and touches nothing; maintenance off again restarts nothing.
+    let run_hook = |action: &str, extra: &[(&str, &str)]| {
+        Command::new(&hook)
+            .arg(action)
+            .env_clear()
+            .envs(hook_env_pairs.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(extra.iter().copied())
+            .output()
+            .expect("run the pm2 hook")
+    };
+    let bad = run_hook("deploy", &[("RUNWAY_APP_VERSION", "v9")]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("version 'v9' is not a tag or commit of"), "{}", text(&bad));
+    let again = run_hook("maintenance-off", &[]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("MAINTENANCE_MODE is already false for api"), "{}", text(&again));
+    assert_eq!(starts(&out_log), expected, "a failed deploy or a repeated maintenance-off restarted the app");
+    let body = health().expect("the app answers");
+    assert!(body.contains("version=v1 built=1.0.0 maintenance=false"), "{body}");
     eprintln!("whole test in {:?}", started.elapsed());
 }

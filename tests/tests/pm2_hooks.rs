@@ -124,6 +124,15 @@ impl Pm2 {
 
 impl Drop for Pm2 {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The daemon's own log and the app's error log (beside PM2_HOME).
+            for log in [self.home.join("pm2.log"), self.home.with_file_name("api-error.log")] {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> =
+                    text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+                eprintln!("----- last lines of {} -----\n{}", log.display(), tail.join("\n"));
+            }
+        }
         let _ = self.command(&self.bin).args(["kill", "--no-color"]).output();
         // `pm2 kill` removes the PID file once its daemon is gone.
         if let Some(pid) =

@@ -2,8 +2,10 @@
 # Installs what runway's build, tests and quick start need and the machine
 # lacks: etcd, protoc, PostgreSQL 15 server binaries, iptables/nftables,
 # systemd-analyze and node (the systemd unit and polkit rule tests),
-# promtool (Debian's prometheus package: the alert rules test), and
-# the moto S3 server for the backup tests. Safe to run again.
+# promtool (Debian's prometheus package: the alert rules test), the
+# moto S3 server for the backup tests, and npm, pm2 and shellcheck (the
+# hook scripts in deploy/hooks/ and their pm2 end-to-end test). Safe to
+# run again.
 set -euo pipefail
 
 sudo_if_needed() {
@@ -20,6 +22,8 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
@@ -30,4 +34,12 @@ fi
 if ! command -v moto_server >/dev/null 2>&1; then
     echo "==> installing moto[server] (S3 API server for the backup tests)"
     python3 -m pip install --quiet 'moto[server]'
+fi
+
+# pm2 from the npm registry, into target/tools/npm where
+# tests/tests/pm2_hooks.rs looks for it (about 6 s here, 77 packages).
+pm2_prefix="$(cd "$(dirname "$0")/.." && pwd)/target/tools/npm"
+if ! command -v pm2 >/dev/null 2>&1 && [ ! -x "$pm2_prefix/bin/pm2" ]; then
+    echo "==> installing pm2 into $pm2_prefix (npm registry)"
+    npm install --global --prefix "$pm2_prefix" --no-audit --no-fund --loglevel=error 'pm2@7'
 fi

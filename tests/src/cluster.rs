@@ -140,6 +140,21 @@ pub struct Options {
     /// With TLS: the CA keeps a revocation list (`pki/ca.crl`) that every
     /// coordinator and agent config names (see [`Pki::with_revocation`]).
     pub revocation: bool,
+    /// The app agents run these hooks instead of the sample app's, and the
+    /// harness starts no sample app (the test runs its own app).
+    pub app_hooks: Option<AppHooks>,
+}
+
+/// An app agent's `[app]` hooks other than the sample app's
+/// ([`Options::app_hooks`]).
+#[derive(Clone, Debug, Default)]
+pub struct AppHooks {
+    pub maintenance_on: Vec<String>,
+    pub maintenance_off: Vec<String>,
+    pub restart: Vec<String>,
+    pub health_url: String,
+    /// More lines for the `[app]` table (`hook_env`, `version_command`, `version`).
+    pub app_toml: String,
 }
 
 impl Default for Options {
@@ -164,6 +179,7 @@ impl Default for Options {
             log_hooks: false,
             coordinator_bin: None,
             revocation: false,
+            app_hooks: None,
         }
     }
 }
@@ -568,6 +584,36 @@ fn start_app_host(
     let env = &options.agent_env;
     let dir = root.join(format!("{name}-app"));
     std::fs::create_dir_all(&dir).expect("create app dir");
+    let (hooks, port) = match &options.app_hooks {
+        Some(hooks) => (hooks.clone(), 0),
+        None => start_sample_app(root, &dir, &host, options.log_hooks),
+    };
+    let config = root.join(format!("{name}.toml"));
+    let state_dir = root.join(format!("{name}-state"));
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"{name}\"\nenvironment = \"{ENV}\"\ncoordinators = {}\nroles = [\"app\"]\nstate_dir = {:?}\nheartbeat_secs = 1\n\
+             [app]\nmaintenance_on = {}\nmaintenance_off = {}\nrestart = {}\nhealth_url = \"{}\"\n\
+             health_timeout_secs = 20\n{}\n",
+            toml_list(coordinators),
+            state_dir.display().to_string(),
+            toml_list(&hooks.maintenance_on),
+            toml_list(&hooks.maintenance_off),
+            toml_list(&hooks.restart),
+            hooks.health_url,
+            hooks.app_toml,
+        ) + &tls_toml(pki.map(|pki| pki.agent(ENV, name))),
+    )
+    .expect("write app agent config");
+    let agent = spawn_agent(root, name, &host, &config, env);
+    AppHost { name: name.to_owned(), host, dir, port, state_dir, config, env: env.to_vec(), agent }
+}
+
+/// Starts the sample app at v1 in `dir` on a free port of `host`; its
+/// hooks (`hook.sh ACTION DIR`, through [`logged_hook`] with `log_hooks`)
+/// and port.
+fn start_sample_app(root: &Path, dir: &Path, host: &Host, log_hooks: bool) -> (AppHooks, u16) {
     let port = free_port();
     std::fs::write(dir.join("port"), port.to_string()).expect("write port");
     std::fs::write(dir.join("addr"), &host.ip).expect("write addr");
@@ -576,7 +622,7 @@ fn start_app_host(
     let status = host
         .command(&hook)
         .arg("restart")
-        .arg(&dir)
+        .arg(dir)
         .env("RUNWAY_APP_VERSION", "v1")
         .stdout(std::process::Stdio::null())
         .status()
@@ -584,28 +630,16 @@ fn start_app_host(
     assert!(status.success(), "sample app did not start");
     wait_until("sample app to answer", Duration::from_secs(10), || http_get(&host.ip, port, "/health"));
 
-    let hook = if options.log_hooks { logged_hook(root, &hook) } else { hook };
-    let argv =
-        |action: &str| toml_list(&[hook.display().to_string(), action.to_owned(), dir.display().to_string()]);
-    let config = root.join(format!("{name}.toml"));
-    let state_dir = root.join(format!("{name}-state"));
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"{name}\"\nenvironment = \"{ENV}\"\ncoordinators = {}\nroles = [\"app\"]\nstate_dir = {:?}\nheartbeat_secs = 1\n\
-             [app]\nmaintenance_on = {}\nmaintenance_off = {}\nrestart = {}\nhealth_url = \"http://{}:{port}/health\"\n\
-             health_timeout_secs = 20\nversion = \"v1\"\n",
-            toml_list(coordinators),
-            state_dir.display().to_string(),
-            argv("maintenance-on"),
-            argv("maintenance-off"),
-            argv("restart"),
-            host.ip,
-        ) + &tls_toml(pki.map(|pki| pki.agent(ENV, name))),
-    )
-    .expect("write app agent config");
-    let agent = spawn_agent(root, name, &host, &config, env);
-    AppHost { name: name.to_owned(), host, dir, port, state_dir, config, env: env.to_vec(), agent }
+    let hook = if log_hooks { logged_hook(root, &hook) } else { hook };
+    let argv = |action: &str| vec![hook.display().to_string(), action.to_owned(), dir.display().to_string()];
+    let hooks = AppHooks {
+        maintenance_on: argv("maintenance-on"),
+        maintenance_off: argv("maintenance-off"),
+        restart: argv("restart"),
+        health_url: format!("http://{}:{port}/health", host.ip),
+        app_toml: "version = \"v1\"".to_owned(),
+    };
+    (hooks, port)
 }
 
 /// A wrapper around `hook` that logs each call's start and end, with the

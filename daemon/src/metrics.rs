@@ -168,7 +168,7 @@ mod tests {
         let gauge = Gauge::<i64>::default();
         gauge.set(3);
         r.register_with_unit("backup_size", "Size of the last backup", Unit::Bytes, gauge);
-        let histogram = Histogram::new([1.0].into_iter());
+        let histogram = Histogram::new([1.0]);
         histogram.observe(0.5);
         r.register_with_unit("step_duration", "How long steps took", Unit::Seconds, histogram);
         r.register("build", "The build", Info::new(vec![("version".to_owned(), "1".to_owned())]));
@@ -194,7 +194,10 @@ mod tests {
 
     #[test]
     fn exemplars_are_cut_after_the_labels() {
-        assert_eq!(without_exemplar("a_total{x=\"1 # 2\"} 3 # {trace_id=\"f\"} 1.0"), "a_total{x=\"1 # 2\"} 3");
+        assert_eq!(
+            without_exemplar("a_total{x=\"1 # 2\"} 3 # {trace_id=\"f\"} 1.0"),
+            "a_total{x=\"1 # 2\"} 3"
+        );
         assert_eq!(without_exemplar("a_total 3 # {trace_id=\"f\"} 1.0"), "a_total 3");
         assert_eq!(without_exemplar("a{x=\"\\\"}\"} 3"), "a{x=\"\\\"}\"} 3");
     }

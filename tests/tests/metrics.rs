@@ -102,7 +102,8 @@ fn scrape_openmetrics(ip: &str, port: u16) -> String {
     let mut stream = std::net::TcpStream::connect((ip, port)).expect("connect to /metrics");
     stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-    let request = format!("GET /metrics HTTP/1.1\r\nhost: {ip}\r\naccept: {accept}\r\nconnection: close\r\n\r\n");
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nhost: {ip}\r\naccept: {accept}\r\nconnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
@@ -126,7 +127,10 @@ fn promtool(text: &str) -> Option<String> {
     let mut child = match child {
         Ok(child) => child,
         Err(e) => {
-            assert!(!in_ci(), "promtool is missing ({e}); deploy/install-deps.sh installs it (Debian's prometheus)");
+            assert!(
+                !in_ci(),
+                "promtool is missing ({e}); deploy/install-deps.sh installs it (Debian's prometheus)"
+            );
             eprintln!("skipping the lint: promtool is not installed (deploy/install-deps.sh installs it)");
             return None;
         }
@@ -280,7 +284,12 @@ fn after_a_rollout_the_leader_and_the_db_agent_count_it() {
     }
 
     // Every daemon, its output redirected to a file, wrote plain lines there.
-    let logs = cluster.coordinators.iter().map(|c| &c.proc).chain([&db.agent]).chain(cluster.apps.iter().map(|a| &a.agent));
+    let logs = cluster
+        .coordinators
+        .iter()
+        .map(|c| &c.proc)
+        .chain([&db.agent])
+        .chain(cluster.apps.iter().map(|a| &a.agent));
     for proc in logs {
         let text = proc.log_text();
         assert!(text.contains(" INFO "), "{} logged nothing at INFO:\n{text}", proc.name);

@@ -36,7 +36,11 @@ fn edit(tokens: &'static [&'static str]) -> impl Strategy<Value = Edit> {
         (any::<Index>(), select(tokens)).prop_map(|(at, token)| Edit::Insert(at, token.as_bytes().to_vec())),
         (any::<Index>(), vec(any::<u8>(), 1..8)).prop_map(|(at, bytes)| Edit::Insert(at, bytes)),
         (any::<Index>(), 1..32usize).prop_map(|(at, len)| Edit::Delete(at, len)),
-        (any::<Index>(), 1..64usize, any::<Index>()).prop_map(|(from, len, to)| Edit::Duplicate { from, len, to }),
+        (any::<Index>(), 1..64usize, any::<Index>()).prop_map(|(from, len, to)| Edit::Duplicate {
+            from,
+            len,
+            to
+        }),
     ]
 }
 
@@ -84,9 +88,7 @@ pub fn sql(tokens: &'static [&'static str]) -> BoxedStrategy<String> {
         1 => "-?[0-9]{1,5}",
         1 => "\\PC{0,4}",
     ];
-    (vec(piece, 0..48), select(SEPARATORS))
-        .prop_map(|(pieces, separator)| pieces.join(separator))
-        .boxed()
+    (vec(piece, 0..48), select(SEPARATORS)).prop_map(|(pieces, separator)| pieces.join(separator)).boxed()
 }
 
 /// A migrations folder as (path, content) pairs: Prisma folder names,
@@ -260,9 +262,8 @@ mod tests {
         let seed = serde_json::json!({"a": 1, "b": {"c": [1, 2]}});
         let mut runner = TestRunner::deterministic();
         let strategy = json_doc(seed.clone());
-        let changed = (0..200)
-            .filter(|_| strategy.new_tree(&mut runner).expect("a value").current() != seed)
-            .count();
+        let changed =
+            (0..200).filter(|_| strategy.new_tree(&mut runner).expect("a value").current() != seed).count();
         assert!(changed > 100, "only {changed} of 200 documents changed");
     }
 

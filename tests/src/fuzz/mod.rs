@@ -75,7 +75,8 @@ pub fn campaign(target: &Target, cases: u64, budget: Duration, seed: u64) -> Fou
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&fnv(target.name.as_bytes()).to_le_bytes());
-    let mut seeds = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &key));
+    let mut seeds =
+        TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &key));
     let (ran, slowest) = (Cell::new(0u64), Cell::new(Duration::ZERO));
     let mut crashes = Vec::new();
     let started = Instant::now();

@@ -165,7 +165,11 @@ pub fn all() -> Vec<Target> {
             inputs: prop_oneof![inputs::edited(wire_seeds(&bundle), WIRE_TOKENS), wire_message()].boxed(),
             run: wire,
         },
-        Target { name: "rollout_record", inputs: json(&[RECORD, RECORD_BEFORE_HOST_TABLE]), run: rollout_record },
+        Target {
+            name: "rollout_record",
+            inputs: json(&[RECORD, RECORD_BEFORE_HOST_TABLE]),
+            run: rollout_record,
+        },
     ]
 }
 
@@ -179,7 +183,7 @@ fn bundle_message() -> BoxedStrategy<v1::Bundle> {
         .prop_map(|(files, stamped, digest)| {
             let files = to_bundle_files(files);
             let digest = if stamped { bundle::digest(&files) } else { digest };
-            v1::Bundle { files, digest, ..v1::Bundle::default() }
+            v1::Bundle { files, digest }
         })
         .boxed()
 }

@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use runway_daemon::metrics::{Registry, Unit};
 
 use crate::model::{RolloutRecord, RolloutState, StepKind, StepState};
 
@@ -392,9 +392,10 @@ impl Metrics {
         }
     }
 
-    /// The metrics in the OpenMetrics text format.
+    /// The metrics in the Prometheus text format 0.0.4 (what
+    /// `promtool check metrics` reads).
     pub fn render(&self) -> String {
-        runway_daemon::metrics_endpoint::render(&self.registry)
+        self.registry.prometheus_text()
     }
 }
 

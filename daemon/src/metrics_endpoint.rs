@@ -1,12 +1,15 @@
 //! The opt-in `/metrics` listener: plain HTTP/1, one task per connection,
-//! the text the daemon's registry renders on every scrape.
+//! the text the daemon's registry renders on every scrape: OpenMetrics when
+//! the scraper asks for it (Prometheus does), else the Prometheus text
+//! format 0.0.4 (see [`crate::metrics`]).
 
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::metrics::{Registry, accepts_openmetrics};
 
 /// Binds `addr` (when set) and serves `registry` at `/metrics` there until
 /// `shutdown`, as a task on `tracker`.
@@ -37,9 +40,13 @@ pub async fn serve(
 
     let respond = move |request: hyper::Request<hyper::body::Incoming>| async move {
         let response = if request.uri().path() == "/metrics" {
-            Response::builder()
-                .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
-                .body(Full::new(Bytes::from(render(registry))))
+            let accept = request.headers().get(hyper::header::ACCEPT).and_then(|a| a.to_str().ok());
+            let (content_type, text) = if accept.is_some_and(accepts_openmetrics) {
+                ("application/openmetrics-text; version=1.0.0; charset=utf-8", registry.openmetrics())
+            } else {
+                ("text/plain; version=0.0.4; charset=utf-8", registry.prometheus_text())
+            };
+            Response::builder().header("content-type", content_type).body(Full::new(Bytes::from(text)))
         } else {
             Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("try /metrics\n")))
         };
@@ -69,11 +76,4 @@ pub async fn serve(
             }
         });
     }
-}
-
-/// `registry` in the OpenMetrics text format.
-pub fn render(registry: &Registry) -> String {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).expect("writing to a String cannot fail");
-    text
 }

@@ -1,8 +1,9 @@
-//! The long fuzz campaign: every target in `runway_tests::fuzz` for
-//! `--cases N` cases or `--minutes M` each, whichever comes first. Prints
-//! cases, cases per second and the slowest case per target; new crash
-//! cases are saved under `tests/fuzz/<target>/` (commit them: the
-//! `fuzz_regressions` test replays them) and make it exit 1.
+//! The long fuzz campaign: every target in `runway_tests::fuzz` (proptest
+//! strategies) for `--cases N` cases or `--minutes M` each, whichever comes
+//! first. Prints cases, cases per second and the slowest case per target;
+//! new crash cases, shrunk by proptest, are saved under
+//! `tests/fuzz/<target>/` (commit them: the `fuzz_regressions` test replays
+//! them) and make it exit 1. The same `--seed` runs the same cases.
 //!
 //! `cargo bench -p runway-tests --bench fuzz -- --cases 1000000 --minutes 10 [--target NAME] [--seed S]`
 

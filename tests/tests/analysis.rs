@@ -38,6 +38,13 @@ fn history(n: usize) -> Vec<(&'static str, &'static str)> {
     ALL[..n].to_vec()
 }
 
+/// The tests here measure latency and error rates of real processes: run
+/// side by side on two cores they would measure each other. One at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn check(name: &str, query: &str, limits: &str) -> String {
     format!("{{ name = \"{name}\", query = '{query}', interval = \"1s\", initial_delay = \"3s\", {limits} }}")
 }
@@ -71,6 +78,7 @@ fn health(app: &AppHost) -> String {
 
 #[test]
 fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_passes() {
+    let _serial = one_at_a_time();
     let port = Prometheus::pick_port();
     let cluster = Cluster::start(Options {
         coordinators: 1,
@@ -161,6 +169,7 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
 
 #[test]
 fn a_canary_twice_as_slow_as_the_baseline_is_rolled_back_and_one_within_the_margin_passes() {
+    let _serial = one_at_a_time();
     let port = Prometheus::pick_port();
     let cluster = Cluster::start(Options {
         coordinators: 1,
@@ -223,6 +232,7 @@ fn a_canary_twice_as_slow_as_the_baseline_is_rolled_back_and_one_within_the_marg
 
 #[test]
 fn the_count_of_failed_measurements_continues_across_a_leader_sigkill() {
+    let _serial = one_at_a_time();
     let port = Prometheus::pick_port();
     let mut cluster = Cluster::start(Options {
         coordinators: 2,
@@ -281,6 +291,7 @@ fn the_count_of_failed_measurements_continues_across_a_leader_sigkill() {
 
 #[test]
 fn a_hung_prometheus_is_inconclusive_and_the_policy_decides() {
+    let _serial = one_at_a_time();
     // A "Prometheus" that accepts connections and never answers.
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = hung.local_addr().unwrap().port();
@@ -377,6 +388,7 @@ fn rollout_id(events: &[serde_json::Value]) -> String {
 
 #[test]
 fn a_regression_after_success_notifies_and_rolls_back_by_migration_and_a_new_rollout_ends_the_monitor() {
+    let _serial = one_at_a_time();
     use runway_tests::fixtures::{PROFILE, SHOP, write_with_downs};
     let port = Prometheus::pick_port();
     let hook = runway_tests::webhook::Receiver::start();

@@ -1,9 +1,10 @@
 //! The fuzz targets in the test suite: the seeds are valid inputs (so the
 //! campaigns start from somewhere meaningful), every case saved under
 //! `tests/fuzz/<target>/` runs clean now (the crash cases a campaign ever
-//! saved, and `edge-*` inputs kept by hand: empty, all NUL, all 0xff), and
-//! a short campaign per target finds nothing new. The long campaign is
-//! `cargo bench -p runway-tests --bench fuzz`.
+//! saved, shrunk by proptest, and `edge-*` inputs kept by hand: empty, all
+//! NUL, all 0xff), a panicking reader is found and its case shrunk to the
+//! minimum, and a short campaign per target finds nothing new. The long
+//! campaign is `cargo bench -p runway-tests --bench fuzz`.
 
 use std::time::Duration;
 
@@ -40,20 +41,26 @@ fn saved_cases_run_clean() {
 }
 
 #[test]
-fn a_panicking_reader_is_reported_and_its_case_saved() {
+fn a_panicking_reader_is_reported_and_its_case_shrunk_and_saved() {
+    use proptest::prelude::*;
     fn panics_on_x(input: &[u8], _: &std::path::Path) {
         assert!(!input.contains(&b'x'), "found an x");
     }
-    let target =
-        fuzz::Target { name: "self_check", seeds: vec![b"abc".to_vec()], tokens: &["x"], run: panics_on_x };
+    let target = fuzz::Target {
+        name: "self_check",
+        inputs: proptest::collection::vec(prop_oneof![Just(b'x'), any::<u8>()], 0..64).boxed(),
+        run: panics_on_x,
+    };
     let scratch = tempfile::tempdir().unwrap();
     assert_eq!(run_case(&target, b"abc", scratch.path()), Ok(()));
     assert!(run_case(&target, b"axc", scratch.path()).unwrap_err().contains("found an x"));
     let found = campaign(&target, 2_000, Duration::from_secs(10), 1);
     let dir = crash_dir("self_check");
+    let saved: Vec<Vec<u8>> = found.crashes.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let cleanup = std::fs::remove_dir_all(&dir);
-    assert!(!found.crashes.is_empty(), "the campaign never inserted the token");
+    assert!(!found.crashes.is_empty(), "the campaign never generated an x");
     assert!(found.crashes.iter().all(|p| p.starts_with(&dir)));
+    assert!(saved.iter().all(|case| case == b"x"), "not shrunk to the minimal case: {saved:?}");
     cleanup.unwrap();
 }
 

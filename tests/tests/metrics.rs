@@ -1,13 +1,16 @@
 //! Must-show 2 of issue 11: after a rollout, the leader's and the DB
 //! agent's `/metrics` parse as Prometheus text and count the rollout, its
-//! steps, the backup and the migrations right.
+//! steps, the backup and the migrations right. Issue 27: both scrapes pass
+//! Prometheus's own lint (`promtool check metrics`: every metric has its
+//! HELP text, names follow the conventions), and the daemons, their output
+//! redirected to files, wrote plain text there (no ANSI escape codes).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, DB, Options, http_get};
 use runway_tests::fixtures::{SHOP, rollout_start_args, write_migrations};
-use runway_tests::process::{wait_until, workspace_root};
+use runway_tests::process::{in_ci, wait_until, workspace_root};
 
 /// One sample: name, labels, value.
 #[derive(Debug)]
@@ -84,12 +87,59 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
     (!matching.is_empty()).then(|| matching.iter().sum())
 }
 
-/// The text of `/metrics`.
+/// The text of `/metrics` for a client that does not ask for OpenMetrics
+/// (`curl`, `promtool`): the Prometheus text format 0.0.4.
 fn scrape(ip: &str, port: u16) -> String {
     let (code, body) = http_get(ip, port, "/metrics").expect("/metrics answers");
     assert_eq!(code, 200, "{body}");
-    assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF:\n{body}");
+    assert!(!body.contains("# EOF"), "not OpenMetrics unless asked for:\n{body}");
     body
+}
+
+/// The text of `/metrics` asked for as Prometheus asks: OpenMetrics.
+fn scrape_openmetrics(ip: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((ip, port)).expect("connect to /metrics");
+    stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nhost: {ip}\r\naccept: {accept}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.to_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF:\n{body}");
+    body.to_owned()
+}
+
+/// What `promtool check metrics` says about `text` (empty: no problem),
+/// or `None` when promtool is missing outside CI.
+fn promtool(text: &str) -> Option<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                !in_ci(),
+                "promtool is missing ({e}); deploy/install-deps.sh installs it (Debian's prometheus)"
+            );
+            eprintln!("skipping the lint: promtool is not installed (deploy/install-deps.sh installs it)");
+            return None;
+        }
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.success(), said.trim().is_empty(), "promtool's exit and output disagree: {said}");
+    Some(said)
 }
 
 /// The metric families a scrape declares (`# TYPE NAME KIND`).
@@ -195,7 +245,8 @@ fn after_a_rollout_the_leader_and_the_db_agent_count_it() {
     assert!(get("runway_etcd_request_duration_seconds_count", &[("op", "put_fenced")]).unwrap_or(0.0) > 0.0);
 
     let db = cluster.db.as_ref().expect("a DB host");
-    let agent_text = scrape(&db.host.ip, db.metrics.expect("the DB agent serves metrics"));
+    let agent_port = db.metrics.expect("the DB agent serves metrics");
+    let agent_text = scrape(&db.host.ip, agent_port);
     let m = parse(&agent_text);
     let get = |name: &str, labels: &[(&str, &str)]| value(&m, name, labels);
     let migrations = SHOP.len() as f64;
@@ -213,9 +264,41 @@ fn after_a_rollout_the_leader_and_the_db_agent_count_it() {
     assert_eq!(agent_commands("backup"), Some(1.0));
     assert_eq!(agent_commands("migrate"), Some(1.0));
 
+    // Prometheus's own lint finds no problem in either scrape. It reads the
+    // 0.0.4 format; OpenMetrics (what Prometheus itself asks for) names a
+    // counter's family without `_total`, which promtool takes for samples
+    // without HELP: the lint does see HELP lines.
+    let leader_open = scrape_openmetrics(&leader.host.ip, port);
+    let agent_open = scrape_openmetrics(&db.host.ip, agent_port);
+    if let Some(said) = promtool(&leader_text) {
+        assert_eq!(said, "", "promtool check metrics on the leader's scrape:\n{leader_text}");
+        let said = promtool(&agent_text).unwrap();
+        assert_eq!(said, "", "promtool check metrics on the DB agent's scrape:\n{agent_text}");
+        let said = promtool(&leader_open).unwrap();
+        assert!(said.contains("runway_rollouts_ended_total no help text"), "the lint reads HELP: {said}");
+    }
+    // Both formats carry the same samples.
+    for (text, open) in [(&leader_text, &leader_open), (&agent_text, &agent_open)] {
+        let names = |t: &str| parse(t).into_iter().map(|s| s.name).collect::<BTreeSet<_>>();
+        assert_eq!(names(text), names(open));
+    }
+
+    // Every daemon, its output redirected to a file, wrote plain lines there.
+    let logs = cluster
+        .coordinators
+        .iter()
+        .map(|c| &c.proc)
+        .chain([&db.agent])
+        .chain(cluster.apps.iter().map(|a| &a.agent));
+    for proc in logs {
+        let text = proc.log_text();
+        assert!(text.contains(" INFO "), "{} logged nothing at INFO:\n{text}", proc.name);
+        assert!(!text.contains('\x1b'), "{} wrote ANSI escape codes to {}", proc.name, proc.log.display());
+    }
+
     // The alerts and the dashboard use only metrics that exist.
     let known = registered();
-    let scraped: BTreeSet<String> = families(&leader_text).union(&families(&agent_text)).cloned().collect();
+    let scraped: BTreeSet<String> = families(&leader_open).union(&families(&agent_open)).cloned().collect();
     assert!(scraped.is_subset(&known), "registered() misreads the sources: {scraped:?} vs {known:?}");
     for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/runway.json"] {
         let text = std::fs::read_to_string(workspace_root().join(file)).expect("read deploy file");

@@ -7,12 +7,14 @@
 //! # Layout
 //!
 //! - [`config`]: the agent's TOML config: who it is and what it may do.
+//! - [`channels`]: how the agent reaches its coordinators (addresses, TLS).
 //! - [`connection`]: dials the coordinator, registers, keeps the stream alive.
 //! - [`databases`]: the databases a DB agent serves, by name, and their backup dirs.
 //! - [`deployed`]: the app version this host last deployed, kept across restarts.
 //! - [`exec`]: turns a `Command` into work on this host.
 //! - [`failpoint`]: faults the fault-injection tests switch on (test builds only: the `failpoints` feature).
 //! - [`journal`]: on-disk record of fencing tokens and command results.
+//! - [`signed_uses`]: what was done under each operator signature (one use each).
 //! - [`metrics`]: Prometheus metrics and the opt-in `/metrics` endpoint.
 //! - [`backup_ops`]: list, show, verify and restore backups for an operator.
 //! - [`service`]: the maintenance and restart hooks.

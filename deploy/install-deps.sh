@@ -2,8 +2,10 @@
 # Installs what runway's build, tests and quick start need and the machine
 # lacks: etcd, protoc, PostgreSQL 15 server binaries, iptables/nftables,
 # systemd-analyze and node (the systemd unit and polkit rule tests),
-# promtool (Debian's prometheus package: the alert rules test), and
-# the moto S3 server for the backup tests. Safe to run again.
+# promtool (Debian's prometheus package: the alert rules test), the moto
+# S3 server for the backup tests, and for the Debian packages
+# (deploy/debian/build.sh, tests/tests/packages.rs) cargo-deb, lintian and
+# man. Safe to run again.
 set -euo pipefail
 
 sudo_if_needed() {
@@ -20,6 +22,8 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
@@ -30,4 +34,10 @@ fi
 if ! command -v moto_server >/dev/null 2>&1; then
     echo "==> installing moto[server] (S3 API server for the backup tests)"
     python3 -m pip install --quiet 'moto[server]'
+fi
+
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    # From crates.io (Debian has none); about 1.5 min on 2 cores.
+    echo "==> installing cargo-deb (builds the Debian packages)"
+    cargo install --quiet --locked cargo-deb
 fi

@@ -14,6 +14,7 @@
 //! - [`webhook`]: a webhook receiver that records what it gets.
 //! - [`bench`]: what the benchmarks in `benches/` share.
 //! - [`fleet`]: a simulated fleet of N agents in one process, for benchmarks.
+//! - [`manual`]: man pages rendered by `man -l`, and their exit-code table.
 //! - [`nemesis`]: a soak of rollouts under faults, and the invariants checked after.
 
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod etcd;
 pub mod fixtures;
 pub mod fleet;
 pub mod fuzz;
+pub mod manual;
 pub mod moto;
 pub mod nemesis;
 pub mod netns;

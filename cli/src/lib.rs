@@ -45,7 +45,7 @@ use crate::output::{Format, Output};
 
 /// runway: database migrations as a program, not a 2 a.m. runbook.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "runway", version)]
 pub struct Cli {
     /// Output format: text for a person, or one JSON object per line on
     /// stdout (errors too).

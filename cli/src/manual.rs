@@ -45,12 +45,15 @@ pub fn run(output: Output, command: ManualCommand) -> Result<Exit, Failure> {
         ManualCommand::Completions { shell } => {
             let mut stdout = std::io::stdout().lock();
             clap_complete::generate(shell, &mut crate::command(), "runway", &mut stdout);
-            stdout.flush().map_err(|e| Failure::new(Exit::Failed, format!("cannot write the completions: {e}")))?;
+            stdout
+                .flush()
+                .map_err(|e| Failure::new(Exit::Failed, format!("cannot write the completions: {e}")))?;
             Ok(Exit::Success)
         }
         ManualCommand::ManPages { dir } => {
-            let written = man_pages(&dir)
-                .map_err(|e| Failure::new(Exit::Failed, format!("cannot write man pages into {}: {e}", dir.display())))?;
+            let written = man_pages(&dir).map_err(|e| {
+                Failure::new(Exit::Failed, format!("cannot write man pages into {}: {e}", dir.display()))
+            })?;
             output.result(
                 format!("{} man pages written into {}", written.len(), dir.display()),
                 &serde_json::json!({ "dir": dir, "pages": written }),
@@ -65,8 +68,7 @@ pub fn run(output: Output, command: ManualCommand) -> Result<Exit, Failure> {
 /// to) into `dir`; returns their paths.
 pub fn man_pages(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    // Named as installed (the crate is runway-cli), so pages are runway-….1.
-    let mut command = crate::command().name("runway").disable_help_subcommand(true);
+    let mut command = crate::command().disable_help_subcommand(true);
     command.build();
     let mut written = Vec::new();
     write_pages(command, dir, &mut written)?;

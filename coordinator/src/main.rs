@@ -53,7 +53,8 @@ async fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        let file = args.config.as_ref().map_or("(no file: defaults)".into(), |path| path.display().to_string());
+        let file =
+            args.config.as_ref().map_or("(no file: defaults)".into(), |path| path.display().to_string());
         println!("{file}: OK (coordinator config)");
         return ExitCode::SUCCESS;
     }

@@ -44,11 +44,23 @@ pub fn assert_exit_codes(text: &str) {
         (9, "diverged:"),
         (10, "denied:"),
     ] {
+        // `.TP`: the code, then its meaning on the same line when the code
+        // is narrower than the indent, else on the next line.
         let found = lines[at..]
             .iter()
-            .position(|l| *l == code.to_string())
+            .position(|l| l.split_whitespace().next() == Some(code.to_string().as_str()))
             .unwrap_or_else(|| panic!("exit code {code} missing after line {at} of:\n{section}"));
-        at += found + 1;
-        assert!(lines[at].starts_with(start_of_meaning), "code {code}: {:?} in:\n{section}", lines[at]);
+        at += found;
+        let same_line = lines[at][code.to_string().len()..].trim();
+        let meaning = if same_line.is_empty() {
+            lines[at + 1..].iter().find(|l| !l.is_empty()).copied()
+        } else {
+            Some(same_line)
+        };
+        assert!(
+            meaning.is_some_and(|m| m.starts_with(start_of_meaning)),
+            "code {code}: {meaning:?} in:\n{section}"
+        );
+        at += 1;
     }
 }

@@ -85,11 +85,17 @@ fn bash_completes_subcommands_and_flags_from_the_sourced_script() {
 #[test]
 fn man_renders_runway_1_with_the_exit_codes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out =
-        Command::new(bin("runway")).arg("man-pages").arg("--dir").arg(dir.path()).output().expect("run runway");
+    let out = Command::new(bin("runway"))
+        .arg("man-pages")
+        .arg("--dir")
+        .arg(dir.path())
+        .output()
+        .expect("run runway");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = man(&dir.path().join("runway.1"));
-    for needle in ["NAME", "runway - runway: database migrations", "SYNOPSIS", "runway-rollout(1)", "EXIT STATUS"] {
+    for needle in
+        ["NAME", "runway - runway: database migrations", "SYNOPSIS", "runway-rollout(1)", "EXIT STATUS"]
+    {
         assert!(text.contains(needle), "{needle:?} in:\n{text}");
     }
     assert_exit_codes(&text);

@@ -273,7 +273,10 @@ fn the_daemons_check_config_flag_refuses_a_wrong_key_naming_it_and_passes_a_good
     std::fs::write(&agent, good_agent.replacen("roles = ", "heartbeat_sec = 1\nroles = ", 1)).expect("write");
     let (code, log) = check_config("runway-agent", &agent, dir.path());
     assert_eq!(code, Some(INVALID), "{log}");
-    assert!(log.contains(&agent.display().to_string()) && log.contains("unknown field `heartbeat_sec`"), "{log}");
+    assert!(
+        log.contains(&agent.display().to_string()) && log.contains("unknown field `heartbeat_sec`"),
+        "{log}"
+    );
     // `runway config check` says the same of it.
     let out = runway(&["config", "check", "--agent", agent.to_str().expect("UTF-8 path")]);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -74,6 +74,7 @@ fn build() -> Vec<PathBuf> {
 /// installs, modes included) and its control files (conffiles, postinst)
 /// into `control/PACKAGE/`. No maintainer script runs.
 fn extract(root: &Path, control: &Path, debs: &[PathBuf]) {
+    std::fs::create_dir_all(control).expect("control dir");
     for (deb, package) in debs.iter().zip(PACKAGES) {
         run(Command::new("dpkg-deb").arg("--extract").arg(deb).arg(root));
         run(Command::new("dpkg-deb").arg("--control").arg(deb).arg(control.join(package)));
@@ -81,7 +82,8 @@ fn extract(root: &Path, control: &Path, debs: &[PathBuf]) {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
+    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode()
+        & 0o7777
 }
 
 /// The packages, in the order `build` returns them.
@@ -146,7 +148,10 @@ fn files_and_modes(root: &Path) {
         assert_eq!(mode(&root.join(path)), expected, "mode of /{path}");
     }
     // The shipped configs are the examples in deploy/, byte for byte.
-    assert_eq!(read(&root.join("etc/runway/agent.toml")), read(&workspace_root().join("deploy/agent-db.toml")));
+    assert_eq!(
+        read(&root.join("etc/runway/agent.toml")),
+        read(&workspace_root().join("deploy/agent-db.toml"))
+    );
     assert_eq!(
         read(&root.join("etc/runway/coordinator.toml")),
         read(&workspace_root().join("deploy/coordinator.toml"))
@@ -271,7 +276,12 @@ fn users_and_config_owners(root: &Path) {
 fn postinst(control: &Path) {
     for (package, conf, config, group) in [
         ("runway-agent", "runway-agent.conf", "/etc/runway/agent.toml", "runway"),
-        ("runway-coordinator", "runway-coordinator.conf", "/etc/runway/coordinator.toml", "runway-coordinator"),
+        (
+            "runway-coordinator",
+            "runway-coordinator.conf",
+            "/etc/runway/coordinator.toml",
+            "runway-coordinator",
+        ),
     ] {
         let path = control.join(package).join("postinst");
         assert_eq!(mode(&path), 0o755, "{package}.postinst");
@@ -348,7 +358,8 @@ fn binaries_run(root: &Path) {
         .expect("run runway-agent --check-config");
     let log = text(&out);
     assert_eq!(out.status.code(), Some(2), "{log}");
-    let problems: Vec<&str> = log.lines().filter(|l| l.starts_with(&format!("{}: ", config.display()))).collect();
+    let problems: Vec<&str> =
+        log.lines().filter(|l| l.starts_with(&format!("{}: ", config.display()))).collect();
     assert!(!problems.is_empty(), "{log}");
     assert!(
         problems.iter().all(|l| l.contains(": [tls] ") || l.contains(": [backup] ")),
@@ -358,9 +369,11 @@ fn binaries_run(root: &Path) {
 }
 
 fn lintian(debs: &[PathBuf]) {
-    // Errors and warnings fail; info and overridden tags are printed.
+    // Errors and warnings fail; info tags are printed too. (Overridden
+    // tags, each explained in deploy/debian/PACKAGE.lintian-overrides, are
+    // not shown: with --show-overrides lintian counts them as failing.)
     let out = Command::new("lintian")
-        .args(["--fail-on", "error,warning", "--info", "--display-info", "--show-overrides"])
+        .args(["--fail-on", "error,warning", "--display-info"])
         .args(debs)
         .output()
         .expect("run lintian");

@@ -2,10 +2,11 @@
 # Installs what runway's build, tests and quick start need and the machine
 # lacks: etcd, protoc, PostgreSQL 15 server binaries, iptables/nftables,
 # systemd-analyze and node (the systemd unit and polkit rule tests),
-# promtool (Debian's prometheus package: the alert rules test), the
-# moto S3 server for the backup tests, and npm, pm2 and shellcheck (the
-# hook scripts in deploy/hooks/ and their pm2 end-to-end test). Safe to
-# run again.
+# promtool (Debian's prometheus package: the alert rules test), the moto
+# S3 server for the backup tests, npm, pm2 and shellcheck (the hook scripts
+# in deploy/hooks/ and their pm2 end-to-end test), and for the Debian
+# packages (deploy/debian/build.sh, tests/tests/packages.rs) cargo-deb,
+# lintian and man. Safe to run again.
 set -euo pipefail
 
 sudo_if_needed() {
@@ -24,6 +25,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
@@ -42,4 +45,9 @@ pm2_prefix="$(cd "$(dirname "$0")/.." && pwd)/target/tools/npm"
 if ! command -v pm2 >/dev/null 2>&1 && [ ! -x "$pm2_prefix/bin/pm2" ]; then
     echo "==> installing pm2 into $pm2_prefix (npm registry)"
     npm install --global --prefix "$pm2_prefix" --no-audit --no-fund --loglevel=error 'pm2@7'
+fi
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    # From crates.io (Debian has none); about 1.5 min on 2 cores.
+    echo "==> installing cargo-deb (builds the Debian packages)"
+    cargo install --quiet --locked cargo-deb
 fi

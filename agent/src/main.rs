@@ -20,6 +20,12 @@ struct Args {
     /// line belongs to, and the trace id of its rollout.
     #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
     log_format: runway_telemetry::LogFormat,
+    /// Check the config as at start-up (every key, URL, file and hook, as
+    /// this user), print the result and exit without starting: 0 when the
+    /// agent would start with it, 2 when not (each problem named by file,
+    /// table and key). The systemd unit runs it as `ExecStartPre=`.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -32,6 +38,10 @@ async fn main() -> ExitCode {
             return refuse("runway-agent", &error, &format!("--agent {}", args.config.display()));
         }
     };
+    if args.check_config {
+        println!("{}: OK (agent config)", args.config.display());
+        return ExitCode::SUCCESS;
+    }
     match serve(&args, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

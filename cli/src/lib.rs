@@ -21,6 +21,8 @@
 //!   of their config files, alone.
 //! - [`audit`]: `runway audit`, the coordinators' audit log.
 //! - [`status`]: `runway status`, the on-call view.
+//! - [`manual`]: `runway completions` and the man pages, from the clap
+//!   definitions.
 
 pub mod audit;
 pub mod backup;
@@ -28,6 +30,7 @@ pub mod certs;
 pub mod config_check;
 pub mod etcd_auth;
 pub mod exit;
+pub mod manual;
 pub mod migrate;
 pub mod output;
 pub mod remote;
@@ -42,7 +45,7 @@ use crate::output::{Format, Output};
 
 /// runway: database migrations as a program, not a 2 a.m. runbook.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "runway", version)]
 pub struct Cli {
     /// Output format: text for a person, or one JSON object per line on
     /// stdout (errors too).
@@ -152,6 +155,8 @@ pub enum Command {
         #[command(subcommand)]
         command: config_check::ConfigCommand,
     },
+    #[command(flatten)]
+    Manual(manual::ManualCommand),
 }
 
 /// The command line, with the exit-code table at the end of every
@@ -223,6 +228,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Backup { command } => backup::run(output, command).await,
         Command::Certs { command } => certs::run(output, command),
         Command::Config { command } => config_check::run(output, command),
+        Command::Manual(command) => manual::run(output, command),
         Command::Etcd { command } => etcd_auth::run(output, command).await,
         Command::Status { environment, coordinators } => {
             async { status::run(&coordinators.remote()?, output, environment).await }.await

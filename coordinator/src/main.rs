@@ -33,6 +33,13 @@ struct Args {
     /// belongs to.
     #[arg(long, value_enum, env = "RUNWAY_LOG_FORMAT", default_value = "text")]
     log_format: runway_telemetry::LogFormat,
+    /// Check the config (with the overrides above) as at start-up: every
+    /// key, address and file, as this user. Print the result and exit
+    /// without starting: 0 when the coordinator would start with it, 2
+    /// when not (each problem named by file, table and key). The systemd
+    /// unit runs it as `ExecStartPre=`.
+    #[arg(long)]
+    check_config: bool,
 }
 
 #[tokio::main]
@@ -45,6 +52,12 @@ async fn main() -> ExitCode {
             return refuse("runway-coordinator", &error, &format!("--coordinator {file}"));
         }
     };
+    if args.check_config {
+        let file =
+            args.config.as_ref().map_or("(no file: defaults)".into(), |path| path.display().to_string());
+        println!("{file}: OK (coordinator config)");
+        return ExitCode::SUCCESS;
+    }
     match serve(&args, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -17,6 +17,7 @@
 //! - [`prometheus`]: a real Prometheus scraping the sample apps, and a bounded load generator.
 //! - [`bench`]: what the benchmarks in `benches/` share.
 //! - [`fleet`]: a simulated fleet of N agents in one process, for benchmarks.
+//! - [`manual`]: man pages rendered by `man -l`, and their exit-code table.
 //! - [`nemesis`]: a soak of rollouts under faults, and the invariants checked after.
 //! - [`fuzz`]: the fuzz targets (proptest strategies), their saved cases and campaign.
 
@@ -27,6 +28,7 @@ pub mod etcd;
 pub mod fixtures;
 pub mod fleet;
 pub mod fuzz;
+pub mod manual;
 pub mod moto;
 pub mod nemesis;
 pub mod netns;

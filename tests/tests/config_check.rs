@@ -231,3 +231,74 @@ fn config_check_passes_the_example_configs_in_deploy() {
         assert!(help.contains(needle), "{needle:?} in:\n{help}");
     }
 }
+
+/// `DAEMON --check-config --config CONFIG` (what the systemd units run as
+/// `ExecStartPre=`): its exit code and output; `None` when it went on to
+/// start instead of exiting.
+fn check_config(daemon: &str, config: &Path, dir: &Path) -> (Option<i32>, String) {
+    let mut command = Command::new(bin(daemon));
+    command
+        .arg("--check-config")
+        .arg("--config")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUNWAY_ETCD_ENDPOINTS");
+    let mut proc = Proc::spawn(daemon, &mut command, dir);
+    let status = proc.wait_for_exit(REFUSES_WITHIN);
+    (status.and_then(|s| s.code()), proc.log_text())
+}
+
+#[test]
+fn the_daemons_check_config_flag_refuses_a_wrong_key_naming_it_and_passes_a_good_config() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::create(dir.path());
+
+    // The agent: a DB host's config, every file it names present here.
+    let agent = dir.path().join("agent.toml");
+    let good_agent = format!(
+        "name = \"db-9\"\nenvironment = \"{ENV}\"\ncoordinators = [\"https://127.0.0.1:1\"]\nroles = [\"db\"]\n\
+         state_dir = {:?}\n[databases.app]\nurl = \"postgres://runway@127.0.0.1:5432/app\"\n\
+         [backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{}",
+        dir.path().join("state"),
+        dir.path().join("backups"),
+        pki.agent(ENV, "db-9").toml(),
+    );
+    std::fs::write(&agent, &good_agent).expect("write agent config");
+    let (code, log) = check_config("runway-agent", &agent, dir.path());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains(&format!("{}: OK (agent config)", agent.display())), "{log}");
+    assert!(!dir.path().join("state").exists(), "a check wrote the journal dir");
+
+    // The same config with a misspelt key (`heartbeat_sec`): refused, named.
+    std::fs::write(&agent, good_agent.replacen("roles = ", "heartbeat_sec = 1\nroles = ", 1)).expect("write");
+    let (code, log) = check_config("runway-agent", &agent, dir.path());
+    assert_eq!(code, Some(INVALID), "{log}");
+    assert!(
+        log.contains(&agent.display().to_string()) && log.contains("unknown field `heartbeat_sec`"),
+        "{log}"
+    );
+    // `runway config check` says the same of it.
+    let out = runway(&["config", "check", "--agent", agent.to_str().expect("UTF-8 path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(INVALID), "{stdout}");
+    assert!(stdout.contains("unknown field `heartbeat_sec`"), "{stdout}");
+
+    // The coordinator, likewise; it does not listen.
+    let port = free_port();
+    let coordinator = dir.path().join("coordinator.toml");
+    let good = format!(
+        "name = \"coord-9\"\nlisten = \"127.0.0.1:{port}\"\netcd_endpoints = [\"https://127.0.0.1:1\"]\n{}{}",
+        environments_toml(&[ENV], ""),
+        pki.coordinator("coord-9", "127.0.0.1").toml(),
+    );
+    std::fs::write(&coordinator, &good).expect("write coordinator config");
+    let (code, log) = check_config("runway-coordinator", &coordinator, dir.path());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains(&format!("{}: OK (coordinator config)", coordinator.display())), "{log}");
+    std::fs::write(&coordinator, good.replacen("listen = ", "listen_addr = \"127.0.0.1:1\"\nlisten = ", 1))
+        .expect("write");
+    let (code, log) = check_config("runway-coordinator", &coordinator, dir.path());
+    assert_eq!(code, Some(INVALID), "{log}");
+    assert!(log.contains("unknown field `listen_addr`"), "{log}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "it bound its port");
+}

@@ -222,14 +222,14 @@ fn analyze(name: &str) -> Option<f64> {
     if !available("systemd-analyze", "--version") {
         return None;
     }
-    // `verify` checks that ExecStart exists: point it at a binary that does,
-    // under the unit's own name.
+    // `verify` checks that ExecStart and ExecStartPre exist: point them at
+    // a binary that does, under the unit's own name.
     let dir = tempfile::tempdir().expect("temp dir");
     let unit = dir.path().join(format!("{name}.service"));
     let text = std::fs::read_to_string(unit_path(name)).expect("read the unit");
-    let exec = format!("ExecStart=/usr/local/bin/{name} ");
-    assert!(text.contains(&exec), "unexpected ExecStart in {name}.service");
-    std::fs::write(&unit, text.replace(&exec, "ExecStart=/bin/true ")).expect("write the unit copy");
+    let exec = format!("=/usr/bin/{name} ");
+    assert!(text.contains(&format!("ExecStart{exec}")), "unexpected ExecStart in {name}.service");
+    std::fs::write(&unit, text.replace(&exec, "=/bin/true ")).expect("write the unit copy");
     let verify =
         Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("run systemd-analyze");
     assert!(

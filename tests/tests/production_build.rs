@@ -7,19 +7,19 @@
 //! 1. How cargo resolves the daemons and the CLI alone (`cargo tree`, no
 //!    build): neither `failpoints` nor `test-util` is on. The workspace's
 //!    resolution (the control) has both.
-//! 2. `cargo build -p runway-coordinator -p runway-agent` alone, into a
-//!    target dir of its own (the test binaries stay as they are): neither
-//!    binary contains a `RUNWAY_FAILPOINT_` name, so nothing in them can
-//!    read one; the workspace's test build (the control) does.
+//! 2. The release build the packages ship (`cargo build --release -p
+//!    runway-cli -p runway-agent -p runway-coordinator`, as
+//!    `deploy/debian/build.sh` runs it): neither daemon contains a
+//!    `RUNWAY_FAILPOINT_` name, so nothing in them can read one; the
+//!    workspace's test build (the control) does.
 //! 3. That coordinator, started with `RUNWAY_FAILPOINT_TAMPER_BUNDLE=1` in
 //!    a real cluster: the variable changes nothing and the rollout
 //!    succeeds, where the test build's coordinator changes the bundle and
 //!    the DB agent refuses it (`security.rs`). It does not warn that it is
 //!    a test build; the test build's coordinator does.
 //!
-//! Step 2 is a debug build of two packages from nothing the first time
-//! (measured 2026-12-07: 4 min 37 s user + 43 s system CPU, 2.1 GB in
-//! `target/production-check`; a second run takes under a second).
+//! Step 2 shares its build with the package test (`packages.rs`), which
+//! cargo runs first: one release build in CI, not two.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,19 +67,28 @@ fn contains(path: &Path, needle: &str) -> bool {
     status.success()
 }
 
-/// `cargo build -p runway-coordinator -p runway-agent`, alone and into
-/// `target/production-check`: the binaries' directory.
+/// The release build the Debian packages ship (`deploy/debian/build.sh`
+/// runs the same command; `packages.rs` runs it first, so here it is
+/// usually fresh already): the three packages alone, into `target/release`.
 fn production_binaries() -> PathBuf {
-    let target = bin_dir().parent().expect("target dir").join("production-check");
     let started = std::time::Instant::now();
     let out = cargo()
-        .args(["build", "--locked", "-p", "runway-coordinator", "-p", "runway-agent", "--target-dir"])
-        .arg(&target)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "runway-cli",
+            "-p",
+            "runway-agent",
+            "-p",
+            "runway-coordinator",
+        ])
         .output()
         .expect("run cargo build");
     assert!(out.status.success(), "cargo build: {}", String::from_utf8_lossy(&out.stderr));
     eprintln!("production build: {:.1} s", started.elapsed().as_secs_f64());
-    target.join("debug")
+    bin_dir().parent().expect("target dir").join("release")
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! Listed from the bottom up: each module uses only modules above it in
 //! this list (a unit test, `module_graph`, checks that there is no cycle).
 //!
+//! - [`placeholders`]: `{{name}}` in webhook bodies and analysis queries.
 //! - [`config`]: the coordinator's config.
 //! - [`failpoint`]: faults the fault-injection tests switch on (test builds only: the `failpoints` feature).
 //! - [`fencing`]: a leader's [`fencing::Term`] and its [`fencing::FencingToken`].
@@ -37,6 +38,7 @@ pub mod leadership;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod placeholders;
 pub mod policy;
 pub mod registry;
 pub mod rollout;

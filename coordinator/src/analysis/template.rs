@@ -51,29 +51,15 @@ fn plain(value: &str) -> String {
 /// `query` with every placeholder filled in (unknown ones, refused at
 /// start-up, are left as they are).
 pub fn render(query: &str, bindings: &Bindings) -> String {
-    let mut out = String::with_capacity(query.len() + 64);
-    let mut rest = query;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let name = after[..end].trim();
-        match name {
-            "environment" => out.push_str(&plain(&bindings.environment)),
-            "hosts" => out.push_str(&host_regex(&bindings.hosts)),
-            "canary_hosts" => out.push_str(&host_regex(&bindings.canary_hosts)),
-            "baseline_hosts" => out.push_str(&host_regex(&bindings.baseline_hosts)),
-            "version" => out.push_str(&plain(&bindings.version)),
-            "previous_version" => out.push_str(&plain(&bindings.previous_version)),
-            _ => out.push_str(&rest[start..start + 2 + end + 2]),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
+    crate::placeholders::fill(query, |name| match name {
+        "environment" => Some(plain(&bindings.environment)),
+        "hosts" => Some(host_regex(&bindings.hosts)),
+        "canary_hosts" => Some(host_regex(&bindings.canary_hosts)),
+        "baseline_hosts" => Some(host_regex(&bindings.baseline_hosts)),
+        "version" => Some(plain(&bindings.version)),
+        "previous_version" => Some(plain(&bindings.previous_version)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

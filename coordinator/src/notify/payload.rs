@@ -110,7 +110,7 @@ impl Notification {
     /// The webhook's `link` for this rollout, filled in.
     fn link(&self, webhook: &Webhook) -> Option<String> {
         let link = webhook.link.as_ref()?;
-        Some(fill(link, |name| match name {
+        Some(crate::placeholders::fill(link, |name| match name {
             "link" => Some(String::new()),
             other => self.placeholder(other, webhook),
         }))
@@ -181,7 +181,7 @@ impl Notification {
             WebhookFormat::Template => {
                 let content_type = webhook.content_type.clone().unwrap_or_else(|| JSON.into());
                 let escape_json = content_type.contains("json");
-                let body = fill(webhook.body.as_deref().unwrap_or_default(), |name| {
+                let body = crate::placeholders::fill(webhook.body.as_deref().unwrap_or_default(), |name| {
                     let value = self.placeholder(name, webhook)?;
                     Some(if escape_json { json_escaped(&value) } else { value })
                 });
@@ -204,28 +204,6 @@ impl Notification {
 fn json_escaped(value: &str) -> String {
     let quoted = Value::String(value.to_owned()).to_string();
     quoted[1..quoted.len() - 1].to_owned()
-}
-
-/// `text` with every `{{name}}` replaced by `value(name)` (kept as is
-/// when `None`).
-fn fill(text: &str, value: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        match value(after[..end].trim()) {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(&rest[start..start + 2 + end + 2]),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
 }
 
 #[cfg(test)]

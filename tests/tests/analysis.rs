@@ -92,9 +92,12 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
         app_hosts: 3,
         environment_policy: [
             "maintenance = \"auto\"".to_owned(),
-            "restart = { batch = 2, canary = 1, min_healthy = \"8s\", healthy_deadline = \"15s\" }".into(),
-            "watch = { duration = \"6s\", interval = \"1s\" }".into(),
-            format!("analysis = [{}]", check("errors", ERRORS, "max = 0.01")),
+            "restart = { batch = 2, canary = 1, min_healthy = \"10s\", healthy_deadline = \"15s\" }".into(),
+            "watch = { duration = \"8s\", interval = \"1s\" }".into(),
+            // A restarted canary's series needs two scrapes before `rate`
+            // has a value; a loaded CI machine scrapes late (seen: 3 s was
+            // not enough), so the first measurement waits 5 s.
+            format!("analysis = [{}]", check_after("errors", ERRORS, "5s", "max = 0.01")),
         ]
         .join("\n"),
         coordinator_toml: Prometheus::coordinator_toml(port),
@@ -110,7 +113,7 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
         cluster.runway(&["rollout", "plan", "--env", "staging", "--migrations", dir.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(
-        text.contains("analysis runs during the canaries' min_healthy (8s), the watch window (6s)")
+        text.contains("analysis runs during the canaries' min_healthy (10s), the watch window (8s)")
             && text.contains("analysis errors: ≤ 0.01 every 1s"),
         "rollout plan does not show the analysis:\n{text}\n{}",
         String::from_utf8_lossy(&plan.stderr)
@@ -122,7 +125,7 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
     assert!(out.status.success(), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     let measured = of_kind(&events, "analysis_measured");
     let phase = |p: &str| measured.iter().filter(|e| e["detail"]["phase"] == p).count();
-    assert!(phase("canary") >= 5 && phase("watch") >= 2, "too few measurements: {measured:#?}");
+    assert!(phase("canary") >= 4 && phase("watch") >= 2, "too few measurements: {measured:#?}");
     for m in &measured {
         assert_eq!(m["detail"]["outcome"], "passed", "{m}");
         let message = m["message"].as_str().unwrap();
@@ -166,7 +169,7 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
     assert!(value > 0.01 && value < 0.2, "the measured share of errors is about 5 %: {value}");
     let stopped = of_kind(&events, "step_failed");
     assert!(stopped[0]["message"].as_str().unwrap().contains("analysis errors failed"), "{stopped:#?}");
-    // The canary ran `min_healthy` (8 s) for at most as long as the analysis needed.
+    // The canary ran `min_healthy` (10 s) for at most as long as the analysis needed.
     assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     assert_eq!(pids(&cluster.apps[1..]), others, "hosts after the canary were restarted");
     for app in &cluster.apps {
@@ -183,10 +186,15 @@ fn a_canary_twice_as_slow_as_the_baseline_is_rolled_back_and_one_within_the_marg
         app_hosts: 3,
         environment_policy: [
             "maintenance = \"auto\"".to_owned(),
-            "restart = { batch = 2, canary = 1, min_healthy = \"8s\", healthy_deadline = \"15s\" }".into(),
+            "restart = { batch = 2, canary = 1, min_healthy = \"10s\", healthy_deadline = \"15s\" }".into(),
             format!(
                 "analysis = [{}]",
-                check("p99", P99, "compare = \"baseline\", factor = 1.5, margin = 0.01, failure_limit = 1")
+                check_after(
+                    "p99",
+                    P99,
+                    "5s",
+                    "compare = \"baseline\", factor = 1.5, margin = 0.01, failure_limit = 1"
+                )
             ),
         ]
         .join("\n"),

@@ -19,6 +19,11 @@ pub fn milestones(events: &[serde_json::Value]) -> Vec<String> {
 }
 
 /// A finished CLI run's `--output json` stdout: one JSON value per line.
+/// The rollout id the first of a rollout's `events` names.
+pub fn rollout_id(events: &[serde_json::Value]) -> String {
+    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
+}
+
 pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(bytes)
         .lines()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use runway_tests::cluster::{AppHost, Cluster, Options};
 use runway_tests::process::wait_until;
 use runway_tests::prometheus::{Load, Prometheus};
-use runway_tests::watch::Watch;
+use runway_tests::watch::{Watch, rollout_id};
 
 /// The share of `{{hosts}}`' pages that failed over the last 10 s.
 const ERRORS: &str = r#"(sum(rate(http_requests_total{host=~"{{hosts}}",code="500"}[10s])) or vector(0)) / sum(rate(http_requests_total{host=~"{{hosts}}"}[10s]))"#;
@@ -79,6 +79,28 @@ fn pids(apps: &[AppHost]) -> Vec<u32> {
     apps.iter().map(AppHost::pid).collect()
 }
 
+/// Three app hosts, restarted canary first (`min_healthy` 10 s) under
+/// `maintenance = "auto"` so the canary serves traffic, asking Prometheus
+/// on `port`; `policy` adds lines to the environment's policy.
+///
+/// A restarted canary's series needs two scrapes before `rate` has a
+/// value, and a loaded CI machine scrapes late (3 s was seen to be too
+/// little): checks here wait 5 s before their first measurement.
+fn canary_cluster(port: u16, policy: &[String]) -> Cluster {
+    let mut lines = vec![
+        "maintenance = \"auto\"".to_owned(),
+        "restart = { batch = 2, canary = 1, min_healthy = \"10s\", healthy_deadline = \"15s\" }".to_owned(),
+    ];
+    lines.extend_from_slice(policy);
+    Cluster::start(Options {
+        coordinators: 1,
+        app_hosts: 3,
+        environment_policy: lines.join("\n"),
+        coordinator_toml: Prometheus::coordinator_toml(port),
+        ..Options::default()
+    })
+}
+
 fn health(app: &AppHost) -> String {
     app.health().unwrap_or_else(|| panic!("{} is not healthy", app.name))
 }
@@ -87,22 +109,13 @@ fn health(app: &AppHost) -> String {
 fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_passes() {
     let _serial = one_at_a_time();
     let port = Prometheus::pick_port();
-    let cluster = Cluster::start(Options {
-        coordinators: 1,
-        app_hosts: 3,
-        environment_policy: [
-            "maintenance = \"auto\"".to_owned(),
-            "restart = { batch = 2, canary = 1, min_healthy = \"10s\", healthy_deadline = \"15s\" }".into(),
+    let cluster = canary_cluster(
+        port,
+        &[
             "watch = { duration = \"8s\", interval = \"1s\" }".into(),
-            // A restarted canary's series needs two scrapes before `rate`
-            // has a value; a loaded CI machine scrapes late (seen: 3 s was
-            // not enough), so the first measurement waits 5 s.
             format!("analysis = [{}]", check_after("errors", ERRORS, "5s", "max = 0.01")),
-        ]
-        .join("\n"),
-        coordinator_toml: Prometheus::coordinator_toml(port),
-        ..Options::default()
-    });
+        ],
+    );
     let _prometheus = prometheus_for(&cluster, port);
     let _load = Load::start(&cluster.apps, 40, Duration::from_secs(150));
 
@@ -181,26 +194,18 @@ fn an_erroring_canary_is_rolled_back_during_min_healthy_and_a_healthy_release_pa
 fn a_canary_twice_as_slow_as_the_baseline_is_rolled_back_and_one_within_the_margin_passes() {
     let _serial = one_at_a_time();
     let port = Prometheus::pick_port();
-    let cluster = Cluster::start(Options {
-        coordinators: 1,
-        app_hosts: 3,
-        environment_policy: [
-            "maintenance = \"auto\"".to_owned(),
-            "restart = { batch = 2, canary = 1, min_healthy = \"10s\", healthy_deadline = \"15s\" }".into(),
-            format!(
-                "analysis = [{}]",
-                check_after(
-                    "p99",
-                    P99,
-                    "5s",
-                    "compare = \"baseline\", factor = 1.5, margin = 0.01, failure_limit = 1"
-                )
-            ),
-        ]
-        .join("\n"),
-        coordinator_toml: Prometheus::coordinator_toml(port),
-        ..Options::default()
-    });
+    let cluster = canary_cluster(
+        port,
+        &[format!(
+            "analysis = [{}]",
+            check_after(
+                "p99",
+                P99,
+                "5s",
+                "compare = \"baseline\", factor = 1.5, margin = 0.01, failure_limit = 1"
+            )
+        )],
+    );
     // v1 (running now) takes 100 ms a page; v2 twice that; v3 110 ms. One
     // failed measurement is tolerated: a page delayed by a busy machine
     // can move a P99 over 50 pages, a slower release moves every one.
@@ -395,10 +400,6 @@ fn show(cluster: &Cluster, id: &str) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-fn rollout_id(events: &[serde_json::Value]) -> String {
-    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
 }
 
 #[test]

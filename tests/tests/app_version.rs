@@ -15,7 +15,7 @@ use std::time::Duration;
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::SHOP;
 use runway_tests::process::{now_ms, wait_until};
-use runway_tests::watch::json_lines;
+use runway_tests::watch::{json_lines, rollout_id};
 
 /// A migration on top of [`SHOP`], so a second rollout has something to do.
 const NOTE: (&str, &str) = ("20240105000000_note", "ALTER TABLE \"User\" ADD COLUMN \"note\" TEXT;\n");
@@ -54,10 +54,6 @@ fn started(cluster: &Cluster) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .collect()
-}
-
-fn rollout_id(events: &[serde_json::Value]) -> String {
-    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
 }
 
 fn text(out: &std::process::Output) -> String {

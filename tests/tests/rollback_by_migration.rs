@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use runway_tests::cluster::{Cluster, DB, ENV, Options};
 use runway_tests::fixtures::{ORDER_STATUS, PROFILE, SHOP, WithDown, rollout_start_args, write_with_downs};
-use runway_tests::watch::{Watch, json_lines, milestones};
+use runway_tests::watch::{Watch, json_lines, milestones, rollout_id};
 
 /// `Order.total` may be NULL; its down makes it NOT NULL again, which
 /// fails once a NULL total was written (on an empty copy it is proven).
@@ -44,10 +44,6 @@ fn json(out: &std::process::Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-fn rollout_id(events: &[serde_json::Value]) -> String {
-    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
 }
 
 fn start(cluster: &Cluster, dir: &Path, version: &str) -> (std::process::Output, Vec<serde_json::Value>) {

@@ -8,16 +8,12 @@
 
 use runway_tests::cluster::{Cluster, Options};
 use runway_tests::fixtures::{DROP_NAME, SHOP, rollout_start_args, write_migrations};
-use runway_tests::watch::{json_lines, milestones};
+use runway_tests::watch::{json_lines, milestones, rollout_id};
 
 const BROKEN: (&str, &str) = (
     "20240111000000_broken",
     "ALTER TABLE \"Order\" ADD COLUMN \"note\" TEXT;\nALTER TABLE \"Nope\" ADD COLUMN \"x\" INTEGER;\n",
 );
-
-fn rollout_id(events: &[serde_json::Value]) -> String {
-    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
-}
 
 fn backups(cluster: &Cluster) -> usize {
     let dir = &cluster.db.as_ref().expect("a DB host").backup_dir;

@@ -29,7 +29,7 @@ use runway_proto::v1::{
 use runway_tests::cluster::{Cluster, ENV, Options};
 use runway_tests::fixtures::{PROFILE, SHOP, rollout_start_args, write_with_downs};
 use runway_tests::pki::{Pki, TlsPaths};
-use runway_tests::watch::json_lines;
+use runway_tests::watch::{json_lines, rollout_id};
 
 /// `operation` of `subject` in `environment`, signed with `signer`'s key.
 fn signed(signer: &TlsPaths, operation: Operation, environment: &str, subject: &str) -> OperationSignature {
@@ -118,10 +118,6 @@ impl Client {
 fn refused(result: &CommandResult, why: &str) {
     assert_eq!(result.outcome, CommandOutcome::Refused as i32, "not refused: {result:?}");
     assert!(result.error.contains(why), "the refusal does not say {why:?}: {}", result.error);
-}
-
-fn rollout_id(events: &[serde_json::Value]) -> String {
-    events.first().and_then(|e| e["rollout_id"].as_str()).expect("a rollout id").to_owned()
 }
 
 fn backup_of(cluster: &Cluster, id: &str) -> String {

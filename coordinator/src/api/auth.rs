@@ -2,14 +2,11 @@
 //! in an environment, and gets the caller's identity back.
 
 use runway_identity::Identity;
-use runway_identity::signature::{self, DeployClaim};
 use runway_identity::tls::Security;
-use runway_proto::v1::{Bundle, DeploySignature};
 
 use super::Shared;
 use super::error::ApiError;
 use crate::config::Role;
-use crate::model::SignatureRecord;
 
 /// The operator behind a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,42 +78,5 @@ impl Shared {
     pub fn allows(&self, operator: &Operator, environment: &str, role: Role) -> bool {
         matches!(self.security, Security::Insecure)
             || self.config.environments.policy(environment).allows(&operator.name, role)
-    }
-}
-
-impl Shared {
-    /// The operator's deploy signature on a rollout, checked the way the DB
-    /// agent will check it, so a bad one is refused now and not at
-    /// preflight. Required with TLS (the DB agent runs no SQL without it);
-    /// `None` in insecure mode.
-    pub fn deploy_signature(
-        &self,
-        operator: &Operator,
-        environment: &str,
-        bundle: &Bundle,
-        (allow_danger, rollout_id): (&[String], &str),
-        signature: Option<&DeploySignature>,
-    ) -> Result<Option<SignatureRecord>, ApiError> {
-        let Some(credentials) = self.security.credentials() else {
-            return Ok(None);
-        };
-        let signature = signature.ok_or_else(|| {
-            ApiError::InvalidArgument(
-                "the rollout carries no operator signature; start it with a `runway` that has --cert and --key".into(),
-            )
-        })?;
-        let digest = runway_proto::bundle::digest(&bundle.files);
-        let claim = DeployClaim::new(environment, &digest, allow_danger, rollout_id, signature.signed_at);
-        let signer =
-            signature::verify(credentials.roots(), &signature.certificate, &signature.signature, &claim)
-                .map_err(|e| ApiError::PermissionDenied(format!("the deploy signature is refused: {e}")))?;
-        if signer != operator.name {
-            return Err(ApiError::PermissionDenied(format!(
-                "the bundle is signed by operator {signer}, but operator {} is starting the rollout; \
-                 each operator starts rollouts with their own signature",
-                operator.name
-            )));
-        }
-        Ok(Some(SignatureRecord::from_proto(signature)))
     }
 }

@@ -167,14 +167,7 @@ impl Follower {
             && matches!(&command.action, Some(v1::command::Action::Preflight(p)) if p.bundle.is_some())
         {
             tracing::warn!(%host, "FAILPOINT: counting the DB preflight as passed without sending it");
-            return Ok(CommandEnd {
-                host: host.to_owned(),
-                error: None,
-                refused: false,
-                detail: serde_json::Value::Null,
-                plan: None,
-                outcome_unknown: false,
-            });
+            return Ok(CommandEnd::reached(host));
         }
         let dispatched = Instant::now();
         // `host` may be a DB target: the command goes to its agent.

@@ -11,7 +11,10 @@
 //! its host), and the leader that ends it emits it with those ids and
 //! waits until it is sent before saving the end. A leader SIGKILLed at any
 //! point leaves no span without its parent: what it had ended is sent, what
-//! it had not is ended and emitted, once, by the leader that resumes.
+//! it had not is ended and emitted by the leader that resumes. At least
+//! once: a leader killed after it sent a step's spans and before it saved
+//! the step's end leaves the step running, and its successor sends them
+//! again under the same ids and parents (a trace backend keys spans by id).
 //! The `step` and `command` tracing spans only give log lines their fields
 //! (their target ends in `runway_telemetry::LOG_ONLY`).
 

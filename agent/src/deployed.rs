@@ -39,8 +39,8 @@ struct Deployed {
 /// persistent error needs the state dir fixed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployedError {
-    #[error("deployed app version {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("deployed app version {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("deployed app version {path} is damaged ({message}); delete it to fall back to `[app] version`")]
     Corrupt { path: PathBuf, message: String },
 }
@@ -56,7 +56,7 @@ pub fn load(state_dir: &Path) -> Result<Option<String>, DeployedError> {
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(DeployedError::Io { path, source }),
+        Err(error) => return Err(DeployedError::Io { path, error }),
     };
     let deployed: Deployed = serde_json::from_slice(&bytes)
         .map_err(|e| DeployedError::Corrupt { path: path.clone(), message: e.to_string() })?;
@@ -74,7 +74,7 @@ pub async fn save(state_dir: &Path, version: &str) -> Result<(), DeployedError> 
     tokio::task::spawn_blocking(move || crate::journal::write_atomically(&target, &bytes))
         .await
         .expect("the write task does not panic")
-        .map_err(|source| DeployedError::Io { path, source })
+        .map_err(|error| DeployedError::Io { path, error })
 }
 
 /// The version to register with at start (see the module docs); a

@@ -86,7 +86,7 @@ enum ExecError {
     Unsigned(runway_identity::signature::SignatureError),
     /// The signature was used before, or its journal cannot be read.
     #[error("refused: {0}")]
-    Uses(#[from] crate::signed_uses::UseError),
+    Uses(crate::signed_uses::UseError),
     /// A signature that holds, but not for this (another rollout's backup,
     /// a rollout that has ended): nothing ran.
     #[error("refused: {0}")]
@@ -102,6 +102,14 @@ enum ExecError {
     /// findings), so the operator sees why (`runway rollout plan`).
     #[error("{error}")]
     PreflightStopped { error: Box<ExecError>, facts: serde_json::Value, plan: Option<Box<v1::MigrationPlan>> },
+}
+
+/// By hand, not `#[from]`: the message already holds the journal's error,
+/// so it is not also the `source()` a reporter would print a second time.
+impl From<crate::signed_uses::UseError> for ExecError {
+    fn from(error: crate::signed_uses::UseError) -> Self {
+        ExecError::Uses(error)
+    }
 }
 
 impl ExecError {

@@ -26,8 +26,8 @@ const KEEP_FINISHED: usize = 2000;
 /// persistent error needs the state dir fixed.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("command journal {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("command journal {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("command journal {path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
 }
@@ -125,7 +125,7 @@ impl Journal {
     /// by a previous process become interrupted.
     pub async fn open(state_dir: &Path) -> Result<Self, JournalError> {
         let path = state_dir.join("journal.json");
-        let io = |source| JournalError::Io { path: path.clone(), source };
+        let io = |error| JournalError::Io { path: path.clone(), error };
         tokio::fs::create_dir_all(state_dir).await.map_err(io)?;
         let mut state = match tokio::fs::read(&path).await {
             Ok(bytes) => serde_json::from_slice::<State>(&bytes)
@@ -258,7 +258,7 @@ impl Journal {
         let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
             .await
             .expect("journal write task does not panic");
-        result.map_err(|source| JournalError::Io { path: self.path.to_path_buf(), source })
+        result.map_err(|error| JournalError::Io { path: self.path.to_path_buf(), error })
     }
 }
 
@@ -294,7 +294,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 /// Reads a journal file without opening it for writing (tests, tooling).
 pub fn read_entries(state_dir: &Path) -> Result<Vec<Entry>, JournalError> {
     let path = state_dir.join("journal.json");
-    let bytes = std::fs::read(&path).map_err(|source| JournalError::Io { path: path.clone(), source })?;
+    let bytes = std::fs::read(&path).map_err(|error| JournalError::Io { path: path.clone(), error })?;
     let state: State = serde_json::from_slice(&bytes)
         .map_err(|e| JournalError::Corrupt { path: path.clone(), message: e.to_string() })?;
     let mut entries: Vec<Entry> = state.commands.into_values().collect();

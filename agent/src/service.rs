@@ -34,8 +34,8 @@ const TAIL_LINES: usize = 20;
 pub enum HookError {
     #[error("hook {name} has an empty command; set `app.{name}` to an argv array in the agent config")]
     Empty { name: String },
-    #[error("hook {name} ({program}) could not start: {source}")]
-    Spawn { name: String, program: String, source: std::io::Error },
+    #[error("hook {name} ({program}) could not start: {error}")]
+    Spawn { name: String, program: String, error: std::io::Error },
     #[error("hook {name} ({program}) exited with {status}; last output:\n{tail}")]
     Failed { name: String, program: String, status: String, tail: String },
     #[error(
@@ -109,10 +109,10 @@ async fn run(hook: &Hook<'_>, progress: &Progress) -> Result<Vec<String>, HookEr
         // everything it started.
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| HookError::Spawn {
+    let mut child = command.spawn().map_err(|error| HookError::Spawn {
         name: name.to_owned(),
         program: program.clone(),
-        source,
+        error,
     })?;
     let mut guard =
         GroupGuard { group: child.id().and_then(|id| i32::try_from(id).ok()).and_then(Pid::from_raw) };
@@ -152,8 +152,8 @@ async fn run(hook: &Hook<'_>, progress: &Progress) -> Result<Vec<String>, HookEr
             guard.disarm();
             status
         }
-        Ok(Err(source)) => {
-            return Err(HookError::Spawn { name: name.to_owned(), program, source });
+        Ok(Err(error)) => {
+            return Err(HookError::Spawn { name: name.to_owned(), program, error });
         }
         Err(_) => {
             drop(guard);

@@ -36,8 +36,8 @@ pub enum UseError {
          for one use: sign again"
     )]
     Replayed { what: String, earlier: String },
-    #[error("signature journal {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("signature journal {path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("signature journal {path} is corrupt: {message}; move it away to start a new one")]
     Corrupt { path: PathBuf, message: String },
 }
@@ -108,7 +108,7 @@ impl SignedUses {
                 Ok(bytes) => serde_json::from_slice(&bytes)
                     .map_err(|e| UseError::Corrupt { path: self.path.clone(), message: e.to_string() })?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
-                Err(source) => return Err(UseError::Io { path: self.path.clone(), source }),
+                Err(error) => return Err(UseError::Io { path: self.path.clone(), error }),
             };
             *guard = Some(saved);
         }
@@ -128,8 +128,7 @@ impl SignedUses {
 
     fn save(&self, saved: &Saved) -> Result<(), UseError> {
         let bytes = serde_json::to_vec(saved).expect("the signature journal serializes");
-        write_atomically(&self.path, &bytes)
-            .map_err(|source| UseError::Io { path: self.path.clone(), source })
+        write_atomically(&self.path, &bytes).map_err(|error| UseError::Io { path: self.path.clone(), error })
     }
 }
 

@@ -99,7 +99,7 @@ fn agent(path: &Path, files: Files) -> Vec<String> {
     match Config::load(path, files) {
         Ok(_) => Vec::new(),
         Err(ConfigError::Invalid(problems)) => problems.iter().map(str::to_owned).collect(),
-        Err(ConfigError::Read { source, .. }) => vec![format!("cannot read it: {source}")],
+        Err(ConfigError::Read { error, .. }) => vec![format!("cannot read it: {error}")],
         Err(ConfigError::Parse { message, .. }) => vec![format!("not valid: {message}")],
     }
 }
@@ -110,7 +110,7 @@ fn coordinator(path: &Path, files: Files) -> Vec<String> {
     match Config::load(Some(path), files) {
         Ok(_) => Vec::new(),
         Err(ConfigError::Invalid(problems)) => problems.iter().map(str::to_owned).collect(),
-        Err(ConfigError::Read { source, .. }) => vec![format!("cannot read it: {source}")],
+        Err(ConfigError::Read { error, .. }) => vec![format!("cannot read it: {error}")],
         Err(ConfigError::Parse { message, .. }) => vec![format!("not valid: {message}")],
     }
 }

@@ -519,8 +519,8 @@ impl<'de> Deserialize<'de> for Environments {
 /// A config that cannot be used; names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read coordinator config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read coordinator config {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("coordinator config {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
     /// Keys that cannot be used: every one found, each named.
@@ -545,7 +545,7 @@ impl Config {
         let mut config = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                    .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
                 toml::from_str(&text)
                     .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
             }

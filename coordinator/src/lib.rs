@@ -68,11 +68,11 @@ use crate::store::etcd::EtcdKv;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// etcd cannot be reached; check `etcd_endpoints`.
-    #[error("cannot connect to etcd at {endpoints}: {source}")]
-    Etcd { endpoints: String, source: etcd_client::Error },
+    #[error("cannot connect to etcd at {endpoints}: {error}")]
+    Etcd { endpoints: String, error: etcd_client::Error },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    Serve(tonic::transport::Error),
     /// `[tls]` cannot be used.
     #[error("coordinator TLS: {0}")]
     Tls(String),
@@ -85,6 +85,14 @@ pub enum StartError {
     /// `[telemetry] metrics_listen` cannot be bound.
     #[error("cannot serve metrics at `[telemetry] metrics_listen`: {0}")]
     Metrics(std::io::Error),
+}
+
+/// By hand, not `#[from]`: the message already holds the server's error,
+/// so it is not also the `source()` a reporter would print a second time.
+impl From<tonic::transport::Error> for StartError {
+    fn from(error: tonic::transport::Error) -> Self {
+        StartError::Serve(error)
+    }
 }
 
 /// Loads `[tls]`: a coordinator's certificate must name a coordinator
@@ -186,7 +194,7 @@ pub async fn run(
     }
     let client = etcd_client::Client::connect(&config.etcd_endpoints, Some(options))
         .await
-        .map_err(|source| StartError::Etcd { endpoints: config.etcd_endpoints.join(","), source })?;
+        .map_err(|error| StartError::Etcd { endpoints: config.etcd_endpoints.join(","), error })?;
 
     let tracker = TaskTracker::new();
     runway_daemon::metrics_endpoint::start(

@@ -233,8 +233,8 @@ fn default_hook_timeout_secs() -> u64 {
 /// A config that cannot be used. Names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read agent config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read agent config {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("agent config {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
     /// Keys that cannot be used: every one found, each named.
@@ -249,7 +249,7 @@ impl Config {
     /// does alone.
     pub fn load(path: &Path, files: Files) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         let mut config: Config = toml::from_str(&text)
             .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: parse_error(&text, &e) })?;
         if let Ok(url) = std::env::var("DATABASE_URL")

@@ -91,12 +91,12 @@ pub enum TlsError {
          (`runway certs` makes them), or insecure mode for a plain-text test setup"
     )]
     NotConfigured { hint: String },
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{} holds no usable PEM {kind}", path.display())]
     NoPem { path: PathBuf, kind: &'static str },
-    #[error("{}: {source}", path.display())]
-    Identity { path: PathBuf, source: crate::IdentityError },
+    #[error("{}: {error}", path.display())]
+    Identity { path: PathBuf, error: crate::IdentityError },
     #[error("{} does not chain to the CA in {}: {why}", cert.display(), ca.display())]
     NotFromCa { cert: PathBuf, ca: PathBuf, why: String },
     #[error("{} is not the key of {}: {why}", key.display(), cert.display())]
@@ -146,7 +146,7 @@ impl TlsFiles {
         let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|_| TlsError::NoPem { path: key.clone(), kind: "private key" })?;
         let identity = Identity::from_der(&chain[0])
-            .map_err(|source| TlsError::Identity { path: cert.clone(), source })?;
+            .map_err(|error| TlsError::Identity { path: cert.clone(), error })?;
         crate::verify::chains_to(&roots, &chain).map_err(|why| TlsError::NotFromCa {
             cert: cert.clone(),
             ca: ca.clone(),
@@ -197,7 +197,7 @@ fn read_crls(
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|error| TlsError::Read { path: path.to_owned(), error })
 }
 
 /// `addr` with `scheme` added when it has none (see [`Security::address`]).

@@ -40,8 +40,8 @@ pub enum QueryError {
 /// The client could not be set up from `[prometheus]`.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("[prometheus] {key}: cannot read {path}: {source}")]
-    Read { key: &'static str, path: String, source: std::io::Error },
+    #[error("[prometheus] {key}: cannot read {path}: {error}")]
+    Read { key: &'static str, path: String, error: std::io::Error },
     #[error("[prometheus] {key}: environment variable {var} is not set")]
     Env { key: &'static str, var: String },
     #[error("[prometheus] ca_file: {0}")]
@@ -79,10 +79,10 @@ fn secret(
     env: (&'static str, Option<&str>),
 ) -> Result<Option<String>, SetupError> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| SetupError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| SetupError::Read {
             key,
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         return Ok(Some(text.trim().to_owned()));
     }
@@ -104,10 +104,10 @@ impl Prometheus {
             .connect_timeout(config.timeout.0)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca).map_err(|source| SetupError::Read {
+            let pem = std::fs::read(ca).map_err(|error| SetupError::Read {
                 key: "ca_file",
                 path: ca.display().to_string(),
-                source,
+                error,
             })?;
             let certs =
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| SetupError::Ca(e.to_string()))?;

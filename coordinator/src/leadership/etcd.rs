@@ -24,9 +24,17 @@ use crate::fencing::{FencingToken, Term};
 #[derive(Debug, thiserror::Error)]
 pub enum ElectionError {
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(etcd_client::Error),
     #[error("campaign returned no leader key")]
     NoLeaderKey,
+}
+
+/// By hand, not `#[from]`: the message already holds etcd's error, so it
+/// is not also the `source()` a reporter would print a second time.
+impl From<etcd_client::Error> for ElectionError {
+    fn from(error: etcd_client::Error) -> Self {
+        ElectionError::Etcd(error)
+    }
 }
 
 /// Handle to the election tasks; cheap to clone.

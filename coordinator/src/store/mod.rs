@@ -32,7 +32,7 @@ use crate::fencing::Term;
 pub enum StoreError {
     /// etcd is unreachable or erred; retrying is safe.
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(etcd_client::Error),
     /// etcd did not answer in time; retrying is safe.
     #[error("etcd did not answer within {} s", etcd::CALL_TIMEOUT.as_secs())]
     Timeout,
@@ -61,6 +61,14 @@ pub enum StoreError {
         /// What the decoder said.
         message: String,
     },
+}
+
+/// By hand, not `#[from]`: the message already holds etcd's error, so it
+/// is not also the `source()` a reporter would print a second time.
+impl From<etcd_client::Error> for StoreError {
+    fn from(error: etcd_client::Error) -> Self {
+        StoreError::Etcd(error)
+    }
 }
 
 /// What every [`Kv`] call returns: a boxed future, so that the store can

@@ -94,3 +94,21 @@ fn a_revoked_client_is_refused_after_a_reload_and_the_others_are_not() {
     write("ca.crl", "");
     assert!(files.load("test").is_err(), "an empty file is not an empty list");
 }
+
+#[test]
+fn an_unreadable_file_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("ca.pem");
+    let files = TlsFiles {
+        ca: Some(missing.clone()),
+        cert: Some(missing.clone()),
+        key: Some(missing.clone()),
+        ..TlsFiles::default()
+    };
+    let error = files.load("test").unwrap_err();
+    let message = error.to_string();
+    assert!(message.starts_with(&format!("cannot read {}: ", missing.display())), "{message}");
+    // The cause is in the message, so it is not also the source a
+    // reporter walking the chain would print again.
+    assert!(std::error::Error::source(&error).is_none(), "{message}");
+}

@@ -63,18 +63,9 @@ async fn serve(args: &Args, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        runway_daemon::shutdown::terminated().await;
         tracing::info!("stopping: finishing running commands");
         signal.cancel();
     });
     runway_agent::run(config, shutdown).await.context("agent stopped with an error")
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("can listen for SIGTERM");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

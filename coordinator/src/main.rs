@@ -97,12 +97,7 @@ async fn serve(args: &Args, config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal as unix_signal};
-        let mut term = unix_signal(SignalKind::terminate()).expect("can listen for SIGTERM");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        runway_daemon::shutdown::terminated().await;
         tracing::info!("stopping");
         runway_daemon::notify::stopping();
         signal.cancel();

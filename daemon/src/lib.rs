@@ -10,6 +10,7 @@
 //! - [`metrics_endpoint`]: an opt-in HTTP listener answering `GET /metrics`.
 //! - [`reload`]: `SIGHUP` and changed files trigger reading certificates again.
 //! - [`limits`]: process limits (open files) a daemon raises for itself.
+//! - [`shutdown`]: `SIGTERM` and `SIGINT`, the signals that stop a daemon.
 
 pub mod config_check;
 pub mod limits;
@@ -17,3 +18,4 @@ pub mod metrics;
 pub mod metrics_endpoint;
 pub mod notify;
 pub mod reload;
+pub mod shutdown;

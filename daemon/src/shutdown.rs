@@ -1,0 +1,18 @@
+//! The signals that stop a daemon: `SIGTERM` (systemd's stop, `kill`) and
+//! `SIGINT` (Ctrl-C in a terminal). Both mean the same: finish in order
+//! and exit. `SIGHUP` is not one of them (see [`crate::reload`]).
+
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Resolves at the first `SIGTERM` or `SIGINT`, and logs which arrived.
+/// Takes both over from their defaults (ending the process at once) from
+/// the first call on; must run inside a tokio runtime.
+pub async fn terminated() {
+    let mut term = signal(SignalKind::terminate()).expect("a tokio runtime can listen for SIGTERM");
+    let mut int = signal(SignalKind::interrupt()).expect("a tokio runtime can listen for SIGINT");
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutdown signal received");
+}

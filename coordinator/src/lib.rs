@@ -246,6 +246,8 @@ pub async fn run(
         bus,
         notifier,
         refusals: api::refusals::RefusalLimiter::default(),
+        shutdown: shutdown.clone(),
+        tasks: tracker.clone(),
     });
     tracing::info!(name = %config.name, addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "coordinator serving");
     // TLS runs in `accept`, one task per handshake, before tonic sees a connection.

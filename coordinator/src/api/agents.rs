@@ -89,8 +89,8 @@ impl AgentChannel for AgentService {
             }
         }
 
-        let (tx, rx) = mpsc::channel(256);
-        let tx = AgentSender::new(tx);
+        let (outgoing, rx) = mpsc::channel(256);
+        let tx = AgentSender::new(outgoing.clone());
         let now = runway_proto::unix_ms_now();
         let key = AgentKey::new(&register.environment, &register.name);
         let info = AgentInfo {
@@ -135,7 +135,7 @@ impl AgentChannel for AgentService {
         self.shared.dispatcher.resend_for(&key).await;
 
         let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
+        self.shared.spawn_relay(outgoing, async move {
             let end = serve_session(&shared, &key, &session, term, heartbeat, inbound, &tx).await;
             tracing::info!(agent = %key, reason = %end, "agent session ended");
             shared.registry.unregister(&key, session.id);

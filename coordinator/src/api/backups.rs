@@ -162,7 +162,7 @@ async fn start(
     let in_flight = shared.dispatcher.dispatch(&agent, command).await;
     let (tx, rx) = mpsc::channel(256);
     let environment = request.environment;
-    tokio::spawn(async move {
+    Arc::clone(&shared).spawn_relay(tx.clone(), async move {
         if let Err(status) = relay(&shared, &term, &agent, in_flight, ended, &tx).await {
             let _ = tx.send(Err(status)).await;
         }

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 use runway_proto::v1::{self, CommandEvent, CommandResult};
 
 use runway_identity::tls::Security;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::Status;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, InFlight};
@@ -64,6 +68,11 @@ pub struct Shared {
     pub notifier: crate::notify::Notifier,
     /// Which refused calls are written to the audit log.
     pub refusals: refusals::RefusalLimiter,
+    /// Fires when the coordinator stops: every stream relay ends then.
+    pub shutdown: CancellationToken,
+    /// The tasks the coordinator waits for when it stops; the stream
+    /// relays run on it.
+    pub tasks: TaskTracker,
 }
 
 impl Shared {
@@ -74,6 +83,29 @@ impl Shared {
             Leadership::Leader(_) => Err(ApiError::NotLeader { leader: None }),
             Leadership::Follower { leader, .. } => Err(ApiError::NotLeader { leader }),
         }
+    }
+
+    /// Runs `relay`, which feeds one response stream through `tx`, on the
+    /// tasks the coordinator waits for when it stops. At shutdown the relay
+    /// stops where it is and the stream ends with `unavailable`, as when a
+    /// leader dies: the caller goes to the next leader. What the relay would
+    /// have done after its stream (releasing an environment) is left to that
+    /// leader, too.
+    pub(crate) fn spawn_relay<T: Send + 'static>(
+        &self,
+        tx: mpsc::Sender<Result<T, Status>>,
+        relay: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let stopping = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = relay => {}
+                () = stopping.cancelled() => {
+                    // Not `send`: a caller that stopped reading must not hold up shutdown.
+                    let _ = tx.try_send(Err(Status::unavailable("coordinator is stopping")));
+                }
+            }
+        });
     }
 
     /// A claim on `environment` for one change, once no other change holds

@@ -601,7 +601,7 @@ impl Operator for OperatorService {
         let live = self.shared.bus.subscribe();
         let (tx, rx) = mpsc::channel(256);
         let shared = Arc::clone(&self.shared);
-        tokio::spawn(async move {
+        self.shared.spawn_relay(tx.clone(), async move {
             if let Err(status) =
                 follow(&shared, &request.rollout_id, request.from_seq.max(1), live, &tx).await
             {

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use runway_proto::v1::agent_channel_client::AgentChannelClient;
 use runway_proto::v1::{
-    AgentMessage, Heartbeat, LeaderInfo, LeaderRequest, Register, agent_message, coordinator_message,
+    AgentMessage, CoordinatorMessage, Heartbeat, LeaderInfo, LeaderRequest, Register, agent_message,
+    coordinator_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -136,45 +137,7 @@ async fn session(
     outbox: &mut mpsc::UnboundedReceiver<AgentMessage>,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
-    let unreachable = |message: String| SessionError::Unreachable { addr: addr.to_owned(), message };
-    // A status that never came from a coordinator: the connection failed.
-    let failed = |status: tonic::Status| {
-        if channels::unreachable(&status) {
-            unreachable(runway_engine::errors::chain(&status))
-        } else {
-            SessionError::Refused {
-                addr: addr.to_owned(),
-                message: status.message().to_owned(),
-                leader: runway_proto::leader_hint(&status),
-            }
-        }
-    };
-    let channel = channels.get(addr).map_err(|e| unreachable(e.to_string()))?;
-    // Commands carry whole migration bundles: accept what the coordinator
-    // may send (tonic's default would refuse anything over 4 MiB).
-    let limit = runway_proto::bundle::MAX_MESSAGE_BYTES;
-    let mut client =
-        AgentChannelClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit);
-
-    let (tx, rx) = mpsc::channel::<AgentMessage>(256);
-    let register = Register {
-        name: config.name.clone(),
-        environment: config.environment.clone(),
-        roles: config.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-        labels: config.labels.clone().into_iter().collect(),
-        runway_version: env!("CARGO_PKG_VERSION").to_owned(),
-        app_version: executor.app_version(),
-        databases: if config.has_role(crate::config::Role::Db) {
-            crate::databases::names(config)
-        } else {
-            Vec::new()
-        },
-    };
-    tx.send(AgentMessage { kind: Some(agent_message::Kind::Register(register)) })
-        .await
-        .expect("fresh channel has room");
-    let mut inbound = client.attach(ReceiverStream::new(rx)).await.map_err(failed)?.into_inner();
-
+    let (tx, mut inbound) = attach(addr, config, channels, executor).await?;
     // The config's interval until the coordinator says which it uses.
     let mut interval = Duration::from_secs(config.heartbeat_secs.max(1));
     let mut ticker = tokio::time::interval(interval);
@@ -227,7 +190,7 @@ async fn session(
                     }
                 }
                 Ok(None) => return Err(SessionError::Closed { addr: addr.to_owned() }),
-                Err(status) => return Err(failed(status)),
+                Err(status) => return Err(status_error(addr, status)),
             },
             Some(message) = outbox.recv() => {
                 if tx.send(message).await.is_err() {
@@ -252,6 +215,66 @@ async fn session(
     }
 }
 
+/// Dials `addr` and registers: the stream to send on, and the one the
+/// coordinator's messages come down.
+async fn attach(
+    addr: &str,
+    config: &Config,
+    channels: &Channels,
+    executor: &Executor,
+) -> Result<(mpsc::Sender<AgentMessage>, tonic::Streaming<CoordinatorMessage>), SessionError> {
+    let channel = channels
+        .get(addr)
+        .map_err(|e| SessionError::Unreachable { addr: addr.to_owned(), message: e.to_string() })?;
+    // Commands carry whole migration bundles: accept what the coordinator
+    // may send (tonic's default would refuse anything over 4 MiB).
+    let limit = runway_proto::bundle::MAX_MESSAGE_BYTES;
+    let mut client =
+        AgentChannelClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit);
+    let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+    tx.send(AgentMessage { kind: Some(agent_message::Kind::Register(register(config, executor))) })
+        .await
+        .expect("fresh channel has room");
+    let inbound = client
+        .attach(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| status_error(addr, status))?
+        .into_inner();
+    Ok((tx, inbound))
+}
+
+/// What the agent tells a coordinator about itself when it attaches.
+fn register(config: &Config, executor: &Executor) -> Register {
+    Register {
+        name: config.name.clone(),
+        environment: config.environment.clone(),
+        roles: config.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        labels: config.labels.clone().into_iter().collect(),
+        runway_version: env!("CARGO_PKG_VERSION").to_owned(),
+        app_version: executor.app_version(),
+        databases: if config.has_role(crate::config::Role::Db) {
+            crate::databases::names(config)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// How a status from `addr` ends a session: one that never came from a
+/// coordinator means the connection failed; any other is the
+/// coordinator's refusal (a follower's names the leader).
+fn status_error(addr: &str, status: tonic::Status) -> SessionError {
+    if channels::unreachable(&status) {
+        SessionError::Unreachable { addr: addr.to_owned(), message: runway_engine::errors::chain(&status) }
+    } else {
+        SessionError::Refused {
+            addr: addr.to_owned(),
+            message: status.message().to_owned(),
+            leader: runway_proto::leader_hint(&status),
+        }
+    }
+}
+
 /// Leaves a coordinator politely: what the outbox still holds (the results
 /// of commands that finished while the agent was stopping) is sent, the
 /// stream is closed from this side, and the coordinator gets a moment to
@@ -260,7 +283,7 @@ async fn leave(
     addr: &str,
     tx: mpsc::Sender<AgentMessage>,
     outbox: &mut mpsc::UnboundedReceiver<AgentMessage>,
-    inbound: &mut tonic::Streaming<runway_proto::v1::CoordinatorMessage>,
+    inbound: &mut tonic::Streaming<CoordinatorMessage>,
 ) {
     let mut sent = 0usize;
     while let Ok(message) = outbox.try_recv() {

@@ -343,134 +343,15 @@ impl Executor {
         match action {
             // Run by `run` itself: its result carries the typed plan.
             command::Action::Preflight(p) => Ok(self.preflight(p, cmd, progress).await?.0),
-            command::Action::Backup(b) => {
-                let (served, config) = self.db(&cmd.database)?;
-                let environment = &self.config.environment;
-                let started = std::time::Instant::now();
-                let report =
-                    backup::run_step(&served.url, &config, environment, &b.label, &cmd.rollout_id, progress)
-                        .await?;
-                let manifest = &report.manifest;
-                crate::metrics::get().backup_succeeded(&manifest.database, manifest.bytes, started.elapsed());
-                Ok(serde_json::to_value(report).expect("backup report serializes"))
-            }
+            command::Action::Backup(b) => self.backup(cmd, b, progress).await,
             command::Action::ListBackups(_)
             | command::Action::ShowBackup(_)
             | command::Action::VerifyBackup(_)
-            | command::Action::RestoreBackup(_) => {
-                let (served, config) = self.db(&cmd.database)?;
-                let op = match action {
-                    command::Action::VerifyBackup(v) => Some(signed::BackupOp {
-                        operation: Operation::Verify,
-                        name: &v.name,
-                        signature: v.signature.as_ref(),
-                        rollout_claim: v.rollout_claim.as_ref(),
-                    }),
-                    command::Action::RestoreBackup(r) => Some(signed::BackupOp {
-                        operation: Operation::Restore,
-                        name: &r.name,
-                        signature: r.signature.as_ref(),
-                        rollout_claim: r.rollout_claim.as_ref(),
-                    }),
-                    _ => None,
-                };
-                if let Some(op) = op {
-                    self.authorize_backup_op(cmd, op, (&config, &served.name), progress).await?;
-                }
-                Ok(backup_ops::run(action, &config, &served.url, &cmd.rollout_id, progress).await?)
-            }
-            command::Action::ReleaseBackup(r) => {
-                let keep_for = Duration::from_secs(r.keep_pinned_secs);
-                // Named: that database's pin; empty: the rollout's pins of every database.
-                let configs = if cmd.database.is_empty() {
-                    self.db_role()?;
-                    crate::databases::all_backup_configs(&self.config)
-                } else {
-                    vec![self.db(&cmd.database)?.1]
-                };
-                for config in &configs {
-                    backup::retention::release(config, &r.rollout_id, keep_for)?;
-                }
-                // From now on the rollout's own signature no longer covers
-                // its way back.
-                self.uses.mark_ended(&r.rollout_id, chrono::Utc::now().timestamp()).await?;
-                let message = match keep_for.as_secs() {
-                    0 => format!("rollout {} ended: its backup may be pruned now", r.rollout_id),
-                    secs => {
-                        format!("rollout {} ended: its backup stays pinned for {secs} s more", r.rollout_id)
-                    }
-                };
-                progress.emit("retention", message);
-                Ok(serde_json::json!({ "rollout_id": r.rollout_id, "keep_pinned_secs": r.keep_pinned_secs }))
-            }
-            command::Action::Migrate(m) => {
-                let (served, backup) = self.db(&cmd.database)?;
-                let url = served.url.as_str();
-                let migrations = self.signed_migrations(
-                    (m.bundle.as_ref(), &cmd.rollout_id),
-                    &m.allow_danger,
-                    m.signature.as_ref(),
-                    progress,
-                )?;
-                self.once_per_rollout(cmd, &served.name).await?;
-                let pg_dump = backup.tool("pg_dump");
-                undo::save_before(&self.rollout_database(cmd, &served, &pg_dump), &migrations, progress)
-                    .await?;
-                // The danger gate again, over what is pending now: the
-                // preflight that checked it may have been skipped, or the
-                // database may have changed since.
-                let report = migrate::deploy_accepted(
-                    url,
-                    &migrations,
-                    &m.allow_danger,
-                    &self.config.migrate,
-                    progress,
-                )
-                .await?;
-                crate::metrics::get().migrations_applied(&report.durations_ms);
-                Ok(serde_json::to_value(report).expect("report serializes"))
-            }
-            command::Action::MigrateDown(m) => {
-                let (served, backup) = self.db(&cmd.database)?;
-                // The downs change the database: signed like an up.
-                let migrations = self.signed_migrations(
-                    (m.bundle.as_ref(), &cmd.rollout_id),
-                    &m.allow_danger,
-                    m.signature.as_ref(),
-                    progress,
-                )?;
-                self.authorize_downs(cmd, m, &served.name, progress).await?;
-                // No lint gate over the downs: their Danger statements
-                // (a DROP COLUMN of what the up added) are what a down is
-                // for, and no preflight gates them. The Danger of a down
-                // that preflight does gate, `down-drops-existing`, is held
-                // here by the proof: `undo` runs the downs only when, on a
-                // copy, they give back the schema this agent saved before
-                // the rollout migrated, so a table or column that existed
-                // then cannot go (one dropped and created again, empty,
-                // still could: the proof compares schemas, not rows).
-                let pg_dump = backup.tool("pg_dump");
-                let at = self.rollout_database(cmd, &served, &pg_dump);
-                let report = undo::undo(&at, &migrations, &self.config.migrate, progress).await?;
-                Ok(serde_json::to_value(report).expect("an undo report serializes"))
-            }
-            command::Action::PreviewRollback(p) => {
-                let (served, config) = self.db(&cmd.database)?;
-                let bundle = p.bundle.clone().unwrap_or_default();
-                let migrations = runway_proto::bundle::migrations(&bundle)?;
-                let manifest = if p.backup.is_empty() {
-                    None
-                } else {
-                    crate::backup_ops::show(&config, &p.backup).await.ok()
-                };
-                let pg_dump = config.tool("pg_dump");
-                Ok(undo::preview(
-                    &self.rollout_database(cmd, &served, &pg_dump),
-                    &migrations,
-                    manifest.as_ref(),
-                )
-                .await)
-            }
+            | command::Action::RestoreBackup(_) => self.backup_operation(cmd, action, progress).await,
+            command::Action::ReleaseBackup(r) => self.release_backup(cmd, r, progress).await,
+            command::Action::Migrate(m) => self.migrate(cmd, m, progress).await,
+            command::Action::MigrateDown(m) => self.migrate_down(cmd, m, progress).await,
+            command::Action::PreviewRollback(p) => self.preview_rollback(cmd, p).await,
             command::Action::MaintenanceOn(_) => {
                 let app = self.app()?;
                 self.hook(app, "maintenance_on", &app.maintenance_on, &[], progress).await?;
@@ -481,34 +362,7 @@ impl Executor {
                 self.hook(app, "maintenance_off", &app.maintenance_off, &[], progress).await?;
                 Ok(serde_json::json!({}))
             }
-            command::Action::Restart(r) => {
-                let app = self.app()?;
-                let version =
-                    if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
-                let hook_started = std::time::Instant::now();
-                self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress)
-                    .await?;
-                self.deployed(&version, progress).await;
-                let hook_ms = hook_started.elapsed().as_millis() as u64;
-                // The checks' own time (health, then smoke), for the overhead
-                // figures: what the window spent waiting on the app itself.
-                let checks_started = std::time::Instant::now();
-                let deadline = match r.healthy_deadline_ms {
-                    0 => Duration::from_secs(app.health_timeout_secs),
-                    ms => Duration::from_millis(ms),
-                };
-                let min_healthy = Duration::from_millis(r.min_healthy_ms);
-                let health = smoke::healthy_for(&app.health_url, deadline, min_healthy, progress)
-                    .instrument(tracing::info_span!("health", otel.name = "health probe"))
-                    .await?;
-                let smoke = smoke::run_checks(&r.smoke, &self.config, app, progress)
-                    .instrument(tracing::info_span!("smoke", otel.name = "smoke checks"))
-                    .await?;
-                let health_ms = checks_started.elapsed().as_millis() as u64;
-                Ok(serde_json::json!({
-                    "app_version": version, "health": health, "smoke": smoke, "hook_ms": hook_ms, "health_ms": health_ms
-                }))
-            }
+            command::Action::Restart(r) => self.restart(r, progress).await,
             command::Action::Smoke(s) => {
                 let app = self.app()?;
                 let smoke = smoke::run_checks(&s.checks, &self.config, app, progress).await?;
@@ -519,6 +373,191 @@ impl Executor {
                 Ok(smoke::watch(w, &self.config, app, progress).await?)
             }
         }
+    }
+
+    /// A rollout's backup of the command's database.
+    async fn backup(
+        &self,
+        cmd: &v1::Command,
+        b: &v1::Backup,
+        progress: &Progress,
+    ) -> Result<serde_json::Value, ExecError> {
+        let (served, config) = self.db(&cmd.database)?;
+        let environment = &self.config.environment;
+        let started = std::time::Instant::now();
+        let report =
+            backup::run_step(&served.url, &config, environment, &b.label, &cmd.rollout_id, progress).await?;
+        let manifest = &report.manifest;
+        crate::metrics::get().backup_succeeded(&manifest.database, manifest.bytes, started.elapsed());
+        Ok(serde_json::to_value(report).expect("backup report serializes"))
+    }
+
+    /// An operator's list, show, verify or restore of backups; verify and
+    /// restore need the operator's signature first.
+    async fn backup_operation(
+        &self,
+        cmd: &v1::Command,
+        action: &command::Action,
+        progress: &Progress,
+    ) -> Result<serde_json::Value, ExecError> {
+        let (served, config) = self.db(&cmd.database)?;
+        let op = match action {
+            command::Action::VerifyBackup(v) => Some(signed::BackupOp {
+                operation: Operation::Verify,
+                name: &v.name,
+                signature: v.signature.as_ref(),
+                rollout_claim: v.rollout_claim.as_ref(),
+            }),
+            command::Action::RestoreBackup(r) => Some(signed::BackupOp {
+                operation: Operation::Restore,
+                name: &r.name,
+                signature: r.signature.as_ref(),
+                rollout_claim: r.rollout_claim.as_ref(),
+            }),
+            _ => None,
+        };
+        if let Some(op) = op {
+            self.authorize_backup_op(cmd, op, (&config, &served.name), progress).await?;
+        }
+        Ok(backup_ops::run(action, &config, &served.url, &cmd.rollout_id, progress).await?)
+    }
+
+    /// A rollout ended: its backups may be pruned (after `keep_pinned_secs`),
+    /// and its signature no longer covers its way back.
+    async fn release_backup(
+        &self,
+        cmd: &v1::Command,
+        r: &v1::ReleaseBackup,
+        progress: &Progress,
+    ) -> Result<serde_json::Value, ExecError> {
+        let keep_for = Duration::from_secs(r.keep_pinned_secs);
+        // Named: that database's pin; empty: the rollout's pins of every database.
+        let configs = if cmd.database.is_empty() {
+            self.db_role()?;
+            crate::databases::all_backup_configs(&self.config)
+        } else {
+            vec![self.db(&cmd.database)?.1]
+        };
+        for config in &configs {
+            backup::retention::release(config, &r.rollout_id, keep_for)?;
+        }
+        // From now on the rollout's own signature no longer covers
+        // its way back.
+        self.uses.mark_ended(&r.rollout_id, chrono::Utc::now().timestamp()).await?;
+        let message = match keep_for.as_secs() {
+            0 => format!("rollout {} ended: its backup may be pruned now", r.rollout_id),
+            secs => {
+                format!("rollout {} ended: its backup stays pinned for {secs} s more", r.rollout_id)
+            }
+        };
+        progress.emit("retention", message);
+        Ok(serde_json::json!({ "rollout_id": r.rollout_id, "keep_pinned_secs": r.keep_pinned_secs }))
+    }
+
+    /// Applies the signed bundle's pending migrations, once per rollout,
+    /// after saving what a rollback by migration needs.
+    async fn migrate(
+        &self,
+        cmd: &v1::Command,
+        m: &v1::Migrate,
+        progress: &Progress,
+    ) -> Result<serde_json::Value, ExecError> {
+        let (served, backup) = self.db(&cmd.database)?;
+        let url = served.url.as_str();
+        let migrations = self.signed_migrations(
+            (m.bundle.as_ref(), &cmd.rollout_id),
+            &m.allow_danger,
+            m.signature.as_ref(),
+            progress,
+        )?;
+        self.once_per_rollout(cmd, &served.name).await?;
+        let pg_dump = backup.tool("pg_dump");
+        undo::save_before(&self.rollout_database(cmd, &served, &pg_dump), &migrations, progress).await?;
+        // The danger gate again, over what is pending now: the
+        // preflight that checked it may have been skipped, or the
+        // database may have changed since.
+        let report =
+            migrate::deploy_accepted(url, &migrations, &m.allow_danger, &self.config.migrate, progress)
+                .await?;
+        crate::metrics::get().migrations_applied(&report.durations_ms);
+        Ok(serde_json::to_value(report).expect("report serializes"))
+    }
+
+    /// Rolls back by migration what the rollout applied, with the bundle's
+    /// proven downs.
+    async fn migrate_down(
+        &self,
+        cmd: &v1::Command,
+        m: &v1::MigrateDown,
+        progress: &Progress,
+    ) -> Result<serde_json::Value, ExecError> {
+        let (served, backup) = self.db(&cmd.database)?;
+        // The downs change the database: signed like an up.
+        let migrations = self.signed_migrations(
+            (m.bundle.as_ref(), &cmd.rollout_id),
+            &m.allow_danger,
+            m.signature.as_ref(),
+            progress,
+        )?;
+        self.authorize_downs(cmd, m, &served.name, progress).await?;
+        // No lint gate over the downs: their Danger statements
+        // (a DROP COLUMN of what the up added) are what a down is
+        // for, and no preflight gates them. The Danger of a down
+        // that preflight does gate, `down-drops-existing`, is held
+        // here by the proof: `undo` runs the downs only when, on a
+        // copy, they give back the schema this agent saved before
+        // the rollout migrated, so a table or column that existed
+        // then cannot go (one dropped and created again, empty,
+        // still could: the proof compares schemas, not rows).
+        let pg_dump = backup.tool("pg_dump");
+        let at = self.rollout_database(cmd, &served, &pg_dump);
+        let report = undo::undo(&at, &migrations, &self.config.migrate, progress).await?;
+        Ok(serde_json::to_value(report).expect("an undo report serializes"))
+    }
+
+    /// What a rollback would lose each way (reads only).
+    async fn preview_rollback(
+        &self,
+        cmd: &v1::Command,
+        p: &v1::PreviewRollback,
+    ) -> Result<serde_json::Value, ExecError> {
+        let (served, config) = self.db(&cmd.database)?;
+        let bundle = p.bundle.clone().unwrap_or_default();
+        let migrations = runway_proto::bundle::migrations(&bundle)?;
+        let manifest =
+            if p.backup.is_empty() { None } else { crate::backup_ops::show(&config, &p.backup).await.ok() };
+        let pg_dump = config.tool("pg_dump");
+        Ok(undo::preview(&self.rollout_database(cmd, &served, &pg_dump), &migrations, manifest.as_ref())
+            .await)
+    }
+
+    /// Runs the restart hook with the app version, then waits for the app
+    /// to be healthy and runs the smoke checks.
+    async fn restart(&self, r: &v1::Restart, progress: &Progress) -> Result<serde_json::Value, ExecError> {
+        let app = self.app()?;
+        let version = if r.app_version.is_empty() { self.app_version() } else { r.app_version.clone() };
+        let hook_started = std::time::Instant::now();
+        self.hook(app, "restart", &app.restart, &[("RUNWAY_APP_VERSION", &version)], progress).await?;
+        self.deployed(&version, progress).await;
+        let hook_ms = hook_started.elapsed().as_millis() as u64;
+        // The checks' own time (health, then smoke), for the overhead
+        // figures: what the window spent waiting on the app itself.
+        let checks_started = std::time::Instant::now();
+        let deadline = match r.healthy_deadline_ms {
+            0 => Duration::from_secs(app.health_timeout_secs),
+            ms => Duration::from_millis(ms),
+        };
+        let min_healthy = Duration::from_millis(r.min_healthy_ms);
+        let health = smoke::healthy_for(&app.health_url, deadline, min_healthy, progress)
+            .instrument(tracing::info_span!("health", otel.name = "health probe"))
+            .await?;
+        let smoke = smoke::run_checks(&r.smoke, &self.config, app, progress)
+            .instrument(tracing::info_span!("smoke", otel.name = "smoke checks"))
+            .await?;
+        let health_ms = checks_started.elapsed().as_millis() as u64;
+        Ok(serde_json::json!({
+            "app_version": version, "health": health, "smoke": smoke, "hook_ms": hook_ms, "health_ms": health_ms
+        }))
     }
 
     /// Records that the restart hook deployed `version`: what this agent

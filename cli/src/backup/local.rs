@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use runway_engine::backup::{self, BackupConfig, DumpFormat, RestoreMode, RestoreOptions};
+use runway_engine::progress::Progress;
 use serde_json::{Value, json};
 
 use super::{BackupCommand, Common, FormatArg, ModeArg};
@@ -68,33 +69,20 @@ pub async fn run(output: Output, cmd: BackupCommand) -> Result<Exit, Failure> {
             ));
         }
         BackupCommand::Verify { path, test_restore, database_url, common, .. } => {
-            if test_restore && database_url.is_none() {
-                return Err(Failure::invalid(
-                    "--test-restore needs --database-url (the server to restore into), or --env ENV",
-                ));
-            }
-            let config = config(parent_dir(&path), &common);
-            let url = if test_restore { database_url.as_deref() } else { None };
-            let report = backup::verify(&path, &config, url, &engine).await?;
-            let text = format!(
-                "backup {} is intact: {} file(s), {} ({} bytes), {} archive entries{}",
-                report.backup,
-                report.files,
-                output::bytes(report.bytes),
-                report.bytes,
-                report.toc_entries,
-                report.test_restore.as_ref().map_or(String::new(), |t| format!(
-                    "; test restore: {} tables, {} rows match the manifest",
-                    t.tables, t.rows
-                ))
-            );
-            (text, json!({ "verify": report }))
+            let url = match (test_restore, database_url) {
+                (false, _) => None,
+                (true, Some(url)) => Some(url),
+                (true, None) => {
+                    return Err(Failure::invalid(
+                        "--test-restore needs --database-url (the server to restore into), or --env ENV",
+                    ));
+                }
+            };
+            verify(&path, url.as_deref(), &common, &engine).await?
         }
         BackupCommand::Restore { path, target_url, yes, mode, jobs, common, .. } => {
             let target_url =
                 target_url.ok_or_else(|| Failure::invalid("--target-url is required without --env"))?;
-            let mut config = config(parent_dir(&path), &common);
-            config.jobs = jobs.unwrap_or(config.jobs);
             let options = RestoreOptions {
                 target_url,
                 confirmed: yes,
@@ -104,17 +92,55 @@ pub async fn run(output: Output, cmd: BackupCommand) -> Result<Exit, Failure> {
                     ModeArg::Replace => RestoreMode::Replace,
                 },
             };
-            let report = backup::restore(&path, &config, &options, &engine).await?;
-            let text = format!(
-                "restored backup {} into {}: {} tables, {} rows match the manifest",
-                report.backup, report.database, report.tables, report.rows
-            );
-            (text, json!({ "restore": report }))
+            restore(&path, &options, jobs, &common, &engine).await?
         }
     };
     progress.finish();
     output.result(text, &merge(json!({ "ok": true }), value));
     Ok(Exit::Success)
+}
+
+/// `backup verify PATH`: the files against their checksums and the archive,
+/// and with `test_restore_url` a test restore on that server.
+async fn verify(
+    path: &Path,
+    test_restore_url: Option<&str>,
+    common: &Common,
+    engine: &Progress,
+) -> Result<(String, Value), Failure> {
+    let config = config(parent_dir(path), common);
+    let report = backup::verify(path, &config, test_restore_url, engine).await?;
+    let text = format!(
+        "backup {} is intact: {} file(s), {} ({} bytes), {} archive entries{}",
+        report.backup,
+        report.files,
+        output::bytes(report.bytes),
+        report.bytes,
+        report.toc_entries,
+        report.test_restore.as_ref().map_or(String::new(), |t| format!(
+            "; test restore: {} tables, {} rows match the manifest",
+            t.tables, t.rows
+        ))
+    );
+    Ok((text, json!({ "verify": report })))
+}
+
+/// `backup restore PATH --target-url URL`.
+async fn restore(
+    path: &Path,
+    options: &RestoreOptions,
+    jobs: Option<u32>,
+    common: &Common,
+    engine: &Progress,
+) -> Result<(String, Value), Failure> {
+    let mut config = config(parent_dir(path), common);
+    config.jobs = jobs.unwrap_or(config.jobs);
+    let report = backup::restore(path, &config, options, engine).await?;
+    let text = format!(
+        "restored backup {} into {}: {} tables, {} rows match the manifest",
+        report.backup, report.database, report.tables, report.rows
+    );
+    Ok((text, json!({ "restore": report })))
 }
 
 fn config(dir: PathBuf, common: &Common) -> BackupConfig {

@@ -189,7 +189,6 @@ pub enum RolloutCommand {
     },
 }
 
-/// Runs one `runway rollout` command against the leader.
 /// Signs what rollout `rollout_id` changes in the database with the
 /// operator's key (see `runway_identity::signature`); nothing to sign with
 /// in insecure mode.
@@ -209,6 +208,7 @@ fn sign(
     Ok(Some(DeploySignature { certificate: credentials.certificate().to_vec(), signature, signed_at }))
 }
 
+/// Runs one `runway rollout` command against the leader.
 pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Result<Exit, Failure> {
     match command {
         RolloutCommand::Start {
@@ -221,83 +221,23 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             skip_hosts,
             queue,
         } => {
-            let bundle = runway_engine::migrate::source::read_folder(&migrations)
-                .map_err(|e| Failure::invalid(e.to_string()))?;
-            // Chosen here so the signature binds it: one signature, one rollout.
-            let rollout_id = runway_proto::new_rollout_id();
-            let signature = sign(remote, &environment, &bundle, (&allow_danger, &rollout_id))?;
-            // The rollout's trace starts here when this CLI sends spans.
-            let span = tracing::info_span!(
-                "rollout start",
-                "deployment.environment.name" = %environment,
-                "runway.rollout.id" = tracing::field::Empty,
-            );
-            let request = StartRolloutRequest {
+            let start_flags = Start {
                 environment,
-                bundle: Some(bundle),
+                migrations,
                 app_version,
+                watch,
                 allow_danger,
-                started_by: operator(),
-                signature,
-                traceparent: TraceParent::of(&span).map(|t| t.to_string()).unwrap_or_default(),
                 override_requires,
                 skip_hosts,
-                rollout_id,
+                queue,
             };
-            let rollout = remote
-                .call_queued(
-                    queue,
-                    |note| eprintln!("{note}"),
-                    |mut c| {
-                        let r = request.clone();
-                        async move { c.start_rollout(r).await.map(|r| r.into_inner()) }
-                    },
-                )
-                .instrument(span.clone())
-                .await?;
-            span.record("runway.rollout.id", rollout.id.as_str());
-            drop(span);
-            output.note(view::started_line(&rollout));
-            if watch {
-                // With --watch, stdout carries the events only.
-                watch_rollout(remote, output, &rollout.id, 1).await
-            } else {
-                output.json_line(&view::rollout_json(&rollout));
-                Ok(Exit::Success)
-            }
+            start(remote, output, start_flags).await
         }
         RolloutCommand::Plan { environment, migrations, allow_danger } => {
-            let bundle = runway_engine::migrate::source::read_folder(&migrations)
-                .map_err(|e| Failure::invalid(e.to_string()))?;
-            let request = PlanRolloutRequest { environment, bundle: Some(bundle), allow_danger };
-            let plan = remote
-                .call(|mut c| {
-                    let r = request.clone();
-                    async move { c.plan_rollout(r).await.map(|r| r.into_inner()) }
-                })
-                .await?;
-            let exit = Exit::from(PlanVerdict::try_from(plan.verdict).unwrap_or(PlanVerdict::Unspecified));
-            output.result(view::rollout_plan_text(&plan), &view::rollout_plan_json(&plan, exit));
-            Ok(exit)
+            plan(remote, output, environment, &migrations, allow_danger).await
         }
         RolloutCommand::Watch { id, from_seq } => watch_rollout(remote, output, &id, from_seq).await,
-        RolloutCommand::List { environment } => {
-            let request = ListRolloutsRequest { environment: environment.unwrap_or_default() };
-            let list = remote
-                .call(|mut c| {
-                    let r = request.clone();
-                    async move { c.list_rollouts(r).await.map(|r| r.into_inner()) }
-                })
-                .await?;
-            if output.is_json() {
-                list.rollouts.iter().for_each(|r| output.json_line(&view::rollout_json(r)));
-            } else if list.rollouts.is_empty() {
-                output.note("no rollouts");
-            } else {
-                output.text(view::rollouts_table(&list.rollouts));
-            }
-            Ok(Exit::Success)
-        }
+        RolloutCommand::List { environment } => list(remote, output, environment).await,
         RolloutCommand::Show { id } => {
             let rollout = get(remote, &id).await?;
             output.result(view::rollout_text(&rollout), &view::rollout_json(&rollout));
@@ -342,6 +282,120 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
             rollback(remote, output, &id, Rollback { yes, restore, watch, queue }).await
         }
     }
+}
+
+/// The flags of `rollout start`.
+struct Start {
+    environment: String,
+    migrations: PathBuf,
+    app_version: String,
+    watch: bool,
+    allow_danger: Vec<String>,
+    override_requires: bool,
+    skip_hosts: Vec<String>,
+    queue: bool,
+}
+
+/// `rollout start`: packs and signs the bundle, asks the leader to start
+/// it (waiting for the environment with `--queue`), and follows it with
+/// `--watch`.
+async fn start(remote: &Remote, output: Output, flags: Start) -> Result<Exit, Failure> {
+    let Start {
+        environment,
+        migrations,
+        app_version,
+        watch,
+        allow_danger,
+        override_requires,
+        skip_hosts,
+        queue,
+    } = flags;
+    let bundle = runway_engine::migrate::source::read_folder(&migrations)
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+    // Chosen here so the signature binds it: one signature, one rollout.
+    let rollout_id = runway_proto::new_rollout_id();
+    let signature = sign(remote, &environment, &bundle, (&allow_danger, &rollout_id))?;
+    // The rollout's trace starts here when this CLI sends spans.
+    let span = tracing::info_span!(
+        "rollout start",
+        "deployment.environment.name" = %environment,
+        "runway.rollout.id" = tracing::field::Empty,
+    );
+    let request = StartRolloutRequest {
+        environment,
+        bundle: Some(bundle),
+        app_version,
+        allow_danger,
+        started_by: operator(),
+        signature,
+        traceparent: TraceParent::of(&span).map(|t| t.to_string()).unwrap_or_default(),
+        override_requires,
+        skip_hosts,
+        rollout_id,
+    };
+    let rollout = remote
+        .call_queued(
+            queue,
+            |note| eprintln!("{note}"),
+            |mut c| {
+                let r = request.clone();
+                async move { c.start_rollout(r).await.map(|r| r.into_inner()) }
+            },
+        )
+        .instrument(span.clone())
+        .await?;
+    span.record("runway.rollout.id", rollout.id.as_str());
+    drop(span);
+    output.note(view::started_line(&rollout));
+    if watch {
+        // With --watch, stdout carries the events only.
+        watch_rollout(remote, output, &rollout.id, 1).await
+    } else {
+        output.json_line(&view::rollout_json(&rollout));
+        Ok(Exit::Success)
+    }
+}
+
+/// `rollout plan`: what a rollout of the folder would do, without starting
+/// one; the exit code is the plan's verdict.
+async fn plan(
+    remote: &Remote,
+    output: Output,
+    environment: String,
+    migrations: &std::path::Path,
+    allow_danger: Vec<String>,
+) -> Result<Exit, Failure> {
+    let bundle = runway_engine::migrate::source::read_folder(migrations)
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+    let request = PlanRolloutRequest { environment, bundle: Some(bundle), allow_danger };
+    let plan = remote
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.plan_rollout(r).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    let exit = Exit::from(PlanVerdict::try_from(plan.verdict).unwrap_or(PlanVerdict::Unspecified));
+    output.result(view::rollout_plan_text(&plan), &view::rollout_plan_json(&plan, exit));
+    Ok(exit)
+}
+
+/// `rollout list`: the rollouts, of one environment or all.
+async fn list(remote: &Remote, output: Output, environment: Option<String>) -> Result<Exit, Failure> {
+    let request = ListRolloutsRequest { environment: environment.unwrap_or_default() };
+    let list = remote
+        .call(|mut c| {
+            let r = request.clone();
+            async move { c.list_rollouts(r).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+    if output.is_json() {
+        list.rollouts.iter().for_each(|r| output.json_line(&view::rollout_json(r)));
+    } else if list.rollouts.is_empty() {
+        output.note("no rollouts");
+    } else {
+        output.text(view::rollouts_table(&list.rollouts));
+    }
+    Ok(Exit::Success)
 }
 
 /// The flags of `rollout rollback`.

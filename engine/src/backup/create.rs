@@ -75,33 +75,8 @@ pub async fn create_with(
     let conn = Database::parse(database_url)?;
     let scratch_server = test_restore_url.map(Database::parse).transpose()?;
     let database = conn.name().to_owned();
-    std::fs::create_dir_all(&config.dir)
-        .map_err(|e| BackupError::io("creating backup dir", &config.dir, e))?;
-
-    progress
-        .emit("check", format!("checking database {database} and free space in {}", config.dir.display()));
-    let mut db = snapshot::connect(&conn).await?;
-    let facts = snapshot::facts(&mut db, &database).await?;
-    let free = space::check(config, &database, facts.database_bytes)?;
-    if let Some(server) = &scratch_server {
-        // The dump and its test restore at once: both must fit.
-        let backup_bytes = (facts.database_bytes as f64 * config.free_space_factor).ceil() as u64;
-        space::check_server(config, server, &database, facts.database_bytes, backup_bytes, progress).await?;
-    }
-    let choice = choose_format(config, &mut db, &facts, &database, scratch_server.is_some()).await;
-    let format = choice.format;
-    let pg_dump_version = tools::version(config, "pg_dump").await?;
-    progress.emit(
-        "check",
-        format!(
-            "database {database} is {}, {} free; PostgreSQL {}; {} format ({})",
-            human(facts.database_bytes),
-            human(free),
-            facts.server_version,
-            format_name(format),
-            choice.why
-        ),
-    );
+    let Checked { db, facts, format, pg_dump_version } =
+        check(config, &conn, &database, scratch_server.as_ref(), progress).await?;
 
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -121,66 +96,33 @@ pub async fn create_with(
         DumpJob { config, conn: &conn, format, snapshot_id: &snapshot_id, dump_path: &dump_path, progress };
     // Custom format proves while it dumps; directory format after.
     let streamed = match (&scratch_server, format) {
-        (Some(server), DumpFormat::Custom) => {
-            let scratch = ScratchDb::create(server, Kind::Verify, config).await?;
-            progress.emit(
-                "test-restore",
-                format!("scratch database {} created for the test restore", scratch.name),
-            );
-            Some(scratch)
-        }
+        (Some(server), DumpFormat::Custom) => Some(streamed_scratch(server, config, progress).await?),
         _ => None,
     };
     let dumped = match format {
         DumpFormat::Directory => run_dir_dump(&job).await.map(|(files, counts)| (files, counts, None)),
         _ => run_custom_dump(&job, streamed.as_ref(), listed.len() as u64).await,
     };
-    let dumped = match dumped {
+    let (files, counts, restored) = match dumped {
         Ok(dumped) => dumped,
         Err(e) => {
             session.close().await;
-            if let Some(scratch) = streamed
-                && let Err(left) = scratch.drop_it().await
-            {
-                progress.emit("test-restore", format!("warning: {left}"));
-            }
+            drop_scratch(streamed, progress).await;
             return Err(e);
         }
     };
-    let (files, counts, restored) = dumped;
     let dump_finished_at = Utc::now();
     let dump_secs = clock.elapsed().as_secs_f64();
-    let (sha256, bytes) = match format {
-        DumpFormat::Directory => (files_digest(&files), files.iter().map(|f| f.bytes).sum()),
-        _ => (files[0].sha256.clone(), files[0].bytes),
-    };
+    let (sha256, bytes) = dump_digest(format, &files);
     progress.emit(
         "dump",
         format!("backup {id}: {} written in {dump_secs:.1}s, sha256 {}", human(bytes), &sha256[..16]),
     );
 
-    // Rows: with a streamed test restore, counted in the scratch database
-    // (which read every row of the dump anyway); otherwise from the dump's
-    // bytes. The snapshot stays open until then, for what neither counted.
-    let counted = match (&streamed, restored) {
-        (Some(scratch), Some(restored)) => {
-            match prove_streamed(&job, scratch, &mut session, &listed, restored, clock).await {
-                Ok((tables, verification)) => Ok(((tables, "test_restore"), Some(Ok(verification)))),
-                Err(e) => {
-                    let why = Err("the test restore failed".to_owned());
-                    settle_counts(&mut session, &listed, why, progress).await.map(|t| (t, Some(Err(e))))
-                }
-            }
-        }
-        _ => settle_counts(&mut session, &listed, counts, progress).await.map(|t| (t, None)),
-    };
+    let counted = count_rows(&job, streamed.as_ref(), &mut session, &listed, counts, restored, clock).await;
     session.close().await;
-    if let Some(scratch) = streamed
-        && let Err(e) = scratch.drop_it().await
-    {
-        progress.emit("test-restore", format!("warning: {e}"));
-    }
-    let (tables, streamed_proof) = counted?;
+    drop_scratch(streamed, progress).await;
+    let ((tables, rows_counted_in), streamed_proof) = counted?;
 
     let mut manifest = Manifest {
         manifest_version: MANIFEST_VERSION,
@@ -201,49 +143,15 @@ pub async fn create_with(
         rollout_id: rollout_id.to_owned(),
         label: label.to_owned(),
         migrations,
-        tables: tables.0,
-        rows_counted_in: tables.1.to_owned(),
+        tables,
+        rows_counted_in: rows_counted_in.to_owned(),
         verification: None,
     };
+    let proof_error =
+        record_proof(&job, &mut manifest, streamed_proof, scratch_server.as_ref(), &work_dir, dump_secs)
+            .await?;
 
-    let proof = match (streamed_proof, &scratch_server) {
-        (Some(proof), _) => Some(proof.map(|v| Verification { sha256: manifest.sha256.clone(), ..v })),
-        (None, Some(server)) => {
-            let when = "after_dump";
-            Some(super::verify::test_restore(&work_dir, config, &manifest, server, when, progress).await)
-        }
-        (None, None) => None,
-    };
-    let proof_error = match proof {
-        Some(Ok(verification)) => {
-            progress.emit(
-                "test-restore",
-                format!(
-                    "backup {id} proven restorable: {} tables, {} rows match ({}, post-data {}); \
-                     dump {dump_secs:.1} s, verified {:.1} s from the start",
-                    verification.tables,
-                    verification.rows,
-                    verification.when,
-                    verification.post_data,
-                    verification.seconds
-                ),
-            );
-            manifest.verification = Some(verification);
-            None
-        }
-        Some(Err(e)) if e.is_integrity_failure() && matches!(e, BackupError::ChecksumMismatch { .. }) => {
-            return Err(e);
-        }
-        Some(Err(e)) => Some(e),
-        None => None,
-    };
-
-    manifest.write(&work_dir)?;
-    std::fs::rename(&work_dir, &final_dir)
-        .map_err(|e| BackupError::io("moving backup into place at", &final_dir, e))?;
-    partial.keep();
-    sync_path(&config.dir)?;
-
+    put_in_place(config, &manifest, &work_dir, &final_dir, partial)?;
     if !rollout_id.is_empty() {
         retention::pin(config, rollout_id, &id)?;
     }
@@ -253,6 +161,178 @@ pub async fn create_with(
         Some(e) => Err(e),
         None => Ok(manifest),
     }
+}
+
+/// What the checks before a backup found out, for the dump.
+struct Checked {
+    /// The connection the snapshot is taken on.
+    db: sqlx::PgConnection,
+    facts: snapshot::DatabaseFacts,
+    format: DumpFormat,
+    pg_dump_version: String,
+}
+
+/// The checks before anything is written: the database answers, the free
+/// space suffices (on the test restore's server too), which format, which
+/// pg_dump. Creates `config.dir` first.
+async fn check(
+    config: &BackupConfig,
+    conn: &Database,
+    database: &str,
+    scratch_server: Option<&Database>,
+    progress: &Progress,
+) -> Result<Checked, BackupError> {
+    std::fs::create_dir_all(&config.dir)
+        .map_err(|e| BackupError::io("creating backup dir", &config.dir, e))?;
+    progress
+        .emit("check", format!("checking database {database} and free space in {}", config.dir.display()));
+    let mut db = snapshot::connect(conn).await?;
+    let facts = snapshot::facts(&mut db, database).await?;
+    let free = space::check(config, database, facts.database_bytes)?;
+    if let Some(server) = scratch_server {
+        // The dump and its test restore at once: both must fit.
+        let backup_bytes = (facts.database_bytes as f64 * config.free_space_factor).ceil() as u64;
+        space::check_server(config, server, database, facts.database_bytes, backup_bytes, progress).await?;
+    }
+    let choice = choose_format(config, &mut db, &facts, database, scratch_server.is_some()).await;
+    let format = choice.format;
+    let pg_dump_version = tools::version(config, "pg_dump").await?;
+    progress.emit(
+        "check",
+        format!(
+            "database {database} is {}, {} free; PostgreSQL {}; {} format ({})",
+            human(facts.database_bytes),
+            human(free),
+            facts.server_version,
+            format_name(format),
+            choice.why
+        ),
+    );
+    Ok(Checked { db, facts, format, pg_dump_version })
+}
+
+/// The scratch database a custom-format dump is restored into while it is
+/// written.
+async fn streamed_scratch(
+    server: &Database,
+    config: &BackupConfig,
+    progress: &Progress,
+) -> Result<ScratchDb, BackupError> {
+    let scratch = ScratchDb::create(server, Kind::Verify, config).await?;
+    progress.emit("test-restore", format!("scratch database {} created for the test restore", scratch.name));
+    Ok(scratch)
+}
+
+/// The dump's sha256 and size: of its one file, or of a directory
+/// format's files together.
+fn dump_digest(format: DumpFormat, files: &[FileEntry]) -> (String, u64) {
+    match format {
+        DumpFormat::Directory => (files_digest(files), files.iter().map(|f| f.bytes).sum()),
+        _ => (files[0].sha256.clone(), files[0].bytes),
+    }
+}
+
+/// Drops the streamed test restore's scratch database, if there is one; a
+/// scratch database left behind is a warning, not a failed backup.
+async fn drop_scratch(scratch: Option<ScratchDb>, progress: &Progress) {
+    if let Some(scratch) = scratch
+        && let Err(e) = scratch.drop_it().await
+    {
+        progress.emit("test-restore", format!("warning: {e}"));
+    }
+}
+
+/// Rows counted, and where (`rows_counted_in`); with a streamed test
+/// restore, also its proof (or why it failed).
+type Counted = ((Vec<TableRows>, &'static str), Option<Result<Verification, BackupError>>);
+
+/// Rows: with a streamed test restore, counted in the scratch database
+/// (which read every row of the dump anyway); otherwise from the dump's
+/// bytes. The snapshot stays open until then, for what neither counted.
+async fn count_rows(
+    job: &DumpJob<'_>,
+    streamed: Option<&ScratchDb>,
+    session: &mut SnapshotSession,
+    listed: &[(String, String)],
+    counts: StreamCounts,
+    restored: Option<Restored>,
+    clock: Instant,
+) -> Result<Counted, BackupError> {
+    match (streamed, restored) {
+        (Some(scratch), Some(restored)) => {
+            match prove_streamed(job, scratch, session, listed, restored, clock).await {
+                Ok((tables, verification)) => Ok(((tables, "test_restore"), Some(Ok(verification)))),
+                Err(e) => {
+                    let why = Err("the test restore failed".to_owned());
+                    settle_counts(session, listed, why, job.progress).await.map(|t| (t, Some(Err(e))))
+                }
+            }
+        }
+        _ => settle_counts(session, listed, counts, job.progress).await.map(|t| (t, None)),
+    }
+}
+
+/// Records the test restore's proof in `manifest`: the streamed one, or one
+/// run now on the finished dump. A failed proof is returned as `Ok(Some)`:
+/// the backup is still put in place, without it. Bytes read back that
+/// differ from those hashed are `Err`: the backup is corrupt.
+async fn record_proof(
+    job: &DumpJob<'_>,
+    manifest: &mut Manifest,
+    streamed_proof: Option<Result<Verification, BackupError>>,
+    scratch_server: Option<&Database>,
+    work_dir: &Path,
+    dump_secs: f64,
+) -> Result<Option<BackupError>, BackupError> {
+    let (config, progress) = (job.config, job.progress);
+    let proof = match (streamed_proof, scratch_server) {
+        (Some(proof), _) => Some(proof.map(|v| Verification { sha256: manifest.sha256.clone(), ..v })),
+        (None, Some(server)) => {
+            let when = "after_dump";
+            Some(super::verify::test_restore(work_dir, config, manifest, server, when, progress).await)
+        }
+        (None, None) => None,
+    };
+    match proof {
+        Some(Ok(verification)) => {
+            progress.emit(
+                "test-restore",
+                format!(
+                    "backup {} proven restorable: {} tables, {} rows match ({}, post-data {}); \
+                     dump {dump_secs:.1} s, verified {:.1} s from the start",
+                    manifest.id,
+                    verification.tables,
+                    verification.rows,
+                    verification.when,
+                    verification.post_data,
+                    verification.seconds
+                ),
+            );
+            manifest.verification = Some(verification);
+            Ok(None)
+        }
+        Some(Err(e)) if e.is_integrity_failure() && matches!(e, BackupError::ChecksumMismatch { .. }) => {
+            Err(e)
+        }
+        Some(Err(e)) => Ok(Some(e)),
+        None => Ok(None),
+    }
+}
+
+/// Writes the manifest and renames the finished folder to its final name:
+/// the backup appears complete or not at all.
+fn put_in_place(
+    config: &BackupConfig,
+    manifest: &Manifest,
+    work_dir: &Path,
+    final_dir: &Path,
+    partial: PartialDir,
+) -> Result<(), BackupError> {
+    manifest.write(work_dir)?;
+    std::fs::rename(work_dir, final_dir)
+        .map_err(|e| BackupError::io("moving backup into place at", final_dir, e))?;
+    partial.keep();
+    sync_path(&config.dir)
 }
 
 /// The format of this backup (see [`BackupConfig::choose_format`]): the

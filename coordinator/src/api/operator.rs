@@ -27,11 +27,12 @@ use std::sync::Arc;
 use runway_proto::v1::operator_server::Operator;
 use runway_proto::v1::{self, CommandOutcome, command};
 use runway_proto::v1::{
-    AgentInfo, ApproveRolloutRequest, AuditEntry, BackupCommandRequest, CancelRolloutRequest, ClusterStatus,
-    ForgetAgentRequest, ForgetAgentResponse, GetRolloutRequest, GetStatusRequest, ListAgentsRequest,
-    ListAgentsResponse, ListAuditRequest, ListAuditResponse, ListRolloutsRequest, ListRolloutsResponse,
-    PlanRolloutRequest, RejectRolloutRequest, RollbackRolloutRequest, RollbackRolloutResponse, Rollout,
-    RolloutEvent, RolloutPlan, ShowBackup, StartRolloutRequest, WatchRolloutRequest,
+    AgentInfo, ApproveRolloutRequest, AuditEntry, BackupCommandRequest, Bundle, CancelRolloutRequest,
+    ClusterStatus, ForgetAgentRequest, ForgetAgentResponse, GetRolloutRequest, GetStatusRequest,
+    ListAgentsRequest, ListAgentsResponse, ListAuditRequest, ListAuditResponse, ListRolloutsRequest,
+    ListRolloutsResponse, PlanRolloutRequest, RejectRolloutRequest, RollbackRolloutRequest,
+    RollbackRolloutResponse, Rollout, RolloutEvent, RolloutPlan, ShowBackup, StartRolloutRequest,
+    WatchRolloutRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -115,24 +116,7 @@ impl OperatorService {
             .bundle
             .ok_or_else(|| ApiError::InvalidArgument("the request carries no migration bundle".into()))?;
         let (bundle, migrations) = crate::rollout::validate::bundle(bundle, config.max_bundle_bytes).await?;
-        let id = match request.rollout_id.as_str() {
-            "" if self.shared.security.credentials().is_some() => {
-                return Err(ApiError::InvalidArgument(
-                    "the request names no rollout id; with TLS the CLI chooses it and signs it with the bundle \
-                     (update runway)"
-                        .into(),
-                ));
-            }
-            "" => runway_proto::new_rollout_id(),
-            id => id.to_owned(),
-        };
-        // One signature starts one rollout: an id that was used is refused
-        // here, and a DB agent refuses a second migrate under it.
-        if self.shared.store.get_rollout(&id).await?.is_some() {
-            return Err(ApiError::FailedPrecondition(format!(
-                "rollout {id} exists already; a signed start is good for one rollout: start a new one"
-            )));
-        }
+        let id = self.unused_rollout_id(&request.rollout_id).await?;
         let signature = self.shared.deploy_signature(
             operator,
             &request.environment,
@@ -190,30 +174,67 @@ impl OperatorService {
             analysis: Default::default(),
         };
         entry.rollout_id = record.id.clone();
+        self.create_claimed(&term, &record, &bundle, entry).await?;
+        tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), requires = requires.as_deref().unwrap_or("none"), "rollout accepted");
+        let wire = record.to_proto();
+        self.shared.engine.start(term, record, bundle);
+        Ok(wire)
+    }
+
+    /// The id the new rollout gets: the one the CLI chose (and signed), or,
+    /// in insecure mode from an older CLI, a new one. An id that was used
+    /// is refused.
+    async fn unused_rollout_id(&self, requested: &str) -> Result<String, ApiError> {
+        let id = match requested {
+            "" if self.shared.security.credentials().is_some() => {
+                return Err(ApiError::InvalidArgument(
+                    "the request names no rollout id; with TLS the CLI chooses it and signs it with the bundle \
+                     (update runway)"
+                        .into(),
+                ));
+            }
+            "" => runway_proto::new_rollout_id(),
+            id => id.to_owned(),
+        };
+        // One signature starts one rollout: an id that was used is refused
+        // here, and a DB agent refuses a second migrate under it.
+        if self.shared.store.get_rollout(&id).await?.is_some() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "rollout {id} exists already; a signed start is good for one rollout: start a new one"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Saves the new rollout with its bundle and audit entry, in one write
+    /// that claims its environment (refused while another change holds it).
+    async fn create_claimed(
+        &self,
+        term: &Term,
+        record: &RolloutRecord,
+        bundle: &Bundle,
+        entry: &AuditEntry,
+    ) -> Result<(), ApiError> {
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
         // Another change that claimed the environment meanwhile is found by
         // the next claim, which refuses.
         loop {
-            let claim = self.shared.free_claim(&term, &record.environment, None).await?;
+            let claim = self.shared.free_claim(term, &record.environment, None).await?;
             if self
                 .shared
                 .store
                 .create_rollout(
-                    &term,
-                    &record,
-                    &bundle,
+                    term,
+                    record,
+                    bundle,
                     Some(audit.clone()),
                     (&claim.marker, claim.put(&record.id)),
                 )
                 .await?
             {
-                break;
+                return Ok(());
             }
         }
-        tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), requires = requires.as_deref().unwrap_or("none"), "rollout accepted");
-        let wire = record.to_proto();
-        self.shared.engine.start(term, record, bundle);
-        Ok(wire)
     }
 
     /// The connected agents of `environment` a rollout runs on: refused

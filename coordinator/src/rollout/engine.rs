@@ -331,53 +331,7 @@ impl Engine {
             record.plan = Some(plan);
         }
         if result.succeeded() {
-            record.steps[index].state = StepState::Succeeded;
-            match kind {
-                StepKind::Restart if result.tolerated > 0 => {
-                    let failed = result.failed_hosts();
-                    record.steps[index].error = format!("tolerated: {}", result.error());
-                    restart::drop_failed(record, &failed);
-                }
-                // Within `databases.max_failures`: the rollout goes on, and each
-                // failed database that changed is restored right away.
-                StepKind::Migrate if result.tolerated > 0 => {
-                    record.steps[index].error = format!("tolerated: {}", result.error());
-                    let (restore, _) = databases::to_restore(result, false);
-                    if !restore.is_empty() {
-                        record.steps.insert(index + 1, recovery::recovery_step(StepKind::Restore, restore));
-                    }
-                }
-                StepKind::Preflight => {
-                    let policy = self.config.environments.policy(&record.environment);
-                    if let Some(why) = recovery::refused_by_rollback_policy(record, &policy) {
-                        let step = &mut record.steps[index];
-                        step.state = StepState::Failed;
-                        step.error = why.clone();
-                        record.error = format!("preflight refused: {why}");
-                        record.refused = true;
-                    }
-                }
-                StepKind::Backup => {
-                    if let Some(id) =
-                        result.detail("manifest").and_then(|m| m.get("id")).and_then(|i| i.as_str())
-                    {
-                        record.backup = id.to_owned();
-                    }
-                    // Proven after the window: the rollout ends only once it is.
-                    if result.detail("proof").and_then(|p| p.as_str()) == Some("background") {
-                        let hosts = record.steps[index].hosts.clone();
-                        record.steps.push(StepRecord {
-                            kind: StepKind::VerifyBackup,
-                            hosts,
-                            state: StepState::Pending,
-                            attempt: 0,
-                            error: String::new(),
-                            recovery: false,
-                        });
-                    }
-                }
-                _ => {}
-            }
+            self.settle_success(record, index, result);
             return;
         }
         let error = result.error();
@@ -394,47 +348,127 @@ impl Engine {
                 record.backup, record.environment
             );
         } else if record.error.is_empty() {
-            record.error = format!("{} failed: {error}", kind.name());
-            record.refused = kind == StepKind::Preflight && result.refused();
-            let policy = self.config.environments.policy(&record.environment);
-            let mut failure = result.failure(kind);
-            // Several databases: restore the failed ones that changed, and
-            // the migrated ones too when the set must stay uniform.
-            let mut restore = Vec::new();
-            if kind == StepKind::Migrate && failure != recovery::Failure::OutcomeUnknown {
-                let stay = databases::may_stay_migrated(policy.databases.uniform, record.plan.as_ref());
-                let (to_restore, left_migrated) = databases::to_restore(result, !stay);
-                if !policy.databases.uniform && !stay {
-                    record.error.push_str(
-                        "; the databases already migrated are restored too although databases.uniform = false: \
-                         the plan is not backward compatible, and the app hosts keep their old version",
-                    );
-                }
-                if !left_migrated.is_empty() {
-                    record.error.push_str(&format!(
-                        "; databases already migrated stay migrated (databases.uniform = false): {}",
-                        left_migrated.join(", ")
-                    ));
-                }
-                failure = recovery::Failure::Reported { database_changed: !to_restore.is_empty() };
-                restore = to_restore;
+            self.settle_first_failure(record, index, result, &error);
+        } else {
+            self.settle_failed_recovery(record, index, result, &error);
+        }
+    }
+
+    /// A step that succeeded (a restart or migrate maybe with tolerated
+    /// failures): what later steps need from it.
+    fn settle_success(&self, record: &mut RolloutRecord, index: usize, result: &StepResult) {
+        let kind = record.steps[index].kind;
+        record.steps[index].state = StepState::Succeeded;
+        match kind {
+            StepKind::Restart if result.tolerated > 0 => {
+                let failed = result.failed_hosts();
+                record.steps[index].error = format!("tolerated: {}", result.error());
+                restart::drop_failed(record, &failed);
             }
-            let way_back = recovery::choose(record, kind, failure, &policy);
-            if way_back == Recovery::Hold {
-                let hosts = record.steps[index].hosts.clone();
-                let note = recovery::hold_note(record, kind, &hosts, failure);
-                record.error.push_str(&note);
+            // Within `databases.max_failures`: the rollout goes on, and each
+            // failed database that changed is restored right away.
+            StepKind::Migrate if result.tolerated > 0 => {
+                record.steps[index].error = format!("tolerated: {}", result.error());
+                let (restore, _) = databases::to_restore(result, false);
+                if !restore.is_empty() {
+                    record.steps.insert(index + 1, recovery::recovery_step(StepKind::Restore, restore));
+                }
             }
-            // The hosts the failed step changed: a restart's batches stop
-            // after a failure; a smoke or watch failure rolls back every
-            // host the restart step changed.
-            let reached = match kind {
-                StepKind::Smoke | StepKind::Watch => restart::changed_hosts(record),
-                StepKind::Migrate => restore,
-                _ => result.reached(),
-            };
-            recovery::plan(record, way_back, &reached);
-        } else if kind == StepKind::MigrateDown && result.failure(kind) == recovery::Failure::OutcomeUnknown {
+            StepKind::Preflight => {
+                let policy = self.config.environments.policy(&record.environment);
+                if let Some(why) = recovery::refused_by_rollback_policy(record, &policy) {
+                    let step = &mut record.steps[index];
+                    step.state = StepState::Failed;
+                    step.error = why.clone();
+                    record.error = format!("preflight refused: {why}");
+                    record.refused = true;
+                }
+            }
+            StepKind::Backup => {
+                if let Some(id) = result.detail("manifest").and_then(|m| m.get("id")).and_then(|i| i.as_str())
+                {
+                    record.backup = id.to_owned();
+                }
+                // Proven after the window: the rollout ends only once it is.
+                if result.detail("proof").and_then(|p| p.as_str()) == Some("background") {
+                    let hosts = record.steps[index].hosts.clone();
+                    record.steps.push(StepRecord {
+                        kind: StepKind::VerifyBackup,
+                        hosts,
+                        state: StepState::Pending,
+                        attempt: 0,
+                        error: String::new(),
+                        recovery: false,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The rollout's first failure: its error, and the way back chosen by
+    /// what the failure changed.
+    fn settle_first_failure(
+        &self,
+        record: &mut RolloutRecord,
+        index: usize,
+        result: &StepResult,
+        error: &str,
+    ) {
+        let kind = record.steps[index].kind;
+        record.error = format!("{} failed: {error}", kind.name());
+        record.refused = kind == StepKind::Preflight && result.refused();
+        let policy = self.config.environments.policy(&record.environment);
+        let mut failure = result.failure(kind);
+        // Several databases: restore the failed ones that changed, and
+        // the migrated ones too when the set must stay uniform.
+        let mut restore = Vec::new();
+        if kind == StepKind::Migrate && failure != recovery::Failure::OutcomeUnknown {
+            let stay = databases::may_stay_migrated(policy.databases.uniform, record.plan.as_ref());
+            let (to_restore, left_migrated) = databases::to_restore(result, !stay);
+            if !policy.databases.uniform && !stay {
+                record.error.push_str(
+                    "; the databases already migrated are restored too although databases.uniform = false: \
+                     the plan is not backward compatible, and the app hosts keep their old version",
+                );
+            }
+            if !left_migrated.is_empty() {
+                record.error.push_str(&format!(
+                    "; databases already migrated stay migrated (databases.uniform = false): {}",
+                    left_migrated.join(", ")
+                ));
+            }
+            failure = recovery::Failure::Reported { database_changed: !to_restore.is_empty() };
+            restore = to_restore;
+        }
+        let way_back = recovery::choose(record, kind, failure, &policy);
+        if way_back == Recovery::Hold {
+            let hosts = record.steps[index].hosts.clone();
+            let note = recovery::hold_note(record, kind, &hosts, failure);
+            record.error.push_str(&note);
+        }
+        // The hosts the failed step changed: a restart's batches stop
+        // after a failure; a smoke or watch failure rolls back every
+        // host the restart step changed.
+        let reached = match kind {
+            StepKind::Smoke | StepKind::Watch => restart::changed_hosts(record),
+            StepKind::Migrate => restore,
+            _ => result.reached(),
+        };
+        recovery::plan(record, way_back, &reached);
+    }
+
+    /// A step of the way back failed (the rollout had failed already): what a
+    /// person must do now, or the fallback (a restore after failed downs).
+    fn settle_failed_recovery(
+        &self,
+        record: &mut RolloutRecord,
+        index: usize,
+        result: &StepResult,
+        error: &str,
+    ) {
+        let kind = record.steps[index].kind;
+        if kind == StepKind::MigrateDown && result.failure(kind) == recovery::Failure::OutcomeUnknown {
             // A down may still be running: no restore over it.
             record.error.push_str(&format!(
                 "; THE OUTCOME OF ROLLING BACK BY MIGRATION IS UNKNOWN ({error}): runway does not guess: \
@@ -593,6 +627,12 @@ impl Engine {
             run.transition(record, event).await?;
         }
 
+        self.finish_rollout(run, record).await
+    }
+
+    /// Ends `record` once no step is left: its terminal state, saved with
+    /// the event and audit entry that report it.
+    async fn finish_rollout(&self, run: &Run<'_>, record: &mut RolloutRecord) -> Result<(), Abandon> {
         databases::finish(record);
         record.state = recovery::terminal_state(record);
         monitor::begin(record, &self.config.environments.policy(&record.environment));
@@ -704,8 +744,9 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Runs step `index`: saved as running first, then its commands.
-    async fn step(&self, record: &mut RolloutRecord, index: usize) -> Result<StepResult, Abandon> {
+    /// Saves step `index` as running (a new attempt, with its event and
+    /// span), or re-attaches to it when a previous leader had.
+    async fn begin_step(&self, record: &mut RolloutRecord, index: usize) -> Result<(), StoreError> {
         let step = &mut record.steps[index];
         if step.state == StepState::Pending {
             step.state = StepState::Running;
@@ -737,6 +778,12 @@ impl Run<'_> {
                 self.save(record).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Runs step `index`: saved as running first, then its commands.
+    async fn step(&self, record: &mut RolloutRecord, index: usize) -> Result<StepResult, Abandon> {
+        self.begin_step(record, index).await?;
         let step = record.steps[index].clone();
         // Counted from this dispatch: a new leader that resumes the step
         // counts afresh, so it waits longer, never less. `None`: too far
@@ -835,5 +882,6 @@ mod follow;
 mod gate;
 mod maintenance;
 mod monitor;
+
 #[cfg(test)]
 mod tests;

@@ -158,10 +158,7 @@ impl Follower {
     ) -> Result<CommandEnd, Abandon> {
         let step_name = kind.name().to_owned();
         let command_id = command.command_id.clone();
-        let restarted_to = match &command.action {
-            Some(v1::command::Action::Restart(r)) => Some(r.app_version.clone()),
-            _ => None,
-        };
+        let restarted_to = restart_version(&command);
         // Only a DB target's preflight carries the bundle.
         if crate::failpoint::skip_db_preflight()
             && matches!(&command.action, Some(v1::command::Action::Preflight(p)) if p.bundle.is_some())
@@ -218,41 +215,20 @@ impl Follower {
                             self.emit_link(kind, host, &command_id, false).await?;
                         }
                         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                            let error = format!(
-                                "{host}: agent is away and the outcome is unknown: no result within \
-                                 step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
-                                self.engine.config.step_deadline_secs
-                            );
-                            self.events.emit(result_event(kind, host, &command_id, Err((&error, "")), 0)).await?;
-                            metrics::get().command_ended(kind, "unknown", dispatched.elapsed());
-                            return Ok(CommandEnd {
-                                host: host.to_owned(),
-                                error: Some(error),
-                                refused: false,
-                                detail: serde_json::Value::Null,
-                                plan: None,
-                                outcome_unknown: true,
-                            });
+                            return self.outcome_unknown(kind, host, &command_id, dispatched).await;
                         }
                     }
                 }
             }
         };
-        let mut batch = Vec::new();
-        while let Ok(event) = in_flight.events.try_recv() {
-            batch.push(progress(event));
-        }
+        let mut batch: Vec<NewEvent> =
+            std::iter::from_fn(|| in_flight.events.try_recv().ok()).map(progress).collect();
         if reported_away {
             // Its result is the proof it is back, even before the next check.
             self.emit_link(kind, host, &command_id, true).await?;
         }
         let outcome = CommandOutcome::try_from(result.outcome);
-        let error = match outcome {
-            Ok(CommandOutcome::Succeeded) => None,
-            Ok(CommandOutcome::Interrupted) => Some(format!("{host}: interrupted: {}", result.error)),
-            Ok(CommandOutcome::Refused) => Some(format!("{host}: refused: {}", result.error)),
-            _ => Some(format!("{host}: {}", result.error)),
-        };
+        let error = command_error(host, outcome.ok(), &result.error);
         let emitted = match &error {
             None => Ok(result.detail_json.as_str()),
             Some(error) => Err((error.as_str(), result.detail_json.as_str())),
@@ -263,13 +239,7 @@ impl Follower {
         metrics::get().command_ended(kind, metrics::outcome_name(outcome), dispatched.elapsed());
         let detail = serde_json::from_str(&result.detail_json).unwrap_or(serde_json::Value::Null);
         if let Some(version) = restarted_to.filter(|_| error.is_none()) {
-            // What the agent says it started (an empty request restarts its
-            // current version); never an empty version over a known one.
-            let reported = detail.get("app_version").and_then(serde_json::Value::as_str);
-            let version = reported.filter(|v| !v.is_empty()).unwrap_or(&version);
-            if !version.is_empty() {
-                self.engine.registry.set_app_version(&AgentKey::new(&self.environment, host), version);
-            }
+            self.restarted(host, &version, &detail);
         }
         Ok(CommandEnd {
             host: host.to_owned(),
@@ -279,6 +249,43 @@ impl Follower {
             plan: result.plan.map(|p| *p),
             outcome_unknown: false,
         })
+    }
+
+    /// Ends a command whose agent stayed away past the step's deadline: no
+    /// result, its outcome unknown (it may still run on the host).
+    async fn outcome_unknown(
+        &self,
+        kind: StepKind,
+        host: &str,
+        command_id: &str,
+        dispatched: Instant,
+    ) -> Result<CommandEnd, Abandon> {
+        let error = format!(
+            "{host}: agent is away and the outcome is unknown: no result within \
+             step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
+            self.engine.config.step_deadline_secs
+        );
+        self.events.emit(result_event(kind, host, command_id, Err((&error, "")), 0)).await?;
+        metrics::get().command_ended(kind, "unknown", dispatched.elapsed());
+        Ok(CommandEnd {
+            host: host.to_owned(),
+            error: Some(error),
+            refused: false,
+            detail: serde_json::Value::Null,
+            plan: None,
+            outcome_unknown: true,
+        })
+    }
+
+    /// Records the app version a restart on `host` started: what the agent
+    /// says it started (an empty request restarts its current version), else
+    /// `requested`; never an empty version over a known one.
+    fn restarted(&self, host: &str, requested: &str, detail: &serde_json::Value) {
+        let reported = detail.get("app_version").and_then(serde_json::Value::as_str);
+        let version = reported.filter(|v| !v.is_empty()).unwrap_or(requested);
+        if !version.is_empty() {
+            self.engine.registry.set_app_version(&AgentKey::new(&self.environment, host), version);
+        }
     }
 
     /// Tells the operator that `host` went away while its command runs
@@ -337,5 +344,23 @@ fn result_event(
         detail_json,
         work_ms,
         ..NewEvent::default()
+    }
+}
+
+/// The app version a restart command asks for (empty: the current one).
+fn restart_version(command: &v1::Command) -> Option<String> {
+    match &command.action {
+        Some(v1::command::Action::Restart(r)) => Some(r.app_version.clone()),
+        _ => None,
+    }
+}
+
+/// The error of a command that did not succeed, naming its host.
+fn command_error(host: &str, outcome: Option<CommandOutcome>, error: &str) -> Option<String> {
+    match outcome {
+        Some(CommandOutcome::Succeeded) => None,
+        Some(CommandOutcome::Interrupted) => Some(format!("{host}: interrupted: {error}")),
+        Some(CommandOutcome::Refused) => Some(format!("{host}: refused: {error}")),
+        _ => Some(format!("{host}: {error}")),
     }
 }

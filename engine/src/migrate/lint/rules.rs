@@ -152,21 +152,7 @@ pub fn check(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Vec<Hit> {
     use locks::*;
     let mut out = Vec::new();
     match node {
-        NodeEnum::DropStmt(s) => {
-            let kind = ObjectType::try_from(s.remove_type).unwrap_or(ObjectType::Undefined);
-            for object in &s.objects {
-                let name = object_name(object);
-                match kind {
-                    ObjectType::ObjectTable => out.push(hit("drop-table", Danger, ACCESS_EXCLUSIVE, Some(name.clone()), Work::Instant,
-                        format!("DROP TABLE {name} deletes the table and its data; running app versions that use it will fail"))),
-                    ObjectType::ObjectSchema => out.push(hit("drop-schema", Danger, ACCESS_EXCLUSIVE, Some(name.clone()), Work::Instant,
-                        format!("DROP SCHEMA {name} deletes the schema{}", if s.behavior == protobuf::DropBehavior::DropCascade as i32 { " and everything in it (CASCADE)" } else { "" }))),
-                    ObjectType::ObjectIndex if !s.concurrent => out.push(hit("drop-index-non-concurrent", Warning, ACCESS_EXCLUSIVE, Some(name.clone()), Work::Instant,
-                        format!("DROP INDEX {name} locks its table against reads and writes while it waits; use DROP INDEX CONCURRENTLY"))),
-                    _ => {}
-                }
-            }
-        }
+        NodeEnum::DropStmt(s) => drop_objects(s, &mut out),
         NodeEnum::DropdbStmt(s) => out.push(hit(
             "drop-database",
             Danger,
@@ -175,24 +161,7 @@ pub fn check(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Vec<Hit> {
             Work::Instant,
             format!("DROP DATABASE {} deletes the whole database", s.dbname),
         )),
-        NodeEnum::TruncateStmt(s) => {
-            for rel in &s.relations {
-                let name = object_name(rel);
-                out.push(hit(
-                    "truncate",
-                    Danger,
-                    ACCESS_EXCLUSIVE,
-                    Some(name.clone()),
-                    Work::Instant,
-                    format!("TRUNCATE {name} deletes every row"),
-                ));
-            }
-            if s.behavior == protobuf::DropBehavior::DropCascade as i32 {
-                let names: Vec<String> = s.relations.iter().map(object_name).collect();
-                out.push(hit("truncate-cascade", Danger, ACCESS_EXCLUSIVE, names.first().cloned(), Work::Instant,
-                    format!("TRUNCATE {} CASCADE also empties every table with a foreign key to it, and the tables referencing those, none of which the statement names; truncate the tables you mean by name and drop CASCADE", names.join(", "))));
-            }
-        }
+        NodeEnum::TruncateStmt(s) => truncate(s, &mut out),
         NodeEnum::DeleteStmt(s) if s.where_clause.is_none() => {
             let name = s.relation.as_ref().map(range_var_name);
             out.push(hit(
@@ -237,25 +206,7 @@ pub fn check(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Vec<Hit> {
             });
             column_types(&table, columns.collect(), NONE, &mut out);
         }
-        NodeEnum::AlterTableStmt(s) => {
-            let table = s.relation.as_ref().map(range_var_name).unwrap_or_default();
-            let new = is_new(&table);
-            let mut columns = Vec::new();
-            for cmd in &s.cmds {
-                let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else { continue };
-                alter_table_cmd(&table, new, cmd, &mut out);
-                if let Some(NodeEnum::ColumnDef(c)) = cmd.def.as_deref().and_then(|d| d.node.as_ref())
-                    && let Some(type_name) = &c.type_name
-                {
-                    // ADD COLUMN names the column in the definition, ALTER COLUMN … TYPE in the command.
-                    columns.push((
-                        if c.colname.is_empty() { cmd.name.as_str() } else { c.colname.as_str() },
-                        type_name,
-                    ));
-                }
-            }
-            column_types(&table, columns, if new { NONE } else { ACCESS_EXCLUSIVE }, &mut out);
-        }
+        NodeEnum::AlterTableStmt(s) => alter_table(s, is_new, &mut out),
         NodeEnum::AlterDomainStmt(s) if s.subtype == "C" => {
             let domain = s.type_name.iter().map(object_name).collect::<Vec<_>>().join(".");
             if let Some(NodeEnum::Constraint(c)) = s.def.as_deref().and_then(|d| d.node.as_ref())
@@ -265,24 +216,7 @@ pub fn check(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Vec<Hit> {
                     format!("ALTER DOMAIN {domain} ADD CONSTRAINT checks every value of every column of type {domain}, in every table, holding a {SHARE} lock (no writes) on each table until it is done; add it NOT VALID, then ALTER DOMAIN {domain} VALIDATE CONSTRAINT, which does not block writes")));
             }
         }
-        NodeEnum::VacuumStmt(s) if has_option(&s.options, "full") => {
-            for rel in &s.rels {
-                let name = match &rel.node {
-                    Some(NodeEnum::VacuumRelation(v)) => {
-                        v.relation.as_ref().map(range_var_name).unwrap_or_default()
-                    }
-                    _ => String::new(),
-                };
-                out.push(hit(
-                    "table-rewrite",
-                    Danger,
-                    ACCESS_EXCLUSIVE,
-                    Some(name.clone()),
-                    Work::Rewrite,
-                    format!("VACUUM FULL {name} rewrites the table under an ACCESS EXCLUSIVE lock"),
-                ));
-            }
-        }
+        NodeEnum::VacuumStmt(s) if has_option(&s.options, "full") => vacuum_full(s, &mut out),
         NodeEnum::ClusterStmt(s) => {
             let name = s.relation.as_ref().map(range_var_name);
             out.push(hit(
@@ -300,6 +234,87 @@ pub fn check(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Vec<Hit> {
         _ => {}
     }
     out
+}
+
+/// DROP TABLE, SCHEMA, or INDEX without CONCURRENTLY.
+fn drop_objects(s: &protobuf::DropStmt, out: &mut Vec<Hit>) {
+    use Severity::*;
+    use locks::*;
+    let kind = ObjectType::try_from(s.remove_type).unwrap_or(ObjectType::Undefined);
+    for object in &s.objects {
+        let name = object_name(object);
+        match kind {
+            ObjectType::ObjectTable => out.push(hit("drop-table", Danger, ACCESS_EXCLUSIVE, Some(name.clone()), Work::Instant,
+                format!("DROP TABLE {name} deletes the table and its data; running app versions that use it will fail"))),
+            ObjectType::ObjectSchema => out.push(hit("drop-schema", Danger, ACCESS_EXCLUSIVE, Some(name.clone()), Work::Instant,
+                format!("DROP SCHEMA {name} deletes the schema{}", if s.behavior == protobuf::DropBehavior::DropCascade as i32 { " and everything in it (CASCADE)" } else { "" }))),
+            ObjectType::ObjectIndex if !s.concurrent => out.push(hit("drop-index-non-concurrent", Warning, ACCESS_EXCLUSIVE, Some(name.clone()), Work::Instant,
+                format!("DROP INDEX {name} locks its table against reads and writes while it waits; use DROP INDEX CONCURRENTLY"))),
+            _ => {}
+        }
+    }
+}
+
+/// TRUNCATE, and what CASCADE empties besides.
+fn truncate(s: &protobuf::TruncateStmt, out: &mut Vec<Hit>) {
+    use Severity::*;
+    use locks::*;
+    for rel in &s.relations {
+        let name = object_name(rel);
+        out.push(hit(
+            "truncate",
+            Danger,
+            ACCESS_EXCLUSIVE,
+            Some(name.clone()),
+            Work::Instant,
+            format!("TRUNCATE {name} deletes every row"),
+        ));
+    }
+    if s.behavior == protobuf::DropBehavior::DropCascade as i32 {
+        let names: Vec<String> = s.relations.iter().map(object_name).collect();
+        out.push(hit("truncate-cascade", Danger, ACCESS_EXCLUSIVE, names.first().cloned(), Work::Instant,
+            format!("TRUNCATE {} CASCADE also empties every table with a foreign key to it, and the tables referencing those, none of which the statement names; truncate the tables you mean by name and drop CASCADE", names.join(", "))));
+    }
+}
+
+/// Each command of an ALTER TABLE, and the types of the columns it adds or changes.
+fn alter_table(s: &protobuf::AlterTableStmt, is_new: &dyn Fn(&str) -> bool, out: &mut Vec<Hit>) {
+    use locks::*;
+    let table = s.relation.as_ref().map(range_var_name).unwrap_or_default();
+    let new = is_new(&table);
+    let mut columns = Vec::new();
+    for cmd in &s.cmds {
+        let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else { continue };
+        alter_table_cmd(&table, new, cmd, out);
+        if let Some(NodeEnum::ColumnDef(c)) = cmd.def.as_deref().and_then(|d| d.node.as_ref())
+            && let Some(type_name) = &c.type_name
+        {
+            // ADD COLUMN names the column in the definition, ALTER COLUMN … TYPE in the command.
+            columns
+                .push((if c.colname.is_empty() { cmd.name.as_str() } else { c.colname.as_str() }, type_name));
+        }
+    }
+    column_types(&table, columns, if new { NONE } else { ACCESS_EXCLUSIVE }, out);
+}
+
+/// VACUUM FULL rewrites each table it names.
+fn vacuum_full(s: &protobuf::VacuumStmt, out: &mut Vec<Hit>) {
+    use Severity::*;
+    use locks::*;
+    for rel in &s.rels {
+        let name = match &rel.node {
+            Some(NodeEnum::VacuumRelation(v)) => v.relation.as_ref().map(range_var_name).unwrap_or_default(),
+            _ => String::new(),
+        };
+        out.push(hit(
+            "table-rewrite",
+            Danger,
+            ACCESS_EXCLUSIVE,
+            Some(name.clone()),
+            Work::Rewrite,
+            format!("VACUUM FULL {name} rewrites the table under an ACCESS EXCLUSIVE lock"),
+        ));
+    }
 }
 
 fn alter_table_cmd(table: &str, new: bool, cmd: &protobuf::AlterTableCmd, out: &mut Vec<Hit>) {
@@ -483,38 +498,8 @@ pub fn write_blocking_lock(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Op
             let mut referenced_hit: Option<(&'static str, String)> = None;
             for cmd in &s.cmds {
                 let Some(NodeEnum::AlterTableCmd(cmd)) = &cmd.node else { continue };
-                let def = cmd.def.as_deref().and_then(|d| d.node.as_ref());
-                let constraints: Vec<&protobuf::Constraint> = match def {
-                    Some(NodeEnum::Constraint(c)) => vec![c.as_ref()],
-                    Some(NodeEnum::ColumnDef(c)) => c
-                        .constraints
-                        .iter()
-                        .filter_map(|n| match &n.node {
-                            Some(NodeEnum::Constraint(c)) => Some(c.as_ref()),
-                            _ => None,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let subtype = AlterTableType::try_from(cmd.subtype).unwrap_or(AlterTableType::Undefined);
-                let lock = match subtype {
-                    // SHARE UPDATE EXCLUSIVE or weaker: reads and writes go on.
-                    AlterTableType::AtValidateConstraint
-                    | AlterTableType::AtSetStatistics
-                    | AlterTableType::AtSetOptions
-                    | AlterTableType::AtResetOptions
-                    | AlterTableType::AtClusterOn
-                    | AlterTableType::AtDropCluster
-                    | AlterTableType::AtAttachPartition
-                    | AlterTableType::AtDetachPartition => None,
-                    AlterTableType::AtAddConstraint
-                        if constraints.iter().all(|c| c.contype == ConstrType::ConstrForeign as i32) =>
-                    {
-                        Some(SHARE_ROW_EXCLUSIVE)
-                    }
-                    _ => Some(ACCESS_EXCLUSIVE),
-                };
-                if let (Some(lock), Some(table)) = (lock, &own) {
+                let constraints = cmd_constraints(cmd);
+                if let (Some(lock), Some(table)) = (alter_table_cmd_lock(cmd, &constraints), &own) {
                     return Some((lock, table.clone()));
                 }
                 if referenced_hit.is_none()
@@ -582,5 +567,48 @@ pub fn write_blocking_lock(node: &NodeEnum, is_new: &dyn Fn(&str) -> bool) -> Op
         NodeEnum::CreateTrigStmt(s) => existing(s.relation.as_ref()).map(|t| (SHARE_ROW_EXCLUSIVE, t)),
         NodeEnum::LockStmt(s) if s.mode >= 5 => first_existing(&s.relations).map(|t| (by_number(s.mode), t)),
         _ => None,
+    }
+}
+
+/// The constraints one ALTER TABLE command adds: its own, or its new
+/// column's.
+fn cmd_constraints(cmd: &protobuf::AlterTableCmd) -> Vec<&protobuf::Constraint> {
+    match cmd.def.as_deref().and_then(|d| d.node.as_ref()) {
+        Some(NodeEnum::Constraint(c)) => vec![c.as_ref()],
+        Some(NodeEnum::ColumnDef(c)) => c
+            .constraints
+            .iter()
+            .filter_map(|n| match &n.node {
+                Some(NodeEnum::Constraint(c)) => Some(c.as_ref()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The lock one ALTER TABLE command takes on its own table when that lock
+/// blocks writes; `None` when reads and writes go on.
+fn alter_table_cmd_lock(
+    cmd: &protobuf::AlterTableCmd,
+    constraints: &[&protobuf::Constraint],
+) -> Option<&'static str> {
+    use locks::*;
+    match AlterTableType::try_from(cmd.subtype).unwrap_or(AlterTableType::Undefined) {
+        // SHARE UPDATE EXCLUSIVE or weaker: reads and writes go on.
+        AlterTableType::AtValidateConstraint
+        | AlterTableType::AtSetStatistics
+        | AlterTableType::AtSetOptions
+        | AlterTableType::AtResetOptions
+        | AlterTableType::AtClusterOn
+        | AlterTableType::AtDropCluster
+        | AlterTableType::AtAttachPartition
+        | AlterTableType::AtDetachPartition => None,
+        AlterTableType::AtAddConstraint
+            if constraints.iter().all(|c| c.contype == ConstrType::ConstrForeign as i32) =>
+        {
+            Some(SHARE_ROW_EXCLUSIVE)
+        }
+        _ => Some(ACCESS_EXCLUSIVE),
     }
 }

@@ -156,86 +156,94 @@ impl Metrics {
             in_maintenance: Mutex::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
-        r.register("leader", "1 while this coordinator leads, else 0", m.leader.clone());
+        m.register(&mut registry);
+        Self { registry, ..m }
+    }
+
+    /// Registers every metric in `r`, each with its HELP text.
+    fn register(&self, r: &mut Registry) {
+        r.register("leader", "1 while this coordinator leads, else 0", self.leader.clone());
         r.register(
             "fencing_token",
             "The fencing token of this coordinator's term, or of the leader it follows",
-            m.fencing_token.clone(),
+            self.fencing_token.clone(),
         );
         r.register(
             "agents_connected",
             "Agents connected to this leader, by environment and role",
-            m.agents_connected.clone(),
+            self.agents_connected.clone(),
         );
         r.register(
             "agent_connected",
             "1 while the agent is connected to this leader, 0 once it left",
-            m.agent_connected.clone(),
+            self.agent_connected.clone(),
         );
         r.register(
             "connections_open",
             "Client connections open now, handshaking or established",
-            m.connections_open.clone(),
+            self.connections_open.clone(),
         );
         r.register(
             "connections_refused",
             "Connections closed before their first call: over a connection cap, or a TLS handshake that \
              timed out or failed",
-            m.connections_refused.clone(),
+            self.connections_refused.clone(),
         );
-        r.register("rollouts", "Rollouts this leader runs now, by environment and state", m.rollouts.clone());
+        r.register(
+            "rollouts",
+            "Rollouts this leader runs now, by environment and state",
+            self.rollouts.clone(),
+        );
         r.register(
             "rollouts_ended",
             "Rollouts this leader ended, by environment and final state",
-            m.rollouts_ended.clone(),
+            self.rollouts_ended.clone(),
         );
         r.register_with_unit(
             "step_duration",
             "How long rollout steps took, by kind and outcome",
             Unit::Seconds,
-            m.step_duration.clone(),
+            self.step_duration.clone(),
         );
         r.register_with_unit(
             "command_duration",
             "Dispatch to result of agent commands, by kind and outcome",
             Unit::Seconds,
-            m.command_duration.clone(),
+            self.command_duration.clone(),
         );
         r.register_with_unit(
             "etcd_request_duration",
             "Latency of etcd requests, by operation",
             Unit::Seconds,
-            m.etcd_duration.clone(),
+            self.etcd_duration.clone(),
         );
-        r.register("etcd_request_errors", "Failed etcd requests, by operation", m.etcd_errors.clone());
+        r.register("etcd_request_errors", "Failed etcd requests, by operation", self.etcd_errors.clone());
         r.register_with_unit(
             "maintenance_duration",
             "How long maintenance mode was on, one observation per rollout that lifted it",
             Unit::Seconds,
-            m.maintenance_duration.clone(),
+            self.maintenance_duration.clone(),
         );
         r.register(
             "maintenance_started_timestamp_seconds",
             "When maintenance mode went on (unix seconds), for rollouts in maintenance now",
-            m.maintenance_started.clone(),
+            self.maintenance_started.clone(),
         );
         r.register(
             "maintenance_allowed_seconds",
             "How long the rollout's downtime class allows maintenance mode to stay on",
-            m.maintenance_allowed.clone(),
+            self.maintenance_allowed.clone(),
         );
         r.register(
             "analysis_measurements",
             "Prometheus analysis measurements this leader saved, by check, phase and outcome",
-            m.analysis_measurements.clone(),
+            self.analysis_measurements.clone(),
         );
         r.register(
             "analysis_value",
             "The last value an analysis check measured, by check and phase",
-            m.analysis_value.clone(),
+            self.analysis_value.clone(),
         );
-        Self { registry, ..m }
     }
 
     /// An analysis measurement of `check` in `phase` was saved.

@@ -177,16 +177,7 @@ impl Follower {
         // thousand commands dispatched together would otherwise each take
         // the registry's lock again before any result could arrive.
         let mut check = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
-        let progress = |event: v1::CommandEvent| NewEvent {
-            kind: "progress",
-            step: step_name.clone(),
-            host: host.to_owned(),
-            command_id: command_id.clone(),
-            phase: event.phase,
-            message: event.message,
-            counters: event.counters,
-            ..NewEvent::default()
-        };
+        let progress = |event| progress_event(&step_name, host, &command_id, event);
         let result = loop {
             tokio::select! {
                 _ = self.term.cancel.cancelled() => return Err(Abandon::TermEnded),
@@ -343,6 +334,20 @@ fn result_event(
         message,
         detail_json,
         work_ms,
+        ..NewEvent::default()
+    }
+}
+
+/// A command's progress, as a rollout event.
+fn progress_event(step: &str, host: &str, command_id: &str, event: v1::CommandEvent) -> NewEvent {
+    NewEvent {
+        kind: "progress",
+        step: step.to_owned(),
+        host: host.to_owned(),
+        command_id: command_id.to_owned(),
+        phase: event.phase,
+        message: event.message,
+        counters: event.counters,
         ..NewEvent::default()
     }
 }

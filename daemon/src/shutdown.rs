@@ -16,3 +16,23 @@ pub async fn terminated() {
     };
     tracing::info!(signal = which, "shutdown signal received");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rustix::process::{Signal, getpid, kill_process};
+
+    #[tokio::test]
+    async fn sigterm_ends_the_wait() {
+        let mut stopped = Box::pin(super::terminated());
+        // Polled once, so that it listens, before the signal is sent.
+        tokio::select! {
+            biased;
+            () = &mut stopped => panic!("no signal was sent yet"),
+            () = std::future::ready(()) => {}
+        }
+        kill_process(getpid(), Signal::TERM).expect("signal this process");
+        tokio::time::timeout(Duration::from_secs(5), stopped).await.expect("SIGTERM ends the wait");
+    }
+}

@@ -40,44 +40,7 @@ pub enum RolloutCommand {
     /// the rollout waits after preflight (state awaiting_approval) until
     /// other operators approve it (`runway rollout approve`); --watch keeps
     /// following it while it waits.
-    Start {
-        /// Environment to roll out to, e.g. staging.
-        #[arg(long = "env")]
-        environment: String,
-        /// The Prisma migrations folder.
-        #[arg(long, default_value = "prisma/migrations")]
-        migrations: PathBuf,
-        /// App version handed to the app hosts' restart hook (RUNWAY_APP_VERSION).
-        #[arg(long, default_value = "")]
-        app_version: String,
-        /// Follow the rollout until it ends; the exit code is its outcome.
-        #[arg(long)]
-        watch: bool,
-        /// Accept the Danger lint findings of this rule for this rollout
-        /// (repeatable), e.g. `--allow-danger drop-column`. Without it, a
-        /// Danger finding stops the rollout in preflight, before anything
-        /// changes (exit 2); the refusal names each finding and the rule.
-        #[arg(long = "allow-danger", value_name = "RULE")]
-        allow_danger: Vec<String>,
-        /// Start although the environment's `requires` (staging first:
-        /// the same bundle must have succeeded in another environment,
-        /// soaked, and not been rolled back) is not met. Needs the approve
-        /// role in the environment besides deploy; recorded in the audit
-        /// log. Without it such a rollout is refused (exit 2).
-        #[arg(long)]
-        override_requires: bool,
-        /// Leave this known agent out of the rollout (repeatable): without
-        /// it, a rollout refuses to start while an agent the environment is
-        /// known to have is away (exit 3). Recorded in the rollout and the
-        /// audit log. `runway agents forget` removes a host for good.
-        #[arg(long = "skip-host", value_name = "NAME")]
-        skip_hosts: Vec<String>,
-        /// When another rollout, rollback, restore or verify holds the
-        /// environment (one change at a time), wait for it instead of being
-        /// refused (exit 2).
-        #[arg(long)]
-        queue: bool,
-    },
+    Start(StartArgs),
     /// Show what a rollout would do, without changing anything.
     ///
     /// Sends the rollout's own preflight to every host of the environment
@@ -211,28 +174,7 @@ fn sign(
 /// Runs one `runway rollout` command against the leader.
 pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Result<Exit, Failure> {
     match command {
-        RolloutCommand::Start {
-            environment,
-            migrations,
-            app_version,
-            watch,
-            allow_danger,
-            override_requires,
-            skip_hosts,
-            queue,
-        } => {
-            let start_flags = Start {
-                environment,
-                migrations,
-                app_version,
-                watch,
-                allow_danger,
-                override_requires,
-                skip_hosts,
-                queue,
-            };
-            start(remote, output, start_flags).await
-        }
+        RolloutCommand::Start(args) => start(remote, output, args).await,
         RolloutCommand::Plan { environment, migrations, allow_danger } => {
             plan(remote, output, environment, &migrations, allow_danger).await
         }
@@ -285,22 +227,51 @@ pub async fn run(remote: &Remote, output: Output, command: RolloutCommand) -> Re
 }
 
 /// The flags of `rollout start`.
-struct Start {
-    environment: String,
-    migrations: PathBuf,
-    app_version: String,
-    watch: bool,
-    allow_danger: Vec<String>,
-    override_requires: bool,
-    skip_hosts: Vec<String>,
-    queue: bool,
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    /// Environment to roll out to, e.g. staging.
+    #[arg(long = "env")]
+    pub environment: String,
+    /// The Prisma migrations folder.
+    #[arg(long, default_value = "prisma/migrations")]
+    pub migrations: PathBuf,
+    /// App version handed to the app hosts' restart hook (RUNWAY_APP_VERSION).
+    #[arg(long, default_value = "")]
+    pub app_version: String,
+    /// Follow the rollout until it ends; the exit code is its outcome.
+    #[arg(long)]
+    pub watch: bool,
+    /// Accept the Danger lint findings of this rule for this rollout
+    /// (repeatable), e.g. `--allow-danger drop-column`. Without it, a
+    /// Danger finding stops the rollout in preflight, before anything
+    /// changes (exit 2); the refusal names each finding and the rule.
+    #[arg(long = "allow-danger", value_name = "RULE")]
+    pub allow_danger: Vec<String>,
+    /// Start although the environment's `requires` (staging first:
+    /// the same bundle must have succeeded in another environment,
+    /// soaked, and not been rolled back) is not met. Needs the approve
+    /// role in the environment besides deploy; recorded in the audit
+    /// log. Without it such a rollout is refused (exit 2).
+    #[arg(long)]
+    pub override_requires: bool,
+    /// Leave this known agent out of the rollout (repeatable): without
+    /// it, a rollout refuses to start while an agent the environment is
+    /// known to have is away (exit 3). Recorded in the rollout and the
+    /// audit log. `runway agents forget` removes a host for good.
+    #[arg(long = "skip-host", value_name = "NAME")]
+    pub skip_hosts: Vec<String>,
+    /// When another rollout, rollback, restore or verify holds the
+    /// environment (one change at a time), wait for it instead of being
+    /// refused (exit 2).
+    #[arg(long)]
+    pub queue: bool,
 }
 
 /// `rollout start`: packs and signs the bundle, asks the leader to start
 /// it (waiting for the environment with `--queue`), and follows it with
 /// `--watch`.
-async fn start(remote: &Remote, output: Output, flags: Start) -> Result<Exit, Failure> {
-    let Start {
+async fn start(remote: &Remote, output: Output, flags: StartArgs) -> Result<Exit, Failure> {
+    let StartArgs {
         environment,
         migrations,
         app_version,

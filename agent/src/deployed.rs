@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AppConfig, Config};
-use crate::service::{self, Hook};
+use crate::hooks::{self, Hook};
 
 /// The file in the state dir.
 const FILE: &str = "app_version.json";
@@ -113,7 +113,7 @@ async fn reported(config: &Config, app: &AppConfig) -> Result<String, String> {
         env: &env,
         timeout: Duration::from_secs(app.hook_timeout_secs),
     };
-    let lines = service::hook_output(&hook).await.map_err(|e| e.to_string())?;
+    let lines = hooks::hook_output(&hook).await.map_err(|e| e.to_string())?;
     let version = lines.iter().rev().map(|l| l.trim()).find(|l| !l.is_empty()).unwrap_or_default();
     if plausible(version) {
         Ok(version.to_owned())

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
 use crate::signed_uses::SignedUses;
-use crate::{backup_ops, service};
+use crate::{backup_ops, hooks};
 use runway_engine::progress::Progress;
 use runway_engine::redact::Redactor;
 use runway_engine::{backup, migrate};
@@ -73,7 +73,7 @@ enum ExecError {
     #[error(transparent)]
     Backup(#[from] backup::BackupError),
     #[error(transparent)]
-    Hook(#[from] service::HookError),
+    Hook(#[from] hooks::HookError),
     #[error(transparent)]
     Smoke(#[from] smoke::SmokeError),
     #[error("{0}")]
@@ -539,11 +539,10 @@ impl Executor {
         argv: &[String],
         extra: &[(&str, &str)],
         progress: &Progress,
-    ) -> Result<(), service::HookError> {
+    ) -> Result<(), hooks::HookError> {
         let env = app.hook_environment(&self.config, name, extra);
-        let hook =
-            service::Hook { name, argv, env: &env, timeout: Duration::from_secs(app.hook_timeout_secs) };
-        service::run_hook(&hook, progress)
+        let hook = hooks::Hook { name, argv, env: &env, timeout: Duration::from_secs(app.hook_timeout_secs) };
+        hooks::run_hook(&hook, progress)
             .instrument(tracing::info_span!("hook", otel.name = %format!("hook {name}")))
             .await
     }

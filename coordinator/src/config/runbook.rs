@@ -2,7 +2,7 @@
 //! staging first (`requires`), maintenance only when needed
 //! (`maintenance`), and notifications (`webhooks`). The keys' types and
 //! their start-up checks; what they do lives in `crate::policy` and
-//! `crate::notify`.
+//! `crate::webhooks`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

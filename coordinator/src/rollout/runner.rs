@@ -1,4 +1,4 @@
-//! The rollout engine: runs a rollout's steps as a saved state machine.
+//! The rollout runner: runs a rollout's steps as a saved state machine.
 //!
 //! Each transition is written to etcd before it is acted on, so a new
 //! leader can pick a rollout up where the old one stopped: a step saved as
@@ -35,13 +35,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::events::{EventBus, EventWriter, NewEvent};
 use super::outcome::StepResult;
 use super::recovery::{self, Recovery};
-use super::repo::RolloutStore;
 use super::restart::Batching;
 use super::target;
-use super::{audit, command, databases, feed, restart, retention, trace};
+use super::{command, databases, restart, trace};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::failpoint;
@@ -50,6 +48,8 @@ use crate::leadership::{Election, Leadership};
 use crate::metrics;
 use crate::model::{RolloutRecord, RolloutState, StepKind, StepRecord, StepState};
 use crate::registry::{AgentKey, Registry};
+use crate::repo::events::{EventBus, EventWriter, NewEvent};
+use crate::repo::{RolloutStore, audit, feed, retention};
 use crate::store::StoreError;
 
 /// How long a finished rollout waits for its DB host to release the backup.
@@ -83,7 +83,7 @@ struct RunControl {
 
 /// Runs rollouts while this coordinator leads. Cheap to clone.
 #[derive(Clone)]
-pub struct Engine {
+pub struct Runner {
     config: Arc<Config>,
     store: RolloutStore,
     bus: EventBus,
@@ -93,8 +93,8 @@ pub struct Engine {
     tracker: TaskTracker,
 }
 
-impl Engine {
-    /// An engine that saves to `store`, publishes on `bus` and reaches
+impl Runner {
+    /// A runner that saves to `store`, publishes on `bus` and reaches
     /// agents through `dispatcher` and `registry`. Its runs are tasks on
     /// `tracker`.
     pub fn new(
@@ -108,7 +108,7 @@ impl Engine {
         Self { config, store, bus, dispatcher, registry, running: Arc::default(), tracker }
     }
 
-    /// Starts the engine each time this coordinator becomes leader; drops
+    /// Starts the runner each time this coordinator becomes leader; drops
     /// agent sessions when it stops being leader. Returns at `shutdown` or
     /// when the election goes away.
     pub async fn follow_leadership(self, election: Arc<dyn Election>, shutdown: CancellationToken) {
@@ -140,21 +140,21 @@ impl Engine {
     /// finished ones (see [`retention`]) every `[retention] every_secs`,
     /// until the term ends.
     pub fn lead(&self, term: Term) {
-        let engine = self.clone();
+        let runner = self.clone();
         let watching = term.clone();
         self.tracker.spawn(async move {
-            feed::follow(&engine.store.clone(), &watching, |records, _| {
-                let (engine, term) = (engine.clone(), watching.clone());
-                async move { engine.resume_unfinished(&term, records).await }
+            feed::follow(&runner.store.clone(), &watching, |records, _| {
+                let (runner, term) = (runner.clone(), watching.clone());
+                async move { runner.resume_unfinished(&term, records).await }
             })
             .await
         });
-        let engine = self.clone();
+        let runner = self.clone();
         self.tracker.spawn(async move {
-            let every = Duration::from_secs(engine.config.retention.every_secs);
+            let every = Duration::from_secs(runner.config.retention.every_secs);
             let mut pruner = retention::Pruner::default();
             loop {
-                match pruner.prune(&engine.store, &term, &engine.config).await {
+                match pruner.prune(&runner.store, &term, &runner.config).await {
                     Ok(pruned) if pruned.rollouts + pruned.bundles + pruned.audit_entries > 0 => {
                         tracing::info!(
                             rollouts = pruned.rollouts,
@@ -217,7 +217,7 @@ impl Engine {
     }
 
     fn is_running(&self, id: &str) -> bool {
-        self.running.lock().expect("engine lock").contains_key(id)
+        self.running.lock().expect("runner lock").contains_key(id)
     }
 
     /// Ends the `monitor` phase of rollout `id` if this coordinator runs
@@ -225,7 +225,7 @@ impl Engine {
     /// operator's rollback reopens the record only once nothing else
     /// writes it.
     pub async fn end_monitor(&self, id: &str) {
-        let control = self.running.lock().expect("engine lock").get(id).cloned();
+        let control = self.running.lock().expect("runner lock").get(id).cloned();
         let Some(control) = control else { return };
         control.superseded.store(true, Ordering::SeqCst);
         control.wake.notify_one();
@@ -242,7 +242,7 @@ impl Engine {
     /// Tells the runs of other rollouts of `newer`'s environment that it
     /// exists: one in its `monitor` phase ends it (superseded).
     fn supersede(&self, newer: &RolloutRecord) {
-        for (id, control) in self.running.lock().expect("engine lock").iter() {
+        for (id, control) in self.running.lock().expect("runner lock").iter() {
             if *id != newer.id && control.environment == newer.environment {
                 control.superseded.store(true, Ordering::SeqCst);
                 control.wake.notify_one();
@@ -259,19 +259,19 @@ impl Engine {
             superseded: AtomicBool::new(false),
         });
         {
-            let mut running = self.running.lock().expect("engine lock");
+            let mut running = self.running.lock().expect("runner lock");
             if running.contains_key(&record.id) {
                 return;
             }
             running.insert(record.id.clone(), Arc::clone(&control));
         }
-        let engine = self.clone();
+        let runner = self.clone();
         // Every line logged while the rollout runs carries its ids.
         let span = trace::run_span(&record, &self.config.name);
         let run = async move {
             let id = record.id.clone();
-            let stopped = engine.run(term.clone(), record, bundle, control).await;
-            engine.running.lock().expect("engine lock").remove(&id);
+            let stopped = runner.run(term.clone(), record, bundle, control).await;
+            runner.running.lock().expect("runner lock").remove(&id);
             metrics::get().rollout_stopped(&id);
             match stopped {
                 Ok(()) | Err(Abandon::TermEnded) => {}
@@ -283,7 +283,7 @@ impl Engine {
                         _ = term.cancel.cancelled() => return,
                         _ = tokio::time::sleep(RESUME_AFTER) => {}
                     }
-                    if let Err(e) = engine.resume(&term, &id).await {
+                    if let Err(e) = runner.resume(&term, &id).await {
                         tracing::warn!(rollout = %id, error = %e, "cannot resume the rollout now; the feed's safety listing will");
                     }
                 }
@@ -295,7 +295,7 @@ impl Engine {
     /// Asks a running rollout to stop after its current step. False when
     /// this coordinator does not run it.
     pub fn request_cancel(&self, id: &str) -> bool {
-        match self.running.lock().expect("engine lock").get(id) {
+        match self.running.lock().expect("runner lock").get(id) {
             Some(control) => {
                 control.cancel_requested.store(true, Ordering::SeqCst);
                 control.wake.notify_one();
@@ -309,7 +309,7 @@ impl Engine {
     /// saved. False when this coordinator does not run it (a run that starts
     /// later reads the saved decisions first).
     pub fn wake(&self, id: &str) -> bool {
-        match self.running.lock().expect("engine lock").get(id) {
+        match self.running.lock().expect("runner lock").get(id) {
             Some(control) => {
                 control.wake.notify_one();
                 true
@@ -483,7 +483,7 @@ impl Engine {
         );
         let environment = record.environment.clone();
         let run = Run {
-            engine: self,
+            runner: self,
             environment: &environment,
             term: &term,
             events: &events,
@@ -678,7 +678,7 @@ impl Engine {
 
 /// One run of one rollout on one leadership term.
 struct Run<'a> {
-    engine: &'a Engine,
+    runner: &'a Runner,
     /// The rollout's environment.
     environment: &'a str,
     term: &'a Term,
@@ -691,7 +691,7 @@ struct Run<'a> {
 impl Run<'_> {
     async fn save(&self, record: &mut RolloutRecord) -> Result<(), StoreError> {
         record.updated_unix_ms = runway_proto::unix_ms_now();
-        self.engine.store.put_rollout(self.term, record).await?;
+        self.runner.store.put_rollout(self.term, record).await?;
         metrics::get().rollout_saved(record);
         Ok(())
     }
@@ -741,10 +741,10 @@ impl Run<'_> {
         // Counted from this dispatch: a new leader that resumes the step
         // counts afresh, so it waits longer, never less. `None`: too far
         // away to represent, so never.
-        let deadline = Instant::now().checked_add(self.engine.config.step_deadline());
-        let policy = self.engine.config.environments.policy(&record.environment);
+        let deadline = Instant::now().checked_add(self.runner.config.step_deadline());
+        let policy = self.runner.config.environments.policy(&record.environment);
         let make = |host: &str| {
-            let config = &self.engine.config;
+            let config = &self.runner.config;
             let mut command =
                 command::for_host(record, &step, host, self.bundle, self.term.token, &config.name);
             if let Some(action) = command.action.as_mut() {
@@ -754,7 +754,7 @@ impl Run<'_> {
         };
         if step.kind == StepKind::Restart && !step.recovery {
             let batching = Batching::of_restart(&policy.restart);
-            let mut analysis = analysis::Analysis::for_canary(&self.engine.config, record, &step, &batching);
+            let mut analysis = analysis::Analysis::for_canary(&self.runner.config, record, &step, &batching);
             let result = self.in_batches(&step, &batching, make, deadline, analysis.as_mut()).await;
             if let Some(analysis) = analysis {
                 record.analysis = analysis.into_counts();
@@ -778,7 +778,7 @@ impl Run<'_> {
         if step.kind == StepKind::Watch {
             let changed = restart::changed_hosts(record);
             let mut analysis = analysis::Analysis::new(
-                &self.engine.config,
+                &self.runner.config,
                 record,
                 analysis::Phase::Watch,
                 step.kind.name(),

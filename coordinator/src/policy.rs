@@ -1,5 +1,5 @@
 //! The runbook's policies as decisions over saved facts; the operator API
-//! and the engine apply them.
+//! and the runner apply them.
 //!
 //! - [`staging_first`]: may this bundle roll out here yet (`requires`)?
 //! - [`maintenance`]: does this rollout turn maintenance mode on (`maintenance`)?

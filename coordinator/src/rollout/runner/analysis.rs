@@ -26,7 +26,7 @@ use crate::analysis::{Bindings, Prometheus, QueryError, template, verdict};
 use crate::config::{AnalysisCheck, Compare, Config};
 use crate::metrics;
 use crate::model::{AnalysisRecord, RolloutRecord, StepRecord};
-use crate::rollout::events::NewEvent;
+use crate::repo::events::NewEvent;
 use crate::rollout::restart::{self, Batching};
 
 /// Where in a rollout an analysis runs.

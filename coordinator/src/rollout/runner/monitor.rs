@@ -24,8 +24,8 @@ use super::analysis::{Analysed, Analysis, Phase};
 use super::{Abandon, Run, RunControl};
 use crate::config::{EnvironmentPolicy, OnMonitorFailure};
 use crate::model::{MonitorRecord, MonitorState, RolloutRecord, RolloutState};
-use crate::rollout::audit::{self, Action, Outcome};
-use crate::rollout::events::NewEvent;
+use crate::repo::audit::{self, Action, Outcome};
+use crate::repo::events::NewEvent;
 use crate::rollout::recovery::{self, Way};
 use crate::rollout::restart;
 
@@ -59,7 +59,7 @@ impl Run<'_> {
         record: &mut RolloutRecord,
         control: &RunControl,
     ) -> Result<bool, Abandon> {
-        let config = &self.engine.config;
+        let config = &self.runner.config;
         let hosts = restart::changed_hosts(record);
         let policy = config.environments.policy(&record.environment);
         let canaries = hosts.iter().take(policy.restart.canary as usize).cloned().collect();
@@ -106,7 +106,7 @@ impl Run<'_> {
 
     /// The id of a rollout of `record`'s environment accepted after it.
     async fn newer_rollout(&self, record: &RolloutRecord) -> Result<Option<String>, Abandon> {
-        let rollouts = self.engine.store.list_rollouts().await?;
+        let rollouts = self.runner.store.list_rollouts().await?;
         Ok(rollouts
             .iter()
             .find(|r| {
@@ -175,9 +175,9 @@ impl Run<'_> {
     /// Reopens `record` for a rollback by migration, claiming its
     /// environment; false (nothing changed) when another change holds it.
     async fn reopen(&self, record: &mut RolloutRecord, why: String) -> Result<bool, Abandon> {
-        let store = &self.engine.store;
+        let store = &self.runner.store;
         let mut reopened = record.clone();
-        let requested_by = audit::coordinator_actor(&self.engine.config.name);
+        let requested_by = audit::coordinator_actor(&self.runner.config.name);
         if let Err(refused) =
             recovery::reopen_for_rollback(&mut reopened, "the monitor", (Way::Migration, why))
         {
@@ -191,7 +191,7 @@ impl Run<'_> {
             return Ok(false);
         }
         reopened.updated_unix_ms = runway_proto::unix_ms_now();
-        let mut entry = audit::entry(Action::Rollback, &self.engine.config.name);
+        let mut entry = audit::entry(Action::Rollback, &self.runner.config.name);
         entry.actor = requested_by;
         entry.rollout_id = record.id.clone();
         entry.environment = record.environment.clone();

@@ -1,4 +1,4 @@
-//! Several databases in the engine, on paused time with fake agents: `db-2`
+//! Several databases in the runner, on paused time with fake agents: `db-2`
 //! serves `a`, `b` and `c`, migrated canary first then one at a time
 //! (`parallel = 1`); `b`'s migration fails after changing it. What is
 //! restored, left migrated or untouched follows `uniform` and `max_failures`.

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::repo::RolloutStore;
+use super::RolloutStore;
 use crate::config::{Config, Retention};
 use crate::fencing::Term;
 use crate::model::RolloutRecord;
@@ -221,8 +221,8 @@ mod store_tests {
                 ..Default::default()
             };
             let audit = store.audit().put(
-                &crate::rollout::audit::entry(crate::rollout::audit::Action::Start, "c1"),
-                crate::rollout::audit::Outcome::Accepted,
+                &crate::repo::audit::entry(crate::repo::audit::Action::Start, "c1"),
+                crate::repo::audit::Outcome::Accepted,
                 "",
             );
             let claim = store.claim(&record.environment).await.unwrap();
@@ -259,9 +259,9 @@ mod store_tests {
 
         // The audit log beyond its own bound: the oldest entries go first,
         // in several transactions.
-        let verify = crate::rollout::audit::entry(crate::rollout::audit::Action::BackupVerify, "c1");
+        let verify = crate::repo::audit::entry(crate::repo::audit::Action::BackupVerify, "c1");
         for _ in 0..200 {
-            store.audit().append(&term, &verify, crate::rollout::audit::Outcome::Accepted, "").await.unwrap();
+            store.audit().append(&term, &verify, crate::repo::audit::Outcome::Accepted, "").await.unwrap();
         }
         let all = audits_before + 200;
         let newest = store.audit().list(0).await.unwrap().split_off(all - 5);

@@ -1,6 +1,6 @@
 //! The leader's feed of rollout changes: one listing, then an etcd watch.
 //!
-//! The engine (to start or resume unfinished rollouts) and the notifier
+//! The runner (to start or resume unfinished rollouts) and the webhooks
 //! (to send what a transition makes a notification) both follow the
 //! rollout records through [`follow`], instead of listing every rollout
 //! every few seconds: the listing is read at a revision, and the watch
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::repo::RolloutStore;
+use super::RolloutStore;
 use crate::fencing::Term;
 use crate::model::RolloutRecord;
 use crate::store::{StoreError, decode_json};

@@ -21,8 +21,8 @@
 //!
 //! Saved before acted on still holds: a call returns `Ok` only after the
 //! transaction holding the last of its events succeeded; an event is
-//! broadcast (to watchers and the notifier) only after its transaction
-//! succeeded; and the engine decides a step, or sends the next command,
+//! broadcast (to watchers and the webhooks) only after its transaction
+//! succeeded; and the runner decides a step, or sends the next command,
 //! only after the call that records what it acts on returned `Ok`. When a
 //! transaction fails, every caller whose part was not yet saved gets an
 //! error, nothing of theirs is broadcast, and the sequence numbers they
@@ -33,7 +33,7 @@ use std::sync::Mutex as SyncMutex;
 use runway_proto::v1::{Counters, RolloutEvent, RolloutState};
 use tokio::sync::{Mutex, broadcast, oneshot};
 
-use super::repo::RolloutStore;
+use super::RolloutStore;
 use crate::fencing::Term;
 use crate::model::RolloutRecord;
 use crate::store::{Put, StoreError};

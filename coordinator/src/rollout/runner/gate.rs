@@ -1,10 +1,10 @@
-//! The approval gate as the engine runs it: after preflight the rollout
+//! The approval gate as the runner runs it: after preflight the rollout
 //! waits in `awaiting_approval`, saved, until enough operators approved
 //! (it runs on), one rejected or the wait expired (it ends `cancelled`,
 //! nothing changed), or an operator cancelled it.
 //!
 //! Decisions are saved by the operator API under keys of their own (see
-//! [`RolloutStore::save_decision`](crate::rollout::repo::RolloutStore::save_decision))
+//! [`RolloutStore::save_decision`](crate::repo::RolloutStore::save_decision))
 //! and the run is woken; the run reads them back, copies what is new into
 //! the record and saves it with an event. A leader that takes over reads
 //! them the same way and waits only what is left until the saved expiry,
@@ -20,8 +20,8 @@ use tokio::time::Instant;
 
 use super::{Abandon, Run, RunControl};
 use crate::model::{ApprovalGate, GateOutcome, RolloutRecord, RolloutState, StepState};
+use crate::repo::events::NewEvent;
 use crate::rollout::approval::{self, Change};
-use crate::rollout::events::NewEvent;
 use crate::rollout::recovery::{self, Recovery};
 
 /// The name of the gate's step in events.
@@ -31,7 +31,7 @@ impl Run<'_> {
     /// Runs approval step `index` of `record` until the gate opens (the step
     /// succeeds) or stops the rollout (the step fails, the rollout is set to
     /// end `cancelled`). Returns with the step still running when a cancel
-    /// request comes first: the engine's loop honours it.
+    /// request comes first: the runner's loop honours it.
     pub(super) async fn gate(
         &self,
         record: &mut RolloutRecord,
@@ -48,7 +48,7 @@ impl Run<'_> {
         let asker = record.approval.as_ref().map(|g| g.asker(record).to_owned()).unwrap_or_default();
         let mut expired = false;
         loop {
-            let decisions = self.engine.store.decisions(&record.id).await?;
+            let decisions = self.runner.store.decisions(&record.id).await?;
             let gate = record.approval.as_mut().expect("saved when the approval step started");
             let changes = approval::merge(gate, &decisions, &asker);
             let (needed, given) = (gate.needed, gate.approvals.clone());
@@ -83,7 +83,7 @@ impl Run<'_> {
             }
             if expired {
                 let timeout =
-                    self.engine.config.environments.policy(&record.environment).approval_timeout_secs;
+                    self.runner.config.environments.policy(&record.environment).approval_timeout_secs;
                 let had = if gate.approvals.is_empty() {
                     "none".to_owned()
                 } else {
@@ -115,7 +115,7 @@ impl Run<'_> {
     /// needs and saves it waiting for them (or, when its plan needs none,
     /// the step succeeded). True when the rollout now waits.
     async fn open_gate(&self, record: &mut RolloutRecord, index: usize) -> Result<bool, Abandon> {
-        let config = &self.engine.config;
+        let config = &self.runner.config;
         let policy = config.environments.policy(&record.environment);
         // A recovery approval step is an operator's rollback's gate: the
         // API saved its round, asker and the state to go back to.

@@ -1,30 +1,49 @@
 //! Rollouts, bundles and events as saved in the [`Store`]: the key layout,
 //! and which encoding each value has.
 //!
+//! - [`bundles`]: bundles stored once by digest, in chunks below etcd's
+//!   value limit.
+//! - [`events`]: the numbered event log watchers follow.
+//! - [`feed`]: how the leader learns of new and changed rollouts (an etcd
+//!   watch, not a rescan).
+//! - [`exclusive`]: one change per environment at a time (who holds it).
+//! - [`inventory`]: each environment's known agents.
+//! - [`audit`]: the audit log of operator actions and how rollouts and
+//!   backup operations ended.
+//! - [`retention`]: which finished rollouts and bundles etcd keeps.
+//!
 //! Layout under the configured prefix (default `/runway`):
 //!
 //! | key | value |
 //! |---|---|
 //! | `leader/…` | election keys (see [`crate::leadership`]) |
 //! | `rollouts/<id>` | [`RolloutRecord`] as JSON |
-//! | `bundles/<digest>/…` | the bundle in chunks, committed by a meta record (see [`super::bundles`]) |
+//! | `bundles/<digest>/…` | the bundle in chunks, committed by a meta record (see [`bundles`]) |
 //! | `events/<id>/<seq, 20 digits>` | [`RolloutEvent`], protobuf-encoded |
 //! | `cancels/<id>` | an operator's cancel request (JSON: when), saved before it is acknowledged |
 //! | `decisions/<id>/<operator>` | an operator's approval or rejection ([`Decision`] as JSON), saved before it is acknowledged |
-//! | `audit/…` | the audit log (see [`super::audit`]) |
-//! | `inventory/<env>/<name>` | a known agent (see [`super::inventory`]) |
-//! | `envs/<env>/changes` | bumped by every claim of the environment (see [`super::exclusive`]) |
+//! | `audit/…` | the audit log (see [`audit`]) |
+//! | `inventory/<env>/<name>` | a known agent (see [`inventory`]) |
+//! | `envs/<env>/changes` | bumped by every claim of the environment (see [`exclusive`]) |
 //! | `envs/<env>/operation` | the backup operation holding the environment while it runs |
-//! | `notify/<id>/<webhook>` | where a webhook stands with a rollout's notifications (see [`crate::notify`]) |
+//! | `notify/<id>/<webhook>` | where a webhook stands with a rollout's notifications (see [`crate::webhooks`]) |
 //!
 //! Every write is fenced by the writer's [`Term`] (see [`Store::put_fenced`]).
 //! Writes that an operator's action makes take that action's audit entry
 //! (an [`AuditLog::put`]) into the same transaction.
 
+pub mod audit;
+pub mod bundles;
+pub mod events;
+pub mod exclusive;
+pub mod feed;
+pub mod inventory;
+pub mod retention;
+
 use runway_proto::v1::{Bundle, RolloutEvent};
 
-use super::audit::AuditLog;
-use super::bundles::{Bundles, StoredBundle};
+use self::audit::AuditLog;
+use self::bundles::{Bundles, StoredBundle};
 use crate::fencing::Term;
 use crate::model::{Decision, RolloutRecord};
 use crate::store::{Delete, Marker, Put, Store, StoreError};
@@ -74,7 +93,7 @@ impl RolloutStore {
     /// `audit` entry): the bundle's chunks first unless stored already,
     /// then the rollout in the transaction that commits the bundle.
     /// `claim` is the environment's marker with its new value (see
-    /// [`super::exclusive`]): `false` when the marker moved (another
+    /// [`exclusive`]): `false` when the marker moved (another
     /// change claimed the environment first), and nothing of the rollout
     /// was saved.
     pub async fn create_rollout(
@@ -148,7 +167,7 @@ impl RolloutStore {
     }
 
     /// Records that an operator asked to cancel rollout `id`, with their
-    /// `audit` entry. Its own key, so it never races the engine's writes of
+    /// `audit` entry. Its own key, so it never races the runner's writes of
     /// the rollout record.
     pub async fn request_cancel(&self, term: &Term, id: &str, audit: Put) -> Result<(), StoreError> {
         let request = serde_json::json!({ "requested_unix_ms": runway_proto::unix_ms_now() });
@@ -158,7 +177,7 @@ impl RolloutStore {
     /// Records an operator's approval or rejection of rollout `id`, with
     /// their `audit` entry. One key per operator (a second decision by the
     /// same operator replaces the first), apart from the rollout record, so
-    /// it never races the engine's writes; the engine copies decisions into
+    /// it never races the runner's writes; the runner copies decisions into
     /// the record.
     pub async fn save_decision(
         &self,
@@ -310,7 +329,7 @@ mod tests {
     use super::*;
     use crate::fencing::FencingToken;
     use crate::model::{RolloutState, Verdict};
-    use crate::rollout::audit::{Action, Outcome};
+    use crate::repo::audit::{Action, Outcome};
     use crate::store::memory::MemoryKv;
 
     fn record(id: &str, created_unix_ms: i64) -> RolloutRecord {
@@ -371,7 +390,7 @@ mod tests {
             round: 0,
         };
         let audit =
-            || store.audit().put(&crate::rollout::audit::entry(Action::Approve, "c1"), Outcome::Accepted, "");
+            || store.audit().put(&crate::repo::audit::entry(Action::Approve, "c1"), Outcome::Accepted, "");
         store.save_decision(&term, "r1", &decision("bob", Verdict::Approve), audit()).await.unwrap();
         store.save_decision(&term, "r1", &decision("alice", Verdict::Approve), audit()).await.unwrap();
         store.save_decision(&term, "r1", &decision("bob", Verdict::Reject), audit()).await.unwrap();

@@ -26,10 +26,10 @@ use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
 use crate::model::RolloutRecord;
 use crate::registry::{AgentKey, Registry};
-use crate::rollout::engine::Engine;
-use crate::rollout::events::EventBus;
-use crate::rollout::exclusive::Claim;
-use crate::rollout::repo::RolloutStore;
+use crate::repo::RolloutStore;
+use crate::repo::events::EventBus;
+use crate::repo::exclusive::Claim;
+use crate::rollout::runner::Runner;
 use error::ApiError;
 
 /// How following a command outside any rollout ended.
@@ -57,11 +57,11 @@ pub struct Shared {
     /// Saved rollouts, bundles and events.
     pub store: RolloutStore,
     /// Runs rollouts while this coordinator leads.
-    pub engine: Engine,
+    pub runner: Runner,
     /// Live rollout events, for watchers.
     pub bus: EventBus,
     /// Tells webhooks about rollouts; `rollout show` reads its records.
-    pub notifier: crate::notify::Notifier,
+    pub webhooks: crate::webhooks::Webhooks,
     /// Which refused calls are written to the audit log.
     pub refusals: refusals::RefusalLimiter,
 }

@@ -1,4 +1,4 @@
-//! The notifier against the in-memory store and a receiver on 127.0.0.1.
+//! The webhooks sender against the in-memory store and a receiver on 127.0.0.1.
 use runway_proto::v1::RolloutEvent;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -58,7 +58,7 @@ fn webhook(url: &str, events: Vec<NotifyEvent>) -> Webhook {
 
 /// A store holding rollout `r1` (ended `succeeded`) and its events:
 /// started, maintenance on, progress, succeeded; with a term to write.
-async fn setup() -> (Notifier, Term) {
+async fn setup() -> (Webhooks, Term) {
     let kv = Arc::new(MemoryKv::new());
     kv.create_with_revision(b"/runway/leader/x", b"c1", 5);
     let term =
@@ -90,8 +90,8 @@ async fn setup() -> (Notifier, Term) {
         };
         rollouts.append_event(&term, &event, Some(&record), None).await.unwrap();
     }
-    let notifier = Notifier::new(Arc::new(Config::default()), rollouts, store, TaskTracker::new()).unwrap();
-    (notifier, term)
+    let webhooks = Webhooks::new(Arc::new(Config::default()), rollouts, store, TaskTracker::new()).unwrap();
+    (webhooks, term)
 }
 
 fn pair() -> Pair {
@@ -100,19 +100,19 @@ fn pair() -> Pair {
 
 #[tokio::test]
 async fn sends_each_notification_once_in_order_and_records_it() {
-    let (notifier, term) = setup().await;
+    let (webhooks, term) = setup().await;
     let (url, got) = receiver().await;
     let hook = webhook(&url, Vec::new());
     assert_eq!(
-        notifier.deliver(&term, &pair(), Some(&hook)).await.unwrap(),
+        webhooks.deliver(&term, &pair(), Some(&hook)).await.unwrap(),
         Some(42),
         "caught up on an ended rollout"
     );
     assert_eq!(*got.lock().unwrap(), ["started", "maintenance_on", "succeeded"]);
     // Run again (a rescan, a new leader): nothing is sent twice.
-    notifier.deliver(&term, &pair(), Some(&hook)).await.unwrap();
+    webhooks.deliver(&term, &pair(), Some(&hook)).await.unwrap();
     assert_eq!(got.lock().unwrap().len(), 3);
-    let cursor: Cursor = notifier.store.get_json("/runway/notify/r1/w").await.unwrap().unwrap();
+    let cursor: Cursor = webhooks.store.get_json("/runway/notify/r1/w").await.unwrap().unwrap();
     let outcomes: Vec<(u64, Outcome)> = cursor.deliveries.iter().map(|d| (d.seq, d.outcome)).collect();
     assert_eq!(outcomes, [(1, Outcome::Delivered), (2, Outcome::Delivered), (4, Outcome::Delivered)]);
     assert_eq!((cursor.done_seq, cursor.sending), (4, None));
@@ -120,29 +120,29 @@ async fn sends_each_notification_once_in_order_and_records_it() {
 
 #[tokio::test]
 async fn a_notification_a_dead_leader_was_sending_is_not_sent_again() {
-    let (notifier, term) = setup().await;
+    let (webhooks, term) = setup().await;
     // The last leader saved "sending maintenance_on" and died.
     let cursor = Cursor { done_seq: 1, sending: Some(2), attempts: 1, ..Cursor::default() };
-    notifier.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
+    webhooks.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
     let (url, got) = receiver().await;
     // Only `succeeded` is wanted besides, and is sent.
     let hook = webhook(&url, Vec::new());
-    notifier.deliver(&term, &pair(), Some(&hook)).await.unwrap();
+    webhooks.deliver(&term, &pair(), Some(&hook)).await.unwrap();
     assert_eq!(*got.lock().unwrap(), ["succeeded"], "at most once: maintenance_on may have gone out");
-    let cursor: Cursor = notifier.store.get_json("/runway/notify/r1/w").await.unwrap().unwrap();
+    let cursor: Cursor = webhooks.store.get_json("/runway/notify/r1/w").await.unwrap().unwrap();
     let outcomes: Vec<(u64, Outcome)> = cursor.deliveries.iter().map(|d| (d.seq, d.outcome)).collect();
     assert_eq!(outcomes, [(2, Outcome::Unknown), (4, Outcome::Delivered)]);
 }
 
 #[tokio::test]
 async fn a_webhook_gets_only_its_events_and_a_deposed_leader_sends_nothing() {
-    let (notifier, term) = setup().await;
+    let (webhooks, term) = setup().await;
     let (url, got) = receiver().await;
     let hook = webhook(&url, vec![NotifyEvent::Succeeded]);
     let stale = Term { token: FencingToken(4), key: term.key.clone(), cancel: CancellationToken::new() };
-    assert!(notifier.deliver(&stale, &pair(), Some(&hook)).await.is_err(), "the claim is a fenced write");
+    assert!(webhooks.deliver(&stale, &pair(), Some(&hook)).await.is_err(), "the claim is a fenced write");
     assert!(got.lock().unwrap().is_empty(), "nothing is sent without the claim");
-    notifier.deliver(&term, &pair(), Some(&hook)).await.unwrap();
+    webhooks.deliver(&term, &pair(), Some(&hook)).await.unwrap();
     assert_eq!(*got.lock().unwrap(), ["succeeded"]);
 }
 
@@ -150,14 +150,14 @@ async fn a_webhook_gets_only_its_events_and_a_deposed_leader_sends_nothing() {
 /// were on their way: the cursor is not written back as an orphan.
 #[tokio::test]
 async fn a_pruned_rollout_gets_no_orphan_cursor() {
-    let (notifier, term) = setup().await;
+    let (webhooks, term) = setup().await;
     let cursor = Cursor { done_seq: 1, ..Cursor::default() };
-    notifier.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
-    assert!(notifier.store.get("/runway/notify/r1/w").await.unwrap().is_some(), "saved while r1 exists");
-    let revision = notifier.rollouts.rollout_revisions().await.unwrap()[0].1;
-    assert!(notifier.rollouts.delete_rollout(&term, "r1", revision).await.unwrap());
-    notifier.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
-    assert!(notifier.store.get("/runway/notify/r1/w").await.unwrap().is_none(), "no orphan");
+    webhooks.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
+    assert!(webhooks.store.get("/runway/notify/r1/w").await.unwrap().is_some(), "saved while r1 exists");
+    let revision = webhooks.rollouts.rollout_revisions().await.unwrap()[0].1;
+    assert!(webhooks.rollouts.delete_rollout(&term, "r1", revision).await.unwrap());
+    webhooks.save(&term, "/runway/notify/r1/w", &cursor).await.unwrap();
+    assert!(webhooks.store.get("/runway/notify/r1/w").await.unwrap().is_none(), "no orphan");
 }
 
 #[test]

@@ -12,7 +12,7 @@
 //! reports failure when any of that does not hold. After a batch, more
 //! failures than `max_failures` — or a failed canary, or an agent whose
 //! outcome is unknown — stop the step: later batches are never started, and
-//! the engine rolls back the hosts the step reached.
+//! the runner rolls back the hosts the step reached.
 //!
 //! A `batch_started` event opens each batch (its detail names the hosts),
 //! so a watcher sees the order; each host's `command_succeeded` /
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::analysis::{Analysed, Analysis};
 use super::{Abandon, Run};
 use crate::model::StepRecord;
-use crate::rollout::events::NewEvent;
+use crate::repo::events::NewEvent;
 use crate::rollout::outcome::{CommandEnd, StepResult};
 use crate::rollout::restart::{self, Batching};
 

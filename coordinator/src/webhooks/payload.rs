@@ -3,7 +3,7 @@
 //!
 //! Notifications are read off the rollout's saved event log (see
 //! [`notification_of`]), so they exist exactly when the transition they
-//! report was saved; the engine knows nothing about webhooks.
+//! report was saved; the runner knows nothing about webhooks.
 
 use runway_proto::v1::RolloutEvent;
 use serde_json::{Value, json};

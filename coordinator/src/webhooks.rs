@@ -16,7 +16,7 @@
 //! event dealt with, and every delivery's outcome. One task per pair
 //! sends the notifications after the cursor one at a time, in log order.
 //! The leader learns of transitions from the rollout feed
-//! ([`crate::rollout::feed`]: an etcd watch of the rollout records, each
+//! ([`crate::repo::feed`]: an etcd watch of the rollout records, each
 //! transition being saved with its record), not from a periodic rescan.
 //!
 //! Before each attempt the cursor is saved with `sending = SEQ` (a fenced
@@ -50,8 +50,8 @@ use crate::failpoint;
 use crate::fencing::Term;
 use crate::leadership::{Election, Leadership};
 use crate::model::RolloutRecord;
-use crate::rollout::feed::{self, Batch};
-use crate::rollout::repo::RolloutStore;
+use crate::repo::RolloutStore;
+use crate::repo::feed::{self, Batch};
 use crate::store::{Put, Store, StoreError};
 
 /// Attempts per notification and webhook before it is given up.
@@ -146,7 +146,7 @@ impl Progress {
 
 /// Sends notifications while this coordinator leads. Cheap to clone.
 #[derive(Clone)]
-pub struct Notifier {
+pub struct Webhooks {
     config: Arc<Config>,
     rollouts: RolloutStore,
     store: Store,
@@ -159,8 +159,8 @@ pub struct Notifier {
 #[error("cannot set up the webhook HTTP client: {0}")]
 pub struct ClientError(String);
 
-impl Notifier {
-    /// A notifier reading rollouts from `rollouts`, keeping cursors in
+impl Webhooks {
+    /// Webhooks reading rollouts from `rollouts`, keeping cursors in
     /// `store`; its tasks run on `tracker`.
     pub fn new(
         config: Arc<Config>,
@@ -241,12 +241,12 @@ impl Notifier {
                     .webhooks
                     .into_iter()
                     .find(|w| w.name == *name);
-                let (notifier, term, progress) = (self.clone(), term.clone(), Arc::clone(progress));
+                let (webhooks, term, progress) = (self.clone(), term.clone(), Arc::clone(progress));
                 let span = tracing::info_span!("notify", rollout_id = %record.id, webhook = %name);
                 self.tracker.spawn(tracing::Instrument::instrument(
                     async move {
                         loop {
-                            let caught_up = notifier.deliver(&term, &pair, webhook.as_ref()).await;
+                            let caught_up = webhooks.deliver(&term, &pair, webhook.as_ref()).await;
                             let mut progress = progress.lock().expect("notify lock");
                             // The rollout changed while this task sent: look again.
                             if caught_up.is_ok() && progress.again.remove(&pair) {
@@ -310,7 +310,7 @@ impl Notifier {
     /// rollout's record exists: the write is conditioned on the record's
     /// revision, so a prune that deleted the rollout (and its cursors)
     /// meanwhile is not undone by an orphan cursor. A record written in
-    /// between (the engine moved on) only makes it read the revision again.
+    /// between (the runner moved on) only makes it read the revision again.
     async fn save(&self, term: &Term, key: &str, cursor: &Cursor) -> Result<(), StoreError> {
         let rollout = key
             .strip_prefix(&self.store.key("notify/"))

@@ -1,4 +1,4 @@
-//! Analysis in the engine with fake agents and a fake Prometheus (a local
+//! Analysis in the runner with fake agents and a fake Prometheus (a local
 //! HTTP listener answering `/api/v1/query` with a number the test sets).
 //! On real time with spans of a few hundred milliseconds: the queries are
 //! real HTTP, which paused time would cut short with their own timeouts.

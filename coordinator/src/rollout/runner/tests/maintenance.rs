@@ -1,4 +1,4 @@
-//! The `maintenance` policy in the engine: decided from the saved
+//! The `maintenance` policy in the runner: decided from the saved
 //! preflight plan just before maintenance mode would go on.
 
 use super::*;

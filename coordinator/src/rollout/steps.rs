@@ -1,9 +1,9 @@
-//! The default plan: the runbook as an ordered list of typed steps.
+//! The default steps: the runbook as an ordered list of typed steps.
 //!
 //! Every database of the environment is a DB target (see
 //! [`super::target`]): a DB agent serving one database is one target named
 //! after the agent; one serving several gives a `host/database` target
-//! each. Preflight, backup and migrate run on every target; the engine
+//! each. Preflight, backup and migrate run on every target; the runner
 //! batches backup and migrate by the environment's `databases` policy.
 
 use super::target::Target;
@@ -12,7 +12,7 @@ use crate::registry::AgentSnapshot;
 
 /// Why no plan can be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PlanError {
+pub enum HostsError {
     /// The environment has no DB agent connected; connect one and retry.
     #[error("no agent with the db role is connected in environment {environment:?}{connected}")]
     NoDbHost { environment: String, connected: String },
@@ -37,11 +37,11 @@ pub enum PlanError {
 /// Builds the default plan for the agents of one environment; with
 /// `approval` (the environment requires approvals), an `approval` step
 /// right after preflight, before anything changes.
-pub fn default_plan(
+pub fn default_steps(
     environment: &str,
     agents: &[AgentSnapshot],
     approval: bool,
-) -> Result<Vec<StepRecord>, PlanError> {
+) -> Result<Vec<StepRecord>, HostsError> {
     let db: Vec<String> = db_targets(environment, agents)?.iter().map(|(t, _)| t.to_string()).collect();
     let apps: Vec<String> = agents.iter().filter(|a| a.has_role("app")).map(|a| a.name.clone()).collect();
     let mut all = db.clone();
@@ -73,7 +73,7 @@ pub fn default_plan(
 /// Every database of the environment's connected DB agents, in agent
 /// order: its target, and its name as the agent registered it (empty from
 /// an agent too old to name its database).
-pub fn db_targets(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<(Target, String)>, PlanError> {
+pub fn db_targets(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<(Target, String)>, HostsError> {
     let db: Vec<&AgentSnapshot> = agents.iter().filter(|a| a.has_role("db")).collect();
     if db.is_empty() {
         db_host(environment, agents)?;
@@ -92,7 +92,7 @@ pub fn db_targets(environment: &str, agents: &[AgentSnapshot]) -> Result<Vec<(Ta
 pub fn database_records(
     environment: &str,
     agents: &[AgentSnapshot],
-) -> Result<Vec<DatabaseRecord>, PlanError> {
+) -> Result<Vec<DatabaseRecord>, HostsError> {
     Ok(db_targets(environment, agents)?
         .into_iter()
         .map(|(target, name)| DatabaseRecord {
@@ -114,7 +114,7 @@ pub fn database_target(
     environment: &str,
     agents: &[AgentSnapshot],
     database: &str,
-) -> Result<Target, PlanError> {
+) -> Result<Target, HostsError> {
     if database.is_empty() {
         return db_host(environment, agents).map(|host| Target::host(&host));
     }
@@ -130,12 +130,12 @@ pub fn database_target(
         .collect();
     match serving.as_slice() {
         [host] => Ok(Target::database(host, name)),
-        [] => Err(PlanError::UnknownDatabase {
+        [] => Err(HostsError::UnknownDatabase {
             environment: environment.to_owned(),
             database: database.to_owned(),
             served: all.iter().map(|(t, n)| format!("{}/{n}", t.host)).collect::<Vec<_>>().join(", "),
         }),
-        several => Err(PlanError::AmbiguousDatabase {
+        several => Err(HostsError::AmbiguousDatabase {
             environment: environment.to_owned(),
             database: database.to_owned(),
             hosts: several.join(", "),
@@ -144,7 +144,7 @@ pub fn database_target(
 }
 
 /// The one agent with the db role among an environment's connected agents.
-pub fn db_host(environment: &str, agents: &[AgentSnapshot]) -> Result<String, PlanError> {
+pub fn db_host(environment: &str, agents: &[AgentSnapshot]) -> Result<String, HostsError> {
     let db: Vec<&AgentSnapshot> = agents.iter().filter(|a| a.has_role("db")).collect();
     match db.as_slice() {
         [one] => Ok(one.name.clone()),
@@ -158,9 +158,9 @@ pub fn db_host(environment: &str, agents: &[AgentSnapshot]) -> Result<String, Pl
                     agents.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
                 )
             };
-            Err(PlanError::NoDbHost { environment: environment.to_owned(), connected })
+            Err(HostsError::NoDbHost { environment: environment.to_owned(), connected })
         }
-        many => Err(PlanError::SeveralDbHosts {
+        many => Err(HostsError::SeveralDbHosts {
             environment: environment.to_owned(),
             count: many.len(),
             names: many.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", "),
@@ -189,27 +189,27 @@ mod tests {
     #[test]
     fn runbook_order() {
         let agents = [agent("app-1", &["app"]), agent("db", &["db"]), agent("app-2", &["app"])];
-        let plan = default_plan("staging", &agents, false).unwrap();
+        let plan = default_steps("staging", &agents, false).unwrap();
         let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
         assert_eq!(kinds, ["preflight", "maintenance_on", "backup", "migrate", "restart", "maintenance_off"]);
         assert_eq!(plan[0].hosts, ["db", "app-1", "app-2"]);
         assert_eq!(plan[3].hosts, ["db"]);
         // Approvals come after preflight, before anything changes; no host runs them.
-        let plan = default_plan("staging", &agents, true).unwrap();
+        let plan = default_steps("staging", &agents, true).unwrap();
         let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
         assert_eq!(kinds[..3], ["preflight", "approval", "maintenance_on"]);
         assert!(plan[1].hosts.is_empty());
-        let plan = default_plan("staging", &[agent("db", &["db"])], true).unwrap();
+        let plan = default_steps("staging", &[agent("db", &["db"])], true).unwrap();
         let kinds: Vec<_> = plan.iter().map(|s| s.kind.name()).collect();
         assert_eq!(kinds, ["preflight", "approval", "backup", "migrate"]);
     }
 
     #[test]
     fn needs_a_db_host() {
-        let err = default_plan("staging", &[agent("app-1", &["app"])], false).unwrap_err();
+        let err = default_steps("staging", &[agent("app-1", &["app"])], false).unwrap_err();
         assert!(err.to_string().contains("no agent with the db role"), "{err}");
         let err = db_host("staging", &[agent("a", &["db"]), agent("b", &["db"])]).unwrap_err();
-        assert!(matches!(err, PlanError::SeveralDbHosts { count: 2, .. }));
+        assert!(matches!(err, HostsError::SeveralDbHosts { count: 2, .. }));
     }
 
     #[test]
@@ -221,7 +221,7 @@ mod tests {
         assert!(err.contains("db-1, db-2") && err.contains("HOST/app"), "{err}");
         let err = database_target("s", &agents, "users").unwrap_err().to_string();
         assert!(err.contains("\"users\"") && err.contains("db-2/orders"), "{err}");
-        assert!(matches!(database_target("s", &agents, ""), Err(PlanError::SeveralDbHosts { .. })));
+        assert!(matches!(database_target("s", &agents, ""), Err(HostsError::SeveralDbHosts { .. })));
         assert_eq!(database_target("s", &agents[..1], "").unwrap(), Target::host("db-1"));
     }
 
@@ -229,7 +229,7 @@ mod tests {
     fn every_database_of_every_db_agent_is_a_target() {
         let agents =
             [db_agent("db-1", &["app"]), db_agent("db-2", &["billing", "orders"]), agent("app-1", &["app"])];
-        let plan = default_plan("staging", &agents, false).unwrap();
+        let plan = default_steps("staging", &agents, false).unwrap();
         let targets = ["db-1", "db-2/billing", "db-2/orders"];
         assert_eq!(plan[0].hosts, ["db-1", "db-2/billing", "db-2/orders", "app-1"]);
         assert_eq!(plan.iter().find(|s| s.kind == StepKind::Backup).unwrap().hosts, targets);

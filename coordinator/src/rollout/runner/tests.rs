@@ -1,4 +1,4 @@
-//! The engine's state machine over the in-memory store and election, with
+//! The runner's state machine over the in-memory store and election, with
 //! its real registry and dispatcher. Fake agents sit where the agent
 //! channel would: they take commands off the registry's stream and answer
 //! through the dispatcher, as `api::agents` relays a real agent's answers.
@@ -18,7 +18,7 @@ use super::*;
 use crate::fencing::FencingToken;
 use crate::leadership::memory::MemoryElection;
 use crate::registry::{AgentKey, AgentSender};
-use crate::rollout::plan::default_plan;
+use crate::rollout::steps::default_steps;
 use crate::store::Store;
 use crate::store::memory::MemoryKv;
 
@@ -72,7 +72,7 @@ struct Coordinator {
     election: MemoryElection,
     registry: Registry,
     dispatcher: Dispatcher,
-    engine: Engine,
+    runner: Runner,
     store: RolloutStore,
     bus: EventBus,
     shutdown: CancellationToken,
@@ -107,7 +107,7 @@ impl Coordinator {
         let registry = Registry::default();
         let dispatcher = Dispatcher::new(registry.clone());
         let (bus, _) = broadcast::channel(1024);
-        let engine = Engine::new(
+        let runner = Runner::new(
             config,
             store.clone(),
             bus.clone(),
@@ -116,9 +116,9 @@ impl Coordinator {
             TaskTracker::new(),
         );
         let shutdown = CancellationToken::new();
-        tokio::spawn(engine.clone().follow_leadership(Arc::new(election.clone()), shutdown.clone()));
+        tokio::spawn(runner.clone().follow_leadership(Arc::new(election.clone()), shutdown.clone()));
         let received = Arc::new(watch::Sender::new(Vec::new()));
-        Self { name, election, registry, dispatcher, engine, store, bus, shutdown, received }
+        Self { name, election, registry, dispatcher, runner, store, bus, shutdown, received }
     }
 
     /// Connects a fake agent that answers as `script` says.
@@ -192,7 +192,7 @@ impl Coordinator {
     /// Whether the test environment requires approvals (the plan then has
     /// an approval step).
     fn approvals_required(&self) -> bool {
-        self.engine.config.environments.policy(ENVIRONMENT).approvals.required()
+        self.runner.config.environments.policy(ENVIRONMENT).approvals.required()
     }
 
     /// Accepts a rollout and starts it, as the operator API's start does.
@@ -204,8 +204,8 @@ impl Coordinator {
         let bundle = v1::Bundle { digest: runway_proto::bundle::digest(&files), files };
         let now = runway_proto::unix_ms_now();
         let agents = self.registry.snapshot(ENVIRONMENT);
-        let mut steps = default_plan(ENVIRONMENT, &agents, self.approvals_required()).unwrap();
-        let policy = self.engine.config.environments.policy(ENVIRONMENT);
+        let mut steps = default_steps(ENVIRONMENT, &agents, self.approvals_required()).unwrap();
+        let policy = self.runner.config.environments.policy(ENVIRONMENT);
         crate::rollout::restart::apply(ENVIRONMENT, &mut steps, &policy, &agents).unwrap();
         let record = RolloutRecord {
             id: "r1".into(),
@@ -226,7 +226,7 @@ impl Coordinator {
                 .map(|a| (a.name.clone(), "1.0.0".to_owned()))
                 .collect(),
             started_by: "alice".into(),
-            databases: crate::rollout::plan::database_records(ENVIRONMENT, &agents).unwrap(),
+            databases: crate::rollout::steps::database_records(ENVIRONMENT, &agents).unwrap(),
             ..Default::default()
         };
         let claim = self.store.claim(&record.environment).await.unwrap();
@@ -236,7 +236,7 @@ impl Coordinator {
                 .await
                 .unwrap()
         );
-        self.engine.start(term.clone(), record.clone(), bundle);
+        self.runner.start(term.clone(), record.clone(), bundle);
         record
     }
 
@@ -258,7 +258,7 @@ impl Coordinator {
     /// Waits until this coordinator no longer runs rollout `id`.
     async fn wait_stopped(&self, id: &str) {
         tokio::time::timeout(Duration::from_secs(600), async {
-            while self.engine.is_running(id) {
+            while self.runner.is_running(id) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
@@ -511,8 +511,8 @@ async fn a_cancel_is_honoured_between_steps() {
 
     // Cancel while the backup runs: the backup finishes, nothing after it starts.
     leader.wait_for_commands(|log| log.iter().any(|(_, c)| step_of(c) == "backup")).await;
-    assert!(leader.engine.request_cancel("r1"));
-    assert!(!leader.engine.request_cancel("no-such-rollout"));
+    assert!(leader.runner.request_cancel("r1"));
+    assert!(!leader.runner.request_cancel("no-such-rollout"));
     leader.dispatcher.on_result(&key("db"), result("r1/backup/db/1", Ok(())));
 
     let last = finished(&mut bus, "r1").await;

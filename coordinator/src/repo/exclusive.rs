@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::repo::RolloutStore;
+use super::RolloutStore;
 use crate::fencing::Term;
 use crate::store::{Delete, Marker, Put, StoreError};
 

@@ -10,7 +10,7 @@
 use runway_proto::v1::AgentInfo;
 use serde::{Deserialize, Serialize};
 
-use super::repo::RolloutStore;
+use super::RolloutStore;
 use crate::fencing::Term;
 use crate::store::{Delete, Put, StoreError};
 

@@ -16,12 +16,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Abandon, Engine, Run};
+use super::{Abandon, Run, Runner};
 use crate::fencing::Term;
 use crate::metrics;
 use crate::model::{StepKind, StepRecord};
 use crate::registry::AgentKey;
-use crate::rollout::events::{EventWriter, NewEvent};
+use crate::repo::events::{EventWriter, NewEvent};
 use crate::rollout::outcome::CommandEnd;
 use crate::rollout::target::Target;
 use crate::rollout::trace;
@@ -33,7 +33,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// What following a command needs, owned, so it can run as its own task.
 #[derive(Clone)]
 pub(super) struct Follower {
-    engine: Engine,
+    runner: Runner,
     /// The rollout's environment: agent names are unique only within it.
     environment: String,
     term: Term,
@@ -84,7 +84,7 @@ impl Commands {
 impl Run<'_> {
     fn follower(&self) -> Follower {
         Follower {
-            engine: self.engine.clone(),
+            runner: self.runner.clone(),
             environment: self.environment.to_owned(),
             term: self.term.clone(),
             events: Arc::clone(self.events),
@@ -172,7 +172,7 @@ impl Follower {
         let dispatched = Instant::now();
         // `host` may be a DB target: the command goes to its agent.
         let agent = AgentKey::new(&self.environment, &Target::parse(host).host);
-        let mut in_flight = self.engine.dispatcher.dispatch(&agent, command).await;
+        let mut in_flight = self.runner.dispatcher.dispatch(&agent, command).await;
         // Away is reported only after this run saw the agent connected, so
         // agents still reconnecting to a new leader are not called away.
         let (mut seen, mut reported_away) = (in_flight.sent, false);
@@ -206,7 +206,7 @@ impl Follower {
                     Err(_) => return Err(Abandon::TermEnded),
                 },
                 _ = check.tick() => {
-                    if self.engine.registry.is_connected(&agent) {
+                    if self.runner.registry.is_connected(&agent) {
                         seen = true;
                         if reported_away {
                             reported_away = false;
@@ -221,7 +221,7 @@ impl Follower {
                             let error = format!(
                                 "{host}: agent is away and the outcome is unknown: no result within \
                                  step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
-                                self.engine.config.step_deadline_secs
+                                self.runner.config.step_deadline_secs
                             );
                             self.events.emit(result_event(kind, host, &command_id, Err((&error, "")), 0)).await?;
                             metrics::get().command_ended(kind, "unknown", dispatched.elapsed());
@@ -268,7 +268,7 @@ impl Follower {
             let reported = detail.get("app_version").and_then(serde_json::Value::as_str);
             let version = reported.filter(|v| !v.is_empty()).unwrap_or(&version);
             if !version.is_empty() {
-                self.engine.registry.set_app_version(&AgentKey::new(&self.environment, host), version);
+                self.runner.registry.set_app_version(&AgentKey::new(&self.environment, host), version);
             }
         }
         Ok(CommandEnd {
@@ -298,7 +298,7 @@ impl Follower {
                 format!(
                     "agent {host} is away; the step waits for its result (the command may still run on the host; \
                      at most {} s after the step's dispatch)",
-                    self.engine.config.step_deadline_secs
+                    self.runner.config.step_deadline_secs
                 ),
             )
         };

@@ -1,4 +1,4 @@
-//! Restarts in batches in the engine, on paused time with fake agents:
+//! Restarts in batches in the runner, on paused time with fake agents:
 //! failures within `max_failures` are tolerated (the failed host leaves the
 //! smoke and watch steps), a failed canary stops the rollout whatever
 //! `max_failures` says, and only the hosts reached are reverted.

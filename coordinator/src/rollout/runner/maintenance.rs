@@ -1,4 +1,4 @@
-//! The `maintenance` policy as the engine applies it: just before the
+//! The `maintenance` policy as the runner applies it: just before the
 //! plan's maintenance-on step would run (after preflight and any approval,
 //! so the saved preflight plan is there, and a resumed rollout decides the
 //! same way), see [`crate::policy::maintenance`].
@@ -6,7 +6,7 @@
 use super::{Abandon, Run};
 use crate::model::{RolloutRecord, StepKind, StepState};
 use crate::policy::maintenance::{Decision, decide};
-use crate::rollout::events::NewEvent;
+use crate::repo::events::NewEvent;
 use crate::rollout::recovery::{self, Recovery};
 
 impl Run<'_> {
@@ -19,7 +19,7 @@ impl Run<'_> {
         record: &mut RolloutRecord,
         index: usize,
     ) -> Result<bool, Abandon> {
-        let policy = self.engine.config.environments.policy(&record.environment).maintenance;
+        let policy = self.runner.config.environments.policy(&record.environment).maintenance;
         let step = StepKind::MaintenanceOn.name().to_owned();
         match decide(policy, record.plan.as_ref()) {
             Decision::TurnOn(why) => {

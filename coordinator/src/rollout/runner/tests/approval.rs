@@ -1,12 +1,12 @@
-//! The approval gate in the engine: a rollout in an environment that
+//! The approval gate in the runner: a rollout in an environment that
 //! requires approvals waits after preflight, saved, touching no host, until
-//! operators decide; on paused time like the rest of the engine's tests.
+//! operators decide; on paused time like the rest of the runner's tests.
 //!
 //! Decisions are saved and the run woken exactly as `api::approvals` does.
 
 use super::*;
 use crate::model::{Decision, GateOutcome, Verdict};
-use crate::rollout::audit::{self, Action, Outcome};
+use crate::repo::audit::{self, Action, Outcome};
 
 /// The DB agent's preflight plan: nothing Danger, small downtime.
 fn ordinary() -> v1::MigrationPlan {
@@ -96,7 +96,7 @@ async fn decide(coordinator: &Coordinator, term: &Term, operator: &str, verdict:
     let entry = audit::entry(Action::Approve, coordinator.name);
     let audit = coordinator.store.audit().put(&entry, Outcome::Accepted, "");
     coordinator.store.save_decision(term, "r1", &decision, audit).await.unwrap();
-    coordinator.engine.wake("r1");
+    coordinator.runner.wake("r1");
 }
 
 /// The steps the fake agents received commands for, in order.
@@ -317,7 +317,7 @@ async fn a_cancel_ends_the_wait_at_once() {
     let entry = audit::entry(Action::Cancel, leader.name);
     let audit = leader.store.audit().put(&entry, Outcome::Accepted, "");
     leader.store.request_cancel(&term, "r1", audit).await.unwrap();
-    assert!(leader.engine.request_cancel("r1"));
+    assert!(leader.runner.request_cancel("r1"));
 
     let started = tokio::time::Instant::now();
     let last = finished(&mut bus, "r1").await;

@@ -62,26 +62,30 @@ pub struct LinkReport {
 /// Checks every internal link of every `.html` page under `site`: the file a
 /// relative link names must exist inside `site`, a `#fragment` must be an
 /// `id` of the target page, and no link may still name a `.md` file (mdbook
-/// rewrites links to chapters into `.html`; one to a file outside the book
-/// stays `.md` and leads nowhere on the site). `http(s):`, `mailto:` and
-/// other links with a scheme are not checked.
+/// rewrites Markdown links to `x.md` into `x.html`, but not `X.MD` or an
+/// `<img src>`: such a link leads nowhere on the site). `http(s):`,
+/// `mailto:` and other links with a scheme are not checked.
 pub fn check_links(site: &Path) -> LinkReport {
     let site = &site.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", site.display()));
-    let mut pages = Vec::new();
-    collect_html(site, &mut pages);
-    pages.sort();
-    let ids: BTreeMap<PathBuf, BTreeSet<String>> = pages
-        .iter()
-        .map(|page| {
-            let html = std::fs::read_to_string(page).unwrap_or_else(|e| panic!("read {}: {e}", page.display()));
-            (page.clone(), attributes(&html, "id").into_iter().collect())
+    let mut paths = Vec::new();
+    collect_html(site, &mut paths);
+    paths.sort();
+    let pages: Vec<(PathBuf, String)> = paths
+        .into_iter()
+        .map(|path| {
+            let html =
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            (path, html)
         })
         .collect();
+    let ids: Ids = pages
+        .iter()
+        .map(|(path, html)| (path.clone(), attributes(html, "id").into_iter().collect()))
+        .collect();
     let mut report = LinkReport { pages: pages.len(), ..LinkReport::default() };
-    for page in &pages {
-        let html = std::fs::read_to_string(page).unwrap_or_else(|e| panic!("read {}: {e}", page.display()));
+    for (page, html) in &pages {
         let relative = page.strip_prefix(site).expect("page under the site").to_path_buf();
-        for href in attributes(&html, "href").into_iter().chain(attributes(&html, "src")) {
+        for href in attributes(html, "href").into_iter().chain(attributes(html, "src")) {
             if is_external(&href) {
                 continue;
             }
@@ -94,8 +98,11 @@ pub fn check_links(site: &Path) -> LinkReport {
     report
 }
 
+/// The `id`s of each page, by its path.
+type Ids = BTreeMap<PathBuf, BTreeSet<String>>;
+
 /// Why `href` on `page` leads nowhere, or `None` when it is fine.
-fn check_one(site: &Path, page: &Path, href: &str, ids: &BTreeMap<PathBuf, BTreeSet<String>>) -> Option<String> {
+fn check_one(site: &Path, page: &Path, href: &str, ids: &Ids) -> Option<String> {
     let href = href.replace("&amp;", "&");
     let (path, fragment) = match href.split_once('#') {
         Some((path, fragment)) => (path, Some(fragment)),
@@ -103,7 +110,7 @@ fn check_one(site: &Path, page: &Path, href: &str, ids: &BTreeMap<PathBuf, BTree
     };
     let path = path.split_once('?').map_or(path, |(path, _query)| path);
     let path = percent_decode(path);
-    if path.ends_with(".md") {
+    if path.to_ascii_lowercase().ends_with(".md") {
         return Some("a Markdown file mdbook did not render: link a chapter, or a file by its URL".into());
     }
     let target = if path.is_empty() {
@@ -118,21 +125,38 @@ fn check_one(site: &Path, page: &Path, href: &str, ids: &BTreeMap<PathBuf, BTree
         }
         if joined.is_dir() { joined.join("index.html") } else { joined }
     };
+    let shown = target.strip_prefix(site).unwrap_or(&target).display();
     if !target.is_file() {
-        return Some(format!("no such file in the book: {}", target.strip_prefix(site).unwrap_or(&target).display()));
+        return Some(format!("no such file in the book: {shown}"));
     }
-    match fragment.map(percent_decode) {
-        Some(fragment) if !fragment.is_empty() => match ids.get(&target) {
-            Some(page_ids) if page_ids.contains(&fragment) => None,
-            Some(_) => Some(format!("no id {fragment:?} in {}", target.strip_prefix(site).unwrap_or(&target).display())),
-            None => None, // a fragment into a non-HTML file (a script, a font): nothing to look up
-        },
+    match (fragment.map(percent_decode), ids.get(&target)) {
+        (Some(fragment), Some(page_ids)) if !fragment.is_empty() && !page_ids.contains(&fragment) => {
+            Some(format!("no id {fragment:?} in {shown}"))
+        }
+        // No fragment, an id that exists, or a fragment into a file that is
+        // not a page (a script, a font): nothing to look up.
         _ => None,
     }
 }
 
-/// A link with a scheme (`https:`, `mailto:`, `data:`…) or protocol-relative.
-fn is_external(href: &str) -> bool {
+/// The targets of the inline Markdown links `[text](target)` in `markdown`
+/// (code spans and blocks are not told apart: runway's README has no link
+/// syntax in its code).
+pub fn markdown_links(markdown: &str) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut rest = markdown;
+    while let Some(at) = rest.find("](") {
+        let after = &rest[at + 2..];
+        let Some(end) = after.find(')') else { break };
+        links.push(after[..end].to_string());
+        rest = &after[end..];
+    }
+    links
+}
+
+/// A link with a scheme (`https:`, `mailto:`, `data:`…) or protocol-relative:
+/// not a file of ours.
+pub fn is_external(href: &str) -> bool {
     if href.starts_with("//") {
         return true;
     }
@@ -235,6 +259,12 @@ mod tests {
         for href in ["a.html", "#x", "../a.html#b:c", "dir/a.html"] {
             assert!(!is_external(href), "{href}");
         }
+    }
+
+    #[test]
+    fn markdown_links_are_found() {
+        let text = "See [a](docs/src/a.md), [b](https://x.org) and `code`.\n[c](b.md#d)";
+        assert_eq!(markdown_links(text), ["docs/src/a.md", "https://x.org", "b.md#d"]);
     }
 
     #[test]

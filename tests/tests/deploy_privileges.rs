@@ -65,7 +65,8 @@ fn the_polkit_rule_names_the_action_the_user_and_the_unit() {
         assert!(!code.contains(broad), "the rule grants more than it should ({broad}):\n{code}");
     }
     let chapter = workspace_root().join("docs/src/hooks-and-privileges.md");
-    let book = std::fs::read_to_string(&chapter).unwrap_or_else(|e| panic!("read {}: {e}", chapter.display()));
+    let book =
+        std::fs::read_to_string(&chapter).unwrap_or_else(|e| panic!("read {}: {e}", chapter.display()));
     assert!(book.contains("deploy/polkit/50-runway.rules"), "{} does not show the rule", chapter.display());
 }
 

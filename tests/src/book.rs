@@ -16,7 +16,7 @@ pub fn build(book: &Path, dest: &Path) {
     let out = match Command::new("mdbook").arg("build").arg(book).arg("--dest-dir").arg(dest).output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "mdbook is not on PATH: run deploy/install-deps.sh (it runs `cargo install mdbook --locked \
+            "mdbook is not on PATH: run deploy/install-deps.sh (it runs `cargo install mdbook@0.5.4 --locked \
              --no-default-features --features search`) and make sure ~/.cargo/bin is on PATH"
         ),
         Err(e) => panic!("run mdbook: {e}"),

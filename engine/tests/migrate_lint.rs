@@ -148,8 +148,8 @@ async fn with_a_database_it_adds_sizes_downtime_and_plans() {
     assert_eq!(plan.lint.downtime.class, DowntimeClass::Small);
 }
 
-// Rules that close the gaps to Squawk's (docs/squawk-rules.md): each shown
-// firing with its name and line, and quiet on the safe form.
+// Rules that close the gaps to Squawk's (docs/src/reference/squawk-rules.md):
+// each shown firing with its name and line, and quiet on the safe form.
 
 /// Lints `sql` as the one migration `m`.
 fn lint_sql(sql: &str) -> lint::LintReport {

@@ -320,14 +320,68 @@ fn toml_value(value: &Value, duration: bool) -> String {
     }
 }
 
-/// Doc comment text as one paragraph per blank-line-separated block.
+/// Doc comment text as Markdown paragraphs: each blank-line-separated
+/// block on one line, fenced code blocks as they are.
 fn paragraph(text: &str) -> String {
-    text.split("\n\n").map(one_line).collect::<Vec<_>>().join("\n\n")
+    let mut blocks: Vec<String> = Vec::new();
+    let mut prose: Vec<&str> = Vec::new();
+    let mut fence: Option<Vec<&str>> = None;
+    for line in text.lines() {
+        match fence.as_mut() {
+            Some(code) => {
+                code.push(line);
+                if line.trim_start().starts_with("```") {
+                    blocks.push(code.join("\n"));
+                    fence = None;
+                }
+            }
+            None if line.trim_start().starts_with("```") => {
+                if !prose.is_empty() {
+                    blocks.push(one_line(&prose.join(" ")));
+                    prose.clear();
+                }
+                fence = Some(vec![line]);
+            }
+            None if line.trim().is_empty() => {
+                if !prose.is_empty() {
+                    blocks.push(one_line(&prose.join(" ")));
+                    prose.clear();
+                }
+            }
+            None => prose.push(line),
+        }
+    }
+    if let Some(code) = fence {
+        blocks.push(code.join("\n"));
+    }
+    if !prose.is_empty() {
+        blocks.push(one_line(&prose.join(" ")));
+    }
+    blocks.join("\n\n")
 }
 
-/// Doc comment text on one line.
+/// Doc comment text on one line, rustdoc's links to items (`` [`Rollback`] ``)
+/// as plain code: the reference has no pages for them.
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("[`") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after[1..].find("`]") {
+            Some(end) if !after[end + 3..].starts_with(['(', '[']) => {
+                out.push_str(&after[..end + 2]);
+                rest = &after[end + 3..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Text safe inside a Markdown table cell.
@@ -377,6 +431,12 @@ mod tests {
     use super::*;
 
     /// A tiny config.
+    ///
+    /// ```toml
+    /// wait = "1m"
+    ///
+    /// [inner]
+    /// ```
     #[derive(Deserialize, Serialize, JsonSchema)]
     #[serde(default, deny_unknown_fields)]
     struct Tiny {
@@ -417,7 +477,7 @@ mod tests {
         Slow,
     }
 
-    /// An inner table.
+    /// An inner table, see [`Tiny`] and [`Mode`](https://example.org).
     #[derive(Default, Deserialize, Serialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     struct Inner {
@@ -446,14 +506,31 @@ mod tests {
             "| `named` | tables by name |  | One table per name. See [`[named.NAME]`](#tinytoml-namedname). |",
             "| `hooks` | list of tables |  | A list of tables. See [`[[hooks]]`](#tinytoml-hooks). |",
             "### tiny.toml: `[inner]`",
-            "An inner table.",
+            "An inner table, see `Tiny` and [`Mode`](https://example.org).",
             "| `name` | string | required | A required name. |",
             "| `labels` | [string] | `[]` | Optional labels. |",
             "### tiny.toml: `[named.NAME]`",
             "### tiny.toml: `[[hooks]]`",
-            "| `inner` | `wait_secs = N` | `wait` |",
+            "| `[inner]` | `wait_secs = N` | `wait` |",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn every_key_of_both_configs_has_a_doc_comment() {
+        let text = reference();
+        let undocumented: Vec<&str> =
+            text.lines().filter(|l| l.starts_with("| `") && l.ends_with("|  |")).collect();
+        assert!(undocumented.is_empty(), "keys without a doc comment:\n{}", undocumented.join("\n"));
+        assert!(!text.contains("HOSTNAME\" |"), "no host's own values in the reference");
+    }
+
+    #[test]
+    fn doc_comments_keep_their_paragraphs_and_code_blocks() {
+        assert_eq!(
+            paragraph("One\ntwo.\n\n```toml\na = 1\n\nb = 2\n```\nThree [`X`]."),
+            "One two.\n\n```toml\na = 1\n\nb = 2\n```\n\nThree `X`."
+        );
     }
 }

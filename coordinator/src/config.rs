@@ -585,9 +585,12 @@ impl<'de> Deserialize<'de> for Environments {
             toml::Value::Table(tables) => {
                 let mut environments = BTreeMap::new();
                 for (name, table) in tables {
-                    // The error names the environment and the key's problem.
+                    // The error names the environment, the key and its problem.
                     let policy = EnvironmentPolicy::deserialize(table).map_err(|e| {
-                        D::Error::custom(format!("[environments.{name}] {}; {KEYS}", e.message()))
+                        D::Error::custom(format!(
+                            "[environments.{name}] {}; {KEYS}",
+                            renamed::describe("", &e)
+                        ))
                     })?;
                     environments.insert(name, policy);
                 }
@@ -881,10 +884,16 @@ mod tests {
         assert_eq!(production.watch.map(|w| w.duration), Some(Span::secs(600)));
         // A bad value inside an environment's table keeps its own message.
         let error =
-            toml::from_str::<Config>("[environments.production]\nrestart = { min_healthy = \"30 secs\" }")
+            toml::from_str::<Config>("[environments.production]\nrestart = { min_healthy = \"30 parsecs\" }")
                 .unwrap_err()
                 .to_string();
-        assert!(error.contains("\"30 secs\" is not a duration") && error.contains("min_healthy"), "{error}");
+        assert!(
+            error.contains(
+                "[environments.production] invalid value: string \"30 parsecs\", expected a duration (key \
+                            `restart.min_healthy`)"
+            ),
+            "{error}"
+        );
         let error = toml::from_str::<Config>("[environments.production]\nrestart = { batches = 2 }")
             .unwrap_err()
             .to_string();
@@ -908,7 +917,7 @@ mod tests {
     fn load(text: &str) -> Result<Config, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("coordinator.toml");
-        std::fs::write(&path, format!("[tls]\ninsecure = true\n{text}")).unwrap();
+        std::fs::write(&path, format!("{text}\n[tls]\ninsecure = true\n")).unwrap();
         let shown = |text: String| text.replace(&path.display().to_string(), "coordinator.toml");
         let mut config = Config::load(Some(&path), Files::Skip).map_err(|e| shown(e.to_string()))?;
         config.warnings = config.warnings.into_iter().map(shown).collect();

@@ -60,8 +60,10 @@ pub struct PrometheusConfig {
     /// Basic auth user; the password from `password_file` or `password_env`.
     #[serde(default)]
     pub username: Option<String>,
+    /// A file holding the basic auth password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// An environment variable holding the basic auth password.
     #[serde(default)]
     pub password_env: Option<String>,
     /// How long one query may take, connecting included.
@@ -143,6 +145,7 @@ pub struct AnalysisCheck {
     /// With `compare`: fail above baseline × factor + margin.
     #[serde(default = "one")]
     pub factor: Number,
+    /// With `compare`: what the canaries may be above baseline × factor.
     #[serde(default)]
     pub margin: Number,
     /// Time between measurements.

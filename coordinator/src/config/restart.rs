@@ -213,6 +213,7 @@ pub struct SmokeCheck {
     /// The body is JSON and this field (dotted: `a.b.0`) equals `json_equals`.
     #[serde(default)]
     pub json_field: String,
+    /// The value `json_field` must have, as text (`"true"`, `"3"`, `"ok"`).
     #[serde(default)]
     pub json_equals: String,
     /// How long one try may take.
@@ -221,6 +222,7 @@ pub struct SmokeCheck {
     /// Further tries after a failure, one second apart.
     #[serde(default)]
     pub retries: u32,
+    /// When the check runs.
     #[serde(default)]
     pub after: SmokeAfter,
 }
@@ -239,7 +241,9 @@ fn default_smoke_timeout() -> Span {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchPolicy {
+    /// How long the window lasts after maintenance off.
     pub duration: Span,
+    /// Time between two rounds of health and smoke checks in the window.
     #[serde(default = "default_watch_interval")]
     pub interval: Span,
     /// Restore the backup too when the window fails and the migrations

@@ -188,6 +188,7 @@ pub struct Webhook {
     /// Names the webhook in logs and in the delivery records (the URL is a
     /// secret and is never logged). Unique per environment.
     pub name: String,
+    /// How the request looks.
     pub format: WebhookFormat,
     /// Where to send; a secret (redacted in logs and errors).
     pub url: Secret,

@@ -28,7 +28,10 @@ pub enum ConfigCommand {
     /// every hook and smoke command (found and executable, in the hooks'
     /// own PATH); `pg_dump` and `pg_restore`; `state_dir` and `[backup]
     /// dir` writable or creatable. Every problem is printed, each naming
-    /// its file, table and key; exit 2 when there is any. Run it as the
+    /// its file, table and key; exit 2 when there is any. Old duration keys
+    /// (`lease_ttl_secs = 5`) still load, each with a warning naming the new
+    /// spelling (`lease_ttl = "5s"`); both spellings at once are a problem.
+    /// Run it as the
     /// daemon's user, with the daemon's environment (`DATABASE_URL`
     /// overrides `[database] url`, `RUNWAY_ETCD_ENDPOINTS` the etcd
     /// endpoints, as they do for the daemons).

@@ -34,8 +34,8 @@ fn the_committed_configuration_reference_is_what_the_binary_prints() {
             },
         );
         panic!(
-            "{REFERENCE} is not what `runway config reference` prints (first difference at {line}); the config \
-             types changed: regenerate it with\n\n    {REGENERATE}\n\nand commit it"
+            "{REFERENCE} is not what `runway config reference` prints (first difference at {line}): the config \
+             types or their doc comments changed, or the file was edited by hand. Regenerate it with\n\n    {REGENERATE}\n\nand commit it"
         );
     }
     for needle in ["## Agent config", "## Coordinator config", "| `lease_ttl` | duration | `\"5s\"` |"] {

@@ -889,8 +889,8 @@ mod tests {
                 .to_string();
         assert!(
             error.contains(
-                "[environments.production] invalid value: string \"30 parsecs\", expected a duration (key \
-                            `restart.min_healthy`)"
+                "[environments.production] invalid value: string \"30 parsecs\", expected a duration such as \
+                             \"500ms\", \"30s\", \"5m\", \"1h30m\" or \"7d\" (key `restart.min_healthy`)"
             ),
             "{error}"
         );

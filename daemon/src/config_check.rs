@@ -12,6 +12,9 @@
 //!
 //! A daemon whose config has problems exits with [`EXIT_INVALID_CONFIG`]
 //! before it binds, connects or writes anything ([`refuse`]).
+//!
+//! Keys renamed since a config was written (durations that were
+//! `*_secs = N`) are still read, with a warning ([`renamed`], [`warn`]).
 
 use std::fmt;
 use std::io::ErrorKind;

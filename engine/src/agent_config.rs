@@ -479,6 +479,7 @@ health_url = "http://127.0.0.1:8080/health"
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
             let config = Config::load(&path, Files::Skip).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!config.roles.is_empty(), "{name}");
+            assert!(config.warnings.is_empty(), "{name}: {:?}", config.warnings);
         }
     }
 }

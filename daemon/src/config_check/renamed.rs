@@ -244,14 +244,18 @@ pub fn describe(text: &str, error: &toml::de::Error) -> String {
     let bare = bare.to_string();
     let key = bare.lines().filter_map(|line| line.strip_prefix("in `")?.strip_suffix('`')).next_back();
     let key = key.map(|key| format!(" (key `{key}`)")).unwrap_or_default();
+    let mut message = error.message().to_owned();
+    if message.ends_with("expected a duration") {
+        message.push_str(" such as \"500ms\", \"30s\", \"5m\", \"1h30m\" or \"7d\"");
+    }
     match error.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {}{key}", error.message())
+            format!("line {line}, column {column}: {message}{key}")
         }
-        None => format!("{}{key}", error.message()),
+        None => format!("{message}{key}"),
     }
 }
 
@@ -345,7 +349,12 @@ mod tests {
     #[test]
     fn a_bad_duration_or_an_unknown_key_is_named() {
         let error = parse("lease_ttl = \"10 parsecs\"\n").unwrap_err();
-        assert!(error.starts_with("line 1, column 13: invalid value: string \"10 parsecs\""), "{error}");
+        assert!(
+            error.starts_with(
+                "line 1, column 13: invalid value: string \"10 parsecs\", expected a duration such as \"500ms\""
+            ),
+            "{error}"
+        );
         assert!(error.ends_with("(key `lease_ttl`)"), "{error}");
         // Also when old keys made the file be read from its table.
         let error = parse("lease_ttl_secs = 5\n[environments.prod]\ntimeout = \"soon\"\n").unwrap_err();

@@ -176,7 +176,7 @@ impl Executor {
             app_version: Arc::new(std::sync::Mutex::new(app_version)),
             stopping: Arc::default(),
             redactor: Arc::new(config.redactor()),
-            uses: SignedUses::new(&config.state_dir, config.signature_max_age_secs),
+            uses: SignedUses::new(&config.state_dir, config.signature_max_age.as_secs()),
             config,
         }
     }
@@ -486,7 +486,7 @@ impl Executor {
                 // figures: what the window spent waiting on the app itself.
                 let checks_started = std::time::Instant::now();
                 let deadline = match r.healthy_deadline_ms {
-                    0 => Duration::from_secs(app.health_timeout_secs),
+                    0 => app.health_timeout,
                     ms => Duration::from_millis(ms),
                 };
                 let min_healthy = Duration::from_millis(r.min_healthy_ms);
@@ -541,7 +541,7 @@ impl Executor {
         progress: &Progress,
     ) -> Result<(), hooks::HookError> {
         let env = app.hook_environment(&self.config, name, extra);
-        let hook = hooks::Hook { name, argv, env: &env, timeout: Duration::from_secs(app.hook_timeout_secs) };
+        let hook = hooks::Hook { name, argv, env: &env, timeout: app.hook_timeout };
         hooks::run_hook(&hook, progress)
             .instrument(tracing::info_span!("hook", otel.name = %format!("hook {name}")))
             .await

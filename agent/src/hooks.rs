@@ -40,7 +40,7 @@ pub enum HookError {
     Failed { name: String, program: String, status: String, tail: String },
     #[error(
         "hook {name} ({program}) did not finish within {secs} s and was killed with its process group \
-         (raise `app.hook_timeout_secs` if it needs longer)"
+         (raise `[app] hook_timeout` if it needs longer)"
     )]
     Timeout { name: String, program: String, secs: u64 },
 }

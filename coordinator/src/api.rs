@@ -95,7 +95,7 @@ impl Shared {
 
     /// Sends one command outside any rollout and waits for its result.
     /// `Ok(Err(why))` when the agent stayed away longer than
-    /// `agent_grace_secs`; `Err` only when leadership ends.
+    /// `agent_grace`; `Err` only when leadership ends.
     pub(crate) async fn ask(
         &self,
         term: &Term,
@@ -113,7 +113,7 @@ impl Shared {
     /// Follows a command outside any rollout to its result, handing each
     /// progress event to `on_event` (which answers false once its caller has
     /// gone). Gives up when the agent stays away longer than
-    /// `agent_grace_secs`; `Err` only when leadership ends.
+    /// `agent_grace`; `Err` only when leadership ends.
     pub(crate) async fn follow<F, Fut>(
         &self,
         term: &Term,
@@ -125,7 +125,7 @@ impl Shared {
         F: FnMut(CommandEvent) -> Fut,
         Fut: Future<Output = bool>,
     {
-        let grace = Duration::from_secs(self.config.agent_grace_secs);
+        let grace = self.config.agent_grace;
         let mut away_since: Option<Instant> = None;
         let mut check = tokio::time::interval(Duration::from_millis(500));
         let result = loop {

@@ -208,7 +208,7 @@ pub async fn run(
         client,
         store.election_name(),
         config.advertise.clone(),
-        config.lease_ttl(),
+        config.lease_ttl,
         shutdown.clone(),
         &tracker,
     ));

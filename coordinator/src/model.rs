@@ -312,7 +312,7 @@ pub enum GateOutcome {
     Approved,
     /// An operator rejected it: the rollout ends `cancelled`.
     Rejected,
-    /// `approval_timeout_secs` passed first: the rollout ends `cancelled`.
+    /// `approval_timeout` passed first: the rollout ends `cancelled`.
     Expired,
 }
 

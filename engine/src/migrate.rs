@@ -67,27 +67,37 @@ pub use resolve::{ResolveAction, resolve};
 pub use status::{StatusReport, status};
 
 /// `[migrate]` in the agent config; also the CLI's local-mode flags.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MigrateConfig {
-    /// How long to wait for Prisma's advisory lock, in seconds (0 = try once).
-    pub advisory_lock_timeout_secs: u64,
-    /// `lock_timeout` for migration statements, in milliseconds (0 = server default).
-    pub lock_timeout_ms: u64,
-    /// `statement_timeout` for migration statements, in milliseconds (0 = server default).
-    pub statement_timeout_ms: u64,
-    /// How long each read-only check of the live data may take in a plan,
-    /// in milliseconds; a check that takes longer is reported unknown.
-    pub data_check_timeout_ms: u64,
+    /// How long to wait for Prisma's advisory lock (`"0s"`: try once).
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "runway_daemon::config_check::duration_schema")]
+    pub advisory_lock_timeout: Duration,
+    /// PostgreSQL's `lock_timeout` for migration statements, whole
+    /// milliseconds (`"0s"`: the server's default).
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "runway_daemon::config_check::duration_schema")]
+    pub lock_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` for migration statements, whole
+    /// milliseconds (`"0s"`: the server's default).
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "runway_daemon::config_check::duration_schema")]
+    pub statement_timeout: Duration,
+    /// How long each read-only check of the live data may take in a plan
+    /// (at least 1ms); a check that takes longer is reported unknown.
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "runway_daemon::config_check::duration_schema")]
+    pub data_check_timeout: Duration,
 }
 
 impl Default for MigrateConfig {
     fn default() -> Self {
         Self {
-            advisory_lock_timeout_secs: 10,
-            lock_timeout_ms: 0,
-            statement_timeout_ms: 0,
-            data_check_timeout_ms: 10_000,
+            advisory_lock_timeout: Duration::from_secs(10),
+            lock_timeout: Duration::ZERO,
+            statement_timeout: Duration::ZERO,
+            data_check_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -95,12 +105,7 @@ impl Default for MigrateConfig {
 impl MigrateConfig {
     /// How the plan's data checks run.
     pub fn predict(&self) -> PredictConfig {
-        PredictConfig { statement_timeout: Duration::from_millis(self.data_check_timeout_ms.max(1)) }
-    }
-
-    /// [`Self::advisory_lock_timeout_secs`] as a duration.
-    pub fn advisory_lock_timeout(&self) -> Duration {
-        Duration::from_secs(self.advisory_lock_timeout_secs)
+        PredictConfig { statement_timeout: self.data_check_timeout.max(Duration::from_millis(1)) }
     }
 }
 

@@ -278,7 +278,11 @@ fn a_blocking_lock_without_lock_timeout_is_reported_once_per_file() {
     let f = report.findings.iter().find(|f| f.rule == "missing-lock-timeout").unwrap();
     assert_eq!((f.lock, f.table.as_deref()), ("ACCESS EXCLUSIVE", Some("orders")));
     assert!(f.message.contains("as do 1 later statement(s)"), "{}", f.message);
-    assert!(f.message.contains("lock_timeout_ms") && f.message.contains("SET lock_timeout"), "{}", f.message);
+    assert!(
+        f.message.contains("lock_timeout is set under [migrate]") && f.message.contains("SET lock_timeout"),
+        "{}",
+        f.message
+    );
     assert_eq!(
         report.verdict(),
         lint::Verdict::Warnings,

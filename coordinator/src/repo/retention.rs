@@ -1,11 +1,11 @@
 //! Retention: etcd keeps what running rollouts, rollbacks and operators
 //! need, not every rollout ever. The leader deletes finished rollouts
 //! (record, events, cancel request, decisions) beyond the newest
-//! `keep_rollouts` or older than `keep_days`, but never one still inside
+//! `keep_rollouts` or older than `keep_for`, but never one still inside
 //! its environment's rollback window, then every bundle no kept rollout
 //! refers to. The audit log, the record of who did what, is kept longer:
 //! entries go beyond the newest `keep_audit_entries` or after
-//! `keep_audit_days` (a year by default).
+//! `keep_audit_for` (a year by default).
 //!
 //! A bundle is deleted only if nobody wrote it since it was listed: a new
 //! rollout of the same digest saves the bundle's meta again in its own
@@ -22,6 +22,7 @@
 //! its file only shrinks with `etcdctl defrag`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use super::RolloutStore;
 use crate::config::{Config, Retention};
@@ -29,7 +30,10 @@ use crate::fencing::Term;
 use crate::model::RolloutRecord;
 use crate::store::StoreError;
 
-const DAY_MS: i64 = 24 * 3600 * 1000;
+/// `duration` in milliseconds, for arithmetic on unix-ms timestamps.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// What one prune removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -41,24 +45,22 @@ pub struct Pruned {
     pub compacted_to: Option<i64>,
 }
 
-/// The finished rollouts `policy` lets go at `now_ms`. `window_secs` gives
-/// an environment's rollback window: a rollout that ended inside it stays.
+/// The finished rollouts `policy` lets go at `now_ms`. `window` gives an
+/// environment's rollback window: a rollout that ended inside it stays.
 pub fn expired(
     records: &[RolloutRecord],
     policy: &Retention,
     now_ms: i64,
-    window_secs: impl Fn(&str) -> u64,
+    window: impl Fn(&str) -> Duration,
 ) -> Vec<String> {
     let mut finished: Vec<&RolloutRecord> = records.iter().filter(|r| r.state.is_terminal()).collect();
     finished.sort_by_key(|r| std::cmp::Reverse((r.created_unix_ms, r.id.clone())));
-    let max_age_ms = (policy.keep_days as i64).saturating_mul(DAY_MS);
+    let max_age_ms = millis(policy.keep_for);
     finished
         .into_iter()
         .enumerate()
         .filter(|(newest, r)| *newest >= policy.keep_rollouts || now_ms - r.updated_unix_ms > max_age_ms)
-        .filter(|(_, r)| {
-            now_ms - r.updated_unix_ms >= (window_secs(&r.environment) as i64).saturating_mul(1000)
-        })
+        .filter(|(_, r)| now_ms - r.updated_unix_ms >= millis(window(&r.environment)))
         .map(|(_, r)| r.id.clone())
         .collect()
 }
@@ -99,7 +101,7 @@ impl Pruner {
         let bundles = store.stored_bundles().await?;
         let revisions: BTreeMap<String, i64> = store.rollout_revisions().await?.into_iter().collect();
         let records = store.list_rollouts().await?;
-        let window = |environment: &str| config.environments.policy(environment).rollback_window_secs;
+        let window = |environment: &str| config.environments.policy(environment).rollback_window;
         let now_ms = runway_proto::unix_ms_now();
         let doomed = expired(&records, &config.retention, now_ms, window);
         let mut pruned = Pruned::default();
@@ -132,7 +134,7 @@ impl Pruner {
         }
         self.uncommitted = uncommitted;
         let policy = &config.retention;
-        let audit_before_ms = now_ms.saturating_sub((policy.keep_audit_days as i64).saturating_mul(DAY_MS));
+        let audit_before_ms = now_ms.saturating_sub(millis(policy.keep_audit_for));
         pruned.audit_entries = store.audit().prune(term, policy.keep_audit_entries, audit_before_ms).await?;
         if config.retention.compact
             && let Some(revision) = self.started_at
@@ -149,6 +151,8 @@ impl Pruner {
 mod tests {
     use super::*;
     use crate::model::RolloutState;
+
+    const DAY_MS: i64 = 24 * 3600 * 1000;
 
     fn record(id: &str, created: i64, state: RolloutState, environment: &str) -> RolloutRecord {
         RolloutRecord {
@@ -173,14 +177,24 @@ mod tests {
             record("new-2", now - 2 * DAY_MS, RolloutState::Succeeded, "staging"),
             record("waiting", now - DAY_MS, RolloutState::AwaitingApproval, "staging"),
         ];
-        let window = |environment: &str| if environment == "production" { 30 * 86_400 } else { 0 };
-        let policy = Retention { keep_rollouts: 2, keep_days: 90, ..Retention::default() };
+        let window = |environment: &str| {
+            Duration::from_secs(if environment == "production" { 30 * 86_400 } else { 0 })
+        };
+        let policy = Retention {
+            keep_rollouts: 2,
+            keep_for: Duration::from_secs(90 * 86_400),
+            ..Retention::default()
+        };
         let mut gone = expired(&records, &policy, now, window);
         gone.sort();
         // Beyond the newest two finished: mid; older than 90 days: old-ok.
         // old-prod is beyond the newest two but inside production's window.
         assert_eq!(gone, ["mid", "old-ok"]);
-        let generous = Retention { keep_rollouts: 1000, keep_days: 365, ..Retention::default() };
+        let generous = Retention {
+            keep_rollouts: 1000,
+            keep_for: Duration::from_secs(365 * 86_400),
+            ..Retention::default()
+        };
         assert_eq!(expired(&records, &generous, now, window), ["old-ok"]);
     }
 }

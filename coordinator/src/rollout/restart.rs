@@ -210,7 +210,7 @@ pub fn describe(policy: &EnvironmentPolicy, restarted: &[String]) -> Vec<String>
     }
     let deadline = restart
         .healthy_deadline
-        .map_or_else(|| "the agent's app.health_timeout_secs".to_owned(), |d| d.to_string());
+        .map_or_else(|| "the agent's [app] health_timeout".to_owned(), |d| d.to_string());
     let failures = match restart.max_failures {
         Count::Percent(p) => format!("{p}% = {}", tolerated(&Batching::of_restart(restart), restarted.len())),
         Count::Hosts(n) => n.to_string(),

@@ -13,7 +13,7 @@
 //! not fail its step. The command stays pending in the dispatcher, which
 //! re-sends it with the same id when the agent registers again, and the
 //! agent's journal answers with the real result (or `interrupted` if the
-//! agent restarted). Only when the step deadline (`step_deadline_secs`) has
+//! agent restarted). Only when the step deadline (`step_deadline`) has
 //! passed with an agent still away is the outcome unknown; the rollout then
 //! holds (see [`super::recovery::Failure::OutcomeUnknown`]). A connected
 //! agent that still works is waited for past the deadline: it is a fact
@@ -137,7 +137,7 @@ impl Runner {
 
     /// Starts every unfinished rollout it learns of from the rollout feed
     /// (see [`feed`]: a listing now, then an etcd watch) and prunes
-    /// finished ones (see [`retention`]) every `[retention] every_secs`,
+    /// finished ones (see [`retention`]) every `[retention] every`,
     /// until the term ends.
     pub fn lead(&self, term: Term) {
         let runner = self.clone();
@@ -151,7 +151,7 @@ impl Runner {
         });
         let runner = self.clone();
         self.tracker.spawn(async move {
-            let every = Duration::from_secs(runner.config.retention.every_secs);
+            let every = runner.config.retention.every;
             let mut pruner = retention::Pruner::default();
             loop {
                 match pruner.prune(&runner.store, &term, &runner.config).await {
@@ -659,7 +659,7 @@ impl Runner {
     /// Releases `record`'s backups on DB agent `db` (see [`Self::release_backup`]).
     async fn release_on(&self, term: &Term, record: &RolloutRecord, db: String) {
         let db = db.as_str();
-        let window = self.config.environments.policy(&record.environment).rollback_window_secs;
+        let window = self.config.environments.policy(&record.environment).rollback_window.as_secs();
         let release = command::release_backup(record, db, window, term.token, &self.config.name);
         let mut in_flight = self.dispatcher.dispatch(&AgentKey::new(&record.environment, db), release).await;
         match tokio::time::timeout(RELEASE_WAIT, &mut in_flight.result).await {
@@ -741,7 +741,7 @@ impl Run<'_> {
         // Counted from this dispatch: a new leader that resumes the step
         // counts afresh, so it waits longer, never less. `None`: too far
         // away to represent, so never.
-        let deadline = Instant::now().checked_add(self.runner.config.step_deadline());
+        let deadline = Instant::now().checked_add(self.runner.config.step_deadline);
         let policy = self.runner.config.environments.policy(&record.environment);
         let make = |host: &str| {
             let config = &self.runner.config;

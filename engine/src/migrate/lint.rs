@@ -327,7 +327,7 @@ impl Sequence {
                 n => format!(" (as do {n} later statement(s))"),
             };
             hits[index].push(file_hit("missing-lock-timeout", Severity::Info, lock, Some(table.clone()),
-                format!("this statement takes {lock} on {table}{more} with no lock_timeout set before it in the file: while a long transaction holds any lock on {table}, the statement waits, and every query on {table} queues behind it, so the app stalls until that transaction ends. Start the file with SET lock_timeout = '5s' and retry if it times out; runway sets it for every migration when lock_timeout_ms is set under [migrate] in the agent config (--lock-timeout for runway migrate deploy), and then this is covered")));
+                format!("this statement takes {lock} on {table}{more} with no lock_timeout set before it in the file: while a long transaction holds any lock on {table}, the statement waits, and every query on {table} queues behind it, so the app stalls until that transaction ends. Start the file with SET lock_timeout = '5s' and retry if it times out; runway sets it for every migration when lock_timeout is set under [migrate] in the agent config (--lock-timeout for runway migrate deploy), and then this is covered")));
         }
     }
 }

@@ -220,8 +220,8 @@ impl Follower {
                         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                             let error = format!(
                                 "{host}: agent is away and the outcome is unknown: no result within \
-                                 step_deadline_secs = {} s of the step's dispatch; the command may still run on the host",
-                                self.runner.config.step_deadline_secs
+                                 step_deadline = {:?} of the step's dispatch; the command may still run on the host",
+                                crate::config::format_duration(self.runner.config.step_deadline)
                             );
                             self.events.emit(result_event(kind, host, &command_id, Err((&error, "")), 0)).await?;
                             metrics::get().command_ended(kind, "unknown", dispatched.elapsed());
@@ -297,8 +297,8 @@ impl Follower {
                 "agent_away",
                 format!(
                     "agent {host} is away; the step waits for its result (the command may still run on the host; \
-                     at most {} s after the step's dispatch)",
-                    self.runner.config.step_deadline_secs
+                     at most {} after the step's dispatch)",
+                    crate::config::format_duration(self.runner.config.step_deadline)
                 ),
             )
         };

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Abandon, Run, RunControl};
+use crate::config::format_duration;
 use crate::model::{ApprovalGate, GateOutcome, RolloutRecord, RolloutState, StepState};
 use crate::repo::events::NewEvent;
 use crate::rollout::approval::{self, Change};
@@ -82,15 +83,16 @@ impl Run<'_> {
                 return Ok(self.transition(record, event).await?);
             }
             if expired {
-                let timeout =
-                    self.runner.config.environments.policy(&record.environment).approval_timeout_secs;
+                let timeout = format_duration(
+                    self.runner.config.environments.policy(&record.environment).approval_timeout,
+                );
                 let had = if gate.approvals.is_empty() {
                     "none".to_owned()
                 } else {
                     format!("{} ({})", gate.approvals.len(), gate.approvers())
                 };
                 let why = format!(
-                    "approval expired: {needed} approval(s) needed within approval_timeout_secs = {timeout}, got {had}"
+                    "approval expired: {needed} approval(s) needed within approval_timeout = {timeout:?}, got {had}"
                 );
                 return self.stop(record, index, GateOutcome::Expired, why).await;
             }
@@ -126,7 +128,7 @@ impl Run<'_> {
             _ => (0, String::new(), None),
         };
         let now = runway_proto::unix_ms_now();
-        let timeout_ms = i64::try_from(policy.approval_timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let timeout_ms = i64::try_from(policy.approval_timeout.as_millis()).unwrap_or(i64::MAX);
         let mut gate = ApprovalGate {
             needed,
             rule,
@@ -152,12 +154,12 @@ impl Run<'_> {
         step.state = StepState::Running;
         record.state = RolloutState::AwaitingApproval;
         let message = format!(
-            "awaiting {needed} approval(s) ({}{}) by {}, within {} s: `runway rollout approve {}` \
+            "awaiting {needed} approval(s) ({}{}) by {}, within {}: `runway rollout approve {}` \
              (or `runway rollout reject {} --reason …`)",
             gate.rule,
             if rollback { " before the rollback touches anything" } else { "" },
             approval::who_may_approve(&policy, gate.asker(record), config.tls.insecure),
-            policy.approval_timeout_secs,
+            format_duration(policy.approval_timeout),
             record.id,
             record.id,
         );

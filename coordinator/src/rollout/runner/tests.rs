@@ -29,11 +29,11 @@ fn key(agent: &str) -> AgentKey {
     AgentKey::new(ENVIRONMENT, agent)
 }
 
-/// The coordinators' `step_deadline_secs`: one hour.
+/// The coordinators' `step_deadline`: one hour.
 const STEP_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// What agents used to be granted before their step failed (the old
-/// `agent_grace_secs` default): being away longer no longer fails a step.
+/// `agent_grace` default): being away longer no longer fails a step.
 const OLD_GRACE: Duration = Duration::from_secs(60);
 
 /// How a fake agent answers a command.
@@ -99,8 +99,7 @@ impl Coordinator {
     /// As [`Coordinator::new`], with `config` (its name and step deadline
     /// are set here).
     fn configured(kv: &Arc<MemoryKv>, name: &'static str, config: Config) -> Self {
-        let config =
-            Arc::new(Config { name: name.into(), step_deadline_secs: STEP_DEADLINE.as_secs(), ..config });
+        let config = Arc::new(Config { name: name.into(), step_deadline: STEP_DEADLINE, ..config });
         let store = Store::new(Arc::clone(kv) as Arc<dyn crate::store::Kv>, "/runway");
         let election = MemoryElection::new(Arc::clone(kv), &store.election_name(), name);
         let store = RolloutStore::new(store);

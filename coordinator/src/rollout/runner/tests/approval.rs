@@ -229,7 +229,7 @@ async fn a_rejection_ends_the_rollout_cancelled_before_any_host_changed() {
 async fn a_wait_without_enough_approvals_expires_and_ends_cancelled() {
     let kv = Arc::new(MemoryKv::new());
     let (leader, term, mut bus) =
-        awaiting(&kv, "approvals = 2\napproval_timeout_secs = 7200", ordinary_preflight).await;
+        awaiting(&kv, "approvals = 2\napproval_timeout = \"2h\"", ordinary_preflight).await;
     let started = tokio::time::Instant::now();
     decide(&leader, &term, "bob", Verdict::Approve, "").await;
 
@@ -239,9 +239,8 @@ async fn a_wait_without_enough_approvals_expires_and_ends_cancelled() {
     assert!(waited < Duration::from_secs(7200) + Duration::from_secs(2), "expired late: {waited:?}");
     assert_eq!(last.kind, "rollout_cancelled");
     assert!(
-        last.message.contains(
-            "approval expired: 2 approval(s) needed within approval_timeout_secs = 7200, got 1 (bob)"
-        ),
+        last.message
+            .contains("approval expired: 2 approval(s) needed within approval_timeout = \"2h\", got 1 (bob)"),
         "{}",
         last.message
     );

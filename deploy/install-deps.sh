@@ -6,7 +6,8 @@
 # S3 server for the backup tests, npm, pm2 and shellcheck (the hook scripts
 # in deploy/hooks/ and their pm2 end-to-end test), and for the Debian
 # packages (deploy/debian/build.sh, tests/tests/packages.rs) cargo-deb,
-# lintian and man. Safe to run again.
+# lintian and man, and mdbook (the book in docs/, tests/tests/book.rs).
+# Safe to run again.
 set -euo pipefail
 
 sudo_if_needed() {
@@ -50,4 +51,11 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
     # From crates.io (Debian has none); about 1.5 min on 2 cores.
     echo "==> installing cargo-deb (builds the Debian packages)"
     cargo install --quiet --locked cargo-deb
+fi
+if ! command -v mdbook >/dev/null 2>&1; then
+    # From crates.io (Debian has none). Only what `mdbook build` needs: no
+    # serve or watch (no web server, no file watcher): 2.7 CPU-minutes, 8.7 min
+    # on 2 cores shared with a workspace build (2026-12-07).
+    echo "==> installing mdbook (builds the book in docs/)"
+    cargo install --quiet --locked mdbook@0.5.4 --no-default-features --features search
 fi

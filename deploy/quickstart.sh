@@ -119,7 +119,7 @@ for i in 1 2; do
 name = "coord-$i"
 listen = "127.0.0.1:$port"
 etcd_endpoints = ["https://127.0.0.1:$etcd_port"]
-lease_ttl_secs = 3
+lease_ttl = "3s"
 [environments.staging]
 roles = { quickstart = ["view", "deploy", "restore", "approve"] }
 [environments.production]

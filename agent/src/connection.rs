@@ -139,7 +139,7 @@ async fn session(
 ) -> Result<(), SessionError> {
     let (tx, mut inbound) = attach(addr, config, channels, executor).await?;
     // The config's interval until the coordinator says which it uses.
-    let mut interval = Duration::from_secs(config.heartbeat_secs.max(1));
+    let mut interval = config.heartbeat.max(Duration::from_secs(1));
     let mut ticker = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
     // Any message tells the coordinator we are alive (`heartbeat_due`).

@@ -16,12 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AppConfig, Config};
-use crate::service::{self, Hook};
+use crate::hooks::{self, Hook};
 
 /// The file in the state dir.
 const FILE: &str = "app_version.json";
@@ -107,13 +105,9 @@ pub async fn at_start(config: &Config) -> String {
 /// The running version as `app.version_command` prints it.
 async fn reported(config: &Config, app: &AppConfig) -> Result<String, String> {
     let env = app.hook_environment(config, "version_command", &[]);
-    let hook = Hook {
-        name: "version_command",
-        argv: &app.version_command,
-        env: &env,
-        timeout: Duration::from_secs(app.hook_timeout_secs),
-    };
-    let lines = service::hook_output(&hook).await.map_err(|e| e.to_string())?;
+    let hook =
+        Hook { name: "version_command", argv: &app.version_command, env: &env, timeout: app.hook_timeout };
+    let lines = hooks::hook_output(&hook).await.map_err(|e| e.to_string())?;
     let version = lines.iter().rev().map(|l| l.trim()).find(|l| !l.is_empty()).unwrap_or_default();
     if plausible(version) {
         Ok(version.to_owned())

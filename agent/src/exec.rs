@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::config::{Config, Role};
 use crate::journal::{Admission, Incoming, Journal};
 use crate::signed_uses::SignedUses;
-use crate::{backup_ops, service};
+use crate::{backup_ops, hooks};
 use runway_engine::progress::Progress;
 use runway_engine::redact::Redactor;
 use runway_engine::{backup, migrate};
@@ -73,7 +73,7 @@ enum ExecError {
     #[error(transparent)]
     Backup(#[from] backup::BackupError),
     #[error(transparent)]
-    Hook(#[from] service::HookError),
+    Hook(#[from] hooks::HookError),
     #[error(transparent)]
     Smoke(#[from] smoke::SmokeError),
     #[error("{0}")]
@@ -184,7 +184,7 @@ impl Executor {
             app_version: Arc::new(std::sync::Mutex::new(app_version)),
             stopping: Arc::default(),
             redactor: Arc::new(config.redactor()),
-            uses: SignedUses::new(&config.state_dir, config.signature_max_age_secs),
+            uses: SignedUses::new(&config.state_dir, config.signature_max_age.as_secs()),
             config,
         }
     }
@@ -544,7 +544,7 @@ impl Executor {
         // figures: what the window spent waiting on the app itself.
         let checks_started = std::time::Instant::now();
         let deadline = match r.healthy_deadline_ms {
-            0 => Duration::from_secs(app.health_timeout_secs),
+            0 => app.health_timeout,
             ms => Duration::from_millis(ms),
         };
         let min_healthy = Duration::from_millis(r.min_healthy_ms);
@@ -586,11 +586,10 @@ impl Executor {
         argv: &[String],
         extra: &[(&str, &str)],
         progress: &Progress,
-    ) -> Result<(), service::HookError> {
+    ) -> Result<(), hooks::HookError> {
         let env = app.hook_environment(&self.config, name, extra);
-        let hook =
-            service::Hook { name, argv, env: &env, timeout: Duration::from_secs(app.hook_timeout_secs) };
-        service::run_hook(&hook, progress)
+        let hook = hooks::Hook { name, argv, env: &env, timeout: app.hook_timeout };
+        hooks::run_hook(&hook, progress)
             .instrument(tracing::info_span!("hook", otel.name = %format!("hook {name}")))
             .await
     }

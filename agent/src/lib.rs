@@ -17,7 +17,7 @@
 //! - [`signed_uses`]: what was done under each operator signature (one use each).
 //! - [`metrics`]: Prometheus metrics and the opt-in `/metrics` endpoint.
 //! - [`backup_ops`]: list, show, verify and restore backups for an operator.
-//! - [`service`]: the maintenance and restart hooks.
+//! - [`hooks`]: the maintenance and restart hooks.
 //! - [`health`]: polling a health URL.
 //! - [`systemd`]: readiness, link status and watchdog pings for systemd.
 
@@ -30,9 +30,9 @@ pub mod deployed;
 pub mod exec;
 pub mod failpoint;
 pub mod health;
+pub mod hooks;
 pub mod journal;
 pub mod metrics;
-pub mod service;
 pub mod signed_uses;
 pub mod systemd;
 

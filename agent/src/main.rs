@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
             return refuse("runway-agent", &error, &format!("--agent {}", args.config.display()));
         }
     };
+    runway_daemon::config_check::warn(&config.warnings);
     if args.check_config {
         println!("{}: OK (agent config)", args.config.display());
         return ExitCode::SUCCESS;

@@ -13,7 +13,7 @@
 //!   From then on its own deploy signature no longer covers restoring its
 //!   backup or running its downs: that takes an operator's signed rollback.
 //!
-//! Entries older than the agent's `signature_max_age_secs` (plus the clock
+//! Entries older than the agent's `signature_max_age` (plus the clock
 //! skew) are dropped: a signature that old is refused by its age anyway.
 
 use std::collections::BTreeMap;

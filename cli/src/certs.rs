@@ -1,6 +1,6 @@
 //! `runway certs`: a small certificate authority for the quick start and
 //! small installations. Larger ones issue certificates from their own PKI
-//! with the same URI SANs (see the README, "Security").
+//! with the same URI SANs (see docs/src/security.md).
 
 use std::path::{Path, PathBuf};
 

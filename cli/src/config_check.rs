@@ -28,7 +28,10 @@ pub enum ConfigCommand {
     /// every hook and smoke command (found and executable, in the hooks'
     /// own PATH); `pg_dump` and `pg_restore`; `state_dir` and `[backup]
     /// dir` writable or creatable. Every problem is printed, each naming
-    /// its file, table and key; exit 2 when there is any. Run it as the
+    /// its file, table and key; exit 2 when there is any. Old duration keys
+    /// (`lease_ttl_secs = 5`) still load, each with a warning naming the new
+    /// spelling (`lease_ttl = "5s"`); both spellings at once are a problem.
+    /// Run it as the
     /// daemon's user, with the daemon's environment (`DATABASE_URL`
     /// overrides `[database] url`, `RUNWAY_ETCD_ENDPOINTS` the etcd
     /// endpoints, as they do for the daemons).
@@ -46,6 +49,12 @@ pub enum ConfigCommand {
         #[arg(long)]
         skip_files: bool,
     },
+    /// Print the configuration reference (Markdown) generated from the
+    /// config types: every key of the agent's and the coordinator's
+    /// config, with its type, default and doc comment. The book keeps it in
+    /// docs/src/reference/configuration.md.
+    #[command(hide = true)]
+    Reference,
 }
 
 /// Runs `runway config …`.
@@ -54,6 +63,10 @@ pub fn run(output: Output, command: ConfigCommand) -> Result<Exit, Failure> {
         ConfigCommand::Check { agent, coordinator, skip_files } => {
             let files = if skip_files { Files::Skip } else { Files::Check };
             check(output, &agent, &coordinator, files)
+        }
+        ConfigCommand::Reference => {
+            print!("{}", crate::config_reference::reference());
+            Ok(Exit::Success)
         }
     }
 }
@@ -70,18 +83,21 @@ fn check(
         .iter()
         .map(|path| ("agent", path.as_path(), agent(path, files)))
         .chain(coordinators.iter().map(|path| ("coordinator", path.as_path(), coordinator(path, files))));
-    for (kind, path, problems) in results {
+    for (kind, path, Checked { problems, warnings }) in results {
         if !problems.is_empty() {
             refused += 1;
         }
-        let text = if problems.is_empty() {
-            format!("{}: OK ({kind} config)", path.display())
+        // Warnings (old keys still read) name their file already.
+        let lines = warnings.iter().cloned().chain(if problems.is_empty() {
+            vec![format!("{}: OK ({kind} config)", path.display())]
         } else {
-            problems.iter().map(|p| format!("{}: {p}", path.display())).collect::<Vec<_>>().join("\n")
-        };
+            problems.iter().map(|p| format!("{}: {p}", path.display())).collect()
+        });
         output.result(
-            text,
-            &json!({ "file": path, "kind": kind, "ok": problems.is_empty(), "problems": problems }),
+            lines.collect::<Vec<_>>().join("\n"),
+            &json!({
+                "file": path, "kind": kind, "ok": problems.is_empty(), "problems": problems, "warnings": warnings,
+            }),
         );
     }
     if refused > 0 {
@@ -93,24 +109,42 @@ fn check(
     Ok(Exit::Success)
 }
 
-/// An agent config's problems, each `key: what`.
-fn agent(path: &Path, files: Files) -> Vec<String> {
-    use runway_engine::agent_config::{Config, ConfigError};
-    match Config::load(path, files) {
-        Ok(_) => Vec::new(),
-        Err(ConfigError::Invalid(problems)) => problems.iter().map(str::to_owned).collect(),
-        Err(ConfigError::Read { error, .. }) => vec![format!("cannot read it: {error}")],
-        Err(ConfigError::Parse { message, .. }) => vec![format!("not valid: {message}")],
+/// What checking one file found.
+struct Checked {
+    /// Each `key: what`, without the file.
+    problems: Vec<String>,
+    /// Each `FILE: warning: …` (old keys still read), when the file loaded.
+    warnings: Vec<String>,
+}
+
+impl Checked {
+    fn problems(problems: Vec<String>) -> Self {
+        Self { problems, warnings: Vec::new() }
     }
 }
 
-/// A coordinator config's problems, like [`agent`]'s.
-fn coordinator(path: &Path, files: Files) -> Vec<String> {
+/// An agent config's problems and warnings.
+fn agent(path: &Path, files: Files) -> Checked {
+    use runway_engine::agent_config::{Config, ConfigError};
+    match Config::load(path, files) {
+        Ok(config) => Checked { problems: Vec::new(), warnings: config.warnings },
+        Err(ConfigError::Invalid(problems)) => {
+            Checked::problems(problems.iter().map(str::to_owned).collect())
+        }
+        Err(ConfigError::Read { error, .. }) => Checked::problems(vec![format!("cannot read it: {error}")]),
+        Err(ConfigError::Parse { message, .. }) => Checked::problems(vec![format!("not valid: {message}")]),
+    }
+}
+
+/// A coordinator config's problems and warnings, like [`agent`]'s.
+fn coordinator(path: &Path, files: Files) -> Checked {
     use runway_coordinator::config::{Config, ConfigError};
     match Config::load(Some(path), files) {
-        Ok(_) => Vec::new(),
-        Err(ConfigError::Invalid(problems)) => problems.iter().map(str::to_owned).collect(),
-        Err(ConfigError::Read { error, .. }) => vec![format!("cannot read it: {error}")],
-        Err(ConfigError::Parse { message, .. }) => vec![format!("not valid: {message}")],
+        Ok(config) => Checked { problems: Vec::new(), warnings: config.warnings },
+        Err(ConfigError::Invalid(problems)) => {
+            Checked::problems(problems.iter().map(str::to_owned).collect())
+        }
+        Err(ConfigError::Read { error, .. }) => Checked::problems(vec![format!("cannot read it: {error}")]),
+        Err(ConfigError::Parse { message, .. }) => Checked::problems(vec![format!("not valid: {message}")]),
     }
 }

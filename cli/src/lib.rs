@@ -19,6 +19,8 @@
 //! - [`etcd_auth`]: `runway etcd init-auth`, etcd for coordinators only.
 //! - [`config_check`]: `runway config check`, the daemons' start-up checks
 //!   of their config files, alone.
+//! - [`config_reference`]: `runway config reference`, the configuration
+//!   reference generated from the config types.
 //! - [`audit`]: `runway audit`, the coordinators' audit log.
 //! - [`status`]: `runway status`, the on-call view.
 //! - [`manual`]: `runway completions` and the man pages, from the clap
@@ -28,6 +30,7 @@ pub mod audit;
 pub mod backup;
 pub mod certs;
 pub mod config_check;
+pub mod config_reference;
 pub mod etcd_auth;
 pub mod exit;
 pub mod manual;

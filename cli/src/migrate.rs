@@ -7,6 +7,7 @@
 //! proven on a schema-only copy of the database.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use runway_engine::migrate::down::{self, UndoReport};
@@ -47,9 +48,9 @@ pub struct Timeouts {
 impl Timeouts {
     fn config(&self) -> MigrateConfig {
         MigrateConfig {
-            advisory_lock_timeout_secs: self.advisory_lock_timeout,
-            lock_timeout_ms: self.lock_timeout,
-            statement_timeout_ms: self.statement_timeout,
+            advisory_lock_timeout: Duration::from_secs(self.advisory_lock_timeout),
+            lock_timeout: Duration::from_millis(self.lock_timeout),
+            statement_timeout: Duration::from_millis(self.statement_timeout),
             ..MigrateConfig::default()
         }
     }
@@ -213,8 +214,10 @@ pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
                     return Err(Failure::invalid("give exactly one of --applied NAME or --rolled-back NAME"));
                 }
             };
-            let config =
-                MigrateConfig { advisory_lock_timeout_secs: advisory_lock_timeout, ..Default::default() };
+            let config = MigrateConfig {
+                advisory_lock_timeout: Duration::from_secs(advisory_lock_timeout),
+                ..Default::default()
+            };
             let report = migrate::resolve(&target.database_url, &migrations, &action, &config).await?;
             let text = match &action {
                 ResolveAction::Applied(name) => format!("Migration {name} marked as applied."),
@@ -246,8 +249,10 @@ pub async fn run(output: Output, cmd: MigrateCommand) -> Result<Exit, Failure> {
         }
         MigrateCommand::Plan { target, pg, data_check_timeout } => {
             let migrations = load(&target.migrations)?;
-            let data =
-                MigrateConfig { data_check_timeout_ms: data_check_timeout, ..MigrateConfig::default() };
+            let data = MigrateConfig {
+                data_check_timeout: Duration::from_millis(data_check_timeout),
+                ..MigrateConfig::default()
+            };
             let options = migrate::PlanOptions { pg_dump: &pg.pg_dump(), data: &data.predict() };
             let report = migrate::plan(&target.database_url, &migrations, options).await?;
             output.result(plan_text(&report), &report);

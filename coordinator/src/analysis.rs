@@ -2,8 +2,8 @@
 //! Prometheus while a rollout's canaries stay healthy, through the watch
 //! window and in the `monitor` phase after success.
 //!
-//! Pure parts and one client; the engine decides when to measure and
-//! saves every measurement with its count (see `rollout::engine::analysis`).
+//! Pure parts and one client; the runner decides when to measure and
+//! saves every measurement with its count (see `rollout::runner::analysis`).
 //!
 //! # Layout
 //!

@@ -8,34 +8,54 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use runway_daemon::config_check::{ParseError, Renamed, duration_schema, renamed};
 use runway_identity::tls::TlsFiles;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 mod analysis;
 mod check;
 mod databases;
-mod duration;
 mod restart;
 mod runbook;
 mod server;
 pub use analysis::{AnalysisCheck, Compare, Inconclusive, Number, OnMonitorFailure, PrometheusConfig};
 pub use check::names_a_coordinator;
 pub use databases::DatabasePolicy;
-pub use duration::{format_duration, parse_duration};
 pub use restart::{Count, RestartPolicy, SmokeAfter, SmokeCheck, Span, WatchPolicy};
 pub use runbook::{Maintenance, NotifyEvent, Requires, Secret, Webhook, WebhookFormat};
+pub use runway_daemon::config_check::format_duration;
 pub use runway_daemon::config_check::{Files, Problems};
 pub use server::ServerLimits;
 
-/// `step_deadline_secs` unless configured: 6 hours, longer than any
-/// migration should take, so only an agent that is really gone reaches it.
-pub const DEFAULT_STEP_DEADLINE_SECS: u64 = 6 * 60 * 60;
+/// `step_deadline` unless configured: 6 hours, longer than any migration
+/// should take, so only an agent that is really gone reaches it.
+pub const DEFAULT_STEP_DEADLINE: Duration = Duration::from_secs(6 * 60 * 60);
 
-/// See `deploy/coordinator.toml` for a commented example.
-#[derive(Debug, Clone, Deserialize)]
+/// The keys that once counted seconds (or days) and are durations now,
+/// still read under their old names with a warning (see
+/// [`runway_daemon::config_check::renamed`]).
+pub const RENAMED: [Renamed; 9] = [
+    Renamed::secs("", "lease_ttl_secs", "lease_ttl"),
+    Renamed::secs("", "heartbeat_secs", "heartbeat"),
+    Renamed::secs("", "agent_grace_secs", "agent_grace"),
+    Renamed::secs("", "step_deadline_secs", "step_deadline"),
+    Renamed::secs("retention", "every_secs", "every"),
+    Renamed::days("retention", "keep_days", "keep_for"),
+    Renamed::days("retention", "keep_audit_days", "keep_audit_for"),
+    Renamed::secs("environments.*", "rollback_window_secs", "rollback_window"),
+    Renamed::secs("environments.*", "approval_timeout_secs", "approval_timeout"),
+];
+
+/// See `deploy/coordinator.toml` for a commented example. Durations are
+/// strings read by `humantime_serde`: `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`,
+/// `"7d"`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schemars(transform = runway_daemon::config_check::host_dependent("name"))]
 pub struct Config {
-    /// Unique name of this coordinator (defaults to the host name).
+    /// Unique name of this coordinator (defaults to the host name, from
+    /// `HOSTNAME`).
     pub name: String,
     /// Address the gRPC server binds to.
     pub listen: SocketAddr,
@@ -46,28 +66,39 @@ pub struct Config {
     pub etcd_endpoints: Vec<String>,
     /// Prefix of every key runway writes in etcd.
     pub etcd_prefix: String,
-    /// Leader lease TTL in seconds (etcd's minimum is 2).
-    pub lease_ttl_secs: u64,
+    /// The leader's lease TTL in etcd: how long a leader that stopped
+    /// renewing it (crashed, cut off) keeps leadership before another
+    /// coordinator takes over. At least 2s (etcd's minimum), whole seconds.
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub lease_ttl: Duration,
     /// Environments rollouts may target, with their policies: a list of
     /// names (default policies), or one `[environments.NAME]` table each.
     pub environments: Environments,
-    /// Seconds between heartbeats on agent streams.
-    pub heartbeat_secs: u64,
+    /// Time between heartbeats on agent streams (at least 1s; shorter is
+    /// read as 1s).
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub heartbeat: Duration,
     /// How long an operator's backup call (`runway backup list|show|verify|restore`)
-    /// waits for a disconnected DB agent before it tells the caller so, in
-    /// seconds. The command is not failed: it carries on on the host and its
+    /// waits for a disconnected DB agent before it tells the caller so.
+    /// The command is not failed: it carries on on the host and its
     /// journal keeps the result. Rollouts do not use this: a rollout step
-    /// waits for an away agent's real result, up to `step_deadline_secs`.
-    pub agent_grace_secs: u64,
-    /// How long a rollout step waits for an agent that is away, in seconds,
-    /// counted from when this leader dispatched the step. Until then an away
+    /// waits for an away agent's real result, up to `step_deadline`.
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub agent_grace: Duration,
+    /// How long a rollout step waits for an agent that is away, counted
+    /// from when this leader dispatched the step. Until then an away
     /// agent's result decides the step when it comes back (its journal
     /// answers the re-sent command). Once the deadline has passed with an
     /// agent still away, the outcome is unknown: the rollout holds
     /// (maintenance mode stays on, nothing more runs) and ends `failed`,
     /// asking for a person. A connected agent still working is waited for
-    /// past the deadline.
-    pub step_deadline_secs: u64,
+    /// past the deadline. At least 1s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub step_deadline: Duration,
     /// `[tls]`: the runway CA, this coordinator's certificate (naming
     /// `runway://coordinator/NAME`) and key; used for the gRPC server and
     /// as etcd's client certificate. `insecure = true` for plain text.
@@ -85,25 +116,41 @@ pub struct Config {
     pub server: ServerLimits,
     /// `[prometheus]`: where the environments' `analysis` queries go.
     pub prometheus: Option<PrometheusConfig>,
+    /// Warnings about the file (old keys read under their new names), one
+    /// line each, naming the file: the coordinator prints them at start,
+    /// `runway config check` with its result.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[retention]`: finished rollouts (with their events and decisions) are
-/// deleted beyond the newest `keep_rollouts` or after `keep_days`, but
+/// deleted beyond the newest `keep_rollouts` or after `keep_for`, but
 /// never inside their environment's rollback window; then bundles no kept
 /// rollout refers to. The audit log is kept longer, on bounds of its own
-/// (`keep_audit_entries`, `keep_audit_days`): export it first with
+/// (`keep_audit_entries`, `keep_audit_for`): export it first with
 /// `runway audit --output json` where it must outlive them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retention {
+    /// How many finished rollouts are kept at most (the newest); at least 1.
     pub keep_rollouts: usize,
-    pub keep_days: u64,
+    /// How long a finished rollout is kept after it ended (whole days
+    /// count; at least 1d).
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub keep_for: Duration,
+    /// How many audit log entries are kept at most (the newest).
     pub keep_audit_entries: usize,
-    pub keep_audit_days: u64,
-    /// How often the leader prunes.
-    pub every_secs: u64,
+    /// How long an audit log entry is kept (whole days count).
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub keep_audit_for: Duration,
+    /// How often the leader prunes (at least 1s).
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub every: Duration,
     /// After each prune, compact etcd's history to the revision the
-    /// previous prune started at (history younger than `every_secs` stays).
+    /// previous prune started at (history younger than `every` stays).
     /// Without compaction (here or etcd's `--auto-compaction-retention`)
     /// etcd keeps every revision of every deleted key and its database
     /// grows until it hits its quota. Turn off only when etcd compacts by
@@ -115,10 +162,10 @@ impl Default for Retention {
     fn default() -> Self {
         Self {
             keep_rollouts: 1000,
-            keep_days: 90,
+            keep_for: Duration::from_secs(90 * 86_400),
             keep_audit_entries: 100_000,
-            keep_audit_days: 365,
-            every_secs: 600,
+            keep_audit_for: Duration::from_secs(365 * 86_400),
+            every: Duration::from_secs(600),
             compact: true,
         }
     }
@@ -132,24 +179,25 @@ impl Default for Config {
             advertise: String::new(),
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: "/runway".into(),
-            lease_ttl_secs: 5,
+            lease_ttl: Duration::from_secs(5),
             environments: Environments::named(&["staging", "production"]),
-            heartbeat_secs: 2,
-            agent_grace_secs: 60,
-            step_deadline_secs: DEFAULT_STEP_DEADLINE_SECS,
+            heartbeat: Duration::from_secs(2),
+            agent_grace: Duration::from_secs(60),
+            step_deadline: DEFAULT_STEP_DEADLINE,
             tls: TlsFiles::default(),
             telemetry: runway_telemetry::Config::default(),
             retention: Retention::default(),
             max_bundle_bytes: runway_proto::bundle::MAX_BUNDLE_BYTES,
             server: ServerLimits::default(),
             prometheus: None,
+            warnings: Vec::new(),
         }
     }
 }
 
 /// What a rollout does when its migrate step fails after the database
 /// changed (earlier migrations applied, or part of the failed one committed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMigrateFailure {
     /// Stay in maintenance mode, restore the backup this rollout took,
@@ -162,7 +210,7 @@ pub enum OnMigrateFailure {
 
 /// What a rollout does when an app host does not become healthy after its
 /// restart.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRestartFailure {
     /// Restart the hosts already changed with the version they ran before
@@ -177,7 +225,7 @@ pub enum OnRestartFailure {
 /// How a rollout is rolled back once the database changed
 /// (`rollback = "auto" | "migration" | "restore"`): the runbook's order is
 /// by migration first, the backup restore only as the nuclear option.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Rollback {
     /// By the proven downs of the migrations the rollout applied (writes
@@ -206,7 +254,7 @@ impl Rollback {
 
 /// What happens when a rollback by migration fails (a down errors, or the
 /// schema does not come back): `on_down_failure = "restore" | "hold"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnDownFailure {
     /// Restore the rollout's backup, still in maintenance mode.
@@ -216,22 +264,29 @@ pub enum OnDownFailure {
     Hold,
 }
 
-/// `approval_timeout_secs` unless configured: a day.
-pub const DEFAULT_APPROVAL_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+/// `approval_timeout` unless configured: a day.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// `[environments.NAME]`: the policies of one environment.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvironmentPolicy {
+    /// When the migrate step fails after the database changed (see
+    /// [`OnMigrateFailure`]).
     pub on_migrate_failure: OnMigrateFailure,
+    /// When an app host does not become healthy after its restart (see
+    /// [`OnRestartFailure`]).
     pub on_restart_failure: OnRestartFailure,
     /// By migration or by restore (see [`Rollback`]).
     pub rollback: Rollback,
     /// When a rollback by migration fails (see [`OnDownFailure`]).
     pub on_down_failure: OnDownFailure,
-    /// Seconds a rollout's backup stays pinned (never pruned by `keep`)
-    /// after the rollout ended; 0 releases it at once.
-    pub rollback_window_secs: u64,
+    /// How long a rollout's backup stays pinned (never pruned by the
+    /// agents' `keep`) after the rollout ended, and the rollout itself kept
+    /// by `[retention]`; `"0s"` releases it at once. Whole seconds count.
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub rollback_window: Duration,
     /// Who may do what here: operator name (from the certificate's
     /// `runway://operator/NAME`) or `"*"` for every operator, to roles.
     /// `roles = { alice = ["deploy", "restore"], bob = ["approve"], "*" = ["view"] }`.
@@ -242,9 +297,11 @@ pub struct EnvironmentPolicy {
     /// the plan is riskier (see [`Approvals::danger`]). 0 (the default): no
     /// approval step.
     pub approvals: Approvals,
-    /// How long a rollout waits for its approvals, in seconds, before it
-    /// ends `cancelled` (nothing changed).
-    pub approval_timeout_secs: u64,
+    /// How long a rollout waits for its approvals before it ends
+    /// `cancelled` (nothing changed); at least 1s, whole seconds count.
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub approval_timeout: Duration,
     /// `restart = { batch, canary, min_healthy, healthy_deadline,
     /// max_failures, select }`: restarts in batches with canaries.
     pub restart: RestartPolicy,
@@ -280,10 +337,10 @@ impl Default for EnvironmentPolicy {
             on_restart_failure: OnRestartFailure::default(),
             rollback: Rollback::default(),
             on_down_failure: OnDownFailure::default(),
-            rollback_window_secs: 0,
+            rollback_window: Duration::ZERO,
             roles: BTreeMap::new(),
             approvals: Approvals::default(),
-            approval_timeout_secs: DEFAULT_APPROVAL_TIMEOUT_SECS,
+            approval_timeout: DEFAULT_APPROVAL_TIMEOUT,
             restart: RestartPolicy::default(),
             smoke: Vec::new(),
             watch: None,
@@ -300,7 +357,7 @@ impl Default for EnvironmentPolicy {
 
 /// How many approvals a rollout needs: `approvals = N` (the same count
 /// whatever the plan) or `approvals = { default = N, danger = M }`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Approvals {
     /// For an ordinary plan.
     pub default: u32,
@@ -319,6 +376,19 @@ impl Approvals {
     /// Whether rollouts here wait for approvals at all (for some plan).
     pub fn required(self) -> bool {
         self.default > 0 || self.danger > 0
+    }
+}
+
+impl JsonSchema for Approvals {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Approvals".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A count (`approvals = 1`) or a table (`approvals = { default = 1, danger = 2, rollback = 1 }`).",
+            "type": ["integer", "object"],
+        })
     }
 }
 
@@ -355,7 +425,7 @@ impl<'de> Deserialize<'de> for Approvals {
 }
 
 /// What an operator may do in one environment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// List and show rollouts, backups, plans and the audit log.
@@ -412,12 +482,12 @@ impl EnvironmentPolicy {
                 ),
             );
         }
-        if self.approval_timeout_secs == 0 {
+        if self.approval_timeout < Duration::from_secs(1) {
             problems.add(
-                key("approval_timeout_secs"),
+                key("approval_timeout"),
                 format_args!(
-                    "must be at least 1 (seconds a rollout waits for its approvals); the default is \
-                     {DEFAULT_APPROVAL_TIMEOUT_SECS}"
+                    "must be at least 1s (how long a rollout waits for its approvals); the default is {:?}",
+                    format_duration(DEFAULT_APPROVAL_TIMEOUT)
                 ),
             );
         }
@@ -446,8 +516,22 @@ impl EnvironmentPolicy {
 /// The environments rollouts may target. In TOML either a list of names
 /// (`environments = ["staging", "production"]`, default policies) or a
 /// table per environment (`[environments.production] on_migrate_failure = "hold"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Environments(BTreeMap<String, EnvironmentPolicy>);
+
+/// In the reference: the table form, one [`EnvironmentPolicy`] per name.
+impl JsonSchema for Environments {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Environments".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<EnvironmentPolicy>(),
+        })
+    }
+}
 
 impl Environments {
     /// These names, with default policies.
@@ -485,7 +569,7 @@ impl<'de> Deserialize<'de> for Environments {
     /// keeps its own message and position.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback = \"auto\" | \"migration\" | \"restore\", on_down_failure = \"restore\" | \"hold\", rollback_window_secs = N, roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout_secs = N, requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }, databases = { canary, parallel, max_failures, uniform }, analysis = [{ name, query, max | min | compare, interval, failure_limit, inconclusive }], monitor = \"24h\", on_monitor_failure = \"notify\" | \"rollback\"";
+        const KEYS: &str = "keys: on_migrate_failure = \"restore\" | \"hold\", on_restart_failure = \"revert\" | \"hold\", rollback = \"auto\" | \"migration\" | \"restore\", on_down_failure = \"restore\" | \"hold\", rollback_window = \"1d\", roles = { NAME = [\"view\" | \"deploy\" | \"restore\" | \"approve\", ...] }, approvals = N | { default = N, danger = M }, approval_timeout = \"24h\", requires = { environment = NAME, soak = \"24h\" }, maintenance = \"always\" | \"auto\" | \"never\", webhooks = [{ name, format, url, ... }], restart = { batch, canary, min_healthy, healthy_deadline, max_failures, select }, smoke = [ { name, path | command, ... } ], watch = { duration, interval, restore }, databases = { canary, parallel, max_failures, uniform }, analysis = [{ name, query, max | min | compare, interval, failure_limit, inconclusive }], monitor = \"24h\", on_monitor_failure = \"notify\" | \"rollback\"";
         let value = toml::Value::deserialize(deserializer)?;
         match value {
             toml::Value::Array(names) => {
@@ -501,9 +585,12 @@ impl<'de> Deserialize<'de> for Environments {
             toml::Value::Table(tables) => {
                 let mut environments = BTreeMap::new();
                 for (name, table) in tables {
-                    // The error names the environment and the key's problem.
+                    // The error names the environment, the key and its problem.
                     let policy = EnvironmentPolicy::deserialize(table).map_err(|e| {
-                        D::Error::custom(format!("[environments.{name}] {}; {KEYS}", e.message()))
+                        D::Error::custom(format!(
+                            "[environments.{name}] {}; {KEYS}",
+                            renamed::describe("", &e)
+                        ))
                     })?;
                     environments.insert(name, policy);
                 }
@@ -540,14 +627,21 @@ impl Config {
 
     /// Reads `path` (if given) over the defaults and applies
     /// `RUNWAY_ETCD_ENDPOINTS`, checking nothing yet: the coordinator
-    /// applies its command line, then [`Config::check`]s.
+    /// applies its command line, then [`Config::check`]s. Old keys
+    /// ([`RENAMED`]) are read as their new ones, each with a warning in
+    /// [`Config::warnings`].
     pub fn read(path: Option<&Path>) -> Result<Self, ConfigError> {
         let mut config = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?
+                let parsed = renamed::parse::<Config>(path, &text, &RENAMED).map_err(|e| match e {
+                    ParseError::Toml(e) => {
+                        ConfigError::Parse { path: path.to_owned(), message: renamed::describe(&text, &e) }
+                    }
+                    ParseError::Renamed(problems) => ConfigError::Invalid(problems),
+                })?;
+                Config { warnings: parsed.warnings, ..parsed.config }
             }
             None => Config::default(),
         };
@@ -587,18 +681,19 @@ impl Config {
         if self.name.trim().is_empty() {
             problems.add("name", "must not be empty");
         }
-        if self.lease_ttl_secs < 2 {
+        if self.lease_ttl < Duration::from_secs(2) {
             problems.add(
-                "lease_ttl_secs",
-                format_args!("is {}; etcd's minimum lease TTL is 2", self.lease_ttl_secs),
+                "lease_ttl",
+                format_args!("is {:?}; etcd's minimum lease TTL is 2s", format_duration(self.lease_ttl)),
             );
         }
-        if self.step_deadline_secs == 0 {
+        if self.step_deadline < Duration::from_secs(1) {
             problems.add(
-                "step_deadline_secs",
+                "step_deadline",
                 format_args!(
-                    "must be at least 1 (seconds a rollout step waits for an agent that is away before the \
-                     rollout holds in maintenance mode); the default is {DEFAULT_STEP_DEADLINE_SECS}"
+                    "must be at least 1s (how long a rollout step waits for an agent that is away before the \
+                     rollout holds in maintenance mode); the default is {:?}",
+                    format_duration(DEFAULT_STEP_DEADLINE)
                 ),
             );
         }
@@ -606,13 +701,13 @@ impl Config {
             problems.add("environments", "must name at least one environment");
         }
         if self.retention.keep_rollouts == 0
-            || self.retention.keep_days == 0
-            || self.retention.every_secs == 0
+            || self.retention.keep_for < Duration::from_secs(86_400)
+            || self.retention.every < Duration::from_secs(1)
         {
             problems.add(
                 "[retention]",
-                "keep_rollouts, keep_days and every_secs must each be at least 1 (defaults: 1000 rollouts, 90 \
-                 days, every 600 s)",
+                "keep_rollouts must be at least 1, keep_for at least 1d and every at least 1s (defaults: \
+                 keep_rollouts = 1000, keep_for = \"90d\", every = \"10m\")",
             );
         }
         let most = runway_proto::bundle::MAX_BUNDLE_BYTES;
@@ -640,15 +735,6 @@ impl Config {
             );
         }
     }
-
-    pub fn lease_ttl(&self) -> Duration {
-        Duration::from_secs(self.lease_ttl_secs)
-    }
-
-    /// See [`Config::step_deadline_secs`].
-    pub fn step_deadline(&self) -> Duration {
-        Duration::from_secs(self.step_deadline_secs)
-    }
 }
 
 #[cfg(test)]
@@ -659,8 +745,9 @@ mod tests {
     fn the_example_config_in_deploy_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/coordinator.toml");
         let config = Config::load(Some(&path), Files::Skip).unwrap();
-        assert_eq!(config.lease_ttl(), Duration::from_secs(5));
-        assert_eq!(config.step_deadline(), Duration::from_secs(DEFAULT_STEP_DEADLINE_SECS));
+        assert_eq!(config.lease_ttl, Duration::from_secs(5));
+        assert_eq!(config.step_deadline, DEFAULT_STEP_DEADLINE);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         let production = config.environments.policy("production");
         assert_eq!(production.approvals, Approvals { default: 1, danger: 2, rollback: 0 });
         assert!(production.allows("carol", Role::Approve) && !production.allows("carol", Role::Deploy));
@@ -668,11 +755,12 @@ mod tests {
 
     #[test]
     fn a_zero_step_deadline_is_refused_by_name() {
-        let mut config: Config = toml::from_str("step_deadline_secs = 0").unwrap();
-        assert!(config.finish().unwrap_err().to_string().contains("step_deadline_secs"));
-        let mut config: Config = toml::from_str("step_deadline_secs = 3600\nagent_grace_secs = 20").unwrap();
+        let mut config: Config = toml::from_str("step_deadline = \"0s\"").unwrap();
+        assert!(config.finish().unwrap_err().to_string().contains("step_deadline: must be at least 1s"));
+        let mut config: Config = toml::from_str("step_deadline = \"1h\"\nagent_grace = \"20s\"").unwrap();
         config.finish().unwrap();
-        assert_eq!(config.step_deadline(), Duration::from_secs(3600));
+        assert_eq!(config.step_deadline, Duration::from_secs(3600));
+        assert_eq!(config.agent_grace, Duration::from_secs(20));
     }
 
     #[test]
@@ -734,10 +822,10 @@ mod tests {
     fn approvals_are_a_count_or_a_default_and_a_danger_count() {
         assert_eq!(policy("").approvals, Approvals { default: 0, danger: 0, rollback: 0 });
         assert!(!policy("").approvals.required());
-        assert_eq!(policy("").approval_timeout_secs, DEFAULT_APPROVAL_TIMEOUT_SECS);
+        assert_eq!(policy("").approval_timeout, DEFAULT_APPROVAL_TIMEOUT);
         assert_eq!(policy("approvals = 1").approvals, Approvals { default: 1, danger: 1, rollback: 0 });
         assert_eq!(
-            policy("approvals = { default = 1, danger = 2 }\napproval_timeout_secs = 600").approvals,
+            policy("approvals = { default = 1, danger = 2 }\napproval_timeout = \"10m\"").approvals,
             Approvals { default: 1, danger: 2, rollback: 0 }
         );
         assert_eq!(
@@ -770,8 +858,8 @@ mod tests {
         assert!(
             low_danger.unwrap_err().to_string().contains("[environments.production] approvals: danger = 1")
         );
-        let zero_timeout = finish("[environments.production]\napproval_timeout_secs = 0");
-        assert!(zero_timeout.unwrap_err().to_string().contains("approval_timeout_secs"));
+        let zero_timeout = finish("[environments.production]\napproval_timeout = \"0s\"");
+        assert!(zero_timeout.unwrap_err().to_string().contains("[environments.production] approval_timeout"));
         // With TLS on, two approvals need two named approvers (or "*").
         let one_approver = finish(
             "[environments.production]\napprovals = { default = 1, danger = 2 }\n\
@@ -796,10 +884,16 @@ mod tests {
         assert_eq!(production.watch.map(|w| w.duration), Some(Span::secs(600)));
         // A bad value inside an environment's table keeps its own message.
         let error =
-            toml::from_str::<Config>("[environments.production]\nrestart = { min_healthy = \"30 secs\" }")
+            toml::from_str::<Config>("[environments.production]\nrestart = { min_healthy = \"30 parsecs\" }")
                 .unwrap_err()
                 .to_string();
-        assert!(error.contains("\"30 secs\" is not a duration") && error.contains("min_healthy"), "{error}");
+        assert!(
+            error.contains(
+                "[environments.production] invalid value: string \"30 parsecs\", expected a duration such as \
+                             \"500ms\", \"30s\", \"5m\", \"1h30m\" or \"7d\" (key `restart.min_healthy`)"
+            ),
+            "{error}"
+        );
         let error = toml::from_str::<Config>("[environments.production]\nrestart = { batches = 2 }")
             .unwrap_err()
             .to_string();
@@ -814,7 +908,79 @@ mod tests {
 
     #[test]
     fn a_lease_below_etcds_minimum_is_refused() {
-        let mut config = Config { lease_ttl_secs: 1, ..Config::default() };
-        assert!(config.finish().unwrap_err().to_string().contains("lease_ttl_secs"));
+        let mut config = Config { lease_ttl: Duration::from_secs(1), ..Config::default() };
+        let error = config.finish().unwrap_err().to_string();
+        assert!(error.contains("lease_ttl: is \"1s\"; etcd's minimum lease TTL is 2s"), "{error}");
+    }
+
+    /// `text` as a coordinator config file, read and checked.
+    fn load(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(&path, format!("{text}\n[tls]\ninsecure = true\n")).unwrap();
+        let shown = |text: String| text.replace(&path.display().to_string(), "coordinator.toml");
+        let mut config = Config::load(Some(&path), Files::Skip).map_err(|e| shown(e.to_string()))?;
+        config.warnings = config.warnings.into_iter().map(shown).collect();
+        Ok(config)
+    }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let config = load(
+            "lease_ttl = \"10s\"\nheartbeat = \"500ms\"\nstep_deadline = \"1h 30m\"\n\
+             [retention]\nkeep_for = \"30d\"\nevery = \"5m\"\n[environments.production]\nrollback_window = \"2h\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.lease_ttl, Duration::from_secs(10));
+        assert_eq!(config.heartbeat, Duration::from_millis(500));
+        assert_eq!(config.step_deadline, Duration::from_secs(5400));
+        assert_eq!(config.retention.keep_for, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.retention.every, Duration::from_secs(300));
+        assert_eq!(config.environments.policy("production").rollback_window, Duration::from_secs(7200));
+        assert!(config.warnings.is_empty());
+    }
+
+    #[test]
+    fn old_secs_keys_still_work_with_a_deprecation_warning() {
+        let config = load(
+            "lease_ttl_secs = 10\n[retention]\nkeep_days = 7\n\
+             [environments.production]\napproval_timeout_secs = 7200\n",
+        )
+        .unwrap();
+        assert_eq!(config.lease_ttl, Duration::from_secs(10));
+        assert_eq!(config.retention.keep_for, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.environments.policy("production").approval_timeout, Duration::from_secs(7200));
+        let warnings = config.warnings.join("\n");
+        for needle in [
+            "coordinator.toml: warning: lease_ttl_secs = 10 is deprecated; write `lease_ttl = \"10s\"` instead",
+            "coordinator.toml: warning: [retention] keep_days = 7 is deprecated; write `keep_for = \"7d\"`",
+            "coordinator.toml: warning: [environments.production] approval_timeout_secs = 7200 is deprecated; \
+             write `approval_timeout = \"2h\"`",
+        ] {
+            assert!(warnings.contains(needle), "{needle:?} in:\n{warnings}");
+        }
+        // The old spelling still goes through the same checks.
+        let error = load("lease_ttl_secs = 1\n").unwrap_err();
+        assert!(error.contains("lease_ttl: is \"1s\""), "{error}");
+    }
+
+    #[test]
+    fn both_spellings_or_a_bad_duration_are_refused_naming_the_keys() {
+        let error =
+            load("[environments.production]\nrollback_window = \"1h\"\nrollback_window_secs = 3600\n")
+                .unwrap_err();
+        assert!(
+            error.contains(
+                "[environments.production] rollback_window_secs: both `rollback_window` and its old spelling \
+                 `rollback_window_secs` are set"
+            ),
+            "{error}"
+        );
+        let error = load("lease_ttl = \"10 parsecs\"\n").unwrap_err();
+        assert!(error.contains("\"10 parsecs\"") && error.contains("(key `lease_ttl`)"), "{error}");
+        let error = load("lease_ttl = 10\n").unwrap_err();
+        assert!(error.contains("(key `lease_ttl`)"), "{error}");
+        let error = load("lease_ttl_sec = 10\n").unwrap_err();
+        assert!(error.contains("unknown field `lease_ttl_sec`"), "{error}");
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! This module depends on nothing else in the crate: the election hands
 //! terms out, the store compares them on every write, and the rollout
-//! engine stamps their token on every command.
+//! runner stamps their token on every command.
 
 use tokio_util::sync::CancellationToken;
 

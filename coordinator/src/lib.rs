@@ -1,4 +1,4 @@
-//! runway's coordinator: leader election in etcd, the rollout engine, the
+//! runway's coordinator: leader election in etcd, the rollout runner, the
 //! agent registry and the operator API.
 //!
 //! # Layout
@@ -16,6 +16,9 @@
 //! - [`store`]: a fenced key/value store ([`store::Kv`]): etcd, or memory for tests.
 //! - [`leadership`]: the [`leadership::Election`] trait; campaigning in etcd, or
 //!   leadership a test hands out.
+//! - [`repo`]: what the coordinator saves in the store and under which keys:
+//!   rollouts, bundles, the event log and its feed, claims, the inventory,
+//!   the audit log, and retention.
 //! - [`registry`]: the agents connected to the leader.
 //! - [`accept`]: connections before gRPC: caps, TLS handshakes with a
 //!   deadline, closing those of revoked certificates after a reload.
@@ -23,8 +26,9 @@
 //! - [`dispatch`]: commands to agents, events and results back.
 //! - [`policy`]: the runbook's policies (staging first, maintenance) as
 //!   decisions over saved facts.
-//! - [`rollout`]: the plan, commands, saved rollouts and events, the engine.
-//! - [`notify`]: webhooks told about rollouts, from the saved event log.
+//! - [`rollout`]: the rollout's logic: its steps, commands, recovery,
+//!   approvals, restarts, and the runner that drives it.
+//! - [`webhooks`]: webhooks told about rollouts, from the saved event log.
 //! - [`api`]: the gRPC services and the one error-to-status conversion.
 
 pub mod accept;
@@ -37,13 +41,14 @@ pub mod fencing;
 pub mod leadership;
 pub mod metrics;
 pub mod model;
-pub mod notify;
 pub mod placeholders;
 pub mod policy;
 pub mod registry;
+pub mod repo;
 pub mod rollout;
 pub mod store;
 pub mod systemd;
+pub mod webhooks;
 
 #[cfg(test)]
 mod module_graph;
@@ -61,7 +66,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::leadership::Election;
 use crate::leadership::etcd::EtcdElection;
-use crate::rollout::repo::RolloutStore;
+use crate::repo::RolloutStore;
 use crate::store::etcd::EtcdKv;
 
 /// The coordinator could not start or stopped with an error.
@@ -78,7 +83,7 @@ pub enum StartError {
     Tls(String),
     /// The webhook client cannot be set up.
     #[error(transparent)]
-    Notify(#[from] notify::ClientError),
+    Notify(#[from] webhooks::ClientError),
     /// `SIGHUP` cannot be listened for.
     #[error("cannot listen for SIGHUP (certificate reloads): {0}")]
     Signal(std::io::Error),
@@ -211,7 +216,7 @@ pub async fn run(
         client,
         store.election_name(),
         config.advertise.clone(),
-        config.lease_ttl(),
+        config.lease_ttl,
         shutdown.clone(),
         &tracker,
     ));
@@ -220,7 +225,7 @@ pub async fn run(
     let registry = registry::Registry::default();
     let dispatcher = dispatch::Dispatcher::new(registry.clone());
     let (bus, _) = tokio::sync::broadcast::channel(1024);
-    let engine = rollout::engine::Engine::new(
+    let runner = rollout::runner::Runner::new(
         Arc::clone(&config),
         store.clone(),
         bus.clone(),
@@ -228,9 +233,9 @@ pub async fn run(
         registry.clone(),
         tracker.clone(),
     );
-    tracker.spawn(engine.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
-    let notifier = notify::Notifier::new(Arc::clone(&config), store.clone(), kv, tracker.clone())?;
-    tracker.spawn(notifier.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
+    tracker.spawn(runner.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
+    let webhooks = webhooks::Webhooks::new(Arc::clone(&config), store.clone(), kv, tracker.clone())?;
+    tracker.spawn(webhooks.clone().follow_leadership(Arc::clone(&election), shutdown.clone()));
 
     if !config.tls.insecure {
         watch_certificates(&config, &acceptor, &tracker, shutdown.clone())?;
@@ -242,9 +247,9 @@ pub async fn run(
         registry,
         dispatcher,
         store,
-        engine,
+        runner,
         bus,
-        notifier,
+        webhooks,
         refusals: api::refusals::RefusalLimiter::default(),
         shutdown: shutdown.clone(),
         tasks: tracker.clone(),

@@ -52,6 +52,7 @@ async fn main() -> ExitCode {
             return refuse("runway-coordinator", &error, &format!("--coordinator {file}"));
         }
     };
+    runway_daemon::config_check::warn(&config.warnings);
     if args.check_config {
         let file =
             args.config.as_ref().map_or("(no file: defaults)".into(), |path| path.display().to_string());

@@ -7,7 +7,7 @@
 //! `_total`); the text is OpenMetrics, which Prometheus scrapes as is.
 //!
 //! This module uses only [`crate::model`], so the store, the registry and
-//! the engine can all record into it.
+//! the runner can all record into it.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};

@@ -3,7 +3,7 @@
 //!
 //! This module depends on nothing else in the crate (only serde,
 //! `runway_proto` and `runway_telemetry`'s trace context): the store saves these types as JSON without knowing
-//! them, and the rollout engine moves them from state to state. It is the
+//! them, and the rollout runner moves them from state to state. It is the
 //! one place where rollout domain types and `runway.v1` messages are
 //! converted into each other.
 
@@ -66,7 +66,7 @@ pub struct RolloutRecord {
     /// (absent in insecure mode).
     pub signature: Option<SignatureRecord>,
     /// The environment's webhooks (by name) when the rollout was accepted:
-    /// the leader tells each about this rollout (see `crate::notify`).
+    /// the leader tells each about this rollout (see `crate::webhooks`).
     pub notify: Vec<String>,
     /// Where the rollout sits in its trace.
     pub trace: TraceRecord,
@@ -249,7 +249,7 @@ pub struct ApprovalGate {
     pub requested_unix_ms: i64,
     /// When the wait ends without enough approvals.
     pub expires_unix_ms: i64,
-    /// Approvals given, in the order the engine saw them; one per operator.
+    /// Approvals given, in the order the runner saw them; one per operator.
     pub approvals: Vec<Decision>,
     /// The rejection that ended the wait, if any.
     pub rejection: Option<Decision>,
@@ -312,7 +312,7 @@ pub enum GateOutcome {
     Approved,
     /// An operator rejected it: the rollout ends `cancelled`.
     Rejected,
-    /// `approval_timeout_secs` passed first: the rollout ends `cancelled`.
+    /// `approval_timeout` passed first: the rollout ends `cancelled`.
     Expired,
 }
 
@@ -592,7 +592,7 @@ impl RolloutRecord {
             approval_expires_unix_ms: self.approval.as_ref().map_or(0, |a| a.expires_unix_ms),
             approval_rule: self.approval.as_ref().map(|a| a.rule.clone()).unwrap_or_default(),
             trace_id: self.trace.trace_id(),
-            // Kept apart from the record (see `crate::notify`); GetRollout adds them.
+            // Kept apart from the record (see `crate::webhooks`); GetRollout adds them.
             notifications: Vec::new(),
             databases: self.databases.iter().map(DatabaseRecord::to_proto).collect(),
             skipped_hosts: self.skipped_hosts.clone(),

@@ -1,5 +1,5 @@
 //! `{{name}}` placeholders in operator-written text: webhook bodies and
-//! links (see [`crate::notify`]) and analysis queries (see
+//! links (see [`crate::webhooks`]) and analysis queries (see
 //! [`crate::analysis`]). Each caller says what a name stands for and how
 //! its value is escaped for where it goes.
 

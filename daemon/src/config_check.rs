@@ -12,6 +12,9 @@
 //!
 //! A daemon whose config has problems exits with [`EXIT_INVALID_CONFIG`]
 //! before it binds, connects or writes anything ([`refuse`]).
+//!
+//! Keys renamed since a config was written (durations that were
+//! `*_secs = N`) are still read, with a warning ([`renamed`], [`warn`]).
 
 use std::fmt;
 use std::io::ErrorKind;
@@ -20,6 +23,9 @@ use std::process::ExitCode;
 
 use runway_identity::tls::{Security, TlsError, TlsFiles};
 use rustix::fs::{Access, access};
+
+pub mod renamed;
+pub use renamed::{ParseError, Parsed, Renamed, duration_schema, format_duration, host_dependent};
 
 /// The exit code of a daemon refusing its config: 2, "bad input", the
 /// same number as in `runway --help`'s exit-code table (the CLI's tests
@@ -110,6 +116,14 @@ pub fn refuse(daemon: &str, error: &dyn fmt::Display, check: &str) -> ExitCode {
         "{daemon}: not started: fix the config (`runway config check {check}` runs these checks alone)"
     );
     ExitCode::from(EXIT_INVALID_CONFIG)
+}
+
+/// Prints the warnings of a config a daemon starts with (old keys it
+/// still reads, see [`renamed`]) to stderr, before logging is set up.
+pub fn warn(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
 }
 
 /// `path` is a file this user can read.

@@ -14,8 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use runway_daemon::config_check::{ParseError, Renamed, duration_schema, renamed};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::backup::BackupConfig;
 use crate::database::Database;
@@ -27,9 +30,24 @@ mod check;
 pub mod databases;
 pub use check::names_this_agent;
 
+/// The keys that once counted seconds or milliseconds and are durations
+/// now, still read under their old names with a warning (see
+/// [`runway_daemon::config_check::renamed`]).
+pub const RENAMED: [Renamed; 8] = [
+    Renamed::secs("", "heartbeat_secs", "heartbeat"),
+    Renamed::secs("", "signature_max_age_secs", "signature_max_age"),
+    Renamed::secs("app", "health_timeout_secs", "health_timeout"),
+    Renamed::secs("app", "hook_timeout_secs", "hook_timeout"),
+    Renamed::secs("migrate", "advisory_lock_timeout_secs", "advisory_lock_timeout"),
+    Renamed::millis("migrate", "lock_timeout_ms", "lock_timeout"),
+    Renamed::millis("migrate", "statement_timeout_ms", "statement_timeout"),
+    Renamed::millis("migrate", "data_check_timeout_ms", "data_check_timeout"),
+];
+
 /// The whole agent config file. See `deploy/agent-db.toml` and
-/// `deploy/agent-app.toml` for commented examples.
-#[derive(Debug, Clone, Deserialize)]
+/// `deploy/agent-app.toml` for commented examples. Durations are strings
+/// read by `humantime_serde`: `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"7d"`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This host's name, unique in its environment.
@@ -46,15 +64,18 @@ pub struct Config {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Where the command journal lives.
     pub state_dir: PathBuf,
-    /// Seconds between heartbeats.
-    #[serde(default = "default_heartbeat_secs")]
-    pub heartbeat_secs: u64,
+    /// Time between heartbeats on the stream to the coordinator (at least
+    /// 1s; shorter is read as 1s).
+    #[serde(default = "default_heartbeat", with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub heartbeat: Duration,
     /// How old an operator's deploy signature may be when the DB agent
-    /// runs the rollout, in seconds (0: no limit). Longer than the
-    /// longest approval wait plus the steps before migrate; the default is
-    /// 7 days. Stops an old signed bundle from being replayed.
-    #[serde(default = "default_signature_max_age_secs")]
-    pub signature_max_age_secs: u64,
+    /// runs the rollout (`"0s"`: no limit; whole seconds count). Longer
+    /// than the longest approval wait plus the steps before migrate.
+    /// Stops an old signed bundle from being replayed.
+    #[serde(default = "default_signature_max_age", with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub signature_max_age: Duration,
     /// The one database of a DB host (or `databases`).
     pub database: Option<DatabaseConfig>,
     /// Several named databases of a DB host: `[databases.orders] url = …`.
@@ -76,10 +97,15 @@ pub struct Config {
     /// `[telemetry]`: where to serve Prometheus metrics and send trace spans, if anywhere.
     #[serde(default)]
     pub telemetry: runway_telemetry::Config,
+    /// Warnings about the file (old keys read under their new names), one
+    /// line each, naming the file: the agent prints them at start,
+    /// `runway config check` with its result.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// What this host is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Holds the database: preflight, backup, migrate.
@@ -99,7 +125,7 @@ impl Role {
 
 /// `[database]`: the database this DB host migrates and backs up.
 /// `Debug` shows the URL without its password.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// A libpq URL. Prefer setting `DATABASE_URL` in the service's
@@ -116,7 +142,7 @@ pub struct DatabaseConfig {
 /// variables in [`AppConfig::hook_environment`]; never the agent's own
 /// environment, which holds `DATABASE_URL` and object-store keys.
 /// `Debug` shows `hook_env`'s names, not its values (a hook may need a token).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// Turns maintenance mode on.
@@ -127,13 +153,16 @@ pub struct AppConfig {
     pub restart: Vec<String>,
     /// Polled after a restart until it answers 2xx.
     pub health_url: String,
-    /// How long a restart may take to become healthy, in seconds.
-    #[serde(default = "default_health_timeout_secs")]
-    pub health_timeout_secs: u64,
-    /// How long one hook may run, in seconds; then it is killed with its
-    /// whole process group.
-    #[serde(default = "default_hook_timeout_secs")]
-    pub hook_timeout_secs: u64,
+    /// How long a restart may take to become healthy (unless the
+    /// environment's `restart.healthy_deadline` says otherwise).
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub health_timeout: Duration,
+    /// How long one hook may run; then it is killed with its whole process
+    /// group.
+    #[serde(default = "default_hook_timeout", with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub hook_timeout: Duration,
     /// The whole environment of every hook, besides the `RUNWAY_*`
     /// variables runway sets, e.g. `{ PATH = "/usr/bin:/bin", HOME =
     /// "/srv/app" }`. `PATH` is [`DEFAULT_HOOK_PATH`] unless set here.
@@ -173,8 +202,8 @@ impl std::fmt::Debug for AppConfig {
             .field("maintenance_off", &self.maintenance_off)
             .field("restart", &self.restart)
             .field("health_url", &self.health_url)
-            .field("health_timeout_secs", &self.health_timeout_secs)
-            .field("hook_timeout_secs", &self.hook_timeout_secs)
+            .field("health_timeout", &self.health_timeout)
+            .field("hook_timeout", &self.hook_timeout)
             .field("hook_env", &self.hook_env.keys().collect::<Vec<_>>())
             .field("version", &self.version)
             .field("version_command", &self.version_command)
@@ -217,17 +246,17 @@ impl AppConfig {
     }
 }
 
-fn default_heartbeat_secs() -> u64 {
-    2
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(2)
 }
-fn default_signature_max_age_secs() -> u64 {
-    7 * 24 * 60 * 60
+fn default_signature_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 60 * 60)
 }
-fn default_health_timeout_secs() -> u64 {
-    60
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(60)
 }
-fn default_hook_timeout_secs() -> u64 {
-    300
+fn default_hook_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// A config that cannot be used. Names the file and the key.
@@ -246,12 +275,20 @@ impl Config {
     /// Reads `path`, applies `DATABASE_URL`, and checks every key, and with
     /// [`Files::Check`] every file, program and directory the config names:
     /// what the agent does at start-up, and `runway config check --agent`
-    /// does alone.
+    /// does alone. Old keys ([`RENAMED`]) are read as their new ones, each
+    /// with a warning in [`Config::warnings`].
     pub fn load(path: &Path, files: Files) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: parse_error(&text, &e) })?;
+        // Errors name the line and the key without quoting the line: it
+        // may hold a password or a key.
+        let parsed = renamed::parse::<Config>(path, &text, &RENAMED).map_err(|e| match e {
+            ParseError::Toml(e) => {
+                ConfigError::Parse { path: path.to_owned(), message: renamed::describe(&text, &e) }
+            }
+            ParseError::Renamed(problems) => ConfigError::Invalid(problems),
+        })?;
+        let mut config = Config { warnings: parsed.warnings, ..parsed.config };
         if let Ok(url) = std::env::var("DATABASE_URL")
             && let Some(db) = config.database.as_mut()
         {
@@ -277,20 +314,6 @@ impl Config {
             .collect::<Vec<_>>();
         let store = self.backup.as_ref().and_then(|b| b.object_store.as_ref()).map(|s| s.secrets());
         Redactor::new(passwords.into_iter().chain(store.into_iter().flatten()))
-    }
-}
-
-/// `line L, column C: message`: toml's own rendering quotes the offending
-/// line, which may hold a password or a key.
-fn parse_error(text: &str, error: &toml::de::Error) -> String {
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {}", error.message())
-        }
-        None => error.message().to_owned(),
     }
 }
 
@@ -324,7 +347,60 @@ health_url = "http://127.0.0.1:8080/health"
     fn accepts_a_complete_app_config() {
         let config = load(APP).unwrap();
         assert_eq!(config.roles, [Role::App]);
-        assert_eq!(config.app.unwrap().health_timeout_secs, 60);
+        assert_eq!(config.app.unwrap().health_timeout, Duration::from_secs(60));
+        assert!(config.warnings.is_empty());
+    }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let text = APP.replace(
+            "roles = [\"app\"]",
+            "roles = [\"app\"]\nheartbeat = \"500ms\"\nsignature_max_age = \"2d\"",
+        );
+        let config =
+            load(&format!("{text}hook_timeout = \"1m 30s\"\n[migrate]\nlock_timeout = \"5s\"\n")).unwrap();
+        assert_eq!(config.heartbeat, Duration::from_millis(500));
+        assert_eq!(config.signature_max_age, Duration::from_secs(2 * 86_400));
+        assert_eq!(config.app.as_ref().unwrap().hook_timeout, Duration::from_secs(90));
+        assert_eq!(config.migrate.lock_timeout, Duration::from_secs(5));
+        assert!(config.warnings.is_empty());
+    }
+
+    #[test]
+    fn old_keys_still_work_with_a_deprecation_warning_naming_file_table_and_new_key() {
+        let text = APP.replace("roles = [\"app\"]", "roles = [\"app\"]\nheartbeat_secs = 5");
+        let config =
+            load(&format!("{text}health_timeout_secs = 120\n[migrate]\nstatement_timeout_ms = 1500\n"))
+                .unwrap();
+        assert_eq!(config.heartbeat, Duration::from_secs(5));
+        assert_eq!(config.app.as_ref().unwrap().health_timeout, Duration::from_secs(120));
+        assert_eq!(config.migrate.statement_timeout, Duration::from_millis(1500));
+        let warnings = config.warnings.join("\n");
+        for needle in [
+            "agent.toml: warning: heartbeat_secs = 5 is deprecated; write `heartbeat = \"5s\"` instead",
+            "agent.toml: warning: [app] health_timeout_secs = 120 is deprecated; write `health_timeout = \"2m\"`",
+            "agent.toml: warning: [migrate] statement_timeout_ms = 1500 is deprecated; write \
+             `statement_timeout = \"1s500ms\"`",
+        ] {
+            assert!(warnings.contains(needle), "{needle:?} in:\n{warnings}");
+        }
+        assert_eq!(config.warnings.len(), 3, "{warnings}");
+    }
+
+    #[test]
+    fn both_spellings_or_a_bad_duration_are_refused_naming_the_keys() {
+        let err =
+            load(&format!("{APP}hook_timeout = \"5m\"\nhook_timeout_secs = 300\n")).unwrap_err().to_string();
+        assert!(
+            err.contains("[app] hook_timeout_secs: both `hook_timeout` and its old spelling `hook_timeout_secs` are set"),
+            "{err}"
+        );
+        let err = load(&format!("{APP}hook_timeout = \"10 parsecs\"\n")).unwrap_err().to_string();
+        assert!(err.contains("\"10 parsecs\"") && err.contains("(key `app.hook_timeout`)"), "{err}");
+        let err = load(&format!("{APP}hook_timeout_secs = \"5m\"\n")).unwrap_err().to_string();
+        assert!(err.contains("[app] hook_timeout_secs: is not a whole number of seconds"), "{err}");
+        let err = load(&format!("{APP}hook_timout = \"5m\"\n")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `hook_timout`"), "{err}");
     }
 
     #[test]
@@ -403,6 +479,7 @@ health_url = "http://127.0.0.1:8080/health"
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
             let config = Config::load(&path, Files::Skip).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(!config.roles.is_empty(), "{name}");
+            assert!(config.warnings.is_empty(), "{name}: {:?}", config.warnings);
         }
     }
 }

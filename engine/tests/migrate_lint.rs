@@ -148,8 +148,8 @@ async fn with_a_database_it_adds_sizes_downtime_and_plans() {
     assert_eq!(plan.lint.downtime.class, DowntimeClass::Small);
 }
 
-// Rules that close the gaps to Squawk's (docs/squawk-rules.md): each shown
-// firing with its name and line, and quiet on the safe form.
+// Rules that close the gaps to Squawk's (docs/src/reference/squawk-rules.md):
+// each shown firing with its name and line, and quiet on the safe form.
 
 /// Lints `sql` as the one migration `m`.
 fn lint_sql(sql: &str) -> lint::LintReport {
@@ -278,7 +278,11 @@ fn a_blocking_lock_without_lock_timeout_is_reported_once_per_file() {
     let f = report.findings.iter().find(|f| f.rule == "missing-lock-timeout").unwrap();
     assert_eq!((f.lock, f.table.as_deref()), ("ACCESS EXCLUSIVE", Some("orders")));
     assert!(f.message.contains("as do 1 later statement(s)"), "{}", f.message);
-    assert!(f.message.contains("lock_timeout_ms") && f.message.contains("SET lock_timeout"), "{}", f.message);
+    assert!(
+        f.message.contains("lock_timeout is set under [migrate]") && f.message.contains("SET lock_timeout"),
+        "{}",
+        f.message
+    );
     assert_eq!(
         report.verdict(),
         lint::Verdict::Warnings,

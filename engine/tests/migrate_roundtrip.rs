@@ -288,7 +288,7 @@ async fn lock_timeout_and_statement_timeout_apply_to_migrations() {
         ("1_a/migration.sql", b"CREATE TABLE a (id int);"),
         ("2_b/migration.sql", b"ALTER TABLE a ADD COLUMN b int;"),
     ]);
-    let config = MigrateConfig { lock_timeout_ms: 300, ..Default::default() };
+    let config = MigrateConfig { lock_timeout: std::time::Duration::from_millis(300), ..Default::default() };
     let started = std::time::Instant::now();
     let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
@@ -308,7 +308,8 @@ async fn lock_timeout_and_statement_timeout_apply_to_migrations() {
         ("2_b/migration.sql", b"ALTER TABLE a ADD COLUMN b int;"),
         ("3_slow/migration.sql", b"SELECT pg_sleep(10);"),
     ]);
-    let config = MigrateConfig { statement_timeout_ms: 300, ..Default::default() };
+    let config =
+        MigrateConfig { statement_timeout: std::time::Duration::from_millis(300), ..Default::default() };
     let err = migrate::deploy(&url, &load(dir.path()), &config, &Progress::discard()).await.unwrap_err();
     assert!(
         matches!(&err, MigrateError::Failed { name, code, .. } if name == "3_slow" && code == "57014"),

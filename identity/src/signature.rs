@@ -167,7 +167,7 @@ pub enum SignatureError {
     Sign(String),
     #[error(
         "the operator signed this {age_secs} s ago, longer than this agent accepts ({max_secs} s, \
-         `signature_max_age_secs`): sign it again"
+         `signature_max_age`): sign it again"
     )]
     TooOld { age_secs: i64, max_secs: u64 },
     #[error(

@@ -28,7 +28,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, ServerTlsConfig, Uri};
 
@@ -36,7 +36,7 @@ use crate::Identity;
 use crate::verify::CoordinatorsOnly;
 
 /// `[tls]` in a config, or the CLI's `--ca`, `--cert`, `--key`, `--insecure`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsFiles {
     /// PEM file with the runway CA certificate(s) peers must chain to.

@@ -53,7 +53,7 @@ pub fn init(setup: Setup<'_>) -> Result<Telemetry, Error> {
 }
 
 /// `[telemetry]` in a daemon's config.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Serve Prometheus metrics over plain HTTP at `http://ADDR/metrics`

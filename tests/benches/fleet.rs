@@ -51,7 +51,7 @@ struct Args {
     agents: usize,
     work_ms: u64,
     idle_secs: u64,
-    /// The coordinators' `heartbeat_secs` (default 2, theirs): a large
+    /// The coordinators' `heartbeat` in seconds (default 2, theirs): a large
     /// fleet sets it higher, since a session ends after three silent beats.
     heartbeat_secs: u64,
     insecure: bool,

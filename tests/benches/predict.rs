@@ -65,7 +65,7 @@ struct Args {
     /// Rounds; each measures clean and failing data in turn. Medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// `statement_timeout` of each check query, as `data_check_timeout_ms`
+    /// `statement_timeout` of each check query, as `[migrate] data_check_timeout`
     /// in the migrate config (default 10 s there too).
     #[arg(long, default_value_t = 10_000)]
     data_check_timeout_ms: u64,

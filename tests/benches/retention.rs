@@ -146,7 +146,7 @@ fn start_db_agent(cluster: &Cluster, environment: &str) -> Proc {
         &config,
         format!(
             "name = \"{name}\"\nenvironment = \"{environment}\"\ncoordinators = [{}]\nroles = [\"db\"]\n\
-             state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\n\
+             state_dir = {:?}\nheartbeat = \"1s\"\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\n\
              pg_bin_dir = \"{}\"\n{}",
             coordinators.join(", "),
             state_dir.display().to_string(),
@@ -195,7 +195,7 @@ fn main() {
         app_hosts: 0,
         tls: false,
         coordinator_toml: format!(
-            "[retention]\nkeep_rollouts = {}\nkeep_audit_entries = {keep_audit}\nevery_secs = {}\ncompact = {}\n{extra_envs}",
+            "[retention]\nkeep_rollouts = {}\nkeep_audit_entries = {keep_audit}\nevery = \"{}s\"\ncompact = {}\n{extra_envs}",
             args.keep, args.every_secs, args.compact
         ),
         ..Options::default()
@@ -206,7 +206,7 @@ fn main() {
         (String::from_utf8_lossy(&out.stdout).lines().count() == envs.len()).then_some(())
     });
     println!(
-        "{} rollouts over {} environments, keep_rollouts = {}, keep_audit_entries = {keep_audit}, every_secs = {}, compact = {}",
+        "{} rollouts over {} environments, keep_rollouts = {}, keep_audit_entries = {keep_audit}, every = {}s, compact = {}",
         args.rollouts,
         envs.len(),
         args.keep,

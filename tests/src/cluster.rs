@@ -98,6 +98,7 @@ pub struct Options {
     pub coordinators: usize,
     pub app_hosts: usize,
     pub db_host: bool,
+    /// The coordinators' `lease_ttl`, in seconds.
     pub lease_ttl_secs: u64,
     /// etcd members (more than one needs `netns`).
     pub etcd_members: usize,
@@ -108,10 +109,10 @@ pub struct Options {
     pub coordinator_env: Vec<(String, String)>,
     /// Extra environment of every agent (failpoints).
     pub agent_env: Vec<(String, String)>,
-    /// The coordinators' `agent_grace_secs` (how long `runway backup`
-    /// calls wait for an away DB agent).
+    /// The coordinators' `agent_grace`, in seconds (how long `runway
+    /// backup` calls wait for an away DB agent).
     pub agent_grace_secs: u64,
-    /// The coordinators' `step_deadline_secs`; `None` keeps their default
+    /// The coordinators' `step_deadline`, in seconds; `None` keeps their default
     /// (hours: longer than any test).
     pub step_deadline_secs: Option<u64>,
     /// mTLS between every part, etcd included (the default); `false` runs
@@ -128,7 +129,7 @@ pub struct Options {
     pub metrics: bool,
     /// Extra tables at the end of every coordinator's config (e.g. `[retention]`).
     pub coordinator_toml: String,
-    /// The coordinators' `heartbeat_secs` (1: failures show fast in tests).
+    /// The coordinators' `heartbeat`, in seconds (1: failures show fast in tests).
     pub heartbeat_secs: u64,
     /// The app agents run the sample hook through a wrapper that appends
     /// `<unix ms> start|end <action> [exit code]` to `<app dir>/hooks.log`
@@ -313,7 +314,7 @@ impl Cluster {
             &config,
             format!(
                 "name = \"{name}\"\nenvironment = \"{environment}\"\ncoordinators = {}\nroles = [\"db\"]\n\
-                 state_dir = {:?}\nheartbeat_secs = 1\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{}\"\n{extra}\n{}",
+                 state_dir = {:?}\nheartbeat = \"1s\"\n[database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{}\"\n{extra}\n{}",
                 toml_list(&coordinators),
                 root.join(format!("{stem}-state")).display().to_string(),
                 backup_dir.display().to_string(),
@@ -477,7 +478,7 @@ fn start_coordinator(
     let config = root.join(format!("{name}.toml"));
     let mut text = format!(
         "name = \"{name}\"\nlisten = \"{}:{port}\"\nadvertise = \"{addr}\"\netcd_endpoints = {}\n\
-         lease_ttl_secs = {}\nheartbeat_secs = {}\nagent_grace_secs = {}\n",
+         lease_ttl = \"{}s\"\nheartbeat = \"{}s\"\nagent_grace = \"{}s\"\n",
         host.ip,
         toml_list(etcd),
         options.lease_ttl_secs,
@@ -485,7 +486,7 @@ fn start_coordinator(
         options.agent_grace_secs,
     );
     if let Some(secs) = options.step_deadline_secs {
-        text.push_str(&format!("step_deadline_secs = {secs}\n"));
+        text.push_str(&format!("step_deadline = \"{secs}s\"\n"));
     }
     for env in ["staging", "production"] {
         let own =
@@ -553,7 +554,7 @@ fn start_db_agent(
     std::fs::write(
         &config,
         format!(
-            "name = \"db-1\"\nenvironment = \"{ENV}\"\ncoordinators = {}\nroles = [\"db\"]\nstate_dir = {:?}\nheartbeat_secs = 1\n\
+            "name = \"db-1\"\nenvironment = \"{ENV}\"\ncoordinators = {}\nroles = [\"db\"]\nstate_dir = {:?}\nheartbeat = \"1s\"\n\
              [database]\nurl = \"{url}\"\n[backup]\ndir = {:?}\npg_bin_dir = \"{}\"\n",
             toml_list(coordinators),
             state_dir.display().to_string(),
@@ -593,9 +594,9 @@ fn start_app_host(
     std::fs::write(
         &config,
         format!(
-            "name = \"{name}\"\nenvironment = \"{ENV}\"\ncoordinators = {}\nroles = [\"app\"]\nstate_dir = {:?}\nheartbeat_secs = 1\n\
+            "name = \"{name}\"\nenvironment = \"{ENV}\"\ncoordinators = {}\nroles = [\"app\"]\nstate_dir = {:?}\nheartbeat = \"1s\"\n\
              [app]\nmaintenance_on = {}\nmaintenance_off = {}\nrestart = {}\nhealth_url = \"{}\"\n\
-             health_timeout_secs = 20\n{}\n",
+             health_timeout = \"20s\"\n{}\n",
             toml_list(coordinators),
             state_dir.display().to_string(),
             toml_list(&hooks.maintenance_on),

@@ -18,10 +18,12 @@
 //! - [`bench`]: what the benchmarks in `benches/` share.
 //! - [`fleet`]: a simulated fleet of N agents in one process, for benchmarks.
 //! - [`manual`]: man pages rendered by `man -l`, and their exit-code table.
+//! - [`book`]: the book in `docs/` built with mdbook, and its internal links checked.
 //! - [`nemesis`]: a soak of rollouts under faults, and the invariants checked after.
 //! - [`fuzz`]: the fuzz targets (proptest strategies), their saved cases and campaign.
 
 pub mod bench;
+pub mod book;
 pub mod checks;
 pub mod cluster;
 pub mod etcd;

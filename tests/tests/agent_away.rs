@@ -19,7 +19,7 @@ use runway_tests::watch::Watch;
 
 const SLOW: &str = "20240104000000_slow";
 
-/// The coordinators' `agent_grace_secs`: before, a step whose agent was
+/// The coordinators' `agent_grace` (in seconds): before, a step whose agent was
 /// away this long failed, and maintenance mode was lifted over a migration
 /// that might still run.
 const OLD_GRACE_SECS: u64 = 2;

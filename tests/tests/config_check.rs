@@ -56,7 +56,7 @@ fn an_agent_whose_database_url_does_not_parse_exits_at_once_and_never_registers(
         &config,
         format!(
             "name = \"db-9\"\nenvironment = \"{ENV}\"\ncoordinators = [{:?}]\nroles = [\"db\"]\nstate_dir = {:?}\n\
-             heartbeat_secs = 1\n[databases.app]\nurl = \"postgres://runway:hunter2@127.0.0.1:notaport/app\"\n\
+             heartbeat = \"1s\"\n[databases.app]\nurl = \"postgres://runway:hunter2@127.0.0.1:notaport/app\"\n\
              [backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n{}",
             cluster.coordinators[0].addr,
             root.join("db-9-state"),
@@ -301,4 +301,38 @@ fn the_daemons_check_config_flag_refuses_a_wrong_key_naming_it_and_passes_a_good
     assert_eq!(code, Some(INVALID), "{log}");
     assert!(log.contains("unknown field `listen_addr`"), "{log}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "it bound its port");
+}
+
+#[test]
+fn old_secs_keys_are_read_with_a_warning_and_both_spellings_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let coordinator = dir.path().join("coordinator.toml");
+    let old = "lease_ttl_secs = 3\nheartbeat_secs = 1\n[environments.production]\napproval_timeout_secs = 600\n\
+               [tls]\ninsecure = true\n";
+    std::fs::write(&coordinator, old).expect("write coordinator config");
+    let file = coordinator.to_str().expect("UTF-8 path");
+    let out = runway(&["config", "check", "--skip-files", "--coordinator", file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for needle in [
+        format!("{file}: warning: lease_ttl_secs = 3 is deprecated; write `lease_ttl = \"3s\"` instead"),
+        format!(
+            "{file}: warning: [environments.production] approval_timeout_secs = 600 is deprecated; write \
+             `approval_timeout = \"10m\"` instead"
+        ),
+        format!("{file}: OK (coordinator config)"),
+    ] {
+        assert!(stdout.contains(&needle), "{needle:?} in:\n{stdout}");
+    }
+
+    std::fs::write(&coordinator, format!("lease_ttl = \"3s\"\n{old}")).expect("write");
+    let out = runway(&["config", "check", "--skip-files", "--coordinator", file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(INVALID), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{file}: lease_ttl_secs: both `lease_ttl` and its old spelling `lease_ttl_secs` are set"
+        )),
+        "{stdout}"
+    );
 }

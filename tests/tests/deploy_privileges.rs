@@ -64,8 +64,10 @@ fn the_polkit_rule_names_the_action_the_user_and_the_unit() {
     for broad in ["Result.AUTH_", "isInGroup", "manage-unit-files"] {
         assert!(!code.contains(broad), "the rule grants more than it should ({broad}):\n{code}");
     }
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
-    assert!(readme.contains("deploy/polkit/50-runway.rules"), "the README does not show the rule");
+    let chapter = workspace_root().join("docs/src/hooks-and-privileges.md");
+    let book =
+        std::fs::read_to_string(&chapter).unwrap_or_else(|e| panic!("read {}: {e}", chapter.display()));
+    assert!(book.contains("deploy/polkit/50-runway.rules"), "{} does not show the rule", chapter.display());
 }
 
 /// What polkit does with the rule file: run it with `polkit.addRule`, then

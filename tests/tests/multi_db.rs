@@ -91,7 +91,7 @@ fn start_db_2(cluster: &Cluster) -> Proc {
     let config = root.join("db-2.toml");
     let text = format!(
         "name = \"db-2\"\nenvironment = \"{ENV}\"\ncoordinators = [{}]\nroles = [\"db\"]\nstate_dir = {:?}\n\
-         heartbeat_secs = 1\n[databases.billing]\nurl = \"{}\"\n[databases.orders]\nurl = \"{}\"\n\
+         heartbeat = \"1s\"\n[databases.billing]\nurl = \"{}\"\n[databases.orders]\nurl = \"{}\"\n\
          [backup]\ndir = {:?}\npg_bin_dir = \"{}\"\n{}",
         coordinators.join(", "),
         root.join("db-2-state").display().to_string(),

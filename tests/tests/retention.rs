@@ -12,7 +12,7 @@ fn the_leader_prunes_finished_rollouts_their_events_and_unused_bundles() {
     let cluster = Cluster::start(Options {
         coordinators: 1,
         app_hosts: 1,
-        coordinator_toml: "[retention]\nkeep_rollouts = 1\nevery_secs = 1\n".into(),
+        coordinator_toml: "[retention]\nkeep_rollouts = 1\nevery = \"1s\"\n".into(),
         ..Options::default()
     });
     let mut ids = Vec::new();

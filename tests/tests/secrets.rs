@@ -60,7 +60,7 @@ fn start_db_agent(cluster: &Cluster, pg: &Postgres, moto: &Moto) -> Proc {
         &config,
         format!(
             "name = \"db-1\"\nenvironment = \"{ENV}\"\ncoordinators = [{}]\nroles = [\"db\"]\nstate_dir = {:?}\n\
-             heartbeat_secs = 1\n[database]\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n\
+             heartbeat = \"1s\"\n[database]\n[backup]\ndir = {:?}\npg_bin_dir = \"{PG_BIN}\"\n\
              [backup.object_store]\nbucket = \"{BUCKET}\"\nprefix = \"app\"\nendpoint = \"{}\"\n\
              region = \"us-east-1\"\nallow_http = true\n{}",
             coordinators.join(", "),

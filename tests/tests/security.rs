@@ -235,7 +235,7 @@ fn probe_agent(cluster: &Cluster, name: &str, coordinators: &[&str]) -> (Proc, s
     std::fs::write(
         &config,
         format!(
-            "name = \"{name}\"\nenvironment = \"{ENV}\"\ncoordinators = [{list}]\nroles = [\"app\"]\nstate_dir = {state:?}\nheartbeat_secs = 1\n\
+            "name = \"{name}\"\nenvironment = \"{ENV}\"\ncoordinators = [{list}]\nroles = [\"app\"]\nstate_dir = {state:?}\nheartbeat = \"1s\"\n\
              [app]\nmaintenance_on = [\"/bin/true\"]\nmaintenance_off = [\"/bin/true\"]\nrestart = [\"/bin/true\"]\n\
              health_url = \"http://127.0.0.1:1/health\"\n{}",
             pki.agent(ENV, name).toml()

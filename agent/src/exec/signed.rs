@@ -173,7 +173,7 @@ impl Executor {
                 "the signature carries no proper nonce (16 to 64 hex digits); sign it with a current `runway`".into(),
             ));
         }
-        signature::check_age(signature.signed_at, now(), self.config.signature_max_age_secs)
+        signature::check_age(signature.signed_at, now(), self.config.signature_max_age.as_secs())
             .map_err(ExecError::Unsigned)?;
         let claim = OperationClaim {
             operation,
@@ -249,7 +249,7 @@ impl Executor {
         signature: &DeploySignature,
     ) -> Result<String, ExecError> {
         let Security::Mutual(credentials) = &self.security else { return Ok(String::new()) };
-        signature::check_age(signature.signed_at, now(), self.config.signature_max_age_secs)
+        signature::check_age(signature.signed_at, now(), self.config.signature_max_age.as_secs())
             .map_err(ExecError::Unsigned)?;
         let claim =
             DeployClaim::new(&self.config.environment, digest, allow_danger, rollout_id, signature.signed_at);

@@ -17,7 +17,7 @@ use runway_proto::v1::{self, smoke_check};
 use tokio::time::Instant;
 
 use crate::config::{AppConfig, Config};
-use crate::{health, service};
+use crate::{health, hooks};
 
 /// Time between two health probes while a host must stay healthy.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -153,8 +153,8 @@ async fn run_once(
                 command: command.clone(),
             })?;
             let env = app.hook_environment(config, "smoke", &[("RUNWAY_SMOKE_CHECK", &check.name)]);
-            let hook = service::Hook { name: "smoke", argv, env: &env, timeout };
-            service::run_hook(&hook, progress).await.map_err(|e| failed(e.to_string()))?;
+            let hook = hooks::Hook { name: "smoke", argv, env: &env, timeout };
+            hooks::run_hook(&hook, progress).await.map_err(|e| failed(e.to_string()))?;
             Ok(format!("command {command} succeeded"))
         }
         None => Err(failed("the check has neither a path nor a command (the coordinator is newer)".into())),

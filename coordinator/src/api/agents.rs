@@ -121,7 +121,7 @@ impl AgentChannel for AgentService {
                 "agent registered again; closing its older session"),
             None => {}
         }
-        let heartbeat = Duration::from_secs(self.shared.config.heartbeat_secs.max(1));
+        let heartbeat = self.shared.config.heartbeat.max(Duration::from_secs(1));
         let registered = Registered {
             coordinator: self.shared.config.name.clone(),
             heartbeat_interval_secs: heartbeat.as_secs() as u32,

@@ -4,8 +4,8 @@
 //! The caller needs the `approve` role in the rollout's environment and must
 //! not be the operator who started it. The decision is saved under a key of
 //! its own together with the caller's audit entry, in one fenced
-//! transaction, before it is acknowledged; then the engine is woken and
-//! takes it into the rollout record (`rollout/engine/gate.rs`), or a new
+//! transaction, before it is acknowledged; then the runner is woken and
+//! takes it into the rollout record (`rollout/runner/gate.rs`), or a new
 //! leader reads it when it resumes the wait. A second approval by the same
 //! operator counts once; a rejection after one's own approval replaces it.
 
@@ -16,8 +16,8 @@ use super::Shared;
 use super::error::ApiError;
 use crate::config::Role;
 use crate::model::{Decision, RolloutState, Verdict};
+use crate::repo::audit::{self, Action, Outcome};
 use crate::rollout::approval;
-use crate::rollout::audit::{self, Action, Outcome};
 
 /// Longest comment or reason taken, in characters.
 const MAX_COMMENT_CHARS: usize = 1000;
@@ -112,9 +112,9 @@ async fn accept<T>(
     let audit = shared.store.audit().put(entry, Outcome::Accepted, "");
     // Saved before it is acknowledged: a leader that takes over counts it.
     shared.store.save_decision(&term, id, &decision, audit).await?;
-    shared.engine.wake(id);
+    shared.runner.wake(id);
     tracing::info!(rollout = %id, operator = %decision.operator, verdict = verb, "approval decision saved");
-    // The answer shows the decision as the engine counts it.
+    // The answer shows the decision as the runner counts it.
     let asker = record.approval.as_ref().map(|gate| gate.asker(&record).to_owned()).unwrap_or_default();
     if let Some(gate) = record.approval.as_mut() {
         approval::merge(gate, &[decision], &asker);

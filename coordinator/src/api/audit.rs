@@ -3,7 +3,7 @@
 //!
 //! Each audited handler builds its entry as it learns who calls and what
 //! for, writes it as `accepted` in the same fenced transaction as the change
-//! it makes (see [`crate::rollout::audit`]), and hands its result to
+//! it makes (see [`crate::repo::audit`]), and hands its result to
 //! [`Shared::audited`], which records a refusal with its error.
 //!
 //! Names: with TLS, the operator name from the client certificate. In
@@ -21,7 +21,7 @@ use super::auth::Operator;
 use super::error::ApiError;
 use super::refusals::Verdict;
 use crate::config::Role;
-use crate::rollout::audit::Outcome;
+use crate::repo::audit::Outcome;
 use crate::store::StoreError;
 
 /// The actor of a call whose caller has no usable identity.

@@ -34,9 +34,9 @@ use crate::config::Role;
 use crate::dispatch::InFlight;
 use crate::fencing::Term;
 use crate::registry::AgentKey;
-use crate::rollout::audit::{self, Action, Outcome};
-use crate::rollout::exclusive::Operation;
-use crate::rollout::plan::database_target;
+use crate::repo::audit::{self, Action, Outcome};
+use crate::repo::exclusive::Operation;
+use crate::rollout::steps::database_target;
 use runway_identity::signature::Operation as Signed;
 
 /// The stream of updates one backup command sends back.

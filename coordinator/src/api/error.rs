@@ -2,7 +2,7 @@
 
 use runway_proto::LEADER_METADATA_KEY;
 
-use crate::rollout::plan::PlanError;
+use crate::rollout::steps::HostsError;
 use crate::store::StoreError;
 
 /// What an operator or agent call can fail with.
@@ -26,18 +26,18 @@ pub enum ApiError {
     #[error(transparent)]
     Bundle(#[from] runway_proto::bundle::BundleError),
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Hosts(#[from] HostsError),
     #[error(transparent)]
     Rollback(#[from] crate::rollout::recovery::RollbackRefused),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Another change holds the environment (see [`crate::rollout::exclusive`]).
+    /// Another change holds the environment (see [`crate::repo::exclusive`]).
     #[error(
         "environment {environment} is busy: {} holds it (one change per environment at a time); \
          wait for it to end, or pass --queue to wait for it",
         holder.what
     )]
-    EnvironmentBusy { environment: String, holder: crate::rollout::exclusive::Holder },
+    EnvironmentBusy { environment: String, holder: crate::repo::exclusive::Holder },
     /// Agents the environment's inventory knows are not connected.
     #[error(
         "{environment}: known agent(s) away: {}; start them, leave them out of this rollout with \
@@ -67,7 +67,7 @@ impl From<ApiError> for tonic::Status {
                 status
             }
             ApiError::InvalidArgument(_) | ApiError::Bundle(_) => tonic::Status::invalid_argument(message),
-            ApiError::FailedPrecondition(_) | ApiError::Plan(_) | ApiError::Rollback(_) => {
+            ApiError::FailedPrecondition(_) | ApiError::Hosts(_) | ApiError::Rollback(_) => {
                 tonic::Status::failed_precondition(message)
             }
             ApiError::EnvironmentBusy { .. } => {

@@ -46,9 +46,9 @@ use crate::config::Role;
 use crate::fencing::Term;
 use crate::model::{RolloutRecord, RolloutState, SignatureRecord, TraceRecord};
 use crate::registry::{AgentKey, AgentSnapshot};
-use crate::rollout::audit::{self, Action, Outcome};
-use crate::rollout::plan::default_plan;
+use crate::repo::audit::{self, Action, Outcome};
 use crate::rollout::recovery::Way;
+use crate::rollout::steps::default_steps;
 use runway_identity::signature::Operation;
 use runway_telemetry::TraceParent;
 
@@ -136,10 +136,10 @@ impl OperatorService {
         crate::failpoint::tamper_bundle(&mut bundle);
         let agents = self.present_agents(&request.environment, &request.skip_hosts).await?;
         let policy = config.environments.policy(&request.environment);
-        let mut steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
+        let mut steps = default_steps(&request.environment, &agents, policy.approvals.required())?;
         crate::rollout::restart::apply(&request.environment, &mut steps, &policy, &agents)
             .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
-        let databases = crate::rollout::plan::database_records(&request.environment, &agents)?;
+        let databases = crate::rollout::steps::database_records(&request.environment, &agents)?;
         let previous_versions = agents
             .iter()
             .filter(|a| a.has_role("app"))
@@ -177,7 +177,7 @@ impl OperatorService {
         self.create_claimed(&term, &record, &bundle, entry).await?;
         tracing::info!(rollout = %record.id, environment = %record.environment, started_by = %record.started_by, migrations = migrations.len(), requires = requires.as_deref().unwrap_or("none"), "rollout accepted");
         let wire = record.to_proto();
-        self.shared.engine.start(term, record, bundle);
+        self.shared.runner.start(term, record, bundle);
         Ok(wire)
     }
 
@@ -395,7 +395,7 @@ impl OperatorService {
         if record.analysis.monitoring() && confirmed {
             // Its monitor writes the record: end it first, then read again.
             self.shared.authorize(request, &record.environment, Role::Restore)?;
-            self.shared.engine.end_monitor(&id).await;
+            self.shared.runner.end_monitor(&id).await;
             record = self.shared.rollout(&id).await?;
         }
         entry.environment = record.environment.clone();
@@ -450,7 +450,7 @@ impl OperatorService {
         }
         tracing::info!(rollout = %id, %requested_by, way = way.name(), %why, "rollback requested");
         let rollout = record.to_proto();
-        self.shared.engine.start(term, record, bundle);
+        self.shared.runner.start(term, record, bundle);
         Ok(RollbackRolloutResponse {
             rollout: Some(rollout),
             first_seq,
@@ -531,7 +531,7 @@ impl OperatorService {
         // this answer still honours it.
         let audit = self.shared.store.audit().put(entry, Outcome::Accepted, "");
         self.shared.store.request_cancel(&term, id, audit).await?;
-        self.shared.engine.request_cancel(id);
+        self.shared.runner.request_cancel(id);
         tracing::info!(rollout = %id, "cancel requested and saved");
         Ok(record.to_proto())
     }
@@ -585,7 +585,7 @@ impl Operator for OperatorService {
     async fn get_rollout(&self, request: Request<GetRolloutRequest>) -> Result<Response<Rollout>, Status> {
         let id = &request.get_ref().rollout_id;
         let mut rollout = self.authorized_rollout(&request, id, Role::View).await?.to_proto();
-        rollout.notifications = self.shared.notifier.deliveries(id).await.map_err(ApiError::from)?;
+        rollout.notifications = self.shared.webhooks.deliveries(id).await.map_err(ApiError::from)?;
         Ok(Response::new(rollout))
     }
 

@@ -1,7 +1,7 @@
 //! `PlanRollout`: what a rollout would do, without doing it.
 //!
 //! The leader builds the default plan for the environment's connected
-//! agents ([`default_plan`]) and sends every host of its `preflight` step
+//! agents ([`default_steps`]) and sends every host of its `preflight` step
 //! the very `Preflight` command a rollout sends
 //! ([`command::preflight`]), through the
 //! [`Dispatcher`](crate::dispatch::Dispatcher) with its term's fencing
@@ -27,7 +27,7 @@ use crate::config::Role;
 use crate::model::{StepKind, StepRecord};
 use crate::registry::AgentKey;
 use crate::rollout::command;
-use crate::rollout::plan::default_plan;
+use crate::rollout::steps::default_steps;
 use crate::rollout::target::Target;
 
 /// Asks the environment's agents for their preflight answers and judges
@@ -43,7 +43,7 @@ pub async fn run(shared: Arc<Shared>, request: Request<PlanRolloutRequest>) -> R
         crate::rollout::validate::bundle(bundle, shared.config.max_bundle_bytes).await?;
     let agents = shared.registry.snapshot(&request.environment);
     let policy = shared.config.environments.policy(&request.environment);
-    let mut steps = default_plan(&request.environment, &agents, policy.approvals.required())?;
+    let mut steps = default_steps(&request.environment, &agents, policy.approvals.required())?;
     crate::rollout::restart::apply(&request.environment, &mut steps, &policy, &agents)
         .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
     let restarted: Vec<String> =

@@ -34,14 +34,15 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::Span;
 use runway_daemon::config_check::{Files, Problems};
 
 /// `[prometheus]`: where analysis queries go. Credentials come from files
 /// or the environment and are never logged.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {
     /// The server's base URL, `http(s)://HOST:PORT[/PATH]`, without
@@ -59,8 +60,10 @@ pub struct PrometheusConfig {
     /// Basic auth user; the password from `password_file` or `password_env`.
     #[serde(default)]
     pub username: Option<String>,
+    /// A file holding the basic auth password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// An environment variable holding the basic auth password.
     #[serde(default)]
     pub password_env: Option<String>,
     /// How long one query may take, connecting included.
@@ -73,7 +76,7 @@ fn default_timeout() -> Span {
 }
 
 /// A limit or factor: a float compared by its bits, so policies stay `Eq`.
-#[derive(Debug, Clone, Copy, Default, PartialOrd, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialOrd, Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Number(pub f64);
 
@@ -93,7 +96,7 @@ impl std::fmt::Display for Number {
 
 /// What a measurement without a usable value counts as (no data, NaN, a
 /// query error, Prometheus unreachable).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Inconclusive {
     /// As a failed measurement.
@@ -114,14 +117,14 @@ impl Inconclusive {
 
 /// `compare = "baseline"`: the query runs for the canaries and for the
 /// hosts not yet restarted (`{{hosts}}` is each group in turn).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Compare {
     Baseline,
 }
 
 /// One `[[environments.NAME.analysis]]` check.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisCheck {
     /// Names the check in events, metrics and `rollout plan`; unique per environment.
@@ -142,6 +145,7 @@ pub struct AnalysisCheck {
     /// With `compare`: fail above baseline × factor + margin.
     #[serde(default = "one")]
     pub factor: Number,
+    /// With `compare`: what the canaries may be above baseline × factor.
     #[serde(default)]
     pub margin: Number,
     /// Time between measurements.
@@ -210,7 +214,7 @@ impl AnalysisCheck {
 }
 
 /// What a failed analysis in the `monitor` phase does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnMonitorFailure {
     /// Tell the webhooks (`degraded`); change nothing.

@@ -10,10 +10,11 @@
 //! uniform = true      # on a stop, restore the databases already migrated too
 //! ```
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// `[environments.NAME.databases]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabasePolicy {
     /// Databases migrated first, together, before any other; a canary that
@@ -51,7 +52,7 @@ pub fn check(environment: &str, policy: &DatabasePolicy) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize)]
+    #[derive(Deserialize, Serialize, JsonSchema)]
     struct T {
         databases: DatabasePolicy,
     }

@@ -13,19 +13,25 @@
 //! watch = { duration = "10m", interval = "15s", restore = false }
 //! ```
 //!
-//! Durations are strings: `"500ms"`, `"30s"`, `"5m"`, `"1h"`, or sums such
-//! as `"1m30s"`.
+//! Durations are strings read by `humantime_serde`: `"500ms"`, `"30s"`,
+//! `"5m"`, `"1h"`, or sums such as `"1m30s"`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use runway_daemon::config_check::duration_schema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::parse_duration;
-
-/// A duration written as `"30s"`, `"5m"`, `"1m30s"`, `"500ms"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Span(pub Duration);
+/// A duration written as `"30s"`, `"5m"`, `"1m30s"`, `"500ms"`, shown
+/// the same way (`Display`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Span(
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
+    pub Duration,
+);
 
 impl Span {
     pub fn secs(secs: u64) -> Self {
@@ -47,13 +53,6 @@ impl std::fmt::Display for Span {
             ms if ms % 1000 == 0 => write!(f, "{}s", ms / 1000),
             ms => write!(f, "{ms}ms"),
         }
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text).map(Span).map_err(serde::de::Error::custom)
     }
 }
 
@@ -92,9 +91,31 @@ impl std::fmt::Display for Count {
     }
 }
 
+impl Serialize for Count {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Count::Hosts(n) => serializer.serialize_u32(*n),
+            Count::Percent(_) => serializer.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl JsonSchema for Count {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Count".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number of hosts (`2`) or a percentage of the hosts (`\"25%\"`).",
+            "type": ["integer", "string"],
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize, JsonSchema)]
         #[serde(untagged)]
         enum Form {
             Number(u32),
@@ -119,7 +140,7 @@ impl<'de> Deserialize<'de> for Count {
 }
 
 /// `restart = { … }`: how the app hosts are restarted.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestartPolicy {
     /// Hosts restarted together after the canaries (`2` or `"25%"` of the
@@ -133,7 +154,7 @@ pub struct RestartPolicy {
     /// before it counts as healthy.
     pub min_healthy: Span,
     /// How long a host may take to count as healthy; unset: the agent's
-    /// `app.health_timeout_secs`.
+    /// `[app] health_timeout`.
     pub healthy_deadline: Option<Span>,
     /// Host failures tolerated (`0` or `"10%"` of the hosts); one more stops
     /// the rollout after its batch and rolls back the restart phase.
@@ -158,7 +179,7 @@ impl Default for RestartPolicy {
 }
 
 /// When a smoke check runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SmokeAfter {
     /// After each host's restart and again after maintenance off (and in
@@ -174,7 +195,7 @@ pub enum SmokeAfter {
 
 /// One entry of `smoke = [ … ]`: an HTTP request to the app (`path`) or a
 /// command from the agent's own config (`command`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SmokeCheck {
     /// Names the check in events and errors.
@@ -192,6 +213,7 @@ pub struct SmokeCheck {
     /// The body is JSON and this field (dotted: `a.b.0`) equals `json_equals`.
     #[serde(default)]
     pub json_field: String,
+    /// The value `json_field` must have, as text (`"true"`, `"3"`, `"ok"`).
     #[serde(default)]
     pub json_equals: String,
     /// How long one try may take.
@@ -200,6 +222,7 @@ pub struct SmokeCheck {
     /// Further tries after a failure, one second apart.
     #[serde(default)]
     pub retries: u32,
+    /// When the check runs.
     #[serde(default)]
     pub after: SmokeAfter,
 }
@@ -215,10 +238,12 @@ fn default_smoke_timeout() -> Span {
 /// `watch = { duration = "10m", interval = "15s" }`: after maintenance
 /// off, health and smoke checks keep running for `duration`; a failure
 /// rolls the restart phase back. The rollout succeeds only after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WatchPolicy {
+    /// How long the window lasts after maintenance off.
     pub duration: Span,
+    /// Time between two rounds of health and smoke checks in the window.
     #[serde(default = "default_watch_interval")]
     pub interval: Span,
     /// Restore the backup too when the window fails and the migrations
@@ -335,7 +360,7 @@ mod tests {
         assert_eq!(Count::Percent(1).batch_of(5), 1, "at least one");
         assert_eq!(Count::Percent(10).failures_of(5), 0, "rounded down");
         assert_eq!(Count::Percent(40).failures_of(5), 2);
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize, JsonSchema)]
         struct T {
             c: Count,
         }
@@ -348,7 +373,7 @@ mod tests {
     }
 
     fn restart(text: &str) -> RestartPolicy {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize, JsonSchema)]
         struct T {
             restart: RestartPolicy,
         }
@@ -383,7 +408,7 @@ mod tests {
         let watch = WatchPolicy { duration: Span::secs(10), interval: Span::secs(15), restore: false };
         let error = check("prod", &RestartPolicy::default(), &[], Some(&watch)).unwrap_err();
         assert!(error.contains("watch.interval (15s)"), "{error}");
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize, JsonSchema)]
         struct T {
             smoke: Vec<SmokeCheck>,
         }

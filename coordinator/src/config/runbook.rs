@@ -2,33 +2,36 @@
 //! staging first (`requires`), maintenance only when needed
 //! (`maintenance`), and notifications (`webhooks`). The keys' types and
 //! their start-up checks; what they do lives in `crate::policy` and
-//! `crate::notify`.
+//! `crate::webhooks`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use runway_daemon::config_check::duration_schema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::{Environments, Problems, parse_duration};
+use super::{Environments, Problems};
 
 /// `requires = { environment = "staging", soak = "24h" }`: a rollout of a
 /// bundle here is refused unless a rollout of the same bundle digest
 /// succeeded in `environment` at least `soak` earlier and was not rolled
 /// back since.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Requires {
     /// The environment the bundle must have succeeded in first.
     pub environment: String,
     /// How long before this rollout that success must be: `"24h"`,
     /// `"90m"`, `"30s"`, `"1d"`, or combined (`"1h30m"`); `"0s"` for none.
-    #[serde(deserialize_with = "soak")]
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
     pub soak: Duration,
 }
 
 /// `maintenance = "always" | "auto" | "never"`: when a rollout turns
 /// maintenance mode on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Maintenance {
     /// Every rollout with app hosts turns maintenance mode on and off.
@@ -55,7 +58,7 @@ impl Maintenance {
 }
 
 /// What a rollout tells webhooks about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyEvent {
     /// The rollout started (before preflight).
@@ -122,7 +125,7 @@ impl NotifyEvent {
 }
 
 /// How a webhook's request looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookFormat {
     /// A Slack-compatible incoming webhook: `{"text": "…"}`.
@@ -147,9 +150,16 @@ impl WebhookFormat {
 
 /// A value that must not be logged (a webhook URL, a header with a
 /// token): its `Debug` prints a mask.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// Masked like `Debug`: a serialized config never holds the value.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
 
 impl Secret {
     /// The value itself, for the request only.
@@ -172,12 +182,13 @@ impl From<&str> for Secret {
 
 /// `webhooks = [{ name = "chat", format = "slack", url = "https://…" }, …]`
 /// (or `[[environments.NAME.webhooks]]` tables).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     /// Names the webhook in logs and in the delivery records (the URL is a
     /// secret and is never logged). Unique per environment.
     pub name: String,
+    /// How the request looks.
     pub format: WebhookFormat,
     /// Where to send; a secret (redacted in logs and errors).
     pub url: Secret,
@@ -378,11 +389,6 @@ fn check_placeholders(which: &str, key: &str, text: &str) -> Result<(), String> 
     Ok(())
 }
 
-fn soak<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("requires.soak: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,9 +399,6 @@ mod tests {
         config.finish().map_err(|e| e.to_string())?;
         Ok(config)
     }
-
-    #[test]
-    fn durations_read_like_people_write_them() {}
 
     #[test]
     fn requires_names_another_configured_environment_without_a_circle() {

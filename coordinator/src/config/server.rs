@@ -3,17 +3,20 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use runway_daemon::config_check::duration_schema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::{Problems, parse_duration};
+use super::Problems;
 
 /// `[server]`: connection caps and the TLS handshake deadline.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerLimits {
     /// How long a client may take over its TLS handshake (`"10s"`); a
     /// slower one is disconnected.
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "humantime_serde")]
+    #[schemars(schema_with = "duration_schema")]
     pub handshake_timeout: Duration,
     /// Connections open at once, handshaking or established; more are
     /// closed at once.
@@ -31,11 +34,6 @@ impl Default for ServerLimits {
             max_connections_per_peer: 512,
         }
     }
-}
-
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 impl ServerLimits {
@@ -75,7 +73,7 @@ mod tests {
 
     #[test]
     fn limits_are_read_and_checked() {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize, JsonSchema)]
         struct File {
             server: ServerLimits,
         }
@@ -90,7 +88,7 @@ mod tests {
         assert!(error.contains("[server] max_connections_per_peer: is 20"), "{error}");
         let bad =
             toml::from_str::<File>("[server]\nhandshake_timeout = \"soon\"\n").err().unwrap().to_string();
-        assert!(bad.contains("is not a duration"), "{bad}");
+        assert!(bad.contains("invalid value: string \"soon\", expected a duration"), "{bad}");
         let mut problems = Problems::new(Path::new("c.toml"));
         ServerLimits::default().check(&mut problems);
         assert!(problems.is_empty());

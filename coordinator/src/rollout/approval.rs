@@ -1,6 +1,6 @@
 //! The approval gate's rules: how many approvals a rollout needs, who may
 //! give them, and what the operators' saved decisions add up to. The
-//! engine waits at the gate (`engine/gate.rs`); the operator API saves the
+//! runner waits at the gate (`runner/gate.rs`); the operator API saves the
 //! decisions (`api/approvals.rs`).
 //!
 //! The count is `approvals.default` unless the plan that preflight saved

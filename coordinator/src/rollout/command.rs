@@ -130,7 +130,7 @@ fn action(step: &StepRecord, host: &str, bundle: &v1::Bundle, record: &RolloutRe
             signature: record.rollback_signature.as_ref().map(SignatureRecord::to_operation),
             rollout_claim: rollout_claim(record),
         }),
-        // The checks come from the environment's policy: the engine adds
+        // The checks come from the environment's policy: the runner adds
         // them (see `rollout::restart::complete`).
         StepKind::Smoke => command::Action::Smoke(v1::Smoke::default()),
         StepKind::Watch => command::Action::Watch(v1::Watch::default()),

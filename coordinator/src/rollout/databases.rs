@@ -3,7 +3,7 @@
 //!
 //! Backups run `parallel` at a time. Migrations run the `canary`
 //! databases first, then batches of `parallel`, through the same batching
-//! as restarts (`engine::batches`); more failures than `max_failures` (or
+//! as restarts (`runner::batches`); more failures than `max_failures` (or
 //! a failed canary) stop later batches. On a stop, each failed database
 //! that changed is restored from this rollout's backup of it; databases
 //! already migrated are restored too when `uniform`, otherwise they stay
@@ -11,7 +11,7 @@
 //! stay untouched (`skipped`). App restarts come after the migrate step,
 //! so they wait for every database.
 //!
-//! Pure functions over the saved record; the engine runs them.
+//! Pure functions over the saved record; the runner runs them.
 
 use super::outcome::StepResult;
 use super::restart::{Batching, batches, tolerated};

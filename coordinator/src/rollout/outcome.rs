@@ -1,4 +1,4 @@
-//! How a step's commands ended, and what that tells the engine: success,
+//! How a step's commands ended, and what that tells the runner: success,
 //! the operator-facing error, a refusal before anything ran, whether the
 //! database changed, and the facts later steps need (the plan, the backup).
 

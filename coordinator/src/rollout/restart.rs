@@ -3,7 +3,7 @@
 //! smoke and watch steps after maintenance off, and what each command
 //! carries from the environment's policy.
 //!
-//! Pure functions: the engine runs them (see `engine::batches`).
+//! Pure functions: the runner runs them (see `runner::batches`).
 
 use runway_proto::v1::{self, command};
 
@@ -210,7 +210,7 @@ pub fn describe(policy: &EnvironmentPolicy, restarted: &[String]) -> Vec<String>
     }
     let deadline = restart
         .healthy_deadline
-        .map_or_else(|| "the agent's app.health_timeout_secs".to_owned(), |d| d.to_string());
+        .map_or_else(|| "the agent's [app] health_timeout".to_owned(), |d| d.to_string());
     let failures = match restart.max_failures {
         Count::Percent(p) => format!("{p}% = {}", tolerated(&Batching::of_restart(restart), restarted.len())),
         Count::Hosts(n) => n.to_string(),
@@ -322,7 +322,7 @@ mod tests {
     fn select_smoke_and_watch_shape_the_plan() {
         let agents =
             [agent("app-1", &["app"], "eu"), agent("app-2", &["app"], "us"), agent("db", &["db"], "us")];
-        let mut steps = crate::rollout::plan::default_plan("prod", &agents, false).unwrap();
+        let mut steps = crate::rollout::steps::default_steps("prod", &agents, false).unwrap();
         let mut policy = EnvironmentPolicy::default();
         policy.restart.select = [("region".to_owned(), "eu".to_owned())].into();
         policy.smoke = toml::from_str::<toml::Table>("s = [{ name = \"home\", path = \"/\" }]").unwrap()["s"]
@@ -351,7 +351,7 @@ mod tests {
             ]
         );
         policy.restart.select = [("region".to_owned(), "mars".to_owned())].into();
-        let mut steps = crate::rollout::plan::default_plan("prod", &agents, false).unwrap();
+        let mut steps = crate::rollout::steps::default_steps("prod", &agents, false).unwrap();
         let error = apply("prod", &mut steps, &policy, &agents).unwrap_err().to_string();
         assert!(error.contains("region = \"mars\"") && error.contains("app-1, app-2"), "{error}");
     }

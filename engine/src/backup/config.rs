@@ -23,8 +23,9 @@ use super::error::BackupError;
 /// prefix = "app/prod"
 /// endpoint = "https://s3.example.net"   # omit for AWS
 /// ```
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = runway_daemon::config_check::host_dependent("jobs"))]
 pub struct BackupConfig {
     /// Where backups are written; one folder per backup.
     pub dir: PathBuf,
@@ -38,7 +39,8 @@ pub struct BackupConfig {
     /// custom format (see [`BackupConfig::choose_format`] for the rest).
     #[serde(default = "default_directory_from_bytes")]
     pub directory_from_bytes: u64,
-    /// Parallel jobs for directory-format dumps and restores.
+    /// Parallel jobs for directory-format dumps and restores (default: the
+    /// cores available, between 2 and 8).
     #[serde(default = "default_jobs")]
     pub jobs: u32,
     /// `pg_dump -Z` compression level (0–9); unset keeps pg_dump's default.
@@ -273,7 +275,7 @@ pub struct FormatChoice {
 }
 
 /// `pg_dump --format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DumpFormat {
     /// One compressed file (`-Fc`), streamed through SHA-256 as pg_dump writes it.
@@ -296,7 +298,7 @@ impl DumpFormat {
 }
 
 /// When the rollout's backup step proves the backup restorable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TestRestore {
     /// In the maintenance window, before the migration: the dump streams
@@ -352,7 +354,7 @@ impl TestRestore {
 }
 
 /// Whether the window's test restore runs the post-data section.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PostData {
     /// Schema and every row are restored and counted; index and constraint
@@ -376,9 +378,10 @@ impl BackupConfig {
 /// Credentials and region fall back to the usual AWS environment variables
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
 /// `AWS_REGION`, `AWS_ENDPOINT_URL`) when not set here.
-#[derive(Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectStoreConfig {
+    /// The bucket backups are uploaded to.
     pub bucket: String,
     /// Key prefix; each backup goes under `<prefix>/<backup id>/`.
     #[serde(default)]
@@ -386,13 +389,18 @@ pub struct ObjectStoreConfig {
     /// Endpoint URL for non-AWS stores (MinIO, Ceph, …).
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The store's region (else `AWS_REGION`).
     #[serde(default)]
     pub region: Option<String>,
+    /// The access key's id (else `AWS_ACCESS_KEY_ID`).
     #[serde(default)]
     pub access_key_id: Option<String>,
-    /// Never logged or shown in errors.
+    /// The access key's secret (else `AWS_SECRET_ACCESS_KEY`). Never
+    /// logged or shown in errors.
     #[serde(default)]
     pub secret_access_key: Option<String>,
+    /// A temporary credential's session token (else `AWS_SESSION_TOKEN`).
+    /// Never logged or shown in errors.
     #[serde(default)]
     pub session_token: Option<String>,
     /// Allow `http://` endpoints (test servers, private networks).

@@ -59,7 +59,7 @@ async fn deploy_gated(
 ) -> Result<DeployReport, MigrateError> {
     let database = connect::parse(database_url)?;
     progress.emit("lock", "waiting for the migrations advisory lock");
-    let mut session = lock::locked(&database, config.advisory_lock_timeout()).await?;
+    let mut session = lock::locked(&database, config.advisory_lock_timeout).await?;
     let result = deploy_locked(&mut session, migrations, accepted, config, progress).await;
     if result.is_ok() {
         lock::release(&mut session.conn).await?;
@@ -325,11 +325,11 @@ pub(crate) async fn set_timeouts(
     config: &MigrateConfig,
 ) -> Result<(), MigrateError> {
     let mut sql = String::new();
-    if config.lock_timeout_ms > 0 {
-        sql.push_str(&format!("SET lock_timeout = {};", config.lock_timeout_ms));
+    if !config.lock_timeout.is_zero() {
+        sql.push_str(&format!("SET lock_timeout = {};", config.lock_timeout.as_millis()));
     }
-    if config.statement_timeout_ms > 0 {
-        sql.push_str(&format!("SET statement_timeout = {};", config.statement_timeout_ms));
+    if !config.statement_timeout.is_zero() {
+        sql.push_str(&format!("SET statement_timeout = {};", config.statement_timeout.as_millis()));
     }
     if !sql.is_empty() {
         sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&sql))

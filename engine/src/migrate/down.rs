@@ -135,7 +135,7 @@ pub async fn undo(
 ) -> Result<UndoReport, MigrateError> {
     let database = connect::parse(database_url)?;
     progress.emit("lock", "waiting for the migrations advisory lock");
-    let mut session = lock::locked(&database, config.advisory_lock_timeout()).await?;
+    let mut session = lock::locked(&database, config.advisory_lock_timeout).await?;
     let undo = Undo { database: &database, migrations, pg_dump, config, progress };
     let result = undo.locked(&mut session, target, expected).await;
     if result.is_ok() {

@@ -35,7 +35,7 @@ pub async fn resolve(
     config: &MigrateConfig,
 ) -> Result<ResolveReport, MigrateError> {
     let database = connect::parse(database_url)?;
-    let mut session = lock::locked(&database, config.advisory_lock_timeout()).await?;
+    let mut session = lock::locked(&database, config.advisory_lock_timeout).await?;
     let conn = &mut session.conn;
     let result = async {
         let mut report = ResolveReport::default();

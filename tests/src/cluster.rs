@@ -369,6 +369,28 @@ impl Cluster {
         self.runway_command().args(args).output().expect("run runway")
     }
 
+    /// Rollout `id` as `runway rollout show --output json` prints it, or
+    /// `None` when the CLI printed no rollout (no leader answered yet).
+    pub fn try_show_rollout(&self, id: &str) -> Option<serde_json::Value> {
+        let out = self.runway(&["rollout", "show", id, "--output", "json"]);
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Rollout `id` as `runway rollout show --output json` prints it;
+    /// panics with the CLI's output when it failed (its JSON error is not
+    /// a rollout).
+    pub fn show_rollout(&self, id: &str) -> serde_json::Value {
+        let out = self.runway(&["rollout", "show", id, "--output", "json"]);
+        assert!(out.status.success(), "rollout show {id}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "rollout show {id}: not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// The application database's schema as `pg_dump --schema-only` prints
     /// it, and every column of `_prisma_migrations`: what "unchanged" and
     /// "back to the pre-rollout state" compare.

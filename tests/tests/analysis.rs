@@ -391,17 +391,6 @@ fn a_hung_prometheus_is_inconclusive_and_the_policy_decides() {
     let _ = holder.join();
 }
 
-fn show(cluster: &Cluster, id: &str) -> serde_json::Value {
-    let out = cluster.runway(&["rollout", "show", id, "--output", "json"]);
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 #[test]
 fn a_regression_after_success_notifies_and_rolls_back_by_migration_and_a_new_rollout_ends_the_monitor() {
     let _serial = one_at_a_time();
@@ -432,7 +421,7 @@ fn a_regression_after_success_notifies_and_rolls_back_by_migration_and_a_new_rol
     let (out, events) = cluster.roll_out("v2", SHOP, &[]);
     assert!(out.status.success(), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     let first = rollout_id(&events);
-    assert_eq!(show(&cluster, &first)["monitor"]["state"], "monitoring");
+    assert_eq!(cluster.show_rollout(&first)["monitor"]["state"], "monitoring");
     let text = cluster.runway(&["rollout", "show", &first]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("state        monitoring"), "{text:?}");
 
@@ -445,10 +434,10 @@ fn a_regression_after_success_notifies_and_rolls_back_by_migration_and_a_new_rol
     assert!(out.status.success(), "{}\n{events:#?}", String::from_utf8_lossy(&out.stderr));
     let second = rollout_id(&events);
     wait_until("v2's monitor to end, superseded", Duration::from_secs(20), || {
-        (show(&cluster, &first)["monitor"]["state"] == "superseded").then_some(())
+        (cluster.show_rollout(&first)["monitor"]["state"] == "superseded").then_some(())
     });
-    assert_eq!(show(&cluster, &first)["state"], "succeeded");
-    assert_eq!(show(&cluster, &second)["monitor"]["state"], "monitoring");
+    assert_eq!(cluster.show_rollout(&first)["state"], "succeeded");
+    assert_eq!(cluster.show_rollout(&second)["monitor"]["state"], "monitoring");
 
     // 3. Traffic writes to the new schema; then v3 regresses: half its
     //    pages fail. The monitor notices, tells the webhook, and rolls back
@@ -460,7 +449,7 @@ fn a_regression_after_success_notifies_and_rolls_back_by_migration_and_a_new_rol
         std::fs::write(app.dir.join("error-share-version"), "v3 50\n").unwrap();
     }
     let rollout = wait_until("the monitor to roll v3 back", Duration::from_secs(90), || {
-        let rollout = show(&cluster, &second);
+        let rollout = cluster.show_rollout(&second);
         (rollout["state"] == "rolled_back").then_some(rollout)
     });
     assert!(regressed.elapsed() < Duration::from_secs(60), "{:?}", regressed.elapsed());

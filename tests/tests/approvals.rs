@@ -30,11 +30,6 @@ fn stderr(out: &std::process::Output) -> String {
 }
 
 /// `rollout show ID --output json` (any coordinator answers from etcd).
-fn show(cluster: &Cluster, id: &str) -> Option<Value> {
-    let out = cluster.runway(&["rollout", "show", id, "--output", "json"]);
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 /// `runway audit --env staging --since 1h --output json`, as
 /// `(actor, action, outcome)` and the entries.
 fn audit(cluster: &Cluster, operator: &str) -> (Vec<(String, String, String)>, Vec<Value>) {
@@ -85,7 +80,7 @@ fn an_approval_gated_rollout_waits_survives_a_leader_kill_and_runs_once_another_
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let id = json_lines(&out.stdout)[0]["id"].as_str().unwrap().to_owned();
     let waiting = wait_until("the rollout to await approval", Duration::from_secs(60), || {
-        show(&cluster, &id).filter(|r| r["state"] == "awaiting_approval")
+        cluster.try_show_rollout(&id).filter(|r| r["state"] == "awaiting_approval")
     });
     assert_eq!(waiting["started_by"], "ops");
     assert_eq!(waiting["approval"]["needed"], 1);
@@ -118,7 +113,7 @@ fn an_approval_gated_rollout_waits_survives_a_leader_kill_and_runs_once_another_
     wait_until("a new leader", Duration::from_secs(30), || {
         cluster.leader().filter(|l| cluster.coordinators[*l].name != killed)
     });
-    let after = show(&cluster, &id).expect("the rollout is still saved");
+    let after = cluster.try_show_rollout(&id).expect("the rollout is still saved");
     assert_eq!(after["state"], "awaiting_approval");
     assert_eq!(after["approval"], waiting["approval"], "the same gate, expiry included");
     assert!(!cluster.apps[0].in_maintenance());
@@ -134,7 +129,7 @@ fn an_approval_gated_rollout_waits_survives_a_leader_kill_and_runs_once_another_
     assert!(events.iter().any(
         |e| e["kind"] == "approved" && e["message"] == "approved by approver (1 of 1): checked the plan"
     ));
-    let done = show(&cluster, &id).unwrap();
+    let done = cluster.try_show_rollout(&id).unwrap();
     assert_eq!(done["approval"]["approvals"][0]["operator"], "approver");
     assert_eq!(cluster.sql("SELECT count(*) FROM _prisma_migrations"), "3");
     assert!(cluster.apps[0].health().is_some_and(|h| h.contains("version=v2")));
@@ -196,7 +191,7 @@ fn in_insecure_mode_the_audit_log_records_the_start_and_the_end() {
 /// The state `rollout show` gives, once it is not `running`.
 fn settled(cluster: &Cluster, id: &str) -> String {
     wait_until("the rollout to settle", Duration::from_secs(60), || {
-        let state = show(cluster, id)?["state"].as_str()?.to_owned();
+        let state = cluster.try_show_rollout(id)?["state"].as_str()?.to_owned();
         (state != "running" && state != "pending").then_some(state)
     })
 }
@@ -237,7 +232,12 @@ fn a_rollback_waits_for_its_own_approval_and_a_rejected_one_changes_nothing() {
     assert_eq!(settled(&cluster, &id), "awaiting_approval");
     let yes = cluster.runway_as("approver", &["rollout", "approve", &id]);
     assert!(yes.status.success(), "{}", stderr(&yes));
-    assert_eq!(settled(&cluster, &id), "rolled_back", "{:#}", show(&cluster, &id).unwrap_or_default());
+    assert_eq!(
+        settled(&cluster, &id),
+        "rolled_back",
+        "{:#}",
+        cluster.try_show_rollout(&id).unwrap_or_default()
+    );
     let tables = cluster.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'");
     assert_eq!(tables, "0", "the approved rollback restored the backup, taken before anything migrated");
 }

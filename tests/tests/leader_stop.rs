@@ -12,11 +12,6 @@ use runway_tests::process::{Proc, wait_until};
 use runway_tests::watch::json_lines;
 use serde_json::Value;
 
-fn show(cluster: &Cluster, id: &str) -> Option<Value> {
-    let out = cluster.runway(&["rollout", "show", id, "--output", "json"]);
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 #[test]
 fn a_leader_stopped_with_sigterm_ends_its_streams_and_the_watch_follows_the_next_leader() {
     let mut cluster = Cluster::start(Options {
@@ -32,7 +27,7 @@ fn a_leader_stopped_with_sigterm_ends_its_streams_and_the_watch_follows_the_next
     let id = json_lines(&out.stdout)[0]["id"].as_str().unwrap().to_owned();
     // Waiting for an approval, the rollout keeps its watch stream open.
     wait_until("the rollout to await approval", Duration::from_secs(60), || {
-        show(&cluster, &id).filter(|r| r["state"] == "awaiting_approval")
+        cluster.try_show_rollout(&id).filter(|r| r["state"] == "awaiting_approval")
     });
     let mut watch = cluster.runway_command();
     watch.args(["rollout", "watch", &id, "--output", "json"]);

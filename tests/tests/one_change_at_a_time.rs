@@ -64,15 +64,9 @@ fn started_id(out: &Output) -> String {
     json_lines(&out.stdout)[0]["id"].as_str().expect("rollout id").to_owned()
 }
 
-fn show(cluster: &Cluster, id: &str) -> serde_json::Value {
-    let out = cluster.runway(&["rollout", "show", id, "--output", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    json_lines(&out.stdout).remove(0)
-}
-
 fn wait_state(cluster: &Cluster, id: &str, state: &str) {
     wait_until(&format!("{id} to be {state}"), Duration::from_secs(60), || {
-        (show(cluster, id)["state"] == state).then_some(())
+        (cluster.show_rollout(id)["state"] == state).then_some(())
     });
 }
 
@@ -142,7 +136,7 @@ fn one_change_per_environment_known_agents_and_one_session_per_identity() {
     assert!(cancel.status.success(), "{}", stderr(&cancel));
     let (status, lines, queue_log) = queued.finish(Duration::from_secs(60));
     assert!(status.success(), "{queue_log}");
-    let shown = show(&cluster, &a);
+    let shown = cluster.show_rollout(&a);
     assert!(
         queue_log.contains("queued:") && queue_log.contains(&a),
         "{queue_log} B created {} A {} updated {} error {}",
@@ -173,7 +167,7 @@ fn one_change_per_environment_known_agents_and_one_session_per_identity() {
     );
     let skipped = started_id(&start(&cluster, ENV, "v3", &["--skip-host", "app-2"]));
     wait_state(&cluster, &skipped, "succeeded");
-    let record = show(&cluster, &skipped);
+    let record = cluster.show_rollout(&skipped);
     assert_eq!(record["skipped_hosts"], serde_json::json!(["app-2"]));
     let restart =
         record["steps"].as_array().unwrap().iter().find(|s| s["name"] == "restart").unwrap().clone();

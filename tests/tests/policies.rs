@@ -111,12 +111,6 @@ fn commands(cluster: &Cluster, id: &str, action: &str) -> usize {
     cluster.journals().iter().filter(|(_, e)| e["rollout_id"] == id && e["action"] == action).count()
 }
 
-fn show(cluster: &Cluster, id: &str) -> serde_json::Value {
-    let out = cluster.runway(&["rollout", "show", id, "--output", "json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("rollout JSON")
-}
-
 #[test]
 fn staging_first_and_maintenance_only_when_needed() {
     let cluster = Cluster::start(Options {
@@ -218,7 +212,7 @@ fn staging_first_and_maintenance_only_when_needed() {
         (0, 0)
     );
     assert_eq!(commands(&cluster, &id, "restart"), cluster.apps.len(), "the apps still restart");
-    let rollout = show(&cluster, &id);
+    let rollout = cluster.show_rollout(&id);
     let states = step_states(&rollout);
     assert!(
         states.contains(&("maintenance_on", "skipped")) && states.contains(&("maintenance_off", "skipped")),
